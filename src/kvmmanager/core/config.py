@@ -1,0 +1,125 @@
+"""Configuration: one TOML file plus KVMM_* environment overrides, with defaults for all.
+
+Lookup order for the file: $KVMM_CONFIG, then /etc/kvm-manager/config.toml when running as
+root, else $XDG_CONFIG_HOME/kvm-manager/config.toml. A nested key is overridden by
+KVMM_<SECTION>__<KEY>, e.g. KVMM_SERVER__PORT=9000 or KVMM_DATABASE__URL=postgresql://...
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def default_config_file() -> Path:
+    if env := os.environ.get("KVMM_CONFIG"):
+        return Path(env)
+    if _is_root():
+        return Path("/etc/kvm-manager/config.toml")
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kvm-manager" / "config.toml"
+
+
+def default_data_dir() -> Path:
+    if _is_root():
+        return Path("/var/lib/kvm-manager")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "kvm-manager"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Public base URL used in links the server prints; derived from host/port when empty.
+    base_url: str = ""
+
+
+class DatabaseSettings(BaseModel):
+    # Empty means SQLite (WAL) at <data_dir>/kvm-manager.db.
+    url: str = ""
+
+
+class LibvirtSettings(BaseModel):
+    default_uri: str = "qemu:///system"
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    reconnect_min_seconds: float = 0.5
+    reconnect_max_seconds: float = 30.0
+    # Worker threads per host for blocking libvirt calls, so one slow host never blocks another.
+    workers_per_host: int = 4
+
+
+class AuthSettings(BaseModel):
+    session_hours: int = 12
+    login_attempts_per_minute: int = 10
+    # Where the first admin password is written (0600) on first start; empty = <data_dir>.
+    initial_password_file: str = ""
+
+
+class AgentSettings(BaseModel):
+    iso_path: str = ""
+    iso_search: list[str] = Field(default_factory=list)
+    iso_pool: str = "default"
+    eject_after_install: bool = False
+    ping_timeout_seconds: float = 5.0
+    request_timeout_seconds: float = 30.0
+    exec_timeout_seconds: float = 300.0
+    max_reply_bytes: int = 16 * 1024 * 1024
+    max_line_bytes: int = 1024 * 1024
+    prefer_unix_socket: bool = True
+    # Methods a role may call beyond the defaults, e.g. {"viewer": ["get_metrics"]}.
+    allow: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class MetricsSettings(BaseModel):
+    interval_seconds: float = 2.0
+    prometheus_token: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KVMM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    log_level: str = "info"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    libvirt: LibvirtSettings = Field(default_factory=LibvirtSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_file())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'kvm-manager.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

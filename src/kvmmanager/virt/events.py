@@ -1,0 +1,110 @@
+"""The in-process event bus: libvirt events (through the inventory) in, subscribers out.
+
+Subscribers (SSE streams, metrics, audit, alerts) each get a bounded queue. A subscriber
+that falls behind never slows the publisher or the others: when its queue is full it is
+marked `overflowed`, its queue is emptied and it receives one `resync` event instead, after
+which it should re-read the state it mirrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+_seq = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened. `kind` is dotted: `domain.lifecycle`, `host.status`, ..."""
+
+    kind: str
+    host: str
+    subject: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+    seq: int = field(default_factory=lambda: next(_seq))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "host": self.host,
+            "subject": self.subject,
+            "data": self.data,
+            "ts": self.ts,
+        }
+
+
+RESYNC = "resync"
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, maxsize: int, predicate: Callable[[Event], bool] | None):
+        self._bus = bus
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self._predicate = predicate
+        self.dropped = 0
+
+    def _offer(self, event: Event) -> None:
+        if self._predicate is not None and event.kind != RESYNC and not self._predicate(event):
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += self._queue.qsize()
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(Event(kind=RESYNC, host="", data={"reason": "overflow"}))
+
+    async def get(self) -> Event:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._bus._subscribers.discard(self)
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                yield await self._queue.get()
+        finally:
+            self.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """Fan-out of events to bounded per-subscriber queues. Publish is O(subscribers), never blocks."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def subscribe(
+        self, maxsize: int = 1000, predicate: Callable[[Event], bool] | None = None
+    ) -> Subscription:
+        sub = Subscription(self, maxsize, predicate)
+        self._subscribers.add(sub)
+        return sub
+
+    def add_listener(self, fn: Callable[[Event], None]) -> None:
+        """A synchronous callback run inline on publish (must be quick and never raise)."""
+        self._listeners.append(fn)
+
+    def publish(self, event: Event) -> None:
+        for fn in self._listeners:
+            fn(event)
+        for sub in list(self._subscribers):
+            sub._offer(event)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
