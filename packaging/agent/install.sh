@@ -1,0 +1,266 @@
+#!/bin/sh
+# Install (or upgrade) the KVM Manager guest agent from the mounted agent CD.
+#
+#   sh /media/cdrom/install.sh [--plain] [--no-start]
+#
+# POSIX sh (dash, busybox ash). Verifies SHA256SUMS, then installs the native package
+# when the distribution's package tool exists, else copies the zipapp and a service
+# file ("plain" install). Keeps an existing config. Running it again upgrades or does
+# nothing. KVMM_ROOT installs into another root (tests; images being prepared).
+#
+# Exit codes: 0 done, 2 bad usage, 3 not root, 4 checksum mismatch or missing file,
+# 5 python3 missing or too old, 6 installing failed, 7 the service did not start.
+
+set -u
+
+ROOT=${KVMM_ROOT:-}
+SRC=${KVMM_SRC:-$(cd "$(dirname "$0")" && pwd)}
+NAME=kvmmanager-agent
+PORT_NAME=org.kvmmanager.agent.0
+LIBDIR=/usr/lib/kvmmanager-agent
+CONFDIR=/etc/kvmmanager-agent
+STATEDIR=/var/lib/kvmmanager-agent
+PLAIN=0
+START=1
+
+say() { printf '%s\n' "kvmmanager-agent: $*"; }
+die() {
+	code=$1
+	shift
+	printf '%s\n' "kvmmanager-agent: error: $*" >&2
+	exit "$code"
+}
+
+for arg in "$@"; do
+	case "$arg" in
+	--plain) PLAIN=1 ;;
+	--no-start) START=0 ;;
+	-h | --help)
+		sed -n '2,13p' "$0"
+		exit 0
+		;;
+	*) die 2 "unknown option $arg (use --plain, --no-start or --help)" ;;
+	esac
+done
+
+[ "$(id -u)" = 0 ] || die 3 "run me as root, e.g.: sudo sh $SRC/install.sh"
+
+[ -f "$SRC/VERSION" ] || die 4 "$SRC/VERSION is missing: is the agent CD mounted?"
+VERSION=$(cat "$SRC/VERSION")
+
+# --- 1. checksums, before anything is touched -------------------------------------
+verify_sums() {
+	[ -f "$SRC/SHA256SUMS" ] || die 4 "$SRC/SHA256SUMS is missing"
+	if command -v sha256sum >/dev/null 2>&1; then
+		(cd "$SRC" && sha256sum -c SHA256SUMS >/dev/null 2>&1) && return 0
+		bad=$(cd "$SRC" && sha256sum -c SHA256SUMS 2>/dev/null | grep -v ': OK$' | head -n 3)
+	else
+		bad=$(cd "$SRC" && python3 - <<'EOF'
+import hashlib
+for line in open("SHA256SUMS"):
+    digest, name = line.rstrip("\n").split("  ", 1)
+    try:
+        data = open(name, "rb").read()
+    except OSError:
+        print(name + ": missing")
+        continue
+    if hashlib.sha256(data).hexdigest() != digest:
+        print(name + ": FAILED")
+EOF
+)
+		[ -z "$bad" ] && return 0
+	fi
+	die 4 "checksum mismatch, the CD is damaged or was modified: $bad"
+}
+verify_sums
+
+# --- 2. distribution family and init system ---------------------------------------
+ID="" ID_LIKE=""
+if [ -f "$ROOT/etc/os-release" ]; then
+	ID=$(sed -n 's/^ID=//p' "$ROOT/etc/os-release" | tr -d '"')
+	ID_LIKE=$(sed -n 's/^ID_LIKE=//p' "$ROOT/etc/os-release" | tr -d '"')
+fi
+FAMILY=plain
+for word in $ID $ID_LIKE; do
+	case "$word" in
+	debian | ubuntu) FAMILY=debian ;;
+	rhel | fedora | centos | rocky | almalinux) FAMILY=rhel ;;
+	alpine) FAMILY=alpine ;;
+	suse | opensuse | opensuse-leap | opensuse-tumbleweed | sles) FAMILY=suse ;;
+	arch | archlinux | manjaro) FAMILY=arch ;;
+	*) continue ;;
+	esac
+	break
+done
+
+if [ -d "$ROOT/run/systemd/system" ]; then
+	INIT=systemd
+elif [ -x "$ROOT/sbin/openrc-run" ] || [ -x "$ROOT/sbin/openrc" ]; then
+	INIT=openrc
+elif [ -d "$ROOT/etc/init.d" ]; then
+	INIT=sysvinit
+else
+	INIT=none
+fi
+say "distribution family: $FAMILY, init: $INIT, version on CD: $VERSION"
+
+# --- 3. python3 >= 3.8 --------------------------------------------------------------
+python_hint() {
+	case "$FAMILY" in
+	debian) echo "apt-get install python3" ;;
+	rhel) echo "dnf install python3" ;;
+	alpine) echo "apk add python3" ;;
+	suse) echo "zypper install python3" ;;
+	arch) echo "pacman -S python" ;;
+	*) echo "install Python 3.8 or newer with your distribution's package tool" ;;
+	esac
+}
+command -v python3 >/dev/null 2>&1 ||
+	die 5 "python3 is not installed; the agent needs Python 3.8 or newer: $(python_hint)"
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' ||
+	die 5 "python3 is older than 3.8 ($(python3 -V 2>&1)); upgrade it: $(python_hint)"
+
+# --- 4. install -----------------------------------------------------------------------
+pkg_file() { # the one package of a kind on the CD
+	for f in "$SRC"/packages/*."$1"; do
+		[ -f "$f" ] && echo "$f" && return 0
+	done
+	return 1
+}
+
+METHOD=plain
+if [ "$PLAIN" = 0 ]; then
+	case "$FAMILY" in
+	debian) command -v dpkg >/dev/null 2>&1 && METHOD=deb ;;
+	rhel | suse) command -v rpm >/dev/null 2>&1 && METHOD=rpm ;;
+	alpine) command -v apk >/dev/null 2>&1 && METHOD=apk ;;
+	esac
+fi
+
+ROOTARG_DPKG="" ROOTARG_RPM="" ROOTARG_APK=""
+if [ -n "$ROOT" ]; then
+	ROOTARG_DPKG="--root=$ROOT"
+	ROOTARG_RPM="--root=$ROOT"
+	ROOTARG_APK="--root=$ROOT"
+fi
+
+CHANGED=1
+case "$METHOD" in
+deb)
+	have=$(dpkg-query $ROOTARG_DPKG -W -f='${Version}' "$NAME" 2>/dev/null || true)
+	if [ "$have" = "$VERSION-1" ]; then
+		CHANGED=0
+		say "package $NAME $have is already installed"
+	else
+		f=$(pkg_file deb) || die 4 "no .deb on the CD"
+		dpkg $ROOTARG_DPKG -i "$f" || die 6 "dpkg -i $f failed"
+	fi
+	;;
+rpm)
+	if rpm $ROOTARG_RPM -q "$NAME-$VERSION-1" >/dev/null 2>&1; then
+		CHANGED=0
+		say "package $NAME-$VERSION-1 is already installed"
+	else
+		f=$(pkg_file rpm) || die 4 "no .rpm on the CD"
+		rpm $ROOTARG_RPM -U --replacepkgs "$f" || die 6 "rpm -U $f failed"
+	fi
+	;;
+apk)
+	f=$(pkg_file apk) || die 4 "no .apk on the CD"
+	apk $ROOTARG_APK add --allow-untrusted --no-network "$f" || die 6 "apk add $f failed"
+	;;
+plain)
+	LIST="$ROOT$STATEDIR/installed.list"
+	same=0
+	if [ -f "$ROOT$LIBDIR/$NAME.pyz" ] && cmp -s "$SRC/$NAME.pyz" "$ROOT$LIBDIR/$NAME.pyz"; then
+		same=1
+	fi
+	mkdir -p "$ROOT$LIBDIR" "$ROOT$CONFDIR" "$ROOT$STATEDIR" || die 6 "cannot create directories"
+	: >"$LIST.new" || die 6 "cannot write $LIST"
+	put() { # src dst mode
+		cp "$1" "$ROOT$2.kvmm-new" && chmod "$3" "$ROOT$2.kvmm-new" &&
+			mv "$ROOT$2.kvmm-new" "$ROOT$2" || die 6 "cannot install $2"
+		echo "$2" >>"$LIST.new"
+	}
+	put "$SRC/$NAME.pyz" "$LIBDIR/$NAME.pyz" 0644
+	case "$INIT" in
+	systemd)
+		mkdir -p "$ROOT/etc/systemd/system" "$ROOT/etc/udev/rules.d"
+		put "$SRC/service/$NAME.service" "/etc/systemd/system/$NAME.service" 0644
+		put "$SRC/service/60-$NAME.rules" "/etc/udev/rules.d/60-$NAME.rules" 0644
+		;;
+	openrc)
+		put "$SRC/service/$NAME.openrc" "/etc/init.d/$NAME" 0755
+		;;
+	sysvinit)
+		put "$SRC/service/$NAME.sysv" "/etc/init.d/$NAME" 0755
+		;;
+	esac
+	if [ -f "$ROOT$CONFDIR/config.json" ]; then
+		say "keeping the existing $CONFDIR/config.json"
+	else
+		cp "$SRC/config.json" "$ROOT$CONFDIR/config.json" || die 6 "cannot write the config"
+		chmod 0644 "$ROOT$CONFDIR/config.json"
+		# Remember the pristine config so uninstall can tell whether it was edited.
+		sha256sum "$ROOT$CONFDIR/config.json" 2>/dev/null | cut -d' ' -f1 >"$ROOT$STATEDIR/config.sha256"
+	fi
+	echo "$VERSION" >"$ROOT$STATEDIR/VERSION"
+	mv "$LIST.new" "$LIST"
+	[ "$same" = 1 ] && CHANGED=0
+	;;
+esac
+say "installed $NAME $VERSION ($METHOD install)"
+
+# --- 5. enable and start ----------------------------------------------------------------
+STARTED=unknown
+if [ "$START" = 1 ]; then
+	case "$INIT" in
+	systemd)
+		systemctl daemon-reload
+		command -v udevadm >/dev/null 2>&1 && udevadm control --reload
+		systemctl enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
+		if [ -e "$ROOT/dev/virtio-ports/$PORT_NAME" ]; then
+			if [ "$CHANGED" = 1 ]; then
+				systemctl restart "$NAME.service" || die 7 "systemctl restart $NAME failed"
+			else
+				systemctl start "$NAME.service" || die 7 "systemctl start $NAME failed"
+			fi
+			STARTED=yes
+		fi
+		;;
+	openrc)
+		rc-update add "$NAME" default || die 7 "rc-update add $NAME failed"
+		if [ "$CHANGED" = 1 ]; then
+			rc-service "$NAME" restart || die 7 "rc-service $NAME restart failed"
+		else
+			rc-service "$NAME" start || die 7 "rc-service $NAME start failed"
+		fi
+		STARTED=yes
+		;;
+	sysvinit)
+		if command -v update-rc.d >/dev/null 2>&1; then
+			update-rc.d "$NAME" defaults
+		elif command -v chkconfig >/dev/null 2>&1; then
+			chkconfig --add "$NAME"
+		fi
+		"$ROOT/etc/init.d/$NAME" restart || die 7 "/etc/init.d/$NAME restart failed"
+		STARTED=yes
+		;;
+	none)
+		say "no init system found: start the agent with"
+		say "  python3 $LIBDIR/$NAME.pyz --config $CONFDIR/config.json"
+		;;
+	esac
+fi
+
+# --- 6. report ------------------------------------------------------------------------------
+if [ -e "$ROOT/dev/virtio-ports/$PORT_NAME" ]; then
+	say "port device /dev/virtio-ports/$PORT_NAME: present"
+else
+	say "port device /dev/virtio-ports/$PORT_NAME: MISSING"
+	say "  the VM has no agent channel yet; on the host run: kvm-manager vm install-agent VM"
+	say "  (the agent starts by itself once the channel appears, after the next boot at worst)"
+fi
+[ "$STARTED" = yes ] && say "service $NAME enabled and started"
+[ "$CHANGED" = 0 ] && say "nothing to do: $VERSION was already installed"
+exit 0

