@@ -1,0 +1,1 @@
+"""Real-VM end-to-end suite (issue 5)."""

@@ -1,0 +1,1 @@
+"""The kvmm-e2e test guest: builder and in-guest files."""
