@@ -1,0 +1,39 @@
+"""``<graphics>``: VNC and SPICE displays.
+
+Example::
+
+    gfx = Graphics(type="vnc", autoport=True, listen_address="127.0.0.1", passwd="s3cret")
+    live.port        # the port libvirt picked (live XML), -1/None before start
+
+libvirt repeats the listen address in a ``listen`` attribute and a ``<listen>`` child and
+rejects XML where they differ; ``listen_address`` keeps both in step.
+"""
+
+from __future__ import annotations
+
+from kvmmanager.virt.xml.base import XMLProperty
+from kvmmanager.virt.xml.devices.common import Device
+
+
+class Graphics(Device):
+    TAG = "graphics"
+
+    type = XMLProperty("@type", choices=("vnc", "spice"))
+    port = XMLProperty("@port", kind=int, minimum=-1)
+    autoport = XMLProperty("@autoport", kind=bool)
+    websocket = XMLProperty("@websocket", kind=int, minimum=-1)
+    passwd = XMLProperty("@passwd", doc="only present in XML read with VIR_DOMAIN_XML_SECURE")
+    keymap = XMLProperty("@keymap")
+    _listen_attr = XMLProperty("@listen")
+    _listen_address = XMLProperty("listen[@type='address']/@address")
+
+    @property
+    def listen_address(self) -> str | None:
+        return self._listen_address or self._listen_attr
+
+    @listen_address.setter
+    def listen_address(self, value: str | None) -> None:
+        self._listen_address = value
+        # The attribute is only rewritten when present: new XML uses the <listen> child only.
+        if value is None or self._listen_attr is not None:
+            self._listen_attr = value
