@@ -1,20 +1,12 @@
-"""Fixtures for the XML model tests: sample XML files and a canonical-form comparer."""
+"""Fixtures for the XML model tests: the sample XML files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from lxml import etree
 
 DATA = Path(__file__).parent / "data"
-
-
-def canonical(xml: str) -> str:
-    """C14N with indentation whitespace dropped: equal means semantically the same tree."""
-    parser = etree.XMLParser(remove_blank_text=True)
-    root = etree.fromstring(xml.encode(), parser)
-    return etree.tostring(root, method="c14n2", strip_text=True).decode()
 
 
 @pytest.fixture
