@@ -1,0 +1,68 @@
+"""The FastAPI application: `create_app(settings) -> FastAPI`.
+
+The lifespan builds and starts the Manager (`app.state.manager`). Every module in
+`kvmmanager.api.routers` exposing `router` is included; authentication and auditing
+apply to all of them without the router doing anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+import kvmmanager
+from kvmmanager.api import errors, routers
+from kvmmanager.api.auditing import AuditMiddleware
+from kvmmanager.api.deps import authenticate
+from kvmmanager.core.config import Settings, get_settings
+from kvmmanager.services.manager import Manager
+
+
+def router_modules() -> list[str]:
+    return sorted(
+        f"{routers.__name__}.{m.name}"
+        for m in pkgutil.iter_modules(routers.__path__)
+        if not m.name.startswith("_")
+    )
+
+
+def create_app(settings: Settings | None = None, *, manager: Manager | None = None) -> FastAPI:
+    """Build the app. With `manager`, the caller owns its start/stop (tests)."""
+    settings = settings or (manager.settings if manager else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manager is not None:
+            app.state.manager = manager
+            yield
+            return
+        own = Manager(settings)
+        app.state.manager = own
+        await own.start()
+        try:
+            yield
+        finally:
+            await own.stop()
+
+    app = FastAPI(
+        title="KVM Manager",
+        version=kvmmanager.__version__,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+        dependencies=[Depends(authenticate)],
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(AuditMiddleware)
+    for name in router_modules():
+        module = importlib.import_module(name)
+        router = getattr(module, "router", None)
+        if router is not None:
+            app.include_router(router)
+    return app

@@ -1,0 +1,132 @@
+"""Request dependencies: the Manager, who is calling, and what they may do.
+
+Authentication is applied app-wide (`authenticate`, added to every route by create_app):
+a route is private unless its endpoint is marked `@public`. Writes (POST/PUT/PATCH/DELETE)
+need at least `operator` unless the endpoint is marked `@self_service` (a viewer acting on
+their own account: logout, own password, own tokens). Use `require_role("admin")` for more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from kvmmanager.core import security
+from kvmmanager.core.errors import PermissionDenied, Unauthenticated
+from kvmmanager.services import audit as audit_mod
+from kvmmanager.services.users import ROLE_RANK, Principal
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+SESSION_COOKIE = "kvmm_session"
+CSRF_HEADER = "X-CSRF-Token"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PUBLIC = "__kvmm_public__"
+_SELF_SERVICE = "__kvmm_self_service__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def public(fn: F) -> F:
+    """Mark an endpoint as reachable without authentication (login, health)."""
+    setattr(fn, _PUBLIC, True)
+    return fn
+
+
+def self_service(fn: F) -> F:
+    """Mark a write endpoint a viewer may call, because it only touches their own account."""
+    setattr(fn, _SELF_SERVICE, True)
+    return fn
+
+
+def is_public(route: Any) -> bool:
+    return bool(getattr(getattr(route, "endpoint", None), _PUBLIC, False))
+
+
+def is_self_service(route: Any) -> bool:
+    return bool(getattr(getattr(route, "endpoint", None), _SELF_SERVICE, False))
+
+
+def route_action(route: Any) -> str:
+    """The audit action of a route: its name when dotted, else `<router module>.<name>`."""
+    name = getattr(route, "name", "") or ""
+    if "." in name:
+        return name
+    module = getattr(getattr(route, "endpoint", None), "__module__", "") or ""
+    return f"{module.rsplit('.', 1)[-1]}.{name}" if module else name
+
+
+def get_manager(conn: HTTPConnection) -> Manager:
+    return conn.app.state.manager
+
+
+def _principal_from_request(conn: HTTPConnection, manager: Manager) -> Principal:
+    auth = conn.headers.get("authorization")
+    if auth:
+        scheme, _, secret = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthenticated("Authorization header must be 'Bearer <token>'")
+        return manager.users.principal_for_token(secret.strip())
+    session_id = conn.cookies.get(SESSION_COOKIE)
+    if session_id:
+        principal = manager.users.principal_for_session(session_id)
+        method = conn.scope.get("method")
+        # SameSite=Strict already stops most cross-site writes; the header stops the rest.
+        if method in WRITE_METHODS and not security.constant_time_equal(
+            conn.headers.get(CSRF_HEADER), principal.csrf_token
+        ):
+            raise PermissionDenied(f"missing or wrong {CSRF_HEADER} header", field=CSRF_HEADER)
+        return principal
+    raise Unauthenticated("authentication required (session cookie or bearer token)")
+
+
+def authenticate(conn: HTTPConnection) -> Principal | None:
+    """App-wide: identify the caller, enforce the default role rules, label the audit entry."""
+    route = conn.scope.get("route")
+    rec = audit_mod.current_request.get()
+    if rec is not None and route is not None:
+        rec.action = route_action(route)
+        rec.target = "/".join(str(v) for v in conn.path_params.values())
+    if route is not None and is_public(route):
+        return None
+    cached = getattr(conn.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal = _principal_from_request(conn, get_manager(conn))
+    conn.state.principal = principal
+    if rec is not None:
+        rec.username = principal.username
+    method = conn.scope.get("method")
+    if (
+        method in WRITE_METHODS
+        and not principal.has_role("operator")
+        and not (route is not None and is_self_service(route))
+    ):
+        raise PermissionDenied(f"role {principal.role!r} may not change anything")
+    return principal
+
+
+def current_user(conn: HTTPConnection) -> Principal:
+    principal = getattr(conn.state, "principal", None)
+    if principal is None:
+        principal = _principal_from_request(conn, get_manager(conn))
+        conn.state.principal = principal
+    return principal
+
+
+def require_role(role: str) -> Callable[..., Principal]:
+    """A dependency returning the caller when their role is at least `role`."""
+    if role not in ROLE_RANK:
+        raise ValueError(f"unknown role {role!r}")
+
+    def dependency(principal: Principal = Depends(current_user)) -> Principal:
+        if not principal.has_role(role):
+            raise PermissionDenied(f"this needs the {role} role (you are {principal.role})")
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    return dependency

@@ -1,0 +1,132 @@
+"""One JSON error shape for every failure: `{"error": {"code", "message", "field"?}}`.
+
+KvmmError keeps its own status; pydantic validation becomes 422 naming the field (dotted
+location); unknown routes and methods keep their status in the same shape; anything
+unexpected is a 500 `internal_error` logged with the request id, never leaking details.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
+
+from kvmmanager.core.errors import KvmmError
+
+log = logging.getLogger("kvmmanager.api")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+}
+_LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
+
+
+def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        err["field"] = field
+    err.update(extra)
+    return {"error": err}
+
+
+def request_id(conn: HTTPConnection) -> str:
+    rid = getattr(conn.state, "request_id", None)
+    if rid is None:
+        rid = uuid.uuid4().hex[:16]
+        conn.state.request_id = rid
+    return rid
+
+
+def field_from_loc(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = list(loc)
+    if parts and parts[0] in _LOCATION_ROOTS:
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or None
+
+
+async def _respond(
+    conn: HTTPConnection,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> JSONResponse | None:
+    response = JSONResponse(body, status_code=status, headers=headers)
+    if isinstance(conn, WebSocket):
+        # Before accept, answer with a real HTTP status where the server supports it
+        # (ASGI websocket.http.response); otherwise close with "policy violation".
+        if "websocket.http.response" in conn.scope.get("extensions", {}):
+            await conn.send_denial_response(response)
+        else:
+            await conn.close(code=1008 if status in (401, 403) else 1011)
+        return None
+    return response
+
+
+async def kvmm_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
+    assert isinstance(exc, KvmmError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return await _respond(conn, exc.status, {"error": exc.to_dict()}, headers)
+
+
+async def validation_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
+    assert isinstance(exc, RequestValidationError | WebSocketRequestValidationError)
+    errors = list(exc.errors())
+    details = [
+        {"field": field_from_loc(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+        for e in errors
+    ]
+    first = details[0] if details else {"field": None, "message": "invalid request"}
+    message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    body = error_body("invalid_input", message, first["field"])
+    if len(details) > 1:
+        body["error"]["details"] = details
+    return await _respond(conn, 422, body)
+
+
+async def http_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(
+        exc.status_code, "error" if exc.status_code < 500 else "internal_error"
+    )
+    detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return await _respond(
+        conn, exc.status_code, error_body(code, detail), getattr(exc, "headers", None)
+    )
+
+
+async def unexpected_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
+    rid = request_id(conn)
+    log.error(
+        "request %s %s failed (request id %s)",
+        conn.scope.get("method", "WEBSOCKET"),
+        conn.url.path,
+        rid,
+        exc_info=exc,
+    )
+    body = error_body("internal_error", f"internal error (request id {rid})", request_id=rid)
+    return await _respond(conn, 500, body)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(KvmmError, kvmm_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(WebSocketRequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)

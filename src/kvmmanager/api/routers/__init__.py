@@ -1,0 +1,1 @@
+"""Every module here exposing `router: APIRouter` is included by `kvmmanager.api.app`."""

@@ -1,0 +1,48 @@
+"""`kvm-manager serve`: run the API (and web UI) with uvicorn."""
+
+from __future__ import annotations
+
+import typer
+
+from kvmmanager.core.config import get_settings
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Listen address (default: settings.server.host)."),
+    port: int | None = typer.Option(None, help="Listen port (default: settings.server.port)."),
+) -> None:
+    """Run the server in the foreground."""
+    import uvicorn
+
+    from kvmmanager.api.app import create_app
+    from kvmmanager.services.manager import Manager
+
+    settings = get_settings()
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    manager = Manager(settings)
+    # Migrate and create the first admin before listening, so the banner can say where
+    # the password is (bootstrap prints the password itself, once).
+    manager.prepare_database()
+    shown_host = settings.server.host
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    url = settings.server.base_url or f"http://{shown_host}:{settings.server.port}"
+    pw_file = manager.users.initial_password_file()
+    print(f"kvm-manager: serving on {url}", flush=True)
+    if pw_file.exists():
+        print(f"kvm-manager: the first admin password is in {pw_file}", flush=True)
+    manager.engine.dispose()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+    )
+
+
+def register(root: typer.Typer) -> None:
+    root.command("serve")(serve)

@@ -1,0 +1,118 @@
+"""How the CLI prints: rich tables for people, `--json` for scripts, errors as one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass(slots=True)
+class CliState:
+    """Global options (`kvm-manager --url ... --json <command>`), in `ctx.obj`."""
+
+    url: str | None = None
+    json: bool = False
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    obj = root.obj if isinstance(root.obj, CliState) else None
+    return obj or CliState()
+
+
+def wants_json(ctx: typer.Context, local_flag: bool = False) -> bool:
+    return local_flag or state(ctx).json
+
+
+def print_error(message: str) -> None:
+    # One line, whatever the message contains: scripts grep stderr.
+    line = " ".join(str(message).split())
+    print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime):
+        return o.isoformat()
+    return str(o)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+    sys.stdout.flush()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def console() -> Console:
+    return Console(soft_wrap=False)
+
+
+def table(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str | tuple[str, str]],
+    *,
+    title: str | None = None,
+) -> None:
+    """Print rows as a table. A column is a key, or (key, header)."""
+    t = Table(title=title, header_style="bold")
+    keys = []
+    for col in columns:
+        key, header = col if isinstance(col, tuple) else (col, col.replace("_", " ").upper())
+        keys.append(key)
+        t.add_column(header, overflow="fold")
+    for row in rows:
+        t.add_row(*(_cell(row.get(k)) for k in keys))
+    console().print(t)
+
+
+def record(data: Mapping[str, Any], *, title: str | None = None) -> None:
+    """Print one object as a two-column key/value table."""
+    t = Table(title=title, show_header=False)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for k, v in data.items():
+        t.add_row(str(k), _cell(v))
+    console().print(t)
+
+
+def emit(
+    ctx: typer.Context,
+    data: Any,
+    columns: Sequence[str | tuple[str, str]] | None = None,
+    *,
+    json_flag: bool = False,
+    title: str | None = None,
+) -> None:
+    """JSON when asked; else a table for a list (of dicts), a record for a dict."""
+    if wants_json(ctx, json_flag):
+        print_json(data)
+    elif isinstance(data, list):
+        cols = columns or (list(data[0].keys()) if data else [])
+        table(data, cols, title=title)
+    elif isinstance(data, Mapping):
+        record(data, title=title)
+    else:
+        console().print(str(data))
+
+
+def info(message: str) -> None:
+    """A human message that is not data: stderr, so `--json` stdout stays clean."""
+    print(message, file=sys.stderr, flush=True)

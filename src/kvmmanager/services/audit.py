@@ -1,0 +1,177 @@
+"""The audit log: who did what to which object, with which (redacted) parameters, and how
+it ended. The API records every state-changing request automatically."""
+
+from __future__ import annotations
+
+import json
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session as DbSession
+
+from kvmmanager.core.errors import InvalidInput
+from kvmmanager.db.models import AuditEntry
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+REDACTED = "***"
+SECRET_KEY_PARTS = ("password", "secret", "token", "passwd", "key")
+MAX_PAGE = 1000
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value with every secret-looking key's value replaced."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if is_secret_key(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    """The fields of one entry, filled in while a request runs."""
+
+    action: str
+    username: str | None = None
+    target: str = ""
+    params: dict[str, Any] | None = None
+    result: str = "ok"
+    error_code: str | None = None
+    status: int | None = None
+    job_id: str | None = None
+    remote_addr: str | None = None
+    # Raw request parts, turned into `params` only when the entry is written.
+    query: dict[str, Any] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+    body_is_json: bool = False
+    body_truncated: bool = False
+    # Set once written, so the end of the request updates that entry instead of adding one.
+    entry_id: int | None = None
+
+    def build_params(self) -> dict[str, Any] | None:
+        if self.params is not None:
+            return self.params
+        params: dict[str, Any] = dict(self.query)
+        if self.body_truncated:
+            params["body"] = "(too large to record)"
+        elif self.body_is_json and self.body:
+            try:
+                body = json.loads(self.body)
+            except ValueError:
+                body = "(invalid JSON)"
+            if isinstance(body, dict):
+                params.update(body)
+            else:
+                params["body"] = body
+        return params or None
+
+    def to_row(self) -> AuditEntry:
+        params = self.build_params()
+        return AuditEntry(
+            username=self.username,
+            action=self.action[:128],
+            target=self.target[:512],
+            params=redact(params) if params is not None else None,
+            result=self.result,
+            error_code=self.error_code,
+            status=self.status,
+            job_id=self.job_id,
+            remote_addr=self.remote_addr,
+        )
+
+
+# The record of the state-changing request being served (set by the API's audit
+# middleware). A job started while it is set writes this entry in its own transaction.
+current_request: ContextVar[AuditRecord | None] = ContextVar("kvmm_audit_request", default=None)
+
+
+@dataclass(slots=True)
+class AuditPage:
+    items: list[AuditEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+class AuditService:
+    def __init__(self, manager: Manager) -> None:
+        self._m = manager
+
+    def record(self, rec: AuditRecord, session: DbSession | None = None) -> int:
+        """Write one entry; inside `session`'s transaction when given (job + audit)."""
+        row = rec.to_row()
+        if session is not None:
+            session.add(row)
+            session.flush()
+            return row.id
+        with self._m.db.begin() as s:
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def update_outcome(
+        self, entry_id: int, *, result: str, status: int | None, error_code: str | None
+    ) -> None:
+        with self._m.db.begin() as s:
+            row = s.get(AuditEntry, entry_id)
+            if row is not None:
+                row.result, row.status, row.error_code = result, status, error_code
+
+    def query(
+        self,
+        *,
+        user: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        result: str | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> AuditPage:
+        """Newest first. `action` ending in '.' or '*' matches a prefix (`vms.*`)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        if offset < 0:
+            raise InvalidInput("offset must not be negative", field="offset")
+        if result is not None and result not in ("ok", "error"):
+            raise InvalidInput("result must be 'ok' or 'error'", field="result")
+        q = select(AuditEntry)
+        if user is not None:
+            q = q.where(AuditEntry.username == user)
+        if action is not None:
+            if action.endswith(("*", ".")):
+                q = q.where(AuditEntry.action.startswith(action.rstrip("*"), autoescape=True))
+            else:
+                q = q.where(AuditEntry.action == action)
+        if target is not None:
+            q = q.where(AuditEntry.target.contains(target, autoescape=True))
+        if since is not None:
+            q = q.where(AuditEntry.ts >= since)
+        if until is not None:
+            q = q.where(AuditEntry.ts < until)
+        if result is not None:
+            q = q.where(AuditEntry.result == result)
+        if job_id is not None:
+            q = q.where(AuditEntry.job_id == job_id)
+        with self._m.db() as s:
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            items = list(
+                s.scalars(
+                    q.order_by(AuditEntry.ts.desc(), AuditEntry.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            )
+        return AuditPage(items=items, total=total, limit=limit, offset=offset)

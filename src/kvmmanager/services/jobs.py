@@ -1,0 +1,323 @@
+"""Long operations as jobs: a DB row per job, progress events on the bus, cancellation.
+
+`start(kind, target, fn, user)` returns the job id at once. `fn` (sync: run in a worker
+thread; or async) receives a `JobProgress` handle `p`: `p(done, total, message)` reports
+progress and raises `Cancelled` once a cancel was requested; `p.cancelled()` checks
+without raising. `fn` cleans up what it half made and returns a JSON-able result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+
+from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.db.models import JOB_STATES, Job, utcnow
+from kvmmanager.services import audit as audit_mod
+from kvmmanager.virt.events import Event
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+# Progress can come per chunk of a multi-GiB upload; the DB and the bus get at most this
+# many updates per second per job. The final figures are always written at the end.
+_PUBLISH_INTERVAL = 0.1
+_DB_INTERVAL = 0.5
+MAX_WORKERS = 8
+
+
+@dataclass(slots=True)
+class _Live:
+    progress: JobProgress
+    future: asyncio.Future[None]
+
+
+class JobProgress:
+    """The handle a job function gets. Callable: `progress(done, total, message)`."""
+
+    def __init__(self, service: JobService, job_id: str, kind: str, target: str, host: str):
+        self._svc = service
+        self.id = job_id
+        self.kind = kind
+        self.target = target
+        self.host = host
+        self.done = 0
+        self.total = 0
+        self.message = ""
+        self._cancel = threading.Event()
+        self._last_publish = 0.0
+        self._last_db = 0.0
+
+    def __call__(self, done: int, total: int | None = None, message: str | None = None) -> None:
+        self.done = int(done)
+        if total is not None:
+            self.total = int(total)
+        if message is not None:
+            self.message = message
+        self.check()
+        now = time.monotonic()
+        if now - self._last_publish >= _PUBLISH_INTERVAL or self.done == self.total:
+            self._last_publish = now
+            self._svc._publish(self, "job.progress", state="running")
+        if now - self._last_db >= _DB_INTERVAL:
+            self._last_db = now
+            self._svc._write_progress(self)
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(f"job {self.id} was cancelled")
+
+    def _request_cancel(self) -> None:
+        self._cancel.set()
+
+
+class JobService:
+    def __init__(self, manager: Manager) -> None:
+        self._m = manager
+        self._live: dict[str, _Live] = {}
+        self._executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="kvmm-job")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called by Manager.start(): jobs run as tasks on this loop."""
+        self._loop = loop
+        # Jobs cannot survive a restart: whatever was running is gone.
+        with self._m.db.begin() as s:
+            s.execute(
+                update(Job)
+                .where(Job.state.in_(("queued", "running")))
+                .values(
+                    state="failed",
+                    error={"code": "interrupted", "message": "the server restarted"},
+                    updated_at=utcnow(),
+                )
+            )
+
+    async def shutdown(self) -> None:
+        for live in list(self._live.values()):
+            live.progress._request_cancel()
+        pending = [live.future for live in self._live.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- API ---------------------------------------------------------------------------
+
+    def start(
+        self,
+        kind: str,
+        target: str,
+        fn: Callable[[JobProgress], Any],
+        user: Any = None,
+        *,
+        host: str = "",
+    ) -> str:
+        """Record a job and run it in the background; returns its id.
+
+        Callable from the event loop or from a worker thread. When called while serving a
+        state-changing API request, that request's audit entry is written in the same
+        transaction as the job row and carries the job id.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("JobService used before Manager.start()")
+        username = getattr(user, "username", user)
+        with self._m.db.begin() as s:
+            job = Job(kind=kind, target=target, state="queued", created_by=username)
+            s.add(job)
+            s.flush()
+            job_id = job.id
+            rec = audit_mod.current_request.get()
+            if rec is not None and rec.entry_id is None:
+                rec.job_id = job_id
+                rec.status = rec.status or 202
+                rec.entry_id = self._m.audit.record(rec, session=s)
+        progress = JobProgress(self, job_id, kind, target, host)
+        if _running_loop() is loop:
+            self._launch(job_id, fn, progress)
+        else:
+            loop.call_soon_threadsafe(self._launch, job_id, fn, progress)
+        return job_id
+
+    def get(self, job_id: str) -> Job:
+        with self._m.db() as s:
+            job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}", field="job_id")
+        return job
+
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        user: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        if state is not None and state not in JOB_STATES:
+            raise InvalidInput(f"state must be one of {', '.join(JOB_STATES)}", field="state")
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000", field="limit")
+        if offset < 0:
+            raise InvalidInput("offset must not be negative", field="offset")
+        q = select(Job)
+        if state is not None:
+            q = q.where(Job.state == state)
+        if kind is not None:
+            q = q.where(Job.kind == kind)
+        if user is not None:
+            q = q.where(Job.created_by == user)
+        with self._m.db() as s:
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            jobs = list(s.scalars(q.order_by(Job.created_at.desc()).limit(limit).offset(offset)))
+        return jobs, total
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.state in FINAL_STATES:
+            raise Conflict(f"job {job_id} already {job.state}", field="job_id")
+        live = self._live.get(job_id)
+        if live is not None:
+            live.progress._request_cancel()
+        else:
+            # A job row without a runner (should not happen after attach_loop): close it.
+            self._finish_row(job_id, "cancelled", None, None, None)
+        return self.get(job_id)
+
+    async def wait(self, job_id: str) -> Job:
+        """Wait until the job reaches a final state and return its row (bound it with
+        `asyncio.timeout`)."""
+        live = self._live.get(job_id)
+        if live is not None:
+            await asyncio.shield(live.future)
+        return self.get(job_id)
+
+    # -- running -----------------------------------------------------------------------
+
+    def _launch(self, job_id: str, fn: Callable[[JobProgress], Any], p: JobProgress) -> None:
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._live[job_id] = _Live(p, future)
+        task = self._loop.create_task(self._run(job_id, fn, p), name=f"job-{job_id}")
+        task.add_done_callback(lambda _t: self._live.pop(job_id, None))
+
+    async def _run(self, job_id: str, fn: Callable[[JobProgress], Any], p: JobProgress) -> None:
+        live = self._live[job_id]
+        state, result, error = "failed", None, None
+        try:
+            if p.cancelled():
+                raise Cancelled(f"job {job_id} was cancelled")
+            await asyncio.to_thread(self._set_state, job_id, "running")
+            self._publish(p, "job.progress", state="running")
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(p)
+            else:
+                assert self._loop is not None
+                result = await self._loop.run_in_executor(self._executor, fn, p)
+            state = "done"
+        except Cancelled as e:
+            state, error = "cancelled", e.to_dict()
+        except KvmmError as e:
+            error = e.to_dict()
+        except Exception as e:
+            log.exception("job %s (%s %s) crashed", job_id, p.kind, p.target)
+            error = {"code": "internal_error", "message": f"{type(e).__name__}: {e}"}
+        try:
+            await asyncio.to_thread(self._finish_row, job_id, state, result, error, p)
+        except Exception:
+            # A result that is not JSON-able must not leave the job "running" forever.
+            log.exception("job %s: storing the result failed", job_id)
+            await asyncio.to_thread(
+                self._finish_row,
+                job_id,
+                "failed",
+                None,
+                {"code": "internal_error", "message": "the job's result could not be stored"},
+                p,
+            )
+            state = "failed"
+        self._publish(p, "job.done", state=state, result=result, error=error)
+        if not live.future.done():
+            live.future.set_result(None)
+
+    def _set_state(self, job_id: str, state: str) -> None:
+        with self._m.db.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(state=state, updated_at=utcnow()))
+
+    def _write_progress(self, p: JobProgress) -> None:
+        with self._m.db.begin() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == p.id)
+                .values(
+                    progress_done=p.done,
+                    progress_total=p.total,
+                    message=p.message[:4000],
+                    updated_at=utcnow(),
+                )
+            )
+
+    def _finish_row(
+        self,
+        job_id: str,
+        state: str,
+        result: Any,
+        error: dict[str, Any] | None,
+        p: JobProgress | None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": state,
+            "result": result,
+            "error": error,
+            "updated_at": utcnow(),
+        }
+        if p is not None:
+            values.update(progress_done=p.done, progress_total=p.total, message=p.message[:4000])
+        with self._m.db.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def _publish(self, p: JobProgress, kind: str, **data: Any) -> None:
+        event = Event(
+            kind=kind,
+            host=p.host,
+            subject=p.id,
+            data={
+                "kind": p.kind,
+                "target": p.target,
+                "done": p.done,
+                "total": p.total,
+                "message": p.message,
+                **data,
+            },
+        )
+        loop = self._loop
+        # The bus's queues belong to the loop: publish from there, whichever thread we are on.
+        if loop is None or _running_loop() is loop:
+            self._m.bus.publish(event)
+        else:
+            loop.call_soon_threadsafe(self._m.bus.publish, event)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,142 @@
+"""The composition root: one Manager per process builds and owns everything else.
+
+Every service's constructor takes the Manager as its only argument and reaches its
+collaborators through it (`manager.db`, `manager.bus`, `manager.registry`, ...).
+Services written in other modules are imported on first use (cached_property), so the
+process never imports what it does not need, and an import cycle cannot form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from kvmmanager.core.config import Settings, get_settings
+from kvmmanager.db import migrate
+from kvmmanager.db.base import make_engine, make_session_factory
+from kvmmanager.db.models import Host
+from kvmmanager.services.audit import AuditService
+from kvmmanager.services.jobs import JobService
+from kvmmanager.services.users import UserService
+from kvmmanager.virt.events import EventBus
+
+if TYPE_CHECKING:
+    from kvmmanager.virt.inventory import Inventory
+    from kvmmanager.virt.registry import HostRegistry
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOST = "local"
+
+
+def _service(module: str, cls: str) -> Any:
+    return getattr(importlib.import_module(f"kvmmanager.services.{module}"), cls)
+
+
+class Manager:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.engine = make_engine(self.settings.database_url)
+        self.db = make_session_factory(self.engine)
+        self.bus = EventBus()
+        self.users = UserService(self)
+        self.audit = AuditService(self)
+        self.jobs = JobService(self)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started = False
+        # The first-start admin password, when this start created it (for `serve`'s banner).
+        self.initial_admin_password: str | None = None
+
+    # -- lower layers ------------------------------------------------------------------
+
+    @cached_property
+    def inventory(self) -> Inventory:
+        from kvmmanager.virt.inventory import Inventory
+
+        return Inventory(self.bus)
+
+    @cached_property
+    def registry(self) -> HostRegistry:
+        from kvmmanager.virt.registry import HostRegistry
+
+        return HostRegistry(self.settings.libvirt, self.bus, self.inventory)
+
+    # -- services by other modules, each built with (manager) --------------------------
+
+    @cached_property
+    def hosts(self) -> Any:
+        return _service("hosts", "HostService")(self)
+
+    @cached_property
+    def vms(self) -> Any:
+        return _service("vms", "VmService")(self)
+
+    @cached_property
+    def storage(self) -> Any:
+        return _service("storage", "StorageService")(self)
+
+    @cached_property
+    def networks(self) -> Any:
+        return _service("networks", "NetworkService")(self)
+
+    @cached_property
+    def agents(self) -> Any:
+        return _service("agents", "AgentService")(self)
+
+    @cached_property
+    def iso(self) -> Any:
+        return _service("iso_deploy", "IsoService")(self)
+
+    @cached_property
+    def doctor(self) -> Any:
+        return _service("doctor", "DoctorService")(self)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def prepare_database(self) -> None:
+        """Migrate the schema and create the first admin; needs no event loop."""
+        migrate.upgrade(self.engine)
+        password = self.users.bootstrap_admin()
+        if password is not None:
+            self.initial_admin_password = password
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        await asyncio.to_thread(self.prepare_database)
+        self.loop = asyncio.get_running_loop()
+        self.jobs.attach_loop(self.loop)
+        from kvmmanager.virt.connection import ensure_event_loop
+
+        ensure_event_loop()
+        for name, uri in await asyncio.to_thread(self._host_rows):
+            await self.registry.add(name, uri)
+        self.started = True
+
+    async def stop(self) -> None:
+        await self.jobs.shutdown()
+        if "registry" in self.__dict__:
+            await self.registry.close()
+        self.engine.dispose()
+        self.started = False
+
+    def _host_rows(self) -> list[tuple[str, str]]:
+        with self.db.begin() as s:
+            rows = list(s.execute(select(Host.name, Host.uri).order_by(Host.id)))
+            if not rows:
+                uri = self.settings.libvirt.default_uri
+                s.add(Host(name=LOCAL_HOST, uri=uri))
+                rows = [(LOCAL_HOST, uri)]
+        return [(n, u) for n, u in rows]
+
+    async def __aenter__(self) -> Manager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
