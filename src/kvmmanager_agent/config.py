@@ -1,0 +1,132 @@
+"""Agent configuration: /etc/kvmmanager-agent/config.json merged over safe defaults.
+
+Safe means: exec is disabled until commands are listed, files are readable only under
+a few log/temp directories and writable only under /tmp, file sizes and command
+timeouts are bounded. Unknown keys are ignored (logged); wrongly typed keys are an
+error at start, so a typo never silently widens access.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from typing import Any, Dict, List, Optional
+
+from . import protocol
+
+DEFAULT_CONFIG_PATH = "/etc/kvmmanager-agent/config.json"
+
+log = logging.getLogger("kvmmanager_agent")
+
+DEFAULTS = {
+    "log_level": "info",
+    "log_file": "",
+    "channel_name": protocol.CHANNEL_NAME,
+    "max_message_size_kb": protocol.MAX_LINE_BYTES // 1024,
+    "connection_retry_seconds": 5.0,
+    "request_timeout_seconds": 300.0,
+    "max_concurrent_requests": protocol.MAX_CONCURRENT_REQUESTS,
+    "requests_per_second": protocol.MAX_REQUESTS_PER_SECOND,
+    "freeze_timeout_seconds": 60.0,
+    "shutdown_grace_seconds": 10.0,
+    "disabled_methods": [],
+    "security": {
+        "allowed_read_paths": ["/var/log", "/tmp"],
+        "allowed_write_paths": ["/tmp"],
+        "command_whitelist": [],
+        "max_file_size_mb": 10,
+        "max_command_timeout_seconds": 300,
+    },
+}  # type: Dict[str, Any]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: Dict[str, Any], override: Dict[str, Any], prefix: str) -> None:
+    for key, value in override.items():
+        name = prefix + key
+        if key not in base:
+            log.warning("config: unknown key %s ignored", name)
+            continue
+        current = base[key]
+        if isinstance(current, dict):
+            if not isinstance(value, dict):
+                raise ConfigError("config key %s must be an object" % name)
+            _merge(current, value, name + ".")
+            continue
+        ok = (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+            if isinstance(current, list)
+            else isinstance(value, str)
+            if isinstance(current, str)
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        if not ok:
+            raise ConfigError("config key %s has the wrong type" % name)
+        base[key] = value
+
+
+class Config:
+    """Typed view over the merged dict."""
+
+    def __init__(self, data: Optional[Dict[str, Any]] = None) -> None:
+        merged = copy.deepcopy(DEFAULTS)
+        if data:
+            if not isinstance(data, dict):
+                raise ConfigError("config must be a JSON object")
+            _merge(merged, data, "")
+        self.data = merged
+        sec = merged["security"]
+        self.log_level = str(merged["log_level"])
+        self.log_file = str(merged["log_file"])
+        self.channel_name = str(merged["channel_name"])
+        self.max_line_bytes = max(1024, int(merged["max_message_size_kb"]) * 1024)
+        self.connection_retry_seconds = max(0.1, float(merged["connection_retry_seconds"]))
+        self.request_timeout_seconds = max(1.0, float(merged["request_timeout_seconds"]))
+        self.max_concurrent_requests = max(1, int(merged["max_concurrent_requests"]))
+        self.requests_per_second = max(1, int(merged["requests_per_second"]))
+        self.freeze_timeout_seconds = max(1.0, float(merged["freeze_timeout_seconds"]))
+        self.shutdown_grace_seconds = max(0.0, float(merged["shutdown_grace_seconds"]))
+        self.disabled_methods = list(merged["disabled_methods"])  # type: List[str]
+        self.allowed_read_paths = list(sec["allowed_read_paths"])  # type: List[str]
+        self.allowed_write_paths = list(sec["allowed_write_paths"])  # type: List[str]
+        self.command_whitelist = list(sec["command_whitelist"])  # type: List[str]
+        self.max_file_bytes = min(
+            protocol.MAX_SIMPLE_FILE_BYTES, int(float(sec["max_file_size_mb"]) * 1024 * 1024)
+        )
+        self.max_command_timeout_seconds = max(1.0, float(sec["max_command_timeout_seconds"]))
+        for path in self.allowed_read_paths + self.allowed_write_paths:
+            if not path.startswith("/"):
+                raise ConfigError("allowed paths must be absolute: %r" % path)
+
+    def method_enabled(self, name: str) -> bool:
+        """Whether this config lets the agent accept `name` at all."""
+        method = protocol.METHODS.get(name)
+        if method is None or name in self.disabled_methods:
+            return False
+        if method.capability == "exec":
+            return bool(self.command_whitelist)
+        if method.capability == "files":
+            return bool(self.allowed_read_paths or self.allowed_write_paths)
+        return True
+
+    def capabilities(self) -> List[str]:
+        return [name for name in protocol.METHODS if self.method_enabled(name)]
+
+
+def load(path: Optional[str]) -> Config:
+    """Load `path`; a missing default file means defaults, a missing explicit file is an error."""
+    target = path or DEFAULT_CONFIG_PATH
+    try:
+        with open(target, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        if path:
+            raise ConfigError("config file not found: %s" % path) from None
+        return Config()
+    except ValueError as exc:
+        raise ConfigError("config file %s is not valid JSON: %s" % (target, exc)) from None
+    return Config(data)

@@ -1,0 +1,124 @@
+"""JSON-RPC 2.0 semantics: parse a line, validate, dispatch from the protocol registry.
+
+Nothing a host sends can raise out of here: every failure becomes an error reply (or,
+for a notification, nothing). Handlers get validated parameters and return a result
+dict, or a (result, action) pair whose action runs after the reply is written (power).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import protocol
+from .errors import AgentError
+
+log = logging.getLogger("kvmmanager_agent")
+
+Action = Callable[[], None]
+_NO_ID = object()
+
+
+def error_reply(
+    req_id: Any, code: int, message: str, field: Optional[str] = None
+) -> Dict[str, Any]:
+    err = {"code": code, "message": message}  # type: Dict[str, Any]
+    if field is not None:
+        err["data"] = {"field": field}
+    return {"jsonrpc": "2.0", "id": req_id, "error": err}
+
+
+def encode(reply: Any) -> bytes:
+    # ASCII output: lone surrogates from odd filenames stay escapes, never invalid UTF-8.
+    return json.dumps(reply, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _valid_id(value: Any) -> bool:
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    )
+
+
+def parse(line: bytes) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """Return (payload, None) or (None, parse-error reply)."""
+    try:
+        text = line.decode("utf-8")
+        return json.loads(text), None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        msg = "parse error: %s" % (str(exc)[:200],)
+        return None, error_reply(None, protocol.PARSE_ERROR, msg)
+
+
+class Dispatcher:
+    def __init__(self, ctx: Any, handlers: Dict[str, Callable[..., Any]]) -> None:
+        self.ctx = ctx
+        self.handlers = handlers
+
+    def run(self, payload: Any) -> Tuple[Any, List[Action]]:
+        """Answer a parsed payload: a reply dict, a list (batch), or None (notifications)."""
+        actions = []  # type: List[Action]
+        if isinstance(payload, list):
+            if not payload:
+                return error_reply(None, protocol.INVALID_REQUEST, "empty batch"), actions
+            if len(payload) > protocol.MAX_BATCH:
+                msg = "batch too large (maximum %d)" % protocol.MAX_BATCH
+                return error_reply(None, protocol.INVALID_REQUEST, msg), actions
+            replies = []
+            for item in payload:
+                reply = self.run_one(item, actions)
+                if reply is not None:
+                    replies.append(reply)
+            return (replies or None), actions
+        return self.run_one(payload, actions), actions
+
+    def run_one(self, req: Any, actions: List[Action]) -> Optional[Dict[str, Any]]:
+        if not isinstance(req, dict):
+            return error_reply(None, protocol.INVALID_REQUEST, "request must be an object")
+        req_id = req.get("id", _NO_ID)
+        if req_id is not _NO_ID and not _valid_id(req_id):
+            return error_reply(
+                None, protocol.INVALID_REQUEST, "id must be a string, number or null"
+            )
+        reply_id = None if req_id is _NO_ID else req_id
+        method_name = req.get("method")
+        if req.get("jsonrpc") != "2.0" or not isinstance(method_name, str):
+            msg = "not a JSON-RPC 2.0 request (jsonrpc '2.0' and a string method are required)"
+            return error_reply(reply_id, protocol.INVALID_REQUEST, msg)
+        if "params" in req and not isinstance(req["params"], (dict, list)):
+            return error_reply(
+                reply_id, protocol.INVALID_REQUEST, "params must be an object or array"
+            )
+        reply = self._call(method_name, req.get("params"), reply_id, actions)
+        return None if req_id is _NO_ID else reply
+
+    def _call(self, name: str, params: Any, req_id: Any, actions: List[Action]) -> Dict[str, Any]:
+        method = protocol.METHODS.get(name)
+        handler = self.handlers.get(name)
+        if method is None or handler is None or not self.ctx.config.method_enabled(name):
+            return error_reply(
+                req_id, protocol.METHOD_NOT_FOUND, "method not found: %s" % name[:100]
+            )
+        if not method.frozen_ok and self.ctx.freezer.is_frozen():
+            return error_reply(
+                req_id,
+                protocol.PERMISSION_DENIED,
+                "%s is refused while filesystems are frozen" % name,
+            )
+        try:
+            args = protocol.validate_params(method, params)
+            result = handler(self.ctx, args)
+        except protocol.ParamError as exc:
+            return error_reply(req_id, protocol.INVALID_PARAMS, str(exc), exc.field)
+        except AgentError as exc:
+            reply = error_reply(req_id, exc.code, exc.message, exc.field)
+            return reply
+        except Exception:
+            log.exception("internal error in %s", name)
+            return error_reply(req_id, protocol.INTERNAL_ERROR, "internal error in %s" % name)
+        if isinstance(result, tuple):
+            result, action = result
+            actions.append(action)
+        return {"jsonrpc": "2.0", "id": req_id, "result": result}

@@ -1,0 +1,207 @@
+"""The agent's main loop: read lines, answer them on a bounded worker pool.
+
+One reader (the calling thread) feeds the framer; requests run on a pool whose size is
+max_concurrent_requests; `sync` is answered inline so it gets through even when every
+worker is busy. Requests beyond the concurrency or rate limit are answered -32004 at
+once rather than queued, so a flood cannot build an unbounded backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+from . import protocol
+from .config import Config
+from .context import Context
+from .dispatcher import Dispatcher, encode, error_reply, parse
+from .framing import LineFramer, Overlong
+from .methods import HANDLERS
+from .transport import Channel, ChannelClosed, listen_unix, open_device, socket_channel
+
+log = logging.getLogger("kvmmanager_agent")
+TICK = 0.5
+
+
+class TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            return False
+
+
+class Agent:
+    def __init__(self, config: Config, ctx: Optional[Context] = None) -> None:
+        self.config = config
+        self.ctx = ctx or Context(config)
+        self.dispatcher = Dispatcher(self.ctx, HANDLERS)
+        self.pool = ThreadPoolExecutor(config.max_concurrent_requests, "kvmm-req")
+        self.bucket = TokenBucket(config.requests_per_second)
+        self.inflight = 0
+        self.cond = threading.Condition()
+        self.stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- one stream of bytes -------------------------------------------------
+    def serve_channel(self, channel: Channel, eof_ends: bool = True) -> None:
+        """Answer requests on `channel` until EOF (when eof_ends) or stop()."""
+        framer = LineFramer(self.config.max_line_bytes)
+        idle = 0.05
+        while not self.stop_event.is_set():
+            try:
+                data = channel.read(TICK)
+            except ChannelClosed:
+                return
+            if data is None:
+                continue
+            if not data:
+                if eof_ends:
+                    return
+                # virtio port without a host: read() returns 0 at once, so back off.
+                framer.reset()
+                self.stop_event.wait(idle)
+                idle = min(idle * 2, 1.0, self.config.connection_retry_seconds)
+                continue
+            idle = 0.05
+            for item in framer.feed(data):
+                self.handle_item(item, channel)
+
+    def _send(self, channel: Channel, data: bytes) -> None:
+        try:
+            channel.write(data)
+        except ChannelClosed as exc:
+            # The host left mid-request: drop the reply, keep serving.
+            log.info("reply dropped: %s", exc)
+
+    def handle_item(self, item: Any, channel: Channel) -> None:
+        if isinstance(item, Overlong):
+            msg = "line longer than %d bytes" % self.config.max_line_bytes
+            self._send(channel, encode(error_reply(None, protocol.INVALID_REQUEST, msg)))
+            return
+        payload, err = parse(item)
+        if err is not None:
+            self._send(channel, encode(err))
+            return
+        single = isinstance(payload, dict)
+        if single and payload.get("method") == "sync":
+            reply, _ = self.dispatcher.run(payload)
+            if reply is not None:
+                prefix = protocol.SYNC_BYTE if "result" in reply else b""
+                self._send(channel, prefix + encode(reply))
+            return
+        if not self.bucket.take():
+            self._refuse(
+                payload,
+                channel,
+                "rate limit of %d requests per second exceeded" % self.config.requests_per_second,
+            )
+            return
+        with self.cond:
+            if self.inflight >= self.config.max_concurrent_requests:
+                busy = True
+            else:
+                busy = False
+                self.inflight += 1
+        if busy:
+            self._refuse(payload, channel, "too many concurrent requests")
+            return
+        self.pool.submit(self._work, payload, channel)
+
+    def _refuse(self, payload: Any, channel: Channel, message: str) -> None:
+        if isinstance(payload, dict):
+            if "id" not in payload:
+                return  # a notification gets no reply, not even an error
+            req_id = (
+                payload["id"] if isinstance(payload["id"], (str, int, float, type(None))) else None
+            )
+        else:
+            req_id = None
+        self._send(channel, encode(error_reply(req_id, protocol.BUSY, message)))
+
+    def _work(self, payload: Any, channel: Channel) -> None:
+        try:
+            reply, actions = self.dispatcher.run(payload)
+            if reply is not None:
+                self._send(channel, encode(reply))
+            for action in actions:
+                action()
+        except Exception:
+            log.exception("unexpected failure answering a request")
+        finally:
+            with self.cond:
+                self.inflight -= 1
+                self.cond.notify_all()
+
+    def drain(self, grace: float) -> None:
+        """Wait for in-flight requests (SIGTERM), at most `grace` seconds."""
+        deadline = time.monotonic() + grace
+        with self.cond:
+            while self.inflight and time.monotonic() < deadline:
+                self.cond.wait(deadline - time.monotonic())
+        self.pool.shutdown(wait=False)
+        self.ctx.close()
+
+    # -- run modes ------------------------------------------------------------
+    def run_device(self, path: str) -> None:
+        delay = 0.1
+        while not self.stop_event.is_set():
+            if not os.path.exists(path):
+                # The port appears when the virtio driver binds; check calmly.
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.config.connection_retry_seconds)
+                continue
+            try:
+                channel = open_device(path)
+            except OSError as exc:
+                log.warning("cannot open %s: %s", path, exc)
+                self.stop_event.wait(self.config.connection_retry_seconds)
+                continue
+            delay = 0.1
+            log.info("serving on %s", path)
+            try:
+                self.serve_channel(channel, eof_ends=False)
+            finally:
+                channel.close()
+
+    def run_unix(self, path: str, ready: Optional[threading.Event] = None) -> None:
+        server = listen_unix(path)
+        if ready is not None:
+            ready.set()
+        log.info("listening on %s", path)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    conn, _ = server.accept()
+                except socket.timeout:
+                    continue
+                channel = socket_channel(conn)
+                try:
+                    self.serve_channel(channel)
+                finally:
+                    channel.close()
+        finally:
+            server.close()
+
+    def run_channel(self, channel: Channel) -> None:
+        try:
+            self.serve_channel(channel)
+        finally:
+            channel.close()
