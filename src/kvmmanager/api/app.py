@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, manager: Manager | None = No
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         lifespan=lifespan,
         dependencies=[Depends(authenticate)],
     )

@@ -1,0 +1,65 @@
+"""GET /api/events: the event bus as a Server-Sent Events stream.
+
+Each client gets its own bounded queue on the bus; a client that falls behind receives one
+`resync` event (its queue was emptied) and should re-read what it mirrors. Comment pings
+keep proxies from closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from sse_starlette import EventSourceResponse
+
+from kvmmanager.api.deps import get_manager
+from kvmmanager.api.schemas.common import ERROR_RESPONSES
+from kvmmanager.services.manager import Manager
+from kvmmanager.virt.events import RESYNC, Event
+
+router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)
+
+QUEUE_SIZE = 1000
+PING_SECONDS = 15
+
+
+def _matcher(kinds: list[str], hosts: list[str]) -> Any:
+    def match(event: Event) -> bool:
+        if hosts and event.host not in hosts:
+            return False
+        return not kinds or any(
+            event.kind == k or (k.endswith(".") and event.kind.startswith(k)) for k in kinds
+        )
+
+    return match
+
+
+@router.get("/events", name="events.stream")
+async def stream_events(
+    request: Request,
+    kind: list[str] = Query(
+        default_factory=list,
+        max_length=50,
+        description="Kinds to receive; `domain.` matches every domain event. Default: all.",
+    ),
+    host: list[str] = Query(default_factory=list, max_length=50),
+    manager: Manager = Depends(get_manager),
+) -> EventSourceResponse:
+    predicate = _matcher(kind, host) if kind or host else None
+    sub = manager.bus.subscribe(maxsize=QUEUE_SIZE, predicate=predicate)
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        with sub:
+            while True:
+                event = await sub.get()
+                yield {
+                    "event": event.kind,
+                    "id": str(event.seq),
+                    "data": json.dumps(event.to_dict(), default=str),
+                }
+                if event.kind == RESYNC and await request.is_disconnected():
+                    return
+
+    return EventSourceResponse(events(), ping=PING_SECONDS, send_timeout=30)
