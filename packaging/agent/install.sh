@@ -24,6 +24,21 @@ PLAIN=0
 START=1
 
 say() { printf '%s\n' "kvmmanager-agent: $*"; }
+# The absolute path of a real program on PATH. `command -v` is not enough: busybox sh
+# answers for its own applets (dpkg, rpm, id...) even when no such program exists.
+find_tool() {
+	_ifs=$IFS
+	IFS=:
+	for _d in $PATH; do
+		if [ -n "$_d" ] && [ -f "$_d/$1" ] && [ -x "$_d/$1" ]; then
+			IFS=$_ifs
+			echo "$_d/$1"
+			return 0
+		fi
+	done
+	IFS=$_ifs
+	return 1
+}
 die() {
 	code=$1
 	shift
@@ -43,7 +58,8 @@ for arg in "$@"; do
 	esac
 done
 
-[ "$(id -u)" = 0 ] || die 3 "run me as root, e.g.: sudo sh $SRC/install.sh"
+ID_CMD=$(find_tool id) || ID_CMD=id
+[ "$("$ID_CMD" -u)" = 0 ] || die 3 "run me as root, e.g.: sudo sh $SRC/install.sh"
 
 [ -f "$SRC/VERSION" ] || die 4 "$SRC/VERSION is missing: is the agent CD mounted?"
 VERSION=$(cat "$SRC/VERSION")
@@ -54,21 +70,27 @@ verify_sums() {
 	if command -v sha256sum >/dev/null 2>&1; then
 		(cd "$SRC" && sha256sum -c SHA256SUMS >/dev/null 2>&1) && return 0
 		bad=$(cd "$SRC" && sha256sum -c SHA256SUMS 2>/dev/null | grep -v ': OK$' | head -n 3)
-	else
-		bad=$(cd "$SRC" && python3 - <<'EOF'
+	elif _py=$(find_tool python3); then
+		bad=$(cd "$SRC" && "$_py" - <<'EOF'
 import hashlib
+import sys
+bad = 0
 for line in open("SHA256SUMS"):
     digest, name = line.rstrip("\n").split("  ", 1)
     try:
         data = open(name, "rb").read()
     except OSError:
         print(name + ": missing")
+        bad = 1
         continue
     if hashlib.sha256(data).hexdigest() != digest:
         print(name + ": FAILED")
+        bad = 1
+sys.exit(bad)
 EOF
-)
-		[ -z "$bad" ] && return 0
+) && return 0
+	else
+		die 4 "cannot verify SHA256SUMS: neither sha256sum nor python3 is installed"
 	fi
 	die 4 "checksum mismatch, the CD is damaged or was modified: $bad"
 }
@@ -115,10 +137,10 @@ python_hint() {
 	*) echo "install Python 3.8 or newer with your distribution's package tool" ;;
 	esac
 }
-command -v python3 >/dev/null 2>&1 ||
+PYTHON=$(find_tool python3) ||
 	die 5 "python3 is not installed; the agent needs Python 3.8 or newer: $(python_hint)"
-python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' ||
-	die 5 "python3 is older than 3.8 ($(python3 -V 2>&1)); upgrade it: $(python_hint)"
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' ||
+	die 5 "python3 is older than 3.8 ($("$PYTHON" -V 2>&1)); upgrade it: $(python_hint)"
 
 # --- 4. install -----------------------------------------------------------------------
 pkg_file() { # the one package of a kind on the CD
@@ -131,9 +153,9 @@ pkg_file() { # the one package of a kind on the CD
 METHOD=plain
 if [ "$PLAIN" = 0 ]; then
 	case "$FAMILY" in
-	debian) command -v dpkg >/dev/null 2>&1 && METHOD=deb ;;
-	rhel | suse) command -v rpm >/dev/null 2>&1 && METHOD=rpm ;;
-	alpine) command -v apk >/dev/null 2>&1 && METHOD=apk ;;
+	debian) DPKG=$(find_tool dpkg) && METHOD=deb ;;
+	rhel | suse) RPM=$(find_tool rpm) && METHOD=rpm ;;
+	alpine) APK=$(find_tool apk) && METHOD=apk ;;
 	esac
 fi
 
@@ -147,27 +169,28 @@ fi
 CHANGED=1
 case "$METHOD" in
 deb)
-	have=$(dpkg-query $ROOTARG_DPKG -W -f='${Version}' "$NAME" 2>/dev/null || true)
+	DPKG_QUERY=$(find_tool dpkg-query) || DPKG_QUERY=false
+	have=$("$DPKG_QUERY" $ROOTARG_DPKG -W -f='${Version}' "$NAME" 2>/dev/null || true)
 	if [ "$have" = "$VERSION-1" ]; then
 		CHANGED=0
 		say "package $NAME $have is already installed"
 	else
 		f=$(pkg_file deb) || die 4 "no .deb on the CD"
-		dpkg $ROOTARG_DPKG -i "$f" || die 6 "dpkg -i $f failed"
+		"$DPKG" $ROOTARG_DPKG -i "$f" || die 6 "dpkg -i $f failed"
 	fi
 	;;
 rpm)
-	if rpm $ROOTARG_RPM -q "$NAME-$VERSION-1" >/dev/null 2>&1; then
+	if "$RPM" $ROOTARG_RPM -q "$NAME-$VERSION-1" >/dev/null 2>&1; then
 		CHANGED=0
 		say "package $NAME-$VERSION-1 is already installed"
 	else
 		f=$(pkg_file rpm) || die 4 "no .rpm on the CD"
-		rpm $ROOTARG_RPM -U --replacepkgs "$f" || die 6 "rpm -U $f failed"
+		"$RPM" $ROOTARG_RPM -U --replacepkgs "$f" || die 6 "rpm -U $f failed"
 	fi
 	;;
 apk)
 	f=$(pkg_file apk) || die 4 "no .apk on the CD"
-	apk $ROOTARG_APK add --allow-untrusted --no-network "$f" || die 6 "apk add $f failed"
+	"$APK" $ROOTARG_APK add --allow-untrusted --no-network "$f" || die 6 "apk add $f failed"
 	;;
 plain)
 	LIST="$ROOT$STATEDIR/installed.list"
@@ -213,37 +236,46 @@ say "installed $NAME $VERSION ($METHOD install)"
 
 # --- 5. enable and start ----------------------------------------------------------------
 STARTED=unknown
+SYSTEMCTL=$(find_tool systemctl) || SYSTEMCTL=""
+RC_UPDATE=$(find_tool rc-update) || RC_UPDATE=""
+RC_SERVICE=$(find_tool rc-service) || RC_SERVICE=""
+[ "$INIT" = systemd ] && [ -z "$SYSTEMCTL" ] && INIT=none
+[ "$INIT" = openrc ] && { [ -z "$RC_UPDATE" ] || [ -z "$RC_SERVICE" ]; } && INIT=none
 if [ "$START" = 1 ]; then
 	case "$INIT" in
 	systemd)
-		systemctl daemon-reload
-		command -v udevadm >/dev/null 2>&1 && udevadm control --reload
-		systemctl enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
+		"$SYSTEMCTL" daemon-reload
+		if UDEVADM=$(find_tool udevadm); then "$UDEVADM" control --reload; fi
+		"$SYSTEMCTL" enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
 		if [ -e "$ROOT/dev/virtio-ports/$PORT_NAME" ]; then
 			if [ "$CHANGED" = 1 ]; then
-				systemctl restart "$NAME.service" || die 7 "systemctl restart $NAME failed"
+				"$SYSTEMCTL" restart "$NAME.service" || die 7 "systemctl restart $NAME failed"
 			else
-				systemctl start "$NAME.service" || die 7 "systemctl start $NAME failed"
+				"$SYSTEMCTL" start "$NAME.service" || die 7 "systemctl start $NAME failed"
 			fi
 			STARTED=yes
 		fi
 		;;
 	openrc)
-		rc-update add "$NAME" default || die 7 "rc-update add $NAME failed"
+		"$RC_UPDATE" add "$NAME" default || die 7 "rc-update add $NAME failed"
 		if [ "$CHANGED" = 1 ]; then
-			rc-service "$NAME" restart || die 7 "rc-service $NAME restart failed"
+			"$RC_SERVICE" "$NAME" restart || die 7 "rc-service $NAME restart failed"
 		else
-			rc-service "$NAME" start || die 7 "rc-service $NAME start failed"
+			"$RC_SERVICE" "$NAME" start || die 7 "rc-service $NAME start failed"
 		fi
 		STARTED=yes
 		;;
 	sysvinit)
-		if command -v update-rc.d >/dev/null 2>&1; then
-			update-rc.d "$NAME" defaults
-		elif command -v chkconfig >/dev/null 2>&1; then
-			chkconfig --add "$NAME"
+		if t=$(find_tool update-rc.d); then
+			"$t" "$NAME" defaults
+		elif t=$(find_tool chkconfig); then
+			"$t" --add "$NAME"
 		fi
-		"$ROOT/etc/init.d/$NAME" restart || die 7 "/etc/init.d/$NAME restart failed"
+		if t=$(find_tool service); then
+			"$t" "$NAME" restart || die 7 "service $NAME restart failed"
+		else
+			"$ROOT/etc/init.d/$NAME" restart || die 7 "/etc/init.d/$NAME restart failed"
+		fi
 		STARTED=yes
 		;;
 	none)

@@ -17,6 +17,20 @@ CONFDIR=/etc/kvmmanager-agent
 STATEDIR=/var/lib/kvmmanager-agent
 
 say() { printf '%s\n' "kvmmanager-agent: $*"; }
+# A real program on PATH (busybox sh would otherwise run its own dpkg/rpm/id applets).
+find_tool() {
+	_ifs=$IFS
+	IFS=:
+	for _d in $PATH; do
+		if [ -n "$_d" ] && [ -f "$_d/$1" ] && [ -x "$_d/$1" ]; then
+			IFS=$_ifs
+			echo "$_d/$1"
+			return 0
+		fi
+	done
+	IFS=$_ifs
+	return 1
+}
 die() {
 	code=$1
 	shift
@@ -33,41 +47,47 @@ case "${1:-}" in
 *) die 2 "unknown option $1" ;;
 esac
 
-[ "$(id -u)" = 0 ] || die 3 "run me as root, e.g.: sudo sh $0"
+ID_CMD=$(find_tool id) || ID_CMD=id
+[ "$("$ID_CMD" -u)" = 0 ] || die 3 "run me as root, e.g.: sudo sh $0"
 
 ROOTARG=""
 [ -n "$ROOT" ] && ROOTARG="--root=$ROOT"
 
+SYSTEMCTL=$(find_tool systemctl) || SYSTEMCTL=""
 stop_service() {
-	if [ -d "$ROOT/run/systemd/system" ] && command -v systemctl >/dev/null 2>&1; then
-		systemctl disable --now "$NAME.service" || true
-	elif command -v rc-update >/dev/null 2>&1 && [ -f "$ROOT/etc/init.d/$NAME" ]; then
-		rc-service "$NAME" stop || true
-		rc-update del "$NAME" default || true
+	if [ -d "$ROOT/run/systemd/system" ] && [ -n "$SYSTEMCTL" ]; then
+		"$SYSTEMCTL" disable --now "$NAME.service" || true
+	elif t=$(find_tool rc-update) && [ -f "$ROOT/etc/init.d/$NAME" ]; then
+		"$(find_tool rc-service || echo rc-service)" "$NAME" stop || true
+		"$t" del "$NAME" default || true
 	elif [ -x "$ROOT/etc/init.d/$NAME" ]; then
-		"$ROOT/etc/init.d/$NAME" stop || true
-		if command -v update-rc.d >/dev/null 2>&1; then
-			update-rc.d -f "$NAME" remove || true
-		elif command -v chkconfig >/dev/null 2>&1; then
-			chkconfig --del "$NAME" || true
+		if t=$(find_tool service); then
+			"$t" "$NAME" stop || true
+		else
+			"$ROOT/etc/init.d/$NAME" stop || true
+		fi
+		if t=$(find_tool update-rc.d); then
+			"$t" -f "$NAME" remove || true
+		elif t=$(find_tool chkconfig); then
+			"$t" --del "$NAME" || true
 		fi
 	fi
 }
 
 # A package install is removed by its own tool (its maintainer scripts stop the service).
-if command -v dpkg-query >/dev/null 2>&1 &&
-	dpkg-query $ROOTARG -W -f='${Status}' "$NAME" 2>/dev/null | grep -q 'install ok installed'; then
-	dpkg $ROOTARG -r "$NAME" || die 6 "dpkg -r $NAME failed"
+if DPKG_QUERY=$(find_tool dpkg-query) &&
+	"$DPKG_QUERY" $ROOTARG -W -f='${Status}' "$NAME" 2>/dev/null | grep -q 'install ok installed'; then
+	"$(find_tool dpkg || echo dpkg)" $ROOTARG -r "$NAME" || die 6 "dpkg -r $NAME failed"
 	say "removed the $NAME package; an edited $CONFDIR/config.json is kept (dpkg --purge $NAME removes it)"
 	exit 0
 fi
-if command -v rpm >/dev/null 2>&1 && rpm $ROOTARG -q "$NAME" >/dev/null 2>&1; then
-	rpm $ROOTARG -e "$NAME" || die 6 "rpm -e $NAME failed"
+if RPM=$(find_tool rpm) && "$RPM" $ROOTARG -q "$NAME" >/dev/null 2>&1; then
+	"$RPM" $ROOTARG -e "$NAME" || die 6 "rpm -e $NAME failed"
 	say "removed the $NAME package; an edited config is kept as $CONFDIR/config.json.rpmsave"
 	exit 0
 fi
-if command -v apk >/dev/null 2>&1 && apk $ROOTARG info -e "$NAME" >/dev/null 2>&1; then
-	apk $ROOTARG del "$NAME" || die 6 "apk del $NAME failed"
+if APK=$(find_tool apk) && "$APK" $ROOTARG info -e "$NAME" >/dev/null 2>&1; then
+	"$APK" $ROOTARG del "$NAME" || die 6 "apk del $NAME failed"
 	say "removed the $NAME package"
 	exit 0
 fi
@@ -85,8 +105,8 @@ while IFS= read -r path; do
 	esac
 done <"$LIST"
 rmdir "$ROOT/usr/lib/$NAME" 2>/dev/null || true
-if [ -d "$ROOT/run/systemd/system" ] && command -v systemctl >/dev/null 2>&1; then
-	systemctl daemon-reload || true
+if [ -d "$ROOT/run/systemd/system" ] && [ -n "$SYSTEMCTL" ]; then
+	"$SYSTEMCTL" daemon-reload || true
 fi
 
 CONF="$ROOT$CONFDIR/config.json"
