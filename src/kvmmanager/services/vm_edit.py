@@ -1,0 +1,385 @@
+"""Editing an existing VM: vCPUs, memory, disks, NICs and CD-ROM media.
+
+A running VM is changed live where libvirt allows it and in its persistent definition at
+the same time; a shut-off VM has its persistent definition parsed with the XML models,
+changed where the edit touches, and redefined. Every call answers what happened:
+
+    {"applied_live": True, "next_boot": False, "message": "..."}
+
+`applied_live` means the running guest has the change now; `next_boot` means (part of)
+it only takes effect when the VM next boots.
+
+    res = await manager.vms.edit.set_memory("local", "web1", 2048)
+    res = await manager.vms.edit.insert_media("local", "web1", "isos", "debian.iso")
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.services import vm_builder
+from kvmmanager.services.vm_builder import DiskSpec, NicSpec
+from kvmmanager.virt.xml.devices import Disk, Interface
+from kvmmanager.virt.xml.domain import Domain
+
+if TYPE_CHECKING:
+    from kvmmanager.services.vms import VmService
+
+LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+INACTIVE_SECURE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+
+
+@dataclass
+class EditResult:
+    applied_live: bool
+    next_boot: bool
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _active(dom: libvirt.virDomain) -> bool:
+    return bool(dom.isActive())
+
+
+def _flags(dom: libvirt.virDomain) -> int:
+    """LIVE for a running VM, CONFIG for a persistent one, both when both apply."""
+    flags = LIVE if _active(dom) else 0
+    if dom.isPersistent():
+        flags |= CONFIG
+    return flags
+
+
+def redefine(dom: libvirt.virDomain, change: Callable[[Domain], Any]) -> Any:
+    """Parse the persistent definition, apply `change`, define it again.
+
+    Read with XML_SECURE: without it libvirt leaves out the VNC password and redefining
+    would silently drop it."""
+    xml = Domain.from_xml(dom.XMLDesc(INACTIVE_SECURE))
+    out = change(xml)
+    dom.connect().defineXML(xml.to_xml())
+    return out
+
+
+def _xml(dom: libvirt.virDomain) -> Domain:
+    """The definition the edit is judged against: live when running, else persistent."""
+    return Domain.from_xml(dom.XMLDesc(0 if _active(dom) else libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
+def _used_targets(dom: libvirt.virDomain) -> set[str]:
+    used = {d.target_dev for d in _xml(dom).devices.disks if d.target_dev}
+    if _active(dom) and dom.isPersistent():
+        inactive = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        used |= {d.target_dev for d in inactive.devices.disks if d.target_dev}
+    return used
+
+
+def _free_target(dom: libvirt.virDomain, bus: str) -> str:
+    used = _used_targets(dom)
+    for i in range(0, 26 * 27):
+        dev = vm_builder.disk_target(bus, i)
+        if dev not in used:
+            return dev
+    raise Conflict(f"no free {bus} disk target left", field="bus")
+
+
+def random_mac() -> str:
+    # 52:54:00 is the QEMU/KVM prefix libvirt uses itself.
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+def _set_vcpus(dom: libvirt.virDomain, vcpus: int) -> EditResult:
+    running = _active(dom)
+    persistent = bool(dom.isPersistent())
+    applied_live = False
+    live_note = ""
+    if running:
+        live_max = dom.vcpusFlags(LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+        if vcpus <= live_max:
+            try:
+                dom.setVcpusFlags(vcpus, LIVE)
+                applied_live = True
+            except libvirt.libvirtError as exc:
+                live_note = f" (live change refused: {exc.get_error_message()})"
+        else:
+            live_note = f" (the running guest is limited to {live_max} vCPUs)"
+    if persistent:
+        cfg_max = dom.vcpusFlags(CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+        if vcpus > cfg_max:
+            dom.setVcpusFlags(vcpus, CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+            dom.setVcpusFlags(vcpus, CONFIG)
+        else:
+            dom.setVcpusFlags(vcpus, CONFIG)
+            dom.setVcpusFlags(vcpus, CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+    elif not applied_live:
+        raise Conflict(f"vm '{dom.name()}' is transient and refused the change{live_note}")
+    return _result(running, applied_live, persistent, f"vCPUs set to {vcpus}", live_note)
+
+
+def _set_memory(dom: libvirt.virDomain, memory_mib: int) -> EditResult:
+    kib = memory_mib * 1024
+    running = _active(dom)
+    persistent = bool(dom.isPersistent())
+    applied_live = False
+    live_note = ""
+    if running:
+        live_max = dom.maxMemory()
+        if kib <= live_max:
+            try:
+                # The balloon: the guest gives memory back or gets it, up to its maximum.
+                dom.setMemoryFlags(kib, LIVE)
+                applied_live = True
+            except libvirt.libvirtError as exc:
+                live_note = f" (live change refused: {exc.get_error_message()})"
+        else:
+            live_note = f" (the running guest is limited to {live_max // 1024} MiB)"
+    if persistent:
+        dom.setMemoryFlags(kib, CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+        dom.setMemoryFlags(kib, CONFIG)
+    elif not applied_live:
+        raise Conflict(f"vm '{dom.name()}' is transient and refused the change{live_note}")
+    return _result(running, applied_live, persistent, f"memory set to {memory_mib} MiB", live_note)
+
+
+def _result(running: bool, live: bool, persistent: bool, what: str, note: str) -> EditResult:
+    if not running:
+        return EditResult(False, True, f"{what}: takes effect at the next boot")
+    if live:
+        return EditResult(True, False, f"{what}: applied now" + (" and kept" if persistent else ""))
+    return EditResult(False, True, f"{what}: takes effect at the next boot{note}")
+
+
+def _apply_device(
+    dom: libvirt.virDomain, xml: str, how: str, change: Callable[[Domain], Any]
+) -> EditResult:
+    """Attach/detach/update one device: live+config through libvirt's device API when
+    running, else by redefining the changed persistent definition."""
+    if _active(dom):
+        call = {
+            "attach": dom.attachDeviceFlags,
+            "detach": dom.detachDeviceFlags,
+            "update": dom.updateDeviceFlags,
+        }[how]
+        call(xml, _flags(dom))
+        return EditResult(True, False, "applied now" + (" and kept" if dom.isPersistent() else ""))
+    redefine(dom, change)
+    return EditResult(False, True, "saved; the VM is shut off")
+
+
+class VmEditor:
+    def __init__(self, service: VmService) -> None:
+        self.svc = service
+
+    async def _host_limits(self, host: str) -> tuple[int, int]:
+        info = await self.svc.run(host, lambda conn: conn.getInfo())
+        return info[2], info[1]
+
+    async def set_vcpus(self, host: str, vm: str, vcpus: int) -> dict[str, Any]:
+        max_vcpus, _ = await self._host_limits(host)
+        vm_builder.validate_vcpus(vcpus, max_vcpus)
+        res = await self.svc.run_on(host, vm, _set_vcpus, vcpus)
+        return res.to_dict()
+
+    async def set_memory(self, host: str, vm: str, memory_mib: int) -> dict[str, Any]:
+        _, host_mib = await self._host_limits(host)
+        vm_builder.validate_memory(memory_mib, host_mib)
+        res = await self.svc.run_on(host, vm, _set_memory, memory_mib)
+        return res.to_dict()
+
+    # ---- disks -------------------------------------------------------------------------
+
+    async def attach_disk(self, host: str, vm: str, spec: DiskSpec) -> dict[str, Any]:
+        return await self.svc.run(host, _attach_disk_blocking, host, vm, spec)
+
+    async def detach_disk(self, host: str, vm: str, target: str) -> dict[str, Any]:
+        def fn(dom: libvirt.virDomain) -> dict[str, Any]:
+            disk = _xml(dom).devices.disk_by_target(target)
+            if disk is None or disk.device == "cdrom":
+                raise NotFound(f"vm '{dom.name()}' has no disk '{target}'", field="target")
+
+            def change(xml: Domain) -> None:
+                found = xml.devices.disk_by_target(target)
+                if found is not None:
+                    xml.devices.remove(found)
+
+            res = _apply_device(dom, disk.to_xml(), "detach", change)
+            res.details = {"target": target, "path": disk.source_path}
+            return res.to_dict()
+
+        return await self.svc.run_on(host, vm, fn)
+
+    # ---- NICs --------------------------------------------------------------------------
+
+    async def attach_nic(self, host: str, vm: str, spec: NicSpec) -> dict[str, Any]:
+        if (spec.network is None) == (spec.bridge is None):
+            raise InvalidInput("give exactly one of network or bridge", field="network")
+        if spec.bridge is not None and not vm_builder.BRIDGE_RE.fullmatch(spec.bridge):
+            raise InvalidInput("invalid bridge name", field="bridge")
+        mac = vm_builder.validate_mac(spec.mac, "mac") or random_mac()
+
+        def fn(conn: libvirt.virConnect) -> dict[str, Any]:
+            if spec.network is not None and spec.network not in {
+                n.name() for n in conn.listAllNetworks()
+            }:
+                raise InvalidInput(f"unknown network {spec.network!r}", field="network")
+            dom = vm_builder.lookup(conn, host, vm)
+            if _xml(dom).devices.interface_by_mac(mac) is not None:
+                raise Conflict(f"vm '{dom.name()}' already has a NIC with MAC {mac}", field="mac")
+            nic = Interface(type="network" if spec.network else "bridge", model=spec.model)
+            if spec.network:
+                nic.source_network = spec.network
+            else:
+                nic.source_bridge = spec.bridge
+            nic.mac_address = mac
+            res = _apply_device(dom, nic.to_xml(), "attach", lambda x: x.devices.add(nic.copy()))
+            res.details = {"mac": mac, "source": spec.network or spec.bridge}
+            return res.to_dict()
+
+        return await self.svc.run(host, fn)
+
+    async def detach_nic(self, host: str, vm: str, mac: str) -> dict[str, Any]:
+        mac = vm_builder.validate_mac(mac, "mac") or ""
+
+        def fn(dom: libvirt.virDomain) -> dict[str, Any]:
+            nic = _xml(dom).devices.interface_by_mac(mac)
+            if nic is None:
+                raise NotFound(f"vm '{dom.name()}' has no NIC with MAC {mac}", field="mac")
+
+            def change(xml: Domain) -> None:
+                found = xml.devices.interface_by_mac(mac)
+                if found is not None:
+                    xml.devices.remove(found)
+
+            res = _apply_device(dom, nic.to_xml(), "detach", change)
+            res.details = {"mac": mac}
+            return res.to_dict()
+
+        return await self.svc.run_on(host, vm, fn)
+
+    # ---- CD-ROM media ------------------------------------------------------------------
+
+    async def insert_media(
+        self, host: str, vm: str, pool: str, volume: str, target: str | None = None
+    ) -> dict[str, Any]:
+        def fn(conn: libvirt.virConnect) -> dict[str, Any]:
+            dom = vm_builder.lookup(conn, host, vm)
+            path = _volume_path(conn, pool, volume)
+            return _media_blocking(dom, target, path)
+
+        return await self.svc.run(host, fn)
+
+    async def eject_media(self, host: str, vm: str, target: str | None = None) -> dict[str, Any]:
+        return await self.svc.run_on(host, vm, _media_blocking, target, None)
+
+
+def _volume_path(conn: libvirt.virConnect, pool: str, volume: str) -> str:
+    try:
+        p = conn.storagePoolLookupByName(pool)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            raise InvalidInput(f"unknown pool {pool!r}", field="pool") from exc
+        raise
+    if not p.isActive():
+        raise Conflict(f"pool '{pool}' is not active", field="pool")
+    try:
+        return p.storageVolLookupByName(volume).path()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise InvalidInput(
+                f"unknown volume {volume!r} in pool {pool!r}", field="volume"
+            ) from exc
+        raise
+
+
+def _pick_cdrom(xml: Domain, target: str | None, name: str) -> Disk:
+    drives = xml.devices.cdroms()
+    if target is not None:
+        drives = [d for d in drives if d.target_dev == target]
+        if not drives:
+            raise NotFound(f"vm '{name}' has no CD-ROM drive '{target}'", field="target")
+    if not drives:
+        raise Conflict(f"vm '{name}' has no CD-ROM drive", field="target")
+    return drives[0]
+
+
+def _media_blocking(dom: libvirt.virDomain, target: str | None, path: str | None) -> dict[str, Any]:
+    drive = _pick_cdrom(_xml(dom), target, dom.name())
+    dev = drive.target_dev
+
+    def set_media(disk: Disk) -> None:
+        if path is None:
+            disk.clear_source()
+        else:
+            disk.clear_source()
+            disk.type = "file"
+            disk.source_file = path
+
+    set_media(drive)
+
+    def change(xml: Domain) -> None:
+        found = xml.devices.disk_by_target(dev or "")
+        if found is None:
+            raise Conflict(f"vm '{dom.name()}' has no CD-ROM drive '{dev}' in its definition")
+        set_media(found)
+
+    res = _apply_device(dom, drive.to_xml(), "update", change)
+    res.message = ("inserted " + path if path else "ejected") + f" ({dev}): " + res.message
+    res.details = {"target": dev, "path": path}
+    return res.to_dict()
+
+
+def _attach_disk_blocking(
+    conn: libvirt.virConnect, host: str, vm: str, spec: DiskSpec
+) -> dict[str, Any]:
+    dom = vm_builder.lookup(conn, host, vm)
+    try:
+        pool = conn.storagePoolLookupByName(spec.pool)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            raise InvalidInput(f"unknown pool {spec.pool!r}", field="pool") from exc
+        raise
+    if spec.volume is None and (
+        spec.size_gib is None or not 0 < spec.size_gib <= vm_builder.MAX_DISK_GIB
+    ):
+        raise InvalidInput(
+            f"size_gib must be > 0 and <= {vm_builder.MAX_DISK_GIB}", field="size_gib"
+        )
+    created: list[libvirt.virStorageVol] = []
+    if spec.volume is None:
+        existing = set(pool.listVolumes()) if pool.isActive() else set()
+        if spec.name is None:
+            n = 1
+            while f"{dom.name()}-{n}.qcow2" in existing:
+                n += 1
+            spec = spec.model_copy(update={"name": f"{dom.name()}-{n}.qcow2"})
+        vm_builder.validate_name(spec.name, "name")
+        if spec.name in existing:
+            raise Conflict(
+                f"volume {spec.name!r} already exists in pool {spec.pool!r}", field="name"
+            )
+    one = vm_builder.VmSpec(name=dom.name(), disks=[spec])
+    try:
+        plans = vm_builder.plan_disks(
+            conn, one, created, vm_builder.paths_used_by_others(conn, dom.UUIDString()), None
+        )
+        plan = plans[0]
+        disk = Disk(
+            type="file", device="disk", driver_name="qemu", driver_type=plan.format,
+            source_file=plan.path, target_dev=_free_target(dom, plan.bus), target_bus=plan.bus,
+        )  # fmt: skip
+        res = _apply_device(dom, disk.to_xml(), "attach", lambda x: x.devices.add(disk.copy()))
+    except BaseException:
+        for vol in created:
+            vol.delete(0)
+        raise
+    res.details = {"target": disk.target_dev, "path": plan.path, "created": bool(created)}
+    return res.to_dict()

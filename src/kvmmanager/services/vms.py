@@ -1,0 +1,401 @@
+"""The VM service: list/get (inventory), create, lifecycle, delete, rename, metadata.
+
+Every libvirt call runs on the host's worker threads (`HostConnection.run`). Functions
+named `_x_blocking(conn, ...)` are the bodies that run there; the async methods wrap them.
+Edits of vCPUs, memory and devices live in `vm_edit.py` (`VmService.edit`).
+
+    svc = manager.vms
+    result = await svc.create("local", VmSpec(name="web1", memory_mib=1024))
+    await svc.action("local", "web1", "start")
+    await svc.delete("local", "web1", remove_volumes=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import libvirt
+
+from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.services import vm_builder
+from kvmmanager.services.vm_builder import VmSpec, lookup, validate_description, validate_name
+from kvmmanager.services.vm_edit import VmEditor
+from kvmmanager.virt.inventory import DomainInfo
+from kvmmanager.virt.xml.domain import Domain
+from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, ManagerMetadata
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+INACTIVE = frozenset({"shutoff", "crashed", "nostate"})
+RUNNING = frozenset({"running", "blocked", "shutdown"})
+ACTIONS = ("start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume")
+ShutdownMode = Literal["acpi", "agent", "auto"]
+# How long an API call waits for libvirt's event to land in the inventory before it
+# answers from a direct read instead; events normally arrive within milliseconds.
+INVENTORY_WAIT = 5.0
+
+
+@dataclass
+class VmRef:
+    """What an action answers: the VM as libvirt sees it right after the call."""
+
+    host: str
+    name: str
+    uuid: str
+    state: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def state_of(dom: libvirt.virDomain) -> str:
+    return STATE_NAMES.get(dom.state()[0], "nostate")
+
+
+def ref(host: str, dom: libvirt.virDomain, message: str = "", **details: Any) -> VmRef:
+    return VmRef(host, dom.name(), dom.UUIDString(), state_of(dom), message, details)
+
+
+def _need(dom: libvirt.virDomain, allowed: frozenset[str], why: str) -> str:
+    state = state_of(dom)
+    if state not in allowed:
+        raise Conflict(f"vm '{dom.name()}' {why} (state: {state})", field="vm")
+    return state
+
+
+def _channel_connected(dom: libvirt.virDomain, name: str) -> bool:
+    live = Domain.from_xml(dom.XMLDesc(0))
+    return any(
+        ch.target_name == name and ch.target_state == "connected" for ch in live.devices.channels
+    )
+
+
+class VmService:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+        self.edit = VmEditor(self)
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    async def run(self, host: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on the host's worker thread."""
+        hc = self.m.registry.get(host)
+        return await hc.run(lambda: fn(hc.conn, *args))
+
+    async def run_on(self, host: str, vm: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(dom, *args)` for the looked-up domain on the host's worker thread."""
+        return await self.run(host, lambda conn: fn(lookup(conn, host, vm), *args))
+
+    # ---- reads (inventory only) --------------------------------------------------------
+
+    def list(
+        self,
+        host: str | None = None,
+        state: str | None = None,
+        tag: str | None = None,
+        q: str | None = None,
+    ) -> list[DomainInfo]:
+        if host is not None:
+            self.m.registry.get(host)  # NotFound naming the host
+        out = self.m.inventory.domains(host)
+        if state is not None:
+            out = [d for d in out if d.state == state]
+        if tag is not None:
+            out = [d for d in out if tag in d.tags]
+        if q:
+            needle = q.lower()
+            out = [
+                d
+                for d in out
+                if needle in d.name.lower()
+                or needle in (d.description or "").lower()
+                or needle in (d.title or "").lower()
+                or d.uuid.startswith(needle)
+            ]
+        return out
+
+    def get(self, host: str, vm: str) -> DomainInfo:
+        self.m.registry.get(host)
+        return self.m.inventory.domain(host, vm)
+
+    async def get_fresh(
+        self, host: str, uuid: str, check: Callable[[DomainInfo], bool]
+    ) -> DomainInfo:
+        """The inventory entry once it reflects a change we just made (`check`), waiting for
+        libvirt's event to land; never polls libvirt."""
+        with self.m.bus.subscribe(maxsize=1000) as sub:
+            try:
+                info = self.m.inventory.domain(host, uuid)
+                if check(info):
+                    return info
+            except NotFound:
+                pass
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + INVENTORY_WAIT
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    await asyncio.wait_for(sub.get(), timeout=left)
+                except TimeoutError:
+                    break
+                try:
+                    info = self.m.inventory.domain(host, uuid)
+                except NotFound:
+                    continue
+                if check(info):
+                    return info
+        return self.m.inventory.domain(host, uuid)
+
+    async def xml(self, host: str, vm: str, inactive: bool = False) -> str:
+        # Never VIR_DOMAIN_XML_SECURE: the VNC password stays inside libvirt.
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return await self.run_on(host, vm, lambda dom: dom.XMLDesc(flags))
+
+    # ---- create ------------------------------------------------------------------------
+
+    async def create(
+        self, host: str, spec: VmSpec, progress: Callable[..., Any] | None = None
+    ) -> dict[str, Any]:
+        """Validate, create volumes, define, optionally start; undo everything on failure.
+
+        Returns {"vm": DomainInfo, "domain_type": "kvm"|"qemu", "accel_reason": ...,
+        "volumes": [...]}.
+        """
+        validate_name(spec.name)
+        accel = await self.m.hosts.accel(host)
+        domcaps = await self.m.hosts.domain_capabilities(host)
+        result = await self.run(
+            host, vm_builder.create_blocking, spec, accel.domain_type, domcaps, progress
+        )
+        info = await self.get_fresh(host, result["uuid"], lambda d: True)
+        return {
+            "vm": info,
+            "domain_type": accel.domain_type,
+            "accel_reason": accel.reason,
+            "volumes": result["volumes"],
+        }
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def action(self, host: str, vm: str, action: str, mode: ShutdownMode = "auto") -> VmRef:
+        if action not in ACTIONS:
+            raise InvalidInput(f"unknown action {action!r}", field="action")
+        if action == "shutdown":
+            return await self.shutdown(host, vm, mode)
+        return await self.run_on(host, vm, _ACTION_FNS[action], host)
+
+    async def shutdown(self, host: str, vm: str, mode: ShutdownMode = "auto") -> VmRef:
+        if mode not in ("acpi", "agent", "auto"):
+            raise InvalidInput("mode must be acpi, agent or auto", field="mode")
+        return await self.run_on(host, vm, _shutdown_blocking, host, mode)
+
+    async def delete(self, host: str, vm: str, remove_volumes: bool = False) -> dict[str, Any]:
+        return await self.run_on(host, vm, _delete_blocking, host, remove_volumes)
+
+    async def set_autostart(self, host: str, vm: str, enabled: bool) -> VmRef:
+        def fn(dom: libvirt.virDomain) -> VmRef:
+            if not dom.isPersistent():
+                raise Conflict(f"vm '{dom.name()}' is transient: no autostart", field="autostart")
+            dom.setAutostart(1 if enabled else 0)
+            return ref(host, dom, f"autostart {'on' if enabled else 'off'}")
+
+        return await self.run_on(host, vm, fn)
+
+    async def rename(self, host: str, vm: str, new_name: str) -> VmRef:
+        validate_name(new_name, "new_name")
+
+        def fn(conn: libvirt.virConnect) -> VmRef:
+            dom = lookup(conn, host, vm)
+            _need(dom, INACTIVE, "must be shut off to be renamed")
+            if new_name in {d.name() for d in conn.listAllDomains()}:
+                raise Conflict(f"a vm named '{new_name}' already exists", field="new_name")
+            dom.rename(new_name, 0)
+            return ref(host, dom, f"renamed to '{new_name}'")
+
+        return await self.run(host, fn)
+
+    async def set_description(self, host: str, vm: str, description: str | None) -> VmRef:
+        validate_description(description)
+
+        def fn(dom: libvirt.virDomain) -> VmRef:
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_DESCRIPTION,
+                description or None,
+                None,
+                None,
+                _meta_flags(dom),
+            )
+            return ref(host, dom, "description updated")
+
+        return await self.run_on(host, vm, fn)
+
+    async def set_tags(self, host: str, vm: str, tags: list[str]) -> VmRef:
+        tags = vm_builder.validate_tags(tags)
+
+        def fn(dom: libvirt.virDomain) -> VmRef:
+            meta = read_manager_metadata(dom)
+            meta.tags = tags
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                meta.to_metadata_api(),
+                NS_PREFIX,
+                NS_URI,
+                _meta_flags(dom),
+            )
+            return ref(host, dom, "tags updated", tags=tags)
+
+        return await self.run_on(host, vm, fn)
+
+
+def _meta_flags(dom: libvirt.virDomain) -> int:
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
+    if dom.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    return flags
+
+
+def read_manager_metadata(dom: libvirt.virDomain) -> ManagerMetadata:
+    flags = (
+        libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else libvirt.VIR_DOMAIN_AFFECT_LIVE
+    )
+    try:
+        return ManagerMetadata.from_metadata_api(
+            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS_URI, flags)
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            raise
+        return ManagerMetadata()
+
+
+# ---- blocking bodies of the actions -----------------------------------------------------
+
+
+def _start(dom: libvirt.virDomain, host: str) -> VmRef:
+    state = state_of(dom)
+    if state == "paused":
+        raise Conflict(f"vm '{dom.name()}' is paused: resume it instead", field="vm")
+    _need(dom, INACTIVE, "is already running")
+    dom.create()
+    return ref(host, dom, "started")
+
+
+def _destroy(dom: libvirt.virDomain, host: str) -> VmRef:
+    _need(dom, RUNNING | {"paused", "pmsuspended"}, "is not running")
+    dom.destroy()
+    return ref(host, dom, "powered off")
+
+
+def _reboot(dom: libvirt.virDomain, host: str) -> VmRef:
+    _need(dom, RUNNING, "is not running")
+    dom.reboot(0)
+    return ref(host, dom, "reboot requested")
+
+
+def _reset(dom: libvirt.virDomain, host: str) -> VmRef:
+    _need(dom, RUNNING | {"paused"}, "is not running")
+    dom.reset(0)
+    return ref(host, dom, "reset")
+
+
+def _suspend(dom: libvirt.virDomain, host: str) -> VmRef:
+    if state_of(dom) == "paused":
+        raise Conflict(f"vm '{dom.name()}' is already paused", field="vm")
+    _need(dom, RUNNING, "is not running")
+    dom.suspend()
+    return ref(host, dom, "paused")
+
+
+def _resume(dom: libvirt.virDomain, host: str) -> VmRef:
+    _need(dom, frozenset({"paused"}), "is not paused")
+    dom.resume()
+    return ref(host, dom, "resumed")
+
+
+_ACTION_FNS: dict[str, Callable[[libvirt.virDomain, str], VmRef]] = {
+    "start": _start,
+    "destroy": _destroy,
+    "reboot": _reboot,
+    "reset": _reset,
+    "suspend": _suspend,
+    "resume": _resume,
+}
+
+
+def _shutdown_blocking(dom: libvirt.virDomain, host: str, mode: ShutdownMode) -> VmRef:
+    _need(dom, RUNNING, "is not running")
+    qga = _channel_connected(dom, vm_builder.QGA_CHANNEL)
+    if mode == "agent" and not qga:
+        raise Conflict(
+            f"vm '{dom.name()}': qemu-guest-agent is not connected; use mode 'acpi'",
+            field="mode",
+        )
+    if mode == "agent" or (mode == "auto" and qga):
+        dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+        return ref(host, dom, "shutdown requested through the guest agent", mode="agent")
+    try:
+        dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    except libvirt.libvirtError as exc:
+        # Drivers without the flag (the test driver) only know their default, which is
+        # the power button for every hypervisor that has one.
+        if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+            raise
+        dom.shutdown()
+    return ref(host, dom, "shutdown requested (ACPI power button)", mode="acpi")
+
+
+def _delete_blocking(dom: libvirt.virDomain, host: str, remove_volumes: bool) -> dict[str, Any]:
+    name, uuid = dom.name(), dom.UUIDString()
+    _need(dom, INACTIVE, "is running: power it off before deleting it")
+    conn = dom.connect()
+    xml = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    to_delete: list[libvirt.virStorageVol] = []
+    kept: list[dict[str, str]] = []
+    if remove_volumes:
+        used = vm_builder.paths_used_by_others(conn, uuid)
+        for path in vm_builder.disk_paths(xml):
+            if path in used:
+                kept.append({"path": path, "reason": f"used by vm '{used[path]}'"})
+                continue
+            try:
+                to_delete.append(conn.storageVolLookupByPath(path))
+            except libvirt.libvirtError:
+                kept.append({"path": path, "reason": "not a volume of any storage pool"})
+    if dom.isPersistent():
+        dom.undefineFlags(vm_builder.undefine_flags(dom))
+    deleted: list[str] = []
+    for vol in to_delete:
+        path = vol.path()
+        try:
+            vol.delete(0)
+            deleted.append(path)
+        except libvirt.libvirtError as exc:
+            # The VM is gone already; say which volume stayed and why instead of failing.
+            kept.append({"path": path, "reason": exc.get_error_message() or str(exc)})
+    log.info("deleted vm %s on %s (volumes removed: %d)", name, host, len(deleted))
+    return {
+        "host": host,
+        "name": name,
+        "uuid": uuid,
+        "deleted_volumes": deleted,
+        "kept_volumes": kept,
+    }
