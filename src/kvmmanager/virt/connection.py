@@ -1,0 +1,528 @@
+"""One libvirt connection per host: open, keepalive, events, reconnect with backoff, resync.
+
+Threads: every blocking libvirt call runs in the host's own ThreadPoolExecutor (`run`), so
+a slow or dead host never blocks the event loop or another host. Opening a connection runs
+in a daemon thread of its own, because an unreachable host can hold `virConnectOpen` for
+minutes and must neither take a worker away nor keep the process from exiting.
+
+Events: libvirt fires callbacks on the asyncio loop (libvirtaio). A callback only queues a
+re-read of that one object; re-reads of one object are serialized (in event order), and
+wait for a running resync, so the inventory never goes back to an older state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import libvirt
+
+from kvmmanager.core.config import LibvirtSettings, Settings
+from kvmmanager.core.errors import HostUnavailable, KvmmError, NotFound
+from kvmmanager.virt import readers
+from kvmmanager.virt.aioloop import ensure_event_loop
+from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
+from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.inventory import Inventory
+
+__all__ = ["STATUSES", "HostConnection", "ensure_event_loop"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATUSES = ("disconnected", "connecting", "connected", "reconnecting", "failed")
+
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the host (libvirtd gone?)",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout: the host stopped answering",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by the client",
+}
+
+
+def prepare_uri(uri: str) -> str:
+    """A server has no terminal: make ssh fail instead of waiting for a password prompt."""
+    parts = urlsplit(uri)
+    if not parts.scheme.endswith("+ssh"):
+        return uri
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "no_tty" for k, _ in query):
+        return uri
+    query.append(("no_tty", "1"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def is_remote_uri(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return "+" in parts.scheme or bool(parts.netloc)
+
+
+def _refuse_interactive_auth(_creds: list[Any], _opaque: object) -> int:
+    # Credentials come from the transport (ssh keys, TLS certificates, SASL config), never
+    # from a prompt: answer "no" so the open fails with libvirt's reason instead of hanging.
+    return -1
+
+
+# Marks an event of a connection that has since been replaced: ignore it.
+_STALE: Any = object()
+
+
+class _Serializer:
+    """Per-key FIFO locks, dropped when unused so 10,000 domains do not leave 10,000 locks."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> Any:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class HostConnection:
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        bus: EventBus,
+        inventory: Inventory,
+        settings: Settings | LibvirtSettings,
+    ) -> None:
+        self.name = name
+        self.uri = uri
+        self.bus = bus
+        self.inventory = inventory
+        self.settings: LibvirtSettings = (
+            settings.libvirt if isinstance(settings, Settings) else settings
+        )
+        self.status = "disconnected"
+        self.status_reason = "not started"
+        # Per-connection facts (e.g. the KVM probe result), dropped on every reconnect
+        # because the host behind the URI may have been upgraded or replaced meanwhile.
+        self.cache: dict[str, Any] = {}
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, self.settings.workers_per_host),
+            thread_name_prefix=f"libvirt-{name}",
+        )
+        self._conn: libvirt.virConnect | None = None
+        self._gen = 0
+        self._lost: asyncio.Event | None = None
+        self._lost_reason = ""
+        self._resynced: asyncio.Event | None = None
+        self._status_changed: asyncio.Event | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._serial = _Serializer()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"<HostConnection {self.name} {self.uri} {self.status}>"
+
+    # ---- public API --------------------------------------------------------------------
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        """The live virConnect, for code already running in a worker thread."""
+        conn = self._conn
+        if conn is None or self.status != "connected":
+            raise self._unavailable()
+        return conn
+
+    @property
+    def connected(self) -> bool:
+        return self.status == "connected"
+
+    async def start(self) -> None:
+        if self._supervisor is not None:
+            return
+        ensure_event_loop()
+        self._loop = asyncio.get_running_loop()
+        self._lost = asyncio.Event()
+        self._resynced = asyncio.Event()
+        self._status_changed = asyncio.Event()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"host-{self.name}")
+
+    async def stop(self) -> None:
+        sup, self._supervisor = self._supervisor, None
+        if sup is not None:
+            sup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sup
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        conn, self._conn = self._conn, None
+        self._gen += 1
+        if conn is not None:
+            await self._in_thread(self._teardown, conn)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._set_status("disconnected", "stopped")
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking libvirt call in this host's worker pool.
+
+        Raises HostUnavailable when the host is not connected, and translates libvirtError
+        into the matching KvmmError."""
+        conn = self._conn
+        if conn is None or self.status != "connected":
+            raise self._unavailable()
+        call = functools.partial(self._guarded, conn, self._gen, fn, args, kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def wait_status(self, *wanted: str, seconds: float = 30.0) -> str:
+        """Wait until the status is one of `wanted` (for callers that just added a host)."""
+        assert self._status_changed is not None, "start() first"
+        async with asyncio.timeout(seconds):
+            while self.status not in wanted:
+                self._status_changed.clear()
+                await self._status_changed.wait()
+        return self.status
+
+    async def wait_connected(self, seconds: float = 30.0) -> None:
+        try:
+            await self.wait_status("connected", seconds=seconds)
+        except TimeoutError:
+            raise self._unavailable() from None
+
+    def status_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "uri": self.uri,
+            "status": self.status,
+            "reason": self.status_reason,
+        }
+
+    # ---- status ------------------------------------------------------------------------
+
+    def _unavailable(self) -> HostUnavailable:
+        reason = f": {self.status_reason}" if self.status_reason else ""
+        return HostUnavailable(f"host '{self.name}' is {self.status}{reason}", field="host")
+
+    def _set_status(self, status: str, reason: str = "") -> None:
+        if (status, reason) == (self.status, self.status_reason):
+            return
+        self.status, self.status_reason = status, reason
+        log.info("host %s: %s %s", self.name, status, reason)
+        if self._status_changed is not None:
+            self._status_changed.set()
+        self.bus.publish(
+            Event(
+                "host.status",
+                host=self.name,
+                subject=self.name,
+                data={"status": status, "reason": reason},
+            )
+        )
+
+    # ---- threads -----------------------------------------------------------------------
+
+    def _guarded(
+        self,
+        conn: libvirt.virConnect,
+        gen: int,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except libvirt.libvirtError as exc:
+            dead = not _alive(conn)
+            if dead:
+                self._notify_lost(gen, f"connection lost: {libvirt_message(exc)}")
+            raise translate_libvirt_error(exc, connection_dead=dead) from exc
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` in a daemon thread (for calls that may hang on an unreachable host)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if fut.cancelled():
+                if ok and isinstance(value, libvirt.virConnect):
+                    # Nobody waits for this connection any more (stop() during open).
+                    threading.Thread(target=self._teardown, args=(value,), daemon=True).start()
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        def body() -> None:
+            try:
+                result: Any = fn(*args)
+                ok = True
+            except BaseException as exc:
+                result, ok = exc, False
+            try:
+                loop.call_soon_threadsafe(settle, ok, result)
+            except RuntimeError:  # loop closed meanwhile
+                if ok and isinstance(result, libvirt.virConnect):
+                    self._teardown(result)
+
+        threading.Thread(target=body, name=f"libvirt-open-{self.name}", daemon=True).start()
+        return await fut
+
+    # ---- connection lifecycle ----------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        assert self._lost is not None and self._resynced is not None
+        delay = self.settings.reconnect_min_seconds
+        ever_connected = False
+        first_attempt = True
+        reason = ""
+        while True:
+            if not first_attempt:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.reconnect_max_seconds)
+            first_attempt = False
+            if self.status not in ("failed", "reconnecting"):
+                self._set_status("connecting", reason)
+            self._gen += 1
+            gen = self._gen
+            self._resynced.clear()
+            self._lost.clear()
+            self.cache.clear()
+            try:
+                conn = await self._in_thread(self._open_and_attach, gen)
+            except libvirt.libvirtError as exc:
+                reason = libvirt_message(exc)
+                self._set_status("reconnecting" if ever_connected else "failed", reason)
+                continue
+            self._conn = conn
+            try:
+                await self._resync(conn, gen)
+            except (KvmmError, libvirt.libvirtError) as exc:
+                reason = f"resync failed: {getattr(exc, 'message', None) or exc}"
+                await self._drop(conn)
+                self._set_status("reconnecting" if ever_connected else "failed", reason)
+                continue
+            self._resynced.set()
+            self._set_status("connected", "")
+            ever_connected = True
+            delay = self.settings.reconnect_min_seconds
+            await self._lost.wait()
+            reason = self._lost_reason
+            await self._drop(conn)
+            self._set_status("reconnecting", reason)
+            # Reconnect at once: a restarted libvirtd is usually back before any backoff.
+            first_attempt = True
+
+    async def _drop(self, conn: libvirt.virConnect) -> None:
+        self._conn = None
+        self._gen += 1
+        await self._in_thread(self._teardown, conn)
+
+    def _notify_lost(self, gen: int, reason: str) -> None:
+        """Thread-safe: the connection of generation `gen` is gone."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def mark() -> None:
+            if gen == self._gen and self._lost is not None and not self._lost.is_set():
+                self._lost_reason = reason
+                self._lost.set()
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(mark)
+
+    def _open_and_attach(self, gen: int) -> libvirt.virConnect:
+        uri = prepare_uri(self.uri)
+        if is_remote_uri(uri):
+            auth = [
+                [libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE],
+                _refuse_interactive_auth,
+                None,
+            ]
+            conn = libvirt.openAuth(uri, auth, 0)
+        else:
+            conn = libvirt.open(uri)
+        try:
+            self._attach(conn, gen)
+        except libvirt.libvirtError:
+            self._teardown(conn)
+            raise
+        return conn
+
+    def _attach(self, conn: libvirt.virConnect, gen: int) -> None:
+        # Keepalive only exists on the remote protocol (also qemu:///system through
+        # libvirtd); in-process drivers like test:/// have nothing to keep alive.
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(self.settings.keepalive_interval, self.settings.keepalive_count)
+
+        def on_close(_conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
+            self._notify_lost(gen, _CLOSE_REASONS.get(reason, f"connection closed ({reason})"))
+
+        conn.registerCloseCallback(on_close, None)
+        ids: list[tuple[str, int]] = []
+        for event_id, handler in readers.domain_event_handlers(self._dispatch_domain(gen)):
+            ids.append(("domain", conn.domainEventRegisterAny(None, event_id, handler, None)))
+        for event_id, handler in readers.pool_event_handlers(self._dispatch_pool(gen)):
+            ids.append(("pool", conn.storagePoolEventRegisterAny(None, event_id, handler, None)))
+        for event_id, handler in readers.network_event_handlers(self._dispatch_network(gen)):
+            ids.append(("network", conn.networkEventRegisterAny(None, event_id, handler, None)))
+        conn._kvmm_callback_ids = ids  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _teardown(conn: libvirt.virConnect) -> None:
+        """Deregister everything and close; every step may fail on a dead connection."""
+        deregister = {
+            "domain": conn.domainEventDeregisterAny,
+            "pool": conn.storagePoolEventDeregisterAny,
+            "network": conn.networkEventDeregisterAny,
+        }
+        for kind, cb_id in getattr(conn, "_kvmm_callback_ids", []):
+            with contextlib.suppress(libvirt.libvirtError, KeyError):
+                deregister[kind](cb_id)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+    async def _resync(self, conn: libvirt.virConnect, gen: int) -> None:
+        """Read every domain, pool and network and make the inventory equal to it."""
+        loop = asyncio.get_running_loop()
+        snap = await loop.run_in_executor(
+            self._executor,
+            functools.partial(self._guarded, conn, gen, readers.read_all, (self.name, conn), {}),
+        )
+        if gen != self._gen:
+            return
+        self.inventory.replace_host(self.name, snap.domains, snap.pools, snap.networks)
+
+    # ---- events ------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _schedule(
+        self, gen: int, coro_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> None:
+        """Called from libvirt callbacks: hop onto the loop (we may not be on it)."""
+        loop = self._loop
+        if loop is None or gen != self._gen:
+            return
+
+        def go() -> None:
+            if gen == self._gen:
+                self._spawn(coro_fn(gen, *args))
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(go)
+
+    def _dispatch_domain(self, gen: int) -> readers.DomainEventSink:
+        return lambda dom, event: self._schedule(gen, self._domain_event, dom, event)
+
+    def _dispatch_pool(self, gen: int) -> readers.NamedEventSink:
+        return lambda obj, event: self._schedule(gen, self._pool_event, obj, event)
+
+    def _dispatch_network(self, gen: int) -> readers.NamedEventSink:
+        return lambda obj, event: self._schedule(gen, self._network_event, obj, event)
+
+    async def _domain_event(
+        self, gen: int, dom: libvirt.virDomain, event: readers.ObjectEvent
+    ) -> None:
+        uuid = dom.UUIDString()
+        info = await self._refresh(
+            gen,
+            f"domain:{uuid}",
+            readers.read_domain,
+            dom,
+            self.inventory.put_domain,
+            lambda: self.inventory.remove_domain(self.name, uuid),
+        )
+        if info is not _STALE and event.kind:
+            data = {"name": dom.name(), **event.data}
+            if event.kind == "domain.lifecycle":
+                data["state"] = info.state if info is not None else "undefined"
+            self.bus.publish(Event(event.kind, host=self.name, subject=uuid, data=data))
+
+    async def _pool_event(
+        self, gen: int, pool: libvirt.virStoragePool, event: readers.ObjectEvent
+    ) -> None:
+        name = pool.name()
+        info = await self._refresh(
+            gen,
+            f"pool:{name}",
+            readers.read_pool,
+            pool,
+            self.inventory.put_pool,
+            lambda: self.inventory.remove_pool(self.name, name),
+        )
+        if info is not _STALE and event.kind:
+            self.bus.publish(Event(event.kind, host=self.name, subject=name, data=event.data))
+
+    async def _network_event(
+        self, gen: int, net: libvirt.virNetwork, event: readers.ObjectEvent
+    ) -> None:
+        name = net.name()
+        info = await self._refresh(
+            gen,
+            f"network:{name}",
+            readers.read_network,
+            net,
+            self.inventory.put_network,
+            lambda: self.inventory.remove_network(self.name, name),
+        )
+        if info is not _STALE and event.kind:
+            self.bus.publish(Event(event.kind, host=self.name, subject=name, data=event.data))
+
+    async def _refresh(
+        self,
+        gen: int,
+        key: str,
+        reader: Callable[[str, Any], Any],
+        obj: Any,
+        put: Callable[[Any], Any],
+        remove: Callable[[], Any],
+    ) -> Any:
+        """Re-read one object (serialized per object, after any running resync) and store
+        it, or drop it when libvirt no longer has it. Returns the record, None when removed,
+        _STALE when the event is to be ignored."""
+        async with self._serial.hold(key):
+            assert self._resynced is not None
+            await self._resynced.wait()
+            conn = self._conn
+            if conn is None or gen != self._gen:
+                return _STALE
+            call = functools.partial(self._guarded, conn, gen, reader, (self.name, obj), {})
+            try:
+                info = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            except NotFound:
+                info = None
+            except KvmmError as exc:
+                log.warning("host %s: re-reading %s failed: %s", self.name, key, exc)
+                return _STALE
+            if gen != self._gen:
+                return _STALE
+            if info is None:
+                remove()
+                return None
+            return put(info)
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False

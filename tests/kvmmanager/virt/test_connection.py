@@ -1,0 +1,235 @@
+"""HostConnection on libvirt's test driver: inventory, events, status, isolation, resync."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import libvirt
+import pytest
+
+from kvmmanager.core.config import LibvirtSettings
+from kvmmanager.core.errors import HostUnavailable, InvalidInput, NotFound
+from kvmmanager.virt.connection import HostConnection, is_remote_uri, prepare_uri
+from kvmmanager.virt.xml.domain import Domain
+
+WEB_UUID = "11111111-2222-3333-4444-000000000001"
+
+
+def _domain_xml(name: str) -> str:
+    dom = Domain(type="test", name=name, memory=128 * 1024, current_memory=128 * 1024, vcpus=1)
+    dom.os.os_type, dom.os.arch = "hvm", "x86_64"
+    return dom.to_xml()
+
+
+async def test_initial_inventory_matches_the_host(testhost, inventory):
+    names = [d.name for d in inventory.domains("kvmm-t-host-a")]
+    assert names == ["kvmm-t-host-db", "kvmm-t-host-web"]
+    web = inventory.domain("kvmm-t-host-a", "kvmm-t-host-web")
+    assert web.uuid == WEB_UUID
+    assert web.state == "running"
+    assert (web.vcpus, web.max_vcpus) == (1, 2)
+    assert web.tags == ("web", "prod")
+    assert [p.name for p in inventory.pools("kvmm-t-host-a")] == ["kvmm-t-host-pool"]
+    net = inventory.network("kvmm-t-host-a", "kvmm-t-host-net")
+    assert net.active and net.bridge == "kvmmtbr0"
+    assert testhost.status == "connected" and testhost.status_reason == ""
+
+
+async def test_domain_lifecycle_events_reach_inventory_and_bus(
+    testhost, bus, inventory, next_event
+):
+    sub = bus.subscribe()
+    host = testhost.name
+    name = "kvmm-t-host-new"
+
+    dom = await testhost.run(lambda: testhost.conn.defineXML(_domain_xml(name)))
+    uuid = dom.UUIDString()
+    added = await next_event(sub, lambda e: e.kind == "domain.added")
+    assert (added.host, added.subject, added.data["name"]) == (host, uuid, name)
+    defined = await next_event(sub, lambda e: e.kind == "domain.lifecycle")
+    assert defined.data["event"] == "defined"
+    assert inventory.domain(host, name).state == "shutoff"
+
+    await testhost.run(dom.create)
+    started = await next_event(
+        sub, lambda e: e.kind == "domain.lifecycle" and e.data["event"] == "started"
+    )
+    assert started.data == {
+        "name": name,
+        "event": "started",
+        "detail": "booted",
+        "state": "running",
+    }
+    assert inventory.domain(host, uuid).state == "running"
+
+    await testhost.run(dom.destroy)
+    stopped = await next_event(
+        sub, lambda e: e.kind == "domain.lifecycle" and e.data["event"] == "stopped"
+    )
+    assert stopped.data["detail"] == "destroyed"
+    info = inventory.domain(host, name)
+    assert (info.state, info.state_reason) == ("shutoff", "destroyed")
+
+    await testhost.run(dom.undefine)
+    removed = await next_event(sub, lambda e: e.kind == "domain.removed")
+    assert removed.subject == uuid
+    with pytest.raises(NotFound, match=f"'{name}' not found on host '{host}'"):
+        inventory.domain(host, name)
+
+
+async def test_events_of_a_quick_sequence_leave_the_final_state(testhost, inventory, until):
+    def burst() -> None:
+        dom = testhost.conn.lookupByName("kvmm-t-host-db")
+        for _ in range(5):
+            dom.suspend()
+            dom.resume()
+        dom.destroy()
+
+    await testhost.run(burst)
+    await until(lambda: inventory.domain(testhost.name, "kvmm-t-host-db").state == "shutoff")
+
+
+async def test_network_and_pool_events(testhost, bus, inventory, next_event):
+    sub = bus.subscribe()
+    net = await testhost.run(lambda: testhost.conn.networkLookupByName("kvmm-t-host-net"))
+    await testhost.run(net.destroy)
+    event = await next_event(sub, lambda e: e.kind == "network.lifecycle")
+    assert (event.subject, event.data) == ("kvmm-t-host-net", {"event": "stopped"})
+    assert inventory.network(testhost.name, "kvmm-t-host-net").active is False
+
+    pool = await testhost.run(lambda: testhost.conn.storagePoolLookupByName("kvmm-t-host-pool"))
+    await testhost.run(pool.destroy)
+    event = await next_event(sub, lambda e: e.kind == "pool.lifecycle")
+    assert event.data == {"event": "stopped"}
+    assert inventory.pool(testhost.name, "kvmm-t-host-pool").state == "inactive"
+    await testhost.run(pool.undefine)
+    await next_event(sub, lambda e: e.kind == "pool.removed")
+    with pytest.raises(NotFound, match="pool 'kvmm-t-host-pool'"):
+        inventory.pool(testhost.name, "kvmm-t-host-pool")
+
+
+async def test_run_translates_libvirt_errors(testhost):
+    with pytest.raises(NotFound, match="not found"):
+        await testhost.run(lambda: testhost.conn.lookupByName("kvmm-t-host-missing"))
+    with pytest.raises(InvalidInput):
+        await testhost.run(lambda: testhost.conn.defineXML("<domain"))
+
+
+async def test_run_refuses_when_not_connected(bus, inventory, libvirt_settings, testnode_uri):
+    host = HostConnection("kvmm-t-host-off", testnode_uri, bus, inventory, libvirt_settings)
+    with pytest.raises(HostUnavailable, match="'kvmm-t-host-off' is disconnected"):
+        await host.run(lambda: None)
+    await host.start()
+    await host.wait_connected(30)
+    await host.stop()
+    with pytest.raises(HostUnavailable, match="disconnected: stopped"):
+        await host.run(lambda: None)
+
+
+async def test_status_events_and_resync_after_connection_loss(testhost, bus, inventory, next_event):
+    """A lost connection is reopened and the inventory made equal to the host again.
+
+    Each open of a test-driver file starts from the file, so after the reconnect the domain
+    defined below is gone on the host: the resync must remove it (and publish that)."""
+    sub = bus.subscribe()
+    dom = await testhost.run(lambda: testhost.conn.defineXML(_domain_xml("kvmm-t-host-tmp")))
+    await next_event(sub, lambda e: e.kind == "domain.added")
+
+    testhost._notify_lost(testhost._gen, "simulated loss")
+    status = await next_event(sub, lambda e: e.kind == "host.status")
+    assert status.data == {"status": "reconnecting", "reason": "simulated loss"}
+    removed = await next_event(sub, lambda e: e.kind == "domain.removed")
+    assert removed.subject == dom.UUIDString()
+    status = await next_event(sub, lambda e: e.kind == "host.status")
+    assert status.data == {"status": "connected", "reason": ""}
+    assert [d.name for d in inventory.domains(testhost.name)] == [
+        "kvmm-t-host-db",
+        "kvmm-t-host-web",
+    ]
+    # The new connection delivers events again.
+    await testhost.run(lambda: testhost.conn.lookupByName("kvmm-t-host-db").destroy())
+    await next_event(sub, lambda e: e.kind == "domain.lifecycle" and e.data["event"] == "stopped")
+
+
+async def test_unreachable_uri_reports_failed_and_keeps_retrying(bus, inventory, until):
+    settings = LibvirtSettings(reconnect_min_seconds=0.05, reconnect_max_seconds=0.1)
+    host = HostConnection(
+        "kvmm-t-host-bad", "test:///nonexistent/kvmm.xml", bus, inventory, settings
+    )
+    sub = bus.subscribe(predicate=lambda e: e.kind == "host.status")
+    await host.start()
+    try:
+        await until(lambda: host.status == "failed")
+        assert "kvmm.xml" in host.status_reason
+        with pytest.raises(HostUnavailable, match="'kvmm-t-host-bad' is failed"):
+            await host.run(lambda: None)
+    finally:
+        await host.stop()
+    kinds = [(await sub.get()).data["status"] for _ in range(3)]
+    # connecting -> failed (once, however many retries) -> disconnected
+    assert kinds == ["connecting", "failed", "disconnected"]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (a hung libvirtd)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(srv.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    thread.join()
+    # Closing makes libvirt's pending open fail, which ends its thread.
+    for conn in accepted:
+        conn.close()
+    srv.close()
+
+
+async def test_a_hung_host_does_not_block_another(testhost, bus, inventory, silent_server):
+    hung = HostConnection(
+        "kvmm-t-host-hung",
+        f"qemu+tcp://127.0.0.1:{silent_server}/system",
+        bus,
+        inventory,
+        LibvirtSettings(),
+    )
+    await hung.start()
+    try:
+        await asyncio.sleep(0)  # let its open start and block
+        for _ in range(20):
+            names = await testhost.run(lambda: [d.name() for d in testhost.conn.listAllDomains(0)])
+            assert "kvmm-t-host-web" in names
+        assert hung.status == "connecting"
+        with pytest.raises(HostUnavailable):
+            await hung.run(lambda: None)
+    finally:
+        await hung.stop()
+    assert hung.status == "disconnected"
+
+
+def test_uri_helpers():
+    assert prepare_uri("qemu+ssh://root@h/system") == "qemu+ssh://root@h/system?no_tty=1"
+    assert prepare_uri("qemu+ssh://h/system?no_tty=0") == "qemu+ssh://h/system?no_tty=0"
+    assert prepare_uri("qemu:///system") == "qemu:///system"
+    assert is_remote_uri("qemu+tls://h/system") and is_remote_uri("qemu://h/system")
+    assert not is_remote_uri("qemu:///system") and not is_remote_uri("test:///default")
+
+
+def test_libvirt_error_handler_is_quiet():
+    # ensure_event_loop installs a no-op error handler: libvirt must not print on stderr.
+    with pytest.raises(libvirt.libvirtError):
+        libvirt.open("test:///nonexistent/kvmm-quiet.xml")
