@@ -472,6 +472,10 @@ class XMLValueList(_Descriptor):
     Reading gives a list of str; assigning a list replaces all of them in place.
     """
 
+    def __init__(self, path: str, *, readonly: bool = False, doc: str | None = None) -> None:
+        super().__init__(path, doc=doc)
+        self.readonly = readonly
+
     def __set_name__(self, owner: type[XMLObject], name: str) -> None:
         super().__set_name__(owner, name)
         if not self.path.steps:
@@ -494,6 +498,12 @@ class XMLValueList(_Descriptor):
         return values
 
     def __set__(self, obj: XMLObject, values: Iterable[str] | None) -> None:
+        if self.readonly:
+            raise InvalidInput(
+                f"{self.name} is reported by libvirt and cannot be set", field=self.name
+            )
+        if isinstance(values, str):
+            raise InvalidInput(f"{self.name} must be a list of strings", field=self.name)
         values = list(values or [])
         for value in values:
             if not isinstance(value, str) or not value:
@@ -720,12 +730,13 @@ class XMLObject:
 
     def remove(self, child: XMLObject) -> None:
         """Remove ``child``'s element from this object."""
-        self._list_for(child)
+        desc = self._list_for(child)
         el = child._element()
         mine = self._element()
         if el is None or mine is None or not any(a is mine for a in el.iterancestors()):
             raise InvalidInput(f"this {child.TAG} is not part of the document", field=child.TAG)
         detach(el)
+        self._clear(desc.path.steps[:-1], remove_last=False)
 
     # -- element plumbing used by descriptors
 
