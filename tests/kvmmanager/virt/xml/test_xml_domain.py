@@ -7,7 +7,6 @@ import subprocess
 import libvirt
 import pytest
 from lxml import etree
-from xml_test_helpers import canonical
 
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.virt.xml.devices import (
@@ -82,7 +81,7 @@ def test_reads_rich_domain(rich_domain_xml: str) -> None:
     assert "sound" not in [d.TAG for d in devs.all()]
 
 
-def test_edit_keeps_everything_else(rich_domain_xml: str) -> None:
+def test_edit_keeps_everything_else(rich_domain_xml: str, canonical) -> None:
     dom = Domain.from_xml(rich_domain_xml)
     dom.title = "Rich VM"
     dom.vcpus_current = 3
@@ -116,7 +115,7 @@ def test_edit_keeps_everything_else(rich_domain_xml: str) -> None:
     assert canonical(edited) == canonical(etree.tostring(expected).decode())
 
 
-def test_untouched_parse_keeps_layout(rich_domain_xml: str) -> None:
+def test_untouched_parse_keeps_layout(rich_domain_xml: str, canonical) -> None:
     """Parsing and writing back changes nothing but lxml's quoting (and, for the namespace
     declaration, attribute position): indentation and element order stay."""
     out = Domain.from_xml(rich_domain_xml).to_xml()
@@ -183,11 +182,15 @@ def test_metadata_keeps_foreign_apps(rich_domain_xml: str) -> None:
     assert err.value.field == "agent_quiesce"
 
 
-def test_metadata_api_form_round_trip() -> None:
-    """The element form libvirt's metadata API uses, against the test driver."""
-    conn = libvirt.open("test:///default")
+def test_metadata_api_form_round_trip(tmp_path) -> None:
+    """The element form libvirt's metadata API uses, against a private test driver."""
+    dom = Domain(type="test", name="kvmm-t-xml-meta", memory=65536, vcpus=1)
+    dom.os.os_type = "hvm"
+    node = tmp_path / "node.xml"
+    node.write_text("<node>" + dom.to_xml(pretty=False) + "</node>")
+    conn = libvirt.open(f"test://{node}")
     try:
-        vm = conn.lookupByName("test")
+        vm = conn.lookupByName("kvmm-t-xml-meta")
         meta = ManagerMetadata(owner="bob")
         meta.tags = ["x", "y"]
         vm.setMetadata(
