@@ -1,0 +1,40 @@
+"""The alembic migrations produce exactly the models' schema, and SQLite is tuned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from kvmmanager.db import migrate
+from kvmmanager.db.base import Base, make_engine
+
+
+def test_migrations_match_models(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == []
+    tables = set(inspect(engine).get_table_names())
+    assert {"users", "api_tokens", "sessions", "audit_log", "hosts", "jobs"} <= tables
+    assert "alembic_version" in tables
+
+
+def test_upgrade_is_idempotent(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate.upgrade(engine)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'p.db'}")
+    with engine.connect() as conn:
+        assert conn.scalar(text("PRAGMA journal_mode")) == "wal"
+        assert conn.scalar(text("PRAGMA foreign_keys")) == 1
+        assert conn.scalar(text("PRAGMA busy_timeout")) >= 5000
