@@ -93,16 +93,24 @@ class ApiClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        anonymous: bool = False,
     ) -> None:
         saved = load_credentials()
         self.url = (url or os.environ.get("KVMM_URL") or saved.get("url") or default_url()).rstrip(
             "/"
         )
-        self.token = token or os.environ.get("KVMM_TOKEN") or saved.get("token")
+        self.token = (
+            None if anonymous else token or os.environ.get("KVMM_TOKEN") or saved.get("token")
+        )
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
+
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying httpx client (cookies persist across requests)."""
+        return self._http
 
     def close(self) -> None:
         self._http.close()

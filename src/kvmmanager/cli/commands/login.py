@@ -1,0 +1,46 @@
+"""`kvm-manager login`: log in once, keep an API token for later commands (0600 file)."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import sys
+
+import typer
+
+from kvmmanager.cli.api_client import ApiClient, save_credentials
+from kvmmanager.cli.output import info, state
+from kvmmanager.core.errors import InvalidInput
+
+
+def read_password(password_stdin: bool, prompt: str = "Password: ") -> str:
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else getpass.getpass(prompt)
+    if not password:
+        raise InvalidInput("a password is required", field="password")
+    return password
+
+
+def login(
+    ctx: typer.Context,
+    username: str = typer.Option(None, "--username", "-u", help="Default: prompt."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from stdin (scripts)."
+    ),
+    token_name: str = typer.Option(None, "--token-name", help="Default: cli@<hostname>."),
+) -> None:
+    """Log in and save an API token in ~/.config/kvm-manager/credentials.json."""
+    if not username:
+        username = typer.prompt("Username")
+    password = read_password(password_stdin)
+    name = token_name or f"cli@{socket.gethostname()}"[:64]
+    with ApiClient(state(ctx).url, anonymous=True) as api:
+        session = api.post("/api/auth/login", json={"username": username, "password": password})
+        headers = {"X-CSRF-Token": session["csrf_token"]}
+        created = api.post("/api/tokens", json={"name": name}, headers=headers)
+        api.post("/api/auth/logout", headers=headers)
+        path = save_credentials(api.url, created["token"], username)
+    info(f"logged in to {api.url} as {username} ({session['role']}); token saved in {path}")
+
+
+def register(root: typer.Typer) -> None:
+    root.command("login")(login)

@@ -1,0 +1,66 @@
+"""`kvm-manager token create/list/revoke`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.output import emit, info, wants_json
+
+NAME = "token"
+app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+
+COLUMNS = [
+    "id",
+    "name",
+    "username",
+    "prefix",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "revoked_at",
+]
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: str,
+    expires_days: int | None = typer.Option(None, "--expires-days", min=1, max=3650),
+    user: str | None = typer.Option(None, "--user", help="Owner (admin only)."),
+) -> None:
+    """Create a token; the secret is printed once."""
+    body: dict[str, Any] = {"name": name}
+    if expires_days:
+        body["expires_at"] = (datetime.now(UTC) + timedelta(days=expires_days)).isoformat()
+    if user:
+        body["username"] = user
+    with client(ctx) as api:
+        created = api.post("/api/tokens", json=body)
+    if wants_json(ctx):
+        emit(ctx, created)
+        return
+    typer.echo(created["token"])
+    info(f"token {created['id']} ({created['name']}): shown only now, store it safely")
+
+
+@app.command("list")
+def list_tokens(
+    ctx: typer.Context,
+    all_users: bool = typer.Option(False, "--all", help="Every user's tokens (admin)."),
+) -> None:
+    """List tokens (never their secrets)."""
+    with client(ctx) as api:
+        tokens = api.get("/api/tokens", params={"all": all_users})
+    emit(ctx, tokens, COLUMNS)
+
+
+@app.command("revoke")
+def revoke(ctx: typer.Context, token_id: int) -> None:
+    """Revoke a token at once."""
+    with client(ctx) as api:
+        api.delete(f"/api/tokens/{token_id}")
+    info(f"revoked token {token_id}")

@@ -1,0 +1,109 @@
+"""`kvm-manager user add/passwd/list/remove` (through the API) and `reset-admin --local`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.commands.login import read_password
+from kvmmanager.cli.output import emit, info
+from kvmmanager.core.errors import InvalidInput
+
+NAME = "user"
+app = typer.Typer(help="Manage users (admin).", no_args_is_help=True)
+
+COLUMNS = ["username", "role", "disabled", "created_at"]
+
+
+def _new_password(password_stdin: bool) -> str:
+    password = read_password(password_stdin, "New password: ")
+    if not password_stdin and getpass_confirm() != password:
+        raise InvalidInput("the passwords do not match", field="password")
+    return password
+
+
+def getpass_confirm() -> str:
+    import getpass
+
+    return getpass.getpass("Repeat: ")
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    username: str,
+    role: str = typer.Option("viewer", help="admin, operator or viewer."),
+    password_stdin: bool = typer.Option(False, "--password-stdin"),
+) -> None:
+    """Create a user."""
+    password = _new_password(password_stdin)
+    with client(ctx) as api:
+        user = api.post(
+            "/api/users", json={"username": username, "password": password, "role": role}
+        )
+    emit(ctx, user)
+
+
+@app.command("passwd")
+def passwd(
+    ctx: typer.Context,
+    username: str,
+    password_stdin: bool = typer.Option(False, "--password-stdin"),
+) -> None:
+    """Set a user's password (ends their sessions)."""
+    password = _new_password(password_stdin)
+    with client(ctx) as api:
+        user = api.patch(f"/api/users/{username}", json={"password": password})
+    emit(ctx, user)
+
+
+@app.command("list")
+def list_users(ctx: typer.Context) -> None:
+    """List users."""
+    with client(ctx) as api:
+        users: list[dict[str, Any]] = api.get("/api/users")
+    emit(ctx, users, COLUMNS)
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    username: str,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Delete a user and their tokens."""
+    if not yes:
+        typer.confirm(f"Delete user {username}?", abort=True)
+    with client(ctx) as api:
+        api.delete(f"/api/users/{username}")
+    info(f"deleted user {username}")
+
+
+@app.command("reset-admin")
+def reset_admin(
+    local: bool = typer.Option(
+        False, "--local", help="Work on the database directly (the server may be down)."
+    ),
+    username: str = typer.Option("admin", help="The admin account to reset or create."),
+) -> None:
+    """Give the admin a new random password, printed once and written to the 0600 file."""
+    if not local:
+        raise InvalidInput(
+            "reset-admin works on the local database only: pass --local", field="local"
+        )
+    from kvmmanager.core.config import get_settings
+    from kvmmanager.services.manager import Manager
+
+    manager = Manager(get_settings())
+    try:
+        from kvmmanager.db import migrate
+
+        migrate.upgrade(manager.engine)
+        password = manager.users.reset_admin(username)
+        path = manager.users.initial_password_file()
+    finally:
+        manager.engine.dispose()
+    typer.echo(f"new password for {username}: {password}")
+    info(f"(also written to {path})")
