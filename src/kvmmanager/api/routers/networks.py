@@ -1,0 +1,86 @@
+"""Virtual networks of a host: /api/hosts/{host}/networks.
+
+Roles: viewers read (networks, leases); operators start, stop and toggle autostart;
+defining and deleting a network needs admin (it creates bridges and firewall rules on
+the host).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.schemas.common import ERROR_RESPONSES
+from kvmmanager.api.schemas.networks import LeaseOut, NetworkCreate, NetworkOut
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.networks import NetworkSpec
+
+router = APIRouter(
+    prefix="/api/hosts/{host}/networks", tags=["networks"], responses=ERROR_RESPONSES
+)
+
+NetworkAction = Literal["start", "stop", "autostart", "noautostart"]
+
+
+@router.get("", name="networks.list", response_model=list[NetworkOut])
+async def list_networks(host: str, manager: Manager = Depends(get_manager)) -> list[dict]:
+    return [n.to_dict() for n in await manager.networks.list(host)]
+
+
+@router.post(
+    "",
+    name="networks.create",
+    response_model=NetworkOut,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_role("admin"))],
+)
+async def create_network(
+    host: str, body: NetworkCreate, manager: Manager = Depends(get_manager)
+) -> dict:
+    spec = NetworkSpec.model_validate(body.model_dump())
+    return (await manager.networks.define(host, spec)).to_dict()
+
+
+@router.get("/{net}", name="networks.get", response_model=NetworkOut)
+async def get_network(host: str, net: str, manager: Manager = Depends(get_manager)) -> dict:
+    return (await manager.networks.get(host, net)).to_dict()
+
+
+@router.delete(
+    "/{net}",
+    name="networks.delete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(require_role("admin"))],
+)
+async def delete_network(
+    host: str, net: str, force: bool = False, manager: Manager = Depends(get_manager)
+) -> Response:
+    """Stop and undefine; a network a running VM is plugged into needs `force=true`."""
+    await manager.networks.delete(host, net, force=force)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{net}/actions/{action}", name="networks.action", response_model=NetworkOut)
+async def network_action(
+    host: str, net: str, action: NetworkAction, manager: Manager = Depends(get_manager)
+) -> dict:
+    svc = manager.networks
+    if action == "start":
+        result = await svc.start(host, net)
+    elif action == "stop":
+        result = await svc.stop(host, net)
+    else:
+        result = await svc.set_autostart(host, net, action == "autostart")
+    return result.to_dict()
+
+
+@router.get("/{net}/leases", name="networks.leases", response_model=list[LeaseOut])
+async def list_leases(
+    host: str,
+    net: str,
+    mac: str | None = Query(default=None, max_length=17),
+    manager: Manager = Depends(get_manager),
+) -> list[dict]:
+    return [lease.to_dict() for lease in await manager.networks.leases(host, net, mac)]

@@ -1,0 +1,262 @@
+"""`kvm-manager vol ...`: volumes of a pool, with streamed upload and download.
+
+Upload and download never hold the file in memory: the file is read (or written) one
+chunk at a time while the HTTP body streams, with a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from kvmmanager.cli.api_client import ApiClient, client
+from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes, q
+from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.core.errors import Cancelled, InvalidInput, KvmmError
+
+NAME = "vol"
+app = typer.Typer(
+    help="Volumes: list, create, delete, resize, clone, upload, download.", no_args_is_help=True
+)
+
+CHUNK = 1 << 20
+COLUMNS = ["name", "format", "capacity", "allocation", "used_by", "path"]
+# Volume upload/download can take long between bytes (libvirt finishing, slow disks).
+TRANSFER_TIMEOUT = 600.0
+JOB_POLL_SECONDS = 0.5
+
+
+def _base(host: str, pool: str) -> str:
+    return f"/api/hosts/{q(host)}/pools/{q(pool)}/volumes"
+
+
+def _human(vol: dict[str, Any]) -> dict[str, Any]:
+    out = dict(vol)
+    for key in ("capacity", "allocation", "physical"):
+        out[key] = fmt_bytes(vol.get(key))
+    return out
+
+
+def _emit(ctx: typer.Context, data: Any) -> None:
+    if wants_json(ctx):
+        emit(ctx, data)
+    elif isinstance(data, list):
+        emit(ctx, [_human(v) for v in data], COLUMNS)
+    else:
+        emit(ctx, _human(data))
+
+
+def _progress() -> Progress:
+    from rich.console import Console
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+@app.command("list")
+def list_volumes(ctx: typer.Context, pool: str, host: str = HOST_OPTION) -> None:
+    """List the volumes of a pool and the VMs using them."""
+    with client(ctx) as api:
+        _emit(ctx, api.get(_base(host, pool)))
+
+
+@app.command("show")
+def show(ctx: typer.Context, pool: str, name: str, host: str = HOST_OPTION) -> None:
+    """Show one volume."""
+    with client(ctx) as api:
+        _emit(ctx, api.get(f"{_base(host, pool)}/{q(name)}"))
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    pool: str,
+    name: str,
+    capacity: str | None = typer.Option(None, "--capacity", "-c", help="e.g. 20G, 512MiB."),
+    format: str = typer.Option("qcow2", "--format", "-f", help="qcow2 or raw."),
+    backing: str | None = typer.Option(None, "--backing", help="Backing volume (qcow2)."),
+    backing_pool: str | None = typer.Option(None, "--backing-pool"),
+    preallocate: bool = typer.Option(False, "--preallocate"),
+    host: str = HOST_OPTION,
+) -> None:
+    """Create a volume (capacity defaults to the backing volume's)."""
+    body: dict[str, Any] = {
+        "name": name,
+        "capacity": capacity,
+        "format": format,
+        "preallocate": preallocate,
+    }
+    if backing:
+        body["backing"] = {"volume": backing, "pool": backing_pool}
+    with client(ctx) as api:
+        _emit(ctx, api.post(_base(host, pool), json=body))
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, pool: str, name: str, host: str = HOST_OPTION) -> None:
+    """Delete a volume (refused while a VM uses it)."""
+    with client(ctx) as api:
+        api.delete(f"{_base(host, pool)}/{q(name)}")
+    info(f"volume {name} deleted")
+
+
+@app.command("resize")
+def resize(
+    ctx: typer.Context,
+    pool: str,
+    name: str,
+    capacity: str,
+    shrink: bool = typer.Option(False, "--shrink", help="Allow shrinking (loses data)."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Set a volume's capacity, e.g. `vol resize default disk.qcow2 40G`."""
+    with client(ctx) as api:
+        body = {"capacity": capacity, "shrink": shrink}
+        _emit(ctx, api.post(f"{_base(host, pool)}/{q(name)}/resize", json=body))
+
+
+def _wait_job(api: ApiClient, job_id: str, label: str, show: bool) -> dict[str, Any]:
+    """Follow a job until it ends, with a progress bar; its result, or its error raised."""
+    with _progress() as bar:
+        task = bar.add_task(label, total=None, visible=show)
+        while True:
+            job = api.get(f"/api/jobs/{q(job_id)}")
+            total = job.get("progress_total") or None
+            bar.update(task, completed=job.get("progress_done") or 0, total=total)
+            if job.get("state") in ("done", "failed", "cancelled"):
+                break
+            time.sleep(JOB_POLL_SECONDS)
+    if job["state"] == "done":
+        return job.get("result") or {}
+    error = job.get("error") or {}
+    message = str(error.get("message") or f"job {job_id} {job['state']}")
+    if job["state"] == "cancelled":
+        raise Cancelled(message)
+    raise KvmmError(message, field=error.get("field"))
+
+
+@app.command("clone")
+def clone(
+    ctx: typer.Context,
+    pool: str,
+    name: str,
+    new_name: str,
+    target_pool: str | None = typer.Option(None, "--target-pool"),
+    format: str | None = typer.Option(None, "--format", "-f", help="qcow2 or raw."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Copy a volume (a job: prints its id with --no-wait)."""
+    body = {"name": new_name, "target_pool": target_pool, "format": format}
+    with client(ctx) as api:
+        started = api.post(f"{_base(host, pool)}/{q(name)}/clone", json=body)
+        if not wait:
+            emit(ctx, started)
+            return
+        result = _wait_job(api, started["job_id"], f"clone {name}", not wants_json(ctx))
+    _emit(ctx, result)
+
+
+def _guess_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return {".iso": "iso", ".qcow2": "qcow2", ".img": "raw", ".raw": "raw"}.get(suffix, "raw")
+
+
+def _file_chunks(path: Path, bar: Progress, task: Any) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            bar.advance(task, len(chunk))
+            yield chunk
+
+
+@app.command("upload")
+def upload(
+    ctx: typer.Context,
+    pool: str,
+    name: str,
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    format: str | None = typer.Option(
+        None, "--format", "-f", help="raw, iso or qcow2 (default: from the file name)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Write into the existing volume instead of creating it."
+    ),
+    host: str = HOST_OPTION,
+) -> None:
+    """Upload a local file into a new volume (or, with --overwrite, an existing one)."""
+    size = file.stat().st_size
+    if size == 0:
+        raise InvalidInput(f"{file} is empty", field="file")
+    params: dict[str, Any] = {"create": not overwrite, "format": format or _guess_format(file)}
+    with client(ctx) as api, _progress() as bar:
+        task = bar.add_task(f"upload {file.name}", total=size, visible=not wants_json(ctx))
+        result = api.put(
+            f"{_base(host, pool)}/{q(name)}/content",
+            params=params,
+            content=_file_chunks(file, bar, task),
+            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+            timeout=TRANSFER_TIMEOUT,
+        )
+    _emit(ctx, result["volume"] if not wants_json(ctx) else result)
+
+
+@app.command("download")
+def download(
+    ctx: typer.Context,
+    pool: str,
+    name: str,
+    file: Path = typer.Argument(..., dir_okay=False, help="Where to write the volume's bytes."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Download a volume into a local file (written as FILE.part, renamed when complete)."""
+    if file.exists() and not force:
+        raise InvalidInput(f"{file} exists (use --force to overwrite it)", field="file")
+    partial = file.with_name(file.name + ".part")
+    done = 0
+    try:
+        with (
+            client(ctx) as api,
+            api.stream(
+                "GET", f"{_base(host, pool)}/{q(name)}/content", timeout=TRANSFER_TIMEOUT
+            ) as response,
+            _progress() as bar,
+        ):
+            total = int(response.headers.get("content-length") or 0) or None
+            task = bar.add_task(f"download {name}", total=total, visible=not wants_json(ctx))
+            with partial.open("wb") as fh:
+                for chunk in response.iter_bytes(CHUNK):
+                    fh.write(chunk)
+                    done += len(chunk)
+                    bar.advance(task, len(chunk))
+        if total is not None and done != total:
+            raise KvmmError(f"download ended after {done} of {total} bytes")
+        os.replace(partial, file)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    result = {"volume": name, "pool": pool, "file": str(file), "bytes": done}
+    if wants_json(ctx):
+        emit(ctx, result)
+    else:
+        info(f"{fmt_bytes(done)} written to {file}")
