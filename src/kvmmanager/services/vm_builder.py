@@ -38,6 +38,7 @@ from kvmmanager.virt.xml.devices import (
     Video,
 )
 from kvmmanager.virt.xml.domain import Domain
+from kvmmanager.virt.xml.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -462,17 +463,13 @@ def _active_pool(conn: libvirt.virConnect, name: str, field_name: str) -> libvir
 
 
 def _volume_format(vol: libvirt.virStorageVol) -> str:
-    from kvmmanager.virt.xml.volume import Volume
-
-    fmt = Volume.from_xml(vol.XMLDesc(0)).format
+    fmt = Volume.from_xml(vol.XMLDesc(0)).target_format
     # Only image formats QEMU opens as disks; anything else (iso, dir...) is raw bytes.
     return fmt if fmt in ("qcow2", "raw", "qed", "vmdk", "vdi", "vpc") else "raw"
 
 
 def _new_volume_xml(name: str, size_gib: float) -> str:
-    from kvmmanager.virt.xml.volume import Volume
-
-    vol = Volume(name=name, capacity=int(size_gib * 1024**3), format="qcow2")
+    vol = Volume(name=name, capacity=int(size_gib * 1024**3), target_format="qcow2")
     return vol.to_xml()
 
 

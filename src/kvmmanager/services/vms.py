@@ -25,6 +25,7 @@ from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_builder import VmSpec, lookup, validate_description, validate_name
 from kvmmanager.services.vm_edit import VmEditor
 from kvmmanager.virt.inventory import DomainInfo
+from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, ManagerMetadata
 
@@ -173,26 +174,38 @@ class VmService:
     # ---- create ------------------------------------------------------------------------
 
     async def create(
-        self, host: str, spec: VmSpec, progress: Callable[..., Any] | None = None
+        self,
+        host: str,
+        spec: VmSpec,
+        progress: Callable[..., Any] | None = None,
+        created_by: str | None = None,
     ) -> dict[str, Any]:
         """Validate, create volumes, define, optionally start; undo everything on failure.
 
-        Returns {"vm": DomainInfo, "domain_type": "kvm"|"qemu", "accel_reason": ...,
-        "volumes": [...]}.
+        Returns {"vm": DomainInfo, "domain_type": "kvm"|"qemu", "accel_reason": str,
+        "volumes": [paths of the volumes it created]}.
         """
         validate_name(spec.name)
-        accel = await self.m.hosts.accel(host)
-        domcaps = await self.m.hosts.domain_capabilities(host)
-        result = await self.run(
-            host, vm_builder.create_blocking, spec, accel.domain_type, domcaps, progress
-        )
+        domain_type, reason = await self.domain_type(host)
+        result = await self.run(host, _create_blocking, spec, domain_type, progress, created_by)
         info = await self.get_fresh(host, result["uuid"], lambda d: True)
         return {
             "vm": info,
-            "domain_type": accel.domain_type,
-            "accel_reason": accel.reason,
+            "domain_type": domain_type,
+            "accel_reason": reason,
             "volumes": result["volumes"],
         }
+
+    async def domain_type(self, host: str) -> tuple[str, str]:
+        """`kvm` when the host service found KVM usable, else `qemu` (TCG), and why."""
+        accel = await self.m.hosts.accel(host)
+        kind = accel["accel"] if isinstance(accel, dict) else accel.accel
+        why = accel.get("reason", "") if isinstance(accel, dict) else getattr(accel, "reason", "")
+        return ("kvm" if kind == "kvm" else "qemu"), why
+
+    async def describe(self, host: str, vm: str) -> VmRef:
+        """The VM's name, uuid and state read from libvirt now."""
+        return await self.run_on(host, vm, lambda dom: ref(host, dom))
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -264,6 +277,37 @@ class VmService:
             return ref(host, dom, "tags updated", tags=tags)
 
         return await self.run_on(host, vm, fn)
+
+
+def host_caps(conn: libvirt.virConnect, domain_type: str) -> vm_builder.HostCaps:
+    """What the host's domain capabilities offer for `domain_type` (nothing when the
+    driver has none to report, like the test driver)."""
+    try:
+        caps = DomainCapabilities.from_xml(
+            conn.getDomainCapabilities(None, None, None, domain_type, 0)
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        return vm_builder.HostCaps()
+    return vm_builder.HostCaps(
+        uefi=caps.supports_uefi,
+        secure_boot=caps.supports_secure_boot,
+        tpm=caps.supports_tpm("emulator"),
+        max_vcpus=caps.vcpu_max,
+        arch=caps.arch,
+    )
+
+
+def _create_blocking(
+    conn: libvirt.virConnect,
+    spec: VmSpec,
+    domain_type: str,
+    progress: Callable[..., Any] | None,
+    created_by: str | None,
+) -> dict[str, Any]:
+    caps = host_caps(conn, domain_type)
+    return vm_builder.create_blocking(conn, spec, domain_type, caps, progress, created_by)
 
 
 def _meta_flags(dom: libvirt.virDomain) -> int:

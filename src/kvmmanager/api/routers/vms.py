@@ -1,0 +1,218 @@
+"""Virtual machines: /api/vms (every host) and /api/hosts/{host}/vms/{vm}.
+
+`{vm}` is the VM's name or UUID. Roles: viewers read (list, show, XML); operators do
+everything else, deleting included (with or without its volumes): the manager has no
+per-VM ownership yet, so whoever may power a VM off may also remove it. A create whose
+new disks add up to JOB_THRESHOLD_GIB or more (or with `?background=true`) runs as a job
+and answers 202 with its id; otherwise 201 with the VM.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi.responses import JSONResponse
+
+from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
+from kvmmanager.api.schemas.vms import (
+    DiskAttach,
+    EditOut,
+    MediaInsert,
+    NicAttach,
+    ShutdownBody,
+    VmActionOut,
+    VmCreate,
+    VmCreated,
+    VmDeleted,
+    VmOut,
+    VmPatch,
+    VmPatchOut,
+    VmXml,
+)
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+from kvmmanager.services.vm_builder import DiskSpec, NicSpec, VmSpec
+
+router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
+VM = "/api/hosts/{host}/vms/{vm}"
+# New disks of this total size (GiB) or more are created in a background job.
+JOB_THRESHOLD_GIB = 64
+Action = Literal["start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume"]
+
+
+def _created(result: dict[str, Any]) -> dict[str, Any]:
+    return {**result, "vm": result["vm"].to_dict()}
+
+
+@router.get("/api/vms", name="vms.list_all", response_model=list[VmOut])
+async def list_all(
+    host: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    q: str | None = Query(None, description="substring of name, title or description; uuid prefix"),
+    manager: Manager = Depends(get_manager),
+) -> list[dict[str, Any]]:
+    """Every VM of every host, from the inventory (no libvirt round trip)."""
+    return [d.to_dict() for d in manager.vms.list(host=host, state=state, tag=tag, q=q)]
+
+
+@router.get("/api/hosts/{host}/vms", name="vms.list", response_model=list[VmOut])
+async def list_host(
+    host: str,
+    state: str | None = None,
+    tag: str | None = None,
+    q: str | None = None,
+    manager: Manager = Depends(get_manager),
+) -> list[dict[str, Any]]:
+    return [d.to_dict() for d in manager.vms.list(host=host, state=state, tag=tag, q=q)]
+
+
+@router.post(
+    "/api/hosts/{host}/vms",
+    name="vms.create",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VmCreated,
+    responses={202: {"model": JobStarted, "description": "created in a background job"}},
+)
+async def create(
+    host: str,
+    body: VmCreate,
+    background: bool = Query(False, description="always run as a job (202 + job id)"),
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """Create (define) a VM; `start: true` boots it too. Anything made before a failure
+    (volumes, the definition) is removed again."""
+    spec = VmSpec.model_validate(body.model_dump())
+    big = sum(d.size_gib or 0 for d in spec.disks if d.volume is None) >= JOB_THRESHOLD_GIB
+    if background or big:
+        manager.registry.get(host)  # an unknown host is a 404 now, not a failed job
+
+        async def job(progress: Any) -> dict[str, Any]:
+            res = await manager.vms.create(host, spec, progress, created_by=user.username)
+            return _created(res)
+
+        job_id = manager.jobs.start("vm.create", f"{host}/{spec.name}", job, user, host=host)
+        return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
+    return _created(await manager.vms.create(host, spec, created_by=user.username))
+
+
+@router.get(VM, name="vms.get", response_model=VmOut)
+async def get(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+    return manager.vms.get(host, vm).to_dict()
+
+
+@router.get(VM + "/xml", name="vms.xml", response_model=VmXml)
+async def xml(
+    host: str,
+    vm: str,
+    inactive: bool = Query(False, description="the persistent definition, not the live one"),
+    manager: Manager = Depends(get_manager),
+) -> dict[str, str]:
+    """The domain XML (never with the VNC password)."""
+    return {"xml": await manager.vms.xml(host, vm, inactive=inactive)}
+
+
+@router.delete(VM, name="vms.delete", response_model=VmDeleted)
+async def delete(
+    host: str,
+    vm: str,
+    remove_volumes: bool = Query(False, description="also delete its disk volumes"),
+    manager: Manager = Depends(get_manager),
+) -> dict[str, Any]:
+    """Undefine a shut-off VM (409 while it runs), with its NVRAM and TPM state. With
+    `remove_volumes`, its disk volumes go too, except CD-ROM media and any volume another
+    VM on the host uses: those are listed in `kept_volumes`."""
+    return await manager.vms.delete(host, vm, remove_volumes=remove_volumes)
+
+
+@router.post(VM + "/actions/{action}", name="vms.action", response_model=VmActionOut)
+async def action(
+    host: str,
+    vm: str,
+    action: Action,
+    body: ShutdownBody | None = Body(None),
+    manager: Manager = Depends(get_manager),
+) -> dict[str, Any]:
+    """start, shutdown (body `mode`: acpi|agent|auto), destroy (force off), reboot, reset,
+    suspend, resume. 409 when the VM is in the wrong state for it."""
+    mode = body.mode if body is not None else "auto"
+    return (await manager.vms.action(host, vm, action, mode=mode)).to_dict()
+
+
+@router.patch(VM, name="vms.update", response_model=VmPatchOut)
+async def update(
+    host: str, vm: str, body: VmPatch, manager: Manager = Depends(get_manager)
+) -> dict[str, Any]:
+    """Change what the body names. vCPUs and memory apply live where libvirt allows it,
+    else at the next boot: `edits` says which."""
+    svc = manager.vms
+    edits: dict[str, Any] = {}
+    ref = None
+    if body.name is not None:
+        ref = await svc.rename(host, vm, body.name)
+        vm = ref.uuid
+    if body.description is not None:
+        ref = await svc.set_description(host, vm, body.description)
+    if body.tags is not None:
+        ref = await svc.set_tags(host, vm, body.tags)
+    if body.autostart is not None:
+        ref = await svc.set_autostart(host, vm, body.autostart)
+    if body.vcpus is not None:
+        edits["vcpus"] = await svc.edit.set_vcpus(host, vm, body.vcpus)
+    if body.memory_mib is not None:
+        edits["memory_mib"] = await svc.edit.set_memory(host, vm, body.memory_mib)
+    if ref is None or edits:
+        ref = await svc.describe(host, vm)
+    return {"vm": ref.to_dict(), "edits": edits}
+
+
+@router.post(VM + "/disks", name="vms.attach_disk", response_model=EditOut)
+async def attach_disk(
+    host: str, vm: str, body: DiskAttach, manager: Manager = Depends(get_manager)
+) -> dict[str, Any]:
+    """A new qcow2 volume (`pool`, `size_gib`) or an existing `volume`; live and persistent
+    when running, persistent when shut off. `details.target` is the guest device."""
+    return await manager.vms.edit.attach_disk(host, vm, DiskSpec.model_validate(body.model_dump()))
+
+
+@router.delete(VM + "/disks/{target}", name="vms.detach_disk", response_model=EditOut)
+async def detach_disk(
+    host: str, vm: str, target: str, manager: Manager = Depends(get_manager)
+) -> dict[str, Any]:
+    """Detach the disk (its volume is kept)."""
+    return await manager.vms.edit.detach_disk(host, vm, target)
+
+
+@router.post(VM + "/nics", name="vms.attach_nic", response_model=EditOut)
+async def attach_nic(
+    host: str, vm: str, body: NicAttach, manager: Manager = Depends(get_manager)
+) -> dict[str, Any]:
+    return await manager.vms.edit.attach_nic(host, vm, NicSpec.model_validate(body.model_dump()))
+
+
+@router.delete(VM + "/nics/{mac}", name="vms.detach_nic", response_model=EditOut)
+async def detach_nic(
+    host: str, vm: str, mac: str, manager: Manager = Depends(get_manager)
+) -> dict[str, Any]:
+    return await manager.vms.edit.detach_nic(host, vm, mac)
+
+
+@router.post(VM + "/media", name="vms.insert_media", response_model=EditOut)
+async def insert_media(
+    host: str, vm: str, body: MediaInsert, manager: Manager = Depends(get_manager)
+) -> dict[str, Any]:
+    """Put a volume (an ISO) into the CD-ROM drive, running or not."""
+    return await manager.vms.edit.insert_media(host, vm, body.pool, body.volume, body.target)
+
+
+@router.delete(VM + "/media", name="vms.eject_media", response_model=EditOut)
+async def eject_media(
+    host: str,
+    vm: str,
+    target: str | None = None,
+    manager: Manager = Depends(get_manager),
+) -> Any:
+    return await manager.vms.edit.eject_media(host, vm, target)
