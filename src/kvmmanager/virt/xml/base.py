@@ -606,8 +606,10 @@ class XMLObject:
         seen: set[str] = set()
         for klass in cls.__mro__:
             for name, value in vars(klass).items():
-                if isinstance(value, _Descriptor) and name not in seen:
-                    seen.add(name)
+                if name in seen:
+                    continue  # overridden lower down, possibly by a plain property
+                seen.add(name)
+                if isinstance(value, _Descriptor):
                     descriptors.append(value)
         cls._DESCRIPTORS = descriptors
         order: dict[tuple[str, ...], list[str]] = {}

@@ -28,6 +28,11 @@ class Graphics(Device):
     _listen_address = XMLProperty("listen[@type='address']/@address")
 
     @property
+    def alias(self) -> None:  # type: ignore[override]
+        """libvirt's schema gives ``<graphics>`` no ``<alias>``."""
+        return None
+
+    @property
     def listen_address(self) -> str | None:
         return self._listen_address or self._listen_attr
 
