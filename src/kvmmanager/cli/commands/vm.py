@@ -1,0 +1,325 @@
+"""`kvm-manager vm ...`: list, show, create, power actions, edit, delete, CD-ROM media."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.core.errors import InvalidInput
+
+NAME = "vm"
+app = typer.Typer(help="Virtual machines: create, power, edit, delete.", no_args_is_help=True)
+media_app = typer.Typer(help="CD-ROM media: insert and eject.", no_args_is_help=True)
+app.add_typer(media_app, name="media")
+
+HOST_OPTION = typer.Option("local", "--host", "-H", envvar="KVMM_HOST", help="Host name.")
+COLUMNS = ["name", "host", "state", "vcpus", "memory", "tags", "agent"]
+
+
+def q(value: str) -> str:
+    """One URL path segment: a '/' in a name cannot reach another route."""
+    return quote(value, safe="")
+
+
+def _vm(host: str, vm: str) -> str:
+    return f"/api/hosts/{q(host)}/vms/{q(vm)}"
+
+
+def _row(v: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": v["name"],
+        "host": v["host"],
+        "state": v["state"],
+        "vcpus": v["vcpus"],
+        "memory": f"{v['memory_kib'] // 1024} MiB",
+        "tags": v.get("tags") or [],
+        "agent": v.get("agent_status"),
+    }
+
+
+def _pool_volume(text: str, option: str) -> tuple[str, str]:
+    pool, sep, volume = text.partition("/")
+    if not sep or not pool or not volume:
+        raise InvalidInput(f"{option} must look like POOL/VOLUME", field=option)
+    return pool, volume
+
+
+def _disk(text: str) -> dict[str, Any]:
+    """POOL:SIZE_GIB for a new volume, POOL/VOLUME for an existing one."""
+    if "/" in text:
+        pool, volume = _pool_volume(text, "--disk")
+        return {"pool": pool, "volume": volume}
+    pool, _, size = text.partition(":")
+    try:
+        return {"pool": pool, "size_gib": float(size)}
+    except ValueError:
+        raise InvalidInput("--disk must be POOL:SIZE_GIB or POOL/VOLUME", field="--disk") from None
+
+
+@app.command("list")
+def list_vms(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host", "-H", help="Only this host."),
+    state: str | None = typer.Option(None, "--state", help="running, shutoff, paused..."),
+    tag: str | None = typer.Option(None, "--tag"),
+    query: str | None = typer.Option(None, "--query", "-q", help="Name/description contains."),
+) -> None:
+    """VMs of every host (or one)."""
+    params = {k: v for k, v in {"host": host, "state": state, "tag": tag, "q": query}.items() if v}
+    with client(ctx) as api:
+        vms = api.get("/api/vms", params=params)
+    emit(ctx, vms if wants_json(ctx) else [_row(v) for v in vms], COLUMNS)
+
+
+@app.command("show")
+def show(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """One VM, with its disks, NICs and agent status."""
+    with client(ctx) as api:
+        emit(ctx, api.get(_vm(host, vm)))
+
+
+@app.command("xml")
+def xml(
+    ctx: typer.Context,
+    vm: str,
+    inactive: bool = typer.Option(False, "--inactive", help="The persistent definition."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Print the domain XML."""
+    with client(ctx) as api:
+        text = api.get(_vm(host, vm) + "/xml", params={"inactive": inactive})["xml"]
+    if wants_json(ctx):
+        emit(ctx, {"xml": text})
+    else:
+        typer.echo(text)
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: str,
+    vcpus: int = typer.Option(1, "--vcpus"),
+    memory: int = typer.Option(512, "--memory", "-m", help="MiB."),
+    disk: list[str] = typer.Option([], "--disk", help="POOL:SIZE_GIB (new) or POOL/VOLUME."),
+    network: list[str] = typer.Option([], "--network", help="libvirt network (repeat)."),
+    bridge: list[str] = typer.Option([], "--bridge", help="Host bridge (repeat)."),
+    iso: str | None = typer.Option(None, "--iso", help="POOL/VOLUME to install from."),
+    import_: str | None = typer.Option(None, "--import", help="POOL/VOLUME disk to boot."),
+    kernel: str | None = typer.Option(None, "--kernel", help="Direct boot: kernel path."),
+    initrd: str | None = typer.Option(None, "--initrd"),
+    cmdline: str | None = typer.Option(None, "--cmdline"),
+    uefi: bool = typer.Option(False, "--uefi", help="UEFI firmware (when the host offers it)."),
+    secure_boot: bool = typer.Option(False, "--secure-boot"),
+    tpm: bool = typer.Option(False, "--tpm", help="Emulated TPM 2.0 (when offered)."),
+    tag: list[str] = typer.Option([], "--tag"),
+    description: str | None = typer.Option(None, "--description"),
+    start: bool = typer.Option(False, "--start", help="Boot it right away."),
+    background: bool = typer.Option(False, "--background", help="Run as a job; print its id."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Create a VM (blank unless --iso, --import or --kernel)."""
+    install: dict[str, Any] = {"kind": "blank"}
+    if iso:
+        pool, volume = _pool_volume(iso, "--iso")
+        install = {"kind": "iso", "pool": pool, "volume": volume}
+    elif import_:
+        pool, volume = _pool_volume(import_, "--import")
+        install = {"kind": "import", "pool": pool, "volume": volume}
+    elif kernel:
+        install = {"kind": "kernel", "kernel": kernel, "initrd": initrd, "cmdline": cmdline}
+    body = {
+        "name": name,
+        "vcpus": vcpus,
+        "memory_mib": memory,
+        "install": install,
+        "disks": [_disk(d) for d in disk],
+        "nics": [{"network": n} for n in network] + [{"bridge": b} for b in bridge],
+        "firmware": "uefi" if uefi else "bios",
+        "secure_boot": secure_boot,
+        "tpm": tpm,
+        "tags": tag,
+        "description": description,
+        "start": start,
+    }
+    with client(ctx) as api:
+        res = api.post(f"/api/hosts/{q(host)}/vms", json=body, params={"background": background})
+    if "job_id" in res:
+        info(f"creating {name} in job {res['job_id']}")
+        emit(ctx, res)
+        return
+    info(f"created {name} ({res['domain_type']}{', started' if start else ''})")
+    emit(ctx, res if wants_json(ctx) else _row(res["vm"]))
+
+
+def _action(ctx: typer.Context, host: str, vm: str, action: str, body: Any = None) -> None:
+    with client(ctx) as api:
+        res = api.post(_vm(host, vm) + f"/actions/{action}", json=body)
+    info(f"{res['name']}: {res['message']}")
+    emit(ctx, res if wants_json(ctx) else {"name": res["name"], "state": res["state"]})
+
+
+@app.command("start")
+def start(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Boot the VM."""
+    _action(ctx, host, vm, "start")
+
+
+@app.command("shutdown")
+def shutdown(
+    ctx: typer.Context,
+    vm: str,
+    mode: str = typer.Option("auto", "--mode", help="acpi, agent or auto."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Ask the guest to power off (guest agent when connected, else ACPI)."""
+    _action(ctx, host, vm, "shutdown", {"mode": mode})
+
+
+@app.command("destroy")
+def destroy(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Force the VM off at once (like pulling the plug)."""
+    _action(ctx, host, vm, "destroy")
+
+
+@app.command("reboot")
+def reboot(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    _action(ctx, host, vm, "reboot")
+
+
+@app.command("reset")
+def reset(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Hard reset (no guest cooperation)."""
+    _action(ctx, host, vm, "reset")
+
+
+@app.command("suspend")
+def suspend(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    _action(ctx, host, vm, "suspend")
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    _action(ctx, host, vm, "resume")
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    vm: str,
+    remove_volumes: bool = typer.Option(
+        False, "--remove-volumes", help="Also delete its disk volumes (never shared ones or ISOs)."
+    ),
+    host: str = HOST_OPTION,
+) -> None:
+    """Delete a shut-off VM."""
+    with client(ctx) as api:
+        res = api.delete(_vm(host, vm), params={"remove_volumes": remove_volumes})
+    for kept in res.get("kept_volumes", []):
+        info(f"kept {kept['path']}: {kept['reason']}")
+    info(f"deleted {res['name']}")
+    emit(ctx, res)
+
+
+@app.command("edit")
+def edit(
+    ctx: typer.Context,
+    vm: str,
+    vcpus: int | None = typer.Option(None, "--vcpus"),
+    memory: int | None = typer.Option(None, "--memory", "-m", help="MiB."),
+    description: str | None = typer.Option(None, "--description"),
+    tag: list[str] | None = typer.Option(None, "--tag", help="Replace the tags (repeat)."),
+    autostart: bool | None = typer.Option(None, "--autostart/--no-autostart"),
+    rename: str | None = typer.Option(None, "--rename", help="New name (VM shut off)."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Change vCPUs, memory, description, tags, autostart or the name; says whether a
+    change applied live or waits for the next boot."""
+    body = {
+        "vcpus": vcpus,
+        "memory_mib": memory,
+        "description": description,
+        "tags": tag or None,
+        "autostart": autostart,
+        "name": rename,
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    if not body:
+        raise InvalidInput("nothing to change: give at least one option", field="options")
+    with client(ctx) as api:
+        res = api.patch(_vm(host, vm), json=body)
+    for what, edit_res in res.get("edits", {}).items():
+        info(f"{what}: {edit_res['message']}")
+    emit(ctx, res if wants_json(ctx) else res["vm"])
+
+
+def _edit_out(ctx: typer.Context, res: dict[str, Any]) -> None:
+    info(res["message"])
+    emit(ctx, res if wants_json(ctx) else {**res.get("details", {}), "live": res["applied_live"]})
+
+
+@app.command("attach-disk")
+def attach_disk(
+    ctx: typer.Context,
+    vm: str,
+    disk: str = typer.Argument(..., help="POOL:SIZE_GIB (new qcow2) or POOL/VOLUME."),
+    host: str = HOST_OPTION,
+) -> None:
+    with client(ctx) as api:
+        _edit_out(ctx, api.post(_vm(host, vm) + "/disks", json=_disk(disk)))
+
+
+@app.command("detach-disk")
+def detach_disk(ctx: typer.Context, vm: str, target: str, host: str = HOST_OPTION) -> None:
+    with client(ctx) as api:
+        _edit_out(ctx, api.delete(_vm(host, vm) + f"/disks/{q(target)}"))
+
+
+@app.command("attach-nic")
+def attach_nic(
+    ctx: typer.Context,
+    vm: str,
+    network: str | None = typer.Option(None, "--network"),
+    bridge: str | None = typer.Option(None, "--bridge"),
+    mac: str | None = typer.Option(None, "--mac"),
+    host: str = HOST_OPTION,
+) -> None:
+    body = {"network": network, "bridge": bridge, "mac": mac}
+    with client(ctx) as api:
+        _edit_out(ctx, api.post(_vm(host, vm) + "/nics", json=body))
+
+
+@app.command("detach-nic")
+def detach_nic(ctx: typer.Context, vm: str, mac: str, host: str = HOST_OPTION) -> None:
+    with client(ctx) as api:
+        _edit_out(ctx, api.delete(_vm(host, vm) + f"/nics/{q(mac)}"))
+
+
+@media_app.command("insert")
+def media_insert(
+    ctx: typer.Context,
+    vm: str,
+    volume: str = typer.Argument(..., help="POOL/VOLUME, e.g. isos/debian.iso"),
+    target: str | None = typer.Option(None, "--target", help="CD-ROM device (default: first)."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Insert a volume into the CD-ROM drive (running or not)."""
+    pool, vol = _pool_volume(volume, "volume")
+    with client(ctx) as api:
+        body = {"pool": pool, "volume": vol, "target": target}
+        _edit_out(ctx, api.post(_vm(host, vm) + "/media", json=body))
+
+
+@media_app.command("eject")
+def media_eject(
+    ctx: typer.Context,
+    vm: str,
+    target: str | None = typer.Option(None, "--target"),
+    host: str = HOST_OPTION,
+) -> None:
+    with client(ctx) as api:
+        params = {"target": target} if target else {}
+        _edit_out(ctx, api.delete(_vm(host, vm) + "/media", params=params))

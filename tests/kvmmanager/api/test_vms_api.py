@@ -1,0 +1,200 @@
+"""The VM routes end to end on the test driver: create, read, act, edit, delete; bad
+input is a 422 naming the field, wrong state a 409, viewers only read."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import libvirt
+import pytest
+from fastapi.testclient import TestClient
+
+from kvmmanager.virt.xml.validate import validate_xml
+
+POOL = "default-pool"
+BASE = "/api/hosts/local/vms"
+
+
+def _cleanup() -> None:
+    c = libvirt.open("test:///default")
+    try:
+        for dom in c.listAllDomains():
+            if dom.name().startswith("kvmm-t-vm-"):
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+        for vol in c.storagePoolLookupByName(POOL).listAllVolumes():
+            if vol.name().startswith("kvmm-t-vm-"):
+                vol.delete(0)
+    finally:
+        c.close()
+
+
+def _wait(cond: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def api(client: TestClient) -> Iterator[TestClient]:
+    """The admin client once the `local` test-driver host is connected; VMs made by the
+    test are removed afterwards (test:///default is shared by the whole process)."""
+    host = client.app.state.manager.registry.get("local")
+    _wait(lambda: host.connected, "the local host to connect")
+    yield client
+    _cleanup()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"kvmm-t-vm-{uuid.uuid4().hex[:8]}"
+
+
+def _create(api: TestClient, name: str, **kw: Any) -> dict[str, Any]:
+    r = api.post(BASE, json={"name": name, "memory_mib": 128, **kw})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_create_read_act_delete(api, name):
+    body = _create(
+        api, name, tags=["web"], description="front",
+        disks=[{"pool": POOL, "size_gib": 1}], nics=[{"network": "default"}],
+    )  # fmt: skip
+    assert body["vm"]["name"] == name and body["vm"]["state"] == "shutoff"
+    assert body["domain_type"] in ("kvm", "qemu")
+    assert len(body["volumes"]) == 1
+
+    listed = api.get("/api/vms", params={"q": name}).json()
+    assert [v["name"] for v in listed] == [name]
+    assert [v["name"] for v in api.get("/api/vms", params={"tag": "web", "q": name}).json()] == [
+        name
+    ]
+    assert api.get("/api/vms", params={"tag": "nope", "q": name}).json() == []
+    got = api.get(f"{BASE}/{name}").json()
+    assert got["uuid"] == body["vm"]["uuid"] and got["description"] == "front"
+    assert api.get(f"{BASE}/{got['uuid']}").json()["name"] == name
+
+    xml = api.get(f"{BASE}/{name}/xml", params={"inactive": True}).json()["xml"]
+    validate_xml(xml, "domain")
+    assert "passwd" not in xml
+
+    r = api.post(f"{BASE}/{name}/actions/start")
+    assert r.status_code == 200 and r.json()["state"] == "running"
+    r = api.post(f"{BASE}/{name}/actions/start")
+    assert r.status_code == 409 and "already running" in r.json()["error"]["message"]
+    assert api.post(f"{BASE}/{name}/actions/suspend").json()["state"] == "paused"
+    assert api.post(f"{BASE}/{name}/actions/resume").json()["state"] == "running"
+    r = api.post(f"{BASE}/{name}/actions/shutdown", json={"mode": "acpi"})
+    assert r.status_code == 200 and r.json()["details"]["mode"] == "acpi"
+    r = api.post(f"{BASE}/{name}/actions/destroy")
+    assert r.status_code == 409 and "is not running" in r.json()["error"]["message"]
+
+    r = api.delete(f"{BASE}/{name}", params={"remove_volumes": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["deleted_volumes"] == body["volumes"]
+    _wait(lambda: api.get(f"{BASE}/{name}").status_code == 404, "the VM to leave the inventory")
+
+
+def test_patch_and_media(api, name):
+    _create(api, name, vcpus=1)
+    iso = f"{name}.iso"
+    r = api.post(f"/api/hosts/local/pools/{POOL}/volumes",
+                 json={"name": iso, "capacity": "1M", "format": "raw"})  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+
+    r = api.patch(
+        f"{BASE}/{name}", json={"description": "d2", "tags": ["a", "b"], "vcpus": 2,
+                                "memory_mib": 256, "autostart": True},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    edits = r.json()["edits"]
+    assert edits["vcpus"]["next_boot"] and not edits["vcpus"]["applied_live"]
+    assert edits["memory_mib"]["next_boot"]
+    info = _wait(
+        lambda: (v := api.get(f"{BASE}/{name}").json())["tags"] == ["a", "b"] and v,
+        "the inventory to show the tags",
+    )
+    assert info["description"] == "d2" and info["autostart"] is True
+
+    r = api.post(f"{BASE}/{name}/media", json={"pool": POOL, "volume": iso})
+    assert r.status_code == 200, r.text
+    assert r.json()["details"]["path"].endswith(iso)
+    r = api.delete(f"{BASE}/{name}/media")
+    assert r.status_code == 200 and r.json()["details"]["path"] is None
+
+    r = api.post(f"{BASE}/{name}/disks", json={"pool": POOL, "size_gib": 1})
+    assert r.status_code == 200 and r.json()["details"]["target"] == "vda"
+    r = api.post(f"{BASE}/{name}/nics", json={"network": "default"})
+    mac = r.json()["details"]["mac"]
+    assert api.delete(f"{BASE}/{name}/nics/{mac}").status_code == 200
+    assert api.delete(f"{BASE}/{name}/disks/vda").status_code == 200
+    assert api.delete(f"{BASE}/{name}/disks/vda").status_code == 404
+
+    r = api.patch(f"{BASE}/{name}", json={"name": f"{name}-renamed"})
+    assert r.status_code == 200 and r.json()["vm"]["name"] == f"{name}-renamed"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x" * 65}, "name"),
+        ({"name": "a/b"}, "name"),
+        ({"name": "a\u0007b"}, "name"),
+        ({"vcpus": 0}, "vcpus"),
+        ({"vcpus": 10**6}, "vcpus"),
+        ({"memory_mib": -5}, "memory_mib"),
+        ({"memory_mib": 10**12}, "memory_mib"),
+        ({"disks": [{"pool": POOL, "size_gib": -1}]}, "disks[0].size_gib"),
+        ({"disks": [{"pool": POOL, "size_gib": 10**9}]}, "disks[0].size_gib"),
+        ({"disks": [{"pool": "kvmm-t-vm-nopool", "size_gib": 1}]}, "disks[0].pool"),
+        ({"nics": [{"network": "kvmm-t-vm-nonet"}]}, "nics[0].network"),
+        ({"memory_mib": "lots"}, "memory_mib"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(api, name, body, field):
+    r = api.post(BASE, json={"name": name, **body})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["field"] == field, err
+    assert name not in [v["name"] for v in api.get("/api/vms").json()]
+
+
+def test_unknown_things_are_404(api):
+    assert api.get(f"{BASE}/kvmm-t-vm-missing").status_code == 404
+    assert api.post(f"{BASE}/kvmm-t-vm-missing/actions/start").status_code == 404
+    assert api.get("/api/hosts/kvmm-t-vm-nohost/vms/x").status_code == 404
+
+
+def test_viewer_reads_but_cannot_act(api, client_as, name):
+    _create(api, name)
+    viewer = client_as("viewer")
+    assert viewer.get(f"{BASE}/{name}").status_code == 200
+    assert viewer.post(f"{BASE}/{name}/actions/start").status_code == 403
+    assert viewer.delete(f"{BASE}/{name}").status_code == 403
+    operator = client_as("operator")
+    assert operator.post(f"{BASE}/{name}/actions/start").status_code == 200
+    assert operator.post(f"{BASE}/{name}/actions/destroy").status_code == 200
+    assert operator.delete(f"{BASE}/{name}").status_code == 200
+
+
+def test_background_create_is_a_job(api, name):
+    r = api.post(BASE, params={"background": True}, json={"name": name, "memory_mib": 64})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    job = _wait(
+        lambda: (j := api.get(f"/api/jobs/{job_id}").json())["state"] in ("done", "failed") and j,
+        "the job to finish",
+    )
+    assert job["state"] == "done", job
+    assert job["result"]["vm"]["name"] == name
