@@ -1,0 +1,140 @@
+"""Every route of the real app refuses anonymous callers, and viewers cannot write.
+
+Routes come from the app itself (not a hand list), so routes other modules add later are
+covered automatically; path parameters get dummy values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
+from fastapi.testclient import TestClient
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
+
+from kvmmanager.api.deps import WRITE_METHODS, is_public, is_self_service
+
+PUBLIC_API = {("POST", "/api/auth/login"), ("GET", "/api/health")}
+DOCS = {"/api/docs", "/api/openapi.json", "/api/docs/oauth2-redirect"}
+# Writes a viewer may make because they only touch the caller's own account.
+SELF_SERVICE = {"auth.logout", "auth.password", "tokens.create", "tokens.revoke"}
+_PARAM = re.compile(r"\{([^}:]+)(?::([^}]+))?\}")
+
+
+def fill(path: str) -> str:
+    def dummy(m: re.Match[str]) -> str:
+        return "1" if m.group(2) == "int" else "kvmm-t-plat-dummy"
+
+    return _PARAM.sub(dummy, path)
+
+
+def routes(app: FastAPI) -> Iterator[Any]:
+    yield from iter_route_contexts(app.routes)
+
+
+def http_routes(app: FastAPI) -> list[tuple[str, str, Any]]:
+    out = []
+    for rc in routes(app):
+        if isinstance(rc.original_route, APIRoute):
+            for method in sorted(rc.methods - {"HEAD"}):
+                out.append((method, rc.path, rc))
+    return out
+
+
+def test_route_enumeration_sees_every_kind(client: TestClient, app: FastAPI) -> None:
+    found = list(http_routes(app))
+    assert ("POST", "/api/auth/login") in {(m, p) for m, p, _ in found}
+    assert ("GET", "/api/jobs/{job_id}") in {(m, p) for m, p, _ in found}
+    assert len(found) >= 15
+
+
+def test_only_login_health_and_docs_are_public(client: TestClient, app: FastAPI) -> None:
+    anon = TestClient(app)
+    checked = 0
+    for rc in routes(app):
+        route = rc.original_route
+        if isinstance(route, APIRoute):
+            for method in sorted(rc.methods - {"HEAD"}):
+                key = (method, rc.path)
+                if key in PUBLIC_API:
+                    assert is_public(route)
+                    continue
+                assert not is_public(route), f"{key} is marked public"
+                r = anon.request(method, fill(rc.path))
+                assert r.status_code == 401, f"{method} {rc.path} -> {r.status_code}"
+                assert r.json()["error"]["code"] == "unauthenticated"
+                checked += 1
+        elif isinstance(route, APIWebSocketRoute):
+            with pytest.raises((WebSocketDenialResponse, WebSocketDisconnect)) as e:
+                with anon.websocket_connect(fill(rc.path)):
+                    pass
+            if isinstance(e.value, WebSocketDenialResponse):
+                assert e.value.status_code == 401, rc.path
+            else:
+                assert e.value.code == 1008, rc.path
+            checked += 1
+        elif isinstance(route, Route):
+            assert rc.path in DOCS, f"unexpected plain route {rc.path}"
+        elif isinstance(route, Mount):
+            # Static assets (CSS/JS) carry no data; anything else mounted must be reviewed.
+            assert isinstance(route.app, StaticFiles), f"unexpected mount {rc.path}"
+        else:
+            pytest.fail(f"unknown route type {type(route).__name__} at {rc.path}")
+    assert checked >= 15
+
+
+def test_bad_credentials_are_refused(client: TestClient, app: FastAPI) -> None:
+    anon = TestClient(app)
+    for headers in (
+        {"Authorization": "Bearer kvmm_not-a-real-token"},
+        {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        {"Authorization": "Bearer "},
+    ):
+        r = anon.get("/api/auth/me", headers=headers)
+        assert r.status_code == 401, headers
+    anon.cookies.set("kvmm_session", "forged")
+    assert anon.get("/api/auth/me").status_code == 401
+
+
+def test_viewer_cannot_change_anything(
+    client: TestClient, app: FastAPI, client_as: Callable[[str], TestClient]
+) -> None:
+    viewer = client_as("viewer")
+    self_service = set()
+    checked = 0
+    for method, path, rc in http_routes(app):
+        if method not in WRITE_METHODS or (method, path) in PUBLIC_API:
+            continue
+        if is_self_service(rc.original_route):
+            self_service.add(rc.name)
+            continue
+        r = viewer.request(method, fill(path))
+        assert r.status_code == 403, f"viewer {method} {path} -> {r.status_code}"
+        assert r.json()["error"]["code"] == "forbidden"
+        checked += 1
+    assert self_service == SELF_SERVICE
+    assert checked >= 10
+
+
+def test_viewer_can_read(client_as: Callable[[str], TestClient]) -> None:
+    viewer = client_as("viewer")
+    me = viewer.get("/api/auth/me").json()
+    assert me["role"] == "viewer"
+    assert viewer.get("/api/jobs").status_code == 200
+    # Admin-only reads stay closed.
+    assert viewer.get("/api/users").status_code == 403
+    assert viewer.get("/api/audit").status_code == 403
+
+
+def test_operator_is_not_admin(client_as: Callable[[str], TestClient]) -> None:
+    op = client_as("operator")
+    r = op.post("/api/users", json={"username": "kvmm-t-plat-x", "password": "long-enough"})
+    assert r.status_code == 403
+    assert op.get("/api/tokens", params={"all": True}).status_code == 403
