@@ -75,6 +75,9 @@ class _BytesSink:
 
 def candidate_paths(settings: Settings) -> list[tuple[str, Path]]:
     def as_file(p: Path) -> Path:
+        # A directory (existing, or named without a suffix) means the ISO inside it.
+        if p.is_file():
+            return p
         return p / ISO_NAME if p.is_dir() or not p.suffix else p
 
     out: list[tuple[str, Path]] = []
