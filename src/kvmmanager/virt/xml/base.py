@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar, overload
 
@@ -318,9 +318,11 @@ class XMLProperty(_Descriptor):
         present: bool = False,
         readonly: bool = False,
         minimum: int | None = None,
+        check: Callable[[Any, Any], str | None] | None = None,
         doc: str | None = None,
     ) -> None:
         super().__init__(path, doc=doc)
+        self.check = check  # (obj, value) -> error message or None, for rules across fields
         self.kind = bool if present else kind
         self.choices = tuple(choices) if choices is not None else None
         self.bools = bools
@@ -423,6 +425,8 @@ class XMLProperty(_Descriptor):
             obj._clear(self.path.steps, remove_last=False)
             return
         text = self._to_text(value)
+        if self.check is not None and (problem := self.check(obj, value)):
+            raise InvalidInput(f"{self.name}: {problem}", field=self.name)
         target = obj._make(self.path.steps)
         if self.path.attr:
             target.set(self.path.attr, text)

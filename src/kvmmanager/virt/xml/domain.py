@@ -47,7 +47,13 @@ BOOT_DEVICES = ("hd", "cdrom", "network", "fd")
 
 
 class OS(XMLObject):
-    """``<os>``; ``firmware='efi'`` lets libvirt choose the loader and NVRAM itself."""
+    """``<os>``.
+
+    Two ways to UEFI, which libvirt does not let you mix: ``firmware='efi'`` (libvirt picks
+    the loader; only ``secure_boot`` and ``nvram`` may be given) or an explicit ``loader``
+    with ``loader_readonly``/``loader_type``/``loader_secure`` and ``nvram_template``.
+    ``boot_devices`` cannot be combined with per-device ``boot_order`` either.
+    """
 
     TAG = "os"
 

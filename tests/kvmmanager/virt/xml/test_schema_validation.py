@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 from lxml import etree
 
@@ -27,6 +28,7 @@ from kvmmanager.virt.xml.base import (
     XMLProperty,
     XMLValueList,
 )
+from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.devices import (
     KVMM_AGENT_CHANNEL,
     QEMU_GA_CHANNEL,
@@ -192,7 +194,6 @@ def bios_domain() -> Domain:
             source_network="default",
             mac_address="52:54:00:00:00:01",
             model="virtio",
-            boot_order=1,
             link_state="up",
             alias="ua-net0",
         )
@@ -230,7 +231,7 @@ def bios_domain() -> Domain:
             autoport=True,
             websocket=-1,
             listen_address="127.0.0.1",
-            passwd="s3cr3t-pw",
+            passwd="s3cr3t-p",
             keymap="en-us",
         )
     )
@@ -250,21 +251,15 @@ def bios_domain() -> Domain:
             alias="ua-rng",
         )
     )
-    devs.disk_by_target("vda").boot_order = 2
     return dom
 
 
 def uefi_tpm_domain() -> Domain:
-    """UEFI with Secure Boot, explicit loader and NVRAM, SMM, TPM 2.0 and SPICE."""
+    """UEFI chosen by libvirt (firmware autoselection) with Secure Boot, SMM, TPM 2.0, SPICE
+    and per-device boot order (libvirt refuses those together with <os><boot dev=...>)."""
     dom = _base_domain("uefi")
     dom.os.firmware = "efi"
     dom.os.secure_boot = True
-    dom.os.loader = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
-    dom.os.loader_readonly = True
-    dom.os.loader_secure = True
-    dom.os.loader_type = "pflash"
-    dom.os.nvram = "/var/lib/libvirt/qemu/nvram/kvmm-t-xml-uefi_VARS.fd"
-    dom.os.nvram_template = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
     dom.features.smm = True
     dom.cpu_mode = "host-model"
     dom.devices.add(
@@ -275,14 +270,30 @@ def uefi_tpm_domain() -> Domain:
             source_volume="uefi.qcow2",
             target_dev="vda",
             target_bus="virtio",
+            boot_order=2,
         )
     )
+    dom.devices.add(Interface(type="network", source_network="default", boot_order=1))
     _agent_channels(dom)
     dom.devices.add(
         Tpm(model="tpm-crb", backend_type="emulator", backend_version="2.0", alias="ua-tpm")
     )
     dom.devices.add(Graphics(type="spice", autoport=True, listen_address="127.0.0.1"))
     dom.devices.add(Video(model_type="qxl"))
+    return dom
+
+
+def uefi_manual_domain() -> Domain:
+    """UEFI with an explicit Secure Boot loader and NVRAM template (no autoselection)."""
+    dom = _base_domain("uefi-manual")
+    dom.os.loader = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
+    dom.os.loader_readonly = True
+    dom.os.loader_secure = True
+    dom.os.loader_type = "pflash"
+    dom.os.nvram = "/var/lib/libvirt/qemu/nvram/kvmm-t-xml-uefi-manual_VARS.fd"
+    dom.os.nvram_template = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+    dom.features.smm = True
+    _agent_channels(dom)
     return dom
 
 
@@ -428,7 +439,13 @@ def iso_volume() -> Volume:
     return Volume(name="kvmm-t-xml-agent.iso", capacity=2 * 1024**2, target_format="iso")
 
 
-DOMAINS = [bios_domain, uefi_tpm_domain, kernel_boot_domain, live_channel_domain]
+DOMAINS = [
+    bios_domain,
+    uefi_tpm_domain,
+    uefi_manual_domain,
+    kernel_boot_domain,
+    live_channel_domain,
+]
 NETWORKS = [nat_network, route_network, open_network, isolated_network]
 POOLS = [dir_pool, logical_pool, netfs_pool, fs_pool]
 VOLUMES = [qcow2_volume, raw_volume, backed_volume, iso_volume]
@@ -530,3 +547,115 @@ def test_every_property_is_exercised(data_dir: Path) -> None:
     assert _model_classes() <= classes, "model classes never built by the matrix"
     missing = sorted(f"{cls.__name__}.{name}" for cls, name in expected - seen)
     assert not missing, f"properties never set in the schema matrix: {missing}"
+
+
+# ------------------------------------------------------ acceptance by the real libvirtd
+
+
+@pytest.fixture
+def system_conn() -> Iterator[libvirt.virConnect]:
+    conn = libvirt.open("qemu:///system")
+    yield conn
+    conn.close()
+
+
+def _undefine_domain(conn: libvirt.virConnect, name: str) -> None:
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return
+    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+
+
+@pytest.mark.libvirtd
+@pytest.mark.parametrize("build", DOMAINS, ids=[f.__name__ for f in DOMAINS])
+def test_libvirtd_accepts_domains(system_conn, build) -> None:
+    """libvirt's own parser (stricter than the schema) takes the XML and gives the same
+    model values back; its output parses and validates too."""
+    built = build()
+    dcaps = DomainCapabilities.from_xml(
+        system_conn.getDomainCapabilities(None, "x86_64", built.os.machine, built.type, 0)
+    )
+    if not dcaps.supports_tpm():
+        # No swtpm on this host: the product would not offer a TPM either.
+        for tpm in built.devices.tpms:
+            built.devices.remove(tpm)
+    _undefine_domain(system_conn, built.name)
+    try:
+        system_conn.defineXML(built.to_xml())
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+        xml = system_conn.lookupByName(built.name).XMLDesc(flags)
+        validate_xml(xml, "domain")
+        back = Domain.from_xml(xml)
+        assert (back.name, back.memory, back.vcpus) == (built.name, built.memory, built.vcpus)
+        assert back.manager_metadata.tags == built.manager_metadata.tags
+        assert back.devices.channel(KVMM_AGENT_CHANNEL) is not None
+        assert back.devices.channel(QEMU_GA_CHANNEL) is not None
+        assert [d.target_dev for d in back.devices.disks] == [
+            d.target_dev for d in built.devices.disks
+        ]
+        for mine, theirs in zip(built.devices.graphics, back.devices.graphics, strict=True):
+            assert (theirs.type, theirs.listen_address, theirs.passwd) == (
+                mine.type,
+                mine.listen_address,
+                mine.passwd,
+            )
+    finally:
+        _undefine_domain(system_conn, built.name)
+
+
+@pytest.mark.libvirtd
+@pytest.mark.parametrize("build", NETWORKS, ids=[f.__name__ for f in NETWORKS])
+def test_libvirtd_accepts_networks(system_conn, build) -> None:
+    built = build()
+    net = system_conn.networkDefineXML(built.to_xml())
+    try:
+        back = Network.from_xml(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+        assert (back.name, back.forward_mode) == (built.name, built.forward_mode)
+        assert [ip.address for ip in back.ips] == [ip.address for ip in built.ips]
+    finally:
+        net.undefine()
+
+
+@pytest.mark.libvirtd
+@pytest.mark.parametrize("build", POOLS, ids=[f.__name__ for f in POOLS])
+def test_libvirtd_accepts_pools(system_conn, build) -> None:
+    built = build()
+    pool = system_conn.storagePoolDefineXML(built.to_xml(), 0)
+    try:
+        back = Pool.from_xml(pool.XMLDesc(libvirt.VIR_STORAGE_XML_INACTIVE))
+        assert (back.type, back.name, back.target_path) == (
+            built.type,
+            built.name,
+            built.target_path,
+        )
+        assert back.source_devices == built.source_devices
+    finally:
+        pool.undefine()
+
+
+@pytest.mark.libvirtd
+def test_libvirtd_creates_volumes(system_conn, tmp_path: Path) -> None:
+    """Volumes built by the models are created in a real dir pool, backing chain included."""
+    target = tmp_path / "pool"
+    target.mkdir()
+    pool_xml = Pool(type="dir", name="kvmm-t-xml-volpool", target_path=str(target)).to_xml()
+    pool = system_conn.storagePoolCreateXML(pool_xml, 0)  # transient: gone when destroyed
+    try:
+        base = pool.createXML(qcow2_volume().to_xml(), 0)
+        overlay_model = backed_volume()
+        overlay_model.backing_path = base.path()
+        made = [base, pool.createXML(overlay_model.to_xml(), 0)]
+        made += [pool.createXML(raw_volume().to_xml(), 0)]
+        made += [pool.createXML(iso_volume().to_xml(), 0)]
+        pool.refresh(0)
+        overlay = Volume.from_xml(made[1].XMLDesc(0))
+        assert overlay.backing_path == base.path() and overlay.backing_format == "qcow2"
+        assert overlay.capacity == 20 * GiB and overlay.target_format == "qcow2"
+        assert Volume.from_xml(made[2].XMLDesc(0)).target_format == "raw"
+        for vol in made:
+            validate_xml(vol.XMLDesc(0), "vol")
+        for vol in reversed(made):
+            vol.delete(0)
+    finally:
+        pool.destroy()

@@ -222,6 +222,14 @@ def test_graphics_listen_kept_in_step() -> None:
     assert live.to_xml(pretty=False) == '<graphics type="vnc" port="5900" autoport="yes"/>'
 
 
+def test_vnc_password_limit() -> None:
+    gfx = Graphics(type="vnc", passwd="12345678")
+    with pytest.raises(InvalidInput) as err:
+        gfx.passwd = "123456789"
+    assert err.value.field == "passwd" and "8" in err.value.message
+    Graphics(type="spice", passwd="a-longer-spice-password")
+
+
 def test_channel_state_is_read_only() -> None:
     chan = Channel.from_xml(
         "<channel type='unix'><source mode='bind' path='/run/x.sock'/>"

@@ -14,6 +14,14 @@ from __future__ import annotations
 from kvmmanager.virt.xml.base import XMLProperty
 from kvmmanager.virt.xml.devices.common import Device
 
+VNC_PASSWORD_MAX = 8  # the RFB protocol's DES challenge uses 8 bytes; libvirt refuses more
+
+
+def _check_passwd(obj: Graphics, value: str) -> str | None:
+    if obj.type == "vnc" and len(value) > VNC_PASSWORD_MAX:
+        return f"a VNC password has at most {VNC_PASSWORD_MAX} characters"
+    return None
+
 
 class Graphics(Device):
     TAG = "graphics"
@@ -22,7 +30,11 @@ class Graphics(Device):
     port = XMLProperty("@port", kind=int, minimum=-1)
     autoport = XMLProperty("@autoport", kind=bool)
     websocket = XMLProperty("@websocket", kind=int, minimum=-1)
-    passwd = XMLProperty("@passwd", doc="only present in XML read with VIR_DOMAIN_XML_SECURE")
+    passwd = XMLProperty(
+        "@passwd",
+        check=_check_passwd,
+        doc="VNC: at most 8 characters; in XML read back only with VIR_DOMAIN_XML_SECURE",
+    )
     keymap = XMLProperty("@keymap")
     _listen_attr = XMLProperty("@listen")
     _listen_address = XMLProperty("listen[@type='address']/@address")
