@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, WebSocket
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+from kvmmanager.api.app import create_app
 from kvmmanager.api.deps import WRITE_METHODS, is_public, is_self_service
 
 PUBLIC_API = {("POST", "/api/auth/login"), ("GET", "/api/health")}
@@ -72,9 +73,11 @@ def test_only_login_health_and_docs_are_public(client: TestClient, app: FastAPI)
                 assert r.json()["error"]["code"] == "unauthenticated"
                 checked += 1
         elif isinstance(route, APIWebSocketRoute):
-            with pytest.raises((WebSocketDenialResponse, WebSocketDisconnect)) as e:
-                with anon.websocket_connect(fill(rc.path)):
-                    pass
+            with (
+                pytest.raises((WebSocketDenialResponse, WebSocketDisconnect)) as e,
+                anon.websocket_connect(fill(rc.path)),
+            ):
+                pass
             if isinstance(e.value, WebSocketDenialResponse):
                 assert e.value.status_code == 401, rc.path
             else:
@@ -138,3 +141,28 @@ def test_operator_is_not_admin(client_as: Callable[[str], TestClient]) -> None:
     r = op.post("/api/users", json={"username": "kvmm-t-plat-x", "password": "long-enough"})
     assert r.status_code == 403
     assert op.get("/api/tokens", params={"all": True}).status_code == 403
+
+
+def test_websocket_routes_are_covered_by_default(settings: Any) -> None:
+    """A websocket route added without any auth code still refuses anonymous callers."""
+    probe = APIRouter()
+
+    @probe.websocket("/api/kvmm-t-plat/ws/{name}")
+    async def ws(websocket: WebSocket, name: str) -> None:
+        await websocket.accept()
+        await websocket.send_text(name)
+        await websocket.close()
+
+    app = create_app(settings)
+    app.include_router(probe)
+    with TestClient(app) as c:
+        with (
+            pytest.raises(WebSocketDenialResponse) as e,
+            c.websocket_connect("/api/kvmm-t-plat/ws/a"),
+        ):
+            pass
+        assert e.value.status_code == 401
+        _, secret = app.state.manager.users.create_token("admin", "kvmm-t-plat-ws")
+        headers = {"Authorization": f"Bearer {secret}"}
+        with c.websocket_connect("/api/kvmm-t-plat/ws/a", headers=headers) as w:
+            assert w.receive_text() == "a"
