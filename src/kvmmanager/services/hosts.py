@@ -1,0 +1,219 @@
+"""Hosts: the persisted list of libvirt connections, their status, and what a host offers.
+
+The host table (name, uri) lives in the manager's database (design decision 2); the
+running connections live in the HostRegistry. Everything else is asked of libvirt:
+node info, capabilities, domain capabilities, versions and the KVM-or-TCG verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from kvmmanager.core.errors import Conflict, KvmmError, NotFound
+from kvmmanager.db.models import Host
+from kvmmanager.virt.connection import HostConnection
+from kvmmanager.virt.probe import AccelInfo, host_accel
+from kvmmanager.virt.registry import validate_host_name, validate_uri
+from kvmmanager.virt.xml.capabilities import Capabilities, DomainCapabilities
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+
+def version_string(number: int) -> str:
+    """libvirt's packed version (major * 1,000,000 + minor * 1,000 + release)."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _optional(fn: Any, *args: Any) -> Any:
+    """A value some drivers do not offer (test driver: memory stats): None, not an error."""
+    try:
+        return fn(*args)
+    except libvirt.libvirtError:
+        return None
+
+
+def read_node_info(conn: libvirt.virConnect) -> dict[str, Any]:
+    """Blocking: everything /info shows except the accelerator."""
+    model, memory_mib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
+    hv_version = _optional(conn.getVersion)
+    return {
+        "hostname": _optional(conn.getHostname),
+        "uri": conn.getURI(),
+        "driver": conn.getType(),
+        "libvirt_version": version_string(conn.getLibVersion()),
+        "hypervisor_version": version_string(hv_version) if hv_version else None,
+        "cpu": {
+            "model": model,
+            "count": cpus,
+            "mhz": mhz,
+            "numa_nodes": nodes,
+            "sockets": sockets,
+            "cores": cores,
+            "threads": threads,
+        },
+        "memory_mib": memory_mib,
+        "memory_stats_kib": _optional(
+            conn.getMemoryStats, libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0
+        ),
+        "cpu_stats_ns": _optional(conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0),
+    }
+
+
+def capabilities_dict(xml: str) -> dict[str, Any]:
+    caps = Capabilities.from_xml(xml)
+    return {
+        "host": {
+            "uuid": caps.host_uuid,
+            "arch": caps.host_arch,
+            "cpu_model": caps.host_cpu_model,
+            "cpu_vendor": caps.host_cpu_vendor,
+            "cpu_features": list(caps.host_cpu_features),
+        },
+        "guests": [
+            {
+                "os_type": g.os_type,
+                "arch": g.arch,
+                "domain_types": g.domain_types,
+                "machines": caps.machines(g.arch),
+            }
+            for g in caps.guests
+        ],
+    }
+
+
+def domain_capabilities_dict(xml: str) -> dict[str, Any]:
+    dc = DomainCapabilities.from_xml(xml)
+    return {
+        "domain_type": dc.domain_type,
+        "arch": dc.arch,
+        "machine": dc.machine,
+        "emulator": dc.path,
+        "vcpu_max": dc.vcpu_max,
+        "firmware": {
+            "uefi": dc.supports_uefi,
+            "secure_boot": dc.supports_secure_boot,
+            "values": list(dc.firmware_values),
+            "loader_paths": list(dc.firmware_paths),
+        },
+        "tpm": {
+            "supported": dc.supports_tpm(),
+            "models": list(dc.tpm_models),
+            "backends": list(dc.tpm_backend_models),
+        },
+        "disk": {"devices": list(dc.disk_devices), "buses": list(dc.disk_buses)},
+        "graphics_types": list(dc.graphics_types),
+        "video_models": list(dc.video_models),
+        "cpu_modes": dc.cpu_modes(),
+        "virtio_serial": dc.supports_virtio_serial(),
+    }
+
+
+class HostService:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    # ---- the host list -----------------------------------------------------------------
+
+    def _host(self, name: str) -> HostConnection:
+        return self.m.registry.get(name)
+
+    def _rows(self) -> dict[str, Host]:
+        with self.m.db() as s:
+            return {h.name: h for h in s.scalars(select(Host))}
+
+    def _summary(self, host: HostConnection, row: Host | None) -> dict[str, Any]:
+        return {
+            **host.status_dict(),
+            "created_at": row.created_at if row is not None else None,
+            "vm_count": len(self.m.inventory.domains(host.name)),
+        }
+
+    async def list(self) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(self._rows)
+        return [self._summary(h, rows.get(h.name)) for h in self.m.registry.all()]
+
+    async def get(self, name: str) -> dict[str, Any]:
+        host = self._host(name)
+        rows = await asyncio.to_thread(self._rows)
+        return self._summary(host, rows.get(name))
+
+    async def add(self, name: str, uri: str) -> dict[str, Any]:
+        """Persist the host and start connecting; answers at once with the status
+        (`connecting`, or `failed` + reason later: the host is kept and retried)."""
+        validate_host_name(name)
+        validate_uri(uri)
+        if name in self.m.registry:
+            raise Conflict(f"host '{name}' already exists", field="name")
+        await asyncio.to_thread(self._insert, name, uri)
+        try:
+            await self.m.registry.add(name, uri)
+        except BaseException:
+            await asyncio.to_thread(self._delete, name)
+            raise
+        return await self.get(name)
+
+    def _insert(self, name: str, uri: str) -> None:
+        try:
+            with self.m.db.begin() as s:
+                s.add(Host(name=name, uri=uri))
+        except IntegrityError as exc:
+            raise Conflict(f"host '{name}' already exists", field="name") from exc
+
+    def _delete(self, name: str) -> int:
+        with self.m.db.begin() as s:
+            return s.execute(delete(Host).where(Host.name == name)).rowcount
+
+    async def remove(self, name: str) -> None:
+        """Forget the host (its VMs are untouched: they live on in libvirt)."""
+        if name not in self.m.registry:
+            # Not running but maybe still stored (e.g. a half-failed add): clean it up.
+            if await asyncio.to_thread(self._delete, name):
+                return
+            raise NotFound(f"host '{name}' not found", field="host")
+        await self.m.registry.remove(name)
+        await asyncio.to_thread(self._delete, name)
+
+    # ---- what a host offers ------------------------------------------------------------
+
+    async def accel(self, name: str) -> AccelInfo:
+        override = getattr(self.m.settings.libvirt, "accel", "auto")
+        return await host_accel(self._host(name), override)
+
+    async def info(self, name: str) -> dict[str, Any]:
+        host = self._host(name)
+        info = await host.run(lambda: read_node_info(host.conn))
+        info["name"] = name
+        info["accel"] = (await self.accel(name)).to_dict()
+        return info
+
+    async def capabilities(self, name: str) -> dict[str, Any]:
+        host = self._host(name)
+        return capabilities_dict(await host.run(lambda: host.conn.getCapabilities()))
+
+    async def domain_capabilities(
+        self,
+        name: str,
+        arch: str | None = None,
+        machine: str | None = None,
+        domain_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Domain capabilities for the domain type guests would get (kvm or qemu) unless
+        another is asked for."""
+        host = self._host(name)
+        if domain_type is None:
+            domain_type = (await self.accel(name)).domain_type
+        try:
+            xml = await host.run(
+                lambda: host.conn.getDomainCapabilities(None, arch, machine, domain_type, 0)
+            )
+        except KvmmError as exc:
+            exc.message = f"host '{name}': {exc.message}"
+            exc.args = (exc.message,)
+            raise
+        return domain_capabilities_dict(xml)
