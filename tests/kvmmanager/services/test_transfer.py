@@ -7,6 +7,7 @@ fresh /var/tmp/kvmm-t-sto-* directory, removed with everything in it afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -177,7 +178,8 @@ async def test_upload_a_qcow2_image_keeps_its_format(
     real_manager: Any, real_pool: str, tmp_path: Path
 ) -> None:
     image = tmp_path / "base.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"]
+    await asyncio.to_thread(subprocess.run, cmd, check=True)
     details = await real_manager.storage.upload_volume(
         HOST, real_pool, "base.qcow2", str(image), create=True, format="qcow2"
     )
@@ -250,12 +252,12 @@ async def test_upload_into_existing_volume_only_when_not_creating(
     real_manager: Any, real_pool: str
 ) -> None:
     storage = real_manager.storage
-    await storage.create_volume(HOST, real_pool, VolumeSpec(name="ex.raw", capacity=MIB,
-                                                            format="raw"))
+    await storage.create_volume(
+        HOST, real_pool, VolumeSpec(name="ex.raw", capacity=MIB, format="raw")
+    )
     data = os.urandom(MIB)
     with pytest.raises(Conflict):
-        await storage.upload_volume(HOST, real_pool, "ex.raw", iter([data]), size=MIB,
-                                    create=True)
+        await storage.upload_volume(HOST, real_pool, "ex.raw", iter([data]), size=MIB, create=True)
     with pytest.raises(NotFound):
         await storage.upload_volume(HOST, real_pool, "missing.raw", iter([data]), size=MIB)
     await storage.upload_volume(HOST, real_pool, "ex.raw", iter([data]), size=MIB)
