@@ -202,3 +202,20 @@ def test_size_property_reads_any_unit() -> None:
     assert t.to_xml(pretty=False) == '<thing><size unit="KiB">4096</size></thing>'
     t2 = Thing.from_xml("<thing><size>7</size></thing>")  # no unit: the property's unit
     assert t2.size == 7
+
+
+def test_handle_follows_element_removed_and_recreated() -> None:
+    t = Thing()
+    handle = t.child
+    handle.value = "1"
+    Thing.child.__set__(t, None)  # the element goes away under the handle
+    assert not handle.exists and handle.value is None
+    handle.value = "2"  # writes land in the document again, not in a detached element
+    assert t.to_xml(pretty=False) == '<thing><holder><leaf value="2"/></holder></thing>'
+
+
+def test_copy_is_detached() -> None:
+    t = Thing(first="a")
+    clone = t.copy()
+    clone.first = "b"
+    assert (t.first, clone.first) == ("a", "b")
