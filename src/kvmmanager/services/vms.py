@@ -12,7 +12,6 @@ Edits of vCPUs, memory and devices live in `vm_edit.py` (`VmService.edit`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,11 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import libvirt
 
-from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.core.errors import Conflict, InvalidInput
 from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_builder import VmSpec, lookup, validate_description, validate_name
 from kvmmanager.services.vm_edit import VmEditor
+from kvmmanager.virt import readers
 from kvmmanager.virt.inventory import DomainInfo
+from kvmmanager.virt.probe import host_accel
 from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, ManagerMetadata
@@ -49,9 +50,6 @@ INACTIVE = frozenset({"shutoff", "crashed", "nostate"})
 RUNNING = frozenset({"running", "blocked", "shutdown"})
 ACTIONS = ("start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume")
 ShutdownMode = Literal["acpi", "agent", "auto"]
-# How long an API call waits for libvirt's event to land in the inventory before it
-# answers from a direct read instead; events normally arrive within milliseconds.
-INVENTORY_WAIT = 5.0
 
 
 @dataclass
@@ -139,32 +137,13 @@ class VmService:
         self.m.registry.get(host)
         return self.m.inventory.domain(host, vm)
 
-    async def get_fresh(
-        self, host: str, uuid: str, check: Callable[[DomainInfo], bool]
-    ) -> DomainInfo:
-        """The inventory entry once it reflects a change we just made (`check`), waiting for
-        libvirt's event to land; never polls libvirt."""
-        with self.m.bus.subscribe(maxsize=1000) as sub:
-            try:
-                info = self.m.inventory.domain(host, uuid)
-                if check(info):
-                    return info
-            except NotFound:
-                pass
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + INVENTORY_WAIT
-            while (left := deadline - loop.time()) > 0:
-                try:
-                    await asyncio.wait_for(sub.get(), timeout=left)
-                except TimeoutError:
-                    break
-                try:
-                    info = self.m.inventory.domain(host, uuid)
-                except NotFound:
-                    continue
-                if check(info):
-                    return info
-        return self.m.inventory.domain(host, uuid)
+    async def refresh(self, host: str, uuid: str) -> DomainInfo:
+        """Re-read one domain into the inventory now. For changes libvirt sends no event
+        for (autostart), and so a create answers with the VM it made."""
+        info = await self.run(
+            host, lambda conn: readers.read_domain(host, conn.lookupByUUIDString(uuid))
+        )
+        return self.m.inventory.put_domain(info)
 
     async def xml(self, host: str, vm: str, inactive: bool = False) -> str:
         # Never VIR_DOMAIN_XML_SECURE: the VNC password stays inside libvirt.
@@ -188,7 +167,7 @@ class VmService:
         validate_name(spec.name)
         domain_type, reason = await self.domain_type(host)
         result = await self.run(host, _create_blocking, spec, domain_type, progress, created_by)
-        info = await self.get_fresh(host, result["uuid"], lambda d: True)
+        info = await self.refresh(host, result["uuid"])
         return {
             "vm": info,
             "domain_type": domain_type,
@@ -196,12 +175,24 @@ class VmService:
             "volumes": result["volumes"],
         }
 
+    async def validate(self, host: str, spec: VmSpec) -> None:
+        """Check a create request against the host without creating anything (so a job
+        is only started for a request that can work)."""
+        domain_type, _ = await self.domain_type(host)
+
+        def check(conn: libvirt.virConnect) -> None:
+            facts = vm_builder.gather_facts(conn, spec, host_caps(conn, domain_type))
+            vm_builder.validate_spec(spec.model_copy(deep=True), facts)
+
+        await self.run(host, check)
+
     async def domain_type(self, host: str) -> tuple[str, str]:
-        """`kvm` when the host service found KVM usable, else `qemu` (TCG), and why."""
-        accel = await self.m.hosts.accel(host)
-        kind = accel["accel"] if isinstance(accel, dict) else accel.accel
-        why = accel.get("reason", "") if isinstance(accel, dict) else getattr(accel, "reason", "")
-        return ("kvm" if kind == "kvm" else "qemu"), why
+        """`kvm` when KVM really works on the host (virt.probe: capabilities + a probe
+        guest, cached per connection), else `qemu` (TCG), and why."""
+        # The `libvirt.accel` setting (auto|kvm|tcg) forces the choice where it exists.
+        override = getattr(self.m.settings.libvirt, "accel", "auto")
+        accel = await host_accel(self.m.registry.get(host), override)
+        return accel.domain_type, accel.reason
 
     async def describe(self, host: str, vm: str) -> VmRef:
         """The VM's name, uuid and state read from libvirt now."""
@@ -231,7 +222,9 @@ class VmService:
             dom.setAutostart(1 if enabled else 0)
             return ref(host, dom, f"autostart {'on' if enabled else 'off'}")
 
-        return await self.run_on(host, vm, fn)
+        res = await self.run_on(host, vm, fn)
+        await self.refresh(host, res.uuid)
+        return res
 
     async def rename(self, host: str, vm: str, new_name: str) -> VmRef:
         validate_name(new_name, "new_name")
@@ -242,7 +235,8 @@ class VmService:
             if new_name in {d.name() for d in conn.listAllDomains()}:
                 raise Conflict(f"a vm named '{new_name}' already exists", field="new_name")
             dom.rename(new_name, 0)
-            return ref(host, dom, f"renamed to '{new_name}'")
+            # The old handle may keep reporting the old name: look it up again.
+            return ref(host, conn.lookupByName(new_name), f"renamed to '{new_name}'")
 
         return await self.run(host, fn)
 

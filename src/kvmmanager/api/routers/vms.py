@@ -88,7 +88,8 @@ async def create(
     spec = VmSpec.model_validate(body.model_dump())
     big = sum(d.size_gib or 0 for d in spec.disks if d.volume is None) >= JOB_THRESHOLD_GIB
     if background or big:
-        manager.registry.get(host)  # an unknown host is a 404 now, not a failed job
+        # Bad input is a 422 now, not a failed job.
+        await manager.vms.validate(host, spec)
 
         async def job(progress: Any) -> dict[str, Any]:
             res = await manager.vms.create(host, spec, progress, created_by=user.username)
