@@ -38,3 +38,14 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert conn.scalar(text("PRAGMA journal_mode")) == "wal"
         assert conn.scalar(text("PRAGMA foreign_keys")) == 1
         assert conn.scalar(text("PRAGMA busy_timeout")) >= 5000
+
+
+def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    db = tmp_path / "new" / "k.db"
+    engine = make_engine(f"sqlite:///{db}")
+    migrate.upgrade(engine)
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(db.parent).st_mode) == 0o700
