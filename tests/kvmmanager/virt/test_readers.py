@@ -1,0 +1,93 @@
+"""Reading libvirt objects into inventory records, and the event name tables."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+
+from kvmmanager.virt import readers
+from kvmmanager.virt.inventory import DiskInfo, GraphicsInfo, NicInfo, OsInfo
+
+
+@pytest.fixture
+def conn(testnode_uri):
+    c = libvirt.open(testnode_uri)
+    yield c
+    c.close()
+
+
+def test_read_domain_from_the_fixture(conn):
+    info = readers.read_domain("h", conn.lookupByName("kvmm-t-host-web"))
+    assert (info.host, info.name, info.uuid) == (
+        "h",
+        "kvmm-t-host-web",
+        "11111111-2222-3333-4444-000000000001",
+    )
+    assert (info.state, info.id, info.persistent, info.autostart) == ("running", 1, True, False)
+    assert (info.title, info.description) == ("Web front end", "serves the site")
+    assert (info.tags, info.owner) == (("web", "prod"), "alice")
+    assert info.max_memory_kib == 1024 * 1024
+    assert info.os == OsInfo(type="hvm", arch="x86_64", machine="pc", firmware="bios")
+    assert info.graphics == (GraphicsInfo(type="vnc", port=5901, listen="127.0.0.1"),)
+    assert info.disks == (
+        DiskInfo(
+            target="vda",
+            device="disk",
+            source="/var/lib/libvirt/images/kvmm-t-host-web.qcow2",
+            format="qcow2",
+            bus="virtio",
+        ),
+        DiskInfo(target="sda", device="cdrom", bus="sata", readonly=True),
+    )
+    assert info.nics == (
+        NicInfo(mac="52:54:00:00:00:01", type="network", source="kvmm-t-host-net", model="virtio"),
+    )
+    assert [c.name for c in info.channels] == ["org.kvmmanager.agent.0", "org.qemu.guest_agent.0"]
+    # The test driver reports no channel state: port closed for both.
+    assert (info.agent_status, info.qga_status) == ("absent", "disconnected")
+
+
+def test_agent_status_follows_the_channel_state():
+    xml = """<domain type='test'><name>kvmm-t-host-x</name>
+      <uuid>11111111-2222-3333-4444-0000000000ff</uuid><memory>1024</memory><vcpu>1</vcpu>
+      <os><type>hvm</type></os><devices>
+      <channel type='unix'><target type='virtio' name='org.kvmmanager.agent.0'
+        state='connected'/></channel>
+      <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'
+        state='connected'/></channel></devices></domain>"""
+    info = readers.domain_from_xml("h", xml, state="running")
+    assert (info.agent_status, info.qga_status, info.state) == ("connected", "connected", "running")
+    bare = readers.domain_from_xml("h", xml.replace("org.qemu.guest_agent.0", "other"))
+    assert bare.qga_status == "absent"
+
+
+def test_shutoff_domain_and_full_listing(conn):
+    dom = conn.lookupByName("kvmm-t-host-db")
+    dom.destroy()
+    info = readers.read_domain("h", dom)
+    assert (info.state, info.state_reason, info.id) == ("shutoff", "destroyed", None)
+    snap = readers.read_all("h", conn)
+    assert sorted(d.name for d in snap.domains) == ["kvmm-t-host-db", "kvmm-t-host-web"]
+    (pool,) = snap.pools
+    assert (pool.name, pool.type, pool.path, pool.state) == (
+        "kvmm-t-host-pool",
+        "dir",
+        "/kvmm-t-host-pool",
+        "running",
+    )
+    assert pool.capacity == 100 * 1024**3
+    (net,) = snap.networks
+    assert (net.name, net.forward_mode, net.bridge, net.active) == (
+        "kvmm-t-host-net",
+        "nat",
+        "kvmmtbr0",
+        True,
+    )
+
+
+def test_name_tables():
+    assert readers.lifecycle_names(libvirt.VIR_DOMAIN_EVENT_STOPPED, 1) == ("stopped", "destroyed")
+    assert readers.lifecycle_names(99, 0) == ("unknown-99", "0")
+    assert readers.state_name(libvirt.VIR_DOMAIN_PMSUSPENDED) == "pmsuspended"
+    assert readers.reason_name(libvirt.VIR_DOMAIN_PAUSED, 1) == "user"
+    assert readers.reason_name(libvirt.VIR_DOMAIN_RUNNING, 77) == "unknown-77"
