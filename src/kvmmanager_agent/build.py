@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import zipfile
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 MAIN = "from kvmmanager_agent.__main__ import main\nimport sys\nsys.exit(main())\n"
@@ -41,7 +41,7 @@ def build_zipapp(out_path: str) -> str:
     with open(tmp, "wb") as fh:
         fh.write(SHEBANG)
         with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-            entries = [("__main__.py", None)] + _sources()  # type: List[Tuple[str, Optional[str]]]
+            entries = [("__main__.py", None), *_sources()]  # type: List[Tuple[str, Optional[str]]]
             for arcname, src in entries:
                 if src is None:
                     data = MAIN.encode("utf-8")
@@ -53,7 +53,7 @@ def build_zipapp(out_path: str) -> str:
                 info.external_attr = 0o644 << 16
                 info.create_system = 3  # unix, whatever builds it
                 zf.writestr(info, data)
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, 0o755)  # noqa: S103 (an executable zipapp)
     os.replace(tmp, out_path)
     return out_path
 

@@ -1,0 +1,283 @@
+"""AgentClient: JSON-RPC requests to one guest agent over any Transport.
+
+- `sync` (a random nonce, preceded by a 0xFF byte) on every connect and after any
+  timeout; requests wait until it succeeded, so a late reply to an old request can
+  never be taken for the answer to a new one (ids are never reused either).
+- Per-method timeouts from the protocol's timeout classes (settings may scale them).
+- Everything from the guest is bounded: line/reply size, garbage and unsolicited lines;
+  a guest that exceeds them is disconnected and re-synced on the next call. Nothing here
+  blocks the event loop; each client is independent of every other VM's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kvmmanager.agent.framing import ReplyFramer
+from kvmmanager.agent.transports import Transport
+from kvmmanager.core.errors import (
+    AgentUnavailable,
+    GuestError,
+    InvalidInput,
+    KvmmError,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Timeout,
+    Unsupported,
+)
+from kvmmanager_agent import protocol
+
+log = logging.getLogger(__name__)
+
+Opener = Callable[[], Awaitable[Transport]]
+StatusCallback = Callable[[str], None]
+
+MAX_GARBAGE_LINES = 16
+MAX_UNSOLICITED_LINES = 256
+
+
+def guest_error(method: str, error: Any) -> KvmmError:
+    """Map a JSON-RPC error object from the guest to the product's error vocabulary."""
+    if not isinstance(error, dict):
+        return GuestError(f"{method}: malformed error from the guest")
+    code = error.get("code")
+    message = str(error.get("message", ""))[:500]
+    data = error.get("data")
+    field = data.get("field") if isinstance(data, dict) else None
+    field = str(field)[:64] if field is not None else None
+    details = {"rpc_code": code, "method": method}
+    text = f"guest agent: {message}"
+    cls: type[KvmmError] = {
+        protocol.INVALID_PARAMS: InvalidInput,
+        protocol.METHOD_NOT_FOUND: Unsupported,
+        protocol.PERMISSION_DENIED: PermissionDenied,
+        protocol.NOT_FOUND: NotFound,
+        protocol.TIMEOUT: Timeout,
+        protocol.BUSY: RateLimited,
+    }.get(code, GuestError)  # type: ignore[arg-type]
+    return cls(text, field=field, details=details)
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class AgentClient:
+    def __init__(
+        self,
+        opener: Opener,
+        *,
+        name: str = "agent",
+        max_reply_bytes: int = protocol.MAX_REPLY_BYTES,
+        timeouts: dict[str, float] | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        self.name = name
+        self._opener = opener
+        self._max_reply = max_reply_bytes
+        self.timeouts = dict(protocol.TIMEOUT_CLASSES)
+        self.timeouts.update(timeouts or {})
+        self._on_status = on_status
+        self._ids = itertools.count(1)
+        self._transport: Transport | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ready_lock = asyncio.Lock()
+        self._need_sync = True
+        self._sync: tuple[str, int, asyncio.Future[None]] | None = None
+        self._garbage = 0
+        self._unsolicited = 0
+        self.status = "disconnected"
+        self.transport_kind: str | None = None
+        self.agent_info: dict[str, Any] | None = None
+
+    # -- public API -----------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        spec = protocol.METHODS.get(method)
+        if spec is None:
+            raise InvalidInput(f"unknown agent method '{method}'", field="method")
+        given = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            protocol.validate_params(spec, given)
+        except protocol.ParamError as exc:
+            raise InvalidInput(str(exc), field=exc.field) from None
+        if timeout is None:
+            timeout = self.timeouts[spec.timeout]
+            if method == "exec_command":
+                # The guest kills the command at its own timeout; allow for the reply.
+                timeout = max(timeout, float(given.get("timeout_seconds", 30)) + 10)
+        await self.ensure_ready()
+        return await self._request(method, given, timeout)
+
+    async def ensure_ready(self) -> None:
+        """Connect and sync if needed (serialised: one handshake at a time)."""
+        if self._transport is not None and not self._need_sync:
+            return
+        async with self._ready_lock:
+            if self._transport is None:
+                self._set_status("connecting")
+                transport = await self._opener()
+                self._attach(transport)
+                self._need_sync = True
+            if self._need_sync:
+                await self._do_sync()
+
+    async def close(self) -> None:
+        await self._disconnect("closed")
+        self._set_status("disconnected")
+
+    # -- internals ------------------------------------------------------------------
+
+    def _set_status(self, status: str) -> None:
+        if status != self.status:
+            self.status = status
+            if self._on_status is not None:
+                try:
+                    self._on_status(status)
+                except Exception:
+                    log.exception("agent status callback failed")
+
+    def _attach(self, transport: Transport) -> None:
+        self._transport = transport
+        self.transport_kind = transport.kind
+        self._framer = ReplyFramer(self._max_reply)
+        self._garbage = self._unsolicited = 0
+        self._reader = asyncio.create_task(self._read_loop(transport), name=f"agent-{self.name}")
+
+    async def _request(self, method: str, params: dict[str, Any], seconds: float) -> Any:
+        req_id = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id, "method": method}
+        if params:
+            msg["params"] = params
+        try:
+            transport = self._transport
+            if transport is None:
+                raise AgentUnavailable(f"{self.name}: agent connection lost", field="vm")
+            try:
+                await transport.write(encode(msg))
+            except AgentUnavailable:
+                await self._disconnect("write failed")
+                raise
+            try:
+                async with asyncio.timeout(seconds):
+                    reply = await fut
+            except TimeoutError:
+                # The reply may still come later: resync before the next request.
+                self._need_sync = True
+                raise Timeout(
+                    f"{self.name}: agent did not answer {method} within {seconds:g} s",
+                    details={"method": method},
+                ) from None
+        finally:
+            self._pending.pop(req_id, None)
+        if "error" in reply:
+            raise guest_error(method, reply["error"])
+        return reply.get("result")
+
+    async def _do_sync(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        nonce = secrets.randbelow(2**53)
+        sync_id = f"sync-{nonce}"
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sync = (sync_id, nonce, fut)
+        msg = {"jsonrpc": "2.0", "id": sync_id, "method": "sync", "params": {"nonce": nonce}}
+        try:
+            # The leading 0xFF makes the agent drop any partial line it holds.
+            await transport.write(b"\xff" + encode(msg))
+            async with asyncio.timeout(self.timeouts["short"]):
+                await fut
+        except (TimeoutError, AgentUnavailable) as exc:
+            await self._disconnect("sync failed")
+            self._set_status("unresponsive")
+            raise AgentUnavailable(
+                f"{self.name}: agent did not answer sync", details={"reason": str(exc)}
+            ) from None
+        finally:
+            self._sync = None
+        self._need_sync = False
+        self._set_status("connected")
+
+    async def _read_loop(self, transport: Transport) -> None:
+        reason = "agent closed the channel"
+        try:
+            while True:
+                data = await transport.read()
+                if not data:
+                    break
+                for after_sync, line in self._framer.feed(data):
+                    self._on_line(after_sync, line)
+        except asyncio.CancelledError:
+            raise
+        except KvmmError as exc:
+            reason = exc.message
+            log.warning("%s: disconnecting misbehaving agent: %s", self.name, reason)
+        except Exception as exc:
+            reason = f"read failed: {exc}"
+        if self._transport is transport:
+            # Not awaited from inside our own task: schedule the teardown.
+            asyncio.get_running_loop().create_task(self._disconnect(reason))
+
+    def _on_line(self, after_sync: bool, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except (ValueError, RecursionError):
+            msg = None
+        if not isinstance(msg, dict):
+            if self._sync is None:
+                self._garbage += 1
+                if self._garbage > MAX_GARBAGE_LINES:
+                    raise GuestError(f"{self.name}: agent keeps sending garbage")
+            return
+        msg_id = msg.get("id")
+        if self._sync is not None and after_sync:
+            sync_id, nonce, fut = self._sync
+            result = msg.get("result")
+            if msg_id == sync_id and isinstance(result, dict) and result.get("nonce") == nonce:
+                if not fut.done():
+                    fut.set_result(None)
+                return
+        fut2 = self._pending.get(msg_id) if isinstance(msg_id, int) else None
+        if fut2 is None or fut2.done() or not ("result" in msg or "error" in msg):
+            # Late reply to a request that timed out, or junk.
+            self._unsolicited += 1
+            if self._unsolicited > MAX_UNSOLICITED_LINES:
+                raise GuestError(f"{self.name}: agent floods unsolicited messages")
+            return
+        self._unsolicited = 0
+        self._garbage = 0
+        fut2.set_result(msg)
+
+    async def _disconnect(self, reason: str) -> None:
+        transport, self._transport = self._transport, None
+        reader, self._reader = self._reader, None
+        self._need_sync = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(AgentUnavailable(f"{self.name}: {reason}", field="vm"))
+        if self._sync is not None and not self._sync[2].done():
+            self._sync[2].set_exception(AgentUnavailable(reason))
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                await transport.close()
