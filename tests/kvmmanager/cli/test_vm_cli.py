@@ -1,0 +1,73 @@
+"""`kvm-manager vm ...` against a live server on the test driver."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import libvirt
+import pytest
+
+POOL = "default-pool"
+
+
+@pytest.fixture
+def vm_cli(cli, live_server):
+    host = live_server.manager.registry.get("local")
+    deadline = time.monotonic() + 30
+    while not host.connected:
+        assert time.monotonic() < deadline, "local host did not connect"
+        time.sleep(0.02)
+    yield cli
+    c = libvirt.open("test:///default")
+    for dom in c.listAllDomains():
+        if dom.name().startswith("kvmm-t-vm-"):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    for vol in c.storagePoolLookupByName(POOL).listAllVolumes():
+        if vol.name().startswith("kvmm-t-vm-"):
+            vol.delete(0)
+    c.close()
+
+
+def _json(result):
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def test_vm_commands(vm_cli):
+    name = f"kvmm-t-vm-{uuid.uuid4().hex[:8]}"
+    created = _json(
+        vm_cli("--json", "vm", "create", name, "--memory", "128", "--disk", f"{POOL}:1",
+               "--network", "default", "--tag", "cli")
+    )  # fmt: skip
+    assert created["vm"]["name"] == name and created["domain_type"] in ("kvm", "qemu")
+
+    table = vm_cli("vm", "list", "--tag", "cli")
+    assert table.exit_code == 0 and name in table.stdout and "shutoff" in table.stdout
+    assert _json(vm_cli("--json", "vm", "show", name))["tags"] == ["cli"]
+
+    assert _json(vm_cli("--json", "vm", "start", name))["state"] == "running"
+    again = vm_cli("vm", "start", name)
+    assert again.exit_code == 5  # Conflict
+    assert again.stderr.startswith("error: ") and "already running" in again.stderr
+
+    edited = _json(vm_cli("--json", "vm", "edit", name, "--memory", "64"))
+    assert edited["edits"]["memory_mib"]["applied_live"] is True
+
+    assert _json(vm_cli("--json", "vm", "destroy", name))["state"] == "shutoff"
+    res = vm_cli("--json", "vm", "media", "eject", name)
+    assert res.exit_code == 0, res.stderr
+    deleted = _json(vm_cli("--json", "vm", "delete", name, "--remove-volumes"))
+    assert len(deleted["deleted_volumes"]) == 1
+
+
+def test_bad_input_exits_2_naming_the_problem(vm_cli):
+    res = vm_cli("vm", "create", "bad/name")
+    assert res.exit_code == 2 and "'/'" in res.stderr
+    res = vm_cli("vm", "create", "kvmm-t-vm-x", "--disk", "nosize")
+    assert res.exit_code == 2 and "--disk" in res.stderr
+    res = vm_cli("vm", "show", "kvmm-t-vm-missing")
+    assert res.exit_code == 4
