@@ -1,0 +1,189 @@
+"""doctor against the real libvirtd: a healthy setup of our own and deliberately broken ones
+(network stopped or missing, pool missing, ISO missing, stale or different)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from prometheus_client import generate_latest
+
+from kvmmanager.core.config import Settings
+from kvmmanager.iso import agent_version
+from kvmmanager.iso.builder import IsoBuild, build_iso
+from kvmmanager.iso.locator import locate_iso
+from kvmmanager.services import doctor
+from kvmmanager.services.doctor import FAIL, OK, WARN, CheckContext, collect_checks
+from kvmmanager.services.iso_deploy import volume_name
+from kvmmanager.virt.probe import AccelInfo
+
+pytestmark = pytest.mark.libvirtd
+
+URI = "qemu:///system"
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[libvirt.virConnect]:
+    c = libvirt.open(URI)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def iso(tmp_path_factory: pytest.TempPathFactory) -> IsoBuild:
+    base = tmp_path_factory.mktemp("kvmm-t-iso-doc")
+    return build_iso(base, source_date_epoch=1700000000, cache_dir=base / "cache")
+
+
+@pytest.fixture
+def net(conn: libvirt.virConnect) -> Iterator[libvirt.virNetwork]:
+    """An isolated network of our own (no addresses, so no dnsmasq), defined, not started."""
+    name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
+    network = conn.networkDefineXML(f"<network><name>{name}</name></network>")
+    yield network
+    if network.isActive():
+        network.destroy()
+    network.undefine()
+
+
+@pytest.fixture
+def pool(conn: libvirt.virConnect) -> Iterator[libvirt.virStoragePool]:
+    path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
+    name = f"kvmm-t-iso-pool-{uuid.uuid4().hex[:6]}"
+    xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+    p = conn.storagePoolCreateXML(xml, 0)
+    yield p
+    for vol in p.listAllVolumes(0):
+        vol.delete(0)
+    p.destroy()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, data: bytes) -> None:
+    xml = (
+        f"<volume><name>{name}</name><capacity>{len(data)}</capacity>"
+        "<target><permissions><mode>0644</mode></permissions></target></volume>"
+    )
+    vol = pool.createXML(xml, 0)
+    stream = conn.newStream(0)
+    vol.upload(stream, 0, len(data), 0)
+    view = memoryview(data)
+    while view:
+        view = view[stream.send(bytes(view[: 1 << 20])) :]
+    stream.finish()
+
+
+def _ctx(settings_iso: IsoBuild | None, network: str, pool: str) -> CheckContext:
+    settings = Settings(agent={"iso_path": str(settings_iso.path) if settings_iso else "/none.iso"})
+    loc = locate_iso(settings, build=False) if settings_iso else None
+    return CheckContext(
+        host="kvmm-t-iso",
+        uri=URI,
+        local=True,
+        network=network,
+        pool=pool,
+        accel=AccelInfo("tcg", "forced by the test", source="config"),
+        iso=loc,
+        iso_sha256=settings_iso.sha256 if settings_iso else None,
+    )
+
+
+def _by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
+    return {c.name: c for c in checks}
+
+
+def test_healthy_setup(conn, net, pool, iso) -> None:
+    net.create()
+    _upload(conn, pool, volume_name(agent_version()), iso.path.read_bytes())
+    checks = _by_name(collect_checks(conn, _ctx(iso, net.name(), pool.name())))
+    assert checks["libvirt"].status == OK
+    assert checks["network"].status == OK
+    assert checks["pool"].status in (OK, WARN)  # WARN only when the disk is nearly full
+    assert checks["agent_iso_local"].status == OK
+    assert checks["agent_iso"].status == OK, checks["agent_iso"].message
+    assert checks["agent_iso"].data["sha256"] == iso.sha256
+    assert checks["kvm"].status == WARN and "TCG" in checks["kvm"].message
+    assert checks["virtio_serial"].status == OK
+    report = doctor.make_report("kvmm-t-iso", URI, list(checks.values()))
+    assert report.status in (OK, WARN)
+    assert not report.failed
+
+
+def test_stopped_network_fails_with_the_start_command(conn, net, pool, iso) -> None:
+    checks = _by_name(collect_checks(conn, _ctx(iso, net.name(), pool.name())))
+    assert checks["network"].status == FAIL
+    assert "not active" in checks["network"].message
+    assert checks["network"].fix == f"kvm-manager net start {net.name()}"
+
+
+def test_missing_network_fails_with_the_create_command(conn, pool, iso) -> None:
+    checks = _by_name(collect_checks(conn, _ctx(iso, "kvmm-t-iso-nonet", pool.name())))
+    assert checks["network"].status == FAIL
+    assert checks["network"].fix.startswith("kvm-manager net create kvmm-t-iso-nonet")
+
+
+def test_missing_pool_fails_pool_and_iso(conn, net, iso) -> None:
+    net.create()
+    checks = _by_name(collect_checks(conn, _ctx(iso, net.name(), "kvmm-t-iso-nopool")))
+    assert checks["pool"].status == FAIL
+    assert checks["pool"].fix.startswith("kvm-manager pool create kvmm-t-iso-nopool")
+    assert checks["agent_iso"].status == FAIL
+    assert checks["agent_iso"].fix == "kvm-manager agent-iso deploy --pool kvmm-t-iso-nopool"
+    report = doctor.make_report("kvmm-t-iso", URI, list(checks.values()))
+    assert report.failed
+
+
+def test_missing_iso_fails_and_stale_iso_warns(conn, net, pool, iso) -> None:
+    checks = _by_name(collect_checks(conn, _ctx(iso, net.name(), pool.name())))
+    assert checks["agent_iso"].status == FAIL
+    assert "is not in pool" in checks["agent_iso"].message
+    assert checks["agent_iso"].fix == f"kvm-manager agent-iso deploy --pool {pool.name()}"
+
+    _upload(conn, pool, volume_name("0.0.1"), b"old" * 100)
+    checks = _by_name(collect_checks(conn, _ctx(iso, net.name(), pool.name())))
+    assert checks["agent_iso"].status == WARN
+    assert volume_name("0.0.1") in checks["agent_iso"].message
+
+
+def test_different_content_warns(conn, net, pool, iso) -> None:
+    data = bytearray(iso.path.read_bytes())
+    data[-1] ^= 0xFF
+    _upload(conn, pool, volume_name(agent_version()), bytes(data))
+    checks = _by_name(collect_checks(conn, _ctx(iso, net.name(), pool.name())))
+    assert checks["agent_iso"].status == WARN
+    assert checks["agent_iso"].data["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_no_local_iso_reports_every_candidate(conn, net, pool, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    settings = Settings(agent={"iso_path": str(tmp_path / "missing.iso")})
+    ctx = _ctx(None, net.name(), pool.name())
+    ctx.iso = locate_iso(settings, build=False)
+    check = _by_name(collect_checks(conn, ctx))["agent_iso_local"]
+    assert check.status == WARN  # nfpm and the packaging sources are here: deploy builds it
+    sources = [c["source"] for c in check.data["candidates"]]
+    assert sources[0] == "config" and sources[-1] == "build"
+    assert check.data["candidates"][0]["reason"] == "does not exist"
+
+
+def test_unreachable_libvirt_is_one_failed_check() -> None:
+    uri = "qemu+unix:///system?socket=/nonexistent/kvmm-t-iso.sock"
+    report = doctor.run_local(uri, Settings())
+    assert report.failed
+    assert [c.name for c in report.checks] == ["libvirt"]
+    assert report.checks[0].fix
+
+
+def test_gauges_follow_the_report() -> None:
+    checks = [doctor.Check("libvirt", OK, "x"), doctor.Check("agent_iso", FAIL, "y", "z")]
+    doctor.make_report("kvmm-t-iso-gauge", URI, checks)
+    text = generate_latest(doctor.REGISTRY).decode()
+    assert 'kvmm_doctor_check{check="agent_iso",host="kvmm-t-iso-gauge"} 2.0' in text
+    assert 'kvmm_doctor_libvirt_up{host="kvmm-t-iso-gauge"} 1.0' in text
+    assert 'kvmm_doctor_agent_iso_current{host="kvmm-t-iso-gauge"} 0.0' in text
