@@ -288,14 +288,16 @@ class XMLChild(_Descriptor):
         return self.cls(_parent=obj, _steps=self.path.steps)
 
     def __set__(self, obj: XMLObject, value: XMLObject | None) -> None:
+        if value is not None and not isinstance(value, self.cls):
+            raise InvalidInput(f"{self.name} must be a {self.cls.__name__}", field=self.name)
         el = obj._element()
         current = None if el is None else find(el, self.path.steps)
         if current is not None:
             detach(current)
         if value is None:
+            # libvirt keeps an empty <metadata/>: drop containers this left empty.
+            obj._clear(self.path.steps[:-1], remove_last=False)
             return
-        if not isinstance(value, self.cls):
-            raise InvalidInput(f"{self.name} must be a {self.cls.__name__}", field=self.name)
         parent = obj._make(self.path.steps[:-1])
         insert(parent, value._element(create=True), obj._order_for(self.path.steps[:-1]))
         value._attach(obj, self.path.steps)
