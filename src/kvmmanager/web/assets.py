@@ -1,0 +1,48 @@
+"""Static files: our own CSS/JS, and the npm libraries (htmx, noVNC, xterm.js, uPlot).
+
+The npm packages are installed by `scripts/setup` into `node_modules/` (never committed);
+an installed package may point `KVMM_WEB__VENDOR_DIR` elsewhere. Only the files the pages
+use are exposed, under stable names, so a library's layout change breaks one table here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from kvmmanager.core.errors import NotFound
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# URL prefix under /vendor -> directory inside node_modules.
+VENDOR_TREES = {
+    "htmx": "htmx.org/dist",
+    "htmx-sse": "htmx-ext-sse",
+    "novnc": "@novnc/novnc",
+    "xterm": "@xterm/xterm",
+    "xterm-fit": "@xterm/addon-fit",
+    "uplot": "uplot/dist",
+}
+
+
+def vendor_dir() -> Path:
+    env = os.environ.get("KVMM_WEB__VENDOR_DIR")
+    if env:
+        return Path(env)
+    # Source checkout: <repo>/src/kvmmanager/web -> <repo>/node_modules
+    return Path(__file__).resolve().parents[3] / "node_modules"
+
+
+def mount_assets(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    root = vendor_dir()
+    for prefix, sub in VENDOR_TREES.items():
+        path = root / sub
+        if not path.is_dir():
+            raise NotFound(
+                f"front-end library missing: {path} (run scripts/setup, which runs `npm ci`)"
+            )
+        app.mount(f"/vendor/{prefix}", StaticFiles(directory=path), name=f"vendor-{prefix}")

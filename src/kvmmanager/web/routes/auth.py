@@ -1,0 +1,106 @@
+"""Login, logout and the user's own account page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from kvmmanager.api.deps import SESSION_COOKIE, current_user, get_manager, public, self_service
+from kvmmanager.api.routers.auth import _limiter, _set_session_cookie
+from kvmmanager.core.errors import InvalidInput, RateLimited, Unauthenticated
+from kvmmanager.services import audit as audit_mod
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+from kvmmanager.web.templating import render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect would let a link send users anywhere."""
+    if not target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+@router.get("/login", name="web.login_page", response_class=HTMLResponse)
+@public
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", next=_safe_next(next))
+
+
+@router.post("/login", name="web.login", response_class=HTMLResponse)
+@public
+def login(
+    request: Request,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+    manager: Manager = Depends(get_manager),
+) -> Response:
+    rec = audit_mod.current_request.get()
+    if rec is not None:
+        rec.username = username
+    client = request.client.host if request.client else "unknown"
+    try:
+        _limiter(request, manager).hit(f"ip:{client}", f"user:{username}")
+        principal = manager.users.authenticate(username, password)
+    except (Unauthenticated, RateLimited) as e:
+        return render(
+            request,
+            "login.html",
+            status_code=e.status,
+            message=e.message,
+            next=next,
+            username=username,
+        )
+    session_id, _csrf, expires = manager.users.create_session(principal)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    _set_session_cookie(request, response, session_id, expires)
+    return response
+
+
+@router.post("/logout", name="web.logout")
+@self_service
+def logout(
+    request: Request,
+    _user: Principal = Depends(current_user),
+    manager: Manager = Depends(get_manager),
+) -> Response:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        manager.users.end_session(session_id)
+    response = Response(status_code=204, headers={"HX-Redirect": "/login"})
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/account", name="web.account", response_class=HTMLResponse)
+def account(request: Request, user: Principal = Depends(current_user)) -> HTMLResponse:
+    return render(request, "account.html", active="account")
+
+
+@router.post("/account/password", name="web.account_password", response_class=HTMLResponse)
+@self_service
+def change_password(
+    request: Request,
+    current_password: Annotated[str, Form()],
+    new_password: Annotated[str, Form()],
+    user: Principal = Depends(current_user),
+    manager: Manager = Depends(get_manager),
+) -> Response:
+    try:
+        manager.users.authenticate(user.username, current_password)
+    except Unauthenticated:
+        raise InvalidInput("current password is wrong", field="current_password") from None
+    manager.users.set_password(user.username, new_password)
+    # Changing the password ended every session, this one included: log in again.
+    headers = toast_headers("Password changed; log in with the new one")
+    headers["HX-Redirect"] = "/login"
+    return Response(status_code=204, headers=headers)

@@ -1,0 +1,145 @@
+"""The create-VM wizard: one form, validated by the VM service, errors shown inline."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+from kvmmanager.services.vm_builder import DiskSpec, InstallSource, NicSpec, VmSpec
+from kvmmanager.web.templating import render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+
+
+async def _choices(manager: Manager, host: str) -> dict[str, Any]:
+    """What the form offers on `host`: pools with their volumes, networks, firmware."""
+    out: dict[str, Any] = {"pools": [], "networks": [], "uefi": False, "tpm": False}
+    try:
+        for pool in await manager.storage.list_pools(host):
+            if pool.active:
+                vols = await manager.storage.list_volumes(host, pool.name)
+                out["pools"].append({"name": pool.name, "volumes": [v.name for v in vols]})
+        out["networks"] = [n.name for n in await manager.networks.list(host) if n.active]
+        caps = await manager.hosts.domain_capabilities(host)
+        out["uefi"] = caps["firmware"]["uefi"]
+        out["tpm"] = caps["tpm"]["supported"]
+    except KvmmError as e:
+        out["error"] = e.message
+    return out
+
+
+@router.get("/vms/new", name="web.vm_new", response_class=HTMLResponse)
+async def new_vm(
+    request: Request,
+    host: str | None = None,
+    manager: Manager = Depends(get_manager),
+    _user: Principal = Depends(require_role("operator")),
+) -> HTMLResponse:
+    hosts = [h.name for h in manager.registry.all()]
+    host = host or (hosts[0] if hosts else "")
+    return render(
+        request,
+        "vms/new.html",
+        active="vms",
+        hosts=hosts,
+        host=host,
+        form={"vcpus": 1, "memory_mib": 1024, "disk_gib": 10, "install_agent": True},
+        errors={},
+        **(await _choices(manager, host) if host else {}),
+    )
+
+
+def _volume(value: str) -> tuple[str | None, str | None]:
+    pool, _, vol = value.partition("/")
+    return (pool or None, vol or None)
+
+
+@router.post("/vms/new", name="web.vm_create", response_class=HTMLResponse)
+async def create_vm(
+    request: Request,
+    host: Annotated[str, Form()],
+    name: Annotated[str, Form()],
+    vcpus: Annotated[int, Form()] = 1,
+    memory_mib: Annotated[int, Form()] = 1024,
+    source: Annotated[str, Form()] = "blank",
+    iso: Annotated[str, Form()] = "",
+    import_volume: Annotated[str, Form()] = "",
+    disk_gib: Annotated[float, Form()] = 0,
+    disk_pool: Annotated[str, Form()] = "",
+    network: Annotated[str, Form()] = "",
+    firmware: Annotated[str, Form()] = "bios",
+    tpm: Annotated[bool, Form()] = False,
+    install_agent: Annotated[bool, Form()] = False,
+    start: Annotated[bool, Form()] = False,
+    description: Annotated[str, Form()] = "",
+    tags: Annotated[str, Form()] = "",
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(require_role("operator")),
+) -> Response:
+    form = dict(await request.form())
+    try:
+        install = InstallSource(kind=source)  # type: ignore[arg-type]
+        if source == "iso":
+            install.pool, install.volume = _volume(iso)
+        elif source == "import":
+            install.pool, install.volume = _volume(import_volume)
+        disks = [DiskSpec(pool=disk_pool, size_gib=disk_gib)] if disk_gib > 0 else []
+        spec = VmSpec(
+            name=name,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            install=install,
+            disks=disks,
+            nics=[NicSpec(network=network)] if network else [],
+            firmware=firmware,  # type: ignore[arg-type]
+            tpm=tpm,
+            description=description or None,
+            tags=[t.strip() for t in tags.split(",") if t.strip()],
+            owner=user.username,
+            start=start and not install_agent,
+        )
+        result = await manager.vms.create(host, spec)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        return await _form_error(request, manager, host, form, field, first["msg"])
+    except InvalidInput as e:
+        return await _form_error(request, manager, host, form, e.field or "", e.message)
+    vm = result["vm"]
+    messages = [f"Created {vm.name} ({result['domain_type']})"]
+    if install_agent:
+        try:
+            installed = await manager.agent_install.install(host, vm.name)
+            messages.append(installed.get("message", "guest agent ISO attached"))
+        except KvmmError as e:
+            messages.append(f"guest agent not attached: {e.message}")
+        if start:
+            await manager.vms.action(host, vm.name, "start")
+    headers = toast_headers("; ".join(messages))
+    headers["HX-Redirect"] = f"/vms/{host}/{vm.name}"
+    return Response(status_code=204, headers=headers)
+
+
+async def _form_error(
+    request: Request, manager: Manager, host: str, form: dict[str, Any], field: str, message: str
+) -> HTMLResponse:
+    # The wizard's fields are named after the spec's top-level fields where they can be.
+    key = field.split(".")[0] if field else "form"
+    key = {"install": "source", "disks": "disk_gib", "nics": "network"}.get(key, key)
+    return render(
+        request,
+        "vms/_new_form.html",
+        status_code=200,
+        hosts=[h.name for h in manager.registry.all()],
+        host=host,
+        form=form,
+        errors={key: message},
+        **(await _choices(manager, host)),
+    )

@@ -1,0 +1,49 @@
+"""The dashboard: hosts with their status and accelerator, VM counts, host load, warnings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from kvmmanager.api.deps import get_manager
+from kvmmanager.core.errors import KvmmError
+from kvmmanager.services.manager import Manager
+from kvmmanager.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+
+async def _host_card(manager: Manager, host: Any) -> dict[str, Any]:
+    card: dict[str, Any] = {"conn": host, "info": None, "accel": None, "checks": [], "error": ""}
+    if not host.connected:
+        return card
+    try:
+        card["info"] = await manager.hosts.info(host.name)
+        card["accel"] = await manager.hosts.accel(host.name)
+    except KvmmError as e:
+        card["error"] = e.message
+    try:
+        report = await manager.doctor.run(host.name)
+        card["checks"] = [c for c in report.checks if c.status != "ok"]
+    except (KvmmError, ImportError, AttributeError) as e:
+        card["checks_error"] = str(e)
+    return card
+
+
+@router.get("/", name="web.dashboard", response_class=HTMLResponse)
+async def dashboard(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+    hosts = manager.registry.all()
+    cards = await asyncio.gather(*(_host_card(manager, h) for h in hosts))
+    states = Counter(d.state for d in manager.inventory.domains())
+    return render(
+        request,
+        "dashboard.html",
+        active="dashboard",
+        cards=cards,
+        states=sorted(states.items()),
+        vm_total=sum(states.values()),
+    )

@@ -1,0 +1,117 @@
+"""Network pages: list, create (NAT, isolated, routed, open), start/stop, DHCP leases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.networks import NetworkSpec
+from kvmmanager.services.users import Principal
+from kvmmanager.web.templating import render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+
+
+async def _page(
+    request: Request,
+    manager: Manager,
+    host: str,
+    errors: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
+    hosts = [h.name for h in manager.registry.all()]
+    networks, error = [], ""
+    try:
+        networks = await manager.networks.list(host)
+    except KvmmError as e:
+        error = e.message
+    return render(
+        request,
+        "networks/list.html",
+        active="networks",
+        hosts=hosts,
+        host=host,
+        networks=networks,
+        error=error,
+        errors=errors or {},
+        form=form or {},
+    )
+
+
+@router.get("/networks", name="web.networks", response_class=HTMLResponse)
+async def networks(
+    request: Request, host: str | None = None, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    hosts = [h.name for h in manager.registry.all()]
+    return await _page(request, manager, host or (hosts[0] if hosts else ""))
+
+
+@router.post("/networks/{host}", name="web.network_create", response_class=HTMLResponse)
+async def create_network(
+    request: Request,
+    host: str,
+    name: Annotated[str, Form()],
+    forward: Annotated[str, Form()] = "nat",
+    address: Annotated[str, Form()] = "",
+    prefix: Annotated[int, Form()] = 24,
+    dhcp_start: Annotated[str, Form()] = "",
+    dhcp_end: Annotated[str, Form()] = "",
+    manager: Manager = Depends(get_manager),
+    _user: Principal = Depends(require_role("admin")),
+) -> Response:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        spec = NetworkSpec(
+            name=name,
+            forward=forward,  # type: ignore[arg-type]
+            address=address or None,
+            prefix=prefix,
+            dhcp_start=dhcp_start or None,
+            dhcp_end=dhcp_end or None,
+        )
+        await manager.networks.define(host, spec)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "name"
+        return await _page(request, manager, host, {field: first["msg"]}, form)
+    except InvalidInput as e:
+        return await _page(request, manager, host, {e.field or "name": e.message}, form)
+    return Response(
+        status_code=204, headers={**toast_headers(f"Network {name} created"), "HX-Refresh": "true"}
+    )
+
+
+@router.post("/networks/{host}/{net}/actions/{action}", name="web.network_action")
+async def network_action(
+    host: str, net: str, action: str, manager: Manager = Depends(get_manager)
+) -> Response:
+    service = manager.networks
+    if action == "start":
+        await service.start(host, net)
+    elif action == "stop":
+        await service.stop(host, net)
+    elif action in ("autostart", "noautostart"):
+        await service.set_autostart(host, net, action == "autostart")
+    elif action == "delete":
+        await service.delete(host, net)
+    else:
+        raise InvalidInput(f"unknown network action {action!r}", field="action")
+    return Response(
+        status_code=204,
+        headers={**toast_headers(f"network {net}: {action} done"), "HX-Refresh": "true"},
+    )
+
+
+@router.get("/networks/{host}/{net}/leases", name="web.network_leases", response_class=HTMLResponse)
+async def leases(
+    request: Request, host: str, net: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    return render(
+        request, "networks/_leases.html", net=net, leases=await manager.networks.leases(host, net)
+    )

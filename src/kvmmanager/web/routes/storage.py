@@ -1,0 +1,72 @@
+"""Storage pages: pools with capacity, their volumes, upload, download and delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from kvmmanager.api.deps import get_manager
+from kvmmanager.core.errors import KvmmError
+from kvmmanager.services.manager import Manager
+from kvmmanager.web.templating import render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/storage", name="web.storage", response_class=HTMLResponse)
+async def storage(
+    request: Request, host: str | None = None, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    hosts = [h.name for h in manager.registry.all()]
+    host = host or (hosts[0] if hosts else "")
+    pools, error = [], ""
+    try:
+        pools = await manager.storage.list_pools(host) if host else []
+    except KvmmError as e:
+        error = e.message
+    return render(
+        request,
+        "storage/pools.html",
+        active="storage",
+        hosts=hosts,
+        host=host,
+        pools=pools,
+        error=error,
+    )
+
+
+@router.get("/storage/{host}/{pool}", name="web.pool", response_class=HTMLResponse)
+async def pool_detail(
+    request: Request, host: str, pool: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    details = await manager.storage.get_pool(host, pool)
+    volumes = await manager.storage.list_volumes(host, pool) if details.active else []
+    template = "storage/_volumes.html" if request.headers.get("hx-request") else "storage/pool.html"
+    return render(request, template, active="storage", host=host, pool=details, volumes=volumes)
+
+
+@router.post("/storage/{host}/{pool}/actions/{action}", name="web.pool_action")
+async def pool_action(
+    host: str, pool: str, action: str, manager: Manager = Depends(get_manager)
+) -> Response:
+    await manager.storage.pool_action(host, pool, action)
+    headers = toast_headers(f"pool {pool}: {action} done")
+    headers["HX-Refresh"] = "true"
+    return Response(status_code=204, headers=headers)
+
+
+@router.post("/storage/{host}/{pool}/volumes/{vol}/delete", name="web.volume_delete")
+async def volume_delete(
+    request: Request, host: str, pool: str, vol: str, manager: Manager = Depends(get_manager)
+) -> Response:
+    await manager.storage.delete_volume(host, pool, vol)
+    details = await manager.storage.get_pool(host, pool)
+    volumes = await manager.storage.list_volumes(host, pool)
+    return render(
+        request,
+        "storage/_volumes.html",
+        headers=toast_headers(f"Deleted volume {vol}"),
+        host=host,
+        pool=details,
+        volumes=volumes,
+    )

@@ -1,0 +1,230 @@
+"""VM pages: the live list, the detail page with its tabs, and the action buttons.
+
+Actions post to these routes, which call the same VmService methods as the REST API and
+answer with the refreshed fragment plus a toast; the event stream keeps other open pages
+current.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.core.errors import KvmmError
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+from kvmmanager.services.vms import ACTIONS
+from kvmmanager.web.templating import render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+
+STATES = ("running", "paused", "shutoff", "crashed", "pmsuspended", "shutdown")
+
+
+def _filtered(
+    manager: Manager, host: str | None, state: str | None, tag: str | None, q: str | None
+) -> list[Any]:
+    vms = manager.vms.list(host=host or None, state=state or None, tag=tag or None, q=q or None)
+    return sorted(vms, key=lambda d: (d.host, d.name.lower()))
+
+
+@router.get("/vms", name="web.vms", response_class=HTMLResponse)
+def vm_list(
+    request: Request,
+    host: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    q: str | None = None,
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    vms = _filtered(manager, host, state, tag, q)
+    context = dict(
+        active="vms",
+        vms=vms,
+        hosts=[h.name for h in manager.registry.all()],
+        states=STATES,
+        tags=sorted({t for d in manager.inventory.domains() for t in d.tags}),
+        filters={"host": host or "", "state": state or "", "tag": tag or "", "q": q or ""},
+    )
+    if request.headers.get("hx-request") and request.headers.get("hx-target") == "vm-rows":
+        return render(request, "vms/_rows.html", **context)
+    return render(request, "vms/list.html", **context)
+
+
+@router.get("/vms/{host}/{vm}/row", name="web.vm_row", response_class=HTMLResponse)
+def vm_row(
+    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> Response:
+    try:
+        info = manager.vms.get(host, vm)
+    except KvmmError:
+        return Response("", status_code=200)  # removed: the row disappears
+    return render(request, "vms/_row.html", vm=info)
+
+
+@router.post("/vms/bulk", name="web.vms_bulk", response_class=HTMLResponse)
+async def bulk_action(
+    request: Request,
+    action: Annotated[str, Form()],
+    selected: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI form default
+    manager: Manager = Depends(get_manager),
+    _user: Principal = Depends(require_role("operator")),
+) -> Response:
+    if action not in ("start", "shutdown"):
+        return Response(
+            status_code=422, headers=toast_headers("bulk action must be start or shutdown", "error")
+        )
+    done, failed = [], []
+    for item in selected:
+        host, _, vm = item.partition("/")
+        try:
+            await manager.vms.action(host, vm, action)
+            done.append(vm)
+        except KvmmError as e:
+            failed.append(f"{vm}: {e.message}")
+    message = f"{action}: {len(done)} done" + (f"; failed: {'; '.join(failed)}" if failed else "")
+    return Response(status_code=204, headers=toast_headers(message, "error" if failed else "ok"))
+
+
+@router.get("/vms/{host}/{vm}", name="web.vm_detail", response_class=HTMLResponse)
+async def vm_detail(
+    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    info = manager.vms.get(host, vm)
+    return render(
+        request,
+        "vms/detail.html",
+        active="vms",
+        vm=info,
+        pools=await _pools_with_volumes(manager, host),
+    )
+
+
+@router.get("/vms/{host}/{vm}/overview", name="web.vm_overview", response_class=HTMLResponse)
+def vm_overview(
+    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    return render(request, "vms/_overview.html", vm=manager.vms.get(host, vm))
+
+
+@router.post("/vms/{host}/{vm}/actions/{action}", name="web.vm_action", response_class=HTMLResponse)
+async def vm_action(
+    request: Request,
+    host: str,
+    vm: str,
+    action: str,
+    mode: Annotated[str, Form()] = "auto",
+    manager: Manager = Depends(get_manager),
+) -> Response:
+    if action not in ACTIONS:
+        return Response(
+            status_code=422, headers=toast_headers(f"unknown action {action!r}", "error")
+        )
+    result = await manager.vms.action(host, vm, action, mode)  # type: ignore[arg-type]
+    message = result.message or f"{action}: {result.name} is {result.state}"
+    info = manager.vms.get(host, vm)
+    return render(request, "vms/_overview.html", headers=toast_headers(message), vm=info)
+
+
+@router.post("/vms/{host}/{vm}/delete", name="web.vm_delete")
+async def vm_delete(
+    host: str,
+    vm: str,
+    remove_volumes: Annotated[bool, Form()] = False,
+    manager: Manager = Depends(get_manager),
+) -> Response:
+    result = await manager.vms.delete(host, vm, remove_volumes=remove_volumes)
+    removed = result.get("volumes_removed") or result.get("removed_volumes") or []
+    message = f"Deleted {vm}" + (f" and {len(removed)} volume(s)" if removed else "")
+    headers = toast_headers(message)
+    headers["HX-Redirect"] = "/vms"
+    return Response(status_code=204, headers=headers)
+
+
+async def _pools_with_volumes(manager: Manager, host: str) -> list[dict[str, Any]]:
+    """Pools and their volumes for the CD-ROM and disk pickers."""
+    out = []
+    try:
+        for pool in await manager.storage.list_pools(host):
+            if not pool.active:
+                continue
+            vols = await manager.storage.list_volumes(host, pool.name)
+            out.append({"name": pool.name, "volumes": [v.name for v in vols]})
+    except KvmmError:
+        return []
+    return out
+
+
+@router.get("/vms/{host}/{vm}/hardware", name="web.vm_hardware", response_class=HTMLResponse)
+async def vm_hardware(
+    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    info = manager.vms.get(host, vm)
+    pools = await _pools_with_volumes(manager, host)
+    return render(request, "vms/_hardware.html", vm=info, pools=pools)
+
+
+@router.post("/vms/{host}/{vm}/resources", name="web.vm_resources", response_class=HTMLResponse)
+async def vm_resources(
+    request: Request,
+    host: str,
+    vm: str,
+    vcpus: Annotated[int, Form()],
+    memory_mib: Annotated[int, Form()],
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    info = manager.vms.get(host, vm)
+    messages = []
+    if vcpus != info.vcpus:
+        messages.append((await manager.vms.edit.set_vcpus(host, vm, vcpus))["message"])
+    if memory_mib != info.memory_kib // 1024:
+        messages.append((await manager.vms.edit.set_memory(host, vm, memory_mib))["message"])
+    fresh = manager.vms.get(host, vm)
+    return render(
+        request,
+        "vms/_hardware.html",
+        headers=toast_headers("; ".join(messages) or "Nothing changed"),
+        vm=fresh,
+        pools=await _pools_with_volumes(manager, host),
+    )
+
+
+@router.post("/vms/{host}/{vm}/media", name="web.vm_media_insert", response_class=HTMLResponse)
+async def vm_media_insert(
+    request: Request,
+    host: str,
+    vm: str,
+    volume: Annotated[str, Form()],
+    target: Annotated[str | None, Form()] = None,
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    pool, _, vol = volume.partition("/")
+    result = await manager.vms.edit.insert_media(host, vm, pool, vol, target)
+    return render(
+        request,
+        "vms/_hardware.html",
+        headers=toast_headers(result.get("message") or f"Inserted {vol}"),
+        vm=manager.vms.get(host, vm),
+        pools=await _pools_with_volumes(manager, host),
+    )
+
+
+@router.post("/vms/{host}/{vm}/media/eject", name="web.vm_media_eject", response_class=HTMLResponse)
+async def vm_media_eject(
+    request: Request,
+    host: str,
+    vm: str,
+    target: Annotated[str | None, Form()] = None,
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    result = await manager.vms.edit.eject_media(host, vm, target)
+    return render(
+        request,
+        "vms/_hardware.html",
+        headers=toast_headers(result.get("message") or "Ejected"),
+        vm=manager.vms.get(host, vm),
+        pools=await _pools_with_volumes(manager, host),
+    )

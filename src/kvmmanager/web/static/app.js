@@ -1,0 +1,154 @@
+// KVM Manager page behaviour. No inline scripts anywhere (strict CSP): pages declare what
+// they want with data- attributes and htmx, and this file wires it up.
+"use strict";
+
+function toast(message, level) {
+  const box = document.getElementById("toasts");
+  if (!box) return;
+  const el = document.createElement("div");
+  el.className = "toast " + (level || "ok");
+  el.textContent = message; // guest- or libvirt-provided text: never innerHTML
+  box.appendChild(el);
+  setTimeout(() => el.remove(), level === "error" ? 9000 : 4000);
+}
+
+document.addEventListener("kvmm-toast", (e) => toast(e.detail.message, e.detail.level));
+document.addEventListener("htmx:responseError", (e) => {
+  const xhr = e.detail.xhr;
+  if (!xhr.getResponseHeader("HX-Trigger")) toast("Request failed: " + xhr.status + " " + xhr.statusText, "error");
+});
+document.addEventListener("htmx:sendError", () => toast("The server did not answer", "error"));
+
+// Confirmation naming the object, for destructive actions: data-confirm="Delete VM 'x'?"
+document.addEventListener("htmx:confirm", (e) => {
+  const question = e.detail.elt.getAttribute("data-confirm");
+  if (!question) return;
+  e.preventDefault();
+  if (window.confirm(question)) e.detail.issueRequest(true);
+});
+
+// Live updates: one EventSource per page on the manager's event bus. Elements with
+// data-live-vm="host/uuid" are re-fetched (their hx-get) when that VM changes;
+// data-live-list re-fetches on added/removed VMs or a resync.
+function startLive() {
+  const liveEls = document.querySelectorAll("[data-live-vm], [data-live-list], [data-live-kind]");
+  if (!liveEls.length || !window.EventSource) return;
+  const source = new EventSource("/api/events");
+  const refresh = (el) => htmx.trigger(el, "kvmm-refresh");
+  source.onmessage = (msg) => handle(JSON.parse(msg.data));
+  ["domain.added", "domain.updated", "domain.removed", "domain.lifecycle", "domain.agent",
+   "host.status", "pool.lifecycle", "network.lifecycle", "job.progress", "job.done", "resync"]
+    .forEach((kind) => source.addEventListener(kind, (msg) => handle(JSON.parse(msg.data))));
+  function handle(ev) {
+    document.querySelectorAll("[data-live-list]").forEach((el) => {
+      const kinds = el.getAttribute("data-live-list").split(" ");
+      if (ev.kind === "resync" || kinds.includes(ev.kind)) refresh(el);
+    });
+    if (ev.kind && ev.kind.startsWith("domain.")) {
+      document.querySelectorAll('[data-live-vm="' + CSS.escape(ev.host + "/" + ev.subject) + '"]').forEach(refresh);
+    }
+    document.querySelectorAll("[data-live-kind]").forEach((el) => {
+      if (el.getAttribute("data-live-kind").split(" ").includes(ev.kind)) refresh(el);
+    });
+  }
+}
+
+function wireMenu() {
+  const button = document.querySelector(".menu-toggle");
+  if (!button) return;
+  button.addEventListener("click", () => {
+    const nav = document.getElementById("nav");
+    const open = nav.classList.toggle("open");
+    button.setAttribute("aria-expanded", String(open));
+  });
+}
+
+// Tabs: <nav class="tabs"><a data-tab="x">, panels <section data-panel="x">.
+function wireTabs() {
+  document.querySelectorAll("nav.tabs").forEach((tabs) => {
+    const show = (name) => {
+      tabs.querySelectorAll("[data-tab]").forEach((t) => t.setAttribute("aria-selected", String(t.dataset.tab === name)));
+      document.querySelectorAll("[data-panel]").forEach((p) => { p.hidden = p.dataset.panel !== name; });
+      if (history.replaceState) history.replaceState(null, "", "#" + name);
+      document.dispatchEvent(new CustomEvent("kvmm-tab", { detail: name }));
+    };
+    tabs.querySelectorAll("[data-tab]").forEach((t) => t.addEventListener("click", (e) => { e.preventDefault(); show(t.dataset.tab); }));
+    const first = tabs.querySelector("[data-tab]");
+    const wanted = location.hash.slice(1);
+    show(tabs.querySelector('[data-tab="' + CSS.escape(wanted) + '"]') ? wanted : first && first.dataset.tab);
+  });
+}
+
+// Upload with progress: <form data-upload="PUT url template"> with a file input named "file".
+function wireUploads() {
+  document.querySelectorAll("form[data-upload]").forEach((form) => {
+    const bar = form.querySelector("progress");
+    const status = form.querySelector("[data-upload-status]");
+    const cancel = form.querySelector("[data-upload-cancel]");
+    let xhr = null;
+    const drop = form.querySelector(".dropzone");
+    if (drop) {
+      drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+      drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+      drop.addEventListener("drop", (e) => {
+        e.preventDefault(); drop.classList.remove("over");
+        form.querySelector("input[type=file]").files = e.dataTransfer.files;
+      });
+    }
+    if (cancel) cancel.addEventListener("click", () => { if (xhr) xhr.abort(); });
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const file = form.querySelector("input[type=file]").files[0];
+      if (!file) { toast("Choose a file first", "error"); return; }
+      const nameField = form.querySelector("[name=volume]");
+      const volume = (nameField && nameField.value) || file.name;
+      const poolField = form.querySelector("[data-upload-pool]");
+      const url = form.dataset.upload
+        .replace("{pool}", encodeURIComponent(poolField ? poolField.value : ""))
+        .replace("{volume}", encodeURIComponent(volume)) + "&size=" + file.size;
+      xhr = new XMLHttpRequest();
+      xhr.open("PUT", url);
+      xhr.setRequestHeader("X-CSRF-Token", document.body.dataset.csrf);
+      xhr.setRequestHeader("Content-Type", "application/octet-stream");
+      xhr.upload.onprogress = (p) => {
+        if (!p.lengthComputable) return;
+        bar.max = p.total; bar.value = p.loaded;
+        status.textContent = Math.floor((100 * p.loaded) / p.total) + "%";
+      };
+      const req = xhr;
+      req.onreadystatechange = () => {
+        if (req.readyState === 4) {
+          xhr = null;
+          if (req.status >= 200 && req.status < 300) {
+            bar.value = bar.max; status.textContent = "100% · done";
+            toast("Uploaded " + volume, "ok");
+            document.dispatchEvent(new CustomEvent("kvmm-uploaded"));
+            document.querySelectorAll("[data-live-kind~='upload.done']").forEach((el) => htmx.trigger(el, "kvmm-refresh"));
+          } else if (req.status === 0) {
+            status.textContent = "cancelled"; toast("Upload cancelled", "error");
+          } else {
+            let msg = req.status + " " + req.statusText;
+            try { msg = JSON.parse(req.responseText).error.message; } catch (err) { /* not JSON */ }
+            status.textContent = "failed"; toast(msg, "error");
+          }
+        }
+      };
+      status.textContent = "0%";
+      req.send(file);
+    });
+  });
+}
+
+// Bars: width from data-pct (inline style attributes are forbidden by the CSP).
+function paintBars(root) {
+  (root || document).querySelectorAll("[data-pct]").forEach((el) => { el.style.width = el.dataset.pct + "%"; });
+}
+document.addEventListener("htmx:afterSettle", (e) => paintBars(e.detail.elt));
+
+document.addEventListener("DOMContentLoaded", () => {
+  paintBars();
+  wireMenu();
+  wireTabs();
+  wireUploads();
+  startLive();
+});

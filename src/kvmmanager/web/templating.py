@@ -1,0 +1,122 @@
+"""Jinja2 environment, template filters and the common page context.
+
+Autoescaping is on for every template: guest-supplied strings (hostnames, OS names,
+command output) are always rendered as text.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+import kvmmanager
+from kvmmanager.core.errors import KvmmError
+from kvmmanager.services.users import Principal
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+NAV = [
+    ("dashboard", "/", "Dashboard"),
+    ("vms", "/vms", "Virtual machines"),
+    ("storage", "/storage", "Storage"),
+    ("networks", "/networks", "Networks"),
+    ("agent-iso", "/agent-iso", "Agent ISO"),
+]
+ADMIN_NAV = [("users", "/users", "Users"), ("audit", "/audit", "Audit log")]
+
+
+def human_bytes(value: float | int | None) -> str:
+    if value is None:
+        return "–"
+    n = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_duration(seconds: float | int | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {s}s"
+
+
+def timestamp(value: float | datetime | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int | float):
+        value = datetime.fromtimestamp(value, UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def percent(used: float | None, total: float | None) -> int:
+    if not used or not total:
+        return 0
+    return max(0, min(100, round(100 * used / total)))
+
+
+TEMPLATES.env.filters.update(
+    bytes=human_bytes,
+    kib=lambda v: human_bytes((v or 0) * 1024),
+    duration=human_duration,
+    ts=timestamp,
+    tojson_attr=lambda v: json.dumps(v),
+)
+TEMPLATES.env.globals.update(percent=percent, version=kvmmanager.__version__)
+
+
+def principal(request: Request) -> Principal | None:
+    return getattr(request.state, "principal", None)
+
+
+def render(
+    request: Request,
+    template: str,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    user = principal(request)
+    context.setdefault("active", "")
+    return TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {
+            "user": user,
+            "csrf": user.csrf_token if user and user.csrf_token else "",
+            "can_operate": bool(user and user.has_role("operator")),
+            "is_admin": bool(user and user.has_role("admin")),
+            "nav": NAV,
+            "admin_nav": ADMIN_NAV,
+            **context,
+        },
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+def toast_headers(message: str, level: str = "ok") -> dict[str, str]:
+    """An htmx trigger the page's script turns into a toast (message shown as text)."""
+    return {"HX-Trigger": json.dumps({"kvmm-toast": {"message": message, "level": level}})}
+
+
+def error_response(request: Request, exc: KvmmError) -> HTMLResponse:
+    if request.headers.get("hx-request"):
+        # htmx swaps nothing on an error status; the toast carries libvirt's own message.
+        return HTMLResponse("", status_code=exc.status, headers=toast_headers(exc.message, "error"))
+    return render(request, "error.html", status_code=exc.status, error=exc)
