@@ -19,6 +19,7 @@ import kvmmanager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.users import Principal
 
+DASH = "\u2013"  # an en dash for "no value"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 NAV = [
@@ -33,7 +34,7 @@ ADMIN_NAV = [("users", "/users", "Users"), ("audit", "/audit", "Audit log")]
 
 def human_bytes(value: float | int | None) -> str:
     if value is None:
-        return "–"
+        return DASH
     n = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -44,7 +45,7 @@ def human_bytes(value: float | int | None) -> str:
 
 def human_duration(seconds: float | int | None) -> str:
     if seconds is None:
-        return "–"
+        return DASH
     s = int(seconds)
     days, s = divmod(s, 86400)
     hours, s = divmod(s, 3600)
@@ -58,7 +59,7 @@ def human_duration(seconds: float | int | None) -> str:
 
 def timestamp(value: float | datetime | None) -> str:
     if value is None:
-        return "–"
+        return DASH
     if isinstance(value, int | float):
         value = datetime.fromtimestamp(value, UTC)
     return value.strftime("%Y-%m-%d %H:%M:%S")
