@@ -60,9 +60,12 @@ from kvmmanager.virt.xml.validate import (
 )
 from kvmmanager.virt.xml.volume import Volume
 
-pytestmark = pytest.mark.skipif(
-    not validator_available(), reason="virt-xml-validate/xmllint not installed"
-)
+
+
+def test_validator_is_installed() -> None:
+    """Never skip schema validation silently: a machine without it fails here, by name."""
+    assert validator_available(), "install libvirt-clients and libxml2-utils (xmllint)"
+
 
 GiB = 1024**3
 

@@ -61,18 +61,7 @@ class Disk(Device):
         return any((self.source_file, self.source_dev, self.source_volume, self.source_name))
 
     def clear_source(self) -> None:
-        """Eject: drop ``<source>`` entirely (an empty drive has none)."""
-        for name in (
-            "source_file",
-            "source_dev",
-            "source_pool",
-            "source_volume",
-            "source_protocol",
-            "source_name",
-            "source_host_name",
-            "source_host_port",
-        ):
-            setattr(self, name, None)
+        """Eject: drop ``<source>`` with everything in it (an empty drive has none)."""
         el = self._element()
         src = None if el is None else el.find("source")
         if src is not None:
