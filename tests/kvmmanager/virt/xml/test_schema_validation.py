@@ -61,7 +61,6 @@ from kvmmanager.virt.xml.validate import (
 from kvmmanager.virt.xml.volume import Volume
 
 
-
 def test_validator_is_installed() -> None:
     """Never skip schema validation silently: a machine without it fails here, by name."""
     assert validator_available(), "install libvirt-clients and libxml2-utils (xmllint)"
