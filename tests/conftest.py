@@ -59,7 +59,7 @@ async def manager(settings: Settings) -> AsyncIterator[Any]:
 def app(settings: Settings) -> FastAPI:
     """The real FastAPI app (every router), not started: enter a TestClient to start it.
     Its Manager is `app.state.manager` once started."""
-    from kvmmanager.api.app import create_app
+    from kvmmanager.web.app import create_app
 
     return create_app(settings)
 
@@ -120,7 +120,7 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     tests."""
     import uvicorn
 
-    from kvmmanager.api.app import create_app
+    from kvmmanager.web.app import create_app
 
     port = _free_port()
     settings.server.port = port

@@ -22,10 +22,23 @@ from starlette.websockets import WebSocketDisconnect
 from kvmmanager.api.app import create_app
 from kvmmanager.api.deps import WRITE_METHODS, is_public, is_self_service
 
-PUBLIC_API = {("POST", "/api/auth/login"), ("GET", "/api/health")}
+PUBLIC_API = {
+    ("POST", "/api/auth/login"),
+    ("GET", "/api/health"),
+    # The web UI's login form.
+    ("GET", "/login"),
+    ("POST", "/login"),
+}
 DOCS = {"/api/docs", "/api/openapi.json", "/api/docs/oauth2-redirect"}
 # Writes a viewer may make because they only touch the caller's own account.
-SELF_SERVICE = {"auth.logout", "auth.password", "tokens.create", "tokens.revoke"}
+SELF_SERVICE = {
+    "auth.logout",
+    "auth.password",
+    "tokens.create",
+    "tokens.revoke",
+    "web.logout",
+    "web.account_password",
+}
 _PARAM = re.compile(r"\{([^}:]+)(?::([^}]+))?\}")
 
 
@@ -49,6 +62,19 @@ def http_routes(app: FastAPI) -> list[tuple[str, str, Any]]:
     return out
 
 
+def assert_refused(r: Any, method: str, path: str) -> None:
+    where = f"{method} {path} -> {r.status_code}"
+    if path.startswith("/api/"):
+        assert r.status_code == 401, where
+        assert r.json()["error"]["code"] == "unauthenticated", where
+    elif method == "GET":
+        # A web page sends the browser to the login form instead.
+        assert r.status_code == 303, where
+        assert r.headers["location"].startswith("/login"), where
+    else:
+        assert r.status_code == 401, where
+
+
 def test_route_enumeration_sees_every_kind(client: TestClient, app: FastAPI) -> None:
     found = list(http_routes(app))
     assert ("POST", "/api/auth/login") in {(m, p) for m, p, _ in found}
@@ -57,7 +83,7 @@ def test_route_enumeration_sees_every_kind(client: TestClient, app: FastAPI) -> 
 
 
 def test_only_login_health_and_docs_are_public(client: TestClient, app: FastAPI) -> None:
-    anon = TestClient(app)
+    anon = TestClient(app, follow_redirects=False)
     checked = 0
     for rc in routes(app):
         route = rc.original_route
@@ -69,8 +95,7 @@ def test_only_login_health_and_docs_are_public(client: TestClient, app: FastAPI)
                     continue
                 assert not is_public(route), f"{key} is marked public"
                 r = anon.request(method, fill(rc.path))
-                assert r.status_code == 401, f"{method} {rc.path} -> {r.status_code}"
-                assert r.json()["error"]["code"] == "unauthenticated"
+                assert_refused(r, method, rc.path)
                 checked += 1
         elif isinstance(route, APIWebSocketRoute):
             with (
@@ -120,7 +145,8 @@ def test_viewer_cannot_change_anything(
             continue
         r = viewer.request(method, fill(path))
         assert r.status_code == 403, f"viewer {method} {path} -> {r.status_code}"
-        assert r.json()["error"]["code"] == "forbidden"
+        if path.startswith("/api/"):
+            assert r.json()["error"]["code"] == "forbidden"
         checked += 1
     assert self_service == SELF_SERVICE
     assert checked >= 10

@@ -14,8 +14,10 @@ def serve(
     """Run the server in the foreground."""
     import uvicorn
 
-    from kvmmanager.api.app import create_app
     from kvmmanager.services.manager import Manager
+
+    # The whole server: the REST API plus the web UI on top of it.
+    from kvmmanager.web.app import create_app
 
     settings = get_settings()
     if host is not None:
