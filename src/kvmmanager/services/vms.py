@@ -25,7 +25,6 @@ from kvmmanager.services.vm_builder import VmSpec, lookup, validate_description,
 from kvmmanager.services.vm_edit import VmEditor
 from kvmmanager.virt import readers
 from kvmmanager.virt.inventory import DomainInfo
-from kvmmanager.virt.probe import host_accel
 from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, ManagerMetadata
@@ -187,11 +186,8 @@ class VmService:
         await self.run(host, check)
 
     async def domain_type(self, host: str) -> tuple[str, str]:
-        """`kvm` when KVM really works on the host (virt.probe: capabilities + a probe
-        guest, cached per connection), else `qemu` (TCG), and why."""
-        # The `libvirt.accel` setting (auto|kvm|tcg) forces the choice where it exists.
-        override = getattr(self.m.settings.libvirt, "accel", "auto")
-        accel = await host_accel(self.m.registry.get(host), override)
+        """`kvm` when the host service found KVM really working, else `qemu` (TCG), and why."""
+        accel = await self.m.hosts.accel(host)
         return accel.domain_type, accel.reason
 
     async def describe(self, host: str, vm: str) -> VmRef:

@@ -15,6 +15,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from kvmmanager.core.errors import Unsupported
 from kvmmanager.services.vm_builder import DiskSpec, VmSpec
 from kvmmanager.virt.probe import host_accel
 from kvmmanager.virt.xml.domain import Domain
@@ -143,3 +144,22 @@ async def test_virsh_defined_vm_appears_and_can_be_deleted(manager, pool, tmp_pa
     await manager.vms.delete("local", name)
     assert virsh("dominfo", name, check=False).returncode != 0
     await _wait_inventory(manager, name, present=False)
+
+
+async def test_uefi_vm_leaves_no_nvram_behind(manager, pool):
+    await _connected(manager)
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    spec = VmSpec(name=name, memory_mib=64, firmware="uefi", start=True)
+    try:
+        res = await manager.vms.create("local", spec)
+    except Unsupported as exc:
+        pytest.skip(f"this host offers no UEFI: {exc.message}")
+    assert res["vm"].state == "running"
+    live = Domain.from_xml(virsh("dumpxml", name).stdout)
+    nvram = live.os.nvram
+    assert live.os.is_uefi and nvram
+    validate_xml(virsh("dumpxml", "--inactive", name).stdout, "domain")
+    await manager.vms.action("local", name, "destroy")
+    await manager.vms.delete("local", name)
+    assert virsh("dominfo", name, check=False).returncode != 0
+    assert not await asyncio.to_thread(Path(nvram).exists)
