@@ -1,7 +1,8 @@
 """The composition root: one Manager per process builds and owns everything else.
 
 Every service's constructor takes the Manager as its only argument and reaches its
-collaborators through it (`manager.db`, `manager.bus`, `manager.registry`, ...).
+collaborators through it (`manager.db`, `manager.bus`, `manager.registry`, ...). A service
+with background work gives itself `async def aclose()`, which `Manager.stop()` awaits.
 Services written in other modules are imported on first use (cached_property), so the
 process never imports what it does not need, and an import cycle cannot form.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from kvmmanager.core.config import Settings, get_settings
+from kvmmanager.core.errors import KvmmError
 from kvmmanager.db import migrate
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCAL_HOST = "local"
+# Built at start (not on first use) because they listen to the bus from the first event.
+EAGER_SERVICES = ("agents",)
+LAZY_SERVICES = ("hosts", "vms", "storage", "networks", "agents", "iso", "doctor")
 
 
 def _service(module: str, cls: str) -> Any:
@@ -114,12 +119,30 @@ class Manager:
         from kvmmanager.virt.connection import ensure_event_loop
 
         ensure_event_loop()
+        for attr in EAGER_SERVICES:
+            getattr(self, attr)
         for name, uri in await asyncio.to_thread(self._host_rows):
-            await self.registry.add(name, uri)
+            try:
+                await self.registry.add(name, uri)
+            except KvmmError as e:
+                # One bad row must not keep the manager (and every other host) down.
+                log.error("host %s (%s) not started: %s", name, uri, e.message)
         self.started = True
 
     async def stop(self) -> None:
+        """Stop jobs, services holding background work, connections; close the DB."""
         await self.jobs.shutdown()
+        for attr in LAZY_SERVICES:
+            service = self.__dict__.get(attr)
+            # `aclose()` is the shutdown hook of a service; AgentService names it stop().
+            hook = getattr(service, "aclose", None) or (
+                getattr(service, "stop", None) if attr == "agents" else None
+            )
+            if hook is not None:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("stopping the %s service failed", attr)
         if "registry" in self.__dict__:
             await self.registry.close()
         self.engine.dispose()

@@ -47,3 +47,17 @@ def test_services_are_built_lazily_with_the_manager(settings: Any) -> None:
     vms = m.vms
     assert m.vms is vms  # one instance per manager
     m.engine.dispose()
+
+
+async def test_a_bad_host_row_does_not_stop_the_manager(settings: Any) -> None:
+    m = Manager(settings)
+    m.prepare_database()
+    with m.db.begin() as s:
+        s.add(Host(name="local", uri="test:///default"))
+        s.add(Host(name="Bad Name", uri="test:///default"))
+    await m.start()
+    try:
+        assert [h.name for h in m.registry.all()] == ["local"]
+        assert "agents" in m.__dict__  # listens to the bus from the start
+    finally:
+        await m.stop()
