@@ -1,0 +1,49 @@
+"""`kvm-manager host ...` against a live server (test driver)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+TESTNODE_URI = f"test://{Path(__file__).parents[1] / 'virt' / 'fixtures' / 'testnode.xml'}"
+
+
+def _wait_connected(live_server, name: str) -> None:
+    host = live_server.manager.registry.get(name)
+    deadline = time.monotonic() + 30
+    while not host.connected:
+        assert time.monotonic() < deadline, f"host {name} did not connect"
+        time.sleep(0.02)
+
+
+def test_add_list_show_remove(cli, live_server):
+    r = cli("--json", "host", "add", "kvmm-t-host-cli", TESTNODE_URI)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["name"] == "kvmm-t-host-cli"
+    _wait_connected(live_server, "kvmm-t-host-cli")
+
+    r = cli("--json", "host", "list")
+    assert r.exit_code == 0, r.stderr
+    assert [h["name"] for h in json.loads(r.stdout)] == ["kvmm-t-host-cli", "local"]
+    r = cli("host", "list")
+    assert "kvmm-t-host-cli" in r.stdout and "connected" in r.stdout
+
+    r = cli("--json", "host", "show", "kvmm-t-host-cli")
+    assert r.exit_code == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["status"], shown["accel"], shown["vm_count"]) == ("connected", "tcg", 2)
+    assert shown["libvirt_version"].count(".") == 2
+
+    r = cli("host", "remove", "kvmm-t-host-cli")
+    assert r.exit_code == 0, r.stderr
+    assert "host kvmm-t-host-cli removed" in r.stderr
+    r = cli("host", "show", "kvmm-t-host-cli")
+    assert r.exit_code == 4
+    assert r.stderr.strip() == "error: host 'kvmm-t-host-cli' not found"
+
+
+def test_bad_input_exits_2_with_one_line(cli):
+    r = cli("host", "add", "Bad/Name", TESTNODE_URI)
+    assert r.exit_code == 2
+    assert r.stderr.startswith("error: host name must be") and r.stderr.count("\n") == 1
