@@ -141,8 +141,8 @@ def _wait_job(api: ApiClient, job_id: str, label: str, show: bool) -> dict[str, 
         task = bar.add_task(label, total=None, visible=show)
         while True:
             job = api.get(f"/api/jobs/{q(job_id)}")
-            total = job.get("progress_total") or None
-            bar.update(task, completed=job.get("progress_done") or 0, total=total)
+            total = job.get("total") or None
+            bar.update(task, completed=job.get("done") or 0, total=total)
             if job.get("state") in ("done", "failed", "cancelled"):
                 break
             time.sleep(JOB_POLL_SECONDS)
