@@ -1,0 +1,251 @@
+"""AgentService: per-VM agent connections, their status, and one guest-info model.
+
+- One AgentClient per (host, VM uuid), opened on first use: through the channel's unix
+  socket when the host is local and the socket is reachable (faster), else through
+  libvirt's virDomainOpenChannel stream (remote hosts, no socket permissions needed).
+- Status: the inventory knows from libvirt whether the guest opened our port; this
+  service refines it (connecting / connected / unresponsive) via
+  Inventory.set_agent_status, which publishes `domain.agent`. When the port opens we
+  probe (sync) in the background; when it closes or the VM stops we drop the client.
+- Guest facts come from our agent when it is there, else from qemu-guest-agent through
+  libvirt; both produce the same GuestInfo (with `source`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from kvmmanager.agent import qga
+from kvmmanager.agent.client import AgentClient
+from kvmmanager.agent.models import GuestInfo, guest_info_from_kvmm
+from kvmmanager.agent.transports import LibvirtStreamTransport, Transport, UnixTransport
+from kvmmanager.core.errors import AgentUnavailable, Conflict, InvalidInput, KvmmError
+from kvmmanager.services.users import ROLE_RANK
+from kvmmanager.virt.connection import is_remote_uri
+from kvmmanager.virt.events import Event
+from kvmmanager.virt.xml.devices import KVMM_AGENT_CHANNEL
+from kvmmanager_agent import protocol
+
+log = logging.getLogger(__name__)
+
+MAX_PARALLEL_PROBES = 8
+
+
+class AgentService:
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        self.settings = manager.settings.agent
+        self._clients: dict[tuple[str, str], AgentClient] = {}
+        self._probes: set[asyncio.Task[Any]] = set()
+        self._probe_slots = asyncio.Semaphore(MAX_PARALLEL_PROBES)
+        manager.bus.add_listener(self._on_event)
+
+    # -- permissions ----------------------------------------------------------------
+
+    def allowed(self, role: str, method: str) -> bool:
+        """May `role` call `method`? Its capability's least role, or settings.agent.allow."""
+        spec = protocol.METHODS.get(method)
+        if spec is None or role not in ROLE_RANK:
+            return False
+        if ROLE_RANK[role] >= ROLE_RANK[spec.role]:
+            return True
+        return any(
+            method in self.settings.allow.get(r, [])
+            for r, rank in ROLE_RANK.items()
+            if rank <= ROLE_RANK[role]
+        )
+
+    # -- connections ----------------------------------------------------------------
+
+    def _domain(self, host: str, vm: str) -> Any:
+        return self.manager.inventory.domain(host, vm)
+
+    async def _opener(self, host: str, uuid: str) -> Transport:
+        conn = self.manager.registry.get(host)
+        if self.settings.prefer_unix_socket and not is_remote_uri(conn.uri):
+            path = await self._socket_path(conn, uuid)
+            if path and os.access(path, os.R_OK | os.W_OK):
+                with contextlib.suppress(AgentUnavailable):
+                    return await UnixTransport.open(path)
+        return await LibvirtStreamTransport.open(conn, uuid, KVMM_AGENT_CHANNEL)
+
+    async def _socket_path(self, conn: Any, uuid: str) -> str | None:
+        from kvmmanager.virt.xml.domain import Domain
+
+        def read() -> str:
+            return conn.conn.lookupByUUIDString(uuid).XMLDesc(0)
+
+        try:
+            xml = await conn.run(read)
+        except KvmmError:
+            return None
+        channel = Domain.from_xml(xml).devices.channel(KVMM_AGENT_CHANNEL)
+        return channel.source_path if channel is not None and channel.type == "unix" else None
+
+    def client(self, host: str, vm: str) -> AgentClient:
+        info = self._domain(host, vm)
+        key = (host, info.uuid)
+        c = self._clients.get(key)
+        if c is None:
+            c = AgentClient(
+                lambda: self._opener(host, info.uuid),
+                name=f"{host}/{info.name}",
+                max_reply_bytes=self.settings.max_reply_bytes,
+                timeouts={
+                    "short": self.settings.ping_timeout_seconds,
+                    "normal": self.settings.request_timeout_seconds,
+                    "long": self.settings.exec_timeout_seconds,
+                },
+                on_status=lambda s: self._client_status(host, info.uuid, s),
+            )
+            self._clients[key] = c
+        return c
+
+    def _client_status(self, host: str, uuid: str, status: str) -> None:
+        if status not in ("connecting", "connected", "unresponsive"):
+            return
+        with contextlib.suppress(KvmmError):  # the VM vanished meanwhile
+            self.manager.inventory.set_agent_status(host, uuid, status)
+
+    async def drop(self, host: str, uuid: str) -> None:
+        c = self._clients.pop((host, uuid), None)
+        if c is not None:
+            await c.close()
+
+    async def stop(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
+        for key in list(self._clients):
+            await self.drop(*key)
+
+    # -- events ---------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        """Bus listener (runs inline on publish: only schedules work)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        key = (event.host, event.subject)
+        if event.kind == "domain.removed" or (
+            event.kind == "domain.lifecycle" and event.data.get("state") not in ("running", None)
+        ):
+            if key in self._clients:
+                self._spawn(loop, self.drop(*key))
+        elif event.kind == "domain.agent" and event.data.get("channel") == "kvmm":
+            status = event.data.get("status")
+            if status == "absent" and key in self._clients:
+                self._spawn(loop, self.drop(*key))
+            elif status == "connected" and key not in self._clients:
+                self._spawn(loop, self._probe(*key))
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, coro: Any) -> None:
+        task = loop.create_task(coro)
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, host: str, uuid: str) -> None:
+        async with self._probe_slots:
+            try:
+                c = self.client(host, uuid)
+                await c.ensure_ready()
+                c.agent_info = await c.call("get_agent_info")
+            except KvmmError as exc:
+                log.info("agent probe %s/%s: %s", host, uuid, exc.message)
+
+    # -- calls ----------------------------------------------------------------------
+
+    def _require_kvmm(self, host: str, vm: str) -> Any:
+        info = self._domain(host, vm)
+        if info.state != "running":
+            raise Conflict(f"VM '{info.name}' is not running", field="vm")
+        if info.agent_status == "absent":
+            raise AgentUnavailable(
+                f"the kvmmanager agent is not running in VM '{info.name}'", field="vm"
+            )
+        return info
+
+    async def call(
+        self, host: str, vm: str, method: str, params: dict[str, Any] | None = None
+    ) -> Any:
+        if method not in protocol.METHODS:
+            raise InvalidInput(f"unknown agent method '{method}'", field="method")
+        self._require_kvmm(host, vm)
+        return await self.client(host, vm).call(method, params)
+
+    def status(self, host: str, vm: str) -> dict[str, Any]:
+        info = self._domain(host, vm)
+        c = self._clients.get((host, info.uuid))
+        return {
+            "vm": info.name,
+            "uuid": info.uuid,
+            "agent_status": info.agent_status,
+            "qga_status": info.qga_status,
+            "transport": c.transport_kind if c is not None else None,
+            "agent_info": c.agent_info if c is not None else None,
+        }
+
+    def _qga_available(self, info: Any) -> bool:
+        return info.state == "running" and info.qga_status == "connected"
+
+    async def _qga(self, host: str, vm: str, fn: Any, *args: Any) -> Any:
+        info = self._domain(host, vm)
+        if not self._qga_available(info):
+            raise AgentUnavailable(f"no guest agent answers in VM '{info.name}'", field="vm")
+        conn = self.manager.registry.get(host)
+
+        def run() -> Any:
+            return fn(conn.conn.lookupByUUIDString(info.uuid), *args)
+
+        return await conn.run(run)
+
+    def _use_kvmm(self, host: str, vm: str) -> bool:
+        info = self._domain(host, vm)
+        return info.state == "running" and info.agent_status in ("connected", "connecting")
+
+    async def guest_info(self, host: str, vm: str) -> GuestInfo:
+        if self._use_kvmm(host, vm):
+            c = self.client(host, vm)
+            agent, system, network, disks, users, clock = await asyncio.gather(
+                c.call("get_agent_info"),
+                c.call("get_system_info"),
+                c.call("get_network_info"),
+                c.call("get_disk_usage"),
+                c.call("get_users"),
+                c.call("get_time"),
+            )
+            c.agent_info = agent
+            return guest_info_from_kvmm(agent, system, network, disks, users, clock)
+        return await self._qga(host, vm, qga.guest_info)
+
+    async def ping(self, host: str, vm: str) -> dict[str, Any]:
+        if self._use_kvmm(host, vm):
+            return {"source": "kvmm", **(await self.call(host, vm, "ping"))}
+        ok = await self._qga(host, vm, qga.ping)
+        return {"source": "qga", "pong": bool(ok)}
+
+    async def power(
+        self, host: str, vm: str, action: str, delay: int = 0, force: bool = False
+    ) -> dict[str, Any]:
+        if action not in ("shutdown", "reboot"):
+            raise InvalidInput("action must be shutdown or reboot", field="action")
+        if self._use_kvmm(host, vm):
+            r = await self.call(host, vm, action, {"timeout_seconds": delay, "force": force})
+            return {"source": "kvmm", **r}
+        await self._qga(host, vm, qga.shutdown if action == "shutdown" else qga.reboot)
+        return {"source": "qga", "initiated": True, "message": f"{action} requested via qemu-ga"}
+
+    async def fsfreeze(self, host: str, vm: str, action: str, thaw_after: float = 60) -> Any:
+        if action not in ("freeze", "thaw", "status"):
+            raise InvalidInput("action must be freeze, thaw or status", field="action")
+        if self._use_kvmm(host, vm):
+            params = {"timeout_seconds": thaw_after} if action == "freeze" else None
+            return {"source": "kvmm", **(await self.call(host, vm, f"fsfreeze_{action}", params))}
+        if action == "status":
+            raise AgentUnavailable("fsfreeze status needs the kvmmanager agent", field="vm")
+        n = await self._qga(host, vm, qga.fsfreeze if action == "freeze" else qga.fsthaw)
+        return {"source": "qga", "count": n}
