@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
-from kvmmanager.services import vm_builder
-from kvmmanager.services.vm_builder import DiskSpec, NicSpec
+from kvmmanager.services import vm_builder, vm_spec
+from kvmmanager.services.vm_spec import DiskSpec, NicSpec
 from kvmmanager.virt.xml.devices import Disk, Interface
 from kvmmanager.virt.xml.domain import Domain
 
@@ -185,13 +185,13 @@ class VmEditor:
 
     async def set_vcpus(self, host: str, vm: str, vcpus: int) -> dict[str, Any]:
         max_vcpus, _ = await self._host_limits(host)
-        vm_builder.validate_vcpus(vcpus, max_vcpus)
+        vm_spec.validate_vcpus(vcpus, max_vcpus)
         res = await self.svc.run_on(host, vm, _set_vcpus, vcpus)
         return res.to_dict()
 
     async def set_memory(self, host: str, vm: str, memory_mib: int) -> dict[str, Any]:
         _, host_mib = await self._host_limits(host)
-        vm_builder.validate_memory(memory_mib, host_mib)
+        vm_spec.validate_memory(memory_mib, host_mib)
         res = await self.svc.run_on(host, vm, _set_memory, memory_mib)
         return res.to_dict()
 
@@ -222,9 +222,9 @@ class VmEditor:
     async def attach_nic(self, host: str, vm: str, spec: NicSpec) -> dict[str, Any]:
         if (spec.network is None) == (spec.bridge is None):
             raise InvalidInput("give exactly one of network or bridge", field="network")
-        if spec.bridge is not None and not vm_builder.BRIDGE_RE.fullmatch(spec.bridge):
+        if spec.bridge is not None and not vm_spec.BRIDGE_RE.fullmatch(spec.bridge):
             raise InvalidInput("invalid bridge name", field="bridge")
-        mac = vm_builder.validate_mac(spec.mac, "mac") or random_mac()
+        mac = vm_spec.validate_mac(spec.mac, "mac") or random_mac()
 
         def fn(conn: libvirt.virConnect) -> dict[str, Any]:
             if spec.network is not None and spec.network not in {
@@ -247,7 +247,7 @@ class VmEditor:
         return await self.svc.run(host, fn)
 
     async def detach_nic(self, host: str, vm: str, mac: str) -> dict[str, Any]:
-        mac = vm_builder.validate_mac(mac, "mac") or ""
+        mac = vm_spec.validate_mac(mac, "mac") or ""
 
         def fn(dom: libvirt.virDomain) -> dict[str, Any]:
             nic = _xml(dom).devices.interface_by_mac(mac)
@@ -348,11 +348,9 @@ def _attach_disk_blocking(
             raise InvalidInput(f"unknown pool {spec.pool!r}", field="pool") from exc
         raise
     if spec.volume is None and (
-        spec.size_gib is None or not 0 < spec.size_gib <= vm_builder.MAX_DISK_GIB
+        spec.size_gib is None or not 0 < spec.size_gib <= vm_spec.MAX_DISK_GIB
     ):
-        raise InvalidInput(
-            f"size_gib must be > 0 and <= {vm_builder.MAX_DISK_GIB}", field="size_gib"
-        )
+        raise InvalidInput(f"size_gib must be > 0 and <= {vm_spec.MAX_DISK_GIB}", field="size_gib")
     created: list[libvirt.virStorageVol] = []
     if spec.volume is None:
         existing = set(pool.listVolumes()) if pool.isActive() else set()
@@ -361,12 +359,12 @@ def _attach_disk_blocking(
             while f"{dom.name()}-{n}.qcow2" in existing:
                 n += 1
             spec = spec.model_copy(update={"name": f"{dom.name()}-{n}.qcow2"})
-        vm_builder.validate_name(spec.name, "name")
+        vm_spec.validate_name(spec.name, "name")
         if spec.name in existing:
             raise Conflict(
                 f"volume {spec.name!r} already exists in pool {spec.pool!r}", field="name"
             )
-    one = vm_builder.VmSpec(name=dom.name(), disks=[spec])
+    one = vm_spec.VmSpec(name=dom.name(), disks=[spec])
     try:
         plans = vm_builder.plan_disks(
             conn, one, created, vm_builder.paths_used_by_others(conn, dom.UUIDString()), None

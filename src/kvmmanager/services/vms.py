@@ -21,8 +21,9 @@ import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput
 from kvmmanager.services import vm_builder
-from kvmmanager.services.vm_builder import VmSpec, lookup, validate_description, validate_name
+from kvmmanager.services.vm_builder import lookup
 from kvmmanager.services.vm_edit import VmEditor
+from kvmmanager.services.vm_spec import VmSpec, validate_description, validate_name, validate_tags
 from kvmmanager.virt import readers
 from kvmmanager.virt.inventory import DomainInfo
 from kvmmanager.virt.xml.capabilities import DomainCapabilities
@@ -252,7 +253,7 @@ class VmService:
         return await self.run_on(host, vm, fn)
 
     async def set_tags(self, host: str, vm: str, tags: list[str]) -> VmRef:
-        tags = vm_builder.validate_tags(tags)
+        tags = validate_tags(tags)
 
         def fn(dom: libvirt.virDomain) -> VmRef:
             meta = read_manager_metadata(dom)

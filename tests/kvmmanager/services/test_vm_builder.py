@@ -7,18 +7,15 @@ import itertools
 import pytest
 
 from kvmmanager.core.errors import InvalidInput, Unsupported
-from kvmmanager.services.vm_builder import (
+from kvmmanager.services.vm_builder import BuildInputs, DiskPlan, build_domain, disk_target
+from kvmmanager.services.vm_spec import (
     AGENT_CHANNEL,
     QGA_CHANNEL,
-    BuildInputs,
-    DiskPlan,
     DiskSpec,
     HostFacts,
     InstallSource,
     NicSpec,
     VmSpec,
-    build_domain,
-    disk_target,
     validate_spec,
 )
 from kvmmanager.virt.xml.domain import Domain

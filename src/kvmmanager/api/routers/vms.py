@@ -33,7 +33,7 @@ from kvmmanager.api.schemas.vms import (
 )
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
-from kvmmanager.services.vm_builder import DiskSpec, NicSpec, VmSpec
+from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
 
 router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
 VM = "/api/hosts/{host}/vms/{vm}"
