@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from kvmmanager.services.storage_specs import PoolSpec
 from kvmmanager.virt.xml.volume import Volume
 
 if TYPE_CHECKING:
+    from kvmmanager.services.agent_install import AgentInstallService, InstallResult
     from kvmmanager.services.jobs import JobProgress
     from kvmmanager.services.manager import Manager
 
@@ -133,6 +135,20 @@ class IsoService:
 
     def _pool_name(self, pool: str | None) -> str:
         return pool or self._m.settings.agent.iso_pool
+
+    # -- into a VM (services.agent_install; reached through manager.iso) ------------------
+
+    @cached_property
+    def installer(self) -> AgentInstallService:
+        from kvmmanager.services.agent_install import AgentInstallService
+
+        return AgentInstallService(self._m)
+
+    async def install_agent(self, host: str, vm: str, pool: str | None = None) -> InstallResult:
+        return await self.installer.install(host, vm, pool=pool)
+
+    async def eject_agent(self, host: str, vm: str) -> dict[str, Any]:
+        return await self.installer.eject(host, vm)
 
     # -- local ISO -----------------------------------------------------------------------
 
