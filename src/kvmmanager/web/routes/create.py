@@ -116,8 +116,8 @@ async def create_vm(
     messages = [f"Created {vm.name} ({result['domain_type']})"]
     if install_agent:
         try:
-            installed = await manager.agent_install.install(host, vm.name)
-            messages.append(installed.get("message", "guest agent ISO attached"))
+            installed = await manager.iso.install_agent(host, vm.name)
+            messages.extend(installed.messages or ["guest agent ISO attached"])
         except KvmmError as e:
             messages.append(f"guest agent not attached: {e.message}")
         if start:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -27,11 +28,28 @@ async def _host_card(manager: Manager, host: Any) -> dict[str, Any]:
     except KvmmError as e:
         card["error"] = e.message
     try:
-        report = await manager.doctor.run(host.name)
+        report = await _health(manager, host.name)
         card["checks"] = [c for c in report.checks if c.status != "ok"]
-    except (KvmmError, ImportError, AttributeError) as e:
-        card["checks_error"] = str(e)
+    except KvmmError as e:
+        card["error"] = e.message
     return card
+
+
+# Doctor checks read pools, networks and the ISO through libvirt: too much for every page
+# view, and their answers change slowly. Each host's report is reused for a minute.
+_HEALTH_TTL = 60.0
+_health_cache: dict[tuple[int, str], tuple[float, Any]] = {}
+
+
+async def _health(manager: Manager, host: str) -> Any:
+    key = (id(manager), host)
+    now = time.monotonic()
+    cached = _health_cache.get(key)
+    if cached and now - cached[0] < _HEALTH_TTL:
+        return cached[1]
+    report = await manager.doctor.check(host)
+    _health_cache[key] = (now, report)
+    return report
 
 
 @router.get("/", name="web.dashboard", response_class=HTMLResponse)

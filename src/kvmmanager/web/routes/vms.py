@@ -125,7 +125,8 @@ async def vm_action(
         )
     result = await manager.vms.action(host, vm, action, mode)  # type: ignore[arg-type]
     message = result.message or f"{action}: {result.name} is {result.state}"
-    info = manager.vms.get(host, vm)
+    # Render what libvirt says now, not an inventory its event may not have reached yet.
+    info = await manager.vms.refresh(host, result.uuid)
     return render(request, "vms/_overview.html", headers=toast_headers(message), vm=info)
 
 
@@ -182,7 +183,7 @@ async def vm_resources(
         messages.append((await manager.vms.edit.set_vcpus(host, vm, vcpus))["message"])
     if memory_mib != info.memory_kib // 1024:
         messages.append((await manager.vms.edit.set_memory(host, vm, memory_mib))["message"])
-    fresh = manager.vms.get(host, vm)
+    fresh = await manager.vms.refresh(host, info.uuid)
     return render(
         request,
         "vms/_hardware.html",
@@ -207,7 +208,7 @@ async def vm_media_insert(
         request,
         "vms/_hardware.html",
         headers=toast_headers(result.get("message") or f"Inserted {vol}"),
-        vm=manager.vms.get(host, vm),
+        vm=await manager.vms.refresh(host, manager.vms.get(host, vm).uuid),
         pools=await _pools_with_volumes(manager, host),
     )
 
@@ -225,6 +226,6 @@ async def vm_media_eject(
         request,
         "vms/_hardware.html",
         headers=toast_headers(result.get("message") or "Ejected"),
-        vm=manager.vms.get(host, vm),
+        vm=await manager.vms.refresh(host, manager.vms.get(host, vm).uuid),
         pools=await _pools_with_volumes(manager, host),
     )

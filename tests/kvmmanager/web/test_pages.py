@@ -1,0 +1,122 @@
+"""Web pages over HTTP (no browser): auth, roles, CSRF, headers, escaping, forms."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from kvmmanager.web.security import CSP
+
+PAGES = ["/", "/vms", "/vms/local/test", "/storage", "/networks", "/agent-iso", "/account"]
+ADMIN_PAGES = ["/users", "/audit"]
+
+
+def test_anonymous_visit_redirects_to_login_with_next(web_app: FastAPI) -> None:
+    with TestClient(web_app) as c:
+        for path in [*PAGES, *ADMIN_PAGES]:
+            r = c.get(path, follow_redirects=False)
+            assert r.status_code == 303, path
+            assert r.headers["location"].startswith("/login?next=")
+        assert c.get("/login").status_code == 200
+        assert (
+            c.get("/vms/local/test/row", headers={"HX-Request": "true"}).headers["hx-redirect"]
+            == "/login"
+        )
+
+
+def test_login_rejects_wrong_password_and_never_redirects_off_site(web_as, web_app) -> None:
+    c = web_as("viewer")
+    c.cookies.clear()
+    r = c.post("/login", data={"username": c.username, "password": "wrong-password"})
+    assert r.status_code == 401
+    assert 'role="alert"' in r.text
+    r = c.post(
+        "/login",
+        data={
+            "username": c.username,
+            "password": "kvmm-t-web-password",
+            "next": "//evil.example/x",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == "/"
+
+
+def test_every_page_renders_for_each_role(web_as) -> None:
+    for role in ("viewer", "operator", "admin"):
+        c = web_as(role)
+        for path in PAGES:
+            r = c.get(path)
+            assert r.status_code == 200, (role, path, r.text[:300])
+            assert r.headers["content-security-policy"] == CSP
+        for path in ADMIN_PAGES:
+            assert c.get(path).status_code == (200 if role == "admin" else 403), (role, path)
+
+
+def test_viewer_sees_no_action_buttons_and_is_refused_anyway(web_as) -> None:
+    viewer = web_as("viewer")
+    page = viewer.get("/vms/local/test").text
+    assert "/actions/start" not in page and "/actions/destroy" not in page
+    assert "Delete VM" not in page
+    assert "Create VM" not in viewer.get("/vms").text
+    r = viewer.post("/vms/local/test/actions/destroy", headers={"X-CSRF-Token": viewer.csrf})
+    assert r.status_code == 403
+    operator = web_as("operator")
+    assert "/actions/destroy" in operator.get("/vms/local/test").text
+
+
+def test_writes_without_the_csrf_header_are_refused(web_as) -> None:
+    c = web_as("operator")
+    assert c.post("/vms/local/test/actions/suspend").status_code == 403
+    r = c.post("/vms/local/test/actions/suspend", headers={"X-CSRF-Token": c.csrf})
+    assert r.status_code == 200
+    assert "paused" in r.text
+
+
+def test_action_errors_come_back_as_a_toast_with_libvirts_message(web_as) -> None:
+    c = web_as("operator")
+    headers = {"X-CSRF-Token": c.csrf, "HX-Request": "true"}
+    c.post("/vms/local/test/actions/suspend", headers=headers)
+    r = c.post("/vms/local/test/actions/suspend", headers=headers)
+    assert r.status_code == 409
+    assert "already paused" in r.headers["hx-trigger"]
+
+
+def test_create_wizard_validates_inline_then_creates_and_audits(web_as) -> None:
+    c = web_as("operator")
+    headers = {"X-CSRF-Token": c.csrf, "HX-Request": "true"}
+    form = {"host": "local", "source": "blank", "disk_gib": "0", "install_agent": "false"}
+    r = c.post("/vms/new", data={**form, "name": "bad/name"}, headers=headers)
+    assert r.status_code == 200
+    assert re.search(r'id="err-name"[^>]*>[^<]*name', r.text)
+    r = c.post("/vms/new", data={**form, "name": "kvmm-t-web-vm"}, headers=headers)
+    assert r.status_code == 204, r.text
+    assert r.headers["hx-redirect"] == "/vms/local/kvmm-t-web-vm"
+    assert "kvmm-t-web-vm" in c.get("/vms").text
+    admin = web_as("admin")
+    audit = admin.get("/audit", params={"action": "web.vm_create"}).text
+    assert c.username in audit
+
+
+def test_user_supplied_text_is_escaped(web_as) -> None:
+    c = web_as("operator")
+    headers = {"X-CSRF-Token": c.csrf, "HX-Request": "true"}
+    evil = '<img src=x onerror="alert(1)">'
+    r = c.post(
+        "/vms/new",
+        data={
+            "host": "local",
+            "name": "kvmm-t-web-xss",
+            "source": "blank",
+            "disk_gib": "0",
+            "description": evil,
+        },
+        headers=headers,
+    )
+    assert r.status_code == 204, r.text
+    page = c.get("/vms/local/kvmm-t-web-xss").text
+    assert evil not in page
+    assert "&lt;img src=x" in page
