@@ -17,7 +17,11 @@ import pytest
 from lxml import etree
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
-from kvmmanager.services.storage_specs import PoolSpec, VolumeSpec
+from kvmmanager.services.storage_specs import PoolSpec, VolumeSpec, validate_pool_spec
+from kvmmanager.services.storage_xml import build_pool_xml, build_volume_xml
+from kvmmanager.virt.xml.pool import Pool
+from kvmmanager.virt.xml.validate import validate_xml
+from kvmmanager.virt.xml.volume import Volume
 
 HOST = "local"
 
@@ -275,3 +279,55 @@ async def test_delete_pool_with_volumes_removes_them(storage: Any) -> None:
         assert name not in [p.name() for p in conn.listAllStoragePools(0)]
     finally:
         conn.close()
+
+
+# ---- every XML the storage code can write validates against libvirt's schema ----------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PoolSpec(name="d", target="/srv/kvmm-t-sto/d"),
+        PoolSpec(name="vg", type="logical"),
+        PoolSpec(name="vg2", type="logical", source_name="vmvg",
+                 source_devices=["/dev/sdb", "/dev/sdc"]),
+        PoolSpec(name="nfs", type="netfs", target="/mnt/nfs", source_host="nas.example",
+                 source_path="/export/vm", source_format="nfs"),
+        PoolSpec(name="smb", type="netfs", target="/mnt/smb", source_host="10.213.9.9",
+                 source_path="share", source_format="cifs"),
+        PoolSpec(name="auto", type="netfs", target="/mnt/a", source_host="nas",
+                 source_path="/e"),
+    ],
+    ids=["dir", "logical", "logical-devices", "netfs-nfs", "netfs-cifs", "netfs-auto"],
+)  # fmt: skip
+def test_pool_xml_validates(spec: PoolSpec) -> None:
+    xml = build_pool_xml(validate_pool_spec(spec))
+    validate_xml(xml, "pool")
+    model = Pool.from_xml(xml)
+    assert (model.name, model.type) == (spec.name, spec.type)
+    if spec.type == "logical":
+        assert model.source_name == (spec.source_name or spec.name)
+        assert model.source_devices == spec.source_devices
+    if spec.type == "netfs":
+        assert (model.source_host_name, model.source_dir) == (spec.source_host, spec.source_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("v.qcow2", 1 << 30, "qcow2"), {}),
+        (("v.raw", 1 << 20, "raw"), {}),
+        (("v.raw", 1 << 20, "raw"), {"preallocate": True}),
+        (("top.qcow2", 1 << 30, "qcow2"), {"backing": ("/srv/base.qcow2", "qcow2")}),
+        (("top2.qcow2", 1 << 30, "qcow2"), {"backing": ("/srv/base.raw", "raw")}),
+    ],
+    ids=["qcow2", "raw", "raw-preallocated", "backing-qcow2", "backing-raw"],
+)
+def test_volume_xml_validates(args: tuple, kwargs: dict) -> None:
+    xml = build_volume_xml(*args, **kwargs)
+    validate_xml(xml, "volume")
+    model = Volume.from_xml(xml)
+    assert (model.name, model.capacity, model.target_format) == args
+    assert model.allocation == (args[1] if kwargs.get("preallocate") else 0)
+    if "backing" in kwargs:
+        assert (model.backing_path, model.backing_format) == kwargs["backing"]
