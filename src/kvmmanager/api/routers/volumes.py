@@ -145,6 +145,17 @@ async def upload_volume(
     manager: Manager = Depends(get_manager),
     user: Principal = Depends(current_user),
 ) -> dict:
+    """Stream the request body into the volume through libvirt (never buffered whole).
+
+    Synchronous: answers once the data is in. It runs as a `volume.upload` job, so
+    `job.progress` events report it and `POST /api/jobs/{id}/cancel` stops it. With
+    `create=true` a new volume sized to the body is made (409 if it exists) and is
+    deleted again if the upload fails, is cancelled or the client goes away; the volume's
+    format is what libvirt detects in the data (`format=qcow2` is checked). Without
+    `create` the body overwrites the existing volume from its start (refused while a
+    running VM uses it). The byte count comes from Content-Length, or `?size=` for a
+    chunked body; a body shorter or longer than that fails with 422.
+    """
     declared = _declared_size(request, size)
     storage = manager.storage
     # Fail fast (404/409/422) before a job row exists for a request that cannot work.

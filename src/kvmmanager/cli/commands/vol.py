@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.progress import (
     BarColumn,
@@ -252,6 +253,9 @@ def download(
         if total is not None and done != total:
             raise KvmmError(f"download ended after {done} of {total} bytes")
         os.replace(partial, file)
+    except httpx.HTTPError as exc:
+        partial.unlink(missing_ok=True)
+        raise KvmmError(f"download of {name} failed after {done} bytes: {exc}") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
