@@ -12,6 +12,7 @@ Edits of vCPUs, memory and devices live in `vm_edit.py` (`VmService.edit`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import libvirt
 
-from kvmmanager.core.errors import Conflict, InvalidInput
+from kvmmanager.core.errors import (
+    AgentUnavailable,
+    Conflict,
+    GuestError,
+    InvalidInput,
+    NotFound,
+    Timeout,
+)
 from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.services.vm_edit import VmEditor
@@ -205,9 +213,28 @@ class VmService:
         return await self.run_on(host, vm, _ACTION_FNS[action], host)
 
     async def shutdown(self, host: str, vm: str, mode: ShutdownMode = "auto") -> VmRef:
+        """acpi: the power button. agent: qemu-guest-agent (through libvirt) or else the
+        project's agent. auto: an agent when one is connected, else the power button."""
         if mode not in ("acpi", "agent", "auto"):
             raise InvalidInput("mode must be acpi, agent or auto", field="mode")
-        return await self.run_on(host, vm, _shutdown_blocking, host, mode)
+        kvmm = False
+        if mode != "acpi":
+            with contextlib.suppress(NotFound):
+                info = self.m.inventory.domain(host, vm)
+                kvmm = info.state == "running" and info.agent_status == "connected"
+        res = await self.run_on(host, vm, _shutdown_blocking, host, mode, kvmm)
+        if res.details.get("mode") != "kvmm-agent":
+            return res
+        try:
+            out = await self.m.agents.power(host, res.uuid, "shutdown")
+        except (AgentUnavailable, Timeout, GuestError) as exc:
+            if mode == "agent":
+                raise
+            log.info("vm %s: agent shutdown failed (%s), pressing the power button", vm, exc)
+            return await self.run_on(host, vm, _shutdown_blocking, host, "acpi", False)
+        res.message = "shutdown requested through the kvmmanager agent"
+        res.details = {"mode": "agent", "agent": out.get("source", "kvmm")}
+        return res
 
     async def delete(self, host: str, vm: str, remove_volumes: bool = False) -> dict[str, Any]:
         return await self.run_on(host, vm, _delete_blocking, host, remove_volumes)
@@ -376,17 +403,22 @@ _ACTION_FNS: dict[str, Callable[[libvirt.virDomain, str], VmRef]] = {
 }
 
 
-def _shutdown_blocking(dom: libvirt.virDomain, host: str, mode: ShutdownMode) -> VmRef:
+def _shutdown_blocking(
+    dom: libvirt.virDomain, host: str, mode: ShutdownMode, kvmm_connected: bool
+) -> VmRef:
+    """Shutdown by libvirt; answers mode 'kvmm-agent' (nothing done yet) when the caller
+    must ask the project's agent instead."""
     _need(dom, RUNNING, "is not running")
-    qga = _channel_connected(dom, vm_builder.QGA_CHANNEL)
-    if mode == "agent" and not qga:
-        raise Conflict(
-            f"vm '{dom.name()}': qemu-guest-agent is not connected; use mode 'acpi'",
-            field="mode",
-        )
-    if mode == "agent" or (mode == "auto" and qga):
+    qga = mode != "acpi" and _channel_connected(dom, vm_builder.QGA_CHANNEL)
+    if qga:
         dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
-        return ref(host, dom, "shutdown requested through the guest agent", mode="agent")
+        return ref(host, dom, "shutdown requested through qemu-guest-agent", mode="agent")
+    if mode != "acpi" and kvmm_connected:
+        return ref(host, dom, "", mode="kvmm-agent")
+    if mode == "agent":
+        raise Conflict(
+            f"vm '{dom.name()}': no guest agent is connected; use mode 'acpi'", field="mode"
+        )
     try:
         dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
     except libvirt.libvirtError as exc:

@@ -145,7 +145,7 @@ def test_lifecycle_and_wrong_states(conn, name):
         with pytest.raises(Conflict, match=r"is not running|is not paused"):
             fn(dom, HOST)
     with pytest.raises(Conflict, match="is not running"):
-        vms._shutdown_blocking(dom, HOST, "auto")
+        vms._shutdown_blocking(dom, HOST, "auto", False)
     assert vms._start(dom, HOST).state == "running"
     with pytest.raises(Conflict, match="already running"):
         vms._start(dom, HOST)
@@ -157,9 +157,13 @@ def test_lifecycle_and_wrong_states(conn, name):
     assert vms._resume(dom, HOST).state == "running"
     assert vms._reboot(dom, HOST).state == "running"
     assert vms._reset(dom, HOST).state == "running"
-    with pytest.raises(Conflict, match="qemu-guest-agent is not connected"):
-        vms._shutdown_blocking(dom, HOST, "agent")
-    res = vms._shutdown_blocking(dom, HOST, "auto")
+    with pytest.raises(Conflict, match="no guest agent is connected"):
+        vms._shutdown_blocking(dom, HOST, "agent", False)
+    # With the project's agent connected, the caller is told to go through it.
+    assert vms._shutdown_blocking(dom, HOST, "auto", True).details["mode"] == "kvmm-agent"
+    assert vms._shutdown_blocking(dom, HOST, "acpi", True).details["mode"] == "acpi"
+    vms._start(dom, HOST)
+    res = vms._shutdown_blocking(dom, HOST, "auto", False)
     assert res.details["mode"] == "acpi"
     assert res.state == "shutoff"  # the test driver powers off at once
     vms._start(dom, HOST)
