@@ -37,6 +37,7 @@ __all__ = ["STATUSES", "HostConnection", "ensure_event_loop"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LOCAL_MAX_BACKOFF_SECONDS = 2.0
 STATUSES = ("disconnected", "connecting", "connected", "reconnecting", "failed")
 
 _CLOSE_REASONS = {
@@ -291,7 +292,7 @@ class HostConnection:
         while True:
             if not first_attempt:
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.reconnect_max_seconds)
+                delay = min(delay * 2, self._max_backoff())
             first_attempt = False
             if self.status not in ("failed", "reconnecting"):
                 self._set_status("connecting", reason)
@@ -324,6 +325,14 @@ class HostConnection:
             self._set_status("reconnecting", reason)
             # Reconnect at once: a restarted libvirtd is usually back before any backoff.
             first_attempt = True
+
+    def _max_backoff(self) -> float:
+        # A failed attempt on a local socket costs nothing, and a restarted local libvirtd
+        # must be picked up within seconds however long it was away: keep local retries
+        # frequent. Remote hosts back off up to the configured maximum.
+        if is_remote_uri(self.uri):
+            return self.settings.reconnect_max_seconds
+        return min(self.settings.reconnect_max_seconds, LOCAL_MAX_BACKOFF_SECONDS)
 
     async def _drop(self, conn: libvirt.virConnect) -> None:
         self._conn = None
