@@ -18,6 +18,8 @@ from pydantic import BaseModel
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services.storage_specs import check_name
+from kvmmanager.virt import readers
+from kvmmanager.virt.inventory import NetworkInfo
 from kvmmanager.virt.xml.network import IP, DhcpRange, Network
 from kvmmanager.virt.xml.validate import validate_xml
 
@@ -244,6 +246,22 @@ class NetworkService:
                 raise NotFound(f"network '{name}' not found", field="network") from exc
             raise
 
+    async def sync(self, host: str, name: str) -> None:
+        """Re-read one network into the inventory (autostart changes send no event)."""
+        h = self._host(host)
+
+        def op() -> NetworkInfo | None:
+            try:
+                return readers.read_network(host, h.conn.networkLookupByName(name))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return None
+                raise
+
+        info = await h.run(op)
+        if info is not None:
+            self._m.inventory.put_network(info)
+
     # -- reads ---------------------------------------------------------------------------
 
     async def list(self, host: str) -> list[NetworkDetails]:
@@ -303,7 +321,9 @@ class NetworkService:
                 raise
             return _details(net)
 
-        return await self._call(host, op)
+        details = await self._call(host, op)
+        await self.sync(host, spec.name)
+        return details
 
     async def start(self, host: str, name: str) -> NetworkDetails:
         def op(conn: libvirt.virConnect) -> NetworkDetails:
@@ -313,7 +333,9 @@ class NetworkService:
             net.create()
             return _details(net)
 
-        return await self._call(host, op)
+        details = await self._call(host, op)
+        await self.sync(host, name)
+        return details
 
     async def stop(self, host: str, name: str) -> NetworkDetails:
         def op(conn: libvirt.virConnect) -> NetworkDetails:
@@ -326,7 +348,9 @@ class NetworkService:
                 raise NotFound(f"network '{name}' was transient and is gone", field="network")
             return _details(net)
 
-        return await self._call(host, op)
+        details = await self._call(host, op)
+        await self.sync(host, name)
+        return details
 
     async def set_autostart(self, host: str, name: str, enabled: bool) -> NetworkDetails:
         def op(conn: libvirt.virConnect) -> NetworkDetails:
@@ -338,7 +362,9 @@ class NetworkService:
             net.setAutostart(1 if enabled else 0)
             return _details(net)
 
-        return await self._call(host, op)
+        details = await self._call(host, op)
+        await self.sync(host, name)
+        return details
 
     async def delete(self, host: str, name: str, *, force: bool = False) -> None:
         """Stop (if active) and undefine. A network a running VM is plugged into is refused

@@ -42,6 +42,8 @@ from kvmmanager.services.storage_xml import (
     volume_details,
     volume_exists,
 )
+from kvmmanager.virt import readers
+from kvmmanager.virt.inventory import PoolInfo
 
 if TYPE_CHECKING:
     from kvmmanager.services.jobs import JobProgress
@@ -65,6 +67,24 @@ class StorageService:
         """Run `fn(conn, *args)` on the host's worker threads."""
         h = self._host(host)
         return await h.run(lambda: fn(h.conn, *args))
+
+    async def sync_pool(self, host: str, name: str) -> None:
+        """Re-read one pool into the inventory. libvirt sends no event for autostart
+        changes or for volumes changing a pool's allocation; pool lifecycle events still
+        arrive and re-read it too, which is harmless."""
+        h = self._host(host)
+
+        def op() -> PoolInfo | None:
+            try:
+                return readers.read_pool(host, h.conn.storagePoolLookupByName(name))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    return None
+                raise
+
+        info = await h.run(op)
+        if info is not None:
+            self._m.inventory.put_pool(info)
 
     # -- who uses what -------------------------------------------------------------------
 
@@ -153,7 +173,9 @@ class StorageService:
                 raise
             return pool_details(pool)
 
-        return await self._call(host, op)
+        details = await self._call(host, op)
+        await self.sync_pool(host, spec.name)
+        return details
 
     async def pool_action(self, host: str, name: str, action: str) -> PoolDetails:
         """start | stop | build | refresh | autostart | noautostart."""
@@ -174,7 +196,9 @@ class StorageService:
             fn(pool)
             return pool_details(pool)
 
-        return await self._call(host, op)
+        details = await self._call(host, op)
+        await self.sync_pool(host, name)
+        return details
 
     async def delete_pool(
         self, host: str, name: str, *, delete_volumes: bool = False, force: bool = False
@@ -280,7 +304,9 @@ class StorageService:
                 flags |= libvirt.VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
             return volume_details(pool, p.createXML(xml, flags))
 
-        return self._with_users(host, await self._call(host, op))
+        details = await self._call(host, op)
+        await self.sync_pool(host, pool)
+        return self._with_users(host, details)
 
     async def delete_volume(self, host: str, pool: str, name: str) -> None:
         details = await self.get_volume(host, pool, name)
@@ -295,6 +321,7 @@ class StorageService:
             lookup_volume(active_pool(conn, pool), name).delete(0)
 
         await self._call(host, op)
+        await self.sync_pool(host, pool)
 
     async def resize_volume(
         self, host: str, pool: str, name: str, capacity: int | str, *, shrink: bool = False
@@ -328,7 +355,9 @@ class StorageService:
             )
             return volume_details(pool, vol)
 
-        return self._with_users(host, await self._call(host, op))
+        details = await self._call(host, op)
+        await self.sync_pool(host, pool)
+        return self._with_users(host, details)
 
     async def clone_volume(
         self,
@@ -390,6 +419,7 @@ class StorageService:
             except Cancelled:
                 await asyncio.shield(self._discard_clone(host, task, dest_pool, new_name))
                 raise
+            await self.sync_pool(host, dest_pool)
             return self._with_users(host, details).to_dict()
 
         return self._m.jobs.start("volume.clone", f"{host}/{pool}/{name}", run, user, host=host)

@@ -120,7 +120,7 @@ async def test_define_starts_and_reports_the_network(networks: Any, net: str) ->
     assert net in [n.name for n in await networks.list(HOST)]
 
 
-async def test_lifecycle_and_wrong_states(networks: Any, net: str) -> None:
+async def test_lifecycle_and_wrong_states(manager: Any, networks: Any, net: str) -> None:
     with pytest.raises(Conflict):
         await networks.start(HOST, net)
     assert not (await networks.stop(HOST, net)).active
@@ -130,6 +130,7 @@ async def test_lifecycle_and_wrong_states(networks: Any, net: str) -> None:
         await networks.leases(HOST, net)
     assert (await networks.start(HOST, net)).active
     assert not (await networks.set_autostart(HOST, net, False)).autostart
+    assert manager.inventory.network(HOST, net).autostart is False
     assert (await networks.set_autostart(HOST, net, True)).autostart
     with pytest.raises(Conflict) as exc:
         await networks.define(HOST, NetworkSpec(name=net, forward="isolated"))

@@ -113,13 +113,15 @@ async def test_define_without_start_leaves_it_inactive(storage: Any) -> None:
         await storage.get_pool(HOST, name)
 
 
-async def test_pool_actions_and_wrong_states(storage: Any, pool: str) -> None:
+async def test_pool_actions_and_wrong_states(manager: Any, storage: Any, pool: str) -> None:
     with pytest.raises(Conflict):
         await storage.pool_action(HOST, pool, "start")
     with pytest.raises(Conflict):
         await storage.pool_action(HOST, pool, "build")
     assert (await storage.pool_action(HOST, pool, "refresh")).active
     assert not (await storage.pool_action(HOST, pool, "noautostart")).autostart
+    # libvirt sends no event for autostart: the service keeps the inventory current.
+    assert manager.inventory.pool(HOST, pool).autostart is False
     assert (await storage.pool_action(HOST, pool, "autostart")).autostart
     stopped = await storage.pool_action(HOST, pool, "stop")
     assert not stopped.active and stopped.state == "inactive"
