@@ -187,6 +187,7 @@ def destroy(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
 
 @app.command("reboot")
 def reboot(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Ask the guest to reboot."""
     _action(ctx, host, vm, "reboot")
 
 
@@ -198,11 +199,13 @@ def reset(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
 
 @app.command("suspend")
 def suspend(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Pause the VM's vCPUs (it stays in memory)."""
     _action(ctx, host, vm, "suspend")
 
 
 @app.command("resume")
 def resume(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Continue a paused VM."""
     _action(ctx, host, vm, "resume")
 
 
@@ -268,12 +271,14 @@ def attach_disk(
     disk: str = typer.Argument(..., help="POOL:SIZE_GIB (new qcow2) or POOL/VOLUME."),
     host: str = HOST_OPTION,
 ) -> None:
+    """Attach a disk: live and persistent when running, persistent when shut off."""
     with client(ctx) as api:
         _edit_out(ctx, api.post(_vm(host, vm) + "/disks", json=_disk(disk)))
 
 
 @app.command("detach-disk")
 def detach_disk(ctx: typer.Context, vm: str, target: str, host: str = HOST_OPTION) -> None:
+    """Detach the disk at TARGET (vdb, sda...); its volume is kept."""
     with client(ctx) as api:
         _edit_out(ctx, api.delete(_vm(host, vm) + f"/disks/{q(target)}"))
 
@@ -287,6 +292,7 @@ def attach_nic(
     mac: str | None = typer.Option(None, "--mac"),
     host: str = HOST_OPTION,
 ) -> None:
+    """Attach a virtio NIC on a libvirt network or a host bridge."""
     body = {"network": network, "bridge": bridge, "mac": mac}
     with client(ctx) as api:
         _edit_out(ctx, api.post(_vm(host, vm) + "/nics", json=body))
@@ -294,6 +300,7 @@ def attach_nic(
 
 @app.command("detach-nic")
 def detach_nic(ctx: typer.Context, vm: str, mac: str, host: str = HOST_OPTION) -> None:
+    """Detach the NIC with this MAC address."""
     with client(ctx) as api:
         _edit_out(ctx, api.delete(_vm(host, vm) + f"/nics/{q(mac)}"))
 
@@ -320,6 +327,37 @@ def media_eject(
     target: str | None = typer.Option(None, "--target"),
     host: str = HOST_OPTION,
 ) -> None:
+    """Empty the CD-ROM drive (running or not)."""
     with client(ctx) as api:
         params = {"target": target} if target else {}
         _edit_out(ctx, api.delete(_vm(host, vm) + "/media", params=params))
+
+
+@app.command("install-agent")
+def install_agent(
+    ctx: typer.Context,
+    vm: str,
+    pool: str | None = typer.Option(None, "--pool", help="Pool holding the agent ISO."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Get the guest agent into the VM: deploy the ISO, add the agent channel, insert the
+    ISO, and print the commands to run inside the guest."""
+    with client(ctx) as api:
+        res = api.post(
+            f"/api/hosts/{q(host)}/agent-iso/install/{q(vm)}", json={"pool": pool} if pool else None
+        )
+    if wants_json(ctx):
+        emit(ctx, res)
+        return
+    for line in res.get("messages", []):
+        info(line)
+    typer.echo("Run inside the guest (as root):")
+    for command in res.get("guest_commands", []):
+        typer.echo(f"  {command}")
+
+
+@app.command("eject-agent")
+def eject_agent(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Eject the agent ISO from the VM's CD-ROM drive."""
+    with client(ctx) as api:
+        _edit_out(ctx, api.post(f"/api/hosts/{q(host)}/agent-iso/eject/{q(vm)}"))
