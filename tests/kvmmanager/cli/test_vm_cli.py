@@ -60,8 +60,17 @@ def test_vm_commands(vm_cli):
     assert _json(vm_cli("--json", "vm", "destroy", name))["state"] == "shutoff"
     res = vm_cli("--json", "vm", "media", "eject", name)
     assert res.exit_code == 0, res.stderr
+    disk = _json(vm_cli("--json", "vm", "attach-disk", name, f"{POOL}:1"))
+    assert disk["details"]["target"] == "vdb" and disk["next_boot"]
+    nic = _json(vm_cli("--json", "vm", "attach-nic", name, "--network", "default"))
+    assert _json(vm_cli("--json", "vm", "detach-nic", name, nic["details"]["mac"]))["next_boot"]
+    xml = vm_cli("vm", "xml", name, "--inactive")
+    assert xml.exit_code == 0 and "<domain" in xml.stdout and "vdb" in xml.stdout
+    edited = _json(vm_cli("--json", "vm", "edit", name, "--tag", "x", "--tag", "y"))
+    assert edited["vm"]["message"] == "tags updated"
+    assert vm_cli("vm", "edit", name).exit_code == 2  # nothing to change
     deleted = _json(vm_cli("--json", "vm", "delete", name, "--remove-volumes"))
-    assert len(deleted["deleted_volumes"]) == 1
+    assert len(deleted["deleted_volumes"]) == 2
 
 
 def test_bad_input_exits_2_naming_the_problem(vm_cli):
