@@ -346,7 +346,9 @@ def create_blocking(
     created: list[libvirt.virStorageVol] = []
     dom: libvirt.virDomain | None = None
     try:
-        used = paths_used_by_others(conn, None)
+        # Reading every domain's XML is only needed when existing volumes are reused.
+        reuses = spec.install.kind == "import" or any(d.volume for d in spec.disks)
+        used = paths_used_by_others(conn, None) if reuses else {}
         disks = plan_disks(conn, spec, created, used, progress)
         cdrom = None
         if spec.install.kind == "iso":
