@@ -141,6 +141,13 @@ class AgentClient:
         await self._disconnect("closed")
         self._set_status("disconnected")
 
+    def abandon(self) -> None:
+        """Drop the connection from outside its event loop (that loop may be closed)."""
+        transport, self._transport = self._transport, None
+        self._need_sync = True
+        if transport is not None:
+            transport.abandon()
+
     # -- internals ------------------------------------------------------------------
 
     def _set_status(self, status: str) -> None:

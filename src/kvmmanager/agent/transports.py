@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -30,6 +31,10 @@ class Transport(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def close(self) -> None: ...
+
+    def abandon(self) -> None:
+        """Cut the connection without the event loop (its loop may be gone)."""
+        ...
 
 
 class UnixTransport:
@@ -66,6 +71,12 @@ class UnixTransport:
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
+
+    def abandon(self) -> None:
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class LibvirtStreamTransport:
@@ -141,3 +152,8 @@ class LibvirtStreamTransport:
         # abort() also wakes the reader thread blocked in recv().
         await self._loop.run_in_executor(None, _abort)
         self._writer.shutdown(wait=False)
+
+    def abandon(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            self._stream.abort()

@@ -40,6 +40,7 @@ class AgentService:
         self.manager = manager
         self.settings = manager.settings.agent
         self._clients: dict[tuple[str, str], AgentClient] = {}
+        self._loops: dict[tuple[str, str], asyncio.AbstractEventLoop] = {}
         self._probes: set[asyncio.Task[Any]] = set()
         self._probe_slots = asyncio.Semaphore(MAX_PARALLEL_PROBES)
         manager.bus.add_listener(self._on_event)
@@ -90,6 +91,13 @@ class AgentService:
         info = self._domain(host, vm)
         key = (host, info.uuid)
         c = self._clients.get(key)
+        loop = asyncio.get_running_loop()
+        if c is not None and self._loops.get(key) is not loop:
+            # A client's reader task lives on the loop that opened it; a caller on
+            # another loop (tests, a second server thread) gets its own connection,
+            # and the old one is cut (a channel serves one host connection at a time).
+            c.abandon()
+            c = None
         if c is None:
             c = AgentClient(
                 lambda: self._opener(host, info.uuid),
@@ -103,6 +111,7 @@ class AgentService:
                 on_status=lambda s: self._client_status(host, info.uuid, s),
             )
             self._clients[key] = c
+            self._loops[key] = loop
         return c
 
     def _client_status(self, host: str, uuid: str, status: str) -> None:
@@ -113,7 +122,8 @@ class AgentService:
 
     async def drop(self, host: str, uuid: str) -> None:
         c = self._clients.pop((host, uuid), None)
-        if c is not None:
+        loop = self._loops.pop((host, uuid), None)
+        if c is not None and loop is asyncio.get_running_loop():
             await c.close()
 
     async def stop(self) -> None:

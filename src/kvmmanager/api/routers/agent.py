@@ -1,0 +1,327 @@
+"""The guest agent of a VM: /api/hosts/{host}/vms/{vm}/agent/...
+
+Roles: viewers read facts (GET); exec, files, power, freeze and admin methods need
+operator; `settings.agent.allow` may grant a role more methods. Every endpoint checks the
+method's allowance for the caller, on top of the app-wide rule that writes need operator.
+File transfers of any size use the chunk endpoints: raw bytes in and out, the guest
+verifies with sha256 at close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.schemas.agent import (
+    ExecRequest,
+    FileOpen,
+    FileWrite,
+    FreezeRequest,
+    MethodOut,
+    PowerRequest,
+    SetTime,
+    SshKeysRequest,
+)
+from kvmmanager.api.schemas.common import ERROR_RESPONSES
+from kvmmanager.core.errors import InvalidInput, PermissionDenied
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+from kvmmanager_agent import protocol
+
+router = APIRouter(
+    prefix="/api/hosts/{host}/vms/{vm}/agent", tags=["agent"], responses=ERROR_RESPONSES
+)
+
+
+def _check(manager: Manager, who: Principal, method: str) -> None:
+    if not manager.agents.allowed(who.role, method):
+        need = protocol.METHODS[method].role
+        raise PermissionDenied(f"agent method {method} needs the {need} role (you are {who.role})")
+
+
+async def _call(
+    manager: Manager, who: Principal, host: str, vm: str, method: str, params: Any = None
+) -> Any:
+    _check(manager, who, method)
+    return await manager.agents.call(host, vm, method, params)
+
+
+@router.get("/status", name="agent.status")
+async def agent_status(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+    return manager.agents.status(host, vm)
+
+
+@router.get("/methods", name="agent.methods", response_model=list[MethodOut])
+async def agent_methods(
+    host: str,
+    vm: str,
+    manager: Manager = Depends(get_manager),
+    who: Principal = Depends(current_user),
+) -> list[dict]:
+    return [
+        {"name": m.name, "capability": m.capability, "role": m.role,
+         "allowed": manager.agents.allowed(who.role, m.name), "timeout_class": m.timeout,
+         "description": m.description}
+        for m in protocol.METHODS.values()
+    ]  # fmt: skip
+
+
+@router.get("/ping", name="agent.ping")
+async def agent_ping(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+    return await manager.agents.ping(host, vm)
+
+
+@router.get("/info", name="agent.info")
+async def agent_info(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+    """Guest facts from whichever agent answers (our agent, else qemu-guest-agent)."""
+    return (await manager.agents.guest_info(host, vm)).model_dump()
+
+
+_FACTS = {
+    "system": "get_system_info",
+    "network": "get_network_info",
+    "disks": "get_disk_usage",
+    "metrics": "get_metrics",
+    "users": "get_users",
+    "time": "get_time",
+    "agent-info": "get_agent_info",
+}
+
+
+@router.get("/facts/{what}", name="agent.facts")
+async def agent_facts(
+    host: str, vm: str, what: str,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """system, network, disks, metrics, users, time, agent-info."""
+    method = _FACTS.get(what)
+    if method is None:
+        raise InvalidInput(f"unknown fact '{what}' (one of {', '.join(_FACTS)})", field="what")
+    return await _call(manager, who, host, vm, method)
+
+
+@router.get("/processes", name="agent.processes")
+async def agent_processes(
+    host: str, vm: str, limit: int = Query(200, ge=1, le=5000),
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "list_processes", {"limit": limit})
+
+
+@router.post("/time", name="agent.set_time")
+async def agent_set_time(
+    host: str, vm: str, body: SetTime,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "set_time", body.model_dump())
+
+
+@router.get("/services/{name}", name="agent.service_status")
+async def agent_service_status(
+    host: str, vm: str, name: str,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "service_status", {"name": name})
+
+
+@router.post("/services/{name}/{action}", name="agent.service_action")
+async def agent_service_action(
+    host: str, vm: str, name: str, action: str,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "service_action", {"name": name, "action": action})
+
+
+@router.get("/ssh-keys", name="agent.ssh_keys")
+async def agent_ssh_keys(
+    host: str, vm: str, user: str = Query(min_length=1, max_length=64),
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    _check(manager, who, "ssh_authorized_keys")
+    return await manager.agents.call(host, vm, "ssh_authorized_keys", {"user": user})
+
+
+@router.post("/ssh-keys", name="agent.ssh_keys_change")
+async def agent_ssh_keys_change(
+    host: str, vm: str, body: SshKeysRequest,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "ssh_authorized_keys", body.model_dump())
+
+
+@router.post("/exec", name="agent.exec")
+async def agent_exec(
+    host: str, vm: str, body: ExecRequest,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """Run a command and wait: exit_code, stdout, stderr, execution_time_ms."""
+    return await _call(manager, who, host, vm, "exec_command", body.model_dump())
+
+
+@router.post("/exec/stream", name="agent.exec_stream")
+async def agent_exec_stream(
+    host: str, vm: str, body: ExecRequest,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> StreamingResponse:  # fmt: skip
+    """Run a command, streaming NDJSON: {"stream": "stdout"|"stderr", "data": text} lines,
+    then {"exit_code": n, "timed_out": bool}."""
+    _check(manager, who, "exec_start")
+    params = body.model_dump(exclude={"capture_output", "input"})
+    started = await manager.agents.call(host, vm, "exec_start", params)
+
+    async def lines() -> AsyncIterator[bytes]:
+        while True:
+            r = await manager.agents.call(
+                host, vm, "exec_poll", {"handle": started["handle"], "wait_seconds": 1}
+            )
+            for stream in ("stdout", "stderr"):
+                data = base64.b64decode(r[stream])
+                if data:
+                    text = data.decode("utf-8", "replace")
+                    yield json.dumps({"stream": stream, "data": text}).encode() + b"\n"
+            if r["exited"]:
+                done = {"exit_code": r["exit_code"], "timed_out": r["timed_out"]}
+                yield json.dumps(done).encode() + b"\n"
+                return
+            await asyncio.sleep(0)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.get("/files", name="agent.file_read")
+async def agent_file_read(
+    host: str, vm: str, path: str = Query(min_length=1, max_length=4096),
+    encoding: str = Query("utf8", pattern="^(utf8|base64)$"),
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "file_read", {"path": path, "encoding": encoding})
+
+
+@router.put("/files", name="agent.file_write")
+async def agent_file_write(
+    host: str, vm: str, body: FileWrite,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "file_write", body.model_dump())
+
+
+@router.get("/files/stat", name="agent.file_stat")
+async def agent_file_stat(
+    host: str, vm: str, path: str = Query(min_length=1, max_length=4096), sha256: bool = False,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    return await _call(manager, who, host, vm, "file_stat", {"path": path, "sha256": sha256})
+
+
+@router.post("/files/open", name="agent.file_open")
+async def agent_file_open(
+    host: str, vm: str, body: FileOpen,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """Start a chunked transfer; returns handle, size_bytes (resume point), max_chunk_bytes."""
+    return await _call(manager, who, host, vm, "file_open", body.model_dump())
+
+
+@router.get("/files/{handle}/chunk", name="agent.file_read_chunk")
+async def agent_file_read_chunk(
+    host: str, vm: str, handle: int, offset: int = Query(ge=0),
+    length: int = Query(protocol.MAX_CHUNK_BYTES, ge=1, le=protocol.MAX_CHUNK_BYTES),
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Response:  # fmt: skip
+    """Raw bytes; header X-EOF: 1 on the last chunk."""
+    r = await _call(
+        manager, who, host, vm, "file_read_chunk",
+        {"handle": handle, "offset": offset, "length": length},
+    )  # fmt: skip
+    return Response(
+        base64.b64decode(r["data"]),
+        media_type="application/octet-stream",
+        headers={"X-EOF": "1" if r["eof"] else "0"},
+    )
+
+
+@router.put("/files/{handle}/chunk", name="agent.file_write_chunk")
+async def agent_file_write_chunk(
+    host: str, vm: str, handle: int, request: Request, offset: int = Query(ge=0),
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """Raw bytes in the body (at most max_chunk_bytes)."""
+    _check(manager, who, "file_write_chunk")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > protocol.MAX_CHUNK_BYTES:
+            raise InvalidInput(f"chunk larger than {protocol.MAX_CHUNK_BYTES} bytes", field="body")
+    data = base64.b64encode(bytes(body)).decode()
+    return await manager.agents.call(
+        host, vm, "file_write_chunk", {"handle": handle, "offset": offset, "data": data}
+    )
+
+
+@router.post("/files/{handle}/close", name="agent.file_close")
+async def agent_file_close(
+    host: str, vm: str, handle: int,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """Finish a transfer: size_bytes and the sha256 of the whole guest file."""
+    return await _call(manager, who, host, vm, "file_close", {"handle": handle})
+
+
+@router.post("/shutdown", name="agent.shutdown")
+async def agent_shutdown(
+    host: str, vm: str, body: PowerRequest | None = None,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    _check(manager, who, "shutdown")
+    b = body or PowerRequest()
+    return await manager.agents.power(host, vm, "shutdown", b.timeout_seconds, b.force)
+
+
+@router.post("/reboot", name="agent.reboot")
+async def agent_reboot(
+    host: str, vm: str, body: PowerRequest | None = None,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    _check(manager, who, "reboot")
+    b = body or PowerRequest()
+    return await manager.agents.power(host, vm, "reboot", b.timeout_seconds, b.force)
+
+
+@router.get("/fsfreeze", name="agent.fsfreeze_status")
+async def agent_fsfreeze_status(
+    host: str, vm: str, manager: Manager = Depends(get_manager),
+    who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    _check(manager, who, "fsfreeze_status")
+    return await manager.agents.fsfreeze(host, vm, "status")
+
+
+@router.post("/fsfreeze/{action}", name="agent.fsfreeze")
+async def agent_fsfreeze(
+    host: str, vm: str, action: str, body: FreezeRequest | None = None,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """freeze (thawed automatically after timeout_seconds) or thaw."""
+    if action not in ("freeze", "thaw"):
+        raise InvalidInput("action must be freeze or thaw", field="action")
+    _check(manager, who, f"fsfreeze_{action}")
+    thaw_after = (body or FreezeRequest()).timeout_seconds
+    return await manager.agents.fsfreeze(host, vm, action, thaw_after)
+
+
+@router.post("/call/{method}", name="agent.call")
+async def agent_call(
+    host: str, vm: str, method: str, params: dict[str, Any] | None = None,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """Any protocol method by name, with its parameters as the JSON body."""
+    if method not in protocol.METHODS or method == "sync":
+        raise InvalidInput(f"unknown agent method '{method}'", field="method")
+    return await _call(manager, who, host, vm, method, params)

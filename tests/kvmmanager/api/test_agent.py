@@ -1,0 +1,132 @@
+"""The agent REST endpoints, with the real agent on a unix socket standing in for the
+guest's channel of the test driver's VM `test`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kvmmanager.agent.transports import UnixTransport
+
+_path = Path(__file__).parents[2] / "kvmmanager_agent" / "conftest.py"
+_spec = importlib.util.spec_from_file_location("kvmm_t_agent_fixtures_api", _path)
+assert _spec is not None and _spec.loader is not None
+_fx = importlib.util.module_from_spec(_spec)
+sys.modules["kvmm_t_agent_fixtures_api"] = _fx
+_spec.loader.exec_module(_fx)
+roots = _fx.roots
+start_agent = _fx.start_agent
+agent = _fx.agent
+
+BASE = "/api/hosts/local/vms/test/agent"
+
+
+@pytest.fixture
+def api(client: TestClient, agent: Any) -> TestClient:
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    host = manager.registry.get("local")
+    deadline = time.monotonic() + 30
+    while not host.connected:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    info = manager.inventory.domain("local", "test")
+    manager.inventory.put_domain(dataclasses.replace(info, agent_status="connected"))
+
+    async def opener(host_name: str, uuid: str) -> Any:
+        return await UnixTransport.open(agent.path)
+
+    manager.agents._opener = opener
+    return client
+
+
+def test_facts_for_viewer(api: TestClient, client_as: Callable[[str], TestClient]) -> None:
+    viewer = client_as("viewer")
+    assert viewer.get(f"{BASE}/ping").json()["pong"] is True
+    info = viewer.get(f"{BASE}/info").json()
+    assert "source" in info, info
+    assert info["source"] == "kvmm" and info["kernel_version"] == os.uname().release
+    for what in ("system", "network", "disks", "metrics", "users", "time", "agent-info"):
+        r = viewer.get(f"{BASE}/facts/{what}")
+        assert r.status_code == 200, (what, r.text)
+    assert viewer.get(f"{BASE}/facts/bogus").json()["error"]["field"] == "what"
+    assert viewer.get(f"{BASE}/processes", params={"limit": 3}).json()["processes"]
+    st = viewer.get(f"{BASE}/status").json()
+    assert st["agent_status"] == "connected" and st["transport"] == "unix"
+    methods = {m["name"]: m for m in viewer.get(f"{BASE}/methods").json()}
+    assert methods["ping"]["allowed"] and not methods["exec_command"]["allowed"]
+
+
+def test_viewer_cannot_exec_read_files_or_power(
+    api: TestClient, client_as: Callable[[str], TestClient], roots: dict[str, Path]
+) -> None:
+    viewer = client_as("viewer")
+    assert viewer.post(f"{BASE}/exec", json={"command": "true"}).status_code == 403
+    r = viewer.get(f"{BASE}/files", params={"path": str(roots["read"] / "x")})
+    assert r.status_code == 403
+    assert viewer.get(f"{BASE}/fsfreeze").status_code == 200
+    assert viewer.post(f"{BASE}/shutdown").status_code == 403
+
+
+def test_exec_and_stream(api: TestClient, client_as: Callable[[str], TestClient]) -> None:
+    op = client_as("operator")
+    r = op.post(f"{BASE}/exec", json={"command": "sh", "args": ["-c", "echo hi; exit 2"]}).json()
+    assert (r["exit_code"], r["stdout"]) == (2, "hi\n")
+    body = {"command": "sh", "args": ["-c", "echo a; echo b >&2; exit 5"]}
+    with op.stream("POST", f"{BASE}/exec/stream", json=body) as resp:
+        lines = [json.loads(x) for x in resp.iter_lines() if x]
+    assert "exit_code" in lines[-1], lines
+    out = "".join(x["data"] for x in lines if x.get("stream") == "stdout")
+    err = "".join(x["data"] for x in lines if x.get("stream") == "stderr")
+    assert (out, err, lines[-1]["exit_code"]) == ("a\n", "b\n", 5)
+    bad = op.post(f"{BASE}/exec", json={"command": "rm"})
+    assert bad.status_code == 403 and bad.json()["error"]["field"] == "command"
+
+
+def test_files_simple_and_chunked(api: TestClient, roots: dict[str, Path]) -> None:
+    path = str(roots["write"] / "f.txt")
+    r = api.put(f"{BASE}/files", json={"path": path, "content": "hello"})
+    assert r.json() == {"bytes_written": 5, "path": path}
+    assert api.get(f"{BASE}/files", params={"path": path}).json()["content"] == "hello"
+    data = os.urandom(1_300_000)
+    h = api.post(f"{BASE}/files/open", json={"path": path + ".bin", "mode": "w"}).json()["handle"]
+    for off in range(0, len(data), 512 * 1024):
+        piece = data[off : off + 512 * 1024]
+        r = api.put(f"{BASE}/files/{h}/chunk", params={"offset": off}, content=piece)
+        assert r.status_code == 200, r.text
+    closed = api.post(f"{BASE}/files/{h}/close").json()
+    assert closed["sha256"] == hashlib.sha256(data).hexdigest()
+    h = api.post(f"{BASE}/files/open", json={"path": path + ".bin"}).json()["handle"]
+    got = b""
+    while True:
+        r = api.get(f"{BASE}/files/{h}/chunk", params={"offset": len(got)})
+        got += r.content
+        if r.headers["X-EOF"] == "1":
+            break
+    api.post(f"{BASE}/files/{h}/close")
+    assert got == data
+    outside = api.get(f"{BASE}/files", params={"path": "/etc/shadow"})
+    assert outside.status_code == 403 and outside.json()["error"]["field"] == "path"
+
+
+def test_power_freeze_and_generic_call(api: TestClient) -> None:
+    r = api.post(f"{BASE}/reboot", json={"timeout_seconds": 2}).json()
+    assert r["initiated"] is True and r["source"] == "kvmm"
+    fr = api.post(f"{BASE}/fsfreeze/freeze", json={"timeout_seconds": 30}).json()
+    assert fr["frozen"] == ["/var", "/"]
+    assert api.get(f"{BASE}/fsfreeze").json()["status"] == "frozen"
+    assert api.post(f"{BASE}/fsfreeze/thaw").json()["thawed"] == ["/", "/var"]
+    assert api.post(f"{BASE}/call/get_time").json()["timestamp"] > 0
+    assert api.post(f"{BASE}/call/sync").status_code == 422
+    r = api.post(f"{BASE}/call/file_read", json={"path": 5})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "path"
