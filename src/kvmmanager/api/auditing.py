@@ -41,12 +41,14 @@ class AuditMiddleware:
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")
+        content_type = headers.get("content-type", "")
         rec = AuditRecord(
             action=f"http.{scope['method'].lower()}",
             target=scope["path"],
             remote_addr=client[0] if client else None,
             query=_query_params(scope),
-            body_is_json=headers.get("content-type", "").startswith("application/json"),
+            body_is_json=content_type.startswith("application/json"),
+            body_is_form=content_type.startswith("application/x-www-form-urlencoded"),
         )
         status = 500
         error_json = bytearray()
@@ -54,7 +56,11 @@ class AuditMiddleware:
 
         async def receive_wrapper() -> Message:
             message = await receive()
-            if message["type"] == "http.request" and rec.body_is_json and not rec.body_truncated:
+            if (
+                message["type"] == "http.request"
+                and (rec.body_is_json or rec.body_is_form)
+                and not rec.body_truncated
+            ):
                 chunk = message.get("body", b"")
                 if len(rec.body) + len(chunk) > MAX_RECORDED_BODY:
                     rec.body_truncated = True

@@ -8,6 +8,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
@@ -54,6 +55,7 @@ class AuditRecord:
     query: dict[str, Any] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
     body_is_json: bool = False
+    body_is_form: bool = False
     body_truncated: bool = False
     # Set once written, so the end of the request updates that entry instead of adding one.
     entry_id: int | None = None
@@ -64,6 +66,8 @@ class AuditRecord:
         params: dict[str, Any] = dict(self.query)
         if self.body_truncated:
             params["body"] = "(too large to record)"
+        elif self.body_is_form and self.body:
+            params.update(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
         elif self.body_is_json and self.body:
             try:
                 body = json.loads(self.body)

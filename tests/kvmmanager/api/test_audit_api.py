@@ -63,3 +63,12 @@ def test_filters_and_pagination(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["error"]["field"] == "result"
     r = client.get("/api/audit", params={"limit": 0})
     assert r.status_code == 422 and r.json()["error"]["field"] == "limit"
+
+
+def test_form_posts_are_recorded_with_redacted_fields(client: TestClient) -> None:
+    anon = TestClient(client.app, follow_redirects=False)
+    anon.post("/login", data={"username": "admin", "password": "not-the-password"})
+    [e] = entries(client, action="web.login")
+    assert e["params"]["username"] == "admin"
+    assert e["params"]["password"] == "***"
+    assert "not-the-password" not in client.get("/api/audit").text

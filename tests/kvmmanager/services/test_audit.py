@@ -68,3 +68,14 @@ def test_query_filters_and_pagination(db_manager: Any) -> None:
     with pytest.raises(InvalidInput) as e:
         audit.query(result="maybe")
     assert e.value.field == "result"
+
+
+def test_form_bodies_are_recorded_and_redacted() -> None:
+    rec = AuditRecord(action="web.login", body_is_form=True)
+    rec.body.extend(b"username=alice&password=s3cret&next=%2Fvms")
+    assert rec.to_row().params == {"username": "alice", "password": REDACTED, "next": "/vms"}
+
+
+def test_oversized_body_is_not_recorded() -> None:
+    rec = AuditRecord(action="x", body_is_json=True, body_truncated=True)
+    assert rec.to_row().params == {"body": "(too large to record)"}
