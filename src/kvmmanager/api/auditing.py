@@ -53,6 +53,7 @@ class AuditMiddleware:
         status = 500
         error_json = bytearray()
         error_is_json = False
+        written = False
 
         async def receive_wrapper() -> Message:
             message = await receive()
@@ -70,19 +71,21 @@ class AuditMiddleware:
             return message
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, error_is_json
+            nonlocal status, error_is_json, written
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for k, v in message.get("headers", []):
                     if k.lower() == b"content-type" and v.startswith(b"application/json"):
                         error_is_json = True
-            elif (
-                message["type"] == "http.response.body"
-                and status >= 400
-                and error_is_json
-                and len(error_json) < MAX_ERROR_BODY
-            ):
-                error_json.extend(message.get("body", b""))
+            elif message["type"] == "http.response.body":
+                if status >= 400 and error_is_json and len(error_json) < MAX_ERROR_BODY:
+                    error_json.extend(message.get("body", b""))
+                if not message.get("more_body", False) and not written:
+                    # Before the last byte goes out: a client that reads the audit log
+                    # right after its write always finds the entry.
+                    written = True
+                    _finish(rec, scope, status, bytes(error_json))
+                    await _write(scope, rec)
             await send(message)
 
         token = audit_mod.current_request.set(rec)
@@ -94,8 +97,9 @@ class AuditMiddleware:
             raise
         finally:
             audit_mod.current_request.reset(token)
-            _finish(rec, scope, status, bytes(error_json))
-            await _write(scope, rec)
+            if not written:
+                _finish(rec, scope, status, bytes(error_json))
+                await _write(scope, rec)
 
 
 def _query_params(scope: Scope) -> dict[str, Any]:

@@ -46,6 +46,11 @@ def crash() -> None:
     raise RuntimeError("secret internal detail")
 
 
+@probe.post("/crash", name="probe.crash")
+def crash_write() -> None:
+    raise RuntimeError("secret internal detail")
+
+
 @probe.post("/validate")
 def validate(body: Body, count: int = 1) -> dict[str, int]:
     return {"count": count}
@@ -134,3 +139,11 @@ def test_openapi_is_served(probe_client: TestClient) -> None:
     spec = anon.get("/api/openapi.json").json()
     assert "/api/auth/login" in spec["paths"]
     assert anon.get("/api/docs").status_code == 200
+
+
+def test_a_crashing_write_is_audited_as_internal_error(probe_client: TestClient) -> None:
+    r = probe_client.post("/api/kvmm-t-plat/crash", json={"token": "t"})
+    assert r.status_code == 500
+    [e] = probe_client.get("/api/audit", params={"action": "probe.crash"}).json()["items"]
+    assert (e["result"], e["status"], e["error_code"]) == ("error", 500, "internal_error")
+    assert e["params"] == {"token": "***"}
