@@ -47,7 +47,7 @@ def crash() -> None:
 
 
 @probe.post("/crash", name="probe.crash")
-def crash_write() -> None:
+def crash_write(body: dict) -> None:
     raise RuntimeError("secret internal detail")
 
 
