@@ -27,6 +27,8 @@ from kvmmanager.core.errors import (
 
 
 def client_for(path: str, **kw: Any) -> AgentClient:
+    # Generous: the test machine's two cores are shared; timing is not under test here.
+    kw.setdefault("timeouts", {"short": 30.0})
     return AgentClient(lambda: UnixTransport.open(path), name="t", **kw)
 
 
