@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
@@ -74,6 +75,13 @@ def _principal_from_request(conn: HTTPConnection, manager: Manager) -> Principal
     session_id = conn.cookies.get(SESSION_COOKIE)
     if session_id:
         principal = manager.users.principal_for_session(session_id)
+        if conn.scope["type"] == "websocket":
+            # Browsers send cookies on cross-site WebSocket handshakes that carry no CSRF
+            # header: insist the page that opened it came from this server.
+            origin = conn.headers.get("origin")
+            if origin and urlsplit(origin).netloc != conn.headers.get("host"):
+                raise PermissionDenied("cross-origin WebSocket refused", field="Origin")
+            return principal
         method = conn.scope.get("method")
         # SameSite=Strict already stops most cross-site writes; the header stops the rest.
         if method in WRITE_METHODS and not security.constant_time_equal(

@@ -197,6 +197,22 @@ def test_websocket_routes_are_covered_by_default(settings: Any) -> None:
         headers = {"Authorization": f"Bearer {secret}"}
         with c.websocket_connect("/api/kvmm-t-plat/ws/a", headers=headers) as w:
             assert w.receive_text() == "a"
+        # A session cookie works from this server's own pages, not from another origin.
+        manager = app.state.manager
+        sid, _csrf, _exp = manager.users.create_session(
+            manager.users.authenticate("admin", manager.initial_admin_password)
+        )
+        c.cookies.set("kvmm_session", sid)
+        same = {"Origin": "http://testserver"}
+        with c.websocket_connect("/api/kvmm-t-plat/ws/b", headers=same) as w:
+            assert w.receive_text() == "b"
+        evil = {"Origin": "https://evil.example"}
+        with (
+            pytest.raises(WebSocketDenialResponse) as e,
+            c.websocket_connect("/api/kvmm-t-plat/ws/c", headers=evil),
+        ):
+            pass
+        assert e.value.status_code == 403
 
 
 def test_no_write_route_answers_nonsense_with_a_500(app: FastAPI, client: TestClient) -> None:
