@@ -49,3 +49,38 @@ def test_sqlite_file_is_private(tmp_path: Path) -> None:
     migrate.upgrade(engine)
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(db.parent).st_mode) == 0o700
+
+
+def test_upgrade_keeps_rows_and_widens_progress(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'u.db'}")
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, kind, target, state, progress_done, progress_total,"
+                " message, created_at, updated_at) VALUES ('j1', 'k', '', 'done', 1, 2, '',"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET progress_total = :n"), {"n": 5 * 2**40})
+        assert conn.scalar(text("SELECT progress_total FROM jobs WHERE id = 'j1'")) == 5 * 2**40
+
+
+def test_migrations_render_for_postgresql() -> None:
+    """The same migrations produce PostgreSQL DDL (offline; no server needed)."""
+    import io
+
+    from alembic import command
+
+    cfg = migrate.alembic_config()
+    cfg.set_main_option("sqlalchemy.url", "postgresql://kvmm@db/kvmm")
+    out = io.StringIO()
+    cfg.output_buffer = out
+    command.upgrade(cfg, "head", sql=True)
+    sql = out.getvalue()
+    for table in ("users", "api_tokens", "sessions", "audit_log", "hosts", "jobs"):
+        assert f"CREATE TABLE {table} " in sql
+    assert "TIMESTAMP WITH TIME ZONE" in sql
+    assert "TYPE BIGINT" in sql
