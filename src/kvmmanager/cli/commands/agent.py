@@ -1,0 +1,365 @@
+"""`kvm-manager agent ...`: talk to the guest agent of a VM through the manager's REST API.
+
+`exec` streams the command's stdout/stderr and exits with the guest's exit code; `cp`
+copies files of any size either way (VM:/path on one side) in verified chunks, with a
+progress bar and `--resume`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from kvmmanager.cli.api_client import ApiClient, client
+from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.core.errors import GuestError, InvalidInput
+from kvmmanager_agent import protocol
+
+NAME = "agent"
+app = typer.Typer(
+    help="The guest agent: facts, exec, file copy, power, freeze.", no_args_is_help=True
+)
+
+IFACE_COLUMNS = ["name", "mac_address", "ipv4_addresses", "ipv6_addresses", "state", "mtu"]
+FS_COLUMNS = ["mount_point", "device", "fs_type", "total_bytes", "used_bytes", "used_percent"]
+PROC_COLUMNS = ["pid", "user", "name", "state", "rss_kb", "cmdline"]
+
+
+def _base(host: str, vm: str) -> str:
+    return f"/api/hosts/{q(host)}/vms/{q(vm)}/agent"
+
+
+def _get(ctx: typer.Context, host: str, vm: str, path: str, **kw: Any) -> Any:
+    with client(ctx) as api:
+        return api.get(f"{_base(host, vm)}/{path}", **kw)
+
+
+def _post(ctx: typer.Context, host: str, vm: str, path: str, body: Any = None) -> Any:
+    with client(ctx) as api:
+        return api.post(f"{_base(host, vm)}/{path}", json=body)
+
+
+@app.command("status")
+def status(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Agent status of the VM (absent, connecting, connected, unresponsive) and qemu-ga's."""
+    emit(ctx, _get(ctx, host, vm, "status"))
+
+
+@app.command("ping")
+def ping(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Ping the guest agent (ours, else qemu-guest-agent)."""
+    emit(ctx, _get(ctx, host, vm, "ping"))
+
+
+@app.command("info")
+def guest_info(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Guest facts (OS, addresses, filesystems, users) from whichever agent answers."""
+    data = _get(ctx, host, vm, "info")
+    if wants_json(ctx):
+        emit(ctx, data)
+        return
+    flat = {k: v for k, v in data.items() if k not in ("interfaces", "filesystems", "users")}
+    emit(ctx, flat, title="guest")
+    emit(ctx, data["interfaces"], IFACE_COLUMNS, title="interfaces")
+    emit(ctx, data["filesystems"], FS_COLUMNS, title="filesystems")
+
+
+def _fact(name: str, what: str, key: str | None = None, columns: list[str] | None = None) -> None:
+    def command(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+        data = _get(ctx, host, vm, f"facts/{what}")
+        emit(ctx, data[key] if key and not wants_json(ctx) else data, columns)
+
+    command.__doc__ = f"The guest's {what} ({protocol.METHODS[_FACTS[what]].description})"
+    app.command(name)(command)
+
+
+_FACTS = {
+    "system": "get_system_info",
+    "network": "get_network_info",
+    "disks": "get_disk_usage",
+    "metrics": "get_metrics",
+    "users": "get_users",
+    "time": "get_time",
+}
+_fact("system", "system")
+_fact("network", "network", "interfaces", IFACE_COLUMNS)
+_fact("disks", "disks", "filesystems", FS_COLUMNS)
+_fact("metrics", "metrics")
+_fact("users", "users", "users")
+_fact("time", "time")
+
+
+@app.command("processes")
+def processes(
+    ctx: typer.Context, vm: str, limit: int = typer.Option(30, "--limit"), host: str = HOST_OPTION
+) -> None:
+    """Guest processes, largest memory first."""
+    data = _get(ctx, host, vm, "processes", params={"limit": limit})
+    emit(ctx, data if wants_json(ctx) else data["processes"], PROC_COLUMNS)
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_command(
+    ctx: typer.Context,
+    vm: str,
+    command: str,
+    timeout: float = typer.Option(300, "--timeout", help="Seconds before the guest kills it."),
+    workdir: str | None = typer.Option(None, "--workdir", "-w"),
+    wait: bool = typer.Option(False, "--wait", help="Wait and print at the end (no streaming)."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Run COMMAND [ARGS...] in the guest (no shell); exits with the guest's exit code."""
+    body = {
+        "command": command, "args": list(ctx.args), "timeout_seconds": timeout,
+        "working_directory": workdir,
+    }  # fmt: skip
+    if wait or wants_json(ctx):
+        data = _post(ctx, host, vm, "exec", body)
+        if wants_json(ctx):
+            emit(ctx, data)
+        else:
+            sys.stdout.write(data["stdout"])
+            sys.stderr.write(data["stderr"])
+        raise typer.Exit(_exit_code(data["exit_code"]))
+    code = 1
+    with client(ctx) as api, api.stream("POST", f"{_base(host, vm)}/exec/stream", json=body) as r:
+        for line in r.iter_lines():
+            if not line:
+                continue
+            msg = json.loads(line)
+            if "error" in msg:
+                raise GuestError(str(msg["error"].get("message", "exec failed")))
+            if msg.get("stream") == "stdout":
+                sys.stdout.write(msg["data"])
+                sys.stdout.flush()
+            elif msg.get("stream") == "stderr":
+                sys.stderr.write(msg["data"])
+                sys.stderr.flush()
+            elif "exit_code" in msg:
+                if msg.get("timed_out"):
+                    info("error: the command timed out and was killed")
+                code = _exit_code(msg["exit_code"])
+    raise typer.Exit(code)
+
+
+def _exit_code(code: Any) -> int:
+    if not isinstance(code, int):
+        return 1
+    return 128 - code if code < 0 else code  # killed by signal N -> 128+N, like a shell
+
+
+def _split_remote(spec: str) -> tuple[str, str] | None:
+    vm, sep, path = spec.partition(":")
+    if sep and path.startswith("/") and vm and "/" not in vm:
+        return vm, path
+    return None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def _upload(api: ApiClient, base: str, src: Path, dest: str, resume: bool, quiet: bool) -> dict:
+    size = src.stat().st_size
+    opened = api.post(f"{base}/files/open", json={"path": dest, "mode": "w", "resume": resume})
+    handle, chunk = opened["handle"], int(opened["max_chunk_bytes"])
+    done = int(opened["size_bytes"]) if resume else 0
+    if done > size:
+        raise InvalidInput(
+            "the guest file is longer than the source: cannot resume", field="resume"
+        )
+    digest = hashlib.sha256()
+    with open(src, "rb") as fh, _progress() as bar:
+        task = bar.add_task(f"{src.name} -> {dest}", total=size, completed=done, visible=not quiet)
+        while fh.tell() < done:  # hash what the guest already has
+            digest.update(fh.read(min(1 << 20, done - fh.tell())))
+        try:
+            while data := fh.read(chunk):
+                api.put(f"{base}/files/{handle}/chunk", params={"offset": done}, content=data)
+                digest.update(data)
+                done += len(data)
+                bar.update(task, completed=done)
+        finally:
+            closed = api.post(f"{base}/files/{handle}/close")
+    if closed["sha256"] != digest.hexdigest():
+        raise GuestError(f"verification failed: sha256 of {dest} differs from {src}")
+    return {"path": dest, "size_bytes": done, "sha256": closed["sha256"]}
+
+
+def _download(api: ApiClient, base: str, src: str, dest: Path, resume: bool, quiet: bool) -> dict:
+    opened = api.post(f"{base}/files/open", json={"path": src, "mode": "r"})
+    handle, size = opened["handle"], int(opened["size_bytes"])
+    digest = hashlib.sha256()
+    done = dest.stat().st_size if resume and dest.exists() else 0
+    try:
+        with open(dest, "r+b" if done else "wb") as fh, _progress() as bar:
+            while fh.tell() < done:
+                digest.update(fh.read(min(1 << 20, done - fh.tell())))
+            task = bar.add_task(f"{src} -> {dest}", total=size, completed=done, visible=not quiet)
+            while True:
+                with api.stream(
+                    "GET", f"{base}/files/{handle}/chunk", params={"offset": done}
+                ) as r:
+                    data = r.read()
+                    eof = r.headers.get("X-EOF") == "1"
+                fh.write(data)
+                digest.update(data)
+                done += len(data)
+                bar.update(task, completed=done)
+                if eof or not data:
+                    break
+            fh.truncate(done)
+    finally:
+        closed = api.post(f"{base}/files/{handle}/close")
+    if closed["sha256"] != digest.hexdigest():
+        raise GuestError(f"verification failed: sha256 of {dest} differs from the guest's {src}")
+    return {"path": str(dest), "size_bytes": done, "sha256": closed["sha256"]}
+
+
+@app.command("cp")
+def cp(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="Local path or VM:/guest/path."),
+    dest: str = typer.Argument(..., help="Local path or VM:/guest/path."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted copy."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    host: str = HOST_OPTION,
+) -> None:
+    """Copy a file of any size into or out of a VM, verified with sha256."""
+    remote_src, remote_dst = _split_remote(source), _split_remote(dest)
+    if bool(remote_src) == bool(remote_dst):
+        raise InvalidInput("exactly one of SOURCE and DEST must be VM:/absolute/path", field="dest")
+    quiet = quiet or wants_json(ctx) or not sys.stderr.isatty()
+    with client(ctx) as api:
+        if remote_dst:
+            vm, path = remote_dst
+            local = Path(source)
+            if not local.is_file():
+                raise InvalidInput(f"{source} is not a file", field="source")
+            result = _upload(api, _base(host, vm), local, path, resume, quiet)
+        else:
+            assert remote_src is not None
+            vm, path = remote_src
+            target = Path(dest)
+            if target.is_dir():
+                target = target / os.path.basename(path)
+            result = _download(api, _base(host, vm), path, target, resume, quiet)
+    emit(ctx, result)
+
+
+def _power(ctx: typer.Context, host: str, vm: str, action: str, delay: int, force: bool) -> None:
+    emit(ctx, _post(ctx, host, vm, action, {"timeout_seconds": delay, "force": force}))
+
+
+@app.command("shutdown")
+def shutdown(
+    ctx: typer.Context, vm: str, delay: int = typer.Option(0, "--delay"),
+    force: bool = typer.Option(False, "--force"), host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """Power the guest off from inside (our agent, else qemu-ga)."""
+    _power(ctx, host, vm, "shutdown", delay, force)
+
+
+@app.command("reboot")
+def reboot(
+    ctx: typer.Context, vm: str, delay: int = typer.Option(0, "--delay"),
+    force: bool = typer.Option(False, "--force"), host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """Reboot the guest from inside."""
+    _power(ctx, host, vm, "reboot", delay, force)
+
+
+@app.command("freeze")
+def freeze(
+    ctx: typer.Context, vm: str,
+    thaw_after: float = typer.Option(60, "--thaw-after", help="Automatic thaw (seconds)."),
+    host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """Freeze the guest's filesystems (thawed automatically after --thaw-after)."""
+    emit(ctx, _post(ctx, host, vm, "fsfreeze/freeze", {"timeout_seconds": thaw_after}))
+
+
+@app.command("thaw")
+def thaw(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Thaw the guest's filesystems."""
+    emit(ctx, _post(ctx, host, vm, "fsfreeze/thaw"))
+
+
+@app.command("freeze-status")
+def freeze_status(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Whether the guest's filesystems are frozen."""
+    emit(ctx, _get(ctx, host, vm, "fsfreeze"))
+
+
+@app.command("service")
+def service(
+    ctx: typer.Context, vm: str, name: str,
+    action: str = typer.Argument("status", help="status, start, stop, restart, ..."),
+    host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """Show or change a guest service (systemd or OpenRC)."""
+    if action == "status":
+        emit(ctx, _get(ctx, host, vm, f"services/{q(name)}"))
+    else:
+        emit(ctx, _post(ctx, host, vm, f"services/{q(name)}/{q(action)}"))
+
+
+@app.command("ssh-keys")
+def ssh_keys(
+    ctx: typer.Context, vm: str, user: str,
+    add: str | None = typer.Option(None, "--add", help="A public key line to add."),
+    remove: str | None = typer.Option(None, "--remove", help="A public key line to remove."),
+    host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """List, add or remove a guest user's SSH authorized keys."""
+    if add and remove:
+        raise InvalidInput("use --add or --remove, not both", field="add")
+    if add or remove:
+        body = {"user": user, "action": "add" if add else "remove", "key": add or remove}
+        emit(ctx, _post(ctx, host, vm, "ssh-keys", body))
+    else:
+        emit(ctx, _get(ctx, host, vm, "ssh-keys", params={"user": user}))
+
+
+@app.command("methods")
+def methods(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Every protocol method and whether you may call it."""
+    emit(ctx, _get(ctx, host, vm, "methods"), ["name", "capability", "role", "allowed"])
+
+
+@app.command("call")
+def call(
+    ctx: typer.Context, vm: str, method: str,
+    params: str = typer.Option("{}", "--params", "-p", help="JSON object of parameters."),
+    host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """Call any agent method by name (see `methods` and docs/protocol.md)."""
+    try:
+        body = json.loads(params)
+    except ValueError as exc:
+        raise InvalidInput(f"--params is not JSON: {exc}", field="params") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("--params must be a JSON object", field="params")
+    emit(ctx, _post(ctx, host, vm, f"call/{q(method)}", body))
