@@ -76,7 +76,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def client_as(app: FastAPI, client: TestClient) -> Callable[[str], TestClient]:
+def client_as(app: FastAPI, client: TestClient) -> Iterator[Callable[[str], TestClient]]:
     """Factory: `client_as("viewer")` -> a TestClient authenticated (bearer token) as a
     fresh user with that role (admin, operator or viewer), on the same started app."""
     counter = iter(range(1_000_000))
@@ -91,7 +91,7 @@ def client_as(app: FastAPI, client: TestClient) -> Callable[[str], TestClient]:
         made.append(c)
         return c
 
-    yield make  # type: ignore[misc]
+    yield make
     for c in made:
         c.close()
 
