@@ -50,12 +50,12 @@ def load_credentials() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def save_credentials(url: str, token: str, username: str) -> Path:
+def save_credentials(url: str, token: str, username: str, token_id: int | None = None) -> Path:
     path = credentials_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "token": token, "username": username}, f)
+        json.dump({"url": url, "token": token, "username": username, "id": token_id}, f)
     os.chmod(path, 0o600)
     return path
 

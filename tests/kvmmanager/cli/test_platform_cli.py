@@ -96,6 +96,14 @@ def test_login_saves_a_private_token(live_server: Any) -> None:
     # Later commands need no token in the environment.
     r = runner.invoke(cli_app, ["--json", "user", "list"], env={"KVMM_URL": live_server.url})
     assert r.exit_code == 0, r.output
+    # Logging in again revokes the token saved by the previous login.
+    r = runner.invoke(
+        cli_app, ["login", "-u", "admin", "--password-stdin"], input=password + "\n", env=env
+    )
+    assert r.exit_code == 0, r.output
+    tokens = {t.id: t.revoked_at for t, _ in live_server.manager.users.list_tokens("admin")}
+    assert tokens[saved["id"]] is not None
+    assert tokens[json.loads(path.read_text())["id"]] is None
     r = runner.invoke(
         cli_app, ["login", "-u", "admin", "--password-stdin"], input="wrong\n", env=env
     )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 import sys
 
 import typer
 
-from kvmmanager.cli.api_client import ApiClient, save_credentials
+from kvmmanager.cli.api_client import ApiClient, load_credentials, save_credentials
 from kvmmanager.cli.output import info, state
-from kvmmanager.core.errors import InvalidInput
+from kvmmanager.core.errors import InvalidInput, NotFound
 
 
 def read_password(password_stdin: bool, prompt: str = "Password: ") -> str:
@@ -37,8 +38,13 @@ def login(
         session = api.post("/api/auth/login", json={"username": username, "password": password})
         headers = {"X-CSRF-Token": session["csrf_token"]}
         created = api.post("/api/tokens", json={"name": name}, headers=headers)
+        old = load_credentials()
+        if old.get("url") == api.url and old.get("username") == username and old.get("id"):
+            # Logging in again replaces the saved token: do not leave the old one alive.
+            with contextlib.suppress(NotFound):
+                api.delete(f"/api/tokens/{int(old['id'])}", headers=headers)
         api.post("/api/auth/logout", headers=headers)
-        path = save_credentials(api.url, created["token"], username)
+        path = save_credentials(api.url, created["token"], username, created["id"])
     info(f"logged in to {api.url} as {username} ({session['role']}); token saved in {path}")
 
 
