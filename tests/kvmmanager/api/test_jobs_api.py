@@ -87,3 +87,16 @@ def test_cancel_over_api(jclient: TestClient) -> None:
     assert jclient.get("/api/jobs/kvmm-t-plat-none").status_code == 404
     r = jclient.get("/api/jobs", params={"state": "sleeping"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "state"
+
+
+def test_viewers_see_only_their_own_jobs(jclient: TestClient) -> None:
+    job_id = jclient.post("/api/kvmm-t-plat/jobs/three", json={}).json()["job_id"]
+    m = jclient.app.state.manager
+    m.users.create("kvmm-t-plat-jv", "long-enough", "viewer")
+    _, secret = m.users.create_token("kvmm-t-plat-jv", "t")
+    viewer = TestClient(jclient.app, headers={"Authorization": f"Bearer {secret}"})
+    assert viewer.get("/api/jobs").json()["total"] == 0
+    assert viewer.get(f"/api/jobs/{job_id}").status_code == 404
+    assert viewer.post(f"/api/jobs/{job_id}/cancel").status_code == 403
+    assert jclient.get(f"/api/jobs/{job_id}").status_code == 200
+    gate.set()
