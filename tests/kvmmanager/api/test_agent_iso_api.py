@@ -62,7 +62,7 @@ def settings(
 @pytest.fixture
 def api(client: TestClient) -> TestClient:
     host = client.app.state.manager.registry.get("local")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while not host.connected:
         assert time.monotonic() < deadline, host.status_reason
         time.sleep(0.05)

@@ -1,0 +1,138 @@
+"""`kvm-manager agent-iso ...` and `kvm-manager doctor`: local commands and via the server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+from typer.testing import CliRunner
+
+from kvmmanager.cli.main import app as cli_app
+from kvmmanager.core.config import Settings
+from kvmmanager.iso import ISO_NAME, agent_version
+from kvmmanager.services.iso_deploy import volume_name
+
+URI = "qemu:///system"
+
+
+def _local(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli_app, list(args), env={"COLUMNS": "200", **(env or {})})
+
+
+def test_build_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    outs = []
+    for name in ("a", "b"):
+        res = _local(
+            "--json",
+            "agent-iso",
+            "build",
+            "-o",
+            str(tmp_path / name / ISO_NAME),
+            "--source-date-epoch",
+            "1700000000",
+        )
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads(res.stdout))
+    assert outs[0]["sha256"] == outs[1]["sha256"]
+    assert outs[0]["version"] == agent_version()
+    assert outs[0]["files"] == 14
+
+
+def test_locate_lists_every_fallback(settings: Settings, tmp_path: Path) -> None:
+    res = _local("--json", "agent-iso", "locate", env={"XDG_DATA_HOME": str(tmp_path)})
+    assert res.exit_code == 0, res.output
+    sources = [row["source"] for row in json.loads(res.stdout)]
+    assert sources == ["xdg", "system", "package", "build"]
+
+
+def test_doctor_on_an_unreachable_uri_exits_1() -> None:
+    res = _local("doctor", "--uri", "qemu+unix:///system?socket=/nonexistent/kvmm-t-iso.sock")
+    assert res.exit_code == 1
+    assert "FAIL" in res.stdout and "libvirt" in res.stdout
+
+
+@pytest.mark.libvirtd
+def test_doctor_local_json_with_a_stopped_network(settings: Settings) -> None:
+    conn = libvirt.open(URI)
+    name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
+    net = conn.networkDefineXML(f"<network><name>{name}</name></network>")
+    try:
+        res = _local("doctor", "--uri", URI, "--network", name, "--json")
+    finally:
+        net.undefine()
+        conn.close()
+    assert res.exit_code == 1, res.output
+    report = json.loads(res.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["network"]["status"] == "fail"
+    assert checks["network"]["fix"] == f"kvm-manager net start {name}"
+    assert checks["libvirt"]["status"] == "ok"
+
+
+@pytest.fixture
+def pool() -> Iterator[str]:
+    conn = libvirt.open(URI)
+    path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
+    path.chmod(0o755)
+    name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
+    xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+    p = conn.storagePoolCreateXML(xml, 0)
+    yield name
+    for vol in p.listAllVolumes(0):
+        vol.delete(0)
+    p.destroy()
+    conn.close()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    settings.libvirt.default_uri = URI
+    settings.data_dir = tmp_path / "data"
+    return settings
+
+
+@pytest.mark.libvirtd
+def test_deploy_status_install_eject_through_the_server(
+    cli: Any, live_server: Any, pool: str
+) -> None:
+    host = live_server.manager.registry.get("local")
+    deadline = time.monotonic() + 180
+    while not host.connected:
+        assert time.monotonic() < deadline, host.status_reason
+        time.sleep(0.05)
+    res = cli("--json", "agent-iso", "deploy", "--pool", pool)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["volume"] == volume_name(agent_version())
+
+    res = cli("--json", "agent-iso", "status", "--pool", pool)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["deployed"]
+
+    conn = libvirt.open(URI)
+    from kvmmanager.virt.xml.domain import Domain
+
+    name = f"kvmm-t-iso-vm-{uuid.uuid4().hex[:6]}"
+    d = Domain(type="qemu", name=name, memory=32768, current_memory=32768, vcpus=1)
+    d.os.os_type, d.os.arch, d.os.machine = "hvm", "x86_64", "pc"
+    dom = conn.defineXML(d.to_xml())
+    try:
+        res = cli("agent-iso", "install", name, "--pool", pool)
+        assert res.exit_code == 0, res.output
+        assert "sh /mnt/kvmm/install.sh" in res.stdout
+        res = cli("agent-iso", "eject", name)
+        assert res.exit_code == 0, res.output
+        res = cli("agent-iso", "eject", name)
+        assert res.exit_code == 5  # Conflict: nothing to eject
+    finally:
+        dom.undefine()
+        conn.close()
