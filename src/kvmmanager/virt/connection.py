@@ -20,56 +20,31 @@ import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import libvirt
 
 from kvmmanager.core.config import LibvirtSettings, Settings
 from kvmmanager.core.errors import HostUnavailable, KvmmError, NotFound
-from kvmmanager.virt import readers
+from kvmmanager.virt import readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
 from kvmmanager.virt.events import Event, EventBus
 from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.session import is_remote_uri, prepare_uri
 
-__all__ = ["STATUSES", "HostConnection", "ensure_event_loop"]
+__all__ = [
+    "STATUSES",
+    "HostConnection",
+    "ensure_event_loop",
+    "is_remote_uri",
+    "prepare_uri",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCAL_MAX_BACKOFF_SECONDS = 2.0
 STATUSES = ("disconnected", "connecting", "connected", "reconnecting", "failed")
-
-_CLOSE_REASONS = {
-    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
-    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the host (libvirtd gone?)",
-    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout: the host stopped answering",
-    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by the client",
-}
-
-
-def prepare_uri(uri: str) -> str:
-    """A server has no terminal: make ssh fail instead of waiting for a password prompt."""
-    parts = urlsplit(uri)
-    if not parts.scheme.endswith("+ssh"):
-        return uri
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(k == "no_tty" for k, _ in query):
-        return uri
-    query.append(("no_tty", "1"))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def is_remote_uri(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return "+" in parts.scheme or bool(parts.netloc)
-
-
-def _refuse_interactive_auth(_creds: list[Any], _opaque: object) -> int:
-    # Credentials come from the transport (ssh keys, TLS certificates, SASL config), never
-    # from a prompt: answer "no" so the open fails with libvirt's reason instead of hanging.
-    return -1
-
 
 # Marks an event of a connection that has since been replaced: ignore it.
 _STALE: Any = object()
@@ -172,7 +147,7 @@ class HostConnection:
         conn, self._conn = self._conn, None
         self._gen += 1
         if conn is not None:
-            await self._in_thread(self._teardown, conn)
+            await self._in_thread(session.teardown, conn)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._set_status("disconnected", "stopped")
 
@@ -245,7 +220,7 @@ class HostConnection:
         try:
             return fn(*args, **kwargs)
         except libvirt.libvirtError as exc:
-            dead = not _alive(conn)
+            dead = not session.alive(conn)
             if dead:
                 self._notify_lost(gen, f"connection lost: {libvirt_message(exc)}")
             raise translate_libvirt_error(exc, connection_dead=dead) from exc
@@ -259,7 +234,7 @@ class HostConnection:
             if fut.cancelled():
                 if ok and isinstance(value, libvirt.virConnect):
                     # Nobody waits for this connection any more (stop() during open).
-                    threading.Thread(target=self._teardown, args=(value,), daemon=True).start()
+                    threading.Thread(target=session.teardown, args=(value,), daemon=True).start()
                 return
             if ok:
                 fut.set_result(value)
@@ -276,7 +251,7 @@ class HostConnection:
                 loop.call_soon_threadsafe(settle, ok, result)
             except RuntimeError:  # loop closed meanwhile
                 if ok and isinstance(result, libvirt.virConnect):
-                    self._teardown(result)
+                    session.teardown(result)
 
         threading.Thread(target=body, name=f"libvirt-open-{self.name}", daemon=True).start()
         return await fut
@@ -337,7 +312,7 @@ class HostConnection:
     async def _drop(self, conn: libvirt.virConnect) -> None:
         self._conn = None
         self._gen += 1
-        await self._in_thread(self._teardown, conn)
+        await self._in_thread(session.teardown, conn)
 
     def _notify_lost(self, gen: int, reason: str) -> None:
         """Thread-safe: the connection of generation `gen` is gone."""
@@ -354,57 +329,19 @@ class HostConnection:
             loop.call_soon_threadsafe(mark)
 
     def _open_and_attach(self, gen: int) -> libvirt.virConnect:
-        uri = prepare_uri(self.uri)
-        if is_remote_uri(uri):
-            auth = [
-                [libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE],
-                _refuse_interactive_auth,
-                None,
-            ]
-            conn = libvirt.openAuth(uri, auth, 0)
-        else:
-            conn = libvirt.open(uri)
+        conn = session.open_uri(self.uri)
+        sinks = session.Sinks(
+            domain=self._dispatch_domain(gen),
+            pool=self._dispatch_pool(gen),
+            network=self._dispatch_network(gen),
+            lost=lambda reason: self._notify_lost(gen, reason),
+        )
         try:
-            self._attach(conn, gen)
+            session.attach(conn, self.settings, sinks)
         except libvirt.libvirtError:
-            self._teardown(conn)
+            session.teardown(conn)
             raise
         return conn
-
-    def _attach(self, conn: libvirt.virConnect, gen: int) -> None:
-        # Keepalive only exists on the remote protocol (also qemu:///system through
-        # libvirtd); in-process drivers like test:/// have nothing to keep alive.
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.setKeepAlive(self.settings.keepalive_interval, self.settings.keepalive_count)
-
-        def on_close(_conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
-            self._notify_lost(gen, _CLOSE_REASONS.get(reason, f"connection closed ({reason})"))
-
-        conn.registerCloseCallback(on_close, None)
-        ids: list[tuple[str, int]] = []
-        for event_id, handler in readers.domain_event_handlers(self._dispatch_domain(gen)):
-            ids.append(("domain", conn.domainEventRegisterAny(None, event_id, handler, None)))
-        for event_id, handler in readers.pool_event_handlers(self._dispatch_pool(gen)):
-            ids.append(("pool", conn.storagePoolEventRegisterAny(None, event_id, handler, None)))
-        for event_id, handler in readers.network_event_handlers(self._dispatch_network(gen)):
-            ids.append(("network", conn.networkEventRegisterAny(None, event_id, handler, None)))
-        conn._kvmm_callback_ids = ids  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _teardown(conn: libvirt.virConnect) -> None:
-        """Deregister everything and close; every step may fail on a dead connection."""
-        deregister = {
-            "domain": conn.domainEventDeregisterAny,
-            "pool": conn.storagePoolEventDeregisterAny,
-            "network": conn.networkEventDeregisterAny,
-        }
-        for kind, cb_id in getattr(conn, "_kvmm_callback_ids", []):
-            with contextlib.suppress(libvirt.libvirtError, KeyError):
-                deregister[kind](cb_id)
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.unregisterCloseCallback()
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.close()
 
     async def _resync(self, conn: libvirt.virConnect, gen: int) -> None:
         """Read every domain, pool and network and make the inventory equal to it."""
@@ -528,10 +465,3 @@ class HostConnection:
                 remove()
                 return None
             return put(info)
-
-
-def _alive(conn: libvirt.virConnect) -> bool:
-    try:
-        return bool(conn.isAlive())
-    except libvirt.libvirtError:
-        return False

@@ -374,6 +374,17 @@ def domain_event_handlers(sink: DomainEventSink) -> list[tuple[int, Handler]]:
     return handlers
 
 
+def qemu_monitor_handlers(sink: DomainEventSink) -> list[tuple[str, Handler]]:
+    """QEMU monitor events (libvirt_qemu.qemuMonitorEventRegister) worth a re-read."""
+
+    def vserport(_c: Any, dom: Any, _event: str, _s: int, _us: int, _details: Any, _o: Any) -> None:
+        # A guest opened or closed a virtio-serial port: libvirt updated the channel state
+        # in the live XML; the re-read publishes domain.agent when it is one of ours.
+        sink(dom, ObjectEvent(None))
+
+    return [("VSERPORT_CHANGE", vserport)]
+
+
 def pool_event_handlers(sink: NamedEventSink) -> list[tuple[int, Handler]]:
     def lifecycle(_c: Any, pool: Any, event: int, detail: int, _o: Any) -> None:
         sink(pool, ObjectEvent("pool.lifecycle", {"event": _name(POOL_EVENTS, event)}))

@@ -127,3 +127,23 @@ async def test_libvirtd_restart_reconnects_and_resyncs(bus, inventory, running_d
             pytest.fail(f"not correct 5 s after restart: {host!r}, mirror {mirror}, truth {truth}")
     finally:
         await host.stop()
+
+
+async def test_real_daemon_inventory_and_callbacks(bus, inventory):
+    """Without killing anything: the mirror of qemu:///system equals a fresh listing, and
+    the QEMU monitor relay (agent port open/close) is registered besides libvirt's events."""
+    host = HostConnection("kvmm-t-host-real2", URI, bus, inventory, LibvirtSettings())
+    await host.start()
+    try:
+        await host.wait_connected(60)
+        kinds = {kind for kind, _ in host.conn._kvmm_callback_ids}
+        assert kinds == {"domain", "pool", "network", "qemu"}
+        async with asyncio.timeout(30):
+            while True:
+                truth = await asyncio.to_thread(_listing)
+                mirror = {d.uuid: (d.name, d.state) for d in inventory.domains(host.name)}
+                if mirror == truth:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await host.stop()
