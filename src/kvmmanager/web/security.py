@@ -2,7 +2,8 @@
 
 The Content-Security-Policy allows no inline script at all (htmx is configured through
 attributes and a meta tag, our JS lives in /static), so an unescaped guest string could
-not run even if one slipped through the templates' autoescaping.
+not run even if one slipped through the templates' autoescaping. Inline styles are
+allowed because xterm.js injects its own style elements.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kvmmanager.core.errors import KvmmError, Unauthenticated
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "connect-src 'self' ws: wss:; font-src 'self'; object-src 'none'; base-uri 'self'; "
-    "form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self' ws: wss:; font-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
 HEADERS = [
     (b"content-security-policy", CSP.encode()),

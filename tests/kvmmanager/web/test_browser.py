@@ -1,0 +1,150 @@
+"""The UI in a real browser (Debian's Chromium through Playwright), against a live server
+on libvirt's test driver, plus one real libvirtd pool for the upload test."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+SHOTS = os.environ.get("KVMM_SCREENSHOTS")
+
+
+def shot(page, name: str) -> None:
+    """Screenshots for the README, when KVMM_SCREENSHOTS names a directory."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def api(live_server) -> httpx.Client:
+    return httpx.Client(
+        base_url=live_server.url,
+        headers={"Authorization": f"Bearer {live_server.token}"},
+        timeout=60,
+    )
+
+
+def wait_connected(c: httpx.Client, host: str) -> None:
+    deadline = time.monotonic() + 60
+    while c.get(f"/api/hosts/{host}").json().get("status") != "connected":
+        assert time.monotonic() < deadline, f"host {host} did not connect"
+        time.sleep(0.1)
+
+
+def test_login_logout_and_wrong_password(chromium, live_server, browser_login) -> None:
+    context = chromium.new_context(base_url=live_server.url)
+    page = context.new_page()
+    page.goto("/vms")
+    expect(page).to_have_url(re.compile(r"/login\?next=/vms"))
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "not-the-password")
+    page.click("button[type=submit]")
+    expect(page.locator("[role=alert]")).to_be_visible()
+    context.close()
+
+    page = browser_login("admin")
+    expect(page.locator(".topbar")).to_contain_text(page.username)
+    shot(page, "dashboard")
+    page.click("text=Log out")
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_viewer_sees_no_buttons_it_cannot_use(browser_login) -> None:
+    page = browser_login("viewer")
+    page.goto("/vms")
+    expect(page.locator("text=Create VM")).to_have_count(0)
+    page.goto("/vms/local/test")
+    expect(page.locator("#overview")).to_be_visible()
+    expect(page.locator("#overview button")).to_have_count(0)
+    expect(page.locator("nav#nav a[href='/users']")).to_have_count(0)
+
+
+def test_create_in_wizard_then_state_changes_live_then_delete(browser_login, live_server) -> None:
+    page = browser_login("operator")
+    page.goto("/vms/new")
+    page.fill("input[name=name]", "bad/name")
+    page.fill("input[name=disk_gib]", "0")
+    page.uncheck("input[name=install_agent]")
+    page.click("text=Create VM >> nth=-1")
+    expect(page.locator("#err-name")).to_be_visible()
+    page.fill("input[name=name]", "kvmm-t-web-wizard")
+    page.fill("input[name=disk_gib]", "0")
+    page.click("form#new-vm button.primary")
+    expect(page).to_have_url(re.compile(r"/vms/local/kvmm-t-web-wizard"))
+    expect(page.locator("#vm-state")).to_have_text("shutoff")
+    shot(page, "vm-detail")
+
+    page.goto("/vms")
+    row = page.locator("tr", has_text="kvmm-t-web-wizard")
+    expect(row.locator("[data-state]")).to_have_text("shutoff")
+    page.wait_for_function("() => document.querySelector('[data-live-vm]') !== null")
+    # Someone else (the REST API) starts it: the open page follows libvirt's event.
+    with api(live_server) as c:
+        r = c.post("/api/hosts/local/vms/kvmm-t-web-wizard/actions/start")
+        assert r.status_code == 200, r.text
+    expect(row.locator("[data-state]")).to_have_text("running", timeout=15_000)
+    shot(page, "vm-list")
+
+    page.goto("/vms/local/kvmm-t-web-wizard")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#overview button:text('Force off')")
+    expect(page.locator("#vm-state")).to_have_text("shutoff")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button:text('Delete VM')")
+    expect(page).to_have_url(re.compile(r"/vms$"))
+    expect(page.locator("tr", has_text="kvmm-t-web-wizard")).to_have_count(0)
+
+
+def test_phone_width_menu_and_table(browser_login) -> None:
+    page = browser_login("admin", viewport={"width": 390, "height": 800})
+    page.goto("/vms")
+    expect(page.locator("nav#nav")).to_be_hidden()
+    page.click(".menu-toggle")
+    expect(page.locator("nav#nav")).to_be_visible()
+    expect(page.locator("td[data-label=Name]").first).to_be_visible()
+
+
+@pytest.mark.libvirtd
+def test_upload_shows_progress_to_100_percent(browser_login, live_server, tmp_path) -> None:
+    pool_dir = Path("/var/tmp") / f"kvmm-t-web-pool-{os.getpid()}"
+    with api(live_server) as c:
+        r = c.post("/api/hosts", json={"name": "real", "uri": "qemu:///system"})
+        assert r.status_code in (200, 201), r.text
+        live_server.manager.registry.get("real")  # added; now wait until it answers
+        wait_connected(c, "real")
+        r = c.post(
+            "/api/hosts/real/pools",
+            json={
+                "name": "kvmm-t-web-pool",
+                "type": "dir",
+                "target": str(pool_dir),
+                "build": True,
+                "start": True,
+                "autostart": False,
+            },
+        )
+        assert r.status_code in (200, 201), r.text
+    try:
+        iso = tmp_path / "kvmm-t-web.iso"
+        iso.write_bytes(os.urandom(4 * 1024 * 1024))
+        page = browser_login("operator")
+        page.goto("/storage/real/kvmm-t-web-pool")
+        page.set_input_files("form#upload input[type=file]", str(iso))
+        page.click("form#upload button.primary")
+        expect(page.locator("[data-upload-status]")).to_have_text("100% · done", timeout=60_000)
+        assert page.eval_on_selector("form#upload progress", "p => p.value === p.max")
+        expect(page.locator("#volumes")).to_contain_text("kvmm-t-web.iso")
+        shot(page, "storage")
+    finally:
+        with api(live_server) as c:
+            c.delete("/api/hosts/real/pools/kvmm-t-web-pool", params={"delete_volumes": True})
