@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from kvmmanager.core.errors import NotFound
+from kvmmanager.core.config import Settings
+from kvmmanager.core.errors import HostUnavailable, NotFound
 from kvmmanager.iso import agent_version
 from kvmmanager.iso.locator import IsoLocation, locate_iso, require_iso
 from kvmmanager.services import transfer
 from kvmmanager.services.storage_specs import PoolSpec
+from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.volume import Volume
 
 if TYPE_CHECKING:
@@ -354,3 +356,44 @@ class IsoService:
             st.current = st.sha256 == st.local_sha256
             st.reason = "current" if st.current else "content differs from the local ISO"
         return st
+
+
+class _LocalContext:
+    """Just enough of a Manager for IsoService without the database or a server: one
+    host connection, its inventory (who uses which volume) and the storage service."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kvmmanager.services.storage import StorageService
+        from kvmmanager.virt.events import EventBus
+        from kvmmanager.virt.inventory import Inventory
+        from kvmmanager.virt.registry import HostRegistry
+
+        self.settings = settings
+        self.bus = EventBus()
+        self.inventory = Inventory(self.bus)
+        self.registry = HostRegistry(settings.libvirt, self.bus, self.inventory)
+        self.storage = StorageService(self)  # type: ignore[arg-type]
+
+
+async def deploy_local(
+    uri: str,
+    settings: Settings,
+    pool: str | None = None,
+    *,
+    progress: transfer.ProgressFn | None = None,
+    connect_seconds: float = 60.0,
+) -> DeployResult:
+    """Deploy over a connection of our own (package postinst, `agent-iso deploy --local`)."""
+    # Fail at once when libvirtd does not answer, instead of retrying for connect_seconds.
+    try:
+        probe = await asyncio.to_thread(libvirt.open, uri)
+    except libvirt.libvirtError as exc:
+        raise HostUnavailable(f"cannot connect to {uri}: {libvirt_message(exc)}") from exc
+    probe.close()
+    ctx = _LocalContext(settings)
+    host = await ctx.registry.add("local", uri)
+    try:
+        await host.wait_connected(connect_seconds)
+        return await IsoService(ctx).deploy("local", pool, progress=progress)  # type: ignore[arg-type]
+    finally:
+        await ctx.registry.close()

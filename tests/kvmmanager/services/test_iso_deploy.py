@@ -236,3 +236,22 @@ def test_volume_names_carry_the_version() -> None:
     assert volume_version(ISO_NAME) is None
     assert volume_version("debian.iso") is None
     assert os.sep not in volume_name(agent_version())
+
+
+async def test_deploy_local_needs_no_manager(
+    iso_settings: Settings, test_pool: str, virsh_conn: libvirt.virConnect
+) -> None:
+    result = await iso_deploy.deploy_local(URI, iso_settings, test_pool)
+    assert result.action == "uploaded"
+    assert _volumes(virsh_conn, test_pool) == [result.volume]
+    again = await iso_deploy.deploy_local(URI, iso_settings, test_pool)
+    assert again.action == "unchanged"
+
+
+async def test_deploy_local_fails_fast_when_libvirt_is_down(iso_settings: Settings) -> None:
+    from kvmmanager.core.errors import HostUnavailable
+
+    with pytest.raises(HostUnavailable, match="cannot connect"):
+        await iso_deploy.deploy_local(
+            "qemu+unix:///system?socket=/nonexistent/kvmm-t-iso.sock", iso_settings
+        )

@@ -111,8 +111,21 @@ def deploy(
     host: str = HOST_OPTION,
     pool: str | None = POOL_OPTION,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
+    local: bool = typer.Option(
+        False, "--local", help="No server: connect to libvirt here (--uri) and deploy."
+    ),
+    uri: str | None = typer.Option(None, "--uri", help="With --local: the libvirt URI."),
 ) -> None:
     """Upload the ISO into the host's pool through libvirt (creates 'default' if missing)."""
+    if local:
+        import asyncio
+
+        from kvmmanager.services.iso_deploy import deploy_local
+
+        settings = get_settings()
+        target = uri or settings.libvirt.default_uri
+        emit(ctx, asyncio.run(deploy_local(target, settings, pool)).to_dict())
+        return
     with client(ctx) as api:
         started = api.post(f"/api/hosts/{q(host)}/agent-iso/deploy", json={"pool": pool})
         if not wait:
