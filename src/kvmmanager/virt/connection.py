@@ -278,15 +278,17 @@ class HostConnection:
             self.cache.clear()
             try:
                 conn = await self._in_thread(self._open_and_attach, gen)
-            except libvirt.libvirtError as exc:
-                reason = libvirt_message(exc)
+            except Exception as exc:
+                reason = _reason(exc)
                 self._set_status("reconnecting" if ever_connected else "failed", reason)
                 continue
             self._conn = conn
             try:
                 await self._resync(conn, gen)
-            except (KvmmError, libvirt.libvirtError) as exc:
-                reason = f"resync failed: {getattr(exc, 'message', None) or exc}"
+            except Exception as exc:
+                # Whatever broke (host gone mid-listing, a bug), retrying beats a dead host.
+                log.warning("host %s: resync failed", self.name, exc_info=True)
+                reason = f"resync failed: {_reason(exc)}"
                 await self._drop(conn)
                 self._set_status("reconnecting" if ever_connected else "failed", reason)
                 continue
@@ -465,3 +467,11 @@ class HostConnection:
                 remove()
                 return None
             return put(info)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, libvirt.libvirtError):
+        return libvirt_message(exc)
+    if isinstance(exc, KvmmError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"

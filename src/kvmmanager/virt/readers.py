@@ -14,6 +14,7 @@ from typing import Any
 
 import libvirt
 
+from kvmmanager.core.errors import KvmmError
 from kvmmanager.virt.inventory import (
     ChannelInfo,
     DiskInfo,
@@ -223,15 +224,23 @@ def read_domain(host: str, dom: libvirt.virDomain) -> DomainInfo:
     """Re-read one domain (worker thread). Raises libvirtError NO_DOMAIN when it is gone."""
     state, reason = dom.state()
     dom_id = dom.ID()
-    info = domain_from_xml(
-        host,
-        dom.XMLDesc(0),
-        id=dom_id if dom_id >= 0 else None,
-        state=state_name(state),
-        state_reason=reason_name(state, reason),
-        persistent=bool(dom.isPersistent()),
-        autostart=bool(dom.autostart()) if dom.isPersistent() else False,
-    )
+    persistent = bool(dom.isPersistent())
+    live: dict[str, Any] = {
+        "id": dom_id if dom_id >= 0 else None,
+        "state": state_name(state),
+        "state_reason": reason_name(state, reason),
+        "persistent": persistent,
+        "autostart": bool(dom.autostart()) if persistent else False,
+    }
+    xml = dom.XMLDesc(0)
+    try:
+        info = domain_from_xml(host, xml, **live)
+    except KvmmError as exc:
+        # One odd domain (hand-written XML, a driver we do not model) must not keep the
+        # host out of the inventory: list it with what the API alone tells.
+        log.warning("host %s: domain %s: %s; listed with basic facts only", host, dom.name(), exc)
+        info = DomainInfo(host=host, name=dom.name(), uuid=dom.UUIDString().lower(), **live)
+        state = libvirt.VIR_DOMAIN_RUNNING  # take memory and vCPUs from the counters below
     if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED):
         # Hot-plugged vCPUs/balloon are only reflected by the live counters.
         _, max_mem, mem, vcpus, _ = dom.info()

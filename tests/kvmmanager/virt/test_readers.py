@@ -91,3 +91,19 @@ def test_name_tables():
     assert readers.state_name(libvirt.VIR_DOMAIN_PMSUSPENDED) == "pmsuspended"
     assert readers.reason_name(libvirt.VIR_DOMAIN_PAUSED, 1) == "user"
     assert readers.reason_name(libvirt.VIR_DOMAIN_RUNNING, 77) == "unknown-77"
+
+
+def test_a_domain_whose_xml_is_not_understood_is_still_listed(conn, monkeypatch):
+    from kvmmanager.core.errors import InvalidInput
+
+    def refuse(*_a, **_kw):
+        raise InvalidInput("vcpus: expected an integer in the XML, got 'abc'", field="vcpus")
+
+    monkeypatch.setattr(readers, "domain_from_xml", refuse)
+    info = readers.read_domain("h", conn.lookupByName("kvmm-t-host-web"))
+    assert (info.name, info.uuid, info.state) == (
+        "kvmm-t-host-web",
+        "11111111-2222-3333-4444-000000000001",
+        "running",
+    )
+    assert (info.vcpus, info.max_memory_kib) == (1, 1024 * 1024)
