@@ -10,29 +10,27 @@ uses what, and `volume_path_in_use_by` lets the VM service ask the same question
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, NotFound
-from kvmmanager.services import transfer
+from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.services import storage_clone, transfer
 from kvmmanager.services.storage_specs import (
-    POOL_NAME_MAX,
-    VOLUME_NAME_MAX,
     PoolSpec,
     VolumeSpec,
-    check_name,
     check_size,
     validate_pool_spec,
     validate_volume_spec,
 )
 from kvmmanager.services.storage_xml import (
+    POOL_ACTIONS,
     PoolDetails,
     VolumeDetails,
     active_pool,
+    build_flags,
     build_pool_xml,
     build_volume_xml,
     lookup_pool,
@@ -46,7 +44,6 @@ from kvmmanager.virt import readers
 from kvmmanager.virt.inventory import PoolInfo
 
 if TYPE_CHECKING:
-    from kvmmanager.services.jobs import JobProgress
     from kvmmanager.services.manager import Manager
 
 _RUNNING_VM_STATES = frozenset({"running", "paused", "blocked", "pmsuspended", "crashed"})
@@ -160,7 +157,7 @@ class StorageService:
             pool = conn.storagePoolDefineXML(xml, 0)
             try:
                 if spec.build and (spec.type != "logical" or spec.source_devices):
-                    pool.build(_build_flags(spec.type))
+                    pool.build(build_flags(spec.type))
                 if spec.autostart:
                     pool.setAutostart(1)
                 if spec.start:
@@ -179,17 +176,9 @@ class StorageService:
 
     async def pool_action(self, host: str, name: str, action: str) -> PoolDetails:
         """start | stop | build | refresh | autostart | noautostart."""
-        actions: dict[str, Callable[[libvirt.virStoragePool], None]] = {
-            "start": _pool_start,
-            "stop": _pool_stop,
-            "build": _pool_build,
-            "refresh": _pool_refresh,
-            "autostart": lambda p: _pool_autostart(p, True),
-            "noautostart": lambda p: _pool_autostart(p, False),
-        }
-        fn = actions.get(action)
+        fn = POOL_ACTIONS.get(action)
         if fn is None:
-            raise InvalidInput(f"action must be one of {', '.join(actions)}", field="action")
+            raise InvalidInput(f"action must be one of {', '.join(POOL_ACTIONS)}", field="action")
 
         def op(conn: libvirt.virConnect) -> PoolDetails:
             pool = lookup_pool(conn, name)
@@ -370,70 +359,11 @@ class StorageService:
         format: str | None = None,
         user: Any = None,
     ) -> str:
-        """Copy a volume (libvirt createXMLFrom) as a job; returns the job id.
-
-        Progress is the new volume's allocation against the source's, read every
-        CLONE_POLL_SECONDS. libvirt cannot interrupt a copy: a cancelled clone finishes
-        in the background and is then deleted.
-        """
-        check_name(new_name, "name", VOLUME_NAME_MAX)
-        if format not in (None, "qcow2", "raw"):
-            raise InvalidInput("format must be qcow2 or raw", field="format")
-        dest_pool = target_pool or pool
-        check_name(dest_pool, "target_pool", POOL_NAME_MAX)
-        source = await self.get_volume(host, pool, name)
-
-        def check_target(conn: libvirt.virConnect) -> None:
-            if volume_exists(active_pool(conn, dest_pool), new_name):
-                raise Conflict(
-                    f"volume '{new_name}' already exists in pool '{dest_pool}'", field="name"
-                )
-
-        await self._call(host, check_target)
-        xml = build_volume_xml(new_name, source.capacity, format or source.format or "raw")
-        total = max(source.allocation, 1)
-
-        def create(conn: libvirt.virConnect) -> VolumeDetails:
-            src = lookup_volume(active_pool(conn, pool), name)
-            return volume_details(
-                dest_pool, active_pool(conn, dest_pool).createXMLFrom(xml, src, 0)
-            )
-
-        def allocation(conn: libvirt.virConnect) -> int | None:
-            try:
-                vol = lookup_volume(active_pool(conn, dest_pool), new_name)
-                return int(vol.info()[2])
-            except (NotFound, libvirt.libvirtError):
-                return None
-
-        async def run(progress: JobProgress) -> dict[str, Any]:
-            task = asyncio.ensure_future(self._call(host, create))
-            try:
-                while not task.done():
-                    await asyncio.wait({task}, timeout=CLONE_POLL_SECONDS)
-                    if not task.done():
-                        done = await self._call(host, allocation)
-                        progress(min(done or 0, total), total, f"cloning {name}")
-                details = task.result()
-                progress(total, total, "done")
-            except Cancelled:
-                await asyncio.shield(self._discard_clone(host, task, dest_pool, new_name))
-                raise
-            await self.sync_pool(host, dest_pool)
-            return self._with_users(host, details).to_dict()
-
-        return self._m.jobs.start("volume.clone", f"{host}/{pool}/{name}", run, user, host=host)
-
-    async def _discard_clone(
-        self, host: str, task: asyncio.Future[Any], pool: str, name: str
-    ) -> None:
-        with contextlib.suppress(Exception):
-            await task
-        if task.cancelled() or task.exception() is None:
-            with contextlib.suppress(Exception):
-                await self._call(
-                    host, lambda conn: lookup_volume(active_pool(conn, pool), name).delete(0)
-                )
+        """Copy a volume as a job (kind `volume.clone`); returns the job id. See
+        `storage_clone.start_clone`."""
+        return await storage_clone.start_clone(
+            self, host, pool, name, new_name, target_pool=target_pool, format=format, user=user
+        )
 
     # -- streams (see `transfer`) --------------------------------------------------------
 
@@ -476,38 +406,3 @@ class StorageService:
     ) -> tuple[VolumeDetails, transfer.Download]:
         """Open a download stream of a volume's bytes; the caller consumes `chunks()`."""
         return await transfer.open_volume_download(self, host, pool, name)
-
-
-def _build_flags(pool_type: str) -> int:
-    # Never wipe a disk that already carries a file system or LVM signature.
-    return libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if pool_type == "logical" else 0
-
-
-def _pool_start(pool: libvirt.virStoragePool) -> None:
-    if pool.isActive():
-        raise Conflict(f"pool '{pool.name()}' is already active", field="pool")
-    pool.create(0)
-
-
-def _pool_stop(pool: libvirt.virStoragePool) -> None:
-    if not pool.isActive():
-        raise Conflict(f"pool '{pool.name()}' is not active", field="pool")
-    pool.destroy()
-
-
-def _pool_build(pool: libvirt.virStoragePool) -> None:
-    if pool.isActive():
-        raise Conflict(f"pool '{pool.name()}' is active: stop it before building", field="pool")
-    pool.build(_build_flags(pool_model(pool).type or ""))
-
-
-def _pool_refresh(pool: libvirt.virStoragePool) -> None:
-    if not pool.isActive():
-        raise Conflict(f"pool '{pool.name()}' is not active", field="pool")
-    pool.refresh(0)
-
-
-def _pool_autostart(pool: libvirt.virStoragePool, enabled: bool) -> None:
-    if not pool.isPersistent():
-        raise Conflict(f"pool '{pool.name()}' is transient: it cannot autostart", field="pool")
-    pool.setAutostart(1 if enabled else 0)

@@ -1,11 +1,13 @@
-"""Pool and volume XML through the `kvmmanager.virt.xml` models, and what the service
-reports about a libvirt pool or volume (read from their XML, never by string parsing).
-
-Every XML built here is checked against libvirt's schema before libvirt sees it.
+"""The libvirt side of storage, for code already on a host's worker thread: pool and
+volume XML through the `kvmmanager.virt.xml` models (checked against libvirt's schema
+before libvirt sees it), what the service reports about a pool or volume (read from
+their XML, never by string parsing), lookups that raise NotFound/Conflict naming the
+field, and the pool actions with their state checks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -199,3 +201,48 @@ def volume_exists(pool: libvirt.virStoragePool, name: str) -> bool:
             return False
         raise
     return True
+
+
+def build_flags(pool_type: str) -> int:
+    # Never wipe a disk that already carries a file system or LVM signature.
+    return libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if pool_type == "logical" else 0
+
+
+def _pool_start(pool: libvirt.virStoragePool) -> None:
+    if pool.isActive():
+        raise Conflict(f"pool '{pool.name()}' is already active", field="pool")
+    pool.create(0)
+
+
+def _pool_stop(pool: libvirt.virStoragePool) -> None:
+    if not pool.isActive():
+        raise Conflict(f"pool '{pool.name()}' is not active", field="pool")
+    pool.destroy()
+
+
+def _pool_build(pool: libvirt.virStoragePool) -> None:
+    if pool.isActive():
+        raise Conflict(f"pool '{pool.name()}' is active: stop it before building", field="pool")
+    pool.build(build_flags(pool_model(pool).type or ""))
+
+
+def _pool_refresh(pool: libvirt.virStoragePool) -> None:
+    if not pool.isActive():
+        raise Conflict(f"pool '{pool.name()}' is not active", field="pool")
+    pool.refresh(0)
+
+
+def _pool_autostart(pool: libvirt.virStoragePool, enabled: bool) -> None:
+    if not pool.isPersistent():
+        raise Conflict(f"pool '{pool.name()}' is transient: it cannot autostart", field="pool")
+    pool.setAutostart(1 if enabled else 0)
+
+
+POOL_ACTIONS: dict[str, Callable[[libvirt.virStoragePool], None]] = {
+    "start": _pool_start,
+    "stop": _pool_stop,
+    "build": _pool_build,
+    "refresh": _pool_refresh,
+    "autostart": lambda p: _pool_autostart(p, True),
+    "noautostart": lambda p: _pool_autostart(p, False),
+}

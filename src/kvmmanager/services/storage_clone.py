@@ -1,0 +1,106 @@
+"""Volume clone as a job: libvirt's createXMLFrom, with progress read from the new
+volume's allocation while the copy runs.
+
+libvirt cannot interrupt a copy: a cancelled (or otherwise failed) clone waits for the
+copy to end and then deletes the new volume, so no half-made clone remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.services.storage_specs import POOL_NAME_MAX, VOLUME_NAME_MAX, check_name
+from kvmmanager.services.storage_xml import (
+    VolumeDetails,
+    active_pool,
+    build_volume_xml,
+    lookup_volume,
+    volume_details,
+    volume_exists,
+)
+
+if TYPE_CHECKING:
+    from kvmmanager.services.jobs import JobProgress
+    from kvmmanager.services.storage import StorageService
+
+# How often a clone job reads the new volume's allocation to report progress.
+CLONE_POLL_SECONDS = 0.5
+CLONE_FORMATS = ("qcow2", "raw")
+
+
+async def start_clone(
+    storage: StorageService,
+    host: str,
+    pool: str,
+    name: str,
+    new_name: str,
+    *,
+    target_pool: str | None = None,
+    format: str | None = None,
+    user: Any = None,
+) -> str:
+    """Check the arguments now (404/409/422), then copy as a `volume.clone` job."""
+    check_name(new_name, "name", VOLUME_NAME_MAX)
+    if format is not None and format not in CLONE_FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(CLONE_FORMATS)}", field="format")
+    dest_pool = target_pool or pool
+    check_name(dest_pool, "target_pool", POOL_NAME_MAX)
+    source = await storage.get_volume(host, pool, name)
+
+    def check_target(conn: libvirt.virConnect) -> None:
+        if volume_exists(active_pool(conn, dest_pool), new_name):
+            raise Conflict(
+                f"volume '{new_name}' already exists in pool '{dest_pool}'", field="name"
+            )
+
+    await storage._call(host, check_target)
+    xml = build_volume_xml(new_name, source.capacity, format or source.format or "raw")
+    total = max(source.allocation, 1)
+
+    def create(conn: libvirt.virConnect) -> VolumeDetails:
+        src = lookup_volume(active_pool(conn, pool), name)
+        return volume_details(dest_pool, active_pool(conn, dest_pool).createXMLFrom(xml, src, 0))
+
+    def allocation(conn: libvirt.virConnect) -> int | None:
+        try:
+            return int(lookup_volume(active_pool(conn, dest_pool), new_name).info()[2])
+        except (NotFound, libvirt.libvirtError):
+            return None  # not visible yet
+
+    async def run(progress: JobProgress) -> dict[str, Any]:
+        task = asyncio.ensure_future(storage._call(host, create))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=CLONE_POLL_SECONDS)
+                if not task.done():
+                    done = await storage._call(host, allocation)
+                    progress(min(done or 0, total), total, f"cloning {name}")
+            details = task.result()
+            progress(total, total, "done")
+        except BaseException:
+            await asyncio.shield(_discard(storage, host, task, dest_pool, new_name))
+            raise
+        await storage.sync_pool(host, dest_pool)
+        details.used_by = storage.volume_path_in_use_by(host, details.path)
+        return details.to_dict()
+
+    return storage._m.jobs.start("volume.clone", f"{host}/{pool}/{name}", run, user, host=host)
+
+
+async def _discard(
+    storage: StorageService, host: str, task: asyncio.Future[Any], pool: str, name: str
+) -> None:
+    """Wait for the copy to end; if it made the volume, delete it."""
+    with contextlib.suppress(BaseException):
+        await task
+    if task.cancelled() or task.exception() is not None:
+        return
+    with contextlib.suppress(Exception):
+        await storage._call(
+            host, lambda conn: lookup_volume(active_pool(conn, pool), name).delete(0)
+        )
