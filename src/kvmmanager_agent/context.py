@@ -6,10 +6,7 @@ import time
 from typing import Any, Callable, List, Optional
 
 from .config import Config
-from .methods.exec import ExecTable
 from .methods.freeze import Freezer
-from .methods.power import run_later
-from .methods.transfer import TransferTable
 
 
 class Context:
@@ -22,14 +19,38 @@ class Context:
         self.config = config
         self.freezer = Freezer(config.freeze_timeout_seconds, freeze_backend)
         # Injectable so tests can check what would run without powering anything off.
-        self.power = power or run_later
-        self.transfers = TransferTable()
-        self.execs = ExecTable()
+        self.power = power or _run_later
+        self._transfers = None  # type: Any
+        self._execs = None  # type: Any
         self.cpu_sample = None  # type: Any
         self.started = time.time()
+
+    # Built on first use: their modules pull in subprocess and hashlib.
+    @property
+    def transfers(self) -> Any:
+        if self._transfers is None:
+            from .methods.transfer import TransferTable
+
+            self._transfers = TransferTable()
+        return self._transfers
+
+    @property
+    def execs(self) -> Any:
+        if self._execs is None:
+            from .methods.exec import ExecTable
+
+            self._execs = ExecTable()
+        return self._execs
 
     def close(self) -> None:
         # Never exit leaving the guest frozen.
         if self.freezer.is_frozen():
             self.freezer.thaw()
-        self.transfers.close_all()
+        if self._transfers is not None:
+            self._transfers.close_all()
+
+
+def _run_later(argv: List[str], delay: float) -> None:
+    from .methods.power import run_later
+
+    run_later(argv, delay)

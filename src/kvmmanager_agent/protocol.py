@@ -139,6 +139,7 @@ class Method:
         "capability",
         "description",
         "frozen_ok",
+        "inline",
         "name",
         "params",
         "result",
@@ -156,8 +157,12 @@ class Method:
         frozen_ok: bool = True,
         timeout: str = "normal",
         since: int = 1,
+        inline: bool = False,
     ) -> None:
         self.name = name
+        # Cheap and never blocking: answered by the reader thread itself, skipping the
+        # worker pool's thread handoff (the agent's latency floor for ping).
+        self.inline = inline
         self.description = description
         self.params = tuple(params)
         self.result = tuple(result)
@@ -198,6 +203,7 @@ _METHOD_LIST = [
         [("pong", "true"), ("timestamp", "guest Unix time, float seconds")],
         capability="core",
         timeout="short",
+        inline=True,
     ),
     Method(
         "sync",
@@ -217,6 +223,7 @@ _METHOD_LIST = [
         capability="core",
         timeout="short",
         since=2,
+        inline=True,
     ),
     Method(
         "get_agent_info",
@@ -246,6 +253,7 @@ _METHOD_LIST = [
         ],
         capability="core",
         timeout="short",
+        inline=True,
     ),
     Method(
         "get_system_info",
@@ -586,6 +594,7 @@ _METHOD_LIST = [
         [],
         [("timestamp", "float Unix time"), ("timezone", "name"), ("utc_offset_seconds", "integer")],
         since=2,
+        inline=True,
     ),
     Method(
         "set_time",
@@ -702,6 +711,7 @@ _METHOD_LIST = [
         ],
         capability="core",
         since=2,
+        inline=True,
     ),
 ]
 
@@ -815,6 +825,8 @@ def render_markdown() -> str:
         "  and answers with min(host, agent); versions below %d are refused (-32602)."
         % MIN_PROTOCOL_VERSION
     )
+    w("- Methods marked *answered inline* are cheap and answered by the reader at once,")
+    w("  without a worker slot; the others run on `max_concurrent_requests` workers.")
     w("")
     w("## Limits")
     w("")
@@ -871,12 +883,13 @@ def render_markdown() -> str:
         w(m.description)
         w("")
         w(
-            "capability `%s` · timeout `%s` · %s · since v%d"
+            "capability `%s` · timeout `%s` · %s · since v%d%s"
             % (
                 m.capability,
                 m.timeout,
                 "allowed while frozen" if m.frozen_ok else "refused while frozen",
                 m.since,
+                " · answered inline" if m.inline else "",
             )
         )
         w("")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Callable, List, Optional
 
 from . import protocol
 from .config import Config
@@ -46,12 +46,56 @@ class TokenBucket:
             return False
 
 
+class WorkerPool:
+    """A minimal thread pool: threads start on demand up to `size` and then stay.
+
+    (concurrent.futures would do, but costs ~2 MB of resident memory in an idle agent.)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs = queue.SimpleQueue()  # type: Any
+        self.threads: List[threading.Thread] = []
+        self.idle = 0
+        self.pending = 0
+        self.lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self.lock:
+            self.pending += 1
+            if self.idle < self.pending and len(self.threads) < self.size:
+                t = threading.Thread(target=self._run, name="kvmm-req", daemon=True)
+                self.threads.append(t)
+                t.start()
+        self.jobs.put((fn, args))
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                self.idle += 1
+            item = self.jobs.get()
+            with self.lock:
+                self.idle -= 1
+                self.pending -= 1
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("worker failure")
+
+    def shutdown(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+
+
 class Agent:
     def __init__(self, config: Config, ctx: Optional[Context] = None) -> None:
         self.config = config
         self.ctx = ctx or Context(config)
         self.dispatcher = Dispatcher(self.ctx, HANDLERS)
-        self.pool = ThreadPoolExecutor(config.max_concurrent_requests, "kvmm-req")
+        self.pool = WorkerPool(config.max_concurrent_requests)
         self.bucket = TokenBucket(config.requests_per_second)
         self.inflight = 0
         self.cond = threading.Condition()
@@ -101,7 +145,10 @@ class Agent:
             self._send(channel, encode(err))
             return
         single = isinstance(payload, dict)
-        if single and payload.get("method") == "sync":
+        name = payload.get("method") if single else None
+        # Only a string can name a method (a list here is hostile input, not a key).
+        method = protocol.METHODS.get(name) if isinstance(name, str) else None
+        if method is not None and method.name == "sync":
             reply, _ = self.dispatcher.run(payload)
             if reply is not None:
                 prefix = protocol.SYNC_BYTE if "result" in reply else b""
@@ -113,6 +160,13 @@ class Agent:
                 channel,
                 "rate limit of %d requests per second exceeded" % self.config.requests_per_second,
             )
+            return
+        if method is not None and method.inline:
+            # Cheap and non-blocking: answered here, without taking a worker slot, so a
+            # liveness ping still gets through while every worker is busy.
+            reply, _ = self.dispatcher.run(payload)
+            if reply is not None:
+                self._send(channel, encode(reply))
             return
         with self.cond:
             if self.inflight >= self.config.max_concurrent_requests:
@@ -156,7 +210,7 @@ class Agent:
         with self.cond:
             while self.inflight and time.monotonic() < deadline:
                 self.cond.wait(deadline - time.monotonic())
-        self.pool.shutdown(wait=False)
+        self.pool.shutdown()
         self.ctx.close()
 
     # -- run modes ------------------------------------------------------------

@@ -95,7 +95,8 @@ def test_agent_survives_any_input(fuzz_agent: Agent, parts: list[bytes]) -> None
             fuzz_agent.handle_item(item, cap)  # type: ignore[arg-type]
     for item in framer.feed(PROBE):
         fuzz_agent.handle_item(item, cap)  # type: ignore[arg-type]
-    assert _wait_probe(cap)["result"]["pong"] is True
+    probe = _wait_probe(cap)
+    assert probe.get("result", {}).get("pong") is True, probe
     for line in cap.lines():
         reply = json.loads(line[1:] if line.startswith(b"\xff") else line)
         items = reply if isinstance(reply, list) else [reply]

@@ -90,8 +90,10 @@ def test_power_replies_first_then_acts(agent: RunningAgent, raw: Raw) -> None:
     assert agent.ctx.power.event.wait(10)
     argv, delay = agent.ctx.power.calls[0]
     assert delay == 5 and ("poweroff" in argv[-1] or argv[-1] == "poweroff")
+    agent.ctx.power.event.clear()
     r = raw.call("reboot", {"force": True})["result"]
     assert r["initiated"] is True
+    assert agent.ctx.power.event.wait(10)  # the action runs after the reply is written
     assert agent.ctx.power.calls[-1][0][-1] == "-f"
 
 

@@ -28,6 +28,8 @@ ORIGINAL_RESULT_FIELDS = {
 
 def test_every_method_has_a_handler_and_back() -> None:
     assert set(HANDLERS) == set(protocol.METHODS)
+    for name in protocol.METHODS:
+        assert callable(HANDLERS[name]), name
 
 
 def test_original_ten_methods_and_their_fields_are_declared() -> None:

@@ -41,13 +41,24 @@ def test_concurrency_limit_answers_busy(start_agent: Callable[..., RunningAgent]
     raw = Raw(running.path)
     for i in range(2):
         raw.request("exec_command", {"command": "sleep", "args": ["1"]}, req_id=f"slow{i}")
-    raw.request("ping", req_id="p")
+    raw.request("get_system_info", req_id="p")
     replies = {}
     while len(replies) < 3:
         r = raw.reply()
         replies[r["id"]] = r
     assert replies["p"]["error"]["code"] == -32004
     assert replies["slow0"]["result"]["exit_code"] == 0
+    # A ping is answered inline, without a worker slot, even while both are busy.
+    raw.request("exec_command", {"command": "sleep", "args": ["1"]}, req_id="c")
+    raw.request("exec_command", {"command": "sleep", "args": ["1"]}, req_id="d")
+    raw.request("ping", req_id="alive")
+    pending = {"alive", "c", "d"}
+    while pending:
+        r = raw.reply()
+        pending.discard(r["id"])
+        if r["id"] == "alive":
+            assert r["result"]["pong"] is True
+            assert pending  # it came before the sleeps ended
     # sync is answered inline, even when every worker is busy.
     raw.request("exec_command", {"command": "sleep", "args": ["1"]}, req_id="a")
     raw.request("exec_command", {"command": "sleep", "args": ["1"]}, req_id="b")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import stat
 from typing import Any, Dict
@@ -97,6 +96,8 @@ def file_write(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def sha256_fd(fd: int) -> str:
+    import hashlib  # loads OpenSSL: only when a transfer needs it
+
     digest = hashlib.sha256()
     offset = 0
     while True:
