@@ -1,0 +1,43 @@
+#!/bin/sh
+# kvm-manager postinst: the service user, the virtualenv (offline, from the wheels this
+# package ships), the service, and the agent ISO deployed into libvirt's default pool.
+set -e
+
+[ "${1:-configure}" = configure ] || exit 0
+
+# DPKG_ROOT: set by dpkg --root (and by the tests); empty on a normal install.
+ROOT=${DPKG_ROOT:-}
+VENV=$ROOT/opt/kvm-manager/venv
+WHEELS=$ROOT/usr/share/kvm-manager/wheels
+DATA=$ROOT/var/lib/kvm-manager
+
+if ! getent passwd kvm-manager >/dev/null; then
+	adduser --system --group --home /var/lib/kvm-manager --no-create-home \
+		--gecos "KVM Manager" kvm-manager >/dev/null
+fi
+if getent group libvirt >/dev/null; then
+	adduser kvm-manager libvirt >/dev/null
+fi
+mkdir -p "$DATA"
+chown kvm-manager:kvm-manager "$DATA"
+chmod 0750 "$DATA"
+
+# A fresh venv on every configure: the wheels of this version, nothing from the network.
+# (Built in place: a venv cannot be moved, its scripts name their interpreter's path.)
+rm -rf "$VENV"
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELS" kvmmanager
+
+if [ -d "$ROOT/run/systemd/system" ]; then
+	systemctl daemon-reload || true
+	systemctl enable kvm-manager.service || true
+	systemctl restart kvm-manager.service || true
+fi
+
+if "$VENV/bin/kvm-manager" agent-iso deploy --local >/dev/null 2>&1; then
+	echo "kvm-manager: the guest agent ISO is deployed in libvirt's default pool"
+else
+	echo "kvm-manager: libvirtd is not reachable now; deploy the guest agent ISO later with:"
+	echo "  kvm-manager agent-iso deploy --local"
+fi
+exit 0

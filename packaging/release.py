@@ -1,0 +1,150 @@
+"""Build every release artifact into dist/ (run through scripts/release).
+
+    dist/kvmmanager-<v>-py3-none-any.whl, kvmmanager-<v>.tar.gz      the manager (pip)
+    dist/kvmmanager-agent-<av>.pyz                                    the agent zipapp
+    dist/kvmmanager-guest-agent-<av>.iso                              the agent ISO
+    dist/kvmmanager-agent_<av>-1_all.deb, ...-1.noarch.rpm, ...-r1.apk the agent packages
+    dist/kvm-manager_<v>-1_amd64.deb                                  the manager package
+    dist/SHA256SUMS
+
+SOURCE_DATE_EPOCH (default: the last commit's time) makes the agent artifacts
+byte-reproducible. The manager .deb carries the wheels of every runtime dependency
+(pinned by constraints.txt, fetched by pip from the configured index) so that its
+postinst builds the virtualenv offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGING = ROOT / "packaging"
+
+
+def _epoch() -> int:
+    if env := os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(env)
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else 0
+
+
+def _run(*cmd: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True)
+
+
+def build_python(dist: Path) -> Path:
+    """The wheel and the sdist, with setuptools (no `build` frontend needed)."""
+    py = sys.executable
+    _run(
+        py,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(dist),
+        str(ROOT),
+    )
+    _run(py, "-c", f"from setuptools import build_meta as b; b.build_sdist({str(dist)!r})")
+    (wheel,) = dist.glob("kvmmanager-*.whl")
+    return wheel
+
+
+def build_agent(dist: Path, epoch: int) -> dict[str, Path]:
+    from kvmmanager.iso import agent_version
+    from kvmmanager.iso.builder import build_iso
+    from kvmmanager.iso.packages import build_agent_packages
+    from kvmmanager.iso.zipapp import build_agent_zipapp
+
+    version = agent_version()
+    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    pyz = build_agent_zipapp(dist / f"kvmmanager-agent-{version}.pyz")
+    out = build_agent_packages(pyz, version, dist, epoch=epoch)
+    out["pyz"] = pyz
+    out["iso"] = build_iso(
+        dist / f"kvmmanager-guest-agent-{version}.iso", source_date_epoch=epoch
+    ).path
+    return out
+
+
+def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
+    import kvmmanager
+    from kvmmanager.iso.packages import debian_changelog, nfpm_binary, run_nfpm
+
+    version = kvmmanager.__version__
+    target = dist / f"kvm-manager_{version}-1_amd64.deb"
+    with tempfile.TemporaryDirectory(prefix="kvmm-release-") as tmp:
+        stage = Path(tmp) / "stage"
+        shutil.copytree(PACKAGING / "manager", stage)
+        shutil.copy2(PACKAGING / "copyright", stage / "copyright")
+        shutil.copy2(iso, stage / "kvmmanager-guest-agent.iso")
+        wheels = stage / "wheels"
+        wheels.mkdir()
+        shutil.copy2(wheel, wheels / wheel.name)
+        _run(
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            "-w",
+            str(wheels),
+            str(wheel),
+        )
+        man = (stage / "kvm-manager.1").read_bytes()
+        (stage / "kvm-manager.1.gz").write_bytes(gzip.compress(man, 9, mtime=0))
+        (stage / "changelog.gz").write_bytes(debian_changelog("kvm-manager", version, epoch))
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), KVMM_VERSION=version)
+        run_nfpm(stage / "nfpm.yaml", {"deb": target}, cwd=stage, env=env, nfpm=nfpm_binary())
+    return target
+
+
+def write_sums(dist: Path) -> Path:
+    lines = [
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+        for p in sorted(dist.iterdir())
+        if p.is_file() and p.name != "SHA256SUMS"
+    ]
+    sums = dist / "SHA256SUMS"
+    sums.write_text("".join(lines))
+    return sums
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dist", default=str(ROOT / "dist"), help="Output directory.")
+    args = parser.parse_args(argv)
+    dist = Path(args.dist)
+    if dist.exists():
+        shutil.rmtree(dist)
+    dist.mkdir(parents=True)
+    epoch = _epoch()
+    wheel = build_python(dist)
+    agent = build_agent(dist, epoch)
+    build_manager_deb(dist, wheel, agent["iso"], epoch)
+    write_sums(dist)
+    for path in sorted(dist.iterdir()):
+        print(f"{path.stat().st_size:>12}  {path.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
