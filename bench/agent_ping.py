@@ -21,7 +21,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -94,8 +93,10 @@ async def main() -> None:
                                             "allowed_write_paths": [str(xfer)]}}))  # fmt: skip
     ours_sock, qga_sock = str(tmp / "ours.sock"), str(tmp / "qga.sock")
     (tmp / "qga-state").mkdir()
+    # The distribution's python3 is what a guest runs (pyenv builds are larger).
+    interp = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"  # noqa: ASYNC240
     ours = subprocess.Popen(  # noqa: ASYNC220
-        ["python3", pyz, "--config", str(cfg), "--listen-unix", ours_sock],
+        [interp, pyz, "--config", str(cfg), "--listen-unix", ours_sock],
         stderr=subprocess.DEVNULL,
     )
     qemu = subprocess.Popen(  # noqa: ASYNC220
@@ -103,7 +104,12 @@ async def main() -> None:
          "-f", str(tmp / "qga.pid")],
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    results: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    results: dict = {"agent_interpreter": interp, "cpus": os.cpu_count()}
+    base = subprocess.run(  # noqa: ASYNC221
+        [interp, "-c", "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    results["bare_interpreter_rss_kb"] = int(base.stdout)
     try:
         await wait_socket(ours_sock, ours)
         await wait_socket(qga_sock, qemu)
