@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services.storage_specs import check_name
+from kvmmanager.services.storage_xml import host_refusal
 from kvmmanager.virt import readers
 from kvmmanager.virt.inventory import NetworkInfo
 from kvmmanager.virt.xml.network import IP, DhcpRange, Network
@@ -208,6 +209,38 @@ def _details(net: libvirt.virNetwork) -> NetworkDetails:
     )
 
 
+def _refuse_collisions(conn: libvirt.virConnect, checked: _Checked) -> None:
+    """A bridge name another network has, or a subnet overlapping an active network's,
+    would fail inside libvirt with a generic error: name the field instead."""
+    spec = checked.spec
+    for other in conn.listAllNetworks(0):
+        try:
+            model = Network.from_xml(other.XMLDesc(0))
+            active = other.isActive()
+        except libvirt.libvirtError:
+            continue  # undefined meanwhile
+        if spec.bridge and model.bridge_name == spec.bridge:
+            raise Conflict(
+                f"bridge {spec.bridge} is already used by network '{other.name()}'",
+                field="bridge",
+            )
+        ip = model.ipv4()
+        theirs = ip.interface if ip is not None else None
+        mine = checked.interface
+        if (
+            spec.start
+            and active
+            and mine is not None
+            and theirs is not None
+            and mine.network.overlaps(theirs.network)
+        ):
+            raise Conflict(
+                f"subnet {mine.network} overlaps {theirs.network} of the active "
+                f"network '{other.name()}'",
+                field="address",
+            )
+
+
 def _lease(raw: dict[str, Any]) -> Lease:
     kind = raw.get("type")
     return Lease(
@@ -308,12 +341,15 @@ class NetworkService:
                     raise
             else:
                 raise Conflict(f"network '{spec.name}' already exists", field="name")
-            net = conn.networkDefineXML(xml)
+            _refuse_collisions(conn, checked)
+            with host_refusal(conn, "bridge"):
+                net = conn.networkDefineXML(xml)
             try:
                 if spec.autostart:
                     net.setAutostart(1)
                 if spec.start:
-                    net.create()
+                    with host_refusal(conn, "network"):
+                        net.create()
             except BaseException:
                 if net.isActive():
                     net.destroy()
@@ -330,7 +366,8 @@ class NetworkService:
             net = self._lookup(conn, name)
             if net.isActive():
                 raise Conflict(f"network '{name}' is already active", field="network")
-            net.create()
+            with host_refusal(conn, "network"):
+                net.create()
             return _details(net)
 
         details = await self._call(host, op)

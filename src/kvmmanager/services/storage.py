@@ -33,6 +33,7 @@ from kvmmanager.services.storage_xml import (
     build_flags,
     build_pool_xml,
     build_volume_xml,
+    host_refusal,
     lookup_pool,
     lookup_volume,
     pool_details,
@@ -154,14 +155,17 @@ class StorageService:
                     raise
             else:
                 raise Conflict(f"pool '{spec.name}' already exists", field="name")
-            pool = conn.storagePoolDefineXML(xml, 0)
+            refusal_field = "source_devices" if spec.type == "logical" else "target"
+            with host_refusal(conn, refusal_field):
+                pool = conn.storagePoolDefineXML(xml, 0)
             try:
-                if spec.build and (spec.type != "logical" or spec.source_devices):
-                    pool.build(build_flags(spec.type))
-                if spec.autostart:
-                    pool.setAutostart(1)
-                if spec.start:
-                    pool.create(0)
+                with host_refusal(conn, refusal_field):
+                    if spec.build and (spec.type != "logical" or spec.source_devices):
+                        pool.build(build_flags(spec.type))
+                    if spec.autostart:
+                        pool.setAutostart(1)
+                    if spec.start:
+                        pool.create(0)
             except BaseException:
                 with contextlib.suppress(libvirt.libvirtError):
                     if pool.isActive():
@@ -215,13 +219,15 @@ class StorageService:
             pool = lookup_pool(conn, name)
             if delete_volumes:
                 if not pool.isActive():
-                    pool.create(0)
+                    with host_refusal(conn, "pool"):
+                        pool.create(0)
                 for vol in pool.listAllVolumes(0):
                     vol.delete(0)
             if pool.isActive():
                 pool.destroy()
             if delete_volumes:
-                pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
+                with host_refusal(conn, "pool"):
+                    pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
             if pool.isPersistent():
                 pool.undefine()
 

@@ -7,7 +7,8 @@ field, and the pool actions with their state checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from kvmmanager.services.storage_specs import (
     PoolSpec,
     check_name,
 )
+from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.pool import Pool
 from kvmmanager.virt.xml.validate import validate_xml
 from kvmmanager.virt.xml.volume import Volume
@@ -211,7 +213,8 @@ def build_flags(pool_type: str) -> int:
 def _pool_start(pool: libvirt.virStoragePool) -> None:
     if pool.isActive():
         raise Conflict(f"pool '{pool.name()}' is already active", field="pool")
-    pool.create(0)
+    with host_refusal(pool.connect(), "pool"):
+        pool.create(0)
 
 
 def _pool_stop(pool: libvirt.virStoragePool) -> None:
@@ -223,7 +226,8 @@ def _pool_stop(pool: libvirt.virStoragePool) -> None:
 def _pool_build(pool: libvirt.virStoragePool) -> None:
     if pool.isActive():
         raise Conflict(f"pool '{pool.name()}' is active: stop it before building", field="pool")
-    pool.build(build_flags(pool_model(pool).type or ""))
+    with host_refusal(pool.connect(), "pool"):
+        pool.build(build_flags(pool_model(pool).type or ""))
 
 
 def _pool_refresh(pool: libvirt.virStoragePool) -> None:
@@ -246,3 +250,27 @@ POOL_ACTIONS: dict[str, Callable[[libvirt.virStoragePool], None]] = {
     "autostart": lambda p: _pool_autostart(p, True),
     "noautostart": lambda p: _pool_autostart(p, False),
 }
+
+
+_REFUSALS = frozenset({libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_ERR_SYSTEM_ERROR})
+
+
+@contextmanager
+def host_refusal(conn: libvirt.virConnect, field: str) -> Iterator[None]:
+    """Turn libvirt's generic "internal/system error" from building or starting host
+    objects (a bridge or subnet already in use, a missing directory, a failed mount) into
+    a Conflict naming `field`: the host's state is in the way, not the server broken.
+    Errors on a dead connection pass through, so they still mean "host unavailable"."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _REFUSALS and _alive(conn):
+            raise Conflict(libvirt_message(exc), field=field) from exc
+        raise
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return conn.isAlive() == 1
+    except libvirt.libvirtError:
+        return False

@@ -3,12 +3,14 @@ lifecycle on libvirt's test driver (process-wide state: unique kvmm-t-sto- names
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from lxml import etree
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
 from kvmmanager.services.networks import NetworkSpec, build_network_xml, validate_network_spec
@@ -165,3 +167,54 @@ async def test_leases_on_the_test_driver_are_unsupported(networks: Any, net: str
     # The test driver has no DHCP server; the real one is covered in the libvirtd tests.
     with pytest.raises(Unsupported):
         await networks.leases(HOST, net)
+
+
+async def test_bridge_and_subnet_collisions_name_the_field(networks: Any) -> None:
+    # test:///default has the active network 'default' on virbr0, 192.168.122.0/24.
+    with pytest.raises(Conflict) as exc:
+        await networks.define(HOST, NetworkSpec(name=_name(), bridge="virbr0"))
+    assert exc.value.field == "bridge"
+    with pytest.raises(Conflict) as exc:
+        await networks.define(HOST, NetworkSpec(name=_name(), address="192.168.122.129",
+                                                prefix=25))  # fmt: skip
+    assert exc.value.field == "address" and "default" in exc.value.message
+    # Not started: an overlapping subnet may be defined for later.
+    name = _name()
+    await networks.define(
+        HOST, NetworkSpec(name=name, address="192.168.122.1", start=False, autostart=False)
+    )
+    await networks.delete(HOST, name)
+
+
+def _vm_on_network_xml(name: str, network: str) -> str:
+    dom = etree.Element("domain", type="test")
+    etree.SubElement(dom, "name").text = name
+    etree.SubElement(dom, "memory").text = "65536"
+    etree.SubElement(etree.SubElement(dom, "os"), "type").text = "hvm"
+    nic = etree.SubElement(etree.SubElement(dom, "devices"), "interface", type="network")
+    etree.SubElement(nic, "source", network=network)
+    return etree.tostring(dom, encoding="unicode")
+
+
+async def test_delete_refuses_a_network_running_vms_use(
+    manager: Any, networks: Any, net: str
+) -> None:
+    host = manager.registry.get(HOST)
+    vm = f"kvmm-t-sto-vm-{uuid.uuid4().hex[:8]}"
+    with manager.bus.subscribe(predicate=lambda e: e.kind.startswith("domain.")) as sub:
+        await host.run(lambda: host.conn.createXML(_vm_on_network_xml(vm, net), 0))
+        try:
+            async with asyncio.timeout(30):
+                while not any(d.name == vm and d.state == "running"
+                              for d in manager.inventory.domains(HOST)):  # fmt: skip
+                    await sub.get()
+            with pytest.raises(Conflict) as exc:
+                await networks.delete(HOST, net)
+            assert vm in exc.value.message
+        finally:
+            await host.run(lambda: host.conn.lookupByName(vm).destroy())
+        # A transient VM is gone once destroyed: then the network is free to delete.
+        async with asyncio.timeout(30):
+            while any(d.name == vm for d in manager.inventory.domains(HOST)):
+                await sub.get()
+    await networks.delete(HOST, net)

@@ -256,6 +256,30 @@ async def test_volume_used_by_a_vm_cannot_be_deleted(
     assert (await storage.get_pool(HOST, pool)).active
 
 
+async def test_volume_under_a_running_vm_is_not_resized_or_overwritten(
+    manager: Any, storage: Any, pool: str
+) -> None:
+    vol = await storage.create_volume(HOST, pool, VolumeSpec(name="run.raw", capacity="1M",
+                                                             format="raw"))  # fmt: skip
+    host = manager.registry.get(HOST)
+    vm = _name("vm")
+    with manager.bus.subscribe(predicate=lambda e: e.kind.startswith("domain.")) as sub:
+        await host.run(lambda: host.conn.createXML(_domain_xml(vm, vol.path), 0))
+        try:
+            async with asyncio.timeout(30):
+                while vm not in storage.volume_path_in_use_by(HOST, vol.path, running_only=True):
+                    await sub.get()
+            with pytest.raises(Conflict) as exc:
+                await storage.resize_volume(HOST, pool, "run.raw", "2M")
+            assert vm in exc.value.message
+            with pytest.raises(Conflict) as exc:
+                await storage.check_upload(HOST, pool, "run.raw", size=10, create=False,
+                                           format="raw")  # fmt: skip
+            assert vm in exc.value.message
+        finally:
+            await host.run(lambda: host.conn.lookupByName(vm).destroy())
+
+
 async def test_clone_runs_as_a_job(manager: Any, storage: Any, pool: str) -> None:
     await storage.create_volume(HOST, pool, VolumeSpec(name="src.qcow2", capacity="1G"))
     job_id = await storage.clone_volume(HOST, pool, "src.qcow2", "copy.qcow2")

@@ -145,3 +145,26 @@ async def test_delete_pool_with_storage_removes_directory(
         assert not target.exists()
     finally:
         _drop_pool(name)
+
+
+async def test_starting_a_pool_whose_directory_is_gone_is_a_conflict(
+    real_manager: Any, pool_dir: Path
+) -> None:
+    storage = real_manager.storage
+    name = f"kvmm-t-sto-{uuid.uuid4().hex[:8]}"
+    spec = PoolSpec(name=name, target=str(pool_dir / "never-built"), build=False,
+                    start=False, autostart=False)  # fmt: skip
+    await storage.define_pool(HOST, spec)
+    try:
+        with pytest.raises(Conflict) as exc:
+            await storage.pool_action(HOST, name, "start")
+        assert exc.value.field == "pool" and "never-built" in exc.value.message
+        # A spec that fails while starting leaves nothing defined.
+        with pytest.raises(Conflict) as exc:
+            await storage.define_pool(
+                HOST, PoolSpec(name=name + "-b", target=str(pool_dir / "nope"), build=False)
+            )
+        assert exc.value.field == "target"
+        assert name + "-b" not in [p.name for p in await storage.list_pools(HOST)]
+    finally:
+        _drop_pool(name)
