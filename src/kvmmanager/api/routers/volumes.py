@@ -133,7 +133,20 @@ def _job_error(error: dict[str, Any] | None) -> KvmmError:
     )
 
 
-@router.put("/{vol}/content", name="volumes.upload", response_model=UploadResult)
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.put(
+    "/{vol}/content",
+    name="volumes.upload",
+    response_model=UploadResult,
+    openapi_extra=_UPLOAD_BODY,
+)
 async def upload_volume(
     host: str,
     pool: str,
