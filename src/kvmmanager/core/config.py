@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -60,6 +61,8 @@ class LibvirtSettings(BaseModel):
     reconnect_max_seconds: float = 30.0
     # Worker threads per host for blocking libvirt calls, so one slow host never blocks another.
     workers_per_host: int = 4
+    # "auto" probes each host (domain capabilities + a real guest); "kvm"/"tcg" force it.
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
 
 
 class AuthSettings(BaseModel):
