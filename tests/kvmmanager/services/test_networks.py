@@ -218,3 +218,18 @@ async def test_delete_refuses_a_network_running_vms_use(
             while any(d.name == vm for d in manager.inventory.domains(HOST)):
                 await sub.get()
     await networks.delete(HOST, net)
+
+
+@pytest.mark.parametrize("forward", ["route", "open"])
+async def test_routed_and_open_networks(networks: Any, forward: str) -> None:
+    name = _name()
+    octet = 61 if forward == "route" else 62
+    net = f"10.213.{octet}"
+    spec = NetworkSpec(name=name, forward=forward, address=f"{net}.1", prefix=24,
+                       dhcp_start=f"{net}.100", dhcp_end=f"{net}.150")  # fmt: skip
+    details = await networks.define(HOST, spec)
+    try:
+        assert details.forward == forward and details.active
+        assert (details.dhcp_start, details.dhcp_end) == (spec.dhcp_start, spec.dhcp_end)
+    finally:
+        await networks.delete(HOST, name)
