@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ISO_NAME = "kvmmanager-guest-agent.iso"
 PACKAGING = ROOT / "packaging"
 
 
@@ -46,22 +47,35 @@ def _run(*cmd: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
 
 
-def build_python(dist: Path) -> Path:
-    """The wheel and the sdist, with setuptools (no `build` frontend needed)."""
+def build_python(dist: Path, iso: Path) -> Path:
+    """The sdist, and the wheel with the agent ISO inside (the locator's "package" step),
+    built with setuptools from a copy of the tracked files (no `build` frontend needed)."""
     py = sys.executable
-    _run(
-        py,
-        "-m",
-        "pip",
-        "wheel",
-        "--quiet",
-        "--no-deps",
-        "--no-build-isolation",
-        "-w",
-        str(dist),
-        str(ROOT),
-    )
     _run(py, "-c", f"from setuptools import build_meta as b; b.build_sdist({str(dist)!r})")
+    tracked = (
+        subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    with tempfile.TemporaryDirectory(prefix="kvmm-release-src-") as tmp:
+        src = Path(tmp)
+        for rel in filter(None, tracked):
+            if (ROOT / rel).is_file():
+                (src / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, src / rel)
+        shutil.copy2(iso, src / "src/kvmmanager/iso" / ISO_NAME)
+        _run(
+            py,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(src),
+        )
     (wheel,) = dist.glob("kvmmanager-*.whl")
     return wheel
 
@@ -137,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(dist)
     dist.mkdir(parents=True)
     epoch = _epoch()
-    wheel = build_python(dist)
     agent = build_agent(dist, epoch)
+    wheel = build_python(dist, agent["iso"])
     build_manager_deb(dist, wheel, agent["iso"], epoch)
     write_sums(dist)
     for path in sorted(dist.iterdir()):

@@ -199,6 +199,10 @@ def test_release_builds_every_artifact(tmp_path: Path) -> None:
 
     with zipfile.ZipFile(dist / f"kvmmanager-{mv}-py3-none-any.whl") as whl:
         assert "kvmmanager/iso/builder.py" in whl.namelist()
+        # The locator's "package" fallback: the ISO travels inside the wheel.
+        assert whl.read("kvmmanager/iso/kvmmanager-guest-agent.iso") == (
+            dist / f"kvmmanager-guest-agent-{V}.iso"
+        ).read_bytes()
     with tarfile.open(dist / f"kvmmanager-{mv}.tar.gz") as sdist:
         assert f"kvmmanager-{mv}/pyproject.toml" in sdist.getnames()
     pyz = subprocess.run(

@@ -88,7 +88,8 @@ def candidate_paths(settings: Settings) -> list[tuple[str, Path]]:
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     out.append(("xdg", Path(xdg) / "kvm-manager" / ISO_NAME))
     out.append(("system", Path("/usr/share/kvm-manager") / ISO_NAME))
-    out.append(("package", Path(__file__).parent / "data" / ISO_NAME))
+    # scripts/release puts the ISO into the wheel next to this module.
+    out.append(("package", Path(__file__).parent / ISO_NAME))
     return out
 
 
