@@ -95,16 +95,19 @@ _FACTS = {
 }
 
 
-@router.get("/facts/{what}", name="agent.facts")
-async def agent_facts(
-    host: str, vm: str, what: str,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
-) -> Any:  # fmt: skip
-    """system, network, disks, metrics, users, time, agent-info."""
-    method = _FACTS.get(what)
-    if method is None:
-        raise InvalidInput(f"unknown fact '{what}' (one of {', '.join(_FACTS)})", field="what")
-    return await _call(manager, who, host, vm, method)
+def _fact_route(what: str, method: str) -> None:
+    async def fact(
+        host: str, vm: str,
+        manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    ) -> Any:  # fmt: skip
+        return await _call(manager, who, host, vm, method)
+
+    fact.__doc__ = f"`{method}`: {protocol.METHODS[method].description}"
+    router.add_api_route(f"/{what}", fact, methods=["GET"], name=f"agent.{what.replace('-', '_')}")
+
+
+for _what, _method in _FACTS.items():
+    _fact_route(_what, _method)
 
 
 @router.get("/processes", name="agent.processes")

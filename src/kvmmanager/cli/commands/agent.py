@@ -81,7 +81,7 @@ def guest_info(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
 
 def _fact(name: str, what: str, key: str | None = None, columns: list[str] | None = None) -> None:
     def command(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
-        data = _get(ctx, host, vm, f"facts/{what}")
+        data = _get(ctx, host, vm, what)
         emit(ctx, data[key] if key and not wants_json(ctx) else data, columns)
 
     command.__doc__ = f"The guest's {what} ({protocol.METHODS[_FACTS[what]].description})"
