@@ -357,3 +357,18 @@ def test_volume_xml_validates(args: tuple, kwargs: dict) -> None:
     assert model.allocation == (args[1] if kwargs.get("preallocate") else 0)
     if "backing" in kwargs:
         assert (model.backing_path, model.backing_format) == kwargs["backing"]
+
+
+async def test_cancelled_clone_leaves_no_copy(manager: Any, storage: Any, pool: str) -> None:
+    await storage.create_volume(HOST, pool, VolumeSpec(name="src.qcow2", capacity="1G"))
+    with manager.bus.subscribe(predicate=lambda e: e.kind == "job.progress") as sub:
+        job_id = await storage.clone_volume(HOST, pool, "src.qcow2", "gone.qcow2")
+        async with asyncio.timeout(60):
+            # Cancel once the job runs, i.e. once the copy has been started.
+            while (await sub.get()).data.get("state") != "running":
+                pass
+            manager.jobs.cancel(job_id)
+            job = await manager.jobs.wait(job_id)
+    # Whether the copy was still running or had already finished, it is deleted.
+    assert job.state == "cancelled"
+    assert [v.name for v in await storage.list_volumes(HOST, pool)] == ["src.qcow2"]
