@@ -87,17 +87,27 @@ def open_file(
     mode: int = 0o644,
     create_dirs: bool = False,
 ) -> int:
-    """Open a regular file inside `roots` without following any symlink below the root."""
-    parent, name = open_parent(path, roots, create_dirs)
-    try:
-        # O_NONBLOCK so a FIFO planted at the path cannot hang the open.
-        fd = os.open(
-            name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=parent
-        )
-    except OSError as exc:
-        raise _os_error(exc, path) from None
-    finally:
-        os.close(parent)
+    """Open a regular file inside `roots` without following any symlink below the root.
+
+    An allowed entry may itself name a file (e.g. /etc/os-release): that exact path is
+    the admin's choice and is opened as configured, symlink or not.
+    """
+    root, rel = _root_for(split_path(path), roots)
+    # O_NONBLOCK so a FIFO planted at the path cannot hang the open.
+    flags |= os.O_CLOEXEC | os.O_NONBLOCK
+    if not rel:
+        try:
+            fd = os.open(os.path.realpath(root), flags, mode)
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+    else:
+        parent, name = open_parent(path, roots, create_dirs)
+        try:
+            fd = os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=parent)
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+        finally:
+            os.close(parent)
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

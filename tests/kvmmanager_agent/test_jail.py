@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.kvmmanager_agent.conftest import Raw
+from tests.kvmmanager_agent.conftest import Raw, RunningAgent
 
 
 def code(reply: dict) -> int | None:
@@ -74,3 +75,19 @@ def test_fifo_and_directory_are_not_files(raw: Raw, roots: dict[str, Path]) -> N
 
 def test_missing_file_is_not_found(raw: Raw, roots: dict[str, Path]) -> None:
     assert code(raw.call("file_read", {"path": str(roots["read"] / "nope")})) == -32002
+
+
+def test_an_allowed_entry_may_name_one_file(
+    start_agent: Callable[..., RunningAgent], roots: dict[str, Path]
+) -> None:
+    real = roots["outside"] / "usr-lib-os-release"
+    real.write_text("ID=test\n")
+    listed = roots["outside"] / "os-release"  # the admin listed a symlink, as on Debian
+    os.symlink(real, listed)
+    (roots["outside"] / "sibling").write_text("no")
+    running = start_agent(security={"allowed_read_paths": [str(listed)]})
+    raw = Raw(running.path)
+    assert raw.call("file_read", {"path": str(listed)})["result"]["content"] == "ID=test\n"
+    assert code(raw.call("file_read", {"path": str(roots["outside"] / "sibling")})) == -32001
+    assert code(raw.call("file_read", {"path": str(listed) + "x"})) == -32001
+    raw.close()
