@@ -136,3 +136,27 @@ def test_deploy_status_install_eject_through_the_server(
     finally:
         dom.undefine()
         conn.close()
+
+
+def test_deploy_local_with_libvirt_down_exits_6() -> None:
+    res = _local(
+        "agent-iso", "deploy", "--local", "--uri", "qemu+unix:///system?socket=/nonexistent/x.sock"
+    )
+    assert res.exit_code == 6, res.output
+    assert "cannot connect" in res.stderr
+
+
+@pytest.mark.libvirtd
+def test_doctor_for_a_server_host(cli: Any, live_server: Any) -> None:
+    host = live_server.manager.registry.get("local")
+    deadline = time.monotonic() + 180
+    while not host.connected:
+        assert time.monotonic() < deadline, host.status_reason
+        time.sleep(0.05)
+    res = cli("doctor", "--host", "local", "--pool", "kvmm-t-iso-nopool", "--json")
+    report = json.loads(res.stdout)
+    assert report["host"] == "local"
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["libvirt"]["status"] == "ok"
+    assert checks["pool"]["status"] == "fail"
+    assert res.exit_code == 1
