@@ -101,6 +101,14 @@ class Manager:
     def doctor(self) -> Any:
         return _service("doctor", "DoctorService")(self)
 
+    @cached_property
+    def batch(self) -> Any:
+        return _service("batch", "BatchService")(self)
+
+    @cached_property
+    def export(self) -> Any:
+        return _service("export", "ExportService")(self)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def prepare_database(self) -> None:

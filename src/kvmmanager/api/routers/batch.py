@@ -1,0 +1,68 @@
+"""Batch actions: POST /api/batch/{action} runs one action on many VMs.
+
+The VMs are listed in the body (`vms`) and/or selected by `tag`. The answer (200) has a
+result per VM; a VM that failed is reported there and the others still ran, so the
+status is 200 even when some failed (`failed` counts them). With `?background=true` the
+batch runs as a job (202 + job id; its result is the same document).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, status
+from fastapi.responses import JSONResponse
+
+from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.schemas.batch import BatchAction, BatchRequest, BatchResult
+from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
+from kvmmanager.services.batch import Target
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+
+router = APIRouter(tags=["batch"], responses=ERROR_RESPONSES)
+
+
+@router.post(
+    "/api/batch/{action}",
+    name="batch.run",
+    response_model=BatchResult,
+    responses={202: {"model": JobStarted, "description": "running as a background job"}},
+)
+async def run(
+    action: BatchAction,
+    body: BatchRequest,
+    background: bool = Query(False, description="run as a job (202 + job id)"),
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """start, shutdown, destroy, reboot, reset, suspend, resume or delete every VM named
+    in `vms` or carrying `tag`, at most `concurrency` at a time."""
+    svc = manager.batch
+    targets = [Target(t.host, t.vm) for t in body.vms]
+    kwargs: dict[str, Any] = {
+        "tag": body.tag,
+        "host": body.host,
+        "mode": body.mode,
+        "remove_volumes": body.remove_volumes,
+        "concurrency": body.concurrency,
+    }
+    if not background:
+        return await svc.run(action, targets, **kwargs)
+    # Bad input is a 422 now, not a failed job.
+    svc.check(action, body.concurrency, body.mode)
+    resolved = svc.resolve(targets, body.tag, body.host)
+
+    async def job(progress: Any) -> dict[str, Any]:
+        return await svc.run(
+            action,
+            resolved,
+            mode=body.mode,
+            remove_volumes=body.remove_volumes,
+            concurrency=body.concurrency,
+            progress=progress,
+        )
+
+    target = (body.tag and f"tag:{body.tag}") or f"{len(resolved)} vms"
+    job_id = manager.jobs.start(f"batch.{action}", target, job, user)
+    return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
