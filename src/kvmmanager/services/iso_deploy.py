@@ -127,6 +127,9 @@ def _find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageV
 class IsoService:
     def __init__(self, manager: Manager) -> None:
         self._m = manager
+        # One deploy at a time per (host, pool): two install-agent calls must not both
+        # create the same volume.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _host(self, host: str) -> Any:
         return self._m.registry.get(host)
@@ -207,6 +210,17 @@ class IsoService:
         """Put the current agent ISO into `pool` on `host`; a no-op when already there."""
         pool = self._pool_name(pool)
         self._host(host)  # NotFound naming the host before anything is built
+        lock = self._locks.setdefault((host, pool), asyncio.Lock())
+        async with lock:
+            return await self._deploy(host, pool, progress, cancelled)
+
+    async def _deploy(
+        self,
+        host: str,
+        pool: str,
+        progress: transfer.ProgressFn | None,
+        cancelled: transfer.CancelledFn | None,
+    ) -> DeployResult:
         loc, sha = await self.local_iso()
         assert loc.path is not None and loc.version is not None
         size = loc.path.stat().st_size

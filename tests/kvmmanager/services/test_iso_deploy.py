@@ -255,3 +255,19 @@ async def test_deploy_local_fails_fast_when_libvirt_is_down(iso_settings: Settin
         await iso_deploy.deploy_local(
             "qemu+unix:///system?socket=/nonexistent/kvmm-t-iso.sock", iso_settings
         )
+
+
+async def test_concurrent_deploys_upload_once(system_manager: Any, test_pool: str) -> None:
+    results = await asyncio.gather(
+        system_manager.iso.deploy("local", test_pool), system_manager.iso.deploy("local", test_pool)
+    )
+    assert sorted(r.action for r in results) == ["unchanged", "uploaded"]
+
+
+async def test_deploy_over_a_remote_style_uri(
+    iso_settings: Settings, test_pool: str, virsh_conn: libvirt.virConnect
+) -> None:
+    # qemu+unix:// goes through libvirt's remote driver, like qemu+ssh:// would.
+    result = await iso_deploy.deploy_local("qemu+unix:///system", iso_settings, test_pool)
+    assert result.action == "uploaded"
+    assert _volumes(virsh_conn, test_pool) == [result.volume]
