@@ -684,7 +684,8 @@ _METHOD_LIST = [
             ),
         ],
         [
-            ("frozen", "list of mount points frozen"),
+            ("frozen", "number of filesystems frozen (as qemu-ga counts)"),
+            ("mount_points", "the mount points frozen"),
             ("thaw_deadline", "Unix time of the automatic thaw"),
         ],
         capability="freeze",
@@ -695,7 +696,7 @@ _METHOD_LIST = [
         "fsfreeze_thaw",
         "Thaw every filesystem this agent froze.",
         [],
-        [("thawed", "list of mount points thawed")],
+        [("thawed", "number of filesystems thawed"), ("mount_points", "the mount points thawed")],
         capability="freeze",
         timeout="long",
         since=2,
@@ -706,7 +707,7 @@ _METHOD_LIST = [
         [],
         [
             ("status", "frozen or thawed"),
-            ("frozen", "mount points"),
+            ("mount_points", "the frozen mount points"),
             ("thaw_deadline", "Unix time or null"),
         ],
         capability="core",

@@ -17,7 +17,7 @@ def test_freeze_refuses_writes_then_thaws(
     running = start_agent(freeze=backend)
     raw = Raw(running.path)
     r = raw.call("fsfreeze_freeze", {"timeout_seconds": 60})["result"]
-    assert r["frozen"] == ["/var/lib", "/var", "/"]  # deepest first
+    assert r["frozen"] == 3 and r["mount_points"] == ["/var/lib", "/var", "/"]  # deepest first
     assert raw.call("fsfreeze_status")["result"]["status"] == "frozen"
     reply = raw.call("file_write", {"path": str(roots["write"] / "x"), "content": "x"})
     assert reply["error"]["code"] == -32001 and "frozen" in reply["error"]["message"]
@@ -25,7 +25,8 @@ def test_freeze_refuses_writes_then_thaws(
     # Facts stay available while frozen.
     assert raw.call("ping")["result"]["pong"] is True
     assert raw.call("fsfreeze_freeze")["error"]["code"] == -32000  # already frozen
-    assert raw.call("fsfreeze_thaw")["result"]["thawed"] == ["/", "/var", "/var/lib"]
+    thawed = raw.call("fsfreeze_thaw")["result"]
+    assert thawed == {"thawed": 3, "mount_points": ["/", "/var", "/var/lib"]}
     assert backend.frozen == set()
     assert raw.call("file_write", {"path": str(roots["write"] / "x"), "content": "x"})["result"]
     raw.close()
@@ -43,7 +44,7 @@ def test_automatic_thaw_after_timeout(start_agent: Callable[..., RunningAgent]) 
         time.sleep(0.05)
     assert backend.frozen == set()
     assert raw.call("fsfreeze_status")["result"] == {
-        "status": "thawed", "frozen": [], "thaw_deadline": None,
+        "status": "thawed", "mount_points": [], "thaw_deadline": None,
     }  # fmt: skip
     raw.close()
 

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 from typing import Any
@@ -23,7 +25,13 @@ from kvmmanager.agent import qga
 from kvmmanager.agent.client import AgentClient
 from kvmmanager.agent.models import GuestInfo, guest_info_from_kvmm
 from kvmmanager.agent.transports import LibvirtStreamTransport, Transport, UnixTransport
-from kvmmanager.core.errors import AgentUnavailable, Conflict, InvalidInput, KvmmError
+from kvmmanager.core.errors import (
+    AgentUnavailable,
+    Conflict,
+    GuestError,
+    InvalidInput,
+    KvmmError,
+)
 from kvmmanager.services.users import ROLE_RANK
 from kvmmanager.virt.connection import is_remote_uri
 from kvmmanager.virt.events import Event
@@ -258,4 +266,98 @@ class AgentService:
         if action == "status":
             raise AgentUnavailable("fsfreeze status needs the kvmmanager agent", field="vm")
         n = await self._qga(host, vm, qga.fsfreeze if action == "freeze" else qga.fsthaw)
-        return {"source": "qga", "count": n}
+        return {"source": "qga", ("frozen" if action == "freeze" else "thawed"): n}
+
+    # Facts qemu-ga can give too, in our agent's result shape (plus `source`).
+    QGA_FACTS = ("get_system_info", "get_network_info", "get_disk_usage", "get_users", "get_time")
+
+    async def fact(self, host: str, vm: str, method: str) -> dict[str, Any]:
+        if self._use_kvmm(host, vm) or method not in self.QGA_FACTS:
+            return {"source": "kvmm", **(await self.call(host, vm, method))}
+        gi = await self._qga(host, vm, qga.guest_info)
+        if method == "get_network_info":
+            body: dict[str, Any] = {"interfaces": [i.model_dump() for i in gi.interfaces]}
+        elif method == "get_disk_usage":
+            body = {"filesystems": [f.model_dump() for f in gi.filesystems]}
+        elif method == "get_users":
+            body = {"users": [u.model_dump() for u in gi.users]}
+        elif method == "get_time":
+            body = {"timestamp": gi.guest_time, "timezone": gi.timezone}
+        else:
+            body = gi.model_dump(
+                include={"os_name", "os_version", "os_id", "kernel_version", "hostname",
+                         "architecture", "timezone", "cpu_count", "total_memory_kb",
+                         "uptime_seconds"}
+            )  # fmt: skip
+            body["os_type"] = "linux" if gi.kernel_version else None
+        return {"source": "qga", **body}
+
+    async def reconnect(self, host: str, vm: str) -> dict[str, Any]:
+        """Drop the connection to the agent and sync afresh (pending calls fail cleanly)."""
+        info = self._require_kvmm(host, vm)
+        await self.drop(host, info.uuid)
+        c = self.client(host, vm)
+        await c.ensure_ready()
+        c.agent_info = await c.call("get_agent_info")
+        return self.status(host, vm)
+
+    async def upload_stream(
+        self, host: str, vm: str, path: str, chunks: Any, resume: bool = False
+    ) -> dict[str, Any]:
+        """Write an async stream of bytes to a guest file in protocol-sized chunks."""
+        self._require_kvmm(host, vm)
+        c = self.client(host, vm)
+        opened = await c.call("file_open", {"path": path, "mode": "w", "resume": resume})
+        handle, offset = opened["handle"], int(opened["size_bytes"]) if resume else 0
+        digest = hashlib.sha256() if not offset else None
+        buf = bytearray()
+        try:
+            async for part in chunks:
+                buf += part
+                while len(buf) >= protocol.MAX_CHUNK_BYTES:
+                    offset = await self._write_chunk(c, handle, offset, buf, digest)
+            while buf:
+                offset = await self._write_chunk(c, handle, offset, buf, digest)
+        finally:
+            closed = await c.call("file_close", {"handle": handle})
+        if digest is not None and closed["sha256"] != digest.hexdigest():
+            raise GuestError(f"upload of {path} failed verification (sha256 differs)")
+        return {"path": path, "size_bytes": closed["size_bytes"], "sha256": closed["sha256"]}
+
+    @staticmethod
+    async def _write_chunk(
+        c: AgentClient, handle: int, offset: int, buf: bytearray, digest: Any
+    ) -> int:
+        piece = bytes(buf[: protocol.MAX_CHUNK_BYTES])
+        del buf[: len(piece)]
+        data = base64.b64encode(piece).decode()
+        await c.call("file_write_chunk", {"handle": handle, "offset": offset, "data": data})
+        if digest is not None:
+            digest.update(piece)
+        return offset + len(piece)
+
+    async def download_stream(self, host: str, vm: str, path: str) -> tuple[int, Any]:
+        """(size, async iterator of bytes) of a guest file, read in protocol-sized chunks."""
+        self._require_kvmm(host, vm)
+        c = self.client(host, vm)
+        opened = await c.call("file_open", {"path": path, "mode": "r"})
+        handle = opened["handle"]
+
+        async def chunks() -> Any:
+            offset = 0
+            try:
+                while True:
+                    r = await c.call(
+                        "file_read_chunk",
+                        {"handle": handle, "offset": offset, "length": protocol.MAX_CHUNK_BYTES},
+                    )
+                    data = base64.b64decode(r["data"])
+                    offset += len(data)
+                    if data:
+                        yield data
+                    if r["eof"] or not data:
+                        return
+            finally:
+                await c.call("file_close", {"handle": handle})
+
+        return int(opened["size_bytes"]), chunks()

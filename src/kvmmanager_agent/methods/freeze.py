@@ -80,7 +80,11 @@ class Freezer:
             self.timer = threading.Timer(timeout, self.auto_thaw)
             self.timer.daemon = True
             self.timer.start()
-            return {"frozen": list(self.frozen), "thaw_deadline": self.deadline}
+            return {
+                "frozen": len(self.frozen),
+                "mount_points": list(self.frozen),
+                "thaw_deadline": self.deadline,
+            }
 
     def auto_thaw(self) -> None:
         with self.lock:
@@ -107,13 +111,14 @@ class Freezer:
 
     def thaw(self) -> Dict[str, Any]:
         with self.lock:
-            return {"thawed": self._thaw_locked()}
+            thawed = self._thaw_locked()
+            return {"thawed": len(thawed), "mount_points": thawed}
 
     def status(self) -> Dict[str, Any]:
         with self.lock:
             return {
                 "status": "frozen" if self.frozen else "thawed",
-                "frozen": list(self.frozen),
+                "mount_points": list(self.frozen),
                 "thaw_deadline": self.deadline,
             }
 

@@ -123,10 +123,45 @@ def test_power_freeze_and_generic_call(api: TestClient) -> None:
     r = api.post(f"{BASE}/reboot", json={"timeout_seconds": 2}).json()
     assert r["initiated"] is True and r["source"] == "kvmm"
     fr = api.post(f"{BASE}/fsfreeze/freeze", json={"timeout_seconds": 30}).json()
-    assert fr["frozen"] == ["/var", "/"]
+    assert fr["frozen"] == 2 and fr["mount_points"] == ["/var", "/"]
     assert api.get(f"{BASE}/fsfreeze").json()["status"] == "frozen"
-    assert api.post(f"{BASE}/fsfreeze/thaw").json()["thawed"] == ["/", "/var"]
+    assert api.post(f"{BASE}/fsfreeze/thaw").json()["thawed"] == 2
     assert api.post(f"{BASE}/call/get_time").json()["timestamp"] > 0
     assert api.post(f"{BASE}/call/sync").status_code == 422
     r = api.post(f"{BASE}/call/file_read", json={"path": 5})
     assert r.status_code == 422 and r.json()["error"]["field"] == "path"
+
+
+def test_whole_file_streams_and_aliases(api: TestClient, roots: dict[str, Path]) -> None:
+    assert api.post(f"{BASE}/ping").json()["pong"] is True
+    path = str(roots["write"] / "posted.txt")
+    assert (
+        api.post(f"{BASE}/files", json={"path": path, "content": "p"}).json()["bytes_written"] == 1
+    )
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    up = api.put(f"{BASE}/files/content", params={"path": path}, content=data).json()
+    assert up["sha256"] == hashlib.sha256(data).hexdigest() and up["size_bytes"] == len(data)
+    down = api.get(f"{BASE}/files/content", params={"path": path})
+    assert down.content == data and down.headers["X-Size"] == str(len(data))
+    st = api.post(f"{BASE}/reconnect").json()
+    assert st["agent_status"] == "connected" and st["agent_info"]["protocol_version"] == 2
+
+
+def test_facts_fall_back_to_qemu_guest_agent(client: TestClient) -> None:
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    host = manager.registry.get("local")
+    deadline = time.monotonic() + 30
+    while not host.connected:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    info = manager.inventory.domain("local", "test")
+    manager.inventory.put_domain(dataclasses.replace(info, qga_status="connected"))
+    net = client.get(f"{BASE}/network").json()
+    assert net["source"] == "qga"
+    assert net["interfaces"][0]["ipv4_addresses"] == ["192.168.122.3/24"]
+    disks = client.get(f"{BASE}/disks").json()
+    assert [f["mount_point"] for f in disks["filesystems"]] == ["/", "/boot"]
+    assert client.get(f"{BASE}/system").json()["source"] == "qga"
+    assert client.get(f"{BASE}/info").json()["source"] == "qga"
+    # exec has no qemu-ga fallback here: the kvmmanager agent is required.
+    assert client.post(f"{BASE}/exec", json={"command": "true"}).status_code == 503

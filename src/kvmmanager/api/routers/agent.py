@@ -74,6 +74,7 @@ async def agent_methods(
 
 
 @router.get("/ping", name="agent.ping")
+@router.post("/ping", name="agent.ping_post")
 async def agent_ping(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
     return await manager.agents.ping(host, vm)
 
@@ -100,7 +101,8 @@ def _fact_route(what: str, method: str) -> None:
         host: str, vm: str,
         manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
     ) -> Any:  # fmt: skip
-        return await _call(manager, who, host, vm, method)
+        _check(manager, who, method)
+        return await manager.agents.fact(host, vm, method)
 
     fact.__doc__ = f"`{method}`: {protocol.METHODS[method].description}"
     router.add_api_route(f"/{what}", fact, methods=["GET"], name=f"agent.{what.replace('-', '_')}")
@@ -156,7 +158,48 @@ async def agent_ssh_keys_change(
     host: str, vm: str, body: SshKeysRequest,
     manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
 ) -> Any:  # fmt: skip
+    """Add (the default action) or remove one public key."""
     return await _call(manager, who, host, vm, "ssh_authorized_keys", body.model_dump())
+
+
+@router.delete("/ssh-keys", name="agent.ssh_keys_remove")
+async def agent_ssh_keys_remove(
+    host: str, vm: str, body: SshKeysRequest,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """Remove one public key."""
+    params = {**body.model_dump(), "action": "remove"}
+    return await _call(manager, who, host, vm, "ssh_authorized_keys", params)
+
+
+@router.post("/reconnect", name="agent.reconnect")
+async def agent_reconnect(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+    """Drop the connection to the agent and sync afresh; calls in flight fail cleanly."""
+    return await manager.agents.reconnect(host, vm)
+
+
+@router.put("/files/content", name="agent.upload")
+async def agent_upload(
+    host: str, vm: str, request: Request,
+    path: str = Query(min_length=1, max_length=4096), resume: bool = False,
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> Any:  # fmt: skip
+    """Upload the raw request body (any size, streamed) to `path`; sha256-verified."""
+    _check(manager, who, "file_write_chunk")
+    return await manager.agents.upload_stream(host, vm, path, request.stream(), resume)
+
+
+@router.get("/files/content", name="agent.download")
+async def agent_download(
+    host: str, vm: str, path: str = Query(min_length=1, max_length=4096),
+    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+) -> StreamingResponse:  # fmt: skip
+    """Download a guest file of any size as a raw byte stream."""
+    _check(manager, who, "file_read_chunk")
+    size, chunks = await manager.agents.download_stream(host, vm, path)
+    return StreamingResponse(
+        chunks, media_type="application/octet-stream", headers={"X-Size": str(size)}
+    )
 
 
 @router.post("/exec", name="agent.exec")
@@ -208,6 +251,7 @@ async def agent_file_read(
 
 
 @router.put("/files", name="agent.file_write")
+@router.post("/files", name="agent.file_write_post")
 async def agent_file_write(
     host: str, vm: str, body: FileWrite,
     manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),

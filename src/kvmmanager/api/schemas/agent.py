@@ -51,7 +51,7 @@ class SetTime(BaseModel):
 
 class SshKeysRequest(BaseModel):
     user: str = Field(min_length=1, max_length=64)
-    action: Literal["add", "remove"]
+    action: Literal["add", "remove"] = "add"
     key: str = Field(min_length=1, max_length=16384)
 
 
