@@ -102,6 +102,10 @@ class Manager:
         return _service("doctor", "DoctorService")(self)
 
     @cached_property
+    def snapshots(self) -> Any:
+        return _service("snapshots", "SnapshotService")(self)
+
+    @cached_property
     def batch(self) -> Any:
         return _service("batch", "BatchService")(self)
 
