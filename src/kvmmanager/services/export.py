@@ -1,0 +1,210 @@
+"""VM export and import as libvirt domain XML.
+
+Export hands out the persistent definition (with the project's `<metadata>`, never the
+VNC password). Import defines such an XML on any host: a name already taken is renamed
+(`web1` -> `web1-2`), a UUID already taken is replaced, networks and pools can be
+remapped, and `new_identity` gives the copy a new UUID and new MAC addresses. Every
+network and volume the VM refers to must exist on the target host, so the import fails
+up front, naming the disk or NIC, instead of defining a VM that cannot start.
+
+    xml = await manager.export.export_xml("local", "web1")
+    res = await manager.export.import_xml("kvm2", xml, ImportOptions(new_identity=True))
+
+Bundles (XML plus disk volumes) are in `export_bundle.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services.vm_spec import validate_name
+from kvmmanager.virt.xml.domain import Domain
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+log = logging.getLogger(__name__)
+
+MAX_XML_BYTES = 1 << 20
+MAX_RENAME_TRIES = 100
+
+
+@dataclass
+class ImportOptions:
+    name: str | None = None  # the new VM's name; taken names are refused, not renamed
+    new_identity: bool = False  # new UUID and MAC addresses
+    network_map: dict[str, str] = field(default_factory=dict)  # old network -> new
+    pool_map: dict[str, str] = field(default_factory=dict)  # old pool -> new
+    # Disk sources to use instead of the XML's, by target dev: {"vda": ("pool", "vol")}.
+    # Bundles use it for the volumes they have just uploaded.
+    disk_volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class ImportPlan:
+    xml: str
+    name: str
+    renamed_from: str | None = None
+    new_uuid: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_domain(xml: str) -> Domain:
+    if not isinstance(xml, str) or not xml.strip():
+        raise InvalidInput("xml is empty", field="xml")
+    if len(xml.encode()) > MAX_XML_BYTES:
+        raise InvalidInput(f"xml is larger than {MAX_XML_BYTES} bytes", field="xml")
+    try:
+        dom = Domain.from_xml(xml)
+    except KvmmError as exc:
+        raise InvalidInput(f"not a domain XML: {exc.message}", field="xml") from None
+    except Exception as exc:
+        raise InvalidInput(f"not a domain XML: {exc}", field="xml") from None
+    if not dom.name:
+        raise InvalidInput("the domain XML has no <name>", field="xml")
+    return dom
+
+
+def _names(conn: libvirt.virConnect) -> set[str]:
+    return {d.name() for d in conn.listAllDomains()}
+
+
+def _uuid_taken(conn: libvirt.virConnect, uuid: str) -> bool:
+    try:
+        conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise
+    return True
+
+
+def _free_name(taken: set[str], base: str) -> str:
+    for i in range(2, MAX_RENAME_TRIES + 2):
+        candidate = f"{base}-{i}"
+        if candidate not in taken:
+            return candidate
+    raise Conflict(f"no free name for '{base}' (tried {MAX_RENAME_TRIES})", field="name")
+
+
+def _check_volume(conn: libvirt.virConnect, pool: str, volume: str, what: str) -> None:
+    try:
+        p = conn.storagePoolLookupByName(pool)
+    except libvirt.libvirtError:
+        raise NotFound(
+            f"{what}: pool '{pool}' not found on the target host (remap it with pool_map)",
+            field="pool_map",
+        ) from None
+    try:
+        p.storageVolLookupByName(volume)
+    except libvirt.libvirtError:
+        raise NotFound(
+            f"{what}: volume '{volume}' not found in pool '{pool}'", field="pool_map"
+        ) from None
+
+
+def plan_import(conn: libvirt.virConnect, xml: str, opts: ImportOptions) -> ImportPlan:
+    """The XML to define on `conn` (blocking: runs on the host's worker thread)."""
+    dom = parse_domain(xml)
+    original = dom.name or ""
+    taken = _names(conn)
+    plan = ImportPlan(xml="", name=original)
+    if opts.name is not None:
+        validate_name(opts.name)
+        if opts.name in taken:
+            raise Conflict(f"a vm named '{opts.name}' already exists", field="name")
+        plan.name = opts.name
+    elif original in taken:
+        plan.name, plan.renamed_from = _free_name(taken, original), original
+    else:
+        validate_name(original, "xml")
+    dom.name = plan.name
+    if opts.new_identity or (dom.uuid and _uuid_taken(conn, dom.uuid)):
+        # libvirt generates a fresh UUID when the element is absent.
+        dom.uuid = None
+        plan.new_uuid = True
+    # The emulator path is the source host's; libvirt picks the target host's default.
+    dom.devices.emulator = None
+    networks = {n.name() for n in conn.listAllNetworks()}
+    for i, nic in enumerate(dom.devices.interfaces):
+        if opts.new_identity:
+            nic.mac_address = None
+        if nic.type != "network":
+            continue
+        net = nic.source_network or ""
+        net = opts.network_map.get(net, net)
+        if net not in networks:
+            raise NotFound(
+                f"nic {i} ({nic.mac_address or 'new mac'}): network '{net}' not found on the "
+                "target host (remap it with network_map)",
+                field="network_map",
+            )
+        nic.source_network = net
+    for disk in dom.devices.disks:
+        what = f"disk {disk.target_dev or '?'}"
+        replacement = opts.disk_volumes.get(disk.target_dev or "")
+        if replacement is not None:
+            disk.clear_source()
+            disk.type = "volume"
+            disk.source_pool, disk.source_volume = replacement
+            continue
+        if disk.type == "volume" and disk.source_pool and disk.source_volume:
+            disk.source_pool = opts.pool_map.get(disk.source_pool, disk.source_pool)
+            _check_volume(conn, disk.source_pool, disk.source_volume, what)
+        elif disk.type == "file" and disk.source_file:
+            try:
+                conn.storageVolLookupByPath(disk.source_file)
+            except libvirt.libvirtError:
+                # A file outside every pool cannot be checked through libvirt.
+                plan.warnings.append(f"{what}: {disk.source_file} is not a volume of any pool")
+    plan.xml = dom.to_xml()
+    return plan
+
+
+def _define(conn: libvirt.virConnect, plan: ImportPlan) -> str:
+    return conn.defineXML(plan.xml).UUIDString()
+
+
+class ExportService:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    async def export_xml(self, host: str, vm: str) -> str:
+        """The persistent definition (the live one for a transient VM), without secrets."""
+
+        def fn(dom: libvirt.virDomain) -> str:
+            flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0
+            return dom.XMLDesc(flags)
+
+        return await self.m.vms.run_on(host, vm, fn)
+
+    async def import_xml(self, host: str, xml: str, opts: ImportOptions | None = None) -> dict:
+        """Define `xml` on `host`; returns the VM plus what was changed on the way."""
+        opts = opts or ImportOptions()
+        for label, mapping in (("network_map", opts.network_map), ("pool_map", opts.pool_map)):
+            if not all(isinstance(k, str) and k and isinstance(v, str) and v
+                       for k, v in mapping.items()):  # fmt: skip
+                raise InvalidInput(f"{label} maps names to names", field=label)
+
+        def fn(conn: libvirt.virConnect) -> tuple[ImportPlan, str]:
+            plan = plan_import(conn, xml, opts)
+            return plan, _define(conn, plan)
+
+        plan, uuid = await self.m.vms.run(host, fn)
+        info = await self.m.vms.refresh(host, uuid)
+        log.info("imported vm %s on %s (renamed from %s)", plan.name, host, plan.renamed_from)
+        return self.result(info, plan)
+
+    @staticmethod
+    def result(info: Any, plan: ImportPlan) -> dict[str, Any]:
+        return {
+            "vm": info.to_dict(),
+            "renamed_from": plan.renamed_from,
+            "new_uuid": plan.new_uuid,
+            "warnings": plan.warnings,
+        }
