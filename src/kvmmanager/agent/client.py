@@ -57,6 +57,7 @@ def guest_error(method: str, error: Any) -> KvmmError:
     text = f"guest agent: {message}"
     cls: type[KvmmError] = {
         protocol.INVALID_PARAMS: InvalidInput,
+        protocol.INVALID_REQUEST: InvalidInput,
         protocol.METHOD_NOT_FOUND: Unsupported,
         protocol.PERMISSION_DENIED: PermissionDenied,
         protocol.NOT_FOUND: NotFound,
@@ -77,12 +78,16 @@ class AgentClient:
         *,
         name: str = "agent",
         max_reply_bytes: int = protocol.MAX_REPLY_BYTES,
+        max_request_bytes: int = protocol.MAX_LINE_BYTES,
         timeouts: dict[str, float] | None = None,
         on_status: StatusCallback | None = None,
     ) -> None:
         self.name = name
         self._opener = opener
         self._max_reply = max_reply_bytes
+        # The agent answers an overlong line with an id-less error we could not match to
+        # the request: refuse it here instead (the agent's own limit once it told us).
+        self.max_request_bytes = max_request_bytes
         self.timeouts = dict(protocol.TIMEOUT_CLASSES)
         self.timeouts.update(timeouts or {})
         self._on_status = on_status
@@ -173,12 +178,21 @@ class AgentClient:
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id, "method": method}
         if params:
             msg["params"] = params
+        line = encode(msg)
+        limit = self._request_limit()
+        if len(line) > limit:
+            self._pending.pop(req_id, None)
+            raise InvalidInput(
+                f"{method} request of {len(line)} bytes exceeds the agent's line limit of "
+                f"{limit} bytes (use the chunked transfer for big files)",
+                field="params",
+            )
         try:
             transport = self._transport
             if transport is None:
                 raise AgentUnavailable(f"{self.name}: agent connection lost", field="vm")
             try:
-                await transport.write(encode(msg))
+                await transport.write(line)
             except AgentUnavailable:
                 await self._disconnect("write failed")
                 raise
@@ -197,6 +211,13 @@ class AgentClient:
         if "error" in reply:
             raise guest_error(method, reply["error"])
         return reply.get("result")
+
+    def _request_limit(self) -> int:
+        limits = (self.agent_info or {}).get("limits")
+        told = limits.get("max_line_bytes") if isinstance(limits, dict) else None
+        if isinstance(told, int) and told >= 1024:
+            return told
+        return self.max_request_bytes
 
     async def _do_sync(self) -> None:
         transport = self._transport

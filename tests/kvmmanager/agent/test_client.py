@@ -252,3 +252,10 @@ async def test_busy_and_disabled_methods_map_to_errors(start_agent: Callable[...
             await c.call("set_time", {"timestamp": 1})
     finally:
         await c.close()
+
+
+async def test_request_over_the_line_limit_is_refused_before_sending(client: AgentClient) -> None:
+    with pytest.raises(InvalidInput) as e:
+        await client.call("file_write", {"path": "/tmp/x", "content": "z" * (2 * 1024 * 1024)})
+    assert e.value.field == "params"
+    assert (await client.call("ping"))["pong"] is True

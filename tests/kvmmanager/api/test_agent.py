@@ -165,3 +165,15 @@ def test_facts_fall_back_to_qemu_guest_agent(client: TestClient) -> None:
     assert client.get(f"{BASE}/info").json()["source"] == "qga"
     # exec has no qemu-ga fallback here: the kvmmanager agent is required.
     assert client.post(f"{BASE}/exec", json={"command": "true"}).status_code == 503
+
+
+def test_file_write_above_the_line_limit_is_chunked(
+    api: TestClient, roots: dict[str, Path]
+) -> None:
+    path = str(roots["write"] / "big.txt")
+    text = "y" * (3 * 1024 * 1024)  # beyond the agent's 1 MiB line, within the 10 MB cap
+    r = api.put(f"{BASE}/files", json={"path": path, "content": text, "permissions": "0600"})
+    assert r.json() == {"bytes_written": len(text), "path": path}
+    assert Path(path).read_text() == text and oct(Path(path).stat().st_mode & 0o777) == "0o600"
+    too_big = api.put(f"{BASE}/files", json={"path": path, "content": "x" * (10 * 1024 * 1024 + 1)})
+    assert too_big.status_code == 422 and too_big.json()["error"]["field"] == "content"

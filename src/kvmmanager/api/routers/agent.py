@@ -256,7 +256,8 @@ async def agent_file_write(
     host: str, vm: str, body: FileWrite,
     manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
 ) -> Any:  # fmt: skip
-    return await _call(manager, who, host, vm, "file_write", body.model_dump())
+    _check(manager, who, "file_write")
+    return await manager.agents.file_write(host, vm, body.model_dump())
 
 
 @router.get("/files/stat", name="agent.file_stat")
