@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 LOCAL_HOST = "local"
 # Built at start (not on first use) because they listen to the bus from the first event.
 EAGER_SERVICES = ("agents",)
-LAZY_SERVICES = ("hosts", "vms", "storage", "networks", "agents", "iso", "doctor")
+LAZY_SERVICES = ("hosts", "vms", "storage", "networks", "agents", "iso", "doctor", "metrics")
 
 
 def _service(module: str, cls: str) -> Any:
@@ -102,6 +102,10 @@ class Manager:
         return _service("doctor", "DoctorService")(self)
 
     @cached_property
+    def metrics(self) -> Any:
+        return _service("metrics", "MetricsService")(self)
+
+    @cached_property
     def snapshots(self) -> Any:
         return _service("snapshots", "SnapshotService")(self)
 
@@ -139,6 +143,8 @@ class Manager:
             except KvmmError as e:
                 # One bad row must not keep the manager (and every other host) down.
                 log.error("host %s (%s) not started: %s", name, uri, e.message)
+        # Host collectors follow the registry, so hosts added later are collected too.
+        await self.metrics.start()
         self.started = True
 
     async def stop(self) -> None:
