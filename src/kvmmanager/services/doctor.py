@@ -99,6 +99,13 @@ class CheckContext:
     iso: IsoLocation | None
     iso_sha256: str | None
     cli_host: str = ""  # appended to the fix commands: " --host NAME" for non-local hosts
+    # How to deploy: through the server, or `--local` when doctor runs without one.
+    deploy_cmd: str = "kvm-manager agent-iso deploy"
+
+    def deploy_fix(self, pool: str) -> str:
+        # A --local deploy names its target by URI already; a server deploy by --host.
+        host = "" if " --local" in self.deploy_cmd else self.cli_host
+        return f"{self.deploy_cmd} --pool {pool}{host}"
 
 
 def _version(number: int) -> str:
@@ -221,7 +228,7 @@ def check_pool(conn: libvirt.virConnect, ctx: CheckContext) -> Check:
             "pool",
             FAIL,
             f"storage pool '{name}' does not exist",
-            f"kvm-manager agent-iso deploy --pool {name}{ctx.cli_host}  (creates 'default')"
+            ctx.deploy_fix(name) + "  (creates 'default')"
             if name == "default"
             else f"kvm-manager pool create {name} --target DIR{ctx.cli_host}",
         )
@@ -289,7 +296,7 @@ def check_iso_local(ctx: CheckContext) -> Check:
 
 
 def check_iso_deployed(conn: libvirt.virConnect, ctx: CheckContext) -> Check:
-    fix = f"kvm-manager agent-iso deploy --pool {ctx.pool}{ctx.cli_host}"
+    fix = ctx.deploy_fix(ctx.pool)
     want = volume_name(agent_version())
     try:
         pool = conn.storagePoolLookupByName(ctx.pool)
@@ -423,7 +430,10 @@ def run_local(
             accel=probe_accel(conn, local=local),
             iso=loc,
             iso_sha256=sha,
-            cli_host="" if local else f" --host {uri}",
+            # No server here: name the host in fixes by a placeholder, deploy with --local.
+            cli_host="" if local else " --host HOST",
+            deploy_cmd="kvm-manager agent-iso deploy --local"
+            + ("" if uri == settings.libvirt.default_uri else f" --uri {uri}"),
         )
         return make_report(host, uri, collect_checks(conn, ctx))
     finally:

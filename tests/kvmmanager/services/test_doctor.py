@@ -187,3 +187,14 @@ def test_gauges_follow_the_report() -> None:
     assert 'kvmm_doctor_check{check="agent_iso",host="kvmm-t-iso-gauge"} 2.0' in text
     assert 'kvmm_doctor_libvirt_up{host="kvmm-t-iso-gauge"} 1.0' in text
     assert 'kvmm_doctor_agent_iso_current{host="kvmm-t-iso-gauge"} 0.0' in text
+
+
+def test_run_local_over_a_remote_style_uri_skips_machine_checks(pool) -> None:
+    # qemu+unix:// goes through the remote driver: /dev/kvm, groups and dnsmasq belong to
+    # the other end, and the fixes deploy with --local --uri.
+    uri = "qemu+unix:///system"
+    report = doctor.run_local(uri, Settings(), pool=pool.name())
+    names = [c.name for c in report.checks]
+    assert "dev_kvm" not in names and "dnsmasq" not in names and "access" not in names
+    iso = _by_name(report.checks)["agent_iso"]
+    assert iso.fix == f"kvm-manager agent-iso deploy --local --uri {uri} --pool {pool.name()}"
