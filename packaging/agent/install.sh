@@ -119,7 +119,10 @@ if [ -d "$ROOT/run/systemd/system" ]; then
 	INIT=systemd
 elif [ -x "$ROOT/sbin/openrc-run" ] || [ -x "$ROOT/sbin/openrc" ]; then
 	INIT=openrc
-elif [ -d "$ROOT/etc/init.d" ]; then
+elif [ -d "$ROOT/etc/init.d" ] && { [ -d "$ROOT/etc/rc2.d" ] || [ -d "$ROOT/etc/rc.d" ] ||
+	find_tool update-rc.d >/dev/null || find_tool chkconfig >/dev/null; }; then
+	# Runlevel directories or their tools: a real sysvinit. A bare /etc/init.d (busybox
+	# init's rcS) is not one: there the agent is started by whatever supervises it.
 	INIT=sysvinit
 else
 	INIT=none

@@ -236,3 +236,19 @@ def test_uninstall_when_nothing_is_installed(guest: Guest) -> None:
     res = guest.run("uninstall.sh")
     assert res.returncode == 0
     assert "nothing to remove" in res.stdout
+
+
+def test_busybox_init_d_alone_is_not_sysvinit(guest: Guest) -> None:
+    (guest.root / "etc/init.d").mkdir(parents=True)
+    (guest.root / "etc/init.d/rcS").write_text("#!/bin/sh\n")
+    res = guest.run()
+    assert res.returncode == 0, res.stderr
+    assert "init: none" in res.stdout
+    assert not (guest.root / "etc/init.d/kvmmanager-agent").exists()
+    # The line the e2e guest's supervisor reads to start the agent.
+    lines = res.stdout.splitlines()
+    i = lines.index("kvmmanager-agent: no init system found: start the agent with")
+    assert lines[i + 1].split(": ", 1)[1].strip() == (
+        "python3 /usr/lib/kvmmanager-agent/kvmmanager-agent.pyz "
+        "--config /etc/kvmmanager-agent/config.json"
+    )
