@@ -163,6 +163,7 @@ def lab(
     pool = f"{PREFIX}{run_id}-pool"
     pool_dir = Path(f"/var/tmp/{pool}")
     made: list[tuple[str, str]] = []
+    _wait_host_connected(api, events)
     try:
         api.create_network(name=network, forward="isolated", address=f"{subnet}.1", prefix=24)
         made.append(("network", network))
@@ -192,6 +193,28 @@ def lab(
         leftovers = sweep_libvirt(f"{PREFIX}{run_id}")
         if leftovers:
             print(f"kvmm-e2e: removed through libvirt what the API left: {leftovers}")
+
+
+def _wait_host_connected(api: Api, events: EventWatcher, timeout: float = 120) -> None:
+    """The manager connects its hosts in the background: wait for `local` to answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mark = events.mark()
+        try:
+            api.networks()
+            return
+        except ApiError as exc:
+            if exc.status != 503 or time.monotonic() > deadline:
+                raise
+        with contextlib.suppress(AssertionError):
+            events.wait(
+                lambda e: (
+                    e.get("kind") == "host.status"
+                    and (e.get("data") or {}).get("status") == "connected"
+                ),
+                timeout=5,
+                after=mark,
+            )
 
 
 def sweep_libvirt(prefix: str) -> list[str]:

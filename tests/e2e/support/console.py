@@ -7,6 +7,7 @@ the guest said. This is test tooling, never product code.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -46,6 +47,13 @@ class ConsoleLog:
                 pass
             finally:
                 conn.close()
+
+    def close(self) -> None:
+        """Stops the capture (the pump thread ends when its stream is aborted)."""
+        if self._stream is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._stream.abort()
+            self._stream = None
 
     def text(self) -> str:
         try:

@@ -141,6 +141,8 @@ class Guest:
 
     def remove(self) -> None:
         """Destroy and delete with its volumes; tolerant of a VM already gone."""
+        for console in self.consoles:
+            console.close()
         for step in (
             lambda: self.api.action(self.name, "destroy"),
             lambda: self.api.delete_vm(self.name),
