@@ -39,8 +39,8 @@ _STATIC = {
     "service/kvmmanager-agent.sysv": ("kvmmanager-agent.sysv", 0o755),
     "service/60-kvmmanager-agent.rules": ("60-kvmmanager-agent.rules", 0o644),
 }
-_PKG_NAMES = {"deb": "kvmmanager-agent.deb", "rpm": "kvmmanager-agent.rpm"}
-_PKG_NAMES["apk"] = "kvmmanager-agent.apk"
+# On the CD the packages carry no version (VERSION says it): install.sh finds them by kind.
+_PKG_NAMES = {kind: f"kvmmanager-agent.{kind}" for kind in ("deb", "rpm", "apk")}
 
 _pycdlib_clock_lock = threading.Lock()
 
@@ -104,11 +104,14 @@ def _iso9660_name(name: str, is_dir: bool) -> str:
     return f"{stem}.{ext};1" if dot else f"{stem}.;1"
 
 
+def _iso_dir_path(rel: str) -> str:
+    return "/" + "/".join(_iso9660_name(p, is_dir=True) for p in rel.split("/"))
+
+
 def _iso_path(rel: str) -> str:
-    parts = rel.split("/")
-    mapped = [_iso9660_name(p, is_dir=True) for p in parts[:-1]]
-    mapped.append(_iso9660_name(parts[-1], is_dir=False))
-    return "/" + "/".join(mapped)
+    head, _, name = rel.rpartition("/")
+    prefix = _iso_dir_path(head) if head else ""
+    return f"{prefix}/{_iso9660_name(name, is_dir=False)}"
 
 
 def default_epoch(dirs: PackagingDirs) -> int:
@@ -140,7 +143,7 @@ def master_iso(files: dict[str, tuple[bytes, int]], out_path: Path, epoch: int) 
         dirs = sorted({rel.rsplit("/", 1)[0] for rel in files if "/" in rel})
         for d in dirs:
             iso.add_directory(
-                _iso_path(d + "/x")[: -len("/X.;1")] or "/",
+                _iso_dir_path(d),
                 rr_name=d.rsplit("/", 1)[-1],
                 joliet_path="/" + d,
                 file_mode=0o040555,
