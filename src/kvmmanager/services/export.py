@@ -16,7 +16,11 @@ Bundles (XML plus disk volumes) are in `export_bundle.py`.
 from __future__ import annotations
 
 import logging
+import re
+import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_XML_BYTES = 1 << 20
 MAX_RENAME_TRIES = 100
+_BUNDLE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
@@ -199,6 +204,50 @@ class ExportService:
         info = await self.m.vms.refresh(host, uuid)
         log.info("imported vm %s on %s (renamed from %s)", plan.name, host, plan.renamed_from)
         return self.result(info, plan)
+
+    # ---- bundles (XML + disks), see export_bundle.py ------------------------------------
+
+    def bundle_dir(self) -> Path:
+        path = Path(self.m.settings.data_dir) / "exports"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def bundle_path(self, bundle_id: str) -> Path:
+        if not _BUNDLE_ID.fullmatch(bundle_id or ""):
+            raise InvalidInput("bundle id must be 32 hex digits", field="bundle_id")
+        path = self.bundle_dir() / f"{bundle_id}.tar.gz"
+        if not path.is_file():
+            raise NotFound(f"bundle '{bundle_id}' not found", field="bundle_id")
+        return path
+
+    async def export_bundle(
+        self, host: str, vm: str, progress: Callable[..., Any] | None = None
+    ) -> dict[str, Any]:
+        """Write the VM's bundle into the manager's data directory; returns its id."""
+        from kvmmanager.services import export_bundle
+
+        bundle_id = uuidlib.uuid4().hex
+        dest = self.bundle_dir() / f"{bundle_id}.tar.gz"
+        res = await export_bundle.export_bundle(self.m, host, vm, dest, progress)
+        return {"bundle_id": bundle_id, "bytes": res["bytes"], "manifest": res["manifest"]}
+
+    def delete_bundle(self, bundle_id: str) -> None:
+        self.bundle_path(bundle_id).unlink(missing_ok=True)
+
+    async def import_bundle(
+        self,
+        host: str,
+        path: Path,
+        pool: str,
+        opts: ImportOptions | None = None,
+        progress: Callable[..., Any] | None = None,
+    ) -> dict[str, Any]:
+        from kvmmanager.services import export_bundle
+
+        self.m.registry.get(host)
+        return await export_bundle.import_bundle(
+            self.m, host, path, pool, opts or ImportOptions(), progress
+        )
 
     @staticmethod
     def result(info: Any, plan: ImportPlan) -> dict[str, Any]:
