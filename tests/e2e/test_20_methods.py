@@ -23,7 +23,7 @@ def test_ping(lab: Lab, fleet: Fleet) -> None:
 def test_get_agent_info(lab: Lab, fleet: Fleet) -> None:
     from kvmmanager_agent import __version__
 
-    r = lab.api.agent(fleet.agent.name, "info")
+    r = lab.api.agent(fleet.agent.name, "agent-info")
     assert r["version"] == __version__
     assert r["protocol_version"]
     assert r["platform"]

@@ -38,5 +38,17 @@ def test_qga_filesystems(lab: Lab, fleet: Fleet) -> None:
 
 def test_qga_users(lab: Lab, fleet: Fleet) -> None:
     r = lab.api.agent(fleet.qga.name, "users")
-    users = r["users"] if isinstance(r, dict) else r
-    assert any(u.get("user", u.get("name")) == "root" for u in users)
+    assert r["source"] == "qga"
+    assert any(u["user"] == "root" for u in r["users"])
+
+
+def test_one_guest_info_model_for_both_agents(lab: Lab, fleet: Fleet) -> None:
+    ours = lab.api.agent(fleet.agent.name, "info")
+    stock = lab.api.agent(fleet.qga.name, "info")
+    assert (ours["source"], stock["source"]) == ("kvmm", "qga")
+    assert set(ours) == set(stock)
+    for info, g in ((ours, fleet.agent), (stock, fleet.qga)):
+        assert info["hostname"] == g.hostname
+        assert info["kernel_version"] == lab.image.kernel_version
+        assert any(f"{g.ip}/24" in i["ipv4_addresses"] for i in info["interfaces"])
+        assert any(f["mount_point"] == "/data" for f in info["filesystems"])

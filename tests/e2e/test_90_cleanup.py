@@ -12,7 +12,7 @@ pytestmark = pytest.mark.vm
 
 
 def test_eject_iso_after_install(lab: Lab, fleet: Fleet) -> None:
-    lab.api.eject(fleet.agent.name)
+    lab.api.eject_agent_iso(fleet.agent.name)
     dom = fleet.agent.domain_xml()
     for cd in dom.findall("./devices/disk[@device='cdrom']"):
         assert cd.find("source") is None or not cd.find("source").attrib

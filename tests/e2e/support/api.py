@@ -106,8 +106,11 @@ class Api:
     def deploy_agent_iso(self, pool: str) -> Any:
         return self.call("POST", self._h("agent-iso/deploy"), json={"pool": pool})
 
-    def install_agent(self, vm: str) -> Any:
-        return self.call("POST", self._vm(vm, "install-agent"))
+    def install_agent(self, vm: str, pool: str) -> Any:
+        return self.call("POST", self._h(f"agent-iso/install/{vm}"), json={"pool": pool})
+
+    def eject_agent_iso(self, vm: str) -> Any:
+        return self.call("POST", self._h(f"agent-iso/eject/{vm}"))
 
     # ---- agent methods (/api/hosts/{host}/vms/{vm}/agent/...) --------------------------
     def agent(self, vm: str, what: str, method: str = "GET", **kwargs: Any) -> Any:
