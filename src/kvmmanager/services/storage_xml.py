@@ -233,7 +233,9 @@ def _pool_build(pool: libvirt.virStoragePool) -> None:
 def _pool_refresh(pool: libvirt.virStoragePool) -> None:
     if not pool.isActive():
         raise Conflict(f"pool '{pool.name()}' is not active", field="pool")
-    pool.refresh(0)
+    # "asynchronous jobs running" (a volume being built or cloned) is a 409, not a 500.
+    with host_refusal(pool.connect(), "pool"):
+        pool.refresh(0)
 
 
 def _pool_autostart(pool: libvirt.virStoragePool, enabled: bool) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from kvmmanager.services.storage_xml import (
     lookup_volume,
     volume_exists,
 )
+from kvmmanager.virt.errors import libvirt_message
 
 if TYPE_CHECKING:
     from kvmmanager.services.storage import StorageService
@@ -359,19 +361,47 @@ async def upload_volume(
     await upload_stream(
         h, h.conn, vol, source, size, created=create, progress=progress, cancelled=cancelled
     )
-    details = await storage.get_volume(host, pool, name)
-    if create and format == "qcow2":
+    if not create:
+        return await storage.get_volume(host, pool, name)
+    try:
+        await h.run(_refresh_pool, h.conn, pool)
+        details = await storage.get_volume(host, pool, name)
         problem = None
-        if details.format != "qcow2":
+        if format == "qcow2" and details.format != "qcow2":
             problem = "the uploaded data is not a qcow2 image"
-        elif details.backing_path:
+        elif format == "qcow2" and details.backing_path:
             # A backing file named inside an uploaded image could point anywhere on the
             # host; such an image must be flattened (qemu-img convert) before uploading.
             problem = "an uploaded qcow2 image must not name a backing file"
         if problem:
-            await h.run(vol.delete, 0)
             raise InvalidInput(problem, field="format")
+    except BaseException:
+        await asyncio.shield(_cleanup_upload(h, None, vol))
+        raise
+    await storage.sync_pool(host, pool)
     return details
+
+
+# libvirt refreshes a pool in a background thread once an upload stream closes, and skips
+# that refresh while another job (a volume being built) runs in the pool.
+REFRESH_WAIT_SECONDS = 30.0
+
+
+def _refresh_pool(conn: libvirt.virConnect, pool_name: str) -> None:
+    """Refresh now (worker thread), so the new volume's format and virtual size are the
+    probed ones; retry while libvirt says the pool has asynchronous jobs running."""
+    pool = active_pool(conn, pool_name)
+    deadline = time.monotonic() + REFRESH_WAIT_SECONDS
+    while True:
+        try:
+            pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_INTERNAL_ERROR:
+                raise
+            if time.monotonic() > deadline:
+                raise Conflict(libvirt_message(exc), field="pool") from exc
+        time.sleep(0.1)
 
 
 async def open_volume_download(
