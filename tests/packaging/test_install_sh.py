@@ -252,3 +252,37 @@ def test_busybox_init_d_alone_is_not_sysvinit(guest: Guest) -> None:
         "python3 /usr/lib/kvmmanager-agent/kvmmanager-agent.pyz "
         "--config /etc/kvmmanager-agent/config.json"
     )
+
+
+def test_uninstall_of_an_rpm_install_uses_rpm(guest: Guest) -> None:
+    guest.os_release("fedora").systemd().tool("rpm", "systemctl")
+    guest.env["FAKE_RPM_Q_RC"] = "0"
+    res = guest.run("uninstall.sh")
+    assert res.returncode == 0, res.stderr
+    assert f"rpm --root={guest.root} -e kvmmanager-agent" in guest.calls()
+    assert "config.json.rpmsave" in res.stdout
+
+
+def test_uninstall_of_an_apk_install_uses_apk(guest: Guest) -> None:
+    guest.os_release("alpine").openrc().tool("apk", "rc-update", "rc-service")
+    guest.env["FAKE_APK_INFO_RC"] = "0"
+    res = guest.run("uninstall.sh")
+    assert res.returncode == 0, res.stderr
+    assert f"apk --root={guest.root} del kvmmanager-agent" in guest.calls()
+
+
+def test_rpm_same_version_installed_does_nothing(guest: Guest) -> None:
+    guest.os_release("almalinux", like="rhel").systemd().tool("rpm", "systemctl")
+    guest.env["FAKE_RPM_Q_RC"] = "0"
+    res = guest.run()
+    assert res.returncode == 0, res.stderr
+    assert not any(" -U " in c for c in guest.calls())
+    assert "nothing to do" in res.stdout
+
+
+def test_failing_package_tool_exits_6(guest: Guest) -> None:
+    guest.os_release("debian").systemd().tool("dpkg", "dpkg-query", "systemctl")
+    guest.env["FAKE_DPKG_RC"] = "1"
+    res = guest.run()
+    assert res.returncode == 6
+    assert "dpkg -i" in res.stderr
