@@ -146,15 +146,16 @@ async def upload_stream(
         stream = await host.run(conn.newStream, 0)
         await host.run(vol.upload, stream, 0, size, 0)
         await _report(progress, 0, size)
-        async for chunk in iter_source(source):
-            _check_cancel(cancelled)
-            if done + len(chunk) > size:
-                raise InvalidInput(
-                    f"the upload sent more than the declared {size} bytes", field="size"
-                )
-            await host.run(_send_all, stream, chunk)
-            done += len(chunk)
-            await _report(progress, done, size)
+        async with contextlib.aclosing(iter_source(source)) as chunks:
+            async for chunk in chunks:
+                _check_cancel(cancelled)
+                if done + len(chunk) > size:
+                    raise InvalidInput(
+                        f"the upload sent more than the declared {size} bytes", field="size"
+                    )
+                await host.run(_send_all, stream, chunk)
+                done += len(chunk)
+                await _report(progress, done, size)
         if done != size:
             raise InvalidInput(
                 f"the upload ended after {done} of the declared {size} bytes", field="size"
