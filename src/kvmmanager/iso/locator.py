@@ -144,7 +144,7 @@ def locate_iso(settings: Settings, *, build: bool = True) -> IsoLocation:
             built.reason = f"built version {result.version} now"
             chosen = built
     elif chosen is None:
-        built.reason = "building was not requested"
+        built.reason = "not tried now; deploy builds the ISO here when no other one is found"
     else:
         built.reason = f"not needed: {chosen.source} was used"
 

@@ -38,6 +38,11 @@ def _print(ctx: typer.Context, report: dict[str, Any], json_flag: bool) -> None:
         ["status", "check", "message", "fix"],
         title=f"{report['host']} ({report['uri']})",
     )
+    # Where the agent ISO would come from: every fallback and why it was (not) used.
+    for c in report["checks"]:
+        candidates = (c.get("data") or {}).get("candidates")
+        if c["name"] == "agent_iso_local" and candidates:
+            emit(ctx, candidates, ["source", "used", "path", "reason"], title="agent ISO location")
     print(f"overall: {report['status']}")
 
 
