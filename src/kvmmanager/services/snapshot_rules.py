@@ -15,6 +15,7 @@ Rules (libvirt 9.x with QEMU):
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ class SnapshotPlan:
     memory: bool
     disks: dict[str, str] = field(default_factory=dict)  # target dev -> internal/external/no
     running: bool = False
+    # target dev -> path of its new overlay without the ".<snapshot name>" suffix
+    overlays: dict[str, str] = field(default_factory=dict)
 
     @property
     def disk_only(self) -> bool:
@@ -69,7 +72,8 @@ class SnapshotPlan:
         for dev, how in self.disks.items():
             d = SnapshotDisk(name=dev, snapshot=how)
             if how == "external":
-                d.driver_type = "qcow2"
+                d.type, d.driver_type = "file", "qcow2"
+                d.source_file = f"{self.overlays[dev]}.{name}"
             snap.add(d)
         return snap.to_xml()
 
@@ -181,7 +185,23 @@ def plan(
         )
     disks = {d.target_dev: kind for d in covered if d.target_dev}
     disks.update({d.target_dev: "no" for d in skipped if d.target_dev})
-    return SnapshotPlan(kind=kind, memory=bool(memory), disks=disks, running=running)
+    overlays = overlay_paths(covered) if kind == "external" else {}
+    return SnapshotPlan(kind, bool(memory), disks, running, overlays)
+
+
+def overlay_paths(covered: list[Disk]) -> dict[str, str]:
+    """Where each disk's new overlay goes: next to the image on top now, named like
+    libvirt's own default (`a.qcow2` -> `a.NAME`, the next one `a.NAME2`), with the
+    target dev added when two disks' images share a stem (libvirt refuses those)."""
+    stems: dict[str, str] = {}
+    for d in covered:
+        src = d.source_file or ""
+        stems[d.target_dev] = os.path.splitext(src)[0] if "." in os.path.basename(src) else src
+    out = {}
+    for dev, stem in stems.items():
+        clash = list(stems.values()).count(stem) > 1
+        out[dev] = f"{stem}-{dev}" if clash else stem
+    return out
 
 
 def check_revert(snap: DomainSnapshot, lib_version: int) -> None:
