@@ -379,10 +379,13 @@ class NetworkService:
             net = self._lookup(conn, name)
             if not net.isActive():
                 raise Conflict(f"network '{name}' is not active", field="network")
-            net.destroy()
             if not net.isPersistent():
-                # A transient network is gone once stopped.
-                raise NotFound(f"network '{name}' was transient and is gone", field="network")
+                # A transient network is gone once stopped: report its last state.
+                details = _details(net)
+                net.destroy()
+                details.active = False
+                return details
+            net.destroy()
             return _details(net)
 
         details = await self._call(host, op)
@@ -421,9 +424,11 @@ class NetworkService:
 
         def op(conn: libvirt.virConnect) -> None:
             net = self._lookup(conn, name)
+            # Asked first: a transient network no longer exists once destroyed.
+            persistent = net.isPersistent()
             if net.isActive():
                 net.destroy()
-            if net.isPersistent():
+            if persistent:
                 net.undefine()
 
         await self._call(host, op)

@@ -217,6 +217,9 @@ class StorageService:
 
         def op(conn: libvirt.virConnect) -> None:
             pool = lookup_pool(conn, name)
+            # Asked first: a transient pool no longer exists once destroyed, so its
+            # storage itself (directory, VG) cannot be deleted through libvirt afterwards.
+            persistent = pool.isPersistent()
             if delete_volumes:
                 if not pool.isActive():
                     with host_refusal(conn, "pool"):
@@ -225,10 +228,10 @@ class StorageService:
                     vol.delete(0)
             if pool.isActive():
                 pool.destroy()
-            if delete_volumes:
-                with host_refusal(conn, "pool"):
-                    pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
-            if pool.isPersistent():
+            if persistent:
+                if delete_volumes:
+                    with host_refusal(conn, "pool"):
+                        pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
                 pool.undefine()
 
         await self._call(host, op)

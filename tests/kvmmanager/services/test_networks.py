@@ -233,3 +233,21 @@ async def test_routed_and_open_networks(networks: Any, forward: str) -> None:
         assert (details.dhcp_start, details.dhcp_end) == (spec.dhcp_start, spec.dhcp_end)
     finally:
         await networks.delete(HOST, name)
+
+
+async def test_transient_network_stop_and_delete(manager: Any, networks: Any) -> None:
+    host = manager.registry.get(HOST)
+    checked = validate_network_spec(NetworkSpec(name=_name(), forward="isolated"))
+    xml = build_network_xml(checked)
+    for action in ("stop", "delete"):
+        await host.run(lambda: host.conn.networkCreateXML(xml))
+        name = checked.spec.name
+        assert not (await networks.get(HOST, name)).persistent
+        with pytest.raises(Conflict):
+            await networks.set_autostart(HOST, name, True)
+        if action == "stop":
+            assert (await networks.stop(HOST, name)).active is False
+        else:
+            await networks.delete(HOST, name)
+        with pytest.raises(NotFound):
+            await networks.get(HOST, name)
