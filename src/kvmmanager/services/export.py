@@ -15,10 +15,11 @@ Bundles (XML plus disk volumes) are in `export_bundle.py`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services.transfer import MAX_UPLOAD_BYTES
 from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.virt.xml.domain import Domain
 
@@ -230,6 +232,38 @@ class ExportService:
         dest = self.bundle_dir() / f"{bundle_id}.tar.gz"
         res = await export_bundle.export_bundle(self.m, host, vm, dest, progress)
         return {"bundle_id": bundle_id, "bytes": res["bytes"], "manifest": res["manifest"]}
+
+    async def receive_bundle(self, chunks: AsyncIterator[bytes]) -> Path:
+        """Store an uploaded bundle in the data directory (the caller deletes it)."""
+        incoming = Path(self.m.settings.data_dir) / "imports"
+        await asyncio.to_thread(incoming.mkdir, parents=True, exist_ok=True, mode=0o700)
+        path = incoming / f"{uuidlib.uuid4().hex}.tar.gz"
+        fh = await asyncio.to_thread(open, path, "wb")
+        size = 0
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    raise InvalidInput(
+                        f"a bundle is at most {MAX_UPLOAD_BYTES} bytes", field="body"
+                    )
+                await asyncio.to_thread(fh.write, chunk)
+        except BaseException:
+            fh.close()
+            path.unlink(missing_ok=True)
+            raise
+        await asyncio.to_thread(fh.close)
+        if size == 0:
+            path.unlink(missing_ok=True)
+            raise InvalidInput("the request body (the bundle) is empty", field="body")
+        return path
+
+    async def check_bundle(self, path: Path) -> dict[str, Any]:
+        """The bundle's manifest; InvalidInput (field `bundle`) when it is not one."""
+        from kvmmanager.services import export_bundle
+
+        manifest, _xml = await asyncio.to_thread(export_bundle.read_manifest, path)
+        return manifest
 
     def delete_bundle(self, bundle_id: str) -> None:
         self.bundle_path(bundle_id).unlink(missing_ok=True)

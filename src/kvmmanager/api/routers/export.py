@@ -5,19 +5,33 @@ GET  /api/hosts/{host}/vms/{vm}/export   the persistent domain XML (viewers may 
 POST /api/hosts/{host}/imports           define a VM from such an XML: renamed on a name
                                          clash, new UUID on a UUID clash or on request,
                                          networks and pools remapped
+
+Bundles (XML + disk volumes, see services/export_bundle.py), operators only since they
+carry whole disks:
+
+POST   /api/hosts/{host}/vms/{vm}/export/bundle   job (202) writing the bundle; its result
+                                                   has the bundle id
+GET    /api/exports/{bundle_id}                    download it (application/gzip)
+DELETE /api/exports/{bundle_id}                    remove it from the manager
+POST   /api/hosts/{host}/imports/bundle?pool=...   upload a bundle (the body); a job (202)
+                                                   imports it into that pool
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import get_manager
-from kvmmanager.api.schemas.common import ERROR_RESPONSES
+from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.export import ExportedXml, ImportedVm, ImportXmlIn
+from kvmmanager.core.errors import Cancelled, InvalidInput
 from kvmmanager.services.export import ImportOptions
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["export"], responses=ERROR_RESPONSES)
 
@@ -44,3 +58,111 @@ async def import_xml(host: str, body: ImportXmlIn, manager: Manager = Depends(ge
         pool_map=body.pool_map,
     )
     return await manager.export.import_xml(host, body.xml, opts)
+
+
+def _mapping(items: list[str], field: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise InvalidInput(f"{field} entries must look like OLD=NEW", field=field)
+        out[old] = new
+    return out
+
+
+@router.post(
+    "/api/hosts/{host}/vms/{vm}/export/bundle",
+    name="export.bundle",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobStarted,
+)
+async def export_bundle(
+    host: str,
+    vm: str,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """Start a job writing the (shut-off) VM's bundle; its result holds `bundle_id`."""
+    manager.vms.get(host, vm)  # 404 now, not a failed job
+
+    async def job(progress: Any) -> dict[str, Any]:
+        return await manager.export.export_bundle(host, vm, progress)
+
+    return {"job_id": manager.jobs.start("vm.export", f"{host}/{vm}", job, user, host=host)}
+
+
+@router.get(
+    "/api/exports/{bundle_id}",
+    name="export.download",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+async def download_bundle(
+    bundle_id: str,
+    manager: Manager = Depends(get_manager),
+    _op: Principal = Depends(require_role("operator")),
+) -> FileResponse:
+    path = manager.export.bundle_path(bundle_id)
+    return FileResponse(path, media_type="application/gzip", filename=f"{bundle_id}.tar.gz")
+
+
+@router.delete(
+    "/api/exports/{bundle_id}", name="export.delete_bundle", status_code=status.HTTP_204_NO_CONTENT
+)
+async def delete_bundle(bundle_id: str, manager: Manager = Depends(get_manager)) -> Response:
+    manager.export.delete_bundle(bundle_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/api/hosts/{host}/imports/bundle",
+    name="export.import_bundle",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobStarted,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def import_bundle(
+    host: str,
+    request: Request,
+    pool: str = Query(..., max_length=256, description="pool for the disk volumes"),
+    name: str | None = Query(None, max_length=256),
+    new_identity: bool = False,
+    network: list[str] = Query([], description="remap OLD=NEW (repeat)"),
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """Receive a bundle (the request body), then import it in a job: its disks become new
+    volumes in `pool`, checked against the manifest's sha256 before the VM is defined."""
+    opts = ImportOptions(
+        name=name, new_identity=new_identity, network_map=_mapping(network, "network")
+    )
+    await manager.storage.get_pool(host, pool)  # 404 before receiving any byte
+
+    async def body() -> Any:
+        try:
+            async for chunk in request.stream():
+                yield chunk
+        except ClientDisconnect:
+            raise Cancelled("the client went away during the upload") from None
+
+    path = await manager.export.receive_bundle(body())
+    try:
+        # A file that is not a bundle is a 422 now, not a failed job.
+        await manager.export.check_bundle(path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+    async def job(progress: Any) -> dict[str, Any]:
+        try:
+            return await manager.export.import_bundle(host, path, pool, opts, progress)
+        finally:
+            path.unlink(missing_ok=True)
+
+    job_id = manager.jobs.start("vm.import", f"{host}/{pool}", job, user, host=host)
+    return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
