@@ -28,7 +28,6 @@ from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
 from kvmmanager.services import metrics_store
 from kvmmanager.services.metrics_guest import poll_guests
 from kvmmanager.services.metrics_history import (
-    DOWNSAMPLE_STEP,
     DOWNSAMPLED_SECONDS,
     FULL_SECONDS,
     DownsampledRing,
@@ -256,18 +255,17 @@ class MetricsService:
         hm.cycle_done.set()
         hm.cycle_done = asyncio.Event()
         if closed is not None and self.persist:
-            self._spawn(self._persist(hm.host, closed.start, hm.down.means(closed)))
+            means = hm.down.means(closed)
+            self._spawn(self._persist(hm.host, closed.start, hm.down.step, means))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _persist(self, host: str, start: float, means: dict[str, Any]) -> None:
+    async def _persist(self, host: str, start: float, step: float, means: dict[str, Any]) -> None:
         try:
-            await asyncio.to_thread(
-                metrics_store.save_bucket, self.m.db, host, start, DOWNSAMPLE_STEP, means
-            )
+            await asyncio.to_thread(metrics_store.save_bucket, self.m.db, host, start, step, means)
             await asyncio.to_thread(
                 metrics_store.prune, self.m.db, time.time() - DOWNSAMPLED_SECONDS
             )

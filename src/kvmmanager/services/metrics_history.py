@@ -3,8 +3,8 @@ ring (24 h), each VM's values stored as 16-bit codes.
 
 Why codes: 5,000 VMs x 1,800 samples x 8 values as Python floats would take gigabytes;
 as `array('H')` it is 144 MB. A code is a logarithmic quantisation (code = round(log1p(v)
-* 2048)), so every value from 0 to ~8e13 keeps a relative precision better than 0.03 %,
-which is far below what a graph or an alert can tell apart. 0xFFFF means "no value".
+* 2048)): every value from 1 to ~8e13 is kept to 0.05 % (below 1, to +-0.0005), far
+finer than a graph or an alert can tell apart. 0xFFFF means "no value".
 
 Rings are preallocated at their full size when a VM first reports a value, so memory is
 known up front (what one collection costs, an hour of history costs too). The full-
@@ -197,5 +197,5 @@ def columns(ts: list[float], rows: list[array], fields: Sequence[str]) -> dict[s
 
 
 def _round(v: float | None) -> float | None:
-    # Codes are good to ~0.03 %; more digits in JSON would only be noise.
+    # Codes are good to ~0.05 %; more digits in JSON would only be noise.
     return None if v is None else float(f"{v:.4g}")

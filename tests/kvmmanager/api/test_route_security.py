@@ -25,6 +25,9 @@ from kvmmanager.api.deps import WRITE_METHODS, is_public, is_self_service
 PUBLIC_API = {
     ("POST", "/api/auth/login"),
     ("GET", "/api/health"),
+    # Prometheus scrape: checks its own token (metrics.prometheus_token) or a user
+    # itself; tests/kvmmanager/api/test_metrics_api.py proves it refuses anonymous callers.
+    ("GET", "/metrics"),
     # The web UI's login form.
     ("GET", "/login"),
     ("POST", "/login"),
