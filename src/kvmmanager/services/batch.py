@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIFECYCLE = ("start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume")
-BATCH_ACTIONS = (*LIFECYCLE, "delete")
+BATCH_ACTIONS = (*LIFECYCLE, "snapshot", "delete")
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 16
 MAX_TARGETS = 1000
@@ -117,10 +117,14 @@ class BatchService:
         host: str | None = None,
         mode: str = "auto",
         remove_volumes: bool = False,
+        snapshot_name: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Run `action` on every resolved VM; never raises for one VM's failure."""
+        """Run `action` on every resolved VM; never raises for one VM's failure.
+
+        `snapshot` names each snapshot `snapshot_name` (default: the snapshot service's
+        time-stamped name), quiesced through an agent when one is there."""
         self.check(action, concurrency, mode)
         items = self.resolve(targets, tag, host)
         gate = asyncio.Semaphore(concurrency)
@@ -131,7 +135,7 @@ class BatchService:
         async def one(t: Target) -> ItemResult:
             nonlocal done
             async with gate:
-                res = await self._one(action, t, mode, remove_volumes)
+                res = await self._one(action, t, mode, remove_volumes, snapshot_name)
             done += 1
             if progress is not None:
                 progress(done, len(items), f"{action}: {done}/{len(items)}")
@@ -147,8 +151,19 @@ class BatchService:
             "results": [r.to_dict() for r in results],
         }
 
-    async def _one(self, action: str, t: Target, mode: str, remove_volumes: bool) -> ItemResult:
+    async def _one(
+        self, action: str, t: Target, mode: str, remove_volumes: bool, snapshot_name: str | None
+    ) -> ItemResult:
         try:
+            if action == "snapshot":
+                snap = await self.m.snapshots.create(t.host, t.vm, name=snapshot_name)
+                return ItemResult(
+                    t.host,
+                    t.vm,
+                    True,
+                    message=f"snapshot '{snap['name']}' taken",
+                    details={"snapshot": snap["name"], "consistency": snap.get("consistency")},
+                )
             if action == "delete":
                 out = await self.m.vms.delete(t.host, t.vm, remove_volumes=remove_volumes)
                 return ItemResult(

@@ -9,17 +9,18 @@ import pytest
 
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.services.batch import Target
-from kvmmanager.services.vm_spec import VmSpec
+from kvmmanager.services.vm_spec import DiskSpec, VmSpec
 
 
 @pytest.fixture
 async def three_vms(manager):
-    """Three shut-off VMs tagged `kvmm-t-ops-batch`; removed afterwards."""
+    """Three shut-off VMs with a disk, tagged `kvmm-t-ops-batch`; removed afterwards."""
     await manager.registry.get("local").wait_connected(30)
     names = [f"kvmm-t-ops-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     uuids = []
     for name in names:
-        res = await manager.vms.create("local", VmSpec(name=name, memory_mib=64))
+        spec = VmSpec(name=name, memory_mib=64, disks=[DiskSpec(pool="default-pool", size_gib=1)])
+        res = await manager.vms.create("local", spec)
         uuids.append(res["vm"].uuid)
         await manager.vms.set_tags("local", name, ["kvmm-t-ops-batch"])
         await manager.vms.refresh("local", res["vm"].uuid)
@@ -33,7 +34,12 @@ async def three_vms(manager):
                 continue
             if dom.isActive():
                 dom.destroy()
+            for snap in dom.listAllSnapshots():
+                snap.delete()
             dom.undefine()
+        for vol in conn.storagePoolLookupByName("default-pool").listAllVolumes():
+            if vol.name().startswith("kvmm-t-ops-"):
+                vol.delete(0)
     finally:
         conn.close()
 
@@ -92,3 +98,14 @@ async def test_bad_requests_name_the_field(manager, kwargs, field):
     with pytest.raises(InvalidInput) as err:
         await manager.batch.run(**kwargs)
     assert err.value.field == field
+
+
+async def test_snapshot_every_tagged_vm(manager, three_vms):
+    res = await manager.batch.run("snapshot", tag="kvmm-t-ops-batch", snapshot_name="kvmm-t-s1")
+    assert res["succeeded"] == 3, res
+    assert {r["details"]["snapshot"] for r in res["results"]} == {"kvmm-t-s1"}
+    listed = await manager.snapshots.list("local", three_vms[0])
+    assert [s["name"] for s in listed["snapshots"]] == ["kvmm-t-s1"]
+    # Taken again under the same name: every VM reports the clash, none is skipped.
+    res = await manager.batch.run("snapshot", tag="kvmm-t-ops-batch", snapshot_name="kvmm-t-s1")
+    assert res["failed"] == 3 and {r["error"]["code"] for r in res["results"]} == {"conflict"}

@@ -36,8 +36,8 @@ async def run(
     manager: Manager = Depends(get_manager),
     user: Principal = Depends(current_user),
 ) -> Any:
-    """start, shutdown, destroy, reboot, reset, suspend, resume or delete every VM named
-    in `vms` or carrying `tag`, at most `concurrency` at a time."""
+    """start, shutdown, destroy, reboot, reset, suspend, resume, snapshot or delete every
+    VM named in `vms` or carrying `tag`, at most `concurrency` at a time."""
     svc = manager.batch
     targets = [Target(t.host, t.vm) for t in body.vms]
     kwargs: dict[str, Any] = {
@@ -45,6 +45,7 @@ async def run(
         "host": body.host,
         "mode": body.mode,
         "remove_volumes": body.remove_volumes,
+        "snapshot_name": body.snapshot_name,
         "concurrency": body.concurrency,
     }
     if not background:
@@ -54,14 +55,7 @@ async def run(
     resolved = svc.resolve(targets, body.tag, body.host)
 
     async def job(progress: Any) -> dict[str, Any]:
-        return await svc.run(
-            action,
-            resolved,
-            mode=body.mode,
-            remove_volumes=body.remove_volumes,
-            concurrency=body.concurrency,
-            progress=progress,
-        )
+        return await svc.run(action, resolved, **{**kwargs, "tag": None}, progress=progress)
 
     target = (body.tag and f"tag:{body.tag}") or f"{len(resolved)} vms"
     job_id = manager.jobs.start(f"batch.{action}", target, job, user)

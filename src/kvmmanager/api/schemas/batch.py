@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kvmmanager.services.batch import DEFAULT_CONCURRENCY, MAX_TARGETS
 
 BatchAction = Literal[
-    "start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume", "delete"
+    "start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume", "snapshot", "delete"
 ]
 
 
@@ -28,6 +28,9 @@ class BatchRequest(BaseModel):
     host: str | None = Field(None, max_length=256, description="limit the tag to one host")
     mode: Literal["acpi", "agent", "auto"] = Field("auto", description="shutdown only")
     remove_volumes: bool = Field(False, description="delete only: remove disk volumes too")
+    snapshot_name: str | None = Field(
+        None, max_length=256, description="snapshot only (default: a time-stamped name)"
+    )
     # The service names the field when it is out of range (1..16).
     concurrency: int = DEFAULT_CONCURRENCY
 

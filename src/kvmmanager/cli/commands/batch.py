@@ -14,7 +14,17 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-ACTIONS = ("start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume", "delete")
+ACTIONS = (
+    "start",
+    "shutdown",
+    "destroy",
+    "reboot",
+    "reset",
+    "suspend",
+    "resume",
+    "snapshot",
+    "delete",
+)
 COLUMNS = ["host", "vm", "ok", "state", "message"]
 # Exit code when the batch ran but at least one VM failed (scripts can tell it apart).
 PARTIAL_EXIT = 3
@@ -41,6 +51,9 @@ def _command(action: str) -> None:
         remove_volumes: bool = typer.Option(
             False, "--remove-volumes", help="delete: remove the disk volumes too."
         ),
+        snapshot_name: str | None = typer.Option(
+            None, "--snapshot-name", help="snapshot: its name (default: time-stamped)."
+        ),
         concurrency: int = typer.Option(4, "--concurrency", "-c", help="VMs at a time (1-16)."),
     ) -> None:
         body = {
@@ -49,6 +62,7 @@ def _command(action: str) -> None:
             "host": host if tag else None,
             "mode": mode,
             "remove_volumes": remove_volumes,
+            "snapshot_name": snapshot_name,
             "concurrency": concurrency,
         }
         with client(ctx) as api:
