@@ -26,7 +26,7 @@ from rich.progress import (
 from kvmmanager.cli.api_client import ApiClient, client
 from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes, q
 from kvmmanager.cli.output import emit, info, wants_json
-from kvmmanager.core.errors import Cancelled, InvalidInput, KvmmError
+from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
 
 NAME = "vol"
 app = typer.Typer(
@@ -190,6 +190,21 @@ def _file_chunks(path: Path, bar: Progress, task: Any) -> Iterator[bytes]:
             yield chunk
 
 
+def _preflight(api: ApiClient, host: str, pool: str, name: str, overwrite: bool) -> None:
+    api.get(f"/api/hosts/{q(host)}/pools/{q(pool)}")
+    try:
+        api.get(f"{_base(host, pool)}/{q(name)}")
+    except NotFound:
+        if overwrite:
+            raise
+        return
+    if not overwrite:
+        raise Conflict(
+            f"volume '{name}' already exists in pool '{pool}' (--overwrite writes into it)",
+            field="volume",
+        )
+
+
 @app.command("upload")
 def upload(
     ctx: typer.Context,
@@ -209,6 +224,10 @@ def upload(
     if size == 0:
         raise InvalidInput(f"{file} is empty", field="file")
     params: dict[str, Any] = {"create": not overwrite, "format": format or _guess_format(file)}
+    with client(ctx) as api:
+        # The server refuses a bad upload before reading the body, but an HTTP/1.1 client
+        # only reads that answer after sending everything: ask first, fail fast and clearly.
+        _preflight(api, host, pool, name, overwrite)
     with client(ctx) as api, _progress() as bar:
         task = bar.add_task(f"upload {file.name}", total=size, visible=not wants_json(ctx))
         result = api.put(
