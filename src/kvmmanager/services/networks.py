@@ -8,6 +8,7 @@ refuse), so callers get a 422 that says what to fix rather than a libvirt messag
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from dataclasses import asdict, dataclass
@@ -351,9 +352,11 @@ class NetworkService:
                     with host_refusal(conn, "network"):
                         net.create()
             except BaseException:
-                if net.isActive():
-                    net.destroy()
-                net.undefine()
+                # Best effort: the error that stopped the define is the one to report.
+                with contextlib.suppress(libvirt.libvirtError):
+                    if net.isActive():
+                        net.destroy()
+                    net.undefine()
                 raise
             return _details(net)
 

@@ -113,13 +113,17 @@ class StorageService:
                     break
         return sorted(users)
 
-    def _paths_in_use(self, host: str, prefix: str | None, paths: set[str]) -> list[str]:
-        """VMs using any of `paths`, or anything under directory `prefix`."""
+    def _pool_in_use(self, host: str, pool: str, prefix: str | None, paths: set[str]) -> list[str]:
+        """VMs with a disk in `pool` (by name), on any of `paths`, or under `prefix`."""
         users = set()
         for dom in self._m.inventory.domains(host):
             for disk in dom.disks:
                 src = disk.source or ""
-                if src in paths or (prefix and src.startswith(prefix.rstrip("/") + "/")):
+                if (
+                    disk.pool == pool
+                    or src in paths
+                    or (prefix and src.startswith(prefix.rstrip("/") + "/"))
+                ):
                     users.add(dom.name)
         return sorted(users)
 
@@ -167,10 +171,11 @@ class StorageService:
                     if spec.start:
                         pool.create(0)
             except BaseException:
+                # Best effort: the error that stopped the define is the one to report.
                 with contextlib.suppress(libvirt.libvirtError):
                     if pool.isActive():
                         pool.destroy()
-                pool.undefine()
+                    pool.undefine()
                 raise
             return pool_details(pool)
 
@@ -207,7 +212,7 @@ class StorageService:
             return target, paths
 
         target, paths = await self._call(host, inspect_pool)
-        users = self._paths_in_use(host, target, paths)
+        users = self._pool_in_use(host, name, target, paths)
         if users and not force:
             raise Conflict(
                 f"pool '{name}' holds volumes used by VM(s): {', '.join(users)}",
