@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette import EventSourceResponse
 
@@ -121,6 +121,15 @@ async def prometheus(request: Request, manager: Manager = Depends(get_manager)) 
     if not (
         token and scheme.lower() == "bearer" and security.constant_time_equal(secret.strip(), token)
     ):
-        current_user(request)  # raises Unauthenticated / the token's own error
+        try:
+            current_user(request)
+        except KvmmError as e:
+            # Answered here: outside /api/ the web UI would turn a raised error into a
+            # redirect to its login page, which a scraper must never receive.
+            return JSONResponse(
+                {"error": e.to_dict()},
+                status_code=e.status,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     body = await asyncio.to_thread(exposition, manager)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
