@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -25,6 +26,39 @@ URI = "qemu:///system"
 EPOCH = 1700000000
 
 
+def drop_pool(name: str, path: Path) -> None:
+    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
+    try:
+        with contextlib.suppress(libvirt.libvirtError):
+            c = libvirt.open(URI)
+            try:
+                p = c.storagePoolLookupByName(name)
+                persistent = p.isPersistent()
+                if p.isActive():
+                    for vol in p.listAllVolumes(0):
+                        vol.delete(0)
+                    p.destroy()
+                if persistent:
+                    p.undefine()
+            finally:
+                c.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def drop_vm(name: str) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        c = libvirt.open(URI)
+        try:
+            d = c.lookupByName(name)
+            if d.isActive():
+                d.destroy()
+            if d.isPersistent():
+                d.undefine()
+        finally:
+            c.close()
+
+
 @pytest.fixture
 def conn() -> Iterator[libvirt.virConnect]:
     c = libvirt.open(URI)
@@ -38,12 +72,9 @@ def pool(conn: libvirt.virConnect) -> Iterator[str]:
     path.chmod(0o755)
     name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
     xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-    p = conn.storagePoolCreateXML(xml, 0)
+    conn.storagePoolCreateXML(xml, 0)
     yield name
-    for vol in p.listAllVolumes(0):
-        vol.delete(0)
-    p.destroy()
-    shutil.rmtree(path, ignore_errors=True)
+    drop_pool(name, path)
 
 
 @pytest.fixture
@@ -76,9 +107,9 @@ def vm(conn: libvirt.virConnect) -> Iterator[str]:
     name = f"kvmm-t-iso-vm-{uuid.uuid4().hex[:6]}"
     dom = Domain(type="qemu", name=name, memory=32 * 1024, current_memory=32 * 1024, vcpus=1)
     dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
-    d = conn.defineXML(dom.to_xml())
+    conn.defineXML(dom.to_xml())
     yield name
-    d.undefine()
+    drop_vm(name)
 
 
 def _wait_job(api: TestClient, job_id: str) -> dict[str, Any]:

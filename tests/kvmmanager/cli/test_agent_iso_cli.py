@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -21,6 +22,39 @@ from kvmmanager.iso import ISO_NAME, agent_version
 from kvmmanager.services.iso_deploy import volume_name
 
 URI = "qemu:///system"
+
+
+def drop_pool(name: str, path: Path) -> None:
+    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
+    try:
+        with contextlib.suppress(libvirt.libvirtError):
+            c = libvirt.open(URI)
+            try:
+                p = c.storagePoolLookupByName(name)
+                persistent = p.isPersistent()
+                if p.isActive():
+                    for vol in p.listAllVolumes(0):
+                        vol.delete(0)
+                    p.destroy()
+                if persistent:
+                    p.undefine()
+            finally:
+                c.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def drop_vm(name: str) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        c = libvirt.open(URI)
+        try:
+            d = c.lookupByName(name)
+            if d.isActive():
+                d.destroy()
+            if d.isPersistent():
+                d.undefine()
+        finally:
+            c.close()
 
 
 def _local(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -64,11 +98,12 @@ def test_doctor_local_json_with_a_stopped_network(settings: Settings) -> None:
     conn = libvirt.open(URI)
     name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
     net = conn.networkDefineXML(f"<network><name>{name}</name></network>")
+    conn.close()
     try:
         res = _local("doctor", "--uri", URI, "--network", name, "--json")
     finally:
-        net.undefine()
-        conn.close()
+        with contextlib.suppress(libvirt.libvirtError):
+            net.undefine()
     assert res.exit_code == 1, res.output
     report = json.loads(res.stdout)
     checks = {c["name"]: c for c in report["checks"]}
@@ -84,13 +119,10 @@ def pool() -> Iterator[str]:
     path.chmod(0o755)
     name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
     xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-    p = conn.storagePoolCreateXML(xml, 0)
-    yield name
-    for vol in p.listAllVolumes(0):
-        vol.delete(0)
-    p.destroy()
+    conn.storagePoolCreateXML(xml, 0)
     conn.close()
-    shutil.rmtree(path, ignore_errors=True)
+    yield name
+    drop_pool(name, path)
 
 
 @pytest.fixture
@@ -124,7 +156,7 @@ def test_deploy_status_install_eject_through_the_server(
     name = f"kvmm-t-iso-vm-{uuid.uuid4().hex[:6]}"
     d = Domain(type="qemu", name=name, memory=32768, current_memory=32768, vcpus=1)
     d.os.os_type, d.os.arch, d.os.machine = "hvm", "x86_64", "pc"
-    dom = conn.defineXML(d.to_xml())
+    conn.defineXML(d.to_xml())
     try:
         res = cli("agent-iso", "install", name, "--pool", pool)
         assert res.exit_code == 0, res.output
@@ -134,8 +166,8 @@ def test_deploy_status_install_eject_through_the_server(
         res = cli("agent-iso", "eject", name)
         assert res.exit_code == 5  # Conflict: nothing to eject
     finally:
-        dom.undefine()
         conn.close()
+        drop_vm(name)
 
 
 def test_deploy_local_with_libvirt_down_exits_6() -> None:

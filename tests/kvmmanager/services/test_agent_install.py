@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -28,6 +29,39 @@ URI = "qemu:///system"
 EPOCH = 1700000000
 
 
+def drop_pool(name: str, path: Path) -> None:
+    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
+    try:
+        with contextlib.suppress(libvirt.libvirtError):
+            c = libvirt.open(URI)
+            try:
+                p = c.storagePoolLookupByName(name)
+                persistent = p.isPersistent()
+                if p.isActive():
+                    for vol in p.listAllVolumes(0):
+                        vol.delete(0)
+                    p.destroy()
+                if persistent:
+                    p.undefine()
+            finally:
+                c.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def drop_vm(name: str) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        c = libvirt.open(URI)
+        try:
+            d = c.lookupByName(name)
+            if d.isActive():
+                d.destroy()
+            if d.isPersistent():
+                d.undefine()
+        finally:
+            c.close()
+
+
 @pytest.fixture
 def conn() -> Iterator[libvirt.virConnect]:
     c = libvirt.open(URI)
@@ -41,12 +75,9 @@ def pool(conn: libvirt.virConnect) -> Iterator[str]:
     path.chmod(0o755)
     name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
     xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-    p = conn.storagePoolCreateXML(xml, 0)
+    conn.storagePoolCreateXML(xml, 0)
     yield name
-    for vol in p.listAllVolumes(0):
-        vol.delete(0)
-    p.destroy()
-    shutil.rmtree(path, ignore_errors=True)
+    drop_pool(name, path)
 
 
 def _domain_xml(name: str, *, cdrom: bool) -> str:
@@ -73,9 +104,7 @@ def make_vm(conn: libvirt.virConnect) -> Iterator[Any]:
 
     yield make
     for dom in made:
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
+        drop_vm(dom.name())
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -28,6 +29,26 @@ pytestmark = pytest.mark.libvirtd
 URI = "qemu:///system"
 
 
+def drop_pool(name: str, path: Path) -> None:
+    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
+    try:
+        with contextlib.suppress(libvirt.libvirtError):
+            c = libvirt.open(URI)
+            try:
+                p = c.storagePoolLookupByName(name)
+                persistent = p.isPersistent()
+                if p.isActive():
+                    for vol in p.listAllVolumes(0):
+                        vol.delete(0)
+                    p.destroy()
+                if persistent:
+                    p.undefine()
+            finally:
+                c.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def conn() -> Iterator[libvirt.virConnect]:
     c = libvirt.open(URI)
@@ -47,9 +68,15 @@ def net(conn: libvirt.virConnect) -> Iterator[libvirt.virNetwork]:
     name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
     network = conn.networkDefineXML(f"<network><name>{name}</name></network>")
     yield network
-    if network.isActive():
-        network.destroy()
-    network.undefine()
+    with contextlib.suppress(libvirt.libvirtError):
+        c = libvirt.open(URI)
+        try:
+            net = c.networkLookupByName(name)
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+        finally:
+            c.close()
 
 
 @pytest.fixture
@@ -59,10 +86,7 @@ def pool(conn: libvirt.virConnect) -> Iterator[libvirt.virStoragePool]:
     xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
     p = conn.storagePoolCreateXML(xml, 0)
     yield p
-    for vol in p.listAllVolumes(0):
-        vol.delete(0)
-    p.destroy()
-    shutil.rmtree(path, ignore_errors=True)
+    drop_pool(name, path)
 
 
 def _upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, data: bytes) -> None:

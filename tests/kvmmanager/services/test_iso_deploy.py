@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -52,18 +53,21 @@ def test_pool(virsh_conn: libvirt.virConnect, pool_dir: Path) -> Iterator[str]:
     _drop_pool(virsh_conn, name)
 
 
-def _drop_pool(conn: libvirt.virConnect, name: str) -> None:
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError:
-        return
-    persistent = pool.isPersistent()
-    if pool.isActive():
-        for vol in pool.listAllVolumes(0):
-            vol.delete(0)
-        pool.destroy()
-    if persistent:
-        pool.undefine()
+def _drop_pool(_conn: libvirt.virConnect, name: str) -> None:
+    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        conn = libvirt.open(URI)
+        try:
+            pool = conn.storagePoolLookupByName(name)
+            persistent = pool.isPersistent()
+            if pool.isActive():
+                for vol in pool.listAllVolumes(0):
+                    vol.delete(0)
+                pool.destroy()
+            if persistent:
+                pool.undefine()
+        finally:
+            conn.close()
 
 
 def _read(path: str | Path) -> bytes:
