@@ -236,6 +236,13 @@ class AgentInstallService:
             raise Conflict(f"vm '{vm}' has no agent ISO in a CD-ROM drive", field="vm")
         return await self._m.vms.edit.eject_media(host, vm, target)
 
+    async def aclose(self) -> None:
+        """Stop waiting to eject (manager shutdown)."""
+        tasks = list(self._watchers)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _watch_and_eject(self, host: str, uuid: str, target: str) -> None:
         def wanted(ev: Any) -> bool:
             return (

@@ -155,6 +155,11 @@ class IsoService:
     async def eject_agent(self, host: str, vm: str) -> dict[str, Any]:
         return await self.installer.eject(host, vm)
 
+    async def aclose(self) -> None:
+        """Cancel background work (the eject-once-connected watchers); for Manager.stop()."""
+        if "installer" in self.__dict__:
+            await self.installer.aclose()
+
     # -- local ISO -----------------------------------------------------------------------
 
     async def locate(self, *, build: bool = False) -> IsoLocation:

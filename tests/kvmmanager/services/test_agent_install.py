@@ -219,3 +219,14 @@ async def test_eject_after_install_when_the_agent_connects(
     while _config(dom).devices.disk_by_target("hdc").has_media:
         assert asyncio.get_running_loop().time() < deadline, "the ISO was not ejected"
         await asyncio.sleep(0.05)
+
+
+async def test_pending_eject_watchers_stop_on_aclose(mgr: Any, make_vm: Any) -> None:
+    mgr.settings.agent.eject_after_install = True
+    dom = make_vm(cdrom=True)
+    await mgr.iso.install_agent("local", dom.name())
+    watchers = set(mgr.iso.installer._watchers)
+    assert len(watchers) == 1
+    await mgr.iso.aclose()
+    assert all(t.cancelled() for t in watchers)
+    assert _config(dom).devices.disk_by_target("hdc").has_media  # nothing was ejected
