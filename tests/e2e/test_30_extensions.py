@@ -4,8 +4,10 @@ the agent's own thaw when the host goes away."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import struct
 import time
 
 import pytest
@@ -44,7 +46,9 @@ def test_time(lab: Lab, fleet: Fleet) -> None:
 
 def test_ssh_authorized_keys(lab: Lab, fleet: Fleet) -> None:
     vm = fleet.agent.name
-    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmmE2eTestKeyOnlyForTheSuite kvmm-e2e"
+    # A well-formed ed25519 public key: string "ssh-ed25519" + string <32 random bytes>.
+    blob = b"".join(struct.pack(">I", len(p)) + p for p in (b"ssh-ed25519", os.urandom(32)))
+    key = f"ssh-ed25519 {base64.b64encode(blob).decode()} kvmm-e2e"
     lab.api.agent(vm, "ssh-keys", "POST", json={"user": "e2e", "key": key})
     listed = lab.api.agent(vm, "ssh-keys", params={"user": "e2e"})
     assert key in [k if isinstance(k, str) else k.get("key") for k in listed["keys"]]

@@ -71,6 +71,10 @@ MODULES = (
     "sr_mod",
     "sd_mod",
     "isofs",
+    # ACPI power button -> input event -> busybox acpid: the manager's ACPI shutdown and
+    # reboot (virDomainShutdown/Reboot without an agent) reach this guest.
+    "button",
+    "evdev",
 )
 # Busybox applets left out: package tools would lure install.sh away from its plain
 # copy path, and our /init is PID 1.
@@ -281,6 +285,10 @@ def _guest_files(root: Path) -> None:
     (root / "init").chmod(0o755)
     for name in ("lib.sh", "echo.py", "hostile.py", "utmp.py", "agent-config.json"):
         shutil.copy(files / name, lib / name)
+    acpi = root / "etc/acpi/PWRF"
+    acpi.mkdir(parents=True, exist_ok=True)
+    shutil.copy(files / "acpi-power.sh", acpi / "00000080")
+    (acpi / "00000080").chmod(0o755)
     for name in ("admin-install.sh", "crash-agent.sh", "rss.sh"):
         target = lib / name.removesuffix(".sh") if name != "admin-install.sh" else lib / name
         shutil.copy(files / name, target)

@@ -57,6 +57,9 @@ while read -r mod; do
 done </etc/kvmm-e2e/modules.load
 log "modules loaded"
 
+# busybox acpid runs /etc/acpi/PWRF/00000080 when the (virtual) power button is pressed.
+acpid -c /etc/acpi -l /dev/null && log "acpid started"
+
 hostname "$HOST"
 echo "$HOST" >/etc/hostname
 ip link set lo up
