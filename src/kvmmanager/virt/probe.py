@@ -105,6 +105,11 @@ def _probe_domain_xml(arch: str, domain_type: str) -> str:
         vcpus=1,
     )
     dom.os.os_type, dom.os.arch = "hvm", arch
+    dom.features.acpi = dom.features.apic = True
+    if domain_type == "kvm":
+        # Probe what real guests will run: the VM builder gives KVM guests the host's CPU,
+        # and on nested hosts that alone can make QEMU abort at start (unsettable MSRs).
+        dom.cpu_mode = "host-passthrough"
     dom.on_crash = "destroy"
     return dom.to_xml()
 
@@ -157,6 +162,8 @@ def _compare_guests(conn: libvirt.virConnect, arch: str) -> tuple[bool, str]:
     tcg_cpu, _ = probe_guest(conn, arch, "qemu")
     kvm_cpu, kvm_why = probe_guest(conn, arch, "kvm", cpu_budget=tcg_cpu)
     if kvm_cpu is None:
+        if "could not start" in kvm_why:
+            return False, kvm_why
         return False, kvm_why + " (KVM is present but slower than emulation, guests hang)"
     return True, kvm_why
 
