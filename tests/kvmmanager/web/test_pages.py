@@ -120,3 +120,28 @@ def test_user_supplied_text_is_escaped(web_as) -> None:
     page = c.get("/vms/local/kvmm-t-web-xss").text
     assert evil not in page
     assert "&lt;img src=x" in page
+
+
+def test_hardware_tab_edits_cpu_memory_disks_and_nics(web_as) -> None:
+    c = web_as("operator")
+    headers = {"X-CSRF-Token": c.csrf, "HX-Request": "true"}
+    form = {"host": "local", "source": "blank", "disk_gib": "0", "install_agent": "false"}
+    assert (
+        c.post("/vms/new", data={**form, "name": "kvmm-t-web-hw"}, headers=headers).status_code
+        == 204
+    )
+    base = "/vms/local/kvmm-t-web-hw"
+    r = c.post(f"{base}/resources", data={"vcpus": "2", "memory_mib": "768"}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert "next boot" in r.headers["hx-trigger"] or "applied" in r.headers["hx-trigger"]
+    assert 'value="2"' in r.text and 'value="768"' in r.text
+    r = c.post(f"{base}/disks", data={"pool": "default-pool", "size_gib": "1"}, headers=headers)
+    assert r.status_code == 200, r.text
+    target = re.search(r"/disks/([a-z]+)/detach", r.text).group(1)
+    r = c.post(f"{base}/disks/{target}/detach", headers=headers)
+    assert r.status_code == 200 and f"/disks/{target}/detach" not in r.text
+    r = c.post(f"{base}/nics", data={"network": "default"}, headers=headers)
+    assert r.status_code == 200, r.text
+    mac = re.search(r"/nics/([0-9a-f:]{17})/detach", r.text).group(1)
+    r = c.post(f"{base}/nics/{mac}/detach", headers=headers)
+    assert r.status_code == 200 and mac not in r.text

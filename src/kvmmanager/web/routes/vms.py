@@ -16,6 +16,7 @@ from kvmmanager.api.deps import get_manager, require_role
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
+from kvmmanager.services.vm_builder import DiskSpec, NicSpec
 from kvmmanager.services.vms import ACTIONS
 from kvmmanager.web.templating import render, toast_headers
 
@@ -165,7 +166,8 @@ async def vm_hardware(
 ) -> HTMLResponse:
     info = manager.vms.get(host, vm)
     pools = await _pools_with_volumes(manager, host)
-    return render(request, "vms/_hardware.html", vm=info, pools=pools)
+    networks = await _networks(manager, host)
+    return render(request, "vms/_hardware.html", vm=info, pools=pools, networks=networks)
 
 
 @router.post("/vms/{host}/{vm}/resources", name="web.vm_resources", response_class=HTMLResponse)
@@ -183,13 +185,8 @@ async def vm_resources(
         messages.append((await manager.vms.edit.set_vcpus(host, vm, vcpus))["message"])
     if memory_mib != info.memory_kib // 1024:
         messages.append((await manager.vms.edit.set_memory(host, vm, memory_mib))["message"])
-    fresh = await manager.vms.refresh(host, info.uuid)
-    return render(
-        request,
-        "vms/_hardware.html",
-        headers=toast_headers("; ".join(messages) or "Nothing changed"),
-        vm=fresh,
-        pools=await _pools_with_volumes(manager, host),
+    return await _hardware_response(
+        request, manager, host, vm, "; ".join(messages) or "Nothing changed"
     )
 
 
@@ -204,12 +201,8 @@ async def vm_media_insert(
 ) -> HTMLResponse:
     pool, _, vol = volume.partition("/")
     result = await manager.vms.edit.insert_media(host, vm, pool, vol, target)
-    return render(
-        request,
-        "vms/_hardware.html",
-        headers=toast_headers(result.get("message") or f"Inserted {vol}"),
-        vm=await manager.vms.refresh(host, manager.vms.get(host, vm).uuid),
-        pools=await _pools_with_volumes(manager, host),
+    return await _hardware_response(
+        request, manager, host, vm, result.get("message") or f"Inserted {vol}"
     )
 
 
@@ -222,10 +215,73 @@ async def vm_media_eject(
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
     result = await manager.vms.edit.eject_media(host, vm, target)
+    return await _hardware_response(request, manager, host, vm, result.get("message") or "Ejected")
+
+
+async def _hardware_response(
+    request: Request, manager: Manager, host: str, vm: str, message: str
+) -> HTMLResponse:
     return render(
         request,
         "vms/_hardware.html",
-        headers=toast_headers(result.get("message") or "Ejected"),
+        headers=toast_headers(message),
         vm=await manager.vms.refresh(host, manager.vms.get(host, vm).uuid),
         pools=await _pools_with_volumes(manager, host),
+        networks=await _networks(manager, host),
     )
+
+
+async def _networks(manager: Manager, host: str) -> list[str]:
+    try:
+        return [n.name for n in await manager.networks.list(host)]
+    except KvmmError:
+        return []
+
+
+@router.post("/vms/{host}/{vm}/disks", name="web.vm_disk_attach", response_class=HTMLResponse)
+async def vm_disk_attach(
+    request: Request,
+    host: str,
+    vm: str,
+    pool: Annotated[str, Form()],
+    size_gib: Annotated[float, Form()] = 0,
+    volume: Annotated[str, Form()] = "",
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    if volume:  # an existing volume is chosen as "pool/volume"
+        pool, _, volume = volume.partition("/")
+    spec = DiskSpec(pool=pool, size_gib=size_gib or None, volume=volume or None)
+    result = await manager.vms.edit.attach_disk(host, vm, spec)
+    return await _hardware_response(request, manager, host, vm, result["message"])
+
+
+@router.post(
+    "/vms/{host}/{vm}/disks/{target}/detach", name="web.vm_disk_detach", response_class=HTMLResponse
+)
+async def vm_disk_detach(
+    request: Request, host: str, vm: str, target: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    result = await manager.vms.edit.detach_disk(host, vm, target)
+    return await _hardware_response(request, manager, host, vm, result["message"])
+
+
+@router.post("/vms/{host}/{vm}/nics", name="web.vm_nic_attach", response_class=HTMLResponse)
+async def vm_nic_attach(
+    request: Request,
+    host: str,
+    vm: str,
+    network: Annotated[str, Form()],
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    result = await manager.vms.edit.attach_nic(host, vm, NicSpec(network=network))
+    return await _hardware_response(request, manager, host, vm, result["message"])
+
+
+@router.post(
+    "/vms/{host}/{vm}/nics/{mac}/detach", name="web.vm_nic_detach", response_class=HTMLResponse
+)
+async def vm_nic_detach(
+    request: Request, host: str, vm: str, mac: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    result = await manager.vms.edit.detach_nic(host, vm, mac)
+    return await _hardware_response(request, manager, host, vm, result["message"])
