@@ -110,6 +110,14 @@ class Manager:
         return _service("snapshots", "SnapshotService")(self)
 
     @cached_property
+    def clones(self) -> Any:
+        return _service("clones", "CloneService")(self)
+
+    @cached_property
+    def templates(self) -> Any:
+        return _service("templates", "TemplateService")(self)
+
+    @cached_property
     def batch(self) -> Any:
         return _service("batch", "BatchService")(self)
 
