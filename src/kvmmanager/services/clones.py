@@ -1,0 +1,369 @@
+"""VM clones: a new VM (name, UUID, MACs) from another, as a job with progress.
+
+- full: every writable disk is copied with libvirt's volume clone (createXMLFrom);
+- linked: every writable disk becomes a qcow2 overlay whose backing file is the source's
+  disk. Writing to the source afterwards would corrupt its linked clones, so linked
+  clones are made from templates only (a template never starts: see templates.py).
+
+The source must be shut off: a running VM's disks change while they are copied. For a
+running VM, `consistent="snapshot"` first takes an external disk-only snapshot (quiesced
+when an agent is there), copies the then read-only images under it, and merges the
+snapshot back (block commit) afterwards.
+
+UEFI variables: when the source's NVRAM file is a volume of a pool it is copied with the
+disks; otherwise the clone's <nvram> is dropped and libvirt makes a fresh one from the
+firmware's template at first start (`nvram: "reset"`). TPM state belongs to the UUID, so
+the clone starts with an empty TPM. CD-ROM media and read-only/shared disks are shared.
+
+    job_id = await manager.clones.start("local", "web1", "web2", mode="full", user=user)
+    result = await manager.clones.clone("local", "web1", "web2")     # same, awaited
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from kvmmanager.core.errors import Conflict, InvalidInput, Unsupported
+from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.services.vm_builder import lookup, undefine_flags
+from kvmmanager.services.vm_spec import validate_name
+from kvmmanager.virt.xml.domain import Domain
+from kvmmanager.virt.xml.metadata import NS_URI
+from kvmmanager.virt.xml.vm_metadata import VmMetadata
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+log = logging.getLogger(__name__)
+MODES = ("full", "linked")
+CONSISTENT = ("refuse", "snapshot")
+POLL_SECONDS = 0.5
+RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_PAUSED)
+CLONE_SNAPSHOT = "kvmm-clone-source"
+
+
+@dataclass
+class DiskCopy:
+    target: str
+    source_path: str
+    pool: str
+    new_name: str
+    capacity: int
+    allocation: int
+    format: str
+    new_path: str = ""
+
+
+@dataclass
+class ClonePlan:
+    source_name: str
+    source_uuid: str
+    xml: Domain  # the clone's definition, disk sources filled in once copied
+    disks: list[DiskCopy] = field(default_factory=list)
+    nvram: DiskCopy | None = None
+    nvram_action: str = "none"  # none | copy | reset
+    running: bool = False
+    template: bool = False
+
+
+def read_metadata(dom: libvirt.virDomain) -> VmMetadata:
+    try:
+        return VmMetadata.from_metadata_api(
+            dom.metadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS_URI, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            )
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            raise
+        return VmMetadata()
+
+
+def _new_volume_name(src_vol: str, source_vm: str, new_vm: str, target: str) -> str:
+    """`web1-disk0.qcow2` of VM `web1` -> `web2-disk0.qcow2`; otherwise `web2-vda.qcow2`."""
+    ext = os.path.splitext(src_vol)[1] or ".qcow2"
+    if src_vol.startswith(source_vm):
+        return new_vm + src_vol[len(source_vm) :]
+    return f"{new_vm}-{target}{ext}"
+
+
+def _volume_copy(
+    conn: libvirt.virConnect, path: str, target: str, source_vm: str, new_vm: str
+) -> DiskCopy:
+    try:
+        vol = conn.storageVolLookupByPath(path)
+    except libvirt.libvirtError as exc:
+        raise Unsupported(
+            f"disk {target} ({path}) is not a volume of any storage pool: libvirt cannot "
+            "copy it; put its directory in a pool first",
+            field="vm",
+        ) from exc
+    pool = vol.storagePoolLookupByVolume()
+    pool.refresh(0)
+    _, capacity, allocation = vol.info()
+    fmt = _vol_format(vol) or "raw"
+    new_name = _new_volume_name(vol.name(), source_vm, new_vm, target)
+    if new_name in pool.listVolumes():
+        raise Conflict(f"volume '{new_name}' already exists in pool '{pool.name()}'", field="name")
+    return DiskCopy(target, path, pool.name(), new_name, capacity, allocation, fmt)
+
+
+def _vol_format(vol: libvirt.virStorageVol) -> str | None:
+    from kvmmanager.virt.xml.volume import Volume
+
+    return Volume.from_xml(vol.XMLDesc(0)).target_format
+
+
+def plan_clone(
+    conn: libvirt.virConnect, host: str, vm: str, new_name: str, mode: str, consistent: str
+) -> ClonePlan:
+    dom = lookup(conn, host, vm)
+    try:
+        conn.lookupByName(new_name)
+        raise Conflict(f"a vm named '{new_name}' already exists on host '{host}'", field="name")
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+    running = dom.state()[0] in RUNNING
+    if running and mode == "linked":
+        raise Conflict(f"vm '{dom.name()}' is running: a template must be shut off", field="vm")
+    if running and consistent != "snapshot":
+        raise Conflict(
+            f"vm '{dom.name()}' is running: its disks change while they are copied. Shut it "
+            "down, or ask for consistent='snapshot' (a temporary external snapshot, quiesced "
+            "when an agent is there, is copied and merged back)",
+            field="vm",
+        )
+    meta = read_metadata(dom)
+    if mode == "linked" and not meta.template:
+        raise Conflict(
+            f"vm '{dom.name()}' is not a template: a linked clone shares its disks, which "
+            "must never change again; mark it as a template first, or make a full clone",
+            field="mode",
+        )
+    if running and dom.listAllSnapshots():
+        raise Conflict(
+            f"vm '{dom.name()}' has snapshots: a consistent copy of a running VM needs a "
+            "temporary external snapshot, which libvirt cannot mix with them; shut it down",
+            field="vm",
+        )
+    xml = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    plan = ClonePlan(dom.name(), dom.UUIDString(), xml, running=running, template=meta.template)
+    for d in xml.devices.disks:
+        shared = d.device not in (None, "disk", "lun") or d.readonly or d.shareable
+        if shared or not d.has_media:
+            continue
+        if d.type != "file" or not d.source_file:
+            raise Unsupported(
+                f"disk {d.target_dev} is a {d.type} disk: only file-backed volumes are cloned",
+                field="vm",
+            )
+        plan.disks.append(_volume_copy(conn, d.source_file, d.target_dev, dom.name(), new_name))
+    if xml.os.nvram:
+        try:
+            plan.nvram = _volume_copy(conn, xml.os.nvram, "nvram", dom.name(), new_name)
+            plan.nvram_action = "copy"
+        except Unsupported:
+            plan.nvram_action = "reset"
+    names = [c.new_name for c in plan.disks]
+    if len(set(names)) != len(names):
+        raise Conflict("two disks would get the same clone volume name", field="name")
+    return plan
+
+
+def finish_xml(plan: ClonePlan, new_name: str, mode: str, created_by: str | None) -> str:
+    x = plan.xml
+    x.name = new_name
+    x.uuid = None
+    for nic in x.devices.interfaces:
+        nic.mac_address = None  # libvirt generates a fresh one
+    for copy in plan.disks:
+        disk = x.devices.disk_by_target(copy.target)
+        assert disk is not None
+        disk.source_file = copy.new_path
+        if mode == "linked":
+            disk.driver_type = "qcow2"
+    if plan.nvram_action == "copy" and plan.nvram is not None:
+        x.os.nvram = plan.nvram.new_path
+    elif plan.nvram_action == "reset":
+        template = x.os.nvram_template
+        x.os.nvram = None
+        if template and x.os.loader:
+            x.os.nvram_template = template
+    meta = VmMetadata(x.manager_metadata.element)
+    meta.template = None
+    meta.cloned_from, meta.cloned_from_name, meta.clone_kind = (
+        plan.source_uuid,
+        plan.source_name,
+        mode,
+    )
+    if created_by:
+        meta.created_by = created_by
+    return x.to_xml()
+
+
+class CloneService:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    async def _run(self, host: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+        hc = self.m.registry.get(host)
+        return await hc.run(lambda: fn(hc.conn))
+
+    def _check(self, new_name: str, mode: str, consistent: str) -> None:
+        validate_name(new_name, "name")
+        if mode not in MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}", field="mode")
+        if consistent not in CONSISTENT:
+            raise InvalidInput(
+                f"consistent must be one of {', '.join(CONSISTENT)}", field="consistent"
+            )
+
+    async def start(
+        self,
+        host: str,
+        vm: str,
+        new_name: str,
+        *,
+        mode: str = "full",
+        consistent: str = "refuse",
+        start: bool = False,
+        user: Any = None,
+    ) -> str:
+        """Check now (4xx), then clone as a `vm.clone` job; returns the job id."""
+        self._check(new_name, mode, consistent)
+        await self._run(host, lambda c: plan_clone(c, host, vm, new_name, mode, consistent))
+        created_by = getattr(user, "username", user)
+
+        async def job(progress: Any) -> dict[str, Any]:
+            return await self.clone(
+                host, vm, new_name, mode=mode, consistent=consistent, start=start,
+                progress=progress, created_by=created_by,
+            )  # fmt: skip
+
+        return self.m.jobs.start("vm.clone", f"{host}/{vm}", job, user, host=host)
+
+    async def clone(
+        self,
+        host: str,
+        vm: str,
+        new_name: str,
+        *,
+        mode: str = "full",
+        consistent: str = "refuse",
+        start: bool = False,
+        progress: Any = None,
+        created_by: str | None = None,
+    ) -> dict[str, Any]:
+        self._check(new_name, mode, consistent)
+        plan = await self._run(host, lambda c: plan_clone(c, host, vm, new_name, mode, consistent))
+        snapshot = None
+        if plan.running:
+            snapshot = await self.m.snapshots.create(
+                host, plan.source_uuid, name=CLONE_SNAPSHOT, kind="external"
+            )
+        made: list[tuple[str, str]] = []
+        try:
+            await self._copy_all(host, plan, mode, made, progress)
+            xml = finish_xml(plan, new_name, mode, created_by)
+            uuid = await self._run(host, lambda c: _define(c, xml, start))
+        except BaseException:
+            await asyncio.shield(self._discard(host, made))
+            raise
+        finally:
+            if snapshot is not None:
+                await asyncio.shield(
+                    self.m.snapshots.delete(host, plan.source_uuid, CLONE_SNAPSHOT)
+                )
+        with contextlib.suppress(Exception):
+            await self.m.vms.refresh(host, uuid)
+        return {
+            "host": host,
+            "name": new_name,
+            "uuid": uuid,
+            "source": plan.source_name,
+            "mode": mode,
+            "volumes": [c.new_path for c in plan.disks],
+            "nvram": plan.nvram_action,
+            "tpm": "fresh" if plan.xml.devices.tpms else "none",
+            "consistency": (snapshot or {}).get("consistency", {"level": "offline"}),
+            "started": start,
+        }
+
+    async def _copy_all(
+        self, host: str, plan: ClonePlan, mode: str, made: list[tuple[str, str]], progress: Any
+    ) -> None:
+        copies = plan.disks + ([plan.nvram] if plan.nvram is not None else [])
+        total = max(1, sum(c.allocation for c in copies)) if mode == "full" else len(copies)
+        done = 0
+        for c in copies:
+            linked = mode == "linked" and c is not plan.nvram
+            task = asyncio.ensure_future(
+                self._run(host, lambda conn, c=c, lk=linked: _copy(conn, c, lk))
+            )
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=POLL_SECONDS)
+                    if not task.done() and progress is not None and not linked:
+                        now = await self._run(host, lambda conn, c=c: _allocation(conn, c))
+                        progress(min(done + now, total), total, f"copying {c.target}")
+            except BaseException:
+                # libvirt cannot interrupt a copy: let it end, then the caller deletes it.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(task)
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    made.append((c.pool, c.new_name))
+                raise
+            c.new_path = task.result()
+            made.append((c.pool, c.new_name))
+            done += c.allocation if mode == "full" else 1
+            if progress is not None:
+                progress(min(done, total), total, f"{c.target} done")
+
+    async def _discard(self, host: str, made: list[tuple[str, str]]) -> None:
+        def rm(conn: libvirt.virConnect) -> None:
+            for pool, name in made:
+                try:
+                    conn.storagePoolLookupByName(pool).storageVolLookupByName(name).delete(0)
+                except libvirt.libvirtError as exc:
+                    log.warning("clone cleanup: %s/%s stays: %s", pool, name, exc)
+
+        with contextlib.suppress(Exception):
+            await self._run(host, rm)
+
+
+def _copy(conn: libvirt.virConnect, c: DiskCopy, linked: bool) -> str:
+    pool = conn.storagePoolLookupByName(c.pool)
+    if linked:
+        xml = build_volume_xml(c.new_name, c.capacity, "qcow2", backing=(c.source_path, c.format))
+        return pool.createXML(xml, 0).path()
+    src = conn.storageVolLookupByPath(c.source_path)
+    return pool.createXMLFrom(build_volume_xml(c.new_name, c.capacity, c.format), src, 0).path()
+
+
+def _allocation(conn: libvirt.virConnect, c: DiskCopy) -> int:
+    try:
+        return int(
+            conn.storagePoolLookupByName(c.pool).storageVolLookupByName(c.new_name).info()[2]
+        )
+    except libvirt.libvirtError:
+        return 0  # not visible yet
+
+
+def _define(conn: libvirt.virConnect, xml: str, start: bool) -> str:
+    dom = conn.defineXML(xml)
+    if start:
+        try:
+            dom.create()
+        except libvirt.libvirtError:
+            dom.undefineFlags(undefine_flags(dom))
+            raise
+    return dom.UUIDString()
