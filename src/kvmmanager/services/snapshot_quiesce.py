@@ -44,6 +44,22 @@ class Consistency:
         return asdict(self)
 
 
+# Filesystems that are read-only by nature (FIFREEZE answers EOPNOTSUPP on them).
+READ_ONLY_FS = frozenset({"iso9660", "udf", "squashfs", "erofs", "cramfs"})
+
+
+def freezable(filesystems: list[dict[str, Any]]) -> list[str]:
+    """Mount points worth freezing, from the agent's get_disk_usage: block-device
+    filesystems that can be written."""
+    return [
+        f["mount_point"]
+        for f in filesystems
+        if str(f.get("device", "")).startswith("/dev/")
+        and f.get("fs_type") not in READ_ONLY_FS
+        and isinstance(f.get("mount_point"), str)
+    ]
+
+
 def choose(
     request: str,
     vm_policy: str | None,
@@ -81,12 +97,25 @@ async def frozen(
     freeze: Callable[[float], Awaitable[Any]],
     thaw: Callable[[], Awaitable[Any]],
     take: Callable[[], Awaitable[Any]],
+    *,
+    required: bool = False,
 ) -> Any:
     """Run `take()` inside a freeze by the project's agent (when `c` says so), bounded by
-    FREEZE_LIMIT_SECONDS; updates `c` with the frozen time and the real consistency."""
+    FREEZE_LIMIT_SECONDS; updates `c` with the frozen time and the real consistency.
+
+    A freeze the agent refuses fails the snapshot only when quiescing was `required`;
+    otherwise the snapshot is taken crash-consistent and says why."""
     if c.method != "kvmm-agent":
         return await take()
-    await freeze(FREEZE_LIMIT_SECONDS)
+    try:
+        await freeze(FREEZE_LIMIT_SECONDS)
+    except KvmmError as exc:
+        if required:
+            raise
+        log.warning("freeze before snapshot failed: %s", exc.message)
+        c.method, c.level = "none", "crash-consistent"
+        c.message = f"not quiesced: the kvmmanager agent could not freeze ({exc.message})"
+        return await take()
     started = time.monotonic()
     try:
         return await take()

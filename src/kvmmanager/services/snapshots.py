@@ -16,6 +16,7 @@ product never removes an image file itself. See snapshot_rules.py for what is re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import libvirt
 
-from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.core.errors import Conflict, GuestError, InvalidInput, KvmmError, NotFound
 from kvmmanager.services import snapshot_quiesce as qz
 from kvmmanager.services import snapshot_rules as rules
 from kvmmanager.services.vm_builder import lookup
@@ -199,11 +200,31 @@ class SnapshotService:
 
         info = await qz.frozen(
             c,
-            lambda limit: self.m.agents.fsfreeze(host, uuid, "freeze", thaw_after=limit),
+            lambda limit: self._freeze(host, uuid, limit),
             lambda: self.m.agents.fsfreeze(host, uuid, "thaw"),
             take,
+            required=quiesce == "require",
         )
+        await self._refresh(host, uuid)
         return {"host": host, "vm": vm, **info, "consistency": c.to_dict()}
+
+    async def _freeze(self, host: str, uuid: str, limit: float) -> Any:
+        """Freeze the guest's writable block filesystems through the kvmmanager agent.
+        Named explicitly: read-only media (a mounted CD-ROM) cannot be frozen, and an
+        agent asked for "everything" fails on them."""
+        usage = await self.m.agents.call(host, uuid, "get_disk_usage")
+        mounts = qz.freezable(usage.get("filesystems") or [])
+        if not mounts:
+            raise GuestError("the guest has no freezable filesystem", field="quiesce")
+        params = {"timeout_seconds": limit, "mount_points": mounts}
+        return await self.m.agents.call(host, uuid, "fsfreeze_freeze", params)
+
+    async def _refresh(self, host: str, uuid: str) -> None:
+        """Put the VM's state into the inventory now: a snapshot pauses and resumes it,
+        a revert may start or stop it, and the next call (an agent call that needs
+        'running') must not see the state from before the events arrive."""
+        with contextlib.suppress(KvmmError):
+            await self.m.vms.refresh(host, uuid)
 
     def _agent_states(self, host: str, uuid: str) -> tuple[str, str]:
         try:
@@ -237,12 +258,15 @@ class SnapshotService:
             return {
                 "host": host,
                 "vm": dom.name(),
+                "uuid": dom.UUIDString(),
                 "snapshot": name,
                 "running": state in RUNNING_STATES,
                 "paused": state == libvirt.VIR_DOMAIN_PAUSED,
             }
 
-        return await self._on(host, vm, fn)
+        result = await self._on(host, vm, fn)
+        await self._refresh(host, result["uuid"])
+        return result
 
     async def delete(
         self, host: str, vm: str, name: str, *, children: bool = False
@@ -260,9 +284,17 @@ class SnapshotService:
                 ]
             flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN if children else 0
             merged = _delete(dom, s, flags)
-            return {"host": host, "vm": dom.name(), "deleted": gone, "merge": merged}
+            return {
+                "host": host,
+                "vm": dom.name(),
+                "uuid": dom.UUIDString(),
+                "deleted": gone,
+                "merge": merged,
+            }
 
-        return await self._on(host, vm, fn)
+        result = await self._on(host, vm, fn)
+        await self._refresh(host, result["uuid"])
+        return result
 
     # ---- policy -----------------------------------------------------------------------
 

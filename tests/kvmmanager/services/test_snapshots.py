@@ -313,3 +313,36 @@ async def test_quiesce_policy_is_kept_in_the_domain_metadata(manager: Any, vm: s
     assert xml.manager_metadata.agent_quiesce == "never"
     await svc.set_quiesce_policy("local", vm, "auto")
     assert (await svc.list("local", vm))["quiesce_policy"] == "auto"
+
+
+def test_freezable_skips_read_only_media_and_pseudo_devices() -> None:
+    fs = [
+        {"mount_point": "/", "device": "/dev/vda1", "fs_type": "ext4"},
+        {"mount_point": "/data", "device": "/dev/vdb", "fs_type": "xfs"},
+        {"mount_point": "/mnt/cdrom", "device": "/dev/sr0", "fs_type": "iso9660"},
+        {"mount_point": "/run", "device": "tmpfs", "fs_type": "tmpfs"},
+    ]
+    assert qz.freezable(fs) == ["/", "/data"]
+
+
+async def test_failed_freeze_degrades_to_crash_consistent_unless_required() -> None:
+    taken: list[bool] = []
+
+    async def freeze(limit: float) -> None:
+        raise GuestError("freezing /x failed: Operation not supported")
+
+    async def thaw() -> None:
+        raise AssertionError("nothing was frozen")
+
+    async def take() -> str:
+        taken.append(True)
+        return "snap"
+
+    c = qz.choose("auto", None, True, False, "connected", "absent")
+    assert await qz.frozen(c, freeze, thaw, take) == "snap"
+    assert (c.method, c.level) == ("none", "crash-consistent")
+    assert "could not freeze" in c.message and "not supported" in c.message
+    c = qz.choose("require", None, True, False, "connected", "absent")
+    with pytest.raises(GuestError):
+        await qz.frozen(c, freeze, thaw, take, required=True)
+    assert taken == [True]

@@ -75,6 +75,7 @@ class RevertBody(BaseModel):
 class RevertOut(BaseModel):
     host: str
     vm: str
+    uuid: str
     snapshot: str
     running: bool
     paused: bool
@@ -83,6 +84,7 @@ class RevertOut(BaseModel):
 class SnapshotDeleted(BaseModel):
     host: str
     vm: str
+    uuid: str
     deleted: list[str]
     merge: str = Field(description="internal | block-commit | offline-commit | ...")
 
