@@ -36,7 +36,17 @@ log = logging.getLogger(__name__)
 LOCAL_HOST = "local"
 # Built at start (not on first use) because they listen to the bus from the first event.
 EAGER_SERVICES = ("agents",)
-LAZY_SERVICES = ("hosts", "vms", "storage", "networks", "agents", "iso", "doctor", "metrics")
+LAZY_SERVICES = (
+    "scheduler",
+    "hosts",
+    "vms",
+    "storage",
+    "networks",
+    "agents",
+    "iso",
+    "doctor",
+    "metrics",
+)
 
 
 def _service(module: str, cls: str) -> Any:
@@ -125,6 +135,14 @@ class Manager:
     def export(self) -> Any:
         return _service("export", "ExportService")(self)
 
+    @cached_property
+    def schedules(self) -> Any:
+        return _service("schedules", "ScheduleService")(self)
+
+    @cached_property
+    def scheduler(self) -> Any:
+        return _service("scheduler", "Scheduler")(self)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def prepare_database(self) -> None:
@@ -153,6 +171,7 @@ class Manager:
                 log.error("host %s (%s) not started: %s", name, uri, e.message)
         # Host collectors follow the registry, so hosts added later are collected too.
         await self.metrics.start()
+        self.scheduler.start()
         self.started = True
 
     async def stop(self) -> None:
