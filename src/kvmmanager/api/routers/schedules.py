@@ -1,0 +1,81 @@
+"""Scheduled operations: /api/schedules[/{schedule}] (`schedule` = id or name).
+
+Viewers read schedules and their runs; operators create, change, enable/disable and
+delete them. Runs themselves are recorded by the scheduler (audit action
+`schedules.run`) and published as `schedule.run` events on /api/events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.schemas.common import ERROR_RESPONSES
+from kvmmanager.api.schemas.schedules import ScheduleIn, ScheduleOut, ScheduleRunOut
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+
+router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
+ONE = "/api/schedules/{schedule}"
+
+
+@router.get("/api/schedules", name="schedules.list", response_model=list[ScheduleOut])
+async def list_schedules(manager: Manager = Depends(get_manager)) -> Any:
+    return manager.schedules.list()
+
+
+@router.post(
+    "/api/schedules",
+    name="schedules.create",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ScheduleOut,
+)
+async def create(
+    body: ScheduleIn,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """`kind` once (`run_at`), daily (`at_time`), weekly (`at_time`, `weekdays`), monthly
+    (`at_time`, `day_of_month`) or cron (`cron`), in `timezone`. `missed_policy` says what
+    happens to an occurrence the manager was down for: `run` once when it is back, or
+    `skip` (recorded either way)."""
+    return manager.schedules.create(body, created_by=user.username)
+
+
+@router.get(ONE, name="schedules.get", response_model=ScheduleOut)
+async def get(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
+    return manager.schedules.get(schedule)
+
+
+@router.put(ONE, name="schedules.replace", response_model=ScheduleOut)
+async def replace(schedule: str, body: ScheduleIn, manager: Manager = Depends(get_manager)) -> Any:
+    """Replace the schedule whole; its next run is computed afresh from now."""
+    return manager.schedules.replace(schedule, body)
+
+
+@router.post(ONE + "/enable", name="schedules.enable", response_model=ScheduleOut)
+async def enable(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
+    """Enable; occurrences missed while disabled are not caught up."""
+    return manager.schedules.set_enabled(schedule, True)
+
+
+@router.post(ONE + "/disable", name="schedules.disable", response_model=ScheduleOut)
+async def disable(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
+    return manager.schedules.set_enabled(schedule, False)
+
+
+@router.delete(ONE, name="schedules.delete", status_code=status.HTTP_204_NO_CONTENT)
+async def delete(schedule: str, manager: Manager = Depends(get_manager)) -> Response:
+    manager.schedules.delete(schedule)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(ONE + "/runs", name="schedules.runs", response_model=list[ScheduleRunOut])
+async def runs(
+    schedule: str,
+    limit: int = Query(50, description="newest first, 1-500"),
+    manager: Manager = Depends(get_manager),
+) -> Any:
+    return manager.schedules.runs(schedule, limit)
