@@ -1,0 +1,55 @@
+"""`kvm-manager template ...`: mark VMs as templates and deploy VMs from them."""
+
+from __future__ import annotations
+
+import typer
+
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands.clone import follow_job
+from kvmmanager.cli.output import emit, wants_json
+
+NAME = "template"
+app = typer.Typer(help="Templates: list, mark, unmark, deploy.", no_args_is_help=True)
+COLUMNS = ["name", "uuid", "linked_clones", "description"]
+
+
+@app.command("list")
+def list_templates(ctx: typer.Context, host: str = HOST_OPTION) -> None:
+    with client(ctx) as api:
+        emit(ctx, api.get(f"/api/hosts/{q(host)}/templates"), COLUMNS)
+
+
+@app.command("mark")
+def mark(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Make a shut-off VM a template (it is never started again while marked)."""
+    with client(ctx) as api:
+        emit(ctx, api.put(f"/api/hosts/{q(host)}/vms/{q(vm)}/template", json={"template": True}))
+
+
+@app.command("unmark")
+def unmark(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+    """Make a template a VM again (refused while linked clones use its disks)."""
+    with client(ctx) as api:
+        emit(ctx, api.put(f"/api/hosts/{q(host)}/vms/{q(vm)}/template", json={"template": False}))
+
+
+@app.command("deploy")
+def deploy(
+    ctx: typer.Context,
+    template: str,
+    new_name: str,
+    mode: str = typer.Option("linked", "--mode", help="linked (default) or full."),
+    start: bool = typer.Option(False, "--start", help="Start the new VM."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end."),
+    host: str = HOST_OPTION,
+) -> None:
+    """A new VM from TEMPLATE."""
+    body = {"name": new_name, "mode": mode, "start": start}
+    with client(ctx) as api:
+        started = api.post(f"/api/hosts/{q(host)}/templates/{q(template)}/deploy", json=body)
+        if not wait:
+            emit(ctx, started)
+            return
+        result = follow_job(api, started["job_id"], f"deploy {template}", not wants_json(ctx))
+    emit(ctx, result)
