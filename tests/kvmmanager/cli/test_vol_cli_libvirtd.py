@@ -36,9 +36,9 @@ def pool(cli: Any, live_server: Any) -> Iterator[str]:
         time.sleep(0.05)
     workdir = Path(tempfile.mkdtemp(prefix="kvmm-t-sto-", dir="/var/tmp"))
     name = f"kvmm-t-sto-{uuid.uuid4().hex[:8]}"
-    created = cli("pool", "create", name, "--target", str(workdir / "pool"), "--no-autostart")
-    assert created.exit_code == 0, created.stderr
     try:
+        created = cli("pool", "create", name, "--target", str(workdir / "pool"), "--no-autostart")
+        assert created.exit_code == 0, created.stderr
         yield name
     finally:
         cli("pool", "delete", name, "--delete-volumes", "--force")
