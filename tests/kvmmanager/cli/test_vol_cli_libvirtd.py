@@ -14,11 +14,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 
 from kvmmanager.core.config import Settings
 
 pytestmark = pytest.mark.libvirtd
+
+
+def _drop_pool(name: str) -> None:
+    """Remove the pool and its volumes over a fresh connection (whatever happened to the
+    server's own connection during the test)."""
+    conn = libvirt.open("qemu:///system")
+    try:
+        pool = conn.storagePoolLookupByName(name)
+        if pool.isActive():
+            for vol in pool.listAllVolumes(0):
+                vol.delete(0)
+            pool.destroy()
+        pool.undefine()
+    except libvirt.libvirtError:
+        pass
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -42,6 +60,7 @@ def pool(cli: Any, live_server: Any) -> Iterator[str]:
         yield name
     finally:
         cli("pool", "delete", name, "--delete-volumes", "--force")
+        _drop_pool(name)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
