@@ -145,3 +145,38 @@ def test_hardware_tab_edits_cpu_memory_disks_and_nics(web_as) -> None:
     mac = re.search(r"/nics/([0-9a-f:]{17})/detach", r.text).group(1)
     r = c.post(f"{base}/nics/{mac}/detach", headers=headers)
     assert r.status_code == 200 and mac not in r.text
+
+
+def test_snapshots_tab_takes_reverts_and_deletes(web_as) -> None:
+    c = web_as("operator")
+    headers = {"X-CSRF-Token": c.csrf, "HX-Request": "true"}
+    form = {
+        "host": "local",
+        "source": "blank",
+        "disk_gib": "1",
+        "disk_pool": "default-pool",
+        "install_agent": "false",
+    }
+    assert (
+        c.post("/vms/new", data={**form, "name": "kvmm-t-web-snap"}, headers=headers).status_code
+        == 204
+    )
+    base = "/vms/local/kvmm-t-web-snap"
+    assert "No snapshots" in c.get(f"{base}/snapshots").text
+    r = c.post(
+        f"{base}/snapshots", data={"name": "first", "description": "<b>x</b>"}, headers=headers
+    )
+    assert r.status_code == 200, r.text
+    assert "first" in r.text and "&lt;b&gt;x&lt;/b&gt;" in r.text
+    assert (
+        "crash" in r.headers["hx-trigger"].lower()
+        or "snapshot first" in r.headers["hx-trigger"].lower()
+    )
+    r = c.post(f"{base}/snapshots", data={"name": "second"}, headers=headers)
+    assert r.status_code == 200 and "second" in r.text
+    r = c.post(f"{base}/snapshots/first/revert", headers=headers)
+    assert r.status_code == 200 and "Reverted to first" in r.headers["hx-trigger"]
+    r = c.post(f"{base}/snapshots/second/delete", headers=headers)
+    assert r.status_code == 200 and "second" not in r.text.split("<h2>Take")[0]
+    viewer = web_as("viewer")
+    assert "Take snapshot" not in viewer.get(f"{base}/snapshots").text

@@ -1,0 +1,112 @@
+"""Snapshots and clones on the VM page: the tree, create (quiesced when an agent is
+there), revert, delete, the per-VM quiesce policy, and cloning as a job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.core.errors import KvmmError
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+from kvmmanager.web.templating import render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+
+
+async def _tab(
+    request: Request, manager: Manager, host: str, vm: str, message: str | None = None
+) -> HTMLResponse:
+    return render(
+        request,
+        "vms/_snapshots.html",
+        headers=toast_headers(message) if message else None,
+        vm=manager.vms.get(host, vm),
+        snaps=await manager.snapshots.list(host, vm),
+    )
+
+
+@router.get("/vms/{host}/{vm}/snapshots", name="web.vm_snapshots", response_class=HTMLResponse)
+async def snapshots_tab(
+    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    return await _tab(request, manager, host, vm)
+
+
+@router.post("/vms/{host}/{vm}/snapshots", name="web.vm_snapshot_create")
+async def create_snapshot(
+    request: Request,
+    host: str,
+    vm: str,
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "",
+    memory: Annotated[bool, Form()] = False,
+    quiesce: Annotated[str, Form()] = "auto",
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    result = await manager.snapshots.create(
+        host, vm, name=name or None, description=description or None, kind=kind or None,
+        memory=memory, quiesce=quiesce,
+    )  # fmt: skip
+    consistency = result.get("consistency") or {}
+    how = consistency.get("message") or consistency.get("method") or ""
+    return await _tab(request, manager, host, vm, f"Snapshot {result['name']} taken. {how}")
+
+
+@router.post("/vms/{host}/{vm}/snapshots/{name}/revert", name="web.vm_snapshot_revert")
+async def revert_snapshot(
+    request: Request, host: str, vm: str, name: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    await manager.snapshots.revert(host, vm, name)
+    return await _tab(request, manager, host, vm, f"Reverted to {name}")
+
+
+@router.post("/vms/{host}/{vm}/snapshots/{name}/delete", name="web.vm_snapshot_delete")
+async def delete_snapshot(
+    request: Request,
+    host: str,
+    vm: str,
+    name: str,
+    children: Annotated[bool, Form()] = False,
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    result = await manager.snapshots.delete(host, vm, name, children=children)
+    return await _tab(request, manager, host, vm, f"Deleted {', '.join(result['deleted'])}")
+
+
+@router.post("/vms/{host}/{vm}/snapshots-policy", name="web.vm_quiesce_policy")
+async def quiesce_policy(
+    request: Request,
+    host: str,
+    vm: str,
+    policy: Annotated[str, Form()],
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    await manager.snapshots.set_quiesce_policy(host, vm, policy)
+    return await _tab(request, manager, host, vm, f"Quiesce policy: {policy}")
+
+
+@router.post("/vms/{host}/{vm}/clone", name="web.vm_clone")
+async def clone_vm(
+    host: str,
+    vm: str,
+    new_name: Annotated[str, Form()],
+    mode: Annotated[str, Form()] = "full",
+    consistent: Annotated[str, Form()] = "refuse",
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Response:
+    job_id = await manager.clones.start(
+        host, vm, new_name, mode=mode, consistent=consistent, user=user
+    )
+    job = await manager.jobs.wait(job_id)
+    if job.state != "done":
+        error = job.error or {}
+        raise KvmmError(str(error.get("message") or "the clone failed"))
+    headers = toast_headers(f"Cloned {vm} to {new_name}")
+    headers["HX-Redirect"] = f"/vms/{host}/{new_name}"
+    return Response(status_code=204, headers=headers)
