@@ -173,6 +173,10 @@ def plan_clone(
             plan.nvram_action = "copy"
         except Unsupported:
             plan.nvram_action = "reset"
+    elif xml.os.is_uefi:
+        # Firmware auto-selection: libvirt derives the NVRAM path from the VM's name at
+        # each start, so the clone gets a fresh store from the firmware's template.
+        plan.nvram_action = "reset"
     names = [c.new_name for c in plan.disks]
     if len(set(names)) != len(names):
         raise Conflict("two disks would get the same clone volume name", field="name")
