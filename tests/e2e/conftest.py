@@ -79,6 +79,13 @@ class Lab:
         return g
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The cleanup scenario deletes the shared VMs, pool and network: it runs last,
+    whatever other e2e modules are named."""
+    last = [i for i in items if i.path.name == "test_90_cleanup.py"]
+    items[:] = [i for i in items if i.path.name != "test_90_cleanup.py"] + last
+
+
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
     """On a failing scenario, attach every guest's console and QEMU log to the report."""
     if call.excinfo is None or not GUESTS:

@@ -305,7 +305,7 @@ def _guest_files(root: Path) -> None:
         'NAME="kvmm-e2e test guest"\nID=kvmm-e2e\nVERSION_ID="1"\n'
         'PRETTY_NAME="kvmm-e2e test guest 1 (Debian 12 packages)"\n'
     )
-    for d in ("root", "home/e2e", "proc", "sys", "dev", "tmp", "run", "var", "mnt/cdrom"):
+    for d in ("root", "home/e2e", "proc", "sys", "dev", "tmp", "run", "var", "mnt/kvmm"):
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "home/e2e").chmod(0o755)
     py = root / "usr/bin/python3"

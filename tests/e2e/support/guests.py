@@ -106,28 +106,41 @@ class Guest:
 
     def wait_agent(self, after: int, channel: str = "kvmm", timeout: float = 180) -> float:
         """Waits for the agent to be connected (by event), then until a ping answers
-        (the client may still be syncing: each retry waits for the next agent event)."""
+        (the client may still be syncing). Returns seconds since start()."""
         started = time.monotonic()
         self.watcher.wait(agent_event(self.name, "connected", channel), timeout, after)
-        if channel != "kvmm":
-            return time.monotonic() - (self.started_at or started)
-        deadline = started + timeout
+        if channel == "kvmm":
+            self.wait_agent_ping(after, timeout=timeout - (time.monotonic() - started))
+        return time.monotonic() - (self.started_at or started)
+
+    def wait_agent_ping(self, after: int, timeout: float = 120) -> None:
+        """Pings until one answers; between tries, waits (at most 10 s) for the next
+        agent event of this VM rather than spinning."""
+        deadline = time.monotonic() + timeout
         while True:
             mark = self.watcher.mark()
             try:
-                self.api.agent(self.name, "ping", "POST")
-                return time.monotonic() - (self.started_at or started)
+                self.api.ping(self.name)
+                return
             except ApiError:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
-                pred = lambda e: (  # noqa: E731
-                    e.get("kind") == "domain.agent"
-                    and (e.get("data") or {}).get("name") == self.name
-                )
-                # No status change within 10 s: try the ping again anyway.
-                with contextlib.suppress(AssertionError):
-                    self.watcher.wait(pred, timeout=min(left, 10), after=mark)
+            pred = lambda e: (  # noqa: E731
+                e.get("kind") == "domain.agent" and (e.get("data") or {}).get("name") == self.name
+            )
+            with contextlib.suppress(AssertionError):
+                self.watcher.wait(pred, timeout=min(left, 10), after=mark)
+
+    def wait_console(self, text: str, timeout: float = 60, after: int = 0) -> None:
+        """Waits until the serial console shows `text` (after offset `after`): the
+        guest's own account of an event the manager cannot see (e.g. a supervisor
+        restart)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.console_text()[after:]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: console never showed {text!r}")
+            time.sleep(0.2)
 
     def console_text(self) -> str:
         path = self.log_dir / f"{self.name}.console.log"

@@ -1,25 +1,26 @@
 #!/bin/sh
-# What the administrator of the original checklist types: mount the agent CD-ROM, run
-# install.sh from it, and (there being no systemd/OpenRC here) hand the agent to the
-# supervisor. Nothing of the agent is in the image: it all comes from the ISO.
+# What the administrator types, as the CD's INSTALL.txt says: mount the agent CD-ROM,
+# run install.sh from it, unmount it, and (there being no systemd/OpenRC here) hand the
+# agent to the supervisor. Nothing of the agent is in the image: it all comes from the ISO.
 . /usr/lib/kvmm-e2e/lib.sh
-mkdir -p /mnt/cdrom
+mkdir -p /mnt/kvmm
 i=0
 until [ -e /dev/sr0 ] || [ "$i" -ge 50 ]; do usleep 100000; i=$((i + 1)); done
-if ! mount -t iso9660 -o ro /dev/sr0 /mnt/cdrom; then
+if ! mount -r /dev/sr0 /mnt/kvmm; then
   log "no agent CD-ROM: agent not installed"
   exit 0
 fi
-log "cdrom mounted: $(ls /mnt/cdrom | tr '\n' ' ')"
+log "cdrom mounted: $(ls /mnt/kvmm | tr '\n' ' ')"
 mkdir -p /etc/kvmmanager-agent
 # The administrator's own settings (allow-list, paths, sizes): install.sh keeps an
 # existing config, so the tests know exactly what the agent allows.
 [ -e /etc/kvmmanager-agent/config.json ] \
   || cp /usr/lib/kvmm-e2e/agent-config.json /etc/kvmmanager-agent/config.json
-cd /mnt/cdrom || exit 1
-sh /mnt/cdrom/install.sh >/run/kvmm-e2e/install.log 2>&1
+cd /mnt/kvmm || exit 1
+sh /mnt/kvmm/install.sh >/run/kvmm-e2e/install.log 2>&1
 rc=$?
 cd /
+umount /mnt/kvmm && log "cdrom unmounted"
 cat /run/kvmm-e2e/install.log
 log "install.sh rc=$rc"
 [ "$rc" = 0 ] || exit 0

@@ -46,7 +46,6 @@ stop_all() {
   for f in /run/kvmm-e2e/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
   sync
   umount /data 2>/dev/null
-  umount /mnt/cdrom 2>/dev/null
 }
 trap 'stop_all poweroff; poweroff -f' USR2
 trap 'stop_all halt; poweroff -f' USR1
