@@ -1,4 +1,5 @@
-"""Operations automation: scheduled operations and their runs.
+"""Operations automation: scheduled operations and their runs, alert rules and alerts,
+webhooks and their deliveries.
 
 Imported by `kvmmanager.db.models` so these tables are on the one metadata alembic and
 the migration test compare against.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kvmmanager.db.base import Base
@@ -66,3 +67,92 @@ class ScheduleRun(Base):
     missed: Mapped[bool] = mapped_column(default=False)
     message: Mapped[str] = mapped_column(Text, default="")
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+ALERT_METRICS = (
+    "cpu_pct",
+    "mem_pct",
+    "disk_rd_bps",
+    "disk_wr_bps",
+    "net_rx_bps",
+    "net_tx_bps",
+    "guest_disk_pct",
+    "vm_crashed",
+    "host_unreachable",
+    "agent_unresponsive",
+    "schedule_failed",
+)
+SEVERITIES = ("info", "warning", "critical")
+
+
+class AlertRule(Base):
+    __tablename__ = "alert_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    # Threshold rules only: fire when `value op threshold` holds for `samples` samples
+    # in a row; resolve when it fails for as many.
+    op: Mapped[str] = mapped_column(String(2), default=">")
+    threshold: Mapped[float | None] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer, default=1)
+    severity: Mapped[str] = mapped_column(String(16), default="warning")
+    # Scope: every VM (neither set), one VM (`host` + `vm`), or VMs with `tag`.
+    host: Mapped[str | None] = mapped_column(String(63))
+    vm: Mapped[str | None] = mapped_column(String(256))
+    tag: Mapped[str | None] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Alert(Base):
+    """One firing of a rule for one subject (a VM, a host, a schedule), until resolved."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(
+        ForeignKey("alert_rules.id", ondelete="CASCADE"), index=True
+    )
+    rule_name: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(63), default="")
+    subject: Mapped[str] = mapped_column(String(256), default="")
+    subject_name: Mapped[str] = mapped_column(String(256), default="")
+    state: Mapped[str] = mapped_column(String(16), default="firing", index=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text, default="")
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # Shared secret for the HMAC-SHA256 signature; never returned by the API.
+    secret: Mapped[str] = mapped_column(String(256))
+    min_severity: Mapped[str] = mapped_column(String(16), default="info")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

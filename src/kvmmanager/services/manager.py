@@ -38,6 +38,8 @@ LOCAL_HOST = "local"
 EAGER_SERVICES = ("agents",)
 LAZY_SERVICES = (
     "scheduler",
+    "alerts",
+    "webhooks",
     "hosts",
     "vms",
     "storage",
@@ -143,6 +145,14 @@ class Manager:
     def scheduler(self) -> Any:
         return _service("scheduler", "Scheduler")(self)
 
+    @cached_property
+    def alerts(self) -> Any:
+        return _service("alerts", "AlertService")(self)
+
+    @cached_property
+    def webhooks(self) -> Any:
+        return _service("webhooks", "WebhookService")(self)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def prepare_database(self) -> None:
@@ -172,6 +182,7 @@ class Manager:
         # Host collectors follow the registry, so hosts added later are collected too.
         await self.metrics.start()
         self.scheduler.start()
+        self.alerts.start()
         self.started = True
 
     async def stop(self) -> None:
