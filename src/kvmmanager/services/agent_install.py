@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 MOUNT_POINT = "/mnt/kvmm"
+TRAY_RETRIES = 5
+TRAY_RETRY_SECONDS = 0.5
 # How long an install waits for the agent to connect before it stops watching to eject.
 EJECT_WATCH_SECONDS = 3600.0
 
@@ -189,9 +191,7 @@ class AgentInstallService:
         facts = await hc.run(lambda: prepare(hc.conn))
         msgs = facts["messages"]
         if not facts["added"]:
-            media = await self._m.vms.edit.insert_media(
-                host, vm, deployed.pool, deployed.volume, facts["target"]
-            )
+            media = await self._insert(host, vm, deployed.pool, deployed.volume, facts["target"])
             msgs.append(media["message"])
         restart = facts["restart"]
         if facts["running"] and not facts["channel_live"]:
@@ -218,6 +218,20 @@ class AgentInstallService:
         if self._m.settings.agent.eject_after_install:
             self._watch_and_eject(host, facts["uuid"], facts["target"])
         return result
+
+    async def _insert(
+        self, host: str, vm: str, pool: str, volume: str, target: str
+    ) -> dict[str, Any]:
+        # While a guest's firmware is still probing its CD-ROM, QEMU may refuse the media
+        # change ("Tray of device ... is not open"); it succeeds moments later.
+        for attempt in range(TRAY_RETRIES):
+            try:
+                return await self._m.vms.edit.insert_media(host, vm, pool, volume, target)
+            except KvmmError as exc:
+                if "Tray of device" not in exc.message or attempt == TRAY_RETRIES - 1:
+                    raise
+                await asyncio.sleep(TRAY_RETRY_SECONDS)
+        raise AssertionError("unreachable")
 
     async def eject(self, host: str, vm: str) -> dict[str, Any]:
         """Eject the agent ISO from whichever CD-ROM drive holds it."""
