@@ -1,0 +1,145 @@
+"""`kvm-manager alert ...`: alerts, alert rules and webhooks."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import typer
+
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.output import emit, info
+
+NAME = "alert"
+app = typer.Typer(help="Alerts, alert rules and webhooks.", no_args_is_help=True)
+rule_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
+hook_app = typer.Typer(help="Webhooks (admin).", no_args_is_help=True)
+app.add_typer(rule_app, name="rule")
+app.add_typer(hook_app, name="webhook")
+
+ALERT_COLUMNS = ["id", "state", "severity", "rule_name", "host", "subject_name", "value",
+                 "message", "fired_at", "resolved_at"]  # fmt: skip
+RULE_COLUMNS = ["name", "metric", "op", "threshold", "samples", "severity", "host", "vm", "tag",
+                "enabled"]  # fmt: skip
+HOOK_COLUMNS = ["name", "url", "min_severity", "enabled"]
+DELIVERY_COLUMNS = ["id", "event", "state", "attempts", "last_status", "last_error", "created_at"]
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+@app.command("list")
+def list_alerts(
+    ctx: typer.Context,
+    state: str | None = typer.Option(None, "--state", help="firing or resolved."),
+    rule: str | None = typer.Option(None, "--rule"),
+    limit: int = typer.Option(100, "--limit", "-n"),
+) -> None:
+    """Alerts, newest first."""
+    params: dict[str, object] = {"limit": limit}
+    if state:
+        params["state"] = state
+    if rule:
+        params["rule"] = rule
+    with client(ctx) as api:
+        emit(ctx, api.get("/api/alerts", params=params), ALERT_COLUMNS)
+
+
+@rule_app.command("list")
+def list_rules(ctx: typer.Context) -> None:
+    with client(ctx) as api:
+        emit(ctx, api.get("/api/alert-rules"), RULE_COLUMNS)
+
+
+@rule_app.command("add")
+def add_rule(
+    ctx: typer.Context,
+    name: str,
+    metric: str = typer.Argument(
+        ...,
+        help="cpu_pct, mem_pct, disk_rd_bps, disk_wr_bps, net_rx_bps, net_tx_bps, "
+        "guest_disk_pct, vm_crashed, host_unreachable, agent_unresponsive, schedule_failed.",
+    ),
+    threshold: float | None = typer.Option(None, "--threshold", "-t"),
+    op: str = typer.Option(">", "--op", help=">, >=, < or <=."),
+    samples: int = typer.Option(1, "--samples", "-s", help="Consecutive samples."),
+    severity: str = typer.Option("warning", "--severity", help="info, warning, critical."),
+    host: str | None = typer.Option(None, "--host", "-H"),
+    vm: str | None = typer.Option(None, "--vm"),
+    tag: str | None = typer.Option(None, "--tag"),
+) -> None:
+    """Add a rule, e.g. `alert rule add hot-cpu cpu_pct -t 90 -s 3 --severity critical`."""
+    body = {
+        "name": name, "metric": metric, "threshold": threshold, "op": op, "samples": samples,
+        "severity": severity, "host": host, "vm": vm, "tag": tag,
+    }  # fmt: skip
+    with client(ctx) as api:
+        emit(ctx, api.post("/api/alert-rules", json=body))
+
+
+@rule_app.command("enable")
+def enable_rule(ctx: typer.Context, rule: str) -> None:
+    with client(ctx) as api:
+        api.post(f"/api/alert-rules/{q(rule)}/enable")
+    info(f"rule {rule} enabled")
+
+
+@rule_app.command("disable")
+def disable_rule(ctx: typer.Context, rule: str) -> None:
+    with client(ctx) as api:
+        api.post(f"/api/alert-rules/{q(rule)}/disable")
+    info(f"rule {rule} disabled")
+
+
+@rule_app.command("remove")
+def remove_rule(ctx: typer.Context, rule: str) -> None:
+    """Delete a rule and its alert history."""
+    with client(ctx) as api:
+        api.delete(f"/api/alert-rules/{q(rule)}")
+    info(f"rule {rule} removed")
+
+
+@hook_app.command("list")
+def list_hooks(ctx: typer.Context) -> None:
+    with client(ctx) as api:
+        emit(ctx, api.get("/api/webhooks"), HOOK_COLUMNS)
+
+
+@hook_app.command("add")
+def add_hook(
+    ctx: typer.Context,
+    name: str,
+    url: str,
+    secret: str | None = typer.Option(
+        None, "--secret", envvar="KVMM_WEBHOOK_SECRET", help="Default: generated, shown once."
+    ),
+    min_severity: str = typer.Option("info", "--min-severity"),
+) -> None:
+    """Send alerts to URL as signed JSON POSTs; prints the shared secret once."""
+    body = {"name": name, "url": url, "secret": secret, "min_severity": min_severity}
+    with client(ctx) as api:
+        emit(ctx, api.post("/api/webhooks", json=body))
+
+
+@hook_app.command("ping")
+def ping_hook(ctx: typer.Context, webhook: str) -> None:
+    """Send a signed test delivery; `alert webhook deliveries` shows how it went."""
+    with client(ctx) as api:
+        res = api.post(f"/api/webhooks/{q(webhook)}/ping")
+    info(f"test delivery {res['delivery_id']} queued")
+
+
+@hook_app.command("deliveries")
+def list_deliveries(
+    ctx: typer.Context, webhook: str, limit: int = typer.Option(20, "--limit", "-n")
+) -> None:
+    with client(ctx) as api:
+        data = api.get(f"/api/webhooks/{q(webhook)}/deliveries", params={"limit": limit})
+    emit(ctx, data, DELIVERY_COLUMNS)
+
+
+@hook_app.command("remove")
+def remove_hook(ctx: typer.Context, webhook: str) -> None:
+    with client(ctx) as api:
+        api.delete(f"/api/webhooks/{q(webhook)}")
+    info(f"webhook {webhook} removed")
