@@ -37,7 +37,8 @@ class OrmModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-# Document the error shape on every route (`APIRouter(responses=ERROR_RESPONSES)`).
+# Document the error shape on every route (`APIRouter(responses=ERROR_RESPONSES)`). 400 is
+# a body that is not parseable at all (invalid UTF-8/JSON), answered before validation.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (401, 403, 404, 409, 422, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 422, 503)
 }
