@@ -1,5 +1,5 @@
 """Operations automation: scheduled operations and their runs, alert rules and alerts,
-webhooks and their deliveries.
+webhooks and their deliveries, backup policies.
 
 Imported by `kvmmanager.db.models` so these tables are on the one metadata alembic and
 the migration test compare against.
@@ -156,3 +156,26 @@ class WebhookDelivery(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class BackupPolicy(Base):
+    """Snapshot backups of VMs with a retention rule; run by hand or by a schedule."""
+
+    __tablename__ = "backup_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    targets: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    tag: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(63))
+    # Retention (any combination; 0 = not used): the newest `keep_last`, plus the newest
+    # of each of the last `keep_daily` days and `keep_weekly` ISO weeks, in `timezone`.
+    keep_last: Mapped[int] = mapped_column(Integer, default=7)
+    keep_daily: Mapped[int] = mapped_column(Integer, default=0)
+    keep_weekly: Mapped[int] = mapped_column(Integer, default=0)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    quiesce: Mapped[str] = mapped_column(String(16), default="auto")
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -130,6 +130,10 @@ class Manager:
         return _service("templates", "TemplateService")(self)
 
     @cached_property
+    def cloudinit(self) -> Any:
+        return _service("cloudinit", "CloudInitService")(self)
+
+    @cached_property
     def batch(self) -> Any:
         return _service("batch", "BatchService")(self)
 
@@ -152,6 +156,10 @@ class Manager:
     @cached_property
     def webhooks(self) -> Any:
         return _service("webhooks", "WebhookService")(self)
+
+    @cached_property
+    def backups(self) -> Any:
+        return _service("backups", "BackupService")(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 

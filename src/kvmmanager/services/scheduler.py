@@ -242,15 +242,18 @@ class Scheduler:
                 local = c.due.astimezone(zone(c.timezone))
                 prefix = c.params.get("snapshot_prefix") or c.name
                 snapshot_name = f"{prefix}-{local:%Y%m%d-%H%M}"
-            result = await self.m.batch.run(
-                c.action,
-                [Target(t["host"], t["vm"]) for t in c.targets],
-                tag=c.tag,
-                host=c.host,
-                mode=c.params.get("mode", "auto"),
-                snapshot_name=snapshot_name,
-                concurrency=RUN_CONCURRENCY,
-            )
+            if c.action == "backup":
+                result = await self.m.backups.run(c.params.get("policy"), now=c.due)
+            else:
+                result = await self.m.batch.run(
+                    c.action,
+                    [Target(t["host"], t["vm"]) for t in c.targets],
+                    tag=c.tag,
+                    host=c.host,
+                    mode=c.params.get("mode", "auto"),
+                    snapshot_name=snapshot_name,
+                    concurrency=RUN_CONCURRENCY,
+                )
             ok, total = result["succeeded"], result["total"]
             status = "ok" if ok == total else ("partial" if ok else "failed")
             message = f"{c.action}: {ok} of {total} vms succeeded"

@@ -1,11 +1,12 @@
 """Scheduled operations: what runs when (the rows), and when it runs next (the clock).
 
 A schedule runs one batch action (start, shutdown, reboot, destroy, snapshot) on a list
-of VMs and/or a tag, `once` at an instant, `daily` / `weekly` (weekdays, 0 = Monday) /
-`monthly` (day of month; months without that day use their last day) at a wall-clock
-time in its IANA time zone, or on a 5-field `cron` expression in that zone. Wall-clock
-times follow daylight saving time: 02:30 daily stays 02:30 local; a time skipped by the
-spring change runs an hour later that day, a time that repeats in autumn runs once.
+of VMs and/or a tag, or a backup policy (`backup`, see backups.py); `once` at an
+instant, `daily` / `weekly` (weekdays, 0 = Monday) / `monthly` (day of month; months
+without that day use their last day) at a wall-clock time in its IANA time zone, or on
+a 5-field `cron` expression in that zone. Wall-clock times follow daylight saving time:
+02:30 daily stays 02:30 local; a time skipped by the spring change runs an hour later
+that day, a time that repeats in autumn runs once.
 
     svc = manager.schedules
     s = svc.create(ScheduleSpec(name="nightly-snap", action="snapshot", tag="prod",
@@ -33,7 +34,7 @@ from kvmmanager.services.vm_spec import validate_tags
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
 
-ScheduleAction = Literal["start", "shutdown", "reboot", "destroy", "snapshot"]
+ScheduleAction = Literal["start", "shutdown", "reboot", "destroy", "snapshot", "backup"]
 Kind = Literal["once", "daily", "weekly", "monthly", "cron"]
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -68,6 +69,7 @@ class ScheduleSpec(BaseModel):
     missed_policy: Literal["run", "skip"] = "run"
     mode: Literal["acpi", "agent", "auto"] = Field("auto", description="shutdown mode")
     snapshot_prefix: str | None = Field(None, max_length=40, description="snapshot names")
+    policy: str | None = Field(None, max_length=64, description="backup: the backup policy")
     enabled: bool = True
 
 
@@ -91,7 +93,15 @@ def validate_spec(spec: ScheduleSpec) -> ScheduleSpec:
         raise InvalidInput(
             "name must be lowercase letters, digits, '.', '_' or '-' (max 64)", field="name"
         )
-    if not spec.vms and spec.tag is None:
+    if spec.action == "backup":
+        # The policy names its VMs; the schedule only says when.
+        if not spec.policy:
+            raise InvalidInput("a backup schedule needs a backup policy", field="policy")
+        if spec.vms or spec.tag is not None:
+            raise InvalidInput("a backup schedule takes its vms from the policy", field="vms")
+    elif spec.policy is not None:
+        raise InvalidInput("only a backup schedule takes a policy", field="policy")
+    elif not spec.vms and spec.tag is None:
         raise InvalidInput("name at least one vm or a tag", field="vms")
     if spec.tag is not None:
         try:
@@ -184,6 +194,7 @@ def to_dict(s: Schedule) -> dict[str, Any]:
         "missed_policy": s.missed_policy,
         "mode": (s.params or {}).get("mode", "auto"),
         "snapshot_prefix": (s.params or {}).get("snapshot_prefix"),
+        "policy": (s.params or {}).get("policy"),
         "enabled": s.enabled,
         "next_run_at": s.next_run_at,
         "last_run_at": s.last_run_at,
@@ -218,7 +229,11 @@ class ScheduleService:
         row.name, row.action, row.kind = spec.name, spec.action, spec.kind
         row.targets = [t.model_dump() for t in spec.vms]
         row.tag, row.host = spec.tag, spec.host
-        row.params = {"mode": spec.mode, "snapshot_prefix": spec.snapshot_prefix}
+        row.params = {
+            "mode": spec.mode,
+            "snapshot_prefix": spec.snapshot_prefix,
+            "policy": spec.policy,
+        }
         row.run_at, row.at_time, row.weekdays = spec.run_at, spec.at_time, spec.weekdays
         row.day_of_month, row.cron = spec.day_of_month, spec.cron
         row.timezone, row.missed_policy, row.enabled = (
@@ -228,8 +243,13 @@ class ScheduleService:
         )
         row.next_run_at = next_run(row, self._now()) if spec.enabled else None
 
+    def _check_policy(self, spec: ScheduleSpec) -> None:
+        if spec.policy is not None:
+            self.m.backups.get(spec.policy)  # NotFound naming the policy
+
     def create(self, spec: ScheduleSpec, created_by: str | None = None) -> dict[str, Any]:
         spec = validate_spec(spec)
+        self._check_policy(spec)
         if spec.kind == "once" and spec.run_at is not None and spec.run_at <= self._now():
             raise InvalidInput("run_at is in the past", field="run_at")
         with self.m.db.begin() as s:
@@ -263,6 +283,7 @@ class ScheduleService:
     def replace(self, ident: str | int, spec: ScheduleSpec) -> dict[str, Any]:
         """Change a schedule whole; its next run is computed afresh from now."""
         spec = validate_spec(spec)
+        self._check_policy(spec)
         with self.m.db.begin() as s:
             row = self._row(s, ident)
             if spec.name != row.name and s.scalar(

@@ -29,6 +29,7 @@ class ScheduleOut(BaseModel):
     missed_policy: str
     mode: str
     snapshot_prefix: str | None
+    policy: str | None
     enabled: bool
     next_run_at: datetime | None
     last_run_at: datetime | None

@@ -1,0 +1,207 @@
+"""Backup policies: snapshots of a set of VMs with retention.
+
+A run takes one snapshot per VM through the snapshot service (quiesced through a guest
+agent when the policy and the VM allow it), named `<policy>-<YYYYmmdd-HHMMSS>` (UTC),
+then prunes that VM's snapshots of this policy down to what the retention keeps: the
+newest `keep_last`, plus the newest of each of the last `keep_daily` days and of the
+last `keep_weekly` ISO weeks (days and weeks in the policy's time zone). Snapshots not
+made by the policy are never touched. One VM's failure is in its result; the others go on.
+
+    manager.backups.create(PolicySpec(name="nightly", tag="prod", keep_last=3, keep_daily=7))
+    await manager.backups.run("nightly")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.db.ops_models import BackupPolicy
+from kvmmanager.services.batch import Target
+from kvmmanager.services.schedules import zone
+from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_STAMP = r"\d{8}-\d{6}"
+MAX_KEEP = 1000
+RUN_CONCURRENCY = 4
+
+
+@dataclass
+class PolicySpec:
+    name: str
+    vms: list[dict[str, str]] = field(default_factory=list)
+    tag: str | None = None
+    host: str | None = None
+    keep_last: int = 7
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    timezone: str = "UTC"
+    quiesce: str = "auto"
+
+
+def validate_policy(spec: PolicySpec) -> PolicySpec:
+    if not _NAME_RE.fullmatch(spec.name or ""):
+        raise InvalidInput(
+            "name: 1-40 lowercase letters, digits, '_' or '-' (no '.')", field="name"
+        )
+    if not spec.vms and spec.tag is None:
+        raise InvalidInput("name at least one vm or a tag", field="vms")
+    for label in ("keep_last", "keep_daily", "keep_weekly"):
+        if not 0 <= getattr(spec, label) <= MAX_KEEP:
+            raise InvalidInput(f"{label} must be 0..{MAX_KEEP}", field=label)
+    if spec.keep_last + spec.keep_daily + spec.keep_weekly == 0:
+        raise InvalidInput("keep at least one snapshot (keep_last >= 1)", field="keep_last")
+    if spec.quiesce not in QUIESCE_REQUESTS:
+        raise InvalidInput(f"quiesce must be one of {', '.join(QUIESCE_REQUESTS)}", field="quiesce")
+    zone(spec.timezone)
+    return spec
+
+
+def retained(
+    snaps: list[tuple[str, float]], keep_last: int, keep_daily: int, keep_weekly: int, tz: str
+) -> set[str]:
+    """The names to keep of (name, created unix time) snapshots of one policy and VM."""
+    newest_first = sorted(snaps, key=lambda s: (s[1], s[0]), reverse=True)
+    keep = {name for name, _ in newest_first[:keep_last]}
+    z = zone(tz)
+    for count, bucket in ((keep_daily, "day"), (keep_weekly, "week")):
+        seen: list[Any] = []
+        for name, created in newest_first:
+            local = datetime.fromtimestamp(created, UTC).astimezone(z)
+            key = local.date() if bucket == "day" else local.isocalendar()[:2]
+            if key in seen:
+                continue
+            if len(seen) >= count:
+                break
+            seen.append(key)
+            keep.add(name)
+    return keep
+
+
+def policy_dict(p: BackupPolicy) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "vms": p.targets,
+        "tag": p.tag,
+        "host": p.host,
+        "keep_last": p.keep_last,
+        "keep_daily": p.keep_daily,
+        "keep_weekly": p.keep_weekly,
+        "timezone": p.timezone,
+        "quiesce": p.quiesce,
+        "last_run_at": p.last_run_at,
+        "last_status": p.last_status,
+        "created_by": p.created_by,
+        "created_at": p.created_at,
+    }
+
+
+class BackupService:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    def create(self, spec: PolicySpec, created_by: str | None = None) -> dict[str, Any]:
+        spec = validate_policy(spec)
+        with self.m.db.begin() as s:
+            if s.scalar(select(BackupPolicy.id).where(BackupPolicy.name == spec.name)):
+                raise Conflict(f"a backup policy named '{spec.name}' already exists", field="name")
+            row = BackupPolicy(
+                name=spec.name, targets=spec.vms, tag=spec.tag, host=spec.host,
+                keep_last=spec.keep_last, keep_daily=spec.keep_daily,
+                keep_weekly=spec.keep_weekly, timezone=spec.timezone, quiesce=spec.quiesce,
+                created_by=created_by,
+            )  # fmt: skip
+            s.add(row)
+            s.flush()
+            return policy_dict(row)
+
+    def _row(self, s: Any, ident: str | int) -> BackupPolicy:
+        text = str(ident)
+        row = s.scalar(
+            select(BackupPolicy).where(
+                BackupPolicy.id == int(text) if text.isdigit() else BackupPolicy.name == text
+            )
+        )
+        if row is None:
+            raise NotFound(f"backup policy '{ident}' not found", field="policy")
+        return row
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.m.db() as s:
+            rows = s.scalars(select(BackupPolicy).order_by(BackupPolicy.name))
+            return [policy_dict(p) for p in rows]
+
+    def get(self, ident: str | int) -> dict[str, Any]:
+        with self.m.db() as s:
+            return policy_dict(self._row(s, ident))
+
+    def delete(self, ident: str | int) -> None:
+        """Forget the policy; the snapshots it made stay (delete them as snapshots)."""
+        with self.m.db.begin() as s:
+            s.delete(self._row(s, ident))
+
+    async def run(self, ident: str | int, now: datetime | None = None) -> dict[str, Any]:
+        """Snapshot every VM of the policy, then apply the retention to each."""
+        p = await asyncio.to_thread(self.get, ident)
+        when = (now or datetime.now(UTC)).astimezone(UTC)
+        name = f"{p['name']}-{when:%Y%m%d-%H%M%S}"
+        targets = [Target(t["host"], t["vm"]) for t in p["vms"]]
+        items = self.m.batch.resolve(targets, p["tag"], p["host"])
+        gate = asyncio.Semaphore(RUN_CONCURRENCY)
+
+        async def one(t: Target) -> dict[str, Any]:
+            async with gate:
+                return await self._one(p, t, name)
+
+        results = await asyncio.gather(*(one(t) for t in items))
+        ok = sum(1 for r in results if r["ok"])
+        status = "ok" if ok == len(results) and results else ("partial" if ok else "failed")
+        await asyncio.to_thread(self._finish, p["id"], when, status)
+        return {
+            "policy": p["name"],
+            "snapshot": name,
+            "status": status,
+            "total": len(results),
+            "succeeded": ok,
+            "failed": len(results) - ok,
+            "results": results,
+        }
+
+    async def _one(self, p: dict[str, Any], t: Target, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"host": t.host, "vm": t.vm, "ok": False, "snapshot": None,
+                               "pruned": [], "error": None}  # fmt: skip
+        try:
+            snap = await self.m.snapshots.create(t.host, t.vm, name=name, quiesce=p["quiesce"])
+            out.update(snapshot=snap["name"], consistency=snap.get("consistency"))
+            listed = await self.m.snapshots.list(t.host, t.vm)
+            mine_re = re.compile(rf"^{re.escape(p['name'])}-{_STAMP}$")
+            mine = [(s["name"], float(s["created"] or 0)) for s in listed["snapshots"]
+                    if mine_re.fullmatch(s["name"])]  # fmt: skip
+            keep = retained(mine, p["keep_last"], p["keep_daily"], p["keep_weekly"], p["timezone"])
+            # Oldest first: each delete merges into what is newer.
+            for old, _ in sorted(mine, key=lambda s: s[1]):
+                if old not in keep:
+                    await self.m.snapshots.delete(t.host, t.vm, old)
+                    out["pruned"].append(old)
+            out["kept"] = sorted(keep)
+            out["ok"] = True
+        except KvmmError as exc:
+            out["error"] = exc.to_dict()
+        return out
+
+    def _finish(self, policy_id: int, when: datetime, status: str) -> None:
+        with self.m.db.begin() as s:
+            row = s.get(BackupPolicy, policy_id)
+            if row is not None:
+                row.last_run_at, row.last_status = when, status
