@@ -257,6 +257,8 @@ class AgentClient:
         except KvmmError as exc:
             reason = exc.message
             log.warning("%s: disconnecting misbehaving agent: %s", self.name, reason)
+            # Its VM shows unresponsive until the next call reconnects and re-syncs.
+            self._set_status("unresponsive")
         except Exception as exc:
             reason = f"read failed: {exc}"
         if self._transport is transport:
@@ -282,7 +284,9 @@ class AgentClient:
                 if not fut.done():
                     fut.set_result(None)
                 return
-        fut2 = self._pending.get(msg_id) if isinstance(msg_id, int) else None
+        # `true` == 1 in Python: a boolean id must not answer request 1.
+        ours = isinstance(msg_id, int) and not isinstance(msg_id, bool)
+        fut2 = self._pending.get(msg_id) if ours else None
         if fut2 is None or fut2.done() or not ("result" in msg or "error" in msg):
             # Late reply to a request that timed out, or junk.
             self._unsolicited += 1
