@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-_STAMP = r"\d{8}-\d{6}"
+# <policy>-YYYYmmdd-HHMMSS, with -N when two runs fall in the same second.
+_STAMP = r"\d{8}-\d{6}(-\d)?"
+MAX_SAME_SECOND = 9
 MAX_KEEP = 1000
 RUN_CONCURRENCY = 4
 
@@ -182,7 +184,7 @@ class BackupService:
         out: dict[str, Any] = {"host": t.host, "vm": t.vm, "ok": False, "snapshot": None,
                                "pruned": [], "error": None}  # fmt: skip
         try:
-            snap = await self.m.snapshots.create(t.host, t.vm, name=name, quiesce=p["quiesce"])
+            snap = await self._snapshot(t, name, p["quiesce"])
             out.update(snapshot=snap["name"], consistency=snap.get("consistency"))
             listed = await self.m.snapshots.list(t.host, t.vm)
             mine_re = re.compile(rf"^{re.escape(p['name'])}-{_STAMP}$")
@@ -199,6 +201,17 @@ class BackupService:
         except KvmmError as exc:
             out["error"] = exc.to_dict()
         return out
+
+    async def _snapshot(self, t: Target, name: str, quiesce: str) -> dict[str, Any]:
+        for i in range(MAX_SAME_SECOND + 1):
+            try:
+                return await self.m.snapshots.create(
+                    t.host, t.vm, name=f"{name}-{i}" if i else name, quiesce=quiesce
+                )
+            except Conflict as exc:
+                if exc.field != "name" or i == MAX_SAME_SECOND:
+                    raise
+        raise AssertionError("unreachable")
 
     def _finish(self, policy_id: int, when: datetime, status: str) -> None:
         with self.m.db.begin() as s:

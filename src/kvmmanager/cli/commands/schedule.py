@@ -53,6 +53,8 @@ def _when(s: dict[str, Any]) -> str:
 
 def _row(s: dict[str, Any]) -> dict[str, Any]:
     targets = [f"{t['host']}/{t['vm']}" for t in s["vms"]]
+    if s.get("policy"):
+        targets.append(f"policy:{s['policy']}")
     if s["tag"]:
         targets.append(f"tag:{s['tag']}" + (f"@{s['host']}" if s["host"] else ""))
     return {**s, "when": _when(s), "targets": targets}
@@ -75,7 +77,9 @@ def list_schedules(ctx: typer.Context) -> None:
 def add(
     ctx: typer.Context,
     name: str,
-    action: str = typer.Argument(..., help="start, shutdown, reboot, destroy or snapshot."),
+    action: str = typer.Argument(
+        ..., help="start, shutdown, reboot, destroy, snapshot or backup (with --policy)."
+    ),
     vms: list[str] = typer.Argument(None, help="VMs as NAME or HOST/NAME."),
     tag: str | None = typer.Option(None, "--tag", "-t", help="Also every VM with this tag."),
     host: str | None = typer.Option(None, "--host", "-H", help="Limit --tag to one host."),
@@ -89,6 +93,7 @@ def add(
     missed: str = typer.Option("run", "--missed", help="run or skip a missed occurrence."),
     mode: str = typer.Option("auto", "--mode", help="shutdown: acpi, agent or auto."),
     snapshot_prefix: str | None = typer.Option(None, "--snapshot-prefix"),
+    policy: str | None = typer.Option(None, "--policy", help="backup: the backup policy."),
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled."),
 ) -> None:
     """Create a schedule, e.g. `schedule add nightly snapshot --tag prod --kind daily
@@ -109,6 +114,7 @@ def add(
         "missed_policy": missed,
         "mode": mode,
         "snapshot_prefix": snapshot_prefix,
+        "policy": policy,
         "enabled": not disabled,
     }
     with client(ctx) as api:
