@@ -180,3 +180,11 @@ def test_snapshots_tab_takes_reverts_and_deletes(web_as) -> None:
     assert r.status_code == 200 and "second" not in r.text.split("<h2>Take")[0]
     viewer = web_as("viewer")
     assert "Take snapshot" not in viewer.get(f"{base}/snapshots").text
+
+
+def test_network_delete_needs_admin_like_the_api(web_as) -> None:
+    operator = web_as("operator")
+    headers = {"X-CSRF-Token": operator.csrf, "HX-Request": "true"}
+    r = operator.post("/networks/local/default/actions/delete", headers=headers)
+    assert r.status_code == 403
+    assert "admin" in r.headers["hx-trigger"]

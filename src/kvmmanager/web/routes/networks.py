@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from kvmmanager.api.deps import get_manager, require_role
-from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.networks import NetworkSpec
 from kvmmanager.services.users import Principal
@@ -89,8 +89,15 @@ async def create_network(
 
 @router.post("/networks/{host}/{net}/actions/{action}", name="web.network_action")
 async def network_action(
-    host: str, net: str, action: str, manager: Manager = Depends(get_manager)
+    host: str,
+    net: str,
+    action: str,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> Response:
+    if action == "delete" and not user.has_role("admin"):
+        # Defining and deleting networks is an admin's job, as in the REST API.
+        raise PermissionDenied(f"deleting a network needs the admin role (you are {user.role})")
     service = manager.networks
     if action == "start":
         await service.start(host, net)
