@@ -1,0 +1,129 @@
+"""Migration pre-flight on two test-driver hosts: every reason a migration cannot work is
+refused before anything moves, naming the field (the test driver cannot migrate, so the
+move itself is not exercised here)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
+
+PREFIX = "kvmm-t-clone-mig-"
+NET = "<network><name>{name}</name><bridge name='{br}'/><forward/><ip address='192.168.{n}.1' netmask='255.255.255.0'/></network>"  # noqa: E501
+POOL = "<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+DOM = "<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os></domain>"  # noqa: E501
+
+
+def node(tmp_path: Path, label: str, *parts: str) -> str:
+    f = tmp_path / f"{label}.xml"
+    f.write_text("<node>" + "".join(parts) + "</node>")
+    return f"test://{f}"
+
+
+@pytest.fixture
+async def vm(manager: Any) -> Any:
+    hc = manager.registry.get("local")
+    await hc.wait_connected(30)
+    name = f"{PREFIX}{uuid.uuid4().hex[:6]}"
+
+    def make() -> str:
+        conn = hc.conn
+        pool = conn.storagePoolLookupByName("default-pool")
+        vol = pool.createXML(
+            f"<volume><name>{name}.qcow2</name><capacity>1048576</capacity></volume>", 0
+        )
+        conn.defineXML(
+            f"<domain type='test'><name>{name}</name><memory>65536</memory>"
+            "<os><type>hvm</type></os><devices>"
+            f"<disk type='file' device='disk'><source file='{vol.path()}'/>"
+            "<target dev='vda' bus='virtio'/></disk>"
+            "<interface type='network'><source network='default'/></interface>"
+            "</devices></domain>"
+        )
+        return vol.path()
+
+    path = await hc.run(make)
+    try:
+        yield name, path
+    finally:
+
+        def cleanup() -> None:
+            d = hc.conn.lookupByName(name)
+            if d.isActive():
+                d.destroy()
+            d.undefine()
+            hc.conn.storageVolLookupByPath(path).delete(0)
+
+        await hc.run(cleanup)
+
+
+async def _add(manager: Any, name: str, uri: str) -> None:
+    await manager.registry.add(name, uri)
+    await manager.registry.get(name).wait_connected(30)
+
+
+async def test_preflight_refusals(manager: Any, vm: Any, tmp_path: Path) -> None:
+    name, disk = vm
+    mig = manager.migration
+    pool_dir = str(Path(disk).parent)
+    await _add(manager, "same", "test:///default")
+    await _add(manager, "nonet", node(tmp_path, "nonet"))
+    await _add(
+        manager, "nopool", node(tmp_path, "nopool", NET.format(name="default", br="vb1", n=201))
+    )
+    await _add(
+        manager,
+        "ok",
+        node(
+            tmp_path,
+            "ok",
+            NET.format(name="default", br="vb2", n=202),
+            POOL.format(name="images", path=pool_dir),
+        ),
+    )
+    await _add(
+        manager,
+        "taken",
+        node(tmp_path, "taken", NET.format(name="default", br="vb3", n=203), DOM.format(name=name)),
+    )
+
+    with pytest.raises(NotFound) as e:
+        await mig.check("local", name, "nowhere")
+    assert e.value.field == "host"
+    with pytest.raises(InvalidInput, match="same machine") as e:
+        await mig.check("local", name, "same")
+    assert e.value.field == "target"
+    with pytest.raises(Conflict, match="not running") as e:
+        await mig.check("local", name, "ok")
+    assert e.value.field == "live"
+    with pytest.raises(Unsupported, match="definition only") as e:
+        await mig.check("local", name, "ok", live=False, copy_storage=True)
+    await manager.vms.action("local", name, "start")
+    with pytest.raises(Conflict, match="running: migrate it live"):
+        await mig.check("local", name, "ok", live=False)
+    with pytest.raises(Conflict, match="network 'default' does not exist") as e:
+        await mig.check("local", name, "nonet")
+    assert e.value.field == "target"
+    with pytest.raises(Conflict, match="local to 'local'") as e:
+        await mig.check("local", name, "nopool")
+    assert e.value.field == "copy_storage"
+    with pytest.raises(Conflict, match="no active pool") as e:
+        await mig.check("local", name, "nopool", copy_storage=True)
+    assert e.value.field == "target"
+    with pytest.raises(Conflict, match="already has a vm") as e:
+        await mig.check("local", name, "taken", copy_storage=True)
+    with pytest.raises(Unsupported, match="post-copy"):
+        await mig.check("local", name, "ok", copy_storage=True, post_copy=True)
+
+    plan = await mig.check("local", name, "ok", copy_storage=True, auto_converge=True)
+    assert plan["copy_disks"] == [disk] and plan["live"] and plan["to"] == "ok"
+    flags = plan["flags"]
+    for flag in ("LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE", "NON_SHARED_DISK"):
+        assert flags & getattr(libvirt, f"VIR_MIGRATE_{flag}")
+    assert flags & libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    assert not flags & libvirt.VIR_MIGRATE_POSTCOPY
