@@ -134,6 +134,10 @@ class Manager:
         return _service("cloudinit", "CloudInitService")(self)
 
     @cached_property
+    def migration(self) -> Any:
+        return _service("migration", "MigrationService")(self)
+
+    @cached_property
     def batch(self) -> Any:
         return _service("batch", "BatchService")(self)
 
