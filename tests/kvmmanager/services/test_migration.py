@@ -127,3 +127,39 @@ async def test_preflight_refusals(manager: Any, vm: Any, tmp_path: Path) -> None
         assert flags & getattr(libvirt, f"VIR_MIGRATE_{flag}")
     assert flags & libvirt.VIR_MIGRATE_AUTO_CONVERGE
     assert not flags & libvirt.VIR_MIGRATE_POSTCOPY
+
+
+def test_migration_routes(client: Any, client_as: Any, tmp_path: Path) -> None:
+    """The REST routes answer the same pre-flight (409/422 naming the field); viewers
+    cannot migrate."""
+    import time
+
+    mgr = client.app.state.manager
+    deadline = time.monotonic() + 30
+    while not mgr.registry.get("local").connected:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    name = f"{PREFIX}{uuid.uuid4().hex[:6]}"
+    conn = libvirt.open("test:///default")
+    try:
+        conn.defineXML(DOM.format(name=name)).create()
+        r = client.post("/api/hosts", json={"name": "kvmm-t-mig2", "uri": node(tmp_path, "n2")})
+        assert r.status_code == 201, r.text
+        while mgr.registry.get("kvmm-t-mig2").status != "connected":
+            assert time.monotonic() < deadline + 30
+            time.sleep(0.05)
+        base = f"/api/hosts/local/vms/{name}"
+        r = client.post(f"{base}/migration/check", json={"target": "kvmm-t-mig2"})
+        assert r.status_code == 200, r.text
+        assert r.json()["to"] == "kvmm-t-mig2" and r.json()["from"] == "local"
+        r = client.post(f"{base}/migration/check", json={"target": "local"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "target"
+        r = client.post(f"{base}/migrate", json={"target": "kvmm-t-mig2", "live": False})
+        assert r.status_code == 409 and r.json()["error"]["field"] == "live"
+        viewer = client_as("viewer")
+        assert viewer.post(f"{base}/migrate", json={"target": "kvmm-t-mig2"}).status_code == 403
+    finally:
+        d = conn.lookupByName(name)
+        d.destroy()
+        d.undefine()
+        conn.close()

@@ -1,0 +1,62 @@
+"""`kvm-manager migrate ...`: move a VM to another host (pre-flight check or the job)."""
+
+from __future__ import annotations
+
+import typer
+
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands.clone import follow_job
+from kvmmanager.cli.output import emit, wants_json
+
+NAME = "migrate"
+app = typer.Typer(help="Migrate VMs between hosts (live or offline).", no_args_is_help=True)
+
+
+def _body(
+    target: str, live: bool, copy_storage: bool, auto_converge: bool, post_copy: bool,
+    compressed: bool,
+) -> dict[str, object]:  # fmt: skip
+    return {
+        "target": target,
+        "live": live,
+        "copy_storage": copy_storage,
+        "auto_converge": auto_converge,
+        "post_copy": post_copy,
+        "compressed": compressed,
+    }
+
+
+LIVE = typer.Option(True, "--live/--offline", help="Offline: a stopped VM's definition.")
+COPY = typer.Option(False, "--copy-storage", help="Copy local disks to the target.")
+AUTO = typer.Option(False, "--auto-converge")
+POST = typer.Option(False, "--post-copy")
+COMP = typer.Option(False, "--compressed")
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context, vm: str, target: str, live: bool = LIVE, copy_storage: bool = COPY,
+    auto_converge: bool = AUTO, post_copy: bool = POST, compressed: bool = COMP,
+    host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """Say what the migration would do, or why it cannot work."""
+    body = _body(target, live, copy_storage, auto_converge, post_copy, compressed)
+    with client(ctx) as api:
+        emit(ctx, api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/migration/check", json=body))
+
+
+@app.command("start")
+def start(
+    ctx: typer.Context, vm: str, target: str, live: bool = LIVE, copy_storage: bool = COPY,
+    auto_converge: bool = AUTO, post_copy: bool = POST, compressed: bool = COMP,
+    wait: bool = typer.Option(True, "--wait/--no-wait"), host: str = HOST_OPTION,
+) -> None:  # fmt: skip
+    """Migrate VM to TARGET (a job; follows it unless --no-wait)."""
+    body = _body(target, live, copy_storage, auto_converge, post_copy, compressed)
+    with client(ctx) as api:
+        started = api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/migrate", json=body)
+        if not wait:
+            emit(ctx, started)
+            return
+        emit(ctx, follow_job(api, started["job_id"], f"migrate {vm}", not wants_json(ctx)))
