@@ -179,3 +179,21 @@ async def fake_guest() -> AsyncIterator[Callable[..., Awaitable[FakeGuest]]]:
     yield make
     for guest in made:
         await guest.stop()
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    """`wait_for(fn, seconds)`: poll `fn()` until it returns something truthy (returned);
+    fail after a generous deadline. For conditions no event announces (another process)."""
+
+    def poll(fn: Callable[[], Any], seconds: float = 60.0, every: float = 0.05) -> Any:
+        deadline = time.monotonic() + seconds
+        while True:
+            value = fn()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {seconds} s: {fn}")
+            time.sleep(every)
+
+    return poll

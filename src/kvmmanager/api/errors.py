@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
@@ -111,6 +112,16 @@ async def http_error_handler(conn: HTTPConnection, exc: Exception) -> JSONRespon
     )
 
 
+async def database_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
+    assert isinstance(exc, OperationalError)
+    if "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+        return await unexpected_error_handler(conn, exc)
+    # Another process holds SQLite's write lock beyond the busy timeout: retryable.
+    log.warning("database busy during %s %s: %s", conn.scope.get("method"), conn.url.path, exc.orig)
+    body = error_body("database_busy", "the database is locked by another process; retry")
+    return await _respond(conn, 503, body, {"Retry-After": "5"})
+
+
 async def unexpected_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
     rid = request_id(conn)
     log.error(
@@ -129,4 +140,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(WebSocketRequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(OperationalError, database_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

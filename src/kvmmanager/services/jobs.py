@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.models import JOB_STATES, Job, utcnow
@@ -36,6 +37,7 @@ FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 _PUBLISH_INTERVAL = 0.1
 _DB_INTERVAL = 0.5
 MAX_WORKERS = 8
+FINISH_RETRY_SECONDS = 120.0
 
 
 @dataclass(slots=True)
@@ -241,12 +243,11 @@ class JobService:
             log.exception("job %s (%s %s) crashed", job_id, p.kind, p.target)
             error = {"code": "internal_error", "message": f"{type(e).__name__}: {e}"}
         try:
-            await asyncio.to_thread(self._finish_row, job_id, state, result, error, p)
+            await self._finish_row_retrying(job_id, state, result, error, p)
         except Exception:
             # A result that is not JSON-able must not leave the job "running" forever.
             log.exception("job %s: storing the result failed", job_id)
-            await asyncio.to_thread(
-                self._finish_row,
+            await self._finish_row_retrying(
                 job_id,
                 "failed",
                 None,
@@ -257,6 +258,24 @@ class JobService:
         self._publish(p, "job.done", state=state, result=result, error=error)
         if not live.future.done():
             live.future.set_result(None)
+
+    async def _finish_row_retrying(self, *args: Any) -> None:
+        """_finish_row, waiting out a database locked by another process (up to
+        FINISH_RETRY_SECONDS): a job must not stay 'running' because of a busy lock."""
+        deadline = time.monotonic() + FINISH_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.to_thread(self._finish_row, *args)
+                return
+            except OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning(
+                    "job %s: database busy, retrying the final write: %s", args[0], exc.orig
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _set_state(self, job_id: str, state: str) -> None:
         with self._m.db.begin() as s:

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 
 from kvmmanager.core import security
@@ -318,7 +319,7 @@ class UserService:
 
     def principal_for_token(self, secret: str) -> Principal:
         now = _now()
-        with self._m.db.begin() as s:
+        with self._m.db() as s:
             row = s.execute(
                 select(ApiToken, User)
                 .join(User, User.id == ApiToken.user_id)
@@ -333,10 +334,18 @@ class UserService:
                 raise Unauthenticated("API token expired")
             if user.disabled:
                 raise Unauthenticated("user disabled")
-            # Minute granularity is plenty and spares a write on every request.
-            if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-                token.last_used_at = now
-            return Principal(user.id, user.username, user.role, via="token")
+            principal = Principal(user.id, user.username, user.role, via="token")
+        # Minute granularity is plenty and spares a write on every request. Best effort:
+        # a database locked by someone else must not turn every read into an error.
+        if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+            try:
+                with self._m.db.begin() as s:
+                    s.execute(
+                        update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
+                    )
+            except OperationalError as exc:
+                log.info("token last-use time not recorded: %s", exc.orig)
+        return principal
 
     # -- helpers -----------------------------------------------------------------------
 
