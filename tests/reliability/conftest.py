@@ -11,12 +11,18 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -197,3 +203,102 @@ def wait_for() -> Callable[..., Any]:
             time.sleep(every)
 
     return poll
+
+
+class ServerProcess:
+    """The real server (uvicorn + create_app) as a child process on a data dir, so a
+    test can SIGKILL it and start it again on the same data."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.env = env
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "kvmmanager.web.app:create_app"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        self.proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                    return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"server did not start: {err[-2000:]}")
+            time.sleep(0.1)
+
+    def api(self) -> httpx.Client:
+        """An admin client (bearer token made once through a login session)."""
+        if self.token is None:
+            data_dir = Path(self.env["KVMM_DATA_DIR"])
+            password = (data_dir / "initial-admin-password").read_text().strip()
+            with httpx.Client(base_url=self.url, timeout=30) as s:
+                r = s.post("/api/auth/login", json={"username": "admin", "password": password})
+                r.raise_for_status()
+                csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
+                r = s.post("/api/tokens", json={"name": "kvmm-t-sec-chaos"}, headers=csrf)
+                r.raise_for_status()
+                self.token = r.json()["token"]
+        return httpx.Client(
+            base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    def spawn_upload(
+        self, path: str, body: Iterator[bytes], size: int, params: dict[str, str]
+    ) -> threading.Thread:
+        """PUT a streamed body in a thread (it dies with the server: errors expected)."""
+        api = self.api()
+
+        def run() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                api.put(
+                    path,
+                    content=body,
+                    params={**params, "size": str(size)},
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+
+        t = threading.Thread(target=run, name="kvmm-t-sec-upload", daemon=True)
+        t.start()
+        return t
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def server_process(settings: Any) -> Iterator[Callable[..., ServerProcess]]:
+    """`server_process(uri=...)` -> a started ServerProcess on this test's data dir."""
+    made: list[ServerProcess] = []
+
+    def make(uri: str = "test:///default") -> ServerProcess:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "KVMM_LIBVIRT__DEFAULT_URI": uri}
+        srv = ServerProcess(env, port)
+        made.append(srv)
+        srv.start()
+        return srv
+
+    yield make
+    for srv in made:
+        srv.stop()
