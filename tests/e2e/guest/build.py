@@ -415,7 +415,18 @@ def build_guest(cache_dir: Path | None = None, force: bool = False) -> GuestImag
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _prune(cache, key)
     return _image(final, json.loads(manifest.read_text()), cached=False)
+
+
+def _prune(cache: Path, keep: str, older_than: float = 3600) -> None:
+    """Removes images of other keys (older builder files or packages) once they are an
+    hour old: ~65 MB each. Running guests are unaffected (QEMU read them at start)."""
+    now = time.time()
+    for d in cache.iterdir():
+        stale = now - d.stat().st_mtime > older_than
+        if d.name != keep and len(d.name) == 16 and (d / "manifest.json").exists() and stale:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _image(directory: Path, data: dict, cached: bool) -> GuestImage:
