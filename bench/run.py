@@ -1,0 +1,101 @@
+"""Run the manager's benchmarks and print one table: ours, the peer measured in the same
+run, the ratio, the target. No assertions: figures for docs/performance.md.
+
+    .venv/bin/python bench/run.py                 # everything (~2-3 minutes)
+    .venv/bin/python bench/run.py --only list,sse # a subset
+    .venv/bin/python bench/run.py --quick         # tiny sizes (the smoke test uses this)
+    .venv/bin/python bench/run.py --markdown      # the table as Markdown
+
+Benchmarks: `list` (1: REST VM list vs virsh list), `stats` (2: stats collection vs virsh
+domstats), `sse` (3: state change to 1 and 100 SSE clients, slow clients), `memory` (4:
+manager RSS with 1,000 / 5,000 VMs and history). The guest-agent figures (ping, RSS,
+transfer vs qemu-ga) have their own scripts: bench/agent_ping.py, bench/e2e_agent.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import memory
+import rest_list
+import sse_fanout
+import stats_cycle
+from common import Row
+
+FULL: dict[str, Callable[[Path], list[Row]]] = {
+    "list": lambda w: rest_list.run(w),
+    "stats": lambda w: stats_cycle.run(w),
+    "sse": lambda w: sse_fanout.run(w),
+    "memory": lambda w: memory.run(w),
+}
+QUICK: dict[str, Callable[[Path], list[Row]]] = {
+    "list": lambda w: rest_list.run(w, sizes=(20,), calls={20: 5}),
+    "stats": lambda w: stats_cycle.run(w, sizes=(20,), n_cycles=2, system=False),
+    "sse": lambda w: sse_fanout.run(w, clients=3, n=3, burst=10, bus_events=50, bus_queue=10),
+    "memory": lambda w: memory.run(w, sizes=(20,), interval=0.2),
+}
+HEADER = ("benchmark", "measure", "ours", "peer (same run)", "ratio", "target")
+
+
+def machine() -> str:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    load = os.getloadavg()[0]
+    return (
+        f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}, load average {load:.1f} at start"
+    )
+
+
+def table(rows: list[Row], markdown: bool) -> str:
+    cells = [HEADER, *((r.bench, r.measure, r.ours, r.peer, r.ratio, r.target) for r in rows)]
+    if markdown:
+        lines = ["| " + " | ".join(c) + " |" for c in cells]
+        lines.insert(1, "|" + " --- |" * len(HEADER))
+        return "\n".join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)) for c in cells)
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", default="", help="comma-separated: " + ",".join(FULL))
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    suite = QUICK if args.quick else FULL
+    names = [n for n in args.only.split(",") if n] or list(suite)
+    unknown = [n for n in names if n not in suite]
+    if unknown:
+        ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    print(machine(), flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="kvmm-bench-"))
+    rows: list[Row] = []
+    started = time.perf_counter()
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            rows += suite[name](workdir)
+            print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(table(rows, args.markdown))
+    print(f"total {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
