@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,9 +57,8 @@ def prefix() -> Iterator[tuple[str, Path]]:
 def test_cli_bundle_roundtrip(real_settings, prefix, cli, live_server, tmp_path):
     p, base = prefix
     host = live_server.manager.registry.get("local")
-    import time
-
-    deadline = time.monotonic() + 60
+    # Generous: the shared libvirtd can be slow to answer under load.
+    deadline = time.monotonic() + 120
     while not host.connected:
         assert time.monotonic() < deadline
         time.sleep(0.05)
