@@ -213,6 +213,29 @@ class BackupService:
                     raise
         raise AssertionError("unreachable")
 
+    async def backups_of(self, ident: str | int, host: str, vm: str) -> list[dict[str, Any]]:
+        """The VM's snapshots made by this policy, oldest first."""
+        p = await asyncio.to_thread(self.get, ident)
+        mine_re = re.compile(rf"^{re.escape(p['name'])}-{_STAMP}$")
+        listed = await self.m.snapshots.list(host, vm)
+        return [s for s in listed["snapshots"] if mine_re.fullmatch(s["name"])]
+
+    async def restore(
+        self, ident: str | int, host: str, vm: str, snapshot: str, *, confirm: bool
+    ) -> dict[str, Any]:
+        """Put the VM back to one of this policy's backups, over its current state. What
+        happened since is lost, hence `confirm`."""
+        if not confirm:
+            raise InvalidInput(
+                "restoring over the vm discards everything since the backup: confirm it",
+                field="confirm",
+            )
+        if snapshot not in {s["name"] for s in await self.backups_of(ident, host, vm)}:
+            raise NotFound(
+                f"vm '{vm}' has no backup '{snapshot}' of policy '{ident}'", field="snapshot"
+            )
+        return await self.m.snapshots.revert(host, vm, snapshot)
+
     def _finish(self, policy_id: int, when: datetime, status: str) -> None:
         with self.m.db.begin() as s:
             row = s.get(BackupPolicy, policy_id)

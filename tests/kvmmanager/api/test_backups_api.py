@@ -74,6 +74,16 @@ def test_policy_crud_run_and_roles(client, client_as, vm):
     assert job["result"]["results"][0]["pruned"] == [first["snapshot"]]
 
     assert client.get("/api/backup-policies/kvmm-t-ops-p").json()["last_status"] == "ok"
+    backups = client.get(f"/api/backup-policies/kvmm-t-ops-p/backups/local/{vm}").json()
+    latest = job["result"]["results"][0]["snapshot"]
+    assert [b["name"] for b in backups] == [latest]
+    restore = {"host": "local", "vm": vm, "snapshot": latest}
+    r = client.post("/api/backup-policies/kvmm-t-ops-p/restore", json=restore)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "confirm"
+    assert viewer.post("/api/backup-policies/kvmm-t-ops-p/restore",
+                       json={**restore, "confirm": True}).status_code == 403  # fmt: skip
+    r = client.post("/api/backup-policies/kvmm-t-ops-p/restore", json={**restore, "confirm": True})
+    assert r.status_code == 200 and r.json()["snapshot"] == latest
     assert client.delete("/api/backup-policies/kvmm-t-ops-p").status_code == 204
     assert client.post("/api/backup-policies/kvmm-t-ops-p/run").status_code == 404
 
@@ -97,8 +107,15 @@ def test_cli_backup(cli, live_server):
         r = cli("--json", "backup", "run", "kvmm-t-ops-c")
         assert r.exit_code == 0, r.stderr
         assert json.loads(r.stdout)["succeeded"] == 1
+        snap = json.loads(r.stdout)["results"][0]["snapshot"]
         r = cli("backup", "list")
         assert "kvmm-t-ops-c" in r.stdout and "ok" in r.stdout
+        r = cli("--json", "backup", "backups", "kvmm-t-ops-c", name)
+        assert [b["name"] for b in json.loads(r.stdout)] == [snap]
+        r = cli("backup", "restore", "kvmm-t-ops-c", name, snap, input="n\n")
+        assert r.exit_code == 2 and "confirm" in r.stderr
+        r = cli("--json", "backup", "restore", "kvmm-t-ops-c", name, snap, "--yes")
+        assert r.exit_code == 0, r.stderr
         r = cli("schedule", "add", "kvmm-t-ops-cs", "backup", "--policy", "kvmm-t-ops-c",
                 "--kind", "daily", "--at", "01:00")  # fmt: skip
         assert r.exit_code == 0, r.stderr

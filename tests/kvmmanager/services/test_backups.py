@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import libvirt
 import pytest
 
-from kvmmanager.core.errors import InvalidInput
+from kvmmanager.core.errors import InvalidInput, NotFound
 from kvmmanager.services.backups import PolicySpec, retained
 from kvmmanager.services.schedules import ScheduleSpec
 from kvmmanager.services.vm_spec import DiskSpec, VmSpec
@@ -147,3 +147,22 @@ async def test_a_schedule_runs_the_policy(manager, vms):
     (run,) = manager.schedules.runs("kvmm-t-ops-bs")
     assert run["status"] == "ok", run
     assert await _names(manager, vms[0]) == ["kvmm-t-ops-s-20260501-010000"]
+
+
+async def test_restore_needs_confirmation_and_a_backup_of_the_policy(manager, vms):
+    bk = manager.backups
+    bk.create(PolicySpec(name="kvmm-t-ops-r", vms=[{"host": "local", "vm": vms[0]}]))
+    await manager.snapshots.create("local", vms[0], name="manual")
+    res = await bk.run("kvmm-t-ops-r", now=datetime(2026, 5, 1, 2, 0, tzinfo=UTC))
+    name = res["snapshot"]
+    assert [s["name"] for s in await bk.backups_of("kvmm-t-ops-r", "local", vms[0])] == [name]
+    with pytest.raises(InvalidInput) as err:
+        await bk.restore("kvmm-t-ops-r", "local", vms[0], name, confirm=False)
+    assert err.value.field == "confirm"
+    with pytest.raises(NotFound) as nf:
+        await bk.restore("kvmm-t-ops-r", "local", vms[0], "manual", confirm=True)
+    assert nf.value.field == "snapshot"
+    await manager.vms.action("local", vms[0], "start")
+    out = await bk.restore("kvmm-t-ops-r", "local", vms[0], name, confirm=True)
+    # The backup was taken of the shut-off VM: restoring it leaves the VM off again.
+    assert out["snapshot"] == name and out["running"] is False

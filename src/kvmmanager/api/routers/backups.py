@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.api.schemas.backups import BackupRunOut, PolicyIn, PolicyOut
+from kvmmanager.api.schemas.backups import BackupRunOut, PolicyIn, PolicyOut, RestoreIn
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.services.backups import PolicySpec
 from kvmmanager.services.manager import Manager
@@ -78,3 +78,20 @@ async def run(
 
     job_id = manager.jobs.start("backup.run", f"backup:{p['name']}", job, user)
     return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.get(ONE + "/backups/{host}/{vm}", name="backups.list_backups")
+async def list_backups(
+    policy: str, host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> Any:
+    """The VM's backups (snapshots) made by this policy, oldest first."""
+    return await manager.backups.backups_of(policy, host, vm)
+
+
+@router.post(ONE + "/restore", name="backups.restore")
+async def restore(policy: str, body: RestoreIn, manager: Manager = Depends(get_manager)) -> Any:
+    """Revert the VM to one of this policy's backups (`confirm: true` required: what
+    happened since is discarded)."""
+    return await manager.backups.restore(
+        policy, body.host, body.vm, body.snapshot, confirm=body.confirm
+    )

@@ -59,9 +59,18 @@ class BackupVmResult(BaseModel):
 
 class BackupRunOut(BaseModel):
     policy: str
-    snapshot: str
+    snapshot: str = Field(description="the name asked for; a VM's own may end in -N")
     status: Literal["ok", "partial", "failed"]
     total: int
     succeeded: int
     failed: int
     results: list[BackupVmResult]
+
+
+class RestoreIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(max_length=63)
+    vm: str = Field(max_length=256)
+    snapshot: str = Field(max_length=128, description="one of the policy's backups")
+    confirm: bool = Field(False, description="must be true: the current state is discarded")

@@ -86,3 +86,33 @@ def remove(ctx: typer.Context, policy: str) -> None:
     with client(ctx) as api:
         api.delete(f"/api/backup-policies/{q(policy)}")
     info(f"backup policy {policy} removed")
+
+
+@app.command("backups")
+def list_backups(
+    ctx: typer.Context,
+    policy: str,
+    vm: str,
+    host: str = typer.Option("local", "--host", "-H", envvar="KVMM_HOST"),
+) -> None:
+    """The VM's backups made by POLICY, oldest first."""
+    with client(ctx) as api:
+        data = api.get(f"/api/backup-policies/{q(policy)}/backups/{q(host)}/{q(vm)}")
+    emit(ctx, data, ["name", "created", "kind", "state"])
+
+
+@app.command("restore")
+def restore(
+    ctx: typer.Context,
+    policy: str,
+    vm: str,
+    snapshot: str,
+    host: str = typer.Option("local", "--host", "-H", envvar="KVMM_HOST"),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: the VM's current state is lost."),
+) -> None:
+    """Put VM back to one of POLICY's backups (over its current state)."""
+    if not yes:
+        yes = typer.confirm(f"Restore {vm} to {snapshot}? Everything since is discarded")
+    body = {"host": host, "vm": vm, "snapshot": snapshot, "confirm": yes}
+    with client(ctx) as api:
+        emit(ctx, api.post(f"/api/backup-policies/{q(policy)}/restore", json=body))
