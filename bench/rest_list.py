@@ -20,7 +20,7 @@ from testdriver import uri, write_node
 
 CALLS = {1000: 100, 5000: 30}
 VIRSH_RUNS = 3
-VIRSH_SESSION_LISTS = 10
+VIRSH_SESSION_LISTS = 20
 
 
 def time_rest(srv: Server, calls: int) -> list[float]:
