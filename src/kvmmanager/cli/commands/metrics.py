@@ -1,0 +1,169 @@
+"""`kvm-manager metrics ...`: VM resource use from the manager's collector."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.output import emit, wants_json
+from kvmmanager.core.errors import InvalidInput
+
+NAME = "metrics"
+app = typer.Typer(
+    help="VM metrics: per-host table, one VM, history, collector state.", no_args_is_help=True
+)
+
+RATE_COLUMNS = [
+    ("name", "VM"),
+    ("state", "STATE"),
+    ("cpu", "CPU %"),
+    ("mem", "MEMORY"),
+    ("disk_rd", "DISK READ/s"),
+    ("disk_wr", "DISK WRITE/s"),
+    ("iops", "IOPS r/w"),
+    ("net_rx", "NET RX/s"),
+    ("net_tx", "NET TX/s"),
+]
+SORT_KEYS = {"name": "name", "cpu": "cpu_pct", "mem": "mem_bytes", "disk": "disk_wr_bps"}
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def human_bytes(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} TiB"
+
+
+def _num(v: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def human_row(r: dict[str, Any]) -> dict[str, str]:
+    return {
+        "name": r["name"],
+        "state": r["state"],
+        "cpu": _num(r.get("cpu_pct")),
+        "mem": human_bytes(r.get("mem_bytes")),
+        "disk_rd": human_bytes(r.get("disk_rd_bps")),
+        "disk_wr": human_bytes(r.get("disk_wr_bps")),
+        "iops": f"{_num(r.get('disk_rd_iops'), '{:.0f}')}/{_num(r.get('disk_wr_iops'), '{:.0f}')}",
+        "net_rx": human_bytes(r.get("net_rx_bps")),
+        "net_tx": human_bytes(r.get("net_tx_bps")),
+    }
+
+
+@app.command("host")
+def host_metrics(
+    ctx: typer.Context,
+    host: str = typer.Argument("local"),
+    sort: str = typer.Option("name", help="name, cpu, mem or disk (busiest first)"),
+    limit: int = typer.Option(0, min=0, help="show only the first N rows (0: all)"),
+) -> None:
+    """The latest rates of every VM of a host."""
+    if sort not in SORT_KEYS:
+        raise InvalidInput(f"--sort must be one of {', '.join(SORT_KEYS)}", field="sort")
+    with client(ctx) as api:
+        data = api.get(f"/api/hosts/{_seg(host)}/metrics")
+    rows: list[dict[str, Any]] = data["vms"]
+    if sort != "name":
+        key = SORT_KEYS[sort]
+        rows.sort(key=lambda r: r.get(key) or 0.0, reverse=True)
+    if limit:
+        rows = rows[:limit]
+    if wants_json(ctx):
+        emit(ctx, {**data, "vms": rows})
+        return
+    emit(ctx, [human_row(r) for r in rows], RATE_COLUMNS)
+
+
+@app.command("vm")
+def vm_metrics(ctx: typer.Context, host: str, vm: str) -> None:
+    """The latest figures of one VM, with its guest agent's when it runs one."""
+    with client(ctx) as api:
+        data = api.get(f"/api/hosts/{_seg(host)}/vms/{_seg(vm)}/metrics")
+    if wants_json(ctx):
+        emit(ctx, data)
+        return
+    shown: dict[str, Any] = human_row(data)
+    shown["memory source"] = data.get("mem_source") or "-"
+    shown["cpu seconds"] = _num(data["totals"].get("cpu_seconds"))
+    guest = data.get("guest") or {}
+    if guest:
+        shown["guest cpu %"] = _num(guest.get("cpu_percent"))
+        mem = guest.get("memory") or {}
+        if "used_kb" in mem:
+            shown["guest memory used"] = human_bytes(mem["used_kb"] * 1024)
+        if "load_average" in guest:
+            shown["guest load"] = " ".join(f"{v:.2f}" for v in guest["load_average"])
+    shown["collected"] = datetime.fromtimestamp(data["ts"], UTC).isoformat(timespec="seconds")
+    emit(ctx, shown)
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    host: str,
+    vm: str,
+    last: float = typer.Option(600.0, help="seconds back from now (up to 86400)"),
+    field: list[str] = typer.Option(
+        ["cpu_pct", "mem_bytes"], "--field", "-f", help="fields to show (repeat)"
+    ),
+) -> None:
+    """A VM's history: full resolution up to 1 h back, 5-minute means beyond."""
+    with client(ctx) as api:
+        data = api.get(
+            f"/api/hosts/{_seg(host)}/vms/{_seg(vm)}/metrics/history", params={"last": last}
+        )
+    unknown = [f for f in field if f not in data["fields"]]
+    if unknown:
+        raise InvalidInput(
+            f"unknown field {unknown[0]!r}; fields: {', '.join(data['fields'])}", field="field"
+        )
+    if wants_json(ctx):
+        emit(ctx, data)
+        return
+    series = data["series"]
+    rows = []
+    for i, ts in enumerate(series["ts"]):
+        row = {"time": datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")}
+        for f in field:
+            v = series[f][i]
+            row[f] = human_bytes(v) if f.endswith(("bytes", "bps")) else _num(v)
+        rows.append(row)
+    emit(ctx, rows, ["time", *field], title=f"every {data['step']:g} s")
+
+
+@app.command("collectors")
+def collectors(ctx: typer.Context) -> None:
+    """The collector of each host: collections, skipped (overrun) ticks, errors, cost."""
+    with client(ctx) as api:
+        data = api.get("/api/metrics/collectors")
+    now = time.time()
+    for c in data:
+        c["age_seconds"] = round(now - c["last_ts"], 1) if c.get("last_ts") else None
+    emit(
+        ctx,
+        data,
+        [
+            "host",
+            "vms",
+            "cycles",
+            "overruns",
+            "errors",
+            "last_duration_seconds",
+            "age_seconds",
+            "last_error",
+        ],
+    )
