@@ -1,5 +1,5 @@
 """Operations automation: scheduled operations and their runs, alert rules and alerts,
-webhooks and their deliveries, backup policies.
+webhooks and their deliveries, e-mail targets, backup policies.
 
 Imported by `kvmmanager.db.models` so these tables are on the one metadata alembic and
 the migration test compare against.
@@ -178,4 +178,25 @@ class BackupPolicy(Base):
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_status: Mapped[str | None] = mapped_column(String(16))
     created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EmailTarget(Base):
+    """Alert e-mail through an SMTP server."""
+
+    __tablename__ = "email_targets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    smtp_host: Mapped[str] = mapped_column(String(255))
+    smtp_port: Mapped[int] = mapped_column(Integer, default=587)
+    # none | starttls | tls
+    security: Mapped[str] = mapped_column(String(16), default="starttls")
+    username: Mapped[str | None] = mapped_column(String(255))
+    # Needed in clear to log in to the SMTP server; never returned by the API.
+    password: Mapped[str | None] = mapped_column(String(255))
+    from_addr: Mapped[str] = mapped_column(String(255))
+    to_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    min_severity: Mapped[str] = mapped_column(String(16), default="warning")
+    enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -14,7 +14,7 @@ failed; resolved by the next good run).
 
 A firing or a resolution is a row in `alerts`, an audit entry (`alerts.firing` /
 `alerts.resolved`), an `alert.firing` / `alert.resolved` event (the UI shows it live
-through /api/events) and a webhook delivery (webhooks.py).
+through /api/events), a webhook delivery (webhooks.py) and an e-mail (email_alerts.py).
 """
 
 from __future__ import annotations
@@ -370,6 +370,7 @@ class AlertService:
         payload = {"event": kind, "alert": {k: _jsonable(v) for k, v in a.items()}}
         self.m.bus.publish(Event(kind, host=a["host"], subject=str(a["id"]), data=payload["alert"]))
         self.m.webhooks.send(kind, payload, a["severity"])
+        self.m.email.send(kind, payload["alert"], a["severity"])
 
 
 def _jsonable(v: Any) -> Any:

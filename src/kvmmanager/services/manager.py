@@ -40,6 +40,7 @@ LAZY_SERVICES = (
     "scheduler",
     "alerts",
     "webhooks",
+    "email",
     "hosts",
     "vms",
     "storage",
@@ -164,6 +165,10 @@ class Manager:
     @cached_property
     def backups(self) -> Any:
         return _service("backups", "BackupService")(self)
+
+    @cached_property
+    def email(self) -> Any:
+        return _service("email_alerts", "EmailService")(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 

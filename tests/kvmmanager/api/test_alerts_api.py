@@ -70,3 +70,19 @@ def test_cli_alert(cli):
     assert cli("--json", "alert", "list").exit_code == 0
     assert cli("alert", "rule", "remove", "kvmm-t-ops-crash").exit_code == 0
     assert cli("alert", "webhook", "remove", "kvmm-t-ops-wh").exit_code == 0
+
+
+def test_email_targets_are_admin_only(client, client_as):
+    body = {"name": "kvmm-t-ops-mail", "smtp_host": "127.0.0.1", "smtp_port": 9,
+            "security": "none", "from_addr": "k@example.org", "to_addrs": ["o@example.org"],
+            "password": "kvmm-t-ops-pw", "username": "kvmm"}  # fmt: skip
+    assert client_as("operator").post("/api/email-targets", json=body).status_code == 403
+    r = client.post("/api/email-targets", json=body)
+    assert r.status_code == 201, r.text
+    assert "password" not in r.json() and "password" not in client.get("/api/email-targets").text
+    # Nothing listens on port 9: the test send reports the failure, naming the server.
+    r = client.post("/api/email-targets/kvmm-t-ops-mail/test")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "smtp_host"
+    r = client.post("/api/email-targets", json={**body, "name": "x", "to_addrs": ["bad"]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "to_addrs"
+    assert client.delete("/api/email-targets/kvmm-t-ops-mail").status_code == 204

@@ -3,9 +3,9 @@
 GET  /api/alerts                          firing and resolved alerts, newest first
 GET  /api/alert-rules, POST, GET/DELETE /api/alert-rules/{rule}, POST .../enable|disable
      (viewers read; operators write)
-/api/webhooks...                          admin only: the URLs and deliveries may carry
-                                          tokens, and a webhook makes the server send
-                                          requests to any address
+/api/webhooks..., /api/email-targets...   admin only: URLs, deliveries and SMTP logins
+                                          may carry secrets, and both make the server
+                                          send requests to any address
 Live notifications: `alert.firing` / `alert.resolved` events on /api/events.
 """
 
@@ -19,6 +19,8 @@ from kvmmanager.api.deps import current_user, get_manager, require_role
 from kvmmanager.api.schemas.alerts import (
     AlertOut,
     DeliveryOut,
+    EmailTargetIn,
+    EmailTargetOut,
     PingOut,
     RuleIn,
     RuleOut,
@@ -28,6 +30,7 @@ from kvmmanager.api.schemas.alerts import (
 )
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.services.alerts import RuleSpec
+from kvmmanager.services.email_alerts import EmailSpec
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 
@@ -153,3 +156,42 @@ async def deliveries(
     _a: Principal = ADMIN,
 ) -> Any:
     return manager.webhooks.deliveries(webhook, limit)
+
+
+@router.get("/api/email-targets", name="email.list", response_model=list[EmailTargetOut])
+async def list_email(manager: Manager = Depends(get_manager), _a: Principal = ADMIN) -> Any:
+    return manager.email.list()
+
+
+@router.post(
+    "/api/email-targets",
+    name="email.create",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EmailTargetOut,
+)
+async def create_email(
+    body: EmailTargetIn, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
+) -> Any:
+    """Alerts reaching `min_severity` are mailed to `to_addrs` through this SMTP server."""
+    return manager.email.create(EmailSpec(**body.model_dump()))
+
+
+@router.delete(
+    "/api/email-targets/{target}", name="email.delete", status_code=status.HTTP_204_NO_CONTENT
+)
+async def delete_email(
+    target: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
+) -> Response:
+    manager.email.delete(target)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/api/email-targets/{target}/test", name="email.test", status_code=status.HTTP_204_NO_CONTENT
+)
+async def test_email(
+    target: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
+) -> Response:
+    """Send a test message now (422 with the SMTP server's answer when it fails)."""
+    await manager.email.test(target)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

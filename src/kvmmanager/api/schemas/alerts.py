@@ -95,3 +95,32 @@ class DeliveryOut(BaseModel):
 
 class PingOut(BaseModel):
     delivery_id: int
+
+
+class EmailTargetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=64)
+    smtp_host: str = Field(max_length=255)
+    smtp_port: int = 587
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = Field(None, max_length=255)
+    password: str | None = Field(None, max_length=255)
+    from_addr: str = Field(max_length=255)
+    to_addrs: list[str] = Field(max_length=50)
+    min_severity: Severity = "warning"
+    enabled: bool = True
+
+
+class EmailTargetOut(BaseModel):
+    id: int
+    name: str
+    smtp_host: str
+    smtp_port: int
+    security: str
+    username: str | None
+    from_addr: str
+    to_addrs: list[str]
+    min_severity: str
+    enabled: bool
+    created_at: datetime

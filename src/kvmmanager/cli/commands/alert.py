@@ -13,8 +13,10 @@ NAME = "alert"
 app = typer.Typer(help="Alerts, alert rules and webhooks.", no_args_is_help=True)
 rule_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
 hook_app = typer.Typer(help="Webhooks (admin).", no_args_is_help=True)
+email_app = typer.Typer(help="Alert e-mail through SMTP (admin).", no_args_is_help=True)
 app.add_typer(rule_app, name="rule")
 app.add_typer(hook_app, name="webhook")
+app.add_typer(email_app, name="email")
 
 ALERT_COLUMNS = ["id", "state", "severity", "rule_name", "host", "subject_name", "value",
                  "message", "fired_at", "resolved_at"]  # fmt: skip
@@ -143,3 +145,48 @@ def remove_hook(ctx: typer.Context, webhook: str) -> None:
     with client(ctx) as api:
         api.delete(f"/api/webhooks/{q(webhook)}")
     info(f"webhook {webhook} removed")
+
+
+@email_app.command("list")
+def list_email(ctx: typer.Context) -> None:
+    with client(ctx) as api:
+        data = api.get("/api/email-targets")
+    emit(ctx, data, ["name", "smtp_host", "smtp_port", "security", "to_addrs", "min_severity"])
+
+
+@email_app.command("add")
+def add_email(
+    ctx: typer.Context,
+    name: str,
+    smtp_host: str,
+    to: list[str] = typer.Option(..., "--to", help="Recipient (repeat)."),
+    from_addr: str = typer.Option(..., "--from", help="Sender address."),
+    port: int = typer.Option(587, "--port"),
+    security: str = typer.Option("starttls", "--security", help="none, starttls or tls."),
+    username: str | None = typer.Option(None, "--username"),
+    password: str | None = typer.Option(None, "--password", envvar="KVMM_SMTP_PASSWORD"),
+    min_severity: str = typer.Option("warning", "--min-severity"),
+) -> None:
+    """Mail alerts of at least --min-severity to the --to addresses."""
+    body = {
+        "name": name, "smtp_host": smtp_host, "smtp_port": port, "security": security,
+        "username": username, "password": password, "from_addr": from_addr,
+        "to_addrs": to, "min_severity": min_severity,
+    }  # fmt: skip
+    with client(ctx) as api:
+        emit(ctx, api.post("/api/email-targets", json=body))
+
+
+@email_app.command("test")
+def test_email(ctx: typer.Context, target: str) -> None:
+    """Send a test message through the target now."""
+    with client(ctx) as api:
+        api.post(f"/api/email-targets/{q(target)}/test")
+    info(f"test e-mail sent through {target}")
+
+
+@email_app.command("remove")
+def remove_email(ctx: typer.Context, target: str) -> None:
+    with client(ctx) as api:
+        api.delete(f"/api/email-targets/{q(target)}")
+    info(f"e-mail target {target} removed")
