@@ -1,0 +1,147 @@
+// Performance graphs of a VM (the Performance tab): uPlot charts filled from the metrics
+// history API and kept live by the metrics SSE stream. The fragment arrives through htmx
+// (which runs no scripts in it), so this file, loaded by the page, finds any
+// `[data-kvmm-graphs]` element after each swap and owns it until it leaves the DOM.
+(() => {
+  "use strict";
+
+  const GRAPHS = {
+    cpu: { series: [["cpu_pct", "CPU %"]], unit: "pct" },
+    mem: { series: [["mem_bytes", "used"]], unit: "bytes" },
+    disk: { series: [["disk_rd_bps", "read/s"], ["disk_wr_bps", "write/s"]], unit: "bytes" },
+    iops: { series: [["disk_rd_iops", "read ops/s"], ["disk_wr_iops", "write ops/s"]], unit: "count" },
+    net: { series: [["net_rx_bps", "receive/s"], ["net_tx_bps", "transmit/s"]], unit: "bytes" },
+  };
+  const COLORS = ["#2f7ed8", "#d35400"];
+  const LIVE_MAX_SECONDS = 3600;
+
+  function human(v, unit) {
+    if (v == null) return "–";
+    if (unit === "pct") return v.toFixed(1) + " %";
+    if (unit === "count") return v.toFixed(v < 10 ? 1 : 0);
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
+  }
+
+  class VmGraphs {
+    constructor(root) {
+      this.root = root;
+      this.range = 600;
+      this.data = null; // columnar {ts: [...], field: [...]}
+      this.plots = {};
+      this.source = null;
+      this.status = root.querySelector("[data-graph-status]");
+      root.addEventListener("click", (e) => {
+        const btn = e.target.closest("[data-graph-range]");
+        if (!btn) return;
+        for (const b of root.querySelectorAll("[data-graph-range]")) {
+          const on = b === btn;
+          b.classList.toggle("primary", on);
+          b.setAttribute("aria-pressed", String(on));
+        }
+        this.range = Number(btn.dataset.graphRange);
+        this.load();
+      });
+      this.resizer = new ResizeObserver(() => this.resize());
+      this.resizer.observe(root);
+      this.load();
+    }
+
+    setStatus(text) { if (this.status) this.status.textContent = text; }
+
+    width() { return Math.max(240, (this.root.querySelector("[data-graph]")?.clientWidth || 480) - 8); }
+
+    async load() {
+      this.stopLive();
+      this.setStatus("loading…");
+      try {
+        const r = await fetch(`${this.root.dataset.historyUrl}?last=${this.range}`, { credentials: "same-origin" });
+        if (!r.ok) throw new Error((await r.json()).error?.message || r.statusText);
+        const body = await r.json();
+        this.data = body.series;
+        this.draw();
+        this.setStatus(`every ${body.step} s`);
+        if (this.range <= LIVE_MAX_SECONDS) this.startLive();
+      } catch (err) {
+        this.setStatus("no data: " + err.message);
+      }
+    }
+
+    draw() {
+      for (const p of Object.values(this.plots)) p.destroy();
+      this.plots = {};
+      for (const [name, spec] of Object.entries(GRAPHS)) {
+        const el = this.root.querySelector(`[data-graph="${name}"]`);
+        if (!el) continue;
+        const opts = {
+          width: this.width(),
+          height: 160,
+          scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, spec.unit === "bytes" ? 1024 : 1)] } },
+          axes: [{}, { values: (u, ticks) => ticks.map((t) => human(t, spec.unit)), size: 70 }],
+          series: [{}, ...spec.series.map(([, label], i) => ({
+            label, stroke: COLORS[i], width: 1.5, spanGaps: false,
+            value: (u, v) => human(v, spec.unit),
+          }))],
+        };
+        this.plots[name] = new uPlot(opts, this.columns(spec), el);
+      }
+    }
+
+    columns(spec) { return [this.data.ts, ...spec.series.map(([f]) => this.data[f])]; }
+
+    startLive() {
+      if (!window.EventSource) return;
+      this.source = new EventSource(this.root.dataset.streamUrl);
+      this.source.addEventListener("sample", (e) => this.append(JSON.parse(e.data)));
+      this.source.addEventListener("gone", () => { this.setStatus("the VM is gone"); this.stopLive(); });
+      this.source.onerror = () => this.setStatus("live stream interrupted, retrying…");
+      this.source.onopen = () => this.setStatus("live");
+    }
+
+    stopLive() { if (this.source) { this.source.close(); this.source = null; } }
+
+    append(sample) {
+      if (!this.root.isConnected) { this.destroy(); return; }
+      const d = this.data;
+      if (!d || (d.ts.length && sample.ts <= d.ts[d.ts.length - 1])) return;
+      d.ts.push(sample.ts);
+      for (const spec of Object.values(GRAPHS)) for (const [f] of spec.series) d[f].push(sample[f]);
+      const cutoff = sample.ts - this.range;
+      let drop = 0;
+      while (drop < d.ts.length && d.ts[drop] < cutoff) drop++;
+      if (drop) for (const k of Object.keys(d)) d[k].splice(0, drop);
+      for (const [name, spec] of Object.entries(GRAPHS)) this.plots[name]?.setData(this.columns(spec));
+    }
+
+    resize() {
+      if (!this.root.isConnected) { this.destroy(); return; }
+      const w = this.width();
+      for (const p of Object.values(this.plots)) p.setSize({ width: w, height: 160 });
+    }
+
+    destroy() {
+      this.stopLive();
+      this.resizer.disconnect();
+      for (const p of Object.values(this.plots)) p.destroy();
+      this.plots = {};
+    }
+  }
+
+  const live = new WeakMap();
+  function scan(scope) {
+    if (typeof uPlot === "undefined") return;
+    for (const el of (scope || document).querySelectorAll("[data-kvmm-graphs]")) {
+      if (!live.has(el)) live.set(el, new VmGraphs(el));
+    }
+  }
+  document.addEventListener("htmx:load", (e) => scan(e.target));
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => scan(document));
+  else scan(document);
+  // A swapped-out tab takes its graphs along: stop their streams.
+  document.addEventListener("htmx:beforeCleanupElement", (e) => {
+    const g = live.get(e.target);
+    if (g) { g.destroy(); live.delete(e.target); }
+  });
+})();
