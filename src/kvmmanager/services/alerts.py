@@ -126,7 +126,9 @@ class AlertService:
         text = str(ident)
         row = s.scalar(
             select(AlertRule).where(
-                AlertRule.id == int(text) if text.isdigit() else AlertRule.name == text
+                AlertRule.id == int(text)
+                if (text.isdigit() and len(text) < 19)
+                else AlertRule.name == text
             )
         )
         if row is None:

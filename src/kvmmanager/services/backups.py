@@ -132,7 +132,9 @@ class BackupService:
         text = str(ident)
         row = s.scalar(
             select(BackupPolicy).where(
-                BackupPolicy.id == int(text) if text.isdigit() else BackupPolicy.name == text
+                BackupPolicy.id == int(text)
+                if (text.isdigit() and len(text) < 19)
+                else BackupPolicy.name == text
             )
         )
         if row is None:

@@ -144,7 +144,9 @@ class EmailService:
         text = str(ident)
         row = s.scalar(
             select(EmailTarget).where(
-                EmailTarget.id == int(text) if text.isdigit() else EmailTarget.name == text
+                EmailTarget.id == int(text)
+                if (text.isdigit() and len(text) < 19)
+                else EmailTarget.name == text
             )
         )
         if row is None:

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
@@ -76,7 +76,7 @@ class ScheduleSpec(BaseModel):
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidInput(f"unknown time zone {name!r}", field="timezone") from None
 
 
@@ -135,9 +135,18 @@ def validate_spec(spec: ScheduleSpec) -> ScheduleSpec:
         raise InvalidInput(
             "snapshot_prefix: letters, digits, '.', '_', '-'", field="snapshot_prefix"
         )
+    if spec.cron is not None:
+        probe = Schedule(kind="cron", cron=spec.cron, timezone=spec.timezone)
+        if next_run(probe, datetime.now(UTC)) is None:
+            raise InvalidInput("cron never matches (e.g. February 30)", field="cron")
     out = spec.model_copy()
-    if out.run_at is not None and out.run_at.tzinfo is None:
-        out.run_at = out.run_at.replace(tzinfo=tz)
+    if out.run_at is not None:
+        if out.run_at.tzinfo is None:
+            out.run_at = out.run_at.replace(tzinfo=tz)
+        try:
+            out.run_at = out.run_at.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise InvalidInput("run_at is out of range", field="run_at") from None
     if out.weekdays is not None:
         out.weekdays = sorted(set(out.weekdays))
     return out
@@ -155,8 +164,10 @@ def next_run(s: Schedule, after: datetime) -> datetime | None:
     if s.kind == "once":
         return s.run_at if s.run_at is not None and s.run_at > after else None
     if s.kind == "cron":
-        it = croniter(s.cron, after.astimezone(tz))
-        return it.get_next(datetime).astimezone(UTC)
+        try:
+            return croniter(s.cron, after.astimezone(tz)).get_next(datetime).astimezone(UTC)
+        except (CroniterError, OverflowError, ValueError):
+            return None  # an expression that never matches again ("0 0 30 2 *")
     at = _parse_time(s.at_time)
     start = after.astimezone(tz).date()
     if s.kind in ("daily", "weekly"):
@@ -266,7 +277,11 @@ class ScheduleService:
     def _row(self, s: Any, ident: str | int) -> Schedule:
         q = select(Schedule)
         text = str(ident)
-        q = q.where(Schedule.id == int(text)) if text.isdigit() else q.where(Schedule.name == text)
+        q = (
+            q.where(Schedule.id == int(text))
+            if (text.isdigit() and len(text) < 19)
+            else q.where(Schedule.name == text)
+        )
         row = s.scalar(q)
         if row is None:
             raise NotFound(f"schedule '{ident}' not found", field="schedule")

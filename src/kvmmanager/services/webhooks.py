@@ -101,8 +101,12 @@ class WebhookService:
     ) -> dict[str, Any]:
         if not _NAME_RE.fullmatch(name or ""):
             raise InvalidInput("name: lowercase letters, digits, '.', '_', '-'", field="name")
-        parts = urlsplit(url or "")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url or "")
+            hostname = parts.hostname
+        except ValueError:
+            raise InvalidInput("url is not a valid URL", field="url") from None
+        if parts.scheme not in ("http", "https") or not hostname:
             raise InvalidInput("url must be an http:// or https:// URL", field="url")
         if min_severity not in SEVERITIES:
             raise InvalidInput(f"min_severity must be one of {SEVERITIES}", field="min_severity")
@@ -123,7 +127,7 @@ class WebhookService:
     def _row(self, s: Any, ident: str | int) -> Webhook:
         text = str(ident)
         q = select(Webhook).where(
-            Webhook.id == int(text) if text.isdigit() else Webhook.name == text
+            Webhook.id == int(text) if (text.isdigit() and len(text) < 19) else Webhook.name == text
         )
         row = s.scalar(q)
         if row is None:

@@ -97,3 +97,10 @@ def test_naive_run_at_is_read_in_the_schedule_time_zone():
         base(kind="once", run_at=datetime(2026, 7, 1, 9, 0), timezone="Europe/Berlin")
     )
     assert spec.run_at == utc(2026, 7, 1, 7, 0)
+
+
+def test_a_cron_that_never_matches_is_refused():
+    with pytest.raises(InvalidInput) as err:
+        validate_spec(base(kind="cron", cron="0 0 30 2 *"))
+    assert err.value.field == "cron"
+    assert next_run(sched(kind="cron", cron="0 0 30 2 *"), utc(2026, 1, 1)) is None
