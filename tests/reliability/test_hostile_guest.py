@@ -267,3 +267,37 @@ async def test_fake_guest_protocol_helpers_round_trip(
         assert json.loads(json.dumps(statuses)) == ["connecting", "connected"]
     finally:
         await c.close()
+
+
+async def test_flooding_guest_marks_the_vm_unresponsive_in_the_inventory(
+    manager: Any, fake_guest: Callable[..., Awaitable[FakeGuest]]
+) -> None:
+    """Through the service the manager uses: the offending VM's inventory entry shows
+    `unresponsive` (and a domain.agent event says so), then `connected` after re-sync."""
+    holder: list[FakeGuest] = []
+
+    async def flood(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await flood_10k_lines_per_second(holder[0], r, w)
+
+    guest = await fake_guest(flood)
+    holder.append(guest)
+
+    async def opener(host: str, uuid: str) -> Any:
+        return await UnixTransport.open(guest.path)
+
+    manager.agents._opener = opener  # the test driver's VM has no agent channel
+    await manager.registry.get("local").wait_connected(30)
+    vm = manager.inventory.domain("local", "test")
+    sub = manager.bus.subscribe(
+        predicate=lambda e: e.kind == "domain.agent" and e.subject == vm.uuid
+    )
+    client = manager.agents.client("local", "test")
+    with pytest.raises((AgentUnavailable, GuestError)):
+        await client.call("ping")
+    assert manager.inventory.domain("local", "test").agent_status == "unresponsive"
+    seen: list[str] = []
+    async with asyncio.timeout(30):
+        while "unresponsive" not in seen:
+            seen.append((await sub.get()).data.get("status"))
+    assert (await client.call("ping"))["pong"] is True
+    assert manager.inventory.domain("local", "test").agent_status == "connected"
