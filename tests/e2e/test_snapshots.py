@@ -167,7 +167,10 @@ def test_quiesced_external_chain_merged_while_running(lab: Lab, guest: Guest) ->
     assert read(lab, guest) == "v3"
     assert disk_source(lab, guest) == base
 
-    lab.api.exec(guest.name, "sync")
+    # Flush the guest's page cache the way a freeze does (no `sync` command is allowed).
+    params = {"mount_points": ["/data"], "timeout_seconds": 10}
+    lab.api.agent(guest.name, "call/fsfreeze_freeze", "POST", json=params)
+    lab.api.agent(guest.name, "call/fsfreeze_thaw", "POST", json={})
     lab.api.action(guest.name, "destroy")
     qemu_img_check(base)
     assert file_in_image(base, FILE_ON_DISK) == "v3"
