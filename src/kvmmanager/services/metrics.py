@@ -55,6 +55,7 @@ MIN_INTERVAL = 0.1
 GUEST_INTERVAL_FACTOR = 5
 MIN_GUEST_INTERVAL = 10.0
 MAX_HISTORY_POINTS = 5000
+FULL_RANGE_SLACK = 5.0
 
 
 @dataclass(slots=True)
@@ -357,7 +358,8 @@ class MetricsService:
             raise InvalidInput("the range may span at most 24 hours", field="since")
         hm = self.host(host)
         uuid = self._uuid(host, vm)
-        oldest_full = now - self.capacity * self.interval
+        # Slack: "the last hour" computed by a caller a moment ago still means this ring.
+        oldest_full = now - self.capacity * self.interval - FULL_RANGE_SLACK
         if since >= oldest_full:
             ts, rows = hm.full.series(uuid, since, until)
             step = self.interval

@@ -241,3 +241,30 @@ def test_collect_blocking_makes_one_call_for_all_domains() -> None:
     assert s.values[0] is not None and s.values[0] > 0
     assert s.values[1] == 200 * 1024
     assert second.codes.keys() == second.samples.keys()
+
+
+async def test_last_hour_is_served_at_full_resolution(manager: Any) -> None:
+    await until(lambda: cycles(manager) >= 2, "collections")
+    until_ts = time.time() - 1.0  # as a caller computed it a moment ago
+    hist = manager.metrics.history("local", "test", since=until_ts - 3600, until=until_ts)
+    assert hist["step"] == pytest.approx(0.1)
+    hist = manager.metrics.history("local", "test", since=until_ts - 7200, until=until_ts)
+    assert hist["step"] == 300
+
+
+@pytest.mark.libvirtd
+async def test_collects_from_the_real_daemon(settings: Settings) -> None:
+    from kvmmanager.services.manager import Manager
+
+    settings.libvirt.default_uri = "qemu:///system"
+    m = Manager(settings)
+    await m.start()
+    try:
+        await m.registry.get("local").wait_connected(60)
+        await until(lambda: cycles(m) >= 2, "collections from libvirtd")
+        hm = m.metrics.host("local")
+        assert hm.errors == 0 and hm.last_error == ""
+        running = {d.uuid for d in m.inventory.domains("local") if d.state == "running"}
+        assert running <= hm.latest.keys()
+    finally:
+        await m.stop()
