@@ -78,8 +78,11 @@ class AgentService:
         if self.settings.prefer_unix_socket and not is_remote_uri(conn.uri):
             path = await self._socket_path(conn, uuid)
             if path and os.access(path, os.R_OK | os.W_OK):
-                with contextlib.suppress(AgentUnavailable):
-                    return await UnixTransport.open(path)
+                # No fallback to libvirt's stream once the socket is usable: when the
+                # connect fails it is because QEMU's one-client port is busy (its listen
+                # backlog is full), and libvirtd would then block in connect() while holding
+                # the domain's locks, which hangs the whole daemon (seen with libvirt 9.0).
+                return await UnixTransport.open(path)
         return await LibvirtStreamTransport.open(conn, uuid, KVMM_AGENT_CHANNEL)
 
     async def _socket_path(self, conn: Any, uuid: str) -> str | None:
