@@ -3,8 +3,8 @@
 Fast variant (test driver, always in CI): a job is running in a real manager process;
 after kill -9 and a restart the job is 'failed' with a reason that says why, and the
 restarted manager works. libvirtd variant: kill -9 during a volume upload into a new
-volume; after the restart the job failed with a reason and the audit entry names the
-job. The half-written new volume is still left behind (a known gap: xfail).
+volume; after the restart the job failed with a reason, the audit entry names the job,
+and the half-written new volume is removed (the job recorded it before creating it).
 """
 
 from __future__ import annotations
@@ -173,7 +173,15 @@ def test_kill_manager_during_volume_upload(
     figures["upload_bytes_sent_before_kill"] = sent["bytes"]
     figures["half_written_volume_after_kill"] = half_made
     figures["half_written_volume_after_restart"] = vol in _volumes(sec_pool)
-    if vol in _volumes(sec_pool):
-        # Known gap (docs/reliability.md, reported): a SIGKILLed upload leaves the volume
-        # it created; nothing at restart knows the job made it. Fails loudly once fixed.
-        pytest.xfail("a SIGKILLed upload leaves its half-written new volume behind")
+    # The job had recorded the volume it created: the restart removes it once the host
+    # is connected, and says so in the job's error message.
+    wait_for(lambda: vol not in _volumes(sec_pool), 60)
+    figures["half_written_volume_after_restart"] = False
+    msg = wait_for(lambda: _removed_message(api, job["id"]), 60)
+    assert sec_pool in msg, msg
+    assert api.get(f"/api/jobs/{job['id']}").json()["state"] == "failed"
+
+
+def _removed_message(api: httpx.Client, job_id: str) -> str | None:
+    msg = api.get(f"/api/jobs/{job_id}").json()["error"]["message"]
+    return msg if "removed" in msg else None

@@ -38,6 +38,8 @@ _PUBLISH_INTERVAL = 0.1
 _DB_INTERVAL = 0.5
 MAX_WORKERS = 8
 FINISH_RETRY_SECONDS = 120.0
+UNDO_ACTIONS = frozenset({"delete_volume"})
+UNDO_WAIT_SECONDS = 120.0
 
 
 @dataclass(slots=True)
@@ -77,6 +79,14 @@ class JobProgress:
             self._last_db = now
             self._svc._write_progress(self)
 
+    def undo_on_interrupt(self, action: str, **args: str) -> None:
+        """Record what the next start must remove should this process die before the
+        job ends (kill -9, power loss), e.g. `("delete_volume", host=, pool=, volume=)`
+        before creating a volume. Kept in the job row; the job's end overwrites it."""
+        if action not in UNDO_ACTIONS:
+            raise ValueError(f"unknown undo action {action!r}")
+        self._svc._write_undo(self, {"action": action, **args})
+
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
@@ -94,25 +104,37 @@ class JobService:
         self._live: dict[str, _Live] = {}
         self._executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="kvmm-job")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._undo_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Called by Manager.start(): jobs run as tasks on this loop."""
         self._loop = loop
-        # Jobs cannot survive a restart: whatever was running is gone.
+        # Jobs cannot survive a restart: whatever was running is gone. What they had
+        # recorded as half-made is removed once their host is connected again.
         with self._m.db.begin() as s:
+            undo = [
+                (job.id, job.result["undo"])
+                for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
+                if isinstance(job.result, dict) and isinstance(job.result.get("undo"), dict)
+            ]
             s.execute(
                 update(Job)
                 .where(Job.state.in_(("queued", "running")))
                 .values(
                     state="failed",
                     error={"code": "interrupted", "message": "the server restarted"},
+                    result=None,
                     updated_at=utcnow(),
                 )
             )
+        if undo:
+            self._undo_task = loop.create_task(self._undo_interrupted(undo), name="job-undo")
 
     async def shutdown(self) -> None:
+        if self._undo_task is not None:
+            self._undo_task.cancel()
         for live in list(self._live.values()):
             live.progress._request_cancel()
         pending = [live.future for live in self._live.values()]
@@ -276,6 +298,42 @@ class JobService:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _undo_interrupted(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        for job_id, undo in records:
+            host, pool, volume = undo.get("host"), undo.get("pool"), undo.get("volume")
+            outcome = "removed"
+            try:
+                # Hosts are (re)connected by Manager.start right after attach_loop.
+                deadline = time.monotonic() + UNDO_WAIT_SECONDS
+                while True:
+                    try:
+                        await self._m.registry.get(host).wait_connected(5)
+                        break
+                    except KvmmError:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(1)
+                await self._m.storage.delete_volume(host, pool, volume)
+            except NotFound:
+                outcome = "not there (never created)"
+            except KvmmError as exc:
+                outcome = f"left in place: {exc.message}"
+            log.warning(
+                "interrupted job %s: volume %s/%s/%s %s", job_id, host, pool, volume, outcome
+            )
+            message = f"the server restarted; its half-made volume {pool}/{volume}: {outcome}"
+            await asyncio.to_thread(self._set_error_message, job_id, message)
+
+    def _set_error_message(self, job_id: str, message: str) -> None:
+        with self._m.db.begin() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.error is not None:
+                job.error = {**job.error, "message": message}
+
+    def _write_undo(self, p: JobProgress, undo: dict[str, Any]) -> None:
+        with self._m.db.begin() as s:
+            s.execute(update(Job).where(Job.id == p.id).values(result={"undo": undo}))
 
     def _set_state(self, job_id: str, state: str) -> None:
         with self._m.db.begin() as s:

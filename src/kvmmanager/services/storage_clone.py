@@ -73,6 +73,8 @@ async def start_clone(
             return None  # not visible yet
 
     async def run(progress: JobProgress) -> dict[str, Any]:
+        # Should the server die mid-copy, the next start deletes the half-made clone.
+        progress.undo_on_interrupt("delete_volume", host=host, pool=dest_pool, volume=new_name)
         task = asyncio.ensure_future(storage._call(host, create))
         try:
             while not task.done():

@@ -182,6 +182,9 @@ async def upload_volume(
             raise Cancelled("the client went away during the upload") from None
 
     async def run(progress: JobProgress) -> dict[str, Any]:
+        if create:
+            # Should the server die mid-upload, the next start deletes the new volume.
+            progress.undo_on_interrupt("delete_volume", host=host, pool=pool, volume=vol)
         details = await storage.upload_volume(
             host,
             pool,
