@@ -119,8 +119,8 @@ def e2e_server(tmp_path_factory: pytest.TempPathFactory, run_id: str) -> Iterato
     (tests/conftest.py's `live_server` is per test and on the test driver)."""
     import uvicorn
 
-    from kvmmanager.api.app import create_app
     from kvmmanager.core.config import get_settings
+    from kvmmanager.web.app import create_app  # API + web UI: browser scenarios too
 
     base = tmp_path_factory.mktemp("e2e-manager")
     mp = pytest.MonkeyPatch()

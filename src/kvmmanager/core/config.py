@@ -89,6 +89,10 @@ class AgentSettings(BaseModel):
 
 class MetricsSettings(BaseModel):
     interval_seconds: float = 2.0
+    # Keep 5-minute means in the database so graphs survive a restart.
+    persist: bool = True
+    # How often connected agents are asked for guest metrics; 0 = the service's default.
+    guest_interval_seconds: float = 0
     prometheus_token: str = ""
 
 

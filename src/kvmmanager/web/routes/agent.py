@@ -57,6 +57,7 @@ def agent_tab(
         vm=manager.vms.get(host, vm),
         status=manager.agents.status(host, vm),
         can_exec=_allowed(manager, user, "exec_command"),
+        can_files=_allowed(manager, user, "file_write_chunk"),
         can_power=_allowed(manager, user, "shutdown"),
     )
 

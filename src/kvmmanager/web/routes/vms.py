@@ -18,6 +18,7 @@ from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, NicSpec
 from kvmmanager.services.vms import ACTIONS
+from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -45,6 +46,7 @@ def vm_list(
     context = dict(
         active="vms",
         vms=vms,
+        spark=lambda vm: sparkline(manager, vm),
         hosts=[h.name for h in manager.registry.all()],
         states=STATES,
         tags=sorted({t for d in manager.inventory.domains() for t in d.tags}),
@@ -63,7 +65,7 @@ def vm_row(
         info = manager.vms.get(host, vm)
     except KvmmError:
         return Response("", status_code=200)  # removed: the row disappears
-    return render(request, "vms/_row.html", vm=info)
+    return render(request, "vms/_row.html", vm=info, spark=lambda vm: sparkline(manager, vm))
 
 
 @router.post("/vms/bulk", name="web.vms_bulk", response_class=HTMLResponse)

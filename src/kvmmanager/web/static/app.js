@@ -81,7 +81,8 @@ function wireTabs() {
 
 // Upload with progress: <form data-upload="PUT url template"> with a file input named "file".
 function wireUploads() {
-  document.querySelectorAll("form[data-upload]").forEach((form) => {
+  document.querySelectorAll("form[data-upload]:not([data-wired])").forEach((form) => {
+    form.setAttribute("data-wired", "");
     const bar = form.querySelector("progress");
     const status = form.querySelector("[data-upload-status]");
     const cancel = form.querySelector("[data-upload-cancel]");
@@ -100,12 +101,12 @@ function wireUploads() {
       e.preventDefault();
       const file = form.querySelector("input[type=file]").files[0];
       if (!file) { toast("Choose a file first", "error"); return; }
-      const nameField = form.querySelector("[name=volume]");
+      const nameField = form.querySelector("[data-upload-name]");
       const volume = (nameField && nameField.value) || file.name;
       const poolField = form.querySelector("[data-upload-pool]");
       const url = form.dataset.upload
         .replace("{pool}", encodeURIComponent(poolField ? poolField.value : ""))
-        .replace("{volume}", encodeURIComponent(volume)) + "&size=" + file.size;
+        .replace("{name}", encodeURIComponent(volume)) + "&size=" + file.size;
       xhr = new XMLHttpRequest();
       xhr.open("PUT", url);
       xhr.setRequestHeader("X-CSRF-Token", document.body.dataset.csrf);
@@ -144,6 +145,45 @@ function paintBars(root) {
   (root || document).querySelectorAll("[data-pct]").forEach((el) => { el.style.width = el.dataset.pct + "%"; });
 }
 document.addEventListener("htmx:afterSettle", (e) => paintBars(e.detail.elt));
+
+// Download with progress: <form data-download="url template with {name}"> holding an input
+// [data-download-name], a <progress> and a [data-download-status]. The server sends the
+// size in X-Size (or Content-Length).
+async function download(form) {
+  const name = form.querySelector("[data-download-name]").value;
+  const bar = form.querySelector("progress");
+  const status = form.querySelector("[data-download-status]");
+  const url = form.dataset.download.replace("{name}", encodeURIComponent(name));
+  status.textContent = "0%";
+  const response = await fetch(url, { credentials: "same-origin" });
+  if (!response.ok) {
+    let msg = response.status + " " + response.statusText;
+    try { msg = (await response.json()).error.message; } catch (err) { /* not JSON */ }
+    status.textContent = "failed"; toast(msg, "error"); return;
+  }
+  const total = Number(response.headers.get("X-Size") || response.headers.get("Content-Length") || 0);
+  const reader = response.body.getReader();
+  const parts = []; let done = 0;
+  for (;;) {
+    const chunk = await reader.read();
+    if (chunk.done) break;
+    parts.push(chunk.value); done += chunk.value.length;
+    if (total) { bar.max = total; bar.value = done; status.textContent = Math.floor((100 * done) / total) + "%"; }
+  }
+  bar.max = 1; bar.value = 1; status.textContent = "100% · done";
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob(parts));
+  link.download = name.split("/").pop() || "download";
+  document.body.appendChild(link); link.click(); link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+document.addEventListener("submit", (e) => {
+  if (!e.target.matches("form[data-download]")) return;
+  e.preventDefault();
+  download(e.target).catch((err) => toast("Download failed: " + err, "error"));
+});
+// Upload forms can arrive later in htmx fragments (the guest-agent tab).
+document.addEventListener("htmx:afterSettle", () => wireUploads());
 
 document.addEventListener("DOMContentLoaded", () => {
   paintBars();
