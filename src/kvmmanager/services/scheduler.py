@@ -217,7 +217,7 @@ class Scheduler:
             )
             s.add(run)
             s.flush()
-            return Claim(
+            claim = Claim(
                 run_id=run.id,
                 schedule_id=sched_id,
                 name=row.name,
@@ -233,6 +233,10 @@ class Scheduler:
                 params=dict(row.params or {}),
                 timezone=row.timezone,
             )
+            if skipped:
+                # Final already: its record is complete in the claiming transaction.
+                run.message, run.finished_at = c_message(claim), now
+            return claim
 
     async def _execute(self, c: Claim) -> None:
         result: dict[str, Any] | None = None
