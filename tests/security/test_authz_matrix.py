@@ -11,7 +11,7 @@ tests/kvmmanager/api/test_route_security.py proves "anonymous is refused" and "v
 cannot write" on dummy objects; this matrix runs every role on real VMs with an owner,
 checks the admin areas against a hand-written list (so a route that forgets
 `require_role("admin")` fails here), covers WebSocket consoles, SSE streams and
-downloads, and records that VM ownership is not enforced (see test_ownership_*).
+downloads, and per-VM ownership (test_ownership_is_enforced).
 """
 
 from __future__ import annotations
@@ -125,6 +125,10 @@ def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> dict[s
     return {"clients": clients, "owner": owner}
 
 
+def _destructive(method: str, path: str) -> bool:
+    return method == "DELETE" or path.endswith("/delete")
+
+
 def _http_rows(app: FastAPI) -> list[tuple[str, str, Any]]:
     rows = []
     for rc in iter_route_contexts(app.routes):
@@ -132,7 +136,8 @@ def _http_rows(app: FastAPI) -> list[tuple[str, str, Any]]:
             for method in sorted(rc.methods - {"HEAD"}):
                 rows.append((method, rc.path, rc.original_route))
     # Destructive calls last, so earlier rows still find the VMs.
-    return sorted(rows, key=lambda row: row[0] == "DELETE" or row[1].endswith("/delete"))
+    # Removing the host itself goes very last: every other row needs it.
+    return sorted(rows, key=lambda row: (_destructive(*row[:2]), row[1] == "/api/hosts/{host}"))
 
 
 def test_every_http_route_matches_the_policy_for_every_role_and_vm(
@@ -150,9 +155,13 @@ def test_every_http_route_matches_the_policy_for_every_role_and_vm(
         for vm in vms:
             # Lowest role first: a refused call changes nothing for the next role.
             for role in ROLES:
+                if role == "admin" and vm == OTHER_VM and _destructive(method, path):
+                    continue  # keep it for the next rows; test_ownership_* covers admins
                 r = clients[role].request(method, fill(path, vm), json={})
                 got = verdict(r, path, method)
                 want = expected(role, need)
+                if vm == OTHER_VM and role == "operator" and method in WRITE_METHODS:
+                    want = "forbidden"  # another user's VM: its owner and admins only
                 if got != want:
                     mismatches.append(f"{role:9} {method} {path} [{vm}]: {got}, want {want}")
                 checked += 1
@@ -188,6 +197,8 @@ def test_websocket_consoles(app: FastAPI, matrix_env: dict[str, Any]) -> None:
             for role in ROLES:
                 outcome = _ws_outcome(clients[role], fill(path, vm))
                 want = {"anonymous": "refused", "viewer": "forbidden"}.get(role, "past auth")
+                if vm == OTHER_VM and role == "operator":
+                    want = "forbidden"
                 assert outcome == want, (role, path, vm, outcome)
 
 
@@ -230,10 +241,13 @@ def test_downloads(app: FastAPI, matrix_env: dict[str, Any]) -> None:
     )
     assert r.status_code in (201, 202), r.text
     vol = "/api/hosts/local/pools/default-pool/volumes/kvmm-t-sec-dl/content"
-    # A disk image holds everything inside the guest. Current policy: any reader may
-    # download it (documented in docs/security.md as a gap to close). The test driver
+    # A disk image holds everything inside the guest: operators only. The test driver
     # cannot stream volumes (422 unsupported): what counts here is getting past auth.
-    for role, want in (("anonymous", "unauthenticated"), ("viewer", "allowed")):
+    for role, want in (
+        ("anonymous", "unauthenticated"),
+        ("viewer", "forbidden"),
+        ("operator", "allowed"),
+    ):
         with c[role].stream("GET", vol) as resp:
             assert verdict(resp, vol, "GET") == want, (role, resp.status_code)
     # Reading a guest file goes through the agent's per-method roles: file_read needs
@@ -248,17 +262,23 @@ def test_downloads(app: FastAPI, matrix_env: dict[str, Any]) -> None:
     assert c["anonymous"].get(bundle).status_code == 401
 
 
-def test_ownership_is_not_enforced_yet(matrix_env: dict[str, Any]) -> None:
-    """The VM's `owner` is metadata only: an operator acts on another user's VM exactly
-    as on their own. This records the gap (docs/security.md); when per-VM ownership
-    lands, this test must change to expect 403 on OTHER_VM."""
+def test_ownership_is_enforced(matrix_env: dict[str, Any]) -> None:
+    """An operator changes their own VM (and unowned ones), never another user's; admins
+    change any; everyone with a role still sees every VM."""
     op = matrix_env["clients"]["operator"]
-    for vm in (OWNER_VM, OTHER_VM):
-        r = op.patch(f"/api/hosts/local/vms/{vm}", json={"description": "kvmm-t-sec touched"})
-        assert r.status_code == 200, (vm, r.text)
-        assert op.get(f"/api/hosts/local/vms/{vm}").json()["description"] == "kvmm-t-sec touched"
+    r = op.patch(f"/api/hosts/local/vms/{OWNER_VM}", json={"description": "kvmm-t-sec touched"})
+    assert r.status_code == 200, r.text
+    r = op.patch(f"/api/hosts/local/vms/{OTHER_VM}", json={"description": "kvmm-t-sec touched"})
+    assert r.status_code == 403 and "belongs to 'admin'" in r.json()["error"]["message"]
+    assert op.get(f"/api/hosts/local/vms/{OTHER_VM}").json()["description"] != "kvmm-t-sec touched"
+    assert op.post("/api/hosts/local/vms/test/actions/suspend").status_code == 200  # unowned
+    admin = matrix_env["clients"]["admin"]
+    r = admin.patch(f"/api/hosts/local/vms/{OWNER_VM}", json={"description": "by admin"})
+    assert r.status_code == 200, r.text
+    assert op.delete(f"/api/hosts/local/vms/{OTHER_VM}").status_code == 403
     listed = {v["name"]: v["owner"] for v in op.get("/api/vms").json()}
     assert listed[OWNER_VM] == matrix_env["owner"]
-    assert listed[OTHER_VM] == "admin"  # and visible to everyone with a role
+    assert listed[OTHER_VM] == "admin"
     viewer = matrix_env["clients"]["viewer"]
     assert {OWNER_VM, OTHER_VM} <= {v["name"] for v in viewer.get("/api/vms").json()}
+    assert admin.delete(f"/api/hosts/local/vms/{OWNER_VM}").status_code == 200

@@ -16,7 +16,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from kvmmanager.core import security
-from kvmmanager.core.errors import PermissionDenied, Unauthenticated
+from kvmmanager.core.errors import KvmmError, PermissionDenied, Unauthenticated
 from kvmmanager.services import audit as audit_mod
 from kvmmanager.services.users import ROLE_RANK, Principal
 
@@ -115,7 +115,24 @@ def authenticate(conn: HTTPConnection) -> Principal | None:
         and not (route is not None and is_self_service(route))
     ):
         raise PermissionDenied(f"role {principal.role!r} may not change anything")
+    if method in WRITE_METHODS:
+        check_vm_owner(conn, principal)
     return principal
+
+
+def check_vm_owner(conn: HTTPConnection, principal: Principal) -> None:
+    """Per-VM ownership: a VM with an owner (kept in its domain metadata) may be changed by
+    that user and by admins only; a VM without an owner is shared by all operators.
+    Applies to every write and console under /hosts/{host}/vms/{vm}, whichever router."""
+    host, vm = conn.path_params.get("host"), conn.path_params.get("vm")
+    if host is None or vm is None or principal.has_role("admin"):
+        return
+    try:
+        owner = get_manager(conn).inventory.domain(str(host), str(vm)).owner
+    except KvmmError:
+        return  # unknown host or VM: the route answers 404 itself
+    if owner and owner != principal.username:
+        raise PermissionDenied(f"vm '{vm}' belongs to '{owner}'", field="vm")
 
 
 def current_user(conn: HTTPConnection) -> Principal:

@@ -82,7 +82,7 @@ class Subscription:
 
 
 class EventBus:
-    """Fan-out of events to bounded per-subscriber queues. Publish is O(subscribers), never blocks."""
+    """Fan-out to bounded per-subscriber queues. Publish is O(subscribers), never blocks."""
 
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()

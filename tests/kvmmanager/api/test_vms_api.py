@@ -183,9 +183,13 @@ def test_viewer_reads_but_cannot_act(api, client_as, name):
     assert viewer.post(f"{BASE}/{name}/actions/start").status_code == 403
     assert viewer.delete(f"{BASE}/{name}").status_code == 403
     operator = client_as("operator")
-    assert operator.post(f"{BASE}/{name}/actions/start").status_code == 200
-    assert operator.post(f"{BASE}/{name}/actions/destroy").status_code == 200
-    assert operator.delete(f"{BASE}/{name}").status_code == 200
+    # The VM is the admin's (its creator): another operator may look but not act.
+    assert operator.post(f"{BASE}/{name}/actions/start").status_code == 403
+    mine = f"{name}-op"
+    assert operator.post(BASE, json={"name": mine, "memory_mib": 64}).status_code == 201
+    assert operator.post(f"{BASE}/{mine}/actions/start").status_code == 200
+    assert operator.post(f"{BASE}/{mine}/actions/destroy").status_code == 200
+    assert operator.delete(f"{BASE}/{mine}").status_code == 200
 
 
 def test_background_create_is_a_job(api, name):

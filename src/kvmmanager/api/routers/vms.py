@@ -1,8 +1,9 @@
 """Virtual machines: /api/vms (every host) and /api/hosts/{host}/vms/{vm}.
 
 `{vm}` is the VM's name or UUID. Roles: viewers read (list, show, XML); operators do
-everything else, deleting included (with or without its volumes): the manager has no
-per-VM ownership yet, so whoever may power a VM off may also remove it. A create whose
+everything else, deleting included (with or without its volumes), on VMs they own or that
+have no owner (a VM's owner is its creator unless the create names another; admins act
+on every VM: see api.deps.check_vm_owner). A create whose
 new disks add up to JOB_THRESHOLD_GIB or more (or with `?background=true`) runs as a job
 and answers 202 with its id; otherwise 201 with the VM.
 """
@@ -107,6 +108,8 @@ async def create(
     """Create (define) a VM; `start: true` boots it too. Anything made before a failure
     (volumes, the definition) is removed again."""
     spec = VmSpec.model_validate(body.model_dump())
+    if spec.owner is None:
+        spec.owner = user.username  # the creator owns what they make, unless told otherwise
     big = sum(d.size_gib or 0 for d in spec.disks if d.volume is None) >= JOB_THRESHOLD_GIB
     if background or big:
         # Bad input is a 422 now, not a failed job.

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import current_user, get_manager, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.storage import (
     UploadResult,
@@ -212,9 +212,14 @@ async def upload_volume(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 async def download_volume(
-    host: str, pool: str, vol: str, manager: Manager = Depends(get_manager)
+    host: str,
+    pool: str,
+    vol: str,
+    manager: Manager = Depends(get_manager),
+    _user: Principal = Depends(require_role("operator")),
 ) -> StreamingResponse:
-    """The volume's bytes as stored (a qcow2 volume comes as its qcow2 file)."""
+    """The volume's bytes as stored (a qcow2 volume comes as its qcow2 file). Operators
+    only: a disk image holds everything inside its guest."""
     _details, download = await manager.storage.open_download(host, pool, vol)
     return StreamingResponse(
         download.chunks(),

@@ -17,7 +17,7 @@ import socket
 import libvirt
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import check_vm_owner, current_user, get_manager
 from kvmmanager.core.errors import Conflict, KvmmError, PermissionDenied, Unsupported
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.vm_builder import lookup
@@ -29,10 +29,12 @@ CHUNK = 64 * 1024
 
 
 def _require_operator(ws: WebSocket) -> None:
-    # A console is keyboard control of the guest: operators only, as for power actions.
+    # A console is keyboard control of the guest: operators only (and only the owner's,
+    # or an unowned VM), as for power actions.
     principal = current_user(ws)
     if not principal.has_role("operator"):
         raise PermissionDenied(f"the console needs the operator role (you are {principal.role})")
+    check_vm_owner(ws, principal)
 
 
 def _is_local(uri: str) -> bool:
