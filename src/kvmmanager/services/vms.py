@@ -357,6 +357,9 @@ def _start(dom: libvirt.virDomain, host: str) -> VmRef:
     if state == "paused":
         raise Conflict(f"vm '{dom.name()}' is paused: resume it instead", field="vm")
     _need(dom, INACTIVE, "is already running")
+    from kvmmanager.services.templates import check_startable
+
+    check_startable(dom)
     dom.create()
     return ref(host, dom, "started")
 
@@ -438,6 +441,16 @@ def _delete_blocking(dom: libvirt.virDomain, host: str, remove_volumes: bool) ->
     to_delete: list[libvirt.virStorageVol] = []
     kept: list[dict[str, str]] = []
     if remove_volumes:
+        from kvmmanager.services.templates import linked_clones
+
+        # Linked clones read this VM's disks as their backing files, which no domain XML
+        # names: deleting them would silently break every clone.
+        if clones := linked_clones(conn, uuid):
+            raise Conflict(
+                f"vm '{name}' backs linked clones ({', '.join(clones)}): delete them first, "
+                "or delete this VM without its volumes",
+                field="remove_volumes",
+            )
         used = vm_builder.paths_used_by_others(conn, uuid)
         for path in vm_builder.disk_paths(xml):
             if path in used:

@@ -170,6 +170,12 @@ async def test_templates_and_linked_clones(manager: Any, source: str) -> None:
     assert e.value.field == "template"
     full = await manager.jobs.wait(await tpl.deploy("local", source, _name(), mode="full"))
     assert full.state == "done" and full.result["mode"] == "full"
+    # A template is never started, and its disks are never deleted under a linked clone.
+    with pytest.raises(Conflict, match="is a template"):
+        await manager.vms.action("local", source, "start")
+    with pytest.raises(Conflict, match="backs linked clones") as e:
+        await manager.vms.delete("local", source, remove_volumes=True)
+    assert e.value.field == "remove_volumes"
     await manager.vms.delete("local", new, remove_volumes=True)
     unmarked = await tpl.mark("local", source, False)
     assert not unmarked["template"]
