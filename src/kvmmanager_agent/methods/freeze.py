@@ -9,6 +9,7 @@ freezing is used.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -26,9 +27,20 @@ FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 
 
+# Read-only media cannot be frozen (FIFREEZE answers EOPNOTSUPP), and need not be: like
+# qemu-ga, a default freeze leaves them out instead of failing on a mounted CD-ROM.
+NOT_FREEZABLE = frozenset({"iso9660", "udf", "squashfs", "erofs", "cramfs"})
+
+
 class IoctlBackend:
     def freezable(self) -> List[str]:
-        return [m["mount_point"] for m in mounts() if m["device"].startswith("/dev/")]
+        return [
+            m["mount_point"]
+            for m in mounts()
+            if m["device"].startswith("/dev/")
+            and not m.get("read_only")
+            and m["fs_type"] not in NOT_FREEZABLE
+        ]
 
     def _ioctl(self, mount_point: str, request: int) -> None:
         fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY)
@@ -70,6 +82,9 @@ class Freezer:
                 try:
                     self.backend.freeze(mp)
                 except OSError as exc:
+                    if mount_points is None and exc.errno == errno.EOPNOTSUPP:
+                        log.info("skipping %s: its filesystem cannot be frozen", mp)
+                        continue
                     self._thaw_locked()
                     raise failed(
                         "freezing %s failed: %s" % (mp, exc.strerror), "mount_points"

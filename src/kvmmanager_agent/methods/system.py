@@ -142,7 +142,15 @@ def mounts() -> List[Dict[str, str]]:
         if fs_type in PSEUDO_FS or mount_point in seen:
             continue
         seen.add(mount_point)
-        out.append({"device": device, "mount_point": mount_point, "fs_type": fs_type})
+        options = fields[3].split(",") if len(fields) > 3 else []
+        out.append(
+            {
+                "device": device,
+                "mount_point": mount_point,
+                "fs_type": fs_type,
+                "read_only": "ro" in options,
+            }
+        )
     return out
 
 
