@@ -88,6 +88,9 @@ def client_as(app: FastAPI, client: TestClient) -> Iterator[Callable[[str], Test
         manager.users.create(username, "kvmm-t-password", role)
         _, secret = manager.users.create_token(username, ADMIN_TOKEN_NAME)
         c = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+        # Share the started client's event loop: loop-bound objects (libvirt connections,
+        # agent clients) must not be touched from a per-request loop.
+        c.portal = client.portal
         made.append(c)
         return c
 
