@@ -136,3 +136,15 @@ def test_guest_file_upload_and_download_with_progress(
         page.click("#guest-download button.primary")
     assert info.value.path().read_bytes() == data
     assert page.inner_text("#guest-download [data-download-status]") == "100% · done"
+
+
+def test_vm_list_shows_addresses_with_their_source(page: Any, lab: Lab, fleet: Fleet) -> None:
+    for g, source in ((fleet.agent, "agent"), (fleet.qga, "qemu-ga")):
+        found = lab.api.call("GET", f"/api/hosts/local/vms/{g.name}/addresses")
+        assert {"ip": f"{g.ip}/24", "source": source} in [
+            {"ip": a["ip"], "source": a["source"]} for a in found
+        ], found
+    page.goto("/vms?q=" + lab.name(""))
+    row = page.locator("tr", has_text=fleet.agent.name)
+    row.locator("td[data-label=Addresses] .badge").first.wait_for(timeout=60_000)
+    assert fleet.agent.ip in row.inner_text()

@@ -34,8 +34,12 @@ def _count(info: dict[str, Any], key: str) -> int:
     return max(0, min(n, MAX_ITEMS))
 
 
-def interfaces(dom: libvirt.virDomain) -> list[GuestInterface]:
-    raw = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0) or {}
+def interfaces(
+    dom: libvirt.virDomain, source: int = libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT
+) -> list[GuestInterface]:
+    """The guest's interfaces as libvirt reports them from `source`: qemu-ga (default), or
+    the DHCP leases of libvirt's networks (SRC_LEASE), which need no agent at all."""
+    raw = dom.interfaceAddresses(source, 0) or {}
     out = []
     for name, data in list(raw.items())[:MAX_ITEMS]:
         if not isinstance(data, dict):

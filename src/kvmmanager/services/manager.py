@@ -107,6 +107,10 @@ class Manager:
         return _service("agents", "AgentService")(self)
 
     @cached_property
+    def addresses(self) -> Any:
+        return _service("addresses", "AddressService")(self)
+
+    @cached_property
     def iso(self) -> Any:
         return _service("iso_deploy", "IsoService")(self)
 

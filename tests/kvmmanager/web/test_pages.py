@@ -188,3 +188,22 @@ def test_network_delete_needs_admin_like_the_api(web_as) -> None:
     r = operator.post("/networks/local/default/actions/delete", headers=headers)
     assert r.status_code == 403
     assert "admin" in r.headers["hx-trigger"]
+
+
+def test_addresses_cell_and_api_name_their_source(web_as) -> None:
+    c = web_as("viewer")
+    row = c.get("/vms").text
+    assert "/addresses" in row  # the running test VM's cell loads lazily
+    r = c.get("/vms/local/test/addresses")  # the test driver fakes one DHCP lease
+    assert r.status_code == 200
+    assert "192.168.122.3" in r.text and ">dhcp<" in r.text
+    r = c.get("/api/hosts/local/vms/test/addresses")
+    assert r.status_code == 200
+    assert r.json() == [
+        {
+            "ip": "192.168.122.3/24",
+            "interface": "testnet0",
+            "mac": "aa:bb:cc:dd:ee:ff",
+            "source": "dhcp",
+        }
+    ]

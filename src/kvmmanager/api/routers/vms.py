@@ -24,6 +24,7 @@ from kvmmanager.api.schemas.vms import (
     NicAttach,
     ShutdownBody,
     VmActionOut,
+    VmAddress,
     VmCreate,
     VmCreated,
     VmDeleted,
@@ -127,6 +128,15 @@ async def create(
 @router.get(VM, name="vms.get", response_model=VmOut)
 async def get(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
     return manager.vms.get(host, vm).to_dict()
+
+
+@router.get(VM + "/addresses", name="vms.addresses", response_model=list[VmAddress])
+async def addresses(
+    host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> list[dict[str, Any]]:
+    """The VM's IP addresses from the best source that answers (our agent, qemu-ga through
+    libvirt, or libvirt's DHCP leases), each naming its source."""
+    return [a.to_dict() for a in await manager.addresses.of(host, vm)]
 
 
 @router.get(VM + "/xml", name="vms.xml", response_model=VmXml)

@@ -157,3 +157,10 @@ class VmDeleted(BaseModel):
 
 class VmXml(BaseModel):
     xml: str
+
+
+class VmAddress(BaseModel):
+    ip: str = Field(description="CIDR as the source reports it")
+    interface: str
+    mac: str | None
+    source: Literal["agent", "qemu-ga", "dhcp"]

@@ -68,6 +68,17 @@ def vm_row(
     return render(request, "vms/_row.html", vm=info, spark=lambda vm: sparkline(manager, vm))
 
 
+@router.get("/vms/{host}/{vm}/addresses", name="web.vm_addresses", response_class=HTMLResponse)
+async def vm_addresses(
+    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    try:
+        found = await manager.addresses.of(host, vm)
+    except KvmmError:
+        found = []
+    return render(request, "vms/_addresses.html", addresses=found)
+
+
 @router.post("/vms/bulk", name="web.vms_bulk", response_class=HTMLResponse)
 async def bulk_action(
     request: Request,
