@@ -161,3 +161,13 @@ def cli(live_server: LiveServer) -> Callable[..., Any]:
         return runner.invoke(cli_app, list(args), input=input, env={**env, **(env_extra or {})})
 
     return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the real-VM suite (tests/e2e) last. Its session-wide server keeps libvirt's
+    event loop (one per process) running until the session ends; every other test starts
+    its own loop, so none may come after it."""
+    e2e = [i for i in items if "/tests/e2e/" in str(i.path)]
+    if e2e:
+        rest = [i for i in items if "/tests/e2e/" not in str(i.path)]
+        items[:] = rest + e2e

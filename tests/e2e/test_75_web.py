@@ -36,7 +36,9 @@ def page(e2e_server: E2eServer, run_id: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     username = f"kvmm-e2e-web-{run_id}"
-    e2e_server.manager.users.create(username, PASSWORD, "operator")
+    # An admin: the guests belong to the suite's admin token, and consoles and file
+    # transfers follow per-VM ownership (an operator could only look at them).
+    e2e_server.manager.users.create(username, PASSWORD, "admin")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         context = browser.new_context(

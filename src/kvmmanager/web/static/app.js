@@ -74,8 +74,13 @@ function wireTabs() {
     };
     tabs.querySelectorAll("[data-tab]").forEach((t) => t.addEventListener("click", (e) => { e.preventDefault(); show(t.dataset.tab); }));
     const first = tabs.querySelector("[data-tab]");
-    const wanted = location.hash.slice(1);
-    show(tabs.querySelector('[data-tab="' + CSS.escape(wanted) + '"]') ? wanted : first && first.dataset.tab);
+    const fromHash = () => {
+      const wanted = location.hash.slice(1);
+      return tabs.querySelector('[data-tab="' + CSS.escape(wanted) + '"]') ? wanted : null;
+    };
+    show(fromHash() || (first && first.dataset.tab));
+    // Links and back/forward that only change the #tab switch tabs too.
+    window.addEventListener("hashchange", () => { const t = fromHash(); if (t) show(t); });
   });
 }
 
