@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import libvirt
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
@@ -19,12 +20,20 @@ router = APIRouter(include_in_schema=False)
 
 
 async def _host_card(manager: Manager, host: Any) -> dict[str, Any]:
-    card: dict[str, Any] = {"conn": host, "info": None, "accel": None, "checks": [], "error": ""}
+    card: dict[str, Any] = {
+        "conn": host,
+        "info": None,
+        "accel": None,
+        "cpu_pct": None,
+        "checks": [],
+        "error": "",
+    }
     if not host.connected:
         return card
     try:
         card["info"] = await manager.hosts.info(host.name)
         card["accel"] = await manager.hosts.accel(host.name)
+        card["cpu_pct"] = await host.run(_cpu_percent, host)
     except KvmmError as e:
         card["error"] = e.message
     try:
@@ -33,6 +42,23 @@ async def _host_card(manager: Manager, host: Any) -> dict[str, Any]:
     except KvmmError as e:
         card["error"] = e.message
     return card
+
+
+CPU_SAMPLE_SECONDS = 0.25
+
+
+def _cpu_percent(host: Any) -> float | None:
+    """Host CPU use over a short window, from libvirt's node CPU counters (a remote host
+    the same way); None where the driver keeps no counters (the test driver)."""
+    try:
+        first = host.conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
+        time.sleep(CPU_SAMPLE_SECONDS)  # two samples make a rate; runs in the host's worker
+        second = host.conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
+    except libvirt.libvirtError:
+        return None
+    busy = sum(second.get(k, 0) - first.get(k, 0) for k in ("kernel", "user", "iowait"))
+    total = busy + second.get("idle", 0) - first.get("idle", 0)
+    return round(100 * busy / total, 1) if total > 0 else None
 
 
 # Doctor checks read pools, networks and the ISO through libvirt: too much for every page
