@@ -73,6 +73,9 @@ def test_libvirtd_restart_under_the_api(
     srv = server_process(uri=URI)
     api = srv.api()
     wait_for(lambda: api.get("/api/hosts/local").json()["status"] == "connected", 60)
+    # One VM of our own, so there is always something to lose and find again.
+    made = api.post("/api/hosts/local/vms", json={"name": vm_name, "memory_mib": 64})
+    assert made.status_code == 201, made.text
     before = {v["uuid"] for v in api.get("/api/hosts/local/vms").json()}
     during: list[float] = []
     try:
@@ -84,7 +87,7 @@ def test_libvirtd_restart_under_the_api(
             r = api.get("/api/hosts/local/vms")
             during.append(time.perf_counter() - t0)
             assert r.status_code == 200, r.text  # from the inventory: no libvirt round trip
-        create = api.post("/api/hosts/local/vms", json={"name": vm_name, "memory_mib": 64})
+        create = api.post("/api/hosts/local/vms", json={"name": f"{vm_name}-x", "memory_mib": 64})
         assert create.status_code == 503, create.text
         assert create.json()["error"]["code"] == "host_unavailable"
         assert "local" in create.json()["error"]["message"]
@@ -106,7 +109,7 @@ def test_libvirtd_restart_under_the_api(
 
     wait_for(inventory_right, 30)
     figures["inventory_right_after_s"] = round(time.monotonic() - t_back, 2)
-    assert before  # the host has VMs of other tests/engineers; we compared all of them
-    r = api.post("/api/hosts/local/vms", json={"name": vm_name, "memory_mib": 64})
+    assert made.json()["vm"]["uuid"] in before  # and the inventory above matched libvirt
+    r = api.post("/api/hosts/local/vms", json={"name": f"{vm_name}-x", "memory_mib": 64})
     assert r.status_code == 201, r.text
-    assert api.delete(f"/api/hosts/local/vms/{vm_name}").status_code in (200, 204)
+    assert api.delete(f"/api/hosts/local/vms/{vm_name}-x").status_code in (200, 204)

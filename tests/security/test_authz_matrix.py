@@ -17,7 +17,7 @@ downloads, and per-VM ownership (test_ownership_is_enforced).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -110,7 +110,7 @@ def expected(role: str, need: str) -> str:
 
 
 @pytest.fixture
-def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> dict[str, Any]:
+def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> Iterator[dict[str, Any]]:
     clients = {role: role_client(role) for role in ("admin", "viewer", "operator")}
     anon = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
     anon.portal = clients["admin"].portal
@@ -122,7 +122,12 @@ def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> dict[s
         )
         assert r.status_code == 201, r.text
         assert r.json()["vm"]["owner"] == who
-    return {"clients": clients, "owner": owner}
+    yield {"clients": clients, "owner": owner}
+    # libvirt's test:///default keeps its state while any connection in the process is
+    # open: leave nothing behind for the next test.
+    for name in (OWNER_VM, OTHER_VM):
+        clients["admin"].post(f"/api/hosts/local/vms/{name}/actions/destroy")
+        clients["admin"].delete(f"/api/hosts/local/vms/{name}")
 
 
 def _destructive(method: str, path: str) -> bool:

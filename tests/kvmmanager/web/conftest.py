@@ -64,8 +64,10 @@ def web_as(web_app: FastAPI) -> Iterator[Callable[[str], TestClient]]:
     started.__exit__(None, None, None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    # Per module, not per session: Playwright's sync API keeps an asyncio loop running on
+    # the main thread while it lives, which later async tests would trip over.
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup --dev installs Debian's chromium")
     from playwright.sync_api import sync_playwright
