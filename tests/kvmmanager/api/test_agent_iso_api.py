@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import tempfile
 import time
 import uuid
@@ -26,39 +24,6 @@ URI = "qemu:///system"
 EPOCH = 1700000000
 
 
-def drop_pool(name: str, path: Path) -> None:
-    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            c = libvirt.open(URI)
-            try:
-                p = c.storagePoolLookupByName(name)
-                persistent = p.isPersistent()
-                if p.isActive():
-                    for vol in p.listAllVolumes(0):
-                        vol.delete(0)
-                    p.destroy()
-                if persistent:
-                    p.undefine()
-            finally:
-                c.close()
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def drop_vm(name: str) -> None:
-    with contextlib.suppress(libvirt.libvirtError):
-        c = libvirt.open(URI)
-        try:
-            d = c.lookupByName(name)
-            if d.isActive():
-                d.destroy()
-            if d.isPersistent():
-                d.undefine()
-        finally:
-            c.close()
-
-
 @pytest.fixture
 def conn() -> Iterator[libvirt.virConnect]:
     c = libvirt.open(URI)
@@ -67,14 +32,14 @@ def conn() -> Iterator[libvirt.virConnect]:
 
 
 @pytest.fixture
-def pool(conn: libvirt.virConnect) -> Iterator[str]:
+def pool(conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[str]:
     path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
     path.chmod(0o755)
     name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
     xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
     conn.storagePoolCreateXML(xml, 0)
     yield name
-    drop_pool(name, path)
+    libvirtd_cleanup.drop_pool(name, path)
 
 
 @pytest.fixture
@@ -101,7 +66,7 @@ def api(client: TestClient) -> TestClient:
 
 
 @pytest.fixture
-def vm(conn: libvirt.virConnect) -> Iterator[str]:
+def vm(conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[str]:
     from kvmmanager.virt.xml.domain import Domain
 
     name = f"kvmm-t-iso-vm-{uuid.uuid4().hex[:6]}"
@@ -109,7 +74,7 @@ def vm(conn: libvirt.virConnect) -> Iterator[str]:
     dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
     conn.defineXML(dom.to_xml())
     yield name
-    drop_vm(name)
+    libvirtd_cleanup.drop_vm(name)
 
 
 def _wait_job(api: TestClient, job_id: str) -> dict[str, Any]:

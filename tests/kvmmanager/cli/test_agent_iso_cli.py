@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import tempfile
 import time
 import uuid
@@ -22,39 +21,6 @@ from kvmmanager.iso import ISO_NAME, agent_version
 from kvmmanager.services.iso_deploy import volume_name
 
 URI = "qemu:///system"
-
-
-def drop_pool(name: str, path: Path) -> None:
-    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            c = libvirt.open(URI)
-            try:
-                p = c.storagePoolLookupByName(name)
-                persistent = p.isPersistent()
-                if p.isActive():
-                    for vol in p.listAllVolumes(0):
-                        vol.delete(0)
-                    p.destroy()
-                if persistent:
-                    p.undefine()
-            finally:
-                c.close()
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def drop_vm(name: str) -> None:
-    with contextlib.suppress(libvirt.libvirtError):
-        c = libvirt.open(URI)
-        try:
-            d = c.lookupByName(name)
-            if d.isActive():
-                d.destroy()
-            if d.isPersistent():
-                d.undefine()
-        finally:
-            c.close()
 
 
 def _local(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -113,7 +79,7 @@ def test_doctor_local_json_with_a_stopped_network(settings: Settings) -> None:
 
 
 @pytest.fixture
-def pool() -> Iterator[str]:
+def pool(libvirtd_cleanup: Any) -> Iterator[str]:
     conn = libvirt.open(URI)
     path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
     path.chmod(0o755)
@@ -122,7 +88,7 @@ def pool() -> Iterator[str]:
     conn.storagePoolCreateXML(xml, 0)
     conn.close()
     yield name
-    drop_pool(name, path)
+    libvirtd_cleanup.drop_pool(name, path)
 
 
 @pytest.fixture
@@ -135,7 +101,10 @@ def settings(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.libvirtd
 def test_deploy_status_install_eject_through_the_server(
-    cli: Any, live_server: Any, pool: str
+    cli: Any,
+    live_server: Any,
+    pool: str,
+    libvirtd_cleanup: Any,
 ) -> None:
     host = live_server.manager.registry.get("local")
     deadline = time.monotonic() + 180
@@ -167,7 +136,7 @@ def test_deploy_status_install_eject_through_the_server(
         assert res.exit_code == 5  # Conflict: nothing to eject
     finally:
         conn.close()
-        drop_vm(name)
+        libvirtd_cleanup.drop_vm(name)
 
 
 def test_deploy_local_with_libvirt_down_exits_6() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,39 +27,6 @@ URI = "qemu:///system"
 EPOCH = 1700000000
 
 
-def drop_pool(name: str, path: Path) -> None:
-    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            c = libvirt.open(URI)
-            try:
-                p = c.storagePoolLookupByName(name)
-                persistent = p.isPersistent()
-                if p.isActive():
-                    for vol in p.listAllVolumes(0):
-                        vol.delete(0)
-                    p.destroy()
-                if persistent:
-                    p.undefine()
-            finally:
-                c.close()
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def drop_vm(name: str) -> None:
-    with contextlib.suppress(libvirt.libvirtError):
-        c = libvirt.open(URI)
-        try:
-            d = c.lookupByName(name)
-            if d.isActive():
-                d.destroy()
-            if d.isPersistent():
-                d.undefine()
-        finally:
-            c.close()
-
-
 @pytest.fixture
 def conn() -> Iterator[libvirt.virConnect]:
     c = libvirt.open(URI)
@@ -70,14 +35,14 @@ def conn() -> Iterator[libvirt.virConnect]:
 
 
 @pytest.fixture
-def pool(conn: libvirt.virConnect) -> Iterator[str]:
+def pool(conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[str]:
     path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
     path.chmod(0o755)
     name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
     xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
     conn.storagePoolCreateXML(xml, 0)
     yield name
-    drop_pool(name, path)
+    libvirtd_cleanup.drop_pool(name, path)
 
 
 def _domain_xml(name: str, *, cdrom: bool) -> str:
@@ -91,7 +56,7 @@ def _domain_xml(name: str, *, cdrom: bool) -> str:
 
 
 @pytest.fixture
-def make_vm(conn: libvirt.virConnect) -> Iterator[Any]:
+def make_vm(conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[Any]:
     made: list[libvirt.virDomain] = []
 
     def make(*, cdrom: bool = False, start: bool = False) -> libvirt.virDomain:
@@ -104,7 +69,7 @@ def make_vm(conn: libvirt.virConnect) -> Iterator[Any]:
 
     yield make
     for dom in made:
-        drop_vm(dom.name())
+        libvirtd_cleanup.drop_vm(dom.name())
 
 
 @pytest.fixture
