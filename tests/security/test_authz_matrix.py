@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import libvirt
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
@@ -116,6 +117,7 @@ def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> Iterat
     anon.portal = clients["admin"].portal
     clients["anonymous"] = anon
     owner = clients["operator"].kvmm_username  # type: ignore[attr-defined]
+    _purge_test_domains()
     for name, who in ((OWNER_VM, owner), (OTHER_VM, "admin")):
         r = clients["admin"].post(
             "/api/hosts/local/vms", json={"name": name, "memory_mib": 128, "owner": who}
@@ -124,10 +126,21 @@ def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> Iterat
         assert r.json()["vm"]["owner"] == who
     yield {"clients": clients, "owner": owner}
     # libvirt's test:///default keeps its state while any connection in the process is
-    # open: leave nothing behind for the next test.
-    for name in (OWNER_VM, OTHER_VM):
-        clients["admin"].post(f"/api/hosts/local/vms/{name}/actions/destroy")
-        clients["admin"].delete(f"/api/hosts/local/vms/{name}")
+    # open: leave nothing behind for the next test. Straight through libvirt, because the
+    # matrix itself may have removed the host or renamed a VM through the API.
+    _purge_test_domains()
+
+
+def _purge_test_domains() -> None:
+    conn = libvirt.open("test:///default")
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name().startswith("kvmm-t-sec"):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    finally:
+        conn.close()
 
 
 def _destructive(method: str, path: str) -> bool:

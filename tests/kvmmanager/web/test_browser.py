@@ -87,7 +87,8 @@ def test_create_in_wizard_then_state_changes_live_then_delete(browser_login, liv
     page.goto("/vms")
     row = page.locator("tr", has_text="kvmm-t-web-wizard")
     expect(row.locator("[data-state]")).to_have_text("shutoff")
-    page.wait_for_function("() => document.querySelector('[data-live-vm]') !== null")
+    # The event stream is subscribed (app.js marks the page once the server has it).
+    page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
     # Someone else (the REST API) starts it: the open page follows libvirt's event.
     with api(live_server) as c:
         r = c.post("/api/hosts/local/vms/kvmm-t-web-wizard/actions/start")

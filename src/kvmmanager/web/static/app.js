@@ -35,6 +35,16 @@ function startLive() {
   if (!liveEls.length || !window.EventSource) return;
   const source = new EventSource("/api/events");
   const refresh = (el) => htmx.trigger(el, "kvmm-refresh");
+  // Whatever changed between this page's render and the stream's (re)connection was
+  // never sent to us: catch up once the server has subscribed us (onopen), then mark the
+  // page live so tests and users can tell.
+  source.onopen = () => {
+    document.querySelectorAll("[data-live-list], [data-live-vm], [data-live-kind]").forEach((el) => {
+      if (!el.parentElement || !el.parentElement.closest("[data-live-list]")) refresh(el);
+    });
+    document.documentElement.dataset.live = "open";
+  };
+  source.onerror = () => { document.documentElement.dataset.live = "reconnecting"; };
   source.onmessage = (msg) => handle(JSON.parse(msg.data));
   ["domain.added", "domain.updated", "domain.removed", "domain.lifecycle", "domain.agent",
    "host.status", "pool.lifecycle", "network.lifecycle", "job.progress", "job.done", "resync"]
