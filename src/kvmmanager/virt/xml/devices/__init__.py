@@ -28,6 +28,7 @@ from kvmmanager.virt.xml.devices.chardev import (
 from kvmmanager.virt.xml.devices.common import Device
 from kvmmanager.virt.xml.devices.disk import Disk
 from kvmmanager.virt.xml.devices.graphics import Graphics
+from kvmmanager.virt.xml.devices.hostdev import Hostdev
 from kvmmanager.virt.xml.devices.interface import Interface
 from kvmmanager.virt.xml.devices.misc import Controller, Input, MemBalloon, Rng, Tpm, Video
 
@@ -42,6 +43,7 @@ __all__ = [
     "Devices",
     "Disk",
     "Graphics",
+    "Hostdev",
     "Input",
     "Interface",
     "MemBalloon",
@@ -65,6 +67,7 @@ DEVICE_CLASSES: dict[str, type[Device]] = {
         Tpm,
         Graphics,
         Video,
+        Hostdev,
         MemBalloon,
         Rng,
     )
@@ -87,6 +90,7 @@ class Devices(XMLObject):
     tpms = XMLChildList(Tpm)
     graphics = XMLChildList(Graphics)
     videos = XMLChildList(Video)
+    hostdevs = XMLChildList(Hostdev)
     memballoon = XMLChild(MemBalloon)
     rngs = XMLChildList(Rng)
 

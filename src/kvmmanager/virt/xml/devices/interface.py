@@ -5,6 +5,12 @@ Example::
     nic = Interface(type="network", source_network="default", model="virtio")
     nic.mac_address = "52:54:00:12:34:56"     # omit it and libvirt generates one
     bridged = Interface(type="bridge", source_bridge="br0", model="virtio")
+
+User-mode networking with the passt backend and a forwarded port (host 2222 -> guest 22)::
+
+    user = Interface(type="user", backend_type="passt", model="virtio")
+    fwd = user.add(PortForward(proto="tcp"))
+    fwd.add(PortRange(start=2222, to=22))
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import re
 
 from kvmmanager.core.errors import InvalidInput
-from kvmmanager.virt.xml.base import XMLProperty
+from kvmmanager.virt.xml.base import XMLChildList, XMLObject, XMLProperty
 from kvmmanager.virt.xml.devices.common import Device
 
 INTERFACE_TYPES = ("network", "bridge", "direct", "user", "ethernet")
@@ -27,6 +33,29 @@ class _MacProperty(XMLProperty):
         return text.lower()
 
 
+class PortRange(XMLObject):
+    """``<range start= end= to= exclude=/>``: host ports start..end go to guest port ``to``
+    onwards (``to`` defaults to ``start``); ``exclude`` carves a hole out of a wider range."""
+
+    TAG = "range"
+
+    start = XMLProperty("@start", kind=int, minimum=1)
+    end = XMLProperty("@end", kind=int, minimum=1)
+    to = XMLProperty("@to", kind=int, minimum=1)
+    exclude = XMLProperty("@exclude", kind=bool)
+
+
+class PortForward(XMLObject):
+    """``<portForward proto= address= dev=>`` of a passt interface (libvirt 9.0+)."""
+
+    TAG = "portForward"
+
+    proto = XMLProperty("@proto", choices=("tcp", "udp"))
+    address = XMLProperty("@address", doc="host address to listen on (all when absent)")
+    dev = XMLProperty("@dev", doc="host interface to listen on")
+    ranges = XMLChildList(PortRange)
+
+
 class Interface(Device):
     TAG = "interface"
 
@@ -36,8 +65,10 @@ class Interface(Device):
     source_bridge = XMLProperty("source/@bridge")
     source_dev = XMLProperty("source/@dev", doc="host device of a direct interface")
     source_mode = XMLProperty("source/@mode", choices=("bridge", "vepa", "private", "passthrough"))
+    port_forwards = XMLChildList(PortForward)
     target_dev = XMLProperty("target/@dev", doc="host tap device (live XML)")
     model = XMLProperty("model/@type", doc="virtio, e1000e, rtl8139...")
+    backend_type = XMLProperty("backend/@type", choices=("passt",), doc="user-mode backend")
     boot_order = XMLProperty("boot/@order", kind=int, minimum=1)
     link_state = XMLProperty("link/@state", choices=("up", "down"))
 
