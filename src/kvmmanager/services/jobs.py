@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.models import JOB_STATES, Job, utcnow
 from kvmmanager.services import audit as audit_mod
+from kvmmanager.services import job_undo
 from kvmmanager.virt.events import Event
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ _PUBLISH_INTERVAL = 0.1
 _DB_INTERVAL = 0.5
 MAX_WORKERS = 8
 FINISH_RETRY_SECONDS = 120.0
-UNDO_ACTIONS = frozenset({"delete_volume"})
-UNDO_WAIT_SECONDS = 120.0
 
 
 @dataclass(slots=True)
@@ -63,6 +62,10 @@ class JobProgress:
         self._cancel = threading.Event()
         self._last_publish = 0.0
         self._last_db = 0.0
+        self._flush_pending = False
+        self.finished = False
+        self._undo: list[dict[str, Any]] = []
+        self._undo_lock = threading.Lock()
 
     def __call__(self, done: int, total: int | None = None, message: str | None = None) -> None:
         self.done = int(done)
@@ -72,20 +75,35 @@ class JobProgress:
             self.message = message
         self.check()
         now = time.monotonic()
+        held_back = False
         if now - self._last_publish >= _PUBLISH_INTERVAL or self.done == self.total:
             self._last_publish = now
             self._svc._publish(self, "job.progress", state="running")
+        else:
+            held_back = True
         if now - self._last_db >= _DB_INTERVAL:
             self._last_db = now
             self._svc._write_progress(self)
+        else:
+            held_back = True
+        if held_back and not self._flush_pending:
+            # The rate limit must delay the figures, never lose them: a transfer that
+            # stalls after a burst would otherwise show the burst's first figure forever.
+            self._flush_pending = True
+            self._svc._schedule_flush(self)
 
     def undo_on_interrupt(self, action: str, **args: str) -> None:
         """Record what the next start must remove should this process die before the
-        job ends (kill -9, power loss), e.g. `("delete_volume", host=, pool=, volume=)`
-        before creating a volume. Kept in the job row; the job's end overwrites it."""
-        if action not in UNDO_ACTIONS:
+        job ends (kill -9, power loss): call it BEFORE making the object, e.g.
+        `("delete_volume", host=, pool=, volume=)` before creating a volume,
+        `("undefine_domain", host=, uuid=, name=)` before defining a VM with that UUID.
+        Records add up and are undone newest first (see job_undo). Kept in the job row;
+        the job's end overwrites them."""
+        if action not in job_undo.UNDO_ACTIONS:
             raise ValueError(f"unknown undo action {action!r}")
-        self._svc._write_undo(self, {"action": action, **args})
+        with self._undo_lock:
+            self._undo.append({"action": action, **args})
+            self._svc._write_undo(self, list(self._undo))
 
     def cancelled(self) -> bool:
         return self._cancel.is_set()
@@ -105,6 +123,7 @@ class JobService:
         self._executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="kvmm-job")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._undo_task: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -115,9 +134,9 @@ class JobService:
         # recorded as half-made is removed once their host is connected again.
         with self._m.db.begin() as s:
             undo = [
-                (job.id, job.result["undo"])
+                job_undo.Interrupted(job.id, job.target, job_undo.normalize(job.result["undo"]))
                 for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
-                if isinstance(job.result, dict) and isinstance(job.result.get("undo"), dict)
+                if isinstance(job.result, dict) and job.result.get("undo")
             ]
             s.execute(
                 update(Job)
@@ -264,6 +283,7 @@ class JobService:
         except Exception as e:
             log.exception("job %s (%s %s) crashed", job_id, p.kind, p.target)
             error = {"code": "internal_error", "message": f"{type(e).__name__}: {e}"}
+        p.finished = True
         try:
             await self._finish_row_retrying(job_id, state, result, error, p)
         except Exception:
@@ -299,31 +319,43 @@ class JobService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _undo_interrupted(self, records: list[tuple[str, dict[str, Any]]]) -> None:
-        for job_id, undo in records:
-            host, pool, volume = undo.get("host"), undo.get("pool"), undo.get("volume")
-            outcome = "removed"
-            try:
-                # Hosts are (re)connected by Manager.start right after attach_loop.
-                deadline = time.monotonic() + UNDO_WAIT_SECONDS
-                while True:
-                    try:
-                        await self._m.registry.get(host).wait_connected(5)
-                        break
-                    except KvmmError:
-                        if time.monotonic() > deadline:
-                            raise
-                        await asyncio.sleep(1)
-                await self._m.storage.delete_volume(host, pool, volume)
-            except NotFound:
-                outcome = "not there (never created)"
-            except KvmmError as exc:
-                outcome = f"left in place: {exc.message}"
-            log.warning(
-                "interrupted job %s: volume %s/%s/%s %s", job_id, host, pool, volume, outcome
-            )
-            message = f"the server restarted; its half-made volume {pool}/{volume}: {outcome}"
-            await asyncio.to_thread(self._set_error_message, job_id, message)
+    async def _undo_interrupted(self, jobs: list[job_undo.Interrupted]) -> None:
+        for job in jobs:
+            message = await job_undo.undo_job(self._m, job)
+            await asyncio.to_thread(self._set_error_message, job.job_id, message)
+
+    def _schedule_flush(self, p: JobProgress) -> None:
+        """Deliver `p`'s latest figures once the rate-limit interval has passed (callable
+        from any thread)."""
+        loop = self._loop
+        if loop is None:
+            p._flush_pending = False
+            return
+
+        def arm() -> None:
+            loop.call_later(_DB_INTERVAL, lambda: self._keep(loop.create_task(self._flush(p))))
+
+        if _running_loop() is loop:
+            arm()
+        else:
+            loop.call_soon_threadsafe(arm)
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, p: JobProgress) -> None:
+        p._flush_pending = False
+        if p.finished:
+            return  # the final write has the last figures
+        p._last_publish = p._last_db = time.monotonic()
+        try:
+            await asyncio.to_thread(self._write_progress, p)
+        except OperationalError as exc:  # a busy database: the next update writes them
+            log.warning("job %s: progress not written: %s", p.id, exc.orig)
+        # After the write: whoever sees this event and reads the job gets these figures.
+        if not p.finished:
+            self._publish(p, "job.progress", state="running")
 
     def _set_error_message(self, job_id: str, message: str) -> None:
         with self._m.db.begin() as s:
@@ -331,7 +363,7 @@ class JobService:
             if job is not None and job.error is not None:
                 job.error = {**job.error, "message": message}
 
-    def _write_undo(self, p: JobProgress, undo: dict[str, Any]) -> None:
+    def _write_undo(self, p: JobProgress, undo: list[dict[str, Any]]) -> None:
         with self._m.db.begin() as s:
             s.execute(update(Job).where(Job.id == p.id).values(result={"undo": undo}))
 

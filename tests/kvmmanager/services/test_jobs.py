@@ -142,3 +142,56 @@ async def test_interrupted_jobs_fail_on_restart(db_manager: Any) -> None:
     db_manager.jobs.attach_loop(asyncio.get_running_loop())
     job = db_manager.jobs.get("kvmm-t-plat-stale")
     assert job.state == "failed" and job.error["code"] == "interrupted"
+
+
+async def test_progress_held_back_by_the_rate_limit_is_delivered_later(jobs_manager: Any) -> None:
+    """A burst of updates followed by a stall (a client holding its upload body back)
+    still ends with the burst's LAST figures in the DB and on the bus."""
+    m = jobs_manager
+    sub = m.bus.subscribe()
+    stall = threading.Event()
+
+    def work(progress: Any) -> None:
+        for i in range(1, 6):  # well within one rate-limit interval
+            progress(i, 100, f"burst {i}")
+        stall.wait(DEADLINE)
+
+    job_id = m.jobs.start("kvmm-t-plat.stall", "t", work, "admin")
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while True:
+                ev = await sub.get()
+                if ev.subject == job_id and ev.kind == "job.progress" and ev.data["done"] == 5:
+                    break
+        # The event comes after the row was written.
+        job = m.jobs.get(job_id)
+        assert (job.state, job.progress_done, job.message) == ("running", 5, "burst 5")
+    finally:
+        stall.set()
+    assert (await m.jobs.wait(job_id)).state == "done"
+
+
+async def test_undo_records_add_up_and_end_with_the_job(jobs_manager: Any) -> None:
+    m = jobs_manager
+    recorded = threading.Event()
+    gate = threading.Event()
+
+    def work(progress: Any) -> None:
+        progress.undo_on_interrupt("delete_volume", host="local", pool="p", volume="v")
+        progress.undo_on_interrupt("undefine_domain", host="local", uuid="u", name="n")
+        with pytest.raises(ValueError):
+            progress.undo_on_interrupt("format_disk", host="local")
+        recorded.set()
+        gate.wait(DEADLINE)
+
+    job_id = m.jobs.start("kvmm-t-plat.undo", "t", work, "admin")
+    try:
+        assert await asyncio.to_thread(recorded.wait, DEADLINE)
+        assert [r["action"] for r in m.jobs.get(job_id).result["undo"]] == [
+            "delete_volume",
+            "undefine_domain",
+        ]
+    finally:
+        gate.set()
+    job = await m.jobs.wait(job_id)
+    assert (job.state, job.result) == ("done", None)

@@ -1,0 +1,176 @@
+"""What a job killed mid-way (kill -9, power loss) had half made, removed at the next start.
+
+A job records each object it is about to make with `JobProgress.undo_on_interrupt`
+before making it (so a kill between the two leaves a record of something that is not
+there: "never created"). The records stay in the job row while it runs and are
+overwritten when it ends. At the next start the job is failed as `interrupted` and its
+records are undone here, newest first (a VM's definition before the volumes it uses),
+once the host is connected again. The outcome goes into the job's error message and an
+audit entry (`jobs.undo_interrupted`, carrying the job id).
+
+Actions:
+- `delete_volume` (host, pool, volume): libvirt may still be writing it (a volume clone
+  keeps running in libvirtd after its client died): deleting is retried while libvirt
+  says the volume is busy. A volume some other VM uses is left in place.
+- `undefine_domain` (host, uuid, name): the job chose the UUID before defining, so only
+  its own definition can match; a running one is destroyed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from kvmmanager.core.errors import KvmmError
+from kvmmanager.services.audit import AuditRecord
+from kvmmanager.services.vm_builder import undefine_flags
+
+if TYPE_CHECKING:
+    from kvmmanager.services.manager import Manager
+
+log = logging.getLogger(__name__)
+
+UNDO_ACTIONS = frozenset({"delete_volume", "undefine_domain"})
+# How long to wait for the host to come back, and for a busy volume to be released.
+UNDO_WAIT_SECONDS = 120.0
+_BUSY_RETRY_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class Interrupted:
+    """A job found running at start: its id, target and what it recorded."""
+
+    job_id: str
+    target: str
+    records: list[dict[str, Any]]
+
+
+def normalize(undo: Any) -> list[dict[str, Any]]:
+    """The records stored in a job row: a list, or one dict (the format before lists)."""
+    if isinstance(undo, dict):
+        return [undo]
+    if isinstance(undo, list):
+        return [r for r in undo if isinstance(r, dict)]
+    return []
+
+
+def describe(record: dict[str, Any]) -> str:
+    if record.get("action") == "undefine_domain":
+        return f"vm {record.get('name') or record.get('uuid')}"
+    return f"volume {record.get('pool')}/{record.get('volume')}"
+
+
+async def undo_job(m: Manager, job: Interrupted) -> str:
+    """Undo one interrupted job's records; returns the message for its error."""
+    outcomes: list[str] = []
+    removed = True
+    for record in reversed(job.records):
+        try:
+            outcome = await _undo_one(m, record)
+        except KvmmError as exc:
+            outcome, removed = f"left in place: {exc.message}", False
+        except Exception as exc:  # one record's surprise must not stop the others
+            log.exception("interrupted job %s: undoing %s failed", job.job_id, record)
+            outcome, removed = f"left in place: {type(exc).__name__}: {exc}", False
+        if outcome.startswith("left in place"):
+            removed = False
+        log.warning("interrupted job %s: %s %s", job.job_id, describe(record), outcome)
+        outcomes.append(f"{describe(record)}: {outcome}")
+    message = "the server restarted; its half-made " + "; ".join(outcomes)
+    await asyncio.to_thread(_audit, m, job, outcomes, removed)
+    return message
+
+
+def _audit(m: Manager, job: Interrupted, outcomes: list[str], ok: bool) -> None:
+    m.audit.record(
+        AuditRecord(
+            action="jobs.undo_interrupted",
+            username=None,
+            target=job.target,
+            params={"by": "server start", "undone": outcomes},
+            result="ok" if ok else "error",
+            error_code=None if ok else "undo_incomplete",
+            job_id=job.job_id,
+        )
+    )
+
+
+async def _connected_host(m: Manager, host: str) -> Any:
+    # Hosts are (re)connected by Manager.start right after the jobs are failed.
+    deadline = time.monotonic() + UNDO_WAIT_SECONDS
+    while True:
+        try:
+            h = m.registry.get(host)
+            await h.wait_connected(5)
+            return h
+        except KvmmError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
+async def _undo_one(m: Manager, record: dict[str, Any]) -> str:
+    action = record.get("action")
+    host = str(record.get("host") or "")
+    h = await _connected_host(m, host)
+    if action == "undefine_domain":
+        uuid = str(record.get("uuid") or "")
+        outcome = await h.run(lambda: _undefine(h.conn, uuid))
+        if outcome == "removed":
+            m.inventory.remove_domain(host, uuid)
+        return outcome
+    if action == "delete_volume":
+        pool, volume = str(record.get("pool")), str(record.get("volume"))
+        deadline = time.monotonic() + UNDO_WAIT_SECONDS
+        while True:
+            outcome = await h.run(lambda: _delete_volume(m, host, h.conn, pool, volume))
+            if outcome != "busy":
+                break
+            if time.monotonic() > deadline:
+                return "left in place: libvirt still says it is in use"
+            await asyncio.sleep(_BUSY_RETRY_SECONDS)
+        if outcome == "removed":
+            await m.storage.sync_pool(host, pool)
+        return outcome
+    return f"left in place: unknown undo action {action!r}"
+
+
+def _undefine(conn: libvirt.virConnect, uuid: str) -> str:
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return "not there (never defined)"
+        raise
+    if dom.isActive():
+        dom.destroy()
+    if dom.isPersistent():
+        dom.undefineFlags(undefine_flags(dom))
+    return "removed"
+
+
+def _delete_volume(m: Manager, host: str, conn: libvirt.virConnect, pool: str, name: str) -> str:
+    try:
+        vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        missing = (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL)
+        if exc.get_error_code() in missing:
+            return "not there (never created)"
+        raise
+    users = m.storage.volume_path_in_use_by(host, vol.path(), pool=pool, volume=name)
+    if users:
+        return f"left in place: used by VM(s) {', '.join(users)}"
+    try:
+        vol.delete(0)
+    except libvirt.libvirtError as exc:
+        # "still being allocated" (a clone libvirtd is still copying), "still in use"
+        # (a stream libvirtd has not closed yet): both end by themselves.
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+            return "busy"
+        raise
+    return "removed"
