@@ -96,6 +96,18 @@ class MetricsSettings(BaseModel):
     prometheus_token: str = ""
 
 
+class SpiceSettings(BaseModel):
+    # Where new SPICE displays listen on the hypervisor. 127.0.0.1 keeps them private to the
+    # host (reach them through an SSH tunnel); 0.0.0.0 lets remote-viewer connect directly,
+    # guarded by the one-time password of each .vv file.
+    listen: str = "127.0.0.1"
+    # Address remote-viewer should connect to, per host name ({"local": "hv1.example.org"});
+    # without one, the listen address or the host part of the host's libvirt URI is used.
+    addresses: dict[str, str] = Field(default_factory=dict)
+    # How long the password in a downloaded .vv file stays valid.
+    ticket_seconds: int = Field(300, ge=30, le=86400)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KVMM_", env_nested_delimiter="__", extra="ignore")
 
@@ -107,6 +119,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    spice: SpiceSettings = Field(default_factory=SpiceSettings)
 
     @classmethod
     def settings_customise_sources(

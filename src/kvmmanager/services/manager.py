@@ -174,6 +174,18 @@ class Manager:
     def email(self) -> Any:
         return _service("email_alerts", "EmailService")(self)
 
+    @cached_property
+    def hostdevs(self) -> Any:
+        return _service("hostdevs", "HostDeviceService")(self)
+
+    @cached_property
+    def spice(self) -> Any:
+        return _service("spice", "SpiceService")(self)
+
+    @cached_property
+    def port_forwards(self) -> Any:
+        return _service("port_forwards", "PortForwardService")(self)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def prepare_database(self) -> None:

@@ -91,6 +91,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+SPICE_CHANNEL = "com.redhat.spice.0"  # the spice-vdagent port (clipboard, resolution)
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 
 
@@ -122,6 +123,7 @@ class HostCaps:
     tpm: bool = False
     max_vcpus: int | None = None
     arch: str | None = None
+    graphics: set[str] | None = None
 
 
 @dataclass
@@ -139,6 +141,7 @@ class BuildInputs:
     cdrom_path: str | None = None
     vnc_password: str = field(default_factory=generate_vnc_password)
     created_by: str | None = None
+    spice_listen: str = "127.0.0.1"
 
 
 def disk_target(bus: str, index: int) -> str:
@@ -223,8 +226,11 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     devs.add(cdrom)
     devs.add(Controller(type="virtio-serial", index=0))
     for nic in spec.nics:
-        iface = Interface(type="network" if nic.network else "bridge", model=nic.model)
-        if nic.network:
+        kind = "user" if nic.user else "network" if nic.network else "bridge"
+        iface = Interface(type=kind, model=nic.model)
+        if nic.user:
+            iface.backend_type = "passt"
+        elif nic.network:
             iface.source_network = nic.network
         else:
             iface.source_bridge = nic.bridge
@@ -235,6 +241,8 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     devs.add(Console(type="pty", target_type="serial", target_port=0))
     for name in (AGENT_CHANNEL, QGA_CHANNEL):
         devs.add(Channel(type="unix", target_type="virtio", target_name=name))
+    if spec.spice:
+        devs.add(Channel(type="spicevmc", target_type="virtio", target_name=SPICE_CHANNEL))
     devs.add(Input(type="tablet", bus="usb"))
     if spec.tpm:
         devs.add(Tpm(model="tpm-crb", backend_type="emulator", backend_version="2.0"))
@@ -242,7 +250,11 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
         Graphics(type="vnc", port=-1, autoport=True, listen_address="127.0.0.1",
                  passwd=inp.vnc_password)
     )  # fmt: skip
-    devs.add(Video(model_type="vga"))
+    if spec.spice:
+        # Password-less until a .vv download sets a one-time one (services/spice.py).
+        devs.add(Graphics(type="spice", autoport=True, listen_address=inp.spice_listen))
+    # QXL is SPICE's own video device (VGA-compatible, so VNC keeps working).
+    devs.add(Video(model_type="qxl" if spec.spice else "vga"))
     devs.memballoon = MemBalloon(model="virtio")
     devs.add(Rng(model="virtio", backend_model="random", backend_path="/dev/urandom"))
     return dom
@@ -273,6 +285,7 @@ def gather_facts(conn: libvirt.virConnect, spec: VmSpec, caps: HostCaps) -> Host
         secure_boot=caps.secure_boot,
         tpm=caps.tpm,
         volumes=volumes,
+        graphics=caps.graphics,
     )
 
 
@@ -337,6 +350,7 @@ def create_blocking(
     caps: HostCaps,
     progress: Progress | None = None,
     created_by: str | None = None,
+    spice_listen: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """Validate, create volumes, define, optionally start. Anything made before a failure
     is removed again, so a failed create leaves no half-made VM behind."""
@@ -356,7 +370,10 @@ def create_blocking(
             cdrom = pool.storageVolLookupByName(spec.install.volume or "").path()
         arch = caps.arch or "x86_64"
         xml = build_domain(
-            spec, BuildInputs(domain_type, arch, disks, cdrom, created_by=created_by)
+            spec,
+            BuildInputs(
+                domain_type, arch, disks, cdrom, created_by=created_by, spice_listen=spice_listen
+            ),
         )
         if progress is not None:
             progress(len(spec.disks), len(spec.disks) + 1, "defining the domain")

@@ -58,10 +58,13 @@ class DiskSpec(BaseModel):
 
 
 class NicSpec(BaseModel):
-    """A NIC on a libvirt `network` or a host `bridge` (exactly one of the two)."""
+    """A NIC on a libvirt `network`, a host `bridge`, or `user`-mode networking with the
+    passt backend (exactly one of the three; port forwards of a passt NIC are managed
+    afterwards, see services/port_forwards.py)."""
 
     network: str | None = None
     bridge: str | None = None
+    user: bool = False
     mac: str | None = None
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
 
@@ -76,6 +79,9 @@ class VmSpec(BaseModel):
     firmware: Literal["bios", "uefi"] = "bios"
     secure_boot: bool = False
     tpm: bool = False
+    # A SPICE display (with a spicevmc channel and QXL video) next to the VNC one, which
+    # stays the browser console.
+    spice: bool = False
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     owner: str | None = None
@@ -94,6 +100,8 @@ class HostFacts:
     secure_boot: bool = False
     tpm: bool = False
     volumes: dict[str, set[str]] = field(default_factory=dict)
+    # Graphics types the domain capabilities list; None when the driver reports none.
+    graphics: set[str] | None = None
 
 
 def validate_name(name: object, field_name: str = "name") -> str:
@@ -221,8 +229,10 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
         new_names.add((disk.pool, vol_name))
     for i, nic in enumerate(spec.nics):
         prefix = f"nics[{i}]"
-        if (nic.network is None) == (nic.bridge is None):
-            raise InvalidInput("give exactly one of network or bridge", field=f"{prefix}.network")
+        if (nic.network is not None) + (nic.bridge is not None) + nic.user != 1:
+            raise InvalidInput(
+                "give exactly one of network, bridge or user", field=f"{prefix}.network"
+            )
         if nic.network is not None and nic.network not in facts.networks:
             raise InvalidInput(f"unknown network {nic.network!r}", field=f"{prefix}.network")
         if nic.bridge is not None and not BRIDGE_RE.fullmatch(nic.bridge):
@@ -234,6 +244,13 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
         raise InvalidInput("secure boot needs firmware 'uefi'", field="secure_boot")
     if spec.secure_boot and not facts.secure_boot:
         raise Unsupported("the host's UEFI firmware offers no secure boot", field="secure_boot")
+    if spec.spice and facts.graphics is not None and "spice" not in facts.graphics:
+        offered = ", ".join(sorted(facts.graphics)) or "none"
+        raise Unsupported(
+            f"the host's QEMU has no SPICE support (its domain capabilities offer graphics: "
+            f"{offered})",
+            field="spice",
+        )
     if spec.tpm and not facts.tpm:
         raise Unsupported("the host's domain capabilities offer no emulated TPM", field="tpm")
     return spec

@@ -174,7 +174,10 @@ class VmService:
         """
         validate_name(spec.name)
         domain_type, reason = await self.domain_type(host)
-        result = await self.run(host, _create_blocking, spec, domain_type, progress, created_by)
+        listen = self.m.settings.spice.listen
+        result = await self.run(
+            host, _create_blocking, spec, domain_type, progress, created_by, listen
+        )
         info = await self.refresh(host, result["uuid"])
         return {
             "vm": info,
@@ -314,6 +317,7 @@ def host_caps(conn: libvirt.virConnect, domain_type: str) -> vm_builder.HostCaps
         tpm=caps.supports_tpm("emulator"),
         max_vcpus=caps.vcpu_max,
         arch=caps.arch,
+        graphics=set(caps.graphics_types) if caps.graphics_supported else set(),
     )
 
 
@@ -323,9 +327,12 @@ def _create_blocking(
     domain_type: str,
     progress: Callable[..., Any] | None,
     created_by: str | None,
+    spice_listen: str = "127.0.0.1",
 ) -> dict[str, Any]:
     caps = host_caps(conn, domain_type)
-    return vm_builder.create_blocking(conn, spec, domain_type, caps, progress, created_by)
+    return vm_builder.create_blocking(
+        conn, spec, domain_type, caps, progress, created_by, spice_listen
+    )
 
 
 def _meta_flags(dom: libvirt.virDomain) -> int:

@@ -35,6 +35,10 @@ class Graphics(Device):
         check=_check_passwd,
         doc="VNC: at most 8 characters; in XML read back only with VIR_DOMAIN_XML_SECURE",
     )
+    passwd_valid_to = XMLProperty(
+        "@passwdValidTo", doc="UTC expiry of passwd, 2030-01-01T00:00:00 (SPICE tickets)"
+    )
+    tls_port = XMLProperty("@tlsPort", kind=int, minimum=-1, doc="SPICE TLS port (live XML)")
     keymap = XMLProperty("@keymap")
     _listen_attr = XMLProperty("@listen")
     _listen_address = XMLProperty("listen[@type='address']/@address")
