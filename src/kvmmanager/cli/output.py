@@ -1,4 +1,10 @@
-"""How the CLI prints: rich tables for people, `--json` for scripts, errors as one line."""
+"""How the CLI prints: rich tables for people, `--json` for scripts, errors as one line.
+
+Everything printed here may come from a guest (hostnames, OS names, descriptions, error
+messages), so it is inert: control and bidi characters are shown as escapes
+(`core.sanitize.inert`), and table cells are `rich.text.Text`, never markup (a
+`[link=...]` in a description stays text). JSON is inert already (`ensure_ascii`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,14 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from kvmmanager.core.sanitize import inert
 
 
 @dataclass(slots=True)
@@ -34,7 +43,7 @@ def wants_json(ctx: typer.Context, local_flag: bool = False) -> bool:
 
 def print_error(message: str) -> None:
     # One line, whatever the message contains: scripts grep stderr.
-    line = " ".join(str(message).split())
+    line = inert(" ".join(str(message).split()))
     print(f"error: {line}", file=sys.stderr, flush=True)
 
 
@@ -45,7 +54,8 @@ def _default(o: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+    # ensure_ascii (the default) escapes every control and non-ASCII character: inert.
+    sys.stdout.write(json.dumps(data, indent=2, default=_default, ensure_ascii=True) + "\n")
     sys.stdout.flush()
 
 
@@ -61,8 +71,24 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def cell(value: Any) -> Text:
+    """A table cell or printed value: plain text (no markup), control characters escaped;
+    newlines stay, inside the cell."""
+    return Text(inert(_cell(value), multiline=True))
+
+
 def console() -> Console:
     return Console(soft_wrap=False)
+
+
+def write_output(stream: TextIO, text: str, *, raw: bool = False) -> None:
+    """Write text that is the user's data (a command's output, a domain XML): exact to a
+    pipe or file, and with control characters escaped on a terminal unless `raw`
+    (a guest's output must not drive the user's terminal by default)."""
+    if not raw and stream.isatty():
+        text = inert(text, multiline=True)
+    stream.write(text)
+    stream.flush()
 
 
 def table(
@@ -72,24 +98,24 @@ def table(
     title: str | None = None,
 ) -> None:
     """Print rows as a table. A column is a key, or (key, header)."""
-    t = Table(title=title, header_style="bold")
+    t = Table(title=cell(title) if title is not None else None, header_style="bold")
     keys = []
     for col in columns:
         key, header = col if isinstance(col, tuple) else (col, col.replace("_", " ").upper())
         keys.append(key)
         t.add_column(header, overflow="fold")
     for row in rows:
-        t.add_row(*(_cell(row.get(k)) for k in keys))
+        t.add_row(*(cell(row.get(k)) for k in keys))
     console().print(t)
 
 
 def record(data: Mapping[str, Any], *, title: str | None = None) -> None:
     """Print one object as a two-column key/value table."""
-    t = Table(title=title, show_header=False)
+    t = Table(title=cell(title) if title is not None else None, show_header=False)
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for k, v in data.items():
-        t.add_row(str(k), _cell(v))
+        t.add_row(cell(k), cell(v))
     console().print(t)
 
 
@@ -110,9 +136,10 @@ def emit(
     elif isinstance(data, Mapping):
         record(data, title=title)
     else:
-        console().print(str(data))
+        console().print(cell(data))
 
 
 def info(message: str) -> None:
-    """A human message that is not data: stderr, so `--json` stdout stays clean."""
-    print(message, file=sys.stderr, flush=True)
+    """A human message that is not data: stderr, so `--json` stdout stays clean. One
+    line: names and messages in it may come from a guest."""
+    print(inert(message), file=sys.stderr, flush=True)

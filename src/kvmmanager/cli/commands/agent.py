@@ -1,6 +1,8 @@
 """`kvm-manager agent ...`: talk to the guest agent of a VM through the manager's REST API.
 
-`exec` streams the command's stdout/stderr and exits with the guest's exit code; `cp`
+`exec` streams the command's stdout/stderr and exits with the guest's exit code (exact
+to a pipe or file; on a terminal its control characters are shown as escapes unless
+`--raw`, so a guest cannot drive the user's terminal by default); `cp`
 copies files of any size either way (VM:/path on one side) in verified chunks, with a
 progress bar and `--resume`.
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,8 +29,9 @@ from rich.progress import (
 
 from kvmmanager.cli.api_client import ApiClient, client
 from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
-from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.output import emit, info, wants_json, write_output
 from kvmmanager.core.errors import GuestError, InvalidInput
+from kvmmanager.core.sanitize import inert
 from kvmmanager_agent import protocol
 
 NAME = "agent"
@@ -121,6 +125,9 @@ def exec_command(
     timeout: float = typer.Option(300, "--timeout", help="Seconds before the guest kills it."),
     workdir: str | None = typer.Option(None, "--workdir", "-w"),
     wait: bool = typer.Option(False, "--wait", help="Wait and print at the end (no streaming)."),
+    raw: bool = typer.Option(
+        False, "--raw", help="Pass the output to a terminal as is (escape sequences too)."
+    ),
     host: str = HOST_OPTION,
 ) -> None:
     """Run COMMAND [ARGS...] in the guest (no shell); exits with the guest's exit code."""
@@ -133,8 +140,8 @@ def exec_command(
         if wants_json(ctx):
             emit(ctx, data)
         else:
-            sys.stdout.write(data["stdout"])
-            sys.stderr.write(data["stderr"])
+            write_output(sys.stdout, data["stdout"], raw=raw)
+            write_output(sys.stderr, data["stderr"], raw=raw)
         raise typer.Exit(_exit_code(data["exit_code"]))
     code = 1
     with client(ctx) as api, api.stream("POST", f"{_base(host, vm)}/exec/stream", json=body) as r:
@@ -145,11 +152,9 @@ def exec_command(
             if "error" in msg:
                 raise GuestError(str(msg["error"].get("message", "exec failed")))
             if msg.get("stream") == "stdout":
-                sys.stdout.write(msg["data"])
-                sys.stdout.flush()
+                write_output(sys.stdout, msg["data"], raw=raw)
             elif msg.get("stream") == "stderr":
-                sys.stderr.write(msg["data"])
-                sys.stderr.flush()
+                write_output(sys.stderr, msg["data"], raw=raw)
             elif "exit_code" in msg:
                 if msg.get("timed_out"):
                     info("error: the command timed out and was killed")
@@ -168,6 +173,11 @@ def _split_remote(spec: str) -> tuple[str, str] | None:
     if sep and path.startswith("/") and vm and "/" not in vm:
         return vm, path
     return None
+
+
+def _label(text: str) -> str:
+    # The progress bar renders its description as markup: file names stay text.
+    return escape(inert(text))
 
 
 def _progress() -> Progress:
@@ -192,7 +202,8 @@ def _upload(api: ApiClient, base: str, src: Path, dest: str, resume: bool, quiet
         )
     digest = hashlib.sha256()
     with open(src, "rb") as fh, _progress() as bar:
-        task = bar.add_task(f"{src.name} -> {dest}", total=size, completed=done, visible=not quiet)
+        label = _label(f"{src.name} -> {dest}")
+        task = bar.add_task(label, total=size, completed=done, visible=not quiet)
         while fh.tell() < done:  # hash what the guest already has
             digest.update(fh.read(min(1 << 20, done - fh.tell())))
         try:
@@ -217,7 +228,8 @@ def _download(api: ApiClient, base: str, src: str, dest: Path, resume: bool, qui
         with open(dest, "r+b" if done else "wb") as fh, _progress() as bar:
             while fh.tell() < done:
                 digest.update(fh.read(min(1 << 20, done - fh.tell())))
-            task = bar.add_task(f"{src} -> {dest}", total=size, completed=done, visible=not quiet)
+            label = _label(f"{src} -> {dest}")
+            task = bar.add_task(label, total=size, completed=done, visible=not quiet)
             while True:
                 with api.stream(
                     "GET", f"{base}/files/{handle}/chunk", params={"offset": done}

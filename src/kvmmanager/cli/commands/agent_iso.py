@@ -18,6 +18,7 @@ from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes, q
 from kvmmanager.cli.output import emit, info, wants_json
 from kvmmanager.core.config import get_settings
 from kvmmanager.core.errors import Cancelled, KvmmError
+from kvmmanager.core.sanitize import inert
 
 NAME = "agent-iso"
 app = typer.Typer(help="The guest-agent ISO: build, locate, deploy, install.", no_args_is_help=True)
@@ -148,7 +149,7 @@ def install_agent_command(
         info(message)
     print("In the guest, as root:")
     for line in result["guest_commands"]:
-        print(f"  {line}")
+        print(f"  {inert(line)}")
 
 
 def eject_agent_command(ctx: typer.Context, vm: str, host: str = "local") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kvmmanager.core.config import get_settings
+from kvmmanager.core.logs import logging_config
 
 
 def serve(
@@ -42,6 +43,8 @@ def serve(
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.log_level.lower(),
+        # One line per record whatever guests put in a message (core/logs.py).
+        log_config=logging_config(settings.log_level),
         proxy_headers=False,
     )
 

@@ -9,6 +9,7 @@ import typer
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
 from kvmmanager.cli.output import console, emit, info, wants_json
+from kvmmanager.core.sanitize import inert
 
 NAME = "snapshot"
 app = typer.Typer(
@@ -25,7 +26,8 @@ def _base(host: str, vm: str) -> str:
 def _print_tree(nodes: list[dict[str, Any]], current: str | None, depth: int = 0) -> None:
     for node in nodes:
         mark = "  <- current" if node["name"] == current else ""
-        console().print(f"{'  ' * depth}{'└─ ' if depth else ''}{node['name']}{mark}", markup=False)
+        line = f"{'  ' * depth}{'└─ ' if depth else ''}{inert(node['name'])}{mark}"
+        console().print(line, markup=False, highlight=False)
         _print_tree(node["children"], current, depth + 1)
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 from urllib.parse import quote
 
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.output import emit, info, wants_json, write_output
 from kvmmanager.core.errors import InvalidInput
+from kvmmanager.core.sanitize import inert
 
 NAME = "vm"
 app = typer.Typer(help="Virtual machines: create, power, edit, delete.", no_args_is_help=True)
@@ -95,7 +97,7 @@ def xml(
     if wants_json(ctx):
         emit(ctx, {"xml": text})
     else:
-        typer.echo(text)
+        write_output(sys.stdout, text + "\n")
 
 
 @app.command("create")
@@ -353,7 +355,7 @@ def install_agent(
         info(line)
     typer.echo("Run inside the guest (as root):")
     for command in res.get("guest_commands", []):
-        typer.echo(f"  {command}")
+        typer.echo(f"  {inert(command)}")
 
 
 @app.command("eject-agent")
