@@ -5,8 +5,21 @@ the same host twice, the VM in the wrong state, its name taken on the target, a 
 missing or inactive there, a local disk without `copy_storage` or without a pool for it
 on the target, a host-passthrough CPU on a different CPU. `start()` runs the migration
 as a `vm.migrate` job: progress from libvirt's job statistics, cancel through
-`abortJob`, options auto-converge / post-copy / compressed, offline migration of a
-stopped VM (its definition only; its disks must be shared or copied beforehand).
+`abortJob`, options auto-converge / post-copy / compressed / a bandwidth cap, offline
+migration of a stopped VM (its definition only; its disks must be shared or copied
+beforehand).
+
+Addresses: in peer-to-peer mode the SOURCE libvirtd opens the target's URI itself, and
+QEMU's migration stream (and the NBD server of a disk copy) goes to the address in the
+migration URI. Left to itself libvirt takes the target's hostname, which often resolves
+to nothing useful; so unless `migrate_uri` says otherwise, the stream goes to the host
+name of the target's connection URI (`qemu+tcp://10.0.0.2/system` -> `tcp://10.0.0.2`),
+the address the manager already reaches that host on.
+
+A disk counts as shared when its pool on the source is network storage (netfs, rbd,
+iscsi, gluster...); a disk in a local pool (dir, logical, fs, disk...) is copied, and a
+volume already at the same path on the target is refused rather than overwritten. A
+failed or cancelled copy removes the volumes libvirt pre-created on the target.
 
     report = await manager.migration.check("local", "web1", "node2", copy_storage=True)
     job_id = await manager.migration.start("local", "web1", "node2", copy_storage=True)
@@ -15,13 +28,16 @@ stopped VM (its definition only; its disks must be shared or copied beforehand).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import libvirt
 
-from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, Unsupported
+from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, Unsupported
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.virt.xml.capabilities import Capabilities
 from kvmmanager.virt.xml.domain import Domain
@@ -30,8 +46,43 @@ from kvmmanager.virt.xml.pool import Pool
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
 
+log = logging.getLogger(__name__)
+
 POLL_SECONDS = 1.0
 RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_PAUSED)
+# Pools whose volumes every host of a cluster sees at the same path.
+SHARED_POOL_TYPES = frozenset(
+    {"netfs", "rbd", "gluster", "iscsi", "iscsi-direct", "sheepdog", "vstorage"}
+)
+MAX_BANDWIDTH_MIB = 1_000_000
+
+
+def default_migrate_uri(target_uri: str) -> str | None:
+    """`tcp://<host>` of the target's connection URI, or None for a local URI."""
+    host = urlsplit(target_uri).hostname
+    if not host:
+        return None
+    return f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
+
+
+def _check_migrate_uri(uri: str) -> None:
+    parts = urlsplit(uri)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme != "tcp"
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or port == -1
+        or parts.username
+    ):
+        raise InvalidInput(
+            f"migrate_uri '{uri}' must look like tcp://HOST or tcp://HOST:PORT",
+            field="migrate_uri",
+        )
 
 
 @dataclass
@@ -41,6 +92,29 @@ class MigrationOptions:
     auto_converge: bool = False
     post_copy: bool = False
     compressed: bool = False
+    bandwidth_mib: int | None = None
+    migrate_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.bandwidth_mib is not None and not 1 <= self.bandwidth_mib <= MAX_BANDWIDTH_MIB:
+            raise InvalidInput(
+                f"bandwidth_mib must be between 1 and {MAX_BANDWIDTH_MIB} (MiB/s)",
+                field="bandwidth_mib",
+            )
+        if self.migrate_uri is not None:
+            _check_migrate_uri(self.migrate_uri)
+
+    def params(self, target_uri: str) -> dict[str, Any]:
+        """virDomainMigrateToURI3's typed parameters (none for an offline move)."""
+        if not self.live:
+            return {}
+        out: dict[str, Any] = {}
+        uri = self.migrate_uri or default_migrate_uri(target_uri)
+        if uri:
+            out[libvirt.VIR_MIGRATE_PARAM_URI] = uri
+        if self.bandwidth_mib:
+            out[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.bandwidth_mib
+        return out
 
     def flags(self) -> int:
         f = (
@@ -75,13 +149,26 @@ def _pool_dirs(conn: libvirt.virConnect) -> set[str]:
     return out
 
 
-def _is_shared(target: libvirt.virConnect, path: str) -> bool:
-    """The target sees the same volume (shared storage such as NFS)."""
+def _has_volume(conn: libvirt.virConnect, path: str) -> bool:
     try:
-        target.storageVolLookupByPath(path)
+        conn.storageVolLookupByPath(path)
         return True
     except libvirt.libvirtError:
         return False
+
+
+def _is_shared(source: libvirt.virConnect, target: libvirt.virConnect, path: str) -> bool:
+    """Both hosts see the same volume (network storage such as NFS or Ceph).
+
+    Decided by the type of the source's pool: a local pool's path existing on the target
+    is another disk that merely has the same name, and must not be taken for this one.
+    A disk outside any pool falls back to "the target has a volume at that path"."""
+    try:
+        pool = source.storageVolLookupByPath(path).storagePoolLookupByVolume()
+        pool_type = Pool.from_xml(pool.XMLDesc(0)).type
+    except libvirt.libvirtError:
+        return _has_volume(target, path)
+    return pool_type in SHARED_POOL_TYPES
 
 
 def preflight(
@@ -141,13 +228,19 @@ def preflight(
         path = d.source_path
         if not path or d.readonly or d.device not in (None, "disk", "lun"):
             continue
-        if _is_shared(dst, path):
+        if _is_shared(src, dst, path):
             continue
         local.append(path)
         if not opts.copy_storage:
             raise Conflict(
                 f"disk {d.target_dev} ({path}) is local to '{host}': ask for copy_storage",
                 field="copy_storage",
+            )
+        if _has_volume(dst, path):
+            raise Conflict(
+                f"host '{target}' already has a volume at {path}: copying disk "
+                f"{d.target_dev} would overwrite it",
+                field="target",
             )
         if opts.live and os.path.dirname(os.path.normpath(path)) not in dirs:
             raise Conflict(
@@ -180,6 +273,48 @@ def preflight(
     }
 
 
+def _progress_message(stats: dict[str, Any]) -> str:
+    """Which phase the figures are about: a disk copy runs before the memory pass and
+    libvirt reports its bytes in the same data_* fields."""
+    if stats.get("memory_total"):
+        return "migrating memory"
+    if stats.get("disk_total"):
+        return "copying disks"
+    return "migrating"
+
+
+def _completed_stats(dst: libvirt.virConnect, uuid: str) -> dict[str, Any]:
+    """What the target measured for the incoming migration (best effort)."""
+    try:
+        stats = dst.lookupByUUIDString(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    except libvirt.libvirtError:
+        return {}
+    keys = ("time_elapsed", "downtime", "data_total", "memory_iteration", "disk_total")
+    return {k: stats[k] for k in keys if k in stats}
+
+
+def _drop_copied_volumes(dst: libvirt.virConnect, uuid: str, paths: list[str]) -> list[str]:
+    """After a failed or cancelled copy: delete the volumes libvirt pre-created on the
+    target (pre-flight refused any that existed before), unless the VM did arrive."""
+    with contextlib.suppress(libvirt.libvirtError):
+        dst.lookupByUUIDString(uuid)
+        return []
+    removed = []
+    dirs = {os.path.dirname(p) for p in paths}
+    for pool in dst.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        with contextlib.suppress(libvirt.libvirtError):
+            if os.path.normpath(Pool.from_xml(pool.XMLDesc(0)).target_path or "") in dirs:
+                pool.refresh(0)
+    for path in paths:
+        try:
+            dst.storageVolLookupByPath(path).delete(0)
+            removed.append(path)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                log.warning("migration cleanup: cannot delete %s on the target: %s", path, exc)
+    return removed
+
+
 class MigrationService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
@@ -197,36 +332,83 @@ class MigrationService:
         self, host: str, vm: str, target: str, *, user: Any = None, **options: Any
     ) -> str:
         plan = await self.check(host, vm, target, **options)
+        opts = MigrationOptions(**options)
         src_hc, dst_hc = self.m.registry.get(host), self.m.registry.get(target)
         uri = dst_hc.uri
-        flags = plan["flags"]
+        flags, params = plan["flags"], opts.params(uri)
         uuid = plan["uuid"]
+        copied: list[str] = plan["copy_disks"] if opts.live else []
+
+        def stats() -> dict[str, Any]:
+            return src_hc.conn.lookupByUUIDString(uuid).jobStats(0)
 
         async def job(progress: Any) -> dict[str, Any]:
             def migrate() -> None:
                 dom = src_hc.conn.lookupByUUIDString(uuid)
-                dom.migrateToURI3(uri, {}, flags)
+                dom.migrateToURI3(uri, params, flags)
 
             task = asyncio.ensure_future(src_hc.run(migrate))
+            post_copy_started = False
             try:
                 while not task.done():
                     await asyncio.wait({task}, timeout=POLL_SECONDS)
                     if task.done():
                         break
                     if progress.cancelled():
-                        await src_hc.run(lambda: src_hc.conn.lookupByUUIDString(uuid).abortJob())
-                        raise Cancelled("migration cancelled")
-                    stats = await src_hc.run(
-                        lambda: src_hc.conn.lookupByUUIDString(uuid).jobStats(0)
-                    )
-                    total = int(stats.get("data_total") or 0)
-                    progress(int(stats.get("data_processed") or 0), total or None, "migrating")
+                        with contextlib.suppress(KvmmError):  # it may have just ended
+                            await src_hc.run(
+                                lambda: src_hc.conn.lookupByUUIDString(uuid).abortJob()
+                            )
+                        try:
+                            await task
+                        except KvmmError:
+                            raise Cancelled("migration cancelled") from None
+                        break  # finished before the abort landed: it did migrate
+                    try:
+                        s = await src_hc.run(stats)
+                    except KvmmError:
+                        continue  # between phases, or already gone from the source
+                    if (
+                        opts.post_copy
+                        and not post_copy_started
+                        and int(s.get("memory_iteration") or 0) >= 2
+                    ):
+                        # Like virsh --postcopy-after-precopy: one full pre-copy pass,
+                        # then the target pulls the pages still dirty.
+                        with contextlib.suppress(KvmmError):
+                            await src_hc.run(
+                                lambda: src_hc.conn.lookupByUUIDString(uuid).migrateStartPostCopy()
+                            )
+                            post_copy_started = True
+                    total = int(s.get("data_total") or 0)
+                    with contextlib.suppress(Cancelled):  # handled on the next turn
+                        progress(
+                            int(s.get("data_processed") or 0), total or None, _progress_message(s)
+                        )
                 task.result()
             except BaseException:
                 if not task.done():
                     await asyncio.shield(asyncio.wait({task}))
+                if copied:
+                    try:
+                        removed = await dst_hc.run(
+                            lambda: _drop_copied_volumes(dst_hc.conn, uuid, copied)
+                        )
+                    except KvmmError as exc:  # the migration's own error matters more
+                        log.warning("migration cleanup on %s failed: %s", target, exc)
+                    else:
+                        if removed:
+                            log.info("migration failed: removed %s on %s", removed, target)
                 raise
             await self.m.vms.refresh(target, uuid)
-            return {**{k: v for k, v in plan.items() if k != "flags"}, "done": True}
+            measured = await dst_hc.run(lambda: _completed_stats(dst_hc.conn, uuid))
+            result = {k: v for k, v in plan.items() if k != "flags"}
+            return {
+                **result,
+                "done": True,
+                "migrate_uri": params.get(libvirt.VIR_MIGRATE_PARAM_URI),
+                "post_copy_started": post_copy_started,
+                "stats": measured,
+            }
 
         return self.m.jobs.start("vm.migrate", f"{host}/{vm}", job, user, host=host)

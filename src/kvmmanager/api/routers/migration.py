@@ -27,6 +27,14 @@ class MigrateBody(BaseModel):
     auto_converge: bool = False
     post_copy: bool = False
     compressed: bool = False
+    bandwidth_mib: int | None = Field(
+        None, ge=1, le=1_000_000, description="cap the migration's bandwidth (MiB/s)"
+    )
+    migrate_uri: str | None = Field(
+        None,
+        max_length=300,
+        description="tcp://HOST[:PORT] the data goes to; default: the target URI's host",
+    )
 
 
 class MigrationPlan(BaseModel):
