@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.models import utcnow
@@ -142,6 +142,33 @@ class AlertService:
     def get_rule(self, ident: str | int) -> dict[str, Any]:
         with self.m.db() as s:
             return rule_dict(self._rule(s, ident))
+
+    def update_rule(self, ident: str | int, spec: RuleSpec) -> dict[str, Any]:
+        """Change a rule whole, keeping its id and history. Its evaluation starts afresh:
+        an alert it has firing is resolved on the next good sample/event as usual."""
+        spec = validate_rule(spec)
+        with self.m.db.begin() as s:
+            row = self._rule(s, ident)
+            if spec.name != row.name and s.scalar(
+                select(AlertRule.id).where(AlertRule.name == spec.name)
+            ):
+                raise Conflict(f"an alert rule named '{spec.name}' already exists", field="name")
+            for key, value in vars(spec).items():
+                setattr(row, key, value)
+            out = rule_dict(row)
+        # Counters of the old condition mean nothing for the new one; open alerts stay.
+        for key, st in self._state.items():
+            if key[0] == out["id"]:
+                self._state[key] = RuleState(alert_id=st.alert_id)
+        self._reload()
+        return out
+
+    def count_firing(self) -> int:
+        with self.m.db() as s:
+            return int(
+                s.scalar(select(func.count()).select_from(Alert).where(Alert.state == "firing"))
+                or 0
+            )
 
     def set_enabled(self, ident: str | int, enabled: bool) -> dict[str, Any]:
         with self.m.db.begin() as s:

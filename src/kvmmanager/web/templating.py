@@ -27,6 +27,9 @@ NAV = [
     ("vms", "/vms", "Virtual machines"),
     ("storage", "/storage", "Storage"),
     ("networks", "/networks", "Networks"),
+    ("alerts", "/alerts", "Alerts"),
+    ("schedules", "/schedules", "Schedules"),
+    ("backups", "/backups", "Backups"),
     ("agent-iso", "/agent-iso", "Agent ISO"),
 ]
 ADMIN_NAV = [("users", "/users", "Users"), ("audit", "/audit", "Audit log")]
@@ -104,11 +107,18 @@ def render(
             "is_admin": bool(user and user.has_role("admin")),
             "nav": NAV,
             "admin_nav": ADMIN_NAV,
+            # Called by base.html only (the nav's badge), so fragments pay nothing.
+            "firing_count": lambda: _firing_count(request),
             **context,
         },
         status_code=status_code,
         headers=headers,
     )
+
+
+def _firing_count(request: Request) -> int:
+    manager = getattr(request.app.state, "manager", None)
+    return manager.alerts.count_firing() if manager is not None else 0
 
 
 def toast_headers(message: str, level: str = "ok") -> dict[str, str]:

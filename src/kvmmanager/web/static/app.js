@@ -47,7 +47,8 @@ function startLive() {
   source.onerror = () => { document.documentElement.dataset.live = "reconnecting"; };
   source.onmessage = (msg) => handle(JSON.parse(msg.data));
   ["domain.added", "domain.updated", "domain.removed", "domain.lifecycle", "domain.agent",
-   "host.status", "pool.lifecycle", "network.lifecycle", "job.progress", "job.done", "resync"]
+   "host.status", "pool.lifecycle", "network.lifecycle", "job.progress", "job.done", "resync",
+   "alert.firing", "alert.resolved", "schedule.run"]
     .forEach((kind) => source.addEventListener(kind, (msg) => handle(JSON.parse(msg.data))));
   function handle(ev) {
     document.querySelectorAll("[data-live-list]").forEach((el) => {
@@ -206,4 +207,51 @@ document.addEventListener("DOMContentLoaded", () => {
   wireTabs();
   wireUploads();
   startLive();
+});
+
+// Conditional form parts: <form data-when-form> ... <div data-when="metric:cpu_pct mem_pct">
+// is shown (and its fields sent) only while the form's field "metric" has one of those
+// values. Hidden parts are disabled so the server never sees what the user cannot see.
+function applyWhen(form) {
+  form.querySelectorAll("[data-when]").forEach((el) => {
+    const [name, values] = el.dataset.when.split(":");
+    const field = form.elements[name];
+    if (!field) return;
+    let value = field.value;
+    if (field instanceof RadioNodeList || (field.type === "radio")) {
+      const checked = form.querySelector('input[name="' + CSS.escape(name) + '"]:checked');
+      value = checked ? checked.value : "";
+    }
+    const show = values.split(" ").includes(value);
+    el.hidden = !show;
+    el.querySelectorAll("input, select, textarea").forEach((f) => { f.disabled = !show; });
+  });
+}
+function wireWhen(root) {
+  (root || document).querySelectorAll("form[data-when-form]").forEach(applyWhen);
+}
+document.addEventListener("change", (e) => {
+  const form = e.target.closest && e.target.closest("form[data-when-form]");
+  if (form) applyWhen(form);
+});
+document.addEventListener("htmx:afterSettle", () => wireWhen());
+document.addEventListener("DOMContentLoaded", () => wireWhen());
+
+// Select-all for row checkboxes: <input type=checkbox data-select-all="name"> toggles every
+// checkbox of that name in its form; the count of selected rows goes to [data-selected-count].
+function countSelected(form, name) {
+  const n = form.querySelectorAll('input[type=checkbox][name="' + CSS.escape(name) + '"]:checked').length;
+  form.querySelectorAll("[data-selected-count]").forEach((el) => { el.textContent = String(n); });
+}
+document.addEventListener("change", (e) => {
+  const t = e.target;
+  if (!(t instanceof HTMLInputElement) || t.type !== "checkbox" || !t.form) return;
+  if (t.dataset.selectAll) {
+    t.form.querySelectorAll('input[type=checkbox][name="' + CSS.escape(t.dataset.selectAll) + '"]')
+      .forEach((box) => { box.checked = t.checked; });
+    countSelected(t.form, t.dataset.selectAll);
+    return;
+  }
+  const all = t.form.querySelector('[data-select-all="' + CSS.escape(t.name) + '"]');
+  if (all) countSelected(t.form, t.name);
 });

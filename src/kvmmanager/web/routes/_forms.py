@@ -1,0 +1,80 @@
+"""Form helpers shared by the operations pages (alerts, schedules, backups, batch).
+
+The services validate; these only turn browser form text into the typed values the
+services take, raising InvalidInput naming the form field so the page can show the
+message next to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+from fastapi import Request
+from starlette.datastructures import FormData
+
+from kvmmanager.core.errors import InvalidInput
+from kvmmanager.services.manager import Manager
+
+
+async def form_of(request: Request) -> FormData:
+    return await request.form()
+
+
+def text(form: FormData, name: str) -> str | None:
+    """A trimmed text field; empty means not given."""
+    value = form.get(name)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def number(form: FormData, name: str, kind: type = float, default: Any = None) -> Any:
+    raw = text(form, name)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise InvalidInput(f"{name} must be {what}, not {raw!r}", field=name) from None
+
+
+def vm_targets(values: Iterable[Any], field: str = "vms") -> list[dict[str, str]]:
+    """`host/vm` option values -> [{"host", "vm"}]."""
+    out = []
+    for item in values:
+        host, sep, vm = str(item).partition("/")
+        if not sep or not host or not vm:
+            raise InvalidInput(f"pick VMs from the list (got {item!r})", field=field)
+        out.append({"host": host, "vm": vm})
+    return out
+
+
+def vm_choices(manager: Manager) -> list[dict[str, str]]:
+    """Every VM the inventory knows, for target pickers: value `host/name`."""
+    vms = sorted(manager.inventory.domains(), key=lambda d: (d.host, d.name.lower()))
+    return [{"value": f"{d.host}/{d.name}", "label": f"{d.name} ({d.host})"} for d in vms]
+
+
+def tag_choices(manager: Manager) -> list[str]:
+    return sorted({t for d in manager.inventory.domains() for t in d.tags})
+
+
+def host_choices(manager: Manager) -> list[str]:
+    return [h.name for h in manager.registry.all()]
+
+
+TIMEZONES = sorted(available_timezones())
+
+
+def local_time(value: Any, tz: str) -> str:
+    """An aware UTC datetime shown in the IANA zone `tz`, with the zone's abbreviation."""
+    if value is None:
+        return ""
+    try:
+        return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    except (ValueError, KeyError):
+        return value.strftime("%Y-%m-%d %H:%M UTC")

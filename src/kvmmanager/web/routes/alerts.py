@@ -1,0 +1,309 @@
+"""Alerts page: rules (create, edit, enable/disable, delete), firing alerts and history
+(refreshed live by `alert.firing` / `alert.resolved` events), the firing-count badge of
+the navigation, and, for admins, outgoing webhooks (add, test-send, deliveries, delete).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
+from kvmmanager.db.ops_models import ALERT_METRICS, SEVERITIES
+from kvmmanager.services.alert_eval import OPS
+from kvmmanager.services.alerts import EVENT_METRICS, THRESHOLD_METRICS, RuleSpec
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
+from kvmmanager.web.routes._forms import (
+    form_of,
+    host_choices,
+    number,
+    tag_choices,
+    text,
+    vm_choices,
+)
+from kvmmanager.web.templating import principal, render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+HISTORY = 50
+METRIC_LABELS = {
+    "cpu_pct": "CPU %",
+    "mem_pct": "Memory %",
+    "disk_rd_bps": "Disk read B/s",
+    "disk_wr_bps": "Disk write B/s",
+    "net_rx_bps": "Network receive B/s",
+    "net_tx_bps": "Network transmit B/s",
+    "guest_disk_pct": "Guest disk usage % (agent)",
+    "vm_crashed": "VM stopped unexpectedly",
+    "host_unreachable": "Host unreachable",
+    "agent_unresponsive": "Agent unresponsive",
+    "schedule_failed": "Scheduled run failed",
+}
+
+
+def _rule_form(rule: dict[str, Any] | None) -> dict[str, Any]:
+    """A rule as the form's field values."""
+    if rule is None:
+        return {"metric": "cpu_pct", "op": ">", "samples": 3, "severity": "warning",
+                "scope": "global", "enabled": True}  # fmt: skip
+    scope = "vm" if rule["vm"] else ("tag" if rule["tag"] else "global")
+    return {
+        **rule,
+        "scope": scope,
+        "target": f"{rule['host']}/{rule['vm']}" if rule["vm"] else "",
+        "threshold": "" if rule["threshold"] is None else f"{rule['threshold']:g}",
+    }
+
+
+def _spec(form: Any) -> RuleSpec:
+    scope = text(form, "scope") or "global"
+    host = vm = tag = None
+    if scope == "vm":
+        target = text(form, "target")
+        if target is None or "/" not in target:
+            raise InvalidInput("pick the VM the rule is for", field="target")
+        host, _, vm = target.partition("/")
+    elif scope == "tag":
+        tag = text(form, "tag")
+        if tag is None:
+            raise InvalidInput("name the tag the rule is for", field="tag")
+        host = text(form, "host")
+    elif scope == "global":
+        host = text(form, "host")
+    else:
+        raise InvalidInput("scope must be global, vm or tag", field="scope")
+    return RuleSpec(
+        name=text(form, "name") or "",
+        metric=text(form, "metric") or "",
+        threshold=number(form, "threshold"),
+        op=text(form, "op") or ">",
+        samples=number(form, "samples", int, 1),
+        severity=text(form, "severity") or "warning",
+        host=host,
+        vm=vm,
+        tag=tag,
+        enabled=form.get("enabled") is not None,
+    )
+
+
+def _page(
+    request: Request,
+    manager: Manager,
+    *,
+    form: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    editing: str | None = None,
+    template: str = "ops/alerts.html",
+    status_code: int = 200,
+) -> HTMLResponse:
+    user = principal(request)
+    admin = bool(user and user.has_role("admin"))
+    return render(
+        request,
+        template,
+        status_code=status_code,
+        active="alerts",
+        rules=manager.alerts.list_rules(),
+        firing=manager.alerts.list_alerts(state="firing", limit=1000),
+        history=manager.alerts.list_alerts(limit=HISTORY),
+        webhooks=manager.webhooks.list() if admin else [],
+        hook_form={"min_severity": "warning"},
+        hook_errors={},
+        created=None,
+        form=form or _rule_form(None),
+        errors=errors or {},
+        editing=editing,
+        **_choices(manager),
+    )
+
+
+def _choices(manager: Manager) -> dict[str, Any]:
+    return {
+        "metrics": ALERT_METRICS,
+        "metric_labels": METRIC_LABELS,
+        "threshold_metrics": THRESHOLD_METRICS,
+        "event_metrics": EVENT_METRICS,
+        "ops": list(OPS),
+        "severities": SEVERITIES,
+        "vm_choices": vm_choices(manager),
+        "tag_choices": tag_choices(manager),
+        "host_choices": host_choices(manager),
+        "interval": manager.settings.metrics.interval_seconds,
+    }
+
+
+@router.get("/alerts", name="web.alerts", response_class=HTMLResponse)
+def alerts_page(
+    request: Request,
+    edit: str | None = None,
+    manager: Manager = Depends(get_manager),
+    _user: Principal = Depends(current_user),
+) -> HTMLResponse:
+    form = _rule_form(manager.alerts.get_rule(edit)) if edit else None
+    return _page(request, manager, form=form, editing=edit)
+
+
+@router.get("/alerts/live", name="web.alerts_live", response_class=HTMLResponse)
+def alerts_live(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+    """Firing alerts and the history, re-fetched on every alert event."""
+    return render(
+        request,
+        "ops/_alerts_live.html",
+        firing=manager.alerts.list_alerts(state="firing", limit=1000),
+        history=manager.alerts.list_alerts(limit=HISTORY),
+    )
+
+
+@router.get("/alerts/badge", name="web.alerts_badge", response_class=HTMLResponse)
+def alerts_badge(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+    return render(request, "ops/_firing_badge.html", firing_count=manager.alerts.count_firing)
+
+
+def _saved(message: str) -> Response:
+    return Response(
+        status_code=204, headers={**toast_headers(message), "HX-Redirect": "/alerts#rules"}
+    )
+
+
+def _form_error(
+    request: Request, manager: Manager, form: Any, exc: KvmmError, editing: str | None
+) -> HTMLResponse:
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    values["enabled"] = form.get("enabled") is not None
+    return _page(
+        request,
+        manager,
+        form=values,
+        errors={exc.field or "form": exc.message},
+        editing=editing,
+        template="ops/_rule_form.html",
+    )
+
+
+@router.post("/alerts/rules", name="web.alert_rule_create", response_class=HTMLResponse)
+async def create_rule(
+    request: Request,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Response:
+    form = await form_of(request)
+    try:
+        rule = manager.alerts.create_rule(_spec(form), created_by=user.username)
+    except (InvalidInput, Conflict) as exc:
+        return _form_error(request, manager, form, exc, None)
+    return _saved(f"Alert rule {rule['name']} created")
+
+
+@router.post("/alerts/rules/{rule}", name="web.alert_rule_update", response_class=HTMLResponse)
+async def update_rule(
+    request: Request, rule: str, manager: Manager = Depends(get_manager)
+) -> Response:
+    form = await form_of(request)
+    manager.alerts.get_rule(rule)  # 404 for an unknown rule, not a form error
+    try:
+        out = manager.alerts.update_rule(rule, _spec(form))
+    except (InvalidInput, Conflict) as exc:
+        return _form_error(request, manager, form, exc, rule)
+    return _saved(f"Alert rule {out['name']} saved")
+
+
+@router.post("/alerts/rules/{rule}/{action}", name="web.alert_rule_action")
+def rule_action(rule: str, action: str, manager: Manager = Depends(get_manager)) -> Response:
+    if action in ("enable", "disable"):
+        manager.alerts.set_enabled(rule, action == "enable")
+    elif action == "delete":
+        manager.alerts.delete_rule(rule)
+    else:
+        raise InvalidInput("action must be enable, disable or delete", field="action")
+    return Response(
+        status_code=204,
+        headers={**toast_headers(f"Alert rule {rule}: {action} done"), "HX-Refresh": "true"},
+    )
+
+
+# ---- webhooks (admin) --------------------------------------------------------------------
+
+
+def _webhooks(
+    request: Request,
+    manager: Manager,
+    errors: dict[str, str] | None = None,
+    form: dict[str, Any] | None = None,
+    created: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    return render(
+        request,
+        "ops/_webhooks.html",
+        headers=headers,
+        webhooks=manager.webhooks.list(),
+        severities=SEVERITIES,
+        hook_form=form or {"min_severity": "warning"},
+        hook_errors=errors or {},
+        created=created,
+    )
+
+
+@router.post("/alerts/webhooks", name="web.webhook_create", response_class=HTMLResponse)
+async def create_webhook(
+    request: Request,
+    manager: Manager = Depends(get_manager),
+    _admin: Principal = Depends(require_role("admin")),
+) -> HTMLResponse:
+    form = await form_of(request)
+    try:
+        created = manager.webhooks.create(
+            name=text(form, "name") or "",
+            url=text(form, "url") or "",
+            secret=text(form, "secret"),
+            min_severity=text(form, "min_severity") or "info",
+        )
+    except (InvalidInput, Conflict) as exc:
+        values = {k: v for k, v in form.items() if k != "secret" and isinstance(v, str)}
+        return _webhooks(request, manager, errors={exc.field or "form": exc.message}, form=values)
+    return _webhooks(request, manager, created=created)
+
+
+@router.post(
+    "/alerts/webhooks/{webhook}/{action}",
+    name="web.webhook_action",
+    response_class=HTMLResponse,
+)
+async def webhook_action(
+    request: Request,
+    webhook: str,
+    action: str,
+    manager: Manager = Depends(get_manager),
+    _admin: Principal = Depends(require_role("admin")),
+) -> HTMLResponse:
+    if action in ("enable", "disable"):
+        manager.webhooks.set_enabled(webhook, action == "enable")
+        message = f"Webhook {webhook}: {action}d"
+    elif action == "delete":
+        manager.webhooks.delete(webhook)
+        message = f"Webhook {webhook} deleted"
+    elif action == "ping":
+        delivery = manager.webhooks.ping(webhook)
+        message = f"Test delivery {delivery} queued to {webhook}; see its deliveries"
+    else:
+        raise InvalidInput("action must be enable, disable, delete or ping", field="action")
+    return _webhooks(request, manager, headers=toast_headers(message))
+
+
+@router.get(
+    "/alerts/webhooks/{webhook}/deliveries",
+    name="web.webhook_deliveries",
+    response_class=HTMLResponse,
+)
+def webhook_deliveries(
+    request: Request,
+    webhook: str,
+    manager: Manager = Depends(get_manager),
+    _admin: Principal = Depends(require_role("admin")),
+) -> HTMLResponse:
+    hook = manager.webhooks.get(webhook)
+    rows = manager.webhooks.deliveries(webhook, 20)
+    return render(request, "ops/_deliveries.html", hook=hook, deliveries=rows)
