@@ -89,8 +89,10 @@ class AgentSettings(BaseModel):
 
 class MetricsSettings(BaseModel):
     interval_seconds: float = 2.0
-    # Keep 5-minute means in the database so graphs survive a restart.
+    # Keep the history in the database so graphs survive a restart: 5-minute means for
+    # 24 h and hourly means for `retention_days` (older rows are deleted automatically).
     persist: bool = True
+    retention_days: int = Field(30, ge=1, le=3650)
     # How often connected agents are asked for guest metrics; 0 = the service's default.
     guest_interval_seconds: float = 0
     prometheus_token: str = ""

@@ -1,5 +1,6 @@
-"""Downsampled metric history (one row per VM per 5-minute bucket), so graphs survive a
-restart. Imported by `kvmmanager.db.models` so it is part of the one metadata."""
+"""Persisted metric history in tiers: one row per VM per bucket, where `step` names the
+tier (300 = 5-minute means kept 24 h, 3600 = hourly means kept `metrics.retention_days`).
+Imported by `kvmmanager.db.models` so it is part of the one metadata."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from kvmmanager.db.base import Base
 
 
 class MetricSample(Base):
-    __tablename__ = "metric_samples"
+    __tablename__ = "metric_history"
 
+    # Primary key in reading order: one VM's series of one tier is a single range scan.
     host: Mapped[str] = mapped_column(String(63), primary_key=True)
     vm_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Bucket start, Unix seconds (a multiple of `step`).
     ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    step: Mapped[int] = mapped_column(Integer)
     # Means over the bucket; NULL when the VM had no value for it (e.g. just started).
     cpu_pct: Mapped[float | None] = mapped_column(Float)
     mem_bytes: Mapped[float | None] = mapped_column(Float)
@@ -27,5 +29,9 @@ class MetricSample(Base):
     net_rx_bps: Mapped[float | None] = mapped_column(Float)
     net_tx_bps: Mapped[float | None] = mapped_column(Float)
 
-    # Pruning and the start-up load scan by time across all VMs.
-    __table_args__ = (Index("ix_metric_samples_ts", "ts"),)
+    __table_args__ = (
+        # Pruning, the hourly roll-up and the start-up load scan one tier by time.
+        Index("ix_metric_history_step_ts", "step", "ts"),
+        # SQLite: the rows live in the primary key's b-tree (no rowid copy of the key).
+        {"sqlite_with_rowid": False},
+    )

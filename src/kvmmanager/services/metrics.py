@@ -3,6 +3,7 @@
     manager.metrics.current("local")               # latest sample of every VM of a host
     manager.metrics.current("local", "web1")       # one VM (+ guest figures when known)
     manager.metrics.history("local", "web1", since, until)   # columnar, for graphs
+    await manager.metrics.ahistory("local", "web1", window="30d")  # same, DB read off-loop
     await manager.metrics.wait_cycle("local", after_seq)      # live graphs (SSE)
 
 Scheduling: each host has its own task ticking every `settings.metrics.interval_seconds`.
@@ -12,6 +13,12 @@ has its own task and libvirt worker pool, a slow or dead host never delays anoth
 The libvirt call, the parsing and the rate arithmetic run in the host's worker thread;
 the event loop only stores the result. Guest figures come from the agent's
 `get_metrics` in a separate, slower task per host (metrics_guest.py).
+
+History tiers: the last hour at the collection interval and 24 h of 5-minute means in
+memory (metrics_history.py); with persistence on, each closed 5-minute bucket is written
+to the database, its hour's mean rolled up there, and both tiers pruned (5-minute rows
+after 24 h, hourly ones after `metrics.retention_days`): all in the collector's own
+work, every 5 minutes, no poller of its own. Ranges beyond 24 h read the hourly rows.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import logging
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +36,15 @@ from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
 from kvmmanager.services import metrics_store
 from kvmmanager.services.metrics_guest import poll_guests
 from kvmmanager.services.metrics_history import (
+    DOWNSAMPLE_STEP,
     DOWNSAMPLED_SECONDS,
     FULL_SECONDS,
+    HOURLY_STEP,
     DownsampledRing,
     FullRing,
     columns,
     encode_row,
+    value_columns,
 )
 from kvmmanager.services.metrics_rates import (
     FIELDS,
@@ -56,6 +67,9 @@ GUEST_INTERVAL_FACTOR = 5
 MIN_GUEST_INTERVAL = 10.0
 MAX_HISTORY_POINTS = 5000
 FULL_RANGE_SLACK = 5.0
+DAY = 86400
+# The graphs' named ranges (the `range` query parameter), in seconds.
+WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 
 
 @dataclass(slots=True)
@@ -139,6 +153,9 @@ class MetricsService:
             or max(MIN_GUEST_INTERVAL, self.interval * GUEST_INTERVAL_FACTOR)
         )
         self.capacity = max(2, round(FULL_SECONDS / self.interval))
+        self.retention_seconds = float(getattr(cfg, "retention_days", 30)) * DAY
+        # Wall clock of the history's bookkeeping (pruning, "now" of a range): tests inject one.
+        self.clock: Callable[[], float] = time.time
         self._hosts: dict[str, HostMetrics] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -257,26 +274,47 @@ class MetricsService:
         hm.cycle_done = asyncio.Event()
         if closed is not None and self.persist:
             means = hm.down.means(closed)
-            self._spawn(self._persist(hm.host, closed.start, hm.down.step, means))
+            self._spawn(self.persist_bucket(hm.host, closed.start, hm.down.step, means))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _persist(self, host: str, start: float, step: float, means: dict[str, Any]) -> None:
+    async def persist_bucket(
+        self, host: str, start: float, step: float, means: dict[str, Any]
+    ) -> None:
+        """A closed 5-minute bucket: write it, refresh its hour's mean, drop expired rows."""
         try:
             await asyncio.to_thread(metrics_store.save_bucket, self.m.db, host, start, step, means)
             await asyncio.to_thread(
-                metrics_store.prune, self.m.db, time.time() - DOWNSAMPLED_SECONDS
+                metrics_store.rollup, self.m.db, host, start, int(step), HOURLY_STEP
             )
+            await self.cleanup()
         except Exception:
             log.exception("saving metric history of %s failed", host)
 
+    async def cleanup(self) -> int:
+        """Delete what the retention policy no longer keeps; returns the rows deleted."""
+        now = self.clock()
+        deleted = await asyncio.to_thread(
+            metrics_store.prune, self.m.db, int(DOWNSAMPLE_STEP), now - DOWNSAMPLED_SECONDS
+        )
+        deleted += await asyncio.to_thread(
+            metrics_store.prune, self.m.db, HOURLY_STEP, now - self.retention_seconds
+        )
+        return deleted
+
     async def _restore(self, hm: HostMetrics) -> None:
         try:
+            # A retention shortened while the manager was down applies from the start.
+            await self.cleanup()
             buckets = await asyncio.to_thread(
-                metrics_store.load, self.m.db, hm.host, time.time() - DOWNSAMPLED_SECONDS
+                metrics_store.load,
+                self.m.db,
+                hm.host,
+                int(hm.down.step),
+                self.clock() - DOWNSAMPLED_SECONDS,
             )
         except Exception:
             log.exception("loading metric history of %s failed", hm.host)
@@ -344,30 +382,64 @@ class MetricsService:
         vms.sort(key=lambda r: r["name"])
         return {"host": host, "ts": hm.latest_ts or None, "collector": hm.stats(), "vms": vms}
 
-    def history(
-        self, host: str, vm: str, since: float | None = None, until: float | None = None
-    ) -> dict[str, Any]:
-        """Columnar series for [since, until] (Unix seconds; default: the last hour). Up to
-        an hour back comes at full resolution; longer ranges from the 5-minute ring."""
-        now = time.time()
+    def _plan(
+        self,
+        host: str,
+        vm: str,
+        since: float | None,
+        until: float | None,
+        window: str | None,
+    ) -> tuple[HostMetrics, str, float, float, str]:
+        """Validate a range and pick its tier: "full" (the last hour), "down" (5-minute
+        means, the last 24 h, in memory) or "hourly" (the database)."""
+        now = self.clock()
+        if window is not None:
+            if since is not None or until is not None:
+                raise InvalidInput(
+                    "give either 'range' or 'since'/'until', not both", field="range"
+                )
+            seconds = WINDOWS.get(window)
+            if seconds is None:
+                raise InvalidInput(
+                    f"unknown range '{window}': one of {', '.join(WINDOWS)}", field="range"
+                )
+            if seconds > self.retention_seconds:
+                raise InvalidInput(
+                    f"range '{window}' is longer than the history kept "
+                    f"(metrics.retention_days = {self.retention_seconds / DAY:g})",
+                    field="range",
+                )
+            until, since = now, now - seconds
         until = now if until is None else until
         since = until - FULL_SECONDS if since is None else since
         if since > until:
             raise InvalidInput("'since' must not be after 'until'", field="since")
-        if until - since > DOWNSAMPLED_SECONDS + 1:
-            raise InvalidInput("the range may span at most 24 hours", field="since")
+        if until - since > self.retention_seconds + 1:
+            raise InvalidInput(
+                f"the range may span at most {self.retention_seconds / DAY:g} days "
+                "(metrics.retention_days)",
+                field="since",
+            )
         hm = self.host(host)
         uuid = self._uuid(host, vm)
         # Slack: "the last hour" computed by a caller a moment ago still means this ring.
-        oldest_full = now - self.capacity * self.interval - FULL_RANGE_SLACK
-        if since >= oldest_full:
-            ts, rows = hm.full.series(uuid, since, until)
-            step = self.interval
+        if since >= now - self.capacity * self.interval - FULL_RANGE_SLACK:
+            tier = "full"
+        elif since >= now - DOWNSAMPLED_SECONDS - FULL_RANGE_SLACK:
+            tier = "down"
+        elif self.persist:
+            tier = "hourly"
         else:
-            ts, rows = hm.down.series(uuid, since, until)
-            step = hm.down.step
-        if len(ts) > MAX_HISTORY_POINTS:
-            ts, rows = ts[-MAX_HISTORY_POINTS:], rows[-MAX_HISTORY_POINTS:]
+            raise InvalidInput(
+                "history older than 24 hours is kept only in the database, and "
+                "metrics.persist is off",
+                field="range" if window is not None else "since",
+            )
+        return hm, uuid, since, until, tier
+
+    def _body(
+        self, host: str, uuid: str, since: float, until: float, step: float, series: dict
+    ) -> dict[str, Any]:
         return {
             "host": host,
             "uuid": uuid,
@@ -375,8 +447,62 @@ class MetricsService:
             "until": until,
             "step": step,
             "fields": list(FIELDS),
-            "series": columns(ts, rows, FIELDS),
+            "series": series,
         }
+
+    def _memory_series(
+        self, hm: HostMetrics, uuid: str, since: float, until: float, tier: str
+    ) -> tuple[float, dict[str, list]]:
+        if tier == "full":
+            ts, rows = hm.full.series(uuid, since, until)
+            step = self.interval
+        else:
+            ts, rows = hm.down.series(uuid, since, until)
+            step = hm.down.step
+        if len(ts) > MAX_HISTORY_POINTS:
+            ts, rows = ts[-MAX_HISTORY_POINTS:], rows[-MAX_HISTORY_POINTS:]
+        return step, columns(ts, rows, FIELDS)
+
+    def _hourly_series(
+        self, host: str, uuid: str, since: float, until: float
+    ) -> tuple[float, dict[str, list]]:
+        ts, rows = metrics_store.series(self.m.db, host, uuid, HOURLY_STEP, since, until)
+        return float(HOURLY_STEP), value_columns(ts, rows, FIELDS)
+
+    def history(
+        self,
+        host: str,
+        vm: str,
+        since: float | None = None,
+        until: float | None = None,
+        window: str | None = None,
+    ) -> dict[str, Any]:
+        """Columnar series for [since, until] (Unix seconds; default: the last hour) or a
+        named `window` (WINDOWS). Up to an hour back comes at full resolution, up to 24 h
+        as 5-minute means, longer as hourly means from the database (a blocking read:
+        from the event loop use `ahistory`)."""
+        hm, uuid, since, until, tier = self._plan(host, vm, since, until, window)
+        if tier == "hourly":
+            step, series = self._hourly_series(host, uuid, since, until)
+        else:
+            step, series = self._memory_series(hm, uuid, since, until, tier)
+        return self._body(host, uuid, since, until, step, series)
+
+    async def ahistory(
+        self,
+        host: str,
+        vm: str,
+        since: float | None = None,
+        until: float | None = None,
+        window: str | None = None,
+    ) -> dict[str, Any]:
+        """`history`, with the database read (ranges beyond 24 h) in a worker thread."""
+        hm, uuid, since, until, tier = self._plan(host, vm, since, until, window)
+        if tier == "hourly":
+            step, series = await asyncio.to_thread(self._hourly_series, host, uuid, since, until)
+        else:
+            step, series = self._memory_series(hm, uuid, since, until, tier)
+        return self._body(host, uuid, since, until, step, series)
 
     async def wait_cycle(self, host: str, after_seq: int, seconds: float) -> int:
         """Wait until `host` completed a collection newer than `after_seq` (or `seconds` passed);

@@ -1,5 +1,6 @@
 """In-memory metric history: per host, one full-resolution ring (1 h) and one downsampled
-ring (24 h), each VM's values stored as 16-bit codes.
+ring (24 h), each VM's values stored as 16-bit codes. (Longer ranges, up to
+`metrics.retention_days`, are hourly means read from the database: metrics_store.)
 
 Why codes: 5,000 VMs x 1,800 samples x 8 values as Python floats would take gigabytes;
 as `array('H')` it is 144 MB. A code is a logarithmic quantisation (code = round(log1p(v)
@@ -29,6 +30,9 @@ _MISSING_ROW = array("H", [MISSING] * NFIELDS)
 FULL_SECONDS = 3600.0
 DOWNSAMPLED_SECONDS = 24 * 3600.0
 DOWNSAMPLE_STEP = 300.0
+# The long tier lives only in the database (metrics_store): hourly means, so 30 days are
+# 720 points per graph and 5,000 VMs' month costs no memory here.
+HOURLY_STEP = 3600
 
 
 def encode(v: float | None) -> int:
@@ -193,6 +197,16 @@ def columns(ts: list[float], rows: list[array], fields: Sequence[str]) -> dict[s
     out: dict[str, list] = {"ts": ts}
     for k, name in enumerate(fields):
         out[name] = [_round(decode(r[k])) for r in rows]
+    return out
+
+
+def value_columns(
+    ts: list[float], rows: list[list[float | None]], fields: Sequence[str]
+) -> dict[str, list]:
+    """`columns` for plain values (rows read from the database)."""
+    out: dict[str, list] = {"ts": ts}
+    for k, name in enumerate(fields):
+        out[name] = [_round(r[k]) for r in rows]
     return out
 
 

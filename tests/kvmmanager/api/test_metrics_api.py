@@ -50,6 +50,29 @@ def test_current_and_history(client: TestClient) -> None:
     assert hist["until"] - hist["since"] == pytest.approx(600, abs=1)
 
 
+@pytest.mark.parametrize(
+    ("window", "seconds", "step"),
+    [
+        ("1h", 3600, None),
+        ("6h", 21600, 300),
+        ("24h", 86400, 300),
+        ("7d", 604800, 3600),
+        ("30d", 2592000, 3600),
+    ],
+)
+def test_history_by_named_range(
+    client: TestClient, window: str, seconds: int, step: int | None
+) -> None:
+    wait_cycles(client.get, 2)
+    r = client.get("/api/hosts/local/vms/test/metrics/history", params={"range": window})
+    assert r.status_code == 200, r.text
+    hist = r.json()
+    assert hist["until"] - hist["since"] == pytest.approx(seconds, abs=1)
+    # 1 h is the collection interval itself; longer ranges are 5-minute or hourly means.
+    assert hist["step"] == (step or client.app.state.manager.metrics.interval)  # type: ignore[attr-defined]
+    assert all(len(v) == len(hist["series"]["ts"]) for v in hist["series"].values())
+
+
 def test_viewer_reads_metrics(client: TestClient, client_as: Callable[[str], TestClient]) -> None:
     viewer = client_as("viewer")
     wait_cycles(viewer.get)
@@ -66,6 +89,10 @@ def test_viewer_reads_metrics(client: TestClient, client_as: Callable[[str], Tes
         ("/api/hosts/local/vms/test/metrics/history", {"since": 0, "until": 1e9}, 422, "since"),
         ("/api/hosts/local/vms/test/metrics/history", {"last": -5}, 422, None),
         ("/api/hosts/local/vms/test/metrics/history", {"since": "yesterday"}, 422, None),
+        ("/api/hosts/local/vms/test/metrics/history", {"range": "2w"}, 422, "range"),
+        ("/api/hosts/local/vms/test/metrics/history", {"range": "1h", "since": 1}, 422, "range"),
+        ("/api/hosts/local/vms/test/metrics/history", {"range": "1h", "last": 60}, 422, "last"),
+        ("/api/hosts/local/vms/test/metrics/history", {"last": 90 * 86400}, 422, "last"),
     ],
 )
 def test_bad_requests_name_the_field(

@@ -70,8 +70,13 @@ async def test_bad_queries_name_the_field(manager: Any) -> None:
     with pytest.raises(InvalidInput) as e:
         manager.metrics.history("local", "test", since=10.0, until=5.0)
     assert e.value.field == "since"
-    with pytest.raises(InvalidInput):
-        manager.metrics.history("local", "test", since=0.0, until=3 * 86400.0)
+    with pytest.raises(InvalidInput) as e:
+        manager.metrics.history("local", "test", since=0.0, until=31 * 86400.0)
+    assert e.value.field == "since" and "metrics.retention_days" in e.value.message
+    for kwargs in ({"window": "2w"}, {"window": "1h", "since": 1.0}):
+        with pytest.raises(InvalidInput) as e:
+            manager.metrics.history("local", "test", **kwargs)
+        assert e.value.field == "range"
 
 
 async def test_overrun_is_skipped_and_counted(
@@ -132,7 +137,7 @@ async def test_closed_buckets_are_persisted_and_restored(manager: Any, settings:
     hm.down = DownsampledRing(span=3600, step=0.2)
     uuid = manager.inventory.domain("local", "test").uuid
     rows = await until(
-        lambda: metrics_store.load(manager.db, "local", 0).items(), "a persisted bucket"
+        lambda: metrics_store.load(manager.db, "local", 0, 0).items(), "a persisted bucket"
     )
     _start, by_vm = next(iter(rows))
     assert uuid in by_vm and len(by_vm[uuid]) == len(FIELDS)
@@ -151,8 +156,8 @@ async def test_closed_buckets_are_persisted_and_restored(manager: Any, settings:
         await again.stop()
     # Saving the same bucket again replaces it (a restart within one bucket).
     metrics_store.save_bucket(manager.db, "local", old, 300, {uuid: [1.0] * len(FIELDS)})
-    assert metrics_store.load(manager.db, "local", old)[old][uuid][0] == 1.0
-    assert metrics_store.prune(manager.db, old + 1) >= 1
+    assert metrics_store.load(manager.db, "local", 300, old)[old][uuid][0] == 1.0
+    assert metrics_store.prune(manager.db, 300, old + 1) >= 1
 
 
 async def test_guest_metrics_merged_when_agent_connected(
@@ -268,3 +273,93 @@ async def test_collects_from_the_real_daemon(settings: Settings) -> None:
         assert running <= hm.latest.keys()
     finally:
         await m.stop()
+
+
+DAY = 86400.0
+
+
+def hour_ago(hours: float, now: float | None = None) -> float:
+    return ((now or time.time()) // 3600 - hours) * 3600
+
+
+async def test_closed_bucket_rolls_up_into_the_hourly_tier(manager: Any) -> None:
+    await until(lambda: cycles(manager) >= 1, "a collection")
+    svc = manager.metrics
+    uuid = manager.inventory.domain("local", "test").uuid
+    hour = hour_ago(2)
+    # Two 5-minute buckets of that hour, as the collector hands them over when they close.
+    await svc.persist_bucket("local", hour, 300, {uuid: [10.0] * len(FIELDS)})
+    await svc.persist_bucket("local", hour + 300, 300, {uuid: [30.0] * len(FIELDS)})
+    week = await svc.ahistory("local", "test", window="7d")
+    assert week["step"] == 3600 and week["until"] - week["since"] == pytest.approx(7 * DAY)
+    i = week["series"]["ts"].index(hour)
+    assert week["series"]["cpu_pct"][i] == pytest.approx(20.0, rel=1e-3)
+    # The same through the blocking call, and 24 h from the 5-minute tier.
+    assert svc.history("local", "test", window="7d")["series"] == week["series"]
+    assert svc.history("local", "test", window="24h")["step"] == 300
+
+
+async def test_collector_prunes_by_the_retention_with_its_clock(manager: Any) -> None:
+    await until(lambda: cycles(manager) >= 1, "a collection")
+    svc = manager.metrics
+    uuid = manager.inventory.domain("local", "test").uuid
+    now = time.time()
+    keep_h, drop_h = hour_ago(29 * 24, now), hour_ago(31 * 24, now)
+    keep_5m, drop_5m = hour_ago(20, now), hour_ago(26, now)
+    for ts, step in ((keep_h, 3600), (drop_h, 3600), (keep_5m, 300), (drop_5m, 300)):
+        metrics_store.save_bucket(manager.db, "local", ts, step, {uuid: [1.0] * len(FIELDS)})
+    # (The collector may prune first, if a 5-minute bucket closes meanwhile: same result.)
+    await svc.cleanup()
+    assert sorted(metrics_store.load(manager.db, "local", 3600, 0)) == [keep_h]
+    assert sorted(metrics_store.load(manager.db, "local", 300, 0)) == [keep_5m]
+    # Two days later by the service's clock, the 29-day-old row is past 30 days too; the
+    # collector's own bucket work (a bucket closes every 0.2 s here) deletes it.
+    svc.clock = lambda: time.time() + 2 * DAY
+    svc.host("local").down = DownsampledRing(span=3600, step=0.2)
+    await until(
+        lambda: not metrics_store.load(manager.db, "local", 3600, 0).get(keep_h),
+        "the collector's clean-up",
+    )
+
+
+async def test_restart_keeps_the_week_and_the_month(manager: Any, settings: Settings) -> None:
+    from kvmmanager.services.manager import Manager
+
+    await until(lambda: cycles(manager) >= 1, "a collection")
+    uuid = manager.inventory.domain("local", "test").uuid
+    points = {hour_ago(5 * 24): 5.0, hour_ago(20 * 24): 20.0}
+    for ts, cpu in points.items():
+        metrics_store.save_bucket(manager.db, "local", ts, 3600, {uuid: [cpu] * len(FIELDS)})
+    again = Manager(settings)
+    await again.start()
+    try:
+        await until(lambda: "local" in again.metrics.hosts(), "the new manager's collector")
+        month = await again.metrics.ahistory("local", "test", window="30d")
+        week = await again.metrics.ahistory("local", "test", window="7d")
+    finally:
+        await again.stop()
+    got = dict(zip(month["series"]["ts"], month["series"]["cpu_pct"], strict=True))
+    assert got == pytest.approx(points, rel=1e-3)
+    assert week["series"]["ts"] == [hour_ago(5 * 24)]
+
+
+async def test_ranges_beyond_what_is_kept_are_refused(manager: Any, settings: Settings) -> None:
+    from kvmmanager.services.manager import Manager
+
+    await until(lambda: cycles(manager) >= 1, "a collection")
+    settings.metrics.retention_days = 7
+    settings.metrics.persist = False
+    short = Manager(settings)
+    await short.start()
+    try:
+        await until(lambda: "local" in short.metrics.hosts(), "the collector")
+        with pytest.raises(InvalidInput) as e:
+            await short.metrics.ahistory("local", "test", window="30d")
+        assert e.value.field == "range" and "retention_days = 7" in e.value.message
+        # Without persistence nothing is kept beyond the 24 h in memory.
+        with pytest.raises(InvalidInput) as e:
+            await short.metrics.ahistory("local", "test", window="7d")
+        assert e.value.field == "range" and "metrics.persist" in e.value.message
+        assert (await short.metrics.ahistory("local", "test", window="24h"))["step"] == 300
+    finally:
+        await short.stop()

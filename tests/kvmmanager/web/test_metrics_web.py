@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 
 from kvmmanager.core.config import Settings
+from kvmmanager.services import metrics_store
+from kvmmanager.services.metrics_rates import FIELDS
 
 DEADLINE = 60.0
 
@@ -30,8 +33,33 @@ def test_fragment_carries_the_vm_urls(web_as: Callable[[str], TestClient]) -> No
     uuid = viewer.app.state.manager.inventory.domain("local", "test").uuid  # type: ignore[attr-defined]
     assert f'data-history-url="/api/hosts/local/vms/{uuid}/metrics/history"' in r.text
     assert f'data-stream-url="/api/hosts/local/vms/{uuid}/metrics/stream"' in r.text
-    assert 'data-graph="cpu"' in r.text and 'data-graph-range="86400"' in r.text
+    assert 'data-graph="cpu"' in r.text
     assert viewer.get("/vms/local/kvmm-t-met-none/performance").status_code == 404
+
+
+def test_range_buttons_live_to_30_days(web_as: Callable[[str], TestClient]) -> None:
+    html = web_as("viewer").get("/vms/local/test/performance").text
+    buttons = re.findall(r'<button type="button" data-graph-range="([^"]+)"([^>]*)>([^<]+)<', html)
+    assert [(value, label) for value, _, label in buttons] == [
+        ("live", "Live"),
+        ("1h", "1 h"),
+        ("6h", "6 h"),
+        ("24h", "24 h"),
+        ("7d", "7 d"),
+        ("30d", "30 d"),
+    ]
+    # One pressed (Live), the others say they are not: a toggle group for screen readers.
+    pressed = [value for value, attrs, _ in buttons if 'aria-pressed="true"' in attrs]
+    assert pressed == ["live"]
+    assert all("aria-pressed=" in attrs for _, attrs, _ in buttons)
+
+
+def test_no_button_for_ranges_beyond_the_retention(web_as: Callable[[str], TestClient]) -> None:
+    viewer = web_as("viewer")
+    # As `metrics.retention_days = 7` would have set it when the manager started.
+    viewer.app.state.manager.metrics.retention_seconds = 7 * 86400  # type: ignore[attr-defined]
+    html = viewer.get("/vms/local/test/performance").text
+    assert 'data-graph-range="7d"' in html and 'data-graph-range="30d"' not in html
 
 
 @pytest.mark.browser
@@ -53,6 +81,18 @@ def test_graphs_draw_and_go_live(browser_login: Callable[..., Any], live_server:
     assert points == 5
     if shots := os.environ.get("KVMM_SCREENSHOTS"):
         page.screenshot(path=str(Path(shots) / "performance.png"), full_page=True)
-    page.click("[data-graph-range='86400']")
-    expect(page.locator("[data-graph-range='86400']")).to_have_attribute("aria-pressed", "true")
-    expect(page.locator("[data-graph-status]")).to_have_text("every 300 s", timeout=DEADLINE * 1000)
+    page.click("[data-graph-range='24h']")
+    expect(page.locator("[data-graph-range='24h']")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("[data-graph-range='live']")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("[data-graph-status]")).to_have_text(
+        re.compile("5-minute means|no data in this range yet"), timeout=DEADLINE * 1000
+    )
+    # Ten days ago, as an earlier run of the manager left it: the 30 d view draws it.
+    uuid = svc.m.inventory.domain("local", "test").uuid
+    old = (time.time() // 3600 - 240) * 3600
+    metrics_store.save_bucket(svc.m.db, "local", old, 3600, {uuid: [55.0] * len(FIELDS)})
+    page.click("[data-graph-range='30d']")
+    expect(page.locator("[data-graph-range='30d']")).to_have_attribute("aria-pressed", "true")
+    status = page.locator("[data-graph-status]")
+    expect(status).to_have_text("hourly means", timeout=DEADLINE * 1000)
+    expect(page.locator("[data-graph] .uplot")).to_have_count(5)

@@ -4,6 +4,8 @@
     GET /api/hosts/{host}/metrics                       latest rates of every VM of a host
     GET /api/hosts/{host}/vms/{vm}/metrics              latest of one VM (+ guest figures)
     GET /api/hosts/{host}/vms/{vm}/metrics/history      columnar series for a time range
+                                                        (?range=1h|6h|24h|7d|30d, ?last=,
+                                                        or ?since=&until=)
     GET /api/hosts/{host}/vms/{vm}/metrics/stream       SSE: one `sample` per collection
     GET /metrics                                        Prometheus text exposition
 
@@ -31,6 +33,7 @@ from kvmmanager.api.schemas.metrics import CollectorOut, HistoryOut, HostMetrics
 from kvmmanager.core import security
 from kvmmanager.core.errors import InvalidInput, KvmmError
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.metrics import WINDOWS
 from kvmmanager.services.metrics_prom import exposition
 
 router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
@@ -60,21 +63,35 @@ async def vm_metrics(host: str, vm: str, manager: Manager = Depends(get_manager)
 async def vm_history(
     host: str,
     vm: str,
+    window: str | None = Query(
+        None,
+        alias="range",
+        description=f"a named range: {' | '.join(WINDOWS)} (instead of since/until or last)",
+    ),
     since: float | None = Query(None, description="Unix seconds; default: `until` - 1 h"),
     until: float | None = Query(None, description="Unix seconds; default: now"),
     last: float | None = Query(
-        None, gt=0, le=86400, description="the last N seconds (instead of since/until)"
+        None, gt=0, description="the last N seconds (instead of since/until)"
     ),
     manager: Manager = Depends(get_manager),
 ) -> dict[str, Any]:
-    """Up to 1 h back at full resolution (the collection interval), else 5-minute means
-    over up to 24 h (kept across restarts when persistence is on)."""
+    """Up to 1 h back at full resolution (the collection interval), up to 24 h as
+    5-minute means, up to `metrics.retention_days` (default 30) as hourly means; kept
+    across restarts when persistence is on. The `step` of the answer says which."""
     if last is not None:
-        if since is not None or until is not None:
-            raise InvalidInput("give either 'last' or 'since'/'until', not both", field="last")
+        if since is not None or until is not None or window is not None:
+            raise InvalidInput(
+                "give one of 'range', 'last' or 'since'/'until', not several", field="last"
+            )
+        if last > manager.metrics.retention_seconds:
+            raise InvalidInput(
+                f"'last' may be at most {manager.metrics.retention_seconds:g} seconds "
+                "(metrics.retention_days)",
+                field="last",
+            )
         until = time.time()
         since = until - last
-    return manager.metrics.history(host, vm, since, until)
+    return await manager.metrics.ahistory(host, vm, since, until, window=window)
 
 
 @router.get(VM + "/stream", name="metrics.stream")

@@ -1,8 +1,9 @@
 """The VM page's Performance tab: a fragment with uPlot graphs of the VM's metrics.
 
 The fragment carries only URLs and the VM's identity; `static/graphs.js` (loaded by the
-page) draws the history from `GET /api/hosts/{host}/vms/{vm}/metrics/history` and keeps
-the graphs live from the SSE stream `.../metrics/stream`.
+page) draws the history from `GET /api/hosts/{host}/vms/{vm}/metrics/history` (a named
+range per button) and, in the Live view, keeps the graphs current from the SSE stream
+`.../metrics/stream`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import get_manager
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.metrics import WINDOWS
 from kvmmanager.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
-RANGES = (("10 min", 600), ("1 h", 3600), ("6 h", 6 * 3600), ("24 h", 86400))
+# (label, value of data-graph-range): "live" is the last 10 minutes kept current by the
+# stream; the others are the history API's named ranges (`?range=`).
+RANGES = (
+    ("Live", "live"),
+    ("1 h", "1h"),
+    ("6 h", "6h"),
+    ("24 h", "24h"),
+    ("7 d", "7d"),
+    ("30 d", "30d"),
+)
 
 
 @router.get("/vms/{host}/{vm}/performance", name="web.vm_performance", response_class=HTMLResponse)
@@ -26,6 +37,10 @@ def performance_tab(
     request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
 ) -> HTMLResponse:
     info = manager.vms.get(host, vm)
+    # Ranges longer than the history kept (metrics.retention_days) get no button.
+    available = {"live"} | {
+        name for name, seconds in WINDOWS.items() if seconds <= manager.metrics.retention_seconds
+    }
     api = f"/api/hosts/{quote(host, safe='')}/vms/{info.uuid}/metrics"
     return render(
         request,
@@ -35,5 +50,5 @@ def performance_tab(
         stream_url=f"{api}/stream",
         current_url=api,
         interval=manager.metrics.interval,
-        ranges=RANGES,
+        ranges=[(label, value) for label, value in RANGES if value in available],
     )

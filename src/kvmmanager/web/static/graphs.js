@@ -1,5 +1,6 @@
 // Performance graphs of a VM (the Performance tab): uPlot charts filled from the metrics
-// history API and kept live by the metrics SSE stream. The fragment arrives through htmx
+// history API. "Live" (the last 10 minutes) is kept current by the metrics SSE stream; the
+// other buttons (1 h ... 30 d) load a named range of the history (`?range=`), once. The fragment arrives through htmx
 // (which runs no scripts in it), so this file, loaded by the page, finds any
 // `[data-kvmm-graphs]` element after each swap and owns it until it leaves the DOM.
 (() => {
@@ -13,7 +14,7 @@
     net: { series: [["net_rx_bps", "receive/s"], ["net_tx_bps", "transmit/s"]], unit: "bytes" },
   };
   const COLORS = ["#2f7ed8", "#d35400"];
-  const LIVE_MAX_SECONDS = 3600;
+  const LIVE_SECONDS = 600;
 
   function human(v, unit) {
     if (v == null) return "–";
@@ -25,10 +26,16 @@
     return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
   }
 
+  function resolution(step) {
+    if (step < 60) return `every ${step} s`;
+    if (step < 3600) return `${step / 60}-minute means`;
+    return "hourly means";
+  }
+
   class VmGraphs {
     constructor(root) {
       this.root = root;
-      this.range = 600;
+      this.range = "live";
       this.data = null; // columnar {ts: [...], field: [...]}
       this.plots = {};
       this.source = null;
@@ -41,7 +48,7 @@
           b.classList.toggle("primary", on);
           b.setAttribute("aria-pressed", String(on));
         }
-        this.range = Number(btn.dataset.graphRange);
+        this.range = btn.dataset.graphRange;
         this.load();
       });
       this.resizer = new ResizeObserver(() => this.resize());
@@ -57,13 +64,17 @@
       this.stopLive();
       this.setStatus("loading…");
       try {
-        const r = await fetch(`${this.root.dataset.historyUrl}?last=${this.range}`, { credentials: "same-origin" });
+        const live = this.range === "live";
+        const query = live ? `last=${LIVE_SECONDS}` : `range=${encodeURIComponent(this.range)}`;
+        const wanted = this.range;
+        const r = await fetch(`${this.root.dataset.historyUrl}?${query}`, { credentials: "same-origin" });
         if (!r.ok) throw new Error((await r.json()).error?.message || r.statusText);
         const body = await r.json();
+        if (wanted !== this.range) return; // another button was pressed meanwhile
         this.data = body.series;
         this.draw();
-        this.setStatus(`every ${body.step} s`);
-        if (this.range <= LIVE_MAX_SECONDS) this.startLive();
+        if (live) this.startLive();
+        else this.setStatus(body.series.ts.length ? resolution(body.step) : "no data in this range yet");
       } catch (err) {
         this.setStatus("no data: " + err.message);
       }
@@ -108,7 +119,7 @@
       if (!d || (d.ts.length && sample.ts <= d.ts[d.ts.length - 1])) return;
       d.ts.push(sample.ts);
       for (const spec of Object.values(GRAPHS)) for (const [f] of spec.series) d[f].push(sample[f]);
-      const cutoff = sample.ts - this.range;
+      const cutoff = sample.ts - LIVE_SECONDS;
       let drop = 0;
       while (drop < d.ts.length && d.ts[drop] < cutoff) drop++;
       if (drop) for (const k of Object.keys(d)) d[k].splice(0, drop);
