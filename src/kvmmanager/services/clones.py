@@ -10,6 +10,10 @@ running VM, `consistent="snapshot"` first takes an external disk-only snapshot (
 when an agent is there), copies the then read-only images under it, and merges the
 snapshot back (block commit) afterwards.
 
+Identity: a clone of a cloud-init VM (a NoCloud seed in its CD-ROM) gets a seed of its
+own with a new instance-id and hostname (the new name), so cloud-init gives it new SSH
+host keys, hostname and machine-id at first boot (cloudinit.CloudInitService.reseed).
+
 UEFI variables: when the source's NVRAM file is a volume of a pool it is copied with the
 disks; otherwise the clone's <nvram> is dropped and libvirt makes a fresh one from the
 firmware's template at first start (`nvram: "reset"`). TPM state belongs to the UUID, so
@@ -275,8 +279,10 @@ class CloneService:
                 host, plan.source_uuid, name=CLONE_SNAPSHOT, kind="external"
             )
         made: list[tuple[str, str]] = []
+        identity = "none"
         try:
             await self._copy_all(host, plan, mode, made, progress)
+            identity = await self._reset_identity(host, plan, new_name, made)
             xml = finish_xml(plan, new_name, mode, created_by)
             uuid = await self._run(host, lambda c: _define(c, xml, start))
         except BaseException:
@@ -299,8 +305,26 @@ class CloneService:
             "nvram": plan.nvram_action,
             "tpm": "fresh" if plan.xml.devices.tpms else "none",
             "consistency": (snapshot or {}).get("consistency", {"level": "offline"}),
+            "identity": identity,
             "started": start,
         }
+
+    async def _reset_identity(
+        self, host: str, plan: ClonePlan, new_name: str, made: list[tuple[str, str]]
+    ) -> str:
+        """A clone of a cloud-init VM gets its own seed (new instance-id and hostname):
+        at its first boot cloud-init makes new SSH host keys, sets the hostname and a
+        new machine-id. Returns "cloud-init", or "none" for a VM without a seed."""
+        cdroms = [c.source_file for c in plan.xml.devices.cdroms() if c.source_file]
+        res = await self.m.cloudinit.reseed(host, cdroms, new_name)
+        if res is None:
+            return "none"
+        old_path, pool, volume, path = res
+        made.append((pool, volume))
+        for cd in plan.xml.devices.cdroms():
+            if cd.source_file == old_path:
+                cd.source_file = path
+        return "cloud-init"
 
     async def _copy_all(
         self, host: str, plan: ClonePlan, mode: str, made: list[tuple[str, str]], progress: Any

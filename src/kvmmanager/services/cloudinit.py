@@ -19,8 +19,11 @@ deleted again.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import io
+import logging
 import re
 import shutil
 import subprocess
@@ -34,14 +37,23 @@ import pycdlib
 import yaml
 from pydantic import BaseModel, Field
 
-from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services.cloudinit_crypt import sha512_crypt
 from kvmmanager.services.storage_xml import build_volume_xml
-from kvmmanager.services.vm_spec import InstallSource, NicSpec, VmSpec, validate_name
+from kvmmanager.services.vm_spec import (
+    MAX_CMDLINE,
+    DiskSpec,
+    InstallSource,
+    NicSpec,
+    VmSpec,
+    validate_name,
+)
 from kvmmanager.virt.xml.volume import Volume
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
 
+log = logging.getLogger(__name__)
 SEED_LABEL = "cidata"
 AGENT_DIR = "kvmm-agent"
 GIB = 1024**3
@@ -54,10 +66,23 @@ PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]*")
 HASH_RE = re.compile(r"\$(1|5|6|y|2[aby])\$.+")
 
 
+MAX_PASSWORD = 256
+SEED_SUFFIX = "-seed.iso"
+# A new instance of a copied disk must not keep the source's machine-id: cloud-init runs
+# `runcmd` once per instance-id, so a clone's new seed makes each clone get its own.
+RESET_MACHINE_ID = (
+    "rm -f /etc/machine-id /var/lib/dbus/machine-id; "
+    "systemd-machine-id-setup || dbus-uuidgen --ensure=/etc/machine-id"
+)
+
+
 class CloudUser(BaseModel):
     name: str
     ssh_authorized_keys: list[str] = Field(default_factory=list)
-    passwd_hash: str | None = Field(None, description="crypt(3) hash, never a clear password")
+    passwd_hash: str | None = Field(None, description="crypt(3) hash ($6$...)")
+    password: str | None = Field(
+        None, description="a clear password: only its SHA-512 crypt hash reaches the seed"
+    )
     sudo: bool = True
     shell: str = "/bin/bash"
 
@@ -67,6 +92,23 @@ class CloudInitSpec(BaseModel):
     users: list[CloudUser] = Field(default_factory=list)
     packages: list[str] = Field(default_factory=list)
     install_agent: bool = True
+    # A new identity for a copied disk: fresh machine-id (cloud-init itself makes new
+    # SSH host keys and sets the hostname for every new instance-id).
+    reset_identity: bool = False
+
+
+def _check_key(key: str, field: str) -> None:
+    """An OpenSSH public key line: known type, base64 blob that names the same type."""
+    if "\n" in key or "\r" in key or not KEY_RE.fullmatch(key.strip()):
+        raise InvalidInput("not an SSH public key (type base64 [comment])", field=field)
+    kind, blob = key.strip().split()[:2]
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("the SSH key's base64 part does not decode", field=field) from None
+    n = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    if raw[4 : 4 + n].decode(errors="replace") != kind:
+        raise InvalidInput(f"the SSH key's data is not a {kind} key", field=field)
 
 
 def validate_spec(spec: CloudInitSpec) -> None:
@@ -78,8 +120,17 @@ def validate_spec(spec: CloudInitSpec) -> None:
                 f"user name '{u.name}' is not a valid login", field=f"users[{i}].name"
             )
         for key in u.ssh_authorized_keys:
-            if not KEY_RE.fullmatch(key.strip()) or "\n" in key:
-                raise InvalidInput("not an SSH public key", field=f"users[{i}].ssh_authorized_keys")
+            _check_key(key, f"users[{i}].ssh_authorized_keys")
+        if u.password is not None:
+            if u.passwd_hash is not None:
+                raise InvalidInput(
+                    "give a password or a passwd_hash, not both", field=f"users[{i}].password"
+                )
+            if not 1 <= len(u.password) <= MAX_PASSWORD:
+                raise InvalidInput(
+                    f"password must be 1 to {MAX_PASSWORD} characters",
+                    field=f"users[{i}].password",
+                )
         if u.passwd_hash is not None and not HASH_RE.fullmatch(u.passwd_hash):
             raise InvalidInput(
                 "passwd_hash must be a crypt(3) hash ($6$...), not a password",
@@ -98,8 +149,9 @@ def user_data(spec: CloudInitSpec) -> str:
         entry: dict[str, Any] = {"name": u.name, "shell": u.shell}
         if u.ssh_authorized_keys:
             entry["ssh_authorized_keys"] = [k.strip() for k in u.ssh_authorized_keys]
-        if u.passwd_hash:
-            entry["passwd"], entry["lock_passwd"] = u.passwd_hash, False
+        hashed = u.passwd_hash or (sha512_crypt(u.password) if u.password else None)
+        if hashed:
+            entry["passwd"], entry["lock_passwd"] = hashed, False
         else:
             entry["lock_passwd"] = True
         if u.sudo:
@@ -109,10 +161,13 @@ def user_data(spec: CloudInitSpec) -> str:
         "hostname": spec.hostname,
         "preserve_hostname": False,
         "users": users,
-        "ssh_pwauth": any(u.passwd_hash for u in spec.users),
+        "ssh_pwauth": any(u.passwd_hash or u.password for u in spec.users),
     }
     if spec.packages:
         cfg["packages"] = list(spec.packages)
+    runcmd: list[Any] = []
+    if spec.reset_identity:
+        runcmd.append(["sh", "-c", RESET_MACHINE_ID])
     if spec.install_agent:
         # The seed stays in the CD-ROM drive: mount it by label and run the installer the
         # agent ISO ships (it registers and starts the service for the guest's init).
@@ -120,7 +175,9 @@ def user_data(spec: CloudInitSpec) -> str:
             'set -e; d=$(mktemp -d); mount -o ro LABEL=cidata "$d"; '
             f'sh "$d/{AGENT_DIR}/install.sh"; umount "$d"; rmdir "$d"'
         )
-        cfg["runcmd"] = [["sh", "-c", script]]
+        runcmd.append(["sh", "-c", script])
+    if runcmd:
+        cfg["runcmd"] = runcmd
     return "#cloud-config\n" + yaml.safe_dump(cfg, sort_keys=False)
 
 
@@ -242,20 +299,34 @@ class CloudInitService:
         image: str,
         size_gib: float,
         spec: CloudInitSpec,
+        image_pool: str | None = None,
         mode: str = "linked",
         network: str | None = None,
         vcpus: int = 1,
         memory_mib: int = 1024,
+        kernel: str | None = None,
+        initrd: str | None = None,
+        cmdline: str | None = None,
         start: bool = True,
+        owner: str | None = None,
         created_by: str | None = None,
     ) -> dict[str, Any]:
-        """Define (and start) a VM booting `image` (a volume of `pool`) with a seed."""
+        """Define (and start) a VM booting `image` (a volume of `image_pool`, default
+        `pool`) with a seed. `kernel` (+ `initrd`, `cmdline`): host paths for a direct
+        kernel boot, for images that carry no bootloader (a bare root file system)."""
         validate_name(name, "name")
         validate_spec(spec)
         if mode not in ("linked", "full"):
             raise InvalidInput("mode must be linked or full", field="mode")
+        if not isinstance(size_gib, int | float) or size_gib <= 0:
+            raise InvalidInput("size_gib must be a positive number", field="size_gib")
+        if kernel is None and (initrd or cmdline):
+            raise InvalidInput("initrd and cmdline need a kernel", field="kernel")
+        if cmdline is not None and (len(cmdline) > MAX_CMDLINE or "\n" in cmdline):
+            raise InvalidInput("cmdline is too long or has several lines", field="cmdline")
+        src_pool = image_pool or pool
         hc = self.m.registry.get(host)
-        disk_name, seed_name = f"{name}-disk0.qcow2", f"{name}-seed.iso"
+        disk_name, seed_name = f"{name}-disk0.qcow2", f"{name}{SEED_SUFFIX}"
 
         def prepare(conn: libvirt.virConnect) -> tuple[str, str, int]:
             try:
@@ -264,11 +335,20 @@ class CloudInitService:
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
-            p = conn.storagePoolLookupByName(pool)
-            src = p.storageVolLookupByName(image)
+            p = _pool(conn, pool, "pool")
+            sp = p if src_pool == pool else _pool(conn, src_pool, "image_pool")
+            try:
+                src = sp.storageVolLookupByName(image)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
+                raise NotFound(
+                    f"no image volume '{image}' in pool '{src_pool}'", field="image"
+                ) from exc
             info = Volume.from_xml(src.XMLDesc(0))
+            existing = set(p.listVolumes())
             for n in (disk_name, seed_name):
-                if n in p.listVolumes():
+                if n in existing:
                     raise Conflict(f"volume '{n}' already exists in pool '{pool}'", field="name")
             return src.path(), info.target_format or "raw", int(info.capacity or 0)
 
@@ -281,6 +361,12 @@ class CloudInitService:
             )
         instance_id = f"kvmm-{uuidlib.uuid4()}"
         seed = await asyncio.to_thread(self.seed, spec, instance_id)
+        if kernel is not None:
+            install = InstallSource(kind="kernel", kernel=kernel, initrd=initrd, cmdline=cmdline)
+            disks = [DiskSpec(pool=pool, volume=disk_name)]
+        else:
+            install = InstallSource(kind="import", pool=pool, volume=disk_name)
+            disks = []
         made: list[str] = []
         defined = False
         try:
@@ -296,9 +382,11 @@ class CloudInitService:
                 name=name,
                 vcpus=vcpus,
                 memory_mib=memory_mib,
-                install=InstallSource(kind="import", pool=pool, volume=disk_name),
+                install=install,
+                disks=disks,
                 nics=[NicSpec(network=network)] if network else [],
                 description=f"cloud-init: {spec.hostname}",
+                owner=owner,
             )
             created = await self.m.vms.create(host, vm_spec, created_by=created_by)
             defined = True
@@ -316,9 +404,70 @@ class CloudInitService:
             "seed": seed_name,
             "mode": mode,
             "instance_id": instance_id,
+            "hostname": spec.hostname,
             "agent": spec.install_agent,
             "started": start,
         }
+
+    async def reseed(
+        self, host: str, cdroms: list[str], new_name: str
+    ) -> tuple[str, str, str, str] | None:
+        """A clone's identity reset: when one of the source's CD-ROM media (`cdroms`,
+        host paths) is a cloud-init seed, make `<new_name>-seed.iso` beside it with the
+        same user-data and network-config but a new instance-id and hostname, and a
+        machine-id reset; cloud-init then treats the clone as a new instance (new SSH
+        host keys, hostname, machine-id). Returns (old path, pool, new volume, new path)
+        or None when the source has no seed. The caller attaches and, on failure,
+        deletes the new volume."""
+        hc = self.m.registry.get(host)
+        found = None
+        for path in cdroms:
+            data = await hc.run(lambda p=path: _read_seed(hc.conn, p))
+            if data is not None:
+                found = (path, data)
+                break
+        if found is None:
+            return None
+        old_path, old_seed = found
+        hostname = hostname_for(new_name)
+        new_seed = await asyncio.to_thread(self._reseed_bytes, old_seed, hostname)
+        pool_name = await hc.run(
+            lambda: hc.conn.storageVolLookupByPath(old_path).storagePoolLookupByVolume().name()
+        )
+        vol = f"{new_name}{SEED_SUFFIX}"
+        await self.m.storage.upload_volume(
+            host, pool_name, vol, [new_seed], size=len(new_seed), create=True, format="raw"
+        )
+        path = await hc.run(
+            lambda: hc.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol).path()
+        )
+        return old_path, pool_name, vol, path
+
+    def _reseed_bytes(self, old: bytes, hostname: str) -> bytes:
+        files = read_seed_files(old)
+        try:
+            cfg = yaml.safe_load(files["user-data"].decode()) or {}
+        except (KeyError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"the source's seed has no readable user-data: {exc}") from exc
+        cfg["hostname"], cfg["preserve_hostname"] = hostname, False
+        runcmd = [c for c in cfg.get("runcmd") or [] if c != ["sh", "-c", RESET_MACHINE_ID]]
+        cfg["runcmd"] = [["sh", "-c", RESET_MACHINE_ID], *runcmd]
+        ud = "#cloud-config\n" + yaml.safe_dump(cfg, sort_keys=False)
+        validate_user_data(ud)
+        meta = yaml.safe_dump(
+            {"instance-id": f"kvmm-{uuidlib.uuid4()}", "local-hostname": hostname}
+        )
+        new = {
+            "meta-data": meta.encode(),
+            "user-data": ud.encode(),
+            "network-config": files.get("network-config", network_config().encode()),
+        }
+        agent = None
+        if any(AGENT_DIR in str(c) for c in runcmd):
+            from kvmmanager.iso.locator import require_iso
+
+            agent = require_iso(self.m.settings).path
+        return build_seed_iso(new, agent)
 
     async def _cleanup(self, host: str, name: str | None, pool: str, volumes: list[str]) -> None:
         """Remove what a failed provision made: its VM (only when it defined it) and
@@ -353,3 +502,86 @@ def _make_disk(
     )
     if int(vol.info()[1]) < size:
         vol.resize(size, 0)
+
+
+def _pool(conn: libvirt.virConnect, name: str, field: str) -> libvirt.virStoragePool:
+    try:
+        p = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+            raise
+        raise NotFound(f"no storage pool '{name}'", field=field) from exc
+    if not p.isActive():
+        raise Conflict(f"pool '{name}' is not active", field=field)
+    return p
+
+
+def hostname_for(vm_name: str) -> str:
+    """A DNS label for a VM name: other characters become '-', at most 63."""
+    label = re.sub(r"[^A-Za-z0-9-]+", "-", vm_name).strip("-")[:63].strip("-")
+    return label or "vm"
+
+
+# ISO 9660: the primary volume descriptor is sector 16; its volume id is bytes 40-72.
+PVD_OFFSET, PVD_SIZE = 16 * 2048, 2048
+MAX_SEED_BYTES = 64 * 1024**2
+
+
+def _download(
+    conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset: int, length: int
+) -> bytes:
+    stream = conn.newStream(0)
+    chunks: list[bytes] = []
+    try:
+        vol.download(stream, offset, length, 0)
+        while True:
+            data = stream.recv(256 * 1024)
+            if not data:
+                break
+            chunks.append(data)
+        stream.finish()
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise
+    return b"".join(chunks)
+
+
+def _read_seed(conn: libvirt.virConnect, path: str) -> bytes | None:
+    """The bytes of the volume at `path` when it is a NoCloud seed (ISO labelled
+    cidata, small), else None: only its volume descriptor is read otherwise."""
+    try:
+        vol = conn.storageVolLookupByPath(path)
+    except libvirt.libvirtError:
+        return None  # not a pool volume: never ours
+    size = int(vol.info()[1])
+    if size > MAX_SEED_BYTES or size < PVD_OFFSET + PVD_SIZE:
+        return None
+    try:
+        pvd = _download(conn, vol, PVD_OFFSET, PVD_SIZE)
+    except libvirt.libvirtError as exc:
+        # A driver without volume downloads (libvirt's test driver): cannot be a seed
+        # we can read, so the clone keeps the source's media as before.
+        log.warning("cannot read %s to look for a cloud-init seed: %s", path, exc)
+        return None
+    if pvd[1:6] != b"CD001" or pvd[40:72].decode(errors="replace").strip() != SEED_LABEL:
+        return None
+    return _download(conn, vol, 0, 0)
+
+
+def read_seed_files(data: bytes) -> dict[str, bytes]:
+    """meta-data, user-data and network-config of a seed ISO (by their long names)."""
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(data))
+    out = {}
+    try:
+        for name in ("meta-data", "user-data", "network-config"):
+            buf = io.BytesIO()
+            try:
+                iso.get_file_from_iso_fp(buf, rr_path=f"/{name}")
+            except pycdlib.pycdlibexception.PyCdlibInvalidInput:
+                continue
+            out[name] = buf.getvalue()
+    finally:
+        iso.close()
+    return out

@@ -363,3 +363,88 @@ def eject_agent(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """Eject the agent ISO from the VM's CD-ROM drive."""
     with client(ctx) as api:
         _edit_out(ctx, api.post(f"/api/hosts/{q(host)}/agent-iso/eject/{q(vm)}"))
+
+
+def _ssh_key(value: str) -> str:
+    """A key line, or the path of a .pub file holding one."""
+    from pathlib import Path
+
+    path = Path(value).expanduser()
+    if not value.startswith(("ssh-", "ecdsa-", "sk-")) and path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    return value.strip()
+
+
+@app.command("create-from-image")
+def create_from_image(
+    ctx: typer.Context,
+    name: str,
+    image: str = typer.Option(..., "--image", help="POOL/VOLUME of the cloud image."),
+    size: float = typer.Option(..., "--size", help="Disk size, GiB (at least the image's)."),
+    pool: str | None = typer.Option(None, "--pool", help="Pool of the new disk and seed."),
+    mode: str = typer.Option("linked", "--mode", help="linked (overlay) or full (copy)."),
+    network: str | None = typer.Option(None, "--network", help="libvirt network."),
+    vcpus: int = typer.Option(1, "--vcpus"),
+    memory: int = typer.Option(1024, "--memory", "-m", help="MiB."),
+    hostname: str | None = typer.Option(None, "--hostname", help="Default: the VM's name."),
+    user: str | None = typer.Option(None, "--user", help="A login to create."),
+    ssh_key: list[str] = typer.Option(
+        [], "--ssh-key", help="Public key line or .pub file for --user (repeat)."
+    ),
+    ask_password: bool = typer.Option(
+        False, "--ask-password", help="Prompt for --user's password (sent hashed to the seed)."
+    ),
+    password_hash: str | None = typer.Option(None, "--password-hash", help="crypt(3) $6$..."),
+    package: list[str] = typer.Option([], "--package", help="Package to install (repeat)."),
+    agent: bool = typer.Option(True, "--agent/--no-agent", help="Install our guest agent."),
+    kernel: str | None = typer.Option(None, "--kernel", help="Direct boot: kernel path."),
+    initrd: str | None = typer.Option(None, "--initrd"),
+    cmdline: str | None = typer.Option(None, "--cmdline"),
+    start: bool = typer.Option(True, "--start/--no-start"),
+    host: str = HOST_OPTION,
+) -> None:
+    """Create a VM from a cloud image with a cloud-init seed (hostname, user, SSH keys,
+    packages; by default it installs the guest agent by itself)."""
+    image_pool, volume = _pool_volume(image, "--image")
+    users: list[dict[str, Any]] = []
+    if user:
+        entry: dict[str, Any] = {
+            "name": user,
+            "ssh_authorized_keys": [_ssh_key(k) for k in ssh_key],
+        }
+        if ask_password:
+            entry["password"] = typer.prompt(
+                f"Password for {user}", hide_input=True, confirmation_prompt=True
+            )
+        elif password_hash:
+            entry["passwd_hash"] = password_hash
+        users.append(entry)
+    elif ssh_key or ask_password or password_hash:
+        raise InvalidInput("--ssh-key and passwords need --user", field="--user")
+    body: dict[str, Any] = {
+        "name": name,
+        "pool": pool or image_pool,
+        "image": volume,
+        "image_pool": image_pool,
+        "size_gib": size,
+        "mode": mode,
+        "network": network,
+        "vcpus": vcpus,
+        "memory_mib": memory,
+        "cloud_init": {
+            "hostname": hostname or name,
+            "users": users,
+            "packages": package,
+            "install_agent": agent,
+        },
+        "start": start,
+    }
+    if kernel:
+        body["boot"] = {"kernel": kernel, "initrd": initrd, "cmdline": cmdline}
+    with client(ctx) as api:
+        res = api.post(f"/api/hosts/{q(host)}/vms/from-cloud-image", json=body)
+    info(
+        f"created {res['name']} from {image} (disk {res['disk']}, seed {res['seed']}"
+        f"{', started' if res['started'] else ''})"
+    )
+    emit(ctx, res)
