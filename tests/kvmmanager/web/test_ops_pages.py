@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import libvirt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,6 +32,48 @@ def operator(web_as: Any) -> Iterator[TestClient]:
     yield web_as("operator")
 
 
+def purge_test_vms(prefix: str = "kvmm-t-ops-") -> None:
+    """Remove this module's VMs, their snapshots and volumes from test:///default."""
+    conn = libvirt.open("test:///default")
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name().startswith(prefix):
+                for snap in dom.listAllSnapshots():
+                    snap.delete()
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        for vol in conn.storagePoolLookupByName("default-pool").listAllVolumes():
+            if vol.name().startswith(prefix):
+                vol.delete(0)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def ops_vms(operator: TestClient) -> Iterator[list[str]]:
+    """Two shut-off VMs with a 1 GiB disk each, made through the create form, owned by
+    `operator`, tagged kvmm-t-ops."""
+    names = ["kvmm-t-ops-a", "kvmm-t-ops-b"]
+    purge_test_vms()
+    for name in names:
+        r = operator.post(
+            "/vms/new",
+            data={
+                "host": "local",
+                "name": name,
+                "source": "blank",
+                "disk_gib": "1",
+                "disk_pool": "default-pool",
+                "tags": "kvmm-t-ops",
+            },
+            headers=hx(operator),
+        )
+        assert r.status_code == 204, r.text
+    yield names
+    purge_test_vms()
+
+
 def test_ops_pages_render_for_each_role_with_nav_entries(web_as: Any) -> None:
     for role in ("viewer", "operator", "admin"):
         c = web_as(role)
@@ -51,23 +94,42 @@ def test_alert_rule_form_validates_by_field_then_creates_edits_and_deletes(
     operator: TestClient, web_app: Any
 ) -> None:
     c = operator
-    base = {"metric": "cpu_pct", "op": ">", "samples": "3", "severity": "warning",
-            "scope": "global", "enabled": "on"}  # fmt: skip
+    base = {
+        "metric": "cpu_pct",
+        "op": ">",
+        "samples": "3",
+        "severity": "warning",
+        "scope": "global",
+        "enabled": "on",
+    }
     r = c.post("/alerts/rules", data={**base, "name": "Bad Name", "threshold": "90"}, headers=hx(c))
     assert r.status_code == 200
     assert "lowercase" in field_error(r.text, "name")
     assert 'value="Bad Name"' in r.text  # what was typed stays
     r = c.post("/alerts/rules", data={**base, "name": "kvmm-t-cpu"}, headers=hx(c))
     assert "needs a threshold" in field_error(r.text, "threshold")
-    r = c.post("/alerts/rules", data={**base, "name": "kvmm-t-cpu", "threshold": "ninety"},
-               headers=hx(c))  # fmt: skip
+    r = c.post(
+        "/alerts/rules", data={**base, "name": "kvmm-t-cpu", "threshold": "ninety"}, headers=hx(c)
+    )
     assert "number" in field_error(r.text, "threshold")
-    r = c.post("/alerts/rules", data={**base, "name": "kvmm-t-cpu", "scope": "vm",
-               "threshold": "90"}, headers=hx(c))  # fmt: skip
+    r = c.post(
+        "/alerts/rules",
+        data={**base, "name": "kvmm-t-cpu", "scope": "vm", "threshold": "90"},
+        headers=hx(c),
+    )
     assert "pick the VM" in field_error(r.text, "target")
 
-    r = c.post("/alerts/rules", data={**base, "name": "kvmm-t-cpu", "threshold": "90",
-               "scope": "vm", "target": "local/test"}, headers=hx(c))  # fmt: skip
+    r = c.post(
+        "/alerts/rules",
+        data={
+            **base,
+            "name": "kvmm-t-cpu",
+            "threshold": "90",
+            "scope": "vm",
+            "target": "local/test",
+        },
+        headers=hx(c),
+    )
     assert r.status_code == 204, r.text
     assert "kvmm-t-cpu created" in r.headers["hx-trigger"]
     rule = web_app.state.manager.alerts.get_rule("kvmm-t-cpu")
@@ -77,24 +139,47 @@ def test_alert_rule_form_validates_by_field_then_creates_edits_and_deletes(
     row = re.search(r'<tr id="rule-kvmm-t-cpu">.*?</tr>', page, re.S).group(0)
     assert "VM test on local" in row and "&gt; 90" in row and "3 samples" in row
     # A taken name is shown on the name field.
-    r = c.post("/alerts/rules", data={**base, "name": "kvmm-t-cpu", "threshold": "1"},
-               headers=hx(c))  # fmt: skip
+    r = c.post(
+        "/alerts/rules", data={**base, "name": "kvmm-t-cpu", "threshold": "1"}, headers=hx(c)
+    )
     assert "already exists" in field_error(r.text, "name")
 
     # Edit: the form comes prefilled, saving keeps the id.
     edit = c.get("/alerts", params={"edit": "kvmm-t-cpu"}).text
     assert 'hx-post="/alerts/rules/kvmm-t-cpu"' in edit and 'value="90"' in edit
-    r = c.post("/alerts/rules/kvmm-t-cpu", data={**base, "name": "kvmm-t-cpu", "threshold": "75",
-               "severity": "critical", "scope": "tag", "tag": "web"}, headers=hx(c))  # fmt: skip
+    r = c.post(
+        "/alerts/rules/kvmm-t-cpu",
+        data={
+            **base,
+            "name": "kvmm-t-cpu",
+            "threshold": "75",
+            "severity": "critical",
+            "scope": "tag",
+            "tag": "web",
+        },
+        headers=hx(c),
+    )
     assert r.status_code == 204, r.text
     after = web_app.state.manager.alerts.get_rule("kvmm-t-cpu")
     assert after["id"] == rule["id"]
     assert (after["threshold"], after["severity"], after["tag"], after["vm"]) == (
-        75, "critical", "web", None)  # fmt: skip
+        75,
+        "critical",
+        "web",
+        None,
+    )
     # An event rule takes no threshold; disabling and deleting work.
-    r = c.post("/alerts/rules", data={"name": "kvmm-t-crash", "metric": "vm_crashed",
-               "severity": "critical", "scope": "global", "enabled": "on"},
-               headers=hx(c))  # fmt: skip
+    r = c.post(
+        "/alerts/rules",
+        data={
+            "name": "kvmm-t-crash",
+            "metric": "vm_crashed",
+            "severity": "critical",
+            "scope": "global",
+            "enabled": "on",
+        },
+        headers=hx(c),
+    )
     assert r.status_code == 204, r.text
     assert c.post("/alerts/rules/kvmm-t-crash/disable", headers=hx(c)).status_code == 204
     assert web_app.state.manager.alerts.get_rule("kvmm-t-crash")["enabled"] is False
@@ -143,8 +228,9 @@ def test_viewer_sees_no_alert_write_controls_and_is_refused(web_as: Any, web_app
         assert r.status_code == 403
         operator = web_as("operator")
         assert 'id="webhooks"' not in operator.get("/alerts").text  # webhooks: admins only
-        r = operator.post("/alerts/webhooks", data={"name": "x", "url": "http://h/"},
-                          headers=hx(operator))  # fmt: skip
+        r = operator.post(
+            "/alerts/webhooks", data={"name": "x", "url": "http://h/"}, headers=hx(operator)
+        )
         assert r.status_code == 403
         # CSRF: an operator's write without the header is refused.
         assert operator.post("/alerts/rules/kvmm-t-ro/delete").status_code == 403
@@ -156,11 +242,15 @@ def test_viewer_sees_no_alert_write_controls_and_is_refused(web_as: Any, web_app
 def test_admin_adds_tests_and_deletes_a_webhook(web_as: Any, web_app: Any) -> None:
     admin = web_as("admin")
     assert 'id="webhooks"' in admin.get("/alerts").text
-    r = admin.post("/alerts/webhooks", data={"name": "kvmm-t-hook", "url": "ftp://x/"},
-                   headers=hx(admin))  # fmt: skip
+    r = admin.post(
+        "/alerts/webhooks", data={"name": "kvmm-t-hook", "url": "ftp://x/"}, headers=hx(admin)
+    )
     assert "http" in field_error(r.text, "url")
-    r = admin.post("/alerts/webhooks", data={"name": "kvmm-t-hook", "url": "http://127.0.0.1:9/h",
-                   "min_severity": "critical"}, headers=hx(admin))  # fmt: skip
+    r = admin.post(
+        "/alerts/webhooks",
+        data={"name": "kvmm-t-hook", "url": "http://127.0.0.1:9/h", "min_severity": "critical"},
+        headers=hx(admin),
+    )
     assert r.status_code == 200
     secret = re.search(r'id="webhook-secret">([^<]+)<', r.text).group(1)
     assert len(secret) >= 16
@@ -173,3 +263,197 @@ def test_admin_adds_tests_and_deletes_a_webhook(web_as: Any, web_app: Any) -> No
     r = admin.post("/alerts/webhooks/kvmm-t-hook/delete", headers=hx(admin))
     assert r.status_code == 200 and "kvmm-t-hook" not in r.text.split("Add a webhook")[0]
     assert m.webhooks.list() == []
+
+
+# ---- schedules ------------------------------------------------------------------------
+
+
+def test_schedule_form_validates_by_field_then_creates_edits_and_deletes(
+    operator: TestClient, web_app: Any
+) -> None:
+    c = operator
+    m = web_app.state.manager
+    base = {
+        "name": "kvmm-t-nightly",
+        "action": "snapshot",
+        "vms": "local/test",
+        "timezone": "Europe/Berlin",
+        "missed_policy": "skip",
+        "enabled": "on",
+    }
+    r = c.post("/schedules", data={**base, "kind": "cron", "cron": "61 * * * *"}, headers=hx(c))
+    assert r.status_code == 200
+    assert "cron" in field_error(r.text, "cron")
+    assert 'value="61 * * * *"' in r.text
+    r = c.post("/schedules", data={**base, "kind": "daily", "at_time": "25:00"}, headers=hx(c))
+    assert "HH:MM" in field_error(r.text, "at_time")
+    r = c.post("/schedules", data={**base, "kind": "weekly", "at_time": "02:30"}, headers=hx(c))
+    assert "at least one" in field_error(r.text, "weekdays")
+    r = c.post(
+        "/schedules",
+        data={**base, "kind": "daily", "at_time": "02:30", "timezone": "Mars/Olympus"},
+        headers=hx(c),
+    )
+    assert "time zone" in field_error(r.text, "timezone")
+    r = c.post(
+        "/schedules", data={**base, "vms": [], "kind": "daily", "at_time": "02:30"}, headers=hx(c)
+    )
+    assert "at least one vm or a tag" in field_error(r.text, "vms")
+    r = c.post(
+        "/schedules",
+        data={
+            **base,
+            "action": "backup",
+            "policy": "kvmm-t-none",
+            "kind": "daily",
+            "at_time": "02:30",
+        },
+        headers=hx(c),
+    )
+    assert "kvmm-t-none" in field_error(r.text, "policy")
+
+    # Weekly on Monday and Friday at 02:30 Berlin time.
+    r = c.post(
+        "/schedules",
+        data={**base, "kind": "weekly", "at_time": "02:30", "weekdays": ["0", "4"]},
+        headers=hx(c),
+    )
+    assert r.status_code == 204, r.text
+    s = m.schedules.get("kvmm-t-nightly")
+    assert (s["weekdays"], s["timezone"], s["missed_policy"]) == ([0, 4], "Europe/Berlin", "skip")
+    page = c.get("/schedules").text
+    row = re.search(r'<tr id="schedule-kvmm-t-nightly">.*?</tr>', page, re.S).group(0)
+    assert "weekly on Mon, Fri at 02:30" in row
+    # The next run is shown in the schedule's zone (CET or CEST), at 02:30 local.
+    assert re.search(r"\d{4}-\d\d-\d\d 02:30 CES?T", row), row
+    assert "never" in row  # no run yet
+    runs = c.get("/schedules/kvmm-t-nightly/runs").text
+    assert "It has not run yet" in runs
+
+    # Edit to a cron schedule; disable; delete.
+    edit = c.get("/schedules", params={"edit": "kvmm-t-nightly"}).text
+    assert 'hx-post="/schedules/kvmm-t-nightly"' in edit
+    r = c.post(
+        "/schedules/kvmm-t-nightly",
+        data={**base, "kind": "cron", "cron": "15 3 * * *"},
+        headers=hx(c),
+    )
+    assert r.status_code == 204, r.text
+    assert m.schedules.get("kvmm-t-nightly")["cron"] == "15 3 * * *"
+    assert c.post("/schedules/kvmm-t-nightly/disable", headers=hx(c)).status_code == 204
+    after = m.schedules.get("kvmm-t-nightly")
+    assert after["enabled"] is False and after["next_run_at"] is None
+    assert c.post("/schedules/kvmm-t-nightly/delete", headers=hx(c)).status_code == 204
+    assert m.schedules.list() == []
+
+
+def test_schedule_once_in_the_past_is_refused_on_its_field(operator: TestClient) -> None:
+    r = operator.post(
+        "/schedules",
+        data={
+            "name": "kvmm-t-once",
+            "action": "start",
+            "vms": "local/test",
+            "kind": "once",
+            "run_at": "2001-01-01T10:00",
+            "timezone": "UTC",
+        },
+        headers=hx(operator),
+    )
+    assert "past" in field_error(r.text, "run_at")
+
+
+def test_viewer_sees_schedules_without_write_controls(web_as: Any, web_app: Any) -> None:
+    from kvmmanager.services.schedules import ScheduleSpec
+
+    m = web_app.state.manager
+    m.schedules.create(
+        ScheduleSpec(name="kvmm-t-ro", action="start", tag="web", kind="daily", at_time="06:00")
+    )
+    try:
+        viewer = web_as("viewer")
+        page = viewer.get("/schedules").text
+        assert "kvmm-t-ro" in page and "History" in page
+        assert 'id="schedule-form"' not in page and "/schedules/kvmm-t-ro/delete" not in page
+        assert viewer.post("/schedules/kvmm-t-ro/delete", headers=hx(viewer)).status_code == 403
+        operator = web_as("operator")
+        assert operator.post("/schedules/kvmm-t-ro/delete").status_code == 403  # no CSRF
+        assert m.schedules.get("kvmm-t-ro")
+    finally:
+        m.schedules.delete("kvmm-t-ro")
+
+
+# ---- backups --------------------------------------------------------------------------
+
+
+def test_backup_policy_form_validates_creates_runs_shows_and_deletes(
+    operator: TestClient, web_app: Any, ops_vms: list[str]
+) -> None:
+    c = operator
+    m = web_app.state.manager
+    base = {
+        "name": "kvmm-t-bk",
+        "vms": f"local/{ops_vms[0]}",
+        "keep_last": "2",
+        "keep_daily": "0",
+        "keep_weekly": "0",
+        "timezone": "UTC",
+        "quiesce": "never",
+    }
+    r = c.post("/backups", data={**base, "name": "Has.Dot"}, headers=hx(c))
+    assert "lowercase" in field_error(r.text, "name")
+    r = c.post("/backups", data={**base, "keep_last": "0"}, headers=hx(c))
+    assert "at least one" in field_error(r.text, "keep_last")
+    r = c.post("/backups", data={**base, "keep_daily": "many"}, headers=hx(c))
+    assert "whole number" in field_error(r.text, "keep_daily")
+    r = c.post("/backups", data={**base, "vms": []}, headers=hx(c))
+    assert "at least one vm" in field_error(r.text, "vms")
+    r = c.post("/backups", data=base, headers=hx(c))
+    assert r.status_code == 204, r.text
+    try:
+        row = re.search(r'<tr id="policy-kvmm-t-bk">.*?</tr>', c.get("/backups").text, re.S)
+        assert row and "last 2" in row.group(0) and "never" in row.group(0)
+        # Run now three times: each VM result is shown, retention keeps the newest two.
+        for _ in range(3):
+            r = c.post("/backups/kvmm-t-bk/run", headers=hx(c))
+            assert r.status_code == 200, r.text
+        assert "1 of 1 VMs" in r.headers["hx-trigger"] or "1 of 1" in r.text
+        results = re.search(r'id="backup-run-results".*?</table>', r.text, re.S).group(0)
+        assert ops_vms[0] in results and "result-ok" in results and "kvmm-t-bk-" in results
+        assert 'id="policy-table" hx-swap-oob="true"' in r.text  # the last-run column updates
+        kept = c.get("/backups/kvmm-t-bk/snapshots").text
+        names = re.findall(r'class="mono">(kvmm-t-bk-[0-9-]+)<', kept)
+        assert len(names) == 2, kept
+        assert "Restore" in kept
+        # Edit: retention 1; the next run prunes to one.
+        r = c.post("/backups/kvmm-t-bk", data={**base, "keep_last": "1"}, headers=hx(c))
+        assert r.status_code == 204, r.text
+        assert m.backups.get("kvmm-t-bk")["keep_last"] == 1
+        r = c.post("/backups/kvmm-t-bk/run", headers=hx(c))
+        kept = c.get("/backups/kvmm-t-bk/snapshots").text
+        names = re.findall(r'class="mono">(kvmm-t-bk-[0-9-]+)<', kept)
+        assert len(names) == 1
+        # Restore to it (the route is what the confirmed button posts).
+        r = c.post(f"/backups/kvmm-t-bk/restore/local/{ops_vms[0]}/{names[0]}", headers=hx(c))
+        assert r.status_code == 200 and "restored" in r.headers["hx-trigger"]
+    finally:
+        # The VM's snapshots go with it (ops_vms); the policy goes here.
+        assert c.post("/backups/kvmm-t-bk/delete", headers=hx(c)).status_code == 204
+    assert m.backups.list() == []
+
+
+def test_viewer_sees_backups_without_write_controls(web_as: Any, web_app: Any) -> None:
+    from kvmmanager.services.backups import PolicySpec
+
+    m = web_app.state.manager
+    m.backups.create(PolicySpec(name="kvmm-t-ro", tag="web"))
+    try:
+        viewer = web_as("viewer")
+        page = viewer.get("/backups").text
+        assert "kvmm-t-ro" in page and "Snapshots" in page
+        assert 'id="policy-form"' not in page and "/backups/kvmm-t-ro/run" not in page
+        assert viewer.post("/backups/kvmm-t-ro/run", headers=hx(viewer)).status_code == 403
+        operator = web_as("operator")
+        assert operator.post("/backups/kvmm-t-ro/delete").status_code == 403  # no CSRF
+    finally:
+        m.backups.delete("kvmm-t-ro")

@@ -1,0 +1,271 @@
+"""Schedules page: the schedules with their next run (in each schedule's own time zone)
+and last result, create / edit with errors shown by field, enable/disable, delete, and
+each schedule's run history. `schedule.run` events refresh the list live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services.manager import Manager
+from kvmmanager.services.schedules import ScheduleSpec
+from kvmmanager.services.users import Principal
+from kvmmanager.web.routes._forms import (
+    TIMEZONES,
+    form_of,
+    host_choices,
+    local_time,
+    number,
+    tag_choices,
+    text,
+    vm_choices,
+    vm_targets,
+)
+from kvmmanager.web.templating import render, toast_headers
+
+router = APIRouter(include_in_schema=False)
+ACTIONS = {
+    "start": "Start",
+    "shutdown": "Shut down",
+    "reboot": "Reboot",
+    "destroy": "Force off",
+    "snapshot": "Snapshot",
+    "backup": "Run a backup policy",
+}
+KINDS = {"once": "Once", "daily": "Daily", "weekly": "Weekly", "monthly": "Monthly",
+         "cron": "Cron expression"}  # fmt: skip
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# Which of the form's "when" fields each kind sends (the service refuses the others).
+KIND_FIELDS = {
+    "once": ("run_at",),
+    "daily": ("at_time",),
+    "weekly": ("at_time", "weekdays"),
+    "monthly": ("at_time", "day_of_month"),
+    "cron": ("cron",),
+}
+
+
+def when_text(s: dict[str, Any]) -> str:
+    """A schedule's timetable in words, in its own zone."""
+    kind = s["kind"]
+    if kind == "once":
+        return f"once at {local_time(s['run_at'], s['timezone'])}"
+    if kind == "daily":
+        return f"daily at {s['at_time']}"
+    if kind == "weekly":
+        days = ", ".join(WEEKDAYS[d] for d in s["weekdays"] or [])
+        return f"weekly on {days} at {s['at_time']}"
+    if kind == "monthly":
+        return f"monthly on day {s['day_of_month']} at {s['at_time']}"
+    return f"cron {s['cron']}"
+
+
+def _view(s: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **s,
+        "when": when_text(s),
+        "next_local": local_time(s["next_run_at"], s["timezone"]),
+        "last_local": local_time(s["last_run_at"], s["timezone"]),
+    }
+
+
+def _spec(form: Any) -> ScheduleSpec:
+    kind = text(form, "kind") or ""
+    if kind not in KIND_FIELDS:
+        raise InvalidInput("pick how often it runs", field="kind")
+    action = text(form, "action") or ""
+    values: dict[str, Any] = {
+        "name": text(form, "name") or "",
+        "action": action,
+        "kind": kind,
+        "timezone": text(form, "timezone") or "UTC",
+        "missed_policy": text(form, "missed_policy") or "run",
+        "enabled": form.get("enabled") is not None,
+    }
+    if action == "backup":
+        values["policy"] = text(form, "policy")
+    else:
+        values["vms"] = vm_targets(form.getlist("vms"))
+        values["tag"] = text(form, "tag")
+        values["host"] = text(form, "host")
+        if action == "shutdown":
+            values["mode"] = text(form, "mode") or "auto"
+        if action == "snapshot":
+            values["snapshot_prefix"] = text(form, "snapshot_prefix")
+    fields = KIND_FIELDS[kind]
+    if "run_at" in fields:
+        values["run_at"] = text(form, "run_at")
+    if "at_time" in fields:
+        values["at_time"] = text(form, "at_time")
+    if "weekdays" in fields:
+        values["weekdays"] = [_weekday(v) for v in form.getlist("weekdays")]
+    if "day_of_month" in fields:
+        values["day_of_month"] = number(form, "day_of_month", int)
+    if "cron" in fields:
+        values["cron"] = text(form, "cron")
+    try:
+        return ScheduleSpec(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "form"
+        raise InvalidInput(f"{field}: {first['msg']}", field=field) from None
+
+
+def _weekday(value: Any) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"not a weekday: {value!r}", field="weekdays") from None
+
+
+def _form_values(s: dict[str, Any] | None) -> dict[str, Any]:
+    if s is None:
+        return {"action": "snapshot", "kind": "daily", "at_time": "02:00", "timezone": "UTC",
+                "missed_policy": "run", "enabled": True, "vms": [], "weekdays": []}  # fmt: skip
+    run_at = ""
+    if s["run_at"] is not None:
+        run_at = local_time(s["run_at"], s["timezone"])[:16].replace(" ", "T")
+    return {
+        **s,
+        "vms": [f"{t['host']}/{t['vm']}" for t in s["vms"]],
+        "run_at": run_at,
+        "weekdays": [str(d) for d in s["weekdays"] or []],
+    }
+
+
+def _context(manager: Manager) -> dict[str, Any]:
+    return {
+        "actions": ACTIONS,
+        "kinds": KINDS,
+        "weekday_names": WEEKDAYS,
+        "timezones": TIMEZONES,
+        "vm_choices": vm_choices(manager),
+        "tag_choices": tag_choices(manager),
+        "host_choices": host_choices(manager),
+        "policies": [p["name"] for p in manager.backups.list()],
+    }
+
+
+def _page(
+    request: Request,
+    manager: Manager,
+    *,
+    form: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    editing: str | None = None,
+    template: str = "ops/schedules.html",
+) -> HTMLResponse:
+    return render(
+        request,
+        template,
+        active="schedules",
+        schedules=[_view(s) for s in manager.schedules.list()],
+        form=form or _form_values(None),
+        errors=errors or {},
+        editing=editing,
+        **_context(manager),
+    )
+
+
+@router.get("/schedules", name="web.schedules", response_class=HTMLResponse)
+def schedules_page(
+    request: Request,
+    edit: str | None = None,
+    manager: Manager = Depends(get_manager),
+    _user: Principal = Depends(current_user),
+) -> HTMLResponse:
+    form = _form_values(manager.schedules.get(edit)) if edit else None
+    return _page(request, manager, form=form, editing=edit)
+
+
+@router.get("/schedules/rows", name="web.schedule_rows", response_class=HTMLResponse)
+def schedule_rows(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+    return render(
+        request,
+        "ops/_schedule_rows.html",
+        schedules=[_view(s) for s in manager.schedules.list()],
+        actions=ACTIONS,
+    )
+
+
+@router.get("/schedules/{schedule}/runs", name="web.schedule_runs", response_class=HTMLResponse)
+def schedule_runs(
+    request: Request, schedule: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    s = manager.schedules.get(schedule)
+    runs = manager.schedules.runs(schedule, 50)
+    for r in runs:
+        for key in ("due_at", "started_at", "finished_at"):
+            r[f"{key}_local"] = local_time(r[key], s["timezone"])
+    return render(request, "ops/_schedule_runs.html", schedule=s, runs=runs)
+
+
+def _form_error(
+    request: Request, manager: Manager, form: Any, exc: KvmmError, editing: str | None
+) -> HTMLResponse:
+    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    values["vms"] = form.getlist("vms")
+    values["weekdays"] = form.getlist("weekdays")
+    values["enabled"] = form.get("enabled") is not None
+    return _page(
+        request,
+        manager,
+        form=values,
+        errors={exc.field or "form": exc.message},
+        editing=editing,
+        template="ops/_schedule_form.html",
+    )
+
+
+def _saved(message: str) -> Response:
+    return Response(
+        status_code=204, headers={**toast_headers(message), "HX-Redirect": "/schedules#list"}
+    )
+
+
+@router.post("/schedules", name="web.schedule_create", response_class=HTMLResponse)
+async def create_schedule(
+    request: Request,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Response:
+    form = await form_of(request)
+    try:
+        out = manager.schedules.create(_spec(form), created_by=user.username)
+    except (InvalidInput, Conflict, NotFound) as exc:  # NotFound: the backup policy
+        return _form_error(request, manager, form, exc, None)
+    return _saved(f"Schedule {out['name']} created; next run {_view(out)['next_local']}")
+
+
+@router.post("/schedules/{schedule}", name="web.schedule_update", response_class=HTMLResponse)
+async def update_schedule(
+    request: Request, schedule: str, manager: Manager = Depends(get_manager)
+) -> Response:
+    form = await form_of(request)
+    manager.schedules.get(schedule)  # 404 for an unknown schedule, not a form error
+    try:
+        out = manager.schedules.replace(schedule, _spec(form))
+    except (InvalidInput, Conflict, NotFound) as exc:
+        return _form_error(request, manager, form, exc, schedule)
+    return _saved(f"Schedule {out['name']} saved")
+
+
+@router.post("/schedules/{schedule}/{action}", name="web.schedule_action")
+async def schedule_action(
+    schedule: str, action: str, manager: Manager = Depends(get_manager)
+) -> Response:
+    if action in ("enable", "disable"):
+        manager.schedules.set_enabled(schedule, action == "enable")
+    elif action == "delete":
+        manager.schedules.delete(schedule)
+    else:
+        raise InvalidInput("action must be enable, disable or delete", field="action")
+    return Response(
+        status_code=204,
+        headers={**toast_headers(f"Schedule {schedule}: {action} done"), "HX-Refresh": "true"},
+    )
