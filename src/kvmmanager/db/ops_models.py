@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kvmmanager.db.base import Base
@@ -175,10 +184,55 @@ class BackupPolicy(Base):
     keep_weekly: Mapped[int] = mapped_column(Integer, default=0)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     quiesce: Mapped[str] = mapped_column(String(16), default="auto")
+    # snapshot: libvirt snapshots of the VM; backup: copies into `pool` through libvirt's
+    # backup API, a full one every `full_every` backups and incrementals in between.
+    method: Mapped[str] = mapped_column(String(16), default="snapshot", server_default="snapshot")
+    pool: Mapped[str | None] = mapped_column(String(64))
+    full_every: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_status: Mapped[str | None] = mapped_column(String(16))
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+BACKUP_KINDS = ("full", "incremental")
+BACKUP_STATES = ("running", "ok", "failed")
+
+
+class Backup(Base):
+    """One backup of one VM made with libvirt's backup API: its volumes in a pool, the
+    checkpoint it set (the next incremental starts there), its checksums. An incremental's
+    volumes are qcow2 overlays backed by its parent's, so the chain reads as a whole disk."""
+
+    __tablename__ = "backups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    policy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backup_policies.id", ondelete="SET NULL"), index=True
+    )
+    policy_name: Mapped[str] = mapped_column(String(40))
+    host: Mapped[str] = mapped_column(String(63))
+    vm_name: Mapped[str] = mapped_column(String(256))
+    vm_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backups.id", ondelete="RESTRICT"), index=True
+    )
+    checkpoint: Mapped[str | None] = mapped_column(String(128))
+    pool: Mapped[str] = mapped_column(String(64))
+    # [{"disk": "vda", "volume", "path", "capacity", "bytes", "sha256"}]
+    volumes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    consistency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The VM's inactive definition at backup time: what a restore to a new VM defines.
+    domain_xml: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    verify_status: Mapped[str | None] = mapped_column(String(16))
 
 
 class EmailTarget(Base):

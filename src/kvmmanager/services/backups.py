@@ -1,4 +1,4 @@
-"""Backup policies: snapshots of a set of VMs with retention.
+"""Backup policies: snapshots, or backups into a pool, of a set of VMs with retention.
 
 A run takes one snapshot per VM through the snapshot service (quiesced through a guest
 agent when the policy and the VM allow it), named `<policy>-<YYYYmmdd-HHMMSS>` (UTC),
@@ -6,6 +6,10 @@ then prunes that VM's snapshots of this policy down to what the retention keeps:
 newest `keep_last`, plus the newest of each of the last `keep_daily` days and of the
 last `keep_weekly` ISO weeks (days and weeks in the policy's time zone). Snapshots not
 made by the policy are never touched. One VM's failure is in its result; the others go on.
+
+`method="backup"` copies the VMs' disks into `pool` with libvirt's backup API instead
+(a full backup every `full_every`, incrementals on checkpoints in between), records each
+backup and prunes them with the same rules, whole chains at a time: see backup_images.py.
 
     manager.backups.create(PolicySpec(name="nightly", tag="prod", keep_last=3, keep_daily=7))
     await manager.backups.run("nightly")
@@ -17,15 +21,18 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import BackupPolicy
+from kvmmanager.services.backup_rules import MAX_FULL_EVERY
 from kvmmanager.services.batch import Target
 from kvmmanager.services.schedules import zone
 from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
+from kvmmanager.services.storage_specs import POOL_NAME_MAX, check_name
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -49,6 +56,12 @@ class PolicySpec:
     keep_weekly: int = 0
     timezone: str = "UTC"
     quiesce: str = "auto"
+    method: str = "snapshot"
+    pool: str | None = None
+    full_every: int = 7
+
+
+METHODS = ("snapshot", "backup")
 
 
 def validate_policy(spec: PolicySpec) -> PolicySpec:
@@ -65,6 +78,14 @@ def validate_policy(spec: PolicySpec) -> PolicySpec:
         raise InvalidInput("keep at least one snapshot (keep_last >= 1)", field="keep_last")
     if spec.quiesce not in QUIESCE_REQUESTS:
         raise InvalidInput(f"quiesce must be one of {', '.join(QUIESCE_REQUESTS)}", field="quiesce")
+    if spec.method not in METHODS:
+        raise InvalidInput(f"method must be one of {', '.join(METHODS)}", field="method")
+    if spec.method == "backup":
+        if not spec.pool:
+            raise InvalidInput("a backup policy needs the pool its backups go to", field="pool")
+        check_name(spec.pool, "pool", POOL_NAME_MAX)
+    if not 1 <= spec.full_every <= MAX_FULL_EVERY:
+        raise InvalidInput(f"full_every must be 1..{MAX_FULL_EVERY}", field="full_every")
     zone(spec.timezone)
     return spec
 
@@ -102,6 +123,9 @@ def policy_dict(p: BackupPolicy) -> dict[str, Any]:
         "keep_weekly": p.keep_weekly,
         "timezone": p.timezone,
         "quiesce": p.quiesce,
+        "method": p.method,
+        "pool": p.pool,
+        "full_every": p.full_every,
         "last_run_at": p.last_run_at,
         "last_status": p.last_status,
         "created_by": p.created_by,
@@ -113,6 +137,13 @@ class BackupService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
+    @cached_property
+    def images(self) -> Any:
+        """Backups made with libvirt's backup API (policies with method 'backup')."""
+        from kvmmanager.services.backup_images import BackupImageService
+
+        return BackupImageService(self.m)
+
     def create(self, spec: PolicySpec, created_by: str | None = None) -> dict[str, Any]:
         spec = validate_policy(spec)
         with self.m.db.begin() as s:
@@ -122,6 +153,7 @@ class BackupService:
                 name=spec.name, targets=spec.vms, tag=spec.tag, host=spec.host,
                 keep_last=spec.keep_last, keep_daily=spec.keep_daily,
                 keep_weekly=spec.keep_weekly, timezone=spec.timezone, quiesce=spec.quiesce,
+                method=spec.method, pool=spec.pool, full_every=spec.full_every,
                 created_by=created_by,
             )  # fmt: skip
             s.add(row)
@@ -206,6 +238,11 @@ class BackupService:
         out: dict[str, Any] = {"host": t.host, "vm": t.vm, "ok": False, "snapshot": None,
                                "pruned": [], "error": None}  # fmt: skip
         try:
+            if p["method"] == "backup":
+                b = await self.images.take(p, t.host, t.vm)
+                out.update(backup=b["id"], kind=b["kind"], consistency=b["consistency"],
+                           pruned=[str(i) for i in b["pruned"]], ok=True)  # fmt: skip
+                return out
             snap = await self._snapshot(t, name, p["quiesce"])
             out.update(snapshot=snap["name"], consistency=snap.get("consistency"))
             listed = await self.m.snapshots.list(t.host, t.vm)

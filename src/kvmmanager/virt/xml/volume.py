@@ -35,5 +35,7 @@ class Volume(XMLObject):
     target_mode = XMLProperty("target/permissions/mode")
     target_owner = XMLProperty("target/permissions/owner", kind=int, minimum=-1)
     target_group = XMLProperty("target/permissions/group", kind=int, minimum=-1)
+    # qcow2 version: "1.1" (v3) is needed for persistent dirty bitmaps (checkpoints).
+    compat = XMLProperty("target/compat")
     backing_path = XMLProperty("backingStore/path")
     backing_format = XMLProperty("backingStore/format/@type")
