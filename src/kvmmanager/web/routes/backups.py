@@ -4,6 +4,7 @@ restoring a VM to one of them (confirmed: what happened since is discarded)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -32,8 +33,18 @@ from kvmmanager.web.templating import render, toast_headers
 router = APIRouter(include_in_schema=False)
 
 
-def _spec(form: Any) -> PolicySpec:
+def _spec(form: Any, keep: dict[str, Any] | None = None) -> PolicySpec:
+    """The policy from the form; `keep` (the policy being edited) supplies the settings
+    this form does not show, so saving never resets them."""
+    shown = {"name", "vms", "tag", "host", "keep_last", "keep_daily", "keep_weekly",
+             "timezone", "quiesce"}  # fmt: skip
+    others = {
+        f.name: keep[f.name]
+        for f in dataclasses.fields(PolicySpec)
+        if keep and f.name not in shown and f.name in keep
+    }
     return PolicySpec(
+        **others,
         name=text(form, "name") or "",
         vms=vm_targets(form.getlist("vms")),
         tag=text(form, "tag"),
@@ -136,9 +147,9 @@ async def update_policy(
     request: Request, policy: str, manager: Manager = Depends(get_manager)
 ) -> Response:
     form = await form_of(request)
-    manager.backups.get(policy)  # 404 for an unknown policy, not a form error
+    current = manager.backups.get(policy)  # 404 for an unknown policy, not a form error
     try:
-        out = manager.backups.replace(policy, _spec(form))
+        out = manager.backups.replace(policy, _spec(form, keep=current))
     except (InvalidInput, Conflict) as exc:
         return _form_error(request, manager, form, exc, policy)
     return _saved(f"Backup policy {out['name']} saved")
