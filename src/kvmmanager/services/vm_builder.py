@@ -403,7 +403,17 @@ def undefine_flags(dom: libvirt.virDomain) -> int:
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
     if xml.devices.tpms:
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_TPM
+    if _has_checkpoints(dom):
+        # Left by backups (backup_take.py); without the flag libvirt refuses the undefine.
+        flags |= libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
     return flags
+
+
+def _has_checkpoints(dom: libvirt.virDomain) -> bool:
+    try:
+        return bool(dom.listAllCheckpoints(0))
+    except libvirt.libvirtError:
+        return False  # a driver without checkpoints
 
 
 def disk_paths(xml: Domain, cdroms: bool = False) -> list[str]:
