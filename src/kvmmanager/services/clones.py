@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid as uuid_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -187,10 +188,17 @@ def plan_clone(
     return plan
 
 
-def finish_xml(plan: ClonePlan, new_name: str, mode: str, created_by: str | None) -> str:
+def finish_xml(
+    plan: ClonePlan,
+    new_name: str,
+    mode: str,
+    created_by: str | None,
+    new_uuid: str | None = None,
+) -> str:
+    """The clone's definition; `new_uuid` None lets libvirt choose one."""
     x = plan.xml
     x.name = new_name
-    x.uuid = None
+    x.uuid = new_uuid
     for nic in x.devices.interfaces:
         nic.mac_address = None  # libvirt generates a fresh one
     for copy in plan.disks:
@@ -283,7 +291,13 @@ class CloneService:
         try:
             await self._copy_all(host, plan, mode, made, progress)
             identity = await self._reset_identity(host, plan, new_name, made)
-            xml = finish_xml(plan, new_name, mode, created_by)
+            # Our own UUID, so a restart after a kill -9 can find this definition (and
+            # only this one) to remove it.
+            new_uuid = str(uuid_mod.uuid4())
+            xml = finish_xml(plan, new_name, mode, created_by, new_uuid)
+            await _undo_on_interrupt(
+                progress, "undefine_domain", host=host, uuid=new_uuid, name=new_name
+            )
             uuid = await self._run(host, lambda c: _define(c, xml, start))
         except BaseException:
             await asyncio.shield(self._discard(host, made))
@@ -334,6 +348,9 @@ class CloneService:
         done = 0
         for c in copies:
             linked = mode == "linked" and c is not plan.nvram
+            await _undo_on_interrupt(
+                progress, "delete_volume", host=host, pool=c.pool, volume=c.new_name
+            )
             task = asyncio.ensure_future(
                 self._run(host, lambda conn, c=c, lk=linked: _copy(conn, c, lk))
             )
@@ -366,6 +383,15 @@ class CloneService:
 
         with contextlib.suppress(Exception):
             await self._run(host, rm)
+
+
+async def _undo_on_interrupt(progress: Any, action: str, **args: str) -> None:
+    """Record (in the job row) what the next start removes should the server die before
+    the clone ends: each new volume before it is made, the definition before defining.
+    A clone awaited outside a job (no JobProgress) has nothing to record into."""
+    record = getattr(progress, "undo_on_interrupt", None)
+    if record is not None:
+        await asyncio.to_thread(record, action, **args)
 
 
 def _copy(conn: libvirt.virConnect, c: DiskCopy, linked: bool) -> str:
