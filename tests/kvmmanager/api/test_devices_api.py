@@ -61,3 +61,15 @@ def test_cli_lists_devices(cli: Callable[..., Any]) -> None:
     assert res.exit_code == 0, res.stdout + res.stderr
     res = cli("portfwd", "add", "test", "tcp", "2222", "22")
     assert res.exit_code != 0 and "no user-mode (passt) NIC" in (res.stderr or res.stdout)
+
+
+def test_web_devices_tab(vm: TestClient) -> None:
+    uuid = vm.get(VM).json()["uuid"]
+    r = vm.get(f"/vms/local/{uuid}/devices")
+    assert r.status_code == 200, r.text
+    assert "Download .vv" in r.text and "No user-mode (passt) NIC" in r.text
+    r = vm.post(f"/vms/local/{uuid}/devices/graphics", data={"vnc": "true"})
+    assert r.status_code == 200 and "removed SPICE" in r.headers["HX-Trigger"]
+    assert "Download .vv" not in r.text
+    r = vm.post(f"/vms/local/{uuid}/devices/forwards", data={"proto": "tcp", "host_port": "22"})
+    assert r.status_code == 422 and "docs/operations.md" in r.headers["HX-Trigger"]
