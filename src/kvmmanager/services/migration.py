@@ -37,7 +37,14 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, Unsupported
+from kvmmanager.core.errors import (
+    Cancelled,
+    Conflict,
+    InvalidInput,
+    KvmmError,
+    NotFound,
+    Unsupported,
+)
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.virt.xml.capabilities import Capabilities
 from kvmmanager.virt.xml.domain import Domain
@@ -401,6 +408,7 @@ class MigrationService:
                             log.info("migration failed: removed %s on %s", removed, target)
                 raise
             await self.m.vms.refresh(target, uuid)
+            await self._forget_on_source(host, uuid)
             measured = await dst_hc.run(lambda: _completed_stats(dst_hc.conn, uuid))
             result = {k: v for k, v in plan.items() if k != "flags"}
             return {
@@ -412,3 +420,11 @@ class MigrationService:
             }
 
         return self.m.jobs.start("vm.migrate", f"{host}/{vm}", job, user, host=host)
+
+    async def _forget_on_source(self, host: str, uuid: str) -> None:
+        """Libvirt sends no "undefined" event when an offline migration removes the
+        source's definition: re-read the VM there, and drop it once libvirt says so."""
+        try:
+            await self.m.vms.refresh(host, uuid)
+        except NotFound:
+            self.m.inventory.remove_domain(host, uuid)
