@@ -60,6 +60,24 @@ class InertFilter(logging.Filter):
         return True
 
 
+class NoResultRows(logging.Filter):
+    """Drop SQLAlchemy's DEBUG `Row (...)` records: result rows hold what the database
+    must keep in clear (a webhook's signing secret, an SMTP password) and would be
+    logged whole by anyone running at DEBUG. Statement parameters are hidden by the
+    engine itself (`hide_parameters=True`, db/base.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Row "))
+
+
+def hide_sql_rows() -> None:
+    """Install `NoResultRows` on SQLAlchemy's engine logger (idempotent). A filter on the
+    logger itself applies whatever handlers the process has."""
+    engine_log = logging.getLogger("sqlalchemy.engine.Engine")
+    if not any(isinstance(f, NoResultRows) for f in engine_log.filters):
+        engine_log.addFilter(NoResultRows())
+
+
 def logging_config(level: str = "info") -> dict[str, Any]:
     """A `logging.config.dictConfig` for `kvm-manager serve` (passed to uvicorn as its
     `log_config`): uvicorn's own loggers as uvicorn formats them, plus the root logger

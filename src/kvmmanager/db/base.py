@@ -11,6 +11,8 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from kvmmanager.core.logs import hide_sql_rows
+
 # Stable constraint names so alembic migrations are identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -49,13 +51,16 @@ def _private_file(path: Path) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    # Some rows hold secrets in clear (webhook secrets, SMTP passwords): at DEBUG, neither
+    # statement parameters (also kept out of error messages) nor result rows are logged.
+    hide_sql_rows()
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if parsed.database and parsed.database != ":memory:":
         _private_file(Path(parsed.database))
     # Sessions are used from worker threads (FastAPI threadpool, job threads).
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
     event.listen(engine, "connect", _sqlite_on_connect)
     return engine
 
