@@ -457,3 +457,90 @@ def test_viewer_sees_backups_without_write_controls(web_as: Any, web_app: Any) -
         assert operator.post("/backups/kvmm-t-ro/delete").status_code == 403  # no CSRF
     finally:
         m.backups.delete("kvmm-t-ro")
+
+
+# ---- batch actions --------------------------------------------------------------------
+
+
+def _selected(web_app: Any, names: list[str]) -> list[str]:
+    inv = web_app.state.manager.inventory
+    return [f"local/{inv.domain('local', n).uuid}" for n in names]
+
+
+def _results(html: str) -> dict[str, str]:
+    """VM name -> its result row's text."""
+    rows = re.findall(r'<tr data-batch-vm="([^"]+)">(.*?)</tr>', html, re.S)
+    return {name: re.sub(r"<[^>]+>", " ", row) for name, row in rows}
+
+
+def test_vm_list_has_row_checkboxes_select_all_and_an_action_bar(
+    operator: TestClient, web_as: Any
+) -> None:
+    page = operator.get("/vms").text
+    assert 'data-select-all="selected"' in page and 'name="selected"' in page
+    buttons = dict(re.findall(r"hx-vals='\{\"action\": \"(\w+)\"\}'([^>]*)>", page))
+    assert set(buttons) == {"start", "shutdown", "reboot", "destroy", "snapshot", "delete"}
+    assert "data-confirm=" in buttons["destroy"] and "data-confirm=" in buttons["delete"]
+    assert "data-confirm=" not in buttons["start"]
+    viewer = web_as("viewer").get("/vms").text
+    assert 'name="selected"' not in viewer and "/vms/batch" not in viewer
+
+
+def test_batch_start_then_snapshot_then_delete_with_per_vm_results(
+    operator: TestClient, web_app: Any, ops_vms: list[str]
+) -> None:
+    c = operator
+    m = web_app.state.manager
+    sel = _selected(web_app, ops_vms)
+    r = c.post("/vms/batch", data={"action": "start", "selected": sel}, headers=hx(c))
+    assert r.status_code == 200, r.text
+    assert "Start: 2 of 2 VMs done" in r.headers["hx-trigger"]
+    res = _results(r.text)
+    assert set(res) == set(ops_vms) and all("running" in v for v in res.values())
+    assert all(m.inventory.domain("local", n).state == "running" for n in ops_vms)
+    # Starting again: each VM fails on its own, with libvirt's reason.
+    r = c.post("/vms/batch", data={"action": "start", "selected": sel}, headers=hx(c))
+    assert "2 failed" in r.headers["hx-trigger"]
+    assert all("failed" in v for v in _results(r.text).values())
+    # By tag, plus one unknown VM that fails alone.
+    r = c.post(
+        "/vms/batch",
+        data={"action": "snapshot", "tag": "kvmm-t-ops", "selected": ["local/kvmm-t-ops-none"]},
+        headers=hx(c),
+    )
+    res = _results(r.text)
+    assert "failed" in res["kvmm-t-ops-none"] and "not found" in res["kvmm-t-ops-none"]
+    assert all("snapshot" in res[n] and "ok" in res[n] for n in ops_vms)
+    r = c.post("/vms/batch", data={"action": "destroy", "selected": sel}, headers=hx(c))
+    assert "2 of 2" in r.headers["hx-trigger"]
+    r = c.post(
+        "/vms/batch",
+        data={"action": "delete", "selected": sel, "remove_volumes": "true"},
+        headers=hx(c),
+    )
+    assert "Delete: 2 of 2 VMs done" in r.headers["hx-trigger"], r.text
+    assert not [d for d in m.inventory.domains("local") if d.name in ops_vms]
+
+
+def test_batch_refuses_bad_input_other_owners_vms_viewers_and_missing_csrf(
+    web_as: Any, web_app: Any, ops_vms: list[str]
+) -> None:
+    sel = _selected(web_app, ops_vms)
+    other = web_as("operator")  # ops_vms belong to the `operator` fixture's user
+    r = other.post("/vms/batch", data={"action": "start", "selected": sel}, headers=hx(other))
+    assert r.status_code == 200
+    assert all("belongs to" in v for v in _results(r.text).values())
+    assert all(
+        web_app.state.manager.inventory.domain("local", n).state == "shutoff" for n in ops_vms
+    )
+    r = other.post("/vms/batch", data={"action": "explode", "selected": sel}, headers=hx(other))
+    assert r.status_code == 422 and "action must be one of" in r.headers["hx-trigger"]
+    r = other.post("/vms/batch", data={"action": "start"}, headers=hx(other))
+    assert r.status_code == 422 and "at least one vm" in r.headers["hx-trigger"]
+    viewer = web_as("viewer")
+    r = viewer.post("/vms/batch", data={"action": "start", "selected": sel}, headers=hx(viewer))
+    assert r.status_code == 403
+    assert other.post("/vms/batch", data={"action": "start", "selected": sel}).status_code == 403
+    admin = web_as("admin")  # admins may act on anyone's VMs
+    r = admin.post("/vms/batch", data={"action": "start", "selected": sel}, headers=hx(admin))
+    assert "2 of 2" in r.headers["hx-trigger"], r.text

@@ -12,10 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import get_manager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, NicSpec
 from kvmmanager.services.vms import ACTIONS
 from kvmmanager.web.sparkline import sparkline
@@ -77,30 +76,6 @@ async def vm_addresses(
     except KvmmError:
         found = []
     return render(request, "vms/_addresses.html", addresses=found)
-
-
-@router.post("/vms/bulk", name="web.vms_bulk", response_class=HTMLResponse)
-async def bulk_action(
-    request: Request,
-    action: Annotated[str, Form()],
-    selected: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI form default
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
-) -> Response:
-    if action not in ("start", "shutdown"):
-        return Response(
-            status_code=422, headers=toast_headers("bulk action must be start or shutdown", "error")
-        )
-    done, failed = [], []
-    for item in selected:
-        host, _, vm = item.partition("/")
-        try:
-            await manager.vms.action(host, vm, action)
-            done.append(vm)
-        except KvmmError as e:
-            failed.append(f"{vm}: {e.message}")
-    message = f"{action}: {len(done)} done" + (f"; failed: {'; '.join(failed)}" if failed else "")
-    return Response(status_code=204, headers=toast_headers(message, "error" if failed else "ok"))
 
 
 @router.get("/vms/{host}/{vm}", name="web.vm_detail", response_class=HTMLResponse)
