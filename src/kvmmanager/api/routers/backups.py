@@ -1,8 +1,12 @@
-"""Backup policies: /api/backup-policies[/{policy}] (`policy` = id or name).
+"""Backup policies: /api/backup-policies[/{policy}] (`policy` = id or name), and the
+backups made with libvirt's backup API: /api/backups, /api/hosts/{host}/vms/{vm}/backups.
 
-Viewers read; operators create, delete and run them. A run snapshots every VM of the
-policy and prunes to its retention; `?background=true` runs it as a job (202). To run a
-policy on a timetable, create a schedule with `action: backup` and `policy`.
+Viewers read; operators create, delete and run them. A run snapshots (method snapshot)
+or backs up into a pool (method backup) every VM of the policy and prunes to its
+retention; `?background=true` runs it as a job (202). To run a policy on a timetable,
+create a schedule with `action: backup` and `policy`. Per-VM routes (take, verify,
+restore, delete one backup) follow the VM's ownership like every /hosts/{host}/vms/{vm}
+route.
 """
 
 from __future__ import annotations
@@ -10,10 +14,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.api.schemas.backups import BackupRunOut, PolicyIn, PolicyOut, RestoreIn
+from kvmmanager.api.schemas.backups import (
+    BackupOut,
+    BackupRunOut,
+    PolicyIn,
+    PolicyOut,
+    RestoreImageIn,
+    RestoreIn,
+    TakeIn,
+)
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.services.backups import PolicySpec
 from kvmmanager.services.manager import Manager
@@ -21,6 +34,9 @@ from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["backups"], responses=ERROR_RESPONSES)
 ONE = "/api/backup-policies/{policy}"
+VM_BACKUPS = "/api/hosts/{host}/vms/{vm}/backups"
+VM_BACKUP = VM_BACKUPS + "/{backup_id}"
+BACKGROUND = Query(False, description="run as a job (202 + job id)")
 
 
 @router.get("/api/backup-policies", name="backups.list", response_model=list[PolicyOut])
@@ -95,3 +111,123 @@ async def restore(policy: str, body: RestoreIn, manager: Manager = Depends(get_m
     return await manager.backups.restore(
         policy, body.host, body.vm, body.snapshot, confirm=body.confirm
     )
+
+
+# ---- backups made with libvirt's backup API ------------------------------------------
+
+
+@router.get("/api/backups", name="backups.images", response_model=list[BackupOut])
+async def list_images(
+    host: str | None = Query(None, max_length=63),
+    vm: str | None = Query(None, max_length=256, description="name or uuid"),
+    policy: str | None = Query(None, max_length=64),
+    manager: Manager = Depends(get_manager),
+) -> Any:
+    """Every recorded backup (policy method `backup`), newest first."""
+    return manager.backups.images.list(host, vm, policy)
+
+
+@router.get(VM_BACKUPS, name="backups.vm_images", response_model=list[BackupOut])
+async def list_vm_images(host: str, vm: str, manager: Manager = Depends(get_manager)) -> Any:
+    """The VM's backups, newest first (also those of a VM deleted since, by its name)."""
+    return manager.backups.images.list(host, vm)
+
+
+@router.post(
+    VM_BACKUPS,
+    name="backups.take",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BackupOut,
+    responses={202: {"model": JobStarted, "description": "running as a background job"}},
+)
+async def take(
+    host: str,
+    vm: str,
+    body: TakeIn,
+    background: bool = BACKGROUND,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """Back the VM up now with a policy's pool, quiesce and chain rules (full or an
+    incremental on the last backup's checkpoint); the policy's retention follows. As a
+    job, cancelling it aborts libvirt's backup job and removes what it made."""
+    p = manager.backups.get(body.policy)
+    images = manager.backups.images
+    if not background:
+        return await images.take(p, host, vm, kind=body.kind, created_by=user.username)
+
+    async def job(progress: Any) -> dict[str, Any]:
+        r = await images.take(
+            p, host, vm, kind=body.kind, progress=progress, created_by=user.username
+        )
+        return jsonable_encoder(r)
+
+    job_id = manager.jobs.start("backup.take", f"{host}/{vm}", job, user, host=host)
+    return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.get(VM_BACKUP, name="backups.image", response_model=BackupOut)
+async def get_image(
+    host: str, vm: str, backup_id: int, manager: Manager = Depends(get_manager)
+) -> Any:
+    return manager.backups.images.get(backup_id, host, vm)
+
+
+@router.delete(VM_BACKUP, name="backups.delete_image")
+async def delete_image(
+    host: str, vm: str, backup_id: int, manager: Manager = Depends(get_manager)
+) -> Any:
+    """Delete the backup's volumes, its checkpoint on the VM and its record; 409 while an
+    incremental is built on it."""
+    return await manager.backups.images.delete(backup_id, host, vm)
+
+
+@router.post(VM_BACKUP + "/verify", name="backups.verify")
+async def verify(
+    host: str,
+    vm: str,
+    backup_id: int,
+    background: bool = BACKGROUND,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """Read every volume back through a libvirt stream: sha256 against the one recorded
+    at backup time, and a qcow2 header fit for its place in the chain. `status` says
+    the outcome (a failed check is still a 200)."""
+    images = manager.backups.images
+    if not background:
+        return await images.verify(backup_id, host, vm)
+    images.get(backup_id, host, vm)  # 404 now, not a failed job
+
+    async def job(progress: Any) -> dict[str, Any]:
+        return await images.verify(backup_id, host, vm, progress=progress)
+
+    job_id = manager.jobs.start("backup.verify", f"{host}/{vm}/{backup_id}", job, user, host=host)
+    return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(VM_BACKUP + "/restore", name="backups.restore_image")
+async def restore_image(
+    host: str,
+    vm: str,
+    backup_id: int,
+    body: RestoreImageIn,
+    background: bool = BACKGROUND,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
+    """`mode: new` defines a new VM (`name`, new UUID and MACs) on copies of the backup's
+    disks; `mode: original` puts the backup's data back into the VM's own disk volumes
+    (the VM must be shut off and have no snapshots; `confirm: true` required)."""
+    images = manager.backups.images
+    args = dict(mode=body.mode, name=body.name, pool=body.pool, start=body.start,
+                confirm=body.confirm, host=host, vm=vm, created_by=user.username)  # fmt: skip
+    if not background:
+        return await images.restore(backup_id, **args)
+    images.get(backup_id, host, vm)
+
+    async def job(progress: Any) -> dict[str, Any]:
+        return await images.restore(backup_id, progress=progress, **args)
+
+    job_id = manager.jobs.start("backup.restore", f"{host}/{vm}/{backup_id}", job, user, host=host)
+    return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)

@@ -27,6 +27,11 @@ class PolicyIn(BaseModel):
     keep_weekly: int = 0
     timezone: str = Field("UTC", max_length=64)
     quiesce: Literal["auto", "never", "require"] = "auto"
+    method: Literal["snapshot", "backup"] = Field(
+        "snapshot", description="snapshot: libvirt snapshots; backup: copies into `pool`"
+    )
+    pool: str | None = Field(None, max_length=64, description="where backups go (method backup)")
+    full_every: int = Field(7, description="a full backup every N, incrementals in between")
 
 
 class PolicyOut(BaseModel):
@@ -40,6 +45,9 @@ class PolicyOut(BaseModel):
     keep_weekly: int
     timezone: str
     quiesce: str
+    method: str
+    pool: str | None
+    full_every: int
     last_run_at: datetime | None
     last_status: str | None
     created_by: str | None
@@ -54,6 +62,8 @@ class BackupVmResult(BaseModel):
     pruned: list[str]
     kept: list[str] = Field(default_factory=list)
     consistency: dict[str, Any] | None = None
+    backup: int | None = Field(None, description="the backup's id (method backup)")
+    kind: str | None = Field(None, description="full or incremental (method backup)")
     error: dict[str, Any] | None
 
 
@@ -74,3 +84,56 @@ class RestoreIn(BaseModel):
     vm: str = Field(max_length=256)
     snapshot: str = Field(max_length=128, description="one of the policy's backups")
     confirm: bool = Field(False, description="must be true: the current state is discarded")
+
+
+class BackupVolume(BaseModel):
+    disk: str
+    volume: str
+    path: str
+    capacity: int
+    bytes: int
+    sha256: str
+    backing: str | None = None
+
+
+class BackupOut(BaseModel):
+    """A backup made with libvirt's backup API (policy method `backup`)."""
+
+    id: int
+    policy: str
+    policy_id: int | None
+    host: str
+    vm: str
+    vm_uuid: str
+    kind: Literal["full", "incremental"]
+    parent_id: int | None = Field(description="the backup an incremental is built on")
+    checkpoint: str | None = Field(description="the VM's checkpoint the next incremental uses")
+    pool: str
+    volumes: list[BackupVolume]
+    size: int
+    status: Literal["running", "ok", "failed"]
+    consistency: dict[str, Any] | None
+    message: str
+    created_by: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    verified_at: datetime | None
+    verify_status: str | None
+    pruned: list[int] | None = Field(None, description="backups the retention deleted")
+
+
+class TakeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str = Field(max_length=64, description="a policy with method 'backup'")
+    kind: Literal["auto", "full", "incremental"] = "auto"
+
+
+class RestoreImageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["new", "original"] = "new"
+    name: str | None = Field(None, max_length=64, description="the new VM's name (mode new)")
+    pool: str | None = Field(None, max_length=64, description="for the new disks (mode new)")
+    start: bool = False
+    confirm: bool = Field(False, description="mode original: the VM's current disks are lost")
