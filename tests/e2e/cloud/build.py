@@ -46,6 +46,9 @@ PACKAGES = (
     "python3",
     "sudo",
     "openssh-server",
+    # debootstrap does not resolve virtual packages: python3-cryptography (cloud-init,
+    # through oauthlib) needs python3-cffi-backend-api-*, which this one provides.
+    "python3-cffi-backend",
     KERNEL_META,
 )
 DISK_BYTES = 2 * 1024**3

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from kvmmanager.api.deps import get_manager, require_role
 from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.services.cloudinit import CloudInitSpec, CloudUser
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, InstallSource, NicSpec, VmSpec
@@ -84,6 +85,8 @@ async def create_vm(
     user: Principal = Depends(require_role("operator")),
 ) -> Response:
     form = dict(await request.form())
+    if source == "cloud":
+        return await _create_from_cloud_image(request, manager, user, host, form)
     try:
         install = InstallSource(kind=source)  # type: ignore[arg-type]
         if source == "iso":
@@ -127,12 +130,102 @@ async def create_vm(
     return Response(status_code=204, headers=headers)
 
 
+# Fields of the cloud-init spec -> the wizard's inputs (errors show beside them).
+CLOUD_FIELDS = {
+    "hostname": "ci_hostname",
+    "name": "name",
+    "size_gib": "disk_gib",
+    "pool": "disk_pool",
+    "image": "source",
+    "image_pool": "source",
+    "packages": "ci_packages",
+    "memory_mib": "memory_mib",
+    "vcpus": "vcpus",
+    "nics": "network",
+}
+USER_FIELDS = {"name": "ci_user", "ssh_authorized_keys": "ci_ssh_keys", "password": "ci_password"}
+
+
+def _cloud_field(field: str) -> str:
+    if field.startswith("users["):
+        return USER_FIELDS.get(field.split(".", 1)[-1], "ci_user")
+    return CLOUD_FIELDS.get(field.split(".")[0], field.split(".")[0] or "form")
+
+
+async def _create_from_cloud_image(
+    request: Request, manager: Manager, user: Principal, host: str, form: dict[str, Any]
+) -> Response:
+    """The "Cloud image" source: a linked copy of the image at the new disk's size and a
+    cloud-init seed (hostname, user, keys, password, packages, the agent by default)."""
+
+    def text(key: str) -> str:
+        return str(form.get(key) or "").strip()
+
+    name = text("name")
+    image_pool, image = _volume(text("cloud_image"))
+    try:
+        if not image_pool or not image:
+            raise InvalidInput("pick the cloud image volume", field="image")
+        users = []
+        keys = [k.strip() for k in text("ci_ssh_keys").splitlines() if k.strip()]
+        if text("ci_user"):
+            users.append(
+                CloudUser(
+                    name=text("ci_user"),
+                    ssh_authorized_keys=keys,
+                    password=str(form.get("ci_password") or "") or None,
+                )
+            )
+        elif keys or form.get("ci_password"):
+            raise InvalidInput("SSH keys and a password need a user", field="users[0].name")
+        spec = CloudInitSpec(
+            hostname=text("ci_hostname") or name,
+            users=users,
+            packages=text("ci_packages").split(),
+            install_agent=form.get("install_agent") == "true",
+        )
+        result = await manager.cloudinit.provision(
+            host,
+            name=name,
+            pool=text("disk_pool") or image_pool,
+            image=image,
+            image_pool=image_pool,
+            size_gib=float(text("disk_gib") or 0),
+            spec=spec,
+            network=text("network") or None,
+            vcpus=int(text("vcpus") or 1),
+            memory_mib=int(text("memory_mib") or 1024),
+            start=form.get("start") == "true",
+            owner=user.username,
+            created_by=user.username,
+        )
+    except ValueError as e:  # pydantic's ValidationError and bad numbers
+        return await _form_error(request, manager, host, form, "form", str(e).splitlines()[0])
+    except KvmmError as e:
+        if e.status >= 500:
+            raise
+        field = _cloud_field(e.field or "")
+        return await _form_error(request, manager, host, form, field, e.message, mapped=True)
+    message = f"Created {result['name']} from {image} (cloud-init seed {result['seed']})"
+    headers = toast_headers(message)
+    headers["HX-Redirect"] = f"/vms/{host}/{result['name']}"
+    return Response(status_code=204, headers=headers)
+
+
 async def _form_error(
-    request: Request, manager: Manager, host: str, form: dict[str, Any], field: str, message: str
+    request: Request,
+    manager: Manager,
+    host: str,
+    form: dict[str, Any],
+    field: str,
+    message: str,
+    mapped: bool = False,
 ) -> HTMLResponse:
     # The wizard's fields are named after the spec's top-level fields where they can be.
     key = field.split(".")[0] if field else "form"
-    key = {"install": "source", "disks": "disk_gib", "nics": "network"}.get(key, key)
+    if not mapped:
+        key = {"install": "source", "disks": "disk_gib", "nics": "network"}.get(key, key)
+    form.pop("ci_password", None)  # never echoed back into the page
     return render(
         request,
         "vms/_new_form.html",
