@@ -65,13 +65,15 @@ def describe(record: dict[str, Any]) -> str:
     return f"volume {record.get('pool')}/{record.get('volume')}"
 
 
-async def undo_job(m: Manager, job: Interrupted) -> str:
-    """Undo one interrupted job's records; returns the message for its error."""
+async def undo_job(m: Manager, job: Interrupted, wait: float = UNDO_WAIT_SECONDS) -> str:
+    """Undo one interrupted job's records, waiting up to `wait` seconds for its host;
+    returns what happened, for the job's error message ("its half-made volume p/v:
+    removed; ...")."""
     outcomes: list[str] = []
     removed = True
     for record in reversed(job.records):
         try:
-            outcome = await _undo_one(m, record)
+            outcome = await _undo_one(m, record, wait)
         except KvmmError as exc:
             outcome, removed = f"left in place: {exc.message}", False
         except Exception as exc:  # one record's surprise must not stop the others
@@ -81,7 +83,7 @@ async def undo_job(m: Manager, job: Interrupted) -> str:
             removed = False
         log.warning("interrupted job %s: %s %s", job.job_id, describe(record), outcome)
         outcomes.append(f"{describe(record)}: {outcome}")
-    message = "the server restarted; its half-made " + "; ".join(outcomes)
+    message = "its half-made " + "; ".join(outcomes)
     await asyncio.to_thread(_audit, m, job, outcomes, removed)
     return message
 
@@ -100,9 +102,10 @@ def _audit(m: Manager, job: Interrupted, outcomes: list[str], ok: bool) -> None:
     )
 
 
-async def _connected_host(m: Manager, host: str) -> Any:
-    # Hosts are (re)connected by Manager.start right after the jobs are failed.
-    deadline = time.monotonic() + UNDO_WAIT_SECONDS
+async def _connected_host(m: Manager, host: str, wait: float) -> Any:
+    # Hosts are (re)connected by Manager.start right after the jobs are failed, and by
+    # the connection's own retry loop after it was lost.
+    deadline = time.monotonic() + wait
     while True:
         try:
             h = m.registry.get(host)
@@ -114,10 +117,10 @@ async def _connected_host(m: Manager, host: str) -> Any:
             await asyncio.sleep(1)
 
 
-async def _undo_one(m: Manager, record: dict[str, Any]) -> str:
+async def _undo_one(m: Manager, record: dict[str, Any], wait: float) -> str:
     action = record.get("action")
     host = str(record.get("host") or "")
-    h = await _connected_host(m, host)
+    h = await _connected_host(m, host, wait)
     if action == "undefine_domain":
         uuid = str(record.get("uuid") or "")
         outcome = await h.run(lambda: _undefine(h.conn, uuid))

@@ -39,6 +39,10 @@ _PUBLISH_INTERVAL = 0.1
 _DB_INTERVAL = 0.5
 MAX_WORKERS = 8
 FINISH_RETRY_SECONDS = 120.0
+# A job failed because its host went away: how long to wait for the host to come back
+# to remove what the job had half made, and what its message says meanwhile.
+HOST_BACK_WAIT_SECONDS = 3600.0
+UNDO_PENDING = "what it had half made is removed when the host is back"
 
 
 @dataclass(slots=True)
@@ -123,7 +127,8 @@ class JobService:
         self._executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="kvmm-job")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._undo_task: asyncio.Task[None] | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        # Progress flushes and undo runs (kept referenced until they end).
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -138,6 +143,18 @@ class JobService:
                 for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
                 if isinstance(job.result, dict) and job.result.get("undo")
             ]
+            # Jobs failed by a lost host whose undo had not run yet when we stopped.
+            lost = [
+                (job_undo.Interrupted(job.id, job.target, job_undo.normalize(job.result["undo"])),
+                 job.error["message"].removesuffix(f"; {UNDO_PENDING}"))
+                for job in s.scalars(
+                    select(Job).where(
+                        Job.state == "failed",
+                        Job.error["code"].as_string() == "host_unavailable",
+                    )
+                )
+                if isinstance(job.result, dict) and job.result.get("undo")
+            ]  # fmt: skip
             s.execute(
                 update(Job)
                 .where(Job.state.in_(("queued", "running")))
@@ -150,10 +167,14 @@ class JobService:
             )
         if undo:
             self._undo_task = loop.create_task(self._undo_interrupted(undo), name="job-undo")
+        for job, reason in lost:
+            self._keep(loop.create_task(self._undo_after_host_loss(job, reason)))
 
     async def shutdown(self) -> None:
         if self._undo_task is not None:
             self._undo_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         for live in list(self._live.values()):
             live.progress._request_cancel()
         pending = [live.future for live in self._live.values()]
@@ -284,8 +305,18 @@ class JobService:
             log.exception("job %s (%s %s) crashed", job_id, p.kind, p.target)
             error = {"code": "internal_error", "message": f"{type(e).__name__}: {e}"}
         p.finished = True
+        undo = None
+        if state == "failed" and error and error.get("code") == "host_unavailable" and p._undo:
+            # The host went away under the job (libvirtd restarted, network gone): its
+            # own cleanup could not reach the host either. What it recorded is removed
+            # once the host is connected again.
+            undo = job_undo.Interrupted(job_id, p.target, list(p._undo))
+            reason = error["message"]
+            error = {**error, "message": f"{reason}; {UNDO_PENDING}"}
         try:
-            await self._finish_row_retrying(job_id, state, result, error, p)
+            # Kept in the row until done, so a restart meanwhile still removes them.
+            kept = {"undo": undo.records} if undo is not None else result
+            await self._finish_row_retrying(job_id, state, kept, error, p)
         except Exception:
             # A result that is not JSON-able must not leave the job "running" forever.
             log.exception("job %s: storing the result failed", job_id)
@@ -300,6 +331,8 @@ class JobService:
         self._publish(p, "job.done", state=state, result=result, error=error)
         if not live.future.done():
             live.future.set_result(None)
+        if undo is not None:
+            self._keep(self._loop.create_task(self._undo_after_host_loss(undo, reason)))
 
     async def _finish_row_retrying(self, *args: Any) -> None:
         """_finish_row, waiting out a database locked by another process (up to
@@ -322,7 +355,13 @@ class JobService:
     async def _undo_interrupted(self, jobs: list[job_undo.Interrupted]) -> None:
         for job in jobs:
             message = await job_undo.undo_job(self._m, job)
-            await asyncio.to_thread(self._set_error_message, job.job_id, message)
+            await asyncio.to_thread(
+                self._set_error_message, job.job_id, f"the server restarted; {message}"
+            )
+
+    async def _undo_after_host_loss(self, job: job_undo.Interrupted, reason: str) -> None:
+        message = await job_undo.undo_job(self._m, job, wait=HOST_BACK_WAIT_SECONDS)
+        await asyncio.to_thread(self._set_error_message, job.job_id, f"{reason}; {message}")
 
     def _schedule_flush(self, p: JobProgress) -> None:
         """Deliver `p`'s latest figures once the rate-limit interval has passed (callable
@@ -341,8 +380,8 @@ class JobService:
             loop.call_soon_threadsafe(arm)
 
     def _keep(self, task: asyncio.Task[None]) -> None:
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, p: JobProgress) -> None:
         p._flush_pending = False
@@ -358,10 +397,12 @@ class JobService:
             self._publish(p, "job.progress", state="running")
 
     def _set_error_message(self, job_id: str, message: str) -> None:
+        """The final message of a failed job whose undo has run (its records go)."""
         with self._m.db.begin() as s:
             job = s.get(Job, job_id)
             if job is not None and job.error is not None:
                 job.error = {**job.error, "message": message}
+                job.result = None
 
     def _write_undo(self, p: JobProgress, undo: list[dict[str, Any]]) -> None:
         with self._m.db.begin() as s:

@@ -70,7 +70,7 @@ async def test_interrupted_clone_records_are_undone_newest_first(manager: Any) -
         await h.run(lambda: sweep(h.conn))
     # The VM (recorded last) went first, so its disk was free to delete.
     assert message == (
-        f"the server restarted; its half-made vm {name}: removed; "
+        f"its half-made vm {name}: removed; "
         f"volume {POOL}/{never}: not there (never created); volume {POOL}/{vol}: removed"
     )
     assert await h.run(lambda: name not in [d.name() for d in h.conn.listAllDomains()])
