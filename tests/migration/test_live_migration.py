@@ -313,3 +313,36 @@ async def test_preflight_refusals_against_a_real_target(
             with contextlib.suppress(libvirt.libvirtError):
                 conn.networkLookupByName(net).destroy()
         local.close()
+
+
+async def test_options_reach_qemu(two_hosts: Any, vm_name: str, second_host: SecondHost) -> None:
+    """auto-converge + compressed (and a bandwidth cap) migrate a diskless VM; post-copy
+    reaches QEMU too, which refuses it here (no userfaultfd for the libvirt-qemu user,
+    vm.unprivileged_userfaultfd=0): a clear 4xx naming post_copy, the VM untouched."""
+    m = two_hosts
+    uuid = await define_and_start(m, domain_xml(vm_name))
+    await until(m, lambda: in_inventory(m, "local", uuid))
+
+    job_id = await m.migration.start("local", vm_name, "h2", post_copy=True)
+    async with asyncio.timeout(WAIT):
+        job = await m.jobs.wait(job_id)
+    if job.state == "done":  # a kernel that lets QEMU use userfaultfd
+        assert m.inventory.domain("h2", uuid).state == "running"
+        return
+    assert job.state == "failed", job.error
+    assert job.error["code"] == "unsupported" and job.error["field"] == "post_copy", job.error
+    assert "Postcopy is not supported" in job.error["message"]
+    local = libvirt.open(LOCAL_URI)
+    try:
+        assert local.lookupByUUIDString(uuid).isActive()
+    finally:
+        local.close()
+
+    job_id = await m.migration.start(
+        "local", vm_name, "h2", auto_converge=True, compressed=True, bandwidth_mib=100
+    )
+    async with asyncio.timeout(WAIT):
+        job = await m.jobs.wait(job_id)
+    assert job.state == "done", job.error
+    await until(m, lambda: not in_inventory(m, "local", uuid))
+    assert m.inventory.domain("h2", uuid).state == "running"

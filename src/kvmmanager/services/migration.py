@@ -322,6 +322,18 @@ def _drop_copied_volumes(dst: libvirt.virConnect, uuid: str, paths: list[str]) -
     return removed
 
 
+def _explain(exc: KvmmError, opts: MigrationOptions) -> KvmmError:
+    """Say which option QEMU refused, when the reason is known."""
+    if opts.post_copy and "Postcopy is not supported" in exc.message:
+        return Unsupported(
+            "post-copy is not available between these hosts: QEMU says "
+            f"'{exc.message}' (it needs userfaultfd, e.g. vm.unprivileged_userfaultfd=1 "
+            "on the target); migrate without post_copy",
+            field="post_copy",
+        )
+    return exc
+
+
 class MigrationService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
@@ -392,7 +404,10 @@ class MigrationService:
                         progress(
                             int(s.get("data_processed") or 0), total or None, _progress_message(s)
                         )
-                task.result()
+                try:
+                    task.result()
+                except KvmmError as exc:
+                    raise _explain(exc, opts) from exc
             except BaseException:
                 if not task.done():
                     await asyncio.shield(asyncio.wait({task}))
