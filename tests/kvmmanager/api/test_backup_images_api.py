@@ -130,3 +130,37 @@ def test_backup_routes(client: Any, lab: dict[str, Any]) -> None:
 
     assert client.delete(one).status_code == 200
     assert client.get(one).status_code == 404
+
+
+def test_cli_backup_images(cli: Any, live_server: Any, lab: dict[str, Any]) -> None:
+    import json
+
+    host = live_server.manager.registry.get("local")
+    deadline = time.monotonic() + 60
+    while not host.connected:
+        assert time.monotonic() < deadline, host.status_reason
+        time.sleep(0.05)
+    vm = make_vm(lab, "qcow2")
+    pol = f"c{uuid.uuid4().hex[:6]}"
+    r = cli("backup", "add", pol, vm, "--method", "backup", "--pool", lab["name"],
+            "--full-every", "2")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    r = cli("--json", "backup", "take", pol, vm)
+    assert r.exit_code == 0, r.stderr
+    full = json.loads(r.stdout)
+    r = cli("--json", "backup", "run", pol)
+    assert r.exit_code == 0, r.stderr
+    res = json.loads(r.stdout)["results"][0]
+    assert res["kind"] == "incremental" and res["ok"], res
+    r = cli("--json", "backup", "images", vm)
+    assert [b["kind"] for b in json.loads(r.stdout)] == ["incremental", "full"]
+    r = cli("--json", "backup", "verify", vm, str(res["backup"]))
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "ok", r.stdout + r.stderr
+    r = cli("--json", "backup", "restore-image", vm, str(res["backup"]), "--name", f"{vm}-c")
+    assert r.exit_code == 0, r.stderr
+    r = cli("backup", "restore-image", vm, str(full["id"]), "--over", input="n\n")
+    assert r.exit_code == 2 and "confirm" in r.stderr
+    r = cli("backup", "delete-image", vm, str(full["id"]))
+    assert r.exit_code == 5 and "base of incremental" in r.stderr
+    for bid in (res["backup"], full["id"]):
+        assert cli("backup", "delete-image", vm, str(bid)).exit_code == 0

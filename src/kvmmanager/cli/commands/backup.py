@@ -1,4 +1,5 @@
-"""`kvm-manager backup ...`: backup policies (snapshots with retention) and their runs."""
+"""`kvm-manager backup ...`: backup policies (snapshots, or backups into a pool with
+libvirt's backup API, with retention), their runs, and the backups they made."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info, wants_json
 
 NAME = "backup"
-app = typer.Typer(help="Backup policies: snapshots of VMs with retention.", no_args_is_help=True)
+app = typer.Typer(
+    help="Backup policies (snapshots or backups into a pool) with retention; backups.",
+    no_args_is_help=True,
+)
 
-COLUMNS = ["name", "targets", "keep_last", "keep_daily", "keep_weekly", "timezone",
-           "last_run_at", "last_status"]  # fmt: skip
-RESULT_COLUMNS = ["host", "vm", "ok", "snapshot", "pruned", "error"]
+COLUMNS = ["name", "method", "pool", "targets", "keep_last", "keep_daily", "keep_weekly",
+           "timezone", "last_run_at", "last_status"]  # fmt: skip
+RESULT_COLUMNS = ["host", "vm", "ok", "snapshot", "backup", "kind", "pruned", "error"]
+IMAGE_COLUMNS = ["id", "vm", "policy", "kind", "parent_id", "status", "size", "created_at",
+                 "verify_status"]  # fmt: skip
 # Exit code when the run happened but some VMs failed.
 PARTIAL_EXIT = 3
 
@@ -49,13 +55,19 @@ def add(
     keep_weekly: int = typer.Option(0, "--keep-weekly"),
     tz: str = typer.Option("UTC", "--tz", help="Time zone of days and weeks."),
     quiesce: str = typer.Option("auto", "--quiesce", help="auto, never or require."),
+    method: str = typer.Option(
+        "snapshot", "--method", help="snapshot, or backup (copies into --pool)."
+    ),
+    pool: str | None = typer.Option(None, "--pool", help="Where backups go (--method backup)."),
+    full_every: int = typer.Option(7, "--full-every", help="A full backup every N."),
 ) -> None:
     """Create a policy; run it with `backup run`, or on a timetable with
     `schedule add NAME backup --policy POLICY ...`."""
     body = {
         "name": name, "vms": [_target(v) for v in vms or []], "tag": tag, "host": host,
         "keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly,
-        "timezone": tz, "quiesce": quiesce,
+        "timezone": tz, "quiesce": quiesce, "method": method, "pool": pool,
+        "full_every": full_every,
     }  # fmt: skip
     with client(ctx) as api:
         emit(ctx, api.post("/api/backup-policies", json=body))
@@ -116,3 +128,79 @@ def restore(
     body = {"host": host, "vm": vm, "snapshot": snapshot, "confirm": yes}
     with client(ctx) as api:
         emit(ctx, api.post(f"/api/backup-policies/{q(policy)}/restore", json=body))
+
+
+# ---- backups made with libvirt's backup API (policies with --method backup) -----------
+
+
+def _vm_path(host: str, vm: str) -> str:
+    return f"/api/hosts/{q(host)}/vms/{q(vm)}/backups"
+
+
+HOST_OPT = typer.Option("local", "--host", "-H", envvar="KVMM_HOST")
+
+
+@app.command("images")
+def images(
+    ctx: typer.Context,
+    vm: str | None = typer.Argument(None, help="Only this VM's (name or uuid)."),
+    policy: str | None = typer.Option(None, "--policy", "-p"),
+    host: str | None = typer.Option(None, "--host", "-H", envvar="KVMM_HOST"),
+) -> None:
+    """Backups made into pools, newest first."""
+    params = {k: v for k, v in {"vm": vm, "policy": policy, "host": host}.items() if v}
+    with client(ctx) as api:
+        emit(ctx, api.get("/api/backups", params=params), IMAGE_COLUMNS)
+
+
+@app.command("take")
+def take(
+    ctx: typer.Context,
+    policy: str,
+    vm: str,
+    kind: str = typer.Option("auto", "--kind", help="auto, full or incremental."),
+    host: str = HOST_OPT,
+) -> None:
+    """Back VM up now into POLICY's pool (then POLICY's retention applies)."""
+    with client(ctx) as api:
+        emit(ctx, api.post(_vm_path(host, vm), json={"policy": policy, "kind": kind}))
+
+
+@app.command("verify")
+def verify(ctx: typer.Context, vm: str, backup_id: int, host: str = HOST_OPT) -> None:
+    """Re-read a backup through libvirt: checksums and qcow2 headers. Exits 3 on a
+    mismatch."""
+    with client(ctx) as api:
+        res = api.post(f"{_vm_path(host, vm)}/{backup_id}/verify")
+    emit(ctx, res)
+    if res["status"] != "ok":
+        raise typer.Exit(PARTIAL_EXIT)
+
+
+@app.command("restore-image")
+def restore_image(
+    ctx: typer.Context,
+    vm: str,
+    backup_id: int,
+    name: str | None = typer.Option(None, "--name", help="Restore to a new VM of this name."),
+    pool: str | None = typer.Option(None, "--pool", help="Pool for the new VM's disks."),
+    over: bool = typer.Option(False, "--over", help="Restore over the (stopped) VM itself."),
+    start: bool = typer.Option(False, "--start"),
+    yes: bool = typer.Option(False, "--yes", help="Confirm --over: the VM's disks are lost."),
+    host: str = HOST_OPT,
+) -> None:
+    """Restore a backup to a new VM (--name) or over the original (--over)."""
+    if over and not yes:
+        yes = typer.confirm(f"Replace {vm}'s disks with backup {backup_id}?")
+    body = {"mode": "original" if over else "new", "name": name, "pool": pool,
+            "start": start, "confirm": yes}  # fmt: skip
+    with client(ctx) as api:
+        emit(ctx, api.post(f"{_vm_path(host, vm)}/{backup_id}/restore", json=body))
+
+
+@app.command("delete-image")
+def delete_image(ctx: typer.Context, vm: str, backup_id: int, host: str = HOST_OPT) -> None:
+    """Delete a backup's volumes and checkpoint (refused while an incremental uses it)."""
+    with client(ctx) as api:
+        api.delete(f"{_vm_path(host, vm)}/{backup_id}")
+    info(f"backup {backup_id} deleted")
