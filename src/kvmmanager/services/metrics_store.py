@@ -8,6 +8,7 @@ Blocking (SQLAlchemy Core for bulk speed): the collector calls these through
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,21 @@ from kvmmanager.services.metrics_rates import FIELDS
 
 _TABLE = MetricSample.__table__
 _COLS = [_TABLE.c[name] for name in FIELDS]
+# Byte counts and byte rates are kept as whole numbers (a fraction of a byte is noise, and
+# SQLite stores an integral REAL in 1-6 bytes instead of 8).
+_WHOLE = frozenset(k for k, name in enumerate(FIELDS) if name.endswith(("_bytes", "_bps")))
+
+
+def _key(uuid: str) -> bytes:
+    return uuidlib.UUID(uuid).bytes
+
+
+def _uuid(key: bytes) -> str:
+    return str(uuidlib.UUID(bytes=key))
+
+
+def _stored(vals: Sequence[float | None]) -> list[float | None]:
+    return [float(round(v)) if k in _WHOLE and v is not None else v for k, v in enumerate(vals)]
 
 
 def save_bucket(
@@ -35,8 +51,8 @@ def save_bucket(
     for uuid, vals in means.items():
         if all(v is None for v in vals):
             continue
-        row: dict[str, Any] = {"host": host, "vm_uuid": uuid, "ts": ts, "step": step_i}
-        row.update(zip(FIELDS, vals, strict=True))
+        row: dict[str, Any] = {"host": host, "vm_uuid": _key(uuid), "ts": ts, "step": step_i}
+        row.update(zip(FIELDS, _stored(vals), strict=True))
         rows.append(row)
     with db.begin() as s:
         s.execute(
@@ -60,7 +76,10 @@ def rollup(db: sessionmaker[Session], host: str, start: float, src_step: int, ds
             t.c.vm_uuid,
             literal(dst_step).label("step"),
             literal(lo).label("ts"),
-            *(func.avg(c).label(c.name) for c in _COLS),
+            *(
+                (func.round(func.avg(c)) if k in _WHOLE else func.avg(c)).label(c.name)
+                for k, c in enumerate(_COLS)
+            ),
         )
         .where(t.c.host == host, t.c.step == src_step, t.c.ts >= lo, t.c.ts < hi)
         .group_by(t.c.host, t.c.vm_uuid)
@@ -91,8 +110,8 @@ def load(
         .order_by(_TABLE.c.ts)
     )
     with db() as s:
-        for ts, uuid, *vals in s.execute(query):
-            out.setdefault(float(ts), {})[uuid] = list(vals)
+        for ts, key, *vals in s.execute(query):
+            out.setdefault(float(ts), {})[_uuid(key)] = list(vals)
     return out
 
 
@@ -104,7 +123,7 @@ def series(
         select(_TABLE.c.ts, *_COLS)
         .where(
             _TABLE.c.host == host,
-            _TABLE.c.vm_uuid == uuid,
+            _TABLE.c.vm_uuid == _key(uuid),
             _TABLE.c.step == int(step),
             _TABLE.c.ts > int(since) - int(step),
             _TABLE.c.ts <= int(until),
