@@ -47,6 +47,7 @@ ADMIN_AREAS = (
     re.compile(r"^(/api)?/users(/|$)"),
     re.compile(r"^(/api)?/audit(/|$)"),
     re.compile(r"^/api/webhooks(/|$)"),
+    re.compile(r"^/alerts/webhooks(/|$)"),  # the same, on the alerts page
 )
 ADMIN_WRITES = (
     ("POST", re.compile(r"^/api/hosts$")),

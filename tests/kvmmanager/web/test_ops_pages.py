@@ -103,7 +103,7 @@ def test_alert_rule_form_validates_by_field_then_creates_edits_and_deletes(
         "enabled": "on",
     }
     r = c.post("/alerts/rules", data={**base, "name": "Bad Name", "threshold": "90"}, headers=hx(c))
-    assert r.status_code == 200
+    assert r.status_code == 422  # the form again, with the error by its field
     assert "lowercase" in field_error(r.text, "name")
     assert 'value="Bad Name"' in r.text  # what was typed stays
     r = c.post("/alerts/rules", data={**base, "name": "kvmm-t-cpu"}, headers=hx(c))
@@ -282,7 +282,7 @@ def test_schedule_form_validates_by_field_then_creates_edits_and_deletes(
         "enabled": "on",
     }
     r = c.post("/schedules", data={**base, "kind": "cron", "cron": "61 * * * *"}, headers=hx(c))
-    assert r.status_code == 200
+    assert r.status_code == 422
     assert "cron" in field_error(r.text, "cron")
     assert 'value="61 * * * *"' in r.text
     r = c.post("/schedules", data={**base, "kind": "daily", "at_time": "25:00"}, headers=hx(c))
@@ -401,6 +401,7 @@ def test_backup_policy_form_validates_creates_runs_shows_and_deletes(
         "quiesce": "never",
     }
     r = c.post("/backups", data={**base, "name": "Has.Dot"}, headers=hx(c))
+    assert r.status_code == 422
     assert "lowercase" in field_error(r.text, "name")
     r = c.post("/backups", data={**base, "keep_last": "0"}, headers=hx(c))
     assert "at least one" in field_error(r.text, "keep_last")

@@ -179,6 +179,7 @@ def _form_error(
         form=values,
         errors={exc.field or "form": exc.message},
         editing=editing,
+        status_code=422,  # the form swaps it in anyway (data-form-errors, app.js)
         template="ops/_rule_form.html",
     )
 
@@ -238,6 +239,7 @@ def _webhooks(
     return render(
         request,
         "ops/_webhooks.html",
+        status_code=422 if errors else 200,
         headers=headers,
         webhooks=manager.webhooks.list(),
         severities=SEVERITIES,

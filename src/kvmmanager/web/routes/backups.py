@@ -79,10 +79,12 @@ def _page(
     errors: dict[str, str] | None = None,
     editing: str | None = None,
     template: str = "ops/backups.html",
+    status_code: int = 200,
 ) -> HTMLResponse:
     return render(
         request,
         template,
+        status_code=status_code,
         active="backups",
         policies=_policies(manager),
         form=form or _form_values(None),
@@ -118,6 +120,7 @@ def _form_error(
         form=values,
         errors={exc.field or "form": exc.message},
         editing=editing,
+        status_code=422,  # the form swaps it in anyway (data-form-errors, app.js)
         template="ops/_policy_form.html",
     )
 

@@ -159,10 +159,12 @@ def _page(
     errors: dict[str, str] | None = None,
     editing: str | None = None,
     template: str = "ops/schedules.html",
+    status_code: int = 200,
 ) -> HTMLResponse:
     return render(
         request,
         template,
+        status_code=status_code,
         active="schedules",
         schedules=[_view(s) for s in manager.schedules.list()],
         form=form or _form_values(None),
@@ -218,6 +220,7 @@ def _form_error(
         form=values,
         errors={exc.field or "form": exc.message},
         editing=editing,
+        status_code=422,  # the form swaps it in anyway (data-form-errors, app.js)
         template="ops/_schedule_form.html",
     )
 

@@ -255,3 +255,13 @@ document.addEventListener("change", (e) => {
   const all = t.form.querySelector('[data-select-all="' + CSS.escape(t.name) + '"]');
   if (all) countSelected(t.form, t.name);
 });
+
+// Forms marked data-form-errors get a 422 answer carrying the form again with the errors
+// next to their fields: swap it in like a success (htmx swaps no 4xx by default).
+document.addEventListener("htmx:beforeSwap", (e) => {
+  const xhr = e.detail.xhr;
+  if (xhr.status === 422 && xhr.responseText && e.detail.elt.closest("[data-form-errors]")) {
+    e.detail.shouldSwap = true;
+    e.detail.isError = false;
+  }
+});
