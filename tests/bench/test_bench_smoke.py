@@ -26,7 +26,9 @@ def table_rows(stdout: str) -> list[list[str]]:
     return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
 
 
-@pytest.mark.parametrize("name", ["list", "stats", "sse", "memory"])
+@pytest.mark.parametrize(
+    "name", ["list", "stats", "sse", "memory", "history", "agent", "transfer", "iso"]
+)
 def test_benchmark_runs_on_a_tiny_size(name: str) -> None:
     done = run("--quick", "--only", name, "--markdown")
     assert done.returncode == 0, done.stderr
@@ -37,6 +39,9 @@ def test_benchmark_runs_on_a_tiny_size(name: str) -> None:
     if name == "sse":
         resync = [r for r in rows if "resync" in r[1]]
         assert resync and resync[0][2] == "5 of 5"
+    if name in ("agent", "transfer"):
+        # Measured beside its peer (qemu-ga, the raw socket) in the same run: a ratio.
+        assert rows[0][3] and rows[0][4].endswith("x"), rows[0]
 
 
 def test_unknown_benchmark_is_refused() -> None:
