@@ -17,6 +17,7 @@ from typing import Any
 import libvirt
 import pycdlib
 import pytest
+import yaml
 
 from kvmmanager.core.errors import Conflict, InvalidInput
 from kvmmanager.services import cloudinit as ci
@@ -133,3 +134,27 @@ async def test_refusals_and_failures_leave_nothing(manager: Any, lab: dict[str, 
         )  # fmt: skip
     assert volumes(lab) == before
     assert not [d for d in lab["conn"].listAllDomains() if d.name().startswith(lab["name"])]
+
+
+async def test_clone_gets_a_new_seed_and_identity(manager: Any, lab: dict[str, Any]) -> None:
+    """A clone of a cloud-init VM: its own seed with a new instance-id, its name as the
+    hostname, a machine-id reset, the same users; the source's seed is untouched."""
+    await manager.registry.get("local").wait_connected(60)
+    name, new = f"{lab['name']}-src", f"{lab['name']}-cl_1"
+    r = await manager.cloudinit.provision(
+        "local", name=name, pool=lab["name"], image="image.qcow2", size_gib=2, spec=spec(),
+        start=False,
+    )  # fmt: skip
+    source_seed = lab["pool"].storageVolLookupByName(r["seed"]).path()
+    source_meta = read_iso_file(source_seed, "meta-data")
+    res = await manager.clones.clone("local", name, new, mode="full")
+    assert res["identity"] == "cloud-init"
+    seed = lab["pool"].storageVolLookupByName(f"{new}-seed.iso").path()
+    meta = read_iso_file(seed, "meta-data").decode()
+    assert r["instance_id"] not in meta and f"{lab['name']}-cl-1" in meta  # a DNS label
+    ud = yaml.safe_load(read_iso_file(seed, "user-data"))
+    assert ud["runcmd"][0] == ["sh", "-c", ci.RESET_MACHINE_ID]
+    assert ud["users"][1]["name"] == "alice"
+    assert read_iso_file(source_seed, "meta-data") == source_meta
+    xml = Domain.from_xml(lab["conn"].lookupByName(new).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert [c.source_file for c in xml.devices.cdroms()] == [seed]
