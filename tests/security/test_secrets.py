@@ -62,9 +62,16 @@ def capture() -> Iterator[Capture]:
     root.setLevel(logging.DEBUG)
     for name in levels:
         logging.getLogger(name).setLevel(logging.NOTSET)
+    # Loggers that do not propagate (uvicorn's, once any server configured them) get
+    # the handler themselves.
+    isolated = [logging.getLogger(n) for n in levels if not logging.getLogger(n).propagate]
+    for lg in isolated:
+        lg.addHandler(handler)
     try:
         yield handler
     finally:
+        for lg in isolated:
+            lg.removeHandler(handler)
         root.removeHandler(handler)
         root.setLevel(old_root)
         for name, level in levels.items():
