@@ -31,6 +31,7 @@ import libvirt
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
 from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_edit import _apply_device, _xml, redefine
+from kvmmanager.virt import scan
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.devices import Hostdev
 from kvmmanager.virt.xml.domain import Domain
@@ -133,14 +134,9 @@ def _matches(hd: Hostdev, dev: NodeDevice) -> bool:
 def _domain_xmls(conn: libvirt.virConnect) -> list[tuple[str, str, Domain]]:
     """(uuid, name, definition) for the live and the persistent definition of every domain:
     a device in either is taken."""
-    out = []
-    for dom in conn.listAllDomains():
-        flags = [0] + ([libvirt.VIR_DOMAIN_XML_INACTIVE] if dom.isPersistent() else [])
-        if not dom.isActive():
-            flags = [libvirt.VIR_DOMAIN_XML_INACTIVE] if dom.isPersistent() else [0]
-        for f in flags:
-            out.append((dom.UUIDString(), dom.name(), Domain.from_xml(dom.XMLDesc(f))))
-    return out
+    return [
+        (dom.UUIDString(), dom.name(), Domain.from_xml(xml)) for dom, xml in scan.definitions(conn)
+    ]
 
 
 def _users(dev: NodeDevice, xmls: list[tuple[str, str, Domain]]) -> dict[str, str]:

@@ -21,6 +21,7 @@ import libvirt
 from kvmmanager.core.errors import Conflict
 from kvmmanager.services.clones import read_metadata
 from kvmmanager.services.vm_builder import lookup
+from kvmmanager.virt import scan
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI
 
 if TYPE_CHECKING:
@@ -36,10 +37,13 @@ def is_template(dom: libvirt.virDomain) -> bool:
 def linked_clones(conn: libvirt.virConnect, uuid: str) -> list[str]:
     """Names of this host's VMs made as linked clones of the VM `uuid`."""
     out = []
-    for dom in conn.listAllDomains():
-        if not dom.isPersistent():
-            continue
-        meta = read_metadata(dom)
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT):
+        try:
+            meta = read_metadata(dom)
+        except libvirt.libvirtError as exc:
+            if scan.is_gone(exc):
+                continue
+            raise
         if meta.cloned_from == uuid and meta.clone_kind == "linked":
             out.append(dom.name())
     return sorted(out)

@@ -38,6 +38,7 @@ from kvmmanager.services.vm_spec import (
     validate_tags,
     validate_vcpus,
 )
+from kvmmanager.virt import scan
 from kvmmanager.virt.xml.devices import (
     Channel,
     Console,
@@ -429,13 +430,11 @@ def paths_used_by_others(conn: libvirt.virConnect, skip_uuid: str | None) -> dic
     """path -> name of another domain on this host using it (live or persistent config),
     CD-ROM media included: an ISO in someone's drive is in use too."""
     used: dict[str, str] = {}
-    for other in conn.listAllDomains():
+    for other, xml in scan.definitions(conn):
         if other.UUIDString() == skip_uuid:
             continue
-        flags = [0] + ([libvirt.VIR_DOMAIN_XML_INACTIVE] if other.isPersistent() else [])
-        for f in flags:
-            for path in disk_paths(Domain.from_xml(other.XMLDesc(f)), cdroms=True):
-                used.setdefault(path, other.name())
+        for path in disk_paths(Domain.from_xml(xml), cdroms=True):
+            used.setdefault(path, other.name())
     return used
 
 
