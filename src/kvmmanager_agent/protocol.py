@@ -435,7 +435,9 @@ _METHOD_LIST = [
         "file_open",
         "Open a file for a chunked transfer of any size. Mode `r` reads; `w` writes "
         "(truncates unless `resume`, which keeps the existing bytes so the host "
-        "continues from `size_bytes`).",
+        "continues from `size_bytes`). Writes go to a hidden `.NAME.kvmm-part` "
+        "sibling that file_close renames over the file: an interrupted transfer "
+        "never leaves a truncated file in place.",
         [
             P(
                 "path",
@@ -505,8 +507,17 @@ _METHOD_LIST = [
     ),
     Method(
         "file_close",
-        "Close a transfer handle; returns the sha256 of the whole file for verification.",
-        [P("handle", "integer", "from file_open", required=True, min=0)],
+        "Close a transfer handle; returns the sha256 of the whole file for verification. "
+        "A written file is put in its place now, unless `abort`.",
+        [
+            P("handle", "integer", "from file_open", required=True, min=0),
+            P(
+                "abort",
+                "boolean",
+                "w only: keep the partial file aside (for a resume), do not put it in place",
+                default=False,
+            ),
+        ],
         [("size_bytes", "integer"), ("sha256", "hex digest of the file")],
         capability="files",
         timeout="long",

@@ -106,3 +106,44 @@ def test_handle_limit(raw: Raw, roots: dict[str, Path]) -> None:
         for _ in range(17)
     ]
     assert codes[:16] == [None] * 16 and codes[16] == -32004
+
+
+def _write(raw: Raw, handle: int, offset: int, data: bytes) -> None:
+    r = raw.call(
+        "file_write_chunk",
+        {"handle": handle, "offset": offset, "data": base64.b64encode(data).decode()},
+    )
+    assert r["result"]["written"] == len(data), r
+
+
+def test_an_unfinished_write_never_replaces_the_file(raw: Raw, roots: dict[str, Path]) -> None:
+    """Until file_close, the bytes are in `.NAME.kvmm-part`; the old file stays whole. An
+    aborted close keeps the part aside; a resume continues from it; the final close puts
+    it in place with the replaced file's mode."""
+    target = roots["write"] / "conf.txt"
+    target.write_bytes(b"old and whole\n")
+    target.chmod(0o600)
+    part = roots["write"] / ".conf.txt.kvmm-part"
+    h = raw.call("file_open", {"path": str(target), "mode": "w"})["result"]["handle"]
+    _write(raw, h, 0, b"new, half")
+    assert target.read_bytes() == b"old and whole\n"  # what a kill -9 now would leave
+    assert part.read_bytes() == b"new, half"
+    assert raw.call("file_close", {"handle": h, "abort": True})["result"]["size_bytes"] == 9
+    assert target.read_bytes() == b"old and whole\n"
+    opened = raw.call("file_open", {"path": str(target), "mode": "w", "resume": True})["result"]
+    assert opened["size_bytes"] == 9
+    _write(raw, opened["handle"], 9, b" and done\n")
+    closed = raw.call("file_close", {"handle": opened["handle"]})["result"]
+    assert closed["sha256"] == hashlib.sha256(b"new, half and done\n").hexdigest()
+    assert target.read_bytes() == b"new, half and done\n"
+    assert not part.exists()
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_write_onto_a_directory_or_symlink_is_refused(raw: Raw, roots: dict[str, Path]) -> None:
+    (roots["write"] / "d").mkdir()
+    (roots["write"] / "l").symlink_to(roots["read"])
+    for name in ("d", "l"):
+        r = raw.call("file_open", {"path": str(roots["write"] / name), "mode": "w"})
+        assert r["error"]["data"]["field"] == "path", r
+    assert sorted(p.name for p in roots["write"].iterdir()) == ["d", "l"]

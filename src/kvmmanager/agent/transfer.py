@@ -8,7 +8,9 @@ the whole file). Downloads write to a local file object.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -65,8 +67,10 @@ async def upload(
             offset += len(data)
             if progress is not None:
                 progress(offset, size)
-    finally:
-        closed = await client.call("file_close", {"handle": handle})
+    except BaseException:
+        await abort_write(client, handle)
+        raise
+    closed = await client.call("file_close", {"handle": handle})
     expected = digest.hexdigest()
     if closed["sha256"] != expected or closed["size_bytes"] != offset:
         raise GuestError(
@@ -74,6 +78,15 @@ async def upload(
             details={"expected": expected, "guest": str(closed.get("sha256"))[:64]},
         )
     return {"path": dest, "size_bytes": offset, "sha256": expected}
+
+
+async def abort_write(client: Any, handle: int) -> None:
+    """Close a write handle after a failure WITHOUT putting the partial file in place
+    (the agent keeps it aside as `.NAME.kvmm-part` for a resume). Best effort: the
+    agent may be what failed; an agent older than `abort` keeps the handle until its
+    idle timeout, and wrote in place anyway."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(client.call("file_close", {"handle": handle, "abort": True}))
 
 
 async def download(

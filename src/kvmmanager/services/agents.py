@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 from kvmmanager.agent import qga
+from kvmmanager.agent import transfer as agent_transfer
 from kvmmanager.agent.client import AgentClient
 from kvmmanager.agent.models import GuestInfo, guest_info_from_kvmm
 from kvmmanager.agent.transports import LibvirtStreamTransport, Transport, UnixTransport
@@ -326,8 +327,10 @@ class AgentService:
         try:
             while buf:
                 offset = await self._write_chunk(c, opened["handle"], offset, buf, None)
-        finally:
-            await c.call("file_close", {"handle": opened["handle"]})
+        except BaseException:
+            await agent_transfer.abort_write(c, opened["handle"])
+            raise
+        await c.call("file_close", {"handle": opened["handle"]})
         return {"bytes_written": len(raw), "path": params["path"]}
 
     async def reconnect(self, host: str, vm: str) -> dict[str, Any]:
@@ -356,8 +359,11 @@ class AgentService:
                     offset = await self._write_chunk(c, handle, offset, buf, digest)
             while buf:
                 offset = await self._write_chunk(c, handle, offset, buf, digest)
-        finally:
-            closed = await c.call("file_close", {"handle": handle})
+        except BaseException:
+            # The guest's file stays as it was; the bytes so far wait aside for a resume.
+            await agent_transfer.abort_write(c, handle)
+            raise
+        closed = await c.call("file_close", {"handle": handle})
         if digest is not None and closed["sha256"] != digest.hexdigest():
             raise GuestError(f"upload of {path} failed verification (sha256 differs)")
         return {"path": path, "size_bytes": closed["size_bytes"], "sha256": closed["sha256"]}

@@ -3,33 +3,57 @@
 Chunks carry explicit offsets, so a host that lost its connection reopens the file
 with `resume` and continues from `size_bytes`; file_close returns the sha256 of the
 whole file so the host verifies end to end.
+
+Writes go to a hidden sibling, `.NAME.kvmm-part`, renamed over NAME by file_close: a
+transfer that dies half-way (the agent killed, the guest reset, the host gone) never
+leaves a truncated file in the final place, only the part file, which a `resume`
+continues. `file_close` with `abort` closes without the rename (the host's error path).
+A path that is itself an allowed entry (a file the admin named) is written in place.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import os
+import stat
 import threading
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from .. import jail, protocol
-from ..errors import AgentError, failed, invalid, not_found
+from ..errors import AgentError, denied, failed, invalid, not_found
 from .files import decode_content, parse_mode, sha256_fd
 
 IDLE_SECONDS = 600
 
 
-class Handle:
-    __slots__ = ("fd", "lock", "mode", "path", "used")
+PART_SUFFIX = ".kvmm-part"
+NAME_MAX = 255
 
-    def __init__(self, fd: int, mode: str, path: str) -> None:
+
+class Handle:
+    __slots__ = ("dir_fd", "fd", "lock", "mode", "name", "part", "path", "used")
+
+    def __init__(
+        self, fd: int, mode: str, path: str, dir_fd: int = -1, name: str = "", part: str = ""
+    ) -> None:
         self.fd = fd
         self.mode = mode
         self.path = path
+        # Writes through a part file: the parent directory and both names, for the rename.
+        self.dir_fd = dir_fd
+        self.name = name
+        self.part = part
         self.used = time.monotonic()
         self.lock = threading.Lock()
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
 
 
 class TransferTable:
@@ -44,10 +68,10 @@ class TransferTable:
             # A host that vanished mid-transfer must not pin descriptors forever.
             for hid, h in list(self.handles.items()):
                 if now - h.used > IDLE_SECONDS:
-                    os.close(h.fd)
+                    h.close()
                     del self.handles[hid]
             if len(self.handles) >= protocol.MAX_OPEN_HANDLES:
-                os.close(handle.fd)
+                handle.close()
                 raise AgentError(protocol.BUSY, "too many open transfer handles", "handle")
             hid = next(self.ids)
             self.handles[hid] = handle
@@ -71,7 +95,7 @@ class TransferTable:
     def close_all(self) -> None:
         with self.lock:
             for h in self.handles.values():
-                os.close(h.fd)
+                h.close()
             self.handles.clear()
 
 
@@ -82,14 +106,67 @@ def file_open(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     else:
         if ctx.freezer.is_frozen():
             raise AgentError(protocol.PERMISSION_DENIED, "writing is refused while frozen", "mode")
-        flags = os.O_RDWR | os.O_CREAT | (0 if params["resume"] else os.O_TRUNC)
-        mode = parse_mode(params["permissions"], 0o644)
-        fd = jail.open_file(
-            params["path"], cfg.allowed_write_paths, flags, mode, params["create_dirs"]
-        )
+        return _open_for_writing(ctx, params)
     size = os.fstat(fd).st_size
     hid = ctx.transfers.add(Handle(fd, params["mode"], params["path"]))
     return {"handle": hid, "size_bytes": size, "max_chunk_bytes": protocol.MAX_CHUNK_BYTES}
+
+
+def _open_for_writing(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
+    cfg = ctx.config
+    path = params["path"]
+    flags = os.O_RDWR | os.O_CREAT | (0 if params["resume"] else os.O_TRUNC)
+    mode = parse_mode(params["permissions"], 0o644)
+    _root, rel = jail._root_for(jail.split_path(path), cfg.allowed_write_paths)
+    name = rel[-1] if rel else ""
+    part = "." + name + PART_SUFFIX
+    if not rel or len(part.encode()) > NAME_MAX:
+        fd = jail.open_file(path, cfg.allowed_write_paths, flags, mode, params["create_dirs"])
+        hid = ctx.transfers.add(Handle(fd, "w", path))
+        return {"handle": hid, "size_bytes": os.fstat(fd).st_size,
+                "max_chunk_bytes": protocol.MAX_CHUNK_BYTES}  # fmt: skip
+    parent, name = jail.open_parent(path, cfg.allowed_write_paths, params["create_dirs"])
+    fd = -1
+    try:
+        final = _lstat(name, parent)
+        if final is not None and not stat.S_ISREG(final.st_mode):
+            raise denied("%s is not a regular file" % path, "path")
+        if params["resume"] and final is not None and _lstat(part, parent) is None:
+            # An earlier transfer that did end (or an older agent wrote in place):
+            # continue from its bytes, out of the final place until done.
+            os.rename(name, part, src_dir_fd=parent, dst_dir_fd=parent)
+        fd = os.open(
+            part, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=parent
+        )
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise denied("%s is not a regular file" % path, "path")
+        os.set_blocking(fd, True)
+        if final is not None and params["permissions"] is None:
+            # Replacing a file keeps its mode and owner, as writing into it did.
+            os.fchmod(fd, stat.S_IMODE(final.st_mode))
+            with contextlib.suppress(OSError):
+                os.fchown(fd, final.st_uid, final.st_gid)
+        handle = Handle(fd, "w", path, parent, name, part)
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        os.close(parent)
+        raise failed("cannot open %s for writing: %s" % (path, exc.strerror), "path") from None
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        os.close(parent)
+        raise
+    hid = ctx.transfers.add(handle)
+    return {"handle": hid, "size_bytes": st.st_size, "max_chunk_bytes": protocol.MAX_CHUNK_BYTES}
+
+
+def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def file_read_chunk(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -140,10 +217,13 @@ def file_close(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
                 os.fsync(h.fd)
             size = os.fstat(h.fd).st_size
             digest = sha256_fd(h.fd)
+            if h.part and not params.get("abort"):
+                os.rename(h.part, h.name, src_dir_fd=h.dir_fd, dst_dir_fd=h.dir_fd)
+                os.fsync(h.dir_fd)  # the rename itself survives a crash
         except OSError as exc:
             raise failed("close failed: %s" % exc.strerror, "handle") from None
         finally:
-            os.close(h.fd)
+            h.close()
     return {"size_bytes": size, "sha256": digest}
 
 
