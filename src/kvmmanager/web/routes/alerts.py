@@ -163,9 +163,7 @@ def alerts_badge(request: Request, manager: Manager = Depends(get_manager)) -> H
 
 
 def _saved(message: str) -> Response:
-    return Response(
-        status_code=204, headers={**toast_headers(message), "HX-Redirect": "/alerts#rules"}
-    )
+    return Response(status_code=204, headers={**toast_headers(message), "HX-Redirect": "/alerts"})
 
 
 def _form_error(

@@ -126,9 +126,7 @@ def _form_error(
 
 
 def _saved(message: str) -> Response:
-    return Response(
-        status_code=204, headers={**toast_headers(message), "HX-Redirect": "/backups#policies"}
-    )
+    return Response(status_code=204, headers={**toast_headers(message), "HX-Redirect": "/backups"})
 
 
 @router.post("/backups", name="web.backup_create", response_class=HTMLResponse)

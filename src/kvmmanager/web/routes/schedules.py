@@ -227,7 +227,7 @@ def _form_error(
 
 def _saved(message: str) -> Response:
     return Response(
-        status_code=204, headers={**toast_headers(message), "HX-Redirect": "/schedules#list"}
+        status_code=204, headers={**toast_headers(message), "HX-Redirect": "/schedules"}
     )
 
 
