@@ -93,3 +93,8 @@ def test_columns_are_uplot_shaped() -> None:
     out = columns(*ring.series("a", 0, 5), FIELDS)
     assert list(out) == ["ts", *FIELDS]
     assert out["ts"] == [1.0] and out["mem_bytes"] == [None] and out["cpu_pct"] == [1.0]
+
+
+def test_encode_row_is_encode_of_each_value() -> None:
+    values = [None, math.nan, -1.0, 0.0, 0.5, 1e9, math.inf, 1e30]
+    assert list(encode_row(values)) == [encode(v) for v in values]

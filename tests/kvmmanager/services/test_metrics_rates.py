@@ -131,3 +131,16 @@ def test_build_sample_totals_and_rates() -> None:
     assert sample.cpu_seconds == pytest.approx(3.0)
     assert (sample.disk_rd_bytes, sample.net_tx_bytes) == (4096, 300)
     assert sample.as_dict()["totals"]["disk_wr_reqs"] == 4
+
+
+def test_many_devices_are_all_counted() -> None:
+    # More devices than the precomputed record keys cover at first (they grow on demand).
+    disks = {f"vd{chr(97 + i)}": (i, 2 * i, 3 * i, 4 * i) for i in range(20)}
+    nics = {f"vnet{i}": (i, 10 * i) for i in range(12)}
+    c = parse_counters(record(disks=disks, nics=nics), 1, 0.0)
+    assert c.block == disks and c.net == nics
+    doubled = {n: tuple(2 * x for x in v) for n, v in disks.items()}
+    later = parse_counters(record(disks=doubled, nics=nics), 1, 2.0)
+    _cpu, rd_b, wr_b, rd_r, wr_r, rx, tx = rates(c, later)
+    assert (rd_b, wr_b, rd_r, wr_r) == (95.0, 190.0, 285.0, 380.0)  # sum(i) = 190, / 2 s
+    assert (rx, tx) == (0.0, 0.0)
