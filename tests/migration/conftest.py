@@ -9,6 +9,7 @@ Everything made here is named kvmm-t-mig-... and removed afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -30,6 +31,7 @@ from .second_host import SecondHost
 LOCAL_URI = "qemu:///system"
 PREFIX = "kvmm-t-mig-"
 MIB = 1 << 20
+WAIT = 120  # generous bound for anything that should take seconds
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +153,52 @@ def download(conn: libvirt.virConnect, vol: libvirt.virStorageVol, dest: Path) -
                 break
             f.write(chunk)
     stream.finish()
+
+
+@pytest.fixture
+def vm_name(second_host: SecondHost) -> Iterator[str]:
+    name = unique("vm")
+    try:
+        yield name
+    finally:
+        drop_vm_everywhere(second_host, name)
+
+
+async def define_and_start(m: Any, xml: str, start: bool = True) -> str:
+    hc = m.registry.get("local")
+
+    def go() -> str:
+        dom = hc.conn.defineXML(xml)
+        if start:
+            dom.create()
+        return dom.UUIDString()
+
+    return await hc.run(go)
+
+
+async def until(m: Any, predicate: Any) -> None:
+    """Wait for the inventory to reach a state: re-checked on every event of the bus."""
+    with m.bus.subscribe() as sub:
+        async with asyncio.timeout(WAIT):
+            while not predicate():
+                await sub.get()
+
+
+def guest_bytes(image: Path, count: int) -> bytes:
+    """The first `count` bytes the guest sees on a qcow2 image."""
+    raw = image.with_suffix(".raw")
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "raw", str(image), str(raw)], check=True)
+    try:
+        with raw.open("rb") as f:
+            return f.read(count)
+    finally:
+        raw.unlink()
+
+
+def images_identical(a: Path, b: Path) -> str:
+    p = subprocess.run(["qemu-img", "compare", str(a), str(b)], capture_output=True, text=True)
+    return p.stdout.strip() if p.returncode == 0 else f"differ: {p.stdout}{p.stderr}"
+
+
+def in_inventory(m: Any, host: str, uuid: str) -> bool:
+    return any(d.uuid == uuid for d in m.inventory.domains(host))

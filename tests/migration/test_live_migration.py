@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +23,22 @@ from .conftest import (
     LOCAL_URI,
     MIB,
     POOL_XML,
+    WAIT,
     PoolPair,
+    define_and_start,
     download,
     drop_vm_everywhere,
+    guest_bytes,
+    images_identical,
+    in_inventory,
     qcow2_with,
     unique,
+    until,
     upload,
 )
 from .second_host import SecondHost
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.vm, pytest.mark.slow]
-
-WAIT = 120  # generous bound for anything that should take seconds
 
 
 def domain_xml(name: str, disk: str | None = None, network: str | None = None) -> str:
@@ -63,15 +65,6 @@ def domain_xml(name: str, disk: str | None = None, network: str | None = None) -
     return xml
 
 
-@pytest.fixture
-def vm_name(second_host: SecondHost) -> Iterator[str]:
-    name = unique("vm")
-    try:
-        yield name
-    finally:
-        drop_vm_everywhere(second_host, name)
-
-
 def make_disk(pool: PoolPair, tmp_path: Path, data: bytes, size_mib: int = 32) -> tuple[str, Path]:
     """A qcow2 volume in the source pool holding `data`; returns (path, the image file)."""
     image = qcow2_with(data, tmp_path / "src.qcow2", size_mib)
@@ -86,46 +79,6 @@ def make_disk(pool: PoolPair, tmp_path: Path, data: bytes, size_mib: int = 32) -
         return vol.path(), image
     finally:
         conn.close()
-
-
-async def define_and_start(m: Any, xml: str, start: bool = True) -> str:
-    hc = m.registry.get("local")
-
-    def go() -> str:
-        dom = hc.conn.defineXML(xml)
-        if start:
-            dom.create()
-        return dom.UUIDString()
-
-    return await hc.run(go)
-
-
-async def until(m: Any, predicate: Any) -> None:
-    """Wait for the inventory to reach a state: re-checked on every event of the bus."""
-    with m.bus.subscribe() as sub:
-        async with asyncio.timeout(WAIT):
-            while not predicate():
-                await sub.get()
-
-
-def guest_bytes(image: Path, count: int) -> bytes:
-    """The first `count` bytes the guest sees on a qcow2 image."""
-    raw = image.with_suffix(".raw")
-    subprocess.run(["qemu-img", "convert", "-q", "-O", "raw", str(image), str(raw)], check=True)
-    try:
-        with raw.open("rb") as f:
-            return f.read(count)
-    finally:
-        raw.unlink()
-
-
-def images_identical(a: Path, b: Path) -> str:
-    p = subprocess.run(["qemu-img", "compare", str(a), str(b)], capture_output=True, text=True)
-    return p.stdout.strip() if p.returncode == 0 else f"differ: {p.stdout}{p.stderr}"
-
-
-def in_inventory(m: Any, host: str, uuid: str) -> bool:
-    return any(d.uuid == uuid for d in m.inventory.domains(host))
 
 
 async def test_live_migration_copies_the_disk(
