@@ -246,6 +246,8 @@ def clone_source(sec_pool: str) -> Iterator[tuple[str, str]]:
         )
         yield name, clone
     finally:
+        conn.close()
+        conn = libvirt.open("qemu:///system")  # fresh: libvirtd may have restarted meanwhile
         for vm in (clone, name):
             try:
                 dom = conn.lookupByName(vm)

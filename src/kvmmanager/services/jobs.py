@@ -101,12 +101,12 @@ class JobProgress:
         job ends (kill -9, power loss): call it BEFORE making the object, e.g.
         `("delete_volume", host=, pool=, volume=)` before creating a volume,
         `("undefine_domain", host=, uuid=, name=)` before defining a VM with that UUID.
-        Records add up and are undone newest first (see job_undo). Kept in the job row;
-        the job's end overwrites them."""
+        Records add up and are undone newest first (see job_undo); `host` defaults to
+        the job's. Kept in the job row; the job's end overwrites them."""
         if action not in job_undo.UNDO_ACTIONS:
             raise ValueError(f"unknown undo action {action!r}")
         with self._undo_lock:
-            self._undo.append({"action": action, **args})
+            self._undo.append({"action": action, "host": self.host, **args})
             self._svc._write_undo(self, list(self._undo))
 
     def cancelled(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid as uuid_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -333,10 +334,19 @@ def plan_disks(
             if progress is not None:
                 progress(i, total + 1, f"creating volume {i + 1} of {total}")
             name = disk.name or default_volume_name(spec.name, i)
+            _undo_on_interrupt(progress, "delete_volume", pool=disk.pool, volume=name)
             vol = pool.createXML(_new_volume_xml(name, disk.size_gib or 0), 0)
             created.append(vol)
         plans.append(DiskPlan(vol.path(), _volume_format(vol), disk.bus))
     return plans
+
+
+def _undo_on_interrupt(progress: Progress | None, action: str, **args: str) -> None:
+    """Record in the job (when run as one) what to remove should the server die before
+    the create ends; see JobProgress.undo_on_interrupt (the host is the job's)."""
+    record = getattr(progress, "undo_on_interrupt", None)
+    if record is not None:
+        record(action, **args)
 
 
 def _refuse_shared(path: str, used_paths: dict[str, str], field_name: str) -> None:
@@ -378,6 +388,9 @@ def create_blocking(
         )
         if progress is not None:
             progress(len(spec.disks), len(spec.disks) + 1, "defining the domain")
+        # Our own UUID, recorded first: a restart after a kill -9 finds this definition.
+        xml.uuid = xml.uuid or str(uuid_mod.uuid4())
+        _undo_on_interrupt(progress, "undefine_domain", uuid=xml.uuid, name=spec.name)
         dom = conn.defineXML(xml.to_xml())
         if spec.start:
             dom.create()

@@ -112,3 +112,49 @@ async def test_a_volume_another_vm_uses_is_left_in_place(manager: Any) -> None:
             conn.storagePoolLookupByName(POOL).storageVolLookupByName(vol).delete(0)
 
         await h.run(lambda: sweep(h.conn))
+
+
+class _Recorder:
+    """A progress callback that also takes undo records, like JobProgress."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, str]] = []
+
+    def __call__(self, *args: Any) -> None:
+        pass
+
+    def undo_on_interrupt(self, action: str, **args: str) -> None:
+        self.records.append({"action": action, **args})
+
+
+async def test_a_vm_create_records_its_volumes_then_its_own_uuid(manager: Any) -> None:
+    from kvmmanager.services.vm_spec import DiskSpec, VmSpec
+
+    m = manager
+    name = f"kvmm-t-chaos-{uuid.uuid4().hex[:6]}"
+    h = m.registry.get("local")
+    await h.wait_connected(30)
+    spec = VmSpec(
+        name=name,
+        memory_mib=64,
+        disks=[DiskSpec(pool=POOL, size_gib=0.01), DiskSpec(pool=POOL, size_gib=0.01)],
+    )
+    rec = _Recorder()
+    try:
+        res = await m.vms.create("local", spec, rec)
+    finally:
+
+        def sweep(conn: libvirt.virConnect) -> None:
+            for d in conn.listAllDomains():
+                if d.name() == name:
+                    d.undefine()
+            for v in conn.storagePoolLookupByName(POOL).listAllVolumes():
+                if v.name().startswith(name):
+                    v.delete(0)
+
+        await h.run(lambda: sweep(h.conn))
+    assert rec.records == [
+        {"action": "delete_volume", "pool": POOL, "volume": f"{name}.qcow2"},
+        {"action": "delete_volume", "pool": POOL, "volume": f"{name}-1.qcow2"},
+        {"action": "undefine_domain", "uuid": res["vm"].uuid, "name": name},
+    ]
