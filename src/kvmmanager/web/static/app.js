@@ -265,3 +265,72 @@ document.addEventListener("htmx:beforeSwap", (e) => {
     e.detail.isError = false;
   }
 });
+
+// Export page: "Download XML" fetches the chosen VM's definition as a file.
+document.addEventListener("click", (e) => {
+  const button = e.target.closest && e.target.closest("[data-xml-download]");
+  if (!button) return;
+  const vm = button.form.elements.vm.value;
+  if (vm) window.location.href = "/transfer/xml?vm=" + encodeURIComponent(vm);
+});
+
+// A pool picker that follows a host picker: <select data-pools-for="pool-select-id">;
+// the pool options carry data-host.
+function filterPools(hostSelect) {
+  const pools = document.getElementById(hostSelect.dataset.poolsFor);
+  if (!pools) return;
+  let first = null;
+  pools.querySelectorAll("option").forEach((o) => {
+    const mine = o.dataset.host === hostSelect.value;
+    o.hidden = !mine; o.disabled = !mine;
+    if (mine && !first) first = o;
+  });
+  if (pools.selectedOptions[0] && pools.selectedOptions[0].disabled) pools.value = first ? first.value : "";
+}
+document.addEventListener("change", (e) => { if (e.target.matches && e.target.matches("[data-pools-for]")) filterPools(e.target); });
+document.addEventListener("DOMContentLoaded", () => document.querySelectorAll("[data-pools-for]").forEach(filterPools));
+
+// Upload then job: <form data-upload-post="/api/.../{host}/..." data-job-target="#id"> POSTs
+// its file with progress (query: the form's pool, name, new_identity); the 202's job is
+// then followed in data-job-target (/transfer/jobs/<id> polls itself until it ends).
+document.addEventListener("submit", (e) => {
+  const form = e.target;
+  if (!form.matches || !form.matches("form[data-upload-post]")) return;
+  e.preventDefault();
+  const file = form.elements.file.files[0];
+  if (!file) { toast("Choose a file first", "error"); return; }
+  const bar = form.querySelector("progress");
+  const status = form.querySelector("[data-upload-status]");
+  const params = new URLSearchParams();
+  params.set("pool", form.elements.pool.value);
+  if (form.elements.name.value) params.set("name", form.elements.name.value);
+  if (form.elements.new_identity.checked) params.set("new_identity", "true");
+  const url = form.dataset.uploadPost.replace("{host}", encodeURIComponent(form.elements.host.value)) + "?" + params;
+  const xhr = new XMLHttpRequest();
+  const cancel = form.querySelector("[data-upload-cancel]");
+  if (cancel) cancel.onclick = () => xhr.abort();
+  xhr.open("POST", url);
+  xhr.setRequestHeader("X-CSRF-Token", document.body.dataset.csrf);
+  xhr.setRequestHeader("Content-Type", "application/gzip");
+  xhr.upload.onprogress = (p) => {
+    if (!p.lengthComputable) return;
+    bar.max = p.total; bar.value = p.loaded;
+    status.textContent = Math.floor((100 * p.loaded) / p.total) + "%";
+  };
+  xhr.onreadystatechange = () => {
+    if (xhr.readyState !== 4) return;
+    if (xhr.status === 202) {
+      bar.value = bar.max; status.textContent = "100% · uploaded, importing";
+      const job = JSON.parse(xhr.responseText).job_id;
+      htmx.ajax("GET", "/transfer/jobs/" + encodeURIComponent(job), { target: form.dataset.jobTarget, swap: "innerHTML" });
+    } else if (xhr.status === 0) {
+      status.textContent = "cancelled"; toast("Upload cancelled", "error");
+    } else {
+      let msg = xhr.status + " " + xhr.statusText;
+      try { msg = JSON.parse(xhr.responseText).error.message; } catch (err) { /* not JSON */ }
+      status.textContent = "failed"; toast(msg, "error");
+    }
+  };
+  status.textContent = "0%";
+  xhr.send(file);
+});
