@@ -26,11 +26,11 @@ FILE = "/data/kvmm-backup.txt"
 @pytest.fixture(scope="module")
 def guest(lab: Lab, agent_iso: dict) -> Iterator[Guest]:
     g = lab.guest("bk", "agent", 46)
-    g.create(lab.pool, lab.network)
-    lab.api.install_agent(g.name, lab.pool)
-    mark = g.start()
-    g.wait_agent(mark, channel="kvmm")
     try:
+        g.create(lab.pool, lab.network)
+        lab.api.install_agent(g.name, lab.pool)
+        mark = g.start()
+        g.wait_agent(mark, channel="kvmm")
         yield g
     finally:
         g.remove()
