@@ -138,3 +138,40 @@ def test_schedule_form_shows_a_bad_cron_on_its_field(browser_login: Any, live_se
         row.locator("button", has_text="Delete").click()
         expect(page.locator("tr#schedule-kvmm-t-cron")).to_have_count(0)
     assert live_server.manager.schedules.list() == []
+
+
+def test_export_a_bundle_then_upload_it_through_the_import_form(
+    browser_login: Any, live_server: Any, tmp_path: Any
+) -> None:
+    """A VM without disks (the test driver streams no volumes) exported from the page,
+    downloaded, then uploaded with progress through the import form and imported."""
+    with api(live_server) as c:
+        r = c.post("/api/hosts/local/vms", json={"name": "kvmm-t-opsb-x", "memory_mib": 64})
+        assert r.status_code == 201, r.text
+    try:
+        page = browser_login("admin")
+        page.goto("/transfer")
+        page.locator("#export-form select[name=vm]").select_option("local/kvmm-t-opsb-x")
+        page.locator("#export-form button[type=submit]").click()
+        link = page.locator("#export-job a", has_text="Download bundle")
+        expect(link).to_be_visible(timeout=30_000)
+        with page.expect_download() as info:
+            link.click()
+        bundle = tmp_path / "kvmm-t-opsb-x.tar.gz"
+        info.value.save_as(bundle)
+        assert bundle.read_bytes()[:2] == b"\x1f\x8b"
+
+        form = page.locator("form#import-bundle")
+        form.locator("select[name=pool]").select_option("default-pool")
+        form.locator("input[name=name]").fill("kvmm-t-opsb-y")
+        form.locator("input[type=file]").set_input_files(str(bundle))
+        form.locator("button[type=submit]").click()
+        expect(form.locator("[data-upload-status]")).to_contain_text("100%", timeout=30_000)
+        job = page.locator("#import-job")
+        expect(job).to_contain_text("Imported kvmm-t-opsb-y", timeout=30_000)
+        job.locator("a", has_text="kvmm-t-opsb-y").click()
+        expect(page).to_have_url(re.compile(r"/vms/local/kvmm-t-opsb-y$"))
+    finally:
+        with api(live_server) as c:
+            for name in ("kvmm-t-opsb-x", "kvmm-t-opsb-y"):
+                c.delete(f"/api/hosts/local/vms/{name}")
