@@ -177,6 +177,7 @@ class BackupService:
                 spec.timezone,
                 spec.quiesce,
             )
+            row.method, row.pool, row.full_every = spec.method, spec.pool, spec.full_every
             s.flush()
             return policy_dict(row)
 
