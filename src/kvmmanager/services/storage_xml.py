@@ -57,6 +57,9 @@ def build_pool_xml(spec: PoolSpec) -> str:
     return xml
 
 
+QCOW2_COMPAT = "1.1"
+
+
 def build_volume_xml(
     name: str,
     capacity: int,
@@ -68,6 +71,10 @@ def build_volume_xml(
     """Volume XML: thin unless `preallocate`; `backing` is (path, format) of the base."""
     vol = Volume(name=name, capacity=capacity, target_format=fmt)
     vol.allocation = capacity if preallocate and fmt == "raw" else 0
+    if fmt == "qcow2":
+        # libvirt writes qcow2 v2 (compat 0.10) unless asked: v3 is what dirty bitmaps
+        # (incremental backups) and lazy refcounts need.
+        vol.compat = QCOW2_COMPAT
     if backing is not None:
         vol.backing_path, vol.backing_format = backing
     xml = vol.to_xml()

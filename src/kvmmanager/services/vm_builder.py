@@ -19,6 +19,7 @@ from typing import Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, NotFound
+from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_spec import (
     AGENT_CHANNEL,
     BRIDGE_RE,
@@ -305,8 +306,7 @@ def _volume_format(vol: libvirt.virStorageVol) -> str:
 
 
 def _new_volume_xml(name: str, size_gib: float) -> str:
-    vol = Volume(name=name, capacity=int(size_gib * 1024**3), target_format="qcow2")
-    return vol.to_xml()
+    return build_volume_xml(name, int(size_gib * 1024**3), "qcow2")
 
 
 def plan_disks(
