@@ -3,7 +3,12 @@
 The seed ISO (label `cidata`, built with pycdlib, uploaded through libvirt's volume
 stream) carries `meta-data`, `user-data` and `network-config`. By default it also carries
 the project's guest agent installer (the agent ISO's files under `/kvmm-agent/`), and the
-user-data runs it at first boot, so the VM comes up with the agent connected.
+user-data runs it at first boot, so the VM comes up with the agent connected. An
+`agent_policy` (the agent config's own keys: readable and writable roots, allowed
+commands, disabled methods, limits) is written by cloud-init's write_files to the
+agent's config file before the installer runs, so the agent starts with it; without one
+the agent keeps its packaged safe defaults (reads /var/log and /tmp, writes /tmp, no
+commands).
 
     user = CloudUser(name="alice", ssh_authorized_keys=[key])
     spec = CloudInitSpec(hostname="web1", users=[user])
@@ -23,6 +28,7 @@ import base64
 import binascii
 import contextlib
 import io
+import json
 import logging
 import re
 import shutil
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 import pycdlib
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.cloudinit_crypt import sha512_crypt
@@ -49,6 +55,8 @@ from kvmmanager.services.vm_spec import (
     validate_name,
 )
 from kvmmanager.virt.xml.volume import Volume
+from kvmmanager_agent import config as agent_config
+from kvmmanager_agent import protocol as agent_protocol
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -76,6 +84,67 @@ RESET_MACHINE_ID = (
 )
 
 
+# The agent's own config file, defaults and install path (packaging/agent): the policy
+# below uses its keys, so what the host checks is what the agent reads.
+AGENT_CONFIG_PATH = agent_config.DEFAULT_CONFIG_PATH
+AGENT_PYZ = "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz"
+_AGENT_SECURITY = agent_config.DEFAULTS["security"]
+MAX_POLICY_ENTRIES = 64
+MAX_POLICY_PATH = 4096
+# The agent caps single-call file transfers at this size whatever its config says.
+MAX_POLICY_FILE_MB = agent_protocol.MAX_SIMPLE_FILE_BYTES / 1024**2
+MAX_POLICY_TIMEOUT = 86400.0
+COMMAND_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+# A pre-existing config.json is a conffile conflict for dpkg, which prompts and fails
+# with no terminal ("end of file on stdin at conffile prompt"): keep ours. DPKG_FORCE
+# replaces dpkg's built-in defaults, so those two (downgrade, security-mac) are repeated.
+DPKG_KEEP_CONFIG = "DPKG_FORCE=confold,confdef,downgrade,security-mac"
+# An agent that was on the disk before this boot's install (an image or a clone that
+# has it) started before write_files: restart it so it reads the written policy.
+RESTART_AGENT = (
+    "if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then "
+    "systemctl try-restart kvmmanager-agent.service; "
+    "elif command -v rc-service >/dev/null 2>&1; then rc-service kvmmanager-agent restart; "
+    "elif [ -x /etc/init.d/kvmmanager-agent ]; then /etc/init.d/kvmmanager-agent restart; fi"
+)
+
+
+def _default_list(key: str) -> Any:
+    return lambda: list(_AGENT_SECURITY[key])
+
+
+class AgentPolicy(BaseModel):
+    """What the guest agent may do in this VM: its config file's `security` keys and
+    `disabled_methods`. A list replaces the agent's default list; omitted keys keep
+    the agent's safe defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_read_paths: list[str] = Field(
+        default_factory=_default_list("allowed_read_paths"),
+        description="absolute directories whose files the agent may read",
+    )
+    allowed_write_paths: list[str] = Field(
+        default_factory=_default_list("allowed_write_paths"),
+        description="absolute directories the agent may write in",
+    )
+    command_whitelist: list[str] = Field(
+        default_factory=list,
+        description="commands (names on PATH or absolute paths) the agent may run; "
+        "empty: exec is off",
+    )
+    disabled_methods: list[str] = Field(
+        default_factory=list, description="agent methods refused outright"
+    )
+    max_file_size_mb: float = Field(
+        _AGENT_SECURITY["max_file_size_mb"], description="largest file read/write in one call"
+    )
+    max_command_timeout_seconds: float = Field(
+        _AGENT_SECURITY["max_command_timeout_seconds"],
+        description="upper bound of a command's timeout",
+    )
+
+
 class CloudUser(BaseModel):
     name: str
     ssh_authorized_keys: list[str] = Field(default_factory=list)
@@ -95,6 +164,9 @@ class CloudInitSpec(BaseModel):
     # A new identity for a copied disk: fresh machine-id (cloud-init itself makes new
     # SSH host keys and sets the hostname for every new instance-id).
     reset_identity: bool = False
+    agent_policy: AgentPolicy | None = Field(
+        None, description="the agent's access policy; none: its packaged safe defaults"
+    )
 
 
 def _check_key(key: str, field: str) -> None:
@@ -141,6 +213,99 @@ def validate_spec(spec: CloudInitSpec) -> None:
     for p in spec.packages:
         if not PACKAGE_RE.fullmatch(p):
             raise InvalidInput(f"'{p}' is not a package name", field="packages")
+    if spec.agent_policy is not None:
+        validate_policy(spec.agent_policy)
+
+
+def _check_entries(values: list[str], field: str) -> None:
+    if len(values) > MAX_POLICY_ENTRIES:
+        raise InvalidInput(f"at most {MAX_POLICY_ENTRIES} entries", field=field)
+    for v in values:
+        if not v or len(v) > MAX_POLICY_PATH or any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise InvalidInput(
+                f"{v[:80]!r} is empty, too long or has control characters", field=field
+            )
+
+
+def _check_path(path: str, field: str) -> None:
+    if not path.startswith("/"):
+        raise InvalidInput(f"'{path}' is not an absolute path", field=field)
+    if ".." in path.split("/"):
+        raise InvalidInput(f"'{path}' has a '..' component", field=field)
+
+
+def validate_policy(policy: AgentPolicy) -> None:
+    """The checks the agent makes at start (a bad config stops it), made here first so
+    a mistake is a 4xx naming the field instead of a guest whose agent never comes up."""
+    pre = "agent_policy."
+    for key in ("allowed_read_paths", "allowed_write_paths"):
+        paths = getattr(policy, key)
+        _check_entries(paths, pre + key)
+        for path in paths:
+            _check_path(path, pre + key)
+    _check_entries(policy.command_whitelist, pre + "command_whitelist")
+    for cmd in policy.command_whitelist:
+        if "/" in cmd:
+            _check_path(cmd, pre + "command_whitelist")
+        elif not COMMAND_NAME_RE.fullmatch(cmd):
+            raise InvalidInput(
+                f"'{cmd}' is neither a command name nor an absolute path",
+                field=pre + "command_whitelist",
+            )
+    unknown = [m for m in policy.disabled_methods if m not in agent_protocol.METHODS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown agent method(s): {', '.join(unknown)}", field=pre + "disabled_methods"
+        )
+    if not 0 < policy.max_file_size_mb <= MAX_POLICY_FILE_MB:
+        raise InvalidInput(
+            f"max_file_size_mb must be above 0 and at most {MAX_POLICY_FILE_MB:g} "
+            "(the agent's own cap)",
+            field=pre + "max_file_size_mb",
+        )
+    if not 1 <= policy.max_command_timeout_seconds <= MAX_POLICY_TIMEOUT:
+        raise InvalidInput(
+            f"max_command_timeout_seconds must be 1 to {MAX_POLICY_TIMEOUT:g}",
+            field=pre + "max_command_timeout_seconds",
+        )
+    try:
+        agent_config.Config(agent_config_data(policy))
+    except agent_config.ConfigError as exc:  # the agent's own loader: the last word
+        raise InvalidInput(
+            f"the agent would refuse this config: {exc}", field="agent_policy"
+        ) from None
+
+
+def agent_config_data(policy: AgentPolicy) -> dict[str, Any]:
+    """The agent's config file for `policy` (merged by the agent over its defaults)."""
+    return {
+        "disabled_methods": list(policy.disabled_methods),
+        "security": {
+            "allowed_read_paths": list(policy.allowed_read_paths),
+            "allowed_write_paths": list(policy.allowed_write_paths),
+            "command_whitelist": list(policy.command_whitelist),
+            "max_file_size_mb": policy.max_file_size_mb,
+            "max_command_timeout_seconds": policy.max_command_timeout_seconds,
+        },
+    }
+
+
+def _agent_commands(spec: CloudInitSpec) -> list[Any]:
+    """runcmd entries: install the agent from the seed (it stays in the CD-ROM drive:
+    mounted by label; the installer registers and starts the service), and with a
+    policy, restart an agent that was on the disk before (it started before
+    write_files)."""
+    policy = spec.agent_policy is not None
+    if not spec.install_agent:
+        return [["sh", "-c", f"if [ -e {AGENT_PYZ} ]; then {RESTART_AGENT}; fi"]] if policy else []
+    script = (
+        f"set -e; had=0; [ -e {AGENT_PYZ} ] && had=1; "
+        'd=$(mktemp -d); mount -o ro LABEL=cidata "$d"; '
+        f'{DPKG_KEEP_CONFIG} sh "$d/{AGENT_DIR}/install.sh"; umount "$d"; rmdir "$d"'
+    )
+    if policy:
+        script += f"; if [ $had = 1 ]; then {RESTART_AGENT}; fi"
+    return [["sh", "-c", script]]
 
 
 def user_data(spec: CloudInitSpec) -> str:
@@ -165,20 +330,41 @@ def user_data(spec: CloudInitSpec) -> str:
     }
     if spec.packages:
         cfg["packages"] = list(spec.packages)
+    if spec.agent_policy is not None:
+        # write_files runs in cloud-init's init stage, runcmd (the install) in its final
+        # stage: the agent's first start already reads this file.
+        content = json.dumps(agent_config_data(spec.agent_policy), indent=2) + "\n"
+        cfg["write_files"] = [
+            {
+                "path": AGENT_CONFIG_PATH,
+                "content": content,
+                "owner": "root:root",
+                "permissions": "0644",
+            }
+        ]
     runcmd: list[Any] = []
     if spec.reset_identity:
         runcmd.append(["sh", "-c", RESET_MACHINE_ID])
-    if spec.install_agent:
-        # The seed stays in the CD-ROM drive: mount it by label and run the installer the
-        # agent ISO ships (it registers and starts the service for the guest's init).
-        script = (
-            'set -e; d=$(mktemp -d); mount -o ro LABEL=cidata "$d"; '
-            f'sh "$d/{AGENT_DIR}/install.sh"; umount "$d"; rmdir "$d"'
-        )
-        runcmd.append(["sh", "-c", script])
+    runcmd.extend(_agent_commands(spec))
     if runcmd:
         cfg["runcmd"] = runcmd
-    return "#cloud-config\n" + yaml.safe_dump(cfg, sort_keys=False)
+    return cloud_config(cfg)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the agent's config file) as readable `|` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def cloud_config(cfg: dict[str, Any]) -> str:
+    return "#cloud-config\n" + yaml.dump(cfg, Dumper=_Dumper, sort_keys=False)
 
 
 def meta_data(spec: CloudInitSpec, instance_id: str) -> str:
@@ -406,6 +592,9 @@ class CloudInitService:
             "instance_id": instance_id,
             "hostname": spec.hostname,
             "agent": spec.install_agent,
+            "agent_policy": (
+                agent_config_data(spec.agent_policy) if spec.agent_policy is not None else None
+            ),
             "started": start,
         }
 
@@ -452,7 +641,7 @@ class CloudInitService:
         cfg["hostname"], cfg["preserve_hostname"] = hostname, False
         runcmd = [c for c in cfg.get("runcmd") or [] if c != ["sh", "-c", RESET_MACHINE_ID]]
         cfg["runcmd"] = [["sh", "-c", RESET_MACHINE_ID], *runcmd]
-        ud = "#cloud-config\n" + yaml.safe_dump(cfg, sort_keys=False)
+        ud = cloud_config(cfg)
         validate_user_data(ud)
         meta = yaml.safe_dump(
             {"instance-id": f"kvmm-{uuidlib.uuid4()}", "local-hostname": hostname}

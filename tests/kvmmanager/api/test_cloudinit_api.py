@@ -92,6 +92,13 @@ def volumes() -> list[str]:
         ({"cloud_init": {"hostname": "h", "users": [{"name": "a", "password": ""}]}},
          422, "users[0].password"),
         ({"boot": {"kernel": "/k", "cmdline": "a\nb"}}, 422, "cmdline"),
+        # The agent's policy: its own keys, checked before anything is made.
+        ({"cloud_init": {"hostname": "h", "agent_policy": {"allowed_read_paths": ["etc"]}}},
+         422, "agent_policy.allowed_read_paths"),
+        ({"cloud_init": {"hostname": "h", "agent_policy": {"disabled_methods": ["nope"]}}},
+         422, "agent_policy.disabled_methods"),
+        ({"cloud_init": {"hostname": "h", "agent_policy": {"read_paths": ["/etc"]}}},
+         422, "cloud_init.agent_policy.read_paths"),
     ],
 )  # fmt: skip
 def test_refusals_name_the_field_and_make_nothing(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,4 +51,7 @@ class CloudImageCreated(BaseModel):
     instance_id: str
     hostname: str
     agent: bool
+    agent_policy: dict[str, Any] | None = Field(
+        None, description="the agent config file written into the guest; null: its defaults"
+    )
     started: bool
