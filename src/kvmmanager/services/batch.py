@@ -6,6 +6,10 @@ responsive), and one VM's failure is recorded in its result without stopping the
 
     res = await manager.batch.run("shutdown", targets=[Target("local", "web1")], tag="web")
     res["failed"]  # how many VMs did not do it; res["results"] says which and why
+
+With `actor` (the caller), a VM owned by someone else is refused in its own result
+unless the actor is an admin: the same rule as for one VM (api/deps.check_vm_owner),
+which a batch would otherwise walk around. Scheduled runs pass no actor.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.vm_spec import validate_tags
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
+    from kvmmanager.services.users import Principal
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,7 @@ class BatchService:
         snapshot_name: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: Progress | None = None,
+        actor: Principal | None = None,
     ) -> dict[str, Any]:
         """Run `action` on every resolved VM; never raises for one VM's failure.
 
@@ -134,8 +140,14 @@ class BatchService:
 
         async def one(t: Target) -> ItemResult:
             nonlocal done
-            async with gate:
-                res = await self._one(action, t, mode, remove_volumes, snapshot_name)
+            denied = self._refusal(t, actor)
+            if denied is not None:
+                res = ItemResult(
+                    t.host, t.vm, False, message=denied.message, error=denied.to_dict()
+                )
+            else:
+                async with gate:
+                    res = await self._one(action, t, mode, remove_volumes, snapshot_name)
             done += 1
             if progress is not None:
                 progress(done, len(items), f"{action}: {done}/{len(items)}")
@@ -150,6 +162,17 @@ class BatchService:
             "failed": failed,
             "results": [r.to_dict() for r in results],
         }
+
+    def _refusal(self, t: Target, actor: Principal | None) -> PermissionDenied | None:
+        if actor is None or actor.has_role("admin"):
+            return None
+        try:
+            d = self.m.inventory.domain(t.host, t.vm)
+        except KvmmError:
+            return None  # unknown: its own result says so
+        if d.owner and d.owner != actor.username:
+            return PermissionDenied(f"vm '{d.name}' belongs to '{d.owner}'", field="vm")
+        return None
 
     async def _one(
         self, action: str, t: Target, mode: str, remove_volumes: bool, snapshot_name: str | None

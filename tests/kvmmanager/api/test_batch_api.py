@@ -116,6 +116,42 @@ def test_viewer_cannot_run_a_batch(client_as):
     assert r.status_code == 403
 
 
+def test_batch_refuses_vms_owned_by_someone_else(client, client_as):
+    """The per-VM ownership rule holds through a batch: an operator's batch acts on
+    their own VM and reports another user's VM as refused, untouched."""
+    op = client_as("operator")
+    me = op.get("/api/auth/me").json()["username"]
+    theirs, mine = (f"{PREFIX}{uuid.uuid4().hex[:8]}" for _ in range(2))
+    try:
+        for name, owner in ((theirs, "admin"), (mine, me)):
+            r = client.post(
+                "/api/hosts/local/vms", json={"name": name, "memory_mib": 64, "owner": owner}
+            )
+            assert r.status_code == 201, r.text
+        request = {"vms": [{"host": "local", "vm": n} for n in (theirs, mine)]}
+        for path in ("/api/batch/start", "/api/batch/start?background=true"):
+            r = op.post(path, json=request)
+            assert r.status_code in (200, 202), r.text
+            body = r.json() if r.status_code == 200 else _job_result(client, r.json()["job_id"])
+            by_vm = {x["vm"]: x for x in body["results"]}
+            assert by_vm[theirs]["ok"] is False, by_vm
+            assert by_vm[theirs]["error"]["code"] == "forbidden"
+            assert "belongs to 'admin'" in by_vm[theirs]["message"]
+            assert by_vm[mine]["ok"] is True, by_vm
+            assert client.get(f"/api/hosts/local/vms/{theirs}").json()["state"] == "shutoff"
+            client.post(f"/api/hosts/local/vms/{mine}/actions/destroy")
+    finally:
+        _cleanup()
+
+
+def _job_result(client: TestClient, job_id: str) -> dict[str, Any]:
+    def done() -> Any:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        return job if job["state"] != "running" else None
+
+    return _wait(done, "the batch job")["result"]
+
+
 def test_cli_batch(cli, live_server):
     host = live_server.manager.registry.get("local")
     _wait(lambda: host.connected, "the local host to connect")

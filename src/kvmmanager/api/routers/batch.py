@@ -47,6 +47,7 @@ async def run(
         "remove_volumes": body.remove_volumes,
         "snapshot_name": body.snapshot_name,
         "concurrency": body.concurrency,
+        "actor": user,
     }
     if not background:
         return await svc.run(action, targets, **kwargs)

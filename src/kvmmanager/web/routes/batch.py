@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
-from kvmmanager.services.batch import ItemResult, Target
+from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.services.batch import Target
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import render, toast_headers
@@ -44,13 +44,12 @@ def _selected(values: list[str]) -> list[Target]:
     return out
 
 
-def _owner(manager: Manager, t: Target) -> tuple[str | None, str]:
-    """(owner, display name) of a VM; unknown VMs have neither (their result says so)."""
+def _name(manager: Manager, t: Target) -> str:
+    """A VM's display name (it may be named by UUID); unknown VMs keep what was sent."""
     try:
-        d = manager.inventory.domain(t.host, t.vm)
+        return manager.inventory.domain(t.host, t.vm).name
     except KvmmError:
-        return None, t.vm
-    return d.owner, d.name
+        return t.vm
 
 
 @router.post("/vms/batch", name="web.vms_batch", response_class=HTMLResponse)
@@ -66,25 +65,9 @@ async def batch_action(
     svc = manager.batch
     svc.check(action)  # InvalidInput naming the field for an unknown action
     targets = svc.resolve(_selected(selected), tag.strip() or None)
-    names: dict[Target, str] = {}
-    allowed: list[Target] = []
-    refused: list[dict[str, Any]] = []
-    for t in targets:
-        owner, names[t] = _owner(manager, t)
-        if owner and owner != user.username and not user.has_role("admin"):
-            denied = PermissionDenied(f"vm '{names[t]}' belongs to '{owner}'", field="vm")
-            refused.append(
-                ItemResult(
-                    t.host, t.vm, False, message=denied.message, error=denied.to_dict()
-                ).to_dict()
-            )
-        else:
-            allowed.append(t)
-    results: list[dict[str, Any]] = []
-    if allowed:
-        out = await svc.run(action, allowed, remove_volumes=remove_volumes)
-        results = out["results"]
-    results += refused
+    names = {t: _name(manager, t) for t in targets}
+    out = await svc.run(action, targets, remove_volumes=remove_volumes, actor=user)
+    results: list[dict[str, Any]] = out["results"]
     for r in results:
         r["name"] = names.get(Target(r["host"], r["vm"]), r["vm"])
     failed = sum(1 for r in results if not r["ok"])
