@@ -245,11 +245,12 @@ def validate_policy(policy: AgentPolicy) -> None:
             _check_path(path, pre + key)
     _check_entries(policy.command_whitelist, pre + "command_whitelist")
     for cmd in policy.command_whitelist:
-        if "/" in cmd:
+        if cmd.startswith("/"):
             _check_path(cmd, pre + "command_whitelist")
         elif not COMMAND_NAME_RE.fullmatch(cmd):
             raise InvalidInput(
-                f"'{cmd}' is neither a command name nor an absolute path",
+                f"'{cmd}' is neither a command name nor an absolute path "
+                "(one program, no arguments)",
                 field=pre + "command_whitelist",
             )
     unknown = [m for m in policy.disabled_methods if m not in agent_protocol.METHODS]

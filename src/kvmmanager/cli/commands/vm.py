@@ -12,6 +12,7 @@ from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info, wants_json, write_output
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.sanitize import inert
+from kvmmanager_agent.config import DEFAULTS as AGENT_DEFAULTS
 
 NAME = "vm"
 app = typer.Typer(help="Virtual machines: create, power, edit, delete.", no_args_is_help=True)
@@ -375,6 +376,26 @@ def _ssh_key(value: str) -> str:
     return value.strip()
 
 
+def _agent_policy(
+    read: list[str], write: list[str], commands: list[str], disabled: list[str]
+) -> dict[str, Any] | None:
+    """The agent's policy from the --agent-* flags: paths are added to the agent's safe
+    defaults; no flag at all leaves its packaged config alone (None)."""
+    if not (read or write or commands or disabled):
+        return None
+    defaults = AGENT_DEFAULTS["security"]
+    return {
+        "allowed_read_paths": _unique([*defaults["allowed_read_paths"], *read]),
+        "allowed_write_paths": _unique([*defaults["allowed_write_paths"], *write]),
+        "command_whitelist": _unique(commands),
+        "disabled_methods": _unique(disabled),
+    }
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
 @app.command("create-from-image")
 def create_from_image(
     ctx: typer.Context,
@@ -397,6 +418,18 @@ def create_from_image(
     password_hash: str | None = typer.Option(None, "--password-hash", help="crypt(3) $6$..."),
     package: list[str] = typer.Option([], "--package", help="Package to install (repeat)."),
     agent: bool = typer.Option(True, "--agent/--no-agent", help="Install our guest agent."),
+    agent_read: list[str] = typer.Option(
+        [], "--agent-allow-read", help="Directory the agent may read, besides /var/log, /tmp."
+    ),
+    agent_write: list[str] = typer.Option(
+        [], "--agent-allow-write", help="Directory the agent may write in, besides /tmp."
+    ),
+    agent_exec: list[str] = typer.Option(
+        [], "--agent-allow-exec", help="Command the agent may run (name or path; repeat)."
+    ),
+    agent_disable: list[str] = typer.Option(
+        [], "--agent-disable-method", help="Agent method to refuse outright (repeat)."
+    ),
     kernel: str | None = typer.Option(None, "--kernel", help="Direct boot: kernel path."),
     initrd: str | None = typer.Option(None, "--initrd"),
     cmdline: str | None = typer.Option(None, "--cmdline"),
@@ -404,7 +437,9 @@ def create_from_image(
     host: str = HOST_OPTION,
 ) -> None:
     """Create a VM from a cloud image with a cloud-init seed (hostname, user, SSH keys,
-    packages; by default it installs the guest agent by itself)."""
+    packages; by default it installs the guest agent by itself). The --agent-* flags
+    widen what that agent may do in this VM (its config is written before it starts);
+    without them it keeps its safe defaults."""
     image_pool, volume = _pool_volume(image, "--image")
     users: list[dict[str, Any]] = []
     if user:
@@ -436,6 +471,7 @@ def create_from_image(
             "users": users,
             "packages": package,
             "install_agent": agent,
+            "agent_policy": _agent_policy(agent_read, agent_write, agent_exec, agent_disable),
         },
         "start": start,
     }
