@@ -3,13 +3,18 @@
 A debootstrap Debian 12 disk with cloud-init inside (tests/e2e/cloud/build.py, cached
 under .cache/e2e-cloud/) is uploaded as a volume through the API, then
 POST .../vms/from-cloud-image makes a linked disk at a bigger size and a NoCloud seed
-(hostname, a user with an SSH key and a password, the agent installer) and boots it.
-Nothing else is done to the guest: cloud-init sets it up and installs our agent from
-the seed, and every check goes THROUGH THAT AGENT (hostname; the agent installed by
-cloud-init's runcmd, per cloud-init's own log). Not checked here: the user's
-authorized_keys and a booted clone's new identity, because the packaged agent's default
-policy reads only /var/log and /tmp and runs no command; the seeds carrying them are
-checked in tests/kvmmanager/services/test_cloudinit*.py.
+(hostname, a user with an SSH key and a password, the agent installer, and an agent
+policy that lets the agent read /etc and the user's ~/.ssh) and boots it. Nothing else
+is done to the guest: cloud-init writes the agent's config, sets the guest up and
+installs our agent from the seed, and every check goes THROUGH THAT AGENT: hostname,
+the user in /etc/passwd, the key in authorized_keys, the machine-id, the config file
+the agent runs with.
+
+Then the clone: the source is shut down through its agent, cloned (full) through the
+API, which gives the clone a seed of its own (new instance-id and hostname); the clone
+boots while the source stays off (one TCG guest at a time on the 2-core machine) and
+its agent shows its hostname is the clone's name, and its machine-id and SSH host key
+differ from the source's.
 
 The image boots its own kernel directly (it has no bootloader: the root file system is
 the whole disk). Measured on the 2-core CI machine under TCG (docs/performance.md, e2e):
@@ -22,26 +27,40 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import re
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from kvmmanager.services.cloudinit import hostname_for
+
 from .cloud.build import CloudImage, build_cloud_image
-from .conftest import Lab
+from .conftest import Lab, wait_job
 from .support.api import ApiError
 from .support.console import ConsoleLog
-from .support.events import agent_event
+from .support.events import agent_event, lifecycle_event
 from .support.guests import LIBVIRT_URI
 
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT = 900  # systemd + cloud-init under TCG on a busy 2-core machine
 MEMORY_MIB = 768
 PASSWORD = "kvmm-e2e-not-secret"  # hashed into the seed (unit-tested)
+USER = "alice"
+# The agent's defaults (/var/log, /tmp) plus what the checks read: /etc (hostname,
+# passwd, machine-id, SSH host keys, the agent's own config) and the user's ~/.ssh.
+POLICY = {
+    "allowed_read_paths": ["/var/log", "/tmp", "/etc", f"/home/{USER}/.ssh"],
+    "allowed_write_paths": ["/tmp"],
+}
+# cloud-init's final stage ends every boot's run with this line in its output log.
+FINISHED_RE = re.compile(r"^Cloud-init v\. \S+ finished at ", re.M)
+T = TypeVar("T")
 
 
 def ssh_key() -> str:
@@ -61,18 +80,36 @@ class CloudVm:
     boot_seconds: float
 
 
-def wait_agent(lab: Lab, name: str, mark: int) -> None:
-    """The agent's connected event, then a ping that answers."""
-    lab.events.wait(agent_event(name, "connected"), timeout=BOOT_TIMEOUT, after=mark)
-    deadline = time.monotonic() + 120
+@dataclass
+class CloneVm:
+    name: str
+    source_machine_id: str
+    source_host_key: str
+    job: dict[str, Any]
+    boot_seconds: float  # start -> agent connected
+    ready_seconds: float  # start -> cloud-init finished and the agent answering
+
+
+def retry(fn: Callable[[], T], timeout: float = 120) -> T:
+    """`fn` until it stops raising ApiError (an agent restarting answers errors)."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            lab.api.ping(name)
-            return
+            return fn()
         except ApiError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+def wait_agent(lab: Lab, name: str, mark: int) -> None:
+    """The agent's connected event, then a ping that answers."""
+    lab.events.wait(agent_event(name, "connected"), timeout=BOOT_TIMEOUT, after=mark)
+    retry(lambda: lab.api.ping(name))
+
+
+def read(lab: Lab, vm: str, path: str) -> str:
+    return retry(lambda: lab.api.read_file(vm, path)["content"])
 
 
 def remove(lab: Lab, name: str) -> None:
@@ -127,7 +164,8 @@ def cloud_vm(
         "memory_mib": MEMORY_MIB,
         "cloud_init": {
             "hostname": hostname,
-            "users": [{"name": "alice", "ssh_authorized_keys": [key], "password": PASSWORD}],
+            "users": [{"name": USER, "ssh_authorized_keys": [key], "password": PASSWORD}],
+            "agent_policy": POLICY,
         },
         "boot": {
             "kernel": str(image.kernel),
@@ -148,7 +186,7 @@ def cloud_vm(
             boot = time.monotonic() - started
         print(f"cloud image: build {build_seconds:.1f} s, upload {upload_seconds:.1f} s, "
               f"boot to agent {boot:.1f} s")  # fmt: skip
-        yield CloudVm(name, hostname, "alice", key, created, build_seconds, upload_seconds, boot)
+        yield CloudVm(name, hostname, USER, key, created, build_seconds, upload_seconds, boot)
         del console
     finally:
         remove(lab, name)
@@ -157,26 +195,94 @@ def cloud_vm(
 def test_provisioned_through_the_manager(lab: Lab, cloud_vm: CloudVm) -> None:
     c = cloud_vm.created
     assert c["agent"] is True and c["hostname"] == cloud_vm.hostname
+    assert c["agent_policy"]["security"]["allowed_read_paths"] == POLICY["allowed_read_paths"]
     vols = {v["name"]: v for v in lab.api.volumes(lab.pool)}
     assert vols[c["disk"]]["capacity"] == 3 * 1024**3
     assert c["seed"] in vols
 
 
-def output_log(lab: Lab, vm: str) -> str:
-    """cloud-init's own account (/var/log is what the agent's default policy reads)."""
-    return lab.api.read_file(vm, "/var/log/cloud-init-output.log")["content"]
-
-
-def test_hostname_seen_through_the_agent(lab: Lab, cloud_vm: CloudVm) -> None:
-    """The agent's default policy reads /var/log and /tmp only and runs no command: the
-    user's authorized_keys cannot be read through it (see the module docstring)."""
-    system = lab.api.agent(cloud_vm.name, "system")
-    assert system["hostname"] == cloud_vm.hostname
-
-
-def test_the_agent_came_up_by_itself(lab: Lab, cloud_vm: CloudVm) -> None:
-    """Installed by cloud-init's runcmd from the seed (dpkg, systemd unit), nobody else."""
+def test_the_agent_came_up_by_itself_with_the_policy(lab: Lab, cloud_vm: CloudVm) -> None:
+    """Installed by cloud-init's runcmd from the seed (dpkg, systemd unit), nobody else,
+    and running with the config cloud-init wrote before the install (dpkg kept it)."""
     assert lab.api.vm(cloud_vm.name)["agent_status"] == "connected"
-    log = output_log(lab, cloud_vm.name)
+    log = read(lab, cloud_vm.name, "/var/log/cloud-init-output.log")
     assert "kvmmanager-agent: installed kvmmanager-agent" in log
     assert "(deb install)" in log
+    written = json.loads(read(lab, cloud_vm.name, "/etc/kvmmanager-agent/config.json"))
+    assert written == cloud_vm.created["agent_policy"]
+    # Writes stay where the policy says: /etc is readable, not writable.
+    with pytest.raises(ApiError) as e:
+        lab.api.write_file(cloud_vm.name, "/etc/kvmm-e2e-denied", "x")
+    assert 400 <= e.value.status < 500 and "allowed paths" in str(e.value.body), e.value
+
+
+def test_hostname_user_key_and_machine_id_through_the_agent(lab: Lab, cloud_vm: CloudVm) -> None:
+    name = cloud_vm.name
+    assert lab.api.agent(name, "system")["hostname"] == cloud_vm.hostname
+    assert read(lab, name, "/etc/hostname").strip() == cloud_vm.hostname
+    passwd = [line.split(":") for line in read(lab, name, "/etc/passwd").splitlines()]
+    alice = next(f for f in passwd if f[0] == cloud_vm.user)
+    assert alice[5] == f"/home/{cloud_vm.user}" and alice[6] == "/bin/bash"
+    keys = read(lab, name, f"/home/{cloud_vm.user}/.ssh/authorized_keys").splitlines()
+    assert cloud_vm.key in keys
+    assert re.fullmatch(r"[0-9a-f]{32}", read(lab, name, "/etc/machine-id").strip())
+
+
+def finished_runs(lab: Lab, vm: str) -> int:
+    return len(FINISHED_RE.findall(read(lab, vm, "/var/log/cloud-init-output.log")))
+
+
+@pytest.fixture(scope="module")
+def clone_vm(lab: Lab, cloud_vm: CloudVm) -> Iterator[CloneVm]:
+    """The source shut down through its agent, cloned, and the clone booted alone."""
+    src = cloud_vm.name
+    machine_id = read(lab, src, "/etc/machine-id").strip()
+    host_key = read(lab, src, "/etc/ssh/ssh_host_ed25519_key.pub").strip()
+    runs = finished_runs(lab, src)
+    mark = lab.events.mark()
+    lab.api.agent(src, "shutdown", "POST", json={"timeout_seconds": 0})
+    lab.events.wait(lifecycle_event(src, "shutoff"), timeout=300, after=mark)
+    name = lab.name("ci-clone")
+    res = lab.api.call("POST", lab.api._vm(src, "clone"), json={"name": name, "mode": "full"})
+    try:
+        job = wait_job(lab, res["job_id"], timeout=600)
+        mark = lab.events.mark()
+        started = time.monotonic()
+        lab.api.action(name, "start")
+        console = ConsoleLog(LIBVIRT_URI, name, lab.log_dir / f"{name}.console.log").start()
+        wait_agent(lab, name, mark)
+        boot = time.monotonic() - started
+        # The agent on the copied disk starts early; cloud-init's new instance (hostname,
+        # machine-id, host keys) finishes later and then restarts it for the policy.
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while finished_runs(lab, name) <= runs:
+            assert time.monotonic() < deadline, "cloud-init never finished in the clone"
+            time.sleep(3)
+        retry(lambda: lab.api.ping(name))
+        ready = time.monotonic() - started
+        print(f"cloud clone: boot to agent {boot:.1f} s, to cloud-init done {ready:.1f} s")
+        yield CloneVm(name, machine_id, host_key, job, boot, ready)
+        del console
+    finally:
+        remove(lab, name)
+
+
+def test_clone_gets_its_own_seed(lab: Lab, cloud_vm: CloudVm, clone_vm: CloneVm) -> None:
+    result = clone_vm.job["result"]
+    assert result["identity"] == "cloud-init" and result["source"] == cloud_vm.name
+    vols = {v["name"] for v in lab.api.volumes(lab.pool)}
+    assert f"{clone_vm.name}-seed.iso" in vols
+
+
+def test_clone_identity_through_its_agent(lab: Lab, clone_vm: CloneVm) -> None:
+    name = clone_vm.name
+    hostname = hostname_for(name)
+    assert lab.api.agent(name, "system")["hostname"] == hostname
+    assert read(lab, name, "/etc/hostname").strip() == hostname
+    machine_id = read(lab, name, "/etc/machine-id").strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", machine_id)
+    assert machine_id != clone_vm.source_machine_id
+    host_key = read(lab, name, "/etc/ssh/ssh_host_ed25519_key.pub").strip()
+    assert host_key.startswith("ssh-ed25519 ") and host_key != clone_vm.source_host_key
+    # The copied disk keeps the user and the agent's policy.
+    assert read(lab, name, f"/home/{USER}/.ssh/authorized_keys").strip()
