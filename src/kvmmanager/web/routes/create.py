@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from kvmmanager.api.deps import get_manager, require_role
 from kvmmanager.core.errors import InvalidInput, KvmmError
-from kvmmanager.services.cloudinit import CloudInitSpec, CloudUser
+from kvmmanager.services.cloudinit import AgentPolicy, CloudInitSpec, CloudUser
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, InstallSource, NicSpec, VmSpec
@@ -144,12 +145,35 @@ CLOUD_FIELDS = {
     "nics": "network",
 }
 USER_FIELDS = {"name": "ci_user", "ssh_authorized_keys": "ci_ssh_keys", "password": "ci_password"}
+# The "Agent permissions" fieldset: one entry per line, added to the agent's defaults.
+AGENT_FIELDS = {
+    "allowed_read_paths": "ag_read",
+    "allowed_write_paths": "ag_write",
+    "command_whitelist": "ag_exec",
+}
+AGENT_KEYS = tuple(AGENT_FIELDS.values())
 
 
 def _cloud_field(field: str) -> str:
     if field.startswith("users["):
         return USER_FIELDS.get(field.split(".", 1)[-1], "ci_user")
+    if field.startswith("agent_policy"):
+        return AGENT_FIELDS.get(field.split(".", 1)[-1], "ag_read")
     return CLOUD_FIELDS.get(field.split(".")[0], field.split(".")[0] or "form")
+
+
+def _agent_policy(text: Callable[[str], str]) -> AgentPolicy | None:
+    """The "Agent permissions" lines, added to the agent's safe defaults; all empty:
+    None (the agent keeps its packaged config)."""
+    lines = {key: [v.strip() for v in text(key).splitlines() if v.strip()] for key in AGENT_KEYS}
+    if not any(lines.values()):
+        return None
+    base = AgentPolicy()
+    return AgentPolicy(
+        allowed_read_paths=list(dict.fromkeys([*base.allowed_read_paths, *lines["ag_read"]])),
+        allowed_write_paths=list(dict.fromkeys([*base.allowed_write_paths, *lines["ag_write"]])),
+        command_whitelist=list(dict.fromkeys(lines["ag_exec"])),
+    )
 
 
 async def _create_from_cloud_image(
@@ -183,6 +207,7 @@ async def _create_from_cloud_image(
             users=users,
             packages=text("ci_packages").split(),
             install_agent=form.get("install_agent") == "true",
+            agent_policy=_agent_policy(text),
         )
         result = await manager.cloudinit.provision(
             host,
