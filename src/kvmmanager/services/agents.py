@@ -32,6 +32,7 @@ from kvmmanager.core.errors import (
     GuestError,
     InvalidInput,
     KvmmError,
+    NotFound,
 )
 from kvmmanager.services.users import ROLE_RANK
 from kvmmanager.virt.connection import is_remote_uri
@@ -228,7 +229,15 @@ class AgentService:
 
     def _use_kvmm(self, host: str, vm: str) -> bool:
         info = self._domain(host, vm)
-        return info.state == "running" and info.agent_status in ("connected", "connecting")
+        if info.state != "running":
+            return False
+        if info.agent_status in ("connected", "connecting"):
+            return True
+        # An agent marked unresponsive (it was restarted while the client re-synced,
+        # say) is tried again when no qemu-ga could answer instead: the call reconnects
+        # and re-syncs. Failing over to a qemu-ga that is not there would keep it
+        # unresponsive forever, since only a call to it brings it back.
+        return info.agent_status == "unresponsive" and not self._qga_available(info)
 
     async def guest_info(self, host: str, vm: str) -> GuestInfo:
         if self._use_kvmm(host, vm):
@@ -359,6 +368,18 @@ class AgentService:
                     offset = await self._write_chunk(c, handle, offset, buf, digest)
             while buf:
                 offset = await self._write_chunk(c, handle, offset, buf, digest)
+        except (NotFound, AgentUnavailable) as exc:
+            if isinstance(exc, NotFound) and exc.field != "handle":
+                raise
+            # The agent went away mid-transfer (killed, restarted: its handle died with
+            # it), or does not answer. A handle still open is closed without the rename.
+            await agent_transfer.abort_write(c, handle)
+            raise AgentUnavailable(
+                f"the guest agent lost the transfer of {path} after {offset} bytes "
+                f"({exc.message}); the guest's file is unchanged and the bytes so far are "
+                "kept aside: upload again with resume=true to continue",
+                field="path",
+            ) from None
         except BaseException:
             # The guest's file stays as it was; the bytes so far wait aside for a resume.
             await agent_transfer.abort_write(c, handle)

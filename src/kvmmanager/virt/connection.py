@@ -391,10 +391,11 @@ class HostConnection:
         self, gen: int, dom: libvirt.virDomain, event: readers.ObjectEvent
     ) -> None:
         uuid = dom.UUIDString()
+        port = event.data.get("vserport") if event.kind is None else None
         info = await self._refresh(
             gen,
             f"domain:{uuid}",
-            readers.read_domain,
+            functools.partial(readers.read_domain, port=port) if port else readers.read_domain,
             dom,
             self.inventory.put_domain,
             lambda: self.inventory.remove_domain(self.name, uuid),

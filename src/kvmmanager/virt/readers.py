@@ -7,6 +7,7 @@ through the typed models of `kvmmanager.virt.xml`, never parsed by hand.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,8 +221,15 @@ def domain_from_xml(host: str, xml: str, **live: Any) -> DomainInfo:
     )
 
 
-def read_domain(host: str, dom: libvirt.virDomain) -> DomainInfo:
-    """Re-read one domain (worker thread). Raises libvirtError NO_DOMAIN when it is gone."""
+def read_domain(
+    host: str, dom: libvirt.virDomain, port: tuple[str, bool] | None = None
+) -> DomainInfo:
+    """Re-read one domain (worker thread). Raises libvirtError NO_DOMAIN when it is gone.
+
+    `port` = (device alias, open) from a VSERPORT_CHANGE just received: QEMU's word on
+    that port wins over the XML's channel state, which libvirt updates in a worker of its
+    own, often AFTER this re-read (then an agent restarted within a second would stay
+    "absent": no later event corrects it)."""
     state, reason = dom.state()
     dom_id = dom.ID()
     persistent = bool(dom.isPersistent())
@@ -241,11 +249,43 @@ def read_domain(host: str, dom: libvirt.virDomain) -> DomainInfo:
         log.warning("host %s: domain %s: %s; listed with basic facts only", host, dom.name(), exc)
         info = DomainInfo(host=host, name=dom.name(), uuid=dom.UUIDString().lower(), **live)
         state = libvirt.VIR_DOMAIN_RUNNING  # take memory and vCPUs from the counters below
+    if port is not None:
+        info = _with_port_state(info, xml, *port)
     if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED):
         # Hot-plugged vCPUs/balloon are only reflected by the live counters.
         _, max_mem, mem, vcpus, _ = dom.info()
         info = dataclasses.replace(info, memory_kib=mem, max_memory_kib=max_mem, vcpus=vcpus)
     return info
+
+
+def _with_port_state(info: DomainInfo, xml: str, alias: str, is_open: bool) -> DomainInfo:
+    try:
+        model = Domain.from_xml(xml)
+    except Exception:  # the caller already listed it with basic facts
+        return info
+    for name, attr, closed in (
+        (KVMM_AGENT_CHANNEL, "agent_status", "absent"),
+        (QEMU_GA_CHANNEL, "qga_status", "disconnected"),
+    ):
+        channel = model.devices.channel(name)
+        if channel is not None and channel.alias == alias:
+            return dataclasses.replace(info, **{attr: "connected" if is_open else closed})
+    return info
+
+
+def vserport_details(details: Any) -> tuple[str, bool] | None:
+    """(alias, open) of a VSERPORT_CHANGE's data (a dict, or its JSON text)."""
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except ValueError:
+            return None
+    if not isinstance(details, dict):
+        return None
+    alias, is_open = details.get("id"), details.get("open")
+    if not isinstance(alias, str) or not isinstance(is_open, bool):
+        return None
+    return alias, is_open
 
 
 def read_pool(host: str, pool: libvirt.virStoragePool) -> PoolInfo:
@@ -386,10 +426,12 @@ def domain_event_handlers(sink: DomainEventSink) -> list[tuple[int, Handler]]:
 def qemu_monitor_handlers(sink: DomainEventSink) -> list[tuple[str, Handler]]:
     """QEMU monitor events (libvirt_qemu.qemuMonitorEventRegister) worth a re-read."""
 
-    def vserport(_c: Any, dom: Any, _event: str, _s: int, _us: int, _details: Any, _o: Any) -> None:
-        # A guest opened or closed a virtio-serial port: libvirt updated the channel state
-        # in the live XML; the re-read publishes domain.agent when it is one of ours.
-        sink(dom, ObjectEvent(None))
+    def vserport(_c: Any, dom: Any, _event: str, _s: int, _us: int, details: Any, _o: Any) -> None:
+        # A guest opened or closed a virtio-serial port: the re-read publishes
+        # domain.agent when it is one of ours, with the port state QEMU reported (libvirt
+        # may not have written it into the live XML yet).
+        port = vserport_details(details)
+        sink(dom, ObjectEvent(None, {"vserport": port} if port is not None else {}))
 
     return [("VSERPORT_CHANGE", vserport)]
 

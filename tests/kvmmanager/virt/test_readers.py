@@ -107,3 +107,26 @@ def test_a_domain_whose_xml_is_not_understood_is_still_listed(conn, monkeypatch)
         "running",
     )
     assert (info.vcpus, info.max_memory_kib) == (1, 1024 * 1024)
+
+
+def test_a_vserport_change_wins_over_a_stale_channel_state():
+    """libvirt writes the port state into the live XML in a worker of its own, often
+    after the re-read the event caused: QEMU's word (the event's data) wins."""
+    xml = """<domain type='test'><name>kvmm-t-host-x</name>
+      <uuid>11111111-2222-3333-4444-0000000000fe</uuid><memory>1024</memory><vcpu>1</vcpu>
+      <os><type>hvm</type></os><devices>
+      <channel type='unix'><target type='virtio' name='org.kvmmanager.agent.0'
+        state='disconnected'/><alias name='channel0'/></channel>
+      <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'
+        state='connected'/><alias name='channel1'/></channel></devices></domain>"""
+    info = readers.domain_from_xml("h", xml, state="running")
+    assert (info.agent_status, info.qga_status) == ("absent", "connected")
+    port = readers.vserport_details('{"id": "channel0", "open": true}')
+    assert port == ("channel0", True)
+    fixed = readers._with_port_state(info, xml, *port)
+    assert (fixed.agent_status, fixed.qga_status) == ("connected", "connected")
+    closed = readers._with_port_state(info, xml, "channel1", False)
+    assert (closed.agent_status, closed.qga_status) == ("absent", "disconnected")
+    assert readers._with_port_state(info, xml, "channel9", True) == info
+    for bad in (None, "not json", '{"id": 3, "open": true}', {"id": "channel0"}):
+        assert readers.vserport_details(bad) is None
