@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-from typing import Any, Dict, List, Optional
 
 from . import protocol
+from .log import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
 
 DEFAULT_CONFIG_PATH = "/etc/kvmmanager-agent/config.json"
-
-log = logging.getLogger("kvmmanager_agent")
 
 DEFAULTS = {
     "log_level": "info",
@@ -90,10 +92,10 @@ class Config:
         self.requests_per_second = max(1, int(merged["requests_per_second"]))
         self.freeze_timeout_seconds = max(1.0, float(merged["freeze_timeout_seconds"]))
         self.shutdown_grace_seconds = max(0.0, float(merged["shutdown_grace_seconds"]))
-        self.disabled_methods = list(merged["disabled_methods"])  # type: List[str]
-        self.allowed_read_paths = list(sec["allowed_read_paths"])  # type: List[str]
-        self.allowed_write_paths = list(sec["allowed_write_paths"])  # type: List[str]
-        self.command_whitelist = list(sec["command_whitelist"])  # type: List[str]
+        self.disabled_methods: List[str] = list(merged["disabled_methods"])
+        self.allowed_read_paths: List[str] = list(sec["allowed_read_paths"])
+        self.allowed_write_paths: List[str] = list(sec["allowed_write_paths"])
+        self.command_whitelist: List[str] = list(sec["command_whitelist"])
         self.max_file_bytes = min(
             protocol.MAX_SIMPLE_FILE_BYTES, int(float(sec["max_file_size_mb"]) * 1024 * 1024)
         )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, List, Optional
 
 from .config import Config
 from .methods.freeze import Freezer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional
 
 
 class Context:
@@ -20,9 +23,9 @@ class Context:
         self.freezer = Freezer(config.freeze_timeout_seconds, freeze_backend)
         # Injectable so tests can check what would run without powering anything off.
         self.power = power or _run_later
-        self._transfers = None  # type: Any
-        self._execs = None  # type: Any
-        self.cpu_sample = None  # type: Any
+        self._transfers: Any = None
+        self._execs: Any = None
+        self.cpu_sample: Any = None
         self.started = time.time()
 
     # Built on first use: their modules pull in subprocess and hashlib.

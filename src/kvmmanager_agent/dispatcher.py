@@ -8,22 +8,25 @@ dict, or a (result, action) pair whose action runs after the reply is written (p
 from __future__ import annotations
 
 import json
-import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import protocol
 from .errors import AgentError
+from .log import log
 
-log = logging.getLogger("kvmmanager_agent")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
-Action = Callable[[], None]
+    Action = Callable[[], None]
+
+
 _NO_ID = object()
 
 
 def error_reply(
     req_id: Any, code: int, message: str, field: Optional[str] = None
 ) -> Dict[str, Any]:
-    err = {"code": code, "message": message}  # type: Dict[str, Any]
+    err: Dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         err["data"] = {"field": field}
     return {"jsonrpc": "2.0", "id": req_id, "error": err}
@@ -59,7 +62,7 @@ class Dispatcher:
 
     def run(self, payload: Any) -> Tuple[Any, List[Action]]:
         """Answer a parsed payload: a reply dict, a list (batch), or None (notifications)."""
-        actions = []  # type: List[Action]
+        actions: List[Action] = []
         if isinstance(payload, list):
             if not payload:
                 return error_reply(None, protocol.INVALID_REQUEST, "empty batch"), actions

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
-
 from . import protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 
 class AgentError(Exception):
@@ -15,7 +17,7 @@ class AgentError(Exception):
         self.field = field
 
     def to_error(self) -> Dict[str, Any]:
-        err = {"code": self.code, "message": self.message}  # type: Dict[str, Any]
+        err: Dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             err["data"] = {"field": self.field}
         return err

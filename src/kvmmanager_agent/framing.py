@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Union
+
+    Item = Union[bytes, "Overlong"]
+
 
 SYNC = 0xFF
 
@@ -12,7 +17,6 @@ class Overlong:
 
 
 OVERLONG = Overlong()
-Item = Union[bytes, Overlong]
 
 
 class LineFramer:
@@ -26,7 +30,7 @@ class LineFramer:
         self.discarding = False
 
     def feed(self, data: bytes) -> List[Item]:
-        out = []  # type: List[Item]
+        out: List[Item] = []
         segments = data.split(b"\xff")
         for i, seg in enumerate(segments):
             if i:

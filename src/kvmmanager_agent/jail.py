@@ -12,9 +12,13 @@ import contextlib
 import errno
 import os
 import stat
-from typing import List, Sequence, Tuple
 
 from .errors import AgentError, denied, failed, invalid, not_found
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Tuple
+
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -31,7 +35,7 @@ def split_path(path: str, field: str = "path") -> List[str]:
 
 
 def _root_for(parts: List[str], roots: Sequence[str]) -> Tuple[str, List[str]]:
-    best = None  # type: Optional[Tuple[str, List[str]]]
+    best: Optional[Tuple[str, List[str]]] = None
     for root in roots:
         rparts = [p for p in root.split("/") if p not in ("", ".")]
         if parts[: len(rparts)] == rparts and (best is None or len(rparts) > len(best[1])):

@@ -8,23 +8,26 @@ once rather than queued, so a flood cannot build an unbounded backlog.
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import socket
 import threading
 import time
-from typing import Any, Callable, List, Optional
 
 from . import protocol
 from .config import Config
 from .context import Context
 from .dispatcher import Dispatcher, encode, error_reply, parse
 from .framing import LineFramer, Overlong
+from .log import log
 from .methods import HANDLERS
 from .transport import Channel, ChannelClosed, listen_unix, open_device, socket_channel
 
-log = logging.getLogger("kvmmanager_agent")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional
+
+
 TICK = 0.5
 
 
@@ -54,7 +57,7 @@ class WorkerPool:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.jobs = queue.SimpleQueue()  # type: Any
+        self.jobs: Any = queue.SimpleQueue()
         self.threads: List[threading.Thread] = []
         self.idle = 0
         self.pending = 0

@@ -15,7 +15,10 @@ import select
 import socket
 import threading
 import time
-from typing import Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 class ChannelClosed(Exception):

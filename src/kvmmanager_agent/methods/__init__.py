@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterator
+
 
 GROUPS = {
     "system": ("ping", "sync", "get_agent_info", "get_system_info", "get_disk_usage"),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
 
 from ..errors import denied, failed
 from .system import timezone_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict
 
 
 def get_time(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:

@@ -15,10 +15,14 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Dict, List, Optional
 
 from .. import protocol
 from ..errors import AgentError, denied, failed, invalid, not_found
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
 
 MAX_RUNNING = 16
 
@@ -66,9 +70,9 @@ class Proc:
         self.out = {"stdout": bytearray(), "stderr": bytearray()}
         self.truncated = False
         self.timed_out = False
-        self.exit_code = None  # type: Optional[int]
+        self.exit_code: Optional[int] = None
         self.started = time.monotonic()
-        self.finished_at = None  # type: Optional[float]
+        self.finished_at: Optional[float] = None
         try:
             self.popen = subprocess.Popen(
                 argv,
@@ -182,7 +186,7 @@ def exec_command(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
 class ExecTable:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.procs = {}  # type: Dict[int, Proc]
+        self.procs: Dict[int, Proc] = {}
         self.ids = itertools.count(1)
 
     def add(self, proc: Proc) -> int:

@@ -6,10 +6,13 @@ import base64
 import binascii
 import os
 import stat
-from typing import Any, Dict
 
 from .. import jail
 from ..errors import failed, invalid
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict
 
 
 def parse_mode(value: Any, default: int) -> int:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
 
 from .. import protocol
 from ..errors import AgentError, failed, invalid
+from ..log import log
 from .system import mounts
 
-log = logging.getLogger("kvmmanager_agent")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
@@ -61,9 +63,9 @@ class Freezer:
         self.max_timeout = max_timeout
         self.backend = backend or IoctlBackend()
         self.lock = threading.RLock()
-        self.frozen = []  # type: List[str]
-        self.deadline = None  # type: Optional[float]
-        self.timer = None  # type: Optional[threading.Timer]
+        self.frozen: List[str] = []
+        self.deadline: Optional[float] = None
+        self.timer: Optional[threading.Timer] = None
 
     def is_frozen(self) -> bool:
         return bool(self.frozen)

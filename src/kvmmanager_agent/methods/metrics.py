@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Dict, List, Tuple
 
 from .system import filesystems, meminfo, read_text, uptime_seconds
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple
+
 
 _lock = threading.Lock()
 
@@ -26,7 +30,7 @@ def cpu_times() -> Tuple[int, int]:
 
 def cpu_percent(ctx: Any) -> float:
     with _lock:
-        prev = getattr(ctx, "cpu_sample", None)  # type: Optional[Tuple[int, int]]
+        prev: Optional[Tuple[int, int]] = getattr(ctx, "cpu_sample", None)
         if prev is None:
             prev = cpu_times()
             time.sleep(0.1)

@@ -10,9 +10,13 @@ import ipaddress
 import os
 import socket
 import struct
-from typing import Any, Dict, List, Tuple
 
 from .system import read_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Tuple
+
 
 RTM_NEWADDR = 20
 RTM_GETADDR = 22

@@ -6,17 +6,18 @@ instead of answering `initiated` and doing nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
 import threading
 import time
-from typing import Any, Dict, List, Tuple
 
 from ..errors import failed
+from ..log import log
 
-log = logging.getLogger("kvmmanager_agent")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Tuple
 
 
 def power_command(action: str, force: bool) -> List[str]:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import Any, Dict, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
+
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -56,7 +60,7 @@ def process(pid: str, users: Dict[int, str]) -> Optional[Dict[str, Any]]:
 
 
 def list_processes(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
-    users = {}  # type: Dict[int, str]
+    users: Dict[int, str] = {}
     procs = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():

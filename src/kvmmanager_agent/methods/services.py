@@ -6,9 +6,13 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Any, Dict, List, Tuple
 
 from ..errors import failed, invalid, not_found
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Tuple
+
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9@._:+-]{0,255}$")
 

@@ -13,9 +13,13 @@ import contextlib
 import errno
 import os
 import pwd
-from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import denied, failed, invalid, not_found
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple
+
 
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")

@@ -6,10 +6,14 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List
 
 from .. import __version__, protocol
 from ..errors import invalid
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List
+
 
 PSEUDO_FS = {
     "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
@@ -168,7 +172,7 @@ def filesystems() -> List[Dict[str, Any]]:
         used = (st.f_blocks - st.f_bfree) * st.f_frsize
         # Same definition as df: used / (used + available to users).
         pct = round(100.0 * used / (used + avail), 1) if used + avail else 0.0
-        entry = dict(m)  # type: Dict[str, Any]
+        entry: Dict[str, Any] = dict(m)
         entry.update(total_bytes=total, used_bytes=used, available_bytes=avail, used_percent=pct)
         out.append(entry)
     return out

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, List
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List
+
 
 USER_PROCESS = 7
 # glibc x86_64/aarch64 struct utmp: 384 bytes, 32-bit time fields.
