@@ -48,6 +48,8 @@ ADMIN_AREAS = (
     re.compile(r"^(/api)?/audit(/|$)"),
     re.compile(r"^/api/webhooks(/|$)"),
     re.compile(r"^/alerts/webhooks(/|$)"),  # the same, on the alerts page
+    re.compile(r"^/api/email-targets(/|$)"),
+    re.compile(r"^/alerts/email(/|$)"),  # the same, on the alerts page
 )
 ADMIN_WRITES = (
     ("POST", re.compile(r"^/api/hosts$")),

@@ -1,6 +1,7 @@
 """Alerts page: rules (create, edit, enable/disable, delete), firing alerts and history
 (refreshed live by `alert.firing` / `alert.resolved` events), the firing-count badge of
-the navigation, and, for admins, outgoing webhooks (add, test-send, deliveries, delete).
+the navigation, and, for admins, outgoing webhooks (add, test-send, deliveries, delete)
+and e-mail targets (SMTP settings shown without their password; add, test-send, delete).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
 from kvmmanager.db.ops_models import ALERT_METRICS, SEVERITIES
 from kvmmanager.services.alert_eval import OPS
 from kvmmanager.services.alerts import EVENT_METRICS, THRESHOLD_METRICS, RuleSpec
+from kvmmanager.services.email_alerts import SECURITY, EmailSpec
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.web.routes._forms import (
@@ -113,6 +115,7 @@ def _page(
         hook_form={"min_severity": "warning"},
         hook_errors={},
         created=None,
+        **(_email_context(manager) if admin else {"email_targets": []}),
         form=form or _rule_form(None),
         errors=errors or {},
         editing=editing,
@@ -307,3 +310,107 @@ def webhook_deliveries(
     hook = manager.webhooks.get(webhook)
     rows = manager.webhooks.deliveries(webhook, 20)
     return render(request, "ops/_deliveries.html", hook=hook, deliveries=rows)
+
+
+# ---- e-mail targets (admin) ----------------------------------------------------------------
+
+
+def _email_context(
+    manager: Manager,
+    errors: dict[str, str] | None = None,
+    form: dict[str, Any] | None = None,
+    result: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "email_targets": manager.email.list(),
+        "email_security": SECURITY,
+        "email_form": form or {},
+        "email_errors": errors or {},
+        "email_result": result,
+    }
+
+
+def _email_section(
+    request: Request, manager: Manager, headers: dict[str, str] | None = None, **kw: Any
+) -> HTMLResponse:
+    return render(
+        request,
+        "ops/_email_targets.html",
+        status_code=422 if kw.get("errors") else 200,
+        headers=headers,
+        severities=SEVERITIES,
+        **_email_context(manager, **kw),
+    )
+
+
+def _email_spec(form: Any) -> EmailSpec:
+    raw = text(form, "to_addrs") or ""
+    return EmailSpec(
+        name=text(form, "name") or "",
+        smtp_host=text(form, "smtp_host") or "",
+        smtp_port=number(form, "smtp_port", int, 587),
+        security=text(form, "security") or "starttls",
+        username=text(form, "username"),
+        # An empty password box with a login is the service's "both or neither" error.
+        password=form.get("password") or None,
+        from_addr=text(form, "from_addr") or "",
+        to_addrs=[a for a in raw.replace(",", " ").split() if a],
+        min_severity=text(form, "min_severity") or "warning",
+    )
+
+
+@router.post("/alerts/email", name="web.email_create", response_class=HTMLResponse)
+async def create_email(
+    request: Request,
+    manager: Manager = Depends(get_manager),
+    _admin: Principal = Depends(require_role("admin")),
+) -> HTMLResponse:
+    form = await form_of(request)
+    try:
+        created = manager.email.create(_email_spec(form))
+    except (InvalidInput, Conflict) as exc:
+        values = {k: v for k, v in form.items() if k != "password" and isinstance(v, str)}
+        return _email_section(
+            request, manager, errors={exc.field or "form": exc.message}, form=values
+        )
+    return _email_section(
+        request, manager, headers=toast_headers(f"E-mail target {created['name']} added")
+    )
+
+
+@router.post("/alerts/email/{target}/delete", name="web.email_delete", response_class=HTMLResponse)
+def delete_email(
+    request: Request,
+    target: str,
+    manager: Manager = Depends(get_manager),
+    _admin: Principal = Depends(require_role("admin")),
+) -> HTMLResponse:
+    manager.email.delete(target)
+    return _email_section(
+        request, manager, headers=toast_headers(f"E-mail target {target} deleted")
+    )
+
+
+@router.post("/alerts/email/{target}/test", name="web.email_test", response_class=HTMLResponse)
+async def test_email(
+    request: Request,
+    target: str,
+    manager: Manager = Depends(get_manager),
+    _admin: Principal = Depends(require_role("admin")),
+) -> HTMLResponse:
+    """Send a test message now and say what the SMTP server answered (in the section, so
+    the reason stays on screen, and as a toast)."""
+    try:
+        await manager.email.test(target)
+    except InvalidInput as exc:
+        message = f"Test e-mail through {target} failed: {exc.message}"
+        return _email_section(
+            request,
+            manager,
+            headers=toast_headers(message, "error"),
+            result={"ok": False, "message": message},
+        )
+    message = f"Test e-mail sent through {target}"
+    return _email_section(
+        request, manager, headers=toast_headers(message), result={"ok": True, "message": message}
+    )
