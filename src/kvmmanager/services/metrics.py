@@ -193,9 +193,10 @@ class MetricsService:
 
     async def _start_host(self, name: str) -> None:
         hm = HostMetrics(name, FullRing(self.capacity), DownsampledRing())
-        self._hosts[name] = hm
         if self.persist:
             await self._restore(hm)
+        # Listed only once restored: a reader never sees the host without its history.
+        self._hosts[name] = hm
         hm.tasks = [
             asyncio.create_task(self._tick(hm), name=f"metrics-{name}"),
             asyncio.create_task(self._guest_loop(hm), name=f"metrics-guest-{name}"),
