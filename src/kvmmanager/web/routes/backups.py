@@ -1,6 +1,12 @@
-"""Backups page: backup policies (targets, retention, quiesce) with create / edit /
-delete, "run now" with a result per VM, the snapshots each policy keeps per VM, and
-restoring a VM to one of them (confirmed: what happened since is discarded)."""
+"""Backups page: backup policies (targets, retention, quiesce, method: snapshots or
+backups into a pool, full_every) with create / edit / delete, "run now" with a result per
+VM, the snapshots each policy keeps per VM and restoring a VM to one of them (confirmed:
+what happened since is discarded), and the backup images of pool policies (the `backups`
+table) per VM: verify, restore to a new VM, restore over the original (confirmed),
+delete. Verify and restores run as jobs whose progress the page follows.
+
+Image routes carry /{host}/{vm} so the app-wide ownership rule (api/deps.check_vm_owner)
+applies to them as to every per-VM write."""
 
 from __future__ import annotations
 
@@ -11,12 +17,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
-from kvmmanager.services.backups import PolicySpec
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services import backup_restore as rs
+from kvmmanager.services.backups import METHODS, PolicySpec
 from kvmmanager.services.batch import Target
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
 from kvmmanager.services.users import Principal
+from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
     form_of,
@@ -37,7 +45,7 @@ def _spec(form: Any, keep: dict[str, Any] | None = None) -> PolicySpec:
     """The policy from the form; `keep` (the policy being edited) supplies the settings
     this form does not show, so saving never resets them."""
     shown = {"name", "vms", "tag", "host", "keep_last", "keep_daily", "keep_weekly",
-             "timezone", "quiesce"}  # fmt: skip
+             "timezone", "quiesce", "method", "pool", "full_every"}  # fmt: skip
     others = {
         f.name: keep[f.name]
         for f in dataclasses.fields(PolicySpec)
@@ -54,13 +62,16 @@ def _spec(form: Any, keep: dict[str, Any] | None = None) -> PolicySpec:
         keep_weekly=number(form, "keep_weekly", int, 0),
         timezone=text(form, "timezone") or "UTC",
         quiesce=text(form, "quiesce") or "auto",
+        method=text(form, "method") or "snapshot",
+        pool=text(form, "pool"),
+        full_every=number(form, "full_every", int, 7),
     )
 
 
 def _form_values(p: dict[str, Any] | None) -> dict[str, Any]:
     if p is None:
         return {"keep_last": 7, "keep_daily": 0, "keep_weekly": 0, "timezone": "UTC",
-                "quiesce": "auto", "vms": []}  # fmt: skip
+                "quiesce": "auto", "vms": [], "method": "snapshot", "full_every": 7}  # fmt: skip
     return {**p, "vms": [f"{t['host']}/{t['vm']}" for t in p["vms"]]}
 
 
@@ -71,7 +82,18 @@ def _policies(manager: Manager) -> list[dict[str, Any]]:
     ]
 
 
-def _page(
+async def _pool_names(manager: Manager) -> list[str]:
+    """Active pool names over every host, for the policy form's pool suggestions."""
+    names: set[str] = set()
+    for host in host_choices(manager):
+        try:
+            names.update(p.name for p in await manager.storage.list_pools(host) if p.active)
+        except KvmmError:
+            continue  # an unreachable host suggests nothing
+    return sorted(names)
+
+
+async def _page(
     request: Request,
     manager: Manager,
     *,
@@ -91,6 +113,8 @@ def _page(
         errors=errors or {},
         editing=editing,
         quiesce_choices=QUIESCE_REQUESTS,
+        method_choices=METHODS,
+        pool_choices=await _pool_names(manager),
         timezones=TIMEZONES,
         vm_choices=vm_choices(manager),
         tag_choices=tag_choices(manager),
@@ -99,22 +123,22 @@ def _page(
 
 
 @router.get("/backups", name="web.backups", response_class=HTMLResponse)
-def backups_page(
+async def backups_page(
     request: Request,
     edit: str | None = None,
     manager: Manager = Depends(get_manager),
     _user: Principal = Depends(current_user),
 ) -> HTMLResponse:
     form = _form_values(manager.backups.get(edit)) if edit else None
-    return _page(request, manager, form=form, editing=edit)
+    return await _page(request, manager, form=form, editing=edit)
 
 
-def _form_error(
+async def _form_error(
     request: Request, manager: Manager, form: Any, exc: KvmmError, editing: str | None
 ) -> HTMLResponse:
     values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
     values["vms"] = form.getlist("vms")
-    return _page(
+    return await _page(
         request,
         manager,
         form=values,
@@ -139,7 +163,7 @@ async def create_policy(
     try:
         out = manager.backups.create(_spec(form), created_by=user.username)
     except (InvalidInput, Conflict) as exc:
-        return _form_error(request, manager, form, exc, None)
+        return await _form_error(request, manager, form, exc, None)
     return _saved(f"Backup policy {out['name']} created")
 
 
@@ -152,7 +176,7 @@ async def update_policy(
     try:
         out = manager.backups.replace(policy, _spec(form, keep=current))
     except (InvalidInput, Conflict) as exc:
-        return _form_error(request, manager, form, exc, policy)
+        return await _form_error(request, manager, form, exc, policy)
     return _saved(f"Backup policy {out['name']} saved")
 
 
@@ -230,4 +254,162 @@ async def restore(
         headers=toast_headers(f"VM {vm} restored to {snapshot}"),
         policy=p,
         vms=await _kept(manager, p),
+    )
+
+
+# ---- backup images (policies with a pool) --------------------------------------------
+
+IMAGE = "/backup-images/{host}/{vm}/{backup_id}"
+JOB_KINDS = ("backup.verify", "backup.restore")
+
+
+def _grouped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Backups grouped per VM (newest first in each), VMs by name."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for b in rows:
+        groups.setdefault((b["host"], b["vm"]), []).append(b)
+    return [
+        {"host": h, "vm": v, "backups": items}
+        for (h, v), items in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]
+
+
+def _images_page(request: Request, manager: Manager, policy: str | None, **kw: Any) -> HTMLResponse:
+    """The backup images of one policy, or of every policy (deleted ones included)."""
+    rows = manager.backups.images.list(policy=policy)
+    return render(
+        request,
+        "ops/_backup_images.html",
+        title=f"Backups made by {policy}" if policy else "All backups",
+        policy=policy,
+        vms=_grouped(rows),
+        restore_errors=kw.pop("restore_errors", {}),
+        restore_form=kw.pop("restore_form", {}),
+        **kw,
+    )
+
+
+def _policy_of(manager: Manager, rec: dict[str, Any]) -> str | None:
+    """The backup's policy name to list again, None (all) once the policy is gone."""
+    try:
+        return str(manager.backups.get(rec["policy_id"])["name"]) if rec["policy_id"] else None
+    except NotFound:
+        return None
+
+
+@router.get("/backups/{policy}/images", name="web.backup_images", response_class=HTMLResponse)
+def policy_images(
+    request: Request, policy: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    return _images_page(request, manager, manager.backups.get(policy)["name"])
+
+
+@router.get("/backup-images", name="web.backup_images_all", response_class=HTMLResponse)
+def all_images(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+    return _images_page(request, manager, None)
+
+
+def _job_view(manager: Manager, job_id: str) -> dict[str, Any]:
+    job = manager.jobs.get(job_id)
+    if job.kind not in JOB_KINDS:
+        raise NotFound(f"no backup verify or restore job {job_id}", field="job_id")
+    total = job.progress_total or 0
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "target": job.target,
+        "state": job.state,
+        "message": job.message,
+        "pct": int(100 * (job.progress_done or 0) / total) if total else 0,
+        "result": job.result or {},
+        "error": job.error or {},
+        "final": job.state in ("done", "failed", "cancelled"),
+    }
+
+
+@router.get("/backup-images/jobs/{job_id}", name="web.backup_job", response_class=HTMLResponse)
+def backup_job(
+    request: Request, job_id: str, manager: Manager = Depends(get_manager)
+) -> HTMLResponse:
+    return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
+
+
+@router.post(IMAGE + "/verify", name="web.backup_image_verify", response_class=HTMLResponse)
+def verify_image(
+    request: Request,
+    host: str,
+    vm: str,
+    backup_id: int,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> HTMLResponse:
+    """Read the backup's volumes back through libvirt (sha256, qcow2 headers) as a job."""
+    images = manager.backups.images
+    images.get(backup_id, host, vm)  # 404 now, not a failed job
+
+    async def job(progress: Any) -> dict[str, Any]:
+        return await images.verify(backup_id, host, vm, progress=progress)
+
+    job_id = manager.jobs.start("backup.verify", f"{host}/{vm}/{backup_id}", job, user, host=host)
+    return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
+
+
+@router.post(IMAGE + "/restore", name="web.backup_image_restore", response_class=HTMLResponse)
+async def restore_image(
+    request: Request,
+    host: str,
+    vm: str,
+    backup_id: int,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> HTMLResponse:
+    """`mode=new` defines a new VM (`name`) on copies of the backup's disks; `mode=original`
+    puts the backup back into the VM's own disks (shut off, no snapshots) and needs
+    `confirm` (the button asks first). Bad input comes back beside its field."""
+    form = await form_of(request)
+    images = manager.backups.images
+    rec = images.get(backup_id, host, vm)
+    mode = text(form, "mode") or "new"
+    name = text(form, "name")
+    args = dict(mode=mode, name=name, pool=text(form, "pool"),
+                start=form.get("start") is not None, confirm=form.get("confirm") == "yes",
+                host=host, vm=vm, created_by=user.username)  # fmt: skip
+    try:
+        rs.check_restore_args(mode, name, bool(args["confirm"]))
+        if mode == "new":
+            validate_name(name, "name")
+    except InvalidInput as exc:
+        return _images_page(
+            request,
+            manager,
+            _policy_of(manager, rec),
+            status_code=422,
+            # The form's target is the job list; its errors replace the table instead.
+            headers={"HX-Retarget": "#backup-images", "HX-Reswap": "outerHTML"},
+            restore_errors={backup_id: {exc.field or "form": exc.message}},
+            restore_form={backup_id: {k: v for k, v in form.items() if isinstance(v, str)}},
+        )
+
+    async def job(progress: Any) -> dict[str, Any]:
+        return await images.restore(backup_id, progress=progress, **args)  # type: ignore[arg-type]
+
+    job_id = manager.jobs.start("backup.restore", f"{host}/{vm}/{backup_id}", job, user, host=host)
+    return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
+
+
+@router.post(IMAGE + "/delete", name="web.backup_image_delete", response_class=HTMLResponse)
+async def delete_image(
+    request: Request,
+    host: str,
+    vm: str,
+    backup_id: int,
+    manager: Manager = Depends(get_manager),
+) -> HTMLResponse:
+    rec = manager.backups.images.get(backup_id, host, vm)
+    await manager.backups.images.delete(backup_id, host, vm)
+    return _images_page(
+        request,
+        manager,
+        _policy_of(manager, rec),
+        headers=toast_headers(f"Backup {backup_id} of {vm} deleted"),
     )
