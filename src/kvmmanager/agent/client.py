@@ -98,6 +98,11 @@ class AgentClient:
         self._ready_lock = asyncio.Lock()
         self._need_sync = True
         self._sync: tuple[str, int, asyncio.Future[None]] | None = None
+        # Set by close(): a closed client never connects again. Whoever still holds it
+        # (a long transfer across the agent's restart) must not take QEMU's one-client
+        # port from the client that replaced it (that one's connects would then fail
+        # with EAGAIN for as long as the orphan lives).
+        self._closed = False
         self._garbage = 0
         self._unsolicited = 0
         self.status = "disconnected"
@@ -134,6 +139,10 @@ class AgentClient:
         if self._transport is not None and not self._need_sync:
             return
         async with self._ready_lock:
+            if self._closed:
+                raise AgentUnavailable(
+                    f"{self.name}: the connection to the agent was closed", field="vm"
+                )
             if self._transport is None:
                 self._set_status("connecting")
                 transport = await self._opener()
@@ -143,6 +152,7 @@ class AgentClient:
                 await self._do_sync()
 
     async def close(self) -> None:
+        self._closed = True
         await self._disconnect("closed")
         self._set_status("disconnected")
 

@@ -259,3 +259,14 @@ async def test_request_over_the_line_limit_is_refused_before_sending(client: Age
         await client.call("file_write", {"path": "/tmp/x", "content": "z" * (2 * 1024 * 1024)})
     assert e.value.field == "params"
     assert (await client.call("ping"))["pong"] is True
+
+
+async def test_a_closed_client_never_connects_again(agent: Any) -> None:
+    """A transfer holding the client across the agent's restart must not take QEMU's
+    one-client port from the client that replaced it."""
+    c = client_for(agent.path)
+    assert (await c.call("ping"))["pong"] is True
+    await c.close()
+    with pytest.raises(AgentUnavailable, match="closed"):
+        await c.call("ping")
+    assert c.status == "disconnected"
