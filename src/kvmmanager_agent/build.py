@@ -16,12 +16,15 @@ import zipfile
 from typing import List, Tuple
 
 SHEBANG = b"#!/usr/bin/env python3\n"
-MAIN = "from kvmmanager_agent.__main__ import main\nimport sys\nsys.exit(main())\n"
 ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z
 
 
+def _pkg_dir() -> str:
+    return os.path.dirname(os.path.abspath(__file__))
+
+
 def _sources() -> List[Tuple[str, str]]:
-    pkg_dir = os.path.dirname(os.path.abspath(__file__))
+    pkg_dir = _pkg_dir()
     out = []
     for dirpath, dirnames, filenames in os.walk(pkg_dir):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -43,13 +46,13 @@ def build_zipapp(out_path: str) -> str:
         with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
             entries = [("__main__.py", None), *_sources()]  # type: List[Tuple[str, Optional[str]]]
             for arcname, src in entries:
-                if src is None:
-                    data = MAIN.encode("utf-8")
-                else:
-                    with open(src, "rb") as sf:
-                        data = sf.read()
+                # The zipapp's entry point is zipmain.py (runs the agent from cached bytecode).
+                with open(src or os.path.join(_pkg_dir(), "zipmain.py"), "rb") as sf:
+                    data = sf.read()
                 info = zipfile.ZipInfo(arcname, date_time=stamp)
-                info.compress_type = zipfile.ZIP_DEFLATED
+                # The entry point is stored: unpacking it needs no zlib in the agent.
+                stored = arcname == "__main__.py"
+                info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 info.create_system = 3  # unix, whatever builds it
                 zf.writestr(info, data)

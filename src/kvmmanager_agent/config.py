@@ -8,7 +8,6 @@ error at start, so a typo never silently widens access.
 
 from __future__ import annotations
 
-import copy
 import json
 
 from . import protocol
@@ -75,7 +74,7 @@ class Config:
     """Typed view over the merged dict."""
 
     def __init__(self, data: Optional[Dict[str, Any]] = None) -> None:
-        merged = copy.deepcopy(DEFAULTS)
+        merged = json.loads(json.dumps(DEFAULTS))  # a deep copy, without the copy module
         if data:
             if not isinstance(data, dict):
                 raise ConfigError("config must be a JSON object")

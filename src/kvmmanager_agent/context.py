@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 from .config import Config
-from .methods.freeze import Freezer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, List, Optional
+
+    from .methods.freeze import Freezer
 
 
 class Context:
@@ -20,7 +21,8 @@ class Context:
         power: Optional[Callable[[List[str], float], None]] = None,
     ) -> None:
         self.config = config
-        self.freezer = Freezer(config.freeze_timeout_seconds, freeze_backend)
+        self._freeze_backend = freeze_backend
+        self._freezer: Optional[Freezer] = None
         # Injectable so tests can check what would run without powering anything off.
         self.power = power or _run_later
         self._transfers: Any = None
@@ -28,7 +30,19 @@ class Context:
         self.cpu_sample: Any = None
         self.started = time.time()
 
-    # Built on first use: their modules pull in subprocess and hashlib.
+    # Built on first use: the freezer's module reads mounts, the others pull in
+    # subprocess and hashlib; an idle agent carries none of them.
+    @property
+    def freezer(self) -> Freezer:
+        if self._freezer is None:
+            from .methods.freeze import Freezer
+
+            self._freezer = Freezer(self.config.freeze_timeout_seconds, self._freeze_backend)
+        return self._freezer
+
+    def is_frozen(self) -> bool:
+        return self._freezer is not None and self._freezer.is_frozen()
+
     @property
     def transfers(self) -> Any:
         if self._transfers is None:
@@ -47,8 +61,8 @@ class Context:
 
     def close(self) -> None:
         # Never exit leaving the guest frozen.
-        if self.freezer.is_frozen():
-            self.freezer.thaw()
+        if self._freezer is not None and self._freezer.is_frozen():
+            self._freezer.thaw()
         if self._transfers is not None:
             self._transfers.close_all()
 

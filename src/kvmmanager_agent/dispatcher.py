@@ -11,6 +11,7 @@ import json
 
 from . import protocol
 from .errors import AgentError
+from .framing import Binary
 from .log import log
 
 TYPE_CHECKING = False
@@ -45,14 +46,27 @@ def _valid_id(value: Any) -> bool:
     )
 
 
-def parse(line: bytes) -> Tuple[Any, Optional[Dict[str, Any]]]:
-    """Return (payload, None) or (None, parse-error reply)."""
+# Key of a request's raw payload (framing.Binary) in its parsed dict, and of the bytes
+# in a handler's params: neither can come from JSON (an object key is a string, and
+# unknown parameter names are refused).
+RAW = object()
+PAYLOAD = "@payload"
+
+
+def parse(line: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """Return (payload, None) or (None, parse-error reply). `line` is bytes or a Binary."""
+    raw = None
+    if isinstance(line, Binary):
+        line, raw = line.line, line.data
     try:
         text = line.decode("utf-8")
-        return json.loads(text), None
+        payload = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         msg = "parse error: %s" % (str(exc)[:200],)
         return None, error_reply(None, protocol.PARSE_ERROR, msg)
+    if raw is not None and isinstance(payload, dict):
+        payload[RAW] = raw
+    return payload, None
 
 
 class Dispatcher:
@@ -94,17 +108,19 @@ class Dispatcher:
             return error_reply(
                 reply_id, protocol.INVALID_REQUEST, "params must be an object or array"
             )
-        reply = self._call(method_name, req.get("params"), reply_id, actions)
+        reply = self._call(method_name, req.get("params"), reply_id, actions, req.get(RAW))
         return None if req_id is _NO_ID else reply
 
-    def _call(self, name: str, params: Any, req_id: Any, actions: List[Action]) -> Dict[str, Any]:
+    def _call(
+        self, name: str, params: Any, req_id: Any, actions: List[Action], raw: Any = None
+    ) -> Dict[str, Any]:
         method = protocol.METHODS.get(name)
         handler = self.handlers.get(name)
         if method is None or handler is None or not self.ctx.config.method_enabled(name):
             return error_reply(
                 req_id, protocol.METHOD_NOT_FOUND, "method not found: %s" % name[:100]
             )
-        if not method.frozen_ok and self.ctx.freezer.is_frozen():
+        if not method.frozen_ok and self.ctx.is_frozen():
             return error_reply(
                 req_id,
                 protocol.PERMISSION_DENIED,
@@ -112,6 +128,8 @@ class Dispatcher:
             )
         try:
             args = protocol.validate_params(method, params)
+            if raw is not None:
+                args[PAYLOAD] = raw
             result = handler(self.ctx, args)
         except protocol.ParamError as exc:
             return error_reply(req_id, protocol.INVALID_PARAMS, str(exc), exc.field)

@@ -9,8 +9,6 @@ once rather than queued, so a flood cannot build an unbounded backlog.
 from __future__ import annotations
 
 import os
-import queue
-import socket
 import threading
 import time
 
@@ -22,6 +20,11 @@ from .framing import LineFramer, Overlong
 from .log import log
 from .methods import HANDLERS
 from .transport import Channel, ChannelClosed, listen_unix, open_device, socket_channel
+
+try:  # the C queue alone: the queue module adds heapq and more, unused here
+    from _queue import SimpleQueue
+except ImportError:  # not CPython
+    from queue import SimpleQueue
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,7 +60,7 @@ class WorkerPool:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.jobs: Any = queue.SimpleQueue()
+        self.jobs: Any = SimpleQueue()
         self.threads: List[threading.Thread] = []
         self.idle = 0
         self.pending = 0
@@ -239,6 +242,8 @@ class Agent:
                 channel.close()
 
     def run_unix(self, path: str, ready: Optional[threading.Event] = None) -> None:
+        from socket import timeout as socket_timeout  # loaded by listen_unix anyway
+
         server = listen_unix(path)
         if ready is not None:
             ready.set()
@@ -247,7 +252,7 @@ class Agent:
             while not self.stop_event.is_set():
                 try:
                     conn, _ = server.accept()
-                except socket.timeout:
+                except socket_timeout:
                     continue
                 channel = socket_channel(conn)
                 try:

@@ -12,12 +12,12 @@ import contextlib
 import errno
 import os
 import select
-import socket
 import threading
 import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from typing import Optional
 
 
@@ -99,6 +99,8 @@ def stdio_channel() -> Channel:
 
 
 def listen_unix(path: str) -> socket.socket:
+    import socket  # only here: a guest agent on its virtio port never needs it
+
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

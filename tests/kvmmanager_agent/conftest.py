@@ -155,3 +155,13 @@ def raw(agent: RunningAgent) -> Iterator[Raw]:
     r = Raw(agent.path)
     yield r
     r.close()
+
+
+@pytest.fixture(autouse=True)
+def _agent_bytecode_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zipapp run by a test keeps its bytecode cache in a temporary directory, never
+    in the host's /var/cache/kvmmanager-agent."""
+    cache = tmp_path_factory.mktemp("agent-cache") / "cache"
+    monkeypatch.setenv("KVMMANAGER_AGENT_CACHE", str(cache))

@@ -175,3 +175,13 @@ def guest(request: pytest.FixtureRequest, tmp_path: Path, cd_dir: Path) -> Guest
     if path is None:
         pytest.skip(f"{program} is not installed")
     return make_guest([path, *args], tmp_path, cd_dir)
+
+
+@pytest.fixture(autouse=True)
+def _agent_bytecode_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zipapp run by a test keeps its bytecode cache in a temporary directory, never
+    in the host's /var/cache/kvmmanager-agent."""
+    cache = tmp_path_factory.mktemp("agent-cache") / "cache"
+    monkeypatch.setenv("KVMMANAGER_AGENT_CACHE", str(cache))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 
@@ -44,7 +43,7 @@ def get_agent_info(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
         "version": __version__,
         "protocol_version": min(wanted, protocol.PROTOCOL_VERSION),
         "max_protocol_version": protocol.PROTOCOL_VERSION,
-        "platform": "%s (Python %s)" % (sys.platform, platform.python_version()),
+        "platform": "%s (Python %s)" % (sys.platform, sys.version.split()[0]),
         "capabilities": cfg.capabilities(),
         "limits": {
             "max_line_bytes": cfg.max_line_bytes,
