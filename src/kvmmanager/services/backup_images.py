@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import Backup
+from kvmmanager.services import backup_fallback as fb
 from kvmmanager.services import backup_restore as rs
 from kvmmanager.services import backup_take as tk
 from kvmmanager.services.backup_rules import (
@@ -157,17 +158,20 @@ class BackupImageService:
     ) -> dict[str, Any]:
         """Back `vm` up into the policy's pool, then apply the policy's retention to the
         VM's backups. Bad input raises before anything is made."""
-        if policy.get("method") != "backup" or not policy.get("pool"):
+        if policy.get("method") not in ("backup", "copy") or not policy.get("pool"):
             raise InvalidInput(
                 f"policy '{policy['name']}' makes snapshots, not backups into a pool "
-                "(method 'backup' with a pool)",
+                "(method 'backup' or 'copy' with a pool)",
                 field="policy",
             )
         pool = policy["pool"]
+        copy = policy["method"] == "copy"
         hc = self.m.registry.get(host)
         state = await hc.run(lambda: tk.inspect(hc.conn, host, vm))
         prev = await asyncio.to_thread(self._previous, policy["id"], state.uuid)
         refusal = incremental_refusal(state.disks)
+        if copy:
+            refusal = f"method copy: full copies only ({fb.NOTE})"
         disks = tuple(d.target for d in state.disks)
         kind, parent, why = choose_kind(
             kind, policy["full_every"], refusal, prev, state.checkpoints, disks
@@ -210,9 +214,26 @@ class BackupImageService:
             created_at=when,
         )
         try:
-            c, stats = await self._run_backup(
-                hc, host, state, targets, pool, cp, parent, policy, progress
-            )
+            try:
+                if copy:
+                    c, stats = await fb.run_copy(
+                        self.m, hc, host, state, targets, pool, policy["quiesce"], when, progress
+                    )
+                else:
+                    c, stats = await self._run_backup(
+                        hc, host, state, targets, pool, cp, parent, policy, progress
+                    )
+            except fb.BackupApiRefused as exc:
+                # Nothing of the refused attempt is left (_run_backup undid it): copy instead.
+                why = f"full: {exc.message}; {fb.NOTE}"
+                kind, parent, cp = "full", None, None
+                await asyncio.to_thread(self._update, backup_id, kind=kind, parent_id=None,
+                                        checkpoint=None, message=why)  # fmt: skip
+                for t in targets:
+                    t.backing, t.path = None, ""
+                c, stats = await fb.run_copy(
+                    self.m, hc, host, state, targets, pool, policy["quiesce"], when, progress
+                )
             volumes = []
             for t in targets:
                 d = await digest(hc, pool, t.volume)

@@ -197,7 +197,13 @@ def begin(dom: libvirt.virDomain, bxml: str, cxml: str | None) -> None:
             raise Conflict(
                 f"libvirt refused the backup: {libvirt_message(exc)}", field="vm"
             ) from exc
-        # No fallback copy (temporary external snapshot + block commit) is made: say why.
+        if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+            from kvmmanager.services.backup_fallback import BackupApiRefused
+
+            # The caller falls back to a copy (temporary snapshot + block commit).
+            raise BackupApiRefused(
+                f"libvirt's backup API is not available: {libvirt_message(exc)}", field="vm"
+            ) from exc
         raise Unsupported(
             f"libvirt's backup API refused this backup: {libvirt_message(exc)}", field="vm"
         ) from exc

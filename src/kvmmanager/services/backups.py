@@ -61,7 +61,11 @@ class PolicySpec:
     full_every: int = 7
 
 
-METHODS = ("snapshot", "backup")
+METHODS = ("snapshot", "backup", "copy")
+# Methods that copy the disks into the policy's pool (rows of the `backups` table):
+# "backup" with libvirt's backup API (falls back to "copy" when libvirt has none),
+# "copy" with a temporary external snapshot and block commit (backup_fallback.py).
+POOL_METHODS = ("backup", "copy")
 
 
 def validate_policy(spec: PolicySpec) -> PolicySpec:
@@ -80,7 +84,7 @@ def validate_policy(spec: PolicySpec) -> PolicySpec:
         raise InvalidInput(f"quiesce must be one of {', '.join(QUIESCE_REQUESTS)}", field="quiesce")
     if spec.method not in METHODS:
         raise InvalidInput(f"method must be one of {', '.join(METHODS)}", field="method")
-    if spec.method == "backup":
+    if spec.method in POOL_METHODS:
         if not spec.pool:
             raise InvalidInput("a backup policy needs the pool its backups go to", field="pool")
         check_name(spec.pool, "pool", POOL_NAME_MAX)
@@ -239,7 +243,7 @@ class BackupService:
         out: dict[str, Any] = {"host": t.host, "vm": t.vm, "ok": False, "snapshot": None,
                                "pruned": [], "error": None}  # fmt: skip
         try:
-            if p["method"] == "backup":
+            if p["method"] in POOL_METHODS:
                 b = await self.images.take(p, t.host, t.vm)
                 out.update(backup=b["id"], kind=b["kind"], consistency=b["consistency"],
                            pruned=[str(i) for i in b["pruned"]], ok=True)  # fmt: skip

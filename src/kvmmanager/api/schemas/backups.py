@@ -27,8 +27,11 @@ class PolicyIn(BaseModel):
     keep_weekly: int = 0
     timezone: str = Field("UTC", max_length=64)
     quiesce: Literal["auto", "never", "require"] = "auto"
-    method: Literal["snapshot", "backup"] = Field(
-        "snapshot", description="snapshot: libvirt snapshots; backup: copies into `pool`"
+    method: Literal["snapshot", "backup", "copy"] = Field(
+        "snapshot",
+        description="snapshot: libvirt snapshots; backup: copies into `pool` with libvirt's "
+        "backup API (a copy when libvirt has none); copy: full copies into `pool` through a "
+        "temporary external snapshot and block commit",
     )
     pool: str | None = Field(None, max_length=64, description="where backups go (method backup)")
     full_every: int = Field(7, description="a full backup every N, incrementals in between")

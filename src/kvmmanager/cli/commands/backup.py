@@ -56,9 +56,14 @@ def add(
     tz: str = typer.Option("UTC", "--tz", help="Time zone of days and weeks."),
     quiesce: str = typer.Option("auto", "--quiesce", help="auto, never or require."),
     method: str = typer.Option(
-        "snapshot", "--method", help="snapshot, or backup (copies into --pool)."
+        "snapshot",
+        "--method",
+        help="snapshot; backup (copies into --pool with the backup API); copy (full copies "
+        "via a temporary snapshot and block commit).",
     ),
-    pool: str | None = typer.Option(None, "--pool", help="Where backups go (--method backup)."),
+    pool: str | None = typer.Option(
+        None, "--pool", help="Where backups go (--method backup or copy)."
+    ),
     full_every: int = typer.Option(7, "--full-every", help="A full backup every N."),
 ) -> None:
     """Create a policy; run it with `backup run`, or on a timetable with
