@@ -121,5 +121,7 @@ if [ -f "$CONF" ]; then
 	fi
 fi
 rm -rf "$ROOT$STATEDIR"
+# The bytecode the agent cached for itself on first start (made again when needed).
+rm -rf "$ROOT/var/cache/$NAME"
 say "removed $NAME"
 exit 0

@@ -126,6 +126,10 @@ def test_minimal_guest_without_init_or_os_release(guest: Guest) -> None:
     assert (guest.root / "usr/lib/kvmmanager-agent/kvmmanager-agent.pyz").is_file()
     listed = (guest.root / "var/lib/kvmmanager-agent/installed.list").read_text().split()
     assert listed == ["/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz"]
+    # What the agent caches for itself on its first start (its bytecode) goes too.
+    cached = guest.root / "var/cache/kvmmanager-agent/cpython-311-0-0/kvmmanager_agent"
+    cached.mkdir(parents=True)
+    (cached / "__init__.py").write_text("")
 
     gone = guest.run("uninstall.sh")
     assert gone.returncode == 0, gone.stderr
@@ -133,6 +137,7 @@ def test_minimal_guest_without_init_or_os_release(guest: Guest) -> None:
     assert not (guest.root / "etc/kvmmanager-agent").exists()
     assert not (guest.root / "usr/lib/kvmmanager-agent").exists()
     assert not (guest.root / "var/lib/kvmmanager-agent").exists()
+    assert not (guest.root / "var/cache/kvmmanager-agent").exists()
 
 
 def test_sysvinit_installs_the_init_script(guest: Guest) -> None:
