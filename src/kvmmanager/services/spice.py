@@ -106,7 +106,12 @@ def _vnc(xml: Domain) -> Graphics | None:
 
 
 def graphics_blocking(
-    dom: libvirt.virDomain, vnc: bool, spice: bool, listen: str, vnc_password: str
+    dom: libvirt.virDomain,
+    vnc: bool,
+    spice: bool,
+    listen: str,
+    vnc_password: str,
+    usb_redirection: bool | None = None,
 ) -> dict[str, Any]:
     """Make the persistent definition have exactly the displays asked for."""
     if not (vnc or spice):
@@ -121,7 +126,7 @@ def graphics_blocking(
         if spice and has_spice is None:
             if not devs.channels_named(SPICE_CHANNEL):
                 devs.add(Channel(type="spicevmc", target_type="virtio", target_name=SPICE_CHANNEL))
-            devs.add(Graphics(type="spice", autoport=True, listen_address=listen))
+            devs.add(vm_builder.locked_spice(listen))
             changes.append("added SPICE")
         if not spice and has_spice is not None:
             devs.remove(has_spice)
@@ -145,6 +150,10 @@ def graphics_blocking(
                     changes.append("video: qxl")
             if not devs.videos:
                 devs.add(Video(model_type="qxl"))
+        if spice and usb_redirection:
+            changes += vm_builder.add_usb_redirection(devs)
+        elif not spice or usb_redirection is False:
+            changes += vm_builder.remove_usb_redirection(devs)
         return changes
 
     changes = redefine(dom, change)
@@ -154,7 +163,7 @@ def graphics_blocking(
         "applied_live": False,
         "next_boot": bool(changes) and running,
         "message": what + ("; takes effect at the next boot" if changes and running else ""),
-        "details": {"vnc": vnc, "spice": spice},
+        "details": {"vnc": vnc, "spice": spice, "usb_redirection": usb_redirection},
     }
 
 
@@ -193,12 +202,22 @@ class SpiceService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def set_graphics(self, host: str, vm: str, vnc: bool, spice: bool) -> dict[str, Any]:
+    async def set_graphics(
+        self, host: str, vm: str, vnc: bool, spice: bool, usb_redirection: bool | None = None
+    ) -> dict[str, Any]:
+        """`usb_redirection` None keeps what the VM has (and drops it with SPICE)."""
+        if usb_redirection and not spice:
+            raise InvalidInput(
+                "USB redirection goes through a SPICE client: enable spice too",
+                field="usb_redirection",
+            )
         if spice:
             await self._require_spice(host)
         listen = self.m.settings.spice.listen
         password = vm_builder.generate_vnc_password()
-        return await self.m.vms.run_on(host, vm, graphics_blocking, vnc, spice, listen, password)
+        return await self.m.vms.run_on(
+            host, vm, graphics_blocking, vnc, spice, listen, password, usb_redirection
+        )
 
     async def _require_spice(self, host: str) -> None:
         from kvmmanager.services.vms import host_caps

@@ -50,6 +50,7 @@ from kvmmanager.virt.xml.devices import (
     Input,
     Interface,
     MemBalloon,
+    Redirdev,
     Rng,
     Serial,
     Tpm,
@@ -95,6 +96,45 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPICE_CHANNEL = "com.redhat.spice.0"  # the spice-vdagent port (clipboard, resolution)
+USB_REDIR_SLOTS = 2  # USB devices a SPICE client can pass through at once
+
+
+SPICE_LOCKED_UNTIL = "1970-01-01T00:00:00"
+
+
+def locked_spice(listen: str) -> Graphics:
+    """A SPICE display nobody can log into until a .vv download sets a one-time password
+    (services/spice.py). Measured on QEMU 7.2: a display started with no password has
+    ticketing disabled, and QEMU then refuses every later set_password ("Could not set
+    password"); a random password that expired long ago keeps ticketing on."""
+    return Graphics(type="spice", autoport=True, listen_address=listen,
+                    passwd=generate_vnc_password(), passwd_valid_to=SPICE_LOCKED_UNTIL)  # fmt: skip
+
+
+def add_usb_redirection(devs: Any) -> list[str]:
+    """SPICE USB redirection: a USB controller able to take redirected devices (qemu-xhci,
+    USB 3 at full speed; an existing real controller is kept) and USB_REDIR_SLOTS
+    spicevmc redirdevs. Answers what it changed."""
+    changes = []
+    usb = [c for c in devs.controllers if c.type == "usb"]
+    if not usb or all(c.model == "none" for c in usb):
+        for c in usb:
+            devs.remove(c)
+        devs.add(Controller(type="usb", index=0, model="qemu-xhci"))
+        changes.append("usb controller: qemu-xhci")
+    missing = USB_REDIR_SLOTS - len([r for r in devs.redirdevs if r.type == "spicevmc"])
+    for _ in range(missing):
+        devs.add(Redirdev(bus="usb", type="spicevmc"))
+    if missing > 0:
+        changes.append(f"USB redirection: {USB_REDIR_SLOTS} slots")
+    return changes
+
+
+def remove_usb_redirection(devs: Any) -> list[str]:
+    gone = [r for r in devs.redirdevs if r.type == "spicevmc"]
+    for r in gone:
+        devs.remove(r)
+    return ["removed USB redirection"] if gone else []
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 
 
@@ -246,6 +286,8 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
         devs.add(Channel(type="unix", target_type="virtio", target_name=name))
     if spec.spice:
         devs.add(Channel(type="spicevmc", target_type="virtio", target_name=SPICE_CHANNEL))
+    if spec.spice and spec.usb_redirection:
+        add_usb_redirection(devs)
     devs.add(Input(type="tablet", bus="usb"))
     if spec.tpm:
         devs.add(Tpm(model="tpm-crb", backend_type="emulator", backend_version="2.0"))
@@ -254,8 +296,7 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
                  passwd=inp.vnc_password)
     )  # fmt: skip
     if spec.spice:
-        # Password-less until a .vv download sets a one-time one (services/spice.py).
-        devs.add(Graphics(type="spice", autoport=True, listen_address=inp.spice_listen))
+        devs.add(locked_spice(inp.spice_listen))
     # QXL is SPICE's own video device (VGA-compatible, so VNC keeps working).
     devs.add(Video(model_type="qxl" if spec.spice else "vga"))
     devs.memballoon = MemBalloon(model="virtio")

@@ -82,6 +82,9 @@ class VmSpec(BaseModel):
     # A SPICE display (with a spicevmc channel and QXL video) next to the VNC one, which
     # stays the browser console.
     spice: bool = False
+    # Two SPICE USB redirection slots (remote-viewer passes client USB devices through),
+    # on a qemu-xhci controller; needs `spice`.
+    usb_redirection: bool = False
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     owner: str | None = None
@@ -250,6 +253,11 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
             f"the host's QEMU has no SPICE support (its domain capabilities offer graphics: "
             f"{offered})",
             field="spice",
+        )
+    if spec.usb_redirection and not spec.spice:
+        raise InvalidInput(
+            "USB redirection goes through a SPICE client: enable spice too",
+            field="usb_redirection",
         )
     if spec.tpm and not facts.tpm:
         raise Unsupported("the host's domain capabilities offer no emulated TPM", field="tpm")

@@ -70,8 +70,8 @@ async def set_graphics(
     host: str, vm: str, body: GraphicsSet, manager: Manager = Depends(get_manager)
 ) -> dict[str, Any]:
     """Which displays the VM has from its next boot: VNC (the browser console), SPICE, or
-    both. 422 when the host's QEMU has no SPICE."""
-    return await manager.spice.set_graphics(host, vm, body.vnc, body.spice)
+    both, and SPICE USB redirection. 422 when the host's QEMU has no SPICE."""
+    return await manager.spice.set_graphics(host, vm, body.vnc, body.spice, body.usb_redirection)
 
 
 @router.post(

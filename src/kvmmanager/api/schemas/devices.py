@@ -37,6 +37,9 @@ class HostdevAttach(BaseModel):
 class GraphicsSet(BaseModel):
     vnc: bool = Field(True, description="keep the VNC display (the browser console)")
     spice: bool
+    usb_redirection: bool | None = Field(
+        None, description="SPICE USB redirection (2 slots, qemu-xhci); None keeps it as is"
+    )
 
 
 class ForwardIn(BaseModel):

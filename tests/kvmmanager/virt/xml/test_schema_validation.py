@@ -40,6 +40,7 @@ from kvmmanager.virt.xml.devices import (
     Input,
     Interface,
     MemBalloon,
+    Redirdev,
     Rng,
     Serial,
     Tpm,
@@ -282,6 +283,7 @@ def uefi_tpm_domain() -> Domain:
     )
     dom.devices.add(Graphics(type="spice", autoport=True, listen_address="127.0.0.1"))
     dom.devices.add(Video(model_type="qxl"))
+    dom.devices.add(Redirdev(bus="usb", type="spicevmc"))
     return dom
 
 

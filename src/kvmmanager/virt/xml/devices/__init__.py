@@ -31,6 +31,7 @@ from kvmmanager.virt.xml.devices.graphics import Graphics
 from kvmmanager.virt.xml.devices.hostdev import Hostdev
 from kvmmanager.virt.xml.devices.interface import Interface
 from kvmmanager.virt.xml.devices.misc import Controller, Input, MemBalloon, Rng, Tpm, Video
+from kvmmanager.virt.xml.devices.redirdev import Redirdev
 
 __all__ = [
     "DEVICE_CLASSES",
@@ -47,6 +48,7 @@ __all__ = [
     "Input",
     "Interface",
     "MemBalloon",
+    "Redirdev",
     "Rng",
     "Serial",
     "Tpm",
@@ -68,6 +70,7 @@ DEVICE_CLASSES: dict[str, type[Device]] = {
         Graphics,
         Video,
         Hostdev,
+        Redirdev,
         MemBalloon,
         Rng,
     )
@@ -91,6 +94,7 @@ class Devices(XMLObject):
     graphics = XMLChildList(Graphics)
     videos = XMLChildList(Video)
     hostdevs = XMLChildList(Hostdev)
+    redirdevs = XMLChildList(Redirdev)
     memballoon = XMLChild(MemBalloon)
     rngs = XMLChildList(Rng)
 
