@@ -89,6 +89,15 @@ MAX_BATCH = 64
 MAX_SIMPLE_FILE_BYTES = 10 * 1024 * 1024
 # Raw bytes per transfer chunk; base64 of 512 KiB (683 KiB) fits in one 1 MiB line.
 MAX_CHUNK_BYTES = 512 * 1024
+# A binary chunk (file_write_chunk `binary_length`) travels after its request line as
+# raw bytes: no base64, no JSON string to parse, not bound by the line limit.
+MAX_BINARY_CHUNK_BYTES = 4 * 1024 * 1024
+# A binary request line is short; longer lines are never checked for a payload.
+MAX_BINARY_HEADER_BYTES = 4096
+# The writes of one handle the host may keep in flight at once (file_open tells it).
+MAX_CHUNKS_IN_FLIGHT = 4
+# How long a write that arrived before its predecessor waits for it (then it is refused).
+WRITE_ORDER_WAIT_SECONDS = 10.0
 MAX_OPEN_HANDLES = 16
 MAX_EXEC_OUTPUT_BYTES = 4 * 1024 * 1024
 # Host side: the largest reply it accepts.
@@ -466,7 +475,16 @@ _METHOD_LIST = [
         [
             ("handle", "integer"),
             ("size_bytes", "current size of the file"),
-            ("max_chunk_bytes", "largest chunk accepted"),
+            ("max_chunk_bytes", "largest base64 chunk accepted"),
+            (
+                "max_binary_chunk_bytes",
+                "w only: largest `binary_length` of file_write_chunk (absent: an older agent, "
+                "base64 `data` only, one chunk at a time)",
+            ),
+            (
+                "max_chunks_in_flight",
+                "w only: file_write_chunk calls of this handle the host may pipeline",
+            ),
         ],
         capability="files",
         frozen_ok=True,
@@ -498,11 +516,30 @@ _METHOD_LIST = [
     ),
     Method(
         "file_write_chunk",
-        "Write bytes at `offset` (at most the current size: no holes).",
+        "Write bytes at `offset`, which must be the end of what this handle holds (the "
+        "size at file_open plus every chunk written since): a chunk already written is "
+        "refused as a duplicate, one past the end as missing its predecessor. Chunks come "
+        "either as base64 `data` or as `binary_length` raw bytes that follow the request's "
+        "newline on the channel (no base64; the request line itself stays under %d bytes, "
+        "single, not in a batch). The host may keep `max_chunks_in_flight` writes of one "
+        "handle in flight: they are applied in offset order (one that arrives early waits "
+        "up to %g s for its predecessor)." % (MAX_BINARY_HEADER_BYTES, WRITE_ORDER_WAIT_SECONDS),
         [
             P("handle", "integer", "from file_open", required=True, min=0),
             P("offset", "integer", "byte offset", required=True, min=0),
-            P("data", "string", "base64", required=True, max=(MAX_CHUNK_BYTES * 4) // 3 + 4),
+            P(
+                "data",
+                "string",
+                "base64 (or give binary_length)",
+                max=(MAX_CHUNK_BYTES * 4) // 3 + 4,
+            ),
+            P(
+                "binary_length",
+                "integer",
+                "raw bytes following the request line (instead of data)",
+                min=1,
+                max=MAX_BINARY_CHUNK_BYTES,
+            ),
         ],
         [("written", "bytes written"), ("size_bytes", "file size afterwards")],
         capability="files",
@@ -843,6 +880,11 @@ def render_markdown() -> str:
     )
     w("- Methods marked *answered inline* are cheap and answered by the reader at once,")
     w("  without a worker slot; the others run on `max_concurrent_requests` workers.")
+    w("- Raw payload: a `file_write_chunk` request with `binary_length` N is followed,")
+    w("  right after its newline, by exactly N raw bytes (0xFF and newlines included) that")
+    w("  are the chunk; the next request starts after them. Only a host whose `file_open`")
+    w("  result carries `max_binary_chunk_bytes` sends one (an older agent would read the")
+    w("  bytes as lines).")
     w("")
     w("## Limits")
     w("")
@@ -862,7 +904,9 @@ def render_markdown() -> str:
     )
     w("| batch entries | %d |" % MAX_BATCH)
     w("| file_read / file_write size | %d bytes |" % MAX_SIMPLE_FILE_BYTES)
-    w("| transfer chunk | %d bytes |" % MAX_CHUNK_BYTES)
+    w("| transfer chunk (base64 `data`) | %d bytes |" % MAX_CHUNK_BYTES)
+    w("| transfer chunk (raw, `binary_length`) | %d bytes |" % MAX_BINARY_CHUNK_BYTES)
+    w("| transfer writes in flight per handle | %d |" % MAX_CHUNKS_IN_FLIGHT)
     w("| open transfer handles | %d |" % MAX_OPEN_HANDLES)
     w("| exec output per stream | %d bytes |" % MAX_EXEC_OUTPUT_BYTES)
     w("| reply size accepted by the host | %d bytes |" % MAX_REPLY_BYTES)

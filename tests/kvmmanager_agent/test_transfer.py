@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 
+import pytest
 from tests.kvmmanager_agent.conftest import Raw
+
+from kvmmanager_agent import protocol
 
 CHUNK = 512 * 1024
 
@@ -83,7 +88,8 @@ def test_chunked_transfer_20mb_with_sha256_and_resume(raw: Raw, roots: dict[str,
     assert stat["sha256"] == digest and stat["type"] == "file"
 
 
-def test_chunk_errors(raw: Raw, roots: dict[str, Path]) -> None:
+def test_chunk_errors(raw: Raw, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "WRITE_ORDER_WAIT_SECONDS", 0.2)
     h = raw.call("file_open", {"path": str(roots["write"] / "c"), "mode": "w"})["result"]["handle"]
     reply = raw.call("file_write_chunk", {"handle": h, "offset": 10, "data": "AAAA"})
     assert reply["error"]["data"]["field"] == "offset"  # no holes
@@ -147,3 +153,86 @@ def test_a_write_onto_a_directory_or_symlink_is_refused(raw: Raw, roots: dict[st
         r = raw.call("file_open", {"path": str(roots["write"] / name), "mode": "w"})
         assert r["error"]["data"]["field"] == "path", r
     assert sorted(p.name for p in roots["write"].iterdir()) == ["d", "l"]
+
+
+def _binary(raw: Raw, handle: int, offset: int, data: bytes, req_id: int = 1) -> None:
+    """Send one raw-payload write (line + bytes), without waiting for its reply."""
+    msg = {"jsonrpc": "2.0", "id": req_id, "method": "file_write_chunk",
+           "params": {"handle": handle, "offset": offset, "binary_length": len(data)}}  # fmt: skip
+    raw.send(json.dumps(msg).encode() + b"\n" + data)
+
+
+def _replies(raw: Raw, n: int) -> dict:
+    out = {}
+    for _ in range(n):
+        r = raw.reply()
+        out[r["id"]] = r
+    return out
+
+
+def test_binary_chunks_pipelined_out_of_order(raw: Raw, roots: dict[str, Path]) -> None:
+    """Raw payloads (0xFF and newlines are data) in flight together; one that arrives
+    before its predecessor waits for it; the stream stays in step afterwards."""
+    path = roots["write"] / "bin.dat"
+    opened = raw.call("file_open", {"path": str(path), "mode": "w"})["result"]
+    assert opened["max_binary_chunk_bytes"] == protocol.MAX_BINARY_CHUNK_BYTES
+    assert 1 <= opened["max_chunks_in_flight"] <= protocol.MAX_CHUNKS_IN_FLIGHT
+    h = opened["handle"]
+    a = b"\xff\n" * 1000 + os.urandom(3 * 1024 * 1024)
+    b = b'\n{"jsonrpc":"2.0","id":9,"method":"ping"}\n\xff' + os.urandom(777)
+    # The second chunk goes first: the agent holds it until the first one landed.
+    _binary(raw, h, len(a), b, req_id=2)
+    _binary(raw, h, 0, a, req_id=1)
+    got = _replies(raw, 2)
+    assert got[1]["result"] == {"written": len(a), "size_bytes": len(a)}
+    assert got[2]["result"] == {"written": len(b), "size_bytes": len(a) + len(b)}
+    assert raw.call("ping", req_id=3)["result"]["pong"] is True
+    closed = raw.call("file_close", {"handle": h})["result"]
+    assert closed["sha256"] == hashlib.sha256(a + b).hexdigest()
+    assert path.read_bytes() == a + b
+
+
+def test_duplicate_and_missing_chunks_are_refused(
+    raw: Raw, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "WRITE_ORDER_WAIT_SECONDS", 0.2)
+    path = roots["write"] / "strict.dat"
+    h = raw.call("file_open", {"path": str(path), "mode": "w"})["result"]["handle"]
+    _binary(raw, h, 0, b"first")
+    assert raw.reply()["result"]["size_bytes"] == 5
+    _binary(raw, h, 0, b"first")  # a duplicate
+    err = raw.reply()["error"]
+    assert err["data"]["field"] == "offset" and "already written" in err["message"]
+    assert "continue at 5" in err["message"]
+    _binary(raw, h, 9, b"late")  # its predecessor never comes
+    err = raw.reply()["error"]
+    assert err["data"]["field"] == "offset" and "missing" in err["message"]
+    # Both kinds of chunk at once, or neither, is a clear error.
+    both = {"jsonrpc": "2.0", "id": 1, "method": "file_write_chunk",
+            "params": {"handle": h, "offset": 5, "data": "AAAA", "binary_length": 3}}  # fmt: skip
+    raw.send(json.dumps(both).encode() + b"\nabc")  # the line announced 3 raw bytes
+    assert raw.reply()["error"]["data"]["field"] == "data"
+    neither = {"handle": h, "offset": 5}
+    assert raw.call("file_write_chunk", neither)["error"]["data"]["field"] == "data"
+    # binary_length inside a batch has no payload to go with it.
+    batch = [{"jsonrpc": "2.0", "id": 7, "method": "file_write_chunk",
+              "params": {"handle": h, "offset": 5, "binary_length": 3}}]  # fmt: skip
+    raw.send(json.dumps(batch).encode() + b"\n")
+    err = json.loads(raw.line())[0]["error"]
+    assert err["data"]["field"] == "binary_length" and "batch" in err["message"]
+    # A length past the limit is not honoured: refused, and the agent keeps its framing.
+    too_big = {"handle": h, "offset": 5, "binary_length": protocol.MAX_BINARY_CHUNK_BYTES + 1}
+    assert raw.call("file_write_chunk", too_big)["error"]["data"]["field"] == "binary_length"
+    assert raw.call("file_close", {"handle": h})["result"]["size_bytes"] == 5
+    assert path.read_bytes() == b"first"
+
+
+def test_close_releases_a_write_waiting_for_its_turn(raw: Raw, roots: dict[str, Path]) -> None:
+    h = raw.call("file_open", {"path": str(roots["write"] / "w"), "mode": "w"})["result"]["handle"]
+    _binary(raw, h, 100, b"x" * 10, req_id=1)  # waits (up to 10 s) for bytes 0-99
+    time.sleep(0.2)  # the write is now waiting on a worker; the close wakes it
+    raw.request("file_close", {"handle": h, "abort": True}, req_id=2)
+    got = _replies(raw, 2)
+    assert got[2]["result"]["size_bytes"] == 0
+    assert got[1]["error"]["code"] == protocol.NOT_FOUND
+    assert "closed" in got[1]["error"]["message"]

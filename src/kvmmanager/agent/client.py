@@ -117,11 +117,18 @@ class AgentClient:
         params: dict[str, Any] | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
+        payload: bytes | None = None,
     ) -> Any:
+        """`payload`: raw bytes sent right after the request line (file_write_chunk's
+        `binary_length`, which is set from it); only to an agent that offered it."""
         spec = protocol.METHODS.get(method)
         if spec is None:
             raise InvalidInput(f"unknown agent method '{method}'", field="method")
         given = {k: v for k, v in (params or {}).items() if v is not None}
+        if payload is not None:
+            if method != "file_write_chunk":
+                raise InvalidInput(f"{method} takes no raw payload", field="payload")
+            given["binary_length"] = len(payload)
         try:
             protocol.validate_params(spec, given)
         except protocol.ParamError as exc:
@@ -132,7 +139,7 @@ class AgentClient:
                 # The guest kills the command at its own timeout; allow for the reply.
                 timeout = max(timeout, float(given.get("timeout_seconds", 30)) + 10)
         await self.ensure_ready()
-        return await self._request(method, given, timeout)
+        return await self._request(method, given, timeout, payload)
 
     async def ensure_ready(self) -> None:
         """Connect and sync if needed (serialised: one handshake at a time)."""
@@ -181,7 +188,9 @@ class AgentClient:
         self._garbage = self._unsolicited = 0
         self._reader = asyncio.create_task(self._read_loop(transport), name=f"agent-{self.name}")
 
-    async def _request(self, method: str, params: dict[str, Any], seconds: float) -> Any:
+    async def _request(
+        self, method: str, params: dict[str, Any], seconds: float, payload: bytes | None = None
+    ) -> Any:
         req_id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
@@ -190,6 +199,9 @@ class AgentClient:
             msg["params"] = params
         line = encode(msg)
         limit = self._request_limit()
+        if payload is not None:
+            # The line and its bytes in one write: pipelined requests never interleave.
+            limit = min(limit, protocol.MAX_BINARY_HEADER_BYTES)
         if len(line) > limit:
             self._pending.pop(req_id, None)
             raise InvalidInput(
@@ -202,7 +214,7 @@ class AgentClient:
             if transport is None:
                 raise AgentUnavailable(f"{self.name}: agent connection lost", field="vm")
             try:
-                await transport.write(line)
+                await transport.write(line if payload is None else line + payload)
             except AgentUnavailable:
                 await self._disconnect("write failed")
                 raise

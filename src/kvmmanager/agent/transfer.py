@@ -1,9 +1,16 @@
 """Chunked file transfer over an AgentClient: any size, resumable, sha256-verified.
 
-Uploads stream from a local file object in chunks of the protocol's maximum; with
-`resume` the guest keeps what it already has and the upload continues from there (the
-host's own bytes up to that point are hashed too, so the final sha256 comparison covers
-the whole file). Downloads write to a local file object.
+Uploads stream from a local file object; with `resume` the guest keeps what it already
+has and the upload continues from there (the host's own bytes up to that point are
+hashed too, so the final sha256 comparison covers the whole file). Downloads write to a
+local file object.
+
+Throughput comes from two things the agent offers in its file_open reply
+(`max_binary_chunk_bytes`, `max_chunks_in_flight`): chunks travel as raw bytes after
+their request line (no base64, no big JSON string for either side to parse), and
+several are in flight at once instead of one round trip each. An agent without them
+gets base64 chunks one at a time, as before. Downloads keep several reads in flight
+(reads at known offsets are independent) and write the answers in order.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 from kvmmanager.agent.client import AgentClient
@@ -20,6 +28,12 @@ from kvmmanager.core.errors import GuestError, InvalidInput
 from kvmmanager_agent import protocol
 
 Progress = Callable[[int, int | None], None]
+
+# Raw chunk size of an upload to an agent that takes binary chunks (tried 0.5-4 MiB on a
+# host unix socket: 1 MiB is as fast as bigger ones and keeps the memory in flight low).
+BINARY_CHUNK_BYTES = 1024 * 1024
+# Reads kept in flight by a download.
+READ_WINDOW = 4
 
 
 async def upload(
@@ -32,17 +46,35 @@ async def upload(
     create_dirs: bool = False,
     permissions: str | None = None,
     progress: Progress | None = None,
-    chunk: int = protocol.MAX_CHUNK_BYTES,
+    chunk: int | None = None,
+    pipelined: bool = True,
 ) -> dict[str, Any]:
-    chunk = max(1, min(chunk, protocol.MAX_CHUNK_BYTES))
+    """`pipelined=False` forces the one-by-one base64 mode of older agents (benchmarks)."""
     opened = await client.call(
         "file_open",
         {"path": dest, "mode": "w", "resume": resume, "create_dirs": create_dirs,
          "permissions": permissions},
     )  # fmt: skip
     handle = opened["handle"]
+    binary_max = opened.get("max_binary_chunk_bytes") if pipelined else None
+    if isinstance(binary_max, int) and binary_max > 0:
+        chunk = max(1, min(chunk or BINARY_CHUNK_BYTES, binary_max))
+        window = max(1, min(int(opened.get("max_chunks_in_flight") or 1), 16))
+    else:
+        binary_max = None
+        limit = int(opened.get("max_chunk_bytes") or protocol.MAX_CHUNK_BYTES)
+        chunk = max(1, min(chunk or protocol.MAX_CHUNK_BYTES, limit, protocol.MAX_CHUNK_BYTES))
+        window = 1
     digest = hashlib.sha256()
     offset = 0
+    inflight: deque[tuple[asyncio.Task[Any], int]] = deque()
+
+    async def settle_oldest() -> None:
+        task, done = inflight.popleft()
+        await task
+        if progress is not None:
+            progress(done, size)
+
     try:
         if resume and opened["size_bytes"]:
             # Hash our own copy of what the guest already has, then continue after it.
@@ -60,14 +92,24 @@ async def upload(
             if not data:
                 break
             digest.update(data)
-            await client.call(
-                "file_write_chunk",
-                {"handle": handle, "offset": offset, "data": base64.b64encode(data).decode()},
-            )
+            call: Awaitable[Any]
+            if binary_max is not None:
+                call = client.call(
+                    "file_write_chunk", {"handle": handle, "offset": offset}, payload=data
+                )
+            else:
+                b64 = base64.b64encode(data).decode()
+                call = client.call(
+                    "file_write_chunk", {"handle": handle, "offset": offset, "data": b64}
+                )
             offset += len(data)
-            if progress is not None:
-                progress(offset, size)
+            inflight.append((asyncio.ensure_future(call), offset))
+            if len(inflight) >= window:
+                await settle_oldest()
+        while inflight:
+            await settle_oldest()
     except BaseException:
+        await _cancel(task for task, _ in inflight)
         await abort_write(client, handle)
         raise
     closed = await client.call("file_close", {"handle": handle})
@@ -78,6 +120,15 @@ async def upload(
             details={"expected": expected, "guest": str(closed.get("sha256"))[:64]},
         )
     return {"path": dest, "size_bytes": offset, "sha256": expected}
+
+
+async def _cancel(tasks: Any) -> None:
+    """Cancel calls still in flight and collect their outcome (nothing left unretrieved)."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def abort_write(client: Any, handle: int) -> None:
@@ -97,18 +148,33 @@ async def download(
     offset: int = 0,
     progress: Progress | None = None,
     chunk: int = protocol.MAX_CHUNK_BYTES,
+    window: int = READ_WINDOW,
 ) -> dict[str, Any]:
     """Copy guest file `src` into `dst` starting at `offset` (resume: dst already holds
     the first `offset` bytes, which the caller re-hashes by passing them in `prefix`)."""
     chunk = max(1, min(chunk, protocol.MAX_CHUNK_BYTES))
+    window = max(1, window)
     opened = await client.call("file_open", {"path": src, "mode": "r"})
     handle, total = opened["handle"], int(opened["size_bytes"])
+    inflight: deque[tuple[asyncio.Task[Any], int]] = deque()
+    ahead = offset  # the next offset to ask for
+
+    def ask() -> None:
+        nonlocal ahead
+        params = {"handle": handle, "offset": ahead, "length": chunk}
+        inflight.append((asyncio.ensure_future(client.call("file_read_chunk", params)), ahead))
+        ahead += chunk
+
     try:
         pos = offset
         while True:
-            r = await client.call(
-                "file_read_chunk", {"handle": handle, "offset": pos, "length": chunk}
-            )
+            # Reads ahead up to the size seen at open; past it (a growing file), one at a time.
+            while len(inflight) < window and (ahead < total or not inflight):
+                ask()
+            task, at = inflight.popleft()
+            r = await task
+            if at != pos:
+                raise GuestError(f"download of {src}: a short read at {at} left a gap")
             data = base64.b64decode(r["data"])
             dst.write(data)
             pos += len(data)
@@ -116,6 +182,12 @@ async def download(
                 progress(pos, total)
             if r["eof"] or not data:
                 break
+            if len(data) < chunk:
+                # Short but not at the end (the file changed): re-ask from here.
+                await _cancel(t for t, _ in inflight)
+                inflight.clear()
+                ahead = pos
     finally:
+        await _cancel(t for t, _ in inflight)
         closed = await client.call("file_close", {"handle": handle})
     return {"path": src, "size_bytes": pos, "sha256": closed["sha256"]}

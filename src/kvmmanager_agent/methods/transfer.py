@@ -23,6 +23,7 @@ import time
 from typing import Any, Dict, Optional
 
 from .. import jail, protocol
+from ..dispatcher import PAYLOAD
 from ..errors import AgentError, denied, failed, invalid, not_found
 from .files import decode_content, parse_mode, sha256_fd
 
@@ -34,7 +35,9 @@ NAME_MAX = 255
 
 
 class Handle:
-    __slots__ = ("dir_fd", "fd", "lock", "mode", "name", "part", "path", "used")
+    __slots__ = (
+        "closed", "dir_fd", "end", "fd", "lock", "mode", "name", "part", "path", "turn", "used"
+    )  # fmt: skip
 
     def __init__(
         self, fd: int, mode: str, path: str, dir_fd: int = -1, name: str = "", part: str = ""
@@ -48,8 +51,14 @@ class Handle:
         self.part = part
         self.used = time.monotonic()
         self.lock = threading.Lock()
+        # Writes apply in offset order: `end` is where the next one must start, and a
+        # write that overtook its predecessor on the worker pool waits for its `turn`.
+        self.turn = threading.Condition(self.lock)
+        self.end = 0
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         os.close(self.fd)
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
@@ -122,9 +131,9 @@ def _open_for_writing(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     part = "." + name + PART_SUFFIX
     if not rel or len(part.encode()) > NAME_MAX:
         fd = jail.open_file(path, cfg.allowed_write_paths, flags, mode, params["create_dirs"])
-        hid = ctx.transfers.add(Handle(fd, "w", path))
-        return {"handle": hid, "size_bytes": os.fstat(fd).st_size,
-                "max_chunk_bytes": protocol.MAX_CHUNK_BYTES}  # fmt: skip
+        handle = Handle(fd, "w", path)
+        handle.end = os.fstat(fd).st_size
+        return _opened_for_writing(ctx, handle)
     parent, name = jail.open_parent(path, cfg.allowed_write_paths, params["create_dirs"])
     fd = -1
     try:
@@ -148,6 +157,7 @@ def _open_for_writing(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
             with contextlib.suppress(OSError):
                 os.fchown(fd, final.st_uid, final.st_gid)
         handle = Handle(fd, "w", path, parent, name, part)
+        handle.end = st.st_size
     except OSError as exc:
         if fd >= 0:
             os.close(fd)
@@ -158,8 +168,20 @@ def _open_for_writing(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
             os.close(fd)
         os.close(parent)
         raise
+    return _opened_for_writing(ctx, handle)
+
+
+def _opened_for_writing(ctx: Any, handle: Handle) -> Dict[str, Any]:
     hid = ctx.transfers.add(handle)
-    return {"handle": hid, "size_bytes": st.st_size, "max_chunk_bytes": protocol.MAX_CHUNK_BYTES}
+    # Pipelined writes each hold a worker: leave half the pool to everything else.
+    window = max(1, min(protocol.MAX_CHUNKS_IN_FLIGHT, ctx.config.max_concurrent_requests // 2))
+    return {
+        "handle": hid,
+        "size_bytes": handle.end,
+        "max_chunk_bytes": protocol.MAX_CHUNK_BYTES,
+        "max_binary_chunk_bytes": protocol.MAX_BINARY_CHUNK_BYTES,
+        "max_chunks_in_flight": window,
+    }
 
 
 def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
@@ -189,29 +211,66 @@ def file_write_chunk(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     h = ctx.transfers.get(params["handle"])
     if h.mode != "w":
         raise invalid("handle %d was opened for reading" % params["handle"], "handle")
-    data = decode_content(params["data"], "base64", "data")
-    if len(data) > protocol.MAX_CHUNK_BYTES:
-        raise invalid("chunk larger than %d bytes" % protocol.MAX_CHUNK_BYTES, "data")
-    with h.lock:
-        size = os.fstat(h.fd).st_size
-        if params["offset"] > size:
-            raise invalid("offset %d is past the end (%d)" % (params["offset"], size), "offset")
+    data = _chunk_bytes(params)
+    offset = params["offset"]
+    with h.turn:
+        if offset > h.end:
+            # Pipelined writes may overtake each other on the pool: wait for the turn.
+            h.turn.wait_for(lambda: h.closed or h.end >= offset, protocol.WRITE_ORDER_WAIT_SECONDS)
+        if h.closed:
+            raise not_found("transfer handle %d was closed" % params["handle"], "handle")
+        if offset < h.end:
+            raise invalid(
+                "offset %d was already written (the file holds %d bytes): a duplicate or "
+                "overlapping chunk; continue at %d" % (offset, h.end, h.end),
+                "offset",
+            )
+        if offset > h.end:
+            raise invalid(
+                "offset %d is past the end (%d): the chunk before it is missing "
+                "(writes of one handle must follow each other)" % (offset, h.end),
+                "offset",
+            )
         try:
             view = memoryview(data)
-            offset = params["offset"]
             while view:
                 n = os.pwrite(h.fd, view, offset)
                 view = view[n:]
                 offset += n
-            size = os.fstat(h.fd).st_size
         except OSError as exc:
             raise failed("write failed: %s" % exc.strerror, "handle") from None
+        finally:
+            # What did reach the file counts (a retry continues after it).
+            if offset > h.end:
+                h.end = offset
+            h.turn.notify_all()
+        size = h.end
     return {"written": len(data), "size_bytes": size}
+
+
+def _chunk_bytes(params: Dict[str, Any]) -> Any:
+    length = params["binary_length"]
+    if (params["data"] is None) == (length is None):
+        raise invalid("give exactly one of data (base64) or binary_length", "data")
+    if length is None:
+        data = decode_content(params["data"], "base64", "data")
+        if len(data) > protocol.MAX_CHUNK_BYTES:
+            raise invalid("chunk larger than %d bytes" % protocol.MAX_CHUNK_BYTES, "data")
+        return data
+    raw = params.get(PAYLOAD)
+    if raw is None:
+        raise invalid(
+            "binary_length needs its raw bytes right after a single request line of at most "
+            "%d bytes (not in a batch)" % protocol.MAX_BINARY_HEADER_BYTES,
+            "binary_length",
+        )
+    return raw
 
 
 def file_close(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     h = ctx.transfers.pop(params["handle"])
-    with h.lock:
+    with h.turn:
+        h.turn.notify_all()  # a write still waiting for its turn gives up now
         try:
             if h.mode == "w":
                 os.fsync(h.fd)
