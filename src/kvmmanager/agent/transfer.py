@@ -34,6 +34,8 @@ Progress = Callable[[int, int | None], None]
 BINARY_CHUNK_BYTES = 1024 * 1024
 # Reads kept in flight by a download.
 READ_WINDOW = 4
+# After a failure, how long the writes already in flight may take to finish.
+SETTLE_SECONDS = 5.0
 
 
 async def upload(
@@ -109,7 +111,9 @@ async def upload(
         while inflight:
             await settle_oldest()
     except BaseException:
-        await _cancel(task for task, _ in inflight)
+        # Let the chunks already sent land (briefly: the agent may be what failed), so
+        # the part file kept for a resume holds them and the abort comes after them.
+        await _settle(task for task, _ in inflight)
         await abort_write(client, handle)
         raise
     closed = await client.call("file_close", {"handle": handle})
@@ -120,6 +124,13 @@ async def upload(
             details={"expected": expected, "guest": str(closed.get("sha256"))[:64]},
         )
     return {"path": dest, "size_bytes": offset, "sha256": expected}
+
+
+async def _settle(tasks: Any) -> None:
+    pending = list(tasks)
+    if pending:
+        await asyncio.wait(pending, timeout=SETTLE_SECONDS)
+    await _cancel(pending)
 
 
 async def _cancel(tasks: Any) -> None:
