@@ -37,6 +37,7 @@ from kvmmanager.virt.xml.devices import (
     Controller,
     Disk,
     Graphics,
+    Hostdev,
     Input,
     Interface,
     MemBalloon,
@@ -51,6 +52,7 @@ from kvmmanager.virt.xml.devices import (
     interface,
     misc,
 )
+from kvmmanager.virt.xml.devices.interface import PortForward, PortRange
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.network import IP, DhcpHost, DhcpRange, Network
 from kvmmanager.virt.xml.pool import Pool
@@ -283,7 +285,48 @@ def uefi_tpm_domain() -> Domain:
     )
     dom.devices.add(Graphics(type="spice", autoport=True, listen_address="127.0.0.1"))
     dom.devices.add(Video(model_type="qxl"))
-    dom.devices.add(Redirdev(bus="usb", type="spicevmc"))
+    dom.devices.add(Redirdev(bus="usb", type="spicevmc", alias="ua-redir0"))
+    return dom
+
+
+def passthrough_domain() -> Domain:
+    """Host devices given to the guest: a PCI function (managed) and USB devices by
+    vendor/product and by bus/device."""
+    dom = _base_domain("passthrough")
+    gpu = Hostdev.pci(0, 0x3B, 0, 1)
+    gpu.alias = "ua-gpu"
+    dom.devices.add(gpu)
+    dom.devices.add(Hostdev.usb_by_id("0x0781", "0x5567"))
+    dom.devices.add(Hostdev.usb_by_address(1, 4))
+    _agent_channels(dom)
+    return dom
+
+
+def passt_domain() -> Domain:
+    """A user-mode (passt) NIC with port forwards. Schema only: libvirt 9.0's schema has
+    passt, but its parser here refuses `<backend type='passt'>` (see docs/operations.md)."""
+    dom = _base_domain("passt")
+    nic = Interface(type="user", backend_type="passt", model="virtio")
+    ssh = PortForward(proto="tcp", address="127.0.0.1")
+    ssh.add(PortRange(start=2222, to=22))
+    udp = PortForward(proto="udp", dev="eth0")
+    udp.add(PortRange(start=5000, end=5010))
+    udp.add(PortRange(start=5005, exclude=True))
+    nic.add(ssh)
+    nic.add(udp)
+    dom.devices.add(nic)
+    # A SPICE ticket as the live XML carries it (fixed ports, TLS port, expiry).
+    dom.devices.add(
+        Graphics(
+            type="spice",
+            autoport=False,
+            port=5930,
+            tls_port=5931,
+            passwd="t1cket",
+            passwd_valid_to="2030-01-01T00:00:00",
+        )
+    )
+    _agent_channels(dom)
     return dom
 
 
@@ -422,6 +465,7 @@ def qcow2_volume() -> Volume:
         allocation=0,
         target_path="/var/lib/libvirt/images/kvmm-t-xml-a.qcow2",
         target_format="qcow2",
+        compat="1.1",
         target_mode="0600",
         target_owner=107,
         target_group=107,
@@ -449,12 +493,15 @@ DOMAINS = [
     uefi_manual_domain,
     kernel_boot_domain,
     live_channel_domain,
+    passthrough_domain,
 ]
+# Validated against libvirt's schema, not defined in the real libvirtd (see each builder).
+SCHEMA_ONLY_DOMAINS = [passt_domain]
 NETWORKS = [nat_network, route_network, open_network, isolated_network]
 POOLS = [dir_pool, logical_pool, netfs_pool, fs_pool]
 VOLUMES = [qcow2_volume, raw_volume, backed_volume, iso_volume]
 CASES = (
-    [(f.__name__, "domain", f) for f in DOMAINS]
+    [(f.__name__, "domain", f) for f in DOMAINS + SCHEMA_ONLY_DOMAINS]
     + [(f.__name__, "network", f) for f in NETWORKS]
     + [(f.__name__, "pool", f) for f in POOLS]
     + [(f.__name__, "vol", f) for f in VOLUMES]

@@ -254,7 +254,7 @@ def test_parse_device_and_remove() -> None:
     disk = parse_device("<disk type='block' device='disk'><source dev='/dev/sdb'/></disk>")
     assert isinstance(disk, Disk) and disk.source_path == "/dev/sdb"
     with pytest.raises(InvalidInput):
-        parse_device("<hostdev/>")
+        parse_device("<shmem/>")  # a device no model covers
     dom = Domain(type="qemu", name="a")
     dom.devices.add(disk)
     assert dom.devices.disks == [disk]
