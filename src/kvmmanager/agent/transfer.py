@@ -38,6 +38,89 @@ READ_WINDOW = 4
 SETTLE_SECONDS = 5.0
 
 
+class ChunkWriter:
+    """The writes of one open handle: chunks of the size the agent takes, as raw bytes
+    with several in flight when it offered that (file_open's reply), else base64 one by
+    one. `write()` any amount, then `finish()`; on failure `settle()` before the abort."""
+
+    def __init__(
+        self,
+        client: AgentClient,
+        opened: dict[str, Any],
+        offset: int,
+        *,
+        chunk: int | None = None,
+        pipelined: bool = True,
+        progress: Progress | None = None,
+        size: int | None = None,
+    ) -> None:
+        self.client = client
+        self.handle = opened["handle"]
+        self.offset = offset  # bytes handed to the agent so far
+        self.progress = progress
+        self.size = size
+        binary_max = opened.get("max_binary_chunk_bytes") if pipelined else None
+        self.binary = isinstance(binary_max, int) and binary_max > 0
+        if self.binary:
+            self.chunk = max(1, min(chunk or BINARY_CHUNK_BYTES, int(binary_max)))
+            self.window = max(1, min(int(opened.get("max_chunks_in_flight") or 1), 16))
+        else:
+            limit = int(opened.get("max_chunk_bytes") or protocol.MAX_CHUNK_BYTES)
+            self.chunk = max(1, min(chunk or protocol.MAX_CHUNK_BYTES, limit))
+            self.chunk = min(self.chunk, protocol.MAX_CHUNK_BYTES)
+            self.window = 1
+        self.inflight: deque[tuple[asyncio.Task[Any], int]] = deque()
+        self.buf = bytearray()
+
+    async def write(self, data: bytes) -> None:
+        """Send whole chunks of `data` (the rest waits for more, or for finish())."""
+        if not self.buf and len(data) == self.chunk:
+            await self._send(data)
+            return
+        self.buf += data
+        while len(self.buf) >= self.chunk:
+            piece = bytes(self.buf[: self.chunk])
+            del self.buf[: self.chunk]
+            await self._send(piece)
+
+    async def finish(self) -> int:
+        """Send what is left and wait for every write; the byte count written."""
+        if self.buf:
+            piece = bytes(self.buf)
+            self.buf.clear()
+            await self._send(piece)
+        while self.inflight:
+            await self._settle_oldest()
+        return self.offset
+
+    async def settle(self) -> None:
+        """After a failure: let the chunks already sent land (briefly: the agent may be
+        what failed), so the part file kept for a resume holds them and the abort
+        comes after them."""
+        await _settle(task for task, _ in self.inflight)
+        self.inflight.clear()
+
+    async def _send(self, data: bytes) -> None:
+        call: Awaitable[Any]
+        if self.binary:
+            params = {"handle": self.handle, "offset": self.offset}
+            call = self.client.call("file_write_chunk", params, payload=data)
+        else:
+            b64 = base64.b64encode(data).decode()
+            params = {"handle": self.handle, "offset": self.offset, "data": b64}
+            call = self.client.call("file_write_chunk", params)
+        self.offset += len(data)
+        self.inflight.append((asyncio.ensure_future(call), self.offset))
+        if len(self.inflight) >= self.window:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        task, done = self.inflight.popleft()
+        await task
+        if self.progress is not None:
+            self.progress(done, self.size)
+
+
 async def upload(
     client: AgentClient,
     src: BinaryIO,
@@ -58,25 +141,9 @@ async def upload(
          "permissions": permissions},
     )  # fmt: skip
     handle = opened["handle"]
-    binary_max = opened.get("max_binary_chunk_bytes") if pipelined else None
-    if isinstance(binary_max, int) and binary_max > 0:
-        chunk = max(1, min(chunk or BINARY_CHUNK_BYTES, binary_max))
-        window = max(1, min(int(opened.get("max_chunks_in_flight") or 1), 16))
-    else:
-        binary_max = None
-        limit = int(opened.get("max_chunk_bytes") or protocol.MAX_CHUNK_BYTES)
-        chunk = max(1, min(chunk or protocol.MAX_CHUNK_BYTES, limit, protocol.MAX_CHUNK_BYTES))
-        window = 1
     digest = hashlib.sha256()
     offset = 0
-    inflight: deque[tuple[asyncio.Task[Any], int]] = deque()
-
-    async def settle_oldest() -> None:
-        task, done = inflight.popleft()
-        await task
-        if progress is not None:
-            progress(done, size)
-
+    writer: ChunkWriter | None = None
     try:
         if resume and opened["size_bytes"]:
             # Hash our own copy of what the guest already has, then continue after it.
@@ -89,31 +156,17 @@ async def upload(
                     )
                 digest.update(data)
                 offset += len(data)
-        while True:
-            data = src.read(chunk)
-            if not data:
-                break
+        writer = ChunkWriter(
+            client, opened, offset, chunk=chunk, pipelined=pipelined, progress=progress,
+            size=size,
+        )  # fmt: skip
+        while data := src.read(writer.chunk):
             digest.update(data)
-            call: Awaitable[Any]
-            if binary_max is not None:
-                call = client.call(
-                    "file_write_chunk", {"handle": handle, "offset": offset}, payload=data
-                )
-            else:
-                b64 = base64.b64encode(data).decode()
-                call = client.call(
-                    "file_write_chunk", {"handle": handle, "offset": offset, "data": b64}
-                )
-            offset += len(data)
-            inflight.append((asyncio.ensure_future(call), offset))
-            if len(inflight) >= window:
-                await settle_oldest()
-        while inflight:
-            await settle_oldest()
+            await writer.write(data)
+        offset = await writer.finish()
     except BaseException:
-        # Let the chunks already sent land (briefly: the agent may be what failed), so
-        # the part file kept for a resume holds them and the abort comes after them.
-        await _settle(task for task, _ in inflight)
+        if writer is not None:
+            await writer.settle()
         await abort_write(client, handle)
         raise
     closed = await client.call("file_close", {"handle": handle})

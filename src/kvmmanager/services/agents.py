@@ -332,11 +332,12 @@ class AgentService:
             {"path": params["path"], "mode": "w", "create_dirs": params.get("create_dirs"),
              "permissions": params.get("permissions")},
         )  # fmt: skip
-        buf, offset = bytearray(raw), 0
+        writer = agent_transfer.ChunkWriter(c, opened, 0)
         try:
-            while buf:
-                offset = await self._write_chunk(c, opened["handle"], offset, buf, None)
+            await writer.write(raw)
+            await writer.finish()
         except BaseException:
+            await writer.settle()
             await agent_transfer.abort_write(c, opened["handle"])
             raise
         await c.call("file_close", {"handle": opened["handle"]})
@@ -360,15 +361,17 @@ class AgentService:
         opened = await c.call("file_open", {"path": path, "mode": "w", "resume": resume})
         handle, offset = opened["handle"], int(opened["size_bytes"]) if resume else 0
         digest = hashlib.sha256() if not offset else None
-        buf = bytearray()
+        # Raw chunks, several in flight, when the agent offers it (else base64 one by one).
+        writer = agent_transfer.ChunkWriter(c, opened, offset)
         try:
             async for part in chunks:
-                buf += part
-                while len(buf) >= protocol.MAX_CHUNK_BYTES:
-                    offset = await self._write_chunk(c, handle, offset, buf, digest)
-            while buf:
-                offset = await self._write_chunk(c, handle, offset, buf, digest)
+                if digest is not None:
+                    digest.update(part)
+                await writer.write(part)
+            offset = await writer.finish()
         except (NotFound, AgentUnavailable) as exc:
+            await writer.settle()
+            offset = writer.offset
             if isinstance(exc, NotFound) and exc.field != "handle":
                 raise
             # The agent went away mid-transfer (killed, restarted: its handle died with
@@ -382,24 +385,13 @@ class AgentService:
             ) from None
         except BaseException:
             # The guest's file stays as it was; the bytes so far wait aside for a resume.
+            await writer.settle()
             await agent_transfer.abort_write(c, handle)
             raise
         closed = await c.call("file_close", {"handle": handle})
         if digest is not None and closed["sha256"] != digest.hexdigest():
             raise GuestError(f"upload of {path} failed verification (sha256 differs)")
         return {"path": path, "size_bytes": closed["size_bytes"], "sha256": closed["sha256"]}
-
-    @staticmethod
-    async def _write_chunk(
-        c: AgentClient, handle: int, offset: int, buf: bytearray, digest: Any
-    ) -> int:
-        piece = bytes(buf[: protocol.MAX_CHUNK_BYTES])
-        del buf[: len(piece)]
-        data = base64.b64encode(piece).decode()
-        await c.call("file_write_chunk", {"handle": handle, "offset": offset, "data": data})
-        if digest is not None:
-            digest.update(piece)
-        return offset + len(piece)
 
     async def download_stream(self, host: str, vm: str, path: str) -> tuple[int, Any]:
         """(size, async iterator of bytes) of a guest file, read in protocol-sized chunks."""

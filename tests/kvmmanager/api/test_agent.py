@@ -177,3 +177,19 @@ def test_file_write_above_the_line_limit_is_chunked(
     assert Path(path).read_text() == text and oct(Path(path).stat().st_mode & 0o777) == "0o600"
     too_big = api.put(f"{BASE}/files", json={"path": path, "content": "x" * (10 * 1024 * 1024 + 1)})
     assert too_big.status_code == 422 and too_big.json()["error"]["field"] == "content"
+
+
+def test_streamed_upload_goes_in_raw_pipelined_chunks(
+    api: TestClient, roots: dict[str, Path], agent: Any
+) -> None:
+    """PUT /files/content streams the body to the agent as raw chunks (0xFF and newlines
+    are data), several in flight; the download gives the same bytes back."""
+    data = (b"\xff\n" * 100_000 + os.urandom(700_001)) * 4
+    path = str(roots["write"] / "streamed.bin")
+    r = api.put(f"{BASE}/files/content", params={"path": path}, content=data)
+    assert r.status_code == 200, r.text
+    assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (roots["write"] / "streamed.bin").read_bytes() == data
+    assert not agent.ctx.transfers.handles
+    back = api.get(f"{BASE}/files/content", params={"path": path})
+    assert back.status_code == 200 and back.content == data
