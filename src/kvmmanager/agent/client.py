@@ -153,6 +153,14 @@ class AgentClient:
             if self._transport is None:
                 self._set_status("connecting")
                 transport = await self._opener()
+                if self._closed:
+                    # close() came while connecting (the agent's port closed, say): this
+                    # new connection would be an orphan holding QEMU's one-client port.
+                    with contextlib.suppress(Exception):
+                        await transport.close()
+                    raise AgentUnavailable(
+                        f"{self.name}: the connection to the agent was closed", field="vm"
+                    )
                 self._attach(transport)
                 self._need_sync = True
             if self._need_sync:

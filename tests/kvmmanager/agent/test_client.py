@@ -270,3 +270,26 @@ async def test_a_closed_client_never_connects_again(agent: Any) -> None:
     with pytest.raises(AgentUnavailable, match="closed"):
         await c.call("ping")
     assert c.status == "disconnected"
+
+
+async def test_close_while_connecting_leaves_no_connection(agent: Any) -> None:
+    """close() while the socket is being opened (the port closed during a call): the new
+    connection is closed at once, not kept by a client nobody uses any more."""
+    gate = asyncio.Event()
+    opened: list[UnixTransport] = []
+
+    async def opener() -> UnixTransport:
+        await gate.wait()
+        t = await UnixTransport.open(agent.path)
+        opened.append(t)
+        return t
+
+    c = AgentClient(opener, name="t", timeouts={"short": 30.0})
+    call = asyncio.ensure_future(c.call("ping"))
+    await asyncio.sleep(0)
+    await c.close()
+    gate.set()
+    with pytest.raises(AgentUnavailable, match="closed"):
+        await call
+    assert len(opened) == 1
+    assert await opened[0].read() == b""  # closed on our side
