@@ -18,9 +18,15 @@ differ from the source's.
 
 The image boots its own kernel directly (it has no bootloader: the root file system is
 the whole disk). Measured on the 2-core CI machine under TCG (docs/performance.md, e2e):
-image build 256 s once (then cached: under 1 s), upload ~3 s, boot to agent answering
-114-181 s (systemd + four cloud-init stages + dpkg installing the agent). Timeouts below
-are generous wall-clock limits for waits, never assertions.
+image build 256 s once (then cached: under 1 s), upload 1-4 s, boot to agent answering
+46-78 s (114-181 s at load ~9: systemd + four cloud-init stages + dpkg installing the
+agent), the clone's boot to cloud-init done 86-119 s, the whole file 192-210 s.
+Timeouts below are generous wall-clock limits for waits, never assertions.
+
+Other e2e sessions on the same libvirtd run managers of their own, which probe every
+guest whose agent connects: when one of them wins a guest's agent socket (QEMU serves
+one client), ours gets EAGAIN ("cannot connect to agent socket"): one e2e session at a
+time per host.
 """
 
 from __future__ import annotations
