@@ -499,7 +499,11 @@ def test_batch_start_then_snapshot_then_delete_with_per_vm_results(
     assert "Start: 2 of 2 VMs done" in r.headers["hx-trigger"]
     res = _results(r.text)
     assert set(res) == set(ops_vms) and all("running" in v for v in res.values())
-    assert all(m.inventory.domain("local", n).state == "running" for n in ops_vms)
+    # The inventory follows libvirt's lifecycle events, a moment after the answer.
+    deadline = time.monotonic() + 30
+    while not all(m.inventory.domain("local", n).state == "running" for n in ops_vms):
+        assert time.monotonic() < deadline, "the inventory never saw both VMs running"
+        time.sleep(0.05)
     # Starting again: each VM fails on its own, with libvirt's reason.
     r = c.post("/vms/batch", data={"action": "start", "selected": sel}, headers=hx(c))
     assert "2 failed" in r.headers["hx-trigger"]
