@@ -25,8 +25,10 @@ Timeouts below are generous wall-clock limits for waits, never assertions.
 
 Other e2e sessions on the same libvirtd run managers of their own, which probe every
 guest whose agent connects: when one of them wins a guest's agent socket (QEMU serves
-one client), ours gets EAGAIN ("cannot connect to agent socket"): one e2e session at a
-time per host.
+one client), ours gets EAGAIN ("cannot connect to agent socket"); and when ours holds
+a guest's socket that another session reaches through libvirt (virDomainOpenChannel),
+libvirtd blocks in connect() and every libvirt call hangs until we let go. One e2e
+session at a time per host.
 """
 
 from __future__ import annotations
