@@ -19,8 +19,8 @@ differ from the source's.
 The image boots its own kernel directly (it has no bootloader: the root file system is
 the whole disk). Measured on the 2-core CI machine under TCG (docs/performance.md, e2e):
 image build 256 s once (then cached: under 1 s), upload 1-4 s, boot to agent answering
-46-78 s (114-181 s at load ~9: systemd + four cloud-init stages + dpkg installing the
-agent), the clone's boot to cloud-init done 86-119 s, the whole file 192-210 s.
+42-78 s (114-181 s at load ~9: systemd + four cloud-init stages + dpkg installing the
+agent), the clone's boot to cloud-init done 41-119 s, the whole file 192-210 s.
 Timeouts below are generous wall-clock limits for waits, never assertions.
 
 Other e2e sessions on the same libvirtd run managers of their own, which probe every
