@@ -34,7 +34,33 @@ function startLive() {
   const liveEls = document.querySelectorAll("[data-live-vm], [data-live-list], [data-live-kind]");
   if (!liveEls.length || !window.EventSource) return;
   const source = new EventSource("/api/events");
-  const refresh = (el) => htmx.trigger(el, "kvmm-refresh");
+  // htmx drops a trigger while the element's own request is in flight, and a list that
+  // is being re-fetched may land after a row's fresher answer and overwrite it. Such an
+  // update is remembered by the element's key and replayed once the swap has settled (the
+  // element may have been replaced by then, hence keys rather than nodes).
+  const keyOf = (el) => el.id || el.getAttribute("data-live-vm");
+  const stale = new Set();
+  const refresh = (el) => {
+    const list = el.closest("[data-live-list]");
+    if (list && list !== el && list.classList.contains("htmx-request")) el = list;
+    if (el.classList.contains("htmx-request") && keyOf(el)) {
+      stale.add(keyOf(el));
+      return;
+    }
+    htmx.trigger(el, "kvmm-refresh");
+  };
+  document.body.addEventListener("htmx:afterSettle", () => {
+    stale.forEach((key) => {
+      const els = [document.getElementById(key)].concat(
+        Array.from(document.querySelectorAll('[data-live-vm="' + CSS.escape(key) + '"]')));
+      els.forEach((el) => {
+        if (el && !el.classList.contains("htmx-request")) {
+          stale.delete(key);
+          htmx.trigger(el, "kvmm-refresh");
+        }
+      });
+    });
+  });
   // Whatever changed between this page's render and the stream's (re)connection was
   // never sent to us: catch up once the server has subscribed us (onopen), then mark the
   // page live so tests and users can tell.
