@@ -29,11 +29,13 @@ from kvmmanager.services import backup_fallback as fb
 from kvmmanager.services import backup_restore as rs
 from kvmmanager.services import backup_take as tk
 from kvmmanager.services.backup_rules import (
+    MAX_SAME_SECOND,
     Previous,
     checkpoint_name,
     choose_kind,
     incremental_refusal,
     prune,
+    stamps,
     volume_name,
 )
 from kvmmanager.services.backup_verify import digest, header_problems
@@ -181,19 +183,27 @@ class BackupImageService:
         if parent is not None:
             prec = await asyncio.to_thread(self.get, parent.id)
             parent_vols = {v["disk"]: v["path"] for v in prec["volumes"]}
-        targets = [
-            tk.Target(
-                d.target,
-                volume_name(state.name, policy["name"], when, d.target),
-                capacity=d.capacity,
-                backing=parent_vols.get(d.target),
+        # Names carry the second; a second backup within it takes the next free suffix.
+        for stamp in stamps(when):
+            targets = [
+                tk.Target(
+                    d.target,
+                    volume_name(state.name, policy["name"], stamp, d.target),
+                    capacity=d.capacity,
+                    backing=parent_vols.get(d.target),
+                )
+                for d in state.disks
+            ]
+            cp = None if refusal else checkpoint_name(policy["name"], stamp)
+            taken = await hc.run(lambda t=targets: tk.existing_targets(hc.conn, pool, t))
+            if not taken and (cp is None or cp not in state.checkpoints):
+                break
+        else:
+            raise Conflict(
+                f"{MAX_SAME_SECOND} backups of vm '{state.name}' by policy "
+                f"'{policy['name']}' in one second: try again",
+                field="vm",
             )
-            for d in state.disks
-        ]
-        await hc.run(lambda: tk.check_targets(hc.conn, pool, targets))
-        cp = None if refusal else checkpoint_name(policy["name"], when)
-        if cp is not None and cp in state.checkpoints:
-            raise Conflict(f"vm '{state.name}' already has a checkpoint '{cp}'", field="vm")
         backup_id = await asyncio.to_thread(
             self._insert,
             policy_id=policy["id"],

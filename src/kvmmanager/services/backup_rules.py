@@ -20,6 +20,7 @@ the chain into one standalone image). No qemu-img runs on the host outside libvi
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -118,14 +119,25 @@ def choose_kind(
     return "incremental", previous, f"changes since backup {previous.id}"  # type: ignore[union-attr]
 
 
-def volume_name(vm: str, policy: str, when: datetime, disk: str) -> str:
+MAX_SAME_SECOND = 9
+
+
+def stamps(when: datetime) -> Iterator[str]:
+    """`20261126-010000`, then `-2`, `-3`... for further backups in the same second."""
+    base = f"{when:%Y%m%d-%H%M%S}"
+    yield base
+    for n in range(2, MAX_SAME_SECOND + 1):
+        yield f"{base}-{n}"
+
+
+def volume_name(vm: str, policy: str, stamp: str, disk: str) -> str:
     """`web1-nightly-20261126-010000-vda.qcow2`, cut to libvirt's name limit."""
-    tail = f"-{policy}-{when:%Y%m%d-%H%M%S}-{disk}.qcow2"
+    tail = f"-{policy}-{stamp}-{disk}.qcow2"
     return vm[: VOLUME_NAME_MAX - len(tail)] + tail
 
 
-def checkpoint_name(policy: str, when: datetime) -> str:
-    return f"kvmm-{policy}-{when:%Y%m%d-%H%M%S}"
+def checkpoint_name(policy: str, stamp: str) -> str:
+    return f"kvmm-{policy}-{stamp}"
 
 
 def prune(backups: list[dict[str, Any]], keep: set[int]) -> tuple[list[int], set[int]]:

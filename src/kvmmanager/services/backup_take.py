@@ -28,7 +28,7 @@ import libvirt
 from kvmmanager.core.errors import Conflict, GuestError, KvmmError, Unsupported
 from kvmmanager.services import snapshot_quiesce as qz
 from kvmmanager.services.backup_rules import DiskPlan, backup_disks
-from kvmmanager.services.storage_xml import active_pool, volume_exists
+from kvmmanager.services.storage_xml import active_pool, build_volume_xml, volume_exists
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.backup import BackupDisk, CheckpointDisk, DomainBackup, DomainCheckpoint
@@ -111,21 +111,17 @@ def inspect(conn: libvirt.virConnect, host: str, vm: str) -> VmState:
     )
 
 
-def check_targets(conn: libvirt.virConnect, pool: str, targets: list[Target]) -> None:
+def existing_targets(conn: libvirt.virConnect, pool: str, targets: list[Target]) -> list[str]:
+    """The target volume names already taken in `pool`."""
     p = active_pool(conn, pool)
-    for t in targets:
-        if volume_exists(p, t.volume):
-            raise Conflict(f"volume '{t.volume}' already exists in pool '{pool}'", field="pool")
+    return [t.volume for t in targets if volume_exists(p, t.volume)]
 
 
 def create_target(conn: libvirt.virConnect, pool: str, t: Target) -> str:
     """The backup's qcow2 v3 target volume; an overlay on `t.backing` for an incremental."""
-    v = Volume(name=t.volume, capacity=t.capacity, target_format="qcow2")
-    v.allocation = 0
-    v.compat = "1.1"
-    if t.backing:
-        v.backing_path, v.backing_format = t.backing, "qcow2"
-    return active_pool(conn, pool).createXML(v.to_xml(), 0).path()
+    backing = (t.backing, "qcow2") if t.backing else None
+    xml = build_volume_xml(t.volume, t.capacity, "qcow2", backing=backing)
+    return active_pool(conn, pool).createXML(xml, 0).path()
 
 
 def delete_volumes(conn: libvirt.virConnect, pool: str, names: list[str]) -> list[str]:

@@ -135,6 +135,8 @@ def remove_usb_redirection(devs: Any) -> list[str]:
     for r in gone:
         devs.remove(r)
     return ["removed USB redirection"] if gone else []
+
+
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 
 

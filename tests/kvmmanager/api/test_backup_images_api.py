@@ -149,7 +149,7 @@ def test_cli_backup_images(cli: Any, live_server: Any, lab: dict[str, Any]) -> N
     assert r.exit_code == 0, r.stderr
     full = json.loads(r.stdout)
     r = cli("--json", "backup", "run", pol)
-    assert r.exit_code == 0, r.stderr
+    assert r.exit_code == 0, r.stdout + r.stderr
     res = json.loads(r.stdout)["results"][0]
     assert res["kind"] == "incremental" and res["ok"], res
     r = cli("--json", "backup", "images", vm)

@@ -83,9 +83,12 @@ def test_backup_disks_and_names() -> None:
     disks, skipped = br.backup_disks(x)
     assert [(d.target, d.format) for d in disks] == [("vda", "qcow2")] and skipped == ["hdc"]
     when = datetime(2026, 11, 26, 1, 2, 3)
-    assert br.volume_name("w", "nightly", when, "vda") == "w-nightly-20261126-010203-vda.qcow2"
-    assert len(br.volume_name("x" * 300, "p", when, "vda")) == 128
-    assert br.checkpoint_name("nightly", when) == "kvmm-nightly-20261126-010203"
+    first, second, *rest = br.stamps(when)
+    assert (first, second) == ("20261126-010203", "20261126-010203-2")
+    assert len(rest) == br.MAX_SAME_SECOND - 2
+    assert br.volume_name("w", "nightly", first, "vda") == "w-nightly-20261126-010203-vda.qcow2"
+    assert len(br.volume_name("x" * 300, "p", second, "vda")) == 128
+    assert br.checkpoint_name("nightly", second) == "kvmm-nightly-20261126-010203-2"
 
 
 @pytest.mark.skipif(not validator_available(), reason="virt-xml-validate not installed")

@@ -95,8 +95,8 @@ async def test_volume_create_clone_resize(real_manager: Any, real_pool: str) -> 
     )
     assert qcow.format == "qcow2" and qcow.allocation < 10 * MIB
     # qcow2 v3, not libvirt's v2 default: incremental backups need its dirty bitmaps.
-    with open(qcow.path, "rb") as f:
-        assert f.read(8) == b"QFI\xfb\x00\x00\x00\x03"
+    header = await asyncio.to_thread(Path(qcow.path).read_bytes)
+    assert header[:8] == b"QFI\xfb\x00\x00\x00\x03"
 
     progress: list[Event] = []
     with real_manager.bus.subscribe(
