@@ -106,6 +106,29 @@ def test_batch_start_of_two_vms_then_both_rows_say_running(
         expect(row.locator("[data-state]")).to_have_text("running")
 
 
+def test_ticks_survive_a_live_refresh_of_the_list(
+    browser_login: Any, live_server: Any, two_vms: list[str]
+) -> None:
+    page = browser_login("admin")
+    page.goto("/vms")
+    page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
+    box = page.get_by_label(f"Select {two_vms[0]}", exact=True)
+    box.check()
+    expect(page.locator("[data-selected-count]")).to_have_text("1")
+    # Another client adds a VM: the list is re-rendered from the server.
+    with api(live_server) as c:
+        r = c.post("/api/hosts/local/vms", json={"name": "kvmm-t-opsb-c", "memory_mib": 64})
+        assert r.status_code == 201, r.text
+    try:
+        expect(page.locator("tr", has_text="kvmm-t-opsb-c")).to_have_count(1, timeout=15_000)
+        expect(box).to_be_checked()
+        expect(page.get_by_label("Select kvmm-t-opsb-c", exact=True)).not_to_be_checked()
+        expect(page.locator("[data-selected-count]")).to_have_text("1")
+    finally:
+        with api(live_server) as c:
+            c.delete("/api/hosts/local/vms/kvmm-t-opsb-c")
+
+
 def test_schedule_form_shows_a_bad_cron_on_its_field(browser_login: Any, live_server: Any) -> None:
     page = browser_login("operator")
     page.goto("/schedules")

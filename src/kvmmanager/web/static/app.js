@@ -282,6 +282,27 @@ document.addEventListener("change", (e) => {
   if (all) countSelected(t.form, t.name);
 });
 
+// Live refreshes re-render rows: the user's ticks must survive them. Ticked row boxes in
+// the part being swapped are remembered and ticked again in what replaces it.
+let keptTicks = [];
+document.addEventListener("htmx:beforeSwap", (e) => {
+  const target = e.detail.target;
+  if (!target || !target.querySelectorAll) return;
+  keptTicks = Array.from(target.querySelectorAll("input[type=checkbox][name]:checked"))
+    .filter((box) => box.form && box.form.querySelector('[data-select-all="' + CSS.escape(box.name) + '"]'))
+    .map((box) => [box.name, box.value]);
+});
+document.addEventListener("htmx:afterSwap", () => {
+  const forms = new Set();
+  keptTicks.forEach(([name, value]) => {
+    document.querySelectorAll('input[type=checkbox][name="' + CSS.escape(name) + '"]').forEach((box) => {
+      if (box.value === value && !box.checked) { box.checked = true; if (box.form) forms.add([box.form, name]); }
+    });
+  });
+  keptTicks = [];
+  forms.forEach(([form, name]) => countSelected(form, name));
+});
+
 // Forms marked data-form-errors get a 422 answer carrying the form again with the errors
 // next to their fields: swap it in like a success (htmx swaps no 4xx by default).
 document.addEventListener("htmx:beforeSwap", (e) => {
