@@ -166,7 +166,7 @@ async def test_tampered_bundle_is_refused_and_leaves_nothing(
         for member in src.getmembers():
             data = src.extractfile(member).read()  # type: ignore[union-attr]
             if member.name == "disks/vdb.raw":
-                data = b"X" + data[1:]
+                data = bytes([data[0] ^ 0xFF]) + data[1:]  # a change whatever the byte was
             dst.addfile(member, io.BytesIO(data))
     pool_b = await _pool(m, f"{prefix}-b")
     with pytest.raises(InvalidInput) as err:
