@@ -16,6 +16,8 @@ import libvirt
 import pytest
 from fastapi.testclient import TestClient
 
+from kvmmanager.services.storage_xml import build_volume_xml
+
 POOL = "default-pool"
 PREFIX = "kvmm-t-ci-"
 URL = "/api/hosts/local/vms/from-cloud-image"
@@ -36,8 +38,7 @@ def image(client: TestClient) -> Iterator[str]:
     conn = libvirt.open("test:///default")
     pool = conn.storagePoolLookupByName(POOL)
     pool.createXML(
-        f"<volume><name>{name}.qcow2</name><capacity unit='G'>2</capacity>"
-        "<target><format type='qcow2'/></target></volume>",
+        build_volume_xml(f"{name}.qcow2", 2 << 30, "qcow2"),
         0,
     )
     try:

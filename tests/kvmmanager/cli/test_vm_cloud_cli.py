@@ -13,6 +13,7 @@ import libvirt
 import pytest
 
 from kvmmanager.cli.commands.vm import _agent_policy
+from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager_agent.config import DEFAULTS
 
 POOL = "default-pool"
@@ -37,8 +38,7 @@ def image(live_server: Any) -> Iterator[str]:
     conn = libvirt.open("test:///default")
     pool = conn.storagePoolLookupByName(POOL)
     pool.createXML(
-        f"<volume><name>{name}</name><capacity unit='G'>1</capacity>"
-        "<target><format type='qcow2'/></target></volume>",
+        build_volume_xml(name, 1 << 30, "qcow2"),
         0,
     )
     try:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
+from kvmmanager.services.storage_xml import build_volume_xml
+
 POOL = "default-pool"
 PREFIX = "kvmm-t-webci-"
 
@@ -23,8 +25,7 @@ def image() -> Iterator[str]:
     conn = libvirt.open("test:///default")
     pool = conn.storagePoolLookupByName(POOL)
     pool.createXML(
-        f"<volume><name>{name}</name><capacity unit='G'>2</capacity>"
-        "<target><format type='qcow2'/></target></volume>",
+        build_volume_xml(name, 2 << 30, "qcow2"),
         0,
     )
     try:
