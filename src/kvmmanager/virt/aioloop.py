@@ -1,16 +1,20 @@
-"""libvirt's event loop on asyncio (libvirtaio), made safe for calls from worker threads.
+"""libvirt's event loop: libvirtaio on one asyncio loop of its own, in a daemon thread.
+
+libvirt accepts one event implementation per process, for the life of the process, and
+keeps state in it that must never be lost: the test driver, for one, arms its event flush
+timer only when its queue goes from empty to one event, so a single dropped "fire now"
+leaves every later event of that driver queued for good. Binding libvirtaio to the
+application's loop made that loss possible whenever that loop stopped (a server that
+shuts down, each pytest test) while libvirt kept running. So libvirt's events run on a
+loop that is started once and never stops; callbacks that feed the application hop onto
+its loop with `call_soon_threadsafe` (see `HostConnection._schedule`).
 
 libvirt calls the registered handle/timeout functions from whatever thread makes the API
 call: opening a connection, setting keepalive or registering an event callback all run in
-a host's worker thread (so a slow host never blocks the loop). Stock libvirtaio would then
-touch the asyncio loop (add_reader, create_task) from that foreign thread, which asyncio
-does not allow and which may leave a timer unscheduled until something else wakes the
-loop. Here every loop-touching step is queued with `call_soon_threadsafe`; identifiers are
-handed out synchronously because libvirt needs them at once.
-
-libvirt accepts one event implementation per process. When a process runs several loops
-one after the other (each pytest test gets its own), `ensure_event_loop()` moves the
-registered implementation to the loop now running instead of registering a second one.
+a host's worker thread. Stock libvirtaio would then touch the asyncio loop (add_reader,
+create_task) from that foreign thread, which asyncio does not allow. Here every
+loop-touching step is queued with `call_soon_threadsafe`; identifiers are handed out
+synchronously because libvirt needs them at once.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):
         try:
             self.loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:
-            # The loop is closed (process or test teardown): nothing can fire any more.
+            # Only at interpreter exit: the event thread's loop never closes before.
             log.debug("libvirt event call dropped: loop closed")
 
     def _add_handle(self, fd: int, event: int, cb: Any, opaque: Any) -> int:
@@ -80,16 +84,6 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):
         self._call(super()._remove_timeout, timer)
         return 0
 
-    def rebind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Move every watched fd and running timer to `loop` (called on `loop`)."""
-        self.loop = loop
-        for descriptor in list(self.descriptors.values()):
-            descriptor.update()
-        for callback in list(self.callbacks.values()):
-            if isinstance(callback, libvirtaio.TimeoutCallback) and callback.timeout >= 0:
-                callback._task = None
-                callback.update(callback.timeout)
-
 
 _impl: ThreadSafeAsyncIOImpl | None = None
 
@@ -99,16 +93,21 @@ def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
 
 
 def ensure_event_loop() -> ThreadSafeAsyncIOImpl:
-    """Register libvirt's event implementation on the running loop (once per process)."""
+    """Start libvirt's event loop thread and register it with libvirt (once per process)."""
     global _impl
-    loop = asyncio.get_running_loop()
     with _lock:
         if _impl is None:
             libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+            started.wait()
             _impl = ThreadSafeAsyncIOImpl(loop=loop).register()
             libvirtaio._current_impl = _impl
-        elif _impl.loop is not loop:
-            if _impl.loop.is_running():
-                raise RuntimeError("libvirt events already run on another live event loop")
-            _impl.rebind(loop)
     return _impl

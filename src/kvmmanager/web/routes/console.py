@@ -103,7 +103,8 @@ async def serial_console(
     stream = await hc.run(open_stream)
 
     def on_event(st: libvirt.virStream, events: int, _opaque: object) -> None:
-        # Runs on the event loop (libvirtaio): drain what is there without blocking.
+        # Runs on libvirt's event thread: drain what is there without blocking, and hand
+        # it to this request's loop.
         if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
             _offer(None)
             return
@@ -121,6 +122,10 @@ async def serial_console(
             _offer(data)
 
     def _offer(item: bytes | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the request's loop is gone: nobody reads
+            loop.call_soon_threadsafe(_put, item)
+
+    def _put(item: bytes | None) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             incoming.put_nowait(item)  # a browser that stops reading loses output, not the host
 
