@@ -7,8 +7,13 @@ service file writes once.
 
 from __future__ import annotations
 
-import signal
 import sys
+
+try:
+    # The C module: `signal` wraps the same calls in enums, and `enum` costs idle memory.
+    import _signal as signal
+except ImportError:  # pragma: no cover - every CPython has it
+    import signal  # type: ignore[no-redef]
 
 from . import __version__, protocol
 from .config import ConfigError, load

@@ -8,9 +8,7 @@ error at start, so a typo never silently widens access.
 
 from __future__ import annotations
 
-import json
-
-from . import protocol
+from . import jsonwire, protocol
 from .log import log
 
 TYPE_CHECKING = False
@@ -74,7 +72,7 @@ class Config:
     """Typed view over the merged dict."""
 
     def __init__(self, data: Optional[Dict[str, Any]] = None) -> None:
-        merged = json.loads(json.dumps(DEFAULTS))  # a deep copy, without the copy module
+        merged = jsonwire.loads(jsonwire.dumps(DEFAULTS))  # a deep copy, without the copy module
         if data:
             if not isinstance(data, dict):
                 raise ConfigError("config must be a JSON object")
@@ -123,7 +121,7 @@ def load(path: Optional[str]) -> Config:
     target = path or DEFAULT_CONFIG_PATH
     try:
         with open(target, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = jsonwire.loads(fh.read())
     except FileNotFoundError:
         if path:
             raise ConfigError("config file not found: %s" % path) from None

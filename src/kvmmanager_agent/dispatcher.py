@@ -7,9 +7,7 @@ dict, or a (result, action) pair whose action runs after the reply is written (p
 
 from __future__ import annotations
 
-import json
-
-from . import protocol
+from . import jsonwire, protocol
 from .errors import AgentError
 from .framing import Binary
 from .log import log
@@ -35,7 +33,7 @@ def error_reply(
 
 def encode(reply: Any) -> bytes:
     # ASCII output: lone surrogates from odd filenames stay escapes, never invalid UTF-8.
-    return json.dumps(reply, separators=(",", ":")).encode("ascii") + b"\n"
+    return jsonwire.dumps(reply).encode("ascii") + b"\n"
 
 
 def _valid_id(value: Any) -> bool:
@@ -60,7 +58,7 @@ def parse(line: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
         line, raw = line.line, line.data
     try:
         text = line.decode("utf-8")
-        payload = json.loads(text)
+        payload = jsonwire.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         msg = "parse error: %s" % (str(exc)[:200],)
         return None, error_reply(None, protocol.PARSE_ERROR, msg)

@@ -8,9 +8,7 @@ small); any other line is passed on untouched for the dispatcher to parse.
 
 from __future__ import annotations
 
-import json
-
-from . import protocol
+from . import jsonwire, protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +46,7 @@ def payload_length(line: bytes) -> Optional[int]:
     if len(line) > protocol.MAX_BINARY_HEADER_BYTES or _KEY not in line:
         return None
     try:
-        req = json.loads(line.decode("utf-8"))
+        req = jsonwire.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     if not isinstance(req, dict) or req.get("method") != "file_write_chunk":

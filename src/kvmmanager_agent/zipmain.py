@@ -13,8 +13,8 @@ ours and writable by nobody else; anything else (read-only /var, another owner, 
 failed unpack) falls back to importing from the zipapp as before. The environment
 variable KVMMANAGER_AGENT_CACHE names another cache directory, or (empty) none.
 
-Only modules the interpreter has already loaded at start (os, stat, sys, the built-in binascii)
-are used here, so this costs nothing in the agent's memory.
+Once the cache is ready the interpreter is started again on it (`exec`, same pid), so
+nothing of the launch (zip import, runpy, this file) stays in the agent's memory.
 """
 
 import binascii
@@ -65,6 +65,8 @@ def _unpack(pyz, root, key):
                     zf.extract(name, tmp)
         if not compileall.compile_dir(os.path.join(tmp, PACKAGE), quiet=2):
             raise RuntimeError("compile failed")
+        with open(os.path.join(tmp, LAUNCHER), "w") as fh:
+            fh.write(LAUNCHER_SOURCE)
         os.rename(tmp, os.path.join(root, key))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -100,11 +102,38 @@ def prepare(pyz, root):
         return None
 
 
+# Written into each cache copy; the interpreter runs it with `-I` (no PYTHON* variables,
+# no user site, no working directory on the path: the agent runs as root) and `-S` (no
+# site: the agent needs the standard library only).
+LAUNCHER = "kvmmanager-agent"
+LAUNCHER_SOURCE = """import os, sys
+sys.path.insert(0, os.path.dirname(__file__))
+from kvmmanager_agent.__main__ import main
+sys.exit(main())
+"""
+
+
+def reexec(target):
+    """Replace this process (same pid) by the interpreter running the agent from `target`.
+
+    What started us stays resident otherwise: the zip importer, runpy and the compile of
+    this file (~0.5 MB of the agent's budget). Returns only when that is not possible."""
+    launcher = os.path.join(target, LAUNCHER)
+    if not sys.executable or not os.path.isfile(launcher):
+        return
+    argv = [sys.executable, "-I", "-S", launcher, *sys.argv[1:]]
+    try:
+        os.execv(sys.executable, argv)  # noqa: S606 - the interpreter itself, no shell
+    except OSError:
+        return  # an interpreter we cannot exec (odd embedding): run on in this process
+
+
 def run():
     pyz = sys.path[0]
     if os.path.isfile(pyz):
         target = prepare(pyz, os.environ.get("KVMMANAGER_AGENT_CACHE", CACHE_DIR))
         if target is not None:
+            reexec(target)
             sys.path[0] = target
     from kvmmanager_agent.__main__ import main
 

@@ -99,3 +99,30 @@ def test_cache_key_follows_the_bytes_and_the_interpreter(tmp_path: Path) -> None
     a.write_bytes(b"two")
     assert cache_key(str(a)) != k1
     assert cache_key(str(a)).startswith(sys.implementation.cache_tag + "-")
+
+
+def test_the_agent_runs_as_a_fresh_interpreter_on_the_cache(pyz: Path, tmp_path: Path) -> None:
+    # The launch (zip import, runpy) is not kept: the process re-executes itself, same
+    # pid, isolated (-I) and without site (-S), on the launcher in the cache.
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "c.json"
+    cfg.write_text("{}")
+    env = dict(os.environ, KVMMANAGER_AGENT_CACHE=str(cache))
+    agent = subprocess.Popen(
+        [sys.executable, str(pyz), "--config", str(cfg), "--stdio"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert agent.stdin is not None and agent.stdout is not None
+        agent.stdin.write(b'{"jsonrpc":"2.0","id":7,"method":"ping"}\n')
+        agent.stdin.flush()
+        assert json.loads(agent.stdout.readline())["result"]["pong"] is True
+        argv = Path(f"/proc/{agent.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        launcher = cache / cache_key(str(pyz)) / "kvmmanager-agent"
+        assert argv == [sys.executable, "-I", "-S", str(launcher), "--config", str(cfg), "--stdio"]
+    finally:
+        agent.stdin.close()  # type: ignore[union-attr]
+        assert agent.wait(30) == 0
+        agent.stdout.close()  # type: ignore[union-attr]

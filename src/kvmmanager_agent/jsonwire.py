@@ -1,0 +1,84 @@
+"""JSON for the wire and the config file, without keeping the `json` package resident.
+
+`json` imports `re` (and with it `enum`) for its pure-Python fallbacks, ~1.4 MB of an idle
+agent's 10 MB, for code that CPython's C accelerator `_json` never runs. This module
+builds the same scanner and encoder objects `json` itself builds from `_json`, with the
+same settings as `json.loads` and compact `json.dumps(..., separators=(",", ":"))`.
+Where `_json` is missing or its private constructors take other arguments (another
+interpreter, a future CPython), a round trip at import fails and `json` is used instead.
+
+Errors: `loads` raises ValueError (the C scanner's own `json.JSONDecodeError`, which
+imports `json.decoder` on the first bad input only) or RecursionError for deep nesting,
+as `json.loads` does.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Tuple
+
+_WHITESPACE = " \t\n\r"
+_CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
+
+
+class _ScanContext:
+    """The attributes `_json.make_scanner` reads, as `json.JSONDecoder()` sets them."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_CONSTANTS.__getitem__)
+    memo: dict = {}
+
+
+def _not_serializable(obj: Any) -> Any:
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+def _build() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
+    import _json
+
+    scan = _json.make_scanner(_ScanContext())
+    # markers=None: no circular check (replies are trees built here); ASCII output keeps
+    # lone surrogates from odd file names escapes, never invalid UTF-8.
+    encode = _json.make_encoder(
+        None, _not_serializable, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+
+    def loads(text: str) -> Any:
+        start = len(text) - len(text.lstrip(_WHITESPACE))
+        try:
+            obj, end = scan(text, start)
+        except StopIteration as exc:
+            raise ValueError("Expecting value: char %d" % exc.value) from None
+        if text[end:].strip(_WHITESPACE):
+            raise ValueError("Extra data: char %d" % end)
+        return obj
+
+    def dumps(obj: Any) -> str:
+        if isinstance(obj, str):
+            return _json.encode_basestring_ascii(obj)
+        return "".join(encode(obj, 0))
+
+    sample = {"a": [1, -2.5, "é\x00", None, True, False, {"b": {}}], "c": []}
+    if loads(" " + dumps(sample) + "\n") != sample:
+        raise ValueError("the _json round trip differs")
+    return loads, dumps
+
+
+def _fallback() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
+    import json
+
+    def dumps(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+    return json.loads, dumps
+
+
+try:
+    loads, dumps = _build()
+except (ImportError, AttributeError, TypeError, ValueError):
+    loads, dumps = _fallback()
