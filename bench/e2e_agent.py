@@ -238,7 +238,7 @@ async def measure(conn: libvirt.virConnect, agent_dom: Any, qga_dom: Any, n: int
         # during an exec.
         procs = (await via_channel.call("list_processes"))["processes"]
         out["idle_rss_kb_at_start"] = next(
-            (p["rss_kb"] for p in procs if "kvmmanager-agent.pyz" in p["cmdline"]), None
+            (p["rss_kb"] for p in procs if "kvmmanager-agent" in str(p["cmdline"])), None
         )
         note("ping_openchannel")
         out["ping_openchannel"] = await time_calls(n, lambda: via_channel.call("ping"))
