@@ -1,5 +1,6 @@
 """Shared tools of the reliability tests: an RSS sampler (peak memory of this process),
-a scriptable fake guest on a unix socket, latency summaries, and a figures sink.
+the fake-guest fixture (the guest and its hostile behaviours live in hostile.py, which
+bench/hostile_api.py imports too), latency summaries, and a figures sink.
 
 Figures (timings) are never asserted; they are printed and, when KVMM_RELIABILITY_OUT
 names a file, appended to it as JSON lines so docs/reliability.md can quote a run.
@@ -7,7 +8,6 @@ names a file, appended to it as JSON lines so docs/reliability.md can quote a ru
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -24,8 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.reliability.hostile import Behaviour, FakeGuest
 
 
 def rss_bytes() -> int:
@@ -90,85 +89,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     if out:
         with open(out, "a") as f:
             f.write(line + "\n")
-
-
-class FakeGuest:
-    """A unix-socket 'guest' whose first `hostile_connections` connections run
-    `behaviour`; later ones behave (answer sync and every request), like a guest whose
-    agent was restarted."""
-
-    def __init__(self, path: str, behaviour: Behaviour, hostile_connections: int = 1) -> None:
-        self.path = path
-        self.behaviour = behaviour
-        self.hostile_connections = hostile_connections
-        self.connections = 0
-        self.bytes_sent = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        self._server = await asyncio.start_unix_server(self._serve, self.path)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._tasks.add(asyncio.current_task())  # type: ignore[arg-type]
-        try:
-            if self.connections <= self.hostile_connections:
-                await self.behaviour(reader, writer)
-            else:
-                await behave(reader, writer)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
-            writer.close()
-
-    async def write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        writer.write(data)
-        await writer.drain()
-        self.bytes_sent += len(data)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-
-def reply(msg_id: Any, result: Any) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "id": msg_id, "result": result}).encode() + b"\n"
-
-
-async def read_request(reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    line = await reader.readline()
-    if not line:
-        return None
-    return json.loads(line.lstrip(b"\xff"))
-
-
-async def answer_sync(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while (msg := await read_request(reader)) is not None:
-        if msg.get("method") == "sync":
-            writer.write(b"\xff" + reply(msg["id"], {"nonce": msg["params"]["nonce"]}))
-            await writer.drain()
-            return
-
-
-async def behave(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A well-behaved guest: sync, and 'pong' to everything else."""
-    while (msg := await read_request(reader)) is not None:
-        if msg.get("method") == "sync":
-            writer.write(b"\xff" + reply(msg["id"], {"nonce": msg["params"]["nonce"]}))
-        else:
-            writer.write(reply(msg["id"], {"pong": True, "timestamp": time.time()}))
-        await writer.drain()
 
 
 @pytest.fixture

@@ -20,21 +20,13 @@ from typing import Any
 
 import pytest
 from tests.kvmmanager_agent.conftest import roots, start_agent  # noqa: F401 (fixtures)
-from tests.reliability.conftest import (
-    FakeGuest,
-    RssSampler,
-    answer_sync,
-    behave,
-    read_request,
-    reply,
-    summary_ms,
-)
+from tests.reliability.conftest import RssSampler, summary_ms
+from tests.reliability.hostile import GIB, SCENARIOS, FakeGuest, flood_10k_lines_per_second
 
 from kvmmanager.agent.client import AgentClient
 from kvmmanager.agent.transports import UnixTransport
 from kvmmanager.core.errors import AgentUnavailable, GuestError, Timeout
 
-GIB = 1024**3
 MEMORY_BUDGET_MB = 50
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -47,111 +39,6 @@ def client_for(path: str, statuses: list[str]) -> AgentClient:
         timeouts={"short": 2.0, "normal": 5.0},
         on_status=statuses.append,
     )
-
-
-# -- behaviours (each gets the guest, the reader and the writer) ------------------------
-
-
-async def gib_without_newline(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await answer_sync(r, w)
-    await read_request(r)
-    chunk = b"x" * 65536
-    while g.bytes_sent < GIB:
-        await g.write(w, chunk)
-
-
-async def invalid_utf8_then_answer(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await answer_sync(r, w)
-    msg = await read_request(r)
-    assert msg is not None
-    await g.write(w, b"\xc3\x28\xa0\xa1 \xed\xa0\x80 \xf8\x88\x80\x80\x80\n" * 5)
-    await g.write(w, reply(msg["id"], {"pong": True, "timestamp": 1}))
-    await behave(r, w)  # then behaves: the next call needs no reconnect
-
-
-async def invalid_utf8_flood(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await answer_sync(r, w)
-    await read_request(r)
-    for _ in range(1000):
-        await g.write(w, b"\xc3\x28\xa0\xa1\n")
-    await behave(r, w)  # then behaves: the next call needs no reconnect
-
-
-async def deep_nesting(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await answer_sync(r, w)
-    msg = await read_request(r)
-    assert msg is not None
-    nested = b"[" * 100_000 + b"]" * 100_000 + b"\n"
-    for _ in range(3):
-        await g.write(w, nested)
-    await g.write(w, b'{"jsonrpc":"2.0","id":' + b"[" * 100_000 + b"\n")
-    await g.write(w, reply(msg["id"], {"pong": True, "timestamp": 2}))
-    await behave(r, w)  # then behaves: the next call needs no reconnect
-
-
-async def huge_numbers(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await answer_sync(r, w)
-    msg = await read_request(r)
-    assert msg is not None
-    digits = b"9" * 100_000
-    await g.write(w, b'{"jsonrpc":"2.0","id":' + digits + b',"result":{"pong":true}}\n')
-    await g.write(w, b'{"jsonrpc":"2.0","id":1e999999,"result":{"pong":true}}\n')
-    await g.write(w, b'{"jsonrpc":"2.0","id":' + str(msg["id"]).encode() + b".0000000001")
-    await g.write(w, b',"result":{"pong":false}}\n')
-    await g.write(w, reply(msg["id"], {"pong": True, "timestamp": 1e308}))
-    await behave(r, w)  # then behaves: the next call needs no reconnect
-
-
-async def wrong_ids(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await answer_sync(r, w)
-    msg = await read_request(r)
-    assert msg is not None
-    for bad in (msg["id"] + 1, -msg["id"], str(msg["id"]), None, [msg["id"]], True, 0):
-        for _ in range(5):
-            await g.write(w, reply(bad, {"pong": False}))
-    await g.write(w, reply(msg["id"], {"pong": True, "timestamp": 3}))
-    await behave(r, w)  # then behaves: the next call needs no reconnect
-
-
-async def replies_before_requests(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    # Answers to requests not yet made (ids the client will use next), before the sync.
-    for i in range(1, 51):
-        await g.write(w, reply(i, {"pong": False, "timestamp": -1}))
-    await answer_sync(r, w)
-    msg = await read_request(r)
-    assert msg is not None
-    await g.write(w, reply(msg["id"], {"pong": True, "timestamp": 4}))
-    await behave(r, w)  # then behaves: the next call needs no reconnect
-
-
-async def flood_10k_lines_per_second(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await answer_sync(r, w)
-    await read_request(r)
-    line = reply(987654321, {"spam": "x" * 40})
-    t0 = time.monotonic()
-    for tick in range(300):  # 100 lines every 10 ms = 10k lines/s, for up to 3 s
-        await g.write(w, line * 100)
-        delay = t0 + (tick + 1) * 0.01 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)  # pacing the flood, not waiting for a condition
-
-
-async def never_reads(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
-    await asyncio.Event().wait()  # accepted; reads nothing, answers nothing, forever
-
-
-# name -> (behaviour, does the first call still get its answer?)
-SCENARIOS: dict[str, tuple[Callable[..., Awaitable[None]], bool]] = {
-    "1 GiB without newline": (gib_without_newline, False),
-    "invalid UTF-8 lines, then the answer": (invalid_utf8_then_answer, True),
-    "invalid UTF-8 flood": (invalid_utf8_flood, False),
-    "100k-deep nested JSON, then the answer": (deep_nesting, True),
-    "huge numbers, then the answer": (huge_numbers, True),
-    "wrong ids, then the answer": (wrong_ids, True),
-    "replies before requests": (replies_before_requests, True),
-    "flood of 10k lines/s": (flood_10k_lines_per_second, False),
-    "accepts, never reads": (never_reads, False),
-}
 
 
 async def _ping_loop(good: AgentClient, stop: asyncio.Event, out: list[float]) -> None:
