@@ -283,6 +283,12 @@ class CloneService:
         plan = await self._run(host, lambda c: plan_clone(c, host, vm, new_name, mode, consistent))
         snapshot = None
         if plan.running:
+            # Should the server die before the `finally` below, the next start merges
+            # the source back off its overlay (job_undo); recorded first, so undone last.
+            await _undo_on_interrupt(
+                progress, "delete_snapshot", host=host, uuid=plan.source_uuid,
+                name=CLONE_SNAPSHOT, vm=plan.source_name,
+            )  # fmt: skip
             snapshot = await self.m.snapshots.create(
                 host, plan.source_uuid, name=CLONE_SNAPSHOT, kind="external"
             )
@@ -390,7 +396,8 @@ class CloneService:
 
 async def _undo_on_interrupt(progress: Any, action: str, **args: str) -> None:
     """Record (in the job row) what the next start removes should the server die before
-    the clone ends: each new volume before it is made, the definition before defining.
+    the clone ends: the source's temporary snapshot before taking it, each new volume
+    before it is made, the definition before defining.
     A clone awaited outside a job (no JobProgress) has nothing to record into."""
     record = getattr(progress, "undo_on_interrupt", None)
     if record is not None:

@@ -4,9 +4,10 @@ A job records each object it is about to make with `JobProgress.undo_on_interrup
 before making it (so a kill between the two leaves a record of something that is not
 there: "never created"). The records stay in the job row while it runs and are
 overwritten when it ends. At the next start the job is failed as `interrupted` and its
-records are undone here, newest first (a VM's definition before the volumes it uses),
-once the host is connected again. The outcome goes into the job's error message and an
-audit entry (`jobs.undo_interrupted`, carrying the job id).
+records are undone here, newest first (a VM's definition before the volumes it uses,
+those before the snapshot they were copied under), once the host is connected again. The
+outcome goes into the job's error message and an audit entry (`jobs.undo_interrupted`,
+carrying the job id).
 
 Actions:
 - `delete_volume` (host, pool, volume): libvirt may still be writing it (a volume clone
@@ -14,6 +15,11 @@ Actions:
   says the volume is busy. A volume some other VM uses is left in place.
 - `undefine_domain` (host, uuid, name): the job chose the UUID before defining, so only
   its own definition can match; a running one is destroyed first.
+- `delete_snapshot` (host, uuid, name, vm): the temporary external snapshot a clone of a
+  running VM copies under (clones.CLONE_SNAPSHOT). Deleted through the snapshot service,
+  as the clone's own `finally` would have: libvirt merges the overlay back into the
+  original image (block commit and pivot for a running VM, offline commit for one shut
+  off meanwhile) and removes the snapshot; the VM is found by its UUID.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNDO_ACTIONS = frozenset({"delete_volume", "undefine_domain"})
+UNDO_ACTIONS = frozenset({"delete_volume", "undefine_domain", "delete_snapshot"})
 # How long to wait for the host to come back, and for a busy volume to be released.
 UNDO_WAIT_SECONDS = 120.0
 _BUSY_RETRY_SECONDS = 0.5
@@ -62,6 +68,8 @@ def normalize(undo: Any) -> list[dict[str, Any]]:
 def describe(record: dict[str, Any]) -> str:
     if record.get("action") == "undefine_domain":
         return f"vm {record.get('name') or record.get('uuid')}"
+    if record.get("action") == "delete_snapshot":
+        return f"snapshot {record.get('name')} of vm {record.get('vm') or record.get('uuid')}"
     return f"volume {record.get('pool')}/{record.get('volume')}"
 
 
@@ -140,6 +148,14 @@ async def _undo_one(m: Manager, record: dict[str, Any], wait: float) -> str:
         if outcome == "removed":
             await m.storage.sync_pool(host, pool)
         return outcome
+    if action == "delete_snapshot":
+        uuid, name = str(record.get("uuid") or ""), str(record.get("name") or "")
+        missing = await h.run(lambda: _snapshot_missing(h.conn, uuid, name))
+        if missing:
+            return missing
+        # The service the clone uses: same merge (and same fallbacks) as its `finally`.
+        done = await m.snapshots.delete(host, uuid, name)
+        return f"removed ({done['merge']})"
     return f"left in place: unknown undo action {action!r}"
 
 
@@ -155,6 +171,23 @@ def _undefine(conn: libvirt.virConnect, uuid: str) -> str:
     if dom.isPersistent():
         dom.undefineFlags(undefine_flags(dom))
     return "removed"
+
+
+def _snapshot_missing(conn: libvirt.virConnect, uuid: str, name: str) -> str | None:
+    """Why there is nothing to delete, or None when the snapshot is there."""
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return "not there (its vm is gone)"
+        raise
+    try:
+        dom.snapshotLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            return "not there (never created)"
+        raise
+    return None
 
 
 def _delete_volume(m: Manager, host: str, conn: libvirt.virConnect, pool: str, name: str) -> str:

@@ -100,7 +100,8 @@ class JobProgress:
         """Record what the next start must remove should this process die before the
         job ends (kill -9, power loss): call it BEFORE making the object, e.g.
         `("delete_volume", host=, pool=, volume=)` before creating a volume,
-        `("undefine_domain", host=, uuid=, name=)` before defining a VM with that UUID.
+        `("undefine_domain", host=, uuid=, name=)` before defining a VM with that UUID,
+        `("delete_snapshot", host=, uuid=, name=, vm=)` before taking a temporary one.
         Records add up and are undone newest first (see job_undo); `host` defaults to
         the job's. Kept in the job row; the job's end overwrites them."""
         if action not in job_undo.UNDO_ACTIONS:
