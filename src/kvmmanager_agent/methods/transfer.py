@@ -36,7 +36,8 @@ NAME_MAX = 255
 
 class Handle:
     __slots__ = (
-        "closed", "dir_fd", "end", "fd", "lock", "mode", "name", "part", "path", "turn", "used"
+        "closed", "digest", "dir_fd", "end", "fd", "lock", "mode", "name", "part", "path",
+        "turn", "used",
     )  # fmt: skip
 
     def __init__(
@@ -56,6 +57,15 @@ class Handle:
         self.turn = threading.Condition(self.lock)
         self.end = 0
         self.closed = False
+        # sha256 of bytes 0..end as they were written (a write handle that started empty):
+        # file_close then needs no second pass over the file. None: hash the file at close.
+        self.digest = None  # type: Any
+
+    def start_digest(self) -> None:
+        if self.end == 0:
+            import hashlib  # OpenSSL: only once a transfer needs it
+
+            self.digest = hashlib.sha256()
 
     def close(self) -> None:
         self.closed = True
@@ -172,6 +182,7 @@ def _open_for_writing(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _opened_for_writing(ctx: Any, handle: Handle) -> Dict[str, Any]:
+    handle.start_digest()
     hid = ctx.transfers.add(handle)
     # Pipelined writes each hold a worker: leave half the pool to everything else.
     window = max(1, min(protocol.MAX_CHUNKS_IN_FLIGHT, ctx.config.max_concurrent_requests // 2))
@@ -235,6 +246,8 @@ def file_write_chunk(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
             view = memoryview(data)
             while view:
                 n = os.pwrite(h.fd, view, offset)
+                if h.digest is not None:
+                    h.digest.update(view[:n])
                 view = view[n:]
                 offset += n
         except OSError as exc:
@@ -275,7 +288,10 @@ def file_close(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
             if h.mode == "w":
                 os.fsync(h.fd)
             size = os.fstat(h.fd).st_size
-            digest = sha256_fd(h.fd)
+            if h.digest is not None and size == h.end:
+                digest = h.digest.hexdigest()
+            else:  # resumed, read mode, or the file changed beside us: hash what is there
+                digest = sha256_fd(h.fd)
             if h.part and not params.get("abort"):
                 os.rename(h.part, h.name, src_dir_fd=h.dir_fd, dst_dir_fd=h.dir_fd)
                 os.fsync(h.dir_fd)  # the rename itself survives a crash
