@@ -6,11 +6,10 @@ import base64
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
-from tests.kvmmanager_agent.conftest import Raw
+from tests.kvmmanager_agent.conftest import Raw, RunningAgent
 
 from kvmmanager_agent import protocol
 
@@ -227,10 +226,14 @@ def test_duplicate_and_missing_chunks_are_refused(
     assert path.read_bytes() == b"first"
 
 
-def test_close_releases_a_write_waiting_for_its_turn(raw: Raw, roots: dict[str, Path]) -> None:
+def test_close_releases_a_write_waiting_for_its_turn(
+    agent: RunningAgent, raw: Raw, roots: dict[str, Path]
+) -> None:
     h = raw.call("file_open", {"path": str(roots["write"] / "w"), "mode": "w"})["result"]["handle"]
     _binary(raw, h, 100, b"x" * 10, req_id=1)  # waits (up to 10 s) for bytes 0-99
-    time.sleep(0.2)  # the write is now waiting on a worker; the close wakes it
+    handle = agent.ctx.transfers.get(h)
+    with handle.turn:  # the write is waiting on a worker; the close wakes it
+        assert handle.turn.wait_for(lambda: handle.waiting == 1, 30), "it never waited"
     raw.request("file_close", {"handle": h, "abort": True}, req_id=2)
     got = _replies(raw, 2)
     assert got[2]["result"]["size_bytes"] == 0

@@ -37,7 +37,7 @@ NAME_MAX = 255
 class Handle:
     __slots__ = (
         "closed", "digest", "dir_fd", "end", "fd", "lock", "mode", "name", "part", "path",
-        "turn", "used",
+        "turn", "used", "waiting",
     )  # fmt: skip
 
     def __init__(
@@ -55,6 +55,7 @@ class Handle:
         # Writes apply in offset order: `end` is where the next one must start, and a
         # write that overtook its predecessor on the worker pool waits for its `turn`.
         self.turn = threading.Condition(self.lock)
+        self.waiting = 0  # writes waiting for their turn (observable: tests, diagnostics)
         self.end = 0
         self.closed = False
         # sha256 of bytes 0..end as they were written (a write handle that started empty):
@@ -227,7 +228,14 @@ def file_write_chunk(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     with h.turn:
         if offset > h.end:
             # Pipelined writes may overtake each other on the pool: wait for the turn.
-            h.turn.wait_for(lambda: h.closed or h.end >= offset, protocol.WRITE_ORDER_WAIT_SECONDS)
+            h.waiting += 1
+            h.turn.notify_all()  # whoever watches `waiting`
+            try:
+                h.turn.wait_for(
+                    lambda: h.closed or h.end >= offset, protocol.WRITE_ORDER_WAIT_SECONDS
+                )
+            finally:
+                h.waiting -= 1
         if h.closed:
             raise not_found("transfer handle %d was closed" % params["handle"], "handle")
         if offset < h.end:
