@@ -3,7 +3,8 @@
 Fast variant (test driver, always in CI): a job is running in a real manager process;
 after kill -9 and a restart the job is 'failed' with a reason that says why, and the
 restarted manager works. libvirtd variants: kill -9 during a volume upload into a new
-volume, and during a full VM clone; after the restart the job failed with a reason, the
+volume, and during a full VM clone (of a shut-off VM, and of a running one, left on its
+temporary snapshot); after the restart the job failed with a reason, the
 audit entry names the job, and what the job had half made is removed (it recorded each
 object before making it), with an audit entry `jobs.undo_interrupted` saying so.
 """
@@ -11,9 +12,11 @@ object before making it), with an audit entry `jobs.undo_interrupted` saying so.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -28,6 +31,7 @@ import pytest
 from tests.reliability.conftest import ServerProcess
 
 from kvmmanager.core.config import Settings
+from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.pool import Pool
 
 MIB = 1024 * 1024
@@ -106,11 +110,12 @@ async def test_job_of_a_killed_manager_is_failed_with_a_reason(settings: Setting
 
 
 @pytest.fixture
-def sec_pool(tmp_path: Path) -> Iterator[str]:
-    """A transient directory pool on qemu:///system, removed with its volumes after."""
+def sec_pool() -> Iterator[str]:
+    """A transient directory pool on qemu:///system, removed with its volumes after.
+    In /var/tmp, world-traversable: QEMU (another user) opens a running VM's disks."""
     name = f"kvmm-t-sec-pool-{uuid.uuid4().hex[:6]}"
-    target = tmp_path / name
-    target.mkdir()
+    target = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/var/tmp"))
+    target.chmod(0o755)
     xml = f"<pool type='dir'><name>{name}</name><target><path>{target}</path></target></pool>"
     conn = libvirt.open("qemu:///system")
     try:
@@ -125,6 +130,7 @@ def sec_pool(tmp_path: Path) -> Iterator[str]:
         except libvirt.libvirtError:
             pass
         conn.close()
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def _volumes(pool: str, refresh: bool = True) -> list[str]:
@@ -255,7 +261,8 @@ def clone_source(sec_pool: str) -> Iterator[tuple[str, str]]:
                 continue
             if dom.isActive():
                 dom.destroy()
-            dom.undefine()
+            # A failed running-clone run may leave the temporary snapshot behind.
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
         conn.close()
 
 
@@ -335,6 +342,86 @@ def test_kill_manager_during_vm_clone(
         f"{clone}-vda.raw",
         f"{clone}-vdb.raw",
     ]
+
+
+def _source_state(name: str) -> tuple[bool, list[str], dict[str, str]]:
+    """The source VM: running?, its snapshots, each disk's live source."""
+    conn = libvirt.open("qemu:///system")
+    try:
+        dom = conn.lookupByName(name)
+        disks = Domain.from_xml(dom.XMLDesc(0)).devices.disks
+        return (
+            bool(dom.isActive()),
+            [s.getName() for s in dom.listAllSnapshots()],
+            {d.target_dev: d.source_file for d in disks if d.target_dev},
+        )
+    finally:
+        conn.close()
+
+
+@pytest.mark.libvirtd
+@pytest.mark.slow
+def test_kill_manager_during_running_vm_clone(
+    server_process: Callable[..., ServerProcess],
+    sec_pool: str,
+    clone_source: tuple[str, str],
+    wait_for: Callable[..., Any],
+    figures: dict[str, Any],
+) -> None:
+    """A RUNNING source (consistent="snapshot"): the clone puts it on a temporary
+    external snapshot and copies the read-only images under it. Killed as soon as the
+    first copy shows up, the clone's `finally` (merge back) never runs; the restart
+    deletes the half-made copy, then merges the source back off its overlay."""
+    source, clone = clone_source
+    conn = libvirt.open("qemu:///system")
+    try:
+        conn.lookupByName(source).create()  # no OS: it idles in SeaBIOS
+    finally:
+        conn.close()
+    _, _, original = _source_state(source)
+    srv = server_process(uri="qemu:///system")
+    api = srv.api()
+    wait_for(lambda: api.get("/api/hosts/local").json()["status"] == "connected", 60)
+    r = api.post(
+        f"/api/hosts/local/vms/{source}/clone",
+        json={"name": clone, "mode": "full", "consistent": "snapshot"},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    first = f"{clone}-vda.raw"
+    wait_for(lambda: first in _volumes(sec_pool, refresh=False), 60, every=0.01)
+    srv.kill()
+    conn = libvirt.open("qemu:///system")
+    try:
+        vol = conn.storagePoolLookupByName(sec_pool).storageVolLookupByName(first)
+        figures["clone_copy_bytes_at_kill"] = vol.info()[2]
+    finally:
+        conn.close()
+    running, snapshots, on_overlay = _source_state(source)
+    figures["source_on_snapshot_at_kill"] = snapshots == ["kvmm-clone-source"]
+    assert running and snapshots == ["kvmm-clone-source"], snapshots
+    assert all(on_overlay[d] != original[d] for d in SOURCE_DISKS), on_overlay
+
+    t_start = time.monotonic()
+    srv.start()
+    api = srv.api()
+    after = api.get(f"/api/jobs/{job_id}").json()
+    assert (after["state"], after["error"]["code"]) == ("failed", "interrupted"), after
+    msg = wait_for(lambda: _undo_message(api, job_id), 180)
+    figures["source_merged_back_after_s"] = round(time.monotonic() - t_start, 2)
+    # Newest first: the copy (once libvirtd has finished it), then the snapshot.
+    assert msg == (
+        f"the server restarted; its half-made volume {sec_pool}/{first}: removed; "
+        f"snapshot kvmm-clone-source of vm {source}: removed (block-commit)"
+    ), msg
+    running, snapshots, disks = _source_state(source)
+    assert running and snapshots == [], snapshots
+    assert disks == original, disks  # pivoted back onto its own images
+    # Neither the copy nor the overlays are left in the pool.
+    assert sorted(_volumes(sec_pool)) == sorted(Path(p).name for p in original.values())
+    undo = api.get("/api/audit", params={"action": "jobs.undo_interrupted"}).json()
+    undo_entries = undo["items"] if isinstance(undo, dict) else undo
+    assert [(e["job_id"], e["result"]) for e in undo_entries] == [(job_id, "ok")]
 
 
 def _undo_message(api: httpx.Client, job_id: str) -> str | None:
