@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,6 +69,20 @@ def test_web_devices_tab(vm: TestClient) -> None:
     r = vm.get(f"/vms/local/{uuid}/devices")
     assert r.status_code == 200, r.text
     assert "Download .vv" in r.text and "No user-mode (passt) NIC" in r.text
+    graphics = f"/vms/local/{uuid}/devices/graphics"
+    on = {"vnc": "true", "spice": "true", "usb_redirection": "true"}
+    r = vm.post(graphics, data=on)
+    assert r.status_code == 200 and "USB redirection" in r.headers["HX-Trigger"]
+    assert "USB redirection: yes" in r.text
+    assert re.search(r'name="usb_redirection" value="true"\s+checked', r.text)
+    redirdevs = vm.get(f"{VM}/xml").json()["xml"].count("<redirdev ")
+    assert redirdevs > 0
+    # An unticked box removes the slots; a tick without SPICE is refused, naming why.
+    r = vm.post(graphics, data={"vnc": "true", "spice": "true"})
+    assert r.status_code == 200 and "USB redirection: no" in r.text
+    assert "<redirdev " not in vm.get(f"{VM}/xml").json()["xml"]
+    r = vm.post(graphics, data={"vnc": "true", "usb_redirection": "true"})
+    assert r.status_code == 422 and "enable spice too" in r.headers["HX-Trigger"]
     r = vm.post(f"/vms/local/{uuid}/devices/graphics", data={"vnc": "true"})
     assert r.status_code == 200 and "removed SPICE" in r.headers["HX-Trigger"]
     assert "Download .vv" not in r.text

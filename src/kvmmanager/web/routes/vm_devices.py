@@ -37,6 +37,7 @@ async def _tab(
         request, "vms/_devices.html", headers=headers, vm=info, devices=devices,
         forwards=forwards, errors=errors,
         graphics={g.type for g in defined.devices.graphics},
+        usb_redirection=any(r.type == "spicevmc" for r in defined.devices.redirdevs),
     )  # fmt: skip
 
 
@@ -82,10 +83,13 @@ async def graphics(
     request: Request, host: str, vm: str,
     vnc: Annotated[bool, Form()] = False,
     spice: Annotated[bool, Form()] = False,
+    usb_redirection: Annotated[bool, Form()] = False,
     manager: Manager = Depends(get_manager),
     _user: Principal = Depends(require_role("operator")),
 ) -> Response:  # fmt: skip
-    return await _act(request, manager, host, vm, manager.spice.set_graphics(host, vm, vnc, spice))
+    # The form always says what it wants: an unticked box removes the redirection slots.
+    change = manager.spice.set_graphics(host, vm, vnc, spice, usb_redirection)
+    return await _act(request, manager, host, vm, change)
 
 
 @router.post(BASE + "/forwards", name="web.vm_forward_add", response_class=HTMLResponse)
