@@ -12,7 +12,9 @@ stats collection vs virsh domstats), `sse` (3: state change to 1 and 100 SSE cli
 slow clients), `memory` (6: manager RSS with 1,000 / 5,000 VMs and history), `history`
 (the 30-day metric history in the database: size and reads at 1,000 VMs), `agent` (4:
 agent ping and idle RSS vs qemu-ga on a host socket), `transfer` (5: chunked transfer vs
-the raw socket), `iso` (7: agent ISO build, mastering vs xorriso), and, only when named,
+the raw socket), `iso` (7: agent ISO build, mastering vs xorriso), `hostile` (issue 9
+item 3: the API's p50/p99 while a hostile guest is on the agent channel, per scenario
+against an interleaved baseline; docs/reliability.md), and, only when named,
 `vm` (4-5 inside real TCG guests: needs libvirtd, qemu:///system and root).
 """
 
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import agent_bench
 import history_db
+import hostile_api
 import memory
 import rest_list
 import sse_fanout
@@ -47,6 +50,7 @@ FULL: dict[str, Callable[[Path], list[Row]]] = {
     "agent": lambda w: agent_bench.run_agent(w),
     "transfer": lambda w: agent_bench.run_transfer(w),
     "iso": lambda w: agent_bench.run_iso(w),
+    "hostile": lambda w: hostile_api.run(w),
     "vm": lambda w: agent_bench.run_vm(w),
 }
 QUICK: dict[str, Callable[[Path], list[Row]]] = {
@@ -58,6 +62,7 @@ QUICK: dict[str, Callable[[Path], list[Row]]] = {
     "agent": lambda w: agent_bench.run_agent(w, pings=200, transfer_mb=2),
     "transfer": lambda w: agent_bench.run_transfer(w, pings=200, transfer_mb=2),
     "iso": lambda w: agent_bench.run_iso(w, repeats=1),
+    "hostile": lambda w: hostile_api.run(w, requests=24, rounds=1),
     "vm": lambda w: agent_bench.run_vm(w, n=50, transfer_mb=2),
 }
 # Run only when named in --only: they need what a development machine may not have.

@@ -27,7 +27,7 @@ def table_rows(stdout: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(
-    "name", ["list", "stats", "sse", "memory", "history", "agent", "transfer", "iso"]
+    "name", ["list", "stats", "sse", "memory", "history", "agent", "transfer", "iso", "hostile"]
 )
 def test_benchmark_runs_on_a_tiny_size(name: str) -> None:
     done = run("--quick", "--only", name, "--markdown")
@@ -39,6 +39,11 @@ def test_benchmark_runs_on_a_tiny_size(name: str) -> None:
     if name == "sse":
         resync = [r for r in rows if "resync" in r[1]]
         assert resync and resync[0][2] == "5 of 5"
+    if name == "hostile":
+        # Every scenario (9 hostile + the control) against its baseline, with its agent calls.
+        ratios = [r for r in rows if r[5]]
+        assert len(ratios) == 10 and all(r[4].endswith("x") for r in ratios), ratios
+        assert len([r for r in rows if "agent calls" in r[1]]) == 10
     if name in ("agent", "transfer"):
         # Measured beside its peer (qemu-ga, the raw socket) in the same run: a ratio.
         assert rows[0][3] and rows[0][4].endswith("x"), rows[0]

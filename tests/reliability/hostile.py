@@ -106,8 +106,10 @@ async def gib_without_newline(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> 
     await answer_sync(r, w)
     await read_request(r)
     chunk = b"x" * 65536
-    while g.bytes_sent < GIB:
+    sent = 0  # per connection: a guest that is hostile on every connection sends 1 GiB each
+    while sent < GIB:
         await g.write(w, chunk)
+        sent += len(chunk)
 
 
 async def invalid_utf8_then_answer(g: FakeGuest, r: asyncio.StreamReader, w: Any) -> None:
