@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import libvirt
 import pytest
-
-LIBVIRTD_URI = "qemu:///system"
-
-
-def drop_pool(name: str, path: Path) -> None:
-    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            c = libvirt.open(LIBVIRTD_URI)
-            try:
-                p = c.storagePoolLookupByName(name)
-                persistent = p.isPersistent()
-                if p.isActive():
-                    for vol in p.listAllVolumes(0):
-                        vol.delete(0)
-                    p.destroy()
-                if persistent:
-                    p.undefine()
-            finally:
-                c.close()
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+from tests.libvirtd_pools import LIBVIRTD_URI, DirPool, drop_pool, libvirtd_dir_pool
 
 
 def drop_vm(name: str) -> None:
@@ -53,3 +31,39 @@ def libvirtd_cleanup() -> Any:
     """`.drop_pool(name, path)` and `.drop_vm(name)`: teardown helpers for real-libvirtd
     tests that survive a libvirtd restart by someone else."""
     return SimpleNamespace(drop_pool=drop_pool, drop_vm=drop_vm)
+
+
+@pytest.fixture
+def dir_pool() -> Iterator[Callable[..., DirPool]]:
+    """`dir_pool(prefix, persistent=False)` -> DirPool(name, path): a started dir pool on
+    qemu:///system named prefix + 8 hex digits, in a fresh /var/tmp directory QEMU can
+    traverse; removed with its volumes and directory after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda prefix, **kw: stack.enter_context(libvirtd_dir_pool(prefix, **kw))
+
+
+@pytest.fixture
+def libvirtd_lab(dir_pool: Callable[..., DirPool]) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """`libvirtd_lab(prefix)` -> {"conn", "pool", "name", "dir"}: an open connection to
+    qemu:///system and a `dir_pool` on it. Afterwards every domain whose name starts with
+    the pool's (with its checkpoints' metadata) goes, then the pool with every file in it."""
+    labs: list[dict[str, Any]] = []
+
+    def make(prefix: str) -> dict[str, Any]:
+        made = dir_pool(prefix)
+        conn = libvirt.open(LIBVIRTD_URI)
+        pool = conn.storagePoolLookupByName(made.name)
+        labs.append({"conn": conn, "pool": pool, "name": made.name, "dir": made.path})
+        return labs[-1]
+
+    yield make
+    for lab in labs:  # before dir_pool's teardown: a running VM keeps its disks busy
+        conn = lab["conn"]
+        try:
+            for dom in conn.listAllDomains():
+                if dom.name().startswith(lab["name"]):
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        finally:
+            conn.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,14 +31,8 @@ def conn() -> Iterator[libvirt.virConnect]:
 
 
 @pytest.fixture
-def pool(conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[str]:
-    path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
-    path.chmod(0o755)
-    name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
-    xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-    conn.storagePoolCreateXML(xml, 0)
-    yield name
-    libvirtd_cleanup.drop_pool(name, path)
+def pool(dir_pool: Any) -> str:
+    return dir_pool("kvmm-t-iso-").name
 
 
 @pytest.fixture

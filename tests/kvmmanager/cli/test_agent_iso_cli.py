@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +77,8 @@ def test_doctor_local_json_with_a_stopped_network(settings: Settings) -> None:
 
 
 @pytest.fixture
-def pool(libvirtd_cleanup: Any) -> Iterator[str]:
-    conn = libvirt.open(URI)
-    path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
-    path.chmod(0o755)
-    name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
-    xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-    conn.storagePoolCreateXML(xml, 0)
-    conn.close()
-    yield name
-    libvirtd_cleanup.drop_pool(name, path)
+def pool(dir_pool: Any) -> str:
+    return dir_pool("kvmm-t-iso-").name
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -19,7 +17,7 @@ from kvmmanager.core.config import Settings
 from kvmmanager.iso import agent_version
 from kvmmanager.iso.builder import IsoBuild, build_iso
 from kvmmanager.iso.locator import locate_iso
-from kvmmanager.services import doctor
+from kvmmanager.services import doctor, iso_deploy
 from kvmmanager.services.doctor import FAIL, OK, WARN, CheckContext, collect_checks
 from kvmmanager.services.iso_deploy import volume_name
 from kvmmanager.virt.probe import AccelInfo
@@ -27,26 +25,6 @@ from kvmmanager.virt.probe import AccelInfo
 pytestmark = pytest.mark.libvirtd
 
 URI = "qemu:///system"
-
-
-def drop_pool(name: str, path: Path) -> None:
-    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            c = libvirt.open(URI)
-            try:
-                p = c.storagePoolLookupByName(name)
-                persistent = p.isPersistent()
-                if p.isActive():
-                    for vol in p.listAllVolumes(0):
-                        vol.delete(0)
-                    p.destroy()
-                if persistent:
-                    p.undefine()
-            finally:
-                c.close()
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +58,14 @@ def net(conn: libvirt.virConnect) -> Iterator[libvirt.virNetwork]:
 
 
 @pytest.fixture
-def pool(conn: libvirt.virConnect) -> Iterator[libvirt.virStoragePool]:
-    path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
-    name = f"kvmm-t-iso-pool-{uuid.uuid4().hex[:6]}"
-    xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-    p = conn.storagePoolCreateXML(xml, 0)
-    yield p
-    drop_pool(name, path)
+def pool(conn: libvirt.virConnect, dir_pool: Any) -> libvirt.virStoragePool:
+    return conn.storagePoolLookupByName(dir_pool("kvmm-t-iso-pool-").name)
 
 
 def _upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, data: bytes) -> None:
-    xml = (
-        f"<volume><name>{name}</name><capacity>{len(data)}</capacity>"
-        "<target><permissions><mode>0644</mode></permissions></target></volume>"
-    )
-    vol = pool.createXML(xml, 0)
+    """`data` as the volume `name`, made as a deploy makes the agent ISO's (world-readable
+    raw): the same volume XML."""
+    vol = pool.createXML(iso_deploy._volume_xml(name, len(data)), 0)
     stream = conn.newStream(0)
     vol.upload(stream, 0, len(data), 0)
     view = memoryview(data)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.libvirtd_pools import DirPool, drop_pool, qemu_dir
 
 from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Cancelled, NotFound
@@ -22,6 +21,7 @@ from kvmmanager.iso import ISO_NAME, agent_version
 from kvmmanager.iso.builder import build_iso
 from kvmmanager.services import iso_deploy
 from kvmmanager.services.iso_deploy import volume_name, volume_version
+from kvmmanager.services.storage_xml import build_volume_xml
 
 pytestmark = pytest.mark.libvirtd
 
@@ -38,36 +38,20 @@ def virsh_conn() -> Iterator[libvirt.virConnect]:
 
 @pytest.fixture
 def pool_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="kvmm-t-iso-", dir="/var/tmp"))
-    path.chmod(0o755)
+    """A directory with no pool yet (an auto pool is made in it)."""
+    path = qemu_dir("kvmm-t-iso-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
-def test_pool(virsh_conn: libvirt.virConnect, pool_dir: Path) -> Iterator[str]:
-    name = f"kvmm-t-iso-{uuid.uuid4().hex[:8]}"
-    xml = f"<pool type='dir'><name>{name}</name><target><path>{pool_dir}</path></target></pool>"
-    virsh_conn.storagePoolCreateXML(xml, 0)
-    yield name
-    _drop_pool(virsh_conn, name)
+def iso_pool(dir_pool: Any) -> DirPool:
+    return dir_pool("kvmm-t-iso-")
 
 
-def _drop_pool(_conn: libvirt.virConnect, name: str) -> None:
-    """Remove a test pool over a fresh connection (libvirtd may have restarted meanwhile)."""
-    with contextlib.suppress(libvirt.libvirtError):
-        conn = libvirt.open(URI)
-        try:
-            pool = conn.storagePoolLookupByName(name)
-            persistent = pool.isPersistent()
-            if pool.isActive():
-                for vol in pool.listAllVolumes(0):
-                    vol.delete(0)
-                pool.destroy()
-            if persistent:
-                pool.undefine()
-        finally:
-            conn.close()
+@pytest.fixture
+def test_pool(iso_pool: DirPool) -> str:
+    return iso_pool.name
 
 
 def _read(path: str | Path) -> bytes:
@@ -152,16 +136,14 @@ async def test_newer_version_replaces_older_unless_a_vm_uses_it(
     system_manager: Any,
     test_pool: str,
     virsh_conn: libvirt.virConnect,
-    pool_dir: Path,
+    iso_pool: DirPool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pool = virsh_conn.storagePoolLookupByName(test_pool)
-    for old in ("0.0.1", "0.0.2"):
-        xml = f"<volume><name>{volume_name(old)}</name><capacity>2048</capacity></volume>"
-        pool.createXML(xml, 0)
     unrelated = "kvmm-t-iso-other.iso"
-    pool.createXML(f"<volume><name>{unrelated}</name><capacity>2048</capacity></volume>", 0)
-    held = str(pool_dir / volume_name("0.0.1"))
+    for name in (volume_name("0.0.1"), volume_name("0.0.2"), unrelated):
+        pool.createXML(build_volume_xml(name, 2048, "raw"), 0)
+    held = str(iso_pool.path / volume_name("0.0.1"))
     monkeypatch.setattr(
         system_manager.iso,
         "_users_of",
@@ -204,7 +186,7 @@ async def test_missing_pool_is_created_when_it_is_an_auto_pool(
         assert pool.isActive() and pool.isPersistent() and pool.autostart()
         assert (pool_dir / "images" / result.volume).is_file()
     finally:
-        _drop_pool(virsh_conn, name)
+        drop_pool(name)
 
 
 async def test_unknown_pool_that_is_not_auto_is_an_error(system_manager: Any) -> None:
