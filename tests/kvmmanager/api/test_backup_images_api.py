@@ -4,21 +4,15 @@ every bad input answered with a 4xx that names the problem."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import libvirt
 import pytest
 
 from kvmmanager.core.config import Settings
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
-from kvmmanager.virt.xml.pool import Pool
 from kvmmanager.virt.xml.volume import Volume
 
 pytestmark = pytest.mark.libvirtd
@@ -33,26 +27,8 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def lab() -> Iterator[dict[str, Any]]:
-    conn = libvirt.open(URI)
-    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir="/var/tmp"))
-    path.chmod(0o755)
-    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    pool = conn.storagePoolCreateXML(Pool(type="dir", name=name, target_path=str(path)).to_xml(), 0)
-    try:
-        yield {"conn": conn, "pool": pool, "name": name}
-    finally:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(name):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-        pool.refresh(0)
-        for v in pool.listAllVolumes():
-            v.delete(0)
-        pool.destroy()
-        shutil.rmtree(path, ignore_errors=True)
-        conn.close()
+def lab(libvirtd_lab: Any) -> dict[str, Any]:
+    return libvirtd_lab(PREFIX)
 
 
 def make_vm(lab: dict[str, Any], fmt: str) -> str:

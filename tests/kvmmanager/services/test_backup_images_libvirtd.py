@@ -6,15 +6,11 @@ libvirt streams and compared, as guest-visible bytes, with the source's."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import libvirt
 import pytest
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
@@ -22,7 +18,6 @@ from kvmmanager.services import transfer
 from kvmmanager.services.backups import PolicySpec
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
-from kvmmanager.virt.xml.pool import Pool
 
 pytestmark = pytest.mark.libvirtd
 URI = "qemu:///system"
@@ -43,26 +38,8 @@ def settings(settings):
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    conn = libvirt.open(URI)
-    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir="/var/tmp"))
-    path.chmod(0o755)
-    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    pool = conn.storagePoolCreateXML(Pool(type="dir", name=name, target_path=str(path)).to_xml(), 0)
-    try:
-        yield {"conn": conn, "pool": pool, "name": name, "dir": path, "tmp": tmp_path}
-    finally:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(name):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-        pool.refresh(0)
-        for v in pool.listAllVolumes():
-            v.delete(0)
-        pool.destroy()
-        shutil.rmtree(path, ignore_errors=True)
-        conn.close()
+def lab(libvirtd_lab: Any, tmp_path: Path) -> dict[str, Any]:
+    return {**libvirtd_lab(PREFIX), "tmp": tmp_path}
 
 
 async def make_vm(manager: Any, lab: dict[str, Any], fmt: str = "qcow2") -> tuple[str, str]:

@@ -6,15 +6,10 @@ then done once it is shut off), deleted."""
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import libvirt
 import pytest
 from fastapi.testclient import TestClient
 from tests.kvmmanager.web.test_ops_pages import field_error, hx
@@ -22,7 +17,6 @@ from tests.kvmmanager.web.test_ops_pages import field_error, hx
 from kvmmanager.core.config import Settings
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
-from kvmmanager.virt.xml.pool import Pool
 from kvmmanager.virt.xml.volume import Volume
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.vm]
@@ -34,26 +28,8 @@ PREFIX = "kvmm-t-bkweb-"
 
 
 @pytest.fixture
-def lab() -> Iterator[dict[str, Any]]:
-    conn = libvirt.open(URI)
-    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir="/var/tmp"))
-    path.chmod(0o755)
-    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    pool = conn.storagePoolCreateXML(Pool(type="dir", name=name, target_path=str(path)).to_xml(), 0)
-    try:
-        yield {"conn": conn, "pool": pool, "name": name}
-    finally:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(name):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-        pool.refresh(0)
-        for v in pool.listAllVolumes():
-            v.delete(0)
-        pool.destroy()
-        shutil.rmtree(path, ignore_errors=True)
-        conn.close()
+def lab(libvirtd_lab: Any) -> dict[str, Any]:
+    return libvirtd_lab(PREFIX)
 
 
 @pytest.fixture
