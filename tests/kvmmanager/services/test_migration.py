@@ -12,10 +12,11 @@ import libvirt
 import pytest
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
+from kvmmanager.services.storage_specs import PoolSpec
+from kvmmanager.services.storage_xml import build_pool_xml, build_volume_xml
 
 PREFIX = "kvmm-t-clone-mig-"
 NET = "<network><name>{name}</name><bridge name='{br}'/><forward/><ip address='192.168.{n}.1' netmask='255.255.255.0'/></network>"  # noqa: E501
-POOL = "<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
 DOM = "<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os></domain>"  # noqa: E501
 
 
@@ -34,9 +35,7 @@ async def vm(manager: Any) -> Any:
     def make() -> str:
         conn = hc.conn
         pool = conn.storagePoolLookupByName("default-pool")
-        vol = pool.createXML(
-            f"<volume><name>{name}.qcow2</name><capacity>1048576</capacity></volume>", 0
-        )
+        vol = pool.createXML(build_volume_xml(f"{name}.qcow2", 1048576, "raw"), 0)
         conn.defineXML(
             f"<domain type='test'><name>{name}</name><memory>65536</memory>"
             "<os><type>hvm</type></os><devices>"
@@ -83,7 +82,7 @@ async def test_preflight_refusals(manager: Any, vm: Any, tmp_path: Path) -> None
             tmp_path,
             "ok",
             NET.format(name="default", br="vb2", n=202),
-            POOL.format(name="images", path=pool_dir),
+            build_pool_xml(PoolSpec(name="images", target=pool_dir)),
         ),
     )
     await _add(
