@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import libvirt
 import pytest
+from tests.libvirtd_pools import libvirtd_dir_pool
 from tests.reliability.conftest import ServerProcess, summary_ms
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.slow]
@@ -123,31 +124,11 @@ SENT_BEFORE_RESTART = 8 * MIB
 
 
 @pytest.fixture
-def upload_pool(tmp_path: Path) -> Iterator[str]:
+def upload_pool() -> Iterator[str]:
     """A persistent directory pool (it must come back with libvirtd), removed with its
-    volumes afterwards."""
-    name = f"kvmm-t-sec-pool-{uuid.uuid4().hex[:6]}"
-    target = tmp_path / name
-    target.mkdir()
-    xml = f"<pool type='dir'><name>{name}</name><target><path>{target}</path></target></pool>"
-    conn = libvirt.open(URI)
-    try:
-        conn.storagePoolDefineXML(xml, 0).create(0)
-        yield name
-    finally:
-        conn.close()
-        conn = libvirt.open(URI)  # a fresh one: libvirtd was restarted meanwhile
-        try:
-            pool = conn.storagePoolLookupByName(name)
-            if not pool.isActive():
-                pool.create(0)
-            for vol in pool.listAllVolumes(0):
-                vol.delete(0)
-            pool.destroy()
-            pool.undefine()
-        except libvirt.libvirtError:
-            pass
-        conn.close()
+    volumes afterwards (over a fresh connection: libvirtd was restarted meanwhile)."""
+    with libvirtd_dir_pool("kvmm-t-sec-pool-", persistent=True) as pool:
+        yield pool.name
 
 
 def _volumes(pool: str) -> list[str]:

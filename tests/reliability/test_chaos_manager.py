@@ -12,11 +12,9 @@ object before making it), with an audit entry `jobs.undo_interrupted` saying so.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -28,6 +26,7 @@ from typing import Any
 import httpx
 import libvirt
 import pytest
+from tests.libvirtd_pools import libvirtd_dir_pool
 from tests.reliability.conftest import ServerProcess
 
 from kvmmanager.core.config import Settings
@@ -113,24 +112,8 @@ async def test_job_of_a_killed_manager_is_failed_with_a_reason(settings: Setting
 def sec_pool() -> Iterator[str]:
     """A transient directory pool on qemu:///system, removed with its volumes after.
     In /var/tmp, world-traversable: QEMU (another user) opens a running VM's disks."""
-    name = f"kvmm-t-sec-pool-{uuid.uuid4().hex[:6]}"
-    target = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/var/tmp"))
-    target.chmod(0o755)
-    xml = f"<pool type='dir'><name>{name}</name><target><path>{target}</path></target></pool>"
-    conn = libvirt.open("qemu:///system")
-    try:
-        conn.storagePoolCreateXML(xml, 0)
-        yield name
-    finally:
-        try:
-            pool = conn.storagePoolLookupByName(name)
-            for vol in pool.listAllVolumes(0):
-                vol.delete(0)
-            pool.destroy()
-        except libvirt.libvirtError:
-            pass
-        conn.close()
-        shutil.rmtree(target, ignore_errors=True)
+    with libvirtd_dir_pool("kvmm-t-sec-pool-") as pool:
+        yield pool.name
 
 
 def _volumes(pool: str, refresh: bool = True) -> list[str]:
