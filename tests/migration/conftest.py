@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.libvirtd_pools import dir_pool_xml, qemu_dir
 
 from kvmmanager.core.config import Settings
 
@@ -75,9 +75,6 @@ class PoolPair:
     target_dir: Path  # where the second host's files really are
 
 
-POOL_XML = "<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-
-
 def _drop_pool(conn: libvirt.virConnect, name: str) -> None:
     with contextlib.suppress(libvirt.libvirtError):
         pool = conn.storagePoolLookupByName(name)
@@ -91,14 +88,13 @@ def _drop_pool(conn: libvirt.virConnect, name: str) -> None:
 
 @pytest.fixture
 def pool_pair(second_host: SecondHost) -> Iterator[PoolPair]:
-    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir="/var/tmp"))
-    path.chmod(0o755)
+    path = qemu_dir(PREFIX)
     name = path.name
     target_dir = second_host.private_dir(path)
     local, remote = libvirt.open(LOCAL_URI), second_host.open()
     try:
         for conn in (local, remote):
-            conn.storagePoolCreateXML(POOL_XML.format(name=name, path=path), 0)
+            conn.storagePoolCreateXML(dir_pool_xml(name, path), 0)
         yield PoolPair(name, path, target_dir)
     finally:
         for conn in (local, remote):

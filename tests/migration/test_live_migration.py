@@ -15,14 +15,15 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.libvirtd_pools import dir_pool_xml
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
+from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.virt.xml.validate import validate_xml
 
 from .conftest import (
     LOCAL_URI,
     MIB,
-    POOL_XML,
     WAIT,
     PoolPair,
     define_and_start,
@@ -71,9 +72,7 @@ def make_disk(pool: PoolPair, tmp_path: Path, data: bytes, size_mib: int = 32) -
     conn = libvirt.open(LOCAL_URI)
     try:
         vol = conn.storagePoolLookupByName(pool.name).createXML(
-            f"<volume><name>disk.qcow2</name><capacity unit='MiB'>{size_mib}</capacity>"
-            "<target><format type='qcow2'/></target></volume>",
-            0,
+            build_volume_xml("disk.qcow2", size_mib * MIB, "qcow2"), 0
         )
         upload(conn, vol, image)
         return vol.path(), image
@@ -235,9 +234,7 @@ async def test_preflight_refusals_against_a_real_target(
             assert e.value.field == "copy_storage"
             # A file at the same path on the target is another disk: never overwritten.
             pool = remote.storagePoolLookupByName(pool_pair.name)
-            pool.createXML(
-                "<volume><name>disk.qcow2</name><capacity>1048576</capacity></volume>", 0
-            )
+            pool.createXML(build_volume_xml("disk.qcow2", 1048576, "raw"), 0)
             with pytest.raises(Conflict, match="already has a volume"):
                 await mig.check("local", vm_name, "h2", copy_storage=True)
             pool.storageVolLookupByName("disk.qcow2").delete(0)
@@ -246,9 +243,7 @@ async def test_preflight_refusals_against_a_real_target(
             with pytest.raises(Conflict, match="no active pool") as e:
                 await mig.check("local", vm_name, "h2", copy_storage=True)
             assert e.value.field == "target"
-            remote.storagePoolCreateXML(
-                POOL_XML.format(name=pool_pair.name, path=pool_pair.path), 0
-            )
+            remote.storagePoolCreateXML(dir_pool_xml(pool_pair.name, pool_pair.path), 0)
         finally:
             remote.close()
         plan = await mig.check("local", vm_name, "h2", copy_storage=True, bandwidth_mib=50)
