@@ -301,6 +301,7 @@ def run(
     clients: int = 4,
     agent_interval: float = AGENT_INTERVAL,
     rounds: int = 3,
+    scenarios: list[str] | None = None,
 ) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="hostile-api-", dir=workdir))
     (work / "data").mkdir()
@@ -315,7 +316,7 @@ def run(
             hello = json.loads(server.read())
             url, token = hello["url"], hello["token"]
             pooled: list[float] = []
-            for name in _behaviours():
+            for name in scenarios or list(_behaviours()):
                 base, during = Side(), Side()
                 calls: collections.Counter[str] = collections.Counter()
                 sent: collections.Counter[str] = collections.Counter()
@@ -394,6 +395,12 @@ def main() -> None:
         help="seconds from one agent call's start to the next (0 = back to back)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="baseline/scenario pairs each")
+    ap.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(_behaviours()),
+        help="run only this one (repeatable; default: the control and every scenario)",
+    )
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     if args.serve:
@@ -409,7 +416,14 @@ def main() -> None:
 
         print(machine(), flush=True)
         with tempfile.TemporaryDirectory(prefix="kvmm-bench-") as workdir:
-            rows = run(Path(workdir), args.requests, args.clients, args.agent_interval, args.rounds)
+            rows = run(
+                Path(workdir),
+                args.requests,
+                args.clients,
+                args.agent_interval,
+                args.rounds,
+                args.scenario,
+            )
         print(table(rows, args.markdown))
 
 
