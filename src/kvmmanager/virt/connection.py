@@ -226,20 +226,25 @@ class HostConnection:
             raise translate_libvirt_error(exc, connection_dead=dead) from exc
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` in a daemon thread (for calls that may hang on an unreachable host)."""
+        """Run `fn` in a daemon thread (for calls that may hang on an unreachable host).
+
+        A connection the thread opens for nobody (the caller was cancelled: stop() during
+        the open) is closed by whichever side comes second, decided under a lock: never
+        through the loop, which may have stopped running for good by then and would
+        leave it open, with its event callbacks, for the life of the process."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
+        lock = threading.Lock()
+        outcome: list[tuple[bool, Any]] = []  # what the thread produced
+        abandoned: list[bool] = []  # the caller gave up
 
-        def settle(ok: bool, value: Any) -> None:
-            if fut.cancelled():
-                if ok and isinstance(value, libvirt.virConnect):
-                    # Nobody waits for this connection any more (stop() during open).
-                    threading.Thread(target=session.teardown, args=(value,), daemon=True).start()
-                return
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+        def settle() -> None:
+            if not fut.done():
+                ok, value = outcome[0]
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
 
         def body() -> None:
             try:
@@ -247,14 +252,25 @@ class HostConnection:
                 ok = True
             except BaseException as exc:
                 result, ok = exc, False
-            try:
-                loop.call_soon_threadsafe(settle, ok, result)
-            except RuntimeError:  # loop closed meanwhile
-                if ok and isinstance(result, libvirt.virConnect):
-                    session.teardown(result)
+            with lock:
+                outcome.append((ok, result))
+                orphan = bool(abandoned)
+            if orphan:
+                _close_orphan(ok, result)
+                return
+            with contextlib.suppress(RuntimeError):  # loop closed: the caller is gone too
+                loop.call_soon_threadsafe(settle)
 
         threading.Thread(target=body, name=f"libvirt-open-{self.name}", daemon=True).start()
-        return await fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            with lock:
+                abandoned.append(True)
+                produced = list(outcome)
+            if produced:
+                threading.Thread(target=_close_orphan, args=produced[0], daemon=True).start()
+            raise
 
     # ---- connection lifecycle ----------------------------------------------------------
 
@@ -468,6 +484,12 @@ class HostConnection:
                 remove()
                 return None
             return put(info)
+
+
+def _close_orphan(ok: bool, value: Any) -> None:
+    """A connection opened for a caller that has gone: deregister and close it."""
+    if ok and isinstance(value, libvirt.virConnect):
+        session.teardown(value)
 
 
 def _reason(exc: BaseException) -> str:

@@ -242,3 +242,44 @@ async def test_libvirt_errors_are_not_printed(capfd, testnode_uri):
         conn.lookupByName("kvmm-t-host-quiet")
     conn.close()
     assert "Domain not found" not in capfd.readouterr().err
+
+
+def test_a_stop_during_the_open_leaves_no_connection_behind(
+    bus, inventory, libvirt_settings, monkeypatch
+):
+    # The open runs in a thread of its own. When it ends after stop() (the awaiting side
+    # gave up) and after the loop stopped running, handing the connection back through
+    # that loop never happened: it stayed open, with its event callbacks, for the life
+    # of the process (test:///default then kept every test's leftovers).
+    from kvmmanager.virt import session
+
+    opened: list[libvirt.virConnect] = []
+    gate = threading.Event()
+    real_open = session.open_uri
+
+    def slow_open(uri: str) -> libvirt.virConnect:
+        gate.wait(30)
+        conn = real_open(uri)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(session, "open_uri", slow_open)
+    hc = HostConnection("kvmm-t-host-slow", "test:///default", bus, inventory, libvirt_settings)
+
+    async def start_then_stop() -> None:
+        await hc.start()
+        await asyncio.sleep(0)  # the open thread is waiting at the gate
+        await hc.stop()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(start_then_stop())
+        gate.set()  # the open ends now, with the loop stopped but not closed
+        for thread in threading.enumerate():
+            if thread.name == "libvirt-open-kvmm-t-host-slow":
+                thread.join(30)
+    finally:
+        loop.close()
+    assert len(opened) == 1
+    with pytest.raises(libvirt.libvirtError):
+        opened[0].getURI()  # closed: nothing holds test:///default open
