@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 from tests.kvmmanager_agent.conftest import roots, start_agent  # noqa: F401 (fixtures)
 from tests.reliability.conftest import RssSampler, summary_ms
-from tests.reliability.hostile import GIB, SCENARIOS, FakeGuest, flood_10k_lines_per_second
+from tests.reliability.hostile import (
+    GIB,
+    SCENARIOS,
+    FakeGuest,
+    flood_10k_lines_per_second,
+    gib_without_newline,
+)
 
 from kvmmanager.agent.client import AgentClient
 from kvmmanager.agent.transports import UnixTransport
@@ -188,3 +194,36 @@ async def test_flooding_guest_marks_the_vm_unresponsive_in_the_inventory(
             seen.append((await sub.get()).data.get("status"))
     assert (await client.call("ping"))["pong"] is True
     assert manager.inventory.domain("local", "test").agent_status == "connected"
+
+
+async def test_a_guest_hostile_on_every_connection_is_retried_later_and_later(
+    fake_guest: Callable[..., Awaitable[FakeGuest]],
+) -> None:
+    """Each connection to a 1 GiB guest costs the manager a 16 MiB read: after the first
+    immediate retry, calls fail at once until the backoff has passed, without connecting;
+    a real answer afterwards forgives everything."""
+    holder: list[FakeGuest] = []
+
+    async def gib(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await gib_without_newline(holder[0], r, w)
+
+    guest = await fake_guest(gib, hostile_connections=2)
+    holder.append(guest)
+    statuses: list[str] = []
+    c = client_for(guest.path, statuses)
+    try:
+        for _ in range(2):  # the first retry is immediate
+            with pytest.raises((AgentUnavailable, GuestError)):
+                await c.call("ping")
+        assert guest.connections == 2
+        with pytest.raises(AgentUnavailable, match="next attempt in") as refused:
+            await c.call("ping")
+        assert guest.connections == 2  # refused at once: no third connection
+        assert 0 < refused.value.details["retry_after_seconds"] <= 1
+        assert statuses[-1] == "unresponsive"
+        c._retry_at = 0.0  # the second has passed
+        assert (await c.call("ping"))["pong"] is True  # the third connection behaves
+        assert guest.connections == 3 and statuses[-1] == "connected"
+        assert c._strikes == 0
+    finally:
+        await c.close()

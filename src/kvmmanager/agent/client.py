@@ -7,6 +7,10 @@
 - Everything from the guest is bounded: line/reply size, garbage and unsolicited lines;
   a guest that exceeds them is disconnected and re-synced on the next call. Nothing here
   blocks the event loop; each client is independent of every other VM's.
+- A guest disconnected for misbehaving again and again (no real answer in between) gets
+  its next connection later and later (1 s, doubling up to a minute); calls meanwhile
+  fail at once. Reading a hostile guest costs the manager's loop up to a full reply
+  (16 MiB) per connection: at one per API call that would be the API's latency to pay.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import itertools
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,6 +47,10 @@ StatusCallback = Callable[[str], None]
 
 MAX_GARBAGE_LINES = 16
 MAX_UNSOLICITED_LINES = 256
+# Reconnect delays after repeated misbehaviour: the first retry is immediate (an agent
+# that restarts after one bad moment is back at once), then 1, 2, 4 ... 60 s.
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
 
 
 def guest_error(method: str, error: Any) -> KvmmError:
@@ -105,6 +114,8 @@ class AgentClient:
         self._closed = False
         self._garbage = 0
         self._unsolicited = 0
+        self._strikes = 0  # disconnects for misbehaving since the last real answer
+        self._retry_at = 0.0  # time.monotonic() before which we do not reconnect
         self.status = "disconnected"
         self.transport_kind: str | None = None
         self.agent_info: dict[str, Any] | None = None
@@ -151,6 +162,14 @@ class AgentClient:
                     f"{self.name}: the connection to the agent was closed", field="vm"
                 )
             if self._transport is None:
+                wait = self._retry_at - time.monotonic()
+                if wait > 0:
+                    raise AgentUnavailable(
+                        f"{self.name}: the agent was disconnected for misbehaving "
+                        f"{self._strikes} times in a row; next attempt in {wait:.0f} s",
+                        field="vm",
+                        details={"retry_after_seconds": round(wait, 1)},
+                    )
                 self._set_status("connecting")
                 transport = await self._opener()
                 if self._closed:
@@ -289,6 +308,7 @@ class AgentClient:
             log.warning("%s: disconnecting misbehaving agent: %s", self.name, reason)
             # Its VM shows unresponsive until the next call reconnects and re-syncs.
             self._set_status("unresponsive")
+            self._strike()
         except Exception as exc:
             reason = f"read failed: {exc}"
         if self._transport is transport:
@@ -325,7 +345,14 @@ class AgentClient:
             return
         self._unsolicited = 0
         self._garbage = 0
+        self._strikes = 0  # a real answer: whatever went wrong before is forgiven
         fut2.set_result(msg)
+
+    def _strike(self) -> None:
+        self._strikes += 1
+        if self._strikes > 1:
+            delay = min(BACKOFF_FIRST_SECONDS * 2 ** (self._strikes - 2), BACKOFF_MAX_SECONDS)
+            self._retry_at = time.monotonic() + delay
 
     async def _disconnect(self, reason: str) -> None:
         transport, self._transport = self._transport, None
