@@ -34,6 +34,14 @@ def libvirtd_cleanup() -> Any:
 
 
 @pytest.fixture
+def libvirtd_conn() -> Iterator[libvirt.virConnect]:
+    """A connection to qemu:///system for the test, closed after it."""
+    conn = libvirt.open(LIBVIRTD_URI)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def dir_pool() -> Iterator[Callable[..., DirPool]]:
     """`dir_pool(prefix, persistent=False)` -> DirPool(name, path): a started dir pool on
     qemu:///system named prefix + 8 hex digits, in a fresh /var/tmp directory QEMU can
@@ -43,27 +51,29 @@ def dir_pool() -> Iterator[Callable[..., DirPool]]:
 
 
 @pytest.fixture
-def libvirtd_lab(dir_pool: Callable[..., DirPool]) -> Iterator[Callable[[str], dict[str, Any]]]:
-    """`libvirtd_lab(prefix)` -> {"conn", "pool", "name", "dir"}: an open connection to
-    qemu:///system and a `dir_pool` on it. Afterwards every domain whose name starts with
-    the pool's (with its checkpoints' metadata) goes, then the pool with every file in it."""
-    labs: list[dict[str, Any]] = []
+def libvirtd_lab(
+    libvirtd_conn: libvirt.virConnect, dir_pool: Callable[..., DirPool]
+) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """`libvirtd_lab(prefix)` -> {"conn", "pool", "name", "dir"}: `libvirtd_conn` and a
+    `dir_pool` on it. Afterwards every domain whose name starts with the pool's (with its
+    checkpoints' metadata) goes, then the pool with every file in it."""
+    names: list[str] = []
 
     def make(prefix: str) -> dict[str, Any]:
         made = dir_pool(prefix)
-        conn = libvirt.open(LIBVIRTD_URI)
-        pool = conn.storagePoolLookupByName(made.name)
-        labs.append({"conn": conn, "pool": pool, "name": made.name, "dir": made.path})
-        return labs[-1]
+        names.append(made.name)
+        pool = libvirtd_conn.storagePoolLookupByName(made.name)
+        return {"conn": libvirtd_conn, "pool": pool, "name": made.name, "dir": made.path}
 
     yield make
-    for lab in labs:  # before dir_pool's teardown: a running VM keeps its disks busy
-        conn = lab["conn"]
-        try:
-            for dom in conn.listAllDomains():
-                if dom.name().startswith(lab["name"]):
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
-        finally:
-            conn.close()
+    # Before dir_pool's teardown (a running VM keeps its disks busy), over a fresh
+    # connection: libvirtd may have been restarted meanwhile.
+    conn = libvirt.open(LIBVIRTD_URI)
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name().startswith(tuple(names)):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+    finally:
+        conn.close()

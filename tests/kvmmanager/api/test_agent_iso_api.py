@@ -24,13 +24,6 @@ EPOCH = 1700000000
 
 
 @pytest.fixture
-def conn() -> Iterator[libvirt.virConnect]:
-    c = libvirt.open(URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def pool(dir_pool: Any) -> str:
     return dir_pool("kvmm-t-iso-").name
 
@@ -59,13 +52,13 @@ def api(client: TestClient) -> TestClient:
 
 
 @pytest.fixture
-def vm(conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[str]:
+def vm(libvirtd_conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[str]:
     from kvmmanager.virt.xml.domain import Domain
 
     name = f"kvmm-t-iso-vm-{uuid.uuid4().hex[:6]}"
     dom = Domain(type="qemu", name=name, memory=32 * 1024, current_memory=32 * 1024, vcpus=1)
     dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
-    conn.defineXML(dom.to_xml())
+    libvirtd_conn.defineXML(dom.to_xml())
     yield name
     libvirtd_cleanup.drop_vm(name)
 

@@ -27,13 +27,6 @@ EPOCH = 1700000000
 
 
 @pytest.fixture
-def conn() -> Iterator[libvirt.virConnect]:
-    c = libvirt.open(URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def pool(dir_pool: Any) -> str:
     return dir_pool("kvmm-t-iso-").name
 
@@ -49,12 +42,12 @@ def _domain_xml(name: str, *, cdrom: bool) -> str:
 
 
 @pytest.fixture
-def make_vm(conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[Any]:
+def make_vm(libvirtd_conn: libvirt.virConnect, libvirtd_cleanup: Any) -> Iterator[Any]:
     made: list[libvirt.virDomain] = []
 
     def make(*, cdrom: bool = False, start: bool = False) -> libvirt.virDomain:
         name = f"kvmm-t-iso-vm-{uuid.uuid4().hex[:6]}"
-        dom = conn.defineXML(_domain_xml(name, cdrom=cdrom))
+        dom = libvirtd_conn.defineXML(_domain_xml(name, cdrom=cdrom))
         made.append(dom)
         if start:
             dom.create()

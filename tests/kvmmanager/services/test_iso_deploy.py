@@ -30,13 +30,6 @@ EPOCH = 1700000000
 
 
 @pytest.fixture
-def virsh_conn() -> Iterator[libvirt.virConnect]:
-    conn = libvirt.open(URI)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
 def pool_dir() -> Iterator[Path]:
     """A directory with no pool yet (an auto pool is made in it)."""
     path = qemu_dir("kvmm-t-iso-")
@@ -93,7 +86,7 @@ def _volumes(conn: libvirt.virConnect, pool: str) -> list[str]:
 
 
 async def test_first_deploy_uploads_second_is_a_noop(
-    system_manager: Any, test_pool: str, virsh_conn: libvirt.virConnect, iso_settings: Settings
+    system_manager: Any, test_pool: str, libvirtd_conn: libvirt.virConnect, iso_settings: Settings
 ) -> None:
     seen: list[tuple[int, int | None]] = []
     first = await system_manager.iso.deploy(
@@ -104,7 +97,7 @@ async def test_first_deploy_uploads_second_is_a_noop(
     assert first.volume == volume_name(agent_version())
     assert first.sha256 == hashlib.sha256(local).hexdigest()
     assert seen[-1] == (len(local), len(local))
-    assert _volumes(virsh_conn, test_pool) == [first.volume]
+    assert _volumes(libvirtd_conn, test_pool) == [first.volume]
     # What libvirtd wrote is byte for byte the ISO, and QEMU may read it.
     assert _read(first.path) == local
     assert os.stat(first.path).st_mode & 0o004
@@ -120,7 +113,7 @@ async def test_first_deploy_uploads_second_is_a_noop(
 
 
 async def test_damaged_volume_is_replaced(
-    system_manager: Any, test_pool: str, virsh_conn: libvirt.virConnect
+    system_manager: Any, test_pool: str, libvirtd_conn: libvirt.virConnect
 ) -> None:
     first = await system_manager.iso.deploy("local", test_pool)
     # As if a process died mid-upload: right name, wrong bytes.
@@ -135,11 +128,11 @@ async def test_damaged_volume_is_replaced(
 async def test_newer_version_replaces_older_unless_a_vm_uses_it(
     system_manager: Any,
     test_pool: str,
-    virsh_conn: libvirt.virConnect,
+    libvirtd_conn: libvirt.virConnect,
     iso_pool: DirPool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pool = virsh_conn.storagePoolLookupByName(test_pool)
+    pool = libvirtd_conn.storagePoolLookupByName(test_pool)
     unrelated = "kvmm-t-iso-other.iso"
     for name in (volume_name("0.0.1"), volume_name("0.0.2"), unrelated):
         pool.createXML(build_volume_xml(name, 2048, "raw"), 0)
@@ -153,13 +146,13 @@ async def test_newer_version_replaces_older_unless_a_vm_uses_it(
     assert result.action == "uploaded"
     assert result.removed == [volume_name("0.0.2")]
     assert result.kept_in_use == {volume_name("0.0.1"): ["kvmm-t-iso-vm"]}
-    assert _volumes(virsh_conn, test_pool) == sorted(
+    assert _volumes(libvirtd_conn, test_pool) == sorted(
         [volume_name("0.0.1"), result.volume, unrelated]
     )
 
 
 async def test_cancelled_upload_leaves_no_volume(
-    system_manager: Any, test_pool: str, virsh_conn: libvirt.virConnect
+    system_manager: Any, test_pool: str, libvirtd_conn: libvirt.virConnect
 ) -> None:
     calls = iter(range(100))
 
@@ -168,12 +161,12 @@ async def test_cancelled_upload_leaves_no_volume(
 
     with pytest.raises(Cancelled):
         await system_manager.iso.deploy("local", test_pool, cancelled=cancel_after_start)
-    assert _volumes(virsh_conn, test_pool) == []
+    assert _volumes(libvirtd_conn, test_pool) == []
 
 
 async def test_missing_pool_is_created_when_it_is_an_auto_pool(
     system_manager: Any,
-    virsh_conn: libvirt.virConnect,
+    libvirtd_conn: libvirt.virConnect,
     pool_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -182,7 +175,7 @@ async def test_missing_pool_is_created_when_it_is_an_auto_pool(
     try:
         result = await system_manager.iso.deploy("local", name)
         assert result.pool_created
-        pool = virsh_conn.storagePoolLookupByName(name)
+        pool = libvirtd_conn.storagePoolLookupByName(name)
         assert pool.isActive() and pool.isPersistent() and pool.autostart()
         assert (pool_dir / "images" / result.volume).is_file()
     finally:
@@ -197,7 +190,7 @@ async def test_unknown_pool_that_is_not_auto_is_an_error(system_manager: Any) ->
 
 
 async def test_deploy_job_reports_progress(
-    system_manager: Any, test_pool: str, virsh_conn: libvirt.virConnect
+    system_manager: Any, test_pool: str, libvirtd_conn: libvirt.virConnect
 ) -> None:
     with system_manager.bus.subscribe(maxsize=1000) as sub:
         job_id = system_manager.iso.start_deploy_job("local", test_pool, "admin")
@@ -213,7 +206,7 @@ async def test_deploy_job_reports_progress(
     assert job.state == "done", job.error
     assert job.result["action"] == "uploaded"
     assert any(e.kind == "job.progress" for e in events)
-    assert _volumes(virsh_conn, test_pool) == [volume_name(agent_version())]
+    assert _volumes(libvirtd_conn, test_pool) == [volume_name(agent_version())]
 
 
 def test_volume_names_carry_the_version() -> None:
@@ -225,11 +218,11 @@ def test_volume_names_carry_the_version() -> None:
 
 
 async def test_deploy_local_needs_no_manager(
-    iso_settings: Settings, test_pool: str, virsh_conn: libvirt.virConnect
+    iso_settings: Settings, test_pool: str, libvirtd_conn: libvirt.virConnect
 ) -> None:
     result = await iso_deploy.deploy_local(URI, iso_settings, test_pool)
     assert result.action == "uploaded"
-    assert _volumes(virsh_conn, test_pool) == [result.volume]
+    assert _volumes(libvirtd_conn, test_pool) == [result.volume]
     again = await iso_deploy.deploy_local(URI, iso_settings, test_pool)
     assert again.action == "unchanged"
 
@@ -251,9 +244,9 @@ async def test_concurrent_deploys_upload_once(system_manager: Any, test_pool: st
 
 
 async def test_deploy_over_a_remote_style_uri(
-    iso_settings: Settings, test_pool: str, virsh_conn: libvirt.virConnect
+    iso_settings: Settings, test_pool: str, libvirtd_conn: libvirt.virConnect
 ) -> None:
     # qemu+unix:// goes through libvirt's remote driver, like qemu+ssh:// would.
     result = await iso_deploy.deploy_local("qemu+unix:///system", iso_settings, test_pool)
     assert result.action == "uploaded"
-    assert _volumes(virsh_conn, test_pool) == [result.volume]
+    assert _volumes(libvirtd_conn, test_pool) == [result.volume]
