@@ -10,19 +10,47 @@ from typing import Any
 
 import libvirt
 import pytest
+from lxml import etree
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
 from kvmmanager.services.storage_specs import PoolSpec
 from kvmmanager.services.storage_xml import build_pool_xml, build_volume_xml
+from kvmmanager.virt.xml.devices import Disk, Interface
+from kvmmanager.virt.xml.domain import Domain
+from kvmmanager.virt.xml.network import IP, Network
 
 PREFIX = "kvmm-t-clone-mig-"
-NET = "<network><name>{name}</name><bridge name='{br}'/><forward/><ip address='192.168.{n}.1' netmask='255.255.255.0'/></network>"  # noqa: E501
-DOM = "<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os></domain>"  # noqa: E501
+
+
+def net_xml(name: str, bridge: str, n: int) -> str:
+    """A NAT network (libvirt's default forward mode) on 192.168.<n>.0/24."""
+    net = Network(name=name, bridge_name=bridge, forward_mode="nat")
+    net.add(IP(address=f"192.168.{n}.1", netmask="255.255.255.0"))
+    return net.to_xml()
+
+
+def dom_xml(name: str, disk: str | None = None) -> str:
+    """A 64 MiB test-driver VM; with `disk`, a virtio disk of that file and a NIC on the
+    network 'default'."""
+    dom = Domain(type="test", name=name, memory=65536)
+    dom.os.os_type = "hvm"
+    if disk is not None:
+        dom.devices.add(
+            Disk(
+                type="file", device="disk", source_file=disk, target_dev="vda", target_bus="virtio"
+            )
+        )
+        dom.devices.add(Interface(type="network", source_network="default"))
+    return dom.to_xml()
 
 
 def node(tmp_path: Path, label: str, *parts: str) -> str:
+    """A test-driver host of its own: a `<node>` document holding `parts` (XML of
+    networks, pools, domains...)."""
+    root = etree.Element("node")
+    root.extend(etree.fromstring(part) for part in parts)
     f = tmp_path / f"{label}.xml"
-    f.write_text("<node>" + "".join(parts) + "</node>")
+    etree.ElementTree(root).write(str(f))
     return f"test://{f}"
 
 
@@ -36,14 +64,7 @@ async def vm(manager: Any) -> Any:
         conn = hc.conn
         pool = conn.storagePoolLookupByName("default-pool")
         vol = pool.createXML(build_volume_xml(f"{name}.qcow2", 1048576, "raw"), 0)
-        conn.defineXML(
-            f"<domain type='test'><name>{name}</name><memory>65536</memory>"
-            "<os><type>hvm</type></os><devices>"
-            f"<disk type='file' device='disk'><source file='{vol.path()}'/>"
-            "<target dev='vda' bus='virtio'/></disk>"
-            "<interface type='network'><source network='default'/></interface>"
-            "</devices></domain>"
-        )
+        conn.defineXML(dom_xml(name, disk=vol.path()))
         return vol.path()
 
     path = await hc.run(make)
@@ -72,23 +93,21 @@ async def test_preflight_refusals(manager: Any, vm: Any, tmp_path: Path) -> None
     pool_dir = str(Path(disk).parent)
     await _add(manager, "same", "test:///default")
     await _add(manager, "nonet", node(tmp_path, "nonet"))
-    await _add(
-        manager, "nopool", node(tmp_path, "nopool", NET.format(name="default", br="vb1", n=201))
-    )
+    await _add(manager, "nopool", node(tmp_path, "nopool", net_xml("default", "vb1", 201)))
     await _add(
         manager,
         "ok",
         node(
             tmp_path,
             "ok",
-            NET.format(name="default", br="vb2", n=202),
+            net_xml("default", "vb2", 202),
             build_pool_xml(PoolSpec(name="images", target=pool_dir)),
         ),
     )
     await _add(
         manager,
         "taken",
-        node(tmp_path, "taken", NET.format(name="default", br="vb3", n=203), DOM.format(name=name)),
+        node(tmp_path, "taken", net_xml("default", "vb3", 203), dom_xml(name)),
     )
 
     with pytest.raises(NotFound) as e:
@@ -141,7 +160,7 @@ def test_migration_routes(client: Any, client_as: Any, tmp_path: Path) -> None:
     name = f"{PREFIX}{uuid.uuid4().hex[:6]}"
     conn = libvirt.open("test:///default")
     try:
-        conn.defineXML(DOM.format(name=name)).create()
+        conn.defineXML(dom_xml(name)).create()
         r = client.post("/api/hosts", json={"name": "kvmm-t-mig2", "uri": node(tmp_path, "n2")})
         assert r.status_code == 201, r.text
         while mgr.registry.get("kvmm-t-mig2").status != "connected":
