@@ -17,6 +17,7 @@ from kvmmanager.cli.main import app as cli_app
 from kvmmanager.core.config import Settings
 from kvmmanager.iso import ISO_NAME, agent_version
 from kvmmanager.services.iso_deploy import volume_name
+from kvmmanager.virt.xml.network import Network
 
 URI = "qemu:///system"
 
@@ -61,7 +62,7 @@ def test_doctor_on_an_unreachable_uri_exits_1() -> None:
 def test_doctor_local_json_with_a_stopped_network(settings: Settings) -> None:
     conn = libvirt.open(URI)
     name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
-    net = conn.networkDefineXML(f"<network><name>{name}</name></network>")
+    net = conn.networkDefineXML(Network(name=name).to_xml())
     conn.close()
     try:
         res = _local("doctor", "--uri", URI, "--network", name, "--json")

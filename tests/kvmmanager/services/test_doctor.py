@@ -21,6 +21,7 @@ from kvmmanager.services import doctor, iso_deploy
 from kvmmanager.services.doctor import FAIL, OK, WARN, CheckContext, collect_checks
 from kvmmanager.services.iso_deploy import volume_name
 from kvmmanager.virt.probe import AccelInfo
+from kvmmanager.virt.xml.network import Network
 
 pytestmark = pytest.mark.libvirtd
 
@@ -44,7 +45,7 @@ def iso(tmp_path_factory: pytest.TempPathFactory) -> IsoBuild:
 def net(conn: libvirt.virConnect) -> Iterator[libvirt.virNetwork]:
     """An isolated network of our own (no addresses, so no dnsmasq), defined, not started."""
     name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
-    network = conn.networkDefineXML(f"<network><name>{name}</name></network>")
+    network = conn.networkDefineXML(Network(name=name).to_xml())
     yield network
     with contextlib.suppress(libvirt.libvirtError):
         c = libvirt.open(URI)
