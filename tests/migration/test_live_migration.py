@@ -19,6 +19,9 @@ from tests.libvirtd_pools import dir_pool_xml
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
 from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.virt.xml.devices import Disk, Graphics, Interface
+from kvmmanager.virt.xml.domain import Domain
+from kvmmanager.virt.xml.network import Network
 from kvmmanager.virt.xml.validate import validate_xml
 
 from .conftest import (
@@ -45,25 +48,23 @@ pytestmark = [pytest.mark.libvirtd, pytest.mark.vm, pytest.mark.slow]
 def domain_xml(name: str, disk: str | None = None, network: str | None = None) -> str:
     """A tiny TCG VM: SeaBIOS finds nothing to boot and idles, which is all a migration
     needs; 64 MiB of RAM keeps the memory pass short."""
-    devices = ""
+    dom = Domain(type="qemu", name=name, memory=64 * 1024, vcpus=1)
+    dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
     if disk:
-        devices += (
-            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-            f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"
-        )
+        vda = dom.devices.add(Disk(type="file", device="disk", source_file=disk))
+        vda.driver_name, vda.driver_type = "qemu", "qcow2"
+        vda.target_dev, vda.target_bus = "vda", "virtio"
     if network:
-        devices += (
-            f"<interface type='network'><source network='{network}'/>"
-            "<model type='virtio'/></interface>"
-        )
-    xml = (
-        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-        "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>"
-        f"<devices>{devices}<graphics type='vnc' autoport='yes' listen='127.0.0.1'/>"
-        "</devices></domain>"
-    )
+        dom.devices.add(Interface(type="network", source_network=network, model="virtio"))
+    dom.devices.add(Graphics(type="vnc", autoport=True, listen_address="127.0.0.1"))
+    xml = dom.to_xml()
     validate_xml(xml, "domain")
     return xml
+
+
+def isolated_network_xml(name: str, bridge: str) -> str:
+    """An isolated network (no forward, no IP: no dnsmasq) on its own bridge."""
+    return Network(name=name, bridge_name=bridge).to_xml()
 
 
 def make_disk(pool: PoolPair, tmp_path: Path, data: bytes, size_mib: int = 32) -> tuple[str, Path]:
@@ -211,7 +212,7 @@ async def test_preflight_refusals_against_a_real_target(
     local = libvirt.open(LOCAL_URI)
     try:
         # An isolated network (no IP: no dnsmasq) that only the main host has.
-        local.networkCreateXML(f"<network><name>{net}</name><bridge name='{bridge}'/></network>")
+        local.networkCreateXML(isolated_network_xml(net, bridge))
         path, _ = make_disk(pool_pair, tmp_path, b"x" * 4096)
         uuid = await define_and_start(m, domain_xml(vm_name, disk=path, network=net))
         await until(m, lambda: in_inventory(m, "local", uuid))
@@ -226,9 +227,7 @@ async def test_preflight_refusals_against_a_real_target(
 
         remote = second_host.open()
         try:
-            remote.networkCreateXML(
-                f"<network><name>{net}</name><bridge name='{bridge}'/></network>"
-            )
+            remote.networkCreateXML(isolated_network_xml(net, bridge))
             with pytest.raises(Conflict, match="local to 'local'") as e:
                 await mig.check("local", vm_name, "h2")
             assert e.value.field == "copy_storage"
