@@ -30,6 +30,7 @@ from tests.libvirtd_pools import libvirtd_dir_pool
 from tests.reliability.conftest import ServerProcess
 
 from kvmmanager.core.config import Settings
+from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.pool import Pool
 
@@ -217,22 +218,19 @@ def clone_source(sec_pool: str) -> Iterator[tuple[str, str]]:
     try:
         pool = conn.storagePoolLookupByName(sec_pool)
         target = Path(Pool.from_xml(pool.XMLDesc(0)).target_path or "")
-        disks = ""
+        definition = Domain(type="qemu", name=name, memory=64 * 1024)
+        definition.os.os_type = "hvm"
+        definition.os.arch, definition.os.machine = "x86_64", "pc"
         for dev, size in SOURCE_DISKS.items():
             path = target / f"{name}-{dev}.raw"
             with open(path, "wb") as f:
                 for _ in range(size // MIB):
                     f.write(os.urandom(MIB))
-            disks += (
-                f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
-                f"<source file='{path}'/><target dev='{dev}' bus='virtio'/></disk>"
-            )
+            disk = definition.devices.add(Disk(type="file", device="disk", source_file=str(path)))
+            disk.driver_name, disk.driver_type = "qemu", "raw"
+            disk.target_dev, disk.target_bus = dev, "virtio"
         pool.refresh(0)
-        conn.defineXML(
-            f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-            f"<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>{disks}</devices>"
-            "</domain>"
-        )
+        conn.defineXML(definition.to_xml())
         yield name, clone
     finally:
         conn.close()
@@ -257,6 +255,39 @@ def _domains() -> dict[str, str]:
         conn.close()
 
 
+def _kill_at_first_copy(
+    server_process: Callable[..., ServerProcess],
+    wait_for: Callable[..., Any],
+    figures: dict[str, Any],
+    pool: str,
+    source: str,
+    clone: str,
+    **options: str,
+) -> tuple[ServerProcess, str, str]:
+    """Start a manager on libvirtd, ask it for a full clone of `source` (with `options`)
+    and kill -9 it as soon as the copy of the first disk shows up in `pool` (libvirt adds
+    the new volume before it copies a byte); the bytes copied by then go to `figures`.
+    Returns the killed server (to start again), the job's id and the first copy's name."""
+    srv = server_process(uri="qemu:///system")
+    api = srv.api()
+    wait_for(lambda: api.get("/api/hosts/local").json()["status"] == "connected", 60)
+    r = api.post(
+        f"/api/hosts/local/vms/{source}/clone",
+        json={"name": clone, "mode": "full", **options},
+    )
+    assert r.status_code == 202, r.text
+    first = f"{clone}-vda.raw"
+    wait_for(lambda: first in _volumes(pool, refresh=False), 60, every=0.01)
+    srv.kill()
+    conn = libvirt.open("qemu:///system")
+    try:
+        vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(first)
+        figures["clone_copy_bytes_at_kill"] = vol.info()[2]
+    finally:
+        conn.close()
+    return srv, r.json()["job_id"], first
+
+
 @pytest.mark.libvirtd
 @pytest.mark.slow
 def test_kill_manager_during_vm_clone(
@@ -271,23 +302,11 @@ def test_kill_manager_during_vm_clone(
     and the definition are still to come). libvirtd goes on copying for its dead client;
     the restart waits for that copy to end, deletes it, and fails the job saying so."""
     source, clone = clone_source
-    srv = server_process(uri="qemu:///system")
-    api = srv.api()
-    wait_for(lambda: api.get("/api/hosts/local").json()["status"] == "connected", 60)
-    r = api.post(f"/api/hosts/local/vms/{source}/clone", json={"name": clone, "mode": "full"})
-    assert r.status_code == 202, r.text
-    job_id = r.json()["job_id"]
-    first = f"{clone}-vda.raw"
-    wait_for(lambda: first in _volumes(sec_pool, refresh=False), 60, every=0.01)
-    srv.kill()
+    srv, job_id, first = _kill_at_first_copy(
+        server_process, wait_for, figures, sec_pool, source, clone
+    )
     at_kill = _volumes(sec_pool, refresh=False)
     figures["clone_volumes_at_kill"] = len([v for v in at_kill if v.startswith(clone)])
-    conn = libvirt.open("qemu:///system")
-    try:
-        vol = conn.storagePoolLookupByName(sec_pool).storageVolLookupByName(first)
-        figures["clone_copy_bytes_at_kill"] = vol.info()[2]
-    finally:
-        conn.close()
     assert clone not in _domains().values()
 
     t_start = time.monotonic()
@@ -362,24 +381,9 @@ def test_kill_manager_during_running_vm_clone(
     finally:
         conn.close()
     _, _, original = _source_state(source)
-    srv = server_process(uri="qemu:///system")
-    api = srv.api()
-    wait_for(lambda: api.get("/api/hosts/local").json()["status"] == "connected", 60)
-    r = api.post(
-        f"/api/hosts/local/vms/{source}/clone",
-        json={"name": clone, "mode": "full", "consistent": "snapshot"},
+    srv, job_id, first = _kill_at_first_copy(
+        server_process, wait_for, figures, sec_pool, source, clone, consistent="snapshot"
     )
-    assert r.status_code == 202, r.text
-    job_id = r.json()["job_id"]
-    first = f"{clone}-vda.raw"
-    wait_for(lambda: first in _volumes(sec_pool, refresh=False), 60, every=0.01)
-    srv.kill()
-    conn = libvirt.open("qemu:///system")
-    try:
-        vol = conn.storagePoolLookupByName(sec_pool).storageVolLookupByName(first)
-        figures["clone_copy_bytes_at_kill"] = vol.info()[2]
-    finally:
-        conn.close()
     running, snapshots, on_overlay = _source_state(source)
     figures["source_on_snapshot_at_kill"] = snapshots == ["kvmm-clone-source"]
     assert running and snapshots == ["kvmm-clone-source"], snapshots
