@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -255,80 +256,89 @@ def _domains() -> dict[str, str]:
         conn.close()
 
 
-def _kill_at_first_copy(
-    server_process: Callable[..., ServerProcess],
-    wait_for: Callable[..., Any],
-    figures: dict[str, Any],
-    pool: str,
-    source: str,
-    clone: str,
-    **options: str,
-) -> tuple[ServerProcess, str, str]:
-    """Start a manager on libvirtd, ask it for a full clone of `source` (with `options`)
-    and kill -9 it as soon as the copy of the first disk shows up in `pool` (libvirt adds
-    the new volume before it copies a byte); the bytes copied by then go to `figures`.
-    Returns the killed server (to start again), the job's id and the first copy's name."""
-    srv = server_process(uri="qemu:///system")
-    api = srv.api()
-    wait_for(lambda: api.get("/api/hosts/local").json()["status"] == "connected", 60)
-    r = api.post(
-        f"/api/hosts/local/vms/{source}/clone",
-        json={"name": clone, "mode": "full", **options},
-    )
-    assert r.status_code == 202, r.text
-    first = f"{clone}-vda.raw"
-    wait_for(lambda: first in _volumes(pool, refresh=False), 60, every=0.01)
-    srv.kill()
-    conn = libvirt.open("qemu:///system")
-    try:
-        vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(first)
-        figures["clone_copy_bytes_at_kill"] = vol.info()[2]
-    finally:
-        conn.close()
-    return srv, r.json()["job_id"], first
+@dataclass(frozen=True, slots=True)
+class CloneKill:
+    """A kill-during-clone run: the shut-off source VM of `clone_source`, the clone's
+    name, their pool, and the fixtures that start a manager, wait and record figures."""
+
+    source: str
+    clone: str
+    pool: str
+    server_process: Callable[..., ServerProcess]
+    wait_for: Callable[..., Any]
+    figures: dict[str, Any]
+
+    def kill_at_first_copy(self, **options: str) -> tuple[ServerProcess, str, str]:
+        """Start a manager on libvirtd, ask it for a full clone (with `options`) and kill
+        -9 it as soon as the copy of the first disk shows up in the pool (libvirt adds
+        the new volume before it copies a byte); the bytes copied by then are a figure.
+        Returns the killed server (to start again), the job's id and the first copy."""
+        srv = self.server_process(uri="qemu:///system")
+        api = srv.api()
+        self.wait_for(lambda: api.get("/api/hosts/local").json()["status"] == "connected", 60)
+        r = api.post(
+            f"/api/hosts/local/vms/{self.source}/clone",
+            json={"name": self.clone, "mode": "full", **options},
+        )
+        assert r.status_code == 202, r.text
+        first = f"{self.clone}-vda.raw"
+        self.wait_for(lambda: first in _volumes(self.pool, refresh=False), 60, every=0.01)
+        srv.kill()
+        conn = libvirt.open("qemu:///system")
+        try:
+            vol = conn.storagePoolLookupByName(self.pool).storageVolLookupByName(first)
+            self.figures["clone_copy_bytes_at_kill"] = vol.info()[2]
+        finally:
+            conn.close()
+        return srv, r.json()["job_id"], first
 
 
-@pytest.mark.libvirtd
-@pytest.mark.slow
-def test_kill_manager_during_vm_clone(
+@pytest.fixture
+def clone_kill(
     server_process: Callable[..., ServerProcess],
     sec_pool: str,
     clone_source: tuple[str, str],
     wait_for: Callable[..., Any],
     figures: dict[str, Any],
-) -> None:
+) -> CloneKill:
+    return CloneKill(*clone_source, sec_pool, server_process, wait_for, figures)
+
+
+@pytest.mark.libvirtd
+@pytest.mark.slow
+def test_kill_manager_during_vm_clone(clone_kill: CloneKill) -> None:
     """kill -9 as soon as the copy of the first disk shows up in the pool (libvirt adds
     the new volume before it copies a byte): the job cannot have ended (a second disk
     and the definition are still to come). libvirtd goes on copying for its dead client;
     the restart waits for that copy to end, deletes it, and fails the job saying so."""
-    source, clone = clone_source
-    srv, job_id, first = _kill_at_first_copy(
-        server_process, wait_for, figures, sec_pool, source, clone
-    )
-    at_kill = _volumes(sec_pool, refresh=False)
-    figures["clone_volumes_at_kill"] = len([v for v in at_kill if v.startswith(clone)])
+    source, clone = clone_kill.source, clone_kill.clone
+    srv, job_id, first = clone_kill.kill_at_first_copy()
+    at_kill = _volumes(clone_kill.pool, refresh=False)
+    clone_kill.figures["clone_volumes_at_kill"] = len([v for v in at_kill if v.startswith(clone)])
     assert clone not in _domains().values()
 
     t_start = time.monotonic()
     srv.start()
-    figures["server_start_s"] = round(time.monotonic() - t_start, 2)
+    clone_kill.figures["server_start_s"] = round(time.monotonic() - t_start, 2)
     api = srv.api()
     after = api.get(f"/api/jobs/{job_id}").json()
     assert after["state"] == "failed", after
     assert after["error"]["code"] == "interrupted", after
-    msg = wait_for(lambda: _undo_message(api, job_id), 180)
-    figures["half_made_clone_removed_after_s"] = round(time.monotonic() - t_start, 2)
+    msg = clone_kill.wait_for(lambda: _undo_message(api, job_id), 180)
+    clone_kill.figures["half_made_clone_removed_after_s"] = round(time.monotonic() - t_start, 2)
     # The second disk and the definition were never reached: recorded only once due.
-    assert msg == (f"the server restarted; its half-made volume {sec_pool}/{first}: removed"), msg
-    assert [v for v in _volumes(sec_pool) if v.startswith(clone)] == []
+    assert msg == (
+        f"the server restarted; its half-made volume {clone_kill.pool}/{first}: removed"
+    ), msg
+    assert [v for v in _volumes(clone_kill.pool) if v.startswith(clone)] == []
     assert clone not in _domains().values()
 
     def inventory_right() -> bool:
         ours = {v["uuid"]: v["name"] for v in api.get("/api/hosts/local/vms").json()}
         return ours == _domains()
 
-    wait_for(inventory_right, 60)
-    figures["inventory_right_after_start_s"] = round(time.monotonic() - t_start, 2)
+    clone_kill.wait_for(inventory_right, 60)
+    clone_kill.figures["inventory_right_after_start_s"] = round(time.monotonic() - t_start, 2)
     clone_audit = api.get("/api/audit", params={"action": "clones.create"}).json()
     entries = clone_audit["items"] if isinstance(clone_audit, dict) else clone_audit
     assert [e["job_id"] for e in entries] == [job_id], entries
@@ -338,9 +348,9 @@ def test_kill_manager_during_vm_clone(
     # The restarted manager clones the same VM under the same name without conflict.
     r = api.post(f"/api/hosts/local/vms/{source}/clone", json={"name": clone, "mode": "full"})
     assert r.status_code == 202, r.text
-    done = wait_for(lambda: _final(api, r.json()["job_id"]), 300)
+    done = clone_kill.wait_for(lambda: _final(api, r.json()["job_id"]), 300)
     assert done["state"] == "done", done
-    assert sorted(v for v in _volumes(sec_pool) if v.startswith(clone)) == [
+    assert sorted(v for v in _volumes(clone_kill.pool) if v.startswith(clone)) == [
         f"{clone}-vda.raw",
         f"{clone}-vdb.raw",
     ]
@@ -363,29 +373,21 @@ def _source_state(name: str) -> tuple[bool, list[str], dict[str, str]]:
 
 @pytest.mark.libvirtd
 @pytest.mark.slow
-def test_kill_manager_during_running_vm_clone(
-    server_process: Callable[..., ServerProcess],
-    sec_pool: str,
-    clone_source: tuple[str, str],
-    wait_for: Callable[..., Any],
-    figures: dict[str, Any],
-) -> None:
+def test_kill_manager_during_running_vm_clone(clone_kill: CloneKill) -> None:
     """A RUNNING source (consistent="snapshot"): the clone puts it on a temporary
     external snapshot and copies the read-only images under it. Killed as soon as the
     first copy shows up, the clone's `finally` (merge back) never runs; the restart
     deletes the half-made copy, then merges the source back off its overlay."""
-    source, clone = clone_source
+    source = clone_kill.source
     conn = libvirt.open("qemu:///system")
     try:
         conn.lookupByName(source).create()  # no OS: it idles in SeaBIOS
     finally:
         conn.close()
     _, _, original = _source_state(source)
-    srv, job_id, first = _kill_at_first_copy(
-        server_process, wait_for, figures, sec_pool, source, clone, consistent="snapshot"
-    )
+    srv, job_id, first = clone_kill.kill_at_first_copy(consistent="snapshot")
     running, snapshots, on_overlay = _source_state(source)
-    figures["source_on_snapshot_at_kill"] = snapshots == ["kvmm-clone-source"]
+    clone_kill.figures["source_on_snapshot_at_kill"] = snapshots == ["kvmm-clone-source"]
     assert running and snapshots == ["kvmm-clone-source"], snapshots
     assert all(on_overlay[d] != original[d] for d in SOURCE_DISKS), on_overlay
 
@@ -394,18 +396,18 @@ def test_kill_manager_during_running_vm_clone(
     api = srv.api()
     after = api.get(f"/api/jobs/{job_id}").json()
     assert (after["state"], after["error"]["code"]) == ("failed", "interrupted"), after
-    msg = wait_for(lambda: _undo_message(api, job_id), 180)
-    figures["source_merged_back_after_s"] = round(time.monotonic() - t_start, 2)
+    msg = clone_kill.wait_for(lambda: _undo_message(api, job_id), 180)
+    clone_kill.figures["source_merged_back_after_s"] = round(time.monotonic() - t_start, 2)
     # Newest first: the copy (once libvirtd has finished it), then the snapshot.
     assert msg == (
-        f"the server restarted; its half-made volume {sec_pool}/{first}: removed; "
+        f"the server restarted; its half-made volume {clone_kill.pool}/{first}: removed; "
         f"snapshot kvmm-clone-source of vm {source}: removed (block-commit)"
     ), msg
     running, snapshots, disks = _source_state(source)
     assert running and snapshots == [], snapshots
     assert disks == original, disks  # pivoted back onto its own images
     # Neither the copy nor the overlays are left in the pool.
-    assert sorted(_volumes(sec_pool)) == sorted(Path(p).name for p in original.values())
+    assert sorted(_volumes(clone_kill.pool)) == sorted(Path(p).name for p in original.values())
     undo = api.get("/api/audit", params={"action": "jobs.undo_interrupted"}).json()
     undo_entries = undo["items"] if isinstance(undo, dict) else undo
     assert [(e["job_id"], e["result"]) for e in undo_entries] == [(job_id, "ok")]
