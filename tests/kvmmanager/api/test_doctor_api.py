@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kvmmanager.core.config import Settings
+from kvmmanager.virt.xml.network import Network
 
 pytestmark = pytest.mark.libvirtd
 
@@ -35,7 +36,7 @@ def api(client: TestClient) -> TestClient:
 def stopped_net() -> Iterator[str]:
     conn = libvirt.open("qemu:///system")
     name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
-    net = conn.networkDefineXML(f"<network><name>{name}</name></network>")
+    net = conn.networkDefineXML(Network(name=name).to_xml())
     yield name
     net.undefine()
     conn.close()
