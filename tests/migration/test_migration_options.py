@@ -13,6 +13,7 @@ import pytest
 
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.services.migration import MigrationOptions, default_migrate_uri
+from kvmmanager.virt.xml.domain import Domain
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,10 @@ def test_bad_bandwidth(bad: int) -> None:
     assert e.value.field == "bandwidth_mib"
 
 
-DOM = "<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os></domain>"  # noqa: E501
+def dom_xml(name: str) -> str:
+    dom = Domain(type="test", name=name, memory=65536)
+    dom.os.os_type = "hvm"
+    return dom.to_xml()
 
 
 def test_routes_refuse_bad_options(client: Any) -> None:
@@ -72,7 +76,7 @@ def test_routes_refuse_bad_options(client: Any) -> None:
     name = f"kvmm-t-mig-opt-{uuid.uuid4().hex[:6]}"
     conn = libvirt.open("test:///default")
     try:
-        conn.defineXML(DOM.format(name=name)).create()
+        conn.defineXML(dom_xml(name)).create()
         base = f"/api/hosts/local/vms/{name}"
         r = client.post(f"{base}/migration/check", json={"target": "local", "bandwidth_mib": 0})
         assert r.status_code == 422 and "bandwidth_mib" in r.text

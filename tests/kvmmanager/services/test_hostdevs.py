@@ -15,10 +15,11 @@ from kvmmanager.core.errors import Conflict, NotFound, Unsupported
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.validate import validate_xml, validator_available
 
-VM_XML = (
-    "<domain type='test'><name>{}</name><memory>131072</memory>"
-    "<os><type arch='x86_64'>hvm</type></os></domain>"
-)
+
+def _vm_xml(name: str) -> str:
+    dom = Domain(type="test", name=name, memory=131072)
+    dom.os.os_type, dom.os.arch = "hvm", "x86_64"
+    return dom.to_xml()
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def node_manager(settings: Settings, tmp_path: Path) -> AsyncIterator[Any]
 
 async def _define(m: Any, name: str) -> None:
     hc = m.registry.get("local")
-    await hc.run(lambda: hc.conn.defineXML(VM_XML.format(name)))
+    await hc.run(lambda: hc.conn.defineXML(_vm_xml(name)))
     await m.vms.refresh("local", await hc.run(lambda: hc.conn.lookupByName(name).UUIDString()))
 
 

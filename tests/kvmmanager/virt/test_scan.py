@@ -5,16 +5,21 @@ from __future__ import annotations
 import libvirt
 
 from kvmmanager.virt import scan
+from kvmmanager.virt.xml.domain import Domain
 
-XML = """<domain type='test'><name>{name}</name><memory unit='MiB'>16</memory>
-<os><type>hvm</type></os></domain>"""
 NAMES = ("kvmm-t-scan-a", "kvmm-t-scan-b")
+
+
+def _domain_xml(name: str) -> str:
+    dom = Domain(type="test", name=name, memory=16 * 1024)
+    dom.os.os_type = "hvm"
+    return dom.to_xml()
 
 
 def test_definitions_skip_a_domain_that_vanishes_mid_walk() -> None:
     conn = libvirt.open("test:///default")
     try:
-        transient = {n: conn.createXML(XML.format(name=n), 0) for n in NAMES}
+        transient = {n: conn.createXML(_domain_xml(n), 0) for n in NAMES}
         walk = scan.definitions(conn)
         first, _ = next(walk)
         gone = {n for n in NAMES if n != first.name()}
