@@ -10,24 +10,23 @@ import libvirt
 
 from kvmmanager.db.models import Job
 from kvmmanager.services import job_undo
+from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.virt.xml.devices import Disk
+from kvmmanager.virt.xml.domain import Domain
+from kvmmanager.virt.xml.snapshot import DomainSnapshot
 
 POOL = "default-pool"
 
 
 def _volume_xml(name: str) -> str:
-    return (
-        f"<volume><name>{name}</name><capacity unit='MiB'>1</capacity>"
-        "<target><format type='raw'/></target></volume>"
-    )
+    return build_volume_xml(name, 1024 * 1024, "raw")
 
 
 def _domain_xml(name: str, dom_uuid: str, disk: str) -> str:
-    return (
-        f"<domain type='test'><name>{name}</name><uuid>{dom_uuid}</uuid>"
-        "<memory unit='MiB'>64</memory><os><type>hvm</type></os><devices>"
-        f"<disk type='file' device='disk'><source file='{disk}'/><target dev='vda'/></disk>"
-        "</devices></domain>"
-    )
+    dom = Domain(type="test", name=name, uuid=dom_uuid, memory=64 * 1024)
+    dom.os.os_type = "hvm"
+    dom.devices.add(Disk(type="file", device="disk", source_file=disk, target_dev="vda"))
+    return dom.to_xml()
 
 
 async def test_interrupted_clone_records_are_undone_newest_first(manager: Any) -> None:
@@ -177,7 +176,7 @@ async def test_a_clone_snapshot_is_deleted_after_the_clone_s_own_records(manager
     def make(conn: libvirt.virConnect) -> None:
         dom = conn.defineXML(_domain_xml(name, dom_uuid, "/guest/diskimage1"))
         dom.create()
-        dom.snapshotCreateXML(f"<domainsnapshot><name>{CLONE_SNAPSHOT}</name></domainsnapshot>")
+        dom.snapshotCreateXML(DomainSnapshot(name=CLONE_SNAPSHOT).to_xml())
         conn.defineXML(_domain_xml(bare, bare_uuid, "/guest/diskimage1"))
 
     def snap(vm: str, vm_uuid: str) -> dict[str, str]:
