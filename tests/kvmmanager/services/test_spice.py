@@ -12,6 +12,7 @@ from kvmmanager.core.errors import Conflict, InvalidInput, Unsupported
 from kvmmanager.services import spice as spice_mod
 from kvmmanager.services.vm_builder import BuildInputs, HostFacts, VmSpec, build_domain
 from kvmmanager.services.vm_spec import validate_spec
+from kvmmanager.virt.xml.devices import Graphics, parse_device
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.validate import validate_xml, validator_available
 
@@ -159,7 +160,8 @@ def test_ticket_sets_password_with_expiry() -> None:
     assert gfx.port == 5901 and len(password) >= 16 and expires == "2030-01-01T12:05:00Z"
     xml, flags = dom.calls[0]
     assert flags == libvirt.VIR_DOMAIN_AFFECT_LIVE
-    sent = Domain.from_xml(f"<domain><devices>{xml}</devices></domain>").devices.graphics[0]
+    sent = parse_device(xml)
+    assert isinstance(sent, Graphics)
     assert sent.passwd == password and sent.passwd_valid_to == "2030-01-01T12:05:00"
     assert sent.listen_address == "0.0.0.0"
     _, second, _ = spice_mod.ticket_blocking(dom, 300, now)  # type: ignore[arg-type]

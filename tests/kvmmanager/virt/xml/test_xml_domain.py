@@ -140,15 +140,20 @@ def test_test_driver_domain_round_trip() -> None:
     assert Domain.from_xml(dom.to_xml()).description == "edited"
 
 
+def _node_document(dom: Domain) -> bytes:
+    """A test-driver node file (`<node>` wrapper document) holding a copy of `dom`."""
+    root = etree.Element("node")
+    root.append(etree.fromstring(dom.to_xml().encode()))
+    return etree.tostring(root)
+
+
 def test_virsh_second_client_sees_model_edit(tmp_path) -> None:
     """A domain defined from model XML in a test-driver file reads back identically."""
     dom = Domain(type="test", name="kvmm-t-xml-virsh", memory=65536, vcpus=1)
     dom.os.os_type = "hvm"
     dom.devices.add(Disk(type="file", device="disk", source_file="/x.img", target_dev="vda"))
     node = tmp_path / "node.xml"
-    node.write_text(
-        "<node>" + dom.to_xml(pretty=False) + "</node>"  # test-driver wrapper document
-    )
+    node.write_bytes(_node_document(dom))
     out = subprocess.run(
         ["virsh", "-c", f"test://{node}", "dumpxml", "kvmm-t-xml-virsh"],
         capture_output=True,
@@ -188,7 +193,7 @@ def test_metadata_api_form_round_trip(tmp_path) -> None:
     dom = Domain(type="test", name="kvmm-t-xml-meta", memory=65536, vcpus=1)
     dom.os.os_type = "hvm"
     node = tmp_path / "node.xml"
-    node.write_text("<node>" + dom.to_xml(pretty=False) + "</node>")
+    node.write_bytes(_node_document(dom))
     conn = libvirt.open(f"test://{node}")
     try:
         vm = conn.lookupByName("kvmm-t-xml-meta")
