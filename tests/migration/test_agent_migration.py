@@ -17,7 +17,7 @@ import libvirt
 import pytest
 
 from kvmmanager.core.errors import AgentUnavailable
-from kvmmanager.virt.xml.devices import KVMM_AGENT_CHANNEL
+from kvmmanager.virt.xml.devices import KVMM_AGENT_CHANNEL, Channel, Serial
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.validate import validate_xml
 
@@ -45,16 +45,14 @@ def guest_image() -> dict[str, Any]:
 
 
 def guest_xml(name: str, image: dict[str, Any]) -> str:
-    cmdline = f"console=ttyS0 quiet kvmm.mode=agent kvmm.hostname={name}"
-    xml = (
-        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>384</memory>"
-        "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type>"
-        f"<kernel>{image['kernel']}</kernel><initrd>{image['initrd']}</initrd>"
-        f"<cmdline>{cmdline}</cmdline></os><features><acpi/></features><devices>"
-        "<channel type='unix'>"
-        f"<target type='virtio' name='{KVMM_AGENT_CHANNEL}'/></channel>"
-        "<serial type='pty'/></devices></domain>"
-    )
+    dom = Domain(type="qemu", name=name, memory=384 * 1024, vcpus=1)
+    dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
+    dom.os.kernel, dom.os.initrd = image["kernel"], image["initrd"]
+    dom.os.cmdline = f"console=ttyS0 quiet kvmm.mode=agent kvmm.hostname={name}"
+    dom.features.acpi = True
+    dom.devices.add(Channel(type="unix", target_type="virtio", target_name=KVMM_AGENT_CHANNEL))
+    dom.devices.add(Serial(type="pty"))
+    xml = dom.to_xml()
     validate_xml(xml, "domain")
     return xml
 
