@@ -7,28 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PCI = """
-  <device>
-    <name>pci_0000_{bus:02x}_{slot:02x}_{fn:x}</name>
-    <parent>computer</parent>
-    <capability type='pci'>
-      <class>0x{cls:06x}</class>
-      <domain>0</domain><bus>{bus}</bus><slot>{slot}</slot><function>{fn}</function>
-      <product id='{pid}'>{pname}</product>
-      <vendor id='{vid}'>{vname}</vendor>
-      <iommuGroup number='{group}'>{members}</iommuGroup>
-    </capability>
-  </device>"""
-_USB = """
-  <device>
-    <name>usb_{bus}_{dev}</name>
-    <parent>computer</parent>
-    <capability type='usb_device'>
-      <bus>{bus}</bus><device>{dev}</device>
-      <product id='{pid}'>{pname}</product>
-      <vendor id='{vid}'>{vname}</vendor>
-    </capability>
-  </device>"""
+from lxml import etree
 
 GPU, GPU_AUDIO, NIC, BRIDGE = (
     "pci_0000_01_00_0",
@@ -39,28 +18,71 @@ GPU, GPU_AUDIO, NIC, BRIDGE = (
 STICK, ROOT_HUB = "usb_1_2", "usb_1_1"
 
 
-def _addr(bus: int, slot: int, fn: int) -> str:
-    return f"<address domain='0x0000' bus='0x{bus:02x}' slot='0x{slot:02x}' function='0x{fn:x}'/>"
+def _sub(parent: etree._Element, tag: str, text: object = None, **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, tag, attrs)
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _device(root: etree._Element, name: str, kind: str) -> etree._Element:
+    """A `<device>` child of the computer; returns its `<capability type=kind>`."""
+    dev = _sub(root, "device")
+    _sub(dev, "name", name)
+    _sub(dev, "parent", "computer")
+    return _sub(dev, "capability", type=kind)
+
+
+def _ids(cap: etree._Element, pid: str, pname: str, vid: str, vname: str) -> None:
+    _sub(cap, "product", pname, id=pid)
+    _sub(cap, "vendor", vname, id=vid)
+
+
+def _pci(
+    root: etree._Element,
+    bus: int,
+    slot: int,
+    fn: int,
+    cls: int,
+    ids: tuple[str, str, str, str],
+    group: int,
+    members: list[tuple[int, int, int]],
+) -> None:
+    cap = _device(root, f"pci_0000_{bus:02x}_{slot:02x}_{fn:x}", "pci")
+    _sub(cap, "class", f"0x{cls:06x}")
+    for tag, value in (("domain", 0), ("bus", bus), ("slot", slot), ("function", fn)):
+        _sub(cap, tag, value)
+    _ids(cap, *ids)
+    iommu = _sub(cap, "iommuGroup", number=str(group))
+    for b, s, f in members:
+        _sub(
+            iommu,
+            "address",
+            domain="0x0000",
+            bus=f"0x{b:02x}",
+            slot=f"0x{s:02x}",
+            function=f"0x{f:x}",
+        )
+
+
+def _usb(root: etree._Element, bus: int, dev: int, ids: tuple[str, str, str, str]) -> None:
+    cap = _device(root, f"usb_{bus}_{dev}", "usb_device")
+    _sub(cap, "bus", bus)
+    _sub(cap, "device", dev)
+    _ids(cap, *ids)
 
 
 def write(path: Path) -> str:
     """Write the node file; return its test:// URI."""
-    gpu_group = _addr(1, 0, 0) + _addr(1, 0, 1)
-    pci = [
-        dict(bus=1, slot=0, fn=0, cls=0x030000, pid="0x1b80", pname="GP104", vid="0x10de",
-             vname="NVIDIA Corporation", group=1, members=gpu_group),
-        dict(bus=1, slot=0, fn=1, cls=0x040300, pid="0x10f0", pname="GP104 HD Audio",
-             vid="0x10de", vname="NVIDIA Corporation", group=1, members=gpu_group),
-        dict(bus=2, slot=0, fn=0, cls=0x020000, pid="0x1533", pname="I210", vid="0x8086",
-             vname="Intel Corporation", group=2, members=_addr(2, 0, 0)),
-        dict(bus=0, slot=0x1C, fn=0, cls=0x060400, pid="0xa110", pname="PCIe Root Port",
-             vid="0x8086", vname="Intel Corporation", group=3, members=_addr(0, 0x1C, 0)),
-    ]  # fmt: skip
-    usb = [
-        dict(bus=1, dev=1, pid="0x0002", pname="2.0 root hub", vid="0x1d6b",
-             vname="Linux Foundation"),
-        dict(bus=1, dev=2, pid="0x5678", pname="Flash Drive", vid="0x1234", vname="ACME"),
-    ]  # fmt: skip
-    body = "".join(_PCI.format(**d) for d in pci) + "".join(_USB.format(**d) for d in usb)
-    path.write_text(f"<node>{body}\n</node>\n")
+    root = etree.Element("node")
+    nvidia = ("0x10de", "NVIDIA Corporation")
+    intel = ("0x8086", "Intel Corporation")
+    gpu_group = [(1, 0, 0), (1, 0, 1)]
+    _pci(root, 1, 0, 0, 0x030000, ("0x1b80", "GP104", *nvidia), 1, gpu_group)
+    _pci(root, 1, 0, 1, 0x040300, ("0x10f0", "GP104 HD Audio", *nvidia), 1, gpu_group)
+    _pci(root, 2, 0, 0, 0x020000, ("0x1533", "I210", *intel), 2, [(2, 0, 0)])
+    _pci(root, 0, 0x1C, 0, 0x060400, ("0xa110", "PCIe Root Port", *intel), 3, [(0, 0x1C, 0)])
+    _usb(root, 1, 1, ("0x0002", "2.0 root hub", "0x1d6b", "Linux Foundation"))
+    _usb(root, 1, 2, ("0x5678", "Flash Drive", "0x1234", "ACME"))
+    etree.ElementTree(root).write(str(path), pretty_print=True)
     return f"test://{path.resolve()}"
