@@ -7,6 +7,8 @@ import pytest
 
 from kvmmanager.virt import readers
 from kvmmanager.virt.inventory import DiskInfo, GraphicsInfo, NicInfo, OsInfo
+from kvmmanager.virt.xml.devices import QEMU_GA_CHANNEL
+from kvmmanager.virt.xml.domain import Domain
 
 
 @pytest.fixture
@@ -57,7 +59,11 @@ def test_agent_status_follows_the_channel_state():
         state='connected'/></channel></devices></domain>"""
     info = readers.domain_from_xml("h", xml, state="running")
     assert (info.agent_status, info.qga_status, info.state) == ("connected", "connected", "running")
-    bare = readers.domain_from_xml("h", xml.replace("org.qemu.guest_agent.0", "other"))
+    renamed = Domain.from_xml(xml)
+    qga = renamed.devices.channel(QEMU_GA_CHANNEL)
+    assert qga is not None
+    qga.target_name = "other"
+    bare = readers.domain_from_xml("h", renamed.to_xml())
     assert bare.qga_status == "absent"
 
 
