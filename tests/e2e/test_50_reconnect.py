@@ -123,7 +123,8 @@ def test_libvirtd_restart_while_the_vm_runs(lab: Lab, fleet: Fleet) -> None:
         timeout=60,
         after=mark,
     )
-    subprocess.run([str(repo / "scripts/start-libvirtd")], check=True, timeout=60)
+    # The old daemon may still be shutting down: the script waits for it, then starts one.
+    subprocess.run([str(repo / "scripts/start-libvirtd")], check=True, timeout=90)
     lab.events.wait(
         lambda e: (
             e.get("kind") == "host.status" and (e.get("data") or {}).get("status") == "connected"
