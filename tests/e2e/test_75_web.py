@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from .conftest import E2eServer, Fleet, Lab
 from .support.events import agent_event
@@ -149,5 +150,8 @@ def test_vm_list_shows_addresses_with_their_source(page: Any, lab: Lab, fleet: F
         ], found
     page.goto("/vms?q=" + lab.name(""))
     row = page.locator("tr", has_text=fleet.agent.name)
-    row.locator("td[data-label=Addresses] .badge").first.wait_for(timeout=60_000)
-    assert fleet.agent.ip in row.inner_text()
+    # A live update re-renders the row, and its addresses cell loads again after it:
+    # the retrying assertion follows the cell through that, a one-shot read does not.
+    cell = row.locator("td[data-label=Addresses]")
+    expect(cell).to_contain_text(fleet.agent.ip, timeout=60_000)
+    expect(cell.locator(".badge").first).to_be_visible()
