@@ -149,3 +149,43 @@ def test_upload_shows_progress_to_100_percent(browser_login, live_server, tmp_pa
     finally:
         with api(live_server) as c:
             c.delete("/api/hosts/real/pools/kvmm-t-web-pool", params={"delete_volumes": True})
+
+
+def test_a_live_row_update_keeps_showing_the_addresses(browser_login, live_server) -> None:
+    """A live update re-renders the VM's row, whose addresses load again (lazily): the row
+    shows the addresses it had meanwhile, never the "…" placeholder. The test driver's
+    `test` domain has a DHCP lease address."""
+    with api(live_server) as c:
+        vm = c.get("/api/hosts/local/vms/test").json()
+    row_id = f"vm-local-{vm['uuid']}"
+    page = browser_login("operator")
+    page.goto("/vms")
+    cell = page.locator(f"#{row_id} td[data-label=Addresses]")
+    expect(cell).to_contain_text("192.168.122.3")
+    page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
+    # Every text the cell shows from now on, and a mark that goes away with the old row.
+    page.evaluate(
+        """(id) => {
+            window.kvmmSeen = [];
+            const row = document.getElementById(id);
+            row.dataset.old = "1";
+            new MutationObserver(() => {
+                const cells = "#" + CSS.escape(id) + " td[data-label=Addresses]";
+                const cell = document.querySelector(cells);
+                if (cell) window.kvmmSeen.push(cell.textContent.trim());
+            }).observe(row.parentElement, {childList: true, subtree: true, characterData: true});
+        }""",
+        row_id,
+    )
+    try:
+        with api(live_server) as c:
+            r = c.patch("/api/hosts/local/vms/test", json={"description": "kvmm-t-web addresses"})
+            assert r.status_code == 200, r.text
+        page.wait_for_function("(id) => !document.getElementById(id).dataset.old", arg=row_id)
+        expect(cell.locator("[hx-get]")).to_have_count(0)  # the fresh answer is in
+        expect(cell).to_contain_text("192.168.122.3")
+        seen = page.evaluate("window.kvmmSeen")
+        assert seen and all("192.168.122.3" in text for text in seen), seen
+    finally:
+        with api(live_server) as c:
+            c.patch("/api/hosts/local/vms/test", json={"description": vm.get("description") or ""})

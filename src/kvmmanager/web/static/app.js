@@ -303,6 +303,32 @@ document.addEventListener("htmx:afterSwap", () => {
   forms.forEach(([form, name]) => countSelected(form, name));
 });
 
+// A re-rendered VM row loads its addresses again (a lazy hx-get, "…" until it answers):
+// meanwhile it shows the addresses the row had, instead of blinking to "…" on every
+// live update. The lazy load still replaces them with its fresh answer.
+let keptAddresses = new Map();
+document.addEventListener("htmx:beforeSwap", (e) => {
+  const target = e.detail.target;
+  keptAddresses = new Map();
+  if (!target || !target.querySelectorAll) return;
+  const rows = Array.from(target.querySelectorAll("tr[id]"));
+  if (target.matches("tr[id]")) rows.push(target);
+  rows.forEach((row) => {
+    const cell = row.querySelector("td[data-label=Addresses]");
+    // Still loading after an earlier re-render: what it shows is what it kept then.
+    const shown = cell && (cell.querySelector("[hx-get]") || cell);
+    if (shown && shown.querySelector(".badge")) keptAddresses.set(row.id, shown.innerHTML);
+  });
+});
+document.addEventListener("htmx:afterSwap", () => {
+  keptAddresses.forEach((html, id) => {
+    const row = document.getElementById(id);
+    const pending = row && row.querySelector("td[data-label=Addresses] [hx-get]");
+    if (pending) pending.innerHTML = html;
+  });
+  keptAddresses = new Map();
+});
+
 // Forms marked data-form-errors get a 422 answer carrying the form again with the errors
 // next to their fields: swap it in like a success (htmx swaps no 4xx by default).
 document.addEventListener("htmx:beforeSwap", (e) => {
