@@ -22,6 +22,8 @@ import libvirt
 
 from kvmmanager.services.storage_specs import PoolSpec
 from kvmmanager.services.storage_xml import build_pool_xml
+from kvmmanager.virt.xml.devices import Disk
+from kvmmanager.virt.xml.domain import Domain
 
 LIBVIRTD_URI = "qemu:///system"
 
@@ -42,6 +44,16 @@ def qemu_dir(prefix: str) -> Path:
 
 def dir_pool_xml(name: str, path: str | Path) -> str:
     return build_pool_xml(PoolSpec(name=name, type="dir", target=str(path)))
+
+
+def qcow2_domain_xml(name: str, disk_path: str) -> str:
+    """A 64 MiB TCG domain whose only device is a virtio qcow2 disk (block-job labs)."""
+    dom = Domain(type="qemu", name=name, memory=64 * 1024, vcpus=1)
+    dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
+    disk = Disk(type="file", device="disk", driver_name="qemu", driver_type="qcow2")
+    disk.source_file, disk.target_dev, disk.target_bus = disk_path, "vda", "virtio"
+    dom.devices.add(disk)
+    return dom.to_xml()
 
 
 def drop_pool(name: str, path: Path | None = None, uri: str = LIBVIRTD_URI) -> None:

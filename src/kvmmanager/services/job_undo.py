@@ -159,13 +159,20 @@ async def _undo_one(m: Manager, record: dict[str, Any], wait: float) -> str:
     return f"left in place: unknown undo action {action!r}"
 
 
-def _undefine(conn: libvirt.virConnect, uuid: str) -> str:
+def _domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
+    """The domain with `uuid`, or None when libvirt has none."""
     try:
-        dom = conn.lookupByUUIDString(uuid)
+        return conn.lookupByUUIDString(uuid)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return "not there (never defined)"
+            return None
         raise
+
+
+def _undefine(conn: libvirt.virConnect, uuid: str) -> str:
+    dom = _domain(conn, uuid)
+    if dom is None:
+        return "not there (never defined)"
     if dom.isActive():
         dom.destroy()
     if dom.isPersistent():
@@ -175,12 +182,9 @@ def _undefine(conn: libvirt.virConnect, uuid: str) -> str:
 
 def _snapshot_missing(conn: libvirt.virConnect, uuid: str, name: str) -> str | None:
     """Why there is nothing to delete, or None when the snapshot is there."""
-    try:
-        dom = conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return "not there (its vm is gone)"
-        raise
+    dom = _domain(conn, uuid)
+    if dom is None:
+        return "not there (its vm is gone)"
     try:
         dom.snapshotLookupByName(name)
     except libvirt.libvirtError as exc:

@@ -18,12 +18,12 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.libvirtd_pools import qcow2_domain_xml
 
 from kvmmanager.core.config import Settings
 from kvmmanager.db.models import Job
 from kvmmanager.services.clones import CLONE_SNAPSHOT
 from kvmmanager.services.manager import Manager
-from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.pool import Pool
 from kvmmanager.virt.xml.volume import Volume
@@ -56,12 +56,7 @@ def lab(libvirtd_cleanup: Any) -> Iterator[dict[str, Any]]:
             Volume(name=f"{name}.qcow2", capacity=16 * MIB, target_format="qcow2").to_xml(), 0
         )
         qemu_io(vol.path(), "write -P 0x5a 0 64k")
-        dom = Domain(type="qemu", name=name, memory=64 * 1024, vcpus=1)
-        dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
-        disk = Disk(type="file", device="disk", driver_name="qemu", driver_type="qcow2")
-        disk.source_file, disk.target_dev, disk.target_bus = vol.path(), "vda", "virtio"
-        dom.devices.add(disk)
-        d = conn.defineXML(dom.to_xml())
+        d = conn.defineXML(qcow2_domain_xml(name, vol.path()))
         yield {"name": name, "uuid": d.UUIDString(), "base": vol.path(), "dir": path}
     finally:
         conn.close()

@@ -17,6 +17,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.libvirtd_pools import qcow2_domain_xml
 
 from kvmmanager.core.errors import Conflict, Unsupported
 from kvmmanager.virt.xml.devices import Disk
@@ -62,12 +63,7 @@ def lab() -> Iterator[dict[str, Any]]:
     vol = pool.createXML(
         Volume(name=f"{name}.qcow2", capacity=16 * MIB, target_format="qcow2").to_xml(), 0
     )
-    dom = Domain(type="qemu", name=name, memory=64 * 1024, vcpus=1)
-    dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
-    disk = Disk(type="file", device="disk", driver_name="qemu", driver_type="qcow2")
-    disk.source_file, disk.target_dev, disk.target_bus = vol.path(), "vda", "virtio"
-    dom.devices.add(disk)
-    d = conn.defineXML(dom.to_xml())
+    d = conn.defineXML(qcow2_domain_xml(name, vol.path()))
     try:
         yield {"name": name, "dom": d, "base": vol.path(), "dir": path}
     finally:
