@@ -18,6 +18,7 @@ import kvmmanager
 from kvmmanager.api import errors, routers
 from kvmmanager.api.auditing import AuditMiddleware
 from kvmmanager.api.deps import authenticate
+from kvmmanager.api.input_text import reject_unencodable_text
 from kvmmanager.core.config import Settings, get_settings
 from kvmmanager.services.manager import Manager
 
@@ -56,7 +57,8 @@ def create_app(settings: Settings | None = None, *, manager: Manager | None = No
         openapi_url="/api/openapi.json",
         swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         lifespan=lifespan,
-        dependencies=[Depends(authenticate)],
+        # Who is calling first (an anonymous caller learns nothing), then the text check.
+        dependencies=[Depends(authenticate), Depends(reject_unencodable_text)],
     )
     app.state.settings = settings
     errors.install(app)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
 from kvmmanager.core.errors import InvalidInput
+from kvmmanager.core.text import encodable
 from kvmmanager.db.models import AuditEntry
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ class AuditRecord:
             username=self.username,
             action=self.action[:128],
             target=self.target[:512],
-            params=redact(params) if params is not None else None,
+            # A refused request is audited too, with what it sent: never store text that
+            # cannot be encoded again when the log is read.
+            params=encodable(redact(params)) if params is not None else None,
             result=self.result,
             error_code=self.error_code,
             status=self.status,
@@ -178,4 +181,8 @@ class AuditService:
                     .offset(offset)
                 )
             )
+        for row in items:
+            # Rows written before `to_row` made parameters encodable may still hold lone
+            # surrogates (the session is closed: this changes only what is shown).
+            row.params = encodable(row.params)
         return AuditPage(items=items, total=total, limit=limit, offset=offset)
