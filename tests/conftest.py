@@ -33,6 +33,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     monkeypatch.setenv("KVMM_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("KVMM_DATA_DIR", str(data_dir))
     monkeypatch.setenv("KVMM_LIBVIRT__DEFAULT_URI", "test:///default")
+    # The test driver is refused as a host URI unless enabled (services/host_uris.py).
+    monkeypatch.setenv("KVMM_LIBVIRT__ALLOW_TEST_DRIVER", "1")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     for var in ("KVMM_URL", "KVMM_TOKEN", "KVMM_DATABASE__URL"):
         monkeypatch.delenv(var, raising=False)

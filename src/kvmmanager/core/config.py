@@ -63,6 +63,9 @@ class LibvirtSettings(BaseModel):
     workers_per_host: int = 4
     # "auto" probes each host (domain capabilities + a real guest); "kvm"/"tcg" force it.
     accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # libvirt's test driver (test:///...) parses whatever file its URI names: off unless a
+    # test or benchmark turns it on (KVMM_LIBVIRT__ALLOW_TEST_DRIVER=1).
+    allow_test_driver: bool = False
 
 
 class AuthSettings(BaseModel):

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kvmmanager.core.errors import Conflict, KvmmError, NotFound
 from kvmmanager.db.models import Host
+from kvmmanager.services.host_uris import check_host_uri
 from kvmmanager.virt.connection import HostConnection
 from kvmmanager.virt.probe import AccelInfo, host_accel
 from kvmmanager.virt.registry import validate_host_name, validate_uri
@@ -148,6 +149,7 @@ class HostService:
         (`connecting`, or `failed` + reason later: the host is kept and retried)."""
         validate_host_name(name)
         validate_uri(uri)
+        self.check_uri(uri)
         if name in self.m.registry:
             raise Conflict(f"host '{name}' already exists", field="name")
         await asyncio.to_thread(self._insert, name, uri)
@@ -157,6 +159,15 @@ class HostService:
             await asyncio.to_thread(self._delete, name)
             raise
         return await self.get(name)
+
+    def check_uri(self, uri: str) -> str:
+        """InvalidInput (field `uri`) unless the allow-list of host URIs accepts `uri`."""
+        libvirt_settings = self.m.settings.libvirt
+        return check_host_uri(
+            uri,
+            allow_test_driver=libvirt_settings.allow_test_driver,
+            trusted=libvirt_settings.default_uri,
+        )
 
     def _insert(self, name: str, uri: str) -> None:
         try:

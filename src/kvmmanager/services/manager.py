@@ -208,6 +208,8 @@ class Manager:
             getattr(self, attr)
         for name, uri in await asyncio.to_thread(self._host_rows):
             try:
+                # A row stored before the URI allow-list existed is not connected to.
+                self.hosts.check_uri(uri)
                 await self.registry.add(name, uri)
             except KvmmError as e:
                 # One bad row must not keep the manager (and every other host) down.
