@@ -23,7 +23,55 @@ from kvmmanager.cli.output import CliState, print_error
 from kvmmanager.core.errors import KvmmError
 
 
+def _set_json(ctx: typer.Context, _param: Any, value: bool) -> None:
+    # Runs while the sub-command's arguments are parsed, after the root callback made the
+    # CliState: `vm list --json` then means exactly `--json vm list`.
+    if value:
+        root = ctx.find_root()
+        if not isinstance(root.obj, CliState):
+            root.obj = CliState()
+        root.obj.json = True
+
+
+def _json_option() -> Any:
+    # Built through typer's own API (typer carries its own click): a throwaway command
+    # declaring the option, whose parameter object is then shared by every leaf command.
+    probe = typer.Typer()
+
+    @probe.command()
+    def _probe(
+        json_output: bool = typer.Option(
+            False,
+            "--json",
+            callback=_set_json,
+            help="Print JSON instead of tables (for scripts); same as the global --json.",
+        ),
+    ) -> None:
+        pass
+
+    option = typer.main.get_command(probe).params[0]
+    option.expose_value = False  # the commands read it through wants_json(ctx)
+    return option
+
+
+def add_json_options(group: TyperGroup) -> None:
+    """Give every leaf command a `--json` of its own unless it declares one: the README and
+    scripts write `kvm-manager vm list --json`, not only `kvm-manager --json vm list`."""
+    for command in group.commands.values():
+        if isinstance(command, TyperGroup):
+            add_json_options(command)
+        elif not any("--json" in getattr(p, "opts", ()) for p in command.params):
+            command.params.append(_JSON_OPTION)
+
+
+_JSON_OPTION = _json_option()
+
+
 class KvmmGroup(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_json_options(self)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

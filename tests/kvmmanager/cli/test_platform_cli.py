@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import typer
 from typer.testing import CliRunner
 
 from kvmmanager.cli.api_client import credentials_file
@@ -141,3 +142,23 @@ def test_reset_admin_local(settings: Any) -> None:
     m = Manager(settings)
     assert m.users.authenticate("admin", password).role == "admin"
     m.engine.dispose()
+
+
+def test_every_command_takes_json_after_its_name(cli: Any) -> None:
+    """`kvm-manager vm list --json` (what the README shows) works like `--json vm list`,
+    and every leaf command lists --json in its --help."""
+    res = cli("host", "list", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert [h["name"] for h in json.loads(res.stdout)] == ["local"]
+
+    def leaves(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from leaves(cmd, (*path, name))
+            else:
+                yield (*path, name), cmd
+
+    every = list(leaves(typer.main.get_command(cli_app)))
+    missing = [p for p, cmd in every if not any("--json" in x.opts for x in cmd.params)]
+    assert len(every) > 100 and not missing
+    assert "--json" in cli("vm", "list", "--help").stdout

@@ -12,6 +12,7 @@ from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info, wants_json, write_output
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.sanitize import inert
+from kvmmanager.virt.xml.sizes import parse_size
 from kvmmanager_agent.config import DEFAULTS as AGENT_DEFAULTS
 
 NAME = "vm"
@@ -392,6 +393,14 @@ def _agent_policy(
     }
 
 
+def _size_gib(text: str) -> float:
+    """`--size 20` is GiB as before; `--size 20G` (what the README writes) takes a unit."""
+    try:
+        return float(text)
+    except ValueError:
+        return parse_size(text, field="--size") / (1 << 30)
+
+
 def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
@@ -401,7 +410,9 @@ def create_from_image(
     ctx: typer.Context,
     name: str,
     image: str = typer.Option(..., "--image", help="POOL/VOLUME of the cloud image."),
-    size: float = typer.Option(..., "--size", help="Disk size, GiB (at least the image's)."),
+    size: str = typer.Option(
+        ..., "--size", help="GiB, or with a unit (20G, 512MiB); at least the image's."
+    ),
     pool: str | None = typer.Option(None, "--pool", help="Pool of the new disk and seed."),
     mode: str = typer.Option("linked", "--mode", help="linked (overlay) or full (copy)."),
     network: str | None = typer.Option(None, "--network", help="libvirt network."),
@@ -461,7 +472,7 @@ def create_from_image(
         "pool": pool or image_pool,
         "image": volume,
         "image_pool": image_pool,
-        "size_gib": size,
+        "size_gib": _size_gib(size),
         "mode": mode,
         "network": network,
         "vcpus": vcpus,
