@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 import kvmmanager
 from kvmmanager.api import errors, routers
 from kvmmanager.api.auditing import AuditMiddleware
+from kvmmanager.api.body_limits import BodyLimitMiddleware
 from kvmmanager.api.deps import authenticate
 from kvmmanager.api.input_text import reject_unencodable_text
 from kvmmanager.core.config import Settings, get_settings
@@ -63,6 +64,12 @@ def create_app(settings: Settings | None = None, *, manager: Manager | None = No
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(AuditMiddleware)
+    # Outside the audit: the audit's copy of a body never sees more than the limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.server.max_body_bytes,
+        timeout_seconds=settings.server.body_timeout_seconds,
+    )
     for name in router_modules():
         module = importlib.import_module(name)
         router = getattr(module, "router", None)

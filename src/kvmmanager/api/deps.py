@@ -28,6 +28,7 @@ CSRF_HEADER = "X-CSRF-Token"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC = "__kvmm_public__"
 _SELF_SERVICE = "__kvmm_self_service__"
+_STREAMING_BODY = "__kvmm_streaming_body__"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +43,17 @@ def self_service(fn: F) -> F:
     """Mark a write endpoint a viewer may call, because it only touches their own account."""
     setattr(fn, _SELF_SERVICE, True)
     return fn
+
+
+def streaming_body(fn: F) -> F:
+    """Mark an endpoint that streams its body itself, with limits of its own (uploads):
+    the JSON body limit (api/body_limits.py) does not apply to it."""
+    setattr(fn, _STREAMING_BODY, True)
+    return fn
+
+
+def is_streaming_body(route: Any) -> bool:
+    return bool(getattr(getattr(route, "endpoint", None), _STREAMING_BODY, False))
 
 
 def is_public(route: Any) -> bool:

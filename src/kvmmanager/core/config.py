@@ -46,6 +46,27 @@ class ServerSettings(BaseModel):
     port: int = 8000
     # Public base URL used in links the server prints; derived from host/port when empty.
     base_url: str = ""
+    # What one client may make the server hold (docs/security.md, "Limits"). A request
+    # body FastAPI parses (JSON, forms) may have this many bytes; streaming uploads have
+    # their own limits. It is counted while the body arrives, before any parsing.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # The whole body of such a request must arrive within this time.
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    # A request's headers must be complete this long after the connection opened (or
+    # after the previous response on a kept-alive connection).
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    # An idle kept-alive connection is closed after this long.
+    keep_alive_seconds: int = Field(5, ge=1)
+    # Open connections in all; the server lowers it to fit its descriptor limit. When
+    # full, a new connection closes the oldest one that has no request in progress.
+    max_connections: int = Field(4096, ge=16)
+    # Open connections from one client address (a trusted proxy's own address is exempt).
+    max_connections_per_address: int = Field(256, ge=1)
+    # Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto are believed
+    # (e.g. ["127.0.0.1"] behind a local nginx). Empty: forwarded headers are ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Strict-Transport-Security max-age sent on https responses; 0 sends none.
+    hsts_seconds: int = Field(31536000, ge=0)
 
 
 class DatabaseSettings(BaseModel):
@@ -70,7 +91,12 @@ class LibvirtSettings(BaseModel):
 
 class AuthSettings(BaseModel):
     session_hours: int = 12
-    login_attempts_per_minute: int = 10
+    # Login attempts one client address may make per minute, whatever the user names.
+    login_attempts_per_minute: int = Field(10, ge=1)
+    # Failed logins for one user from one address before each further attempt from that
+    # address waits (1 s, doubling up to the maximum). Other addresses are not affected.
+    login_free_failures: int = Field(5, ge=1)
+    login_backoff_max_seconds: int = Field(900, ge=1)
     # Where the first admin password is written (0600) on first start; empty = <data_dir>.
     initial_password_file: str = ""
 
@@ -113,6 +139,18 @@ class SpiceSettings(BaseModel):
     ticket_seconds: int = Field(300, ge=30, le=86400)
 
 
+class AuditSettings(BaseModel):
+    # Entries older than this are deleted by the server (checked at start, then every
+    # `prune_interval_seconds`).
+    retention_days: int = Field(365, ge=1, le=36500)
+    prune_interval_seconds: float = Field(3600.0, gt=0)
+    # Failed requests by clients that are not logged in are recorded at most this often
+    # per client address and in all per minute; beyond that one summary entry per address
+    # and minute counts what was left out.
+    anonymous_failures_per_minute_per_address: int = Field(20, ge=0)
+    anonymous_failures_per_minute: int = Field(200, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KVMM_", env_nested_delimiter="__", extra="ignore")
 
@@ -125,6 +163,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     spice: SpiceSettings = Field(default_factory=SpiceSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @classmethod
     def settings_customise_sources(

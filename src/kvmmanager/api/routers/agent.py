@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import current_user, get_manager, streaming_body
 from kvmmanager.api.schemas.agent import (
     ExecRequest,
     FileOpen,
@@ -179,6 +179,7 @@ async def agent_reconnect(host: str, vm: str, manager: Manager = Depends(get_man
 
 
 @router.put("/files/content", name="agent.upload")
+@streaming_body
 async def agent_upload(
     host: str, vm: str, request: Request,
     path: str = Query(min_length=1, max_length=4096), resume: bool = False,

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.deps import current_user, get_manager, require_role, streaming_body
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.export import ExportedXml, ImportedVm, ImportXmlIn
 from kvmmanager.core.errors import Cancelled, InvalidInput
@@ -126,6 +126,7 @@ async def delete_bundle(bundle_id: str, manager: Manager = Depends(get_manager))
         }
     },
 )
+@streaming_body
 async def import_bundle(
     host: str,
     request: Request,

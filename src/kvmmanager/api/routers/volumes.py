@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.deps import current_user, get_manager, require_role, streaming_body
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.storage import (
     UploadResult,
@@ -147,6 +147,7 @@ _UPLOAD_BODY = {
     response_model=UploadResult,
     openapi_extra=_UPLOAD_BODY,
 )
+@streaming_body
 async def upload_volume(
     host: str,
     pool: str,
