@@ -146,3 +146,16 @@ def read_response(sock: socket.socket, seconds: float = 30.0) -> bytes:
             if b"\r\n\r\n" in data and data.split(b"\r\n\r\n", 1)[1].endswith(b"}"):
                 break
     return data
+
+
+def closed_by_server(sock: socket.socket, seconds: float = 30.0) -> bool:
+    """Whether the server closes `sock` within `seconds` (whatever it sends first)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True

@@ -15,6 +15,7 @@ def serve(
     """Run the server in the foreground."""
     import uvicorn
 
+    from kvmmanager.api.server import uvicorn_options
     from kvmmanager.services.manager import Manager
 
     # The whole server: the REST API plus the web UI on top of it.
@@ -45,7 +46,8 @@ def serve(
         log_level=settings.log_level.lower(),
         # One line per record whatever guests put in a message (core/logs.py).
         log_config=logging_config(settings.log_level),
-        proxy_headers=False,
+        # Header deadline and size, connection caps, keep-alive (api/server.py).
+        **uvicorn_options(settings.server),
     )
 
 
