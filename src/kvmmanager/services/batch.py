@@ -195,7 +195,11 @@ class BatchService:
                     True,
                     state="deleted",
                     message="deleted",
-                    details={k: out[k] for k in ("uuid", "deleted_volumes", "kept_volumes")},
+                    details={
+                        k: v
+                        for k, v in out.to_dict().items()
+                        if k in ("uuid", "deleted_volumes", "kept_volumes")
+                    },
                 )
             ref = await self.m.vms.action(t.host, t.vm, action, mode=mode)  # type: ignore[arg-type]
             return ItemResult(

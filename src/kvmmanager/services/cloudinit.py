@@ -737,9 +737,13 @@ def _download(
     return b"".join(chunks)
 
 
-def _read_seed(conn: libvirt.virConnect, path: str) -> bytes | None:
-    """The bytes of the volume at `path` when it is a NoCloud seed (ISO labelled
-    cidata, small), else None: only its volume descriptor is read otherwise."""
+def is_seed(conn: libvirt.virConnect, path: str) -> bool:
+    """True when the volume at `path` is a NoCloud seed (ISO 9660 labelled cidata): only
+    its volume descriptor is read."""
+    return _seed_volume(conn, path) is not None
+
+
+def _seed_volume(conn: libvirt.virConnect, path: str) -> libvirt.virStorageVol | None:
     try:
         vol = conn.storageVolLookupByPath(path)
     except libvirt.libvirtError:
@@ -751,12 +755,19 @@ def _read_seed(conn: libvirt.virConnect, path: str) -> bytes | None:
         pvd = _download(conn, vol, PVD_OFFSET, PVD_SIZE)
     except libvirt.libvirtError as exc:
         # A driver without volume downloads (libvirt's test driver): cannot be a seed
-        # we can read, so the clone keeps the source's media as before.
+        # we can read.
         log.warning("cannot read %s to look for a cloud-init seed: %s", path, exc)
         return None
     if pvd[1:6] != b"CD001" or pvd[40:72].decode(errors="replace").strip() != SEED_LABEL:
         return None
-    return _download(conn, vol, 0, 0)
+    return vol
+
+
+def _read_seed(conn: libvirt.virConnect, path: str) -> bytes | None:
+    """The bytes of the volume at `path` when it is a NoCloud seed (ISO labelled
+    cidata, small), else None: only its volume descriptor is read otherwise."""
+    vol = _seed_volume(conn, path)
+    return None if vol is None else _download(conn, vol, 0, 0)
 
 
 def read_seed_files(data: bytes) -> dict[str, bytes]:

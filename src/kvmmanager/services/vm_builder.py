@@ -79,6 +79,7 @@ __all__ = [
     "default_volume_name",
     "disk_paths",
     "disk_target",
+    "disk_volume_path",
     "generate_vnc_password",
     "lookup",
     "paths_used_by_others",
@@ -482,15 +483,33 @@ def disk_paths(xml: Domain, cdroms: bool = False) -> list[str]:
     ]
 
 
+def disk_volume_path(conn: libvirt.virConnect, disk: Disk) -> str | None:
+    """The host path of a disk's medium: its file or device, or the path of the pool
+    volume a `type='volume'` disk names (None when that volume does not exist)."""
+    if disk.source_path:
+        return disk.source_path
+    if disk.source_pool and disk.source_volume:
+        try:
+            pool = conn.storagePoolLookupByName(disk.source_pool)
+            return pool.storageVolLookupByName(disk.source_volume).path()
+        except libvirt.libvirtError:
+            return None
+    return None
+
+
 def paths_used_by_others(conn: libvirt.virConnect, skip_uuid: str | None) -> dict[str, str]:
     """path -> name of another domain on this host using it (live or persistent config),
-    CD-ROM media included: an ISO in someone's drive is in use too."""
+    CD-ROM media included: an ISO in someone's drive is in use too. Disks naming a pool
+    volume (`type='volume'`) count by that volume's path."""
     used: dict[str, str] = {}
     for other, xml in scan.definitions(conn):
         if other.UUIDString() == skip_uuid:
             continue
-        for path in disk_paths(Domain.from_xml(xml), cdroms=True):
-            used.setdefault(path, other.name())
+        for disk in Domain.from_xml(xml).devices.disks:
+            if disk.source_path:
+                used.setdefault(disk.source_path, other.name())
+            elif disk.source_volume and (path := disk_volume_path(conn, disk)):
+                used.setdefault(path, other.name())
     return used
 
 

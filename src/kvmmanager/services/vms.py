@@ -24,15 +24,18 @@ from kvmmanager.core.errors import (
     AgentUnavailable,
     Conflict,
     GuestError,
+    HostUnavailable,
     InvalidInput,
     NotFound,
     Timeout,
 )
 from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_builder import lookup
+from kvmmanager.services.vm_delete import VmDeleted, delete_blocking
 from kvmmanager.services.vm_edit import VmEditor
 from kvmmanager.services.vm_spec import VmSpec, validate_description, validate_name, validate_tags
 from kvmmanager.virt import readers
+from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
 from kvmmanager.virt.inventory import DomainInfo
 from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.domain import Domain
@@ -236,10 +239,11 @@ class VmService:
             log.info("vm %s: agent shutdown failed (%s), pressing the power button", vm, exc)
             return await self.run_on(host, vm, _shutdown_blocking, host, "acpi", False)
         res.message = "shutdown requested through the kvmmanager agent"
-        res.details = {"mode": "agent", "agent": out.get("source", "kvmm")}
+        failed = {k: v for k, v in res.details.items() if k == "qga_failure"}
+        res.details = {"mode": "agent", "agent": out.get("source", "kvmm"), **failed}
         return res
 
-    async def delete(self, host: str, vm: str, remove_volumes: bool = False) -> dict[str, Any]:
+    async def delete(self, host: str, vm: str, remove_volumes: bool = False) -> VmDeleted:
         return await self.run_on(host, vm, _delete_blocking, host, remove_volumes)
 
     async def set_autostart(self, host: str, vm: str, enabled: bool) -> VmRef:
@@ -420,11 +424,24 @@ def _shutdown_blocking(
     must ask the project's agent instead."""
     _need(dom, RUNNING, "is not running")
     qga = mode != "acpi" and _channel_connected(dom, vm_builder.QGA_CHANNEL)
+    qga_failure = None
     if qga:
-        dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
-        return ref(host, dom, "shutdown requested through qemu-guest-agent", mode="agent")
+        try:
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+        except libvirt.libvirtError as exc:
+            qga_failure = _qga_failure(dom, exc)
+            if mode == "agent" and not kvmm_connected:
+                raise GuestError(
+                    f"vm '{dom.name()}': qemu-guest-agent could not shut the guest down "
+                    f"({qga_failure}); use mode 'acpi'",
+                    field="mode",
+                ) from exc
+            log.info("vm %s: %s, trying the next way", dom.name(), qga_failure)
+        else:
+            return ref(host, dom, "shutdown requested through qemu-guest-agent", mode="agent")
+    failed = {"qga_failure": qga_failure} if qga_failure else {}
     if mode != "acpi" and kvmm_connected:
-        return ref(host, dom, "", mode="kvmm-agent")
+        return ref(host, dom, "", mode="kvmm-agent", **failed)
     if mode == "agent":
         raise Conflict(
             f"vm '{dom.name()}': no guest agent is connected; use mode 'acpi'", field="mode"
@@ -437,52 +454,21 @@ def _shutdown_blocking(
         if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
             raise
         dom.shutdown()
+    if qga_failure:
+        message = f"{qga_failure}: pressed the ACPI power button instead"
+        return ref(host, dom, message, mode="acpi", **failed)
     return ref(host, dom, "shutdown requested (ACPI power button)", mode="acpi")
 
 
-def _delete_blocking(dom: libvirt.virDomain, host: str, remove_volumes: bool) -> dict[str, Any]:
-    name, uuid = dom.name(), dom.UUIDString()
-    _need(dom, INACTIVE, "is running: power it off before deleting it")
-    conn = dom.connect()
-    xml = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    to_delete: list[libvirt.virStorageVol] = []
-    kept: list[dict[str, str]] = []
-    if remove_volumes:
-        from kvmmanager.services.templates import linked_clones
+def _qga_failure(dom: libvirt.virDomain, exc: libvirt.libvirtError) -> str:
+    """What qemu-guest-agent's failed shutdown said; a lost host connection is not the
+    guest's failure and is raised as what it is."""
+    err = translate_libvirt_error(exc, connection_dead=not dom.connect().isAlive())
+    if isinstance(err, HostUnavailable):
+        raise err
+    return f"qemu-guest-agent failed to shut the guest down: {libvirt_message(exc)}"
 
-        # Linked clones read this VM's disks as their backing files, which no domain XML
-        # names: deleting them would silently break every clone.
-        if clones := linked_clones(conn, uuid):
-            raise Conflict(
-                f"vm '{name}' backs linked clones ({', '.join(clones)}): delete them first, "
-                "or delete this VM without its volumes",
-                field="remove_volumes",
-            )
-        used = vm_builder.paths_used_by_others(conn, uuid)
-        for path in vm_builder.disk_paths(xml):
-            if path in used:
-                kept.append({"path": path, "reason": f"used by vm '{used[path]}'"})
-                continue
-            try:
-                to_delete.append(conn.storageVolLookupByPath(path))
-            except libvirt.libvirtError:
-                kept.append({"path": path, "reason": "not a volume of any storage pool"})
-    if dom.isPersistent():
-        dom.undefineFlags(vm_builder.undefine_flags(dom))
-    deleted: list[str] = []
-    for vol in to_delete:
-        path = vol.path()
-        try:
-            vol.delete(0)
-            deleted.append(path)
-        except libvirt.libvirtError as exc:
-            # The VM is gone already; say which volume stayed and why instead of failing.
-            kept.append({"path": path, "reason": exc.get_error_message() or str(exc)})
-    log.info("deleted vm %s on %s (volumes removed: %d)", name, host, len(deleted))
-    return {
-        "host": host,
-        "name": name,
-        "uuid": uuid,
-        "deleted_volumes": deleted,
-        "kept_volumes": kept,
-    }
+
+def _delete_blocking(dom: libvirt.virDomain, host: str, remove_volumes: bool) -> VmDeleted:
+    _need(dom, INACTIVE, "is running: power it off before deleting it")
+    return delete_blocking(dom, host, remove_volumes)

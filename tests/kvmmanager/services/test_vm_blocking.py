@@ -12,6 +12,7 @@ import pytest
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services import vm_builder, vm_edit, vms
 from kvmmanager.services.vm_builder import DiskSpec, HostCaps, InstallSource, NicSpec, VmSpec
+from kvmmanager.services.vm_delete import KeptVolume
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.validate import validate_xml
 
@@ -184,7 +185,7 @@ def test_lookup_by_name_and_uuid(conn, name):
 def test_delete_keeps_volumes_unless_asked(conn, name):
     dom = _create(conn, name=name, disks=[DiskSpec(pool=POOL, size_gib=1)])
     res = vms._delete_blocking(dom, HOST, False)
-    assert res["deleted_volumes"] == []
+    assert res.deleted_volumes == []
     assert name not in [d.name() for d in conn.listAllDomains()]
     assert f"{name}.qcow2" in conn.storagePoolLookupByName(POOL).listVolumes()
 
@@ -205,8 +206,8 @@ def test_delete_with_volumes_spares_shared_volumes_and_isos(conn, name):
     conn.defineXML(other.to_xml())
 
     res = vms._delete_blocking(dom, HOST, True)
-    assert res["deleted_volumes"] == [own]
-    assert res["kept_volumes"] == [{"path": shared, "reason": f"used by vm '{name}-other'"}]
+    assert res.deleted_volumes == [own]
+    assert res.kept_volumes == [KeptVolume(shared, f"used by vm '{name}-other'")]
     left = pool.listVolumes()
     assert f"{name}.qcow2" not in left
     assert f"{name}-1.qcow2" in left

@@ -119,7 +119,7 @@ async def test_real_vm_lifecycle(manager, pool):
     assert (await manager.vms.action("local", name, "resume")).state == "running"
     assert (await manager.vms.action("local", name, "destroy")).state == "shutoff"
     out = await manager.vms.delete("local", name, remove_volumes=True)
-    assert len(out["deleted_volumes"]) == 2 and out["kept_volumes"] == []
+    assert len(out.deleted_volumes) == 2 and out.kept_volumes == []
     assert virsh("dominfo", name, check=False).returncode != 0
     # Only the ISO (CD-ROM media is never deleted with a VM) is left in the pool.
     p = conn.storagePoolLookupByName(pool)

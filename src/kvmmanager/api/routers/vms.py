@@ -159,8 +159,9 @@ async def delete(
 ) -> dict[str, Any]:
     """Undefine a shut-off VM (409 while it runs), with its NVRAM and TPM state. With
     `remove_volumes`, its disk volumes go too, except CD-ROM media and any volume another
-    VM on the host uses: those are listed in `kept_volumes`."""
-    return await manager.vms.delete(host, vm, remove_volumes=remove_volumes)
+    VM on the host uses: those are listed in `kept_volumes`. The VM's own cloud-init seed
+    (`<name>-seed.iso`) is not shared media and goes with its disks."""
+    return (await manager.vms.delete(host, vm, remove_volumes=remove_volumes)).to_dict()
 
 
 @router.post(VM + "/actions/{action}", name="vms.action", response_model=VmActionOut)

@@ -127,8 +127,10 @@ async def vm_delete(
     manager: Manager = Depends(get_manager),
 ) -> Response:
     result = await manager.vms.delete(host, vm, remove_volumes=remove_volumes)
-    removed = result.get("volumes_removed") or result.get("removed_volumes") or []
+    removed = result.deleted_volumes
     message = f"Deleted {vm}" + (f" and {len(removed)} volume(s)" if removed else "")
+    if result.kept_volumes:
+        message += f"; kept {len(result.kept_volumes)} volume(s) another VM uses or no pool holds"
     headers = toast_headers(message)
     headers["HX-Redirect"] = "/vms"
     return Response(status_code=204, headers=headers)
