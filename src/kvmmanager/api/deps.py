@@ -8,6 +8,7 @@ their own account: logout, own password, own tokens). Use `require_role("admin")
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -16,8 +17,9 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from kvmmanager.core import security
-from kvmmanager.core.errors import KvmmError, PermissionDenied, Unauthenticated
+from kvmmanager.core.errors import KvmmError, NotFound, PermissionDenied, Unauthenticated
 from kvmmanager.services import audit as audit_mod
+from kvmmanager.services import ownership
 from kvmmanager.services.users import ROLE_RANK, Principal
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC = "__kvmm_public__"
 _SELF_SERVICE = "__kvmm_self_service__"
 _STREAMING_BODY = "__kvmm_streaming_body__"
+_OWNER_READ = "__kvmm_owner_read__"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +57,17 @@ def streaming_body(fn: F) -> F:
 
 def is_streaming_body(route: Any) -> bool:
     return bool(getattr(getattr(route, "endpoint", None), _STREAMING_BODY, False))
+
+
+def owner_read(fn: F) -> F:
+    """Mark a read endpoint whose answer carries an owned object's data (a volume's
+    bytes): its path objects are held to the ownership rule like a write's."""
+    setattr(fn, _OWNER_READ, True)
+    return fn
+
+
+def is_owner_read(route: Any) -> bool:
+    return bool(getattr(getattr(route, "endpoint", None), _OWNER_READ, False))
 
 
 def is_public(route: Any) -> bool:
@@ -127,8 +141,7 @@ def authenticate(conn: HTTPConnection) -> Principal | None:
         and not (route is not None and is_self_service(route))
     ):
         raise PermissionDenied(f"role {principal.role!r} may not change anything")
-    if method in WRITE_METHODS:
-        check_vm_owner(conn, principal)
+    check_path_owners(conn, principal, write=method in WRITE_METHODS or is_owner_read(route))
     return principal
 
 
@@ -137,14 +150,49 @@ def check_vm_owner(conn: HTTPConnection, principal: Principal) -> None:
     that user and by admins only; a VM without an owner is shared by all operators.
     Applies to every write and console under /hosts/{host}/vms/{vm}, whichever router."""
     host, vm = conn.path_params.get("host"), conn.path_params.get("vm")
-    if host is None or vm is None or principal.has_role("admin"):
+    if host is None or vm is None:
         return
-    try:
-        owner = get_manager(conn).inventory.domain(str(host), str(vm)).owner
-    except KvmmError:
-        return  # unknown host or VM: the route answers 404 itself
-    if owner and owner != principal.username:
-        raise PermissionDenied(f"vm '{vm}' belongs to '{owner}'", field="vm")
+    get_manager(conn).ownership.check_vm(principal, str(host), str(vm))
+
+
+def check_path_owners(conn: HTTPConnection, principal: Principal, *, write: bool) -> None:
+    """The ownership rule (services/ownership.may_act) for every owned object a route's
+    path names, whichever router (API or web UI): VMs, volumes, schedules and backup
+    policies on writes (and volumes on `@owner_read` downloads); jobs and export bundles
+    on every call, since their detail and their file are the owner's data (another
+    user's job reads as 404, as if it did not exist). Unknown objects pass: the route
+    answers 404 itself."""
+    if principal.has_role("admin"):
+        return
+    params = conn.path_params
+    m = get_manager(conn)
+    own = m.ownership
+    if (job_id := params.get("job_id")) is not None:
+        try:
+            job = m.jobs.get(str(job_id))
+        except KvmmError:
+            job = None
+        if job is not None and not ownership.may_act(principal, job.created_by):
+            if not write:
+                # Reading: as if it did not exist (its target and result are private).
+                raise NotFound(f"no job {job.id}", field="job_id")
+            ownership.check(principal, "job", job.id, job.created_by)
+    if (bundle_id := params.get("bundle_id")) is not None:
+        own.check_bundle(principal, str(bundle_id))
+    if not write:
+        return
+    check_vm_owner(conn, principal)
+    host, pool, vol = params.get("host"), params.get("pool"), params.get("vol")
+    if host is not None and pool is not None and vol is not None:
+        own.check_volume(principal, str(host), str(pool), str(vol))
+    if (schedule := params.get("schedule")) is not None:
+        with contextlib.suppress(NotFound):
+            s = m.schedules.get(str(schedule))
+            ownership.check(principal, "schedule", s["name"], s["created_by"])
+    if (policy := params.get("policy")) is not None:
+        with contextlib.suppress(NotFound):
+            p = m.backups.get(str(policy))
+            ownership.check(principal, "policy", p["name"], p["created_by"])
 
 
 def current_user(conn: HTTPConnection) -> Principal:

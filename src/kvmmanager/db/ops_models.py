@@ -254,3 +254,17 @@ class EmailTarget(Base):
     min_severity: Mapped[str] = mapped_column(String(16), default="warning")
     enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ObjectOwner(Base):
+    """Who owns an object libvirt keeps no metadata on (a volume), or that lives outside
+    libvirt (an export bundle file): see services/ownership.py for the rule."""
+
+    __tablename__ = "object_owners"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # volume | bundle
+    host: Mapped[str] = mapped_column(String(63), primary_key=True)  # "" for bundles
+    # volume: "<pool>/<volume name>"; bundle: its id.
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

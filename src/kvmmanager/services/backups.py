@@ -28,11 +28,13 @@ from sqlalchemy import select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import BackupPolicy
+from kvmmanager.services import ownership
 from kvmmanager.services.backup_rules import MAX_FULL_EVERY
 from kvmmanager.services.batch import Target
 from kvmmanager.services.schedules import zone
 from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
 from kvmmanager.services.storage_specs import POOL_NAME_MAX, check_name
+from kvmmanager.services.users import Principal
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -148,8 +150,16 @@ class BackupService:
 
         return BackupImageService(self.m)
 
-    def create(self, spec: PolicySpec, created_by: str | None = None) -> dict[str, Any]:
+    def create(
+        self, spec: PolicySpec, created_by: str | None = None, *, actor: Principal | None = None
+    ) -> dict[str, Any]:
+        """The VMs the policy names must be its creator's to act on (the ownership rule);
+        every run checks each VM again, as whoever runs it."""
         spec = validate_policy(spec)
+        if actor is None and created_by:
+            actor = self.m.ownership.acting_principal(created_by, f"policy '{spec.name}'")
+        if actor is not None:
+            self.m.ownership.check_targets(actor, spec.vms)
         with self.m.db.begin() as s:
             if s.scalar(select(BackupPolicy.id).where(BackupPolicy.name == spec.name)):
                 raise Conflict(f"a backup policy named '{spec.name}' already exists", field="name")
@@ -164,10 +174,15 @@ class BackupService:
             s.flush()
             return policy_dict(row)
 
-    def replace(self, ident: str | int, spec: PolicySpec) -> dict[str, Any]:
+    def replace(
+        self, ident: str | int, spec: PolicySpec, actor: Principal | None = None
+    ) -> dict[str, Any]:
         """Change a policy whole. Its name is part of its snapshots' names, so renaming
-        leaves the snapshots of the old name alone (retention no longer prunes them)."""
+        leaves the snapshots of the old name alone (retention no longer prunes them).
+        The VMs it names must be `actor`'s to act on."""
         spec = validate_policy(spec)
+        if actor is not None:
+            self.m.ownership.check_targets(actor, spec.vms)
         with self.m.db.begin() as s:
             row = self._row(s, ident)
             if spec.name != row.name and s.scalar(
@@ -212,9 +227,15 @@ class BackupService:
         with self.m.db.begin() as s:
             s.delete(self._row(s, ident))
 
-    async def run(self, ident: str | int, now: datetime | None = None) -> dict[str, Any]:
-        """Snapshot every VM of the policy, then apply the retention to each."""
+    async def run(
+        self, ident: str | int, now: datetime | None = None, *, actor: Principal | None = None
+    ) -> dict[str, Any]:
+        """Snapshot every VM of the policy, then apply the retention to each. With
+        `actor` (the caller, or a schedule's creator when it fires) the policy must be
+        theirs and each VM another user owns is refused in its own result."""
         p = await asyncio.to_thread(self.get, ident)
+        if actor is not None:
+            ownership.check(actor, "policy", p["name"], p["created_by"])
         when = (now or datetime.now(UTC)).astimezone(UTC)
         name = f"{p['name']}-{when:%Y%m%d-%H%M%S}"
         targets = [Target(t["host"], t["vm"]) for t in p["vms"]]
@@ -222,6 +243,10 @@ class BackupService:
         gate = asyncio.Semaphore(RUN_CONCURRENCY)
 
         async def one(t: Target) -> dict[str, Any]:
+            denied = None if actor is None else self.m.ownership.vm_refusal(actor, t.host, t.vm)
+            if denied is not None:
+                return {"host": t.host, "vm": t.vm, "ok": False, "snapshot": None,
+                        "pruned": [], "error": denied.to_dict()}  # fmt: skip
             async with gate:
                 return await self._one(p, t, name)
 
@@ -285,10 +310,20 @@ class BackupService:
         return [s for s in listed["snapshots"] if mine_re.fullmatch(s["name"])]
 
     async def restore(
-        self, ident: str | int, host: str, vm: str, snapshot: str, *, confirm: bool
+        self,
+        ident: str | int,
+        host: str,
+        vm: str,
+        snapshot: str,
+        *,
+        confirm: bool,
+        actor: Principal | None = None,
     ) -> dict[str, Any]:
         """Put the VM back to one of this policy's backups, over its current state. What
-        happened since is lost, hence `confirm`."""
+        happened since is lost, hence `confirm`. The VM (named in the body, not the
+        path) must be `actor`'s to change."""
+        if actor is not None:
+            self.m.ownership.check_vm(actor, host, vm)
         if not confirm:
             raise InvalidInput(
                 "restoring over the vm discards everything since the backup: confirm it",

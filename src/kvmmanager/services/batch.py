@@ -8,8 +8,9 @@ responsive), and one VM's failure is recorded in its result without stopping the
     res["failed"]  # how many VMs did not do it; res["results"] says which and why
 
 With `actor` (the caller), a VM owned by someone else is refused in its own result
-unless the actor is an admin: the same rule as for one VM (api/deps.check_vm_owner),
-which a batch would otherwise walk around. Scheduled runs pass no actor.
+unless the actor is an admin: the one ownership rule (services/ownership.py), which a
+batch would otherwise walk around. Scheduled runs pass the schedule creator as the actor,
+re-read when the schedule fires; only the service layer itself runs without one.
 """
 
 from __future__ import annotations
@@ -164,15 +165,9 @@ class BatchService:
         }
 
     def _refusal(self, t: Target, actor: Principal | None) -> PermissionDenied | None:
-        if actor is None or actor.has_role("admin"):
+        if actor is None:
             return None
-        try:
-            d = self.m.inventory.domain(t.host, t.vm)
-        except KvmmError:
-            return None  # unknown: its own result says so
-        if d.owner and d.owner != actor.username:
-            return PermissionDenied(f"vm '{d.name}' belongs to '{d.owner}'", field="vm")
-        return None
+        return self.m.ownership.vm_refusal(actor, t.host, t.vm)
 
     async def _one(
         self, action: str, t: Target, mode: str, remove_volumes: bool, snapshot_name: str | None

@@ -223,14 +223,26 @@ class ExportService:
         return path
 
     async def export_bundle(
-        self, host: str, vm: str, progress: Callable[..., Any] | None = None
+        self,
+        host: str,
+        vm: str,
+        progress: Callable[..., Any] | None = None,
+        owner: str | None = None,
     ) -> dict[str, Any]:
-        """Write the VM's bundle into the manager's data directory; returns its id."""
+        """Write the VM's bundle into the manager's data directory; returns its id. The
+        bundle is `owner`'s (services/ownership.py): only they and admins download or
+        delete it."""
         from kvmmanager.services import export_bundle
 
         bundle_id = uuidlib.uuid4().hex
         dest = self.bundle_dir() / f"{bundle_id}.tar.gz"
-        res = await export_bundle.export_bundle(self.m, host, vm, dest, progress)
+        # Recorded before the file exists: it is never downloadable without its owner.
+        await asyncio.to_thread(self.m.ownership.record_bundle, bundle_id, owner)
+        try:
+            res = await export_bundle.export_bundle(self.m, host, vm, dest, progress)
+        except BaseException:
+            await asyncio.to_thread(self.m.ownership.forget_bundle, bundle_id)
+            raise
         return {"bundle_id": bundle_id, "bytes": res["bytes"], "manifest": res["manifest"]}
 
     async def receive_bundle(self, chunks: AsyncIterator[bytes]) -> Path:
@@ -267,6 +279,7 @@ class ExportService:
 
     def delete_bundle(self, bundle_id: str) -> None:
         self.bundle_path(bundle_id).unlink(missing_ok=True)
+        self.m.ownership.forget_bundle(bundle_id)
 
     async def import_bundle(
         self,

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
@@ -234,9 +234,12 @@ class JobService:
         state: str | None = None,
         kind: str | None = None,
         user: str | None = None,
+        visible_to: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Job], int]:
+        """Newest first. `user`: that user's jobs only; `visible_to`: the jobs that user
+        may read under the ownership rule (their own and unowned ones)."""
         if state is not None and state not in JOB_STATES:
             raise InvalidInput(f"state must be one of {', '.join(JOB_STATES)}", field="state")
         if not 1 <= limit <= 1000:
@@ -250,6 +253,8 @@ class JobService:
             q = q.where(Job.kind == kind)
         if user is not None:
             q = q.where(Job.created_by == user)
+        if visible_to is not None:
+            q = q.where(or_(Job.created_by == visible_to, Job.created_by.is_(None)))
         with self._m.db() as s:
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
             jobs = list(s.scalars(q.order_by(Job.created_at.desc()).limit(limit).offset(offset)))

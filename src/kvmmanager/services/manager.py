@@ -24,6 +24,7 @@ from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
 from kvmmanager.services.audit import AuditService
 from kvmmanager.services.jobs import JobService
+from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.users import UserService
 from kvmmanager.virt.events import EventBus
 
@@ -65,6 +66,7 @@ class Manager:
         self.users = UserService(self)
         self.audit = AuditService(self)
         self.jobs = JobService(self)
+        self.ownership = OwnershipService(self)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = False
         # The first-start admin password, when this start created it (for `serve`'s banner).

@@ -246,8 +246,17 @@ class Scheduler:
                 local = c.due.astimezone(zone(c.timezone))
                 prefix = c.params.get("snapshot_prefix") or c.name
                 snapshot_name = f"{prefix}-{local:%Y%m%d-%H%M}"
+            # The schedule acts as its creator, as they are now (deleted, disabled or
+            # demoted since: refused); None only for schedules the service layer made.
+            actor = (
+                await asyncio.to_thread(
+                    self.m.ownership.acting_principal, c.created_by, f"schedule '{c.name}'"
+                )
+                if c.created_by
+                else None
+            )
             if c.action == "backup":
-                result = await self.m.backups.run(c.params.get("policy"), now=c.due)
+                result = await self.m.backups.run(c.params.get("policy"), now=c.due, actor=actor)
             else:
                 result = await self.m.batch.run(
                     c.action,
@@ -257,6 +266,7 @@ class Scheduler:
                     mode=c.params.get("mode", "auto"),
                     snapshot_name=snapshot_name,
                     concurrency=RUN_CONCURRENCY,
+                    actor=actor,
                 )
             ok, total = result["succeeded"], result["total"]
             status = "ok" if ok == total else ("partial" if ok else "failed")

@@ -29,6 +29,8 @@ from sqlalchemy import delete, select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.db.ops_models import Schedule, ScheduleRun
+from kvmmanager.services import ownership
+from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_spec import validate_tags
 
 if TYPE_CHECKING:
@@ -258,9 +260,28 @@ class ScheduleService:
         if spec.policy is not None:
             self.m.backups.get(spec.policy)  # NotFound naming the policy
 
-    def create(self, spec: ScheduleSpec, created_by: str | None = None) -> dict[str, Any]:
+    def _check_owned(self, spec: ScheduleSpec, actor: Principal | None) -> None:
+        """The VMs and the policy a schedule names must be `actor`'s to act on (the
+        ownership rule), now; the scheduler checks again, as its creator, when it fires."""
+        if actor is None:
+            return
+        own = self.m.ownership
+        own.check_targets(actor, [t.model_dump() for t in spec.vms])
+        if spec.policy is not None:
+            p = self.m.backups.get(spec.policy)
+            ownership.check(actor, "policy", p["name"], p["created_by"])
+
+    def create(
+        self, spec: ScheduleSpec, created_by: str | None = None, *, actor: Principal | None = None
+    ) -> dict[str, Any]:
+        """`created_by`: the user the schedule acts as whenever it fires (re-read then);
+        what it names is checked against their rights now. No creator: a schedule the
+        service layer itself makes, which acts unchecked."""
         spec = validate_spec(spec)
         self._check_policy(spec)
+        if actor is None and created_by:
+            actor = self.m.ownership.acting_principal(created_by, f"schedule '{spec.name}'")
+        self._check_owned(spec, actor)
         if spec.kind == "once" and spec.run_at is not None and spec.run_at <= self._now():
             raise InvalidInput("run_at is in the past", field="run_at")
         with self.m.db.begin() as s:
@@ -295,10 +316,14 @@ class ScheduleService:
         with self.m.db() as s:
             return [to_dict(r) for r in s.scalars(select(Schedule).order_by(Schedule.name))]
 
-    def replace(self, ident: str | int, spec: ScheduleSpec) -> dict[str, Any]:
-        """Change a schedule whole; its next run is computed afresh from now."""
+    def replace(
+        self, ident: str | int, spec: ScheduleSpec, actor: Principal | None = None
+    ) -> dict[str, Any]:
+        """Change a schedule whole; its next run is computed afresh from now. What it
+        names must be `actor`'s to act on (it keeps its creator)."""
         spec = validate_spec(spec)
         self._check_policy(spec)
+        self._check_owned(spec, actor)
         with self.m.db.begin() as s:
             row = self._row(s, ident)
             if spec.name != row.name and s.scalar(

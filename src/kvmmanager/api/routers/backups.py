@@ -1,12 +1,15 @@
 """Backup policies: /api/backup-policies[/{policy}] (`policy` = id or name), and the
 backups made with libvirt's backup API: /api/backups, /api/hosts/{host}/vms/{vm}/backups.
 
-Viewers read; operators create, delete and run them. A run snapshots (method snapshot)
-or backs up into a pool (method backup) every VM of the policy and prunes to its
-retention; `?background=true` runs it as a job (202). To run a policy on a timetable,
-create a schedule with `action: backup` and `policy`. Per-VM routes (take, verify,
-restore, delete one backup) follow the VM's ownership like every /hosts/{host}/vms/{vm}
-route.
+Viewers read; operators create, delete and run them, each only their own policies (and
+unowned ones; admins any: the ownership rule on `{policy}`, api/deps.check_path_owners);
+the VMs a policy names, or a restore's body names, must be the caller's to change, and a
+run refuses each VM the one running it (or the schedule's creator) may not change.
+A run snapshots (method snapshot) or backs up into a pool (method backup) every VM of
+the policy and prunes to its retention; `?background=true` runs it as a job (202). To
+run a policy on a timetable, create a schedule with `action: backup` and `policy`.
+Per-VM routes (take, verify, restore, delete one backup) follow the VM's ownership like
+every /hosts/{host}/vms/{vm} route.
 """
 
 from __future__ import annotations
@@ -86,11 +89,11 @@ async def run(
     """Snapshot every VM of the policy now and prune to its retention; a VM that failed
     is reported in `results` (the status is still 200)."""
     if not background:
-        return await manager.backups.run(policy)
+        return await manager.backups.run(policy, actor=user)
     p = manager.backups.get(policy)  # 404 now, not a failed job
 
     async def job(progress: Any) -> dict[str, Any]:
-        return await manager.backups.run(p["id"])
+        return await manager.backups.run(p["id"], actor=user)
 
     job_id = manager.jobs.start("backup.run", f"backup:{p['name']}", job, user)
     return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
@@ -105,11 +108,16 @@ async def list_backups(
 
 
 @router.post(ONE + "/restore", name="backups.restore")
-async def restore(policy: str, body: RestoreIn, manager: Manager = Depends(get_manager)) -> Any:
+async def restore(
+    policy: str,
+    body: RestoreIn,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
     """Revert the VM to one of this policy's backups (`confirm: true` required: what
-    happened since is discarded)."""
+    happened since is discarded). The VM must be the caller's to change."""
     return await manager.backups.restore(
-        policy, body.host, body.vm, body.snapshot, confirm=body.confirm
+        policy, body.host, body.vm, body.snapshot, confirm=body.confirm, actor=user
     )
 
 

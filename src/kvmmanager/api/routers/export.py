@@ -7,7 +7,8 @@ POST /api/hosts/{host}/imports           define a VM from such an XML: renamed o
                                          networks and pools remapped
 
 Bundles (XML + disk volumes, see services/export_bundle.py), operators only since they
-carry whole disks:
+carry whole disks, and each only to the user who exported it and admins (the ownership
+rule, checked app-wide on `{bundle_id}`: api/deps.check_path_owners):
 
 POST   /api/hosts/{host}/vms/{vm}/export/bundle   job (202) writing the bundle; its result
                                                    has the bundle id
@@ -86,7 +87,7 @@ async def export_bundle(
     manager.vms.get(host, vm)  # 404 now, not a failed job
 
     async def job(progress: Any) -> dict[str, Any]:
-        return await manager.export.export_bundle(host, vm, progress)
+        return await manager.export.export_bundle(host, vm, progress, owner=user.username)
 
     return {"job_id": manager.jobs.start("vm.export", f"{host}/{vm}", job, user, host=host)}
 

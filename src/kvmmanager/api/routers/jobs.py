@@ -1,4 +1,7 @@
-"""Jobs: GET /api/jobs, GET /api/jobs/{id}, POST /api/jobs/{id}/cancel."""
+"""Jobs: GET /api/jobs, GET /api/jobs/{id}, POST /api/jobs/{id}/cancel.
+
+A job is its creator's (and admins'): reading or cancelling another user's job is a 403
+(api/deps.check_path_owners, the one ownership rule); the list shows only those."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from pydantic import BaseModel
 
 from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, Page
-from kvmmanager.core.errors import NotFound
 from kvmmanager.db.models import Job
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
@@ -52,13 +54,6 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def _visible(job: Job, user: Principal) -> Job:
-    # Viewers see only their own jobs (targets and results can name private objects).
-    if not user.has_role("operator") and job.created_by != user.username:
-        raise NotFound(f"no job {job.id}", field="job_id")
-    return job
-
-
 @router.get("", name="jobs.list", response_model=Page[JobOut])
 def list_jobs(
     state: JobState | None = None,
@@ -68,18 +63,19 @@ def list_jobs(
     user: Principal = Depends(current_user),
     manager: Manager = Depends(get_manager),
 ) -> Page[JobOut]:
-    owner = None if user.has_role("operator") else user.username
-    jobs, total = manager.jobs.list(state=state, kind=kind, user=owner, limit=limit, offset=offset)
+    # The ownership rule (services/ownership.may_act): a job's target, progress and
+    # result are its creator's; admins see every job.
+    mine = None if user.has_role("admin") else user.username
+    jobs, total = manager.jobs.list(
+        state=state, kind=kind, visible_to=mine, limit=limit, offset=offset
+    )
     return Page[JobOut](items=[job_out(j) for j in jobs], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", name="jobs.get", response_model=JobOut)
-def get_job(
-    job_id: str,
-    user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
-) -> JobOut:
-    return job_out(_visible(manager.jobs.get(job_id), user))
+def get_job(job_id: str, manager: Manager = Depends(get_manager)) -> JobOut:
+    # Another user's job is refused app-wide (api/deps.check_path_owners).
+    return job_out(manager.jobs.get(job_id))
 
 
 @router.post("/{job_id}/cancel", name="jobs.cancel", response_model=JobOut)

@@ -1,7 +1,10 @@
 """Scheduled operations: /api/schedules[/{schedule}] (`schedule` = id or name).
 
 Viewers read schedules and their runs; operators create, change, enable/disable and
-delete them. Runs themselves are recorded by the scheduler (audit action
+delete them, each only their own (and unowned ones; admins any: the ownership rule on
+`{schedule}`, api/deps.check_path_owners). The VMs and the policy a schedule names must be
+its creator's to act on, when it is made and again, as that user, whenever it fires.
+Runs themselves are recorded by the scheduler (audit action
 `schedules.run`) and published as `schedule.run` events on /api/events.
 """
 
@@ -50,9 +53,14 @@ async def get(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
 
 
 @router.put(ONE, name="schedules.replace", response_model=ScheduleOut)
-async def replace(schedule: str, body: ScheduleIn, manager: Manager = Depends(get_manager)) -> Any:
+async def replace(
+    schedule: str,
+    body: ScheduleIn,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
     """Replace the schedule whole; its next run is computed afresh from now."""
-    return manager.schedules.replace(schedule, body)
+    return manager.schedules.replace(schedule, body, actor=user)
 
 
 @router.post(ONE + "/enable", name="schedules.enable", response_model=ScheduleOut)

@@ -169,12 +169,15 @@ async def create_policy(
 
 @router.post("/backups/{policy}", name="web.backup_update", response_class=HTMLResponse)
 async def update_policy(
-    request: Request, policy: str, manager: Manager = Depends(get_manager)
+    request: Request,
+    policy: str,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> Response:
     form = await form_of(request)
     current = manager.backups.get(policy)  # 404 for an unknown policy, not a form error
     try:
-        out = manager.backups.replace(policy, _spec(form, keep=current))
+        out = manager.backups.replace(policy, _spec(form, keep=current), actor=user)
     except (InvalidInput, Conflict) as exc:
         return await _form_error(request, manager, form, exc, policy)
     return _saved(f"Backup policy {out['name']} saved")
@@ -194,9 +197,12 @@ def delete_policy(policy: str, manager: Manager = Depends(get_manager)) -> Respo
 
 @router.post("/backups/{policy}/run", name="web.backup_run", response_class=HTMLResponse)
 async def run_policy(
-    request: Request, policy: str, manager: Manager = Depends(get_manager)
+    request: Request,
+    policy: str,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> HTMLResponse:
-    result = await manager.backups.run(policy)
+    result = await manager.backups.run(policy, actor=user)
     level = "ok" if result["status"] == "ok" else "error"
     message = f"Backup {result['policy']}: {result['succeeded']} of {result['total']} VMs done" + (
         f", {result['failed']} failed" if result["failed"] else ""
@@ -244,9 +250,10 @@ async def restore(
     vm: str,
     snapshot: str,
     manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> HTMLResponse:
     # The button asks first (data-confirm); the route is the confirmation.
-    await manager.backups.restore(policy, host, vm, snapshot, confirm=True)
+    await manager.backups.restore(policy, host, vm, snapshot, confirm=True, actor=user)
     p = manager.backups.get(policy)
     return render(
         request,

@@ -247,12 +247,15 @@ async def create_schedule(
 
 @router.post("/schedules/{schedule}", name="web.schedule_update", response_class=HTMLResponse)
 async def update_schedule(
-    request: Request, schedule: str, manager: Manager = Depends(get_manager)
+    request: Request,
+    schedule: str,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> Response:
     form = await form_of(request)
     manager.schedules.get(schedule)  # 404 for an unknown schedule, not a form error
     try:
-        out = manager.schedules.replace(schedule, _spec(form))
+        out = manager.schedules.replace(schedule, _spec(form), actor=user)
     except (InvalidInput, Conflict, NotFound) as exc:
         return _form_error(request, manager, form, exc, schedule)
     return _saved(f"Schedule {out['name']} saved")

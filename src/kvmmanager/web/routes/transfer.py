@@ -112,9 +112,11 @@ async def export_bundle(
 ) -> HTMLResponse:
     host, name = _vm(vm)
     manager.vms.get(host, name)  # 404 now, not a failed job
+    # The VM is named in the form, not the path: its owner's (and admins') to export.
+    manager.ownership.check_vm(user, host, name)
 
     async def job(progress: Any) -> dict[str, Any]:
-        return await manager.export.export_bundle(host, name, progress)
+        return await manager.export.export_bundle(host, name, progress, owner=user.username)
 
     job_id = manager.jobs.start("vm.export", f"{host}/{name}", job, user, host=host)
     return render(request, "ops/_transfer_job.html", job=_job_view(manager, job_id))
