@@ -126,6 +126,8 @@ def load(path: Optional[str]) -> Config:
         if path:
             raise ConfigError("config file not found: %s" % path) from None
         return Config()
-    except ValueError as exc:
+    except OSError as exc:
+        raise ConfigError("cannot read config file %s: %s" % (target, exc)) from None
+    except Exception as exc:  # any parse failure (see jsonwire) names the file
         raise ConfigError("config file %s is not valid JSON: %s" % (target, exc)) from None
     return Config(data)

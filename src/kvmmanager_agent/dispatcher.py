@@ -33,15 +33,42 @@ def error_reply(
 
 def encode(reply: Any) -> bytes:
     # ASCII output: lone surrogates from odd filenames stay escapes, never invalid UTF-8.
-    return jsonwire.dumps(reply).encode("ascii") + b"\n"
+    try:
+        return jsonwire.dumps(reply).encode("ascii") + b"\n"
+    except ValueError:
+        # A non-finite number in a result (the encoder refuses NaN/Infinity: RFC 8259
+        # has no such values). Never seen on valid input; the reply stays JSON anyway.
+        log.error("a reply held a non-finite number; sent an internal error instead")
+        err = error_reply(None, protocol.INTERNAL_ERROR, "reply was not representable as JSON")
+        return jsonwire.dumps(err).encode("ascii") + b"\n"
 
 
-def _valid_id(value: Any) -> bool:
-    return (
-        value is None
-        or isinstance(value, str)
-        or (isinstance(value, (int, float)) and not isinstance(value, bool))
-    )
+def _finite(value: float) -> bool:
+    return value - value == 0  # false for inf, -inf and nan
+
+
+def valid_id(value: Any) -> bool:
+    """A JSON-RPC id the agent can echo: null, a string or a finite number."""
+    if value is None or isinstance(value, str):
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not isinstance(value, float) or _finite(value)
+
+
+def _all_finite(value: Any) -> bool:
+    """False when a float inside `value` is NaN or infinite (JSON's NaN, 1e999)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not _finite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 # Key of a request's raw payload (framing.Binary) in its parsed dict, and of the bytes
@@ -59,7 +86,10 @@ def parse(line: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
     try:
         text = line.decode("utf-8")
         payload = jsonwire.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except Exception as exc:
+        # Broad on purpose: whatever a parser of whichever Python raises on a hostile
+        # line (ValueError, RecursionError, MemoryError, a SystemError of a C scanner)
+        # is this host's parse error, never the end of the agent.
         msg = "parse error: %s" % (str(exc)[:200],)
         return None, error_reply(None, protocol.PARSE_ERROR, msg)
     if raw is not None and isinstance(payload, dict):
@@ -93,9 +123,9 @@ class Dispatcher:
         if not isinstance(req, dict):
             return error_reply(None, protocol.INVALID_REQUEST, "request must be an object")
         req_id = req.get("id", _NO_ID)
-        if req_id is not _NO_ID and not _valid_id(req_id):
+        if req_id is not _NO_ID and not valid_id(req_id):
             return error_reply(
-                None, protocol.INVALID_REQUEST, "id must be a string, number or null"
+                None, protocol.INVALID_REQUEST, "id must be a string, finite number or null"
             )
         reply_id = None if req_id is _NO_ID else req_id
         method_name = req.get("method")
@@ -106,6 +136,11 @@ class Dispatcher:
             return error_reply(
                 reply_id, protocol.INVALID_REQUEST, "params must be an object or array"
             )
+        if "params" in req and not _all_finite(req["params"]):
+            # NaN/Infinity parse (Python's JSON accepts them) but are no JSON values.
+            msg = "params must not hold NaN or infinite numbers"
+            reply = error_reply(reply_id, protocol.INVALID_PARAMS, msg, "params")
+            return None if req_id is _NO_ID else reply
         reply = self._call(method_name, req.get("params"), reply_id, actions, req.get(RAW))
         return None if req_id is _NO_ID else reply
 

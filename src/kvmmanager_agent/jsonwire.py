@@ -3,13 +3,19 @@
 `json` imports `re` (and with it `enum`) for its pure-Python fallbacks, ~1.4 MB of an idle
 agent's 10 MB, for code that CPython's C accelerator `_json` never runs. This module
 builds the same scanner and encoder objects `json` itself builds from `_json`, with the
-same settings as `json.loads` and compact `json.dumps(..., separators=(",", ":"))`.
+same settings as `json.loads` and compact `json.dumps(..., separators=(",", ":"),
+allow_nan=False)`.
 Where `_json` is missing or its private constructors take other arguments (another
 interpreter, a future CPython), a round trip at import fails and `json` is used instead.
 
-Errors: `loads` raises ValueError (the C scanner's own `json.JSONDecodeError`, which
-imports `json.decoder` on the first bad input only) or RecursionError for deep nesting,
-as `json.loads` does.
+Errors: `loads` raises ValueError (the C scanner's own `json.JSONDecodeError`) or
+RecursionError for deep nesting, as `json.loads` does, and nothing else. The scanner
+builds its error from `json.decoder`: CPython 3.8/3.9 and 3.12+ import it on the first
+bad input, but 3.10 and 3.11 only look it up in `sys.modules` and, not finding it, fail
+with `SystemError: ... returned NULL without setting an exception`. So on any error
+other than those two, `loads` imports `json.decoder` (once, only on bad input: a
+well-behaved host never pays for it) and scans again to get the real error; whatever
+still goes wrong becomes a ValueError.
 """
 
 from __future__ import annotations
@@ -44,16 +50,38 @@ def _build() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
     scan = _json.make_scanner(_ScanContext())
     # markers=None: no circular check (replies are trees built here); ASCII output keeps
     # lone surrogates from odd file names escapes, never invalid UTF-8.
+    # allow_nan=False: NaN/Infinity are not JSON (RFC 8259); the encoder raises ValueError.
     encode = _json.make_encoder(
-        None, _not_serializable, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+        None, _not_serializable, _json.encode_basestring_ascii, None, ":", ",", False, False, False
     )
+
+    def scan_checked(text: str, start: int) -> Tuple[Any, int]:
+        try:
+            return scan(text, start)  # type: ignore[no-any-return]
+        except StopIteration as exc:
+            raise ValueError("Expecting value: char %d" % exc.value) from None
+        except (ValueError, RecursionError):
+            raise
+        except Exception as exc:
+            first = exc
+        # The 3.10/3.11 scanner could not build its error without json.decoder (or
+        # something else failed inside it): load json.decoder and try once more.
+        try:
+            import json.decoder  # noqa: F401
+        except Exception:
+            raise ValueError("invalid JSON (%s)" % type(first).__name__) from None
+        try:
+            return scan(text, start)  # type: ignore[no-any-return]
+        except StopIteration as exc:
+            raise ValueError("Expecting value: char %d" % exc.value) from None
+        except (ValueError, RecursionError):
+            raise
+        except Exception as exc:
+            raise ValueError("invalid JSON (%s)" % type(exc).__name__) from None
 
     def loads(text: str) -> Any:
         start = len(text) - len(text.lstrip(_WHITESPACE))
-        try:
-            obj, end = scan(text, start)
-        except StopIteration as exc:
-            raise ValueError("Expecting value: char %d" % exc.value) from None
+        obj, end = scan_checked(text, start)
         if text[end:].strip(_WHITESPACE):
             raise ValueError("Extra data: char %d" % end)
         return obj
@@ -73,7 +101,7 @@ def _fallback() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
     import json
 
     def dumps(obj: Any) -> str:
-        return json.dumps(obj, separators=(",", ":"))
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
     return json.loads, dumps
 

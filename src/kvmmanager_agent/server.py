@@ -15,7 +15,7 @@ import time
 from . import protocol
 from .config import Config
 from .context import Context
-from .dispatcher import Dispatcher, encode, error_reply, parse
+from .dispatcher import Dispatcher, encode, error_reply, parse, valid_id
 from .framing import LineFramer, Overlong
 from .log import log
 from .methods import HANDLERS
@@ -132,7 +132,14 @@ class Agent:
                 continue
             idle = 0.05
             for item in framer.feed(data):
-                self.handle_item(item, channel)
+                try:
+                    self.handle_item(item, channel)
+                except Exception:
+                    # The reader is the agent: a failure answering one line must not end
+                    # it (the dispatcher already turns every request error into a reply).
+                    log.exception("unexpected failure reading a request")
+                    reply = error_reply(None, protocol.INTERNAL_ERROR, "internal error")
+                    self._send(channel, encode(reply))
 
     def _send(self, channel: Channel, data: bytes) -> None:
         try:
@@ -189,9 +196,7 @@ class Agent:
         if isinstance(payload, dict):
             if "id" not in payload:
                 return  # a notification gets no reply, not even an error
-            req_id = (
-                payload["id"] if isinstance(payload["id"], (str, int, float, type(None))) else None
-            )
+            req_id = payload["id"] if valid_id(payload["id"]) else None
         else:
             req_id = None
         self._send(channel, encode(error_reply(req_id, protocol.BUSY, message)))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.kvmmanager_agent.agentproc import Interpreter, interpreters
 
 from kvmmanager_agent import jsonwire
 
@@ -26,9 +29,52 @@ def _same(a: Any, b: Any) -> bool:
 @given(values)
 @settings(max_examples=500)
 def test_dumps_is_compact_ascii_json_and_round_trips(value: Any) -> None:
+    try:
+        expected = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        # Infinity is not JSON (RFC 8259): refused, never written.
+        with pytest.raises(ValueError):
+            jsonwire.dumps(value)
+        return
     text = jsonwire.dumps(value)
-    assert text == json.dumps(value, separators=(",", ":"))
+    assert text == expected
     assert _same(jsonwire.loads(text), value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, [1, {"a": -math.inf}]])
+def test_dumps_refuses_non_finite_numbers(value: Any) -> None:
+    with pytest.raises(ValueError):
+        jsonwire.dumps(value)
+
+
+BAD_LINES = ['{"a":"x', '"\\ud800', "{'a':1}", '{"a":"\x01"}', "[" * 100_000]
+PROBE_SCRIPT = f"""
+BAD_LINES = {BAD_LINES!r}
+import sys
+sys.path.insert(0, sys.argv[1])
+from kvmmanager_agent import jsonwire
+for text in BAD_LINES:
+    try:
+        jsonwire.loads(text)
+    except (ValueError, RecursionError) as exc:
+        print("RecursionError" if isinstance(exc, RecursionError) else "ValueError")
+assert "json" not in sys.modules or "json.decoder" in sys.modules
+"""
+
+
+@pytest.mark.parametrize("python", interpreters(), ids=[p.label for p in interpreters()])
+def test_loads_raises_only_value_errors_without_json_imported(python: Interpreter) -> None:
+    # -S: no site, so nothing imported `json` before the agent did (3.10/3.11's scanner
+    # then failed with a SystemError that killed the agent).
+    src = str(Path(jsonwire.__file__).resolve().parents[1])
+    out = subprocess.run(
+        [python.path, "-I", "-S", "-c", PROBE_SCRIPT, src],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ValueError"] * 4 + ["RecursionError"], out.stdout
 
 
 @given(st.text() | st.binary().map(lambda b: b.decode("latin-1")))
