@@ -16,6 +16,7 @@ from kvmmanager.api.deps import get_manager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.vm_builder import DiskSpec, NicSpec
+from kvmmanager.services.vm_keys import KEY_COMBOS
 from kvmmanager.services.vms import ACTIONS
 from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import render, toast_headers
@@ -89,6 +90,7 @@ async def vm_detail(
         active="vms",
         vm=info,
         pools=await _pools_with_volumes(manager, host),
+        key_combos=list(KEY_COMBOS),
     )
 
 
