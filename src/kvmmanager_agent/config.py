@@ -27,6 +27,7 @@ DEFAULTS = {
     "request_timeout_seconds": 300.0,
     "max_concurrent_requests": protocol.MAX_CONCURRENT_REQUESTS,
     "requests_per_second": protocol.MAX_REQUESTS_PER_SECOND,
+    "requests_burst": protocol.MAX_REQUEST_BURST,
     "freeze_timeout_seconds": 60.0,
     "shutdown_grace_seconds": 10.0,
     "disabled_methods": [],
@@ -87,6 +88,7 @@ class Config:
         self.request_timeout_seconds = max(1.0, float(merged["request_timeout_seconds"]))
         self.max_concurrent_requests = max(1, int(merged["max_concurrent_requests"]))
         self.requests_per_second = max(1, int(merged["requests_per_second"]))
+        self.requests_burst = max(1, int(merged["requests_burst"]))
         self.freeze_timeout_seconds = max(1.0, float(merged["freeze_timeout_seconds"]))
         self.shutdown_grace_seconds = max(0.0, float(merged["shutdown_grace_seconds"]))
         self.disabled_methods: List[str] = list(merged["disabled_methods"])

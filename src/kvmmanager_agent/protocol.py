@@ -85,6 +85,8 @@ ERROR_CODES = OrderedDict(
 MAX_LINE_BYTES = 1024 * 1024
 MAX_CONCURRENT_REQUESTS = 8
 MAX_REQUESTS_PER_SECOND = 200
+# The token bucket holds this many: a burst a host may send at once before the rate applies.
+MAX_REQUEST_BURST = 400
 MAX_BATCH = 64
 MAX_SIMPLE_FILE_BYTES = 10 * 1024 * 1024
 # Raw bytes per transfer chunk; base64 of 512 KiB (683 KiB) fits in one 1 MiB line.
@@ -155,6 +157,7 @@ class Method:
         "inline",
         "name",
         "params",
+        "rate_exempt",
         "result",
         "since",
         "timeout",
@@ -171,8 +174,12 @@ class Method:
         timeout: str = "normal",
         since: int = 1,
         inline: bool = False,
+        rate_exempt: bool = False,
     ) -> None:
         self.name = name
+        # Never refused for rate: liveness and handshake calls cost next to nothing, and
+        # a host that asks quickly must not be told "busy" by its own heartbeat.
+        self.rate_exempt = rate_exempt
         # Cheap and never blocking: answered by the reader thread itself, skipping the
         # worker pool's thread handoff (the agent's latency floor for ping).
         self.inline = inline
@@ -217,6 +224,7 @@ _METHOD_LIST = [
         capability="core",
         timeout="short",
         inline=True,
+        rate_exempt=True,
     ),
     Method(
         "sync",
@@ -237,6 +245,7 @@ _METHOD_LIST = [
         timeout="short",
         since=2,
         inline=True,
+        rate_exempt=True,
     ),
     Method(
         "get_agent_info",
@@ -267,6 +276,7 @@ _METHOD_LIST = [
         capability="core",
         timeout="short",
         inline=True,
+        rate_exempt=True,
     ),
     Method(
         "get_system_info",
@@ -899,8 +909,13 @@ def render_markdown() -> str:
         % MAX_CONCURRENT_REQUESTS
     )
     w(
-        "| requests per second (config `requests_per_second`; excess answered -32004) | %d |"
+        "| requests per second, a token bucket (config `requests_per_second`; excess "
+        "answered -32004; ping, sync and get_agent_info are never refused for rate) | %d |"
         % MAX_REQUESTS_PER_SECOND
+    )
+    w(
+        "| burst: requests the bucket holds, sent at once before the rate applies "
+        "(config `requests_burst`) | %d |" % MAX_REQUEST_BURST
     )
     w("| batch entries | %d |" % MAX_BATCH)
     w("| file_read / file_write size | %d bytes |" % MAX_SIMPLE_FILE_BYTES)

@@ -35,16 +35,23 @@ TICK = 0.5
 
 
 class TokenBucket:
-    def __init__(self, rate: float) -> None:
+    """`rate` tokens a second into a bucket of `burst`: a host may send `burst` requests
+    at once, then `rate` a second; a flood is refused, a quick host is not."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = rate
-        self.tokens = rate
-        self.stamp = time.monotonic()
+        self.burst = max(1.0, burst)
+        self.tokens = self.burst
+        self.clock = clock
+        self.stamp = clock()
         self.lock = threading.Lock()
 
     def take(self) -> bool:
         with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
             if self.tokens >= 1:
                 self.tokens -= 1
@@ -102,7 +109,7 @@ class Agent:
         self.ctx = ctx or Context(config)
         self.dispatcher = Dispatcher(self.ctx, HANDLERS)
         self.pool = WorkerPool(config.max_concurrent_requests)
-        self.bucket = TokenBucket(config.requests_per_second)
+        self.bucket = TokenBucket(config.requests_per_second, config.requests_burst)
         self.inflight = 0
         self.cond = threading.Condition()
         self.stop_event = threading.Event()
@@ -167,7 +174,8 @@ class Agent:
                 prefix = protocol.SYNC_BYTE if "result" in reply else b""
                 self._send(channel, prefix + encode(reply))
             return
-        if not self.bucket.take():
+        exempt = method is not None and method.rate_exempt
+        if not exempt and not self.bucket.take():
             self._refuse(
                 payload,
                 channel,

@@ -347,3 +347,12 @@ def test_sync_answers_ff_then_its_nonce(agentp: AgentProcess) -> None:
     reply = strict_json(raw[1:])
     assert reply == {"jsonrpc": "2.0", "id": 102, "result": {"nonce": 2**53}}
     agentp.assert_alive()
+
+
+def test_two_thousand_back_to_back_pings_are_all_answered(agentp: AgentProcess) -> None:
+    # The shipped rate limit: a token bucket with a burst, and ping is never refused.
+    agentp.send(b"".join(line(req("ping", f"b{i}")) for i in range(2000)))
+    replies = [agentp.reply() for _ in range(2000)]
+    assert [r for r in replies if "result" not in r] == []
+    assert {r["id"] for r in replies} == {f"b{i}" for i in range(2000)}
+    agentp.assert_alive()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tests.kvmmanager_agent.conftest import Raw, RunningAgent
 
+from kvmmanager_agent.server import TokenBucket
+
 
 def test_sync_reply_is_preceded_by_ff_and_drops_partial_line(raw: Raw) -> None:
     raw.send(b'{"jsonrpc":"2.0","id":1,"meth')  # a partial line the host gave up on
@@ -73,10 +75,10 @@ def test_concurrency_limit_answers_busy(start_agent: Callable[..., RunningAgent]
 
 
 def test_rate_limit_answers_busy(start_agent: Callable[..., RunningAgent]) -> None:
-    running = start_agent(requests_per_second=5)
+    running = start_agent(requests_per_second=5, requests_burst=5)
     raw = Raw(running.path)
     msgs = b"".join(
-        json.dumps({"jsonrpc": "2.0", "id": i, "method": "ping"}).encode() + b"\n"
+        json.dumps({"jsonrpc": "2.0", "id": i, "method": "get_time"}).encode() + b"\n"
         for i in range(30)
     )
     raw.send(msgs)
@@ -84,6 +86,54 @@ def test_rate_limit_answers_busy(start_agent: Callable[..., RunningAgent]) -> No
     assert codes.count(-32004) >= 20
     assert codes.count(None) >= 5
     raw.close()
+
+
+def test_cheap_methods_are_never_refused_for_rate(
+    start_agent: Callable[..., RunningAgent],
+) -> None:
+    # A flood of other requests empties the bucket; ping, sync and get_agent_info
+    # sent in the middle of it are still answered.
+    running = start_agent(requests_per_second=1, requests_burst=1)
+    raw = Raw(running.path)
+    flood = [{"jsonrpc": "2.0", "id": f"f{i}", "method": "get_time"} for i in range(20)]
+    cheap = [
+        {"jsonrpc": "2.0", "id": "p", "method": "ping"},
+        {"jsonrpc": "2.0", "id": "a", "method": "get_agent_info"},
+        {"jsonrpc": "2.0", "id": "s", "method": "sync", "params": {"nonce": 3}},
+    ]
+    raw.send(b"".join(json.dumps(m).encode() + b"\n" for m in flood + cheap))
+    replies = [json.loads(raw.line().lstrip(b"\xff")) for _ in range(len(flood) + len(cheap))]
+    by_id = {r["id"]: r for r in replies}
+    assert [c for c in ("p", "a", "s") if "result" not in by_id[c]] == []
+    assert sum("error" in by_id[m["id"]] for m in flood) >= 15
+    raw.close()
+
+
+def test_two_thousand_back_to_back_pings_get_no_refusal(agent: RunningAgent) -> None:
+    # The default config, one client asking as fast as it can (the issue: ~1,780 of
+    # 2,000 were answered "busy").
+    raw = Raw(agent.path)
+    for start in range(0, 2000, 200):
+        raw.send(
+            b"".join(
+                json.dumps({"jsonrpc": "2.0", "id": i, "method": "ping"}).encode() + b"\n"
+                for i in range(start, start + 200)
+            )
+        )
+    replies = [raw.reply() for _ in range(2000)]
+    assert [r for r in replies if "result" not in r] == []
+    assert sorted(r["id"] for r in replies) == list(range(2000))
+    raw.close()
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    now = [100.0]
+    bucket = TokenBucket(rate=10, burst=30, clock=lambda: now[0])
+    assert sum(bucket.take() for _ in range(40)) == 30
+    now[0] += 0.5  # five tokens come back
+    assert sum(bucket.take() for _ in range(10)) == 5
+    now[0] += 60  # never more than the burst
+    assert sum(bucket.take() for _ in range(100)) == 30
 
 
 def test_host_disconnect_mid_request_is_survived(agent: RunningAgent) -> None:

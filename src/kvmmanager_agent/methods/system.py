@@ -49,6 +49,7 @@ def get_agent_info(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
             "max_line_bytes": cfg.max_line_bytes,
             "max_concurrent_requests": cfg.max_concurrent_requests,
             "requests_per_second": cfg.requests_per_second,
+            "requests_burst": cfg.requests_burst,
             "max_chunk_bytes": protocol.MAX_CHUNK_BYTES,
             "max_file_bytes": cfg.max_file_bytes,
         },

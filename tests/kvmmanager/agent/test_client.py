@@ -242,11 +242,11 @@ async def test_silent_guest_is_unresponsive(tmp_path: Path) -> None:
 
 
 async def test_busy_and_disabled_methods_map_to_errors(start_agent: Callable[..., Any]) -> None:
-    running = start_agent(requests_per_second=2, disabled_methods=["set_time"])
+    running = start_agent(requests_per_second=2, requests_burst=2, disabled_methods=["set_time"])
     c = client_for(running.path)
     try:
         with pytest.raises(RateLimited):
-            await asyncio.gather(*(c.call("ping") for _ in range(10)))
+            await asyncio.gather(*(c.call("get_time") for _ in range(10)))
         await asyncio.sleep(1.1)  # let the token bucket refill (a rate, not a wait-for)
         with pytest.raises(Unsupported):
             await c.call("set_time", {"timestamp": 1})
