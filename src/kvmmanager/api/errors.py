@@ -89,6 +89,8 @@ async def kvmm_error_handler(conn: HTTPConnection, exc: Exception) -> JSONRespon
 async def validation_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
     assert isinstance(exc, RequestValidationError | WebSocketRequestValidationError)
     errors = list(exc.errors())
+    if errors and errors[0].get("type") == "json_invalid":
+        return await _respond(conn, 422, _json_invalid(errors[0], getattr(exc, "body", None)))
     details = [
         {"field": field_from_loc(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
         for e in errors
@@ -99,6 +101,23 @@ async def validation_error_handler(conn: HTTPConnection, exc: Exception) -> JSON
     if len(details) > 1:
         body["error"]["details"] = details
     return await _respond(conn, 422, body)
+
+
+def _json_invalid(error: dict[str, Any], doc: Any) -> dict[str, Any]:
+    """A body that is not JSON: where (line, column) and what the parser said. Its
+    location is a byte offset, not a field (it was shown as `field: "52"`)."""
+    loc = list(error.get("loc", ()))
+    pos = loc[-1] if loc and isinstance(loc[-1], int) else None
+    what = str((error.get("ctx") or {}).get("error") or "not valid JSON")
+    where = ""
+    if pos is not None:
+        line, column = 1, pos + 1
+        if isinstance(doc, str | bytes):
+            text = doc if isinstance(doc, str) else doc.decode("utf-8", "replace")
+            line = text.count("\n", 0, pos) + 1
+            column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        where = f" at line {line}, column {column}"
+    return error_body("invalid_input", f"the request body is not valid JSON: {what}{where}", "body")
 
 
 async def http_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:

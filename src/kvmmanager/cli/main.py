@@ -19,17 +19,20 @@ import typer
 from typer.core import TyperGroup
 
 from kvmmanager.cli import commands
+from kvmmanager.cli.flags import command_flags, in_cli_words
 from kvmmanager.cli.output import CliState, print_error
 from kvmmanager.core.errors import KvmmError
 
 
 def _set_json(ctx: typer.Context, _param: Any, value: bool) -> None:
-    # Runs while the sub-command's arguments are parsed, after the root callback made the
-    # CliState: `vm list --json` then means exactly `--json vm list`.
+    # Runs while the sub-command's arguments are parsed (given or not), after the root
+    # callback made the CliState: `vm list --json` then means exactly `--json vm list`,
+    # and the command's own flags are known when an API error has to be printed.
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    root.obj.flags = command_flags(ctx.command.params)
     if value:
-        root = ctx.find_root()
-        if not isinstance(root.obj, CliState):
-            root.obj = CliState()
         root.obj.json = True
 
 
@@ -76,7 +79,8 @@ class KvmmGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except KvmmError as e:
-            print_error(e.message)
+            flags = ctx.obj.flags if isinstance(ctx.obj, CliState) else {}
+            print_error(in_cli_words(e.message, flags))
             raise typer.Exit(e.exit_code) from None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -29,6 +29,8 @@ class CliState:
 
     url: str | None = None
     json: bool = False
+    # API field name -> the running command's flag (`shrink` -> `--shrink`), for errors.
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 def state(ctx: typer.Context) -> CliState:

@@ -147,3 +147,19 @@ def test_a_crashing_write_is_audited_as_internal_error(probe_client: TestClient)
     [e] = probe_client.get("/api/audit", params={"action": "probe.crash"}).json()["items"]
     assert (e["result"], e["status"], e["error_code"]) == ("error", 500, "internal_error")
     assert e["params"] == {"token": "***"}
+
+
+def test_malformed_json_says_where_and_what_not_a_byte_offset_as_field(client: TestClient) -> None:
+    """Issue 17 item 11: a broken body answered `field: "52"` (a byte offset)."""
+    r = client.post(
+        "/api/hosts/local/vms",
+        content=b'{"name": "kvmm-t-badjson",\n "memory_mib": 256,, "vcpus": 1}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert r.json()["error"] == {
+        "code": "invalid_input",
+        "message": "the request body is not valid JSON: "
+        "Expecting property name enclosed in double quotes at line 2, column 20",
+        "field": "body",
+    }

@@ -84,7 +84,7 @@ EXPECTED: dict[str, Outcome] = {
     "kvm-manager vm create-from-image web2 --image default/debian-12.qcow2 --size 20G "
     "--user deb --ssh-key '~/.ssh/id_ed25519.pub'": Outcome((0,), "web2"),
     # web1 runs: a full clone of a running VM needs --consistent snapshot.
-    "kvm-manager clone create web1 web1-test": Outcome((5,), "is running"),
+    "kvm-manager clone create web1 web1-test": Outcome((5,), "ask for --consistent snapshot"),
     # `lab` is this same libvirtd here: the pre-flight refuses before libvirt does.
     "kvm-manager migrate start web1 lab --copy-storage": Outcome((2,), "same machine"),
     "kvm-manager backup take nightly web1": Outcome((0,), "full"),

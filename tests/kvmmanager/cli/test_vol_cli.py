@@ -64,3 +64,11 @@ def test_download_refuses_to_overwrite(cli: Any, pool: str, tmp_path: Any) -> No
     result = cli("vol", "download", pool, "a.qcow2", str(target))
     assert result.exit_code == 2 and "--force" in result.stderr
     assert target.read_bytes() == b"keep"
+
+
+def test_resize_refusal_names_the_cli_flag(cli: Any, pool: str) -> None:
+    """Issue 17 item 10: the refusal said `needs shrink=true` (the API's words)."""
+    _json(cli("--json", "vol", "create", pool, "s.qcow2", "--capacity", "64M"))
+    res = cli("vol", "resize", pool, "s.qcow2", "32MiB")
+    assert res.exit_code == 2
+    assert "needs --shrink" in res.stderr and "shrink=" not in res.stderr
