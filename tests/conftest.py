@@ -44,6 +44,15 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 
 
 @pytest.fixture
+def outbound_loopback(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Allow webhooks and e-mail to reach 127.0.0.0/8 (a test's local receiver): refused
+    by default like every internal address (services/outbound.py)."""
+    settings.outbound.allow_networks = ["127.0.0.0/8"]
+    monkeypatch.setenv("KVMM_OUTBOUND__ALLOW_NETWORKS", '["127.0.0.0/8"]')
+    return settings
+
+
+@pytest.fixture
 async def manager(settings: Settings) -> AsyncIterator[Any]:
     """A started Manager (migrated DB, first admin, `local` host on the test driver) on
     the test's event loop; stopped afterwards. For service-level async tests."""

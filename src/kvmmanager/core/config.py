@@ -151,6 +151,13 @@ class AuditSettings(BaseModel):
     anonymous_failures_per_minute: int = Field(200, ge=0)
 
 
+class OutboundSettings(BaseModel):
+    # Webhooks and alert e-mail may reach only public addresses. Networks listed here
+    # (CIDR, e.g. "10.0.0.0/8", "127.0.0.1/32") are allowed too: an internal mail relay
+    # or webhook receiver the admin chose.
+    allow_networks: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KVMM_", env_nested_delimiter="__", extra="ignore")
 
@@ -164,6 +171,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     spice: SpiceSettings = Field(default_factory=SpiceSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
 
     @classmethod
     def settings_customise_sources(

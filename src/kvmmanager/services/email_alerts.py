@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -24,6 +25,7 @@ from sqlalchemy import select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.db.ops_models import SEVERITIES, EmailTarget
+from kvmmanager.services.outbound import OutboundPolicy, Unresolvable
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -106,14 +108,40 @@ def compose(kind: str, alert: dict[str, Any], from_addr: str, to: list[str]) -> 
     return msg
 
 
-def _send_blocking(t: dict[str, Any], msg: EmailMessage, timeout: float) -> None:
-    host, port = t["smtp_host"], t["smtp_port"]
+class _PinnedSMTP(smtplib.SMTP):
+    """SMTP to an address checked beforehand; the server is still greeted, and its
+    certificate (STARTTLS) checked, as the host name the admin gave."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        self._address = address
+        super().__init__(timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return super()._get_socket(self._address, port, timeout)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL):
+    def __init__(self, address: str, timeout: float) -> None:
+        self._address = address
+        super().__init__(timeout=timeout, context=ssl.create_default_context())
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = socket.create_connection((self._address, port), timeout)
+        return self.context.wrap_socket(raw, server_hostname=host)
+
+
+def _send_blocking(
+    t: dict[str, Any], msg: EmailMessage, timeout: float, policy: OutboundPolicy
+) -> None:
+    # Resolved and checked at every send, then connected to the checked address: an
+    # internal address is never reached, even by a name that rebinds (outbound.py).
+    dest = policy.resolve(t["smtp_host"], t["smtp_port"], "smtp_host")
+    smtp: smtplib.SMTP
     if t["security"] == "tls":
-        smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-            host, port, timeout=timeout, context=ssl.create_default_context()
-        )
+        smtp = _PinnedSMTPSSL(dest.address, timeout)
     else:
-        smtp = smtplib.SMTP(host, port, timeout=timeout)
+        smtp = _PinnedSMTP(dest.address, timeout)
+    smtp.connect(dest.host, dest.port)
     with smtp:
         if t["security"] == "starttls":
             smtp.starttls(context=ssl.create_default_context())
@@ -130,8 +158,12 @@ class EmailService:
         self.timeout = 20.0
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def policy(self) -> OutboundPolicy:
+        return OutboundPolicy(self.m.settings.outbound.allow_networks)
+
     def create(self, spec: EmailSpec) -> dict[str, Any]:
         spec = validate_email(spec)
+        self.policy().check_at_creation(spec.smtp_host, spec.smtp_port, "smtp_host")
         with self.m.db.begin() as s:
             if s.scalar(select(EmailTarget.id).where(EmailTarget.name == spec.name)):
                 raise Conflict(f"an e-mail target named '{spec.name}' already exists", field="name")
@@ -185,7 +217,7 @@ class EmailService:
         alert = {"rule_name": "test", "severity": "info", "message": "kvm-manager test e-mail"}
         msg = compose("alert.firing", alert, t["from_addr"], t["to_addrs"])
         try:
-            await asyncio.to_thread(_send_blocking, t, msg, self.timeout)
+            await asyncio.to_thread(_send_blocking, t, msg, self.timeout, self.policy())
         except (OSError, smtplib.SMTPException) as exc:
             raise InvalidInput(f"sending failed: {exc}", field="smtp_host") from None
 
@@ -200,8 +232,15 @@ class EmailService:
     async def _deliver(self, t: dict[str, Any], msg: EmailMessage) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
-                await asyncio.to_thread(_send_blocking, t, msg, self.timeout)
+                await asyncio.to_thread(_send_blocking, t, msg, self.timeout, self.policy())
                 return
+            except InvalidInput as exc:
+                if not isinstance(exc, Unresolvable):  # refused: nothing was sent, ever
+                    log.warning("alert e-mail via %s refused: %s", t["name"], exc.message)
+                    return
+                log.warning("alert e-mail via %s failed (try %d): %s", t["name"], attempt, exc)
+                if attempt < self.attempts:
+                    await asyncio.sleep(self.base_delay * 2 ** (attempt - 1))
             except (OSError, smtplib.SMTPException) as exc:
                 log.warning("alert e-mail via %s failed (try %d): %s", t["name"], attempt, exc)
                 if attempt < self.attempts:

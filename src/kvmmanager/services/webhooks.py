@@ -28,7 +28,7 @@ import re
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -37,6 +37,7 @@ import kvmmanager
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.db.models import utcnow
 from kvmmanager.db.ops_models import SEVERITIES, Webhook, WebhookDelivery
+from kvmmanager.services.outbound import Destination, OutboundPolicy, Unresolvable
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -52,6 +53,32 @@ MAX_ERROR_TEXT = 500
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+def _target(url: str) -> tuple[SplitResult, str, int]:
+    """(parts, host name, port) of a webhook URL, or InvalidInput naming `url`."""
+    try:
+        parts = urlsplit(url or "")
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidInput("url is not a valid URL", field="url") from None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise InvalidInput("url must be an http:// or https:// URL", field="url")
+    return parts, hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _pinned(parts: SplitResult, dest: Destination) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL to the checked address, plus the Host header and TLS server name that keep
+    the request addressed (and its certificate checked) as the name the admin gave."""
+    address = f"[{dest.address}]" if ":" in dest.address else dest.address
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@" if userinfo else ""
+    netloc += f"{address}:{dest.port}"
+    host_header = parts.netloc.rpartition("@")[2]
+    extensions: dict[str, Any] = {}
+    if dest.host != dest.address:
+        extensions["sni_hostname"] = dest.host
+    return parts._replace(netloc=netloc).geturl(), {"Host": host_header}, extensions
 
 
 def _public(w: Webhook) -> dict[str, Any]:
@@ -91,6 +118,9 @@ class WebhookService:
 
     # ---- configuration -----------------------------------------------------------------
 
+    def policy(self) -> OutboundPolicy:
+        return OutboundPolicy(self.m.settings.outbound.allow_networks)
+
     def create(
         self,
         name: str,
@@ -101,13 +131,8 @@ class WebhookService:
     ) -> dict[str, Any]:
         if not _NAME_RE.fullmatch(name or ""):
             raise InvalidInput("name: lowercase letters, digits, '.', '_', '-'", field="name")
-        try:
-            parts = urlsplit(url or "")
-            hostname = parts.hostname
-        except ValueError:
-            raise InvalidInput("url is not a valid URL", field="url") from None
-        if parts.scheme not in ("http", "https") or not hostname:
-            raise InvalidInput("url must be an http:// or https:// URL", field="url")
+        _, hostname, port = _target(url)
+        self.policy().check_at_creation(hostname, port, "url")
         if min_severity not in SEVERITIES:
             raise InvalidInput(f"min_severity must be one of {SEVERITIES}", field="min_severity")
         if secret is None:
@@ -264,7 +289,17 @@ class WebhookService:
                 attempts += 1
                 status, error = None, ""
                 try:
-                    r = await http.post(hook.url, content=body, headers=headers)
+                    parts, hostname, port = _target(hook.url)
+                    # Resolved and checked at every attempt, then connected to the checked
+                    # address: an internal address is never reached, even by rebinding.
+                    dest = await asyncio.to_thread(self.policy().resolve, hostname, port, "url")
+                    url, host_header, extensions = _pinned(parts, dest)
+                    r = await http.post(
+                        url,
+                        content=body,
+                        headers={**headers, **host_header},
+                        extensions=extensions,
+                    )
                     status = r.status_code
                     if 200 <= status < 300:
                         await asyncio.to_thread(
@@ -275,6 +310,16 @@ class WebhookService:
                     error = f"HTTP {status}"
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_TEXT]
+                except Unresolvable as exc:
+                    error = exc.message[:MAX_ERROR_TEXT]  # DNS may answer later: retried
+                except InvalidInput as exc:
+                    # A refused address: retrying cannot help, and nothing was sent.
+                    await asyncio.to_thread(
+                        self._update, d.id, attempts=attempts, last_status=None,
+                        last_error=exc.message[:MAX_ERROR_TEXT], state="failed",
+                    )  # fmt: skip
+                    log.warning("webhook %s: delivery %s refused: %s", hook.name, d.id, exc)
+                    return
                 final = attempts >= self.max_attempts
                 await asyncio.to_thread(
                     self._update, d.id, attempts=attempts, last_status=status,

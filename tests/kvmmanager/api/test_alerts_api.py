@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+# Webhooks and e-mail here go to receivers on 127.0.0.1, an internal address refused by
+# default (services/outbound.py): allow-listed explicitly.
+pytestmark = pytest.mark.usefixtures("outbound_loopback")
+
 
 def test_rules_alerts_and_roles(client, client_as):
     r = client.post(

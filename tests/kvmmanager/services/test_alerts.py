@@ -25,7 +25,9 @@ SECRET = "kvmm-t-ops-alert-secret"
 
 
 @pytest.fixture
-def receiver() -> Iterator[dict[str, Any]]:
+def receiver(outbound_loopback: Any) -> Iterator[dict[str, Any]]:
+    """A webhook receiver on 127.0.0.1: an internal address, refused unless allow-listed
+    (services/outbound.py), so the fixture allow-lists it explicitly."""
     got: list[tuple[dict[str, str], bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):

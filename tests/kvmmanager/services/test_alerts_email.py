@@ -15,6 +15,10 @@ from kvmmanager.core.errors import InvalidInput
 from kvmmanager.services.alerts import RuleSpec
 from kvmmanager.services.email_alerts import EmailSpec
 
+# Webhooks and e-mail here go to receivers on 127.0.0.1, an internal address refused by
+# default (services/outbound.py): allow-listed explicitly.
+pytestmark = pytest.mark.usefixtures("outbound_loopback")
+
 
 class Smtp(socketserver.StreamRequestHandler):
     """Just enough of RFC 5321 for smtplib: EHLO, MAIL, RCPT, DATA, QUIT."""

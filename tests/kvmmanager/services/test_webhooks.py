@@ -15,6 +15,10 @@ import pytest
 
 from kvmmanager.core.errors import Conflict, InvalidInput
 
+# Webhooks and e-mail here go to receivers on 127.0.0.1, an internal address refused by
+# default (services/outbound.py): allow-listed explicitly.
+pytestmark = pytest.mark.usefixtures("outbound_loopback")
+
 SECRET = "kvmm-t-ops-shared-secret"
 
 

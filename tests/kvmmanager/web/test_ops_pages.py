@@ -15,6 +15,10 @@ from fastapi.testclient import TestClient
 
 from kvmmanager.web.security import CSP
 
+# Webhooks and e-mail here go to receivers on 127.0.0.1, an internal address refused by
+# default (services/outbound.py): allow-listed explicitly.
+pytestmark = pytest.mark.usefixtures("outbound_loopback")
+
 OPS_PAGES = ["/alerts", "/schedules", "/backups"]
 
 

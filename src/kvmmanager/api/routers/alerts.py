@@ -11,6 +11,7 @@ Live notifications: `alert.firing` / `alert.resolved` events on /api/events.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -108,7 +109,8 @@ async def create_webhook(
 ) -> Any:
     """Alerts reaching `min_severity` are POSTed there as JSON, signed
     (`X-KVMM-Signature: sha256=HMAC(secret, "<X-KVMM-Timestamp>." + body)`)."""
-    return manager.webhooks.create(**body.model_dump())
+    # In a thread: the check resolves the URL's host name (services/outbound.py).
+    return await asyncio.to_thread(lambda: manager.webhooks.create(**body.model_dump()))
 
 
 @router.get(HOOK, name="webhooks.get", response_model=WebhookOut)
@@ -173,7 +175,7 @@ async def create_email(
     body: EmailTargetIn, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
 ) -> Any:
     """Alerts reaching `min_severity` are mailed to `to_addrs` through this SMTP server."""
-    return manager.email.create(EmailSpec(**body.model_dump()))
+    return await asyncio.to_thread(manager.email.create, EmailSpec(**body.model_dump()))
 
 
 @router.delete(

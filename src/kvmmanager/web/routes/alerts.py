@@ -6,6 +6,7 @@ and e-mail targets (SMTP settings shown without their password; add, test-send, 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -258,7 +259,9 @@ async def create_webhook(
 ) -> HTMLResponse:
     form = await form_of(request)
     try:
-        created = manager.webhooks.create(
+        # In a thread: the check resolves the URL's host name (services/outbound.py).
+        created = await asyncio.to_thread(
+            manager.webhooks.create,
             name=text(form, "name") or "",
             url=text(form, "url") or "",
             secret=text(form, "secret"),
@@ -367,7 +370,7 @@ async def create_email(
 ) -> HTMLResponse:
     form = await form_of(request)
     try:
-        created = manager.email.create(_email_spec(form))
+        created = await asyncio.to_thread(manager.email.create, _email_spec(form))
     except (InvalidInput, Conflict) as exc:
         values = {k: v for k, v in form.items() if k != "password" and isinstance(v, str)}
         return _email_section(
