@@ -41,6 +41,11 @@ DEFAULTS = {
 }  # type: Dict[str, Any]
 
 
+# Keys whose `null` has a meaning of its own: the original protocol's example config
+# says `"command_whitelist": null` means every command is allowed.
+NULLABLE = ("security.command_whitelist",)
+
+
 class ConfigError(ValueError):
     pass
 
@@ -52,6 +57,9 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any], prefix: str) -> None:
             log.warning("config: unknown key %s ignored", name)
             continue
         current = base[key]
+        if name in NULLABLE and value is None:
+            base[key] = None
+            continue
         if isinstance(current, dict):
             if not isinstance(value, dict):
                 raise ConfigError("config key %s must be an object" % name)
@@ -94,7 +102,15 @@ class Config:
         self.disabled_methods: List[str] = list(merged["disabled_methods"])
         self.allowed_read_paths: List[str] = list(sec["allowed_read_paths"])
         self.allowed_write_paths: List[str] = list(sec["allowed_write_paths"])
-        self.command_whitelist: List[str] = list(sec["command_whitelist"])
+        # None: every command allowed (the original protocol's meaning of null).
+        self.command_whitelist: Optional[List[str]] = (
+            None if sec["command_whitelist"] is None else list(sec["command_whitelist"])
+        )
+        if self.command_whitelist is None:
+            log.warning(
+                "config: security.command_whitelist is null: exec_command and exec_start "
+                "may run ANY command in this guest (list the allowed commands to limit it)"
+            )
         self.max_file_bytes = min(
             protocol.MAX_SIMPLE_FILE_BYTES, int(float(sec["max_file_size_mb"]) * 1024 * 1024)
         )
@@ -109,7 +125,7 @@ class Config:
         if method is None or name in self.disabled_methods:
             return False
         if method.capability == "exec":
-            return bool(self.command_whitelist)
+            return self.command_whitelist is None or bool(self.command_whitelist)
         if method.capability == "files":
             return bool(self.allowed_read_paths or self.allowed_write_paths)
         return True

@@ -25,6 +25,10 @@ PROTOCOL_VERSION = 2
 # Version 1 is the original protocol (the ten methods, no sync); a host asking for it
 # gets the same answers, minus nothing: every v1 method and field is unchanged in v2.
 MIN_PROTOCOL_VERSION = 1
+# What get_agent_info's `protocol_version` says: the original protocol's version string
+# (guest-agent/PROTOCOL.md of theonlytruebigmac/kvm-manager), whose ten methods keep
+# every field's name and JSON type here. The negotiated integer has its own field.
+ORIGINAL_PROTOCOL_VERSION = "1.0.0"
 CHANNEL_NAME = "org.kvmmanager.agent.0"
 DEVICE_PATH = "/dev/virtio-ports/" + CHANNEL_NAME
 SYNC_BYTE = b"\xff"
@@ -220,7 +224,11 @@ _METHOD_LIST = [
         "ping",
         "Liveness check.",
         [],
-        [("pong", "true"), ("timestamp", "guest Unix time, float seconds")],
+        [
+            ("pong", "true"),
+            ("timestamp", "guest Unix time, integer seconds"),
+            ("timestamp_ms", "guest Unix time, integer milliseconds"),
+        ],
         capability="core",
         timeout="short",
         inline=True,
@@ -263,9 +271,11 @@ _METHOD_LIST = [
         ],
         [
             ("version", "agent version"),
-            ("protocol_version", "negotiated protocol version"),
-            ("max_protocol_version", "highest version the agent speaks"),
-            ("platform", "sys.platform plus Python version"),
+            ("protocol_version", 'the original protocol\'s version string, "1.0.0"'),
+            ("negotiated_protocol_version", "integer: min(host's, agent's) version"),
+            ("max_protocol_version", "integer: highest version the agent speaks"),
+            ("platform", "sys.platform, e.g. linux"),
+            ("python_version", "the guest's Python version"),
             ("capabilities", "list of method names accepted now"),
             (
                 "limits",
@@ -291,7 +301,8 @@ _METHOD_LIST = [
             ("architecture", "uname machine"),
             ("cpu_count", "online CPUs"),
             ("total_memory_kb", "MemTotal"),
-            ("uptime_seconds", "float"),
+            ("uptime_seconds", "integer seconds since boot"),
+            ("uptime", "float seconds since boot"),
             ("os_id", "ID of /etc/os-release"),
             ("timezone", "local timezone name"),
         ],
@@ -885,9 +896,34 @@ def render_markdown() -> str:
     w("  occurs in UTF-8, so it cannot be confused with message content.")
     w("- Version negotiation: `get_agent_info` takes the host's highest `protocol_version`")
     w(
-        "  and answers with min(host, agent); versions below %d are refused (-32602)."
-        % MIN_PROTOCOL_VERSION
+        "  (an integer) and answers min(host, agent) in `negotiated_protocol_version`;"
+        " versions below %d are refused (-32602)." % MIN_PROTOCOL_VERSION
     )
+    w("- Replies are always RFC 8259 JSON: a request whose `id` is NaN or infinite (which")
+    w("  Python-style JSON allows) is answered -32600 with `id: null`; NaN or infinity in")
+    w("  `params` is answered -32602 (with the request's id, which is valid).")
+    w("")
+    w("## Compatibility with the original protocol")
+    w("")
+    w(
+        "The ten methods of the original KVM Manager guest agent protocol %s"
+        % ORIGINAL_PROTOCOL_VERSION
+    )
+    w("(`guest-agent/PROTOCOL.md` of theonlytruebigmac/kvm-manager: ping, get_agent_info,")
+    w("get_system_info, get_network_info, exec_command, file_read, file_write, shutdown,")
+    w("reboot, get_disk_usage) answer every field the original documents, with the same")
+    w("name and the same JSON type: integers stay integers (`ping.timestamp`,")
+    w("`get_system_info.uptime_seconds`), `get_agent_info.protocol_version` is the string")
+    w(
+        '`"%s"`. Richer values are new fields beside them (`timestamp_ms`, `uptime`,'
+        % ORIGINAL_PROTOCOL_VERSION
+    )
+    w("`negotiated_protocol_version`, `python_version`); a host built for the original")
+    w("ignores them. The original's example config file (comments removed) starts the")
+    w("agent; its `command_whitelist: null` means what the original says, every command")
+    w("allowed, and the agent logs a warning saying so at start (the config shipped here")
+    w("keeps exec limited to a list). Proven by")
+    w("`tests/kvmmanager_agent/test_original_protocol.py` against the shipped zipapp.")
     w("- Methods marked *answered inline* are cheap and answered by the reader at once,")
     w("  without a worker slot; the others run on `max_concurrent_requests` workers.")
     w("- Raw payload: a `file_write_chunk` request with `binary_length` N is followed,")

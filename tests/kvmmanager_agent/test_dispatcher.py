@@ -126,6 +126,8 @@ def test_protocol_version_negotiation(disp: Dispatcher) -> None:
         }
         return run(disp, json.dumps(msg))
 
-    assert info(1)["result"]["protocol_version"] == 1
-    assert info(99)["result"]["protocol_version"] == 2
+    assert info(1)["result"]["negotiated_protocol_version"] == 1
+    assert info(99)["result"]["negotiated_protocol_version"] == 2
+    # The original protocol's field keeps its type and meaning: a version string.
+    assert info(1)["result"]["protocol_version"] == "1.0.0"
     assert info(0)["error"]["code"] == -32602

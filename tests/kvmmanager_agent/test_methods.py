@@ -19,7 +19,8 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEyJx5m7l3jJ0hB0sZ0x0x0x0x0x0x0x0x0x0
 def test_ping_and_info(raw: Raw) -> None:
     assert raw.call("ping")["result"]["pong"] is True
     info = raw.call("get_agent_info")["result"]
-    assert info["protocol_version"] == 2 and "ping" in info["capabilities"]
+    assert info["negotiated_protocol_version"] == 2 and "ping" in info["capabilities"]
+    assert info["protocol_version"] == "1.0.0" and info["platform"] == "linux"
 
 
 def test_system_info(raw: Raw) -> None:
@@ -28,6 +29,8 @@ def test_system_info(raw: Raw) -> None:
     assert r["kernel_version"] == os.uname().release
     assert r["cpu_count"] == os.cpu_count()
     assert r["total_memory_kb"] > 0 and r["uptime_seconds"] > 0
+    assert type(r["uptime_seconds"]) is int and type(r["uptime"]) is float
+    assert r["uptime_seconds"] == int(r["uptime"])
 
 
 def test_network_info_has_loopback(raw: Raw) -> None:

@@ -152,7 +152,9 @@ def guest_info_from_kvmm(
         timezone=clean_str(system.get("timezone"), 64),
         cpu_count=clean_int(system.get("cpu_count")),
         total_memory_kb=clean_int(system.get("total_memory_kb")),
-        uptime_seconds=clean_float(system.get("uptime_seconds")),
+        # `uptime` (float) is the precise one; the original's `uptime_seconds` is an
+        # integer (and older agents of ours sent a float there).
+        uptime_seconds=clean_float(system.get("uptime", system.get("uptime_seconds"))),
         interfaces=[i for i in ifaces if i is not None],
         filesystems=[f for f in fss if f is not None],
         users=[u for u in us if u is not None],

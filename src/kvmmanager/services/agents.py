@@ -300,10 +300,13 @@ class AgentService:
         else:
             body = gi.model_dump(
                 include={"os_name", "os_version", "os_id", "kernel_version", "hostname",
-                         "architecture", "timezone", "cpu_count", "total_memory_kb",
-                         "uptime_seconds"}
+                         "architecture", "timezone", "cpu_count", "total_memory_kb"}
             )  # fmt: skip
             body["os_type"] = "linux" if gi.kernel_version else None
+            # The agent protocol's types: integer uptime_seconds, the float in `uptime`.
+            up = gi.uptime_seconds
+            body["uptime_seconds"] = None if up is None else int(up)
+            body["uptime"] = up
         return {"source": "qga", **body}
 
     async def file_write(self, host: str, vm: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -27,10 +27,14 @@ if TYPE_CHECKING:
 MAX_RUNNING = 16
 
 
-def resolve_command(whitelist: List[str], command: str) -> str:
+def resolve_command(whitelist: Optional[List[str]], command: str) -> str:
+    path = command if "/" in command else shutil.which(command)
+    if whitelist is None:  # null in the config: every command, as the original protocol
+        if path is None or not os.path.isfile(path):
+            raise not_found("command %r not found" % command[:200], "command")
+        return path
     if not whitelist:
         raise denied("exec is disabled (security.command_whitelist is empty)", "command")
-    path = command if "/" in command else shutil.which(command)
     allowed = set(whitelist)
     for entry in whitelist:
         if "/" not in entry:

@@ -22,7 +22,9 @@ PSEUDO_FS = {
 
 
 def ping(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
-    return {"pong": True, "timestamp": time.time()}
+    now = time.time()
+    # The original protocol's `timestamp` is integer seconds; milliseconds are new.
+    return {"pong": True, "timestamp": int(now), "timestamp_ms": int(now * 1000)}
 
 
 def sync(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -41,9 +43,12 @@ def get_agent_info(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     cfg = ctx.config
     return {
         "version": __version__,
-        "protocol_version": min(wanted, protocol.PROTOCOL_VERSION),
+        # The original's field: the version string of the protocol it documents.
+        "protocol_version": protocol.ORIGINAL_PROTOCOL_VERSION,
+        "negotiated_protocol_version": min(wanted, protocol.PROTOCOL_VERSION),
         "max_protocol_version": protocol.PROTOCOL_VERSION,
-        "platform": "%s (Python %s)" % (sys.platform, sys.version.split()[0]),
+        "platform": sys.platform,
+        "python_version": sys.version.split()[0],
         "capabilities": cfg.capabilities(),
         "limits": {
             "max_line_bytes": cfg.max_line_bytes,
@@ -105,6 +110,7 @@ def timezone_name() -> str:
 def get_system_info(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     rel = os_release()
     uname = os.uname()
+    uptime = uptime_seconds()
     return {
         "os_type": sys.platform if sys.platform != "linux" else "linux",
         "os_name": rel.get("PRETTY_NAME") or rel.get("NAME") or uname.sysname,
@@ -115,7 +121,8 @@ def get_system_info(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
         "architecture": uname.machine,
         "cpu_count": os.cpu_count() or 1,
         "total_memory_kb": meminfo().get("MemTotal", 0),
-        "uptime_seconds": uptime_seconds(),
+        "uptime_seconds": int(uptime),
+        "uptime": uptime,
         "timezone": timezone_name(),
     }
 

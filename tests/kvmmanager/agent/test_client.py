@@ -46,7 +46,7 @@ async def test_calls_and_status(agent: Any) -> None:
         assert (await c.call("ping"))["pong"] is True
         assert statuses == ["connecting", "connected"]
         info = await c.call("get_agent_info", {"protocol_version": 2})
-        assert info["protocol_version"] == 2
+        assert info["negotiated_protocol_version"] == 2
         assert (await c.call("get_system_info"))["os_type"] == "linux"
         results = await asyncio.gather(*(c.call("ping") for _ in range(20)))
         assert all(r["pong"] for r in results)

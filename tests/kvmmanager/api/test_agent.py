@@ -144,7 +144,8 @@ def test_whole_file_streams_and_aliases(api: TestClient, roots: dict[str, Path])
     down = api.get(f"{BASE}/files/content", params={"path": path})
     assert down.content == data and down.headers["X-Size"] == str(len(data))
     st = api.post(f"{BASE}/reconnect").json()
-    assert st["agent_status"] == "connected" and st["agent_info"]["protocol_version"] == 2
+    assert st["agent_status"] == "connected"
+    assert st["agent_info"]["negotiated_protocol_version"] == 2
 
 
 def test_facts_fall_back_to_qemu_guest_agent(client: TestClient) -> None:

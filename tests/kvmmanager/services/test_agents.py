@@ -64,7 +64,7 @@ async def test_status_follows_the_channel_and_the_client(manager: Any, svc: Any)
     events = [sub._queue.get_nowait() for _ in range(sub._queue.qsize())]
     st = svc.status("local", "test")
     assert st["agent_status"] == "connected" and st["transport"] == "unix"
-    assert st["agent_info"]["protocol_version"] == 2
+    assert st["agent_info"]["negotiated_protocol_version"] == 2
     assert any(e.data["status"] == "connecting" for e in events)
     # The port closes: the client is dropped.
     set_domain(manager, agent_status="absent")
