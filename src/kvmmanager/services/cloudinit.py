@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.cloudinit_crypt import sha512_crypt
 from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.services.vm_builder import boot_volumes
 from kvmmanager.services.vm_spec import (
     MAX_CMDLINE,
     DiskSpec,
@@ -497,10 +498,12 @@ class CloudInitService:
         start: bool = True,
         owner: str | None = None,
         created_by: str | None = None,
+        host_paths: bool = False,
     ) -> dict[str, Any]:
         """Define (and start) a VM booting `image` (a volume of `image_pool`, default
-        `pool`) with a seed. `kernel` (+ `initrd`, `cmdline`): host paths for a direct
-        kernel boot, for images that carry no bootloader (a bare root file system)."""
+        `pool`) with a seed. `kernel` (+ `initrd`, `cmdline`): paths of pool volumes (any
+        host path with `host_paths`, an admin's) for a direct kernel boot, for images
+        that carry no bootloader (a bare root file system)."""
         validate_name(name, "name")
         validate_spec(spec)
         if mode not in ("linked", "full"):
@@ -509,6 +512,16 @@ class CloudInitService:
             raise InvalidInput("size_gib must be a positive number", field="size_gib")
         if kernel is None and (initrd or cmdline):
             raise InvalidInput("initrd and cmdline need a kernel", field="kernel")
+        if kernel is not None and not host_paths:
+            # Checked before anything is made; vms.create checks again (install.kernel).
+            found = await self.m.vms.run(host, boot_volumes, kernel, initrd)
+            for path, what in ((kernel, "kernel"), (initrd, "initrd")):
+                if path and path not in found:
+                    raise InvalidInput(
+                        f"{path} is not a volume of any storage pool: upload the {what} "
+                        "into a pool and give the volume's path",
+                        field=what,
+                    )
         if cmdline is not None and (len(cmdline) > MAX_CMDLINE or "\n" in cmdline):
             raise InvalidInput("cmdline is too long or has several lines", field="cmdline")
         src_pool = image_pool or pool
@@ -575,7 +588,9 @@ class CloudInitService:
                 description=f"cloud-init: {spec.hostname}",
                 owner=owner,
             )
-            created = await self.m.vms.create(host, vm_spec, created_by=created_by)
+            created = await self.m.vms.create(
+                host, vm_spec, created_by=created_by, host_paths=host_paths
+            )
             defined = True
             await self.m.vms.edit.insert_media(host, name, pool, seed_name)
             if start:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services.import_policy import check_import
 from kvmmanager.services.transfer import MAX_UPLOAD_BYTES
 from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.virt.xml.domain import Domain
@@ -50,6 +51,11 @@ class ImportOptions:
     # Disk sources to use instead of the XML's, by target dev: {"vda": ("pool", "vol")}.
     # Bundles use it for the volumes they have just uploaded.
     disk_volumes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The importing user becomes the VM's owner (as the creator of a new VM does).
+    owner: str | None = None
+    # Admins may import anything; everyone else only what the typed builders model
+    # (services/import_policy.py). Off unless the caller says the user is an admin.
+    trusted: bool = False
 
 
 @dataclass
@@ -118,6 +124,16 @@ def _check_volume(conn: libvirt.virConnect, pool: str, volume: str, what: str) -
 def plan_import(conn: libvirt.virConnect, xml: str, opts: ImportOptions) -> ImportPlan:
     """The XML to define on `conn` (blocking: runs on the host's worker thread)."""
     dom = parse_domain(xml)
+    for target in opts.disk_volumes:
+        # Replaced below by fresh volumes (a bundle's): their old sources do not count.
+        disk = dom.devices.disk_by_target(target)
+        if disk is not None:
+            disk.clear_source()
+            disk.type = "volume"
+    if not opts.trusted:
+        check_import(conn, dom.element)
+    if opts.owner is not None:
+        dom.manager_metadata.owner = opts.owner
     original = dom.name or ""
     taken = _names(conn)
     plan = ImportPlan(xml="", name=original)

@@ -291,20 +291,25 @@ async def import_bundle(
                         progress(base + done, total, f"uploading {t}")
 
                 created.append(vol_name)
-                await m.storage.upload_volume(
-                    host,
-                    pool,
-                    vol_name,
-                    _member_chunks(tar, d["file"], digest),
-                    size=d["bytes"],
-                    create=True,
-                    # The data's real format is checked below, after a pool refresh.
-                    format="raw",
-                    progress=report,
-                )
+                try:
+                    # The upload's own probe (services/image_probe.py) holds the data to
+                    # the manifest's format and refuses backing and external data files.
+                    await m.storage.upload_volume(
+                        host,
+                        pool,
+                        vol_name,
+                        _member_chunks(tar, d["file"], digest),
+                        size=d["bytes"],
+                        create=True,
+                        format=d["format"],
+                        progress=report,
+                    )
+                except InvalidInput as exc:
+                    if exc.field != "format":
+                        raise
+                    raise _bad(f"disk {d['target']}: {exc.message}") from None
                 if digest.hexdigest() != d["sha256"]:
                     raise _bad(f"disk {d['target']} does not match its sha256 checksum")
-                await _check_image(m, host, pool, vol_name, d["format"])
                 base += d["bytes"]
         finally:
             await asyncio.to_thread(tar.close)
@@ -316,18 +321,6 @@ async def import_bundle(
     result["renamed_from"] = plan.renamed_from
     result["volumes"] = [f"{p}/{v}" for p, v in volumes.values()]
     return result
-
-
-async def _check_image(m: Manager, host: str, pool: str, name: str, fmt: str) -> None:
-    """libvirt probes an uploaded file's format only when the pool is refreshed; a qcow2
-    naming a backing file could point anywhere on the host, so it is refused."""
-    hc = m.registry.get(host)
-    await hc.run(lambda: hc.conn.storagePoolLookupByName(pool).refresh(0))
-    details = await m.storage.get_volume(host, pool, name)
-    if details.format != fmt:
-        raise _bad(f"volume {name} holds {details.format} data, the manifest says {fmt}")
-    if details.backing_path:
-        raise _bad(f"volume {name} names a backing file; bundles carry flat images only")
 
 
 async def _delete_volumes(m: Manager, host: str, pool: str, names: list[str]) -> None:

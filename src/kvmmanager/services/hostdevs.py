@@ -11,6 +11,14 @@ What is refused, and why:
 - a device another VM already has, in its live or persistent definition (409);
 - PCI bridges and host bridges (class 0x06): the host's own PCI topology hangs off them;
 - USB root hubs (vendor 0x1d6b): they are the host controller's, not a device;
+- a device the host itself uses (`_host_uses`): one with a disk the host sees below it
+  (its disk controller) or a network interface whose link is up (the NIC carrying the
+  host's traffic). Handing it to a guest takes the host's root disk or its network away,
+  and the guest then reads or writes the host's own disk. To give such a device away on
+  purpose, detach it from the host first (`virsh nodedev-detach`, which binds it to
+  vfio-pci): then the host sees no disk or link on it;
+- a PCI device without an IOMMU group: the host has no IOMMU (or it is off), so VFIO
+  cannot isolate the device and the guest could DMA into the host's memory;
 - a PCI device sharing its IOMMU group with other endpoints the VM does not get too: VFIO
   hands out whole groups, so QEMU would fail at start ("group N is not viable"). Pass
   ``group=True`` to assign every non-bridge member of the group together.
@@ -75,7 +83,48 @@ def _pci_name(addr: tuple[int, int, int, int]) -> str:
     return "pci_{:04x}_{:02x}_{:02x}_{:x}".format(*addr)
 
 
-def _refusal(dev: NodeDevice) -> str | None:
+def _host_uses(conn: libvirt.virConnect) -> dict[str, str]:
+    """Node device name -> why the host itself needs it, for every device above a disk the
+    host sees or a network interface with its link up. libvirt's node device tree says
+    both (storage and net capabilities, parents up to `computer`), for a remote host too.
+    It cannot say which disk is mounted or which NIC holds the default route (it has no
+    mount table or routing API), so every visible disk and every linked-up NIC counts."""
+    devices: list[NodeDevice] = []
+    for d in conn.listAllDevices(0):
+        try:
+            devices.append(NodeDevice.from_xml(d.XMLDesc(0)))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NODE_DEVICE:
+                raise  # a device that vanished meanwhile is not in use
+    parents = {d.name: d.parent for d in devices if d.name}
+    uses: dict[str, str] = {}
+    for d in devices:
+        if d.storage_block:
+            why = f"the host's disk {d.storage_block} is on it"
+        elif d.net_interface and d.net_link_state == "up":
+            why = f"it carries the host's network interface {d.net_interface} (link up)"
+        else:
+            continue
+        parent, hops = d.parent, 0
+        while parent and parent != "computer" and hops < 64:
+            uses.setdefault(parent, why)
+            parent, hops = parents.get(parent), hops + 1
+    return uses
+
+
+def _refusal(dev: NodeDevice, uses: dict[str, str] | None = None) -> str | None:
+    used = (uses or {}).get(dev.name or "")
+    if used:
+        return (
+            f"{_label(dev)} is used by the host itself: {used}. Detach it from the host "
+            "first (virsh nodedev-detach) if it really is meant for a guest"
+        )
+    if dev.is_pci and dev.iommu_group is None:
+        return (
+            f"{_label(dev)} has no IOMMU group: the host's IOMMU is missing or off "
+            "(intel_iommu=on / amd_iommu=on), so VFIO cannot keep a guest from reaching "
+            "the host's memory through it"
+        )
     if dev.is_pci and dev.is_bridge:
         cls = dev.pci_class or 0
         return (
@@ -87,7 +136,13 @@ def _refusal(dev: NodeDevice) -> str | None:
     return None
 
 
-def _describe(dev: NodeDevice) -> HostDevice:
+def _label(dev: NodeDevice) -> str:
+    if dev.is_pci:
+        return pci_text(dev.pci_address or (0, 0, 0, 0))
+    return dev.name or "the device"
+
+
+def _describe(dev: NodeDevice, uses: dict[str, str]) -> HostDevice:
     if dev.is_pci:
         addr = dev.pci_address or (0, 0, 0, 0)
         cls = dev.pci_class
@@ -104,7 +159,7 @@ def _describe(dev: NodeDevice) -> HostDevice:
             class_name=dev.pci_class_name,
             iommu_group=dev.iommu_group,
             iommu_members=[pci_text(a) for a in dev.iommu_members if a != addr],
-            refused=_refusal(dev),
+            refused=_refusal(dev, uses),
         )
     bus, devno = dev.usb_address or (0, 0)
     return HostDevice(
@@ -116,7 +171,7 @@ def _describe(dev: NodeDevice) -> HostDevice:
         product_id=dev.product_id,
         product_name=dev.product_name,
         driver=dev.driver_name,
-        refused=_refusal(dev),
+        refused=_refusal(dev, uses),
     )
 
 
@@ -170,9 +225,10 @@ def _lookup(conn: libvirt.virConnect, host: str, name: str) -> NodeDevice:
 
 def list_blocking(conn: libvirt.virConnect) -> list[HostDevice]:
     xmls = _domain_xmls(conn)
+    uses = _host_uses(conn)
     out = []
     for dev in _node_devices(conn):
-        info = _describe(dev)
+        info = _describe(dev, uses)
         info.attached_to = sorted(set(_users(dev, xmls).values()))
         out.append(info)
     return sorted(out, key=lambda d: (d.kind, d.address))
@@ -249,8 +305,9 @@ def attach_blocking(
     if dev.is_pci:
         plan = _group_plan(conn, host, dev, mine, group)
     xmls = _domain_xmls(conn)
+    uses = _host_uses(conn)
     for item in plan:
-        why = _refusal(item)
+        why = _refusal(item, uses)
         if why:
             raise Conflict(why, field="device")
         users = _users(item, xmls)

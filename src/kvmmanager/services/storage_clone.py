@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.services import image_probe
 from kvmmanager.services.storage_specs import POOL_NAME_MAX, VOLUME_NAME_MAX, check_name
 from kvmmanager.services.storage_xml import (
     VolumeDetails,
@@ -59,6 +60,15 @@ async def start_clone(
             )
 
     await storage._call(host, check_target)
+
+    def check_chain(conn: libvirt.virConnect) -> str | None:
+        # libvirtd reads the whole chain with root's rights while it copies: a backing
+        # file outside the pools would end up, readable, in the new volume.
+        return image_probe.chain_refusal(conn, lookup_volume(active_pool(conn, pool), name))
+
+    refusal = await storage._call(host, check_chain)
+    if refusal:
+        raise InvalidInput(f"volume '{name}' cannot be cloned: {refusal}", field="volume")
     xml = build_volume_xml(new_name, source.capacity, format or source.format or "raw")
     total = max(source.allocation, 1)
 

@@ -12,7 +12,12 @@ a thread-to-loop bridge. Chunks are coalesced to `CHUNK_SIZE` to keep thread hop
 Cleanup rule: an upload that fails, is cancelled, or delivers fewer/more bytes than it
 declared aborts the stream; if the upload created the volume, the volume is deleted, so
 nothing half-written remains. Writing into an existing volume happens only when the
-caller asks for it (`create=False`); a failure there cannot be undone and is reported.
+caller asks for it (`create=False`); a failed stream there cannot be undone and is reported.
+
+Every upload, create or overwrite, is probed once its bytes are in (`image_probe`: libvirt's
+refreshed volume XML plus the header read back through libvirt): an image naming a backing
+or external data file, or not of the declared format, is refused and its volume deleted,
+the overwritten one too, so no such image stays where a VM or a clone would follow it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import asyncio
 import contextlib
 import inspect
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import libvirt
 
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError
+from kvmmanager.services import image_probe
 from kvmmanager.services.storage_specs import VOLUME_NAME_MAX, check_name, check_size
 from kvmmanager.services.storage_xml import (
     VolumeDetails,
@@ -38,7 +43,6 @@ from kvmmanager.services.storage_xml import (
     lookup_volume,
     volume_exists,
 )
-from kvmmanager.virt.errors import libvirt_message
 
 if TYPE_CHECKING:
     from kvmmanager.services.storage import StorageService
@@ -339,7 +343,8 @@ async def upload_volume(
     `create` makes a new volume sized for the data (409 if it exists) and deletes it again
     on any failure; without it the existing volume is overwritten from offset 0, which the
     caller asked for explicitly. A new volume is always created raw: libvirt probes the
-    real format (qcow2, iso) once the bytes are in, and `format="qcow2"` is then checked.
+    real format (qcow2, iso) once the bytes are in, and `image_probe.upload_refusal` then
+    holds it to `format` (raw and iso: plain bytes; qcow2: a flat qcow2 image).
     """
     known = source_size(source)
     size = _check_upload_args(name, size if size is not None else known, format)
@@ -362,47 +367,23 @@ async def upload_volume(
     await upload_stream(
         h, h.conn, vol, source, size, created=create, progress=progress, cancelled=cancelled
     )
-    if not create:
-        return await storage.get_volume(host, pool, name)
     try:
-        await h.run(_refresh_pool, h.conn, pool)
-        details = await storage.get_volume(host, pool, name)
-        problem = None
-        if format == "qcow2" and details.format != "qcow2":
-            problem = "the uploaded data is not a qcow2 image"
-        elif format == "qcow2" and details.backing_path:
-            # A backing file named inside an uploaded image could point anywhere on the
-            # host; such an image must be flattened (qemu-img convert) before uploading.
-            problem = "an uploaded qcow2 image must not name a backing file"
+        probe = await h.run(image_probe.probe_volume, h.conn, pool, name)
+        problem = image_probe.upload_refusal(probe, format)
         if problem:
+            if not create:
+                # The old bytes are gone already; what is there now must not stay
+                # where a VM or a clone would follow it.
+                problem += f"; the overwritten volume '{name}' was deleted"
             raise InvalidInput(problem, field="format")
+        details = await storage.get_volume(host, pool, name)
     except BaseException:
+        # Fail closed, overwrite included: bytes nobody could check are never kept.
         await asyncio.shield(_cleanup_upload(h, None, vol))
+        await asyncio.shield(storage.sync_pool(host, pool))
         raise
     await storage.sync_pool(host, pool)
     return details
-
-
-# libvirt refreshes a pool in a background thread once an upload stream closes, and skips
-# that refresh while another job (a volume being built) runs in the pool.
-REFRESH_WAIT_SECONDS = 30.0
-
-
-def _refresh_pool(conn: libvirt.virConnect, pool_name: str) -> None:
-    """Refresh now (worker thread), so the new volume's format and virtual size are the
-    probed ones; retry while libvirt says the pool has asynchronous jobs running."""
-    pool = active_pool(conn, pool_name)
-    deadline = time.monotonic() + REFRESH_WAIT_SECONDS
-    while True:
-        try:
-            pool.refresh(0)
-            return
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_INTERNAL_ERROR:
-                raise
-            if time.monotonic() > deadline:
-                raise Conflict(libvirt_message(exc), field="pool") from exc
-        time.sleep(0.1)
 
 
 async def open_volume_download(
@@ -411,4 +392,7 @@ async def open_volume_download(
     details = await storage.get_volume(host, pool, name)
     h = storage._host(host)
     vol = await h.run(lambda: lookup_volume(active_pool(h.conn, pool), name))
+    refusal = await h.run(image_probe.chain_refusal, h.conn, vol)
+    if refusal:
+        raise InvalidInput(f"volume '{name}' cannot be downloaded: {refusal}", field="volume")
     return details, await open_download(h, h.conn, vol)

@@ -73,6 +73,7 @@ __all__ = [
     "InstallSource",
     "NicSpec",
     "VmSpec",
+    "boot_volumes",
     "build_domain",
     "cdrom_bus",
     "create_blocking",
@@ -312,8 +313,11 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
 Progress = Callable[..., Any]
 
 
-def gather_facts(conn: libvirt.virConnect, spec: VmSpec, caps: HostCaps) -> HostFacts:
-    """Read from libvirt what `validate_spec` checks against (only the pools it names)."""
+def gather_facts(
+    conn: libvirt.virConnect, spec: VmSpec, caps: HostCaps, host_paths: bool = False
+) -> HostFacts:
+    """Read from libvirt what `validate_spec` checks against (only the pools it names).
+    `host_paths`: the caller (an admin) may boot a kernel from any host path."""
     info = conn.getInfo()
     pools = {p.name(): p for p in conn.listAllStoragePools()}
     named = {d.pool for d in spec.disks} | ({spec.install.pool} if spec.install.pool else set())
@@ -323,6 +327,7 @@ def gather_facts(conn: libvirt.virConnect, spec: VmSpec, caps: HostCaps) -> Host
         if pool is not None and pool.isActive():
             volumes[name] = set(pool.listVolumes())
     max_vcpus = info[2] if caps.max_vcpus is None else min(info[2], caps.max_vcpus)
+    inst = spec.install
     return HostFacts(
         max_vcpus=max_vcpus,
         memory_mib=info[1],
@@ -333,7 +338,22 @@ def gather_facts(conn: libvirt.virConnect, spec: VmSpec, caps: HostCaps) -> Host
         tpm=caps.tpm,
         volumes=volumes,
         graphics=caps.graphics,
+        boot_volumes=None if host_paths else boot_volumes(conn, inst.kernel, inst.initrd),
     )
+
+
+def boot_volumes(conn: libvirt.virConnect, *paths: str | None) -> set[str]:
+    """Those of `paths` (kernel, initrd) that libvirt knows as volumes of a pool."""
+    found = set()
+    for path in paths:
+        if not path:
+            continue
+        try:
+            conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError:
+            continue
+        found.add(path)
+    return found
 
 
 def _active_pool(conn: libvirt.virConnect, name: str, field_name: str) -> libvirt.virStoragePool:
@@ -406,10 +426,12 @@ def create_blocking(
     progress: Progress | None = None,
     created_by: str | None = None,
     spice_listen: str = "127.0.0.1",
+    host_paths: bool = False,
 ) -> dict[str, Any]:
     """Validate, create volumes, define, optionally start. Anything made before a failure
-    is removed again, so a failed create leaves no half-made VM behind."""
-    validate_spec(spec, gather_facts(conn, spec, caps))
+    is removed again, so a failed create leaves no half-made VM behind. `host_paths`:
+    see `gather_facts`."""
+    validate_spec(spec, gather_facts(conn, spec, caps, host_paths))
     if spec.name in {d.name() for d in conn.listAllDomains()}:
         raise Conflict(f"a vm named '{spec.name}' already exists", field="name")
     created: list[libvirt.virStorageVol] = []

@@ -105,6 +105,9 @@ class HostFacts:
     volumes: dict[str, set[str]] = field(default_factory=dict)
     # Graphics types the domain capabilities list; None when the driver reports none.
     graphics: set[str] | None = None
+    # The kernel/initrd paths that are volumes of a storage pool; None: any host path
+    # may be booted (an admin's create).
+    boot_volumes: set[str] | None = None
 
 
 def validate_name(name: object, field_name: str = "name") -> str:
@@ -203,6 +206,15 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
     elif inst.kind == "kernel":
         _validate_path(inst.kernel, "install.kernel", required=True)
         _validate_path(inst.initrd, "install.initrd", required=False)
+        for path, what in ((inst.kernel, "kernel"), (inst.initrd, "initrd")):
+            # QEMU reads it with root's rights (and libvirt relabels it for the guest):
+            # only an admin may name a host file; others boot what is in a pool.
+            if path and facts.boot_volumes is not None and path not in facts.boot_volumes:
+                raise InvalidInput(
+                    f"{path} is not a volume of any storage pool: upload the {what} into a "
+                    "pool and give the volume's path",
+                    field=f"install.{what}",
+                )
         if inst.cmdline is not None and (
             len(inst.cmdline) > MAX_CMDLINE or any(ord(c) < 32 for c in inst.cmdline)
         ):

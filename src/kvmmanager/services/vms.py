@@ -169,8 +169,11 @@ class VmService:
         spec: VmSpec,
         progress: Callable[..., Any] | None = None,
         created_by: str | None = None,
+        host_paths: bool = False,
     ) -> dict[str, Any]:
         """Validate, create volumes, define, optionally start; undo everything on failure.
+        `host_paths` lets a direct kernel boot name any host file (admins only): without
+        it the kernel and initrd must be volumes of a pool.
 
         Returns {"vm": DomainInfo, "domain_type": "kvm"|"qemu", "accel_reason": str,
         "volumes": [paths of the volumes it created]}.
@@ -179,7 +182,7 @@ class VmService:
         domain_type, reason = await self.domain_type(host)
         listen = self.m.settings.spice.listen
         result = await self.run(
-            host, _create_blocking, spec, domain_type, progress, created_by, listen
+            host, _create_blocking, spec, domain_type, progress, created_by, listen, host_paths
         )
         info = await self.refresh(host, result["uuid"])
         return {
@@ -189,13 +192,13 @@ class VmService:
             "volumes": result["volumes"],
         }
 
-    async def validate(self, host: str, spec: VmSpec) -> None:
+    async def validate(self, host: str, spec: VmSpec, host_paths: bool = False) -> None:
         """Check a create request against the host without creating anything (so a job
         is only started for a request that can work)."""
         domain_type, _ = await self.domain_type(host)
 
         def check(conn: libvirt.virConnect) -> None:
-            facts = vm_builder.gather_facts(conn, spec, host_caps(conn, domain_type))
+            facts = vm_builder.gather_facts(conn, spec, host_caps(conn, domain_type), host_paths)
             vm_builder.validate_spec(spec.model_copy(deep=True), facts)
 
         await self.run(host, check)
@@ -332,10 +335,11 @@ def _create_blocking(
     progress: Callable[..., Any] | None,
     created_by: str | None,
     spice_listen: str = "127.0.0.1",
+    host_paths: bool = False,
 ) -> dict[str, Any]:
     caps = host_caps(conn, domain_type)
     return vm_builder.create_blocking(
-        conn, spec, domain_type, caps, progress, created_by, spice_listen
+        conn, spec, domain_type, caps, progress, created_by, spice_listen, host_paths
     )
 
 

@@ -53,4 +53,6 @@ async def create_from_cloud_image(
         start=body.start,
         owner=body.owner or user.username,
         created_by=user.username,
+        # Only an admin may boot a kernel from a host path; others from pool volumes.
+        host_paths=user.has_role("admin"),
     )

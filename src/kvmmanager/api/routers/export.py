@@ -48,15 +48,24 @@ async def export_xml(host: str, vm: str, manager: Manager = Depends(get_manager)
     status_code=status.HTTP_201_CREATED,
     response_model=ImportedVm,
 )
-async def import_xml(host: str, body: ImportXmlIn, manager: Manager = Depends(get_manager)) -> Any:
+async def import_xml(
+    host: str,
+    body: ImportXmlIn,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
+) -> Any:
     """Define (not start) a VM from a libvirt domain XML. Every network and volume it
     refers to must exist on this host (after remapping): 404 naming `network_map` or
-    `pool_map` otherwise."""
+    `pool_map` otherwise. The importer owns the VM. Only admins may import what the
+    manager's builders do not make (host files or devices, `<filesystem>`, `qemu:`
+    elements...): 422 naming the element otherwise."""
     opts = ImportOptions(
         name=body.name,
         new_identity=body.new_identity,
         network_map=body.network_map,
         pool_map=body.pool_map,
+        owner=user.username,
+        trusted=user.has_role("admin"),
     )
     return await manager.export.import_xml(host, body.xml, opts)
 
@@ -141,7 +150,11 @@ async def import_bundle(
     """Receive a bundle (the request body), then import it in a job: its disks become new
     volumes in `pool`, checked against the manifest's sha256 before the VM is defined."""
     opts = ImportOptions(
-        name=name, new_identity=new_identity, network_map=_mapping(network, "network")
+        name=name,
+        new_identity=new_identity,
+        network_map=_mapping(network, "network"),
+        owner=user.username,
+        trusted=user.has_role("admin"),
     )
     await manager.storage.get_pool(host, pool)  # 404 before receiving any byte
 

@@ -111,18 +111,23 @@ async def create(
     spec = VmSpec.model_validate(body.model_dump())
     if spec.owner is None:
         spec.owner = user.username  # the creator owns what they make, unless told otherwise
+    admin = user.has_role("admin")  # may boot a kernel from any host path
     big = sum(d.size_gib or 0 for d in spec.disks if d.volume is None) >= JOB_THRESHOLD_GIB
     if background or big:
         # Bad input is a 422 now, not a failed job.
-        await manager.vms.validate(host, spec)
+        await manager.vms.validate(host, spec, host_paths=admin)
 
         async def job(progress: Any) -> dict[str, Any]:
-            res = await manager.vms.create(host, spec, progress, created_by=user.username)
+            res = await manager.vms.create(
+                host, spec, progress, created_by=user.username, host_paths=admin
+            )
             return _created(res)
 
         job_id = manager.jobs.start("vm.create", f"{host}/{spec.name}", job, user, host=host)
         return JSONResponse({"job_id": job_id}, status_code=status.HTTP_202_ACCEPTED)
-    return _created(await manager.vms.create(host, spec, created_by=user.username))
+    return _created(
+        await manager.vms.create(host, spec, created_by=user.username, host_paths=admin)
+    )
 
 
 @router.get(VM, name="vms.get", response_model=VmOut)

@@ -164,11 +164,14 @@ async def upload_volume(
     Synchronous: answers once the data is in. It runs as a `volume.upload` job, so
     `job.progress` events report it and `POST /api/jobs/{id}/cancel` stops it. With
     `create=true` a new volume sized to the body is made (409 if it exists) and is
-    deleted again if the upload fails, is cancelled or the client goes away; the volume's
-    format is what libvirt detects in the data (`format=qcow2` is checked). Without
+    deleted again if the upload fails, is cancelled or the client goes away. Without
     `create` the body overwrites the existing volume from its start (refused while a
-    running VM uses it). The byte count comes from Content-Length, or `?size=` for a
-    chunked body; a body shorter or longer than that fails with 422.
+    running VM uses it). Either way the data is then probed through libvirt: an image
+    naming a backing file or an external data file, or not of the declared `format`
+    (raw and iso: plain bytes; qcow2: a qcow2 image), is refused (422, field `format`)
+    and the volume deleted, the overwritten one too. The byte count comes from
+    Content-Length, or `?size=` for a chunked body; a body shorter or longer than that
+    fails with 422.
     """
     declared = _declared_size(request, size)
     storage = manager.storage

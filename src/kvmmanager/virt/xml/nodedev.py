@@ -81,6 +81,9 @@ class NodeDevice(XMLObject):
     _usb_product = _ro(f"{USB}/product")
     _usb_vendor_id = _ro(f"{USB}/vendor/@id")
     _usb_vendor = _ro(f"{USB}/vendor")
+    storage_block = _ro("capability[@type='storage']/block", doc="/dev/sda: a disk the host sees")
+    net_interface = _ro("capability[@type='net']/interface", doc="eth0: a NIC the host has")
+    net_link_state = _ro("capability[@type='net']/link/@state", doc="up, down, unknown...")
 
     @property
     def kinds(self) -> list[str]:

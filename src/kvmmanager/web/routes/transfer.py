@@ -153,6 +153,7 @@ async def import_xml(
     name: Annotated[str, Form()] = "",
     new_identity: Annotated[bool, Form()] = False,
     manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> Response:
     form = {"host": host, "xml": xml, "name": name, "new_identity": new_identity}
     try:
@@ -162,7 +163,12 @@ async def import_xml(
             raise InvalidInput("the XML is larger than 1 MiB", field="xml")
         if host not in host_choices(manager):
             raise InvalidInput("pick a host", field="host")
-        opts = ImportOptions(name=name.strip() or None, new_identity=new_identity)
+        opts = ImportOptions(
+            name=name.strip() or None,
+            new_identity=new_identity,
+            owner=user.username,
+            trusted=user.has_role("admin"),
+        )
         result = await manager.export.import_xml(host, xml, opts)
     except (InvalidInput, Conflict, NotFound) as exc:
         # NotFound names the network or volume the XML refers to that this host lacks.
