@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 import kvmmanager
-from kvmmanager.api import errors, routers
+from kvmmanager.api import errors, routers, transport
 from kvmmanager.api.auditing import AuditMiddleware
 from kvmmanager.api.body_limits import BodyLimitMiddleware
 from kvmmanager.api.deps import authenticate
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, manager: Manager | None = No
         max_bytes=settings.server.max_body_bytes,
         timeout_seconds=settings.server.body_timeout_seconds,
     )
+    transport.install(app, settings.server)
     for name in router_modules():
         module = importlib.import_module(name)
         router = getattr(module, "router", None)

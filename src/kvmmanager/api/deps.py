@@ -87,6 +87,26 @@ def route_action(route: Any) -> str:
     return f"{module.rsplit('.', 1)[-1]}.{name}" if module else name
 
 
+def same_origin(conn: HTTPConnection, base_url: str = "") -> bool:
+    """Whether a browser request comes from a page of this server: its Origin (else its
+    Referer) names the Host it was sent to, or the configured public base URL. A request
+    with neither header is not from a browser page (browsers send Origin on every
+    cross-site POST) and passes."""
+    source = conn.headers.get("origin") or conn.headers.get("referer")
+    if source is None:
+        return True
+    netloc = urlsplit(source).netloc if source != "null" else ""
+    allowed = {conn.headers.get("host")}
+    if base_url:
+        allowed.add(urlsplit(base_url).netloc)
+    return bool(netloc) and netloc in allowed
+
+
+def require_same_origin(conn: HTTPConnection, base_url: str = "") -> None:
+    if not same_origin(conn, base_url):
+        raise PermissionDenied("cross-site request refused", field="Origin")
+
+
 def get_manager(conn: HTTPConnection) -> Manager:
     return conn.app.state.manager
 

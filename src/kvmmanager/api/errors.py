@@ -83,6 +83,8 @@ async def _respond(
 async def kvmm_error_handler(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
     assert isinstance(exc, KvmmError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 429 and isinstance(exc.details, dict) and "retry_after" in exc.details:
+        headers = {"Retry-After": str(exc.details["retry_after"])}
     return await _respond(conn, exc.status, {"error": exc.to_dict()}, headers)
 
 

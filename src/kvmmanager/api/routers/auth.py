@@ -2,68 +2,62 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request, Response, status
+from starlette.requests import HTTPConnection
 
 from kvmmanager.api.deps import (
     SESSION_COOKIE,
     current_user,
     get_manager,
     public,
+    require_same_origin,
     self_service,
 )
 from kvmmanager.api.schemas.auth import LoginRequest, LoginResponse, Me, PasswordChange
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
-from kvmmanager.core.errors import InvalidInput, RateLimited, Unauthenticated
+from kvmmanager.core.errors import InvalidInput, Unauthenticated
 from kvmmanager.services import audit as audit_mod
+from kvmmanager.services.login_throttle import LoginThrottle
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERROR_RESPONSES)
 
-WINDOW_SECONDS = 60.0
+# Responses that carry a session, a CSRF token or a secret must not be kept by a cache.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
-class LoginRateLimiter:
-    """Sliding one-minute window of login attempts per client address and per username."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._attempts: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, *keys: str) -> None:
-        """Count one attempt under every key; raise RateLimited when any is over."""
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                q = self._attempts.setdefault(key, deque())
-                while q and now - q[0] >= WINDOW_SECONDS:
-                    q.popleft()
-                if len(q) >= self.per_minute:
-                    retry = max(1, int(WINDOW_SECONDS - (now - q[0])) + 1)
-                    raise RateLimited(
-                        f"too many login attempts; retry in {retry} s",
-                        details={"retry_after": retry},
-                    )
-            for key in keys:
-                self._attempts[key].append(now)
-            if len(self._attempts) > 10_000:
-                # Bound memory against address/username sprays: forget idle keys.
-                for key in [k for k, q in self._attempts.items() if not q or now - q[-1] > 60]:
-                    del self._attempts[key]
+def login_throttle(conn: HTTPConnection, manager: Manager) -> LoginThrottle:
+    """The app's one throttle (services/login_throttle.py), made on first use."""
+    throttle = getattr(conn.app.state, "login_throttle", None)
+    if throttle is None:
+        auth = manager.settings.auth
+        throttle = LoginThrottle(
+            auth.login_attempts_per_minute, auth.login_free_failures, auth.login_backoff_max_seconds
+        )
+        conn.app.state.login_throttle = throttle
+    return throttle
 
 
-def _limiter(request: Request, manager: Manager) -> LoginRateLimiter:
-    limiter = getattr(request.app.state, "login_limiter", None)
-    if limiter is None:
-        limiter = LoginRateLimiter(manager.settings.auth.login_attempts_per_minute)
-        request.app.state.login_limiter = limiter
-    return limiter
+def client_address(conn: HTTPConnection) -> str:
+    """The client's address: the forwarded one when a trusted proxy sent the request."""
+    return conn.client.host if conn.client else "unknown"
+
+
+def check_login(conn: HTTPConnection, manager: Manager, username: str, password: str) -> Principal:
+    """A login attempt, throttled per address and per (user, address)."""
+    throttle = login_throttle(conn, manager)
+    address = client_address(conn)
+    throttle.check(username, address)
+    try:
+        principal = manager.users.authenticate(username, password)
+    except Unauthenticated:
+        throttle.failed(username, address)
+        raise
+    throttle.succeeded(username, address)
+    return principal
 
 
 def _set_session_cookie(
@@ -88,12 +82,13 @@ def login(
     response: Response,
     manager: Manager = Depends(get_manager),
 ) -> LoginResponse:
+    response.headers.update(NO_STORE)
     rec = audit_mod.current_request.get()
     if rec is not None:
         rec.username = body.username
-    client = request.client.host if request.client else "unknown"
-    _limiter(request, manager).hit(f"ip:{client}", f"user:{body.username}")
-    principal = manager.users.authenticate(body.username, body.password)
+    # Login CSRF: a cross-site page must not log a browser into an account of its choosing.
+    require_same_origin(request, manager.settings.server.base_url)
+    principal = check_login(request, manager, body.username, body.password)
     session_id, csrf, expires = manager.users.create_session(principal)
     _set_session_cookie(request, response, session_id, expires)
     return LoginResponse(
@@ -116,7 +111,8 @@ def logout(
 
 
 @router.get("/me", name="auth.me", response_model=Me)
-def me(user: Principal = Depends(current_user)) -> Me:
+def me(response: Response, user: Principal = Depends(current_user)) -> Me:
+    response.headers.update(NO_STORE)  # carries the CSRF token
     return Me(username=user.username, role=user.role, via=user.via, csrf_token=user.csrf_token)
 
 
@@ -129,6 +125,7 @@ def change_password(
     user: Principal = Depends(current_user),
     manager: Manager = Depends(get_manager),
 ) -> Me:
+    response.headers.update(NO_STORE)
     try:
         manager.users.authenticate(user.username, body.current_password)
     except Unauthenticated:

@@ -46,9 +46,11 @@ def list_tokens(
 @self_service
 def create_token(
     body: TokenCreate,
+    response: Response,
     user: Principal = Depends(current_user),
     manager: Manager = Depends(get_manager),
 ) -> TokenCreated:
+    response.headers["Cache-Control"] = "no-store"  # the secret, shown once
     owner = body.username or user.username
     if owner != user.username and not user.has_role("admin"):
         raise PermissionDenied("only an admin may create tokens for others", field="username")

@@ -8,8 +8,15 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from kvmmanager.api.deps import SESSION_COOKIE, current_user, get_manager, public, self_service
-from kvmmanager.api.routers.auth import _limiter, _set_session_cookie
+from kvmmanager.api.deps import (
+    SESSION_COOKIE,
+    current_user,
+    get_manager,
+    public,
+    same_origin,
+    self_service,
+)
+from kvmmanager.api.routers.auth import NO_STORE, _set_session_cookie, check_login
 from kvmmanager.core.errors import InvalidInput, RateLimited, Unauthenticated
 from kvmmanager.services import audit as audit_mod
 from kvmmanager.services.manager import Manager
@@ -32,7 +39,9 @@ def _safe_next(target: str | None) -> str:
 @router.get("/login", name="web.login_page", response_class=HTMLResponse)
 @public
 def login_page(request: Request, next: str = "/") -> HTMLResponse:
-    return render(request, "login.html", next=_safe_next(next))
+    response = render(request, "login.html", next=_safe_next(next))
+    response.headers.update(NO_STORE)
+    return response
 
 
 @router.post("/login", name="web.login", response_class=HTMLResponse)
@@ -47,10 +56,18 @@ def login(
     rec = audit_mod.current_request.get()
     if rec is not None:
         rec.username = username
-    client = request.client.host if request.client else "unknown"
+    if not same_origin(request, manager.settings.server.base_url):
+        # Login CSRF: a cross-site form must not log the browser into the attacker's account.
+        return render(
+            request,
+            "login.html",
+            status_code=403,
+            message="cross-site login refused: log in from this server's own login page",
+            next=next,
+            username=username,
+        )
     try:
-        _limiter(request, manager).hit(f"ip:{client}", f"user:{username}")
-        principal = manager.users.authenticate(username, password)
+        principal = check_login(request, manager, username, password)
     except (Unauthenticated, RateLimited) as e:
         return render(
             request,
@@ -61,7 +78,7 @@ def login(
             username=username,
         )
     session_id, _csrf, expires = manager.users.create_session(principal)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(_safe_next(next), status_code=303, headers=NO_STORE)
     _set_session_cookie(request, response, session_id, expires)
     return response
 
