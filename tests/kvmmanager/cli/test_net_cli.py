@@ -53,3 +53,12 @@ def test_bad_dhcp_range_names_the_problem(net_cli: Any) -> None:
     args = ["--address", "10.213.91.1", "--dhcp-start", "10.213.91.50", "--dhcp-end", "10.213.91.5"]
     result = net_cli("net", "create", name, *args)
     assert result.exit_code == 2 and "dhcp_start" in result.stderr
+
+
+def test_lease_expiry_is_a_readable_utc_time() -> None:
+    """Issue 17 item 13: `net leases` printed EXPIRES as raw Unix seconds. (No DHCP lease
+    can be made on this machine without a DHCP-configured guest: the formatter is checked.)"""
+    from kvmmanager.cli.commands.net import lease_time
+
+    assert lease_time(1796601600) == "2026-12-07 00:00:00 UTC"
+    assert lease_time(None) is None

@@ -14,6 +14,7 @@ from kvmmanager.cli.output import emit, wants_json
 from kvmmanager.core.errors import InvalidInput
 
 NAME = "metrics"
+HOST_OPTION = typer.Option("local", "--host", "-H", envvar="KVMM_HOST", help="Host name.")
 app = typer.Typer(
     help="VM metrics: per-host table, one VM, history, collector state.", no_args_is_help=True
 )
@@ -50,12 +51,23 @@ def _num(v: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+# Where a memory figure comes from: the guest's own (balloon driver) or what the QEMU
+# process holds on the host, which includes QEMU itself and exceeds the guest's size.
+MEM_SOURCES = {"guest": "used in guest", "rss": "QEMU process RSS"}
+
+
+def human_mem(r: dict[str, Any]) -> str:
+    shown = human_bytes(r.get("mem_bytes"))
+    source = MEM_SOURCES.get(r.get("mem_source") or "")
+    return f"{shown} ({source})" if source and r.get("mem_bytes") is not None else shown
+
+
 def human_row(r: dict[str, Any]) -> dict[str, str]:
     return {
         "name": r["name"],
         "state": r["state"],
         "cpu": _num(r.get("cpu_pct")),
-        "mem": human_bytes(r.get("mem_bytes")),
+        "mem": human_mem(r),
         "disk_rd": human_bytes(r.get("disk_rd_bps")),
         "disk_wr": human_bytes(r.get("disk_wr_bps")),
         "iops": f"{_num(r.get('disk_rd_iops'), '{:.0f}')}/{_num(r.get('disk_wr_iops'), '{:.0f}')}",
@@ -67,7 +79,7 @@ def human_row(r: dict[str, Any]) -> dict[str, str]:
 @app.command("host")
 def host_metrics(
     ctx: typer.Context,
-    host: str = typer.Argument("local"),
+    host: str = HOST_OPTION,
     sort: str = typer.Option("name", help="name, cpu, mem or disk (busiest first)"),
     limit: int = typer.Option(0, min=0, help="show only the first N rows (0: all)"),
 ) -> None:
@@ -89,7 +101,7 @@ def host_metrics(
 
 
 @app.command("vm")
-def vm_metrics(ctx: typer.Context, host: str, vm: str) -> None:
+def vm_metrics(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """The latest figures of one VM, with its guest agent's when it runs one."""
     with client(ctx) as api:
         data = api.get(f"/api/hosts/{_seg(host)}/vms/{_seg(vm)}/metrics")
@@ -97,7 +109,8 @@ def vm_metrics(ctx: typer.Context, host: str, vm: str) -> None:
         emit(ctx, data)
         return
     shown: dict[str, Any] = human_row(data)
-    shown["memory source"] = data.get("mem_source") or "-"
+    if data.get("balloon_kib") is not None:
+        shown["guest memory size"] = human_bytes(data["balloon_kib"] * 1024)
     shown["cpu seconds"] = _num(data["totals"].get("cpu_seconds"))
     guest = data.get("guest") or {}
     if guest:
@@ -114,14 +127,17 @@ def vm_metrics(ctx: typer.Context, host: str, vm: str) -> None:
 @app.command("history")
 def history(
     ctx: typer.Context,
-    host: str,
     vm: str,
-    last: float = typer.Option(600.0, help="seconds back from now (up to 86400)"),
+    last: float = typer.Option(
+        600.0, help="Seconds back from now (up to metrics.retention_days: 30 days by default)."
+    ),
     field: list[str] = typer.Option(
         ["cpu_pct", "mem_bytes"], "--field", "-f", help="fields to show (repeat)"
     ),
+    host: str = HOST_OPTION,
 ) -> None:
-    """A VM's history: full resolution up to 1 h back, 5-minute means beyond."""
+    """A VM's history: full resolution up to 1 h back, 5-minute means up to 24 h, hourly
+    means beyond."""
     with client(ctx) as api:
         data = api.get(
             f"/api/hosts/{_seg(host)}/vms/{_seg(vm)}/metrics/history", params={"last": last}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
-from kvmmanager.cli.output import emit, info
+from kvmmanager.cli.output import emit, info, wants_json
 
 NAME = "net"
 app = typer.Typer(
@@ -129,7 +130,17 @@ def leases(
     mac: str | None = typer.Option(None, "--mac", help="Only this MAC address."),
     host: str = HOST_OPTION,
 ) -> None:
-    """List the network's DHCP leases."""
+    """List the network's DHCP leases (EXPIRES in UTC; --json keeps Unix seconds)."""
     params = {"mac": mac} if mac else None
     with client(ctx) as api:
-        emit(ctx, api.get(f"{_base(host)}/{q(name)}/leases", params=params), LEASE_COLUMNS)
+        rows = api.get(f"{_base(host)}/{q(name)}/leases", params=params)
+    if wants_json(ctx):
+        emit(ctx, rows)
+        return
+    emit(ctx, [{**r, "expires": lease_time(r.get("expires"))} for r in rows], LEASE_COLUMNS)
+
+
+def lease_time(epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
