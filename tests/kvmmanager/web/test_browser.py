@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -146,6 +147,20 @@ def test_upload_shows_progress_to_100_percent(browser_login, live_server, tmp_pa
         assert page.eval_on_selector("form#upload progress", "p => p.value === p.max")
         expect(page.locator("#volumes")).to_contain_text("kvmm-t-web.iso")
         shot(page, "storage")
+
+        # The server holds an upload to its declared format: the page declares the one
+        # the file name says unless the Format field names another.
+        image = tmp_path / "kvmm-t-web.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+        page.set_input_files("form#upload input[type=file]", str(image))
+        page.click("form#upload button.primary")
+        expect(page.locator("[data-upload-status]")).to_have_text("100% · done", timeout=60_000)
+        expect(page.locator("#volumes")).to_contain_text("kvmm-t-web.qcow2")
+        page.fill("form#upload [data-upload-name]", "kvmm-t-web-as-raw")
+        page.select_option("form#upload [data-upload-format]", "raw")
+        page.click("form#upload button.primary")
+        expect(page.locator("[data-upload-status]")).to_have_text("failed", timeout=60_000)
+        expect(page.locator(".toast").last).to_contain_text("format=qcow2")
     finally:
         with api(live_server) as c:
             c.delete("/api/hosts/real/pools/kvmm-t-web-pool", params={"delete_volumes": True})

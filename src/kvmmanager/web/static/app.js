@@ -146,9 +146,14 @@ function wireUploads() {
       const nameField = form.querySelector("[data-upload-name]");
       const volume = (nameField && nameField.value) || file.name;
       const poolField = form.querySelector("[data-upload-pool]");
+      // The server holds the data to the declared format (a qcow2 sent as raw is refused).
+      const formatField = form.querySelector("[data-upload-format]");
+      const guessed = /\.qcow2$/i.test(file.name) ? "qcow2" : /\.iso$/i.test(file.name) ? "iso" : "raw";
+      const format = (formatField && formatField.value) || guessed;
       const url = form.dataset.upload
         .replace("{pool}", encodeURIComponent(poolField ? poolField.value : ""))
-        .replace("{name}", encodeURIComponent(volume)) + "&size=" + file.size;
+        .replace("{name}", encodeURIComponent(volume))
+        .replace("{format}", format) + "&size=" + file.size;
       xhr = new XMLHttpRequest();
       xhr.open("PUT", url);
       xhr.setRequestHeader("X-CSRF-Token", document.body.dataset.csrf);
