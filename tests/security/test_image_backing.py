@@ -23,7 +23,13 @@ from pathlib import Path
 import libvirt
 import pytest
 from fastapi.testclient import TestClient
-from tests.libvirtd_pools import LIBVIRTD_URI, DirPool, libvirtd_dir_pool, qemu_dir
+from tests.libvirtd_pools import (
+    LIBVIRTD_URI,
+    DirPool,
+    libvirtd_dir_pool,
+    qcow2_domain_xml,
+    qemu_dir,
+)
 
 from kvmmanager.core.config import Settings
 from kvmmanager.virt.xml.devices import Disk
@@ -271,3 +277,29 @@ def test_bundle_import_uses_the_same_check(
     conn = libvirt.open(LIBVIRTD_URI)
     with contextlib.closing(conn):
         assert not [d for d in conn.listAllDomains() if d.name().startswith("kvmm-t-sechost-")]
+
+
+def test_vm_clone_refuses_a_disk_whose_chain_leaves_the_pools(
+    client: TestClient, operator: TestClient, pool: DirPool, secret_file: Path, tmp_path: Path
+) -> None:
+    """The same chain under a VM (defined by an admin, unowned): cloning the VM would make
+    libvirtd copy the host file into the clone's new volume."""
+    (pool.path / "legacy.qcow2").write_bytes(evil_image(tmp_path, secret_file))
+    assert "legacy.qcow2" in volumes(pool.name)
+    name = f"kvmm-t-sechost-{uuid.uuid4().hex[:8]}"
+    conn = libvirt.open(LIBVIRTD_URI)
+    with contextlib.closing(conn):
+        path = conn.storagePoolLookupByName(pool.name).storageVolLookupByName("legacy.qcow2")
+        conn.defineXML(qcow2_domain_xml(name, path.path()))
+        try:
+            r = operator.post(f"/api/hosts/local/vms/{name}/clone", json={"name": f"{name}-c"})
+            if r.status_code == 202:
+                wait_job(operator, r.json()["job_id"])
+            copied = [v for v in volumes(pool.name) if v.startswith(f"{name}-c")]
+            assert not copied, f"libvirtd copied the host file into {copied}"
+            assert r.status_code == 422, r.text
+            assert str(secret_file) in r.json()["error"]["message"]
+        finally:
+            for dom_name in (name, f"{name}-c"):
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.lookupByName(dom_name).undefine()

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, Unsupported
+from kvmmanager.services import image_probe
 from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_builder import lookup, undefine_flags
 from kvmmanager.services.vm_spec import validate_name
@@ -113,6 +114,15 @@ def _volume_copy(
         ) from exc
     pool = vol.storagePoolLookupByVolume()
     pool.refresh(0)
+    outside = image_probe.foreign_backing(conn, vol)
+    if outside:
+        # libvirtd (a full copy) or the clone's QEMU (an overlay) would read that file
+        # with root's rights on the cloner's behalf.
+        raise Unsupported(
+            f"disk {target} ({path}) names a backing file outside every storage pool "
+            f"({outside}): it cannot be cloned",
+            field="vm",
+        )
     _, capacity, allocation = vol.info()
     fmt = _vol_format(vol) or "raw"
     new_name = _new_volume_name(vol.name(), source_vm, new_vm, target)
