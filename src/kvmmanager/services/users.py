@@ -15,7 +15,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 
-from kvmmanager.core import security
+from kvmmanager.core import password_policy, security
+from kvmmanager.core.password_policy import password_problem
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from kvmmanager.db.models import ROLES, ApiToken, User
 from kvmmanager.db.models import Session as LoginSession
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 TOKEN_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1024
+MIN_PASSWORD_LENGTH = password_policy.MIN_LENGTH
+MAX_PASSWORD_LENGTH = password_policy.MAX_LENGTH
 BOOTSTRAP_ADMIN = "admin"
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 # Verified against when the user does not exist, so a login costs the same either way.
@@ -63,15 +64,16 @@ def validate_username(username: str) -> str:
     return username
 
 
-def validate_password(password: str, field: str = "password") -> str:
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(
-            f"password must be at least {MIN_PASSWORD_LENGTH} characters", field=field
-        )
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise InvalidInput(
-            f"password must be at most {MAX_PASSWORD_LENGTH} characters", field=field
-        )
+def validate_password(
+    password: str, field: str = "password", *, username: str | None = None
+) -> str:
+    """The one password policy (core/password_policy.py) for every way a password is set:
+    user creation and password changes, through the API, the web UI and the CLI."""
+    if not isinstance(password, str):
+        raise InvalidInput("password must be text", field=field)
+    problem = password_problem(password, username=username)
+    if problem is not None:
+        raise InvalidInput(problem, field=field)
     return password
 
 
@@ -89,7 +91,7 @@ class UserService:
 
     def create(self, username: str, password: str, role: str = "viewer") -> User:
         validate_username(username)
-        validate_password(password)
+        validate_password(password, username=username)
         validate_role(role)
         with self._m.db.begin() as s:
             if s.scalar(select(User.id).where(User.username == username)) is not None:
@@ -116,7 +118,7 @@ class UserService:
             return s.scalar(select(func.count(User.id))) or 0
 
     def set_password(self, username: str, password: str) -> None:
-        validate_password(password)
+        validate_password(password, username=username)
         with self._m.db.begin() as s:
             user = self._load(s, username)
             user.password_hash = security.hash_password(password)
