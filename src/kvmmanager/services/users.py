@@ -16,8 +16,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 
 from kvmmanager.core import password_policy, security
-from kvmmanager.core.password_policy import password_problem
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from kvmmanager.core.password_policy import password_problem
 from kvmmanager.db.models import ROLES, ApiToken, User
 from kvmmanager.db.models import Session as LoginSession
 
