@@ -19,6 +19,7 @@ from kvmmanager.api import errors, routers, transport
 from kvmmanager.api.auditing import AuditMiddleware
 from kvmmanager.api.body_limits import BodyLimitMiddleware
 from kvmmanager.api.deps import authenticate
+from kvmmanager.api.docs import SPEC_URL, install_docs
 from kvmmanager.api.input_text import reject_unencodable_text
 from kvmmanager.core.config import Settings, get_settings
 from kvmmanager.services.manager import Manager
@@ -53,16 +54,16 @@ def create_app(settings: Settings | None = None, *, manager: Manager | None = No
     app = FastAPI(
         title="KVM Manager",
         version=kvmmanager.__version__,
-        docs_url="/api/docs",
+        docs_url=None,  # our own page (api/docs.py): no CDN, no inline script
         redoc_url=None,
-        openapi_url="/api/openapi.json",
-        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+        openapi_url=SPEC_URL,
         lifespan=lifespan,
         # Who is calling first (an anonymous caller learns nothing), then the text check.
         dependencies=[Depends(authenticate), Depends(reject_unencodable_text)],
     )
     app.state.settings = settings
     errors.install(app)
+    install_docs(app)
     app.add_middleware(AuditMiddleware)
     # Outside the audit: the audit's copy of a body never sees more than the limit.
     app.add_middleware(

@@ -210,11 +210,11 @@ def replace_one(conn: libvirt.virConnect, c: Copy) -> str:
 
 def drop_checkpoints(conn: libvirt.virConnect, uuid: str) -> list[str]:
     """Forget every checkpoint of the VM (metadata only: the bitmaps go with the images
-    being replaced); answers their names."""
+    being replaced); answers the names of all of them, children included (it named only
+    the roots, so a full+incremental chain reported one dropped while both went)."""
     dom = conn.lookupByUUIDString(uuid)
-    names = []
+    names = [cp.getName() for cp in dom.listAllCheckpoints(0)]
     for cp in dom.listAllCheckpoints(libvirt.VIR_DOMAIN_CHECKPOINT_LIST_ROOTS):
-        names.append(cp.getName())
         cp.delete(
             libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY
             | libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN

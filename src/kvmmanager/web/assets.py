@@ -1,4 +1,5 @@
-"""Static files: our own CSS/JS, and the npm libraries (htmx, noVNC, xterm.js, uPlot).
+"""Static files: our own CSS/JS, and the npm libraries (htmx, noVNC, xterm.js, uPlot,
+Swagger UI).
 
 The npm packages are installed by `scripts/setup` into `node_modules/` (never committed);
 an installed package may point `KVMM_WEB__VENDOR_DIR` elsewhere. Only the files the pages
@@ -25,6 +26,7 @@ VENDOR_TREES = {
     "xterm": "@xterm/xterm",
     "xterm-fit": "@xterm/addon-fit",
     "uplot": "uplot/dist",
+    "swagger-ui": "swagger-ui-dist",  # the API docs page (api/docs.py)
 }
 
 

@@ -32,7 +32,7 @@ PUBLIC_API = {
     ("GET", "/login"),
     ("POST", "/login"),
 }
-DOCS = {"/api/docs", "/api/openapi.json", "/api/docs/oauth2-redirect"}
+DOCS = {"/api/docs", "/api/docs/init.js", "/api/openapi.json", "/openapi.json"}
 # Writes a viewer may make because they only touch the caller's own account.
 SELF_SERVICE = {
     "auth.logout",
