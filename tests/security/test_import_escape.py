@@ -253,3 +253,20 @@ def test_bundle_import_applies_the_same_policy(
         time.sleep(0.1)
     assert job["state"] == "failed" and "<filesystem>" in job["error"]["message"], job
     assert _domains() == set()
+
+
+def test_agent_channel_socket_paths_are_left_to_libvirt(operator: TestClient) -> None:
+    """An exported VM may carry the socket path libvirt once chose for an agent channel;
+    the import drops it (libvirt names a fresh one) instead of binding where it says."""
+    planted = "/var/lib/libvirt/qemu/channel/target/kvmm-t-elsewhere/org.qemu.guest_agent.0"
+    channel = (
+        f"<channel type='unix'><source mode='bind' path='{planted}'/>"
+        "<target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+    )
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    r = operator.post("/api/hosts/local/imports", json={"xml": domain_xml(name, channel)})
+    assert r.status_code == 201, r.text
+    conn = libvirt.open(LIBVIRTD_URI)
+    with contextlib.closing(conn):
+        xml = conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "org.qemu.guest_agent.0" in xml and planted not in xml
