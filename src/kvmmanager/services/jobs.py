@@ -54,9 +54,19 @@ class _Live:
 class JobProgress:
     """The handle a job function gets. Callable: `progress(done, total, message)`."""
 
-    def __init__(self, service: JobService, job_id: str, kind: str, target: str, host: str):
+    def __init__(
+        self,
+        service: JobService,
+        job_id: str,
+        kind: str,
+        target: str,
+        host: str,
+        owner: str | None = None,
+    ):
         self._svc = service
         self.id = job_id
+        # The job's creator: its events reach only those who may read the job.
+        self.owner = owner
         self.kind = kind
         self.target = target
         self.host = host
@@ -214,7 +224,7 @@ class JobService:
                 rec.job_id = job_id
                 rec.status = rec.status or 202
                 rec.entry_id = self._m.audit.record(rec, session=s)
-        progress = JobProgress(self, job_id, kind, target, host)
+        progress = JobProgress(self, job_id, kind, target, host, username)
         if _running_loop() is loop:
             self._launch(job_id, fn, progress)
         else:
@@ -461,6 +471,7 @@ class JobService:
                 "done": p.done,
                 "total": p.total,
                 "message": p.message,
+                "created_by": p.owner,
                 **data,
             },
         )

@@ -10,11 +10,13 @@ API, the web UI, batches, schedules, backup policies and the event stream goes t
 - a schedule, a backup policy, a job: the `created_by` of its row;
 - an export bundle: an `object_owners` row written when its job made the file (the
   job's user);
-- a volume: libvirt keeps no metadata on volumes, so the manager records who created,
-  uploaded or cloned it (an `object_owners` row keyed by host + pool + volume name,
-  removed when the manager deletes the volume) AND every VM whose disk it is lends the
-  volume its owner. A caller must pass the rule for each of these owners: another
-  user's VM disk is theirs even if you uploaded it, and your upload stays yours.
+- a volume: libvirt keeps no metadata on volumes, so the manager records the operator
+  who created, uploaded or cloned it (an `object_owners` row keyed by host + pool +
+  volume name, replaced when a volume of that name is made again, removed when the
+  manager deletes it; what an admin makes is shared media and gets no row) AND every
+  VM whose disk or CD-ROM it is lends the volume its owner. A caller must pass the rule
+  for each of these owners: another user's VM disk is theirs even if you uploaded it,
+  and your upload stays yours.
 
 Acting later (a schedule firing, a policy run): `acting_principal` re-reads the user who
 set it up at that moment, so a user deleted, disabled or demoted to viewer since loses
@@ -23,6 +25,7 @@ the power, and the run has that user's rights, never more.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +35,8 @@ from kvmmanager.core.errors import KvmmError, PermissionDenied
 from kvmmanager.db.models import User
 from kvmmanager.db.ops_models import ObjectOwner
 from kvmmanager.services.users import Principal
+from kvmmanager.services.vm_spec import VmSpec
+from kvmmanager.virt.events import Event
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -141,6 +146,11 @@ class OwnershipService:
     ) -> list[VolumeOwner]:
         """Every owner the volume has: the recorded one, and the owner of each VM with a
         disk on it (by pool/volume, or by `path` when known)."""
+        if path is None:
+            # Pool volumes live at <pool target>/<name> (dir, fs, netfs, logical pools).
+            with contextlib.suppress(KvmmError):
+                target = self.m.inventory.pool(host, pool).path
+                path = f"{target.rstrip('/')}/{volume}" if target else None
         out = []
         rec = self.recorded(VOLUME, host, self.volume_key(pool, volume))
         if rec:
@@ -171,6 +181,31 @@ class OwnershipService:
         denied = self.volume_refusal(principal, host, pool, volume, path)
         if denied is not None:
             raise denied
+
+    def check_volumes(
+        self, principal: Principal, host: str, refs: list[tuple[str | None, str | None]]
+    ) -> None:
+        """Each existing (pool, volume) a request names in its body (a disk to attach,
+        install media, a backing or image volume): the caller's to use, or refused."""
+        for pool, volume in refs:
+            if pool and volume:
+                self.check_volume(principal, host, pool, volume)
+
+    def check_vm_spec_volumes(self, principal: Principal, host: str, spec: VmSpec) -> None:
+        """The existing volumes a new VM would use: its disks and its install media."""
+        refs = [(d.pool, d.volume) for d in spec.disks if d.volume]
+        if spec.install.kind in ("iso", "import"):
+            refs.append((spec.install.pool, spec.install.volume))
+        self.check_volumes(principal, host, refs)
+
+    def record_new_volume(
+        self, principal: Principal | None, host: str, pool: str, volume: str
+    ) -> None:
+        """`principal` made the volume (create, upload, clone). An operator's volume is
+        theirs; an admin's is shared (admins make the shared media: install ISOs, cloud
+        images), as is one the service layer made for nobody in particular."""
+        owner = None if principal is None or principal.has_role("admin") else principal.username
+        self.record_volume(host, pool, volume, owner)
 
     # -- bundles -------------------------------------------------------------------------
 
@@ -209,3 +244,13 @@ class OwnershipService:
                 field="created_by",
             )
         return principal
+
+
+def event_visible(principal: Principal, event: Event) -> bool:
+    """Whether `principal` may see `event` on the live stream: the same rule as the REST
+    reads. A job's events (`job.*`: target, progress, result) are its creator's, as
+    GET /api/jobs/{id} is; every other kind is about objects every role may read (VMs,
+    hosts, pools, networks, schedules and their runs, alerts)."""
+    if event.kind.startswith("job."):
+        return may_act(principal, event.data.get("created_by"))
+    return True

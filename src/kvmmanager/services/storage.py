@@ -324,6 +324,8 @@ class StorageService:
             lookup_volume(active_pool(conn, pool), name).delete(0)
 
         await self._call(host, op)
+        # A later volume of this name is not the deleted one's owner's.
+        self._m.ownership.forget_volume(host, pool, name)
         await self.sync_pool(host, pool)
 
     async def resize_volume(

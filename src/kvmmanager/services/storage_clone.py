@@ -24,6 +24,7 @@ from kvmmanager.services.storage_xml import (
     volume_details,
     volume_exists,
 )
+from kvmmanager.services.users import Principal
 
 if TYPE_CHECKING:
     from kvmmanager.services.jobs import JobProgress
@@ -85,6 +86,10 @@ async def start_clone(
     async def run(progress: JobProgress) -> dict[str, Any]:
         # Should the server die mid-copy, the next start deletes the half-made clone.
         progress.undo_on_interrupt("delete_volume", host=host, pool=dest_pool, volume=new_name)
+        # The copy is the cloner's before it exists (services/ownership.py).
+        storage._m.ownership.record_new_volume(
+            user if isinstance(user, Principal) else None, host, dest_pool, new_name
+        )
         task = asyncio.ensure_future(storage._call(host, create))
         try:
             while not task.done():

@@ -35,6 +35,8 @@ async def create_from_cloud_image(
 ) -> dict[str, Any]:
     """Create (and by default start) a VM from a cloud image with a cloud-init seed."""
     boot = body.boot
+    # The image is read into the new disk: the caller's to read.
+    manager.ownership.check_volumes(user, host, [(body.image_pool or body.pool, body.image)])
     return await manager.cloudinit.provision(
         host,
         name=body.name,

@@ -2,7 +2,9 @@
 
 Each client gets its own bounded queue on the bus; a client that falls behind receives one
 `resync` event (its queue was emptied) and should re-read what it mirrors. Comment pings
-keep proxies from closing an idle stream.
+keep proxies from closing an idle stream. Each client sees only events about what it may
+read through the REST API (services/ownership.event_visible): another user's job
+progress and results never reach it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import EventSourceResponse
 
-from kvmmanager.api.deps import get_manager
+from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
+from kvmmanager.services import ownership
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
 from kvmmanager.virt.events import RESYNC, Event
 
 router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)
@@ -25,8 +29,10 @@ QUEUE_SIZE = 1000
 PING_SECONDS = 15
 
 
-def _matcher(kinds: list[str], hosts: list[str]) -> Any:
+def _matcher(kinds: list[str], hosts: list[str], user: Principal) -> Any:
     def match(event: Event) -> bool:
+        if not ownership.event_visible(user, event):
+            return False
         if hosts and event.host not in hosts:
             return False
         return not kinds or any(
@@ -46,9 +52,11 @@ async def stream_events(
     ),
     host: list[str] = Query(default_factory=list, max_length=50),
     manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> EventSourceResponse:
-    predicate = _matcher(kind, host) if kind or host else None
-    sub = manager.bus.subscribe(maxsize=QUEUE_SIZE, predicate=predicate)
+    """Every event the caller may read (the REST reads' rule: another user's job events
+    never reach them), optionally only some kinds and hosts."""
+    sub = manager.bus.subscribe(maxsize=QUEUE_SIZE, predicate=_matcher(kind, host, user))
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         with sub:

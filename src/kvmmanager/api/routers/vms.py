@@ -111,6 +111,7 @@ async def create(
     spec = VmSpec.model_validate(body.model_dump())
     if spec.owner is None:
         spec.owner = user.username  # the creator owns what they make, unless told otherwise
+    manager.ownership.check_vm_spec_volumes(user, host, spec)
     admin = user.has_role("admin")  # may boot a kernel from any host path
     big = sum(d.size_gib or 0 for d in spec.disks if d.volume is None) >= JOB_THRESHOLD_GIB
     if background or big:
@@ -212,10 +213,16 @@ async def update(
 
 @router.post(VM + "/disks", name="vms.attach_disk", response_model=EditOut)
 async def attach_disk(
-    host: str, vm: str, body: DiskAttach, manager: Manager = Depends(get_manager)
+    host: str,
+    vm: str,
+    body: DiskAttach,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> dict[str, Any]:
-    """A new qcow2 volume (`pool`, `size_gib`) or an existing `volume`; live and persistent
-    when running, persistent when shut off. `details.target` is the guest device."""
+    """A new qcow2 volume (`pool`, `size_gib`) or an existing `volume` (the caller's to
+    use); live and persistent when running, persistent when shut off. `details.target`
+    is the guest device."""
+    manager.ownership.check_volumes(user, host, [(body.pool, body.volume)])
     return await manager.vms.edit.attach_disk(host, vm, DiskSpec.model_validate(body.model_dump()))
 
 
@@ -243,9 +250,14 @@ async def detach_nic(
 
 @router.post(VM + "/media", name="vms.insert_media", response_model=EditOut)
 async def insert_media(
-    host: str, vm: str, body: MediaInsert, manager: Manager = Depends(get_manager)
+    host: str,
+    vm: str,
+    body: MediaInsert,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> dict[str, Any]:
-    """Put a volume (an ISO) into the CD-ROM drive, running or not."""
+    """Put a volume (an ISO, the caller's to use) into the CD-ROM drive, running or not."""
+    manager.ownership.check_volumes(user, host, [(body.pool, body.volume)])
     return await manager.vms.edit.insert_media(host, vm, body.pool, body.volume, body.target)
 
 

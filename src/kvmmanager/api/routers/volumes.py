@@ -1,6 +1,8 @@
 """Volumes of a pool: /api/hosts/{host}/pools/{pool}/volumes.
 
-Viewers read and download; operators create, delete, resize, clone and upload.
+Viewers list and read volumes' details; operators create, delete, resize, clone, upload
+and download, each only volumes that are theirs or shared (the ownership rule on
+`{vol}`, api/deps.check_path_owners; where a volume's owners live: services/ownership.py).
 
 Upload (`PUT .../{vol}/content`) is synchronous: the request body streams through
 libvirt into the volume while it arrives, never buffered whole, and the response comes
@@ -22,7 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import current_user, get_manager, require_role, streaming_body
+from kvmmanager.api.deps import current_user, get_manager, owner_read, require_role, streaming_body
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.storage import (
     UploadResult,
@@ -52,10 +54,21 @@ async def list_volumes(host: str, pool: str, manager: Manager = Depends(get_mana
     "", name="volumes.create", response_model=VolumeOut, status_code=status.HTTP_201_CREATED
 )
 async def create_volume(
-    host: str, pool: str, body: VolumeCreate, manager: Manager = Depends(get_manager)
+    host: str,
+    pool: str,
+    body: VolumeCreate,
+    manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> dict:
     spec = VolumeSpec.model_validate(body.model_dump())
-    return (await manager.storage.create_volume(host, pool, spec)).to_dict()
+    if spec.backing is not None:
+        # An overlay reads its backing volume: that one must be the caller's to read.
+        manager.ownership.check_volumes(
+            user, host, [(spec.backing.pool or pool, spec.backing.volume)]
+        )
+    details = await manager.storage.create_volume(host, pool, spec)
+    manager.ownership.record_new_volume(user, host, pool, details.name)
+    return details.to_dict()
 
 
 @router.get("/{vol}", name="volumes.get", response_model=VolumeOut)
@@ -200,6 +213,8 @@ async def upload_volume(
             progress=lambda done, total: progress(done, total, "uploading"),
             cancelled=progress.cancelled,
         )
+        if create:
+            manager.ownership.record_new_volume(user, host, pool, vol)
         return {"bytes": declared, "volume": details.to_dict()}
 
     job_id = manager.jobs.start("volume.upload", f"{host}/{pool}/{vol}", run, user, host=host)
@@ -215,6 +230,7 @@ async def upload_volume(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
+@owner_read
 async def download_volume(
     host: str,
     pool: str,
@@ -223,7 +239,8 @@ async def download_volume(
     _user: Principal = Depends(require_role("operator")),
 ) -> StreamingResponse:
     """The volume's bytes as stored (a qcow2 volume comes as its qcow2 file). Operators
-    only: a disk image holds everything inside its guest."""
+    only, and only the volume's owners' (services/ownership.py): a disk image holds
+    everything inside its guest."""
     _details, download = await manager.storage.open_download(host, pool, vol)
     return StreamingResponse(
         download.chunks(),

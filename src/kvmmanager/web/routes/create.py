@@ -109,6 +109,7 @@ async def create_vm(
             owner=user.username,
             start=start and not install_agent,
         )
+        manager.ownership.check_vm_spec_volumes(user, host, spec)
         result = await manager.vms.create(host, spec)
     except ValidationError as e:
         first = e.errors()[0]
@@ -209,6 +210,7 @@ async def _create_from_cloud_image(
             install_agent=form.get("install_agent") == "true",
             agent_policy=_agent_policy(text),
         )
+        manager.ownership.check_volumes(user, host, [(image_pool, image)])
         result = await manager.cloudinit.provision(
             host,
             name=name,

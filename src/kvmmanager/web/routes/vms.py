@@ -12,9 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import get_manager
+from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, NicSpec
 from kvmmanager.services.vm_keys import KEY_COMBOS
 from kvmmanager.services.vms import ACTIONS
@@ -190,8 +191,10 @@ async def vm_media_insert(
     volume: Annotated[str, Form()],
     target: Annotated[str | None, Form()] = None,
     manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> HTMLResponse:
     pool, _, vol = volume.partition("/")
+    manager.ownership.check_volumes(user, host, [(pool, vol)])
     result = await manager.vms.edit.insert_media(host, vm, pool, vol, target)
     return await _hardware_response(
         request, manager, host, vm, result.get("message") or f"Inserted {vol}"
@@ -239,9 +242,11 @@ async def vm_disk_attach(
     size_gib: Annotated[float, Form()] = 0,
     volume: Annotated[str, Form()] = "",
     manager: Manager = Depends(get_manager),
+    user: Principal = Depends(current_user),
 ) -> HTMLResponse:
     if volume:  # an existing volume is chosen as "pool/volume"
         pool, _, volume = volume.partition("/")
+        manager.ownership.check_volumes(user, host, [(pool, volume)])
     spec = DiskSpec(pool=pool, size_gib=size_gib or None, volume=volume or None)
     result = await manager.vms.edit.attach_disk(host, vm, spec)
     return await _hardware_response(request, manager, host, vm, result["message"])
