@@ -7,8 +7,12 @@
     dist/kvm-manager_<v>-1_amd64.deb                                  the manager package
     dist/SHA256SUMS
 
-SOURCE_DATE_EPOCH (default: the last commit's time) makes the agent artifacts
-byte-reproducible. The manager .deb carries the wheels of every runtime dependency
+SOURCE_DATE_EPOCH makes the artifacts byte-reproducible. Without it the agent artifacts
+take the same default as `kvm-manager agent-iso build` (kvmmanager.iso.builder's
+default_epoch: the last commit that changed the agent), so both give one ISO hash for one
+agent version; the manager's take the last commit's time.
+
+The manager .deb carries the wheels of every runtime dependency
 (pinned by constraints.txt, fetched by pip from the configured index) so that its
 postinst builds the virtualenv offline.
 """
@@ -78,6 +82,13 @@ def build_python(dist: Path, iso: Path) -> Path:
         )
     (wheel,) = dist.glob("kvmmanager-*.whl")
     return wheel
+
+
+def agent_epoch() -> int:
+    from kvmmanager.iso.builder import default_epoch
+    from kvmmanager.iso.packages import PackagingDirs
+
+    return default_epoch(PackagingDirs(PACKAGING))
 
 
 def build_agent(dist: Path, epoch: int) -> dict[str, Path]:
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(dist)
     dist.mkdir(parents=True)
     epoch = _epoch()
-    agent = build_agent(dist, epoch)
+    agent = build_agent(dist, agent_epoch())
     wheel = build_python(dist, agent["iso"])
     build_manager_deb(dist, wheel, agent["iso"], epoch)
     write_sums(dist)

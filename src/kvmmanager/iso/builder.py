@@ -12,6 +12,8 @@ import hashlib
 import io
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -115,17 +117,42 @@ def _iso_path(rel: str) -> str:
 
 
 def default_epoch(dirs: PackagingDirs) -> int:
-    """SOURCE_DATE_EPOCH, else the newest mtime of the inputs (stable for one checkout)."""
+    """The one rule for the agent artifacts' timestamps, shared by `agent-iso build`,
+    deploy's build and `scripts/release` (they gave one agent version two ISO hashes):
+    SOURCE_DATE_EPOCH; else, in a git checkout, the time of the last commit that changed
+    the agent's inputs (the same in every clone); else the newest mtime of the inputs
+    (an installed package, whose files git does not know)."""
     if env := os.environ.get("SOURCE_DATE_EPOCH"):
         return int(env)
     import kvmmanager_agent
 
+    roots = (dirs.agent, Path(kvmmanager_agent.__file__).parent)
+    if (committed := _last_commit_time(roots)) is not None:
+        return committed
     newest = 0.0
-    for root in (dirs.agent, Path(kvmmanager_agent.__file__).parent):
+    for root in roots:
         for p in root.rglob("*"):
             if p.is_file() and "__pycache__" not in p.parts:
                 newest = max(newest, p.stat().st_mtime)
     return int(newest)
+
+
+def _last_commit_time(roots: tuple[Path, ...]) -> int | None:
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        out = subprocess.run(
+            [git, "-C", str(roots[0]), "log", "-1", "--format=%ct", "--", *map(str, roots)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout.strip()
+    return int(text) if out.returncode == 0 and text.isdigit() else None
 
 
 def master_iso(files: dict[str, tuple[bytes, int]], out_path: Path, epoch: int) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -43,6 +45,35 @@ def test_build_twice_gives_the_same_bytes(tmp_path: Path) -> None:
     assert outs[0]["sha256"] == outs[1]["sha256"]
     assert outs[0]["version"] == agent_version()
     assert outs[0]["files"] == 14
+
+
+def test_build_and_release_take_one_epoch_so_one_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 item 16: `agent-iso build` took the newest input mtime, scripts/release the
+    last commit's time: one agent version, two ISO hashes. Now both take the last commit
+    that changed the agent."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    root = Path(__file__).resolve().parents[3]
+    spec = importlib.util.spec_from_file_location("kvmm_release", root / "packaging/release.py")
+    assert spec is not None and spec.loader is not None
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    agent_dirs = [str(root / "packaging/agent"), str(root / "src/kvmmanager_agent")]
+    committed = subprocess.run(
+        ["git", "-C", str(root), "log", "-1", "--format=%ct", "--", *agent_dirs],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert release.agent_epoch() == int(committed)
+
+    built = _local("--json", "agent-iso", "build", "-o", str(tmp_path / "cli" / ISO_NAME))
+    assert built.exit_code == 0, built.output
+    as_release = _local(
+        "--json", "agent-iso", "build", "-o", str(tmp_path / "rel" / ISO_NAME),
+        "--source-date-epoch", str(release.agent_epoch()),
+    )  # fmt: skip
+    assert as_release.exit_code == 0, as_release.output
+    assert json.loads(built.stdout)["sha256"] == json.loads(as_release.stdout)["sha256"]
 
 
 def test_locate_lists_every_fallback(settings: Settings, tmp_path: Path) -> None:
