@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDED_BODY = 64 * 1024
 MAX_ERROR_BODY = 64 * 1024
+# A failed request without a user keeps at most this much of its body and query: enough
+# for a login's user name, not enough to fill the disk (services/audit_budget.py).
+MAX_ANONYMOUS_PARAMS = 1024
 
 
 class AuditMiddleware:
@@ -109,6 +112,21 @@ def _query_params(scope: Scope) -> dict[str, Any]:
     return dict(parse_qsl(raw, keep_blank_values=True))
 
 
+def _anonymous_failure(scope: Scope, rec: AuditRecord) -> bool:
+    """A refused or failed request by a client that did not authenticate (`authenticate`
+    keeps the caller in the request state; a failed login has none either)."""
+    principal = scope.get("state", {}).get("principal")
+    return principal is None and (rec.status is None or rec.status >= 400)
+
+
+def _truncate(rec: AuditRecord) -> None:
+    if len(rec.body) > MAX_ANONYMOUS_PARAMS:
+        rec.body_truncated = True
+        rec.body.clear()
+    if len(json.dumps(rec.query, default=str)) > MAX_ANONYMOUS_PARAMS:
+        rec.query = {"query": "(too large to record)"}
+
+
 def _finish(rec: AuditRecord, scope: Scope, status: int, error_json: bytes) -> None:
     route = scope.get("route")
     if route is not None and rec.action.startswith("http."):
@@ -127,6 +145,10 @@ async def _write(scope: Scope, rec: AuditRecord) -> None:
     manager = getattr(scope["app"].state, "manager", None)
     if manager is None:
         return
+    if rec.entry_id is None and _anonymous_failure(scope, rec):
+        if not manager.audit.anonymous_budget.admit(rec.remote_addr or ""):
+            return  # counted; one summary entry per address and minute says how many
+        _truncate(rec)
     try:
         if rec.entry_id is not None:
             await anyio.to_thread.run_sync(

@@ -3,22 +3,27 @@ it ended. The API records every state-changing request automatically."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as DbSession
 
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.text import encodable
 from kvmmanager.db.models import AuditEntry
+from kvmmanager.services.audit_budget import AnonymousFailureBudget, Suppressed
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
+
+log = logging.getLogger(__name__)
 
 REDACTED = "***"
 SECRET_KEY_PARTS = ("password", "secret", "token", "passwd", "key")
@@ -83,7 +88,7 @@ class AuditRecord:
     def to_row(self) -> AuditEntry:
         params = self.build_params()
         return AuditEntry(
-            username=self.username,
+            username=self.username[:64] if self.username else self.username,
             action=self.action[:128],
             target=self.target[:512],
             # A refused request is audited too, with what it sent: never store text that
@@ -113,6 +118,79 @@ class AuditPage:
 class AuditService:
     def __init__(self, manager: Manager) -> None:
         self._m = manager
+        cfg = manager.settings.audit
+        # Failed requests without a user: bounded per address and minute (audit_budget.py).
+        self.anonymous_budget = AnonymousFailureBudget(
+            cfg.anonymous_failures_per_minute_per_address, cfg.anonymous_failures_per_minute
+        )
+        self._maintenance: asyncio.Task[None] | None = None
+
+    # -- upkeep: retention and the summaries of what the budget left out ------------------
+
+    def start(self) -> None:
+        if self._maintenance is None:
+            self._maintenance = asyncio.get_running_loop().create_task(
+                self._maintain(), name="kvmm-audit-maintenance"
+            )
+
+    async def aclose(self) -> None:
+        task, self._maintenance = self._maintenance, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # The minute in progress is not over; what closed already is written.
+        await asyncio.to_thread(self.write_suppressed)
+
+    async def _maintain(self) -> None:
+        cfg = self._m.settings.audit
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        while True:
+            try:
+                await asyncio.to_thread(self.write_suppressed)
+                if loop.time() >= next_prune:
+                    deleted = await asyncio.to_thread(self.prune)
+                    if deleted:
+                        log.info(
+                            "audit log: %d entries older than %d days deleted",
+                            deleted,
+                            cfg.retention_days,
+                        )
+                    next_prune = loop.time() + cfg.prune_interval_seconds
+            except Exception:
+                # A busy or unreachable database must not end the upkeep for good.
+                log.exception("audit log upkeep failed; retrying")
+            await asyncio.sleep(min(30.0, cfg.prune_interval_seconds))
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete entries older than `audit.retention_days`; returns how many."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self._m.settings.audit.retention_days)
+        with self._m.db.begin() as s:
+            result = s.execute(delete(AuditEntry).where(AuditEntry.ts < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def write_suppressed(self) -> int:
+        """One `audit.suppressed` entry per address and closed minute that went over budget."""
+        closed: list[Suppressed] = self.anonymous_budget.take_closed()
+        if not closed:
+            return 0
+        with self._m.db.begin() as s:
+            for item in closed:
+                s.add(
+                    AuditEntry(
+                        action="audit.suppressed",
+                        target="",
+                        params={
+                            "count": item.count,
+                            "minute": datetime.fromtimestamp(item.window_start, UTC).isoformat(),
+                            "why": "failed requests without a user over the audit budget",
+                        },
+                        result="error",
+                        error_code="suppressed",
+                        remote_addr=item.address[:64],
+                    )
+                )
+        return len(closed)
 
     def record(self, rec: AuditRecord, session: DbSession | None = None) -> int:
         """Write one entry; inside `session`'s transaction when given (job + audit)."""

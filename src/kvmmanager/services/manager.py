@@ -220,11 +220,13 @@ class Manager:
         await self.metrics.start()
         self.scheduler.start()
         self.alerts.start()
+        self.audit.start()
         self.started = True
 
     async def stop(self) -> None:
         """Stop jobs, services holding background work, connections; close the DB."""
         await self.jobs.shutdown()
+        await self.audit.aclose()
         for attr in LAZY_SERVICES:
             service = self.__dict__.get(attr)
             # `aclose()` is the shutdown hook of a service; AgentService names it stop().
