@@ -303,3 +303,27 @@ def test_vm_clone_refuses_a_disk_whose_chain_leaves_the_pools(
             for dom_name in (name, f"{name}-c"):
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.lookupByName(dom_name).undefine()
+
+
+def test_a_chain_leaving_the_pools_cannot_become_a_vm_disk(
+    operator: TestClient, pool: DirPool, secret_file: Path, tmp_path: Path
+) -> None:
+    """Given to a VM as an existing volume, QEMU would follow the chain to the host file
+    and the guest would read it."""
+    (pool.path / "legacy.qcow2").write_bytes(evil_image(tmp_path, secret_file))
+    assert "legacy.qcow2" in volumes(pool.name)
+    name = f"kvmm-t-sechost-{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": name,
+        "memory_mib": 64,
+        "disks": [{"pool": pool.name, "volume": "legacy.qcow2"}],
+    }
+    try:
+        r = operator.post("/api/hosts/local/vms", json=spec)
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["field"] == "disks[0].volume" and str(secret_file) in err["message"], err
+    finally:
+        conn = libvirt.open(LIBVIRTD_URI)
+        with contextlib.closing(conn), contextlib.suppress(libvirt.libvirtError):
+            conn.lookupByName(name).undefine()

@@ -18,7 +18,8 @@ from typing import Any
 
 import libvirt
 
-from kvmmanager.core.errors import Conflict, NotFound
+from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.services import image_probe
 from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_spec import (
     AGENT_CHANNEL,
@@ -387,6 +388,7 @@ def plan_disks(
         pool = _active_pool(conn, spec.install.pool or "", "install.pool")
         vol = pool.storageVolLookupByName(spec.install.volume or "")
         _refuse_shared(vol.path(), used_paths, "install.volume")
+        _refuse_foreign_chain(conn, vol, "install.volume")
         plans.append(DiskPlan(vol.path(), _volume_format(vol), "virtio"))
     total = len(spec.disks)
     for i, disk in enumerate(spec.disks):
@@ -394,6 +396,7 @@ def plan_disks(
         if disk.volume is not None:
             vol = pool.storageVolLookupByName(disk.volume)
             _refuse_shared(vol.path(), used_paths, f"disks[{i}].volume")
+            _refuse_foreign_chain(conn, vol, f"disks[{i}].volume")
         else:
             if progress is not None:
                 progress(i, total + 1, f"creating volume {i + 1} of {total}")
@@ -411,6 +414,20 @@ def _undo_on_interrupt(progress: Progress | None, action: str, **args: str) -> N
     record = getattr(progress, "undo_on_interrupt", None)
     if record is not None:
         record(action, **args)
+
+
+def _refuse_foreign_chain(
+    conn: libvirt.virConnect, vol: libvirt.virStorageVol, field_name: str
+) -> None:
+    # QEMU follows a qcow2's backing chain with the rights libvirt grants it: a file
+    # outside the pools would become readable inside the guest.
+    outside = image_probe.foreign_backing(conn, vol)
+    if outside:
+        raise InvalidInput(
+            f"volume {vol.path()} names a backing file outside every storage pool "
+            f"({outside}): it cannot be a VM's disk",
+            field=field_name,
+        )
 
 
 def _refuse_shared(path: str, used_paths: dict[str, str], field_name: str) -> None:
