@@ -117,12 +117,13 @@ def validate_name(name: object, field_name: str = "name") -> str:
         raise InvalidInput(f"name is longer than {NAME_MAX} characters", field=field_name)
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise InvalidInput("name contains control characters", field=field_name)
-    if "/" in name:
-        raise InvalidInput("name must not contain '/'", field=field_name)
     if not NAME_RE.fullmatch(name):
+        # Name the first character that is not allowed: "<script>" is refused for its
+        # '<', not for a '/' further on.
+        bad = next((c for c in name if not NAME_RE.fullmatch("a" + c)), name[0])
         raise InvalidInput(
             "name must start with a letter or digit and contain only letters, digits, "
-            "'.', '_' and '-'",
+            f"'.', '_' and '-' ({bad!r} is not allowed)",
             field=field_name,
         )
     return name
@@ -236,6 +237,14 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
                 f"size_gib must be > 0 and <= {MAX_DISK_GIB}", field=f"{prefix}.size_gib"
             )
         vol_name = disk.name or default_volume_name(spec.name, i)
+        if disk.name is None and len(vol_name) > NAME_MAX:
+            # The volume's name comes from the VM's: say so on the field the user typed.
+            longest = NAME_MAX - (len(vol_name) - len(spec.name))
+            raise InvalidInput(
+                f"name is too long for a VM with a new disk: its volume would be named "
+                f"'{vol_name}', over {NAME_MAX} characters (at most {longest} for the name)",
+                field="name",
+            )
         validate_name(vol_name, f"{prefix}.name")
         if vol_name in facts.volumes.get(disk.pool, set()) or (disk.pool, vol_name) in new_names:
             raise InvalidInput(

@@ -10,9 +10,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 import kvmmanager
@@ -124,6 +125,24 @@ def _firing_count(request: Request) -> int:
 def toast_headers(message: str, level: str = "ok") -> dict[str, str]:
     """An htmx trigger the page's script turns into a toast (message shown as text)."""
     return {"HX-Trigger": json.dumps({"kvmm-toast": {"message": message, "level": level}})}
+
+
+FLASH_COOKIE = "kvmm_flash"
+FLASH_MAX = 3000  # bytes of cookie value: far below a browser's 4 KiB cookie limit
+
+
+def redirect_with_toasts(url: str, *toasts: tuple[str, str]) -> Response:
+    """An htmx redirect whose toasts ((message, level), ...) survive it: they travel in a
+    short-lived cookie that app.js shows (as text) and clears on the next page, because a
+    toast triggered on the redirecting answer dies with the page it was shown on."""
+    headers = {"HX-Redirect": url}
+    response = Response(status_code=204, headers=headers)
+    items = [{"message": m[:500], "level": level} for m, level in toasts]
+    value = quote(json.dumps(items, separators=(",", ":")), safe="")
+    if len(value) <= FLASH_MAX:
+        # Readable by the page's script (not HttpOnly): it holds only the toast text.
+        response.set_cookie(FLASH_COOKIE, value, max_age=60, path="/", samesite="strict")
+    return response
 
 
 def error_response(request: Request, exc: KvmmError) -> HTMLResponse:

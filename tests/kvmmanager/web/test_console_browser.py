@@ -78,6 +78,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
     mp.setenv("KVMM_CONFIG", str(base / "no-config.toml"))
     mp.setenv("KVMM_DATA_DIR", str(base / "data"))
     mp.setenv("KVMM_LIBVIRT__DEFAULT_URI", URI)
+    mp.setenv("KVMM_METRICS__INTERVAL_SECONDS", "1")
     mp.setenv("XDG_CONFIG_HOME", str(base / "xdg"))
     for var in ("KVMM_URL", "KVMM_TOKEN", "KVMM_DATABASE__URL"):
         mp.delenv(var, raising=False)
@@ -240,6 +241,21 @@ def test_send_keys_reach_the_guest(page: Any, real: Real) -> None:
         polling="raf",
         timeout=TIMEOUT,
     )
+
+
+def test_performance_graphs_draw_the_running_guest(page: Any, real: Real) -> None:
+    """Every graph of the Performance tab draws lines from the guest's first samples
+    (CPU and memory too, which libvirt's test driver does not report)."""
+    from tests.kvmmanager.web.test_metrics_web import DRAWN
+
+    page.goto(f"/vms/local/{real.vm}")
+    page.click("nav.tabs a[data-tab=performance]")
+    expect(page.locator("[data-graph] .uplot")).to_have_count(5, timeout=60_000)
+    expect(page.locator("[data-graph-status]")).to_have_text("live", timeout=60_000)
+    page.wait_for_function(
+        f"() => Object.values(({DRAWN})()).every((n) => n > 20)", timeout=TIMEOUT
+    )
+    shot(page, "vm-performance-running")
 
 
 def test_console_follows_the_stop(page: Any, real: Real) -> None:

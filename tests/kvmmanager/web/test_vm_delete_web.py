@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import unquote
 
 import libvirt
 
@@ -26,7 +27,8 @@ def test_delete_with_volumes_toast_counts_the_deleted_volumes(web_as) -> None:
 
     r = c.post(f"/vms/local/{name}/delete", data={"remove_volumes": "true"}, headers=headers)
     assert r.status_code == 204, r.text
-    toast = json.loads(r.headers["hx-trigger"])["kvmm-toast"]
+    # The toast travels to the page the answer redirects to, in the flash cookie.
+    (toast,) = json.loads(unquote(r.cookies["kvmm_flash"]))
     assert toast["message"] == f"Deleted {name} and 1 volume(s)"
     conn = libvirt.open("test:///default")
     try:

@@ -28,7 +28,7 @@ from kvmmanager.web.routes._forms import (
     text,
     vm_choices,
 )
-from kvmmanager.web.templating import principal, render, toast_headers
+from kvmmanager.web.templating import principal, redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 HISTORY = 50
@@ -167,7 +167,7 @@ def alerts_badge(request: Request, manager: Manager = Depends(get_manager)) -> H
 
 
 def _saved(message: str) -> Response:
-    return Response(status_code=204, headers={**toast_headers(message), "HX-Redirect": "/alerts"})
+    return redirect_with_toasts("/alerts", (message, "ok"))
 
 
 def _form_error(

@@ -36,7 +36,7 @@ from kvmmanager.web.routes._forms import (
     vm_choices,
     vm_targets,
 )
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 
@@ -150,7 +150,7 @@ async def _form_error(
 
 
 def _saved(message: str) -> Response:
-    return Response(status_code=204, headers={**toast_headers(message), "HX-Redirect": "/backups"})
+    return redirect_with_toasts("/backups", (message, "ok"))
 
 
 @router.post("/backups", name="web.backup_create", response_class=HTMLResponse)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -15,9 +16,29 @@ from kvmmanager.services.cloudinit import AgentPolicy, CloudInitSpec, CloudUser
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, InstallSource, NicSpec, VmSpec
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render
 
 router = APIRouter(include_in_schema=False)
+
+# Inputs of the form that show their own error (vms/_new_form.html's err() calls).
+FORM_FIELDS = frozenset(
+    {"name", "source", "vcpus", "memory_mib", "disk_gib", "network", "firmware", "description"}
+    | {"tags", "ci_hostname", "ci_user", "ci_ssh_keys", "ci_password", "ci_packages"}
+    | {"ag_read", "ag_write", "ag_exec"}
+)
+# The service's field names, as the form labels them (messages say "size_gib must...").
+LABELS = {
+    "memory_mib": "Memory (MiB)",
+    "size_gib": "New disk (GiB)",
+    "vcpus": "vCPUs",
+    "cmdline": "Kernel command line",
+}
+
+
+def in_form_words(message: str) -> str:
+    for name, label in LABELS.items():
+        message = re.sub(rf"\b{name}\b", label, message)
+    return message
 
 
 async def _choices(manager: Manager, host: str) -> dict[str, Any]:
@@ -118,18 +139,16 @@ async def create_vm(
     except InvalidInput as e:
         return await _form_error(request, manager, host, form, e.field or "", e.message)
     vm = result["vm"]
-    messages = [f"Created {vm.name} ({result['domain_type']})"]
+    toasts = [(f"Created {vm.name} ({result['domain_type']})", "ok")]
     if install_agent:
         try:
             installed = await manager.iso.install_agent(host, vm.name)
-            messages.extend(installed.messages or ["guest agent ISO attached"])
+            toasts.append(("; ".join(installed.messages or ["guest agent ISO attached"]), "ok"))
         except KvmmError as e:
-            messages.append(f"guest agent not attached: {e.message}")
+            toasts.append((f"guest agent not attached: {e.message}", "warn"))
         if start:
             await manager.vms.action(host, vm.name, "start")
-    headers = toast_headers("; ".join(messages))
-    headers["HX-Redirect"] = f"/vms/{host}/{vm.name}"
-    return Response(status_code=204, headers=headers)
+    return redirect_with_toasts(f"/vms/{host}/{vm.name}", *toasts)
 
 
 # Fields of the cloud-init spec -> the wizard's inputs (errors show beside them).
@@ -234,9 +253,7 @@ async def _create_from_cloud_image(
         field = _cloud_field(e.field or "")
         return await _form_error(request, manager, host, form, field, e.message, mapped=True)
     message = f"Created {result['name']} from {image} (cloud-init seed {result['seed']})"
-    headers = toast_headers(message)
-    headers["HX-Redirect"] = f"/vms/{host}/{result['name']}"
-    return Response(status_code=204, headers=headers)
+    return redirect_with_toasts(f"/vms/{host}/{result['name']}", (message, "ok"))
 
 
 async def _form_error(
@@ -248,11 +265,17 @@ async def _form_error(
     message: str,
     mapped: bool = False,
 ) -> HTMLResponse:
-    # The wizard's fields are named after the spec's top-level fields where they can be.
-    key = field.split(".")[0] if field else "form"
+    # The wizard's fields are named after the spec's top-level fields where they can be;
+    # "disks[0].size_gib" is the "New disk" field. An error of a field the form does not
+    # show goes to the top of the form: never a re-render that shows nothing.
+    key = re.sub(r"\[\d+\]", "", field.split(".")[0]) if field else "form"
     if not mapped:
         key = {"install": "source", "disks": "disk_gib", "nics": "network"}.get(key, key)
+    if key not in FORM_FIELDS:
+        key = "form"
     form.pop("ci_password", None)  # never echoed back into the page
+    # An unticked box is absent from the post: the re-rendered form must show it unticked.
+    form["install_agent"] = form.get("install_agent") == "true"
     return render(
         request,
         "vms/_new_form.html",
@@ -260,6 +283,6 @@ async def _form_error(
         hosts=[h.name for h in manager.registry.all()],
         host=host,
         form=form,
-        errors={key: message},
+        errors={key: in_form_words(message)},
         **(await _choices(manager, host)),
     )

@@ -26,7 +26,7 @@ from kvmmanager.web.routes._forms import (
     vm_choices,
     vm_targets,
 )
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 ACTIONS = {
@@ -226,9 +226,7 @@ def _form_error(
 
 
 def _saved(message: str) -> Response:
-    return Response(
-        status_code=204, headers={**toast_headers(message), "HX-Redirect": "/schedules"}
-    )
+    return redirect_with_toasts("/schedules", (message, "ok"))
 
 
 @router.post("/schedules", name="web.schedule_create", response_class=HTMLResponse)

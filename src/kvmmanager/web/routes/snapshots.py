@@ -12,7 +12,7 @@ from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 
@@ -107,6 +107,4 @@ async def clone_vm(
     if job.state != "done":
         error = job.error or {}
         raise KvmmError(str(error.get("message") or "the clone failed"))
-    headers = toast_headers(f"Cloned {vm} to {new_name}")
-    headers["HX-Redirect"] = f"/vms/{host}/{new_name}"
-    return Response(status_code=204, headers=headers)
+    return redirect_with_toasts(f"/vms/{host}/{new_name}", (f"Cloned {vm} to {new_name}", "ok"))

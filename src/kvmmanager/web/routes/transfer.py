@@ -18,7 +18,7 @@ from kvmmanager.services.export import ImportOptions
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.web.routes._forms import host_choices, vm_choices
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 OPERATOR = Depends(require_role("operator"))
@@ -182,6 +182,6 @@ async def import_xml(
         )
     new = result["vm"]["name"]
     renamed = f" (renamed from {result['renamed_from']})" if result.get("renamed_from") else ""
-    headers = toast_headers(f"Imported {new}{renamed}")
-    headers["HX-Redirect"] = f"/vms/{quote(host)}/{quote(new)}"
-    return Response(status_code=204, headers=headers)
+    return redirect_with_toasts(
+        f"/vms/{quote(host)}/{quote(new)}", (f"Imported {new}{renamed}", "ok")
+    )

@@ -20,7 +20,7 @@ from kvmmanager.services.vm_builder import DiskSpec, NicSpec
 from kvmmanager.services.vm_keys import KEY_COMBOS
 from kvmmanager.services.vms import ACTIONS
 from kvmmanager.web.sparkline import sparkline
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 
@@ -134,9 +134,7 @@ async def vm_delete(
     message = f"Deleted {vm}" + (f" and {len(removed)} volume(s)" if removed else "")
     if result.kept_volumes:
         message += f"; kept {len(result.kept_volumes)} volume(s) another VM uses or no pool holds"
-    headers = toast_headers(message)
-    headers["HX-Redirect"] = "/vms"
-    return Response(status_code=204, headers=headers)
+    return redirect_with_toasts("/vms", (message, "ok"))
 
 
 async def _pools_with_volumes(manager: Manager, host: str) -> list[dict[str, Any]]:

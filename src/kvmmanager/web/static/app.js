@@ -9,10 +9,24 @@ function toast(message, level) {
   el.className = "toast " + (level || "ok");
   el.textContent = message; // guest- or libvirt-provided text: never innerHTML
   box.appendChild(el);
-  setTimeout(() => el.remove(), level === "error" ? 9000 : 4000);
+  el.setAttribute("role", level === "error" ? "alert" : "status");
+  setTimeout(() => el.remove(), level === "error" || level === "warn" ? 9000 : 4000);
 }
 
 document.addEventListener("kvmm-toast", (e) => toast(e.detail.message, e.detail.level));
+
+// Toasts of an answer that redirected here (templating.redirect_with_toasts): shown once,
+// then the cookie that carried them is cleared.
+function showFlash() {
+  const entry = document.cookie.split("; ").find((c) => c.startsWith("kvmm_flash="));
+  if (!entry) return;
+  document.cookie = "kvmm_flash=; Max-Age=0; Path=/; SameSite=Strict";
+  try {
+    JSON.parse(decodeURIComponent(entry.slice("kvmm_flash=".length)))
+      .forEach((t) => toast(String(t.message), t.level === "warn" || t.level === "error" ? t.level : "ok"));
+  } catch (err) { /* a damaged cookie: nothing to show */ }
+}
+document.addEventListener("DOMContentLoaded", showFlash);
 document.addEventListener("htmx:responseError", (e) => {
   const xhr = e.detail.xhr;
   if (!xhr.getResponseHeader("HX-Trigger")) toast("Request failed: " + xhr.status + " " + xhr.statusText, "error");

@@ -143,7 +143,12 @@
   const live = new WeakMap();
   function scan(scope) {
     if (typeof uPlot === "undefined") return;
-    for (const el of (scope || document).querySelectorAll("[data-kvmm-graphs]")) {
+    const root = scope || document;
+    // htmx:load's target is each new element itself (the Performance tab swaps in the
+    // [data-kvmm-graphs] card as its innerHTML): it counts as well as its descendants.
+    const found = Array.from(root.querySelectorAll("[data-kvmm-graphs]"));
+    if (root.matches && root.matches("[data-kvmm-graphs]")) found.unshift(root);
+    for (const el of found) {
       if (!live.has(el)) live.set(el, new VmGraphs(el));
     }
   }
