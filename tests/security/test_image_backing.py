@@ -154,8 +154,11 @@ def test_upload_naming_a_backing_file_is_refused_whatever_the_declared_format(
     err = r.json()["error"]
     assert err["field"] == "format" and "backing file" in err["message"], err
     assert str(secret_file) in err["message"]
-    # Nothing half-made stays: the new volume, or the overwritten one, is gone.
+    # Nothing half-made stays: the new volume, or the overwritten one, is gone, and so
+    # is its owner record (a later volume of that name is not that operator's).
     assert volumes(pool.name) == set()
+    manager = operator.app.state.manager  # type: ignore[attr-defined]
+    assert manager.ownership.volume_owners("local", pool.name, vol) == []
 
 
 def test_upload_with_an_external_data_file_is_refused(

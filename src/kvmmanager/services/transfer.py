@@ -380,10 +380,23 @@ async def upload_volume(
     except BaseException:
         # Fail closed, overwrite included: bytes nobody could check are never kept.
         await asyncio.shield(_cleanup_upload(h, None, vol))
+        if not create:
+            await asyncio.shield(_forget_if_gone(storage, host, pool, name))
         await asyncio.shield(storage.sync_pool(host, pool))
         raise
     await storage.sync_pool(host, pool)
     return details
+
+
+async def _forget_if_gone(storage: StorageService, host: str, pool: str, name: str) -> None:
+    """A deleted overwritten volume takes its owner record along: a later volume of that
+    name is not that user's. Kept while the volume is still there (its delete failed)."""
+    with contextlib.suppress(Exception):
+        exists = await storage._call(
+            host, lambda conn: volume_exists(active_pool(conn, pool), name)
+        )
+        if not exists:
+            storage._m.ownership.forget_volume(host, pool, name)
 
 
 async def open_volume_download(
