@@ -164,6 +164,18 @@ class ServerProcess:
                 r = s.post("/api/auth/login", json={"username": "admin", "password": password})
                 r.raise_for_status()
                 csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
+                if r.json().get("password_change_required"):
+                    # The generated first password is changed before anything else; the
+                    # file keeps the current one for whoever reads it next.
+                    new = password + "-changed"
+                    r = s.post(
+                        "/api/auth/password",
+                        json={"current_password": password, "new_password": new},
+                        headers=csrf,
+                    )
+                    r.raise_for_status()
+                    (data_dir / "initial-admin-password").write_text(new + "\n")
+                    csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
                 r = s.post("/api/tokens", json={"name": "kvmm-t-sec-chaos"}, headers=csrf)
                 r.raise_for_status()
                 self.token = r.json()["token"]

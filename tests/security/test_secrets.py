@@ -128,13 +128,14 @@ def test_no_secret_in_logs_audit_or_errors(
 
     hooks = {"response": [record]}
     admin_pw = (settings.data_dir / "initial-admin-password").read_text().strip()
+    admin_pw2 = "kvmm-SECRET-admin-pw2-e81c07"
     user_pw = "kvmm-SECRET-user-pw-4f1d9a2c"
     user_pw2 = "kvmm-SECRET-user-pw2-77e0b1"
     reset_pw = "kvmm-SECRET-reset-pw-0c93aa"
     wrong_pw = "kvmm-SECRET-wrong-pw-5b7e2d"
     hook_secret = "kvmm-SECRET-webhook-9d41c6e8"
     smtp_pw = "kvmm-SECRET-smtp-pw-3a8f5e"
-    secrets = {admin_pw, user_pw, user_pw2, reset_pw, wrong_pw, hook_secret, smtp_pw}
+    secrets = {admin_pw, admin_pw2, user_pw, user_pw2, reset_pw, wrong_pw, hook_secret, smtp_pw}
     # Made by the server and handed out once: the admin's API token, the user's token,
     # session cookies. The responses that hand them out are the only allowed places.
     allowed_once: set[tuple[str, str]] = {("POST", "/api/tokens"), ("POST", "/api/webhooks")}
@@ -147,6 +148,15 @@ def test_no_secret_in_logs_audit_or_errors(
             == 401
         )
         r = anon.post("/api/auth/login", json={"username": "admin", "password": admin_pw})
+        assert r.status_code == 200, r.text
+        csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
+        # The generated first password is changed before anything else.
+        assert r.json()["password_change_required"] is True
+        r = anon.post(
+            "/api/auth/password",
+            json={"current_password": admin_pw, "new_password": admin_pw2},
+            headers=csrf,
+        )
         assert r.status_code == 200, r.text
         csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
         secrets.add(anon.cookies.get("kvmm_session") or next(iter(anon.cookies.values())))

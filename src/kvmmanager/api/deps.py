@@ -17,7 +17,13 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from kvmmanager.core import security
-from kvmmanager.core.errors import KvmmError, NotFound, PermissionDenied, Unauthenticated
+from kvmmanager.core.errors import (
+    KvmmError,
+    NotFound,
+    PasswordChangeRequired,
+    PermissionDenied,
+    Unauthenticated,
+)
 from kvmmanager.services import audit as audit_mod
 from kvmmanager.services import ownership
 from kvmmanager.services.users import ROLE_RANK, Principal
@@ -30,6 +36,7 @@ CSRF_HEADER = "X-CSRF-Token"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC = "__kvmm_public__"
 _SELF_SERVICE = "__kvmm_self_service__"
+_PASSWORD_CHANGE = "__kvmm_password_change__"  # noqa: S105 (a marker name)
 _STREAMING_BODY = "__kvmm_streaming_body__"
 _OWNER_READ = "__kvmm_owner_read__"
 
@@ -68,6 +75,13 @@ def owner_read(fn: F) -> F:
 
 def is_owner_read(route: Any) -> bool:
     return bool(getattr(getattr(route, "endpoint", None), _OWNER_READ, False))
+
+
+def password_change(fn: F) -> F:
+    """Mark an endpoint a login that must change its password may still reach (the
+    change itself, who am I, logout, the account page)."""
+    setattr(fn, _PASSWORD_CHANGE, True)
+    return fn
 
 
 def is_public(route: Any) -> bool:
@@ -154,6 +168,14 @@ def authenticate(conn: HTTPConnection) -> Principal | None:
     conn.state.principal = principal
     if rec is not None:
         rec.username = principal.username
+    if principal.must_change_password and not getattr(
+        getattr(route, "endpoint", None), _PASSWORD_CHANGE, False
+    ):
+        raise PasswordChangeRequired(
+            f"the password of {principal.username!r} was generated and must be changed "
+            "before anything else: POST /api/auth/password (web UI: the account page; "
+            "CLI: kvm-manager login)"
+        )
     method = conn.scope.get("method")
     if (
         method in WRITE_METHODS

@@ -38,6 +38,15 @@ class InvalidInput(KvmmError):
     exit_code = 2
 
 
+class PasswordChangeRequired(KvmmError):
+    """The caller logged in with a password that must be changed before anything else
+    (the generated first admin password)."""
+
+    code = "password_change_required"
+    status = 403
+    exit_code = 3
+
+
 class NotFound(KvmmError):
     code = "not_found"
     status = 404

@@ -45,6 +45,8 @@ class Principal:
     role: str
     via: str  # "session" | "token" | "local"
     csrf_token: str | None = None
+    # Logged in with a password that must be changed first (users.must_change_password).
+    must_change_password: bool = False
 
     def has_role(self, role: str) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
@@ -121,7 +123,10 @@ class UserService:
         validate_password(password, username=username)
         with self._m.db.begin() as s:
             user = self._load(s, username)
+            if user.must_change_password and security.verify_password(user.password_hash, password):
+                raise InvalidInput("choose a new password, not the current one", field="password")
             user.password_hash = security.hash_password(password)
+            user.must_change_password = False
             # A new password ends every existing login of that user.
             s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
 
@@ -163,7 +168,13 @@ class UserService:
                 row = s.get(User, user.id)
                 if row is not None:
                     row.password_hash = security.hash_password(password)
-        return Principal(user.id, user.username, user.role, via="local")
+        return Principal(
+            user.id,
+            user.username,
+            user.role,
+            via="local",
+            must_change_password=user.must_change_password,
+        )
 
     # -- first start -------------------------------------------------------------------
 
@@ -178,16 +189,20 @@ class UserService:
     def bootstrap_admin(self) -> str | None:
         """On a database without users, create `admin` with a random password.
 
-        The password is printed once and written to a 0600 file; there is no default
-        password. Returns it, or None when users already exist.
+        The password goes only to a 0600 file (stdout is the journal under systemd: only
+        the file's path is printed), and a login with it may do nothing but change it.
+        There is no default password. Returns it, or None when users already exist.
         """
         if self.count() > 0:
             return None
         password = security.generate_password()
         self.create(BOOTSTRAP_ADMIN, password, "admin")
+        with self._m.db.begin() as s:
+            self._load(s, BOOTSTRAP_ADMIN).must_change_password = True
         path = self._write_secret_file(password)
         print(
-            f"kvm-manager: created user 'admin' with password {password} (also written to {path})",
+            f"kvm-manager: created user 'admin'; its password is in {path} (readable by this "
+            "user only) and must be changed at the first login",
             file=sys.stdout,
             flush=True,
         )
@@ -204,12 +219,14 @@ class UserService:
                         username=validate_username(username),
                         password_hash=security.hash_password(password),
                         role="admin",
+                        must_change_password=True,
                     )
                 )
             else:
                 user.password_hash = security.hash_password(password)
                 user.role = "admin"
                 user.disabled = False
+                user.must_change_password = True
                 s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
         self._write_secret_file(password)
         return password
@@ -255,7 +272,14 @@ class UserService:
         sess, user = row
         if sess.expires_at < _now() or user.disabled:
             raise Unauthenticated("session expired or invalid; log in again")
-        return Principal(user.id, user.username, user.role, "session", sess.csrf_token)
+        return Principal(
+            user.id,
+            user.username,
+            user.role,
+            "session",
+            sess.csrf_token,
+            must_change_password=user.must_change_password,
+        )
 
     def end_session(self, session_id: str) -> None:
         with self._m.db.begin() as s:

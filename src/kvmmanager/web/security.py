@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kvmmanager.core.errors import KvmmError, Unauthenticated
+from kvmmanager.core.errors import KvmmError, PasswordChangeRequired, Unauthenticated
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -66,6 +66,11 @@ def install_error_pages(app: FastAPI) -> None:
         request = Request(conn.scope, conn.receive)
         from kvmmanager.web.templating import error_response
 
+        if isinstance(exc, PasswordChangeRequired):
+            # The first admin's generated password: the account page changes it.
+            if request.headers.get("hx-request"):
+                return Response(status_code=204, headers={"HX-Redirect": "/account"})
+            return RedirectResponse("/account", status_code=303)
         if isinstance(exc, Unauthenticated) and request.method == "GET":
             if request.headers.get("hx-request"):
                 return Response(status_code=204, headers={"HX-Redirect": "/login"})

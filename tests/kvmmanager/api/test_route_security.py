@@ -202,8 +202,10 @@ def test_websocket_routes_are_covered_by_default(settings: Any) -> None:
             assert w.receive_text() == "a"
         # A session cookie works from this server's own pages, not from another origin.
         manager = app.state.manager
+        # Not the first admin: its generated password must be changed before any use.
+        manager.users.create("kvmm-t-plat-ws-user", "kvmm-t-plat-ws-pass", "operator")
         sid, _csrf, _exp = manager.users.create_session(
-            manager.users.authenticate("admin", manager.initial_admin_password)
+            manager.users.authenticate("kvmm-t-plat-ws-user", "kvmm-t-plat-ws-pass")
         )
         c.cookies.set("kvmm_session", sid)
         same = {"Origin": "http://testserver"}

@@ -86,10 +86,17 @@ def test_login_saves_a_private_token(live_server: Any) -> None:
     password = live_server.manager.initial_admin_password
     runner = CliRunner()
     env = {"KVMM_URL": live_server.url}
+    # The generated first password is changed at the first login: the next stdin line.
+    new = password + "-changed"
     r = runner.invoke(
-        cli_app, ["login", "-u", "admin", "--password-stdin"], input=password + "\n", env=env
+        cli_app,
+        ["login", "-u", "admin", "--password-stdin"],
+        input=f"{password}\n{new}\n",
+        env=env,
     )
     assert r.exit_code == 0, r.output
+    assert "must be changed" in r.output
+    password = new
     path = credentials_file()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     saved = json.loads(path.read_text())

@@ -27,14 +27,18 @@ def test_bootstrap_creates_admin_once_with_random_password(
     assert [u.username for u in db_manager.users.list()] == ["admin"]
 
 
-def test_bootstrap_prints_password_once(settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bootstrap_prints_only_the_password_file(
+    settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stdout is the journal under systemd: the password goes only to the 0600 file."""
     from kvmmanager.services.manager import Manager
 
     m = Manager(settings)
     m.prepare_database()
     out = capsys.readouterr().out
-    assert m.initial_admin_password in out
+    assert m.initial_admin_password not in out
     assert str(m.users.initial_password_file()) in out
+    assert m.users.get("admin").must_change_password
     m.engine.dispose()
 
 

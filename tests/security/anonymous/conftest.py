@@ -69,6 +69,18 @@ class Served:
             )
             r.raise_for_status()
             csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
+            if r.json().get("password_change_required"):
+                # The generated first password is changed before anything else; the file
+                # keeps the current one for `admin_password`.
+                old, new = self.admin_password, self.admin_password + "-changed"
+                r = c.post(
+                    "/api/auth/password",
+                    json={"current_password": old, "new_password": new},
+                    headers=csrf,
+                )
+                r.raise_for_status()
+                (self.data_dir / "initial-admin-password").write_text(new + "\n")
+                csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
             r = c.post("/api/tokens", json={"name": "kvmm-t-secanon"}, headers=csrf)
             r.raise_for_status()
             return r.json()["token"]

@@ -11,6 +11,7 @@ from kvmmanager.api.deps import (
     SESSION_COOKIE,
     current_user,
     get_manager,
+    password_change,
     public,
     require_same_origin,
     self_service,
@@ -92,12 +93,17 @@ def login(
     session_id, csrf, expires = manager.users.create_session(principal)
     _set_session_cookie(request, response, session_id, expires)
     return LoginResponse(
-        username=principal.username, role=principal.role, csrf_token=csrf, expires_at=expires
+        username=principal.username,
+        role=principal.role,
+        csrf_token=csrf,
+        expires_at=expires,
+        password_change_required=principal.must_change_password,
     )
 
 
 @router.post("/logout", name="auth.logout", status_code=status.HTTP_204_NO_CONTENT)
 @self_service
+@password_change
 def logout(
     request: Request,
     response: Response,
@@ -111,6 +117,7 @@ def logout(
 
 
 @router.get("/me", name="auth.me", response_model=Me)
+@password_change
 def me(response: Response, user: Principal = Depends(current_user)) -> Me:
     response.headers.update(NO_STORE)  # carries the CSRF token
     return Me(username=user.username, role=user.role, via=user.via, csrf_token=user.csrf_token)
@@ -118,6 +125,7 @@ def me(response: Response, user: Principal = Depends(current_user)) -> Me:
 
 @router.post("/password", name="auth.password", response_model=Me)
 @self_service
+@password_change
 def change_password(
     body: PasswordChange,
     request: Request,

@@ -22,6 +22,11 @@ class LoginResponse(BaseModel):
     role: str
     csrf_token: str
     expires_at: datetime
+    password_change_required: bool = Field(
+        False,
+        description="the password was generated (first admin): until it is changed "
+        "(POST /api/auth/password) every other call answers 403 password_change_required",
+    )
 
 
 class Me(BaseModel):

@@ -21,6 +21,32 @@ def read_password(password_stdin: bool, prompt: str = "Password: ") -> str:
     return password
 
 
+def _change_generated_password(
+    api: ApiClient, username: str, password: str, password_stdin: bool, headers: dict[str, str]
+) -> dict[str, str]:
+    """The first admin's generated password may only be changed: ask for the new one (the
+    next line of stdin with --password-stdin) and return the new session's CSRF header."""
+    info(f"the password of {username!r} was generated and must be changed now")
+    if password_stdin:
+        new = sys.stdin.readline().rstrip("\r\n")
+        if not new:
+            raise InvalidInput(
+                "the password must be changed before first use: give the new password on "
+                "the line after the current one (--password-stdin), or log in on a terminal",
+                field="new_password",
+            )
+    else:
+        new = getpass.getpass("New password: ")
+        if getpass.getpass("New password again: ") != new:
+            raise InvalidInput("the passwords do not match", field="new_password")
+    changed = api.post(
+        "/api/auth/password",
+        json={"current_password": password, "new_password": new},
+        headers=headers,
+    )
+    return {"X-CSRF-Token": changed["csrf_token"]}
+
+
 def login(
     ctx: typer.Context,
     username: str = typer.Option(None, "--username", "-u", help="Default: prompt."),
@@ -37,6 +63,8 @@ def login(
     with ApiClient(state(ctx).url, anonymous=True) as api:
         session = api.post("/api/auth/login", json={"username": username, "password": password})
         headers = {"X-CSRF-Token": session["csrf_token"]}
+        if session.get("password_change_required"):
+            headers = _change_generated_password(api, username, password, password_stdin, headers)
         created = api.post("/api/tokens", json={"name": name}, headers=headers)
         old = load_credentials()
         if old.get("url") == api.url and old.get("username") == username and old.get("id"):

@@ -28,7 +28,7 @@ def serve(
         settings.server.port = port
     manager = Manager(settings)
     # Migrate and create the first admin before listening, so the banner can say where
-    # the password is (bootstrap prints the password itself, once).
+    # the password is (only its path is printed: stdout is the journal under systemd).
     manager.prepare_database()
     shown_host = settings.server.host
     if ":" in shown_host:

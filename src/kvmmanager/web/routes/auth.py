@@ -12,6 +12,7 @@ from kvmmanager.api.deps import (
     SESSION_COOKIE,
     current_user,
     get_manager,
+    password_change,
     public,
     same_origin,
     self_service,
@@ -78,13 +79,16 @@ def login(
             username=username,
         )
     session_id, _csrf, expires = manager.users.create_session(principal)
-    response = RedirectResponse(_safe_next(next), status_code=303, headers=NO_STORE)
+    # A generated password (the first admin's) is changed before anything else.
+    target = "/account" if principal.must_change_password else _safe_next(next)
+    response = RedirectResponse(target, status_code=303, headers=NO_STORE)
     _set_session_cookie(request, response, session_id, expires)
     return response
 
 
 @router.post("/logout", name="web.logout")
 @self_service
+@password_change
 def logout(
     request: Request,
     _user: Principal = Depends(current_user),
@@ -99,12 +103,14 @@ def logout(
 
 
 @router.get("/account", name="web.account", response_class=HTMLResponse)
+@password_change
 def account(request: Request, user: Principal = Depends(current_user)) -> HTMLResponse:
     return render(request, "account.html", active="account")
 
 
 @router.post("/account/password", name="web.account_password", response_class=HTMLResponse)
 @self_service
+@password_change
 def change_password(
     request: Request,
     current_password: Annotated[str, Form()],
