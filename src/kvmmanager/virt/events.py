@@ -4,6 +4,10 @@ Subscribers (SSE streams, metrics, audit, alerts) each get a bounded queue. A su
 that falls behind never slows the publisher or the others: when its queue is full it is
 marked `overflowed`, its queue is emptied and it receives one `resync` event instead, after
 which it should re-read the state it mirrors.
+
+The bus also keeps the last REPLAY_SIZE published events (a bounded ring), so a client
+that reconnects (SSE's `Last-Event-ID`) gets what it missed, through its own predicate,
+or one `resync` when what it missed is no longer there.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +46,7 @@ class Event:
 
 
 RESYNC = "resync"
+REPLAY_SIZE = 1000
 
 
 class Subscription:
@@ -84,14 +90,31 @@ class Subscription:
 class EventBus:
     """Fan-out to bounded per-subscriber queues. Publish is O(subscribers), never blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay_size: int = REPLAY_SIZE) -> None:
         self._subscribers: set[Subscription] = set()
         self._listeners: list[Callable[[Event], None]] = []
+        self._recent: deque[Event] = deque(maxlen=replay_size)
+        self._evicted_seq = 0  # seq of the newest event the ring no longer holds
 
     def subscribe(
-        self, maxsize: int = 1000, predicate: Callable[[Event], bool] | None = None
+        self,
+        maxsize: int = 1000,
+        predicate: Callable[[Event], bool] | None = None,
+        after: int | None = None,
     ) -> Subscription:
+        """A new subscription; with `after` (the seq of the last event a client got), the
+        events published since then are queued first, through `predicate`, or one
+        `resync` when some of them have left the ring or `after` is not this process's.
+        Replay and registration happen in one step on the loop: nothing in between."""
         sub = Subscription(self, maxsize, predicate)
+        if after is not None:
+            newest = self._recent[-1].seq if self._recent else self._evicted_seq
+            if after < self._evicted_seq or after > newest:
+                sub._offer(Event(kind=RESYNC, host="", data={"reason": "replay_gap"}))
+            else:
+                for event in self._recent:
+                    if event.seq > after:
+                        sub._offer(event)
         self._subscribers.add(sub)
         return sub
 
@@ -100,6 +123,9 @@ class EventBus:
         self._listeners.append(fn)
 
     def publish(self, event: Event) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._evicted_seq = self._recent[0].seq
+        self._recent.append(event)
         for fn in self._listeners:
             fn(event)
         for sub in list(self._subscribers):

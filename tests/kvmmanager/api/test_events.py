@@ -85,3 +85,56 @@ def test_slow_client_gets_resync(live_server: Any, monkeypatch: Any) -> None:
         m.loop.call_soon_threadsafe(burst)
         got = read_events(r, "resync")
     assert got[-1]["event"] == "resync"
+
+
+def _ids(response: httpx.Response, until_kind: str) -> list[tuple[str, str | None, Any]]:
+    """(event, id, data) of each event up to `until_kind`."""
+    got: list[tuple[str, str | None, Any]] = []
+    current: dict[str, Any] = {}
+    for line in response.iter_lines():
+        if line.startswith(("event:", "id:", "data:")):
+            key, value = line.split(":", 1)
+            current[key] = value.strip()
+        elif line == "" and current:
+            data = json.loads(current["data"]) if "data" in current else None
+            got.append((current.get("event", ""), current.get("id"), data))
+            if current.get("event") == until_kind:
+                return got
+            current = {}
+    return got
+
+
+def test_reconnect_with_last_event_id_replays_what_was_missed_per_user(
+    live_server: Any,
+) -> None:
+    """Issue 17 item 18: events had ids but a reconnect got nothing it missed. The replay
+    goes through the caller's filter: another user's job events are not replayed to it."""
+    m = live_server.manager
+    operator = m.users.create("kvmm-t-sse-op", "kvmm-t-sse-password-1", "operator")
+    _, op_token = m.users.create_token(operator.username, "kvmm-t-sse")
+    url = f"{live_server.url}/api/events"
+    base = m.bus.subscriber_count
+    op = {"Authorization": f"Bearer {op_token}"}
+    with httpx.stream("GET", url, headers=op, timeout=DEADLINE) as r:
+        wait_subscribers(live_server, base + 1)
+        publish(live_server, Event("kvmm-t-sse.first", host="local"))
+        [(_, last_id, _)] = _ids(r, "kvmm-t-sse.first")
+    assert last_id is not None
+
+    # Missed while disconnected: one for everyone, one job of the admin's, then a marker.
+    publish(live_server, Event("kvmm-t-sse.missed", host="local", data={"n": 2}))
+    publish(live_server, Event("job.progress", host="local", data={"created_by": "admin"}))
+    publish(live_server, Event("kvmm-t-sse.last", host="local"))
+    # (call_soon_threadsafe keeps their order: published before the reconnect subscribes.)
+
+    with httpx.stream("GET", url, headers={**op, "Last-Event-ID": last_id}, timeout=DEADLINE) as r:
+        got = _ids(r, "kvmm-t-sse.last")
+    assert [g[0] for g in got] == ["kvmm-t-sse.missed", "kvmm-t-sse.last"]
+    assert got[0][2]["data"] == {"n": 2} and int(got[0][1]) > int(last_id)
+
+    # An id the ring no longer covers (or from another process): one resync, no id.
+    with httpx.stream(
+        "GET", url, headers={**op, "Last-Event-ID": "99999999999"}, timeout=DEADLINE
+    ) as r:
+        [(kind, rid, data)] = _ids(r, "resync")
+    assert (kind, rid, data["data"]) == ("resync", None, {"reason": "replay_gap"})

@@ -5,6 +5,10 @@ Each client gets its own bounded queue on the bus; a client that falls behind re
 keep proxies from closing an idle stream. Each client sees only events about what it may
 read through the REST API (services/ownership.event_visible): another user's job
 progress and results never reach it.
+
+A client that reconnects with `Last-Event-ID` (browsers' EventSource send it by
+themselves) first gets the events it missed from the bus's bounded ring, through the same
+per-user filter, or one `resync` when they are no longer there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
 from kvmmanager.api.deps import current_user, get_manager
@@ -51,22 +55,32 @@ async def stream_events(
         description="Kinds to receive; `domain.` matches every domain event. Default: all.",
     ),
     host: list[str] = Query(default_factory=list, max_length=50),
+    last_event_id: str | None = Header(
+        None,
+        max_length=20,
+        description="The `id` of the last event received: the events since then are "
+        "replayed first (or one `resync` when they are gone).",
+    ),
     manager: Manager = Depends(get_manager),
     user: Principal = Depends(current_user),
 ) -> EventSourceResponse:
     """Every event the caller may read (the REST reads' rule: another user's job events
     never reach them), optionally only some kinds and hosts."""
-    sub = manager.bus.subscribe(maxsize=QUEUE_SIZE, predicate=_matcher(kind, host, user))
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    sub = manager.bus.subscribe(
+        maxsize=QUEUE_SIZE, predicate=_matcher(kind, host, user), after=after
+    )
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         with sub:
             while True:
                 event = await sub.get()
-                yield {
-                    "event": event.kind,
-                    "id": str(event.seq),
-                    "data": json.dumps(event.to_dict(), default=str),
-                }
+                message = {"event": event.kind, "data": json.dumps(event.to_dict(), default=str)}
+                if event.kind != RESYNC:
+                    # A resync is no published event: without an id the client's
+                    # Last-Event-ID stays the last real one it got.
+                    message["id"] = str(event.seq)
+                yield message
                 if event.kind == RESYNC and await request.is_disconnected():
                     return
 
