@@ -158,3 +158,26 @@ def test_the_packaged_unit_leaves_room_for_the_connection_cap() -> None:
     nofile = int(values[-1].split(":")[-1])
     default = ServerSettings().max_connections
     assert connection_cap(default, nofile) == default
+
+
+def test_websocket_upgrades_leave_the_connection_count(serve: Callable[..., Served]) -> None:
+    """A WebSocket takes its connection over from the HTTP protocol: it no longer counts
+    against its address, so 300 handshakes in a row (more than one address's share) leave
+    that address able to connect. Each anonymous handshake gets a plain refusal."""
+    srv = serve(env=HEADER_LIMITS)
+    handshake = (
+        b"GET /vms/local/test/console/serial HTTP/1.1\r\nHost: kvmm\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    for _ in range(300):
+        s = socket.socket()
+        s.bind(("127.0.0.8", 0))
+        s.settimeout(30)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(handshake)
+        answer = s.recv(65536)
+        s.close()
+        assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 403")), answer[:200]
+    with srv.client(source="127.0.0.8") as c:
+        assert c.get("/api/health").status_code == 200
