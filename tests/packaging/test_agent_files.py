@@ -39,7 +39,8 @@ def test_service_files_run_the_installed_zipapp_with_the_config() -> None:
     assert openrc.startswith("#!/sbin/openrc-run")
     assert 'command="/usr/bin/python3"' in openrc and cmd in openrc
     sysv = (AGENT / "kvmmanager-agent.sysv").read_text()
-    assert "PYZ=/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz" in sysv
+    assert "PYZ=$ROOT/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz" in sysv
+    assert "CONF=$ROOT/etc/kvmmanager-agent/config.json" in sysv
 
 
 def test_udev_rule_matches_the_agent_port_and_wants_the_unit() -> None:
