@@ -29,10 +29,6 @@ SHELLS = sorted(
         if os.path.exists(s)
     }
 )
-    s
-    for s in ("/bin/dash", "/usr/bin/dash", "/bin/busybox", "/usr/bin/busybox")
-    if os.path.exists(s)
-]
 WAIT = 30.0
 
 
