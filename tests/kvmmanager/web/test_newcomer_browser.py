@@ -4,7 +4,10 @@ a toast after the redirect, the rows a filter promises)."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -126,3 +129,96 @@ def test_the_vm_list_keeps_its_filter_through_a_live_refresh(
     expect(rows).to_have_count(1)
     expect(page.locator("#vm-rows")).not_to_contain_text(f"{PREFIX}other")
     shot(page, "vm-list-filtered")
+
+
+def accept_dialogs(page: Any) -> None:
+    page.on("dialog", lambda d: d.accept())
+
+
+@pytest.fixture
+def real_host(live_server: Any) -> Iterator[str]:
+    """The live server's second host, "real": qemu:///system (the test driver resizes no
+    volume and uploads nothing). Pools made on it are named PREFIX..."""
+    with api(live_server) as c:
+        r = c.post("/api/hosts", json={"name": "real", "uri": "qemu:///system"})
+        assert r.status_code in (200, 201), r.text
+        deadline = time.monotonic() + 60
+        while c.get("/api/hosts/real").json().get("status") != "connected":
+            assert time.monotonic() < deadline, "host real did not connect"
+            time.sleep(0.1)
+    pool = f"{PREFIX}pool-{os.getpid()}"
+    yield pool
+    with api(live_server) as c:  # whatever a failed test left
+        c.delete(f"/api/hosts/real/pools/{pool}", params={"delete_volumes": True})
+
+
+@pytest.mark.libvirtd
+def test_storage_from_zero_pool_and_volumes_in_the_ui(
+    browser_login: Any, real_host: str, tmp_path: Any
+) -> None:
+    """Create a dir pool, then a volume; resize, copy and delete it; upload an ISO from
+    the create form and pick it there without a reload; delete the pool: every step from
+    the pages, each with its toast."""
+    page = browser_login("admin")
+    accept_dialogs(page)
+    pool = real_host
+    page.goto("/storage?host=real")
+    form = page.locator("#pool-create form")
+    form.locator("input[name=name]").fill(pool)
+    form.locator("input[name=target]").fill(f"/var/tmp/{pool}")
+    form.locator("button.primary").click()
+    expect(page).to_have_url(re.compile(rf"/storage/real/{pool}$"))
+    page.wait_for_load_state()
+    expect(page.locator("#toasts")).to_contain_text(f"Created pool {pool}")
+    create = page.locator("#volume-create")
+    create.locator("input[name=name]").fill(f"{PREFIX}data.qcow2")
+    create.locator("input[name=capacity]").fill("1G")
+    create.locator("button.primary").click()
+    row = page.locator("#volumes tr", has_text=f"{PREFIX}data.qcow2")
+    expect(row.locator("td[data-label=Capacity]")).to_have_text("1.0 GiB")
+    row.locator("summary").click()
+    row.locator("input[name=capacity]").fill("2G")
+    row.locator("button:text('Resize')").click()
+    expect(page.locator("#toasts")).to_contain_text("Resized")
+    expect(row.locator("td[data-label=Capacity]")).to_have_text("2.0 GiB")
+    row.locator("summary").click()
+    row.locator("input[name=new_name]").fill(f"{PREFIX}copy.qcow2")
+    row.locator("button:text('Copy')").click()
+    copy = page.locator("#volumes tr", has_text=f"{PREFIX}copy.qcow2")
+    expect(copy).to_have_count(1, timeout=60_000)
+    shot(page, "storage-pool-volumes")
+    copy.locator("button:text('Delete')").click()
+    expect(copy).to_have_count(0)
+
+    iso = tmp_path / f"{PREFIX}setup.iso"
+    iso.write_bytes(os.urandom(1024 * 1024))
+    page.goto("/vms/new?host=real")
+    page.select_option("#iso-upload select[name=pool]", pool)
+    page.set_input_files("#iso-upload input[type=file]", str(iso))
+    page.click("#iso-upload button.primary")
+    expect(page.locator("#iso-upload [data-upload-status]")).to_have_text("100% · done")
+    expect(page.locator("#iso-select")).to_have_value(f"{pool}/{PREFIX}setup.iso")
+    expect(page.locator("input[name=source][value=iso]")).to_be_checked()
+
+    page.goto("/storage?host=real")
+    page.locator("tr", has_text=pool).locator("button:text('Delete')").click()
+    expect(page.locator("#toasts")).to_contain_text(f"Deleted pool {pool}")
+    expect(page.locator("tr", has_text=pool)).to_have_count(0)
+
+
+def test_cd_picker_offers_only_iso_images(browser_login: Any, live_server: Any) -> None:
+    with api(live_server) as c:
+        for name, fmt in ((f"{PREFIX}disk.qcow2", "qcow2"), (f"{PREFIX}setup.iso", "raw")):
+            r = c.post(
+                "/api/hosts/local/pools/default-pool/volumes",
+                json={"name": name, "capacity": "1M", "format": fmt},
+            )
+            assert r.status_code == 201, r.text
+        r = c.post("/api/hosts/local/vms", json={"name": f"{PREFIX}cd", "memory_mib": 64})
+        assert r.status_code in (200, 201, 202), r.text
+    page = browser_login("admin")
+    page.goto(f"/vms/local/{PREFIX}cd#hardware")
+    options = page.locator("select[aria-label='ISO volume'] option")
+    expect(options.first).to_be_attached()
+    texts = options.all_inner_texts()
+    assert f"{PREFIX}setup.iso" in texts and f"{PREFIX}disk.qcow2" not in texts, texts

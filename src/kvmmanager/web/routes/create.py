@@ -79,6 +79,20 @@ async def new_vm(
     )
 
 
+@router.get("/vms/new/isos", name="web.vm_new_isos", response_class=HTMLResponse)
+async def new_vm_isos(
+    request: Request,
+    host: str,
+    iso: str = "",
+    manager: Manager = Depends(get_manager),
+    _user: Principal = Depends(require_role("operator")),
+) -> HTMLResponse:
+    """The ISO options of the form, again: after an upload the new ISO is offered (and
+    picked, as the newest one named by the upload)."""
+    choices = await _choices(manager, host)
+    return render(request, "vms/_iso_options.html", pools=choices["pools"], form={"iso": iso})
+
+
 def _volume(value: str) -> tuple[str | None, str | None]:
     pool, _, vol = value.partition("/")
     return (pool or None, vol or None)

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from kvmmanager.api.deps import get_manager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
+from kvmmanager.web.routes.storage_forms import DEFAULT_POOL
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -32,6 +33,7 @@ async def storage(
         host=host,
         pools=pools,
         error=error,
+        default_pool=DEFAULT_POOL,
     )
 
 

@@ -145,7 +145,9 @@ async def _pools_with_volumes(manager: Manager, host: str) -> list[dict[str, Any
             if not pool.active:
                 continue
             vols = await manager.storage.list_volumes(host, pool.name)
-            out.append({"name": pool.name, "volumes": [v.name for v in vols]})
+            # The CD-ROM picker offers ISO images only, never another VM's disk.
+            isos = [v.name for v in vols if v.format == "iso" or v.name.lower().endswith(".iso")]
+            out.append({"name": pool.name, "volumes": [v.name for v in vols], "isos": isos})
     except KvmmError:
         return []
     return out

@@ -135,6 +135,18 @@ function wireTabs() {
   });
 }
 
+// The create form's ISO list reloads after an upload on its page: pick what was uploaded.
+let lastUpload = "";
+document.addEventListener("htmx:afterSwap", (e) => {
+  const select = e.detail.target;
+  if (!select || select.id !== "iso-select" || !lastUpload) return;
+  if (Array.from(select.options).some((o) => o.value === lastUpload)) {
+    select.value = lastUpload;
+    const radio = select.form && select.form.querySelector("input[name=source][value=iso]");
+    if (radio) radio.checked = true;
+  }
+});
+
 // Upload with progress: <form data-upload="PUT url template"> with a file input named "file".
 function wireUploads() {
   document.querySelectorAll("form[data-upload]:not([data-wired])").forEach((form) => {
@@ -184,6 +196,7 @@ function wireUploads() {
           if (req.status >= 200 && req.status < 300) {
             bar.value = bar.max; status.textContent = "100% · done";
             toast("Uploaded " + volume, "ok");
+            lastUpload = (poolField ? poolField.value : "") + "/" + volume;
             document.dispatchEvent(new CustomEvent("kvmm-uploaded"));
             document.querySelectorAll("[data-live-kind~='upload.done']").forEach((el) => htmx.trigger(el, "kvmm-refresh"));
           } else if (req.status === 0) {
