@@ -20,7 +20,7 @@ import base64
 import contextlib
 import hashlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO
 
 from kvmmanager.agent.client import AgentClient
@@ -204,6 +204,86 @@ async def abort_write(client: Any, handle: int) -> None:
         await asyncio.shield(client.call("file_close", {"handle": handle, "abort": True}))
 
 
+class Download:
+    """A guest file being read: `size` at open, then `chunks()` yields its bytes from
+    `offset` on, with READ_WINDOW reads in flight (reads at known offsets are
+    independent) handed out in order. The handle is closed when the iteration ends,
+    however it ends; `sha256` is the guest's digest of the whole file, known then."""
+
+    def __init__(
+        self, client: AgentClient, src: str, opened: dict[str, Any], offset: int, chunk: int,
+        window: int,
+    ) -> None:  # fmt: skip
+        self.client = client
+        self.src = src
+        self.handle = opened["handle"]
+        self.size = int(opened["size_bytes"])
+        self.offset = offset
+        self.chunk = max(1, min(chunk, protocol.MAX_CHUNK_BYTES))
+        self.window = max(1, window)
+        self.done = offset
+        self.sha256: str | None = None
+        self.closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        inflight: deque[tuple[asyncio.Task[Any], int]] = deque()
+        ahead = self.offset  # the next offset to ask for
+
+        def ask() -> None:
+            nonlocal ahead
+            params = {"handle": self.handle, "offset": ahead, "length": self.chunk}
+            call = self.client.call("file_read_chunk", params)
+            inflight.append((asyncio.ensure_future(call), ahead))
+            ahead += self.chunk
+
+        try:
+            while True:
+                # Reads ahead up to the size seen at open; past it (a growing file), one
+                # at a time.
+                while len(inflight) < self.window and (ahead < self.size or not inflight):
+                    ask()
+                task, at = inflight.popleft()
+                r = await task
+                if at != self.done:
+                    raise GuestError(f"download of {self.src}: a short read at {at} left a gap")
+                data = base64.b64decode(r["data"])
+                self.done += len(data)
+                if data:
+                    yield data
+                if r["eof"] or not data:
+                    return
+                if len(data) < self.chunk:
+                    # Short but not at the end (the file changed): re-ask from here.
+                    await _cancel(t for t, _ in inflight)
+                    inflight.clear()
+                    ahead = self.done
+        finally:
+            await _cancel(t for t, _ in inflight)
+            await self.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        closed = await asyncio.shield(self.client.call("file_close", {"handle": self.handle}))
+        self.sha256 = closed.get("sha256")
+
+
+async def open_download(
+    client: AgentClient,
+    src: str,
+    *,
+    offset: int = 0,
+    chunk: int = protocol.MAX_CHUNK_BYTES,
+    window: int = READ_WINDOW,
+) -> Download:
+    """Open guest file `src` for reading from `offset` (a resume); see Download."""
+    if offset < 0:
+        raise InvalidInput("offset must be >= 0", field="offset")
+    opened = await client.call("file_open", {"path": src, "mode": "r"})
+    return Download(client, src, opened, offset, chunk, window)
+
+
 async def download(
     client: AgentClient,
     src: str,
@@ -215,43 +295,11 @@ async def download(
     window: int = READ_WINDOW,
 ) -> dict[str, Any]:
     """Copy guest file `src` into `dst` starting at `offset` (resume: dst already holds
-    the first `offset` bytes, which the caller re-hashes by passing them in `prefix`)."""
-    chunk = max(1, min(chunk, protocol.MAX_CHUNK_BYTES))
-    window = max(1, window)
-    opened = await client.call("file_open", {"path": src, "mode": "r"})
-    handle, total = opened["handle"], int(opened["size_bytes"])
-    inflight: deque[tuple[asyncio.Task[Any], int]] = deque()
-    ahead = offset  # the next offset to ask for
-
-    def ask() -> None:
-        nonlocal ahead
-        params = {"handle": handle, "offset": ahead, "length": chunk}
-        inflight.append((asyncio.ensure_future(client.call("file_read_chunk", params)), ahead))
-        ahead += chunk
-
-    try:
-        pos = offset
-        while True:
-            # Reads ahead up to the size seen at open; past it (a growing file), one at a time.
-            while len(inflight) < window and (ahead < total or not inflight):
-                ask()
-            task, at = inflight.popleft()
-            r = await task
-            if at != pos:
-                raise GuestError(f"download of {src}: a short read at {at} left a gap")
-            data = base64.b64decode(r["data"])
-            dst.write(data)
-            pos += len(data)
-            if progress is not None:
-                progress(pos, total)
-            if r["eof"] or not data:
-                break
-            if len(data) < chunk:
-                # Short but not at the end (the file changed): re-ask from here.
-                await _cancel(t for t, _ in inflight)
-                inflight.clear()
-                ahead = pos
-    finally:
-        await _cancel(t for t, _ in inflight)
-        closed = await client.call("file_close", {"handle": handle})
-    return {"path": src, "size_bytes": pos, "sha256": closed["sha256"]}
+    the first `offset` bytes)."""
+    d = await open_download(client, src, offset=offset, chunk=chunk, window=window)
+    async for data in d.chunks():
+        dst.write(data)
+        if progress is not None:
+            progress(d.done, d.size)
+    await d.close()
+    return {"path": src, "size_bytes": d.done, "sha256": d.sha256}

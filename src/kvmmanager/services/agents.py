@@ -358,19 +358,32 @@ class AgentService:
     async def upload_stream(
         self, host: str, vm: str, path: str, chunks: Any, resume: bool = False
     ) -> dict[str, Any]:
-        """Write an async stream of bytes to a guest file in protocol-sized chunks."""
+        """Write an async stream of bytes (the whole file) to a guest file: raw chunks,
+        several in flight (agent/transfer.py's ChunkWriter). With `resume` the guest keeps
+        what an interrupted upload left aside and the stream's first bytes up to there
+        are only hashed, not sent again, so the sha256 check covers the whole file."""
         self._require_kvmm(host, vm)
         c = self.client(host, vm)
         opened = await c.call("file_open", {"path": path, "mode": "w", "resume": resume})
         handle, offset = opened["handle"], int(opened["size_bytes"]) if resume else 0
-        digest = hashlib.sha256() if not offset else None
-        # Raw chunks, several in flight, when the agent offers it (else base64 one by one).
+        digest = hashlib.sha256()
+        skip = offset
         writer = agent_transfer.ChunkWriter(c, opened, offset)
         try:
             async for part in chunks:
-                if digest is not None:
-                    digest.update(part)
+                digest.update(part)
+                if skip:
+                    if len(part) <= skip:
+                        skip -= len(part)
+                        continue
+                    part, skip = part[skip:], 0
                 await writer.write(part)
+            if skip:
+                raise InvalidInput(
+                    f"the guest already holds {offset} bytes of {path}, more than the "
+                    "upload: cannot resume (upload without resume)",
+                    field="resume",
+                )
             offset = await writer.finish()
         except (NotFound, AgentUnavailable) as exc:
             await writer.settle()
@@ -392,32 +405,14 @@ class AgentService:
             await agent_transfer.abort_write(c, handle)
             raise
         closed = await c.call("file_close", {"handle": handle})
-        if digest is not None and closed["sha256"] != digest.hexdigest():
+        if closed["sha256"] != digest.hexdigest():
             raise GuestError(f"upload of {path} failed verification (sha256 differs)")
         return {"path": path, "size_bytes": closed["size_bytes"], "sha256": closed["sha256"]}
 
-    async def download_stream(self, host: str, vm: str, path: str) -> tuple[int, Any]:
-        """(size, async iterator of bytes) of a guest file, read in protocol-sized chunks."""
+    async def download_stream(
+        self, host: str, vm: str, path: str, offset: int = 0
+    ) -> agent_transfer.Download:
+        """A guest file as a stream of bytes from `offset` (a resume): the windowed
+        download of agent/transfer.py, several reads in flight."""
         self._require_kvmm(host, vm)
-        c = self.client(host, vm)
-        opened = await c.call("file_open", {"path": path, "mode": "r"})
-        handle = opened["handle"]
-
-        async def chunks() -> Any:
-            offset = 0
-            try:
-                while True:
-                    r = await c.call(
-                        "file_read_chunk",
-                        {"handle": handle, "offset": offset, "length": protocol.MAX_CHUNK_BYTES},
-                    )
-                    data = base64.b64decode(r["data"])
-                    offset += len(data)
-                    if data:
-                        yield data
-                    if r["eof"] or not data:
-                        return
-            finally:
-                await c.call("file_close", {"handle": handle})
-
-        return int(opened["size_bytes"]), chunks()
+        return await agent_transfer.open_download(self.client(host, vm), path, offset=offset)

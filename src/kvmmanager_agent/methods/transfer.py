@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import itertools
 import os
 import stat
 import threading
@@ -76,11 +75,13 @@ class Handle:
             self.dir_fd = -1
 
 
+HANDLE_MASK = (1 << 53) - 1
+
+
 class TransferTable:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.handles = {}  # type: Dict[int, Handle]
-        self.ids = itertools.count(1)
 
     def add(self, handle: Handle) -> int:
         with self.lock:
@@ -93,7 +94,11 @@ class TransferTable:
             if len(self.handles) >= protocol.MAX_OPEN_HANDLES:
                 handle.close()
                 raise AgentError(protocol.BUSY, "too many open transfer handles", "handle")
-            hid = next(self.ids)
+            # Unguessable (53 random bits: still an exact number in JavaScript): a handle
+            # is the capability to read or write that file, so no one may guess another's.
+            hid = 0
+            while hid == 0 or hid in self.handles:
+                hid = int.from_bytes(os.urandom(7), "big") & HANDLE_MASK
             self.handles[hid] = handle
             return hid
 

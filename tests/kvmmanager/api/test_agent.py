@@ -194,3 +194,52 @@ def test_streamed_upload_goes_in_raw_pipelined_chunks(
     assert not agent.ctx.transfers.handles
     back = api.get(f"{BASE}/files/content", params={"path": path})
     assert back.status_code == 200 and back.content == data
+
+
+def test_guest_file_reads_keep_to_the_vm_owner(
+    api: TestClient, client_as: Callable[[str], TestClient], roots: dict[str, Path]
+) -> None:
+    """Reading a guest's files is that VM's data: an operator may not read another
+    user's VM (issue 14's finding), whichever read route; the owner may."""
+    (roots["read"] / "secret.txt").write_text("kvmm-t secret")
+    path = str(roots["read"] / "secret.txt")
+    opened = api.post(f"{BASE}/files/open", json={"path": path, "mode": "r"}).json()
+    # Transfer handles are unguessable: no small integer names someone's transfer.
+    assert opened["handle"] > 2**32
+    manager = api.app.state.manager  # type: ignore[attr-defined]
+    info = manager.inventory.domain("local", "test")
+    operator = client_as("operator")
+    try:
+        manager.inventory.put_domain(dataclasses.replace(info, owner="kvmm-t-someone-else"))
+        reads = [
+            (f"{BASE}/files/content", {"path": path}),
+            (f"{BASE}/files", {"path": path}),
+            (f"{BASE}/files/stat", {"path": path, "sha256": True}),
+            (f"{BASE}/files/{opened['handle']}/chunk", {"offset": 0}),
+        ]
+        for url, params in reads:
+            r = operator.get(url, params=params)
+            assert r.status_code == 403 and "kvmm-t-someone-else" in r.text, (url, r.text)
+        manager.inventory.put_domain(dataclasses.replace(info, owner=None))
+        assert operator.get(f"{BASE}/files/content", params={"path": path}).content == (
+            b"kvmm-t secret"
+        )
+    finally:
+        manager.inventory.put_domain(info)
+        api.post(f"{BASE}/files/{opened['handle']}/close")
+
+
+def test_download_resumes_from_an_offset_through_the_windowed_transfer(
+    api: TestClient, roots: dict[str, Path]
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (roots["read"] / "big.bin").write_bytes(data)
+    path = str(roots["read"] / "big.bin")
+    whole = api.get(f"{BASE}/files/content", params={"path": path})
+    assert whole.content == data and whole.headers["X-Size"] == str(len(data))
+    tail = api.get(f"{BASE}/files/content", params={"path": path, "offset": 1_000_001})
+    assert tail.content == data[1_000_001:]
+    st = api.get(f"{BASE}/files/stat", params={"path": path, "sha256": True}).json()
+    assert st["sha256"] == hashlib.sha256(data).hexdigest()
+    bad = api.get(f"{BASE}/files/content", params={"path": path, "offset": -1})
+    assert bad.status_code == 422

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from kvmmanager.api.deps import current_user, get_manager, streaming_body
+from kvmmanager.api.deps import current_user, get_manager, owner_read, streaming_body
 from kvmmanager.api.schemas.agent import (
     ExecRequest,
     FileOpen,
@@ -191,15 +191,20 @@ async def agent_upload(
 
 
 @router.get("/files/content", name="agent.download")
+@owner_read
 async def agent_download(
     host: str, vm: str, path: str = Query(min_length=1, max_length=4096),
+    offset: int = Query(0, ge=0),
     manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
 ) -> StreamingResponse:  # fmt: skip
-    """Download a guest file of any size as a raw byte stream."""
+    """Download a guest file of any size as a raw byte stream, from `offset` (a resume).
+    X-Size is the file's size at open; its sha256 is GET /files/stat?sha256=true."""
     _check(manager, who, "file_read_chunk")
-    size, chunks = await manager.agents.download_stream(host, vm, path)
+    download = await manager.agents.download_stream(host, vm, path, offset)
     return StreamingResponse(
-        chunks, media_type="application/octet-stream", headers={"X-Size": str(size)}
+        download.chunks(),
+        media_type="application/octet-stream",
+        headers={"X-Size": str(download.size), "X-Offset": str(offset)},
     )
 
 
@@ -243,6 +248,7 @@ async def agent_exec_stream(
 
 
 @router.get("/files", name="agent.file_read")
+@owner_read
 async def agent_file_read(
     host: str, vm: str, path: str = Query(min_length=1, max_length=4096),
     encoding: str = Query("utf8", pattern="^(utf8|base64)$"),
@@ -262,6 +268,7 @@ async def agent_file_write(
 
 
 @router.get("/files/stat", name="agent.file_stat")
+@owner_read
 async def agent_file_stat(
     host: str, vm: str, path: str = Query(min_length=1, max_length=4096), sha256: bool = False,
     manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
@@ -279,6 +286,7 @@ async def agent_file_open(
 
 
 @router.get("/files/{handle}/chunk", name="agent.file_read_chunk")
+@owner_read
 async def agent_file_read_chunk(
     host: str, vm: str, handle: int, offset: int = Query(ge=0),
     length: int = Query(protocol.MAX_CHUNK_BYTES, ge=1, le=protocol.MAX_CHUNK_BYTES),

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,63 +192,55 @@ def _progress() -> Progress:
     )
 
 
+# Request body pieces of an upload (the server cuts them into the agent's chunks).
+UPLOAD_PIECE = 1 << 20
+
+
 def _upload(api: ApiClient, base: str, src: Path, dest: str, resume: bool, quiet: bool) -> dict:
+    """PUT /files/content: the server's windowed raw transfer. With --resume the whole
+    file is sent again over HTTP and the server skips what the guest already holds."""
     size = src.stat().st_size
-    opened = api.post(f"{base}/files/open", json={"path": dest, "mode": "w", "resume": resume})
-    handle, chunk = opened["handle"], int(opened["max_chunk_bytes"])
-    done = int(opened["size_bytes"]) if resume else 0
-    if done > size:
-        raise InvalidInput(
-            "the guest file is longer than the source: cannot resume", field="resume"
-        )
     digest = hashlib.sha256()
     with open(src, "rb") as fh, _progress() as bar:
-        label = _label(f"{src.name} -> {dest}")
-        task = bar.add_task(label, total=size, completed=done, visible=not quiet)
-        while fh.tell() < done:  # hash what the guest already has
-            digest.update(fh.read(min(1 << 20, done - fh.tell())))
-        try:
-            while data := fh.read(chunk):
-                api.put(f"{base}/files/{handle}/chunk", params={"offset": done}, content=data)
+        task = bar.add_task(_label(f"{src.name} -> {dest}"), total=size, visible=not quiet)
+
+        def body() -> Iterator[bytes]:
+            while data := fh.read(UPLOAD_PIECE):
                 digest.update(data)
-                done += len(data)
-                bar.update(task, completed=done)
-        finally:
-            closed = api.post(f"{base}/files/{handle}/close")
-    if closed["sha256"] != digest.hexdigest():
+                bar.update(task, advance=len(data))
+                yield data
+
+        result = api.put(
+            f"{base}/files/content", params={"path": dest, "resume": resume}, content=body()
+        )
+    if result["sha256"] != digest.hexdigest():
         raise GuestError(f"verification failed: sha256 of {dest} differs from {src}")
-    return {"path": dest, "size_bytes": done, "sha256": closed["sha256"]}
+    return {"path": dest, "size_bytes": result["size_bytes"], "sha256": result["sha256"]}
 
 
 def _download(api: ApiClient, base: str, src: str, dest: Path, resume: bool, quiet: bool) -> dict:
-    opened = api.post(f"{base}/files/open", json={"path": src, "mode": "r"})
-    handle, size = opened["handle"], int(opened["size_bytes"])
+    """GET /files/content (the server's windowed transfer) from where a --resume left
+    off, then the guest's sha256 of the whole file against ours."""
     digest = hashlib.sha256()
     done = dest.stat().st_size if resume and dest.exists() else 0
-    try:
-        with open(dest, "r+b" if done else "wb") as fh, _progress() as bar:
-            while fh.tell() < done:
-                digest.update(fh.read(min(1 << 20, done - fh.tell())))
-            label = _label(f"{src} -> {dest}")
-            task = bar.add_task(label, total=size, completed=done, visible=not quiet)
-            while True:
-                with api.stream(
-                    "GET", f"{base}/files/{handle}/chunk", params={"offset": done}
-                ) as r:
-                    data = r.read()
-                    eof = r.headers.get("X-EOF") == "1"
+    with open(dest, "r+b" if done else "wb") as fh, _progress() as bar:
+        while fh.tell() < done:
+            digest.update(fh.read(min(1 << 20, done - fh.tell())))
+        with api.stream("GET", f"{base}/files/content", params={"path": src, "offset": done}) as r:
+            size = int(r.headers.get("X-Size") or 0)
+            task = bar.add_task(
+                _label(f"{src} -> {dest}"), total=size, completed=done, visible=not quiet
+            )
+            for data in r.iter_bytes():
                 fh.write(data)
                 digest.update(data)
                 done += len(data)
                 bar.update(task, completed=done)
-                if eof or not data:
-                    break
-            fh.truncate(done)
-    finally:
-        closed = api.post(f"{base}/files/{handle}/close")
-    if closed["sha256"] != digest.hexdigest():
+        fh.truncate(done)
+    stat = api.get(f"{base}/files/stat", params={"path": src, "sha256": True})
+    if stat.get("sha256") != digest.hexdigest():
         raise GuestError(f"verification failed: sha256 of {dest} differs from the guest's {src}")
-    return {"path": str(dest), "size_bytes": done, "sha256": closed["sha256"]}
+    return {"path": str(dest), "size_bytes": done, "sha256": stat["sha256"]}
 
 
 @app.command("cp")
