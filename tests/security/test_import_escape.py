@@ -270,3 +270,24 @@ def test_agent_channel_socket_paths_are_left_to_libvirt(operator: TestClient) ->
     with contextlib.closing(conn):
         xml = conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert "org.qemu.guest_agent.0" in xml and planted not in xml
+
+
+def test_scsi_lun_passthrough_of_a_pool_volume_is_refused(
+    operator: TestClient, pool: DirPool
+) -> None:
+    """A volume of a pool, but as a `lun` with rawio: SCSI commands reach the host's
+    device below it."""
+    r = operator.post(
+        f"/api/hosts/local/pools/{pool.name}/volumes",
+        json={"name": "lun", "capacity": 1 << 20, "format": "raw"},
+    )
+    assert r.status_code == 201, r.text
+    disk = (
+        f"<disk type='volume' device='lun' rawio='yes'><source pool='{pool.name}' volume='lun'/>"
+        "<target dev='sda' bus='scsi'/></disk>"
+    )
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    r = operator.post("/api/hosts/local/imports", json={"xml": domain_xml(name, disk)})
+    assert r.status_code == 422, r.text
+    assert "<disk>" in r.json()["error"]["message"]
+    assert _domains() == set()

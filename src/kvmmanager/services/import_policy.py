@@ -199,6 +199,9 @@ class _Walk:
         kind = el.get("type", "file")
         if kind not in DISK_TYPES:
             raise _refuse(el, f"({what}) of type '{kind}' reaches the host outside the pools")
+        if el.get("device", "disk") not in ("disk", "cdrom", "floppy") or el.get("rawio"):
+            # A 'lun' passes SCSI commands (rawio: any) through to the host's device.
+            raise _refuse(el, f"({what}) passes SCSI commands through to the host")
         for child in el:
             if not isinstance(child.tag, str):
                 continue
