@@ -9,6 +9,7 @@ their own account: logout, own password, own tokens). Use `require_role("admin")
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -101,6 +102,21 @@ def route_action(route: Any) -> str:
     return f"{module.rsplit('.', 1)[-1]}.{name}" if module else name
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def readable_target(conn: HTTPConnection) -> str:
+    """The audit target of a request: its path parameters, a VM named by UUID shown by its
+    name with the UUID beside it (`local/web1 (3f2a...)`), so the log reads without a
+    lookup."""
+    params = {k: str(v) for k, v in conn.path_params.items()}
+    host, vm = params.get("host"), params.get("vm")
+    if host is not None and vm is not None and _UUID.fullmatch(vm):
+        with contextlib.suppress(KvmmError):
+            params["vm"] = f"{get_manager(conn).inventory.domain(host, vm).name} ({vm})"
+    return "/".join(params.values())
+
+
 def same_origin(conn: HTTPConnection, base_url: str = "") -> bool:
     """Whether a browser request comes from a page of this server: its Origin (else its
     Referer) names the Host it was sent to, or the configured public base URL. A request
@@ -147,6 +163,9 @@ def _principal_from_request(conn: HTTPConnection, manager: Manager) -> Principal
         if method in WRITE_METHODS and not security.constant_time_equal(
             conn.headers.get(CSRF_HEADER), principal.csrf_token
         ):
+            # The session is valid: the refused write is this user's, not an anonymous one.
+            if (rec := audit_mod.current_request.get()) is not None:
+                rec.username = principal.username
             raise PermissionDenied(f"missing or wrong {CSRF_HEADER} header", field=CSRF_HEADER)
         return principal
     raise Unauthenticated("authentication required (session cookie or bearer token)")
@@ -158,7 +177,7 @@ def authenticate(conn: HTTPConnection) -> Principal | None:
     rec = audit_mod.current_request.get()
     if rec is not None and route is not None:
         rec.action = route_action(route)
-        rec.target = "/".join(str(v) for v in conn.path_params.values())
+        rec.target = readable_target(conn)
     if route is not None and is_public(route):
         return None
     cached = getattr(conn.state, "principal", None)

@@ -159,10 +159,13 @@ def graphics_blocking(
     changes = redefine(dom, change)
     running = bool(dom.isActive())
     what = ", ".join(changes) if changes else "nothing to change"
+    # The definition changed either way: a running VM gets it at its next boot, a shut-off
+    # one when it starts (it answered next_boot: no for a shut-off VM).
+    when = "; takes effect at the next boot" if running else "; takes effect when it starts"
     return {
         "applied_live": False,
-        "next_boot": bool(changes) and running,
-        "message": what + ("; takes effect at the next boot" if changes and running else ""),
+        "next_boot": bool(changes),
+        "message": what + (when if changes else ""),
         "details": {"vnc": vnc, "spice": spice, "usb_redirection": usb_redirection},
     }
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from fastapi.testclient import TestClient
 
 
@@ -72,3 +75,42 @@ def test_form_posts_are_recorded_with_redacted_fields(client: TestClient) -> Non
     assert e["params"]["username"] == "admin"
     assert e["params"]["password"] == "***"
     assert "not-the-password" not in client.get("/api/audit").text
+
+
+def test_audit_names_csrf_refused_users_vm_names_and_batch_targets(
+    client: TestClient, app: Any
+) -> None:
+    """Issue 17 item 19: a CSRF-refused write was logged with username null; a VM named by
+    UUID was only a UUID; a batch action had no target."""
+    manager = app.state.manager
+    deadline = time.monotonic() + 30
+    while not manager.registry.get("local").connected:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    manager.users.create("kvmm-t-aud-csrf", "kvmm-t-aud-password-1", "operator")
+    browser = TestClient(app)
+    browser.portal = client.portal
+    r = browser.post(
+        "/api/auth/login", json={"username": "kvmm-t-aud-csrf", "password": "kvmm-t-aud-password-1"}
+    )
+    assert r.status_code == 200, r.text
+    r = browser.post("/api/hosts/local/vms/test/actions/suspend")  # no CSRF header
+    assert r.status_code == 403
+    [refused] = client.get("/api/audit", params={"action": "vms.action", "result": "error"}).json()[
+        "items"
+    ]
+    assert refused["username"] == "kvmm-t-aud-csrf"
+
+    uuid = client.get("/api/hosts/local/vms/test").json()["uuid"]
+    assert client.post(f"/api/hosts/local/vms/{uuid}/actions/suspend").status_code == 200
+    assert client.post("/api/hosts/local/vms/test/actions/resume").status_code == 200
+    [by_uuid] = client.get(
+        "/api/audit", params={"action": "vms.action", "result": "ok", "limit": 2}
+    ).json()["items"][1:]
+    assert by_uuid["target"] == f"local/test ({uuid})/suspend"
+
+    r = client.post("/api/batch/suspend", json={"vms": [{"host": "local", "vm": "test"}]})
+    assert r.status_code == 200, r.text
+    [batch] = client.get("/api/audit", params={"action": "batch.run"}).json()["items"]
+    assert batch["target"] == "local/test"
+    client.post("/api/hosts/local/vms/test/actions/resume")

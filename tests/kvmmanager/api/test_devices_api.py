@@ -88,3 +88,13 @@ def test_web_devices_tab(vm: TestClient) -> None:
     assert "Download .vv" not in r.text
     r = vm.post(f"/vms/local/{uuid}/devices/forwards", data={"proto": "tcp", "host_port": "22"})
     assert r.status_code == 422 and "docs/operations.md" in r.headers["HX-Trigger"]
+
+
+def test_graphics_change_on_a_shut_off_vm_says_it_applies_when_it_starts(vm: TestClient) -> None:
+    """Issue 17 item 20: `spice set` on a shut-off VM answered applied_live no, next_boot
+    no, although the definition had changed."""
+    r = vm.put(f"{VM}/graphics", json={"vnc": True, "spice": False})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["applied_live"], body["next_boot"]) == (False, True)
+    assert body["message"] == "removed SPICE; takes effect when it starts"

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.api.schemas.batch import BatchAction, BatchRequest, BatchResult
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
+from kvmmanager.services import audit as audit_mod
 from kvmmanager.services.batch import Target
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
@@ -40,6 +41,10 @@ async def run(
     VM named in `vms` or carrying `tag`, at most `concurrency` at a time."""
     svc = manager.batch
     targets = [Target(t.host, t.vm) for t in body.vms]
+    if (rec := audit_mod.current_request.get()) is not None:
+        # The audit entry names what the batch acts on, not only the action.
+        named = [f"{t.host}/{t.vm}" for t in targets] + ([f"tag:{body.tag}"] if body.tag else [])
+        rec.target = ", ".join(named)[:500]
     kwargs: dict[str, Any] = {
         "tag": body.tag,
         "host": body.host,

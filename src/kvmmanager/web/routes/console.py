@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import Any
 
 import libvirt
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from kvmmanager.api.deps import check_vm_owner, current_user, get_manager
 from kvmmanager.core.errors import Conflict, KvmmError, PermissionDenied, Unsupported
+from kvmmanager.services.audit import AuditRecord
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.vm_builder import lookup
 
@@ -35,6 +37,26 @@ def _require_operator(ws: WebSocket) -> None:
     if not principal.has_role("operator"):
         raise PermissionDenied(f"the console needs the operator role (you are {principal.role})")
     check_vm_owner(ws, principal)
+
+
+async def _audit(ws: WebSocket, manager: Manager, kind: str, host: str, vm: str, err: Any) -> None:
+    """One audit entry per console session (keyboard control of a VM) a user opened or
+    failed to open; refused anonymous handshakes never get here (no log to fill)."""
+    client = ws.scope.get("client")
+    rec = AuditRecord(
+        action=f"web.console_{kind}",
+        username=current_user(ws).username,
+        target=f"{host}/{vm}",
+        remote_addr=client[0] if client else None,
+        params={"console": kind},
+        result="ok" if err is None else "error",
+        status=101 if err is None else err.status,
+        error_code=None if err is None else err.code,
+    )
+    try:
+        await asyncio.to_thread(manager.audit.record, rec)
+    except Exception:
+        log.exception("could not write the audit entry for the %s console of %s", kind, vm)
 
 
 def _is_local(uri: str) -> bool:
@@ -60,7 +82,12 @@ async def vnc_console(
             raise Conflict(f"vm '{vm}' is not running")
         return dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
 
-    fd = await hc.run(open_fd)
+    try:
+        fd = await hc.run(open_fd)
+    except KvmmError as exc:
+        await _audit(ws, manager, "vnc", host, vm, exc)
+        raise
+    await _audit(ws, manager, "vnc", host, vm, None)
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     await ws.accept(subprotocol="binary" if "binary" in ws.scope.get("subprotocols", []) else None)
@@ -100,7 +127,12 @@ async def serial_console(
         dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         return stream
 
-    stream = await hc.run(open_stream)
+    try:
+        stream = await hc.run(open_stream)
+    except KvmmError as exc:
+        await _audit(ws, manager, "serial", host, vm, exc)
+        raise
+    await _audit(ws, manager, "serial", host, vm, None)
 
     def on_event(st: libvirt.virStream, events: int, _opaque: object) -> None:
         # Runs on libvirt's event thread: drain what is there without blocking, and hand
@@ -176,5 +208,7 @@ async def _pump(ws: WebSocket, *directions: object) -> None:
             if exc and not isinstance(exc, WebSocketDisconnect | ConnectionError | KvmmError):
                 log.warning("console connection ended with %r", exc)
     finally:
-        with contextlib.suppress(RuntimeError):
+        # The client may have gone first (closing its tab is the normal end): nothing to
+        # close then, and no error.
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await ws.close()
