@@ -368,3 +368,44 @@ def wait() -> Callable[..., Any]:
         return value
 
     return poll
+
+
+# ---- the web UI: every printed value goes through the same rule (web/templating.py) ----
+
+
+def _page(live_server: Any, path: str) -> str:
+    import httpx
+
+    auth = {"Authorization": f"Bearer {live_server.token}"}
+    r = httpx.get(live_server.url + path, headers=auth, timeout=60)
+    assert r.status_code == 200, (path, r.text[:500])
+    return r.text
+
+
+def test_web_pages_show_vm_strings_inert(live_server: Any, hostile_test_vm: str) -> None:
+    """A VM's title and description (set through libvirt) carry C1 controls, bidi
+    overrides/isolates and a line separator: the pages show them as escapes."""
+    for path in ("/vms", "/vms/local/test", "/vms/local/test/overview"):
+        text = _page(live_server, path)
+        assert not RAW_CONTROLS.search(text), (path, RAW_CONTROLS.findall(text))
+    overview = _page(live_server, "/vms/local/test/overview")
+    for shown in ("\\u202eevil.exe\\u202c", "\\u2066iso\\u2069", "\\x9b31mc1", "\\u2028sep"):
+        assert shown in overview, shown
+
+
+def test_web_guest_facts_are_inert(hostile_guest_cli: Any, live_server: Any) -> None:
+    text = _page(live_server, "/vms/local/test/guest")
+    assert not RAW_CONTROLS.search(text), RAW_CONTROLS.findall(text)
+    assert "\\u202eevil.exe" in text
+
+
+def test_web_audit_page_shows_anonymous_strings_inert(client: TestClient) -> None:
+    """An anonymous login's user name lands in the admin's audit log page."""
+    from fastapi.testclient import TestClient as Client
+
+    anon = Client(client.app, raise_server_exceptions=False)
+    anon.portal = client.portal
+    anon.post("/api/auth/login", json={"username": "adm\u202enimda\u2066x", "password": "x"})
+    text = client.get("/audit").text
+    assert not RAW_CONTROLS.search(text), RAW_CONTROLS.findall(text)
+    assert "adm\\u202enimda\\u2066x" in text

@@ -1,7 +1,11 @@
 """Jinja2 environment, template filters and the common page context.
 
 Autoescaping is on for every template: guest-supplied strings (hostnames, OS names,
-command output) are always rendered as text.
+command output) are always rendered as text. On top of that, every value a template
+prints goes through the CLI's own rule (`core.sanitize.inert`): a bidi override, an
+invisible mark, a line separator or a C0/C1 control is shown as its visible escape
+(`\u202e`), so a guest or an anonymous client cannot reorder or hide what a page shows.
+It is the environment's `finalize`, so no template can forget it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 import kvmmanager
 from kvmmanager.core.errors import KvmmError
+from kvmmanager.core.sanitize import inert
 from kvmmanager.services.users import Principal
 
 DASH = "\u2013"  # an en dash for "no value"
@@ -75,12 +81,27 @@ def percent(used: float | None, total: float | None) -> int:
     return max(0, min(100, round(100 * used / total)))
 
 
+def shown(value: Any) -> Any:
+    """Every `{{ value }}` of every template: text made inert (newlines kept: a block of
+    text stays a block), markup the code built itself left as it is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return inert(value, multiline=True)
+    return value
+
+
+def json_attr(value: Any) -> str:
+    # json.dumps leaves DEL raw; as \u007f it survives `shown` as valid JSON.
+    return json.dumps(value).replace("\x7f", "\\u007f")
+
+
+# Set before any template is compiled (finalize is compiled into each template).
+TEMPLATES.env.finalize = shown
 TEMPLATES.env.filters.update(
     bytes=human_bytes,
     kib=lambda v: human_bytes((v or 0) * 1024),
     duration=human_duration,
     ts=timestamp,
-    tojson_attr=lambda v: json.dumps(v),
+    tojson_attr=json_attr,
 )
 TEMPLATES.env.globals.update(percent=percent, version=kvmmanager.__version__)
 
@@ -124,7 +145,8 @@ def _firing_count(request: Request) -> int:
 
 def toast_headers(message: str, level: str = "ok") -> dict[str, str]:
     """An htmx trigger the page's script turns into a toast (message shown as text)."""
-    return {"HX-Trigger": json.dumps({"kvmm-toast": {"message": message, "level": level}})}
+    shown_message = inert(message)  # the page shows it as text: no raw bidi or controls
+    return {"HX-Trigger": json.dumps({"kvmm-toast": {"message": shown_message, "level": level}})}
 
 
 FLASH_COOKIE = "kvmm_flash"
