@@ -134,10 +134,7 @@ def graphics_blocking(
                 devs.remove(ch)
             changes.append("removed SPICE")
         if vnc and has_vnc is None:
-            devs.add(
-                Graphics(type="vnc", port=-1, autoport=True, listen_address="127.0.0.1",
-                         passwd=vnc_password)
-            )  # fmt: skip
+            devs.add(vm_builder.vnc_display(vnc_password))
             changes.append("added VNC")
         if not vnc and has_vnc is not None:
             devs.remove(has_vnc)

@@ -105,6 +105,13 @@ USB_REDIR_SLOTS = 2  # USB devices a SPICE client can pass through at once
 SPICE_LOCKED_UNTIL = "1970-01-01T00:00:00"
 
 
+def vnc_display(password: str) -> Graphics:
+    """The browser console's VNC display: on a unix socket in the domain's private
+    directory, never a TCP port. The console reaches it through libvirt
+    (virDomainOpenGraphicsFD), which does not care how QEMU listens."""
+    return Graphics(type="vnc", listen_socket=True, passwd=password)
+
+
 def locked_spice(listen: str) -> Graphics:
     """A SPICE display nobody can log into until a .vv download sets a one-time password
     (services/spice.py). Measured on QEMU 7.2: a display started with no password has
@@ -296,10 +303,7 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     devs.add(Input(type="tablet", bus="usb"))
     if spec.tpm:
         devs.add(Tpm(model="tpm-crb", backend_type="emulator", backend_version="2.0"))
-    devs.add(
-        Graphics(type="vnc", port=-1, autoport=True, listen_address="127.0.0.1",
-                 passwd=inp.vnc_password)
-    )  # fmt: skip
+    devs.add(vnc_display(inp.vnc_password))
     if spec.spice:
         devs.add(locked_spice(inp.spice_listen))
     # QXL is SPICE's own video device (VGA-compatible, so VNC keeps working).

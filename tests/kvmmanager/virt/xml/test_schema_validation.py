@@ -326,6 +326,8 @@ def passt_domain() -> Domain:
             passwd_valid_to="2030-01-01T00:00:00",
         )
     )
+    # VNC on a unix socket libvirt creates (the product's browser console display).
+    dom.devices.add(Graphics(type="vnc", listen_socket=True, passwd="s0cket-p"))
     _agent_channels(dom)
     return dom
 

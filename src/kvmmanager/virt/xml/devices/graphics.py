@@ -40,6 +40,11 @@ class Graphics(Device):
     )
     tls_port = XMLProperty("@tlsPort", kind=int, minimum=-1, doc="SPICE TLS port (live XML)")
     keymap = XMLProperty("@keymap")
+    listen_socket = XMLProperty(
+        "listen[@type='socket']",
+        present=True,
+        doc="VNC on a unix socket libvirt creates in the domain's private directory: no TCP port",
+    )
     _listen_attr = XMLProperty("@listen")
     _listen_address = XMLProperty("listen[@type='address']/@address")
 
