@@ -2,6 +2,11 @@
 driver: no server errors, no response that violates the schema (status code, content
 type, body), and a viewer changes nothing.
 
+Every schema-valid JSON body is also sent twice more, mutated: with a lone UTF-16
+surrogate in a string (`"\\ud800"`, which JSON can carry and UTF-8 cannot) and with a
+2 MiB string. Neither may be a server error; the surrogate is a 422 for any caller the
+route lets in.
+
 Every operation gets schema-valid ("positive") and schema-violating ("negative") cases.
 KVMM_FUZZ_EXAMPLES raises the number of cases per operation and mode for a long run
 (default 3: each role runs in well under a minute here).
@@ -9,6 +14,7 @@ KVMM_FUZZ_EXAMPLES raises the number of cases per operation and mode for a long 
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -47,6 +53,36 @@ SKIP_ALWAYS = ("/api/auth/logout",)
 # (documented on every route), not a server failure.
 UNAVAILABLE = {"agent_unavailable", "host_unavailable"}
 TRANSPORT_KEYS = ("method", "url", "headers", "params", "json", "content", "data", "files")
+OVERSIZED = 2 * 1024 * 1024
+
+
+def _mutants(case: Any) -> list[tuple[str, bytes]]:
+    """(name, raw JSON body) variants of a schema-valid JSON object body."""
+    body = case.body
+    if not isinstance(body, dict) or "json" not in (case.media_type or ""):
+        return []
+    strings = [k for k, v in body.items() if isinstance(v, str)]
+    key = strings[0] if strings else "kvmm_fuzz"
+    surrogate = {**body, key: str(body.get(key, "")) + "\ud800"}
+    oversized = {**body, key: "x" * OVERSIZED}
+    # ensure_ascii: the surrogate travels as the escape `\ud800`, as an attacker sends it.
+    return [
+        ("lone-surrogate", json.dumps(surrogate).encode()),
+        ("oversized", json.dumps(oversized).encode()),
+    ]
+
+
+def _send_mutant(c: TestClient, case: Any, content: bytes) -> Any:
+    kw = case.as_transport_kwargs(base_url="http://testserver")
+    headers = {
+        k: v
+        for k, v in (kw.get("headers") or {}).items()
+        if k.lower() not in ("authorization", "content-type", "content-length")
+    }
+    headers["content-type"] = "application/json"
+    return c.request(
+        kw["method"], kw["url"], params=kw.get("params"), headers=headers, content=content
+    )
 
 
 @schemathesis.serializer("application/gzip", "application/x-tar")
@@ -112,6 +148,20 @@ def fuzz(
                 statuses[r.status_code] += 1
                 if on_response is not None:
                     on_response(case, r)
+                if mode is GenerationMode.POSITIVE:  # noqa: B023 (run() is called at once)
+                    for name, content in _mutants(case):
+                        m = _send_mutant(c, case, content)
+                        sent += 1
+                        statuses[m.status_code] += 1
+                        if on_response is not None:
+                            on_response(case, m)
+                        bad = m.status_code >= 500 and not _designed_unavailable(m)
+                        if name == "lone-surrogate" and m.status_code < 300:
+                            bad = True  # accepted text that cannot be encoded
+                        if bad:
+                            key = (case.method.upper(), case.path, name, m.status_code)
+                            failures[key] += 1
+                            examples.setdefault(key, m.text[:500])
                 for check in CHECKS:
                     if check is not_a_server_error and _designed_unavailable(r):
                         continue
