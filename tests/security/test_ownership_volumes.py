@@ -113,3 +113,16 @@ def test_an_uploaded_volume_is_its_uploaders(env: dict[str, Any]) -> None:
     assert r.status_code == 201, r.text
     assert bob.delete(one).status_code == 403
     assert mallory.delete(one).status_code == 204
+
+
+def test_a_deleted_vms_disks_stay_its_owners(env: dict[str, Any]) -> None:
+    """Deleting a VM but keeping its disks must not turn them into shared volumes."""
+    mallory, bob, disk = env["mallory"], env["bob"], env["bob_disk"]
+    assert bob.delete(f"/api/hosts/local/vms/{PREFIX}bob").status_code == 200
+    one = f"{POOL}/{disk}"
+    assert mallory.get(one).status_code == 200  # still there, still listed
+    r = mallory.post(f"{one}/clone", json={"name": f"{PREFIX}stolen"})
+    assert r.status_code == 403, r.text
+    assert f"belongs to '{bob.kvmm_username}'" in r.json()["error"]["message"]
+    assert mallory.delete(one).status_code == 403
+    assert bob.delete(one).status_code == 204

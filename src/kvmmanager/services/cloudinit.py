@@ -49,6 +49,7 @@ from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_builder import boot_volumes
 from kvmmanager.services.vm_spec import (
     MAX_CMDLINE,
+    SEED_SUFFIX,
     DiskSpec,
     InstallSource,
     NicSpec,
@@ -76,7 +77,6 @@ HASH_RE = re.compile(r"\$(1|5|6|y|2[aby])\$.+")
 
 
 MAX_PASSWORD = 256
-SEED_SUFFIX = "-seed.iso"
 # A new instance of a copied disk must not keep the source's machine-id: cloud-init runs
 # `runcmd` once per instance-id, so a clone's new seed makes each clone get its own.
 RESET_MACHINE_ID = (

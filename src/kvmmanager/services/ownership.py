@@ -14,7 +14,8 @@ API, the web UI, batches, schedules, backup policies and the event stream goes t
   who created, uploaded or cloned it (an `object_owners` row keyed by host + pool +
   volume name, replaced when a volume of that name is made again, removed when the
   manager deletes it; what an admin makes is shared media and gets no row) AND every
-  VM whose disk or CD-ROM it is lends the volume its owner. A caller must pass the rule
+  VM whose disk or CD-ROM it is lends the volume its owner (a VM deleted with its
+  disks kept passes its owner on to them: `inherit_disks`). A caller must pass the rule
   for each of these owners: another user's VM disk is theirs even if you uploaded it,
   and your upload stays yours.
 
@@ -35,8 +36,9 @@ from kvmmanager.core.errors import KvmmError, PermissionDenied
 from kvmmanager.db.models import User
 from kvmmanager.db.ops_models import ObjectOwner
 from kvmmanager.services.users import Principal
-from kvmmanager.services.vm_spec import VmSpec
+from kvmmanager.services.vm_spec import SEED_SUFFIX, VmSpec
 from kvmmanager.virt.events import Event
+from kvmmanager.virt.inventory import DomainInfo
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -197,6 +199,29 @@ class OwnershipService:
         if spec.install.kind in ("iso", "import"):
             refs.append((spec.install.pool, spec.install.volume))
         self.check_volumes(principal, host, refs)
+
+    def inherit_disks(self, host: str, dom: DomainInfo, deleted: set[str]) -> None:
+        """`dom` (owned) was deleted: its writable disks that are pool volumes and were
+        not deleted with it keep its owner, unless they already have a recorded one; so
+        does its own cloud-init seed (`<vm>-seed.iso`: password hashes, SSH keys). Other
+        CD-ROMs and read-only disks (shared install media) are left alone."""
+        if not dom.owner:
+            return
+        by_path = {p.path.rstrip("/"): p.name for p in self.m.inventory.pools(host) if p.path}
+        for disk in dom.disks:
+            if disk.source and disk.source in deleted:
+                continue
+            pool, volume = disk.pool, disk.volume
+            if not (pool and volume) and disk.source:
+                folder, _, name = disk.source.rpartition("/")
+                pool, volume = by_path.get(folder), name
+            if not (pool and volume):
+                continue
+            media = disk.device != "disk" or disk.readonly
+            if media and volume != f"{dom.name}{SEED_SUFFIX}":
+                continue
+            if self.recorded(VOLUME, host, self.volume_key(pool, volume)) is None:
+                self.record_volume(host, pool, volume, dom.owner)
 
     def record_new_volume(
         self, principal: Principal | None, host: str, pool: str, volume: str

@@ -33,6 +33,8 @@ MAX_CMDLINE = 4096
 
 AGENT_CHANNEL = "org.kvmmanager.agent.0"
 QGA_CHANNEL = "org.qemu.guest_agent.0"
+# A cloud-init VM's own seed volume is `<vm name>-seed.iso` (services/cloudinit.py).
+SEED_SUFFIX = "-seed.iso"
 
 
 class InstallSource(BaseModel):

@@ -26,6 +26,7 @@ from kvmmanager.core.errors import (
     GuestError,
     HostUnavailable,
     InvalidInput,
+    KvmmError,
     NotFound,
     Timeout,
 )
@@ -247,7 +248,16 @@ class VmService:
         return res
 
     async def delete(self, host: str, vm: str, remove_volumes: bool = False) -> VmDeleted:
-        return await self.run_on(host, vm, _delete_blocking, host, remove_volumes)
+        try:
+            before: DomainInfo | None = self.m.inventory.domain(host, vm)
+        except KvmmError:
+            before = None
+        out = await self.run_on(host, vm, _delete_blocking, host, remove_volumes)
+        if before is not None and before.owner:
+            # The disks it leaves behind stay its owner's (they lent it their owner until
+            # now): without a VM they would otherwise become shared.
+            self.m.ownership.inherit_disks(host, before, set(out.deleted_volumes))
+        return out
 
     async def set_autostart(self, host: str, vm: str, enabled: bool) -> VmRef:
         def fn(dom: libvirt.virDomain) -> VmRef:
