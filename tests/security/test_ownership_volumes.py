@@ -50,8 +50,9 @@ def env(client: TestClient, role_client: Callable[[str], TestClient]) -> Iterato
         )
         assert r.status_code == 201, r.text
         vms[who] = r.json()["vm"]
-    disk = vms["bob"]["disks"][0]["source"].rsplit("/", 1)[1]
-    yield {"admin": admin, "bob": bob, "mallory": mallory, "bob_disk": disk}
+    path = vms["bob"]["disks"][0]["source"]
+    yield {"admin": admin, "bob": bob, "mallory": mallory, "bob_disk": path.rsplit("/", 1)[1],
+           "bob_path": path}  # fmt: skip
     _purge()
 
 
@@ -72,6 +73,12 @@ def test_another_users_vm_disk_is_not_read_written_cloned_or_reused(env: dict[st
             "disks": [{"pool": "default-pool", "volume": disk}]}),
         "cd-rom": mallory.post(f"/api/hosts/local/vms/{PREFIX}mallory/media",
                                json={"pool": "default-pool", "volume": disk}),
+        "kernel": mallory.post("/api/hosts/local/vms", json={
+            "name": f"{PREFIX}thief", "memory_mib": 128,
+            "install": {"kind": "kernel", "kernel": env["bob_path"]}}),
+        "cloud image": mallory.post("/api/hosts/local/vms/from-cloud-image", json={
+            "name": f"{PREFIX}thief", "pool": "default-pool", "image": disk, "size_gib": 1,
+            "cloud_init": {"hostname": "thief"}}),
     }  # fmt: skip
     for what, r in refusals.items():
         assert r.status_code == 403, (what, r.status_code, r.text)

@@ -199,6 +199,18 @@ class OwnershipService:
         if spec.install.kind in ("iso", "import"):
             refs.append((spec.install.pool, spec.install.volume))
         self.check_volumes(principal, host, refs)
+        if spec.install.kind == "kernel":
+            self.check_volume_paths(principal, host, spec.install.kernel, spec.install.initrd)
+
+    def check_volume_paths(self, principal: Principal, host: str, *paths: str | None) -> None:
+        """Volumes named by their path (a direct-boot kernel or initrd): each one in a
+        pool's directory is held to the rule like a volume named by pool and name."""
+        by_dir = {p.path.rstrip("/"): p.name for p in self.m.inventory.pools(host) if p.path}
+        for path in paths:
+            folder, _, name = (path or "").rpartition("/")
+            pool = by_dir.get(folder)
+            if pool and name:
+                self.check_volume(principal, host, pool, name, path)
 
     def inherit_disks(self, host: str, dom: DomainInfo, deleted: set[str]) -> None:
         """`dom` (owned) was deleted: its writable disks that are pool volumes and were

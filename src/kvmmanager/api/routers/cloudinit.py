@@ -37,6 +37,8 @@ async def create_from_cloud_image(
     boot = body.boot
     # The image is read into the new disk: the caller's to read.
     manager.ownership.check_volumes(user, host, [(body.image_pool or body.pool, body.image)])
+    if boot is not None:
+        manager.ownership.check_volume_paths(user, host, boot.kernel, boot.initrd)
     return await manager.cloudinit.provision(
         host,
         name=body.name,
