@@ -81,9 +81,35 @@ def check_accel(ctx: CheckContext) -> Check:
         "kvm",
         WARN,
         f"TCG only (software emulation, slow): {ctx.accel.reason}",
-        "enable VT-x/AMD-V in the firmware, then: modprobe kvm_intel  (or kvm_amd)",
+        tcg_fix(ctx.accel.reason),
         data=ctx.accel.to_dict(),
     )
+
+
+FIRMWARE_FIX = "enable VT-x/AMD-V in the firmware, then: modprobe kvm_intel  (or kvm_amd)"
+NESTED_FIX = (
+    "KVM is there but QEMU cannot run a guest on it: this host is itself a VM whose "
+    "hypervisor does not give it full virtualisation (nested KVM). On the outer host, give "
+    "this VM the host's CPU (host-passthrough) with nested virtualisation on, or keep TCG"
+)
+SLOW_FIX = (
+    "KVM starts guests but runs them slower than emulation (typical of nested KVM): on the "
+    "outer host, give this VM the host's CPU (host-passthrough) with nested virtualisation "
+    "on, or keep TCG"
+)
+
+
+def tcg_fix(reason: str) -> str:
+    """The fix for what the probe saw: only a missing KVM is fixed in the firmware; a KVM
+    that exists but fails QEMU (an MSR assertion, a probe guest that would not start or ran
+    slower than emulation) is nested virtualisation, fixed on the outer host."""
+    if "offers no kvm" in reason:
+        return FIRMWARE_FIX
+    if "slower than emulation" in reason or "without reaching" in reason:
+        return SLOW_FIX
+    if "could not start" in reason:
+        return NESTED_FIX
+    return FIRMWARE_FIX
 
 
 def check_dev_kvm(path: str = "/dev/kvm") -> Check:

@@ -16,6 +16,7 @@ it only takes effect when the VM next boots.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 INACTIVE_SECURE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+# How long a live memory change waits for the guest's balloon driver to act on it.
+BALLOON_WAIT_SECONDS = 3.0
+BALLOON_POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -131,13 +135,23 @@ def _set_memory(dom: libvirt.virDomain, memory_mib: int) -> EditResult:
     persistent = bool(dom.isPersistent())
     applied_live = False
     live_note = ""
+    details: dict[str, Any] = {}
     if running:
         live_max = dom.maxMemory()
         if kib <= live_max:
             try:
                 # The balloon: the guest gives memory back or gets it, up to its maximum.
+                # libvirt accepts the target whether or not a balloon driver in the guest
+                # acts on it: only what the guest then has says whether it happened.
                 dom.setMemoryFlags(kib, LIVE)
-                applied_live = True
+                got = _balloon_settles(dom, kib)
+                applied_live = got == kib
+                if not applied_live:
+                    live_note = (
+                        f" (the running guest still has {got // 1024} MiB: no balloon driver "
+                        "in it answered the new target)"
+                    )
+                    details["guest_mib"] = got // 1024
             except libvirt.libvirtError as exc:
                 live_note = f" (live change refused: {exc.get_error_message()})"
         else:
@@ -147,7 +161,20 @@ def _set_memory(dom: libvirt.virDomain, memory_mib: int) -> EditResult:
         dom.setMemoryFlags(kib, CONFIG)
     elif not applied_live:
         raise Conflict(f"vm '{dom.name()}' is transient and refused the change{live_note}")
-    return _result(running, applied_live, persistent, f"memory set to {memory_mib} MiB", live_note)
+    res = _result(running, applied_live, persistent, f"memory set to {memory_mib} MiB", live_note)
+    res.details.update(details)
+    return res
+
+
+def _balloon_settles(dom: libvirt.virDomain, kib: int) -> int:
+    """The guest's current memory (KiB) once it reached `kib` or stopped moving, within
+    BALLOON_WAIT_SECONDS: a balloon driver moves in steps, a guest without one never."""
+    deadline = time.monotonic() + BALLOON_WAIT_SECONDS
+    current = int(dom.info()[2])
+    while current != kib and time.monotonic() < deadline:
+        time.sleep(BALLOON_POLL_SECONDS)
+        current = int(dom.info()[2])
+    return current
 
 
 def _result(running: bool, live: bool, persistent: bool, what: str, note: str) -> EditResult:

@@ -90,6 +90,23 @@ def test_doctor_on_an_unreachable_uri_exits_1() -> None:
 
 
 @pytest.mark.libvirtd
+def test_doctor_kvm_fix_matches_the_failure_seen(settings: Settings) -> None:
+    """Issue 17 item 12: with /dev/kvm working but QEMU dying on an MSR assertion (nested
+    KVM, as on this machine), doctor said to enable VT-x in the firmware."""
+    res = _local("--json", "doctor", "--uri", URI)
+    assert res.exit_code in (0, 1), res.output
+    report = json.loads(res.stdout)
+    checks = report["checks"] if isinstance(report, dict) else report[0]["checks"]
+    [kvm] = [c for c in checks if c["name"] == "kvm"]
+    if kvm["status"] == "ok":
+        return  # a host where KVM works: nothing to fix
+    if "could not start" in kvm["message"] or "slower than emulation" in kvm["message"]:
+        assert "firmware" not in kvm["fix"] and "outer host" in kvm["fix"]
+    else:
+        assert "firmware" in kvm["fix"]
+
+
+@pytest.mark.libvirtd
 def test_doctor_local_json_with_a_stopped_network(settings: Settings) -> None:
     conn = libvirt.open(URI)
     name = f"kvmm-t-iso-net-{uuid.uuid4().hex[:6]}"
