@@ -78,6 +78,19 @@ class LibvirtSettings(BaseModel):
     default_uri: str = "qemu:///system"
     keepalive_interval: int = 5
     keepalive_count: int = 3
+    # Per-call deadlines by kind (virt/calls.py): the API answers 504 after them. Jobs
+    # (copies, migrations, uploads) have none: they report progress and can be cancelled.
+    deadline_read_seconds: float = Field(10.0, gt=0)
+    deadline_lifecycle_seconds: float = Field(60.0, gt=0)
+    # A cheap call (getLibVersion) every `heartbeat_seconds`, and at once after a call
+    # passes its deadline; unanswered for `not_responding_seconds`, the host is marked
+    # "not responding" and its calls are refused up front until it answers again.
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    not_responding_seconds: float = Field(3.0, gt=0)
+    # The accelerator probe runs in the background at connect, within this deadline; a VM
+    # create waits for it at most `accel_wait_seconds`, then uses the last known answer.
+    probe_deadline_seconds: float = Field(120.0, gt=0)
+    accel_wait_seconds: float = Field(10.0, gt=0)
     reconnect_min_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0
     # Worker threads per host for blocking libvirt calls, so one slow host never blocks another.

@@ -95,6 +95,13 @@ class Timeout(KvmmError):
     exit_code = 8
 
 
+class HostTimeout(Timeout):
+    """A libvirt call passed its deadline. libvirt may still carry it out: the message
+    says so, so nobody retries a create blindly."""
+
+    code = "host_timeout"
+
+
 class Unauthenticated(KvmmError):
     code = "unauthenticated"
     status = 401

@@ -82,7 +82,9 @@ class AddressService:
         for src, name in sources:
             try:
                 ifaces = await hc.run(
-                    lambda s=src: qga.interfaces(lookup(hc.conn, host, info.uuid), s)
+                    lambda s=src: qga.interfaces(lookup(hc.conn, host, info.uuid), s),
+                    kind="read",
+                    op="interface addresses",
                 )
             except KvmmError:
                 continue

@@ -571,7 +571,9 @@ class CloudInitService:
         defined = False
         try:
             await hc.run(
-                lambda: _make_disk(hc.conn, pool, disk_name, image_path, image_format, size, mode)
+                lambda: _make_disk(hc.conn, pool, disk_name, image_path, image_format, size, mode),
+                kind="job",  # copies the image: as long as it takes (keepalive bounds a freeze)
+                op="copy the cloud image",
             )
             made.append(disk_name)
             await self.m.storage.upload_volume(

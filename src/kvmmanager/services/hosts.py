@@ -8,6 +8,7 @@ node info, capabilities, domain capabilities, versions and the KVM-or-TCG verdic
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -18,12 +19,15 @@ from kvmmanager.core.errors import Conflict, KvmmError, NotFound
 from kvmmanager.db.models import Host
 from kvmmanager.services.host_uris import check_host_uri
 from kvmmanager.virt.connection import HostConnection
-from kvmmanager.virt.probe import AccelInfo, host_accel
+from kvmmanager.virt.events import Event
+from kvmmanager.virt.probe import AccelInfo, host_accel, start_probe, sweep_probe_guests
 from kvmmanager.virt.registry import validate_host_name, validate_uri
 from kvmmanager.virt.xml.capabilities import Capabilities, DomainCapabilities
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
+
+log = logging.getLogger(__name__)
 
 
 def version_string(number: int) -> str:
@@ -118,6 +122,41 @@ def domain_capabilities_dict(xml: str) -> dict[str, Any]:
 class HostService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Every (re)connect of a host: remove the probe guests abandoned there, then start
+        # its accelerator probe in the background (a create never waits for it long).
+        manager.bus.add_listener(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind != "host.status" or event.data.get("status") != "connected":
+            return
+        if event.host not in self.m.registry:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # published outside the loop (tests): nothing to start
+            return
+        task = loop.create_task(self._connected(event.host))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connected(self, name: str) -> None:
+        host = self._host(name)
+        try:
+            removed = await host.run(lambda: sweep_probe_guests(host.conn), op="probe sweep")
+        except KvmmError as e:
+            log.warning("host %s: abandoned probe guests not checked: %s", name, e.message)
+        else:
+            for guest in removed:
+                log.warning("host %s: removed abandoned probe guest %s", name, guest)
+        if self.m.settings.libvirt.accel == "auto" and host.connected:
+            start_probe(host)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # ---- the host list -----------------------------------------------------------------
 
@@ -194,18 +233,20 @@ class HostService:
 
     async def accel(self, name: str) -> AccelInfo:
         override = getattr(self.m.settings.libvirt, "accel", "auto")
-        return await host_accel(self._host(name), override)
+        wait = self.m.settings.libvirt.accel_wait_seconds
+        return await host_accel(self._host(name), override, wait=wait)
 
     async def info(self, name: str) -> dict[str, Any]:
         host = self._host(name)
-        info = await host.run(lambda: read_node_info(host.conn))
+        info = await host.run(lambda: read_node_info(host.conn), kind="read", op="node info")
         info["name"] = name
         info["accel"] = (await self.accel(name)).to_dict()
         return info
 
     async def capabilities(self, name: str) -> dict[str, Any]:
         host = self._host(name)
-        return capabilities_dict(await host.run(lambda: host.conn.getCapabilities()))
+        xml = await host.run(lambda: host.conn.getCapabilities(), kind="read", op="capabilities")
+        return capabilities_dict(xml)
 
     async def domain_capabilities(
         self,
@@ -221,7 +262,9 @@ class HostService:
             domain_type = (await self.accel(name)).domain_type
         try:
             xml = await host.run(
-                lambda: host.conn.getDomainCapabilities(None, arch, machine, domain_type, 0)
+                lambda: host.conn.getDomainCapabilities(None, arch, machine, domain_type, 0),
+                kind="read",
+                op="domain capabilities",
             )
         except KvmmError as exc:
             exc.message = f"host '{name}': {exc.message}"

@@ -25,6 +25,7 @@ from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError,
 from kvmmanager.db.models import JOB_STATES, Job, utcnow
 from kvmmanager.services import audit as audit_mod
 from kvmmanager.services import job_undo
+from kvmmanager.virt.calls import job_calls
 from kvmmanager.virt.events import Event
 
 if TYPE_CHECKING:
@@ -308,7 +309,10 @@ class JobService:
             await asyncio.to_thread(self._set_state, job_id, "running")
             self._publish(p, "job.progress", state="running")
             if inspect.iscoroutinefunction(fn):
-                result = await fn(p)
+                # A job's libvirt calls have no per-call deadline (virt/calls.py): the job
+                # itself shows progress and can be cancelled.
+                with job_calls():
+                    result = await fn(p)
             else:
                 assert self._loop is not None
                 result = await self._loop.run_in_executor(self._executor, fn, p)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_HOST = "local"
 # Built at start (not on first use) because they listen to the bus from the first event.
-EAGER_SERVICES = ("agents",)
+EAGER_SERVICES = ("agents", "hosts")
 LAZY_SERVICES = (
     "scheduler",
     "alerts",

@@ -240,7 +240,7 @@ class MetricsService:
                 # Not an error of ours: the connection reports (and retries) on its own.
                 hm.last_error = f"host is {hc.status}"
                 return
-            result = await hc.run(collect_blocking, hc, hm.counters)
+            result = await hc.run(collect_blocking, hc, hm.counters, kind="read", op="stats cycle")
         except KvmmError as e:
             hm.errors += 1
             hm.last_error = e.message

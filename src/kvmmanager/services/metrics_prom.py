@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from kvmmanager.services.metrics_rates import ACTIVE_STATES
+from kvmmanager.virt.connection import STATUSES
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -76,8 +77,21 @@ class ManagerCollector(Collector):
             "memory used seen by the guest agent",
             labels=VM_LABELS,
         )
+        host_status = GaugeMetricFamily(
+            "kvmm_host_status",
+            "1 for the host's current connection status (connected, not responding, ...)",
+            labels=["host", "status"],
+        )
+        overdue = GaugeMetricFamily(
+            "kvmm_host_overdue_calls",
+            "libvirt calls past their deadline still holding one of the host's workers",
+            labels=["host"],
+        )
         for hc in self.m.registry.all():
             up.add_metric([hc.name], 1.0 if hc.connected else 0.0)
+            for status in STATUSES:
+                host_status.add_metric([hc.name, status], 1.0 if hc.status == status else 0.0)
+            overdue.add_metric([hc.name], float(len(hc.workers.overdue())))
         for host in svc.hosts():
             hm = svc.host(host)
             st = hm.stats()
@@ -110,7 +124,19 @@ class ManagerCollector(Collector):
                         g_mem.add_metric(labels, used * 1024)
             for state, n in sorted(by_state.items()):
                 vms.add_metric([host, state], n)
-        yield from (up, vms, cycles, overruns, errors, duration, running, cpu_pct, mem)
+        yield from (
+            up,
+            host_status,
+            overdue,
+            vms,
+            cycles,
+            overruns,
+            errors,
+            duration,
+            running,
+            cpu_pct,
+            mem,
+        )
         yield from counters.values()
         yield from (g_cpu, g_mem)
 

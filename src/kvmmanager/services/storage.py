@@ -42,6 +42,7 @@ from kvmmanager.services.storage_xml import (
     volume_exists,
 )
 from kvmmanager.virt import readers
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.inventory import PoolInfo
 
 if TYPE_CHECKING:
@@ -61,10 +62,12 @@ class StorageService:
     def _host(self, host: str) -> Any:
         return self._m.registry.get(host)
 
-    async def _call(self, host: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run `fn(conn, *args)` on the host's worker threads."""
+    async def _call(
+        self, host: str, fn: Callable[..., Any], *args: Any, kind: CallKind | None = None
+    ) -> Any:
+        """Run `fn(conn, *args)` on the host's worker threads (within `kind`'s deadline)."""
         h = self._host(host)
-        return await h.run(lambda: fn(h.conn, *args))
+        return await h.run(lambda: fn(h.conn, *args), kind=kind, op=op_name(fn))
 
     async def sync_pool(self, host: str, name: str) -> None:
         """Re-read one pool into the inventory. libvirt sends no event for autostart
@@ -140,10 +143,12 @@ class StorageService:
                         raise
             return sorted(out, key=lambda p: p.name)
 
-        return await self._call(host, op)
+        return await self._call(host, op, kind="read")
 
     async def get_pool(self, host: str, name: str) -> PoolDetails:
-        return await self._call(host, lambda conn: pool_details(lookup_pool(conn, name)))
+        return await self._call(
+            host, lambda conn: pool_details(lookup_pool(conn, name)), kind="read"
+        )
 
     async def define_pool(self, host: str, spec: PoolSpec) -> PoolDetails:
         """Define, then build/autostart/start as the spec says. If a step fails the pool is

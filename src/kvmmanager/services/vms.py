@@ -36,6 +36,7 @@ from kvmmanager.services.vm_delete import VmDeleted, delete_blocking
 from kvmmanager.services.vm_edit import VmEditor
 from kvmmanager.services.vm_spec import VmSpec, validate_description, validate_name, validate_tags
 from kvmmanager.virt import readers
+from kvmmanager.virt.calls import op_name
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
 from kvmmanager.virt.inventory import DomainInfo
 from kvmmanager.virt.xml.capabilities import DomainCapabilities
@@ -108,14 +109,16 @@ class VmService:
 
     # ---- plumbing ----------------------------------------------------------------------
 
-    async def run(self, host: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` on the host's worker thread."""
+    async def run(self, host: str, fn: Callable[..., T], *args: Any, op: str | None = None) -> T:
+        """Run `fn(conn, *args)` on the host's worker thread (lifecycle deadline)."""
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn, *args))
+        return await hc.run(lambda: fn(hc.conn, *args), op=op or op_name(fn))
 
     async def run_on(self, host: str, vm: str, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(dom, *args)` for the looked-up domain on the host's worker thread."""
-        return await self.run(host, lambda conn: fn(lookup(conn, host, vm), *args))
+        return await self.run(
+            host, lambda conn: fn(lookup(conn, host, vm), *args), op=f"{op_name(fn)} '{vm}'"
+        )
 
     # ---- reads (inventory only) --------------------------------------------------------
 

@@ -58,7 +58,13 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):
         return iden
 
     def _update_handle(self, watch: int, event: int) -> None:
-        self._call(super()._update_handle, watch, event)
+        self._call(self._update_known, super()._update_handle, watch, event)
+
+    def _update_known(self, update: Any, iden: int, value: int) -> None:
+        # libvirt updates ids it has already removed (timer -1 after keepalive stops):
+        # nothing to update, and libvirtaio's KeyError would only be logged as noise.
+        if iden in self.callbacks:
+            update(iden, value)
 
     def _remove_handle(self, watch: int) -> int:
         self._call(super()._remove_handle, watch)
@@ -78,7 +84,7 @@ class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):
         return iden
 
     def _update_timeout(self, timer: int, timeout: int) -> None:
-        self._call(super()._update_timeout, timer, timeout)
+        self._call(self._update_known, super()._update_timeout, timer, timeout)
 
     def _remove_timeout(self, timer: int) -> int:
         self._call(super()._remove_timeout, timer)

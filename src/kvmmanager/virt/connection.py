@@ -1,9 +1,17 @@
 """One libvirt connection per host: open, keepalive, events, reconnect with backoff, resync.
 
-Threads: every blocking libvirt call runs in the host's own ThreadPoolExecutor (`run`), so
-a slow or dead host never blocks the event loop or another host. Opening a connection runs
-in a daemon thread of its own, because an unreachable host can hold `virConnectOpen` for
-minutes and must neither take a worker away nor keep the process from exiting.
+Threads: every blocking libvirt call runs in the host's own worker pool (`run`), so a
+slow or dead host never blocks the event loop or another host, and every call has a
+deadline by kind (virt/calls.py). Opening a connection runs in a daemon thread of its own,
+because an unreachable host can hold `virConnectOpen` for minutes and must neither take a
+worker away nor keep the process from exiting.
+
+Responsiveness: a heartbeat (one cheap call every few seconds, and at once after a call
+passes its deadline) marks the host "not responding" when the daemon stops answering,
+refusing its calls up front; libvirt's keepalive then closes the connection, and the
+host stays "not responding" while the reconnect waits for the daemon (a frozen daemon
+accepts the socket but answers nothing). A connection that ends otherwise (daemon gone)
+makes it "reconnecting".
 
 Events: libvirt fires callbacks on the asyncio loop (libvirtaio). A callback only queues a
 re-read of that one object; re-reads of one object are serialized (in event order), and
@@ -17,16 +25,17 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import libvirt
 
 from kvmmanager.core.config import LibvirtSettings, Settings
 from kvmmanager.core.errors import HostUnavailable, KvmmError, NotFound
-from kvmmanager.virt import readers, session
+from kvmmanager.virt import liveness, readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
+from kvmmanager.virt.calls import Call, CallKind, HostWorkers, deadline_for, op_name, resolve_kind
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
 from kvmmanager.virt.events import Event, EventBus
 from kvmmanager.virt.inventory import Inventory
@@ -44,7 +53,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCAL_MAX_BACKOFF_SECONDS = 2.0
-STATUSES = ("disconnected", "connecting", "connected", "reconnecting", "failed")
+NOT_RESPONDING = "not responding"
+STATUSES = ("disconnected", "connecting", "connected", NOT_RESPONDING, "reconnecting", "failed")
+# Closing a connection deregisters its callbacks: round trips that hang on a frozen daemon.
+TEARDOWN_SECONDS = 5.0
 
 # Marks an event of a connection that has since been replaced: ignore it.
 _STALE: Any = object()
@@ -89,13 +101,17 @@ class HostConnection:
         )
         self.status = "disconnected"
         self.status_reason = "not started"
+        self.status_since = time.time()  # wall clock of the last status change
+        # When the inventory last matched libvirt for sure: the host's last moment of
+        # "connected" (None while connected, or before the first connect).
+        self.stale_since: float | None = None
         # Per-connection facts (e.g. the KVM probe result), dropped on every reconnect
         # because the host behind the URI may have been upgraded or replaced meanwhile.
         self.cache: dict[str, Any] = {}
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(1, self.settings.workers_per_host),
-            thread_name_prefix=f"libvirt-{name}",
-        )
+        # Last known answers (e.g. the probe's), kept across reconnects: what a caller
+        # may fall back to, saying so, when the current connection has no answer yet.
+        self.facts: dict[str, Any] = {}
+        self.workers = HostWorkers(name, self.settings.workers_per_host, self._call_overdue)
         self._conn: libvirt.virConnect | None = None
         self._gen = 0
         self._lost: asyncio.Event | None = None
@@ -106,6 +122,7 @@ class HostConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._serial = _Serializer()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_heartbeat: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<HostConnection {self.name} {self.uri} {self.status}>"
@@ -147,20 +164,37 @@ class HostConnection:
         conn, self._conn = self._conn, None
         self._gen += 1
         if conn is not None:
-            await self._in_thread(session.teardown, conn)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._teardown(conn)
+        self.workers.shutdown()
         self._set_status("disconnected", "stopped")
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking libvirt call in this host's worker pool.
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        kind: CallKind | None = None,
+        op: str | None = None,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run a blocking libvirt call in this host's worker pool, within the deadline of
+        its `kind` (default: `job` inside a job, else `lifecycle`; see virt/calls.py), or
+        an explicit `deadline` in seconds.
 
-        Raises HostUnavailable when the host is not connected, and translates libvirtError
-        into the matching KvmmError."""
+        Raises HostUnavailable when the host is not connected (or not responding),
+        HostTimeout past the deadline, and translates libvirtError into the matching
+        KvmmError."""
         conn = self._conn
         if conn is None or self.status != "connected":
             raise self._unavailable()
+        kind = resolve_kind(kind)
         call = functools.partial(self._guarded, conn, self._gen, fn, args, kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await self.workers.call(
+            call,
+            op=op or op_name(fn),
+            kind=kind,
+            deadline=deadline if deadline is not None else deadline_for(self.settings, kind),
+        )
 
     async def wait_status(self, *wanted: str, seconds: float = 30.0) -> str:
         """Wait until the status is one of `wanted` (for callers that just added a host)."""
@@ -177,12 +211,15 @@ class HostConnection:
         except TimeoutError:
             raise self._unavailable() from None
 
-    def status_dict(self) -> dict[str, str]:
+    def status_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "uri": self.uri,
             "status": self.status,
             "reason": self.status_reason,
+            "since": self.status_since,
+            "stale_since": self.stale_since,
+            "overdue_calls": len(self.workers.overdue()),
         }
 
     # ---- status ------------------------------------------------------------------------
@@ -194,6 +231,12 @@ class HostConnection:
     def _set_status(self, status: str, reason: str = "") -> None:
         if (status, reason) == (self.status, self.status_reason):
             return
+        if status != self.status:
+            self.status_since = time.time()
+            if self.status == "connected":
+                self.stale_since = self.status_since
+            elif status == "connected":
+                self.stale_since = None
         self.status, self.status_reason = status, reason
         log.info("host %s: %s %s", self.name, status, reason)
         if self._status_changed is not None:
@@ -218,12 +261,18 @@ class HostConnection:
         kwargs: dict[str, Any],
     ) -> T:
         try:
-            return fn(*args, **kwargs)
+            with liveness.uses.using(conn):
+                return fn(*args, **kwargs)
         except libvirt.libvirtError as exc:
             dead = not session.alive(conn)
+            err = translate_libvirt_error(exc, connection_dead=dead)
             if dead:
                 self._notify_lost(gen, f"connection lost: {libvirt_message(exc)}")
-            raise translate_libvirt_error(exc, connection_dead=dead) from exc
+                # libvirt's words ("connection closed due to keepalive timeout") do not
+                # say which host: a manager of many hosts must.
+                err.message = f"host '{self.name}': {err.message}"
+                err.args = (err.message,)
+            raise err from exc
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` in a daemon thread (for calls that may hang on an unreachable host).
@@ -285,7 +334,7 @@ class HostConnection:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff())
             first_attempt = False
-            if self.status not in ("failed", "reconnecting"):
+            if self.status not in ("failed", "reconnecting", NOT_RESPONDING):
                 self._set_status("connecting", reason)
             self._gen += 1
             gen = self._gen
@@ -312,10 +361,17 @@ class HostConnection:
             self._set_status("connected", "")
             ever_connected = True
             delay = self.settings.reconnect_min_seconds
-            await self._lost.wait()
+            heartbeat = asyncio.create_task(self._heartbeat(conn, gen), name=f"beat-{self.name}")
+            try:
+                await self._lost.wait()
+            finally:
+                heartbeat.cancel()
             reason = self._lost_reason
+            frozen = self.status == NOT_RESPONDING or reason == session.KEEPALIVE_REASON
             await self._drop(conn)
-            self._set_status("reconnecting", reason)
+            # A daemon that froze (keepalive gave up, or it stopped answering before)
+            # usually still accepts the socket: the reopen waits for it to thaw.
+            self._set_status(NOT_RESPONDING if frozen else "reconnecting", reason)
             # Reconnect at once: a restarted libvirtd is usually back before any backoff.
             first_attempt = True
 
@@ -330,7 +386,86 @@ class HostConnection:
     async def _drop(self, conn: libvirt.virConnect) -> None:
         self._conn = None
         self._gen += 1
-        await self._in_thread(session.teardown, conn)
+        await self._teardown(conn)
+
+    async def _teardown(self, conn: libvirt.virConnect) -> None:
+        """Deregister and close, bounded: on a frozen daemon the daemon thread is left to
+        finish (or fail) by itself, holding nothing of ours."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TEARDOWN_SECONDS):
+                await self._in_thread(liveness.teardown_when_idle, conn)
+
+    # ---- responsiveness ------------------------------------------------------------------
+
+    def _call_overdue(self, call: Call) -> None:
+        """A call passed its deadline (on the loop): check the daemon at once."""
+        log.warning("host %s: %s passed its %s deadline", self.name, call.op, call.kind)
+        if self._wake_heartbeat is not None:
+            self._wake_heartbeat.set()
+
+    async def _heartbeat(self, conn: libvirt.virConnect, gen: int) -> None:
+        """Ask the daemon one cheap question every `heartbeat_seconds` (or at once when a
+        call went overdue). Unanswered within `not_responding_seconds`: not responding,
+        until the answer comes (then connected again) or keepalive closes the connection.
+        The question runs in a daemon thread, never in a worker."""
+        wake = self._wake_heartbeat = asyncio.Event()
+        while gen == self._gen:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat_seconds):
+                    await wake.wait()
+            wake.clear()
+            if gen != self._gen:
+                return
+            started = time.monotonic()
+            ping = asyncio.ensure_future(self._in_thread(liveness.ping, conn))
+            try:
+                async with asyncio.timeout(self.settings.not_responding_seconds):
+                    await asyncio.shield(ping)
+                continue
+            except TimeoutError:
+                pass
+            except Exception as exc:
+                # A dead connection: the close callback reports it to the supervisor.
+                log.debug("host %s: heartbeat failed: %s", self.name, exc)
+                continue
+            if gen != self._gen:
+                return
+            self._set_status(
+                NOT_RESPONDING,
+                f"libvirtd has not answered for {self.settings.not_responding_seconds:g} s",
+            )
+            try:
+                await self._await_thaw(conn, ping)
+            except Exception:
+                # An error is an answer only from a live connection; a dead one (keepalive
+                # gave up) is the supervisor's to handle.
+                if not session.alive(conn):
+                    return
+            if gen == self._gen and self.status == NOT_RESPONDING:
+                log.info(
+                    "host %s answered again after %.1f s", self.name, time.monotonic() - started
+                )
+                self._set_status("connected", "")
+
+    async def _await_thaw(self, conn: libvirt.virConnect, ping: asyncio.Future[Any]) -> Any:
+        """Wait for the unanswered ping. libvirt 9.0's client crashes (SIGSEGV, measured)
+        when keepalive closes a connection with two or more calls waiting and the daemon
+        answers later: only one waiter gets the error, the others are left on freed state.
+        So keepalive is paused while more calls than the ping wait on this connection
+        (they complete when the daemon thaws; new calls are refused meanwhile), and
+        resumed once only the ping waits, to end a connection that never answers again."""
+        await self._in_thread(liveness.keepalive_off, conn)
+        paused = True
+        try:
+            while not ping.done():
+                await asyncio.wait({ping}, timeout=0.2)
+                if paused and liveness.uses.count(conn) <= 1:
+                    await self._in_thread(liveness.keepalive_on, conn, self.settings)
+                    paused = False
+            return ping.result()
+        finally:
+            if paused:
+                await self._in_thread(liveness.keepalive_on, conn, self.settings)
 
     def _notify_lost(self, gen: int, reason: str) -> None:
         """Thread-safe: the connection of generation `gen` is gone."""
@@ -363,10 +498,11 @@ class HostConnection:
 
     async def _resync(self, conn: libvirt.virConnect, gen: int) -> None:
         """Read every domain, pool and network and make the inventory equal to it."""
-        loop = asyncio.get_running_loop()
-        snap = await loop.run_in_executor(
-            self._executor,
+        snap = await self.workers.call(
             functools.partial(self._guarded, conn, gen, readers.read_all, (self.name, conn), {}),
+            op="resync",
+            kind="lifecycle",
+            deadline=self.settings.deadline_lifecycle_seconds,
         )
         if gen != self._gen:
             return
@@ -472,7 +608,12 @@ class HostConnection:
                 return _STALE
             call = functools.partial(self._guarded, conn, gen, reader, (self.name, obj), {})
             try:
-                info = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+                info = await self.workers.call(
+                    call,
+                    op=f"re-read {key}",
+                    kind="read",
+                    deadline=self.settings.deadline_read_seconds,
+                )
             except NotFound:
                 info = None
             except KvmmError as exc:

@@ -16,8 +16,18 @@ Three checks, cheapest first, each through libvirt so a remote host is probed th
    there: then TCG is chosen. Costs about 1-5 s once per connection; x86 only (other
    architectures have no BIOS to idle in: there checks 1 and 2 decide).
 
-The result is cached on the HostConnection (dropped on reconnect) and can be forced with
-the `libvirt.accel` setting (`auto` | `kvm` | `tcg`, env KVMM_LIBVIRT__ACCEL).
+The probe starts in the background as soon as a host connects (`start_probe`), bounded by
+`libvirt.probe_deadline_seconds`; a VM create waits for it at most
+`libvirt.accel_wait_seconds` and then goes on with the last answer this host gave (kept
+across reconnects), saying so in the reason; with no earlier answer it is refused with a
+clear 503 instead of waiting. The result is cached on the HostConnection (dropped on
+reconnect) and can be forced with the `libvirt.accel` setting (`auto` | `kvm` | `tcg`,
+env KVMM_LIBVIRT__ACCEL).
+
+Probe guests are named `kvmm-accel-probe-<owner>-<random>` (virt/owner.py): at every
+connect the manager removes the probe guests it provably abandoned (its own from an
+interrupted probe, or those of a manager process on this machine that is gone, e.g.
+killed during its probe), and never another live manager's.
 """
 
 from __future__ import annotations
@@ -28,15 +38,19 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import libvirt
 
+from kvmmanager.core.errors import HostUnavailable
 from kvmmanager.virt.connection import HostConnection, is_remote_uri
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.owner import Owner, is_abandoned, this_process
 from kvmmanager.virt.xml.capabilities import Capabilities
 from kvmmanager.virt.xml.domain import Domain
 
@@ -53,13 +67,17 @@ BUSY_SHARE = 0.5
 PROBE_DEADLINE_S = 4.0
 PROBE_WINDOW_S = 0.5
 _X86 = ("x86_64", "i686")
+_PROBE_NAME_RE = re.compile(r"^" + re.escape(PROBE_PREFIX) + r"(.+)-([0-9a-f]{4,})$")
+# Probe guests this process is running right now (never swept while in use).
+_in_use: set[str] = set()
+_in_use_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
 class AccelInfo:
     accel: str  # "kvm" | "tcg"
     reason: str
-    source: str = "probe"  # "probe" | "config"
+    source: str = "probe"  # "probe" | "config" | "last known"
 
     @property
     def domain_type(self) -> str:
@@ -96,10 +114,20 @@ def probe_dev_kvm(path: str = "/dev/kvm") -> tuple[bool | None, str]:
         os.close(fd)
 
 
-def _probe_domain_xml(arch: str, domain_type: str) -> str:
+def probe_guest_name(owner: Owner | None = None) -> str:
+    return f"{PROBE_PREFIX}{(owner or this_process()).tag}-{secrets.token_hex(3)}"
+
+
+def probe_guest_owner(name: str) -> Owner | None:
+    """The manager process that started this probe guest; None for any other name."""
+    m = _PROBE_NAME_RE.match(name)
+    return Owner.parse(m[1]) if m else None
+
+
+def _probe_domain_xml(arch: str, domain_type: str, name: str) -> str:
     dom = Domain(
         type=domain_type,
-        name=PROBE_PREFIX + secrets.token_hex(4),
+        name=name,
         memory=PROBE_MEMORY_KIB,
         current_memory=PROBE_MEMORY_KIB,
         vcpus=1,
@@ -120,9 +148,14 @@ def probe_guest(
     """Start a probe guest; return the vCPU seconds its firmware needed to reach idle
     (None when it did not within the deadline or `cpu_budget` vCPU seconds) and why."""
     what = f"a type='{domain_type}' probe guest"
+    name = probe_guest_name()
+    with _in_use_lock:
+        _in_use.add(name)
     try:
-        dom = conn.createXML(_probe_domain_xml(arch, domain_type), 0)
+        dom = conn.createXML(_probe_domain_xml(arch, domain_type, name), 0)
     except libvirt.libvirtError as exc:
+        with _in_use_lock:
+            _in_use.discard(name)
         return None, f"{what} could not start: {libvirt_message(exc)}"
     try:
         start = time.monotonic()
@@ -151,8 +184,40 @@ def probe_guest(
                     "the firmware's idle loop"
                 )
     finally:
+        # A destroy that fails (the connection died meanwhile) leaves the guest to the
+        # sweep at the next connect: it is ours and no longer in use.
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
+        with _in_use_lock:
+            _in_use.discard(name)
+
+
+def sweep_probe_guests(conn: libvirt.virConnect) -> list[str]:
+    """Blocking: destroy the probe guests provably abandoned (virt/owner.py); their names."""
+    removed = []
+    for dom in conn.listAllDomains(0):
+        try:
+            name = dom.name()
+        except libvirt.libvirtError:
+            continue
+        owner = probe_guest_owner(name)
+        if owner is None:
+            continue
+        with _in_use_lock:
+            in_use = name in _in_use
+        if not is_abandoned(owner, in_use=in_use):
+            continue
+        try:
+            persistent = dom.isPersistent()  # a transient guest is gone once destroyed
+            if dom.isActive():
+                dom.destroy()
+            if persistent:
+                dom.undefine()
+        except libvirt.libvirtError as exc:
+            log.warning("probe guest %s not removed: %s", name, libvirt_message(exc))
+            continue
+        removed.append(name)
+    return removed
 
 
 def _compare_guests(conn: libvirt.virConnect, arch: str) -> tuple[bool, str]:
@@ -193,20 +258,61 @@ def probe_accel(conn: libvirt.virConnect, *, local: bool) -> AccelInfo:
     return AccelInfo("kvm", "; ".join(reasons))
 
 
-async def host_accel(host: HostConnection, override: str = "auto") -> AccelInfo:
-    """The host's accelerator, probed once per connection unless the config forces one."""
+def start_probe(host: HostConnection) -> asyncio.Future[AccelInfo]:
+    """The probe of this connection: started now (in the background) unless it runs or
+    ran already. One probe per connection, shared by every caller (the task is the cache).
+    """
+    task: asyncio.Future[AccelInfo] | None = host.cache.get("accel")
+    if task is not None:
+        return task
+    local = not is_remote_uri(host.uri)
+
+    async def probe() -> AccelInfo:
+        info = await host.run(
+            lambda: probe_accel(host.conn, local=local),
+            op="accelerator probe",
+            deadline=host.settings.probe_deadline_seconds,
+        )
+        host.facts["accel"] = info  # the last known answer, kept across reconnects
+        return info
+
+    task = asyncio.ensure_future(probe())
+    host.cache["accel"] = task
+
+    def forget_failure(t: asyncio.Future[AccelInfo]) -> None:
+        # A failed probe (host went away, deadline) is retried by the next caller.
+        if (t.cancelled() or t.exception() is not None) and host.cache.get("accel") is t:
+            del host.cache["accel"]
+
+    task.add_done_callback(forget_failure)
+    return task
+
+
+async def host_accel(
+    host: HostConnection, override: str = "auto", wait: float | None = None
+) -> AccelInfo:
+    """The host's accelerator, probed once per connection unless the config forces one.
+
+    `wait`: wait at most this long for a running probe, then answer with the last known
+    answer of this host (source "last known", the reason says why) or refuse with 503."""
     if override in ("kvm", "tcg"):
         return AccelInfo(override, "set by the libvirt.accel setting", source="config")
-    # One probe per connection, shared by concurrent callers (the task is the cache).
-    task = host.cache.get("accel")
-    if task is None:
-        local = not is_remote_uri(host.uri)
-        task = asyncio.ensure_future(host.run(lambda: probe_accel(host.conn, local=local)))
-        host.cache["accel"] = task
+    task = start_probe(host)
     try:
-        result: AccelInfo = await asyncio.shield(task)
-    except BaseException:
-        if task.done() and host.cache.get("accel") is task:
-            del host.cache["accel"]  # a failed probe (host went away) is retried next time
-        raise
-    return result
+        async with asyncio.timeout(wait):
+            return await asyncio.shield(task)
+    except TimeoutError:
+        pass
+    last: AccelInfo | None = host.facts.get("accel")
+    if last is None:
+        raise HostUnavailable(
+            f"host '{host.name}': the accelerator probe (KVM or emulation?) is still "
+            f"running after {wait:g} s and this host has no earlier answer; retry shortly",
+            field="host",
+        )
+    return AccelInfo(
+        last.accel,
+        f"{last.reason} (last known answer: this connection's probe is still running "
+        f"after {wait:g} s)",
+        source="last known",
+    )

@@ -18,10 +18,11 @@ from kvmmanager.virt import readers
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_REASON = "keepalive timeout: the host stopped answering"
 CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
     libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the host (libvirtd gone?)",
-    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout: the host stopped answering",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: KEEPALIVE_REASON,
     libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by the client",
 }
 

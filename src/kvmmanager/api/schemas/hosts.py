@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-HostStatus = Literal["disconnected", "connecting", "connected", "reconnecting", "failed"]
+HostStatus = Literal[
+    "disconnected", "connecting", "connected", "not responding", "reconnecting", "failed"
+]
 
 
 class HostCreate(BaseModel):
@@ -23,6 +25,15 @@ class HostOut(BaseModel):
     uri: str
     status: HostStatus
     reason: str
+    since: float = Field(description="Unix time of the last status change")
+    stale_since: float | None = Field(
+        None,
+        description="While the host is not connected: Unix time its VMs' state was last "
+        "known to match libvirt (the VM list shows older state from then on)",
+    )
+    overdue_calls: int = Field(
+        0, description="libvirt calls past their deadline still holding a worker of the host"
+    )
     created_at: datetime | None = None
     vm_count: int
 
@@ -31,7 +42,7 @@ class AccelOut(BaseModel):
     accel: Literal["kvm", "tcg"]
     domain_type: Literal["kvm", "qemu"]
     reason: str
-    source: Literal["probe", "config"]
+    source: Literal["probe", "config", "last known"]
 
 
 class CpuOut(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -15,7 +16,7 @@ app = typer.Typer(
     help="Hosts (libvirt connections): add, list, show, remove.", no_args_is_help=True
 )
 
-COLUMNS = ["name", "uri", "status", "reason", "vm_count"]
+COLUMNS = ["name", "uri", "status", "reason", "stale", "vm_count"]
 
 
 def _path(name: str) -> str:
@@ -25,9 +26,15 @@ def _path(name: str) -> str:
 
 @app.command("list")
 def list_hosts(ctx: typer.Context) -> None:
-    """List hosts with their connection status."""
+    """List hosts with their connection status (connected, not responding, reconnecting,
+    failed) and, for a host that is not connected, how old its VMs' shown state is."""
     with client(ctx) as api:
-        emit(ctx, api.get("/api/hosts"), COLUMNS)
+        hosts = api.get("/api/hosts")
+    now = time.time()
+    for h in hosts:
+        since = h.get("stale_since")
+        h["stale"] = f"{max(0, int(now - since))} s" if since else ""
+    emit(ctx, hosts, COLUMNS)
 
 
 @app.command("add")

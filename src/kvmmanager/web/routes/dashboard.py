@@ -33,7 +33,7 @@ async def _host_card(manager: Manager, host: Any) -> dict[str, Any]:
     try:
         card["info"] = await manager.hosts.info(host.name)
         card["accel"] = await manager.hosts.accel(host.name)
-        card["cpu_pct"] = await host.run(_cpu_percent, host)
+        card["cpu_pct"] = await host.run(_cpu_percent, host, kind="read", op="host CPU use")
     except KvmmError as e:
         card["error"] = e.message
     try:

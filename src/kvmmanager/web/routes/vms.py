@@ -7,6 +7,9 @@ current.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -25,6 +28,37 @@ from kvmmanager.web.templating import redirect_with_toasts, render, toast_header
 router = APIRouter(include_in_schema=False)
 
 STATES = ("running", "paused", "shutoff", "crashed", "pmsuspended", "shutdown")
+
+
+@dataclass(frozen=True)
+class Staleness:
+    status: str  # the host's status ("not responding", "reconnecting", ...)
+    age: str  # how long ago the inventory last matched libvirt, e.g. "42 s"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def staleness(manager: Manager) -> Callable[[str], Staleness | None]:
+    """For a VM row: None while its host is connected; else the host's status and the age
+    of what the row shows (the inventory stops following a host that does not answer)."""
+    now = time.time()
+
+    def of(host: str) -> Staleness | None:
+        if host not in manager.registry:
+            return None
+        hc = manager.registry.get(host)
+        if hc.connected or hc.stale_since is None:
+            return None
+        return Staleness(hc.status, _age(now - hc.stale_since))
+
+    return of
 
 
 def _filtered(
@@ -48,6 +82,7 @@ def vm_list(
         active="vms",
         vms=vms,
         spark=lambda vm: sparkline(manager, vm),
+        stale=staleness(manager),
         hosts=[h.name for h in manager.registry.all()],
         states=STATES,
         tags=sorted({t for d in manager.inventory.domains() for t in d.tags}),
@@ -66,7 +101,13 @@ def vm_row(
         info = manager.vms.get(host, vm)
     except KvmmError:
         return Response("", status_code=200)  # removed: the row disappears
-    return render(request, "vms/_row.html", vm=info, spark=lambda vm: sparkline(manager, vm))
+    return render(
+        request,
+        "vms/_row.html",
+        vm=info,
+        spark=lambda vm: sparkline(manager, vm),
+        stale=staleness(manager),
+    )
 
 
 @router.get("/vms/{host}/{vm}/addresses", name="web.vm_addresses", response_class=HTMLResponse)

@@ -1,0 +1,141 @@
+"""Bounded libvirt calls (virt/calls.py through HostConnection.run) on the test driver.
+
+A call that blocks in its worker stands for libvirt not answering: the caller gets a 504
+naming the host and the operation at the deadline, the worker is counted as overdue until
+it returns, a host whose workers are all overdue refuses calls at once, and another host
+keeps its own workers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from kvmmanager.core.config import LibvirtSettings
+from kvmmanager.core.errors import HostTimeout, HostUnavailable
+from kvmmanager.virt.calls import job_calls
+from kvmmanager.virt.connection import HostConnection
+from kvmmanager.virt.events import EventBus
+from kvmmanager.virt.inventory import Inventory
+
+from .conftest import TESTNODE_URI
+
+SHORT = 0.2  # the deadline under test; every wait below is bounded by generous timeouts
+
+
+@pytest.fixture
+def libvirt_settings() -> LibvirtSettings:
+    return LibvirtSettings(
+        reconnect_min_seconds=0.05,
+        reconnect_max_seconds=0.5,
+        deadline_read_seconds=SHORT,
+        deadline_lifecycle_seconds=SHORT,
+        workers_per_host=2,
+    )
+
+
+@pytest.fixture
+async def second_host(
+    bus: EventBus, inventory: Inventory, libvirt_settings: LibvirtSettings
+) -> AsyncIterator[HostConnection]:
+    host = HostConnection("kvmm-t-host-b", TESTNODE_URI, bus, inventory, libvirt_settings)
+    await host.start()
+    try:
+        await host.wait_connected(30)
+        yield host
+    finally:
+        await host.stop()
+
+
+def _blocker() -> tuple[threading.Event, threading.Event]:
+    """(entered, release): a call body waits on `release` like a call to a frozen daemon."""
+    return threading.Event(), threading.Event()
+
+
+def hang(entered: threading.Event, release: threading.Event) -> str:
+    entered.set()
+    release.wait(60)
+    return "late answer"
+
+
+async def test_a_call_past_its_deadline_answers_504_naming_host_and_operation(testhost):
+    entered, release = _blocker()
+    try:
+        with pytest.raises(HostTimeout) as err:
+            await testhost.run(hang, entered, release, kind="read", op="list pools")
+        msg = err.value.message
+        assert "kvmm-t-host-a" in msg and "list pools" in msg
+        assert "may still complete" in msg
+        assert err.value.status == 504 and err.value.code == "host_timeout"
+        # The worker libvirt still holds is accounted for, and shown.
+        assert testhost.status_dict()["overdue_calls"] == 1
+    finally:
+        release.set()
+    await asyncio.wait_for(_until(lambda: not testhost.workers.overdue()), 30)
+    assert testhost.status_dict()["overdue_calls"] == 0
+
+
+async def test_all_workers_overdue_refuses_new_calls_at_once(testhost):
+    blockers = [_blocker() for _ in range(2)]
+    try:
+        for entered, release in blockers:
+            with pytest.raises(HostTimeout):
+                await testhost.run(hang, entered, release, op="define vm")
+        # Nothing is queued behind the stuck workers: refused before any wait.
+        with pytest.raises(HostUnavailable) as err:
+            await asyncio.wait_for(testhost.run(lambda: 1, op="start vm"), SHORT / 2)
+        assert "kvmm-t-host-a" in err.value.message
+        assert "start vm was not sent" in err.value.message
+    finally:
+        for _, release in blockers:
+            release.set()
+    await asyncio.wait_for(_until(lambda: not testhost.workers.overdue()), 30)
+    assert await testhost.run(lambda: testhost.conn.getLibVersion(), kind="read") > 0
+
+
+async def test_a_queued_call_that_never_started_says_nothing_was_sent(testhost):
+    blockers = [_blocker() for _ in range(2)]
+    ran = threading.Event()
+    try:
+        busy = [asyncio.ensure_future(testhost.run(hang, e, r, kind="job")) for e, r in blockers]
+        for entered, _ in blockers:
+            assert await asyncio.to_thread(entered.wait, 30)
+        with pytest.raises(HostTimeout) as err:
+            await testhost.run(ran.set, op="undefine vm")
+        assert "was not sent; nothing was changed" in err.value.message
+    finally:
+        for _, release in blockers:
+            release.set()
+    assert await asyncio.gather(*busy) == ["late answer", "late answer"]
+    assert not ran.is_set()  # abandoned before a worker took it: it never ran
+
+
+async def test_a_hung_host_leaves_another_hosts_workers_alone(testhost, second_host):
+    blockers = [_blocker() for _ in range(2)]
+    try:
+        for entered, release in blockers:
+            with pytest.raises(HostTimeout):
+                await testhost.run(hang, entered, release)
+        assert await second_host.run(lambda: second_host.conn.getLibVersion(), kind="read")
+        assert second_host.status_dict()["overdue_calls"] == 0
+    finally:
+        for _, release in blockers:
+            release.set()
+
+
+async def test_calls_inside_a_job_have_no_per_call_deadline(testhost):
+    entered, release = _blocker()
+    with job_calls():
+        call = asyncio.ensure_future(testhost.run(hang, entered, release))
+    assert await asyncio.to_thread(entered.wait, 30)
+    await asyncio.sleep(SHORT * 2)  # past the lifecycle deadline: still waiting
+    assert not call.done()
+    release.set()
+    assert await asyncio.wait_for(call, 30) == "late answer"
+
+
+async def _until(cond) -> None:
+    while not cond():  # noqa: ASYNC110 - polling state
+        await asyncio.sleep(0.01)
