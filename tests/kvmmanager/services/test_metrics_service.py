@@ -148,6 +148,8 @@ async def test_closed_buckets_are_persisted_and_restored(manager: Any, settings:
     await again.start()
     try:
         await until(lambda: "local" in again.metrics.hosts(), "the new manager's collector")
+        # The VM is looked up in the new manager's inventory: filled once it has connected.
+        await again.registry.get("local").wait_connected(30)
         hist = again.metrics.history("local", "test", since=old - 1, until=time.time())
         assert hist["step"] == 300
         i = hist["series"]["ts"].index(old)
