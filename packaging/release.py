@@ -51,9 +51,45 @@ def _run(*cmd: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
 
 
+def _package_root(tree: Path) -> Path:
+    """The npm package a served tree belongs to: the nearest directory with package.json."""
+    for path in (tree, *tree.parents):
+        if (path / "package.json").is_file():
+            return path
+    raise SystemExit(f"release: {tree} belongs to no npm package (no package.json above it)")
+
+
+def stage_vendor(dst: Path, node_modules: Path = ROOT / "node_modules") -> list[Path]:
+    """Copy the front-end trees the web UI serves (web/assets.py VENDOR_TREES) from the
+    npm packages `npm ci` installed (pinned by package-lock.json) to dst, laid out like
+    node_modules, with each package's package.json and licence files. Returns the
+    package roots copied (for debian/copyright)."""
+    from kvmmanager.web.assets import VENDOR_TREES
+
+    roots: list[Path] = []
+    for sub in VENDOR_TREES.values():
+        tree = node_modules / sub
+        if not tree.is_dir():
+            raise SystemExit(f"release: front-end library missing: {tree} (run scripts/setup)")
+        shutil.copytree(tree, dst / sub, dirs_exist_ok=True)
+        pkg = _package_root(tree)
+        rel = pkg.relative_to(node_modules)
+        for meta in pkg.iterdir():
+            upper = meta.name.upper()
+            if meta.is_file() and (
+                meta.name == "package.json" or upper.startswith(("LICEN", "COPYING", "NOTICE"))
+            ):
+                (dst / rel).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(meta, dst / rel / meta.name)
+        if pkg not in roots:
+            roots.append(pkg)
+    return roots
+
+
 def build_python(dist: Path, iso: Path) -> Path:
-    """The sdist, and the wheel with the agent ISO inside (the locator's "package" step),
-    built with setuptools from a copy of the tracked files (no `build` frontend needed)."""
+    """The sdist, and the wheel with the agent ISO and the front-end libraries inside
+    (package data), built with setuptools from a copy of the tracked files (no `build`
+    frontend needed)."""
     py = sys.executable
     _run(py, "-c", f"from setuptools import build_meta as b; b.build_sdist({str(dist)!r})")
     tracked = (
@@ -68,6 +104,7 @@ def build_python(dist: Path, iso: Path) -> Path:
                 (src / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / rel, src / rel)
         shutil.copy2(iso, src / "src/kvmmanager/iso" / ISO_NAME)
+        stage_vendor(src / "src/kvmmanager/web/vendor")
         _run(
             py,
             "-m",

@@ -20,6 +20,7 @@ import pytest
 from kvmmanager.iso import VOLUME_LABEL, agent_version
 from kvmmanager.iso.packages import build_agent_packages
 from kvmmanager.iso.zipapp import build_agent_zipapp
+from kvmmanager.web.assets import VENDOR_TREES
 
 pytestmark = pytest.mark.packaging
 
@@ -112,28 +113,41 @@ def test_agent_apk_carries_pkginfo_and_openrc_script(packages: dict[str, Path]) 
     assert b".post-install" in raw
 
 
-def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
-    """postinst makes the user, the venv (offline) and deploys; purge removes all of it."""
+def _fake_root_tools(tmp_path: Path, groups: str) -> tuple[Path, Path, dict[str, str]]:
+    """A fake root, and a PATH whose system tools only record their calls. getent knows
+    the groups named in `groups` (space-separated) and no user."""
     root, bindir, log = tmp_path / "root", tmp_path / "bin", tmp_path / "log"
     (root / "run/systemd/system").mkdir(parents=True)
     bindir.mkdir()
-    for tool in ("adduser", "deluser", "delgroup", "systemctl", "chown"):
+    for tool in ("adduser", "addgroup", "deluser", "delgroup", "systemctl", "chown"):
         (bindir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>{log}\n')
-    # getent: nothing exists yet, except the libvirt group.
-    (bindir / "getent").write_text('#!/bin/sh\n[ "$1 $2" = "group libvirt" ]\n')
-    # python3 -m venv DIR: a venv whose pip and kvm-manager only record their calls.
-    (bindir / "python3").write_text(
+    (bindir / "getent").write_text(
+        f'#!/bin/sh\n[ "$1" = group ] || exit 2\nfor g in {groups}; do\n'
+        '  [ "$2" = "$g" ] && exit 0\ndone\nexit 2\n'
+    )
+    # python3.11 -m venv DIR: a venv whose pip and kvm-manager only record their calls
+    # (pip also the PIP_* variables and config file it was given).
+    (bindir / "python3.11").write_text(
         "#!/bin/sh\n"
-        f'echo "python3 $*" >>{log}\n'
+        f'echo "python3.11 $*" >>{log}\n'
         'mkdir -p "$3/bin"\n'
         "for t in pip kvm-manager; do\n"
         f'  printf \'#!/bin/sh\\necho "%s $*" >>{log}\\n\' "$t" >"$3/bin/$t"\n'
+        f'  echo \'env | grep ^PIP_ | sed "s/^/env /" >>{log}\' >>"$3/bin/$t"\n'
         '  chmod 755 "$3/bin/$t"\n'
         "done\n"
     )
     for tool in bindir.iterdir():
         tool.chmod(0o755)
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "DPKG_ROOT": str(root)}
+    return root, log, env
+
+
+def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
+    """postinst makes the user, the venv (offline, isolated from the caller's pip settings)
+    and deploys; purge removes all of it."""
+    root, log, env = _fake_root_tools(tmp_path, "libvirt kvm")
+    env.update(PIP_INDEX_URL="http://evil.invalid/simple", PIP_CONFIG_FILE="/root/pip.conf")
     scripts = ROOT / "packaging/manager/scripts"
 
     res = subprocess.run(
@@ -143,10 +157,18 @@ def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
     calls = log.read_text().splitlines()
     venv = f"{root}/opt/kvm-manager/venv"
     assert calls[0].startswith("adduser --system --group --home /var/lib/kvm-manager")
-    assert "adduser kvm-manager libvirt" in calls
-    assert f"python3 -m venv {venv}" in calls
+    assert "adduser kvm-manager libvirt" in calls and "adduser kvm-manager kvm" in calls
+    assert not any(c.startswith("addgroup") for c in calls)
+    assert f"python3.11 -m venv {venv}" in calls
     wheels = f"{root}/usr/share/kvm-manager/wheels"
-    assert f"pip install --quiet --no-index --find-links {wheels} kvmmanager" in calls
+    pip = next(i for i, c in enumerate(calls) if c.startswith("pip install"))
+    assert calls[pip] == (
+        "pip install --quiet --no-index --no-cache-dir --disable-pip-version-check "
+        f"--find-links {wheels} kvmmanager"
+    )
+    # The caller's PIP_INDEX_URL is gone, and pip reads no pip.conf at all.
+    assert calls[pip + 1] == "env PIP_CONFIG_FILE=/dev/null"
+    assert not calls[pip + 2].startswith("env ")
     assert "systemctl enable kvm-manager.service" in calls
     assert "kvm-manager agent-iso deploy --local" in calls
     assert (root / "var/lib/kvm-manager").is_dir()
@@ -162,6 +184,35 @@ def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
     assert not (root / "var/lib/kvm-manager").exists()
     assert not (root / "etc/kvm-manager").exists()
     assert "systemctl disable --now kvm-manager.service" in log.read_text()
+
+
+def test_manager_postinst_joins_libvirt_before_libvirt_made_its_group(tmp_path: Path) -> None:
+    """apt may configure kvm-manager before libvirt-daemon-system: postinst then makes the
+    system group libvirt itself (libvirt's postinst keeps an existing one) and joins it."""
+    _root, log, env = _fake_root_tools(tmp_path, "")
+    res = subprocess.run(
+        ["dash", str(ROOT / "packaging/manager/scripts/postinst.sh"), "configure"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    calls = log.read_text().splitlines()
+    made = calls.index("addgroup --system libvirt")
+    assert calls.index("adduser kvm-manager libvirt") > made
+
+
+def test_manager_unit_keeps_dev_kvm_reachable_and_hardened() -> None:
+    """PrivateDevices=true would hide /dev/kvm from the accelerator probe (TCG for every
+    guest); the unit allows /dev/kvm through the device cgroup and keeps the rest."""
+    unit = (ROOT / "packaging/manager/kvm-manager.service").read_text().splitlines()
+    keys = [line.split("=", 1) for line in unit if "=" in line and not line.startswith("#")]
+    settings = {(k, v) for k, v in keys}
+    assert ("PrivateDevices", "true") not in settings
+    assert ("DevicePolicy", "closed") in settings
+    assert ("DeviceAllow", "/dev/kvm rw") in settings
+    for hardening in ("ProtectSystem", "NoNewPrivileges", "ProtectKernelModules", "PrivateTmp"):
+        assert any(k == hardening for k, _ in keys), hardening
 
 
 def test_release_builds_every_artifact(tmp_path: Path) -> None:
@@ -204,6 +255,11 @@ def test_release_builds_every_artifact(tmp_path: Path) -> None:
             whl.read("kvmmanager/iso/kvmmanager-guest-agent.iso")
             == (dist / f"kvmmanager-guest-agent-{V}.iso").read_bytes()
         )
+        # The front-end libraries travel as package data (no node_modules once installed).
+        names_in = whl.namelist()
+        for sub in VENDOR_TREES.values():
+            assert any(n.startswith(f"kvmmanager/web/vendor/{sub}/") for n in names_in), sub
+        assert "kvmmanager/web/vendor/htmx.org/dist/htmx.min.js" in names_in
     with tarfile.open(dist / f"kvmmanager-{mv}.tar.gz") as sdist:
         assert f"kvmmanager-{mv}/pyproject.toml" in sdist.getnames()
     pyz = subprocess.run(
@@ -232,6 +288,11 @@ def test_release_builds_every_artifact(tmp_path: Path) -> None:
     # Every runtime dependency travels as a wheel, so postinst needs no network.
     assert "./usr/share/kvm-manager/wheels/fastapi-" in listing
     assert "./usr/share/kvm-manager/wheels/libvirt_python-" in listing
+    # The wheels are cp311 builds: Depends names exactly that interpreter.
+    depends = subprocess.run(
+        ["dpkg-deb", "-f", str(manager_deb), "Depends"], capture_output=True, text=True
+    ).stdout
+    assert "python3.11," in depends and "python3 (" not in depends
     info = subprocess.run(
         ["rpm", "-qpi", str(dist / f"kvmmanager-agent-{V}-1.noarch.rpm")],
         capture_output=True,

@@ -15,8 +15,16 @@ if ! getent passwd kvm-manager >/dev/null; then
 	adduser --system --group --home /var/lib/kvm-manager --no-create-home \
 		--gecos "KVM Manager" kvm-manager >/dev/null
 fi
-if getent group libvirt >/dev/null; then
-	adduser kvm-manager libvirt >/dev/null
+# qemu:///system needs the libvirt group, the KVM probe (virt/probe.py) /dev/kvm's kvm
+# group. apt may configure this package before libvirt-daemon-system has made its group:
+# make it here then (its postinst only creates it when getent finds none, as a system
+# group, so it accepts ours), so the membership never depends on the configure order.
+if ! getent group libvirt >/dev/null; then
+	addgroup --system libvirt >/dev/null
+fi
+adduser kvm-manager libvirt >/dev/null
+if getent group kvm >/dev/null; then
+	adduser kvm-manager kvm >/dev/null
 fi
 mkdir -p "$DATA"
 chown kvm-manager:kvm-manager "$DATA"
@@ -24,9 +32,14 @@ chmod 0750 "$DATA"
 
 # A fresh venv on every configure: the wheels of this version, nothing from the network.
 # (Built in place: a venv cannot be moved, its scripts name their interpreter's path.)
+# The wheels are CPython 3.11 builds: the interpreter is named, as Depends names it.
+# pip runs isolated: env -i drops the caller's PIP_* (and every other) variable, and
+# PIP_CONFIG_FILE=/dev/null makes pip skip every pip.conf (global, site and user).
 rm -rf "$VENV"
-python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELS" kvmmanager
+python3.11 -m venv "$VENV"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PIP_CONFIG_FILE=/dev/null \
+	"$VENV/bin/pip" install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+	--find-links "$WHEELS" kvmmanager
 
 if [ -d "$ROOT/run/systemd/system" ]; then
 	systemctl daemon-reload || true

@@ -1,9 +1,11 @@
 """Static files: our own CSS/JS, and the npm libraries (htmx, noVNC, xterm.js, uPlot,
 Swagger UI).
 
-The npm packages are installed by `scripts/setup` into `node_modules/` (never committed);
-an installed package may point `KVMM_WEB__VENDOR_DIR` elsewhere. Only the files the pages
-use are exposed, under stable names, so a library's layout change breaks one table here.
+The npm packages are installed by `scripts/setup` into `node_modules/` (never committed).
+The release (packaging/release.py) copies the trees below into the wheel as package data
+under kvmmanager/web/vendor/, laid out like node_modules, so an installed package serves
+them with no node_modules; `KVMM_WEB__VENDOR_DIR` may point elsewhere. Only the files the
+pages use are exposed, under stable names, so a library's layout change breaks one table here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from kvmmanager.core.errors import NotFound
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Filled by the release build only (never committed, see .gitignore).
+PACKAGED_VENDOR_DIR = Path(__file__).parent / "vendor"
 
 # URL prefix under /vendor -> directory inside node_modules.
 VENDOR_TREES = {
@@ -34,6 +38,8 @@ def vendor_dir() -> Path:
     env = os.environ.get("KVMM_WEB__VENDOR_DIR")
     if env:
         return Path(env)
+    if PACKAGED_VENDOR_DIR.is_dir():
+        return PACKAGED_VENDOR_DIR
     # Source checkout: <repo>/src/kvmmanager/web -> <repo>/node_modules
     return Path(__file__).resolve().parents[3] / "node_modules"
 
