@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import libvirt
+from lxml import etree
 
 from kvmmanager.core.errors import (
     Cancelled,
@@ -46,6 +47,7 @@ from kvmmanager.core.errors import (
     Unsupported,
 )
 from kvmmanager.services.vm_builder import lookup
+from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.capabilities import Capabilities
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.pool import Pool
@@ -178,6 +180,44 @@ def _is_shared(source: libvirt.virConnect, target: libvirt.virConnect, path: str
     return pool_type in SHARED_POOL_TYPES
 
 
+def _check_target_can_run(dst: libvirt.virConnect, dom: libvirt.virDomain, target: str) -> None:
+    """The target offers the VM's architecture and domain type, and (for a running VM) its
+    CPU as libvirt expanded it (libvirt's compareHypervisorCPU): else the reason, before
+    libvirt fails half way."""
+    live = Domain.from_xml(dom.XMLDesc(0))
+    arch, dom_type = live.os.arch, live.type
+    caps = Capabilities.from_xml(dst.getCapabilities())
+    if arch and arch not in caps.arches():
+        raise Unsupported(f"host '{target}' cannot run {arch} guests", field="target")
+    if arch and dom_type and dom_type not in caps.domain_types(arch):
+        raise Unsupported(
+            f"host '{target}' offers no '{dom_type}' domains for {arch} guests", field="target"
+        )
+    cpu = etree.fromstring(dom.XMLDesc(0).encode()).find("cpu")
+    if not dom.isActive() or cpu is None:
+        return
+    try:
+        verdict = dst.compareHypervisorCPU(
+            None, arch, live.os.machine, dom_type, etree.tostring(cpu, encoding="unicode"), 0
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (
+            libvirt.VIR_ERR_NO_SUPPORT,
+            libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+        ):
+            return  # a driver that cannot compare: libvirt's own check at migration remains
+        raise Unsupported(
+            f"host '{target}' cannot run the CPU of vm '{dom.name()}': {libvirt_message(exc)}",
+            field="target",
+        ) from exc
+    if verdict == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+        raise Unsupported(
+            f"host '{target}' cannot run the CPU of vm '{dom.name()}' (libvirt's CPU comparison "
+            "says incompatible)",
+            field="target",
+        )
+
+
 def preflight(
     src: libvirt.virConnect,
     dst: libvirt.virConnect,
@@ -194,7 +234,15 @@ def preflight(
             f"host '{target}' is the same machine as '{host}': nothing to migrate to",
             field="target",
         )
+    src_type, dst_type = src.getType(), dst.getType()
+    if src_type != dst_type:
+        raise Unsupported(
+            f"host '{target}' runs {dst_type} and '{host}' runs {src_type}: a VM migrates "
+            "only between hosts of the same hypervisor",
+            field="target",
+        )
     dom = lookup(src, host, vm)
+    _check_target_can_run(dst, dom, target)
     running = dom.state()[0] in RUNNING
     if opts.live and not running:
         raise Conflict(
