@@ -222,3 +222,32 @@ def test_cd_picker_offers_only_iso_images(browser_login: Any, live_server: Any) 
     expect(options.first).to_be_attached()
     texts = options.all_inner_texts()
     assert f"{PREFIX}setup.iso" in texts and f"{PREFIX}disk.qcow2" not in texts, texts
+
+
+def test_a_deleted_vms_page_says_so_and_offers_no_start(
+    browser_login: Any, live_server: Any
+) -> None:
+    name = f"{PREFIX}gone"
+    with api(live_server) as c:
+        r = c.post("/api/hosts/local/vms", json={"name": name, "memory_mib": 64})
+        assert r.status_code in (200, 201, 202), r.text
+    page = browser_login("operator")
+    page.goto(f"/vms/local/{name}")
+    expect(page.locator("#overview button:text('Start')")).to_be_visible()
+    page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
+    with api(live_server) as c:
+        assert c.delete(f"/api/hosts/local/vms/{name}").status_code in (200, 204)
+    expect(page.locator("#overview")).to_contain_text("no longer exists")
+    expect(page.locator("#overview button")).to_have_count(0)
+    shot(page, "vm-deleted")
+
+
+def test_agent_actions_are_disabled_with_the_reason(browser_login: Any) -> None:
+    """The test driver's `test` VM runs without any agent."""
+    page = browser_login("admin")
+    page.goto("/vms/local/test#agent")
+    reason = page.locator("#agent-down")
+    expect(reason).to_contain_text("agent is")
+    for label in ("Shut down via agent", "Reboot via agent", "Run"):
+        expect(page.locator(f"#agent-tab button:text-is('{label}')")).to_be_disabled()
+    shot(page, "vm-agent-absent")

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.core.errors import KvmmError
+from kvmmanager.core.errors import KvmmError, NotFound
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, NicSpec
@@ -140,7 +140,13 @@ async def vm_detail(
 def vm_overview(
     request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
 ) -> HTMLResponse:
-    return render(request, "vms/_overview.html", vm=manager.vms.get(host, vm))
+    try:
+        info = manager.vms.get(host, vm)
+    except NotFound:
+        # Deleted meanwhile (the live refresh after domain.removed): say so, with no
+        # buttons left that would act on a VM that is gone.
+        return render(request, "vms/_gone.html", host=host)
+    return render(request, "vms/_overview.html", vm=info)
 
 
 @router.post("/vms/{host}/{vm}/actions/{action}", name="web.vm_action", response_class=HTMLResponse)
