@@ -11,6 +11,12 @@
   its next connection later and later (1 s, doubling up to a minute); calls meanwhile
   fail at once. Reading a hostile guest costs the manager's loop up to a full reply
   (16 MiB) per connection: at one per API call that would be the API's latency to pay.
+- QEMU's end of the channel takes ONE client (design.md decision 6), and other managers
+  and tools share it: the client holds the connection only while it talks (connect,
+  sync, talk) and releases it once no call was in flight for `idle_release_seconds`.
+  A connect that finds the channel busy waits its turn (bounded backoff with jitter, up
+  to `busy_wait_seconds`) and then fails naming the reason, never with the bare errno.
+  The status ("connected") is the channel's, from libvirt: an idle release keeps it.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import contextlib
 import itertools
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kvmmanager.agent.framing import ReplyFramer
-from kvmmanager.agent.transports import Transport
+from kvmmanager.agent.transports import ChannelBusy, Transport
 from kvmmanager.core.errors import (
     AgentUnavailable,
     GuestError,
@@ -51,6 +58,14 @@ MAX_UNSOLICITED_LINES = 256
 # that restarts after one bad moment is back at once), then 1, 2, 4 ... 60 s.
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+# Linger after the last reply: a burst of calls (guest info's six, a transfer's chunks)
+# shares one connection, and the port is free for others within a second.
+IDLE_RELEASE_SECONDS = 1.0
+# How long a connect waits for a channel another client holds; retries start at 50 ms
+# and double up to 1 s, with jitter so two waiting managers do not retry in lockstep.
+BUSY_WAIT_SECONDS = 15.0
+BUSY_FIRST_DELAY = 0.05
+BUSY_MAX_DELAY = 1.0
 
 
 def guest_error(method: str, error: Any) -> KvmmError:
@@ -90,8 +105,15 @@ class AgentClient:
         max_request_bytes: int = protocol.MAX_LINE_BYTES,
         timeouts: dict[str, float] | None = None,
         on_status: StatusCallback | None = None,
+        idle_release_seconds: float | None = IDLE_RELEASE_SECONDS,
+        busy_wait_seconds: float = BUSY_WAIT_SECONDS,
     ) -> None:
+        """`idle_release_seconds`: None holds the connection until close()."""
         self.name = name
+        self.idle_release_seconds = idle_release_seconds
+        self.busy_wait_seconds = busy_wait_seconds
+        self._active = 0  # calls in flight (a connection is only released at zero)
+        self._release: asyncio.TimerHandle | None = None
         self._opener = opener
         self._max_reply = max_reply_bytes
         # The agent answers an overlong line with an id-less error we could not match to
@@ -101,6 +123,7 @@ class AgentClient:
         self.timeouts.update(timeouts or {})
         self._on_status = on_status
         self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._transport: Transport | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -149,8 +172,34 @@ class AgentClient:
             if method == "exec_command":
                 # The guest kills the command at its own timeout; allow for the reply.
                 timeout = max(timeout, float(given.get("timeout_seconds", 30)) + 10)
-        await self.ensure_ready()
-        return await self._request(method, given, timeout, payload)
+        self._active += 1
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        try:
+            await self.ensure_ready()
+            return await self._request(method, given, timeout, payload)
+        finally:
+            self._active -= 1
+            if self._active == 0 and self.idle_release_seconds is not None:
+                self._release = asyncio.get_running_loop().call_later(
+                    self.idle_release_seconds, self._release_idle
+                )
+
+    @property
+    def holding(self) -> bool:
+        """Does this client hold the channel right now?"""
+        return self._transport is not None
+
+    def _release_idle(self) -> None:
+        self._release = None
+        if self._active == 0 and self._transport is not None and not self._pending:
+            self._spawn_disconnect("idle")
+
+    def _spawn_disconnect(self, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._disconnect(reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def ensure_ready(self) -> None:
         """Connect and sync if needed (serialised: one handshake at a time)."""
@@ -170,8 +219,11 @@ class AgentClient:
                         field="vm",
                         details={"retry_after_seconds": round(wait, 1)},
                     )
-                self._set_status("connecting")
-                transport = await self._opener()
+                if self.status != "connected":
+                    # After an idle release the channel is still connected (libvirt
+                    # says so): reconnecting is no status change worth an event.
+                    self._set_status("connecting")
+                transport = await self._open_waiting()
                 if self._closed:
                     # close() came while connecting (the agent's port closed, say): this
                     # new connection would be an orphan holding QEMU's one-client port.
@@ -185,8 +237,36 @@ class AgentClient:
             if self._need_sync:
                 await self._do_sync()
 
+    async def _open_waiting(self) -> Transport:
+        """Open the channel; while another client holds it, wait with bounded backoff."""
+        deadline = time.monotonic() + self.busy_wait_seconds
+        delay = BUSY_FIRST_DELAY
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await self._opener()
+            except ChannelBusy as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise ChannelBusy(
+                        f"{self.name}: the agent channel is held by another client (another "
+                        "manager or tool on this host; QEMU's channel serves one at a time); "
+                        f"it stayed busy for {self.busy_wait_seconds:g} s over {tries} "
+                        "attempts: try again later",
+                        field="vm",
+                        details={"reason": exc.message, "attempts": tries},
+                    ) from None
+                # Jitter only (not security): two waiting managers do not retry in lockstep.
+                jitter = random.uniform(0.5, 1.0)  # noqa: S311
+                await asyncio.sleep(min(delay * jitter, left))
+                delay = min(delay * 2, BUSY_MAX_DELAY)
+
     async def close(self) -> None:
         self._closed = True
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
         await self._disconnect("closed")
         self._set_status("disconnected")
 
@@ -313,7 +393,7 @@ class AgentClient:
             reason = f"read failed: {exc}"
         if self._transport is transport:
             # Not awaited from inside our own task: schedule the teardown.
-            asyncio.get_running_loop().create_task(self._disconnect(reason))
+            self._spawn_disconnect(reason)
 
     def _on_line(self, after_sync: bool, line: bytes) -> None:
         try:

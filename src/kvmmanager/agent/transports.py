@@ -21,6 +21,11 @@ READ_CHUNK = 65536
 WRITE_TIMEOUT = 10.0
 
 
+class ChannelBusy(AgentUnavailable):
+    """QEMU's end of the channel serves one client and another one holds it (a second
+    manager, a tool): its listen backlog is full, so connect() fails with EAGAIN."""
+
+
 class Transport(Protocol):
     kind: str
 
@@ -46,10 +51,27 @@ class UnixTransport:
 
     @classmethod
     async def open(cls, path: str, seconds: float = 5.0) -> UnixTransport:
+        # connect() here, not asyncio's: on a unix socket whose backlog is full it fails
+        # with EAGAIN, which asyncio takes for "in progress" and then reports as connected
+        # (the first write or read fails with the bare errno). An AF_UNIX connect never
+        # waits: it completes or fails at once.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError as exc:
+            sock.close()
+            raise ChannelBusy(
+                f"the agent socket {path} is held by another client", details={"path": path}
+            ) from exc
+        except OSError as exc:
+            sock.close()
+            raise AgentUnavailable(f"cannot connect to agent socket {path}: {exc}") from exc
         try:
             async with asyncio.timeout(seconds):
-                reader, writer = await asyncio.open_unix_connection(path)
+                reader, writer = await asyncio.open_unix_connection(sock=sock)
         except (OSError, TimeoutError) as exc:
+            sock.close()
             raise AgentUnavailable(f"cannot connect to agent socket {path}: {exc}") from exc
         return cls(reader, writer)
 
