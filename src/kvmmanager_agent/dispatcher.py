@@ -7,6 +7,8 @@ dict, or a (result, action) pair whose action runs after the reply is written (p
 
 from __future__ import annotations
 
+import base64
+
 from . import jsonwire, protocol
 from .errors import AgentError
 from .framing import Binary
@@ -31,10 +33,23 @@ def error_reply(
     return {"jsonrpc": "2.0", "id": req_id, "error": err}
 
 
+# Key of the raw bytes a result carries after its reply line (file_read_chunk `binary`):
+# not a string, so never a JSON key, and taken out before the reply is encoded.
+RAW_REPLY = object()
+
+
+def _raw_of(reply: Any) -> Any:
+    result = reply.get("result") if isinstance(reply, dict) else None
+    return result.pop(RAW_REPLY, None) if isinstance(result, dict) else None
+
+
 def encode(reply: Any) -> bytes:
+    """The reply's line; a result's raw bytes (RAW_REPLY) follow it, in the same write."""
+    raw = _raw_of(reply)
     # ASCII output: lone surrogates from odd filenames stay escapes, never invalid UTF-8.
     try:
-        return jsonwire.dumps(reply).encode("ascii") + b"\n"
+        line = jsonwire.dumps(reply).encode("ascii") + b"\n"
+        return line if raw is None else line + bytes(raw)
     except ValueError:
         # A non-finite number in a result (the encoder refuses NaN/Infinity: RFC 8259
         # has no such values). Never seen on valid input; the reply stays JSON anyway.
@@ -115,6 +130,12 @@ class Dispatcher:
             for item in payload:
                 reply = self.run_one(item, actions)
                 if reply is not None:
+                    raw = _raw_of(reply)
+                    if raw is not None:
+                        # In a batch the bytes go as base64: one line answers them all.
+                        result = reply["result"]
+                        del result["binary_length"]
+                        result["data"] = base64.b64encode(raw).decode("ascii")
                     replies.append(reply)
             return (replies or None), actions
         return self.run_one(payload, actions), actions

@@ -513,21 +513,24 @@ _METHOD_LIST = [
     ),
     Method(
         "file_read_chunk",
-        "Read up to `length` bytes at `offset`.",
+        "Read up to `length` bytes at `offset`. With `binary` the bytes are not in the "
+        "reply: they follow its line raw (`binary_length` of them), as an upload's do.",
         [
             P("handle", "integer", "from file_open", required=True, min=0),
             P("offset", "integer", "byte offset", required=True, min=0),
             P(
                 "length",
                 "integer",
-                "bytes wanted",
+                "bytes wanted (at most max_chunk_bytes, or max_binary_chunk_bytes with binary)",
                 default=MAX_CHUNK_BYTES,
                 min=1,
-                max=MAX_CHUNK_BYTES,
+                max=MAX_BINARY_CHUNK_BYTES,
             ),
+            P("binary", "boolean", "send the bytes raw after the reply line", default=False),
         ],
         [
-            ("data", "base64"),
+            ("data", "base64 (absent with binary)"),
+            ("binary_length", "with binary: how many raw bytes follow the reply line"),
             ("offset", "integer"),
             ("length", "bytes returned"),
             ("eof", "boolean"),

@@ -239,3 +239,40 @@ def test_close_releases_a_write_waiting_for_its_turn(
     assert got[2]["result"]["size_bytes"] == 0
     assert got[1]["error"]["code"] == protocol.NOT_FOUND
     assert "closed" in got[1]["error"]["message"]
+
+
+def test_binary_reads_send_the_bytes_raw_after_the_reply(raw: Raw, roots: dict[str, Path]) -> None:
+    # Bytes that would break a line protocol if they were not counted: 0xFF and newlines.
+    data = (b"\xff\n" + os.urandom(1000)) * 2000
+    (roots["read"] / "bin").write_bytes(data)
+    opened = raw.call("file_open", {"path": str(roots["read"] / "bin"), "mode": "r"})["result"]
+    assert opened["max_binary_chunk_bytes"] == protocol.MAX_BINARY_CHUNK_BYTES
+    h = opened["handle"]
+    got = b""
+    while True:
+        params = {"handle": h, "offset": len(got), "length": 1 << 20, "binary": True}
+        reply = raw.call("file_read_chunk", params)["result"]
+        assert "data" not in reply
+        n = reply["binary_length"]
+        while len(raw.buf) < n:
+            raw.buf += raw.sock.recv(1 << 20)
+        got, raw.buf = got + raw.buf[:n], raw.buf[n:]
+        if reply["eof"]:
+            break
+    assert got == data
+    # Then the next reply is a plain line again, and base64 reads keep their limit.
+    big = raw.call("file_read_chunk", {"handle": h, "offset": 0, "length": 1 << 20})
+    assert big["error"]["code"] == -32602 and big["error"]["data"]["field"] == "length"
+    # In a batch the bytes travel as base64 (one line answers the whole batch).
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "file_read_chunk",
+         "params": {"handle": h, "offset": 0, "length": 10, "binary": True}},
+    ]  # fmt: skip
+    raw.send(json.dumps(batch).encode() + b"\n")
+    (item,) = raw.reply()
+    assert base64.b64decode(item["result"]["data"]) == data[:10]
+    assert "binary_length" not in item["result"]
+    assert (
+        raw.call("file_close", {"handle": h})["result"]["sha256"]
+        == hashlib.sha256(data).hexdigest()
+    )

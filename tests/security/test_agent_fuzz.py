@@ -173,7 +173,7 @@ def test_agent_line_path_survives_100k_inputs(fuzz_agent: Agent) -> None:
             fuzz_agent.handle_item(item, cap)
         out = cap.take()
         probe = [json.loads(x) for x in out if x.startswith(b'{"jsonrpc":"2.0","id":"kvmm-probe"')]
-        assert probe and probe[-1]["result"]["protocol_version"] >= 1, out[-3:]
+        assert probe and probe[-1]["result"]["negotiated_protocol_version"] >= 1, out[-3:]
         for raw in out:
             _assert_well_formed(raw)
 
@@ -247,8 +247,8 @@ def test_host_reply_path_only_ever_raises_guest_error() -> None:
         seen += len(chunks)  # generated; a disconnect may end the batch early
         try:
             for chunk in chunks:
-                for after_sync, line in framer.feed(chunk):
-                    client._on_line(after_sync, line)
+                for after_sync, line, raw in framer.feed(chunk):
+                    client._on_line(after_sync, line, raw)
         except GuestError:
             pass  # the client disconnects this guest: the designed outcome
 

@@ -53,6 +53,8 @@ Opener = Callable[[], Awaitable[Transport]]
 StatusCallback = Callable[[str], None]
 
 MAX_GARBAGE_LINES = 16
+# Where a result's raw bytes (the ones that followed its reply line) are handed over.
+RAW_RESULT_KEY = "@raw"
 MAX_UNSOLICITED_LINES = 256
 # Reconnect delays after repeated misbehaviour: the first retry is immediate (an agent
 # that restarts after one bad moment is back at once), then 1, 2, 4 ... 60 s.
@@ -379,8 +381,8 @@ class AgentClient:
                 data = await transport.read()
                 if not data:
                     break
-                for after_sync, line in self._framer.feed(data):
-                    self._on_line(after_sync, line)
+                for after_sync, line, raw in self._framer.feed(data):
+                    self._on_line(after_sync, line, raw)
         except asyncio.CancelledError:
             raise
         except KvmmError as exc:
@@ -395,7 +397,7 @@ class AgentClient:
             # Not awaited from inside our own task: schedule the teardown.
             self._spawn_disconnect(reason)
 
-    def _on_line(self, after_sync: bool, line: bytes) -> None:
+    def _on_line(self, after_sync: bool, line: bytes, raw: bytes | None = None) -> None:
         try:
             msg = json.loads(line)
         except (ValueError, RecursionError):
@@ -426,6 +428,8 @@ class AgentClient:
         self._unsolicited = 0
         self._garbage = 0
         self._strikes = 0  # a real answer: whatever went wrong before is forgiven
+        if raw is not None and isinstance(msg.get("result"), dict):
+            msg["result"][RAW_RESULT_KEY] = raw
         fut2.set_result(msg)
 
     def _strike(self) -> None:

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO
 
-from kvmmanager.agent.client import AgentClient
+from kvmmanager.agent.client import RAW_RESULT_KEY, AgentClient
 from kvmmanager.core.errors import GuestError, InvalidInput
 from kvmmanager_agent import protocol
 
@@ -211,15 +211,19 @@ class Download:
     however it ends; `sha256` is the guest's digest of the whole file, known then."""
 
     def __init__(
-        self, client: AgentClient, src: str, opened: dict[str, Any], offset: int, chunk: int,
-        window: int,
+        self, client: AgentClient, src: str, opened: dict[str, Any], offset: int,
+        chunk: int | None, window: int, binary: bool = True,
     ) -> None:  # fmt: skip
         self.client = client
         self.src = src
         self.handle = opened["handle"]
         self.size = int(opened["size_bytes"])
         self.offset = offset
-        self.chunk = max(1, min(chunk, protocol.MAX_CHUNK_BYTES))
+        # Raw reads (the bytes after the reply line, no base64) when the agent offers them.
+        binary_max = opened.get("max_binary_chunk_bytes")
+        self.binary = isinstance(binary_max, int) and binary_max > 0 and binary
+        limit = int(binary_max) if self.binary else protocol.MAX_CHUNK_BYTES
+        self.chunk = max(1, min(chunk or (BINARY_CHUNK_BYTES if self.binary else limit), limit))
         self.window = max(1, window)
         self.done = offset
         self.sha256: str | None = None
@@ -232,6 +236,8 @@ class Download:
         def ask() -> None:
             nonlocal ahead
             params = {"handle": self.handle, "offset": ahead, "length": self.chunk}
+            if self.binary:
+                params["binary"] = True
             call = self.client.call("file_read_chunk", params)
             inflight.append((asyncio.ensure_future(call), ahead))
             ahead += self.chunk
@@ -246,7 +252,7 @@ class Download:
                 r = await task
                 if at != self.done:
                     raise GuestError(f"download of {self.src}: a short read at {at} left a gap")
-                data = base64.b64decode(r["data"])
+                data = self._data(r)
                 self.done += len(data)
                 if data:
                     yield data
@@ -261,6 +267,14 @@ class Download:
             await _cancel(t for t, _ in inflight)
             await self.close()
 
+    def _data(self, r: dict[str, Any]) -> bytes:
+        if self.binary:
+            raw = r.get(RAW_RESULT_KEY)
+            if not isinstance(raw, bytes) or len(raw) != r.get("length"):
+                raise GuestError(f"download of {self.src}: the agent's raw chunk is malformed")
+            return raw
+        return base64.b64decode(r["data"])
+
     async def close(self) -> None:
         if self.closed:
             return
@@ -274,14 +288,16 @@ async def open_download(
     src: str,
     *,
     offset: int = 0,
-    chunk: int = protocol.MAX_CHUNK_BYTES,
+    chunk: int | None = None,
     window: int = READ_WINDOW,
+    binary: bool = True,
 ) -> Download:
-    """Open guest file `src` for reading from `offset` (a resume); see Download."""
+    """Open guest file `src` for reading from `offset` (a resume); see Download.
+    `binary=False` forces the base64 reads of older agents (benchmarks)."""
     if offset < 0:
         raise InvalidInput("offset must be >= 0", field="offset")
     opened = await client.call("file_open", {"path": src, "mode": "r"})
-    return Download(client, src, opened, offset, chunk, window)
+    return Download(client, src, opened, offset, chunk, window, binary)
 
 
 async def download(
@@ -291,12 +307,13 @@ async def download(
     *,
     offset: int = 0,
     progress: Progress | None = None,
-    chunk: int = protocol.MAX_CHUNK_BYTES,
+    chunk: int | None = None,
     window: int = READ_WINDOW,
+    binary: bool = True,
 ) -> dict[str, Any]:
     """Copy guest file `src` into `dst` starting at `offset` (resume: dst already holds
     the first `offset` bytes)."""
-    d = await open_download(client, src, offset=offset, chunk=chunk, window=window)
+    d = await open_download(client, src, offset=offset, chunk=chunk, window=window, binary=binary)
     async for data in d.chunks():
         dst.write(data)
         if progress is not None:

@@ -22,7 +22,7 @@ import time
 from typing import Any, Dict, Optional
 
 from .. import jail, protocol
-from ..dispatcher import PAYLOAD
+from ..dispatcher import PAYLOAD, RAW_REPLY
 from ..errors import AgentError, denied, failed, invalid, not_found
 from .files import decode_content, parse_mode, sha256_fd
 
@@ -134,7 +134,13 @@ def file_open(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
         return _open_for_writing(ctx, params)
     size = os.fstat(fd).st_size
     hid = ctx.transfers.add(Handle(fd, params["mode"], params["path"]))
-    return {"handle": hid, "size_bytes": size, "max_chunk_bytes": protocol.MAX_CHUNK_BYTES}
+    return {
+        "handle": hid,
+        "size_bytes": size,
+        "max_chunk_bytes": protocol.MAX_CHUNK_BYTES,
+        # file_read_chunk takes `binary` (raw bytes after the reply) up to this length.
+        "max_binary_chunk_bytes": protocol.MAX_BINARY_CHUNK_BYTES,
+    }
 
 
 def _open_for_writing(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -209,6 +215,12 @@ def _lstat(name: str, dir_fd: int) -> Optional[os.stat_result]:
 
 
 def file_read_chunk(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
+    if not params["binary"] and params["length"] > protocol.MAX_CHUNK_BYTES:
+        raise invalid(
+            "length above %d needs binary (a base64 reply must fit one line)"
+            % protocol.MAX_CHUNK_BYTES,
+            "length",
+        )
     h = ctx.transfers.get(params["handle"])
     with h.lock:
         try:
@@ -216,12 +228,18 @@ def file_read_chunk(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
             size = os.fstat(h.fd).st_size
         except OSError as exc:
             raise failed("read failed: %s" % exc.strerror, "handle") from None
-    return {
-        "data": base64.b64encode(data).decode("ascii"),
+    out = {
         "offset": params["offset"],
         "length": len(data),
         "eof": params["offset"] + len(data) >= size,
-    }
+    }  # type: Dict[Any, Any]
+    if params["binary"]:
+        # The transport writes these bytes right after the reply line (dispatcher.encode).
+        out["binary_length"] = len(data)
+        out[RAW_REPLY] = data
+    else:
+        out["data"] = base64.b64encode(data).decode("ascii")
+    return out
 
 
 def file_write_chunk(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:

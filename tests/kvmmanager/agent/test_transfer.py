@@ -48,14 +48,29 @@ class OldAgent:
     def __init__(self, client: AgentClient) -> None:
         self.client = client
         self.writes: list[dict[str, Any]] = []
+        self.reads: list[dict[str, Any]] = []
 
     async def call(self, method: str, params: Any = None, **kw: Any) -> Any:
         if method == "file_write_chunk":
             self.writes.append({**params, **kw})
+        if method == "file_read_chunk":
+            self.reads.append(dict(params))
         result = await self.client.call(method, params, **kw)
         if method == "file_open":
             result = {k: v for k, v in result.items() if "binary" not in k and "flight" not in k}
         return result
+
+
+def _recording_results(client: AgentClient, rec: OldAgent) -> Any:
+    """A call that records each file_read_chunk RESULT (what came back over the wire)."""
+
+    async def call(method: str, params: Any = None, **kw: Any) -> Any:
+        result = await client.call(method, params, **kw)
+        if method == "file_read_chunk":
+            rec.reads.append({k: v for k, v in result.items() if k != "@raw"})
+        return result
+
+    return call
 
 
 async def test_pipelined_raw_upload_and_download_both_ways(
@@ -73,6 +88,13 @@ async def test_pipelined_raw_upload_and_download_both_ways(
             out = io.BytesIO()
             d = await download(c, dest, out, window=window)
             assert out.getvalue() == data and d["sha256"] == r["sha256"]
+        # Downloads are raw too: no base64 reply came back for them.
+        seen = OldAgent(c)
+        seen.call = _recording_results(c, seen)  # type: ignore[method-assign]
+        out = io.BytesIO()
+        await download(seen, dest, out)  # type: ignore[arg-type]
+        assert out.getvalue() == data
+        assert seen.reads and all("data" not in rd for rd in seen.reads)
         out = io.BytesIO()
         await download(c, dest, out, offset=len(data) - 5000)  # a resumed download
         assert out.getvalue() == data[-5000:]
@@ -91,6 +113,10 @@ async def test_an_older_agent_gets_base64_chunks_one_at_a_time(
         assert r["sha256"] == hashlib.sha256(data).hexdigest()
         assert all("data" in w and "payload" not in w for w in old.writes)
         assert len(old.writes) == 5  # 512 KiB each
+        out = io.BytesIO()
+        await download(old, str(roots["write"] / "o.bin"), out)  # type: ignore[arg-type]
+        assert out.getvalue() == data
+        assert old.reads and not any(rd.get("binary") for rd in old.reads)
     finally:
         await c.close()
 
