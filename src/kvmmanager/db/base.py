@@ -1,5 +1,5 @@
 """Engine and session factory. SQLite gets WAL, foreign keys and a busy timeout on connect;
-any other URL (PostgreSQL) is used unchanged."""
+PostgreSQL goes through psycopg 3 (`postgresql://` URLs included)."""
 
 from __future__ import annotations
 
@@ -55,8 +55,12 @@ def make_engine(url: str) -> Engine:
     # statement parameters (also kept out of error messages) nor result rows are logged.
     hide_sql_rows()
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        # A plain postgresql:// URL means psycopg 3 here (SQLAlchemy's default would be
+        # psycopg2, which is not installed); an explicit +driver is kept.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     if parsed.database and parsed.database != ":memory:":
         _private_file(Path(parsed.database))
     # Sessions are used from worker threads (FastAPI threadpool, job threads).
