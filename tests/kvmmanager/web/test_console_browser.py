@@ -258,6 +258,23 @@ def test_performance_graphs_draw_the_running_guest(page: Any, real: Real) -> Non
     shot(page, "vm-performance-running")
 
 
+def test_next_boot_changes_show_beside_the_live_values(page: Any, real: Real) -> None:
+    """The running guest has 1 vCPU at most: 2 can only apply at its next boot, and the
+    Hardware and Overview tabs say so (not just a toast that disappears)."""
+    page.goto(f"/vms/local/{real.vm}#hardware")
+    form = page.locator("#hardware form").first
+    form.locator("input[name=vcpus]").fill("2")
+    form.locator("button.primary").click()
+    pending = page.locator("#hardware [data-pending]")
+    expect(pending).to_contain_text("vCPUs 1 → 2")
+    expect(pending).to_contain_text("Shut the VM down")
+    expect(form.locator("input[name=vcpus]")).to_have_value("2")
+    page.click("nav.tabs a[data-tab=overview]")
+    page.reload()
+    expect(page.locator("#overview [data-pending]")).to_contain_text("vCPUs 1 → 2")
+    shot(page, "vm-pending-changes")
+
+
 def test_console_follows_the_stop(page: Any, real: Real) -> None:
     page.goto(f"/vms/local/{real.vm}#console")
     expect(page.locator("#vnc-status")).to_have_text("connected", timeout=60_000)
@@ -267,3 +284,5 @@ def test_console_follows_the_stop(page: Any, real: Real) -> None:
         assert r.status_code == 200, r.text
     expect(page.locator("text=Start the VM to use its consoles")).to_be_visible(timeout=30_000)
     expect(page.locator("#vnc-screen")).to_be_hidden()
+    # Shut off, the VM's next boot is its configuration: nothing is pending any more.
+    expect(page.locator("#overview [data-pending]")).to_have_count(0)

@@ -21,6 +21,7 @@ from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, NicSpec
 from kvmmanager.services.vm_keys import KEY_COMBOS
+from kvmmanager.services.vm_pending import PendingChanges, pending_changes
 from kvmmanager.services.vms import ACTIONS
 from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
@@ -133,11 +134,12 @@ async def vm_detail(
         vm=info,
         pools=await _pools_with_volumes(manager, host),
         key_combos=list(KEY_COMBOS),
+        pending=await _pending(manager, host, vm),
     )
 
 
 @router.get("/vms/{host}/{vm}/overview", name="web.vm_overview", response_class=HTMLResponse)
-def vm_overview(
+async def vm_overview(
     request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
 ) -> HTMLResponse:
     try:
@@ -146,7 +148,7 @@ def vm_overview(
         # Deleted meanwhile (the live refresh after domain.removed): say so, with no
         # buttons left that would act on a VM that is gone.
         return render(request, "vms/_gone.html", host=host)
-    return render(request, "vms/_overview.html", vm=info)
+    return render(request, "vms/_overview.html", vm=info, pending=await _pending(manager, host, vm))
 
 
 @router.post("/vms/{host}/{vm}/actions/{action}", name="web.vm_action", response_class=HTMLResponse)
@@ -166,7 +168,13 @@ async def vm_action(
     message = result.message or f"{action}: {result.name} is {result.state}"
     # Render what libvirt says now, not an inventory its event may not have reached yet.
     info = await manager.vms.refresh(host, result.uuid)
-    return render(request, "vms/_overview.html", headers=toast_headers(message), vm=info)
+    return render(
+        request,
+        "vms/_overview.html",
+        headers=toast_headers(message),
+        vm=info,
+        pending=await _pending(manager, host, result.uuid),
+    )
 
 
 @router.post("/vms/{host}/{vm}/delete", name="web.vm_delete")
@@ -207,7 +215,14 @@ async def vm_hardware(
     info = manager.vms.get(host, vm)
     pools = await _pools_with_volumes(manager, host)
     networks = await _networks(manager, host)
-    return render(request, "vms/_hardware.html", vm=info, pools=pools, networks=networks)
+    return render(
+        request,
+        "vms/_hardware.html",
+        vm=info,
+        pools=pools,
+        networks=networks,
+        pending=await _pending(manager, host, vm),
+    )
 
 
 @router.post("/vms/{host}/{vm}/resources", name="web.vm_resources", response_class=HTMLResponse)
@@ -270,7 +285,15 @@ async def _hardware_response(
         vm=await manager.vms.refresh(host, manager.vms.get(host, vm).uuid),
         pools=await _pools_with_volumes(manager, host),
         networks=await _networks(manager, host),
+        pending=await _pending(manager, host, vm),
     )
+
+
+async def _pending(manager: Manager, host: str, vm: str) -> PendingChanges:
+    try:
+        return await pending_changes(manager.vms, host, vm)
+    except KvmmError:
+        return PendingChanges()  # the page still shows the live values
 
 
 async def _networks(manager: Manager, host: str) -> list[str]:
