@@ -44,6 +44,8 @@ THRESHOLD_METRICS = ALERT_METRICS[:7]
 EVENT_METRICS = ALERT_METRICS[7:]
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_SAMPLES = 1000
+# Percentages of a whole (cpu_pct may exceed 100 with several vCPUs).
+PERCENT_OF_WHOLE = frozenset({"mem_pct", "guest_disk_pct"})
 FOLLOW_WAIT = 30.0
 EVENT_KINDS = frozenset({"domain.lifecycle", "host.status", "domain.agent", "schedule.run"})
 
@@ -72,6 +74,13 @@ def validate_rule(spec: RuleSpec) -> RuleSpec:
     if spec.metric in THRESHOLD_METRICS:
         if spec.threshold is None or spec.threshold != spec.threshold:
             raise InvalidInput(f"a {spec.metric} rule needs a threshold", field="threshold")
+        # Every figure is a rate or a percentage: a negative threshold is always crossed.
+        if spec.threshold < 0:
+            raise InvalidInput(f"threshold of {spec.metric} must be 0 or more", field="threshold")
+        if spec.metric in PERCENT_OF_WHOLE and spec.threshold > 100:
+            raise InvalidInput(
+                f"threshold of {spec.metric} is a percentage: 0..100", field="threshold"
+            )
         if spec.op not in OPS:
             raise InvalidInput(f"op must be one of {', '.join(OPS)}", field="op")
         if not 1 <= spec.samples <= MAX_SAMPLES:
@@ -111,7 +120,7 @@ class AlertService:
     # ---- rules -------------------------------------------------------------------------
 
     def create_rule(self, spec: RuleSpec, created_by: str | None = None) -> dict[str, Any]:
-        spec = validate_rule(spec)
+        spec = self._check_scope(validate_rule(spec))
         with self.m.db.begin() as s:
             if s.scalar(select(AlertRule.id).where(AlertRule.name == spec.name)) is not None:
                 raise Conflict(f"an alert rule named '{spec.name}' already exists", field="name")
@@ -121,6 +130,19 @@ class AlertService:
             out = rule_dict(row)
         self._reload()
         return out
+
+    def _check_scope(self, spec: RuleSpec) -> RuleSpec:
+        """A rule's host and VM exist now (a typo would otherwise watch nothing, silently)."""
+        if spec.host is not None and spec.host not in {h.name for h in self.m.registry.all()}:
+            raise InvalidInput(f"host '{spec.host}' does not exist", field="host")
+        if spec.vm is not None and spec.host is not None:
+            try:
+                self.m.inventory.domain(spec.host, spec.vm)
+            except NotFound:
+                raise InvalidInput(
+                    f"vm '{spec.vm}' does not exist on host '{spec.host}'", field="vm"
+                ) from None
+        return spec
 
     def _rule(self, s: Any, ident: str | int) -> AlertRule:
         text = str(ident)
@@ -146,7 +168,7 @@ class AlertService:
     def update_rule(self, ident: str | int, spec: RuleSpec) -> dict[str, Any]:
         """Change a rule whole, keeping its id and history. Its evaluation starts afresh:
         an alert it has firing is resolved on the next good sample/event as usual."""
-        spec = validate_rule(spec)
+        spec = self._check_scope(validate_rule(spec))
         with self.m.db.begin() as s:
             row = self._rule(s, ident)
             if spec.name != row.name and s.scalar(
@@ -288,6 +310,8 @@ class AlertService:
 
     def on_event(self, e: Event) -> None:
         data = e.data or {}
+        if e.kind == "domain.lifecycle" and data.get("event") in ("stopped", "undefined"):
+            self._clear_vm(e, data)
         for rule in self._rules:
             verdict = self._event_verdict(rule.metric, e, data, self._running(e))
             if verdict is None:
@@ -301,6 +325,22 @@ class AlertService:
                 self._fire(rule, e.host, subject, name, None, msg, st)
             elif not bad and st.alert_id is not None:
                 self._resolve(rule, e.host, subject, None, msg, st)
+
+    def _clear_vm(self, e: Event, data: dict[str, Any]) -> None:
+        """A VM that stopped has no more CPU, disk or network figures and no agent: its
+        threshold and agent alerts resolve (they stayed firing for a stopped VM); a deleted
+        VM's alerts all resolve. A crash keeps its own vm_crashed alert."""
+        deleted = data.get("event") == "undefined"
+        why = "vm deleted" if deleted else "vm stopped"
+        for rule in self._rules:
+            if rule.metric in ("host_unreachable", "schedule_failed"):
+                continue
+            if rule.metric == "vm_crashed" and not deleted:
+                continue
+            st = self._state.get((rule.id, e.host, e.subject))
+            if st is not None and st.alert_id is not None:
+                self._resolve(rule, e.host, e.subject, None, why, st)
+                self._state[(rule.id, e.host, e.subject)] = RuleState()
 
     def _running(self, e: Event) -> bool:
         if e.kind != "domain.agent":

@@ -4,6 +4,7 @@ firing visible in /api/alerts, and `kvm-manager alert` against a live server."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -92,3 +93,51 @@ def test_email_targets_are_admin_only(client, client_as):
     r = client.post("/api/email-targets", json={**body, "name": "x", "to_addrs": ["bad"]})
     assert r.status_code == 422 and r.json()["error"]["field"] == "to_addrs"
     assert client.delete("/api/email-targets/kvmm-t-ops-mail").status_code == 204
+
+
+def test_rules_refuse_unknown_scopes_and_negative_thresholds(client):
+    """Issue 17 item 8: a rule for a host or VM that does not exist, or a negative
+    threshold (always crossed), was accepted."""
+    base = {"metric": "cpu_pct", "threshold": 80}
+    for extra, field in (
+        ({"host": "kvmm-t-nohost"}, "host"),
+        ({"host": "local", "vm": "kvmm-t-novm"}, "vm"),
+        ({"threshold": -5}, "threshold"),
+        ({"metric": "mem_pct", "threshold": 150}, "threshold"),
+    ):
+        r = client.post("/api/alert-rules", json={"name": "kvmm-t-ops-bad", **base, **extra})
+        assert r.status_code == 422, (extra, r.text)
+        assert r.json()["error"]["field"] == field
+    r = client.post("/api/alert-rules", json={"name": "kvmm-t-ops-ok", **base, "host": "local"})
+    assert r.status_code == 201, r.text
+
+
+def test_alert_resolves_when_its_vm_stops(client):
+    """Issue 17 item 8: an alert stayed firing for a stopped (or deleted) VM."""
+    manager = client.app.state.manager
+    host = manager.registry.get("local")
+    deadline = time.monotonic() + 30
+    while not host.connected:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    vm = client.get("/api/hosts/local/vms/test").json()
+    r = client.post(
+        "/api/alert-rules",
+        json={"name": "kvmm-t-ops-stop", "metric": "cpu_pct", "threshold": 10,
+              "host": "local", "vm": "test"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    manager.alerts.evaluate("local", {vm["uuid"]: {"name": "test", "tags": [], "cpu_pct": 50.0}})
+    assert [
+        a["subject_name"] for a in client.get("/api/alerts", params={"state": "firing"}).json()
+    ] == ["test"]
+    try:
+        assert client.post("/api/hosts/local/vms/test/actions/destroy").status_code == 200
+        deadline = time.monotonic() + 30
+        while client.get("/api/alerts", params={"state": "firing"}).json():
+            assert time.monotonic() < deadline, "the alert stayed firing"
+            time.sleep(0.05)
+        [resolved] = client.get("/api/alerts", params={"state": "resolved"}).json()
+        assert resolved["message"] == "vm stopped"
+    finally:
+        client.post("/api/hosts/local/vms/test/actions/start")
