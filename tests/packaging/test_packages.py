@@ -111,6 +111,11 @@ def test_agent_apk_carries_pkginfo_and_openrc_script(packages: dict[str, Path]) 
     assert b"etc/init.d/kvmmanager-agent" in raw
     assert b"#!/sbin/openrc-run" in raw
     assert b".post-install" in raw
+    # One pkgdesc line (issue 17: the description's lines became PKGINFO lines).
+    pkginfo = raw[raw.index(b"pkgname = ") :].split(b"\0", 1)[0].decode()
+    [desc] = [line for line in pkginfo.splitlines() if line.startswith("pkgdesc = ")]
+    assert desc == "pkgdesc = Guest agent of KVM Manager"
+    assert "The agent runs inside" not in pkginfo
 
 
 def _fake_root_tools(tmp_path: Path, groups: str) -> tuple[Path, Path, dict[str, str]]:

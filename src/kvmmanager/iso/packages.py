@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,8 +97,13 @@ def _tree_digest(h: hashlib._Hash, root: Path) -> None:
         h.update(path.read_bytes())
 
 
+# Bumped when this module changes what it builds from the same inputs.
+BUILD_FORMAT = "2"  # 2: the apk's pkgdesc is one line
+
+
 def _cache_key(dirs: PackagingDirs, pyz: Path, version: str, epoch: int, nfpm: str) -> str:
     h = hashlib.sha256()
+    h.update(f"format {BUILD_FORMAT}\0".encode())
     st = Path(nfpm).stat()
     h.update(f"{version}\0{epoch}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     h.update(pyz.read_bytes())
@@ -116,6 +122,23 @@ def _stage(dirs: PackagingDirs, pyz: Path, version: str, epoch: int, stage: Path
     shutil.copy2(dirs.copyright, stage / "copyright")
     shutil.copy2(pyz, stage / "kvmmanager-agent.pyz")
     (stage / "changelog.gz").write_bytes(debian_changelog(PACKAGE_NAME, version, epoch))
+    config = (stage / "nfpm.yaml").read_text()
+    (stage / APK_CONFIG).write_text(one_line_description(config))
+
+
+APK_CONFIG = "nfpm-apk.yaml"
+_DESCRIPTION = re.compile(r"^description: \|-\n((?:  .*\n)+)", re.MULTILINE)
+
+
+def one_line_description(config: str) -> str:
+    """The nfpm config with its description block reduced to its first line (the
+    summary): apk's .PKGINFO has one `pkgdesc = ...` line, and nfpm wrote the whole block
+    into it, one line of PKGINFO per line of the description."""
+
+    def summary(m: re.Match[str]) -> str:
+        return f"description: {m.group(1).splitlines()[0].strip()}\n"
+
+    return _DESCRIPTION.sub(summary, config, count=1)
 
 
 def run_nfpm(
@@ -165,8 +188,10 @@ def build_agent_packages(
             built.mkdir()
             _stage(dirs, pyz, version, epoch, stage)
             env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), KVMM_AGENT_VERSION=version)
-            targets = {kind: built / name for kind, name in names.items()}
+            targets = {kind: built / name for kind, name in names.items() if kind != "apk"}
             run_nfpm(stage / "nfpm.yaml", targets, cwd=stage, env=env, nfpm=nfpm)
+            apk = {"apk": built / names["apk"]}
+            run_nfpm(stage / APK_CONFIG, apk, cwd=stage, env=env, nfpm=nfpm)
             # Publish the cache entry whole or not at all (another build may race us).
             try:
                 built.rename(cached)
