@@ -99,7 +99,7 @@ def test_create_accepts_any_whole_mib_and_shows_its_toasts_after_the_redirect(
     posts: list[str] = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
     page.dblclick("form#new-vm button.primary")
-    expect(page).to_have_url(re.compile(rf"/vms/local/{PREFIX}mib$"))
+    expect(page).to_have_url(re.compile(rf"/vms/local/{PREFIX}mib$"), timeout=30_000)
     toasts = page.locator("#toasts")
     expect(toasts).to_contain_text(f"Created {PREFIX}mib")
     expect(toasts.locator(".toast.warn")).to_contain_text("guest agent not attached")
@@ -167,7 +167,7 @@ def test_storage_from_zero_pool_and_volumes_in_the_ui(
     form.locator("input[name=name]").fill(pool)
     form.locator("input[name=target]").fill(f"/var/tmp/{pool}")
     form.locator("button.primary").click()
-    expect(page).to_have_url(re.compile(rf"/storage/real/{pool}$"))
+    expect(page).to_have_url(re.compile(rf"/storage/real/{pool}$"), timeout=30_000)
     page.wait_for_load_state()
     expect(page.locator("#toasts")).to_contain_text(f"Created pool {pool}")
     create = page.locator("#volume-create")
