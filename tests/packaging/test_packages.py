@@ -86,6 +86,8 @@ def test_agent_rpm_reads_and_installs_into_a_temporary_root(
     assert info.returncode == 0, info.stderr
     assert "Name        : kvmmanager-agent" in info.stdout
     assert f"Version     : {V}" in info.stdout
+    # Issue 17: the build machine's hostname ("vm") was recorded.
+    assert "Build Host  : kvm-manager-release" in info.stdout
     files = subprocess.run(["rpm", "-qpl", str(rpm)], capture_output=True, text=True).stdout
     assert "/usr/lib/systemd/system/kvmmanager-agent.service" in files.split()
     root = tmp_path / "root"
