@@ -213,11 +213,16 @@ def localise(example: str, names: dict[str, str]) -> list[str]:
 
 
 def test_every_readme_example_runs(cli: Any, live_server: Any, lab: dict[str, str]) -> None:
-    live_server.manager.users.create("kvmm-t-readme", "kvmm-t-readme-pw", "admin")
+    live_server.manager.users.create(
+        "kvmm-t-readme", "kvmm-t-readme-violet-harbor-lantern-4412", "admin"
+    )
     seen: dict[str, tuple[int, str]] = {}
     for example in readme_examples(README.read_text()):
         argv = localise(example, lab)
-        res = cli(*argv, input="kvmm-t-readme-pw\n" if argv[0] == "login" else None)
+        res = cli(
+            *argv,
+            input="kvmm-t-readme-violet-harbor-lantern-4412\n" if argv[0] == "login" else None,
+        )
         seen[example] = (res.exit_code, res.stdout + res.stderr)
         if argv[:2] == ["host", "add"]:
             _wait_connected(live_server, lab["lab"])
