@@ -81,3 +81,23 @@ def test_a_surrogate_pair_is_real_text_and_accepted(client: TestClient) -> None:
     )
     assert r.status_code == 200, r.text
     assert client.get("/api/hosts/local/vms/test").json()["description"] == "ok \U0001f600"
+
+
+def test_a_web_form_cannot_carry_a_lone_surrogate(app: FastAPI, client: TestClient) -> None:
+    """A form field with a surrogate's UTF-8-style bytes (ED A0 80) is decoded with
+    replacement characters: the page answers, and nothing unencodable is stored (the
+    audit entry of the request shows what the form decoded to)."""
+    admin = _raw(app, client, authorization=client.headers["authorization"])
+    body = b"name=kvmm-t-val-snap&description=x%ED%A0%80y"
+    r = admin.post(
+        "/vms/local/test/snapshots",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded", "hx-request": "true"},
+    )
+    assert r.status_code < 500, r.text
+    r = admin.get("/api/audit", params={"action": "web.vm_snapshot_create"})
+    assert r.status_code == 200, r.text
+    (entry,) = r.json()["items"]
+    assert "\ud800" not in entry["params"]["description"]
+    assert "\ufffd" in entry["params"]["description"]
+    assert admin.get("/audit").status_code == 200
