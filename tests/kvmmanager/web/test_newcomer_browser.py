@@ -17,6 +17,8 @@ from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
 PREFIX = "kvmm-t-newc-"
+# ms: libvirt storage calls on qemu:///system on a loaded shared machine (bounded waits)
+SLOW = 30_000
 
 
 def api(live_server: Any) -> httpx.Client:
@@ -169,18 +171,18 @@ def test_storage_from_zero_pool_and_volumes_in_the_ui(
     form.locator("button.primary").click()
     expect(page).to_have_url(re.compile(rf"/storage/real/{pool}$"), timeout=30_000)
     page.wait_for_load_state()
-    expect(page.locator("#toasts")).to_contain_text(f"Created pool {pool}")
+    expect(page.locator("#toasts")).to_contain_text(f"Created pool {pool}", timeout=SLOW)
     create = page.locator("#volume-create")
     create.locator("input[name=name]").fill(f"{PREFIX}data.qcow2")
     create.locator("input[name=capacity]").fill("1G")
     create.locator("button.primary").click()
     row = page.locator("#volumes tr", has_text=f"{PREFIX}data.qcow2")
-    expect(row.locator("td[data-label=Capacity]")).to_have_text("1.0 GiB")
+    expect(row.locator("td[data-label=Capacity]")).to_have_text("1.0 GiB", timeout=SLOW)
     row.locator("summary").click()
     row.locator("input[name=capacity]").fill("2G")
     row.locator("button:text('Resize')").click()
-    expect(page.locator("#toasts")).to_contain_text("Resized")
-    expect(row.locator("td[data-label=Capacity]")).to_have_text("2.0 GiB")
+    expect(page.locator("#toasts")).to_contain_text("Resized", timeout=SLOW)
+    expect(row.locator("td[data-label=Capacity]")).to_have_text("2.0 GiB", timeout=SLOW)
     row.locator("summary").click()
     row.locator("input[name=new_name]").fill(f"{PREFIX}copy.qcow2")
     row.locator("button:text('Copy')").click()
@@ -188,7 +190,7 @@ def test_storage_from_zero_pool_and_volumes_in_the_ui(
     expect(copy).to_have_count(1, timeout=60_000)
     shot(page, "storage-pool-volumes")
     copy.locator("button:text('Delete')").click()
-    expect(copy).to_have_count(0)
+    expect(copy).to_have_count(0, timeout=SLOW)
 
     iso = tmp_path / f"{PREFIX}setup.iso"
     iso.write_bytes(os.urandom(1024 * 1024))
@@ -196,14 +198,16 @@ def test_storage_from_zero_pool_and_volumes_in_the_ui(
     page.select_option("#iso-upload select[name=pool]", pool)
     page.set_input_files("#iso-upload input[type=file]", str(iso))
     page.click("#iso-upload button.primary")
-    expect(page.locator("#iso-upload [data-upload-status]")).to_have_text("100% · done")
-    expect(page.locator("#iso-select")).to_have_value(f"{pool}/{PREFIX}setup.iso")
-    expect(page.locator("input[name=source][value=iso]")).to_be_checked()
+    expect(page.locator("#iso-upload [data-upload-status]")).to_have_text(
+        "100% · done", timeout=SLOW
+    )
+    expect(page.locator("#iso-select")).to_have_value(f"{pool}/{PREFIX}setup.iso", timeout=SLOW)
+    expect(page.locator("input[name=source][value=iso]")).to_be_checked(timeout=SLOW)
 
     page.goto("/storage?host=real")
     page.locator("tr", has_text=pool).locator("button:text('Delete')").click()
-    expect(page.locator("#toasts")).to_contain_text(f"Deleted pool {pool}")
-    expect(page.locator("tr", has_text=pool)).to_have_count(0)
+    expect(page.locator("#toasts")).to_contain_text(f"Deleted pool {pool}", timeout=SLOW)
+    expect(page.locator("tr", has_text=pool)).to_have_count(0, timeout=SLOW)
 
 
 def test_cd_picker_offers_only_iso_images(browser_login: Any, live_server: Any) -> None:
