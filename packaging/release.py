@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bundled_copyright import npm_project, render, wheel_project
+
 ROOT = Path(__file__).resolve().parents[1]
 ISO_NAME = "kvmmanager-guest-agent.iso"
 PACKAGING = ROOT / "packaging"
@@ -145,6 +147,21 @@ def build_agent(dist: Path, epoch: int) -> dict[str, Path]:
     return out
 
 
+def copyright_text(wheels: Path, node_modules: Path = ROOT / "node_modules") -> str:
+    """packaging/copyright (ours) plus a stanza per bundled wheel and npm package."""
+    from kvmmanager.web.assets import VENDOR_TREES
+
+    projects = [wheel_project(w) for w in sorted(wheels.glob("*.whl"))]
+    projects = [p for p in projects if p.name != "kvmmanager"]  # covered by "Files: *"
+    seen: set[Path] = set()
+    for sub in VENDOR_TREES.values():
+        pkg = _package_root(node_modules / sub)
+        if pkg not in seen:
+            seen.add(pkg)
+            projects.append(npm_project(pkg, str(pkg.relative_to(node_modules))))
+    return render((PACKAGING / "copyright").read_text(), projects)
+
+
 def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
     import kvmmanager
     from kvmmanager.iso.packages import debian_changelog, nfpm_binary, run_nfpm
@@ -154,7 +171,6 @@ def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
     with tempfile.TemporaryDirectory(prefix="kvmm-release-") as tmp:
         stage = Path(tmp) / "stage"
         shutil.copytree(PACKAGING / "manager", stage)
-        shutil.copy2(PACKAGING / "copyright", stage / "copyright")
         shutil.copy2(iso, stage / "kvmmanager-guest-agent.iso")
         wheels = stage / "wheels"
         wheels.mkdir()
@@ -171,6 +187,7 @@ def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
             str(wheels),
             str(wheel),
         )
+        (stage / "copyright").write_text(copyright_text(wheels))
         man = (stage / "kvm-manager.1").read_bytes()
         (stage / "kvm-manager.1.gz").write_bytes(gzip.compress(man, 9, mtime=0))
         (stage / "changelog.gz").write_bytes(debian_changelog("kvm-manager", version, epoch))

@@ -295,6 +295,32 @@ def test_release_builds_every_artifact(tmp_path: Path) -> None:
     # Every runtime dependency travels as a wheel, so postinst needs no network.
     assert "./usr/share/kvm-manager/wheels/fastapi-" in listing
     assert "./usr/share/kvm-manager/wheels/libvirt_python-" in listing
+    # debian/copyright names every bundled project with the licence its own metadata
+    # (wheel METADATA, npm package.json/LICENSE) gives, not GPL for everything.
+    extracted = tmp_path / "deb"
+    subprocess.run(["dpkg-deb", "-x", str(manager_deb), str(extracted)], check=True)
+    copyright_text = (extracted / "usr/share/doc/kvm-manager/copyright").read_text()
+    stanzas = {
+        block.split("Comment: ", 1)[1].split()[0]: block.split("License: ", 1)[1].split("\n")[0]
+        for block in copyright_text.split("\n\n")
+        if block.startswith("Files: ") and "Comment: " in block
+    }
+    for project, licence in {
+        "fastapi": "MIT",
+        "libvirt-python": "LGPL-2.0-or-later",
+        "pycdlib": "LGPL-2.1-only",
+        "certifi": "MPL-2.0",
+        "Jinja2": "BSD-3-Clause",
+        "htmx.org": "0BSD",
+        "htmx-ext-sse": "0BSD",
+        "@novnc/novnc": "MPL-2.0",
+        "@xterm/xterm": "MIT",
+        "swagger-ui-dist": "Apache-2.0",
+    }.items():
+        assert stanzas.get(project) == licence, (project, stanzas.get(project))
+    wheels = {p.name for p in (extracted / "usr/share/kvm-manager/wheels").iterdir()}
+    for wheel in wheels - {f"kvmmanager-{mv}-py3-none-any.whl"}:
+        assert f"Files: usr/share/kvm-manager/wheels/{wheel}\n" in copyright_text, wheel
     # The wheels are cp311 builds: Depends names exactly that interpreter.
     depends = subprocess.run(
         ["dpkg-deb", "-f", str(manager_deb), "Depends"], capture_output=True, text=True

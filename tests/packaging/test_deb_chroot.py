@@ -1,0 +1,311 @@
+"""The manager .deb as a Debian administrator meets it: built by scripts/release, installed
+with apt into a fresh `debootstrap --variant=minbase bookworm` chroot (dependencies from
+Debian main, through the mirror this machine's apt uses), started exactly as the unit's
+ExecStart/User/Environment say (no systemd in a chroot: by hand, as the service user with
+its groups), logged into over HTTP, a VM created and started; then upgraded to a build
+with a higher version, removed (config and data kept) and purged (nothing left).
+
+libvirt: the `test:///default` driver (inside libvirt0, which the package depends on);
+qemu:///system would need a libvirtd, QEMU and /dev/kvm inside the chroot.
+No daemon starts in the host's namespaces: a policy-rc.d refuses every start, and the
+chroot has no /run/systemd/system, so the maintainer scripts never call systemctl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+import kvmmanager
+
+pytestmark = [pytest.mark.packaging, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = "bookworm"
+UNIT = ROOT / "packaging/manager/kvm-manager.service"
+PREFIX = "kvmm-t-pkg20"
+# What apt, dpkg and the shadow tools change in any install; everything else must go.
+NOT_OURS = re.compile(
+    r"^/(proc|tmp|root|var/cache|var/lib/apt|var/lib/dpkg|var/log|run)(/|$)"
+    r"|^/etc/(passwd|group|shadow|gshadow|subuid|subgid)-?$"
+    r"|^/etc/ld\.so\.cache$"
+)
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (deb822 .sources or one-line lists)."""
+    texts = []
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt").glob("sources.list.d/*"))]:
+        if path.is_file() and path.suffix in ("", ".list", ".sources"):
+            texts.append(path.read_text())
+    for text in texts:
+        for m in re.finditer(r"^(?:URIs:|deb)\s+(\S+)", text, re.M):
+            uri = m.group(1)
+            if "security" not in uri and uri.startswith(("http://", "https://")):
+                return uri
+    return "http://deb.debian.org/debian"
+
+
+def chroot(root: Path, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
+    res = subprocess.run(
+        ["chroot", str(root), *cmd], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert res.returncode == 0, f"{cmd}: {res.stdout[-3000:]}{res.stderr[-3000:]}"
+    return res
+
+
+def file_list(root: Path) -> set[str]:
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = "/" + os.path.relpath(dirpath, root)
+        if rel.startswith("/proc"):
+            dirnames[:] = []
+            continue
+        for name in dirnames + filenames:
+            path = os.path.normpath(f"{rel}/{name}")
+            if not NOT_OURS.search(path):
+                out.add(path)
+    return out
+
+
+def unit_exec() -> tuple[str, str, str, dict[str, str]]:
+    """(ExecStart, User, Group, Environment) of the shipped unit."""
+    fields: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for line in UNIT.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or line.startswith("#"):
+            continue
+        if key == "Environment":
+            name, _, val = value.partition("=")
+            env[name] = val
+        else:
+            fields[key] = value
+    return fields["ExecStart"], fields["User"], fields["Group"], env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Debs:
+    first: Path
+    upgrade: Path
+    version: str
+
+
+@dataclass
+class Chroot:
+    root: Path
+    debs: Debs
+
+
+def _rebuild_with_revision(deb: Path, out: Path, revision: str) -> Path:
+    """The same payload under a higher Debian revision: what an upgrade meets."""
+    tree = out / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN/control"
+    text = re.sub(
+        r"^Version: (.*)-\d+$", rf"Version: \1-{revision}", control.read_text(), count=1, flags=re.M
+    )
+    control.write_text(text)
+    target = out / deb.name.replace("-1_", f"-{revision}_")
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", str(tree), str(target)],
+        check=True,
+        capture_output=True,
+    )
+    shutil.rmtree(tree)
+    return target
+
+
+@pytest.fixture(scope="session")
+def debian_chroot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap and chroot need root")
+    for tool in ("debootstrap", "chroot", "dpkg-deb", "setpriv"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    base = tmp_path_factory.mktemp(PREFIX)
+    root = base / "chroot"
+    # debootstrap (mostly downloads and dpkg) runs while the release builds.
+    boot = subprocess.Popen(
+        ["debootstrap", "--variant=minbase", SUITE, str(root), debian_mirror()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    proc_mounted = False
+    try:
+        dist = base / "dist"
+        env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
+        rel = subprocess.run(
+            [str(ROOT / "scripts/release"), "--dist", str(dist)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
+        assert rel.returncode == 0, rel.stdout[-2000:] + rel.stderr[-2000:]
+        version = kvmmanager.__version__
+        first = dist / f"kvm-manager_{version}-1_amd64.deb"
+        (base / "up").mkdir()
+        upgrade = _rebuild_with_revision(first, base / "up", "2")
+        out, _ = boot.communicate(timeout=1200)
+        assert boot.returncode == 0, out[-3000:]
+        # No service may start from a maintainer script (none should try: no systemd).
+        policy = root / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        (root / "etc/dpkg/dpkg.cfg.d/kvmm-unsafe-io").write_text("force-unsafe-io\n")
+        subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+        proc_mounted = True
+        for deb in (first, upgrade):
+            shutil.copy2(deb, root / "tmp" / deb.name)
+        chroot(root, "apt-get", "update", "-q")
+        yield Chroot(root, Debs(Path("/tmp") / first.name, Path("/tmp") / upgrade.name, version))
+    finally:
+        if boot.poll() is None:
+            boot.kill()
+            boot.wait()
+        if proc_mounted:
+            subprocess.run(["umount", "-l", str(root / "proc")], check=False)
+        mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        if not any(m.startswith(str(root)) for m in mounted):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def served(box: Chroot) -> Iterator[str]:
+    """kvm-manager as its unit runs it: ExecStart as User/Group with the user's groups,
+    only the unit's Environment (plus the test driver and a free port)."""
+    exec_start, user, group, unit_env = unit_exec()
+    port = free_port()
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        **unit_env,
+        "KVMM_LIBVIRT__DEFAULT_URI": "test:///default",
+        "KVMM_SERVER__PORT": str(port),
+    }
+    argv = ["chroot", str(box.root), "setpriv", f"--reuid={user}", f"--regid={group}"]
+    argv += ["--init-groups", "env", "-i", *(f"{k}={v}" for k, v in env.items())]
+    argv += exec_start.split()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                out = proc.communicate()[0]
+                raise AssertionError(f"kvm-manager serve did not come up (rc {proc.poll()}): {out}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def login(url: str, data_dir: Path) -> tuple[httpx.Client, dict[str, str]]:
+    """The first admin logs in with the generated password, and changes it first."""
+    secret = data_dir / "initial-admin-password"
+    password = secret.read_text().strip()
+    c = httpx.Client(base_url=url, timeout=60)
+    r = c.post("/api/auth/login", json={"username": "admin", "password": password})
+    assert r.status_code == 200, r.text
+    csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
+    if r.json().get("password_change_required"):
+        new = password + "-pkg20"
+        r = c.post(
+            "/api/auth/password",
+            json={"current_password": password, "new_password": new},
+            headers=csrf,
+        )
+        assert r.status_code == 200, r.text
+        secret.write_text(new + "\n")
+        csrf = {"X-CSRF-Token": r.json()["csrf_token"]}
+    return c, csrf
+
+
+def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
+    debian_chroot: Chroot,
+) -> None:
+    box = debian_chroot
+    root = box.root
+    # Snapshot after the package's Depends (from Debian main) are in, before it is.
+    depends = subprocess.run(
+        ["dpkg-deb", "-f", str(root / box.debs.first.relative_to("/")), "Depends"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = [d.split()[0] for d in depends.split(",")]
+    chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends", *names)
+    before = file_list(root)
+
+    res = chroot(
+        root, "apt-get", "install", "-y", "-q", "--no-install-recommends", str(box.debs.first)
+    )
+    assert "Setting up kvm-manager" in res.stdout
+    groups = chroot(root, "id", "-nG", "kvm-manager").stdout.split()
+    # Installed before libvirt-daemon-system (not installed at all here): still in libvirt.
+    assert "libvirt" in groups
+    data_dir = root / "var/lib/kvm-manager"
+    vm = f"{PREFIX}-vm"
+    with served(box) as url:
+        c, csrf = login(url, data_dir)
+        # The web UI's front-end libraries come from the package (no node_modules).
+        for asset in ("/vendor/htmx/htmx.min.js", "/vendor/uplot/uPlot.iife.min.js"):
+            assert c.get(asset).status_code == 200, asset
+        page = c.get("/")
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        r = c.post("/api/hosts/local/vms", json={"name": vm, "memory_mib": 64}, headers=csrf)
+        assert r.status_code == 201, r.text
+        r = c.post(f"/api/hosts/local/vms/{vm}/actions/start", headers=csrf)
+        assert r.status_code == 200, r.text
+        vms = {v["name"]: v for v in c.get("/api/hosts/local/vms").json()}
+        assert vms[vm]["state"] == "running"
+        c.close()
+
+    # Upgrade to a higher version: the same data and login still work.
+    res = chroot(root, "apt-get", "install", "-y", "-q", str(box.debs.upgrade))
+    assert f"{box.debs.version}-2" in chroot(root, "dpkg-query", "-W", "kvm-manager").stdout
+    with served(box) as url:
+        c, _ = login(url, data_dir)
+        assert c.get("/api/auth/me").status_code == 200
+        c.close()
+
+    # remove: the program goes, configuration and data stay.
+    chroot(root, "apt-get", "remove", "-y", "-q", "kvm-manager")
+    assert not (root / "opt/kvm-manager").exists()
+    assert (root / "etc/kvm-manager/config.toml").is_file()
+    assert (data_dir / "initial-admin-password").is_file()
+
+    # purge: nothing of the package is left.
+    chroot(root, "apt-get", "purge", "-y", "-q", "kvm-manager")
+    after = file_list(root)
+    assert after - before == set()
+    assert before - after == set()
+    assert subprocess.run(["chroot", str(root), "getent", "passwd", "kvm-manager"]).returncode
