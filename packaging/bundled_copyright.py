@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
 
+# Where the venv (packaging/venv_build.py) installs the wheels.
+SITE = "usr/lib/kvm-manager/venv/lib/python3.11/site-packages"
 # The licences whose full text Debian ships in /usr/share/common-licenses.
 COMMON = {
     "Apache-2.0": "Apache-2.0",
@@ -74,10 +76,21 @@ def wheel_project(wheel: Path) -> Bundled:
     return Bundled(
         msg["Name"],
         msg["Version"],
-        f"usr/share/kvm-manager/wheels/{wheel.name}",
+        " ".join(_installed_patterns(wheel)),
         _expression(licence),
         holder,
     )
+
+
+def _installed_patterns(wheel: Path) -> list[str]:
+    """What the wheel puts into site-packages: its top-level packages/modules and its
+    .dist-info (the .data scripts are the venv's bin/ entry points)."""
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    tops = {n.split("/", 1)[0]: "/" in n for n in names if not n.split("/", 1)[0].endswith(".data")}
+    return [
+        f"{SITE}/{top}/*" if is_dir else f"{SITE}/{top}" for top, is_dir in sorted(tops.items())
+    ]
 
 
 def _dist_info_licence(wheel: Path) -> str:
@@ -101,7 +114,7 @@ def npm_project(package_dir: Path, served_as: str) -> Bundled:
     return Bundled(
         data["name"],
         data["version"],
-        f"opt/kvm-manager/venv/*/kvmmanager/web/vendor/{served_as}/*",
+        f"{SITE}/kvmmanager/web/vendor/{served_as}/*",
         _expression(licence),
         author or f"the {data['name']} authors",
     )
@@ -127,7 +140,7 @@ def render(own: str, projects: list[Bundled]) -> str:
         else:
             body = (
                 " The full text travels with the project: its wheel's .dist-info (installed\n"
-                " under /opt/kvm-manager/venv) or its npm package's LICENSE file."
+                " under /usr/lib/kvm-manager/venv) or its npm package's LICENSE file."
             )
         out.append(f"License: {atom}\n{body}")
     return "\n\n".join(out) + "\n"

@@ -12,9 +12,9 @@ take the same default as `kvm-manager agent-iso build` (kvmmanager.iso.builder's
 default_epoch: the last commit that changed the agent), so both give one ISO hash for one
 agent version; the manager's take the last commit's time.
 
-The manager .deb carries the wheels of every runtime dependency
-(pinned by constraints.txt, fetched by pip from the configured index) so that its
-postinst builds the virtualenv offline.
+The manager .deb carries its virtualenv, built here from the wheels of every runtime
+dependency (pinned by constraints.txt, fetched by pip from the configured index):
+packaging/venv_build.py.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from bundled_copyright import npm_project, render, wheel_project
+from venv_build import build_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 ISO_NAME = "kvmmanager-guest-agent.iso"
@@ -73,7 +74,9 @@ def stage_vendor(dst: Path, node_modules: Path = ROOT / "node_modules") -> list[
         tree = node_modules / sub
         if not tree.is_dir():
             raise SystemExit(f"release: front-end library missing: {tree} (run scripts/setup)")
-        shutil.copytree(tree, dst / sub, dirs_exist_ok=True)
+        # Not the npm packages' pre-gzipped copies: nothing serves them, and their gzip
+        # headers carry the npm build's timestamps.
+        shutil.copytree(tree, dst / sub, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.gz"))
         pkg = _package_root(tree)
         rel = pkg.relative_to(node_modules)
         for meta in pkg.iterdir():
@@ -172,7 +175,7 @@ def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
         stage = Path(tmp) / "stage"
         shutil.copytree(PACKAGING / "manager", stage)
         shutil.copy2(iso, stage / "kvmmanager-guest-agent.iso")
-        wheels = stage / "wheels"
+        wheels = Path(tmp) / "wheels"
         wheels.mkdir()
         shutil.copy2(wheel, wheels / wheel.name)
         _run(
@@ -187,6 +190,7 @@ def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
             str(wheels),
             str(wheel),
         )
+        build_venv(stage / "venvroot", wheels)
         (stage / "copyright").write_text(copyright_text(wheels))
         man = (stage / "kvm-manager.1").read_bytes()
         (stage / "kvm-manager.1.gz").write_bytes(gzip.compress(man, 9, mtime=0))

@@ -249,6 +249,7 @@ def login(url: str, data_dir: Path) -> tuple[httpx.Client, dict[str, str]]:
     return c, csrf
 
 
+@pytest.mark.timeout(1500)
 def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
     debian_chroot: Chroot,
 ) -> None:
@@ -269,6 +270,13 @@ def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
         root, "apt-get", "install", "-y", "-q", "--no-install-recommends", str(box.debs.first)
     )
     assert "Setting up kvm-manager" in res.stdout
+    # dpkg owns the venv: every file of it is the package's (no pip ran at install).
+    owned = set(chroot(root, "dpkg", "-L", "kvm-manager").stdout.splitlines())
+    venv = root / "usr/lib/kvm-manager/venv"
+    for path in venv.rglob("*"):
+        if "__pycache__" not in path.parts:
+            assert "/" + str(path.relative_to(root)) in owned, path
+    chroot(root, "dpkg", "-S", "/usr/lib/kvm-manager/venv/bin/kvm-manager")
     groups = chroot(root, "id", "-nG", "kvm-manager").stdout.split()
     # Installed before libvirt-daemon-system (not installed at all here): still in libvirt.
     assert "libvirt" in groups
@@ -299,7 +307,7 @@ def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
 
     # remove: the program goes, configuration and data stay.
     chroot(root, "apt-get", "remove", "-y", "-q", "kvm-manager")
-    assert not (root / "opt/kvm-manager").exists()
+    assert not (root / "usr/lib/kvm-manager").exists()
     assert (root / "etc/kvm-manager/config.toml").is_file()
     assert (data_dir / "initial-admin-password").is_file()
 

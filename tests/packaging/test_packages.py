@@ -132,18 +132,12 @@ def _fake_root_tools(tmp_path: Path, groups: str) -> tuple[Path, Path, dict[str,
         f'#!/bin/sh\n[ "$1" = group ] || exit 2\nfor g in {groups}; do\n'
         '  [ "$2" = "$g" ] && exit 0\ndone\nexit 2\n'
     )
-    # python3.11 -m venv DIR: a venv whose pip and kvm-manager only record their calls
-    # (pip also the PIP_* variables and config file it was given).
-    (bindir / "python3.11").write_text(
-        "#!/bin/sh\n"
-        f'echo "python3.11 $*" >>{log}\n'
-        'mkdir -p "$3/bin"\n'
-        "for t in pip kvm-manager; do\n"
-        f'  printf \'#!/bin/sh\\necho "%s $*" >>{log}\\n\' "$t" >"$3/bin/$t"\n'
-        f'  echo \'env | grep ^PIP_ | sed "s/^/env /" >>{log}\' >>"$3/bin/$t"\n'
-        '  chmod 755 "$3/bin/$t"\n'
-        "done\n"
-    )
+    (bindir / "python3.11").write_text(f'#!/bin/sh\necho "python3.11 $*" >>{log}\n')
+    # The shipped venv's kvm-manager only records its calls.
+    venv_bin = root / "usr/lib/kvm-manager/venv/bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "kvm-manager").write_text(f'#!/bin/sh\necho "kvm-manager $*" >>{log}\n')
+    (venv_bin / "kvm-manager").chmod(0o755)
     for tool in bindir.iterdir():
         tool.chmod(0o755)
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "DPKG_ROOT": str(root)}
@@ -151,10 +145,9 @@ def _fake_root_tools(tmp_path: Path, groups: str) -> tuple[Path, Path, dict[str,
 
 
 def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
-    """postinst makes the user, the venv (offline, isolated from the caller's pip settings)
-    and deploys; purge removes all of it."""
+    """postinst makes the user and its groups, compiles the shipped venv's bytecode (no
+    venv, no pip: the venv is the package's files) and deploys; purge removes all of it."""
     root, log, env = _fake_root_tools(tmp_path, "libvirt kvm")
-    env.update(PIP_INDEX_URL="http://evil.invalid/simple", PIP_CONFIG_FILE="/root/pip.conf")
     scripts = ROOT / "packaging/manager/scripts"
 
     res = subprocess.run(
@@ -162,32 +155,35 @@ def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     calls = log.read_text().splitlines()
-    venv = f"{root}/opt/kvm-manager/venv"
+    venv = f"{root}/usr/lib/kvm-manager/venv"
     assert calls[0].startswith("adduser --system --group --home /var/lib/kvm-manager")
     assert "adduser kvm-manager libvirt" in calls and "adduser kvm-manager kvm" in calls
     assert not any(c.startswith("addgroup") for c in calls)
-    assert f"python3.11 -m venv {venv}" in calls
-    wheels = f"{root}/usr/share/kvm-manager/wheels"
-    pip = next(i for i, c in enumerate(calls) if c.startswith("pip install"))
-    assert calls[pip] == (
-        "pip install --quiet --no-index --no-cache-dir --disable-pip-version-check "
-        f"--find-links {wheels} kvmmanager"
-    )
-    # The caller's PIP_INDEX_URL is gone, and pip reads no pip.conf at all.
-    assert calls[pip + 1] == "env PIP_CONFIG_FILE=/dev/null"
-    assert not calls[pip + 2].startswith("env ")
+    assert f"python3.11 -m compileall -q {venv}/lib" in calls
+    assert not any("pip" in c or " venv " in c for c in calls)
     assert "systemctl enable kvm-manager.service" in calls
     assert "kvm-manager agent-iso deploy --local" in calls
     assert (root / "var/lib/kvm-manager").is_dir()
     assert "guest agent ISO is deployed" in res.stdout
 
     (root / "etc/kvm-manager").mkdir(parents=True)
-    for step in (("prerm.sh", "remove"), ("postrm.sh", "purge")):
-        res = subprocess.run(
-            ["dash", str(scripts / step[0]), step[1]], env=env, capture_output=True, text=True
-        )
-        assert res.returncode == 0, res.stderr
-    assert not (root / "opt/kvm-manager").exists()
+    venv_dir = root / "usr/lib/kvm-manager/venv"
+    (venv_dir / "lib/__pycache__").mkdir(parents=True)  # what compileall made
+    (venv_dir / "lib/__pycache__/m.cpython-311.pyc").write_bytes(b"")
+    res = subprocess.run(
+        ["dash", str(scripts / "prerm.sh"), "remove"], env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    assert not (venv_dir / "lib/__pycache__").exists()
+    # What dpkg removes: the package's own files, then its directories once empty.
+    (venv_dir / "bin/kvm-manager").unlink()
+    for directory in ("bin", "lib"):
+        (venv_dir / directory).rmdir()
+    res = subprocess.run(
+        ["dash", str(scripts / "postrm.sh"), "purge"], env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    assert not (root / "usr/lib/kvm-manager").exists()
     assert not (root / "var/lib/kvm-manager").exists()
     assert not (root / "etc/kvm-manager").exists()
     assert "systemctl disable --now kvm-manager.service" in log.read_text()
@@ -290,11 +286,13 @@ def test_release_builds_every_artifact(tmp_path: Path) -> None:
         ["dpkg-deb", "-c", str(manager_deb)], capture_output=True, text=True
     ).stdout
     assert "./usr/share/kvm-manager/kvmmanager-guest-agent.iso" in listing
-    assert f"./usr/share/kvm-manager/wheels/kvmmanager-{mv}-py3-none-any.whl" in listing
-    assert "./lib/systemd/system/kvm-manager.service" in listing
-    # Every runtime dependency travels as a wheel, so postinst needs no network.
-    assert "./usr/share/kvm-manager/wheels/fastapi-" in listing
-    assert "./usr/share/kvm-manager/wheels/libvirt_python-" in listing
+    # The venv is built here and shipped: dpkg owns every file, no pip at install time.
+    site = "./usr/lib/kvm-manager/venv/lib/python3.11/site-packages"
+    assert f"{site}/kvmmanager/web/vendor/htmx.org/dist/htmx.min.js" in listing
+    assert f"{site}/fastapi/__init__.py" in listing and f"{site}/libvirt.py" in listing
+    assert "./usr/share/kvm-manager/wheels/" not in listing and "./opt/" not in listing
+    assert ".so" not in "".join(x for x in listing.splitlines() if "/usr/share/" in x)
+    assert "/tmp/" not in "".join(x for x in listing.splitlines() if " -> " in x)
     # debian/copyright names every bundled project with the licence its own metadata
     # (wheel METADATA, npm package.json/LICENSE) gives, not GPL for everything.
     extracted = tmp_path / "deb"
@@ -318,14 +316,18 @@ def test_release_builds_every_artifact(tmp_path: Path) -> None:
         "swagger-ui-dist": "Apache-2.0",
     }.items():
         assert stanzas.get(project) == licence, (project, stanzas.get(project))
-    wheels = {p.name for p in (extracted / "usr/share/kvm-manager/wheels").iterdir()}
-    for wheel in wheels - {f"kvmmanager-{mv}-py3-none-any.whl"}:
-        assert f"Files: usr/share/kvm-manager/wheels/{wheel}\n" in copyright_text, wheel
+    venv = extracted / "usr/lib/kvm-manager/venv"
+    dists = {d.name for d in venv.glob("lib/python3.11/site-packages/*.dist-info")}
+    for dist_info in dists - {f"kvmmanager-{mv}.dist-info"}:
+        assert f"/{dist_info}/*" in copyright_text, dist_info
+    # Nothing in the venv names the build's staging directory.
+    assert "/tmp/" not in (venv / "pyvenv.cfg").read_text()
+    assert (venv / "bin/kvm-manager").read_text().startswith("#!/usr/lib/kvm-manager/venv/bin/")
     # The wheels are cp311 builds: Depends names exactly that interpreter.
     depends = subprocess.run(
         ["dpkg-deb", "-f", str(manager_deb), "Depends"], capture_output=True, text=True
     ).stdout
-    assert "python3.11," in depends and "python3 (" not in depends
+    assert depends.startswith("python3.11,") and "python3 (" not in depends
     info = subprocess.run(
         ["rpm", "-qpi", str(dist / f"kvmmanager-agent-{V}-1.noarch.rpm")],
         capture_output=True,

@@ -1,14 +1,13 @@
 #!/bin/sh
-# kvm-manager postinst: the service user, the virtualenv (offline, from the wheels this
-# package ships), the service, and the agent ISO deployed into libvirt's default pool.
+# kvm-manager postinst: the service user and its groups, the venv's bytecode, the
+# service, and the agent ISO deployed into libvirt's default pool.
 set -e
 
 [ "${1:-configure}" = configure ] || exit 0
 
 # DPKG_ROOT: set by dpkg --root (and by the tests); empty on a normal install.
 ROOT=${DPKG_ROOT:-}
-VENV=$ROOT/opt/kvm-manager/venv
-WHEELS=$ROOT/usr/share/kvm-manager/wheels
+VENV=$ROOT/usr/lib/kvm-manager/venv
 DATA=$ROOT/var/lib/kvm-manager
 
 if ! getent passwd kvm-manager >/dev/null; then
@@ -30,16 +29,9 @@ mkdir -p "$DATA"
 chown kvm-manager:kvm-manager "$DATA"
 chmod 0750 "$DATA"
 
-# A fresh venv on every configure: the wheels of this version, nothing from the network.
-# (Built in place: a venv cannot be moved, its scripts name their interpreter's path.)
-# The wheels are CPython 3.11 builds: the interpreter is named, as Depends names it.
-# pip runs isolated: env -i drops the caller's PIP_* (and every other) variable, and
-# PIP_CONFIG_FILE=/dev/null makes pip skip every pip.conf (global, site and user).
-rm -rf "$VENV"
-python3.11 -m venv "$VENV"
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PIP_CONFIG_FILE=/dev/null \
-	"$VENV/bin/pip" install --quiet --no-index --no-cache-dir --disable-pip-version-check \
-	--find-links "$WHEELS" kvmmanager
+# The venv is this package's own files (built at package build time); only its bytecode
+# is made here, as py3compile does, and removed again by prerm.
+python3.11 -m compileall -q "$VENV/lib" >/dev/null 2>&1 || true
 
 if [ -d "$ROOT/run/systemd/system" ]; then
 	systemctl daemon-reload || true

@@ -1,13 +1,15 @@
 #!/bin/sh
-# kvm-manager postrm: remove what postinst made. remove: the virtualenv. purge: also the
+# kvm-manager postrm: remove what postinst made. remove: the venv's bytecode. purge: also the
 # data directory (database!) and the service user. The agent ISO stays in the libvirt
 # pool, because VMs may still use it: `kvm-manager vol delete default kvmmanager-guest-agent-*.iso`.
 set -e
 ROOT=${DPKG_ROOT:-}
 case "${1:-}" in
 remove | purge)
-	rm -rf "$ROOT/opt/kvm-manager/venv"
-	rmdir "$ROOT/opt/kvm-manager" 2>/dev/null || true
+	# Bytecode a later run wrote (dpkg removed the package's own files already).
+	find "$ROOT/usr/lib/kvm-manager" -name __pycache__ -type d -prune \
+		-exec rm -rf {} + 2>/dev/null || true
+	rmdir "$ROOT/usr/lib/kvm-manager/venv" "$ROOT/usr/lib/kvm-manager" 2>/dev/null || true
 	if [ -d "$ROOT/run/systemd/system" ]; then
 		systemctl daemon-reload || true
 	fi
