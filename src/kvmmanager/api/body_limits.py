@@ -7,7 +7,8 @@ the first `receive`, which comes after routing), a route that lets FastAPI parse
 gets `server.max_body_bytes` and `server.body_timeout_seconds`. A declared Content-Length
 over the limit is refused before a byte is read; a chunked body is counted as it comes.
 Routes marked `@streaming_body` (uploads that stream to libvirt, with limits of their own)
-are left alone; they authenticate before reading a byte.
+are left alone; they authenticate before reading a byte. A JSON route that has such a
+streaming twin (`@large_body_route`) names it in its 413.
 
 FastAPI's own `max_body_size` bounds size only and answers in plain text; this one also
 bounds the time and answers in the API's error shape, naming the limit.
@@ -20,15 +21,16 @@ import asyncio
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kvmmanager.api.deps import is_streaming_body
+from kvmmanager.api.deps import is_streaming_body, large_body_route_of
 
 
 class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, instead: str | None = None) -> None:
+        elsewhere = f"; send larger content with {instead}" if instead else ""
         super().__init__(
             413,
             f"request body is larger than {limit} bytes, the limit of this server "
-            "(server.max_body_bytes)",
+            f"(server.max_body_bytes){elsewhere}",
             # The rest of the body is not read: the connection cannot serve another request.
             headers={"Connection": "close"},
         )
@@ -65,18 +67,20 @@ class BodyLimitMiddleware:
             return
         loop = asyncio.get_running_loop()
         limited: bool | None = None
+        instead: str | None = None
         complete = False
         received = 0
         deadline = 0.0
 
         async def bounded_receive() -> Message:
-            nonlocal limited, complete, received, deadline
+            nonlocal limited, instead, complete, received, deadline
             if limited is None:
                 limited = not is_streaming_body(scope.get("route"))
                 if limited:
+                    instead = large_body_route_of(scope.get("route"))
                     declared = _content_length(scope)
                     if declared is not None and declared > self.max_bytes:
-                        raise BodyTooLarge(self.max_bytes)
+                        raise BodyTooLarge(self.max_bytes, instead)
                     deadline = loop.time() + self.timeout_seconds
             if not limited or complete:
                 # After the body, `receive` only waits for the disconnect (streaming
@@ -90,7 +94,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                    raise BodyTooLarge(self.max_bytes, instead)
                 complete = not message.get("more_body", False)
             else:
                 complete = True

@@ -40,6 +40,7 @@ _SELF_SERVICE = "__kvmm_self_service__"
 _PASSWORD_CHANGE = "__kvmm_password_change__"  # noqa: S105 (a marker name)
 _STREAMING_BODY = "__kvmm_streaming_body__"
 _OWNER_READ = "__kvmm_owner_read__"
+_LARGE_BODY_ROUTE = "__kvmm_large_body_route__"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,6 +66,22 @@ def streaming_body(fn: F) -> F:
 
 def is_streaming_body(route: Any) -> bool:
     return bool(getattr(getattr(route, "endpoint", None), _STREAMING_BODY, False))
+
+
+def large_body_route(where: str) -> Callable[[F], F]:
+    """Name the streaming route that takes what this JSON route refuses for size, so the
+    413 of the body limit tells the caller where large content goes instead."""
+
+    def mark(fn: F) -> F:
+        setattr(fn, _LARGE_BODY_ROUTE, where)
+        return fn
+
+    return mark
+
+
+def large_body_route_of(route: Any) -> str | None:
+    where = getattr(getattr(route, "endpoint", None), _LARGE_BODY_ROUTE, None)
+    return where if isinstance(where, str) else None
 
 
 def owner_read(fn: F) -> F:

@@ -168,16 +168,35 @@ def test_facts_fall_back_to_qemu_guest_agent(client: TestClient) -> None:
     assert client.post(f"{BASE}/exec", json={"command": "true"}).status_code == 503
 
 
-def test_file_write_above_the_line_limit_is_chunked(
-    api: TestClient, roots: dict[str, Path]
+def test_a_json_file_write_over_the_body_limit_is_sent_to_the_streaming_upload(
+    api: TestClient, roots: dict[str, Path], agent: Any
 ) -> None:
+    """JSON bodies are bounded (server.max_body_bytes, 1 MiB, docs/security.md): a 3 MiB
+    JSON write is a 413 naming the limit and the raw upload route, and writes nothing;
+    the same 3 MiB (beyond the agent's 1 MiB line) goes through PUT /files/content in
+    chunks and arrives whole."""
     path = str(roots["write"] / "big.txt")
-    text = "y" * (3 * 1024 * 1024)  # beyond the agent's 1 MiB line, within the 10 MB cap
+    text = "y" * (3 * 1024 * 1024)
     r = api.put(f"{BASE}/files", json={"path": path, "content": text, "permissions": "0600"})
-    assert r.json() == {"bytes_written": len(text), "path": path}
-    assert Path(path).read_text() == text and oct(Path(path).stat().st_mode & 0o777) == "0o600"
-    too_big = api.put(f"{BASE}/files", json={"path": path, "content": "x" * (10 * 1024 * 1024 + 1)})
-    assert too_big.status_code == 422 and too_big.json()["error"]["field"] == "content"
+    assert r.status_code == 413, r.text
+    message = r.json()["error"]["message"]
+    assert "1048576 bytes" in message and "server.max_body_bytes" in message
+    assert f"PUT {BASE.replace('local', '{host}').replace('test', '{vm}')}/files/content" in (
+        message
+    )
+    assert not Path(path).exists()
+    r = api.put(f"{BASE}/files/content", params={"path": path}, content=text.encode())
+    assert r.status_code == 200, r.text
+    assert r.json()["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert Path(path).read_text() == text
+    assert not agent.ctx.transfers.handles
+    # Within the limit the JSON write still works, with its permissions.
+    small = str(roots["write"] / "small.txt")
+    r = api.put(
+        f"{BASE}/files", json={"path": small, "content": "z" * 500_000, "permissions": "0600"}
+    )
+    assert r.json() == {"bytes_written": 500_000, "path": small}
+    assert oct(Path(small).stat().st_mode & 0o777) == "0o600"
 
 
 def test_streamed_upload_goes_in_raw_pipelined_chunks(

@@ -18,7 +18,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from kvmmanager.api.deps import current_user, get_manager, owner_read, streaming_body
+from kvmmanager.api.deps import (
+    current_user,
+    get_manager,
+    large_body_route,
+    owner_read,
+    streaming_body,
+)
 from kvmmanager.api.schemas.agent import (
     ExecRequest,
     FileOpen,
@@ -259,10 +265,13 @@ async def agent_file_read(
 
 @router.put("/files", name="agent.file_write")
 @router.post("/files", name="agent.file_write_post")
+@large_body_route(f"PUT {router.prefix}/files/content?path=... (the raw bytes as the body)")
 async def agent_file_write(
     host: str, vm: str, body: FileWrite,
     manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
 ) -> Any:  # fmt: skip
+    """Write a small file from JSON (within server.max_body_bytes, 1 MiB by default);
+    larger files go as the raw body of PUT /files/content, streamed and sha256-verified."""
     _check(manager, who, "file_write")
     return await manager.agents.file_write(host, vm, body.model_dump())
 
