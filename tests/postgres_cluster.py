@@ -8,6 +8,8 @@ fsync is off: the cluster dies with the run. Each test gets a fresh database in 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import pwd
 import secrets
@@ -17,6 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 # Debian installs the server outside PATH; /usr/local/bin may hold links to it.
@@ -89,3 +92,24 @@ class Cluster:
             timeout=60,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@functools.cache
+def shared_cluster() -> Cluster:
+    """One cluster per test process, whichever test directory asks first."""
+    cluster = Cluster()
+    atexit.register(cluster.stop)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Cluster:
+    return shared_cluster()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Runs the test on SQLite (a file) and on the run's own PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'kvmm.db'}"
+    return shared_cluster().new_database()

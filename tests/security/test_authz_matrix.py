@@ -52,6 +52,7 @@ ADMIN_AREAS = (
     re.compile(r"^/alerts/webhooks(/|$)"),  # the same, on the alerts page
     re.compile(r"^/api/email-targets(/|$)"),
     re.compile(r"^/alerts/email(/|$)"),  # the same, on the alerts page
+    re.compile(r"^/api/instances(/|$)"),  # the manager instances sharing the database
 )
 ADMIN_WRITES = (
     ("POST", re.compile(r"^/api/hosts$")),

@@ -147,4 +147,4 @@ class Host(Base):
 
 # Other areas keep their tables in their own modules; importing them here puts them on
 # the one metadata that alembic and the migration test compare against.
-from kvmmanager.db import metrics_models, ops_models  # noqa: E402, F401
+from kvmmanager.db import fleet_models, metrics_models, ops_models  # noqa: E402, F401

@@ -50,6 +50,7 @@ LAZY_SERVICES = (
     "iso",
     "doctor",
     "metrics",
+    "instances",
 )
 
 
@@ -188,6 +189,10 @@ class Manager:
     def port_forwards(self) -> Any:
         return _service("port_forwards", "PortForwardService")(self)
 
+    @cached_property
+    def instances(self) -> Any:
+        return _service("instances", "InstanceService")(self)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def prepare_database(self) -> None:
@@ -221,6 +226,8 @@ class Manager:
         self.scheduler.start()
         self.alerts.start()
         self.audit.start()
+        # Last: an instance is listed once it serves (its heartbeat row).
+        await self.instances.start()
         self.started = True
 
     async def stop(self) -> None:

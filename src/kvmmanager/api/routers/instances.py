@@ -1,0 +1,35 @@
+"""GET /api/instances: the manager instances sharing this database (admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends
+
+from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.schemas.common import ERROR_RESPONSES, OrmModel
+from kvmmanager.services.manager import Manager
+
+router = APIRouter(
+    prefix="/api/instances",
+    tags=["instances"],
+    responses=ERROR_RESPONSES,
+    dependencies=[Depends(require_role("admin"))],
+)
+
+
+class InstanceOut(OrmModel):
+    id: str
+    hostname: str
+    address: str
+    version: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    alive: bool
+    this: bool
+
+
+@router.get("", name="instances.list", response_model=list[InstanceOut])
+def list_instances(manager: Manager = Depends(get_manager)) -> list[InstanceOut]:
+    return [InstanceOut.model_validate(i) for i in manager.instances.list()]

@@ -1,0 +1,24 @@
+"""Manager instances sharing one database: one row per running instance, refreshed by
+its heartbeat (services/instances.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kvmmanager.db.base import Base
+from kvmmanager.db.models import UTCDateTime, utcnow
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(String(512), default="")
+    version: Mapped[str] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

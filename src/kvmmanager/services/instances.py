@@ -1,0 +1,144 @@
+"""Manager instances that share one database know each other (issue 16 item 2).
+
+Each instance registers a row (id, host name, address, version, pid, start time) when it
+starts and refreshes `last_seen` every HEARTBEAT_SECONDS; it deletes its row when it
+stops. An instance is listed as alive while its last heartbeat is younger than
+STALE_AFTER_SECONDS (three missed beats: a kill -9 shows as gone within ~15 s); rows
+older than FORGET_AFTER_SECONDS are removed by whichever instance beats next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from kvmmanager import __version__
+from kvmmanager.db.fleet_models import Instance
+from kvmmanager.db.models import utcnow
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+FORGET_AFTER_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    id: str
+    hostname: str
+    address: str
+    version: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    alive: bool
+    this: bool  # the instance answering
+
+
+class InstanceService:
+    def __init__(self, manager: Any, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
+        self.m = manager
+        self.id = str(uuid.uuid4())
+        self.heartbeat_seconds = heartbeat_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def _address(self) -> str:
+        server = self.m.settings.server
+        return server.base_url or f"http://{server.host}:{server.port}"
+
+    def register(self) -> None:
+        now = utcnow()
+        with self.m.db.begin() as s:
+            s.merge(
+                Instance(
+                    id=self.id,
+                    hostname=socket.gethostname()[:255],
+                    address=self._address()[:512],
+                    version=__version__,
+                    pid=os.getpid(),
+                    started_at=now,
+                    last_seen=now,
+                )
+            )
+
+    def beat(self) -> None:
+        """Refresh this instance's row (re-created if someone removed it); forget rows
+        of instances gone for a day."""
+        now = utcnow()
+        with self.m.db.begin() as s:
+            row = s.get(Instance, self.id)
+            if row is None:
+                s.add(
+                    Instance(
+                        id=self.id,
+                        hostname=socket.gethostname()[:255],
+                        address=self._address()[:512],
+                        version=__version__,
+                        pid=os.getpid(),
+                        started_at=now,
+                        last_seen=now,
+                    )
+                )
+            else:
+                row.last_seen = now
+            cutoff = now - timedelta(seconds=FORGET_AFTER_SECONDS)
+            s.execute(delete(Instance).where(Instance.last_seen < cutoff))
+
+    def list(self) -> list[InstanceInfo]:
+        now = utcnow()
+        stale = timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))
+        with self.m.db.begin() as s:
+            rows = list(s.scalars(select(Instance).order_by(Instance.started_at, Instance.id)))
+        return [
+            InstanceInfo(
+                id=r.id,
+                hostname=r.hostname,
+                address=r.address,
+                version=r.version,
+                pid=r.pid,
+                started_at=r.started_at,
+                last_seen=r.last_seen,
+                alive=now - r.last_seen <= stale,
+                this=r.id == self.id,
+            )
+            for r in rows
+        ]
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.register)
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="kvmm-heartbeat")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                await asyncio.to_thread(self.beat)
+            except Exception:
+                # A database hiccup must not end the heartbeat: the next beat retries.
+                log.exception("instance heartbeat failed")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+        def leave() -> None:
+            with self.m.db.begin() as s:
+                s.execute(delete(Instance).where(Instance.id == self.id))
+
+        try:
+            await asyncio.to_thread(leave)
+        except Exception:
+            log.exception("removing this instance's row failed")

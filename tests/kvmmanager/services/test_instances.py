@@ -1,0 +1,62 @@
+"""Manager instances sharing one database see each other (heartbeat rows), on SQLite and
+on PostgreSQL; a stopped instance leaves, a silent one shows as not alive."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+from tests.postgres_cluster import db_url  # noqa: F401 (fixture)
+
+from kvmmanager.core.config import Settings
+from kvmmanager.db.fleet_models import Instance
+from kvmmanager.db.models import utcnow
+from kvmmanager.services.manager import Manager
+
+
+async def test_instances_know_each_other(settings: Settings, db_url: str) -> None:  # noqa: F811
+    settings.database.url = db_url
+    first, second = Manager(settings), Manager(settings)
+    await first.start()
+    try:
+        await second.start()
+        try:
+            seen = {i.id: i for i in first.instances.list()}
+            assert set(seen) == {first.instances.id, second.instances.id}
+            assert all(i.alive for i in seen.values())
+            assert seen[first.instances.id].this and not seen[second.instances.id].this
+            # second goes silent (as after kill -9): its last beat ages past the window.
+            with first.db.begin() as s:
+                s.execute(
+                    update(Instance)
+                    .where(Instance.id == second.instances.id)
+                    .values(last_seen=utcnow() - timedelta(minutes=1))
+                )
+            alive = {i.id: i.alive for i in first.instances.list()}
+            assert alive == {first.instances.id: True, second.instances.id: False}
+            second.instances.beat()  # it comes back
+            assert all(i.alive for i in first.instances.list())
+        finally:
+            await second.stop()
+        # A stopped instance removes itself.
+        assert [i.id for i in first.instances.list()] == [first.instances.id]
+    finally:
+        await first.stop()
+
+
+def test_api_lists_instances(client: Any) -> None:
+    r = client.get("/api/instances")
+    assert r.status_code == 200
+    rows = r.json()
+    assert len(rows) == 1 and rows[0]["this"] is True and rows[0]["alive"] is True
+    assert rows[0]["pid"] == os.getpid()
+
+
+def test_cli_lists_instances(cli: Any) -> None:
+    out = cli("--json", "instances")
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert len(rows) == 1 and rows[0]["alive"] is True and rows[0]["version"]
