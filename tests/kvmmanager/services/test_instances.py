@@ -60,3 +60,9 @@ def test_cli_lists_instances(cli: Any) -> None:
     assert out.exit_code == 0, out.output
     rows = json.loads(out.stdout)
     assert len(rows) == 1 and rows[0]["alive"] is True and rows[0]["version"]
+
+
+def test_instances_are_for_admins_only(client_as: Any) -> None:
+    for role in ("viewer", "operator"):
+        r = client_as(role).get("/api/instances")
+        assert r.status_code == 403, (role, r.text)
