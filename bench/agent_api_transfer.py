@@ -83,8 +83,9 @@ async def raw_channel(sock: str, data: bytes, guest: str) -> dict[str, float]:
 class InProcessServer:
     """The real app under uvicorn on a free port, in a thread; an admin token."""
 
-    def __init__(self, node: Path, data: Path) -> None:
-        self.node, self.data = node, data
+    def __init__(self, node: Path, data: Path, uri: str | None = None) -> None:
+        # `uri`: a real libvirt (bench/agent_api_transfer_guest.py); else the test driver.
+        self.node, self.data, self.uri = node, data, uri
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.headers: dict[str, str] = {}
@@ -94,7 +95,7 @@ class InProcessServer:
             {
                 "KVMM_CONFIG": str(self.data / "none.toml"),
                 "KVMM_DATA_DIR": str(self.data),
-                "KVMM_LIBVIRT__DEFAULT_URI": uri(self.node),
+                "KVMM_LIBVIRT__DEFAULT_URI": self.uri or uri(self.node),
                 "KVMM_LOG_LEVEL": "warning",
             }
         )
