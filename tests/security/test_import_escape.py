@@ -199,9 +199,11 @@ def test_a_vm_the_manager_built_imports_for_an_operator_who_then_owns_it(
         "disks": [{"pool": pool.name, "size_gib": 0.01}],
         "nics": [{"network": "default"}],
     }
-    r = connected.post("/api/hosts/local/vms", json=spec)
+    # The operator's own VM: its disk is theirs to import over (another user's is not:
+    # tests/security/test_ownership_volumes.py).
+    r = operator.post("/api/hosts/local/vms", json=spec)
     assert r.status_code == 201, r.text
-    xml = connected.get(f"/api/hosts/local/vms/{name}/export").json()["xml"]
+    xml = operator.get(f"/api/hosts/local/vms/{name}/export").json()["xml"]
     assert "org.kvmmanager.agent.0" in xml
     # A file disk that IS a volume of a pool is accepted too.
     conn = libvirt.open(LIBVIRTD_URI)

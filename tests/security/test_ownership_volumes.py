@@ -13,6 +13,9 @@ import libvirt
 import pytest
 from fastapi.testclient import TestClient
 
+from kvmmanager.virt.xml.devices import Disk
+from kvmmanager.virt.xml.domain import Domain
+
 PREFIX = "kvmm-t-ownvol-"
 POOL = "/api/hosts/local/pools/default-pool/volumes"
 
@@ -133,3 +136,60 @@ def test_a_deleted_vms_disks_stay_its_owners(env: dict[str, Any]) -> None:
     assert f"belongs to '{bob.kvmm_username}'" in r.json()["error"]["message"]
     assert mallory.delete(one).status_code == 403
     assert bob.delete(one).status_code == 204
+
+
+def _import_xml(name: str, disk: Disk) -> str:
+    dom = Domain(type="test", name=name, memory=128 * 1024, vcpus=1)
+    dom.os.os_type, dom.os.arch = "hvm", "i686"
+    disk.target_dev, disk.target_bus = "vda", "virtio"
+    dom.devices.add(disk)
+    return dom.to_xml()
+
+
+def test_another_users_volume_cannot_be_imported_into_a_vm(env: dict[str, Any]) -> None:
+    """An import names volumes like a create does (the independent try read, cloned and
+    deleted another operator's disk through a VM imported over it): by pool and name, by
+    path, and by a path libvirt resolves to the same volume ('//')."""
+    mallory, admin, disk, path = env["mallory"], env["admin"], env["bob_disk"], env["bob_path"]
+    folder = path.rsplit("/", 1)[0]
+    by_volume = Disk(type="volume", device="disk")
+    by_volume.source_pool, by_volume.source_volume = "default-pool", disk
+    by_path, by_odd_path = Disk(type="file", device="disk"), Disk(type="file", device="disk")
+    by_path.source_file, by_odd_path.source_file = path, f"{folder}//{disk}"
+    for what, xml_disk in (("volume", by_volume), ("path", by_path), ("//", by_odd_path)):
+        r = mallory.post(
+            "/api/hosts/local/imports",
+            json={"xml": _import_xml(f"{PREFIX}imported", xml_disk)},
+        )
+        # libvirtd resolves '//' to the volume (then ownership refuses it); the test
+        # driver finds no volume at that path (then the import policy refuses it).
+        refused = (403, 422) if what == "//" else (403,)
+        assert r.status_code in refused, (what, r.status_code, r.text)
+        if r.status_code == 403:
+            assert f"a disk of vm '{PREFIX}bob'" in r.json()["error"]["message"], (what, r.text)
+        assert mallory.get(f"/api/hosts/local/vms/{PREFIX}imported").status_code == 404
+    # A kernel named by an odd path to Bob's volume is his volume too.
+    r = mallory.post("/api/hosts/local/vms", json={
+        "name": f"{PREFIX}thief", "memory_mib": 128,
+        "install": {"kind": "kernel", "kernel": f"{folder}//./{disk}"}})  # fmt: skip
+    assert r.status_code == 403, r.text
+    # An admin may import over anyone's volume.
+    r = admin.post(
+        "/api/hosts/local/imports", json={"xml": _import_xml(f"{PREFIX}by-admin", by_path)}
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_only_an_admin_creates_a_vm_owned_by_another_user(env: dict[str, Any]) -> None:
+    """An operator naming another user as the new VM's owner would plant VMs under that
+    user's tag schedules and batches."""
+    mallory, bob, admin = env["mallory"], env["bob"], env["admin"]
+    body = {"name": f"{PREFIX}planted", "memory_mib": 128, "owner": bob.kvmm_username}
+    r = mallory.post("/api/hosts/local/vms", json=body)
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["field"] == "owner"
+    assert mallory.get(f"/api/hosts/local/vms/{PREFIX}planted").status_code == 404
+    r = mallory.post("/api/hosts/local/vms", json={**body, "owner": mallory.kvmm_username})
+    assert r.status_code == 201, r.text
+    r = admin.post("/api/hosts/local/vms", json={**body, "name": f"{PREFIX}given"})
+    assert r.status_code == 201 and r.json()["vm"]["owner"] == bob.kvmm_username, r.text

@@ -44,6 +44,7 @@ HOSTILE = (
     "\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07 \x1b]0;title\x07"
     "\x07bell \x08\x08\x08back \rover \x9b31mc1 \x85nel "
     "\u202eevil.exe\u202c \u2066iso\u2069 \u2028sep "
+    "zw\u200bsp sh\xady \U000e0041tag fill\u3164er "
     "[link=http://evil.example/]markup[/link] [bold red]styled[/bold red]"
 )
 # What libvirt can hold in a domain's title/description: XML 1.0 forbids C0 controls
@@ -51,11 +52,15 @@ HOSTILE = (
 # basic facts only), so the VM carries the C1, bidi and markup part of HOSTILE.
 HOSTILE_XML = (
     "ok \x9b31mc1 \x85nel \x9d0;title\x9c \u202eevil.exe\u202c \u2066iso\u2069 \u2028sep "
+    "zw\u200bsp sh\xady \U000e0041tag fill\u3164er "
     "[link=http://evil.example/]markup[/link] [bold red]styled[/bold red]"
 )
-# What must never reach the reader raw (rich's own SGR styles are stripped first).
+# What must never reach the reader raw (rich's own SGR styles are stripped first): the
+# controls and bidi characters, and the invisible ones that make two names look alike
+# (zero-width space/joiners, soft hyphen, word joiner, BOM, Hangul filler, tag characters).
 RAW_CONTROLS = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e"
+    "\u2060\u2066-\u2069\u3164\ufeff\U000e0000-\U000e007f]"
 )
 OWN_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -79,6 +84,8 @@ def test_inert_escapes_every_dangerous_character_and_keeps_the_rest() -> None:
     out = inert(HOSTILE)
     assert RAW_CONTROLS.search(out) is None and "\n" not in out
     for shown in ("\\x1b", "\\x07", "\\x08", "\\r", "\\x9b", "\\x85", "\\u202e", "\\u2028"):
+        assert shown in out
+    for shown in ("zw\\u200bsp", "sh\\xady", "\\U000e0041tag", "fill\\u3164er"):
         assert shown in out
     assert inert("line 1\nline 2") == "line 1\\nline 2"
     assert inert("line 1\nline 2\ttab", multiline=True) == "line 1\nline 2\ttab"
@@ -390,6 +397,8 @@ def test_web_pages_show_vm_strings_inert(live_server: Any, hostile_test_vm: str)
         assert not RAW_CONTROLS.search(text), (path, RAW_CONTROLS.findall(text))
     overview = _page(live_server, "/vms/local/test/overview")
     for shown in ("\\u202eevil.exe\\u202c", "\\u2066iso\\u2069", "\\x9b31mc1", "\\u2028sep"):
+        assert shown in overview, shown
+    for shown in ("zw\\u200bsp", "sh\\xady", "\\U000e0041tag", "fill\\u3164er"):
         assert shown in overview, shown
 
 

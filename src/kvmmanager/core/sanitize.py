@@ -18,9 +18,16 @@ import re
 # C0 controls and DEL, C1 controls (0x9b is a one-byte CSI), the Unicode line/paragraph
 # separators, and every bidirectional formatting character (embeddings, overrides,
 # isolates, marks): these change what a terminal or log viewer shows without showing
-# themselves. Tab is harmless and kept; newline is kept only where the caller says a
-# value may span lines (a table cell, a command's output).
-_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# themselves. So do the invisible ones (soft hyphen, zero-width space/joiners, word
+# joiner and invisible operators, BOM, Mongolian vowel separator, Hangul fillers, tag
+# characters): two names that differ only by them look identical, which is how one
+# user's VM is passed off as another's. Tab is harmless and kept; newline is kept only
+# where the caller says a value may span lines (a table cell, a command's output).
+_UNSAFE = (
+    "\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u115f\u1160\u180e\u200b-\u200f"
+    "\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0"
+    "\U000e0000-\U000e007f"
+)
 _UNSAFE_INLINE = re.compile(f"[\n{_UNSAFE}]")
 _UNSAFE_MULTILINE = re.compile(f"[{_UNSAFE}]")
 
@@ -32,7 +39,9 @@ def _escape(match: re.Match[str]) -> str:
     if ch == "\r":
         return "\\r"
     code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def inert(text: str, *, multiline: bool = False) -> str:

@@ -29,6 +29,7 @@ import libvirt
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.import_policy import check_import
 from kvmmanager.services.transfer import MAX_UPLOAD_BYTES
+from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.virt.xml.domain import Domain
 
@@ -56,6 +57,9 @@ class ImportOptions:
     # Admins may import anything; everyone else only what the typed builders model
     # (services/import_policy.py). Off unless the caller says the user is an admin.
     trusted: bool = False
+    # Who imports: every existing volume the XML names must be theirs to use
+    # (services/ownership.py), as when a VM create names it; None = no user (internal).
+    principal: Principal | None = None
 
 
 @dataclass
@@ -65,6 +69,10 @@ class ImportPlan:
     renamed_from: str | None = None
     new_uuid: bool = False
     warnings: list[str] = field(default_factory=list)
+    # The existing volumes (pool, name) the VM's disks and CD-ROMs would use, as libvirt
+    # resolves them (a path with '//' or '/./' is the same volume): held to the
+    # ownership rule before the VM is defined.
+    volumes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def parse_domain(xml: str) -> Domain:
@@ -179,12 +187,15 @@ def plan_import(conn: libvirt.virConnect, xml: str, opts: ImportOptions) -> Impo
         if disk.type == "volume" and disk.source_pool and disk.source_volume:
             disk.source_pool = opts.pool_map.get(disk.source_pool, disk.source_pool)
             _check_volume(conn, disk.source_pool, disk.source_volume, what)
+            plan.volumes.append((disk.source_pool, disk.source_volume))
         elif disk.type == "file" and disk.source_file:
             try:
-                conn.storageVolLookupByPath(disk.source_file)
+                vol = conn.storageVolLookupByPath(disk.source_file)
             except libvirt.libvirtError:
                 # A file outside every pool cannot be checked through libvirt.
                 plan.warnings.append(f"{what}: {disk.source_file} is not a volume of any pool")
+            else:
+                plan.volumes.append((vol.storagePoolLookupByVolume().name(), vol.name()))
     plan.xml = dom.to_xml()
     return plan
 
@@ -214,11 +225,12 @@ class ExportService:
                        for k, v in mapping.items()):  # fmt: skip
                 raise InvalidInput(f"{label} maps names to names", field=label)
 
-        def fn(conn: libvirt.virConnect) -> tuple[ImportPlan, str]:
-            plan = plan_import(conn, xml, opts)
-            return plan, _define(conn, plan)
-
-        plan, uuid = await self.m.vms.run(host, fn)
+        plan = await self.m.vms.run(host, lambda conn: plan_import(conn, xml, opts))
+        if opts.principal is not None:
+            # An import names volumes like a VM create does: another user's disk is
+            # theirs (it was read, cloned and deleted through an imported VM).
+            self.m.ownership.check_volumes(opts.principal, host, list(plan.volumes))
+        uuid = await self.m.vms.run(host, lambda conn: _define(conn, plan))
         info = await self.m.vms.refresh(host, uuid)
         log.info("imported vm %s on %s (renamed from %s)", plan.name, host, plan.renamed_from)
         return self.result(info, plan)

@@ -27,6 +27,7 @@ the power, and the run has that user's rights, never more.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,14 @@ def check(principal: Principal, kind: str, name: str, owner: str | None) -> None
     denied = refusal(principal, kind, name, owner)
     if denied is not None:
         raise denied
+
+
+def check_owner_field(principal: Principal, owner: str | None) -> None:
+    """A create that names the new object's owner: only admins give objects away (an
+    operator planting VMs on another's account would put them under that user's tag
+    schedules and batches)."""
+    if owner is not None and owner != principal.username and not principal.has_role("admin"):
+        raise PermissionDenied("only an admin may create a VM owned by another user", field="owner")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +215,10 @@ class OwnershipService:
         """Volumes named by their path (a direct-boot kernel or initrd): each one in a
         pool's directory is held to the rule like a volume named by pool and name."""
         by_dir = {p.path.rstrip("/"): p.name for p in self.m.inventory.pools(host) if p.path}
-        for path in paths:
-            folder, _, name = (path or "").rpartition("/")
+        for given in paths:
+            # '/pool//vmlinuz' and '/pool/./vmlinuz' are the same file to libvirt.
+            path = posixpath.normpath("/" + given.lstrip("/")) if given else ""
+            folder, _, name = path.rpartition("/")
             pool = by_dir.get(folder)
             if pool and name:
                 self.check_volume(principal, host, pool, name, path)

@@ -16,6 +16,7 @@ from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.api.schemas.cloudinit import CloudImageCreate, CloudImageCreated
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.ownership import check_owner_field
 from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
@@ -34,6 +35,7 @@ async def create_from_cloud_image(
     user: Principal = Depends(current_user),
 ) -> dict[str, Any]:
     """Create (and by default start) a VM from a cloud image with a cloud-init seed."""
+    check_owner_field(user, body.owner)
     boot = body.boot
     # The image is read into the new disk: the caller's to read.
     manager.ownership.check_volumes(user, host, [(body.image_pool or body.pool, body.image)])

@@ -66,6 +66,7 @@ async def import_xml(
         pool_map=body.pool_map,
         owner=user.username,
         trusted=user.has_role("admin"),
+        principal=user,
     )
     return await manager.export.import_xml(host, body.xml, opts)
 
@@ -155,6 +156,7 @@ async def import_bundle(
         network_map=_mapping(network, "network"),
         owner=user.username,
         trusted=user.has_role("admin"),
+        principal=user,
     )
     await manager.storage.get_pool(host, pool)  # 404 before receiving any byte
 

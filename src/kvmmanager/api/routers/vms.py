@@ -34,6 +34,7 @@ from kvmmanager.api.schemas.vms import (
     VmXml,
 )
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.ownership import check_owner_field
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
 
@@ -109,6 +110,7 @@ async def create(
     """Create (define) a VM; `start: true` boots it too. Anything made before a failure
     (volumes, the definition) is removed again."""
     spec = VmSpec.model_validate(body.model_dump())
+    check_owner_field(user, spec.owner)
     if spec.owner is None:
         spec.owner = user.username  # the creator owns what they make, unless told otherwise
     manager.ownership.check_vm_spec_volumes(user, host, spec)

@@ -168,6 +168,7 @@ async def import_xml(
             new_identity=new_identity,
             owner=user.username,
             trusted=user.has_role("admin"),
+            principal=user,
         )
         result = await manager.export.import_xml(host, xml, opts)
     except (InvalidInput, Conflict, NotFound) as exc:
