@@ -4,6 +4,7 @@ PostgreSQL goes through psycopg 3 (`postgresql://` URLs included)."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,20 @@ def _private_file(path: Path) -> None:
     """Create the database (and its directory) readable by the owner only: it holds
     password and token hashes. SQLite gives its -wal/-shm files the same mode."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _tighten(path.parent, 0o700)
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    _tighten(path, 0o600)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """A directory or database made beforehand (by an admin's mkdir, by an older
+    version) is made private too. Only what this user owns, and never a sticky
+    directory like /tmp that others share."""
+    st = path.stat()
+    mine = st.st_uid == os.getuid() and not st.st_mode & stat.S_ISVTX
+    if mine and stat.S_IMODE(st.st_mode) & ~mode:
+        path.chmod(stat.S_IMODE(st.st_mode) & mode)
 
 
 def make_engine(url: str) -> Engine:

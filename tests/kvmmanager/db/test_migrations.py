@@ -105,3 +105,20 @@ def test_a_postgresql_url_uses_psycopg_3(pg_cluster: Any) -> None:
     assert engine.dialect.driver == "psycopg"
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT 1")) == 1
+
+
+def test_a_data_dir_made_beforehand_is_made_private(tmp_path: Path) -> None:
+    """An admin's `mkdir data` (0755) and an older 0644 database are tightened at start
+    (the independent try found the data dir left world-readable)."""
+    import os
+    import stat
+
+    folder = tmp_path / "premade"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    db = folder / "k.db"
+    db.touch()
+    db.chmod(0o644)
+    migrate.upgrade(make_engine(f"sqlite:///{db}"))
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
