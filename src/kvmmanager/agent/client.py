@@ -13,7 +13,9 @@
   (16 MiB) per connection: at one per API call that would be the API's latency to pay.
 - QEMU's end of the channel takes ONE client (design.md decision 6), and other managers
   and tools share it: the client holds the connection only while it talks (connect,
-  sync, talk) and releases it once no call was in flight for `idle_release_seconds`.
+  sync, talk) and releases it once no call was in flight for `idle_release_seconds`;
+  a sync unanswered on a fresh connection (QEMU queued it behind another client) is
+  retried within the same busy window before the agent counts as unresponsive.
   A connect that finds the channel busy waits its turn (bounded backoff with jitter, up
   to `busy_wait_seconds`) and then fails naming the reason, never with the bare errno.
   The status ("connected") is the channel's, from libvirt: an idle release keeps it.
@@ -61,8 +63,8 @@ MAX_UNSOLICITED_LINES = 256
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 # Linger after the last reply: a burst of calls (guest info's six, a transfer's chunks)
-# shares one connection, and the port is free for others within a second.
-IDLE_RELEASE_SECONDS = 1.0
+# shares one connection, and the port is free for others a moment later.
+IDLE_RELEASE_SECONDS = 0.25
 # How long a connect waits for a channel another client holds; retries start at 50 ms
 # and double up to 1 s, with jitter so two waiting managers do not retry in lockstep.
 BUSY_WAIT_SECONDS = 15.0
@@ -212,32 +214,56 @@ class AgentClient:
                 raise AgentUnavailable(
                     f"{self.name}: the connection to the agent was closed", field="vm"
                 )
-            if self._transport is None:
-                wait = self._retry_at - time.monotonic()
-                if wait > 0:
-                    raise AgentUnavailable(
-                        f"{self.name}: the agent was disconnected for misbehaving "
-                        f"{self._strikes} times in a row; next attempt in {wait:.0f} s",
-                        field="vm",
-                        details={"retry_after_seconds": round(wait, 1)},
-                    )
-                if self.status != "connected":
-                    # After an idle release the channel is still connected (libvirt
-                    # says so): reconnecting is no status change worth an event.
-                    self._set_status("connecting")
-                transport = await self._open_waiting()
-                if self._closed:
-                    # close() came while connecting (the agent's port closed, say): this
-                    # new connection would be an orphan holding QEMU's one-client port.
-                    with contextlib.suppress(Exception):
-                        await transport.close()
-                    raise AgentUnavailable(
-                        f"{self.name}: the connection to the agent was closed", field="vm"
-                    )
-                self._attach(transport)
-                self._need_sync = True
-            if self._need_sync:
-                await self._do_sync()
+            started = time.monotonic()
+            while True:
+                fresh = self._transport is None
+                if fresh:
+                    await self._connect()
+                if not self._need_sync:
+                    return
+                # A sync unanswered on a fresh connection to an agent that answered
+                # before (released while idle) may mean QEMU queued us behind another
+                # client that is still talking: retry within the busy window; it is
+                # marked unresponsive only once that is spent. A first contact is not
+                # retried (a guest that never answered is cut off at once).
+                retry = (
+                    fresh
+                    and self.status == "connected"
+                    and time.monotonic() - started < self.busy_wait_seconds
+                )
+                try:
+                    await self._do_sync(final=not retry)
+                    return
+                except AgentUnavailable:
+                    if not retry or self._closed:
+                        raise
+                jitter = random.uniform(0.5, 1.0)  # noqa: S311 (not security)
+                await asyncio.sleep(BUSY_MAX_DELAY * jitter)
+
+    async def _connect(self) -> None:
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            raise AgentUnavailable(
+                f"{self.name}: the agent was disconnected for misbehaving "
+                f"{self._strikes} times in a row; next attempt in {wait:.0f} s",
+                field="vm",
+                details={"retry_after_seconds": round(wait, 1)},
+            )
+        if self.status != "connected":
+            # After an idle release the channel is still connected (libvirt
+            # says so): reconnecting is no status change worth an event.
+            self._set_status("connecting")
+        transport = await self._open_waiting()
+        if self._closed:
+            # close() came while connecting (the agent's port closed, say): this
+            # new connection would be an orphan holding QEMU's one-client port.
+            with contextlib.suppress(Exception):
+                await transport.close()
+            raise AgentUnavailable(
+                f"{self.name}: the connection to the agent was closed", field="vm"
+            )
+        self._attach(transport)
+        self._need_sync = True
 
     async def _open_waiting(self) -> Transport:
         """Open the channel; while another client holds it, wait with bounded backoff."""
@@ -350,7 +376,7 @@ class AgentClient:
             return told
         return self.max_request_bytes
 
-    async def _do_sync(self) -> None:
+    async def _do_sync(self, final: bool = True) -> None:
         transport = self._transport
         assert transport is not None
         nonce = secrets.randbelow(2**53)
@@ -365,7 +391,8 @@ class AgentClient:
                 await fut
         except (TimeoutError, AgentUnavailable) as exc:
             await self._disconnect("sync failed")
-            self._set_status("unresponsive")
+            if final:
+                self._set_status("unresponsive")
             raise AgentUnavailable(
                 f"{self.name}: agent did not answer sync", details={"reason": str(exc)}
             ) from None
