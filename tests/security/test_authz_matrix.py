@@ -39,6 +39,8 @@ PUBLIC = {
     ("GET", "/api/health"),
     ("GET", "/login"),
     ("POST", "/login"),
+    # The product's icon, which browsers fetch before anyone logs in (a static file).
+    ("GET", "/favicon.ico"),
 }
 # Marked public for the framework but authenticating in the handler (a Prometheus token
 # or any user): the matrix holds it to the viewer policy like any read.
@@ -90,6 +92,10 @@ def least_role(method: str, path: str, route: Any) -> str:
     if method in WRITE_METHODS and not is_self_service(route):
         return "operator"
     if "require_operator" in _dependency_names(route):
+        return "operator"
+    if "/agent/" in path and is_owner_read(route):
+        # Reading a guest's files is the agent's file_read, an operator's method (the
+        # agent's role table; docs/security.md: a viewer cannot file_read a guest file).
         return "operator"
     return "viewer"
 
@@ -184,7 +190,8 @@ def test_every_http_route_matches_the_policy_for_every_role_and_vm(
                 r = clients[role].request(method, fill(path, vm), json={})
                 got = verdict(r, path, method)
                 want = expected(role, need)
-                if vm == OTHER_VM and role == "operator" and method in WRITE_METHODS:
+                changes_or_reads_owned = method in WRITE_METHODS or is_owner_read(route)
+                if vm == OTHER_VM and role == "operator" and changes_or_reads_owned:
                     want = "forbidden"  # another user's VM: its owner and admins only
                 if got != want:
                     mismatches.append(f"{role:9} {method} {path} [{vm}]: {got}, want {want}")

@@ -31,6 +31,8 @@ PUBLIC_API = {
     # The web UI's login form.
     ("GET", "/login"),
     ("POST", "/login"),
+    # The product's icon, which browsers fetch before anyone logs in (a static file).
+    ("GET", "/favicon.ico"),
 }
 DOCS = {"/api/docs", "/api/docs/init.js", "/api/openapi.json", "/openapi.json"}
 # Writes a viewer may make because they only touch the caller's own account.
