@@ -8,13 +8,15 @@ small); any other line is passed on untouched for the dispatcher to parse.
 
 from __future__ import annotations
 
+import time
+
 from . import jsonwire, protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Union
+    from typing import Callable, List, Optional, Union
 
-    Item = Union[bytes, "Overlong", "Binary"]
+    Item = Union[bytes, "Overlong", "Binary", "Abandoned"]
 
 
 SYNC = 0xFF
@@ -38,6 +40,19 @@ class Binary:
         self.data = data
 
 
+class Abandoned:
+    """A request whose raw payload stalled: its line and how many bytes of it came.
+
+    The bytes are dropped, never handed on, so a stalled upload writes nothing."""
+
+    __slots__ = ("got", "line", "want")
+
+    def __init__(self, line: bytes, got: int, want: int) -> None:
+        self.line = line
+        self.got = got
+        self.want = want
+
+
 def payload_length(line: bytes) -> Optional[int]:
     """N when `line` is a file_write_chunk request announcing N raw bytes, else None.
 
@@ -59,8 +74,13 @@ def payload_length(line: bytes) -> Optional[int]:
 
 
 class LineFramer:
-    def __init__(self, max_line: int) -> None:
+    def __init__(self, max_line: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_line = max_line
+        self.clock = clock
+        # While a payload is being collected: when it must be complete, and when the
+        # next byte of it is due (protocol.PAYLOAD_*_SECONDS).
+        self.deadline = 0.0
+        self.due = 0.0
         self.buf = bytearray()
         self.discarding = False
         # Raw payload being collected: its line, the buffer, bytes still wanted.
@@ -75,10 +95,24 @@ class LineFramer:
         self.payload = bytearray()
         self.want = 0
 
+    def expire(self) -> List[Item]:
+        """Abandon a stalled payload (see protocol.PAYLOAD_GAP_SECONDS): [Abandoned] or []."""
+        if not self.want:
+            return []
+        now = self.clock()
+        if now < self.due and now < self.deadline:
+            return []
+        item = Abandoned(self.head, len(self.payload) - self.want, len(self.payload))
+        self.head, self.payload, self.want = b"", bytearray(), 0
+        return [item]
+
     def feed(self, data: bytes) -> List[Item]:
-        out: List[Item] = []
+        # Bytes after a stall are lines again (the host's 0xFF + sync), not payload.
+        out: List[Item] = self.expire()
         pos, end = 0, len(data)
         view = memoryview(data)
+        if self.want and data:
+            self.due = self.clock() + protocol.PAYLOAD_GAP_SECONDS
         while pos < end:
             if self.want:
                 take = min(self.want, end - pos)
@@ -132,4 +166,7 @@ class LineFramer:
                 out.append(line)
                 continue
             self.head, self.payload, self.want = line, bytearray(n), n
+            now = self.clock()
+            self.due = now + protocol.PAYLOAD_GAP_SECONDS
+            self.deadline = now + protocol.PAYLOAD_TOTAL_SECONDS
             return start

@@ -100,6 +100,12 @@ MAX_CHUNK_BYTES = 512 * 1024
 MAX_BINARY_CHUNK_BYTES = 4 * 1024 * 1024
 # A binary request line is short; longer lines are never checked for a payload.
 MAX_BINARY_HEADER_BYTES = 4096
+# A raw payload that stalls is abandoned: no byte of it for this long, or not all of it
+# this long after its request line, and the bytes received are dropped (nothing is
+# written), the request is answered -32003 and the framer reads lines again, so a host's
+# 0xFF + sync sent after its own timeout (5 s at the least) is not taken as payload.
+PAYLOAD_GAP_SECONDS = 3.0
+PAYLOAD_TOTAL_SECONDS = 60.0
 # The writes of one handle the host may keep in flight at once (file_open tells it).
 MAX_CHUNKS_IN_FLIGHT = 4
 # How long a write that arrived before its predecessor waits for it (then it is refused).
@@ -933,7 +939,15 @@ def render_markdown() -> str:
     w("  right after its newline, by exactly N raw bytes (0xFF and newlines included) that")
     w("  are the chunk; the next request starts after them. Only a host whose `file_open`")
     w("  result carries `max_binary_chunk_bytes` sends one (an older agent would read the")
-    w("  bytes as lines).")
+    w("  bytes as lines). The write happens only once all N bytes arrived. A payload that")
+    w(
+        "  stalls (no byte of it for %g s, or not complete %g s after its request line) is"
+        % (PAYLOAD_GAP_SECONDS, PAYLOAD_TOTAL_SECONDS)
+    )
+    w("  abandoned: the bytes received are dropped, nothing is written, the request is")
+    w("  answered -32003, and the agent reads lines again (so the host's 0xFF + `sync`")
+    w("  after its timeout resyncs). Test: test_process_conformance.py::")
+    w("  test_stalled_raw_payload_is_abandoned_and_sync_recovers.")
     w("")
     w("## Limits")
     w("")

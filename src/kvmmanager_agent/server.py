@@ -16,7 +16,7 @@ from . import protocol
 from .config import Config
 from .context import Context
 from .dispatcher import Dispatcher, encode, error_reply, parse, valid_id
-from .framing import LineFramer, Overlong
+from .framing import Abandoned, LineFramer, Overlong
 from .log import log
 from .methods import HANDLERS
 from .transport import Channel, ChannelClosed, listen_unix, open_device, socket_channel
@@ -128,6 +128,9 @@ class Agent:
             except ChannelClosed:
                 return
             if data is None:
+                # Nothing came: a raw payload in progress may have stalled.
+                for item in framer.expire():
+                    self.handle_item(item, channel)
                 continue
             if not data:
                 if eof_ends:
@@ -156,6 +159,9 @@ class Agent:
             log.info("reply dropped: %s", exc)
 
     def handle_item(self, item: Any, channel: Channel) -> None:
+        if isinstance(item, Abandoned):
+            self._abandoned(item, channel)
+            return
         if isinstance(item, Overlong):
             msg = "line longer than %d bytes" % self.config.max_line_bytes
             self._send(channel, encode(error_reply(None, protocol.INVALID_REQUEST, msg)))
@@ -199,6 +205,17 @@ class Agent:
             self._refuse(payload, channel, "too many concurrent requests")
             return
         self.pool.submit(self._work, payload, channel)
+
+    def _abandoned(self, item: Abandoned, channel: Channel) -> None:
+        payload, _ = parse(item.line)  # the framer parsed this very line already
+        msg = (
+            "raw payload stalled: %d of %d bytes arrived (each byte is due within %g s, "
+            "all within %g s); chunk abandoned, nothing written"
+            % (item.got, item.want, protocol.PAYLOAD_GAP_SECONDS, protocol.PAYLOAD_TOTAL_SECONDS)
+        )
+        log.warning("%s", msg)
+        if isinstance(payload, dict) and "id" in payload and valid_id(payload["id"]):
+            self._send(channel, encode(error_reply(payload["id"], protocol.TIMEOUT, msg)))
 
     def _refuse(self, payload: Any, channel: Channel, message: str) -> None:
         if isinstance(payload, dict):

@@ -356,3 +356,24 @@ def test_two_thousand_back_to_back_pings_are_all_answered(agentp: AgentProcess) 
     assert [r for r in replies if "result" not in r] == []
     assert {r["id"] for r in replies} == {f"b{i}" for i in range(2000)}
     agentp.assert_alive()
+
+
+def test_stalled_raw_payload_is_abandoned_and_sync_recovers(agentp: AgentProcess) -> None:
+    # A host that dies 10 bytes into a 200-byte upload chunk: the agent must give the
+    # chunk up (answered, nothing written) and hear the host's 0xFF + sync afterwards.
+    target = agentp.workdir / "files" / "stalled.bin"
+    opened = agentp.call("file_open", {"path": str(target), "mode": "w"})
+    handle = opened["result"]["handle"]
+    head = req("file_write_chunk", "w", {"handle": handle, "offset": 0, "binary_length": 200})
+    agentp.send(line(head) + b"0123456789")
+    reply = agentp.reply()
+    assert _shape(reply) == Err("w", -32003), reply
+    assert "nothing written" in reply["error"]["message"], reply
+    agentp.send(b"\xff" + line(req("sync", "s1", {"nonce": 41})))
+    raw = agentp.line()
+    assert raw.startswith(b"\xff"), raw
+    assert strict_json(raw[1:]) == {"jsonrpc": "2.0", "id": "s1", "result": {"nonce": 41}}
+    closed = agentp.call("file_close", {"handle": handle})
+    assert "result" in closed, closed
+    assert target.read_bytes() == b""  # file_close renames the written sibling over it
+    agentp.assert_alive()
