@@ -55,6 +55,8 @@ def test_build_and_release_take_one_epoch_so_one_hash(
     that changed the agent."""
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     root = Path(__file__).resolve().parents[3]
+    # release.py imports its sibling modules as the script it is (python packaging/release.py).
+    monkeypatch.syspath_prepend(str(root / "packaging"))
     spec = importlib.util.spec_from_file_location("kvmm_release", root / "packaging/release.py")
     assert spec is not None and spec.loader is not None
     release = importlib.util.module_from_spec(spec)
