@@ -13,6 +13,7 @@ Standard library only and Python 3.8 compatible: it runs inside guests.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import OrderedDict
 
@@ -111,6 +112,8 @@ MAX_CHUNKS_IN_FLIGHT = 4
 # How long a write that arrived before its predecessor waits for it (then it is refused).
 WRITE_ORDER_WAIT_SECONDS = 10.0
 MAX_OPEN_HANDLES = 16
+# Transfer offsets beyond this are refused as params (os.pread/pwrite take a C off_t).
+MAX_FILE_OFFSET = 2**62
 MAX_EXEC_OUTPUT_BYTES = 4 * 1024 * 1024
 # Host side: the largest reply it accepts.
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -523,7 +526,7 @@ _METHOD_LIST = [
         "reply: they follow its line raw (`binary_length` of them), as an upload's do.",
         [
             P("handle", "integer", "from file_open", required=True, min=0),
-            P("offset", "integer", "byte offset", required=True, min=0),
+            P("offset", "integer", "byte offset", required=True, min=0, max=MAX_FILE_OFFSET),
             P(
                 "length",
                 "integer",
@@ -556,7 +559,7 @@ _METHOD_LIST = [
         "up to %g s for its predecessor)." % (MAX_BINARY_HEADER_BYTES, WRITE_ORDER_WAIT_SECONDS),
         [
             P("handle", "integer", "from file_open", required=True, min=0),
-            P("offset", "integer", "byte offset", required=True, min=0),
+            P("offset", "integer", "byte offset", required=True, min=0, max=MAX_FILE_OFFSET),
             P(
                 "data",
                 "string",
@@ -809,6 +812,21 @@ class ParamError(ValueError):
         self.field = field
 
 
+# A lone surrogate (JSON "\\ud800") is a str in Python but no text: it cannot be encoded
+# for a path, an argv entry or a file, so every string in params is refused here.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    return False
+
+
 def _check_value(p: Param, value: Any) -> Any:
     types = _TYPES[p.kind]
     # bool is an int in Python; JSON true is never a valid integer parameter.
@@ -826,6 +844,8 @@ def _check_value(p: Param, value: Any) -> Any:
             raise ParamError(p.name, "'%s' is too short (minimum %d)" % (p.name, p.min))
         if p.max is not None and len(value) > p.max:
             raise ParamError(p.name, "'%s' is too long (maximum %d)" % (p.name, p.max))
+    if _has_surrogate(value):
+        raise ParamError(p.name, "'%s' contains a lone surrogate (not valid Unicode text)" % p.name)
     if p.choices is not None and value not in p.choices:
         raise ParamError(
             p.name, "'%s' must be one of %s" % (p.name, ", ".join(map(str, p.choices)))

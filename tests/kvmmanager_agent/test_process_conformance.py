@@ -377,3 +377,40 @@ def test_stalled_raw_payload_is_abandoned_and_sync_recovers(agentp: AgentProcess
     assert "result" in closed, closed
     assert target.read_bytes() == b""  # file_close renames the written sibling over it
     agentp.assert_alive()
+
+
+LONE = "\ud800"
+# (method, params, the field the -32602 must name); "@files" is the allowed directory.
+SURROGATE_CASES = [
+    ("file_write", {"path": "@files/" + LONE, "content": "x"}, "path"),
+    ("file_open", {"path": "@files/" + LONE, "mode": "w"}, "path"),
+    ("file_stat", {"path": "@files/" + LONE}, "path"),
+    ("file_write", {"path": "@files/s.txt", "content": "a" + LONE}, "content"),
+    ("exec_command", {"command": "sleep", "args": ["0", LONE]}, "args"),
+    ("exec_command", {"command": "sleep", "args": ["0"], "env": {LONE: "v"}}, "env"),
+    ("exec_command", {"command": "sleep", "args": ["0"], "env": {"K": LONE}}, "env"),
+    ("exec_command", {"command": "sleep", "args": ["0"], "input": LONE}, "input"),
+    ("exec_start", {"command": "sleep", "args": [LONE]}, "args"),
+    ("ssh_authorized_keys", {"user": "root" + LONE, "action": "list"}, "user"),
+    ("file_read_chunk", {"handle": 0, "offset": 2**63}, "offset"),
+]
+
+
+@pytest.mark.parametrize(
+    "method,params,field",
+    SURROGATE_CASES,
+    ids=[f"{m}-{f}-{i}" for i, (m, _, f) in enumerate(SURROGATE_CASES)],
+)
+def test_unusable_param_is_invalid_params_naming_the_field(
+    agentp: AgentProcess, method: str, params: dict[str, Any], field: str
+) -> None:
+    # Lone surrogates (no text: no path, argv entry or file content can hold one) and
+    # offsets beyond an off_t are the caller's mistake: -32602 naming the field, never
+    # -32603 with a traceback.
+    files = str(agentp.workdir / "files")
+    real = json.loads(json.dumps(params).replace("@files", files))
+    reply = agentp.call(method, real)
+    assert reply.get("error", {}).get("code") == PARAMS, reply
+    assert reply["error"].get("data") == {"field": field}, reply
+    assert "Traceback" not in json.dumps(reply), reply
+    agentp.assert_alive()
