@@ -71,7 +71,10 @@ def test_batch_by_tag_and_list_reports_each_vm(client, vms):
 
     entries = client.get("/api/audit", params={"action": "batch.run"}).json()
     items = entries["items"] if isinstance(entries, dict) else entries
-    assert len(items) == 2 and all(e["target"] == "start" for e in items)
+    # Each batch is audited with what it acted on: the tag, or the VMs it named.
+    targets = sorted(e["target"] for e in items)
+    named = ", ".join(f"local/{n}" for n in [*vms, "kvmm-t-ops-none"])
+    assert targets == sorted([named, "tag:kvmm-t-ops-b"]), targets
 
 
 def test_batch_as_a_job(client, vms):
