@@ -159,7 +159,10 @@ class Dispatcher:
             )
         if "params" in req and not _all_finite(req["params"]):
             # NaN/Infinity parse (Python's JSON accepts them) but are no JSON values.
-            msg = "params must not hold NaN or infinite numbers"
+            msg = (
+                "params must not hold NaN, infinite numbers or integers of more than %d digits"
+                % (jsonwire.MAX_INT_DIGITS)
+            )
             reply = error_reply(reply_id, protocol.INVALID_PARAMS, msg, "params")
             return None if req_id is _NO_ID else reply
         reply = self._call(method_name, req.get("params"), reply_id, actions, req.get(RAW))

@@ -17,6 +17,8 @@ import re
 import sys
 from collections import OrderedDict
 
+from .jsonwire import MAX_INT_DIGITS
+
 # typing costs ~2 MB of resident memory in the guest agent; annotations are strings.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -955,6 +957,12 @@ def render_markdown() -> str:
     w("`tests/kvmmanager_agent/test_original_protocol.py` against the shipped zipapp.")
     w("- Methods marked *answered inline* are cheap and answered by the reader at once,")
     w("  without a worker slot; the others run on `max_concurrent_requests` workers.")
+    w(
+        "- Integers of more than %d digits are refused like 1e999: -32602 in params (the"
+        % MAX_INT_DIGITS
+    )
+    w("  request's id kept), -32600 as an id. Test: test_process_conformance.py::")
+    w("  test_five_thousand_digit_integer_is_invalid_params_keeping_the_id.")
     w("- Raw payload: a `file_write_chunk` request with `binary_length` N is followed,")
     w("  right after its newline, by exactly N raw bytes (0xFF and newlines included) that")
     w("  are the chunk; the next request starts after them. Only a host whose `file_open`")

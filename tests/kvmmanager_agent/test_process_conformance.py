@@ -414,3 +414,21 @@ def test_unusable_param_is_invalid_params_naming_the_field(
     assert reply["error"].get("data") == {"field": field}, reply
     assert "Traceback" not in json.dumps(reply), reply
     agentp.assert_alive()
+
+
+@pytest.mark.parametrize("sign", ["", "-"], ids=["positive", "negative"])
+def test_five_thousand_digit_integer_is_invalid_params_keeping_the_id(
+    agentp: AgentProcess, sign: str
+) -> None:
+    # 3.11+ refuses int() of more than 4300 digits: that must not turn a well-formed
+    # request into a parse error with a null id and Python's wording.
+    digits = sign + "7" * 5000
+    agentp.send(
+        b'{"jsonrpc":"2.0","id":"big","method":"list_processes","params":{"limit":'
+        + digits.encode()
+        + b"}}\n"
+    )
+    reply = agentp.reply()
+    assert _shape(reply) == Err("big", PARAMS), reply
+    assert "4300" not in reply["error"]["message"], reply
+    agentp.assert_alive()
