@@ -98,6 +98,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = load(args.config)
         log.configure(config.log_level, config.log_file)
+        if config.log_file:
+            # Said on stderr before the file was open; the file keeps the record too.
+            for warning in config.warnings:
+                log.warning("%s", warning)
     except ConfigError as exc:
         sys.stderr.write("kvmmanager-agent: %s\n" % exc)
         return 2

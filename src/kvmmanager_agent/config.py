@@ -9,7 +9,7 @@ error at start, so a typo never silently widens access.
 from __future__ import annotations
 
 from . import jsonwire, protocol
-from .log import log
+from .log import LEVELS, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,16 +45,41 @@ DEFAULTS = {
 # says `"command_whitelist": null` means every command is allowed.
 NULLABLE = ("security.command_whitelist",)
 
+# Top-level keys that only describe the file (the original example config's "version"):
+# accepted and not used.
+INFORMATIONAL = ("version",)
+
+# The numbers' ranges, (lowest, highest, whole numbers only); a value outside is refused
+# at start rather than clamped, so a typo never silently changes a limit.
+BIG = 10**9
+RANGES = {
+    "max_message_size_kb": (1, 1024 * 1024, True),
+    "connection_retry_seconds": (0.1, BIG, False),
+    "request_timeout_seconds": (1, BIG, False),
+    "max_concurrent_requests": (1, 4096, True),
+    "requests_per_second": (1, BIG, True),
+    "requests_burst": (1, BIG, True),
+    "freeze_timeout_seconds": (1, BIG, False),
+    "shutdown_grace_seconds": (0, BIG, False),
+    "security.max_file_size_mb": (0, BIG, False),
+    "security.max_command_timeout_seconds": (1, BIG, False),
+}
+
 
 class ConfigError(ValueError):
     pass
 
 
-def _merge(base: Dict[str, Any], override: Dict[str, Any], prefix: str) -> None:
+def _merge(
+    base: Dict[str, Any], override: Dict[str, Any], prefix: str, warnings: List[str]
+) -> None:
     for key, value in override.items():
         name = prefix + key
+        if name in INFORMATIONAL:
+            continue
         if key not in base:
-            log.warning("config: unknown key %s ignored", name)
+            warnings.append("config: unknown key %s ignored" % name)
+            log.warning("%s", warnings[-1])
             continue
         current = base[key]
         if name in NULLABLE and value is None:
@@ -63,7 +88,7 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any], prefix: str) -> None:
         if isinstance(current, dict):
             if not isinstance(value, dict):
                 raise ConfigError("config key %s must be an object" % name)
-            _merge(current, value, name + ".")
+            _merge(current, value, name + ".", warnings)
             continue
         ok = (
             isinstance(value, list) and all(isinstance(v, str) for v in value)
@@ -74,7 +99,26 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any], prefix: str) -> None:
         )
         if not ok:
             raise ConfigError("config key %s has the wrong type" % name)
+        if name in RANGES:
+            _check_range(name, value)
+        if name == "log_level" and value.lower() not in LEVELS:
+            raise ConfigError(
+                "config key log_level must be one of %s (got %r)"
+                % (", ".join(sorted(LEVELS)), value[:40])
+            )
         base[key] = value
+
+
+def _check_range(name: str, value: Any) -> None:
+    low, high, whole = RANGES[name]
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError("config key %s must be a finite number" % name)
+    if whole and value != int(value):
+        raise ConfigError("config key %s must be a whole number (got %r)" % (name, value))
+    if not low <= value <= high:
+        raise ConfigError(
+            "config key %s must be between %s and %s (got %r)" % (name, low, high, value)
+        )
 
 
 class Config:
@@ -82,10 +126,12 @@ class Config:
 
     def __init__(self, data: Optional[Dict[str, Any]] = None) -> None:
         merged = jsonwire.loads(jsonwire.dumps(DEFAULTS))  # a deep copy, without the copy module
-        if data:
+        # What was logged about this config, for the log file once it is open.
+        self.warnings: List[str] = []
+        if data is not None:
             if not isinstance(data, dict):
                 raise ConfigError("config must be a JSON object")
-            _merge(merged, data, "")
+            _merge(merged, data, "", self.warnings)
         self.data = merged
         sec = merged["security"]
         self.log_level = str(merged["log_level"])
@@ -107,10 +153,11 @@ class Config:
             None if sec["command_whitelist"] is None else list(sec["command_whitelist"])
         )
         if self.command_whitelist is None:
-            log.warning(
+            self.warnings.append(
                 "config: security.command_whitelist is null: exec_command and exec_start "
                 "may run ANY command in this guest (list the allowed commands to limit it)"
             )
+            log.warning("%s", self.warnings[-1])
         self.max_file_bytes = min(
             protocol.MAX_SIMPLE_FILE_BYTES, int(float(sec["max_file_size_mb"]) * 1024 * 1024)
         )
@@ -148,4 +195,6 @@ def load(path: Optional[str]) -> Config:
         raise ConfigError("cannot read config file %s: %s" % (target, exc)) from None
     except Exception as exc:  # any parse failure (see jsonwire) names the file
         raise ConfigError("config file %s is not valid JSON: %s" % (target, exc)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("config file %s must hold a JSON object" % target)
     return Config(data)

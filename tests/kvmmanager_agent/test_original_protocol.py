@@ -260,3 +260,11 @@ def test_the_shipped_config_keeps_exec_limited_to_a_list() -> None:
         (Path(__file__).parents[2] / "packaging" / "agent" / "config.json").read_text()
     )
     assert isinstance(shipped["security"]["command_whitelist"], list)
+
+
+def test_the_original_config_warnings_reach_its_log_file(original: AgentProcess) -> None:
+    # The null whitelist is said in the configured log file too (not only on stderr,
+    # which a service's journal may not keep), and "version" is a known key.
+    logged = (original.workdir / "agent-file.log").read_text()
+    assert "command_whitelist is null" in logged and "ANY command" in logged
+    assert "unknown key" not in logged and "unknown key" not in original.log()

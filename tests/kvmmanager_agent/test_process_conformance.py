@@ -18,6 +18,7 @@ import pytest
 from tests.kvmmanager_agent.agentproc import (
     MIN_VERSIONS,
     SHIPPED_CONFIG,
+    START_TIMEOUT,
     AgentProcess,
     Interpreter,
     build_pyz,
@@ -432,3 +433,32 @@ def test_five_thousand_digit_integer_is_invalid_params_keeping_the_id(
     assert _shape(reply) == Err("big", PARAMS), reply
     assert "4300" not in reply["error"]["message"], reply
     agentp.assert_alive()
+
+
+BROKEN_CONFIGS = [
+    ('{"requests_per_second": NaN}', "config key requests_per_second must be a finite"),
+    ('{"max_concurrent_requests": 1e999}', "config key max_concurrent_requests must be a finite"),
+    ("[]", "must hold a JSON object"),
+    ("null", "must hold a JSON object"),
+    ('{"max_concurrent_requests": -1}', "config key max_concurrent_requests must be between"),
+    ('{"max_concurrent_requests": 2.5}', "config key max_concurrent_requests must be a whole"),
+    ('{"max_message_size_kb": 0}', "config key max_message_size_kb must be between"),
+    ('{"requests_per_second": -5}', "config key requests_per_second must be between"),
+    ('{"requests_burst": 0}', "config key requests_burst must be between"),
+    ('{"log_level": "loud"}', "config key log_level must be one of"),
+]
+
+
+@pytest.mark.parametrize("python", PYTHONS, ids=[p.label for p in PYTHONS])
+def test_broken_config_is_refused_with_rc_2(python: Interpreter, pyz: Path, tmp_path: Path) -> None:
+    # Each is refused at start, naming the key, instead of a traceback (rc 1) or being
+    # silently clamped to something else or read as the default config.
+    for text, message in BROKEN_CONFIGS:
+        proc = AgentProcess(python, pyz, tmp_path, config_text=text)
+        try:
+            rc = proc.proc.wait(START_TIMEOUT)
+            out = proc.log()
+        finally:
+            proc.stop()
+        assert (rc, "kvmmanager-agent: " in out, message in out) == (2, True, True), (text, out)
+        assert "Traceback" not in out, (text, out)
