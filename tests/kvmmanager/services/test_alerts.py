@@ -155,6 +155,11 @@ async def test_fed_by_the_metrics_pipeline(manager):
                  host="local", vm="test"),
     )  # fmt: skip
     deadline = asyncio.get_running_loop().time() + 30
+    # The metrics supervisor takes up a host on its next pass, which may follow the
+    # connect by one interval.
+    while "local" not in manager.metrics.hosts():
+        assert asyncio.get_running_loop().time() < deadline, "metrics never took up 'local'"
+        await asyncio.sleep(0.05)
     while not manager.alerts.list_alerts(state="firing"):
         await manager.metrics.collect_once("local")
         assert asyncio.get_running_loop().time() < deadline, "no alert from the pipeline"
