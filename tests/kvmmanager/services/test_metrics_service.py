@@ -355,6 +355,10 @@ async def test_ranges_beyond_what_is_kept_are_refused(manager: Any, settings: Se
     await short.start()
     try:
         await until(lambda: "local" in short.metrics.hosts(), "the collector")
+        # The VM is looked up in the inventory, which the host's connect fills.
+        await short.registry.get("local").wait_connected(30)
+        await until(lambda: any(d.name == "test" for d in short.inventory.domains("local")),
+                    "the inventory")  # fmt: skip
         with pytest.raises(InvalidInput) as e:
             await short.metrics.ahistory("local", "test", window="30d")
         assert e.value.field == "range" and "retention_days = 7" in e.value.message
