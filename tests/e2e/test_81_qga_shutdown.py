@@ -8,6 +8,9 @@ mode=auto presses the ACPI power button, says why, and the VM ends.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import pytest
 
 from .conftest import Lab
@@ -20,6 +23,16 @@ pytestmark = pytest.mark.vm
 def test_failed_qga_shutdown_is_a_guest_error_and_auto_falls_back_to_acpi(lab: Lab) -> None:
     g = lab.guest("qgaoff", "qga", 48)
     g.create(lab.pool, lab.network)
+    try:
+        _refused_then_acpi(lab, g)
+    finally:
+        # The lab's pool must end with only the agent ISO in it (test_90_cleanup).
+        with contextlib.suppress(ApiError):
+            lab.api.action(g.name, "destroy")
+        lab.api.delete_vm(g.name)
+
+
+def _refused_then_acpi(lab: Lab, g: Any) -> None:
     mark = g.start()
     g.wait_agent(mark, channel="qga")
 
