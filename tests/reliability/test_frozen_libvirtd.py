@@ -41,6 +41,7 @@ from tests.reliability.conftest import ServerProcess, summary_ms
 
 from kvmmanager.virt.owner import process_start, this_process
 from kvmmanager.virt.probe import probe_guest_name
+from kvmmanager.virt.xml.domain import Domain
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.slow]
 
@@ -317,11 +318,9 @@ def test_a_live_managers_probe_guest_is_left_alone(
         name = probe_guest_name(owner)
         conn = private_host.open()
         try:
-            xml = (
-                f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>"
-                "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"
-            )
-            conn.createXML(xml, 0)
+            dom = Domain(type="qemu", name=name, memory=32 * 1024, vcpus=1)
+            dom.os.os_type, dom.os.arch = "hvm", "x86_64"
+            conn.createXML(dom.to_xml(), 0)
         finally:
             conn.close()
         srv = server_process(uri=private_host.uri)

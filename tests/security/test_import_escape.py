@@ -24,6 +24,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from fastapi.testclient import TestClient
+from lxml import etree
 from tests.libvirtd_pools import LIBVIRTD_URI, DirPool, libvirtd_dir_pool, qemu_dir
 
 from kvmmanager.core.config import Settings
@@ -94,13 +95,27 @@ def host_file() -> Iterator[Path]:
         where.rmdir()
 
 
+# The attack fragments below are raw XML text, as an attacker sends it; the domain
+# around them is built as a tree. Their `qemu:` prefix needs the namespace in scope.
+_FRAGMENT_OPEN = "<fragment xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+
+
+def _append(parent: etree._Element, fragment: str) -> None:
+    if fragment:
+        parent.extend(list(etree.fromstring(_FRAGMENT_OPEN + fragment + "</fragment>")))
+
+
 def domain_xml(name: str, devices: str = "", os_extra: str = "", top: str = "") -> str:
-    return (
-        f"<domain type='qemu' xmlns:qemu='{QEMU_NS}'><name>{name}</name>"
-        "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
-        f"<os><type arch='x86_64' machine='pc'>hvm</type>{os_extra}</os>"
-        f"<devices>{devices}</devices>{top}</domain>"
-    )
+    root = etree.Element("domain", type="qemu", nsmap={"qemu": QEMU_NS})
+    etree.SubElement(root, "name").text = name
+    etree.SubElement(root, "memory", unit="MiB").text = "64"
+    etree.SubElement(root, "vcpu").text = "1"
+    os_el = etree.SubElement(root, "os")
+    etree.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
+    _append(os_el, os_extra)
+    _append(etree.SubElement(root, "devices"), devices)
+    _append(root, top)
+    return etree.tostring(root, encoding="unicode")
 
 
 # (case id, parts of the XML, the element the refusal must name). `{host}` is a root-only
@@ -261,10 +276,10 @@ def test_agent_channel_socket_paths_are_left_to_libvirt(operator: TestClient) ->
     """An exported VM may carry the socket path libvirt once chose for an agent channel;
     the import drops it (libvirt names a fresh one) instead of binding where it says."""
     planted = "/var/lib/libvirt/qemu/channel/target/kvmm-t-elsewhere/org.qemu.guest_agent.0"
-    channel = (
-        f"<channel type='unix'><source mode='bind' path='{planted}'/>"
-        "<target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
-    )
+    ch = etree.Element("channel", type="unix")
+    etree.SubElement(ch, "source", mode="bind", path=planted)
+    etree.SubElement(ch, "target", type="virtio", name="org.qemu.guest_agent.0")
+    channel = etree.tostring(ch, encoding="unicode")
     name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
     r = operator.post("/api/hosts/local/imports", json={"xml": domain_xml(name, channel)})
     assert r.status_code == 201, r.text
