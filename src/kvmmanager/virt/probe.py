@@ -263,7 +263,9 @@ def start_probe(host: HostConnection) -> asyncio.Future[AccelInfo]:
     ran already. One probe per connection, shared by every caller (the task is the cache).
     """
     task: asyncio.Future[AccelInfo] | None = host.cache.get("accel")
-    if task is not None:
+    # A task still running on another event loop (a test client's portal, a CLI run) cannot
+    # be awaited here: this loop starts its own. A finished one is just its answer.
+    if task is not None and (task.done() or task.get_loop() is asyncio.get_running_loop()):
         return task
     local = not is_remote_uri(host.uri)
 

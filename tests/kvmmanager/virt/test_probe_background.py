@@ -75,6 +75,45 @@ async def test_start_probe_runs_once_per_connection(testhost):
     assert (await task).source == "probe"
 
 
+async def test_a_probe_made_on_another_event_loop_answers_this_one(testhost):
+    # The web test client and the CLI run their own loops over one host: a task of another
+    # loop cannot be awaited here (CI stop 14: "attached to a different loop", a 500).
+    first = await host_accel(testhost, wait=30)
+
+    def other_loop() -> probe.AccelInfo:
+        return asyncio.run(host_accel(testhost, wait=30))
+
+    again = await asyncio.to_thread(other_loop)
+    assert (again.accel, again.source) == (first.accel, "probe")
+
+
+async def test_a_probe_still_running_on_another_event_loop_does_not_break_this_one(testhost):
+    # The web test client's portal loop started the probe and is still waiting on it when a
+    # request on another loop asks: awaiting that task here raised "attached to a different
+    # loop" (CI stop 14, a 500 on the dashboard). This loop starts its own probe instead.
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    release, busy = await _hold_the_worker(testhost)
+    try:
+
+        async def start_there() -> None:
+            start_probe(testhost)
+
+        asyncio.run_coroutine_threadsafe(start_there(), other).result(30)
+        assert testhost.cache["accel"].get_loop() is other
+        answer = asyncio.ensure_future(host_accel(testhost, wait=30))
+        await asyncio.sleep(0.1)
+    finally:
+        release.set()
+        await busy
+    try:
+        assert (await answer).source == "probe"
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(30)
+
+
 def _guest_xml(name: str) -> str:
     dom = Domain(type="test", name=name, memory=128 * 1024, current_memory=128 * 1024, vcpus=1)
     dom.os.os_type, dom.os.arch = "hvm", "x86_64"
