@@ -15,6 +15,10 @@ option) adds, per server:
   process's descriptor limit). When the server is full, a new connection closes the oldest
   one that has no request in progress, so stalled connections never keep a working client
   out. The body of a request is bounded in size and time by api/body_limits.py.
+
+`RefusingWebSocketProtocol` (uvicorn's `ws=` option) makes a refused WebSocket handshake
+(no login, foreign origin, another user's VM) a clean refusal: its access line at INFO,
+no ERROR.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from asyncio import TimerHandle, Transport
 from collections import Counter
 from typing import Any
 
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from kvmmanager.core.config import ServerSettings
 
@@ -175,6 +181,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+class RefusingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, aware that an HTTP denial ends the handshake.
+
+    The app refuses a handshake with an HTTP response (ASGI `websocket.http.response`,
+    api/errors.py) so the client learns why (401, 403, 404). uvicorn's protocol sends it
+    but still counts the handshake as incomplete, and so logs "ASGI callable returned
+    without completing handshake" at ERROR for every refusal: anonymous clients could
+    fill the log with errors. Once the denial's last body part is sent the handshake is
+    over (as uvicorn's wsproto protocol records it); uvicorn has already logged the
+    refusal's access line at INFO."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get(
+            "more_body", False
+        ):
+            self.handshake_complete = True
+
+
 def protocol_class(settings: ServerSettings, fd_limit: int) -> type[GuardedHttpProtocol]:
     """A protocol class for one server, its guard shared by all its connections."""
     guard = ConnectionGuard(
@@ -191,6 +216,7 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
     fd_limit = raise_fd_limit()
     return {
         "http": protocol_class(settings, fd_limit),
+        "ws": RefusingWebSocketProtocol,
         "timeout_keep_alive": settings.keep_alive_seconds,
         # Forwarded headers are honoured inside the app, from trusted proxies only
         # (api/transport.py), so that every way of serving the app behaves the same.
