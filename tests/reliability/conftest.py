@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.migration.second_host import SecondHost
 from tests.reliability.hostile import Behaviour, FakeGuest
 
 
@@ -234,3 +235,28 @@ def server_process(settings: Any) -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for srv in made:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def private_host() -> Iterator[SecondHost]:
+    """A private libvirtd (tests/migration/second_host.py) for the module: the daemon the
+    freeze tests SIGSTOP, never the shared qemu:///system other test runs use."""
+    if os.geteuid() != 0:
+        pytest.skip("a private libvirtd in its own namespaces needs root")
+    host = SecondHost()
+    host.start()
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@contextlib.contextmanager
+def frozen(host: SecondHost) -> Iterator[None]:
+    """SIGSTOP the private libvirtd; SIGCONT it whatever happens."""
+    pid = int((host.root / "libvirtd.pid").read_text().strip())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

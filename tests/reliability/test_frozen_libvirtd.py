@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -37,7 +35,7 @@ import httpx
 import libvirt
 import pytest
 from tests.migration.second_host import SecondHost
-from tests.reliability.conftest import ServerProcess, summary_ms
+from tests.reliability.conftest import ServerProcess, frozen, summary_ms
 
 from kvmmanager.virt.owner import process_start, this_process
 from kvmmanager.virt.probe import probe_guest_name
@@ -60,33 +58,6 @@ SCALED_DOWN = {
     "KVMM_LIBVIRT__KEEPALIVE_INTERVAL": "2",
     "KVMM_LIBVIRT__KEEPALIVE_COUNT": "4",
 }
-
-
-@pytest.fixture(scope="module")
-def private_host() -> Iterator[SecondHost]:
-    if os.geteuid() != 0:
-        pytest.skip("a private libvirtd in its own namespaces needs root")
-    host = SecondHost()
-    host.start()
-    try:
-        yield host
-    finally:
-        host.stop()
-
-
-def _libvirtd_pid(host: SecondHost) -> int:
-    return int((host.root / "libvirtd.pid").read_text().strip())
-
-
-@contextlib.contextmanager
-def frozen(host: SecondHost) -> Iterator[None]:
-    """SIGSTOP the private libvirtd; SIGCONT it whatever happens."""
-    pid = _libvirtd_pid(host)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 class EventLog:

@@ -87,6 +87,10 @@ class LibvirtSettings(BaseModel):
     # "not responding" and its calls are refused up front until it answers again.
     heartbeat_seconds: float = Field(5.0, gt=0)
     not_responding_seconds: float = Field(3.0, gt=0)
+    # An open of the connection unanswered this long marks the host "not responding"
+    # (a frozen daemon accepts the socket and answers nothing); the open keeps waiting,
+    # since a daemon that thaws answers it. Generous: an ssh handshake takes seconds.
+    connect_seconds: float = Field(15.0, gt=0)
     # The accelerator probe runs in the background at connect, within this deadline; a VM
     # create waits for it at most `accel_wait_seconds`, then uses the last known answer.
     probe_deadline_seconds: float = Field(120.0, gt=0)

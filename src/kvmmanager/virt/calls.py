@@ -85,6 +85,8 @@ class Call:
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     abandoned: bool = False  # its caller gave up before a worker took it: never runs
+    # Set (on the caller's loop) when the call is refused while still queued.
+    refusal: asyncio.Future[HostUnavailable] | None = None
 
 
 class HostWorkers:
@@ -97,6 +99,7 @@ class HostWorkers:
         self.size = max(1, size)
         self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"libvirt-{host}")
         self._lock = threading.Lock()
+        self._queued: set[Call] = set()
         self._running: set[Call] = set()
         self._overdue: set[Call] = set()
         self._on_overdue = on_overdue
@@ -108,6 +111,30 @@ class HostWorkers:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def refuse_queued(self, reason: Callable[[str], HostUnavailable]) -> int:
+        """Refuse every call still waiting for a worker (the host stopped answering, or
+        its connection is gone): their callers get `reason(op)` now instead of waiting
+        behind workers stuck on the host. Calls already running are left to their
+        deadline. Returns how many were refused."""
+        with self._lock:
+            refused = list(self._queued)
+            self._queued.clear()
+            for call in refused:
+                call.abandoned = True
+        for call in refused:
+            fut = call.refusal
+            if fut is None:
+                continue
+
+            def settle(fut: asyncio.Future[HostUnavailable] = fut, op: str = call.op) -> None:
+                if not fut.done():
+                    fut.set_result(reason(op))
+
+            # The caller may wait on another event loop (a TestClient's, a probe's).
+            with contextlib.suppress(RuntimeError):  # that loop is closed: caller gone
+                fut.get_loop().call_soon_threadsafe(settle)
+        return len(refused)
 
     async def call(
         self, fn: Callable[[], T], *, op: str, kind: CallKind, deadline: float | None
@@ -122,12 +149,14 @@ class HostWorkers:
                 f"{oldest.op}, {age:.0f} s); {op} was not sent",
                 field="host",
             )
-        call = Call(op, kind, deadline)
+        loop = asyncio.get_running_loop()
+        call = Call(op, kind, deadline, refusal=loop.create_future())
 
         def body() -> T:
             with self._lock:
                 if call.abandoned:
                     raise asyncio.CancelledError
+                self._queued.discard(call)
                 call.started_at = time.monotonic()
                 self._running.add(call)
             try:
@@ -137,16 +166,32 @@ class HostWorkers:
                     self._running.discard(call)
                     self._overdue.discard(call)
 
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, body)
-        if deadline is None:
-            return await fut
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
-        # that meets a result, which would let a stopping host's supervisor run on.
+        with self._lock:
+            self._queued.add(call)
+        fut = loop.run_in_executor(self._executor, body)
+        assert call.refusal is not None
+        refusal = call.refusal
         try:
-            async with asyncio.timeout(deadline):
-                return await asyncio.shield(fut)
-        except TimeoutError:
-            pass
+            # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that meets a result, which would let a stopping host's
+            # supervisor run on. Neither future is cancelled by a timeout here.
+            await asyncio.wait(
+                {fut, refusal}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            with self._lock:
+                call.abandoned = call.started_at is None  # not sent: never will be
+            fut.add_done_callback(_ignore_outcome)
+            raise
+        finally:
+            with self._lock:
+                self._queued.discard(call)
+        if refusal.done():
+            # Refused before a worker took it: it never runs (abandoned under the lock).
+            fut.add_done_callback(_ignore_outcome)
+            raise refusal.result()
+        if fut.done():
+            return fut.result()
         with self._lock:
             started = call.started_at is not None
             if not started:
@@ -156,7 +201,7 @@ class HostWorkers:
         if fut.done() and not fut.cancelled():
             return fut.result()  # it answered just as the deadline passed
         # Nobody awaits it any more: retrieve its outcome so asyncio does not warn.
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        fut.add_done_callback(_ignore_outcome)
         if not started:
             raise HostTimeout(
                 f"host '{self.host}': {op} waited {deadline:g} s for a free libvirt worker "
@@ -171,3 +216,8 @@ class HostWorkers:
             "retrying",
             field="host",
         )
+
+
+def _ignore_outcome(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from kvmmanager.core.config import LibvirtSettings, Settings
-from kvmmanager.core.errors import HostUnavailable, KvmmError, NotFound
+from kvmmanager.core.errors import HostTimeout, HostUnavailable, KvmmError, NotFound
 from kvmmanager.virt import liveness, readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
 from kvmmanager.virt.calls import Call, CallKind, HostWorkers, deadline_for, op_name, resolve_kind
@@ -228,6 +228,10 @@ class HostConnection:
         reason = f": {self.status_reason}" if self.status_reason else ""
         return HostUnavailable(f"host '{self.name}' is {self.status}{reason}", field="host")
 
+    def _refusal(self, op: str) -> HostUnavailable:
+        err = self._unavailable()
+        return HostUnavailable(f"{err.message}; {op} was not sent", field="host")
+
     def _set_status(self, status: str, reason: str = "") -> None:
         if (status, reason) == (self.status, self.status_reason):
             return
@@ -239,6 +243,11 @@ class HostConnection:
                 self.stale_since = None
         self.status, self.status_reason = status, reason
         log.info("host %s: %s %s", self.name, status, reason)
+        if status != "connected":
+            # Calls still waiting for a worker would wait behind workers stuck on the
+            # host (or run on a connection that is gone): refuse them now, with the
+            # reason, like a call made from now on.
+            self.workers.refuse_queued(self._refusal)
         if self._status_changed is not None:
             self._status_changed.set()
         self.bus.publish(
@@ -342,7 +351,7 @@ class HostConnection:
             self._lost.clear()
             self.cache.clear()
             try:
-                conn = await self._in_thread(self._open_and_attach, gen)
+                conn = await self._open(gen)
             except Exception as exc:
                 reason = _reason(exc)
                 self._set_status("reconnecting" if ever_connected else "failed", reason)
@@ -355,7 +364,10 @@ class HostConnection:
                 log.warning("host %s: resync failed", self.name, exc_info=True)
                 reason = f"resync failed: {_reason(exc)}"
                 await self._drop(conn)
-                self._set_status("reconnecting" if ever_connected else "failed", reason)
+                if isinstance(exc, HostTimeout):  # it answered the open, then froze
+                    self._set_status(NOT_RESPONDING, reason)
+                else:
+                    self._set_status("reconnecting" if ever_connected else "failed", reason)
                 continue
             self._resynced.set()
             self._set_status("connected", "")
@@ -374,6 +386,24 @@ class HostConnection:
             self._set_status(NOT_RESPONDING if frozen else "reconnecting", reason)
             # Reconnect at once: a restarted libvirtd is usually back before any backoff.
             first_attempt = True
+
+    async def _open(self, gen: int) -> libvirt.virConnect:
+        """Open and attach in a daemon thread. A daemon that accepts the socket and then
+        answers nothing (frozen) holds the open indefinitely: past `connect_seconds` the
+        host is "not responding", saying so, and the open goes on waiting for the thaw."""
+        opening = asyncio.ensure_future(self._in_thread(self._open_and_attach, gen))
+        try:
+            done, _ = await asyncio.wait({opening}, timeout=self.settings.connect_seconds)
+            if not done:
+                self._set_status(
+                    NOT_RESPONDING,
+                    f"libvirtd at {self.uri} has not answered the connection for "
+                    f"{self.settings.connect_seconds:g} s (still waiting)",
+                )
+            return await opening
+        except BaseException:
+            opening.cancel()  # a stop() meanwhile: _in_thread closes what it opens late
+            raise
 
     def _max_backoff(self) -> float:
         # A failed attempt on a local socket costs nothing, and a restarted local libvirtd
