@@ -18,7 +18,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from kvmmanager.core import security
 from kvmmanager.core.config import Settings, get_settings
+
+# A production-strength argon2id hash costs ~0.3 s and ~240 tests create a user: the suite
+# hashes with the cheapest parameters instead. Only pytest can switch them (core/security.py);
+# tests/kvmmanager/core/test_security.py proves the product itself still uses RFC 9106's.
+security.use_test_password_hashing()
 
 ADMIN_TOKEN_NAME = "kvmm-t-plat-fixture"
 

@@ -6,12 +6,33 @@ import hashlib
 import hmac
 import secrets
 import string
+import sys
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-# argon2-cffi's defaults are RFC 9106's low-memory recommendation for argon2id.
-_hasher = PasswordHasher()
+# argon2-cffi's defaults are RFC 9106's low-memory recommendation for argon2id. Nothing in
+# the product changes them: no setting, no environment variable, no config file.
+PRODUCTION_HASHER = PasswordHasher()
+# The cheapest parameters argon2 accepts. Only the test suite installs them (tests/conftest.py
+# calls use_test_password_hashing), because a production-strength hash costs ~0.3 s and
+# ~240 tests create users.
+_TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+class _Active:
+    """The hasher in use; a holder rather than a `global` rebinding."""
+
+    hasher: PasswordHasher = PRODUCTION_HASHER
+
+
+def use_test_password_hashing() -> None:
+    """Switch this process to the test-only argon2 parameters. Refused unless pytest is
+    running this process, so no production code path can ever reach it by mistake."""
+    if "pytest" not in sys.modules:
+        raise RuntimeError("the test-only password hashing is for the test suite (pytest) only")
+    _Active.hasher = _TEST_HASHER
+
 
 TOKEN_PREFIX = "kvmm_"  # noqa: S105  (a marker, not a secret)
 # Shown in listings so a user can tell tokens apart without the secret.
@@ -20,18 +41,18 @@ _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _Active.hasher.hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return _Active.hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
 
 def password_needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
+    return _Active.hasher.check_needs_rehash(password_hash)
 
 
 def generate_password(length: int = 20) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -32,8 +33,13 @@ MIN_PASSWORD_LENGTH = password_policy.MIN_LENGTH
 MAX_PASSWORD_LENGTH = password_policy.MAX_LENGTH
 BOOTSTRAP_ADMIN = "admin"
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
-# Verified against when the user does not exist, so a login costs the same either way.
-_DUMMY_HASH = security.hash_password(security.generate_password())
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a login costs the same either way.
+    Made on first use (not at import) with the parameters in use then."""
+    return security.hash_password(security.generate_password())
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +165,7 @@ class UserService:
         with self._m.db() as s:
             user = s.scalar(select(User).where(User.username == username))
         if user is None:
-            security.verify_password(_DUMMY_HASH, password)
+            security.verify_password(_dummy_hash(), password)
             raise Unauthenticated("invalid username or password")
         if not security.verify_password(user.password_hash, password) or user.disabled:
             raise Unauthenticated("invalid username or password")

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import argon2
+
 from kvmmanager.core import security
 
 
@@ -36,3 +42,46 @@ def test_csrf_compare() -> None:
     assert not security.constant_time_equal(a, a + "x")
     assert not security.constant_time_equal(None, a)
     assert not security.constant_time_equal(a, None)
+
+
+def test_production_hashes_with_rfc_9106_parameters_and_cannot_switch() -> None:
+    """A fresh interpreter (no pytest) with the users service imported: passwords are hashed
+    with RFC 9106's low-memory argon2id parameters, and the test-only ones are refused."""
+    code = (
+        "import kvmmanager.services.users\n"
+        "from kvmmanager.core import security\n"
+        "print(security.hash_password('correct horse'))\n"
+        "try:\n"
+        "    security.use_test_password_hashing()\n"
+        "except RuntimeError as e:\n"
+        "    print('refused:', e)\n"
+        "print(security.hash_password('correct horse'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KVMM_", "PYTEST"))}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    first, refusal, second = out.stdout.splitlines()
+    strong = argon2.profiles.RFC_9106_LOW_MEMORY
+    for h in (first, second):
+        params = argon2.extract_parameters(h)
+        assert params.type is argon2.Type.ID
+        assert (params.memory_cost, params.time_cost, params.parallelism) == (
+            strong.memory_cost,
+            strong.time_cost,
+            strong.parallelism,
+        )
+    assert refusal.startswith("refused: the test-only password hashing is for the test suite")
+
+
+def test_the_suite_hashes_cheaply_and_verifies_hashes_made_with_other_parameters() -> None:
+    params = argon2.extract_parameters(security.hash_password("x"))
+    assert (params.memory_cost, params.time_cost, params.parallelism) == (8, 1, 1)
+    # A stored hash carries its own parameters: one made with others still verifies, and
+    # is flagged for rehashing with the parameters in use.
+    other = argon2.PasswordHasher(time_cost=2, memory_cost=16, parallelism=1).hash("horse")
+    assert security.verify_password(other, "horse")
+    assert not security.verify_password(other, "wrong horse")
+    assert security.password_needs_rehash(other)
