@@ -30,6 +30,7 @@ start_agent = _fx.start_agent
 agent = _fx.agent
 
 BASE = "/api/hosts/local/vms/test/agent"
+BASE_ROUTE = "/api/hosts/{host}/vms/{vm}/agent"
 
 
 @pytest.fixture
@@ -93,30 +94,28 @@ def test_exec_and_stream(api: TestClient, client_as: Callable[[str], TestClient]
     assert bad.status_code == 403 and bad.json()["error"]["field"] == "command"
 
 
-def test_files_simple_and_chunked(api: TestClient, roots: dict[str, Path]) -> None:
+def test_files_simple_and_streamed(api: TestClient, roots: dict[str, Path]) -> None:
     path = str(roots["write"] / "f.txt")
     r = api.put(f"{BASE}/files", json={"path": path, "content": "hello"})
     assert r.json() == {"bytes_written": 5, "path": path}
     assert api.get(f"{BASE}/files", params={"path": path}).json()["content"] == "hello"
     data = os.urandom(1_300_000)
-    h = api.post(f"{BASE}/files/open", json={"path": path + ".bin", "mode": "w"}).json()["handle"]
-    for off in range(0, len(data), 512 * 1024):
-        piece = data[off : off + 512 * 1024]
-        r = api.put(f"{BASE}/files/{h}/chunk", params={"offset": off}, content=piece)
-        assert r.status_code == 200, r.text
-    closed = api.post(f"{BASE}/files/{h}/close").json()
-    assert closed["sha256"] == hashlib.sha256(data).hexdigest()
-    h = api.post(f"{BASE}/files/open", json={"path": path + ".bin"}).json()["handle"]
-    got = b""
-    while True:
-        r = api.get(f"{BASE}/files/{h}/chunk", params={"offset": len(got)})
-        got += r.content
-        if r.headers["X-EOF"] == "1":
-            break
-    api.post(f"{BASE}/files/{h}/close")
-    assert got == data
+    r = api.put(f"{BASE}/files/content", params={"path": path + ".bin"}, content=data)
+    assert r.status_code == 200 and r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    # A resumed download from an offset gives the rest of the file.
+    whole = api.get(f"{BASE}/files/content", params={"path": path + ".bin"})
+    rest = api.get(f"{BASE}/files/content", params={"path": path + ".bin", "offset": 700_000})
+    assert whole.content == data and rest.content == data[700_000:]
+    assert rest.headers["X-Offset"] == "700000"
     outside = api.get(f"{BASE}/files", params={"path": "/etc/shadow"})
     assert outside.status_code == 403 and outside.json()["error"]["field"] == "path"
+
+
+def test_the_one_transfer_path_is_the_only_one(api: TestClient) -> None:
+    """Issue 13: one transfer implementation; the per-chunk routes are gone."""
+    routes = set(api.get("/api/openapi.json").json()["paths"])
+    assert f"{BASE_ROUTE}/files/content" in routes
+    assert not [p for p in routes if "/agent/files/{handle}" in p or p.endswith("/files/open")]
 
 
 def test_power_freeze_and_generic_call(api: TestClient) -> None:
@@ -222,7 +221,7 @@ def test_guest_file_reads_keep_to_the_vm_owner(
     user's VM (issue 14's finding), whichever read route; the owner may."""
     (roots["read"] / "secret.txt").write_text("kvmm-t secret")
     path = str(roots["read"] / "secret.txt")
-    opened = api.post(f"{BASE}/files/open", json={"path": path, "mode": "r"}).json()
+    opened = api.post(f"{BASE}/call/file_open", json={"path": path, "mode": "r"}).json()
     # Transfer handles are unguessable: no small integer names someone's transfer.
     assert opened["handle"] > 2**32
     manager = api.app.state.manager  # type: ignore[attr-defined]
@@ -234,18 +233,19 @@ def test_guest_file_reads_keep_to_the_vm_owner(
             (f"{BASE}/files/content", {"path": path}),
             (f"{BASE}/files", {"path": path}),
             (f"{BASE}/files/stat", {"path": path, "sha256": True}),
-            (f"{BASE}/files/{opened['handle']}/chunk", {"offset": 0}),
         ]
         for url, params in reads:
             r = operator.get(url, params=params)
             assert r.status_code == 403 and "kvmm-t-someone-else" in r.text, (url, r.text)
+        by_name = operator.post(f"{BASE}/call/file_read", json={"path": path})
+        assert by_name.status_code == 403, by_name.text
         manager.inventory.put_domain(dataclasses.replace(info, owner=None))
         assert operator.get(f"{BASE}/files/content", params={"path": path}).content == (
             b"kvmm-t secret"
         )
     finally:
         manager.inventory.put_domain(info)
-        api.post(f"{BASE}/files/{opened['handle']}/close")
+        api.post(f"{BASE}/call/file_close", json={"handle": opened["handle"]})
 
 
 def test_download_resumes_from_an_offset_through_the_windowed_transfer(

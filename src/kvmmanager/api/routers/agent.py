@@ -3,8 +3,9 @@
 Roles: viewers read facts (GET); exec, files, power, freeze and admin methods need
 operator; `settings.agent.allow` may grant a role more methods. Every endpoint checks the
 method's allowance for the caller, on top of the app-wide rule that writes need operator.
-File transfers of any size use the chunk endpoints: raw bytes in and out, the guest
-verifies with sha256 at close.
+Files of any size go through /files/content only (PUT streams the body up, GET streams
+the file down, from an offset to resume): the one windowed transfer that the CLI and the
+web UI use and that bench/ measures; the guest verifies with sha256.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kvmmanager.api.deps import (
@@ -27,7 +28,6 @@ from kvmmanager.api.deps import (
 )
 from kvmmanager.api.schemas.agent import (
     ExecRequest,
-    FileOpen,
     FileWrite,
     FreezeRequest,
     MethodOut,
@@ -283,61 +283,6 @@ async def agent_file_stat(
     manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
 ) -> Any:  # fmt: skip
     return await _call(manager, who, host, vm, "file_stat", {"path": path, "sha256": sha256})
-
-
-@router.post("/files/open", name="agent.file_open")
-async def agent_file_open(
-    host: str, vm: str, body: FileOpen,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
-) -> Any:  # fmt: skip
-    """Start a chunked transfer; returns handle, size_bytes (resume point), max_chunk_bytes."""
-    return await _call(manager, who, host, vm, "file_open", body.model_dump())
-
-
-@router.get("/files/{handle}/chunk", name="agent.file_read_chunk")
-@owner_read
-async def agent_file_read_chunk(
-    host: str, vm: str, handle: int, offset: int = Query(ge=0),
-    length: int = Query(protocol.MAX_CHUNK_BYTES, ge=1, le=protocol.MAX_CHUNK_BYTES),
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
-) -> Response:  # fmt: skip
-    """Raw bytes; header X-EOF: 1 on the last chunk."""
-    r = await _call(
-        manager, who, host, vm, "file_read_chunk",
-        {"handle": handle, "offset": offset, "length": length},
-    )  # fmt: skip
-    return Response(
-        base64.b64decode(r["data"]),
-        media_type="application/octet-stream",
-        headers={"X-EOF": "1" if r["eof"] else "0"},
-    )
-
-
-@router.put("/files/{handle}/chunk", name="agent.file_write_chunk")
-async def agent_file_write_chunk(
-    host: str, vm: str, handle: int, request: Request, offset: int = Query(ge=0),
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
-) -> Any:  # fmt: skip
-    """Raw bytes in the body (at most max_chunk_bytes)."""
-    _check(manager, who, "file_write_chunk")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > protocol.MAX_CHUNK_BYTES:
-            raise InvalidInput(f"chunk larger than {protocol.MAX_CHUNK_BYTES} bytes", field="body")
-    data = base64.b64encode(bytes(body)).decode()
-    return await manager.agents.call(
-        host, vm, "file_write_chunk", {"handle": handle, "offset": offset, "data": data}
-    )
-
-
-@router.post("/files/{handle}/close", name="agent.file_close")
-async def agent_file_close(
-    host: str, vm: str, handle: int,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
-) -> Any:  # fmt: skip
-    """Finish a transfer: size_bytes and the sha256 of the whole guest file."""
-    return await _call(manager, who, host, vm, "file_close", {"handle": handle})
 
 
 @router.post("/shutdown", name="agent.shutdown")
