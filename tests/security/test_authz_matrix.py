@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
+from tests.testdriver import purge
 
 from kvmmanager.api.deps import WRITE_METHODS, is_owner_read, is_public, is_self_service
 
@@ -129,7 +130,7 @@ def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> Iterat
     anon.portal = clients["admin"].portal
     clients["anonymous"] = anon
     owner = clients["operator"].kvmm_username  # type: ignore[attr-defined]
-    _purge_test_domains()
+    purge("kvmm-t-sec", volumes=False)
     for name, who in ((OWNER_VM, owner), (OTHER_VM, "admin")):
         r = clients["admin"].post(
             "/api/hosts/local/vms", json={"name": name, "memory_mib": 128, "owner": who}
@@ -140,19 +141,7 @@ def matrix_env(app: FastAPI, role_client: Callable[[str], TestClient]) -> Iterat
     # libvirt's test:///default keeps its state while any connection in the process is
     # open: leave nothing behind for the next test. Straight through libvirt, because the
     # matrix itself may have removed the host or renamed a VM through the API.
-    _purge_test_domains()
-
-
-def _purge_test_domains() -> None:
-    conn = libvirt.open("test:///default")
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith("kvmm-t-sec"):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-    finally:
-        conn.close()
+    purge("kvmm-t-sec", volumes=False)
 
 
 def _destructive(method: str, path: str) -> bool:

@@ -13,28 +13,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-import libvirt
 import pytest
 from fastapi.testclient import TestClient
+from tests.testdriver import purge
 
 PREFIX = "kvmm-t-sechost-boot-"
 HOST_FILE = "/etc/shadow"
-
-
-def _drop() -> None:
-    conn = libvirt.open("test:///default")
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(PREFIX):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        pool = conn.storagePoolLookupByName("default-pool")
-        for vol in pool.listAllVolumes(0):
-            if vol.name().startswith(PREFIX):
-                vol.delete(0)
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -47,7 +31,7 @@ def admin(client: TestClient) -> Iterator[TestClient]:
     try:
         yield client
     finally:
-        _drop()
+        purge(PREFIX)
 
 
 @pytest.fixture

@@ -10,28 +10,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import libvirt
 import pytest
 from fastapi.testclient import TestClient
+from tests.testdriver import purge
 
 PREFIX = "kvmm-t-own-"
 BOB_VM, MAL_VM = f"{PREFIX}bob", f"{PREFIX}mallory"
 TAG = "kvmm-t-own-tag"
-
-
-def _purge() -> None:
-    conn = libvirt.open("test:///default")
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(PREFIX):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-        for vol in conn.storagePoolLookupByName("default-pool").listAllVolumes():
-            if vol.name().startswith(PREFIX):
-                vol.delete(0)
-    finally:
-        conn.close()
 
 
 def _wait(fn: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
@@ -47,7 +32,7 @@ def _wait(fn: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
 def env(client: TestClient, role_client: Callable[[str], TestClient]) -> Iterator[dict[str, Any]]:
     admin = role_client("admin")
     bob, mallory = role_client("operator"), role_client("operator")
-    _purge()
+    purge(PREFIX)
     for name, owner in ((BOB_VM, bob.kvmm_username), (MAL_VM, mallory.kvmm_username)):  # type: ignore[attr-defined]
         r = admin.post(
             "/api/hosts/local/vms",
@@ -62,7 +47,7 @@ def env(client: TestClient, role_client: Callable[[str], TestClient]) -> Iterato
         )
         assert r.status_code == 201, r.text
     yield {"admin": admin, "bob": bob, "mallory": mallory, "manager": client.app.state.manager}
-    _purge()
+    purge(PREFIX)
 
 
 def _state(c: TestClient, vm: str) -> str:

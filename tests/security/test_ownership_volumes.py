@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import libvirt
 import pytest
 from fastapi.testclient import TestClient
+from tests.testdriver import purge
 
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
@@ -20,26 +20,11 @@ PREFIX = "kvmm-t-ownvol-"
 POOL = "/api/hosts/local/pools/default-pool/volumes"
 
 
-def _purge() -> None:
-    conn = libvirt.open("test:///default")
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(PREFIX):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        for vol in conn.storagePoolLookupByName("default-pool").listAllVolumes():
-            if vol.name().startswith(PREFIX):
-                vol.delete(0)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def env(client: TestClient, role_client: Callable[[str], TestClient]) -> Iterator[dict[str, Any]]:
     admin = role_client("admin")
     bob, mallory = role_client("operator"), role_client("operator")
-    _purge()
+    purge(PREFIX)
     vms = {}
     for who, c in (("bob", bob), ("mallory", mallory)):
         name = f"{PREFIX}{who}"
@@ -56,7 +41,7 @@ def env(client: TestClient, role_client: Callable[[str], TestClient]) -> Iterato
     path = vms["bob"]["disks"][0]["source"]
     yield {"admin": admin, "bob": bob, "mallory": mallory, "bob_disk": path.rsplit("/", 1)[1],
            "bob_path": path}  # fmt: skip
-    _purge()
+    purge(PREFIX)
 
 
 def test_another_users_vm_disk_is_not_read_written_cloned_or_reused(env: dict[str, Any]) -> None:

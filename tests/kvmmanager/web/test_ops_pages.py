@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
-import libvirt
 import pytest
 from fastapi.testclient import TestClient
+from tests.testdriver import purge
 
 from kvmmanager.web.security import CSP
 
@@ -38,30 +38,12 @@ def operator(web_as: Any) -> Iterator[TestClient]:
     yield web_as("operator")
 
 
-def purge_test_vms(prefix: str = "kvmm-t-ops-") -> None:
-    """Remove this module's VMs, their snapshots and volumes from test:///default."""
-    conn = libvirt.open("test:///default")
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(prefix):
-                for snap in dom.listAllSnapshots():
-                    snap.delete()
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        for vol in conn.storagePoolLookupByName("default-pool").listAllVolumes():
-            if vol.name().startswith(prefix):
-                vol.delete(0)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def ops_vms(operator: TestClient) -> Iterator[list[str]]:
     """Two shut-off VMs with a 1 GiB disk each, made through the create form, owned by
     `operator`, tagged kvmm-t-ops."""
     names = ["kvmm-t-ops-a", "kvmm-t-ops-b"]
-    purge_test_vms()
+    purge("kvmm-t-ops-")
     for name in names:
         r = operator.post(
             "/vms/new",
@@ -77,7 +59,7 @@ def ops_vms(operator: TestClient) -> Iterator[list[str]]:
         )
         assert r.status_code == 204, r.text
     yield names
-    purge_test_vms()
+    purge("kvmm-t-ops-")
 
 
 def test_ops_pages_render_for_each_role_with_nav_entries(web_as: Any) -> None:
