@@ -245,7 +245,7 @@ class AgentInstallService:
                     return d.target_dev
             return None
 
-        target = await hc.run(lambda: find(hc.conn))
+        target = await hc.run(lambda: find(hc.conn), kind="read", op="find agent ISO drive")
         if target is None:
             raise Conflict(f"vm '{vm}' has no agent ISO in a CD-ROM drive", field="vm")
         return await self._m.vms.edit.eject_media(host, vm, target)

@@ -94,7 +94,7 @@ class AgentService:
             return conn.conn.lookupByUUIDString(uuid).XMLDesc(0)
 
         try:
-            xml = await conn.run(read)
+            xml = await conn.run(read, kind="read", op="domain XML")
         except KvmmError:
             return None
         channel = Domain.from_xml(xml).devices.channel(KVMM_AGENT_CHANNEL)

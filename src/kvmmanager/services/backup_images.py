@@ -169,7 +169,7 @@ class BackupImageService:
         pool = policy["pool"]
         copy = policy["method"] == "copy"
         hc = self.m.registry.get(host)
-        state = await hc.run(lambda: tk.inspect(hc.conn, host, vm))
+        state = await hc.run(lambda: tk.inspect(hc.conn, host, vm), kind="read", op="inspect vm")
         prev = await asyncio.to_thread(self._previous, policy["id"], state.uuid)
         refusal = incremental_refusal(state.disks)
         if copy:
@@ -195,7 +195,9 @@ class BackupImageService:
                 for d in state.disks
             ]
             cp = None if refusal else checkpoint_name(policy["name"], stamp)
-            taken = await hc.run(lambda t=targets: tk.existing_targets(hc.conn, pool, t))
+            taken = await hc.run(
+                lambda t=targets: tk.existing_targets(hc.conn, pool, t), kind="read"
+            )
             if not taken and (cp is None or cp not in state.checkpoints):
                 break
         else:

@@ -31,7 +31,9 @@ class Digest:
 
 async def digest(hc: Any, pool: str, volume: str, cancelled: Any = None) -> Digest:
     """sha256 and qcow2 header of a volume's stored bytes (a stream through libvirt)."""
-    vol = await hc.run(lambda: lookup_volume(active_pool(hc.conn, pool), volume))
+    vol = await hc.run(
+        lambda: lookup_volume(active_pool(hc.conn, pool), volume), kind="read", op="volume lookup"
+    )
     download = await transfer.open_download(hc, hc.conn, vol)
     h = hashlib.sha256()
     head = bytearray()

@@ -41,6 +41,7 @@ from kvmmanager.services import image_probe
 from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_builder import lookup, undefine_flags
 from kvmmanager.services.vm_spec import validate_name
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_URI
 from kvmmanager.virt.xml.vm_metadata import VmMetadata
@@ -240,9 +241,11 @@ class CloneService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def _run(self, host: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+    async def _run(
+        self, host: str, fn: Callable[[libvirt.virConnect], Any], kind: CallKind | None = None
+    ) -> Any:
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn))
+        return await hc.run(lambda: fn(hc.conn), kind=kind, op=op_name(fn))
 
     def _check(self, new_name: str, mode: str, consistent: str) -> None:
         validate_name(new_name, "name")
@@ -266,7 +269,9 @@ class CloneService:
     ) -> str:
         """Check now (4xx), then clone as a `vm.clone` job; returns the job id."""
         self._check(new_name, mode, consistent)
-        await self._run(host, lambda c: plan_clone(c, host, vm, new_name, mode, consistent))
+        await self._run(
+            host, lambda c: plan_clone(c, host, vm, new_name, mode, consistent), kind="read"
+        )
         created_by = getattr(user, "username", user)
 
         async def job(progress: Any) -> dict[str, Any]:
@@ -290,7 +295,9 @@ class CloneService:
         created_by: str | None = None,
     ) -> dict[str, Any]:
         self._check(new_name, mode, consistent)
-        plan = await self._run(host, lambda c: plan_clone(c, host, vm, new_name, mode, consistent))
+        plan = await self._run(
+            host, lambda c: plan_clone(c, host, vm, new_name, mode, consistent), kind="read"
+        )
         snapshot = None
         if plan.running:
             # Should the server die before the `finally` below, the next start merges

@@ -514,7 +514,7 @@ class CloudInitService:
             raise InvalidInput("initrd and cmdline need a kernel", field="kernel")
         if kernel is not None and not host_paths:
             # Checked before anything is made; vms.create checks again (install.kernel).
-            found = await self.m.vms.run(host, boot_volumes, kernel, initrd)
+            found = await self.m.vms.run(host, boot_volumes, kernel, initrd, kind="read")
             for path, what in ((kernel, "kernel"), (initrd, "initrd")):
                 if path and path not in found:
                     raise InvalidInput(
@@ -639,14 +639,18 @@ class CloudInitService:
         hostname = hostname_for(new_name)
         new_seed = await asyncio.to_thread(self._reseed_bytes, old_seed, hostname)
         pool_name = await hc.run(
-            lambda: hc.conn.storageVolLookupByPath(old_path).storagePoolLookupByVolume().name()
+            lambda: hc.conn.storageVolLookupByPath(old_path).storagePoolLookupByVolume().name(),
+            kind="read",
+            op="seed pool lookup",
         )
         vol = f"{new_name}{SEED_SUFFIX}"
         await self.m.storage.upload_volume(
             host, pool_name, vol, [new_seed], size=len(new_seed), create=True, format="raw"
         )
         path = await hc.run(
-            lambda: hc.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol).path()
+            lambda: hc.conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol).path(),
+            kind="read",
+            op="seed volume lookup",
         )
         return old_path, pool_name, vol, path
 

@@ -181,5 +181,5 @@ class DoctorService:
             iso_sha256=sha,
             cli_host="" if host == "local" else f" --host {host}",
         )
-        checks = await h.run(lambda: collect_checks(h.conn, ctx))
+        checks = await h.run(lambda: collect_checks(h.conn, ctx), kind="read", op="health check")
         return make_report(host, h.uri, checks)

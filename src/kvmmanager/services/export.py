@@ -215,7 +215,7 @@ class ExportService:
             flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0
             return dom.XMLDesc(flags)
 
-        return await self.m.vms.run_on(host, vm, fn)
+        return await self.m.vms.run_on(host, vm, fn, kind="read")
 
     async def import_xml(self, host: str, xml: str, opts: ImportOptions | None = None) -> dict:
         """Define `xml` on `host`; returns the VM plus what was changed on the way."""

@@ -132,7 +132,9 @@ async def export_bundle(
             vol = await hc.run(
                 lambda d=disk: hc.conn.storagePoolLookupByName(d.pool).storageVolLookupByName(
                     d.volume
-                )
+                ),
+                kind="read",
+                op="volume lookup",
             )
             download = await open_download(hc, hc.conn, vol)
             member = f"disks/{disk.target}.{disk.format}"

@@ -40,6 +40,7 @@ from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
 from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_edit import _apply_device, _xml, redefine
 from kvmmanager.virt import scan
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.devices import Hostdev
 from kvmmanager.virt.xml.domain import Domain
@@ -385,14 +386,14 @@ class HostDeviceService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def _run(self, host: str, fn: Any, *args: Any) -> Any:
+    async def _run(self, host: str, fn: Any, *args: Any, kind: CallKind | None = None) -> Any:
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn, *args))
+        return await hc.run(lambda: fn(hc.conn, *args), kind=kind, op=op_name(fn))
 
     async def list(self, host: str, kind: str | None = None) -> list[HostDevice]:
         if kind not in (None, "pci", "usb"):
             raise InvalidInput("kind must be pci or usb", field="kind")
-        devs = await self._run(host, list_blocking)
+        devs = await self._run(host, list_blocking, kind="read")
         return [d for d in devs if kind is None or d.kind == kind]
 
     async def of_vm(self, host: str, vm: str) -> list[HostDevice]:

@@ -32,6 +32,7 @@ from kvmmanager.iso import agent_version
 from kvmmanager.iso.locator import IsoLocation, locate_iso, require_iso
 from kvmmanager.services import transfer
 from kvmmanager.services.storage_specs import PoolSpec
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.volume import Volume
 
@@ -134,9 +135,9 @@ class IsoService:
     def _host(self, host: str) -> Any:
         return self._m.registry.get(host)
 
-    async def _call(self, host: str, fn: Any, *args: Any) -> Any:
+    async def _call(self, host: str, fn: Any, *args: Any, kind: CallKind | None = None) -> Any:
         h = self._host(host)
-        return await h.run(lambda: fn(h.conn, *args))
+        return await h.run(lambda: fn(h.conn, *args), kind=kind, op=op_name(fn))
 
     def _pool_name(self, pool: str | None) -> str:
         return pool or self._m.settings.agent.iso_pool
@@ -248,7 +249,7 @@ class IsoService:
             vol = _find_volume(conn.storagePoolLookupByName(pool), name)
             return None if vol is None else vol.path()
 
-        if await self._call(host, lookup) is not None:
+        if await self._call(host, lookup, kind="read") is not None:
             if await self.volume_sha256(host, pool, name) == sha:
                 result.action = "unchanged"
             else:
@@ -261,7 +262,7 @@ class IsoService:
                 )
         if result.action != "unchanged":
             await self._upload(host, pool, name, loc.path, size, progress, cancelled)
-        result.path = await self._call(host, lookup) or ""
+        result.path = await self._call(host, lookup, kind="read") or ""
         await self._remove_old_versions(host, pool, name, result)
         return result
 
@@ -349,7 +350,7 @@ class IsoService:
                 out["vol"] = {"path": vol.path(), "mode": model.target_mode}
             return out
 
-        found = await self._call(host, read)
+        found = await self._call(host, read, kind="read")
         if found is None:
             st.reason = f"pool '{pool}' does not exist"
             return st

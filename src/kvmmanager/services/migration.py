@@ -393,7 +393,11 @@ class MigrationService:
         if dst_hc.status != "connected":
             await dst_hc.wait_connected(5)  # HostUnavailable naming the target otherwise
         # Runs on the source's worker; the target's reads are short lookups.
-        return await src_hc.run(lambda: preflight(src_hc.conn, dst_hc.conn, host, vm, target, opts))
+        return await src_hc.run(
+            lambda: preflight(src_hc.conn, dst_hc.conn, host, vm, target, opts),
+            kind="read",
+            op="migration check",
+        )
 
     async def start(
         self, host: str, vm: str, target: str, *, user: Any = None, **options: Any

@@ -21,6 +21,7 @@ from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services.storage_specs import check_name
 from kvmmanager.services.storage_xml import host_refusal
 from kvmmanager.virt import readers
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.inventory import NetworkInfo
 from kvmmanager.virt.xml.network import IP, DhcpRange, Network
 from kvmmanager.virt.xml.validate import validate_xml
@@ -265,10 +266,10 @@ class NetworkService:
     def _host(self, host: str) -> Any:
         return self._m.registry.get(host)
 
-    async def _call(self, host: str, fn: Any, *args: Any) -> Any:
-        """Run `fn(conn, *args)` on the host's worker threads."""
+    async def _call(self, host: str, fn: Any, *args: Any, kind: CallKind | None = None) -> Any:
+        """Run `fn(conn, *args)` on the host's worker threads (within `kind`'s deadline)."""
         h = self._host(host)
-        return await h.run(lambda: fn(h.conn, *args))
+        return await h.run(lambda: fn(h.conn, *args), kind=kind, op=op_name(fn))
 
     @staticmethod
     def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:
@@ -292,7 +293,7 @@ class NetworkService:
                     return None
                 raise
 
-        info = await h.run(op)
+        info = await h.run(op, kind="read", op=f"re-read network '{name}'")
         if info is not None:
             self._m.inventory.put_network(info)
 
@@ -310,10 +311,10 @@ class NetworkService:
                         raise
             return sorted(out, key=lambda d: d.name)
 
-        return await self._call(host, op)
+        return await self._call(host, op, kind="read")
 
     async def get(self, host: str, name: str) -> NetworkDetails:
-        return await self._call(host, lambda conn: _details(self._lookup(conn, name)))
+        return await self._call(host, lambda conn: _details(self._lookup(conn, name)), kind="read")
 
     async def leases(self, host: str, name: str, mac: str | None = None) -> list[Lease]:
         def op(conn: libvirt.virConnect) -> list[Lease]:
@@ -324,7 +325,7 @@ class NetworkService:
 
         if mac is not None and not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", mac):
             raise InvalidInput("mac must look like 52:54:00:12:34:56", field="mac")
-        return await self._call(host, op)
+        return await self._call(host, op, kind="read")
 
     # -- writes --------------------------------------------------------------------------
 

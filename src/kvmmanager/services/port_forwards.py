@@ -219,7 +219,7 @@ class PortForwardService:
                 if n.type == "user" and n.backend_type == "passt"
             ]
 
-        return await self.m.vms.run_on(host, vm, fn)
+        return await self.m.vms.run_on(host, vm, fn, kind="read")
 
     async def add(
         self, host: str, vm: str, rule: ForwardRule, mac: str | None = None

@@ -28,6 +28,7 @@ from kvmmanager.core.errors import Conflict, GuestError, InvalidInput, KvmmError
 from kvmmanager.services import snapshot_quiesce as qz
 from kvmmanager.services import snapshot_rules as rules
 from kvmmanager.services.vm_builder import lookup
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, QUIESCE_POLICIES, ManagerMetadata
 from kvmmanager.virt.xml.snapshot import DomainSnapshot
@@ -127,9 +128,17 @@ class SnapshotService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def _on(self, host: str, vm: str, fn: Callable[[libvirt.virDomain], T]) -> T:
+    async def _on(
+        self,
+        host: str,
+        vm: str,
+        fn: Callable[[libvirt.virDomain], T],
+        kind: CallKind | None = None,
+    ) -> T:
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(lookup(hc.conn, host, vm)))
+        return await hc.run(
+            lambda: fn(lookup(hc.conn, host, vm)), kind=kind, op=f"{op_name(fn)} '{vm}'"
+        )
 
     # ---- reads ------------------------------------------------------------------------
 
@@ -148,11 +157,14 @@ class SnapshotService:
                 "tree": _tree(items),
             }
 
-        return await self._on(host, vm, read)
+        return await self._on(host, vm, read, kind="read")
 
     async def get(self, host: str, vm: str, name: str) -> dict[str, Any]:
         return await self._on(
-            host, vm, lambda dom: {"host": host, **_snapshot_info(_lookup_snapshot(dom, name))}
+            host,
+            vm,
+            lambda dom: {"host": host, **_snapshot_info(_lookup_snapshot(dom, name))},
+            kind="read",
         )
 
     # ---- create -----------------------------------------------------------------------
@@ -183,7 +195,7 @@ class SnapshotService:
             p = rules.plan(xml, _is_running(dom), existing, kind, memory)
             return p, _metadata(dom).agent_quiesce, dom.UUIDString()
 
-        p, policy, uuid = await self._on(host, vm, prepare)
+        p, policy, uuid = await self._on(host, vm, prepare, kind="read")
         agent_status, qga_status = self._agent_states(host, uuid)
         c = qz.choose(
             quiesce, policy, p.running and p.disk_only, p.memory, agent_status, qga_status

@@ -223,7 +223,7 @@ class SpiceService:
         from kvmmanager.services.vms import host_caps
 
         domain_type, _ = await self.m.vms.domain_type(host)
-        caps = await self.m.vms.run(host, host_caps, domain_type)
+        caps = await self.m.vms.run(host, host_caps, domain_type, kind="read")
         if caps.graphics is not None and "spice" not in caps.graphics:
             offered = ", ".join(sorted(caps.graphics)) or "none"
             raise Unsupported(

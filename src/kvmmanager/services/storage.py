@@ -83,7 +83,7 @@ class StorageService:
                     return None
                 raise
 
-        info = await h.run(op)
+        info = await h.run(op, kind="read", op=f"re-read pool '{name}'")
         if info is not None:
             self._m.inventory.put_pool(info)
 
@@ -216,7 +216,7 @@ class StorageService:
             paths = {v.path() for v in pool.listAllVolumes(0)} if pool.isActive() else set()
             return target, paths
 
-        target, paths = await self._call(host, inspect_pool)
+        target, paths = await self._call(host, inspect_pool, kind="read")
         users = self._pool_in_use(host, name, target, paths)
         if users and not force:
             raise Conflict(
@@ -266,13 +266,13 @@ class StorageService:
                         raise
             return sorted(out, key=lambda v: v.name)
 
-        return [self._with_users(host, v) for v in await self._call(host, op)]
+        return [self._with_users(host, v) for v in await self._call(host, op, kind="read")]
 
     async def get_volume(self, host: str, pool: str, name: str) -> VolumeDetails:
         def op(conn: libvirt.virConnect) -> VolumeDetails:
             return volume_details(pool, lookup_volume(active_pool(conn, pool), name))
 
-        return self._with_users(host, await self._call(host, op))
+        return self._with_users(host, await self._call(host, op, kind="read"))
 
     async def create_volume(self, host: str, pool: str, spec: VolumeSpec) -> VolumeDetails:
         spec, capacity = validate_volume_spec(spec)

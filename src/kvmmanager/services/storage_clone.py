@@ -60,7 +60,7 @@ async def start_clone(
                 f"volume '{new_name}' already exists in pool '{dest_pool}'", field="name"
             )
 
-    await storage._call(host, check_target)
+    await storage._call(host, check_target, kind="read")
 
     def check_chain(conn: libvirt.virConnect) -> str | None:
         # libvirtd reads the whole chain with root's rights while it copies: a backing

@@ -22,6 +22,7 @@ from kvmmanager.core.errors import Conflict
 from kvmmanager.services.clones import read_metadata
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.virt import scan
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI
 
 if TYPE_CHECKING:
@@ -83,9 +84,11 @@ class TemplateService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def _run(self, host: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+    async def _run(
+        self, host: str, fn: Callable[[libvirt.virConnect], Any], kind: CallKind | None = None
+    ) -> Any:
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn))
+        return await hc.run(lambda: fn(hc.conn), kind=kind, op=op_name(fn))
 
     async def list(self, host: str) -> list[dict[str, Any]]:
         def fn(conn: libvirt.virConnect) -> list[dict[str, Any]]:
@@ -94,10 +97,12 @@ class TemplateService:
                 (_describe(host, d) for d in doms if is_template(d)), key=lambda t: t["name"]
             )
 
-        return await self._run(host, fn)
+        return await self._run(host, fn, kind="read")
 
     async def get(self, host: str, vm: str) -> dict[str, Any]:
-        return await self._run(host, lambda conn: _describe(host, lookup(conn, host, vm)))
+        return await self._run(
+            host, lambda conn: _describe(host, lookup(conn, host, vm)), kind="read"
+        )
 
     async def mark(self, host: str, vm: str, enabled: bool = True) -> dict[str, Any]:
         """Make the VM a template (shut off, autostart off), or a VM again."""
@@ -153,7 +158,7 @@ class TemplateService:
             if not is_template(dom):
                 raise Conflict(f"vm '{dom.name()}' is not a template", field="template")
 
-        await self._run(host, check)
+        await self._run(host, check, kind="read")
         return await self.m.clones.start(
             host, template, new_name, mode=mode, start=start, user=user
         )

@@ -43,6 +43,7 @@ from kvmmanager.services.storage_xml import (
     lookup_volume,
     volume_exists,
 )
+from kvmmanager.virt.calls import CallKind
 
 if TYPE_CHECKING:
     from kvmmanager.services.storage import StorageService
@@ -59,7 +60,9 @@ UploadSource = str | os.PathLike[str] | Iterable[bytes] | AsyncIterator[bytes]
 class RunsOnHost(Protocol):
     """What transfer needs from a HostConnection: run a blocking call on its workers."""
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+    async def run(
+        self, fn: Callable[..., Any], *args: Any, kind: CallKind | None = None
+    ) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -245,7 +248,7 @@ def _download_size(vol: libvirt.virStorageVol) -> int:
 async def open_download(
     host: RunsOnHost, conn: libvirt.virConnect, vol: libvirt.virStorageVol
 ) -> Download:
-    size = await host.run(_download_size, vol)
+    size = await host.run(_download_size, vol, kind="read")
     stream = await host.run(conn.newStream, 0)
     try:
         await host.run(vol.download, stream, 0, 0, 0)
@@ -311,7 +314,7 @@ async def check_upload(
             return None
         return lookup_volume(p, name).path()
 
-    path = await storage._call(host, op)
+    path = await storage._call(host, op, kind="read")
     if path is not None:
         _refuse_running(storage, host, pool, name, path)
 
@@ -393,7 +396,7 @@ async def _forget_if_gone(storage: StorageService, host: str, pool: str, name: s
     name is not that user's. Kept while the volume is still there (its delete failed)."""
     with contextlib.suppress(Exception):
         exists = await storage._call(
-            host, lambda conn: volume_exists(active_pool(conn, pool), name)
+            host, lambda conn: volume_exists(active_pool(conn, pool), name), kind="read"
         )
         if not exists:
             storage._m.ownership.forget_volume(host, pool, name)
@@ -404,7 +407,7 @@ async def open_volume_download(
 ) -> tuple[VolumeDetails, Download]:
     details = await storage.get_volume(host, pool, name)
     h = storage._host(host)
-    vol = await h.run(lambda: lookup_volume(active_pool(h.conn, pool), name))
+    vol = await h.run(lambda: lookup_volume(active_pool(h.conn, pool), name), kind="read")
     refusal = await h.run(image_probe.chain_refusal, h.conn, vol)
     if refusal:
         raise InvalidInput(f"volume '{name}' cannot be downloaded: {refusal}", field="volume")

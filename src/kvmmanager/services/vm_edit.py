@@ -207,7 +207,7 @@ class VmEditor:
         self.svc = service
 
     async def _host_limits(self, host: str) -> tuple[int, int]:
-        info = await self.svc.run(host, lambda conn: conn.getInfo())
+        info = await self.svc.run(host, lambda conn: conn.getInfo(), kind="read")
         return info[2], info[1]
 
     async def set_vcpus(self, host: str, vm: str, vcpus: int) -> dict[str, Any]:

@@ -43,4 +43,4 @@ def _pending(dom: libvirt.virDomain) -> PendingChanges:
 
 
 async def pending_changes(vms: VmService, host: str, vm: str) -> PendingChanges:
-    return await vms.run_on(host, vm, _pending)
+    return await vms.run_on(host, vm, _pending, kind="read")

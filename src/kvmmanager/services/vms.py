@@ -36,7 +36,7 @@ from kvmmanager.services.vm_delete import VmDeleted, delete_blocking
 from kvmmanager.services.vm_edit import VmEditor
 from kvmmanager.services.vm_spec import VmSpec, validate_description, validate_name, validate_tags
 from kvmmanager.virt import readers
-from kvmmanager.virt.calls import op_name
+from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
 from kvmmanager.virt.inventory import DomainInfo
 from kvmmanager.virt.xml.capabilities import DomainCapabilities
@@ -109,15 +109,28 @@ class VmService:
 
     # ---- plumbing ----------------------------------------------------------------------
 
-    async def run(self, host: str, fn: Callable[..., T], *args: Any, op: str | None = None) -> T:
-        """Run `fn(conn, *args)` on the host's worker thread (lifecycle deadline)."""
+    async def run(
+        self,
+        host: str,
+        fn: Callable[..., T],
+        *args: Any,
+        op: str | None = None,
+        kind: CallKind | None = None,
+    ) -> T:
+        """Run `fn(conn, *args)` on the host's worker thread, within the deadline of
+        `kind`: `read` for what changes nothing, else lifecycle (or job inside a job)."""
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn, *args), op=op or op_name(fn))
+        return await hc.run(lambda: fn(hc.conn, *args), op=op or op_name(fn), kind=kind)
 
-    async def run_on(self, host: str, vm: str, fn: Callable[..., T], *args: Any) -> T:
+    async def run_on(
+        self, host: str, vm: str, fn: Callable[..., T], *args: Any, kind: CallKind | None = None
+    ) -> T:
         """Run `fn(dom, *args)` for the looked-up domain on the host's worker thread."""
         return await self.run(
-            host, lambda conn: fn(lookup(conn, host, vm), *args), op=f"{op_name(fn)} '{vm}'"
+            host,
+            lambda conn: fn(lookup(conn, host, vm), *args),
+            op=f"{op_name(fn)} '{vm}'",
+            kind=kind,
         )
 
     # ---- reads (inventory only) --------------------------------------------------------
@@ -156,14 +169,16 @@ class VmService:
         """Re-read one domain into the inventory now. For changes libvirt sends no event
         for (autostart), and so a create answers with the VM it made."""
         info = await self.run(
-            host, lambda conn: readers.read_domain(host, conn.lookupByUUIDString(uuid))
+            host,
+            lambda conn: readers.read_domain(host, conn.lookupByUUIDString(uuid)),
+            kind="read",
         )
         return self.m.inventory.put_domain(info)
 
     async def xml(self, host: str, vm: str, inactive: bool = False) -> str:
         # Never VIR_DOMAIN_XML_SECURE: the VNC password stays inside libvirt.
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        return await self.run_on(host, vm, lambda dom: dom.XMLDesc(flags))
+        return await self.run_on(host, vm, lambda dom: dom.XMLDesc(flags), kind="read")
 
     # ---- create ------------------------------------------------------------------------
 
@@ -205,7 +220,7 @@ class VmService:
             facts = vm_builder.gather_facts(conn, spec, host_caps(conn, domain_type), host_paths)
             vm_builder.validate_spec(spec.model_copy(deep=True), facts)
 
-        await self.run(host, check)
+        await self.run(host, check, kind="read")
 
     async def domain_type(self, host: str) -> tuple[str, str]:
         """`kvm` when the host service found KVM really working, else `qemu` (TCG), and why."""
@@ -214,7 +229,7 @@ class VmService:
 
     async def describe(self, host: str, vm: str) -> VmRef:
         """The VM's name, uuid and state read from libvirt now."""
-        return await self.run_on(host, vm, lambda dom: ref(host, dom))
+        return await self.run_on(host, vm, lambda dom: ref(host, dom), kind="read")
 
     # ---- lifecycle ---------------------------------------------------------------------
 

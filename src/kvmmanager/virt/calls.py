@@ -14,7 +14,11 @@ Kinds:
 - lifecycle: anything that changes a host (tens of seconds);
 - job: long operations (copies, migrations, uploads) that already run as jobs with
   progress and cancel; unbounded here, since keepalive ends them if the host freezes.
-Calls made inside a job default to `job`; elsewhere they default to `lifecycle`.
+Calls made inside a job default to `job`; elsewhere they default to `lifecycle`, the safe
+side for a call that changes something (a slow but healthy host must not see a write
+reported as timed out after seconds). So every call that only reads says `kind="read"`,
+through the services' run helpers (tests/kvmmanager/services/test_call_kinds.py holds the
+read-only service methods to it).
 """
 
 from __future__ import annotations
