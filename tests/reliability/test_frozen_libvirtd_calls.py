@@ -11,6 +11,7 @@ clock; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -115,3 +116,24 @@ async def test_a_host_whose_daemon_is_frozen_before_it_connects_says_not_respond
         assert hc.status_reason == ""
     finally:
         await hc.stop()
+
+
+async def test_a_not_responding_hosts_vms_are_stale_from_the_daemons_last_answer(
+    private_host: SecondHost, frozen_host: HostConnection
+) -> None:
+    """The VM rows' stale age counts from the last answer libvirtd gave, not from the
+    moment the manager concluded it stopped answering (seconds later); the reason names
+    that moment too, so it stays true however long the freeze lasts."""
+    hc = frozen_host
+    await hc.wait_connected(60)
+    assert await hc.run(lambda: hc.conn.getHostname(), kind="read")
+    before_freeze = time.time()
+    with frozen(private_host):
+        await hc.wait_status(NOT_RESPONDING, seconds=LONG)
+        stale_since, reason = hc.stale_since, hc.status_reason
+        status_since = hc.status_since
+    assert stale_since is not None and stale_since <= before_freeze < status_since
+    last_answer = time.strftime("%H:%M:%S", time.gmtime(stale_since))
+    assert f"has not answered since {last_answer} UTC" in reason, reason
+    await hc.wait_status("connected", seconds=LONG * 2)
+    assert hc.stale_since is None

@@ -102,9 +102,13 @@ class HostConnection:
         self.status = "disconnected"
         self.status_reason = "not started"
         self.status_since = time.time()  # wall clock of the last status change
-        # When the inventory last matched libvirt for sure: the host's last moment of
-        # "connected" (None while connected, or before the first connect).
+        # When the inventory last matched libvirt for sure: the last answer libvirtd gave
+        # before the host stopped being "connected" (None while connected, or before the
+        # first connect).
         self.stale_since: float | None = None
+        # Wall clock of libvirtd's last answer to any call (a libvirt error from a live
+        # connection is an answer too); set from worker threads (a float store is atomic).
+        self.last_answer: float | None = None
         # Per-connection facts (e.g. the KVM probe result), dropped on every reconnect
         # because the host behind the URI may have been upgraded or replaced meanwhile.
         self.cache: dict[str, Any] = {}
@@ -238,7 +242,9 @@ class HostConnection:
         if status != self.status:
             self.status_since = time.time()
             if self.status == "connected":
-                self.stale_since = self.status_since
+                # Not the moment of this change: the daemon may have been silent for
+                # seconds before anyone concluded so.
+                self.stale_since = min(self.last_answer or self.status_since, self.status_since)
             elif status == "connected":
                 self.stale_since = None
         self.status, self.status_reason = status, reason
@@ -271,9 +277,13 @@ class HostConnection:
     ) -> T:
         try:
             with liveness.uses.using(conn):
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+            self.last_answer = time.time()
+            return result
         except libvirt.libvirtError as exc:
             dead = not session.alive(conn)
+            if not dead:
+                self.last_answer = time.time()
             err = translate_libvirt_error(exc, connection_dead=dead)
             if dead:
                 self._notify_lost(gen, f"connection lost: {libvirt_message(exc)}")
@@ -370,6 +380,7 @@ class HostConnection:
                     self._set_status("reconnecting" if ever_connected else "failed", reason)
                 continue
             self._resynced.set()
+            self.last_answer = time.time()
             self._set_status("connected", "")
             ever_connected = True
             delay = self.settings.reconnect_min_seconds
@@ -451,6 +462,7 @@ class HostConnection:
             try:
                 async with asyncio.timeout(self.settings.not_responding_seconds):
                     await asyncio.shield(ping)
+                self.last_answer = time.time()
                 continue
             except TimeoutError:
                 pass
@@ -460,12 +472,14 @@ class HostConnection:
                 continue
             if gen != self._gen:
                 return
+            # The reason names the last answer (not "for N s", which would turn false as
+            # the freeze goes on without anyone rewriting it).
             self._set_status(
-                NOT_RESPONDING,
-                f"libvirtd has not answered for {self.settings.not_responding_seconds:g} s",
+                NOT_RESPONDING, f"libvirtd has not answered since {_clock(self.last_answer)}"
             )
             try:
                 await self._await_thaw(conn, ping)
+                self.last_answer = time.time()
             except Exception:
                 # An error is an answer only from a live connection; a dead one (keepalive
                 # gave up) is the supervisor's to handle.
@@ -661,6 +675,12 @@ def _close_orphan(ok: bool, value: Any) -> None:
     """A connection opened for a caller that has gone: deregister and close it."""
     if ok and isinstance(value, libvirt.virConnect):
         session.teardown(value)
+
+
+def _clock(when: float | None) -> str:
+    if when is None:
+        return "the connection opened"
+    return time.strftime("%H:%M:%S UTC", time.gmtime(when))
 
 
 def _reason(exc: BaseException) -> str:
