@@ -120,14 +120,38 @@ def test_agent_apk_carries_pkginfo_and_openrc_script(packages: dict[str, Path]) 
     assert "The agent runs inside" not in pkginfo
 
 
-def _fake_root_tools(tmp_path: Path, groups: str) -> tuple[Path, Path, dict[str, str]]:
-    """A fake root, and a PATH whose system tools only record their calls. getent knows
-    the groups named in `groups` (space-separated) and no user."""
+WANTS = "etc/systemd/system/multi-user.target.wants/kvm-manager.service"
+
+
+def _fake_root_tools(
+    tmp_path: Path, groups: str, systemd_running: bool = True
+) -> tuple[Path, Path, dict[str, str]]:
+    """A fake root holding the unit and the configuration, and a PATH whose system tools
+    only record their calls. getent knows the groups named in `groups` (space-separated)
+    and no user; no dpkg-statoverride exists. deb-systemd-helper and deb-systemd-invoke
+    are the real ones (init-system-helpers; DPKG_ROOT points them into the fake root);
+    the recorded systemctl answers is-enabled from the enable link they manage and
+    is-active with "inactive" (`systemd_running`: whether /run/systemd/system exists)."""
+    _need("deb-systemd-helper")
+    _need("deb-systemd-invoke")
     root, bindir, log = tmp_path / "root", tmp_path / "bin", tmp_path / "log"
-    (root / "run/systemd/system").mkdir(parents=True)
+    if systemd_running:
+        (root / "run/systemd/system").mkdir(parents=True)
+    (root / "lib/systemd/system").mkdir(parents=True)
+    shutil.copy(ROOT / "packaging/manager/kvm-manager.service", root / "lib/systemd/system")
+    (root / "etc/kvm-manager").mkdir(parents=True)
+    shutil.copy(ROOT / "packaging/manager/config.toml", root / "etc/kvm-manager")
     bindir.mkdir()
-    for tool in ("adduser", "addgroup", "deluser", "delgroup", "systemctl", "chown"):
+    for tool in ("adduser", "addgroup", "deluser", "delgroup", "chown"):
         (bindir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>{log}\n')
+    (bindir / "dpkg-statoverride").write_text(
+        f'#!/bin/sh\necho "dpkg-statoverride $*" >>{log}\nexit "${{FAKE_STATOVERRIDE_RC:-1}}"\n'
+    )
+    (bindir / "systemctl").write_text(
+        f'#!/bin/sh\necho "systemctl $*" >>{log}\ncase "$*" in\n'
+        f'*is-enabled*) if [ -L "{root}/{WANTS}" ]; then echo enabled; else echo disabled; fi ;;\n'
+        "*is-active*) exit 3 ;;\nesac\n"
+    )
     (bindir / "getent").write_text(
         f'#!/bin/sh\n[ "$1" = group ] || exit 2\nfor g in {groups}; do\n'
         '  [ "$2" = "$g" ] && exit 0\ndone\nexit 2\n'
@@ -144,16 +168,27 @@ def _fake_root_tools(tmp_path: Path, groups: str) -> tuple[Path, Path, dict[str,
     return root, log, env
 
 
-def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
-    """postinst makes the user and its groups, compiles the shipped venv's bytecode (no
-    venv, no pip: the venv is the package's files) and deploys; purge removes all of it."""
-    root, log, env = _fake_root_tools(tmp_path, "libvirt kvm")
-    scripts = ROOT / "packaging/manager/scripts"
-
+def _script(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    # What dpkg sets for a maintainer script (deb-systemd-helper refuses to run without).
+    dpkg_env = {"DPKG_MAINTSCRIPT_PACKAGE": "kvm-manager", "DPKG_MAINTSCRIPT_NAME": name[:-3]}
     res = subprocess.run(
-        ["dash", str(scripts / "postinst.sh"), "configure"], env=env, capture_output=True, text=True
+        ["dash", str(ROOT / "packaging/manager/scripts" / name), *args],
+        env={**env, **dpkg_env},
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
+    """postinst makes the user and its groups, compiles the shipped venv's bytecode (no
+    venv, no pip: the venv is the package's files), deploys, enables the unit through
+    deb-systemd-helper and starts it through deb-systemd-invoke; prerm stops it; remove
+    masks it; purge removes all of it."""
+    root, log, env = _fake_root_tools(tmp_path, "libvirt kvm")
+
+    res = _script("postinst.sh", env, "configure")
     calls = log.read_text().splitlines()
     venv = f"{root}/usr/lib/kvm-manager/venv"
     assert calls[0].startswith("adduser --system --group --home /var/lib/kvm-manager")
@@ -161,45 +196,93 @@ def test_manager_maintainer_scripts_against_a_fake_root(tmp_path: Path) -> None:
     assert not any(c.startswith("addgroup") for c in calls)
     assert f"python3.11 -m compileall -q {venv}/lib" in calls
     assert not any("pip" in c or " venv " in c for c in calls)
-    assert "systemctl enable kvm-manager.service" in calls
     assert "kvm-manager agent-iso deploy --local" in calls
     assert (root / "var/lib/kvm-manager").is_dir()
     assert "guest agent ISO is deployed" in res.stdout
+    assert (root / WANTS).is_symlink()  # enabled by deb-systemd-helper
+    assert calls[-1] == "systemctl --quiet --system start kvm-manager.service"
+    assert "systemctl enable kvm-manager.service" not in calls  # no bare systemctl enable
 
-    (root / "etc/kvm-manager").mkdir(parents=True)
     venv_dir = root / "usr/lib/kvm-manager/venv"
     (venv_dir / "lib/__pycache__").mkdir(parents=True)  # what compileall made
     (venv_dir / "lib/__pycache__/m.cpython-311.pyc").write_bytes(b"")
-    res = subprocess.run(
-        ["dash", str(scripts / "prerm.sh"), "remove"], env=env, capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stderr
+    _script("prerm.sh", env, "remove")
+    assert log.read_text().splitlines()[-1] == "systemctl stop kvm-manager.service"
     assert not (venv_dir / "lib/__pycache__").exists()
     # What dpkg removes: the package's own files, then its directories once empty.
     (venv_dir / "bin/kvm-manager").unlink()
     for directory in ("bin", "lib"):
         (venv_dir / directory).rmdir()
-    res = subprocess.run(
-        ["dash", str(scripts / "postrm.sh"), "purge"], env=env, capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stderr
+    (root / "lib/systemd/system/kvm-manager.service").unlink()
+    _script("postrm.sh", env, "remove")
+    # As dh_installsystemd: masked on remove, so the kept enable link starts nothing.
+    assert (root / "etc/systemd/system/kvm-manager.service").resolve() == Path("/dev/null")
+    _script("postrm.sh", env, "purge")
     assert not (root / "usr/lib/kvm-manager").exists()
     assert not (root / "var/lib/kvm-manager").exists()
     assert not (root / "etc/kvm-manager").exists()
-    assert "systemctl disable --now kvm-manager.service" in log.read_text()
+    assert not (root / WANTS).is_symlink()
+    assert not (root / "etc/systemd/system/kvm-manager.service").is_symlink()
+    state = root / "var/lib/systemd/deb-systemd-helper-enabled"
+    assert not (state / "kvm-manager.service.dsh-also").exists()
+
+
+def test_manager_upgrade_stops_then_restarts_and_keeps_an_admins_disable(
+    tmp_path: Path,
+) -> None:
+    """An upgrade stops the server before dpkg replaces its venv and starts the new one
+    afterwards; a unit the admin disabled stays disabled and stopped over the upgrade."""
+    root, log, env = _fake_root_tools(tmp_path, "libvirt kvm")
+    _script("postinst.sh", env, "configure")
+    log.write_text("")
+    _script("prerm.sh", env, "upgrade", "0.1.1")
+    _script("postinst.sh", env, "configure", "0.1.0")
+    service = [c for c in log.read_text().splitlines() if "kvm-manager.service" in c]
+    assert service[0] == "systemctl stop kvm-manager.service"
+    assert service[-1] == "systemctl --quiet --system restart kvm-manager.service"
+
+    (root / WANTS).unlink()  # what `systemctl disable kvm-manager` does
+    log.write_text("")
+    _script("prerm.sh", env, "upgrade", "0.1.1")
+    _script("postinst.sh", env, "configure", "0.1.0")
+    assert not (root / WANTS).exists()
+    calls = log.read_text().splitlines()
+    assert not any(" start " in c or " restart " in c for c in calls), calls
+
+
+def test_manager_postinst_enables_the_unit_in_an_image_build(tmp_path: Path) -> None:
+    """Without a running systemd (an image build, a chroot) the unit is enabled all the
+    same and nothing is started."""
+    root, log, env = _fake_root_tools(tmp_path, "libvirt kvm", systemd_running=False)
+    _script("postinst.sh", env, "configure")
+    assert (root / WANTS).is_symlink()
+    assert not any(c.startswith("systemctl") for c in log.read_text().splitlines())
+
+
+def test_manager_config_is_readable_by_the_service_group_only(tmp_path: Path) -> None:
+    """config.toml may hold secrets (database URL, SMTP password): 0640 root:kvm-manager
+    after configure, unless the admin set a dpkg-statoverride for it."""
+    root, log, env = _fake_root_tools(tmp_path, "libvirt kvm")
+    conf = root / "etc/kvm-manager/config.toml"
+    conf.chmod(0o644)
+    _script("postinst.sh", env, "configure")
+    assert "chown root:kvm-manager " + str(conf) in log.read_text().splitlines()
+    assert conf.stat().st_mode & 0o777 == 0o640
+
+    root2, log2, env2 = _fake_root_tools(tmp_path / "override", "libvirt kvm")
+    conf2 = root2 / "etc/kvm-manager/config.toml"
+    conf2.chmod(0o644)
+    _script("postinst.sh", {**env2, "FAKE_STATOVERRIDE_RC": "0"}, "configure")
+    assert "dpkg-statoverride --list /etc/kvm-manager/config.toml" in log2.read_text()
+    assert not any(c.startswith("chown root:") for c in log2.read_text().splitlines())
+    assert conf2.stat().st_mode & 0o777 == 0o644
 
 
 def test_manager_postinst_joins_libvirt_before_libvirt_made_its_group(tmp_path: Path) -> None:
     """apt may configure kvm-manager before libvirt-daemon-system: postinst then makes the
     system group libvirt itself (libvirt's postinst keeps an existing one) and joins it."""
     _root, log, env = _fake_root_tools(tmp_path, "")
-    res = subprocess.run(
-        ["dash", str(ROOT / "packaging/manager/scripts/postinst.sh"), "configure"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr
+    _script("postinst.sh", env, "configure")
     calls = log.read_text().splitlines()
     made = calls.index("addgroup --system libvirt")
     assert calls.index("adduser kvm-manager libvirt") > made
@@ -328,6 +411,26 @@ def test_release_builds_every_artifact(tmp_path: Path) -> None:
         ["dpkg-deb", "-f", str(manager_deb), "Depends"], capture_output=True, text=True
     ).stdout
     assert depends.startswith("python3.11,") and "python3 (" not in depends
+    # The maintainer scripts run deb-systemd-helper/-invoke (init-system-helpers).
+    assert "init-system-helpers (>= 1.54~)" in depends
+    postinst = subprocess.run(
+        ["dpkg-deb", "-I", str(manager_deb), "postinst"], capture_output=True, text=True
+    ).stdout
+    assert "deb-systemd-helper enable" in postinst and "deb-systemd-invoke" in postinst
+    # Shipped 0644 (not world-writable); postinst makes it 0640 root:kvm-manager once the
+    # group exists.
+    [conf_line] = [x for x in listing.splitlines() if x.endswith(" ./etc/kvm-manager/config.toml")]
+    assert conf_line.startswith("-rw-r--r-- root/root"), conf_line
+    # The packaged command says its version.
+    site_dir = venv / "lib/python3.11/site-packages"
+    version = subprocess.run(
+        ["python3.11", "-m", "kvmmanager.cli.main", "--version"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(site_dir)},
+        timeout=120,
+    )
+    assert version.stdout == f"kvm-manager {mv}\n", version.stderr
     info = subprocess.run(
         ["rpm", "-qpi", str(dist / f"kvmmanager-agent-{V}-1.noarch.rpm")],
         capture_output=True,

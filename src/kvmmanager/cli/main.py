@@ -18,6 +18,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from kvmmanager import __version__
 from kvmmanager.cli import commands
 from kvmmanager.cli.flags import command_flags, in_cli_words
 from kvmmanager.cli.output import CliState, print_error
@@ -55,6 +56,13 @@ def _json_option() -> Any:
     option = typer.main.get_command(probe).params[0]
     option.expose_value = False  # the commands read it through wants_json(ctx)
     return option
+
+
+def _print_version(value: bool) -> None:
+    # Eager: answered before any sub-command is needed, without a server or a login.
+    if value:
+        typer.echo(f"kvm-manager {__version__}")
+        raise typer.Exit()
 
 
 def add_json_options(group: TyperGroup) -> None:
@@ -110,6 +118,14 @@ def build_app() -> typer.Typer:
         ),
         json_output: bool = typer.Option(
             False, "--json", help="Print JSON instead of tables (for scripts)."
+        ),
+        _version: bool = typer.Option(
+            False,
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            expose_value=False,
+            help="Print the version of kvm-manager and exit.",
         ),
     ) -> None:
         ctx.obj = CliState(url=url, json=json_output)

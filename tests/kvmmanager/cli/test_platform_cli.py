@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
 from typer.testing import CliRunner
 
+from kvmmanager import __version__
 from kvmmanager.cli.api_client import credentials_file
 from kvmmanager.cli.main import app as cli_app
 from kvmmanager.cli.main import command_modules
@@ -169,3 +172,18 @@ def test_every_command_takes_json_after_its_name(cli: Any) -> None:
     missing = [p for p, cmd in every if not any("--json" in x.opts for x in cmd.params)]
     assert len(every) > 100 and not missing
     assert "--json" in cli("vm", "list", "--help").stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    """`kvm-manager --version` (issue 20): the installed package's version, exit 0, with no
+    server, login or config needed (run as a real process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVMM_")}
+    env["KVMM_URL"] = "http://127.0.0.1:9"  # nothing listens: the version needs no server
+    res = subprocess.run(
+        [sys.executable, "-m", "kvmmanager.cli.main", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert (res.returncode, res.stdout, res.stderr) == (0, f"kvm-manager {__version__}\n", "")
