@@ -11,9 +11,10 @@ import sys
 
 try:
     # The C module: `signal` wraps the same calls in enums, and `enum` costs idle memory.
-    import _signal as signal
+    # typeshed has no stub for the C module; its functions are the ones signal re-exports.
+    import _signal as signal  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - every CPython has it
-    import signal  # type: ignore[no-redef]
+    import signal
 
 from . import __version__, protocol
 from .config import ConfigError, load

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import zipfile
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z
@@ -44,7 +44,7 @@ def build_zipapp(out_path: str) -> str:
     with open(tmp, "wb") as fh:
         fh.write(SHEBANG)
         with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-            entries = [("__main__.py", None), *_sources()]  # type: List[Tuple[str, Optional[str]]]
+            entries: List[Tuple[str, Optional[str]]] = [("__main__.py", None), *_sources()]
             for arcname, src in entries:
                 # The zipapp's entry point is zipmain.py (runs the agent from cached bytecode).
                 with open(src or os.path.join(_pkg_dir(), "zipmain.py"), "rb") as sf:

@@ -16,7 +16,7 @@ from .log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
     Action = Callable[[], None]
 
@@ -113,7 +113,7 @@ def parse(line: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
 
 
 class Dispatcher:
-    def __init__(self, ctx: Any, handlers: Dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, ctx: Any, handlers: Mapping[str, Callable[..., Any]]) -> None:
         self.ctx = ctx
         self.handlers = handlers
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Tuple
+    from typing import Any, Callable, Dict, Tuple
 
 _WHITESPACE = " \t\n\r"
 # Integers longer than this parse as an infinity of their sign, which the dispatcher
@@ -51,7 +51,7 @@ class _ScanContext:
     parse_float = float
     parse_int = staticmethod(_parse_int)
     parse_constant = staticmethod(_CONSTANTS.__getitem__)
-    memo: dict = {}
+    memo: Dict[str, Any] = {}
 
 
 def _not_serializable(obj: Any) -> Any:
@@ -61,7 +61,9 @@ def _not_serializable(obj: Any) -> Any:
 def _build() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
     import _json
 
-    scan = _json.make_scanner(_ScanContext())
+    # typeshed types the context as a make_scanner itself; the C scanner only reads the
+    # attributes _ScanContext has (the ones json.JSONDecoder sets).
+    scan = _json.make_scanner(_ScanContext())  # type: ignore[arg-type]
     # markers=None: no circular check (replies are trees built here); ASCII output keeps
     # lone surrogates from odd file names escapes, never invalid UTF-8.
     # allow_nan=False: NaN/Infinity are not JSON (RFC 8259); the encoder raises ValueError.
@@ -71,7 +73,7 @@ def _build() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
 
     def scan_checked(text: str, start: int) -> Tuple[Any, int]:
         try:
-            return scan(text, start)  # type: ignore[no-any-return]
+            return scan(text, start)
         except StopIteration as exc:
             raise ValueError("Expecting value: char %d" % exc.value) from None
         except (ValueError, RecursionError):
@@ -85,7 +87,7 @@ def _build() -> Tuple[Callable[[str], Any], Callable[[Any], str]]:
         except Exception:
             raise ValueError("invalid JSON (%s)" % type(first).__name__) from None
         try:
-            return scan(text, start)  # type: ignore[no-any-return]
+            return scan(text, start)
         except StopIteration as exc:
             raise ValueError("Expecting value: char %d" % exc.value) from None
         except (ValueError, RecursionError):

@@ -16,7 +16,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any, Optional
+    from typing import IO, Any, Optional, Tuple
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 _NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
@@ -39,7 +39,7 @@ class Log:
         self.stream = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
         self.configured = True
 
-    def _emit(self, level: int, msg: str, args: tuple, exc: bool = False) -> None:
+    def _emit(self, level: int, msg: str, args: Tuple[Any, ...], exc: bool = False) -> None:
         if not self.configured:
             import logging
 

@@ -215,7 +215,9 @@ class Method:
         return TIMEOUT_CLASSES[self.timeout]
 
 
-_TYPES = {
+# Any, not type: isinstance() with these narrows the checked value, and the bounds checks
+# below compare it with numbers or take its len() by kind.
+_TYPES: Dict[str, Tuple[Any, ...]] = {
     "string": (str,),
     "integer": (int,),
     "number": (int, float),

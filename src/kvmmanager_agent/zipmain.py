@@ -17,6 +17,8 @@ Once the cache is ready the interpreter is started again on it (`exec`, same pid
 nothing of the launch (zip import, runpy, this file) stays in the agent's memory.
 """
 
+from __future__ import annotations
+
 import binascii
 import os
 import stat
@@ -26,14 +28,14 @@ CACHE_DIR = "/var/cache/kvmmanager-agent"
 PACKAGE = "kvmmanager_agent/"
 
 
-def cache_key(pyz):
+def cache_key(pyz: str) -> str:
     """Identify the zipapp's bytes and this interpreter (its bytecode format)."""
     with open(pyz, "rb") as fh:
         data = fh.read()
     return "%s-%08x-%d" % (sys.implementation.cache_tag, binascii.crc32(data), len(data))
 
 
-def trusted_dir(path):
+def trusted_dir(path: str) -> bool:
     """Create `path` (0700) if needed; True when it is ours and nobody else may write it."""
     try:
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)  # /var/cache in a bare root
@@ -50,7 +52,7 @@ def trusted_dir(path):
     return stat.S_ISDIR(st.st_mode) and ours and not st.st_mode & 0o022
 
 
-def _unpack(pyz, root, key):
+def _unpack(pyz: str, root: str, key: str) -> None:
     """In a child process: unpack and compile into root/key atomically; exit status 0 on success."""
     import compileall
     import shutil
@@ -77,7 +79,7 @@ def _unpack(pyz, root, key):
             shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
 
 
-def prepare(pyz, root):
+def prepare(pyz: str, root: str) -> str | None:
     """The directory to import the agent from: root/key, made on first use; None to use the zip."""
     try:
         if not root or not trusted_dir(root):
@@ -113,7 +115,7 @@ sys.exit(main())
 """
 
 
-def reexec(target):
+def reexec(target: str) -> None:
     """Replace this process (same pid) by the interpreter running the agent from `target`.
 
     What started us stays resident otherwise: the zip importer, runpy and the compile of
@@ -128,7 +130,7 @@ def reexec(target):
         return  # an interpreter we cannot exec (odd embedding): run on in this process
 
 
-def run():
+def run() -> None:
     pyz = sys.path[0]
     if os.path.isfile(pyz):
         target = prepare(pyz, os.environ.get("KVMMANAGER_AGENT_CACHE", CACHE_DIR))

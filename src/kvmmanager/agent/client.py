@@ -91,7 +91,7 @@ def guest_error(method: str, error: Any) -> KvmmError:
         protocol.NOT_FOUND: NotFound,
         protocol.TIMEOUT: Timeout,
         protocol.BUSY: RateLimited,
-    }.get(code, GuestError)  # type: ignore[arg-type]
+    }.get(code, GuestError)
     return cls(text, field=field, details=details)
 
 

@@ -13,6 +13,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterator
 
+    # collections.abc.Mapping cannot be subscripted at run time on Python 3.8 (and the
+    # agent does not import typing at run time), so only the checker sees the parameters.
+    _HandlerMapping = Mapping[str, Callable[..., Any]]
+else:
+    _HandlerMapping = Mapping
+
 
 GROUPS = {
     "system": ("ping", "sync", "get_agent_info", "get_system_info", "get_disk_usage"),
@@ -32,7 +38,7 @@ GROUPS = {
 OWNER = {name: group for group, names in GROUPS.items() for name in names}
 
 
-class LazyHandlers(Mapping):
+class LazyHandlers(_HandlerMapping):
     """name -> handler function, importing the owning module when first asked."""
 
     def __init__(self) -> None:

@@ -102,9 +102,11 @@ class Proc:
         self.waiter.start()
 
     def _feed(self, data: bytes) -> None:
+        stdin = self.popen.stdin
+        assert stdin is not None  # started with stdin=PIPE whenever there is data to feed
         try:
-            self.popen.stdin.write(data)  # type: ignore[union-attr]
-            self.popen.stdin.close()  # type: ignore[union-attr]
+            stdin.write(data)
+            stdin.close()
         except OSError:
             pass
 

@@ -142,7 +142,10 @@ class Freezer:
 
 def fsfreeze_freeze(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     try:
-        return ctx.freezer.freeze(params["mount_points"], params["timeout_seconds"])
+        result: Dict[str, Any] = ctx.freezer.freeze(
+            params["mount_points"], params["timeout_seconds"]
+        )
+        return result
     except PermissionError:
         raise AgentError(
             protocol.PERMISSION_DENIED, "freezing needs root", "mount_points"
@@ -150,11 +153,13 @@ def fsfreeze_freeze(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def fsfreeze_thaw(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
-    return ctx.freezer.thaw()
+    result: Dict[str, Any] = ctx.freezer.thaw()
+    return result
 
 
 def fsfreeze_status(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
-    return ctx.freezer.status()
+    result: Dict[str, Any] = ctx.freezer.status()
+    return result
 
 
 HANDLERS = {

@@ -38,7 +38,7 @@ def _align(n: int) -> int:
 def netlink_addresses() -> List[Tuple[int, int, str]]:
     """(interface index, family, 'address/prefix') for every address of the guest."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
-    out = []
+    out: List[Tuple[int, int, str]] = []
     try:
         sock.settimeout(2.0)
         req = _HDR.pack(_HDR.size + _IFA.size, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
@@ -86,7 +86,7 @@ def _parse_addr(msg: bytes) -> List[Tuple[int, int, str]]:
 
 def _proc_ipv6() -> List[Tuple[int, int, str]]:
     # Fallback when netlink is unavailable (restricted sandboxes).
-    out = []
+    out: List[Tuple[int, int, str]] = []
     for line in read_text("/proc/net/if_inet6").splitlines():
         f = line.split()
         if len(f) >= 6:

@@ -53,12 +53,12 @@ def status(name: str) -> Dict[str, Any]:
         if load == "not-found":
             raise not_found("service %s not found" % name, "name")
         _, active = _run(["systemctl", "is-active", name])
-        _, enabled = _run(["systemctl", "is-enabled", name])
+        _, enabled_state = _run(["systemctl", "is-enabled", name])
         return {
             "name": name,
             "init_system": system,
             "active": active == "active",
-            "enabled": enabled in ("enabled", "enabled-runtime", "static", "alias"),
+            "enabled": enabled_state in ("enabled", "enabled-runtime", "static", "alias"),
             "status": active,
         }
     if not os.path.exists(os.path.join("/etc/init.d", name)):

@@ -103,7 +103,7 @@ def ssh_authorized_keys(ctx: Any, params: Dict[str, Any]) -> Dict[str, Any]:
             lines = _read(dirfd)
             changed = False
             if action == "add" and all(key_identity(line) != ident for line in lines):
-                lines.append(key.strip())  # type: ignore[union-attr]
+                lines.append(key.strip())
                 changed = True
             elif action == "remove":
                 kept = [line for line in lines if key_identity(line) != ident]

@@ -142,7 +142,7 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def mounts() -> List[Dict[str, str]]:
+def mounts() -> List[Dict[str, Any]]:
     seen = set()
     out = []
     for line in read_text("/proc/self/mounts").splitlines():
