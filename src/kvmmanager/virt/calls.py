@@ -179,9 +179,8 @@ class HostWorkers:
             # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a
             # cancellation that meets a result, which would let a stopping host's
             # supervisor run on. Neither future is cancelled by a timeout here.
-            await asyncio.wait(
-                {fut, refusal}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
-            )
+            either: set[asyncio.Future[Any]] = {fut, refusal}
+            await asyncio.wait(either, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             with self._lock:
                 call.abandoned = call.started_at is None  # not sent: never will be
