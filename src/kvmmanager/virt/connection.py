@@ -1,21 +1,21 @@
 """One libvirt connection per host: open, keepalive, events, reconnect with backoff, resync.
 
-Threads: every blocking libvirt call runs in the host's own worker pool (`run`), so a
-slow or dead host never blocks the event loop or another host, and every call has a
-deadline by kind (virt/calls.py). Opening a connection runs in a daemon thread of its own,
-because an unreachable host can hold `virConnectOpen` for minutes and must neither take a
-worker away nor keep the process from exiting.
+This module holds the host's state machine (connecting, connected, not responding,
+reconnecting, failed) and the running of calls; its other jobs live beside it:
 
-Responsiveness: a heartbeat (one cheap call every few seconds, and at once after a call
-passes its deadline) marks the host "not responding" when the daemon stops answering,
-refusing its calls up front; libvirt's keepalive then closes the connection, and the
-host stays "not responding" while the reconnect waits for the daemon (a frozen daemon
-accepts the socket but answers nothing). A connection that ends otherwise (daemon gone)
-makes it "reconnecting".
-
-Events: libvirt fires callbacks on the asyncio loop (libvirtaio). A callback only queues a
-re-read of that one object; re-reads of one object are serialized (in event order), and
-wait for a running resync, so the inventory never goes back to an older state.
+- calls: every blocking libvirt call runs in the host's own worker pool (`run`), so a
+  slow or dead host never blocks the event loop or another host, and every call has a
+  deadline by kind (virt/calls.py). Opening a connection runs in a daemon thread of its
+  own (virt/daemon_thread.py), because an unreachable host can hold `virConnectOpen` for
+  minutes and must neither take a worker away nor keep the process from exiting; an open
+  unanswered for `connect_seconds` makes the host "not responding" (a frozen daemon
+  accepts the socket but answers nothing).
+- responsiveness (virt/heartbeat.py): a heartbeat marks the host "not responding" when
+  the daemon stops answering, refusing its calls up front; libvirt's keepalive then
+  closes the connection, and the host stays "not responding" while the reconnect waits
+  for the daemon. A connection that ends otherwise (daemon gone) makes it "reconnecting".
+- events (virt/host_events.py): callbacks queue re-reads of single objects into the
+  inventory, serialized per object and after any running resync.
 """
 
 from __future__ import annotations
@@ -24,24 +24,27 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import libvirt
 
 from kvmmanager.core.config import LibvirtSettings, Settings
-from kvmmanager.core.errors import HostTimeout, HostUnavailable, KvmmError, NotFound
+from kvmmanager.core.errors import HostTimeout, HostUnavailable, KvmmError
 from kvmmanager.virt import liveness, readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
-from kvmmanager.virt.calls import Call, CallKind, HostWorkers, deadline_for, op_name, resolve_kind
+from kvmmanager.virt.calls import CallKind, HostWorkers, deadline_for, op_name, resolve_kind
+from kvmmanager.virt.daemon_thread import in_daemon_thread
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
 from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.heartbeat import NOT_RESPONDING, Heartbeat
+from kvmmanager.virt.host_events import HostEvents, Serializer
 from kvmmanager.virt.inventory import Inventory
 from kvmmanager.virt.session import is_remote_uri, prepare_uri
 
 __all__ = [
+    "NOT_RESPONDING",
     "STATUSES",
     "HostConnection",
     "ensure_event_loop",
@@ -53,37 +56,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCAL_MAX_BACKOFF_SECONDS = 2.0
-NOT_RESPONDING = "not responding"
 STATUSES = ("disconnected", "connecting", "connected", NOT_RESPONDING, "reconnecting", "failed")
 # Closing a connection deregisters its callbacks: round trips that hang on a frozen daemon.
 TEARDOWN_SECONDS = 5.0
 
-# Marks an event of a connection that has since been replaced: ignore it.
-_STALE: Any = object()
 
-
-class _Serializer:
-    """Per-key FIFO locks, dropped when unused so 10,000 domains do not leave 10,000 locks."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> Any:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
-class HostConnection:
+class HostConnection(Heartbeat, HostEvents):
     def __init__(
         self,
         name: str,
@@ -124,7 +102,7 @@ class HostConnection:
         self._status_changed: asyncio.Event | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._serial = _Serializer()
+        self._serial = Serializer()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_heartbeat: asyncio.Event | None = None
 
@@ -294,51 +272,8 @@ class HostConnection:
             raise err from exc
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` in a daemon thread (for calls that may hang on an unreachable host).
-
-        A connection the thread opens for nobody (the caller was cancelled: stop() during
-        the open) is closed by whichever side comes second, decided under a lock: never
-        through the loop, which may have stopped running for good by then and would
-        leave it open, with its event callbacks, for the life of the process."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        lock = threading.Lock()
-        outcome: list[tuple[bool, Any]] = []  # what the thread produced
-        abandoned: list[bool] = []  # the caller gave up
-
-        def settle() -> None:
-            if not fut.done():
-                ok, value = outcome[0]
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
-
-        def body() -> None:
-            try:
-                result: Any = fn(*args)
-                ok = True
-            except BaseException as exc:
-                result, ok = exc, False
-            with lock:
-                outcome.append((ok, result))
-                orphan = bool(abandoned)
-            if orphan:
-                _close_orphan(ok, result)
-                return
-            with contextlib.suppress(RuntimeError):  # loop closed: the caller is gone too
-                loop.call_soon_threadsafe(settle)
-
-        threading.Thread(target=body, name=f"libvirt-open-{self.name}", daemon=True).start()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            with lock:
-                abandoned.append(True)
-                produced = list(outcome)
-            if produced:
-                threading.Thread(target=_close_orphan, args=produced[0], daemon=True).start()
-            raise
+        """Run `fn` in a daemon thread (for calls that may hang on an unreachable host)."""
+        return await in_daemon_thread(fn, *args, name=f"libvirt-open-{self.name}")
 
     # ---- connection lifecycle ----------------------------------------------------------
 
@@ -436,81 +371,6 @@ class HostConnection:
             async with asyncio.timeout(TEARDOWN_SECONDS):
                 await self._in_thread(liveness.teardown_when_idle, conn)
 
-    # ---- responsiveness ------------------------------------------------------------------
-
-    def _call_overdue(self, call: Call) -> None:
-        """A call passed its deadline (on the loop): check the daemon at once."""
-        log.warning("host %s: %s passed its %s deadline", self.name, call.op, call.kind)
-        if self._wake_heartbeat is not None:
-            self._wake_heartbeat.set()
-
-    async def _heartbeat(self, conn: libvirt.virConnect, gen: int) -> None:
-        """Ask the daemon one cheap question every `heartbeat_seconds` (or at once when a
-        call went overdue). Unanswered within `not_responding_seconds`: not responding,
-        until the answer comes (then connected again) or keepalive closes the connection.
-        The question runs in a daemon thread, never in a worker."""
-        wake = self._wake_heartbeat = asyncio.Event()
-        while gen == self._gen:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.heartbeat_seconds):
-                    await wake.wait()
-            wake.clear()
-            if gen != self._gen:
-                return
-            started = time.monotonic()
-            ping = asyncio.ensure_future(self._in_thread(liveness.ping, conn))
-            try:
-                async with asyncio.timeout(self.settings.not_responding_seconds):
-                    await asyncio.shield(ping)
-                self.last_answer = time.time()
-                continue
-            except TimeoutError:
-                pass
-            except Exception as exc:
-                # A dead connection: the close callback reports it to the supervisor.
-                log.debug("host %s: heartbeat failed: %s", self.name, exc)
-                continue
-            if gen != self._gen:
-                return
-            # The reason names the last answer (not "for N s", which would turn false as
-            # the freeze goes on without anyone rewriting it).
-            self._set_status(
-                NOT_RESPONDING, f"libvirtd has not answered since {_clock(self.last_answer)}"
-            )
-            try:
-                await self._await_thaw(conn, ping)
-                self.last_answer = time.time()
-            except Exception:
-                # An error is an answer only from a live connection; a dead one (keepalive
-                # gave up) is the supervisor's to handle.
-                if not session.alive(conn):
-                    return
-            if gen == self._gen and self.status == NOT_RESPONDING:
-                log.info(
-                    "host %s answered again after %.1f s", self.name, time.monotonic() - started
-                )
-                self._set_status("connected", "")
-
-    async def _await_thaw(self, conn: libvirt.virConnect, ping: asyncio.Future[Any]) -> Any:
-        """Wait for the unanswered ping. libvirt 9.0's client crashes (SIGSEGV, measured)
-        when keepalive closes a connection with two or more calls waiting and the daemon
-        answers later: only one waiter gets the error, the others are left on freed state.
-        So keepalive is paused while more calls than the ping wait on this connection
-        (they complete when the daemon thaws; new calls are refused meanwhile), and
-        resumed once only the ping waits, to end a connection that never answers again."""
-        await self._in_thread(liveness.keepalive_off, conn)
-        paused = True
-        try:
-            while not ping.done():
-                await asyncio.wait({ping}, timeout=0.2)
-                if paused and liveness.uses.count(conn) <= 1:
-                    await self._in_thread(liveness.keepalive_on, conn, self.settings)
-                    paused = False
-            return ping.result()
-        finally:
-            if paused:
-                await self._in_thread(liveness.keepalive_on, conn, self.settings)
-
     def _notify_lost(self, gen: int, reason: str) -> None:
         """Thread-safe: the connection of generation `gen` is gone."""
         loop = self._loop
@@ -551,136 +411,6 @@ class HostConnection:
         if gen != self._gen:
             return
         self.inventory.replace_host(self.name, snap.domains, snap.pools, snap.networks)
-
-    # ---- events ------------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _schedule(
-        self, gen: int, coro_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any
-    ) -> None:
-        """Called from libvirt callbacks: hop onto the loop (we may not be on it)."""
-        loop = self._loop
-        if loop is None or gen != self._gen:
-            return
-
-        def go() -> None:
-            if gen == self._gen:
-                self._spawn(coro_fn(gen, *args))
-
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(go)
-
-    def _dispatch_domain(self, gen: int) -> readers.DomainEventSink:
-        return lambda dom, event: self._schedule(gen, self._domain_event, dom, event)
-
-    def _dispatch_pool(self, gen: int) -> readers.NamedEventSink:
-        return lambda obj, event: self._schedule(gen, self._pool_event, obj, event)
-
-    def _dispatch_network(self, gen: int) -> readers.NamedEventSink:
-        return lambda obj, event: self._schedule(gen, self._network_event, obj, event)
-
-    async def _domain_event(
-        self, gen: int, dom: libvirt.virDomain, event: readers.ObjectEvent
-    ) -> None:
-        uuid = dom.UUIDString()
-        port = event.data.get("vserport") if event.kind is None else None
-        info = await self._refresh(
-            gen,
-            f"domain:{uuid}",
-            functools.partial(readers.read_domain, port=port) if port else readers.read_domain,
-            dom,
-            self.inventory.put_domain,
-            lambda: self.inventory.remove_domain(self.name, uuid),
-        )
-        if info is not _STALE and event.kind:
-            data = {"name": dom.name(), **event.data}
-            if event.kind == "domain.lifecycle":
-                data["state"] = info.state if info is not None else "undefined"
-            self.bus.publish(Event(event.kind, host=self.name, subject=uuid, data=data))
-
-    async def _pool_event(
-        self, gen: int, pool: libvirt.virStoragePool, event: readers.ObjectEvent
-    ) -> None:
-        name = pool.name()
-        info = await self._refresh(
-            gen,
-            f"pool:{name}",
-            readers.read_pool,
-            pool,
-            self.inventory.put_pool,
-            lambda: self.inventory.remove_pool(self.name, name),
-        )
-        if info is not _STALE and event.kind:
-            self.bus.publish(Event(event.kind, host=self.name, subject=name, data=event.data))
-
-    async def _network_event(
-        self, gen: int, net: libvirt.virNetwork, event: readers.ObjectEvent
-    ) -> None:
-        name = net.name()
-        info = await self._refresh(
-            gen,
-            f"network:{name}",
-            readers.read_network,
-            net,
-            self.inventory.put_network,
-            lambda: self.inventory.remove_network(self.name, name),
-        )
-        if info is not _STALE and event.kind:
-            self.bus.publish(Event(event.kind, host=self.name, subject=name, data=event.data))
-
-    async def _refresh(
-        self,
-        gen: int,
-        key: str,
-        reader: Callable[[str, Any], Any],
-        obj: Any,
-        put: Callable[[Any], Any],
-        remove: Callable[[], Any],
-    ) -> Any:
-        """Re-read one object (serialized per object, after any running resync) and store
-        it, or drop it when libvirt no longer has it. Returns the record, None when removed,
-        _STALE when the event is to be ignored."""
-        async with self._serial.hold(key):
-            assert self._resynced is not None
-            await self._resynced.wait()
-            conn = self._conn
-            if conn is None or gen != self._gen:
-                return _STALE
-            call = functools.partial(self._guarded, conn, gen, reader, (self.name, obj), {})
-            try:
-                info = await self.workers.call(
-                    call,
-                    op=f"re-read {key}",
-                    kind="read",
-                    deadline=self.settings.deadline_read_seconds,
-                )
-            except NotFound:
-                info = None
-            except KvmmError as exc:
-                log.warning("host %s: re-reading %s failed: %s", self.name, key, exc)
-                return _STALE
-            if gen != self._gen:
-                return _STALE
-            if info is None:
-                remove()
-                return None
-            return put(info)
-
-
-def _close_orphan(ok: bool, value: Any) -> None:
-    """A connection opened for a caller that has gone: deregister and close it."""
-    if ok and isinstance(value, libvirt.virConnect):
-        session.teardown(value)
-
-
-def _clock(when: float | None) -> str:
-    if when is None:
-        return "the connection opened"
-    return time.strftime("%H:%M:%S UTC", time.gmtime(when))
 
 
 def _reason(exc: BaseException) -> str:
