@@ -34,7 +34,8 @@ _iden = itertools.count(1_000_000)  # apart from libvirtaio's own counter, never
 _lock = threading.Lock()
 
 
-class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):
+# libvirtaio ships no type information: its class is Any to mypy.
+class ThreadSafeAsyncIOImpl(libvirtaio.virEventAsyncIOImpl):  # type: ignore[misc]
     def _call(self, fn: Any, *args: Any) -> None:
         try:
             self.loop.call_soon_threadsafe(fn, *args)

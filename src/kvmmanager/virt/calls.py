@@ -73,7 +73,7 @@ def op_name(fn: Callable[..., Any]) -> str:
     if isinstance(fn, functools.partial):
         return op_name(fn.func)
     owner = getattr(fn, "__self__", None)
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    name: str | None = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     if owner is not None and not isinstance(owner, type) and name:
         return f"{type(owner).__name__}.{name.rsplit('.', 1)[-1]}"
     if not name:

@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from kvmmanager.core.errors import InvalidInput, NotFound
 from kvmmanager.virt.events import Event, EventBus
@@ -144,6 +144,10 @@ class NetworkInfo:
 
 def _summary(info: DomainInfo) -> dict[str, Any]:
     return {"name": info.name, "state": info.state, "reason": info.state_reason}
+
+
+# The pool and network tables share their put/remove code.
+_Named = TypeVar("_Named", PoolInfo, NetworkInfo)
 
 
 class Inventory:
@@ -282,7 +286,7 @@ class Inventory:
     def remove_network(self, host: str, name: str) -> NetworkInfo | None:
         return self._remove(self._networks, "network", host, name)
 
-    def _put(self, table: dict[str, dict[str, Any]], kind: str, info: Any) -> Any:
+    def _put(self, table: dict[str, dict[str, _Named]], kind: str, info: _Named) -> _Named:
         host_table = table.setdefault(info.host, {})
         old = host_table.get(info.name)
         if old is not None and old.same_as(info):
@@ -292,7 +296,9 @@ class Inventory:
         self.bus.publish(Event(f"{kind}.{what}", host=info.host, subject=info.name))
         return info
 
-    def _remove(self, table: dict[str, dict[str, Any]], kind: str, host: str, name: str) -> Any:
+    def _remove(
+        self, table: dict[str, dict[str, _Named]], kind: str, host: str, name: str
+    ) -> _Named | None:
         old = table.get(host, {}).pop(name, None)
         if old is not None:
             self.bus.publish(Event(f"{kind}.removed", host=host, subject=name))
@@ -317,17 +323,20 @@ class Inventory:
         self._domains.setdefault(host, {})
         for d in domains:
             self.put_domain(d)
-        for table, kind, items in (
-            (self._pools, "pool", list(pools)),
-            (self._networks, "network", list(networks)),
-        ):
-            names = {i.name for i in items}
-            for name in list(table.get(host, {})):
-                if name not in names:
-                    self._remove(table, kind, host, name)
-            table.setdefault(host, {})
-            for i in items:
-                self._put(table, kind, i)
+        pool_items, network_items = list(pools), list(networks)
+        self._replace_table(self._pools, "pool", host, pool_items)
+        self._replace_table(self._networks, "network", host, network_items)
+
+    def _replace_table(
+        self, table: dict[str, dict[str, _Named]], kind: str, host: str, items: list[_Named]
+    ) -> None:
+        names = {i.name for i in items}
+        for name in list(table.get(host, {})):
+            if name not in names:
+                self._remove(table, kind, host, name)
+        table.setdefault(host, {})
+        for i in items:
+            self._put(table, kind, i)
 
     def clear_host(self, host: str) -> None:
         """Forget a host entirely (it was removed from the manager)."""

@@ -57,7 +57,8 @@ uses = ConnectionUses()
 
 def ping(conn: libvirt.virConnect) -> int:
     with uses.using(conn):
-        return conn.getLibVersion()
+        version: int = conn.getLibVersion()
+        return version
 
 
 def teardown_when_idle(conn: libvirt.virConnect) -> None:

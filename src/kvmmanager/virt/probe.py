@@ -107,7 +107,9 @@ def probe_dev_kvm(path: str = "/dev/kvm") -> tuple[bool | None, str]:
         try:
             vm_fd = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
         except OSError as exc:
-            return False, f"KVM_CREATE_VM failed: {errno.errorcode.get(exc.errno, exc.errno)}"
+            code = exc.errno
+            name = errno.errorcode.get(code, code) if code is not None else None
+            return False, f"KVM_CREATE_VM failed: {name}"
         os.close(vm_fd)
         return True, "KVM_CREATE_VM succeeded"
     finally:

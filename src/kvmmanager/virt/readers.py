@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -263,13 +263,12 @@ def _with_port_state(info: DomainInfo, xml: str, alias: str, is_open: bool) -> D
         model = Domain.from_xml(xml)
     except Exception:  # the caller already listed it with basic facts
         return info
-    for name, attr, closed in (
-        (KVMM_AGENT_CHANNEL, "agent_status", "absent"),
-        (QEMU_GA_CHANNEL, "qga_status", "disconnected"),
-    ):
-        channel = model.devices.channel(name)
-        if channel is not None and channel.alias == alias:
-            return dataclasses.replace(info, **{attr: "connected" if is_open else closed})
+    channel = model.devices.channel(KVMM_AGENT_CHANNEL)
+    if channel is not None and channel.alias == alias:
+        return dataclasses.replace(info, agent_status="connected" if is_open else "absent")
+    channel = model.devices.channel(QEMU_GA_CHANNEL)
+    if channel is not None and channel.alias == alias:
+        return dataclasses.replace(info, qga_status="connected" if is_open else "disconnected")
     return info
 
 
@@ -356,19 +355,30 @@ def _gone(exc: libvirt.libvirtError) -> bool:
 
 def read_all(host: str, conn: libvirt.virConnect) -> HostSnapshot:
     """Full listing for a resync. An object vanishing between list and read is skipped."""
-    snap = HostSnapshot()
-    for target, objects, reader in (
-        (snap.domains, conn.listAllDomains(0), read_domain),
-        (snap.pools, conn.listAllStoragePools(0), read_pool),
-        (snap.networks, conn.listAllNetworks(0), read_network),
-    ):
-        for obj in objects:
-            try:
-                target.append(reader(host, obj))
-            except libvirt.libvirtError as exc:
-                if not _gone(exc):
-                    raise
-    return snap
+    domains = conn.listAllDomains(0)
+    pools = conn.listAllStoragePools(0)
+    networks = conn.listAllNetworks(0)
+    return HostSnapshot(
+        domains=_read_present(host, domains, read_domain),
+        pools=_read_present(host, pools, read_pool),
+        networks=_read_present(host, networks, read_network),
+    )
+
+
+_Info = TypeVar("_Info", DomainInfo, PoolInfo, NetworkInfo)
+
+
+def _read_present(
+    host: str, objects: list[Any], reader: Callable[[str, Any], _Info]
+) -> list[_Info]:
+    out: list[_Info] = []
+    for obj in objects:
+        try:
+            out.append(reader(host, obj))
+        except libvirt.libvirtError as exc:
+            if not _gone(exc):
+                raise
+    return out
 
 
 # ---- callbacks -------------------------------------------------------------------------

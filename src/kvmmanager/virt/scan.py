@@ -14,7 +14,7 @@ import libvirt
 
 
 def is_gone(exc: libvirt.libvirtError) -> bool:
-    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+    return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
 def definitions(conn: libvirt.virConnect) -> Iterator[tuple[libvirt.virDomain, str]]:

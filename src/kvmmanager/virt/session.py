@@ -84,7 +84,7 @@ def attach(conn: libvirt.virConnect, settings: LibvirtSettings, sinks: Sinks) ->
     conn.registerCloseCallback(on_close, None)
     ids: list[tuple[str, int]] = []
     # Stored on the connection at once, so teardown() also undoes a half-done attach.
-    conn._kvmm_callback_ids = ids  # type: ignore[attr-defined]
+    conn._kvmm_callback_ids = ids
     for event_id, handler in readers.domain_event_handlers(sinks.domain):
         ids.append(("domain", conn.domainEventRegisterAny(None, event_id, handler, None)))
     for event_id, handler in readers.pool_event_handlers(sinks.pool):

@@ -114,7 +114,8 @@ class XMLObject:
         """Wrap ``element``, or build a new one; ``props`` set declared properties."""
         if element is None and _parent is None:
             step = self._root_step()
-            nsmap = {step.prefix: step.ns} if step.prefix else None
+            # A step with a prefix always has its namespace (parse_step looks it up).
+            nsmap = {step.prefix: step.ns} if step.prefix and step.ns is not None else None
             element = etree.Element(step.tag, nsmap=nsmap)
             self._created = True
         else:

@@ -178,7 +178,8 @@ class DomainCapabilities(XMLObject):
 
     @property
     def firmware_paths(self) -> list[str]:
-        return self.loader_paths
+        paths: list[str] = self.loader_paths
+        return paths
 
     def supports_tpm(self, backend: str = "emulator") -> bool:
         """A TPM with ``backend`` (``emulator`` = swtpm, what new VMs use) can be added."""
@@ -187,7 +188,8 @@ class DomainCapabilities(XMLObject):
     def tpm_versions(self) -> list[str]:
         """TPM versions the emulator backend supports; libvirt 9.0 does not report them,
         so an empty list means "unknown", not "none"."""
-        return self.tpm_backend_versions
+        versions: list[str] = self.tpm_backend_versions
+        return versions
 
     def supports_virtio_serial(self) -> bool | None:
         """Whether a unix-socket virtio channel can be added; None when libvirt (older than

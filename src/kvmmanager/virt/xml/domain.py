@@ -125,4 +125,5 @@ class Domain(XMLObject):
     @property
     def online_vcpus(self) -> int | None:
         """vCPUs the guest has now: ``current`` when set, else the maximum."""
-        return self.vcpus_current or self.vcpus
+        vcpus: int | None = self.vcpus_current or self.vcpus
+        return vcpus

@@ -69,6 +69,6 @@ class DomainSnapshot(XMLObject):
     @property
     def has_memory(self) -> bool:
         if self.memory_snapshot is not None:
-            return self.memory_snapshot != "no"
+            return bool(self.memory_snapshot != "no")
         # Older XML has no <memory>: the state tells (disk-snapshot = disks only).
         return self.state not in (None, "disk-snapshot", "shutoff")

@@ -98,7 +98,7 @@ def is_element(node: Any) -> bool:
 
 def _indent_unit(parent: Any) -> str | None:
     """The whitespace that precedes children of ``parent``, when the document is indented."""
-    text = parent.text
+    text: str | None = parent.text
     if text is not None and text.strip() == "" and "\n" in text:
         return text
     return None
@@ -108,7 +108,9 @@ def _leading_whitespace(el: Any) -> str | None:
     """The indentation in front of ``el`` when it sits in an indented document."""
     prev = el.getprevious()
     parent = el.getparent()
-    ws = prev.tail if prev is not None else (parent.text if parent is not None else None)
+    ws: str | None = (
+        prev.tail if prev is not None else (parent.text if parent is not None else None)
+    )
     if ws is not None and ws.strip() == "" and "\n" in ws:
         return ws
     return None

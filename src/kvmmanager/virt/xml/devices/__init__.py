@@ -128,7 +128,8 @@ class Devices(XMLObject):
 def parse_device(text: str | bytes) -> Device:
     """Parse one device element (as given to ``attachDevice``/``detachDevice``)."""
     root = parse_xml(text, what="device")
-    cls = DEVICE_CLASSES.get(root.tag) if isinstance(root.tag, str) else None
+    tag = root.tag  # a str for every parsed element (lxml's stubs also allow bytes and QName)
+    cls = DEVICE_CLASSES.get(tag) if isinstance(tag, str) else None
     if cls is None:
-        raise InvalidInput(f"unsupported device element <{root.tag}>", field="device")
+        raise InvalidInput(f"unsupported device element <{tag!s}>", field="device")
     return cls(root)

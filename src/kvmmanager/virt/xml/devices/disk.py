@@ -48,12 +48,13 @@ class Disk(Device):
 
     @property
     def is_cdrom(self) -> bool:
-        return self.device == "cdrom"
+        return bool(self.device == "cdrom")
 
     @property
     def source_path(self) -> str | None:
         """The host path of a file or block disk (None for volumes, network, empty drives)."""
-        return self.source_file or self.source_dev
+        path: str | None = self.source_file or self.source_dev
+        return path
 
     @property
     def has_media(self) -> bool:

@@ -49,13 +49,14 @@ class Graphics(Device):
     _listen_address = XMLProperty("listen[@type='address']/@address")
 
     @property
-    def alias(self) -> None:  # type: ignore[override]
+    def alias(self) -> None:
         """libvirt's schema gives ``<graphics>`` no ``<alias>``."""
         return None
 
     @property
     def listen_address(self) -> str | None:
-        return self._listen_address or self._listen_attr
+        address: str | None = self._listen_address or self._listen_attr
+        return address
 
     @listen_address.setter
     def listen_address(self, value: str | None) -> None:

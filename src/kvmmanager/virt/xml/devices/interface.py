@@ -75,4 +75,5 @@ class Interface(Device):
     @property
     def source(self) -> str | None:
         """Network name, bridge name or host device, whichever the type uses."""
-        return self.source_network or self.source_bridge or self.source_dev
+        source: str | None = self.source_network or self.source_bridge or self.source_dev
+        return source
