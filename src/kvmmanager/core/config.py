@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -175,6 +175,22 @@ class OutboundSettings(BaseModel):
     allow_networks: list[str] = Field(default_factory=list)
 
 
+class FleetSettings(BaseModel):
+    # Instances sharing a database: each writes a heartbeat row every `heartbeat_seconds`
+    # and, with it, renews the singleton lease if it holds it (or takes it when it has
+    # expired). The lease lasts `lease_seconds` from its last renewal, so a holder killed
+    # with -9 is replaced within lease_seconds + heartbeat_seconds.
+    heartbeat_seconds: float = Field(3.0, gt=0, le=60)
+    lease_seconds: float = Field(10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> FleetSettings:
+        # A holder must renew well before its lease runs out, even after a slow beat.
+        if self.lease_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("fleet.lease_seconds must be at least twice fleet.heartbeat_seconds")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KVMM_", env_nested_delimiter="__", extra="ignore")
 
@@ -189,6 +205,7 @@ class Settings(BaseSettings):
     spice: SpiceSettings = Field(default_factory=SpiceSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -232,14 +232,35 @@ class AlertService:
     def start(self) -> None:
         """Called by Manager.start(): load rules and open alerts, follow metrics and events."""
         self._reload()
-        with self.m.db() as s:
-            for a in s.scalars(select(Alert).where(Alert.state == "firing")):
-                st = self._state.setdefault((a.rule_id, a.host, a.subject), RuleState())
-                st.alert_id = a.id
+        self._apply_firing(self._firing())
+        # Evaluation is singleton work: only the lease holder fires and resolves alerts
+        # (and so notifies); an instance taking over first reads what is firing now.
+        self.m.lease.on_change(self._lease_changed)
         loop = asyncio.get_running_loop()
         self._events_task = loop.create_task(self._follow_events(), name="kvmm-alerts-events")
         self._supervisor = loop.create_task(self._follow_hosts(), name="kvmm-alerts-hosts")
         self.m.webhooks.start()
+
+    async def _lease_changed(self, held: bool) -> None:
+        if held:
+            await asyncio.to_thread(self._reload)
+            # Read in a thread, applied here: the evaluators use the state on this loop.
+            self._apply_firing(await asyncio.to_thread(self._firing))
+
+    def _firing(self) -> dict[tuple[int, str, str], int]:
+        with self.m.db() as s:
+            return {
+                (a.rule_id, a.host, a.subject): a.id
+                for a in s.scalars(select(Alert).where(Alert.state == "firing"))
+            }
+
+    def _apply_firing(self, firing: dict[tuple[int, str, str], int]) -> None:
+        """Align the open alerts with the database (the previous holder fired some)."""
+        for key, st in self._state.items():
+            if key not in firing:
+                st.alert_id = None
+        for key, alert_id in firing.items():
+            self._state.setdefault(key, RuleState()).alert_id = alert_id
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._events_task, self._supervisor, *self._tasks.values()) if t]
@@ -271,6 +292,8 @@ class AlertService:
             if new == seq:
                 continue
             seq = new
+            if not self.m.lease.held:
+                continue
             try:
                 hm = self.m.metrics.host(host)
                 self.evaluate(host, metric_values(self.m, host, hm.latest, hm.guest))
@@ -280,6 +303,8 @@ class AlertService:
     async def _follow_events(self) -> None:
         with self.m.bus.subscribe(predicate=lambda e: e.kind in EVENT_KINDS) as sub:
             async for event in sub:
+                if not self.m.lease.held:
+                    continue
                 try:
                     self.on_event(event)
                 except Exception:

@@ -148,7 +148,8 @@ class AuditService:
         while True:
             try:
                 await asyncio.to_thread(self.write_suppressed)
-                if loop.time() >= next_prune:
+                # Retention is singleton work: the lease holder prunes for every instance.
+                if loop.time() >= next_prune and self._m.lease.held:
                     deleted = await asyncio.to_thread(self.prune)
                     if deleted:
                         log.info(

@@ -1,9 +1,10 @@
 """Manager instances that share one database know each other (issue 16 item 2).
 
 Each instance registers a row (id, host name, address, version, pid, start time) when it
-starts and refreshes `last_seen` every HEARTBEAT_SECONDS; it deletes its row when it
-stops. An instance is listed as alive while its last heartbeat is younger than
-STALE_AFTER_SECONDS (three missed beats: a kill -9 shows as gone within ~15 s); rows
+starts and refreshes `last_seen` every `fleet.heartbeat_seconds`; it deletes its row when
+it stops. The same beat takes or renews the singleton lease (services/lease.py), so the
+listing says which instance runs the singleton work. An instance is listed as alive while
+its last heartbeat is younger than three beats (at least STALE_AFTER_SECONDS); rows
 older than FORGET_AFTER_SECONDS are removed by whichever instance beats next.
 """
 
@@ -43,13 +44,14 @@ class InstanceInfo:
     last_seen: datetime
     alive: bool
     this: bool  # the instance answering
+    lease_holder: bool  # runs the singleton work (holds the live singleton lease)
 
 
 class InstanceService:
-    def __init__(self, manager: Any, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(self, manager: Any) -> None:
         self.m = manager
         self.id = str(uuid.uuid4())
-        self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeat_seconds = float(manager.settings.fleet.heartbeat_seconds)
         self._task: asyncio.Task[None] | None = None
 
     def _address(self) -> str:
@@ -99,6 +101,8 @@ class InstanceService:
         stale = timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))
         with self.m.db.begin() as s:
             rows = list(s.scalars(select(Instance).order_by(Instance.started_at, Instance.id)))
+        lease = self.m.lease.info()
+        holder = lease.holder if lease is not None and lease.live else None
         return [
             InstanceInfo(
                 id=r.id,
@@ -110,17 +114,22 @@ class InstanceService:
                 last_seen=r.last_seen,
                 alive=now - r.last_seen <= stale,
                 this=r.id == self.id,
+                lease_holder=r.id == holder,
             )
             for r in rows
         ]
 
     async def start(self) -> None:
         await asyncio.to_thread(self.register)
+        # The first beat's lease attempt, now: a lone instance runs its singletons at once.
+        await self.m.lease.renew()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="kvmm-heartbeat")
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
+            # The lease first: it must not wait behind a slow heartbeat row.
+            await self.m.lease.renew()
             try:
                 await asyncio.to_thread(self.beat)
             except Exception:
@@ -133,6 +142,8 @@ class InstanceService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # Released before the row goes: the next instance's beat takes over.
+        await self.m.lease.release()
 
         def leave() -> None:
             with self.m.db.begin() as s:

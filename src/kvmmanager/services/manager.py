@@ -193,6 +193,10 @@ class Manager:
     def instances(self) -> Any:
         return _service("instances", "InstanceService")(self)
 
+    @cached_property
+    def lease(self) -> Any:
+        return _service("lease", "LeaseService")(self)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def prepare_database(self) -> None:

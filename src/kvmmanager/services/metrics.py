@@ -273,7 +273,9 @@ class MetricsService:
         # Wake live-graph streams: they wait on the event of the cycle they saw last.
         hm.cycle_done.set()
         hm.cycle_done = asyncio.Event()
-        if closed is not None and self.persist:
+        # History writes (and their pruning) are singleton work: every instance collects
+        # for its own live graphs, only the lease holder writes the buckets.
+        if closed is not None and self.persist and self.m.lease.held:
             means = hm.down.means(closed)
             self._spawn(self.persist_bucket(hm.host, closed.start, hm.down.step, means))
 

@@ -4,8 +4,10 @@ Each occurrence is claimed in one transaction before anything runs: the schedule
 `next_run_at` moves on (only if it still holds that occurrence) and a `schedule_runs`
 row is inserted (unique per schedule and occurrence). A restart, a second tick or a
 second manager on the same database therefore never runs an occurrence twice; a run
-that was in progress when the manager died is marked `interrupted` at the next start,
-not repeated (at most once).
+that was in progress when the manager died is marked `interrupted` when an instance next
+takes the singleton lease (its restart, or another instance), not repeated (at most once).
+Only the holder of the singleton lease runs schedules, and its claims are fenced by the
+lease's token (services/lease.py).
 
 An occurrence found more than MISSED_AFTER late (the manager was down) is missed: the
 schedule's policy runs it once now (`run`) or records it as `skipped`; either way the
@@ -79,6 +81,8 @@ class Scheduler:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        # Run ids this instance is executing (not "interrupted" when it regains the lease).
+        self._active: set[int] = set()
 
     def now(self) -> datetime:
         return self.clock()
@@ -86,22 +90,36 @@ class Scheduler:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Called by Manager.start(): close out interrupted runs, start the loop."""
+        """Called by Manager.start(): start the loop; it runs schedules while this instance
+        holds the singleton lease (services/lease.py)."""
         if self._task is not None:
             return
-        with self.m.db.begin() as s:
-            s.execute(
-                update(ScheduleRun)
-                .where(ScheduleRun.status == "running")
-                .values(
-                    status="interrupted",
-                    finished_at=self.now(),
-                    message="the manager stopped during this run; it is not repeated",
-                )
-            )
+        self.m.lease.on_change(self._lease_changed)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._task = self._loop.create_task(self._run_loop(), name="kvmm-scheduler")
+
+    async def _lease_changed(self, held: bool) -> None:
+        if held:
+            # Runs left "running" were the previous holder's (it died or lost the lease
+            # mid-run): closed out, never repeated. Ours in progress are left alone.
+            await asyncio.to_thread(self.close_interrupted)
+        self.wake()
+
+    def close_interrupted(self) -> int:
+        mine = set(self._active)
+        with self.m.db.begin() as s:
+            q = update(ScheduleRun).where(ScheduleRun.status == "running")
+            if mine:
+                q = q.where(ScheduleRun.id.not_in(mine))
+            result = s.execute(
+                q.values(
+                    status="interrupted",
+                    finished_at=self.now(),
+                    message="the manager stopped during this run; it is not repeated",
+                ).execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount or 0)
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
@@ -135,6 +153,11 @@ class Scheduler:
         await self._await_hosts()
         while True:
             self._wake.clear()
+            if not self.m.lease.held:
+                # Another instance runs the schedules; gaining the lease wakes this loop.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=MAX_SLEEP)
+                continue
             try:
                 await self.tick()
                 delay = await asyncio.to_thread(self._delay)
@@ -156,7 +179,10 @@ class Scheduler:
     # ---- one pass --------------------------------------------------------------------
 
     async def tick(self) -> list[int]:
-        """Claim every due occurrence and start it; returns the claimed run ids."""
+        """Claim every due occurrence and start it; returns the claimed run ids. Only the
+        holder of the singleton lease claims anything."""
+        if not self.m.lease.held:
+            return []
         now = self.now()
         claims = await asyncio.to_thread(self._claim_due, now)
         for c in claims:
@@ -165,7 +191,9 @@ class Scheduler:
                 continue
             task = asyncio.get_running_loop().create_task(self._execute(c))
             self._runs.add(task)
+            self._active.add(c.run_id)
             task.add_done_callback(self._runs.discard)
+            task.add_done_callback(lambda _t, rid=c.run_id: self._active.discard(rid))
         return [c.run_id for c in claims]
 
     def _claim_due(self, now: datetime) -> list[Claim]:
@@ -200,10 +228,12 @@ class Scheduler:
                 while probe is not None and probe <= now and count < MAX_COUNTED_MISSES:
                     count += 1
                     probe = next_run(row, probe)
+            # Fenced: written only while this instance still holds the lease it had.
             moved = s.execute(
                 update(Schedule)
-                .where(Schedule.id == sched_id, Schedule.next_run_at == due)
+                .where(Schedule.id == sched_id, Schedule.next_run_at == due, self.m.lease.fence())
                 .values(next_run_at=nxt)
+                .execution_options(synchronize_session=False)
             )
             if moved.rowcount != 1:
                 return None

@@ -115,6 +115,7 @@ class WebhookService:
         self.timeout = 10.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        self._inflight: set[int] = set()  # delivery ids being delivered by this instance
 
     # ---- configuration -----------------------------------------------------------------
 
@@ -193,16 +194,30 @@ class WebhookService:
     # ---- delivery ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Resume deliveries a previous run left pending (needs the running loop)."""
+        """Resume deliveries a previous run left pending, on the instance that holds the
+        singleton lease, when it gains it (two instances must not both resume them)."""
         if self._started:
             return
         self._started = True
+        self.m.lease.on_change(self._lease_changed)
+        if self.m.lease.held:
+            self.resume_pending(self._pending_ids())
+
+    async def _lease_changed(self, held: bool) -> None:
+        if held:
+            self.resume_pending(await asyncio.to_thread(self._pending_ids))
+
+    def _pending_ids(self) -> list[int]:
         with self.m.db() as s:
-            pending = list(
+            return list(
                 s.scalars(select(WebhookDelivery.id).where(WebhookDelivery.state == "pending"))
             )
-        for delivery_id in pending:
-            self._spawn(delivery_id)
+
+    def resume_pending(self, ids: list[int]) -> None:
+        """Deliver what is pending and not already in flight here (needs the running loop)."""
+        for delivery_id in ids:
+            if delivery_id not in self._inflight:
+                self._spawn(delivery_id)
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)
@@ -251,7 +266,9 @@ class WebhookService:
     def _spawn(self, delivery_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(delivery_id))
         self._tasks.add(task)
+        self._inflight.add(delivery_id)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: self._inflight.discard(delivery_id))
 
     def _load(self, delivery_id: int) -> tuple[Webhook, WebhookDelivery] | None:
         with self.m.db() as s:

@@ -28,6 +28,8 @@ class InstanceOut(OrmModel):
     last_seen: datetime
     alive: bool
     this: bool
+    # Holds the live singleton lease: runs schedules, alerts, retention, history writes.
+    lease_holder: bool
 
 
 @router.get("", name="instances.list", response_model=list[InstanceOut])

@@ -17,13 +17,15 @@ COLUMNS = [
     "last_seen",
     "alive",
     "this",
+    "lease_holder",
 ]
 
 
 def register(root: typer.Typer) -> None:
     @root.command("instances")
     def instances(ctx: typer.Context) -> None:
-        """List the manager instances that share this database (alive: heartbeat < 15 s)."""
+        """List the manager instances that share this database (alive: heartbeat < 15 s;
+        lease_holder: runs the schedules, alerts and other once-only work)."""
         with client(ctx) as api:
             rows = api.get("/api/instances")
         emit(ctx, rows, COLUMNS)
