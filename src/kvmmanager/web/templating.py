@@ -144,9 +144,14 @@ def _firing_count(request: Request) -> int:
 
 
 def toast_headers(message: str, level: str = "ok") -> dict[str, str]:
-    """An htmx trigger the page's script turns into a toast (message shown as text)."""
+    """An htmx trigger the page's script turns into a toast (message shown as text).
+
+    Sent to the body, not to the element that asked: a live refresh may have replaced
+    that element while the request ran (a device change updates the VM, which re-renders
+    its tab), and an event on a detached element never reaches the page's listener."""
     shown_message = inert(message)  # the page shows it as text: no raw bidi or controls
-    return {"HX-Trigger": json.dumps({"kvmm-toast": {"message": shown_message, "level": level}})}
+    toast = {"message": shown_message, "level": level, "target": "body"}
+    return {"HX-Trigger": json.dumps({"kvmm-toast": toast})}
 
 
 FLASH_COOKIE = "kvmm_flash"

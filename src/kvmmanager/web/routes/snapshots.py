@@ -3,15 +3,17 @@ there), revert, delete, the per-VM quiesce policy, and cloning as a job."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.core.errors import KvmmError
+from kvmmanager.core.errors import InvalidInput, KvmmError
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
+from kvmmanager.web.routes._feedback import failed
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -26,6 +28,8 @@ async def _tab(
         headers=toast_headers(message) if message else None,
         vm=manager.vms.get(host, vm),
         snaps=await manager.snapshots.list(host, vm),
+        # What the service would name it: a person sees (and may keep) the name up front.
+        default_name=time.strftime("snap-%Y%m%d-%H%M%S", time.gmtime()),
     )
 
 
@@ -36,6 +40,10 @@ async def snapshots_tab(
     return await _tab(request, manager, host, vm)
 
 
+# The form's "Memory state": Automatic lets the service choose what this VM's disks allow.
+MEMORY_CHOICES = {"": None, "true": True, "false": False}
+
+
 @router.post("/vms/{host}/{vm}/snapshots", name="web.vm_snapshot_create")
 async def create_snapshot(
     request: Request,
@@ -44,14 +52,19 @@ async def create_snapshot(
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
     kind: Annotated[str, Form()] = "",
-    memory: Annotated[bool, Form()] = False,
+    memory: Annotated[str, Form()] = "",
     quiesce: Annotated[str, Form()] = "auto",
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
-    result = await manager.snapshots.create(
-        host, vm, name=name or None, description=description or None, kind=kind or None,
-        memory=memory, quiesce=quiesce,
-    )  # fmt: skip
+    try:
+        if memory not in MEMORY_CHOICES:
+            raise InvalidInput("Memory state must be Automatic, Include or Disks only")
+        result = await manager.snapshots.create(
+            host, vm, name=name or None, description=description or None, kind=kind or None,
+            memory=MEMORY_CHOICES[memory], quiesce=quiesce,
+        )  # fmt: skip
+    except KvmmError as e:
+        raise failed("Take snapshot", e) from e
     consistency = result.get("consistency") or {}
     how = consistency.get("message") or consistency.get("method") or ""
     return await _tab(request, manager, host, vm, f"Snapshot {result['name']} taken. {how}")
@@ -74,8 +87,13 @@ async def delete_snapshot(
     children: Annotated[bool, Form()] = False,
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
-    result = await manager.snapshots.delete(host, vm, name, children=children)
-    return await _tab(request, manager, host, vm, f"Deleted {', '.join(result['deleted'])}")
+    try:
+        result = await manager.snapshots.delete(host, vm, name, children=children)
+    except KvmmError as e:
+        raise failed(f"Delete snapshot {name}", e) from e
+    deleted = result["deleted"]
+    what = "snapshot" if len(deleted) == 1 else "snapshots"
+    return await _tab(request, manager, host, vm, f"Deleted {what} {', '.join(deleted)}")
 
 
 @router.post("/vms/{host}/{vm}/snapshots-policy", name="web.vm_quiesce_policy")

@@ -16,13 +16,14 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.core.errors import KvmmError, NotFound
+from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, NicSpec
 from kvmmanager.services.vm_keys import KEY_COMBOS
 from kvmmanager.services.vm_pending import PendingChanges, pending_changes
 from kvmmanager.services.vms import ACTIONS
+from kvmmanager.web.routes._feedback import failed
 from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
@@ -151,6 +152,13 @@ async def vm_overview(
     return render(request, "vms/_overview.html", vm=info, pending=await _pending(manager, host, vm))
 
 
+# The buttons' own words, for a failure's toast.
+ACTION_LABELS = {
+    "start": "Start", "shutdown": "Shut down", "reboot": "Reboot", "suspend": "Pause",
+    "resume": "Resume", "destroy": "Force off", "reset": "Reset",
+}  # fmt: skip
+
+
 @router.post("/vms/{host}/{vm}/actions/{action}", name="web.vm_action", response_class=HTMLResponse)
 async def vm_action(
     request: Request,
@@ -164,8 +172,13 @@ async def vm_action(
         return Response(
             status_code=422, headers=toast_headers(f"unknown action {action!r}", "error")
         )
-    result = await manager.vms.action(host, vm, action, mode)  # type: ignore[arg-type]
+    try:
+        result = await manager.vms.action(host, vm, action, mode)  # type: ignore[arg-type]
+    except KvmmError as e:
+        raise failed(ACTION_LABELS.get(action, action.capitalize()), e) from e
     message = result.message or f"{action}: {result.name} is {result.state}"
+    if action == "destroy":
+        message = f"Forced off {result.name}"
     # Render what libvirt says now, not an inventory its event may not have reached yet.
     info = await manager.vms.refresh(host, result.uuid)
     return render(
@@ -256,10 +269,14 @@ async def vm_media_insert(
     user: Principal = Depends(current_user),
 ) -> HTMLResponse:
     pool, _, vol = volume.partition("/")
-    manager.ownership.check_volumes(user, host, [(pool, vol)])
-    result = await manager.vms.edit.insert_media(host, vm, pool, vol, target)
+    try:
+        manager.ownership.check_volumes(user, host, [(pool, vol)])
+        result = await manager.vms.edit.insert_media(host, vm, pool, vol, target)
+    except KvmmError as e:
+        raise failed("Insert CD", e, MEDIA_LABELS) from e
+    drive = result.get("details", {}).get("target") or target
     return await _hardware_response(
-        request, manager, host, vm, result.get("message") or f"Inserted {vol}"
+        request, manager, host, vm, f"Inserted {vol} into {drive}: {_how(result)}"
     )
 
 
@@ -271,8 +288,26 @@ async def vm_media_eject(
     target: Annotated[str | None, Form()] = None,
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
-    result = await manager.vms.edit.eject_media(host, vm, target)
-    return await _hardware_response(request, manager, host, vm, result.get("message") or "Ejected")
+    try:
+        result = await manager.vms.edit.eject_media(host, vm, target)
+    except KvmmError as e:
+        raise failed("Eject CD", e, MEDIA_LABELS) from e
+    drive = result.get("details", {}).get("target") or target
+    return await _hardware_response(
+        request, manager, host, vm, f"Ejected the CD from {drive}: {_how(result)}"
+    )
+
+
+# The forms' labels for the service's field names that its messages use.
+MEDIA_LABELS = {"volume": "ISO volume"}
+DISK_LABELS = {"size_gib": "New disk size (GiB)"}
+
+
+def _how(result: dict[str, Any]) -> str:
+    """The edit service's account of when a change applies ("applied now and kept",
+    "saved; the VM is shut off", "takes effect at the next boot")."""
+    message = str(result.get("message") or "done")
+    return message.rsplit("): ", 1)[-1]
 
 
 async def _hardware_response(
@@ -314,12 +349,22 @@ async def vm_disk_attach(
     manager: Manager = Depends(get_manager),
     user: Principal = Depends(current_user),
 ) -> HTMLResponse:
-    if volume:  # an existing volume is chosen as "pool/volume"
-        pool, _, volume = volume.partition("/")
-        manager.ownership.check_volumes(user, host, [(pool, volume)])
-    spec = DiskSpec(pool=pool, size_gib=size_gib or None, volume=volume or None)
-    result = await manager.vms.edit.attach_disk(host, vm, spec)
-    return await _hardware_response(request, manager, host, vm, result["message"])
+    try:
+        if volume:  # an existing volume is chosen as "pool/volume"
+            pool, _, volume = volume.partition("/")
+            manager.ownership.check_volumes(user, host, [(pool, volume)])
+        elif size_gib <= 0:
+            raise InvalidInput(
+                "give a New disk size (GiB) above 0, or choose an Existing volume",
+                field="size_gib",
+            )
+        spec = DiskSpec(pool=pool, size_gib=size_gib or None, volume=volume or None)
+        result = await manager.vms.edit.attach_disk(host, vm, spec)
+    except KvmmError as e:
+        raise failed("Attach disk", e, DISK_LABELS) from e
+    details = result.get("details", {})
+    what = f"disk {details.get('target')} ({str(details.get('path', '')).rsplit('/', 1)[-1]})"
+    return await _hardware_response(request, manager, host, vm, f"Attached {what}: {_how(result)}")
 
 
 @router.post(
@@ -340,8 +385,13 @@ async def vm_nic_attach(
     network: Annotated[str, Form()],
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
-    result = await manager.vms.edit.attach_nic(host, vm, NicSpec(network=network))
-    return await _hardware_response(request, manager, host, vm, result["message"])
+    try:
+        result = await manager.vms.edit.attach_nic(host, vm, NicSpec(network=network))
+    except KvmmError as e:
+        raise failed("Add NIC", e) from e
+    mac = result.get("details", {}).get("mac", "")
+    message = f"Added a NIC on network {network} ({mac}): {_how(result)}"
+    return await _hardware_response(request, manager, host, vm, message)
 
 
 @router.post(

@@ -335,6 +335,55 @@ document.addEventListener("htmx:afterSwap", () => {
   forms.forEach(([form, name]) => countSelected(form, name));
 });
 
+// A live refresh re-renders a tab that holds forms (the VM's Hardware tab after any change
+// to the VM): what the user typed or picked there and has not sent yet is put back into
+// the new form, field by field, instead of vanishing under their cursor.
+const liveSelector = "[data-live-vm], [data-live-list], [data-live-kind]";
+const fieldKey = (form, field, n) => (form.getAttribute("hx-post") || form.action) + "|" + field.name + "|" + n;
+function editedFields(root) {
+  const out = [];
+  root.querySelectorAll("form").forEach((form) => {
+    const seen = {};
+    Array.from(form.elements).forEach((f) => {
+      if (!f.name || f.type === "hidden" || f.type === "submit") return;
+      seen[f.name] = (seen[f.name] || 0) + 1;
+      const key = fieldKey(form, f, seen[f.name]);
+      if (f.type === "checkbox" || f.type === "radio") {
+        if (f.checked !== f.defaultChecked) out.push([key, f, "checked", f.checked]);
+      } else if (f.tagName === "SELECT") {
+        const initial = Array.from(f.options).find((o) => o.defaultSelected) || f.options[0];
+        if (f.selectedOptions[0] && f.selectedOptions[0] !== initial) out.push([key, f, "value", f.value]);
+      } else if (f.value !== f.defaultValue) {
+        out.push([key, f, "value", f.value]);
+      }
+    });
+  });
+  return out;
+}
+let keptEdits = [];
+document.addEventListener("htmx:beforeSwap", (e) => {
+  const target = e.detail.target;
+  const config = e.detail.requestConfig;
+  keptEdits = [];
+  if (!target || !target.matches || !config || config.verb !== "get" || !target.matches(liveSelector)) return;
+  keptEdits = editedFields(target).map(([key, , prop, value]) => [key, prop, value]);
+});
+document.addEventListener("htmx:afterSwap", (e) => {
+  if (!keptEdits.length) return;
+  const edits = new Map(keptEdits.map(([key, prop, value]) => [key, [prop, value]]));
+  keptEdits = [];
+  const root = e.detail.target && e.detail.target.isConnected ? e.detail.target : document;
+  root.querySelectorAll("form").forEach((form) => {
+    const seen = {};
+    Array.from(form.elements).forEach((f) => {
+      if (!f.name) return;
+      seen[f.name] = (seen[f.name] || 0) + 1;
+      const kept = edits.get(fieldKey(form, f, seen[f.name]));
+      if (kept) f[kept[0]] = kept[1];
+    });
+  });
+});
+
 // A re-rendered VM row loads its addresses again (a lazy hx-get, "…" until it answers):
 // meanwhile it shows the addresses the row had, instead of blinking to "…" on every
 // live update. The lazy load still replaces them with its fresh answer.

@@ -1,0 +1,132 @@
+"""The VM page's small forms answer with a toast a person can read (issue 15): what was
+done to which object, or why it failed in the form's own words. On libvirt's test
+driver: a shut-off VM takes device changes (its definition is rewritten), a running
+one is refused them by this driver, which gives the failures."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from tests.kvmmanager.web.shots import shot
+
+pytestmark = pytest.mark.browser
+PREFIX = "kvmm-t-fb-"
+OFF, ON, ISO = f"{PREFIX}off", f"{PREFIX}on", f"{PREFIX}setup.iso"
+POOL = "/api/hosts/local/pools/default-pool"
+DISK = {"pool": "default-pool", "size_gib": 1}
+WAIT = 30_000  # ms: bounded waits for an answer on a loaded shared machine
+
+
+@pytest.fixture
+def api(live_server: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=live_server.url,
+        headers={"Authorization": f"Bearer {live_server.token}"},
+        timeout=60,
+    ) as c:
+        yield c
+
+
+def made(r: httpx.Response) -> None:
+    assert r.status_code in (200, 201, 202), r.text
+
+
+def toast(page: Any, level: str, text: str) -> Any:
+    return page.locator(f"#toasts .toast.{level}", has_text=text)
+
+
+def test_device_changes_and_snapshot_delete_say_what_they_did_or_why_not(
+    browser_login: Any, api: httpx.Client
+) -> None:
+    vms = "/api/hosts/local/vms"
+    made(api.post(vms, json={"name": OFF, "memory_mib": 64, "disks": [DISK]}))
+    volume = {"name": ISO, "capacity": "1M", "format": "raw"}
+    made(api.post(f"{POOL}/volumes", json=volume))
+    for snap in ("s1", "s2"):
+        made(api.post(f"{vms}/{OFF}/snapshots", json={"name": snap}))
+    page = browser_login("admin")
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"/vms/local/{OFF}#hardware")
+    hw = page.locator("#hardware")
+
+    hw.locator("button:text-is('Add NIC')").click()
+    expect(toast(page, "ok", "Added a NIC on network default")).to_be_visible(timeout=WAIT)
+    expect(hw.locator("td[data-label=MAC]")).to_have_count(1)
+
+    hw.locator("button:text-is('Attach disk')").click()
+    refused = toast(page, "error", "Attach disk failed")
+    expect(refused).to_contain_text("New disk size (GiB)", timeout=WAIT)
+    expect(refused).not_to_contain_text("size_gib")
+    hw.locator("input[name=size_gib]").fill("1")
+    hw.locator("button:text-is('Attach disk')").click()
+    expect(toast(page, "ok", f"Attached disk vdb ({OFF}-1.qcow2)")).to_be_visible(timeout=WAIT)
+
+    hw.locator("select[aria-label='ISO volume']").select_option(f"default-pool/{ISO}")
+    hw.locator("button:text-is('Insert')").click()
+    expect(toast(page, "ok", f"Inserted {ISO} into hdc")).to_be_visible(timeout=WAIT)
+    hw.locator("button:text-is('Eject')").click()
+    expect(toast(page, "ok", "Ejected the CD from hdc")).to_be_visible(timeout=WAIT)
+    shot(page, "vm-hardware-feedback")
+    # The ISO goes away while the page still offers it.
+    assert api.delete(f"{POOL}/volumes/{ISO}").status_code in (200, 204)
+    hw.locator("button:text-is('Insert')").click()
+    expect(toast(page, "error", f"Insert CD failed: unknown ISO volume '{ISO}'")).to_be_visible(
+        timeout=WAIT
+    )
+
+    page.click("nav.tabs a[data-tab=snapshots]")
+    snaps = page.locator("#snapshots")
+    snaps.locator("li", has_text="s1").locator("button:text-is('Delete')").first.click()
+    expect(toast(page, "ok", "Deleted snapshot s1")).to_be_visible(timeout=WAIT)
+    assert api.delete(f"{vms}/{OFF}/snapshots/s2").status_code in (200, 204)
+    snaps.locator("li", has_text="s2").locator("button:text-is('Delete')").first.click()
+    expect(toast(page, "error", "Delete snapshot s2 failed")).to_be_visible(timeout=WAIT)
+    shot(page, "vm-snapshots-feedback")
+
+
+def test_running_vm_force_off_and_refused_nic_say_so(browser_login: Any, api: httpx.Client) -> None:
+    made(api.post("/api/hosts/local/vms", json={"name": ON, "memory_mib": 64, "start": True}))
+    page = browser_login("admin")
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"/vms/local/{ON}#hardware")
+    page.locator("#hardware button:text-is('Add NIC')").click()
+    refused = toast(page, "error", "Add NIC failed")
+    expect(refused).to_contain_text("running VM; shut it down first", timeout=WAIT)
+    expect(refused).not_to_contain_text("virDomain")
+    page.click("nav.tabs a[data-tab=overview]")
+    page.locator("#overview button:text-is('Force off')").click()
+    expect(toast(page, "ok", f"Forced off {ON}")).to_be_visible(timeout=WAIT)
+    expect(page.locator("#vm-state")).to_have_text("shutoff")
+    shot(page, "vm-forced-off")
+
+
+def test_snapshot_form_of_a_running_vm_works_as_it_opens(
+    browser_login: Any, api: httpx.Client
+) -> None:
+    """Name filled in, the memory choice explained, and "Take snapshot" as the form
+    opens succeeds (it failed: "Automatic" without the memory state)."""
+    name = f"{PREFIX}snap"
+    spec = {"name": name, "memory_mib": 64, "start": True, "disks": [DISK]}
+    made(api.post("/api/hosts/local/vms", json=spec))
+    page = browser_login("admin")
+    page.goto(f"/vms/local/{name}#snapshots")
+    form = page.locator("#snapshots form", has=page.locator("button:text-is('Take snapshot')"))
+    name_field = form.locator("input[name=name]")
+    expect(name_field).to_have_value(re.compile(r"^snap-\d{8}-\d{6}$"), timeout=WAIT)
+    expect(form.locator("select[name=memory]")).to_have_value("")
+    help_text = form.locator("#snapshot-memory-help")
+    expect(help_text).to_be_visible()
+    expect(help_text).to_contain_text("This VM is running")
+    expect(help_text).to_contain_text("memory state")
+    shot(page, "vm-snapshot-form-running")
+    snap = name_field.input_value()
+    form.locator("button:text-is('Take snapshot')").click()
+    expect(toast(page, "ok", f"Snapshot {snap} taken")).to_be_visible(timeout=WAIT)
+    entry = page.locator("#snapshots ul.tree li", has_text=snap)
+    expect(entry).to_contain_text("+ memory")
+    expect(page.locator("#toasts .toast.error")).to_have_count(0)
