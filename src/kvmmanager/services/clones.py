@@ -242,10 +242,16 @@ class CloneService:
         self.m = manager
 
     async def _run(
-        self, host: str, fn: Callable[[libvirt.virConnect], Any], kind: CallKind | None = None
+        self,
+        host: str,
+        fn: Callable[[libvirt.virConnect], Any],
+        kind: CallKind | None = None,
+        op: str | None = None,
     ) -> Any:
+        """Inside the clone job, calls default to the `job` kind (no deadline): only the
+        disk copies are that long; every other call names its kind."""
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn), kind=kind, op=op_name(fn))
+        return await hc.run(lambda: fn(hc.conn), kind=kind, op=op or op_name(fn))
 
     def _check(self, new_name: str, mode: str, consistent: str) -> None:
         validate_name(new_name, "name")
@@ -321,7 +327,9 @@ class CloneService:
             await _undo_on_interrupt(
                 progress, "undefine_domain", host=host, uuid=new_uuid, name=new_name
             )
-            uuid = await self._run(host, lambda c: _define(c, xml, start))
+            uuid = await self._run(
+                host, lambda c: _define(c, xml, start), kind="lifecycle", op="define the clone"
+            )
         except BaseException:
             await asyncio.shield(self._discard(host, made))
             raise
@@ -375,13 +383,23 @@ class CloneService:
                 progress, "delete_volume", host=host, pool=c.pool, volume=c.new_name
             )
             task = asyncio.ensure_future(
-                self._run(host, lambda conn, c=c, lk=linked: _copy(conn, c, lk))
+                self._run(
+                    host,
+                    lambda conn, c=c, lk=linked: _copy(conn, c, lk),
+                    kind="job",
+                    op=f"copy disk {c.target}",
+                )
             )
             try:
                 while not task.done():
                     await asyncio.wait({task}, timeout=POLL_SECONDS)
                     if not task.done() and progress is not None and not linked:
-                        now = await self._run(host, lambda conn, c=c: _allocation(conn, c))
+                        now = await self._run(
+                            host,
+                            lambda conn, c=c: _allocation(conn, c),
+                            kind="read",
+                            op=f"allocation of the copy of {c.target}",
+                        )
                         progress(min(done + now, total), total, f"copying {c.target}")
             except BaseException:
                 # libvirt cannot interrupt a copy: let it end, then the caller deletes it.
@@ -408,7 +426,7 @@ class CloneService:
                     log.warning("clone cleanup: %s/%s stays: %s", pool, name, exc)
 
         with contextlib.suppress(Exception):
-            await self._run(host, rm)
+            await self._run(host, rm, kind="lifecycle", op="remove the clone's volumes")
 
 
 async def _undo_on_interrupt(progress: Any, action: str, **args: str) -> None:

@@ -418,7 +418,9 @@ class MigrationService:
                 dom = src_hc.conn.lookupByUUIDString(uuid)
                 dom.migrateToURI3(uri, params, flags)
 
-            task = asyncio.ensure_future(src_hc.run(migrate))
+            # The migration itself is the one unbounded call of this job; the polls and
+            # the clean-up around it have deadlines, so a frozen host cannot hang them.
+            task = asyncio.ensure_future(src_hc.run(migrate, kind="job", op="migrate"))
             post_copy_started = False
             try:
                 while not task.done():
@@ -428,7 +430,9 @@ class MigrationService:
                     if progress.cancelled():
                         with contextlib.suppress(KvmmError):  # it may have just ended
                             await src_hc.run(
-                                lambda: src_hc.conn.lookupByUUIDString(uuid).abortJob()
+                                lambda: src_hc.conn.lookupByUUIDString(uuid).abortJob(),
+                                kind="lifecycle",
+                                op="abort the migration",
                             )
                         try:
                             await task
@@ -436,7 +440,7 @@ class MigrationService:
                             raise Cancelled("migration cancelled") from None
                         break  # finished before the abort landed: it did migrate
                     try:
-                        s = await src_hc.run(stats)
+                        s = await src_hc.run(stats, kind="read", op="migration progress")
                     except KvmmError:
                         continue  # between phases, or already gone from the source
                     if (
@@ -448,7 +452,9 @@ class MigrationService:
                         # then the target pulls the pages still dirty.
                         with contextlib.suppress(KvmmError):
                             await src_hc.run(
-                                lambda: src_hc.conn.lookupByUUIDString(uuid).migrateStartPostCopy()
+                                lambda: src_hc.conn.lookupByUUIDString(uuid).migrateStartPostCopy(),
+                                kind="lifecycle",
+                                op="switch to post-copy",
                             )
                             post_copy_started = True
                     total = int(s.get("data_total") or 0)
@@ -466,7 +472,9 @@ class MigrationService:
                 if copied:
                     try:
                         removed = await dst_hc.run(
-                            lambda: _drop_copied_volumes(dst_hc.conn, uuid, copied)
+                            lambda: _drop_copied_volumes(dst_hc.conn, uuid, copied),
+                            kind="lifecycle",
+                            op="remove the copied volumes",
                         )
                     except KvmmError as exc:  # the migration's own error matters more
                         log.warning("migration cleanup on %s failed: %s", target, exc)
@@ -476,7 +484,9 @@ class MigrationService:
                 raise
             await self.m.vms.refresh(target, uuid)
             await self._forget_on_source(host, uuid)
-            measured = await dst_hc.run(lambda: _completed_stats(dst_hc.conn, uuid))
+            measured = await dst_hc.run(
+                lambda: _completed_stats(dst_hc.conn, uuid), kind="read", op="migration stats"
+            )
             result = {k: v for k, v in plan.items() if k != "flags"}
             return {
                 **result,

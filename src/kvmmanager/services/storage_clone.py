@@ -90,12 +90,12 @@ async def start_clone(
         storage._m.ownership.record_new_volume(
             user if isinstance(user, Principal) else None, host, dest_pool, new_name
         )
-        task = asyncio.ensure_future(storage._call(host, create))
+        task = asyncio.ensure_future(storage._call(host, create, kind="job"))
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=CLONE_POLL_SECONDS)
                 if not task.done():
-                    done = await storage._call(host, allocation)
+                    done = await storage._call(host, allocation, kind="read")
                     progress(min(done or 0, total), total, f"cloning {name}")
             details = task.result()
             progress(total, total, "done")
@@ -119,5 +119,7 @@ async def _discard(
         return
     with contextlib.suppress(Exception):
         await storage._call(
-            host, lambda conn: lookup_volume(active_pool(conn, pool), name).delete(0)
+            host,
+            lambda conn: lookup_volume(active_pool(conn, pool), name).delete(0),
+            kind="lifecycle",
         )

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.vm_pending import pending_changes
+from kvmmanager.services.vm_spec import DiskSpec, VmSpec
 
 HOST = "local"
 VM = "test"  # test:///default's own domain
 POOL = "default-pool"
 NETWORK = "default"
+PREFIX = "kvmm-t-kinds-"
 
 
 def _reads(m: Any) -> dict[str, Callable[[], Awaitable[Any]]]:
@@ -51,11 +54,13 @@ def _reads(m: Any) -> dict[str, Callable[[], Awaitable[Any]]]:
 
 
 class Recorder:
-    """(op, kind) of each call the recording task sends to the host's workers."""
+    """(op, kind) of each call the recording task sends to the host's workers, and
+    (op) of every `job` call any task sends (background work never makes those)."""
 
     def __init__(self) -> None:
         self.task: asyncio.Task[Any] | None = None
         self.seen: list[tuple[str, str]] = []
+        self.unbounded: list[str] = []
 
     def start(self) -> None:
         """Record the calls of the current task (a fixture runs in another one)."""
@@ -73,6 +78,8 @@ async def recorder(manager: Any, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
         if rec.task is not None and asyncio.current_task() is rec.task:
             rec.seen.append((op, kind))
+        if kind == "job":
+            rec.unbounded.append(op)
         return await real(fn, op=op, kind=kind, deadline=deadline)
 
     monkeypatch.setattr(hc.workers, "call", record)
@@ -91,3 +98,43 @@ async def test_every_call_of_a_read_only_service_method_has_the_read_deadline(
         if any(kind != "read" for _, kind in recorder.seen):
             wrong[what] = list(recorder.seen)
     assert wrong == {}
+
+
+@pytest.fixture
+async def source_vm(manager: Any) -> AsyncIterator[str]:
+    """A VM with one disk in the test driver's pool; it, its clones and their volumes
+    are removed afterwards."""
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    spec = VmSpec(name=name, memory_mib=128, disks=[DiskSpec(pool=POOL, size_gib=1)])
+    await manager.vms.create(HOST, spec)
+    hc = manager.registry.get(HOST)
+    try:
+        yield name
+    finally:
+
+        def cleanup() -> None:
+            conn = hc.conn
+            for dom in conn.listAllDomains():
+                if dom.name().startswith(name):
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+            for vol in conn.storagePoolLookupByName(POOL).listAllVolumes():
+                if vol.name().startswith(name):
+                    vol.delete(0)
+
+        await hc.run(cleanup)
+
+
+async def test_in_a_clone_job_only_the_disk_copies_have_no_deadline(
+    manager: Any, recorder: Recorder, source_vm: str
+) -> None:
+    """A job's calls default to no deadline (they may copy for minutes); the short ones
+    around the copy (defining the clone, cleaning up) must not hang with a frozen host."""
+    recorder.unbounded.clear()
+    job_id = await manager.clones.start(HOST, source_vm, f"{source_vm}-c")
+    async with asyncio.timeout(60):
+        job = await manager.jobs.wait(job_id)
+    assert job.state == "done", job.error
+    assert recorder.unbounded, "no job call recorded (nothing tested)"
+    assert all(op.startswith("copy disk ") for op in recorder.unbounded), recorder.unbounded
