@@ -150,3 +150,42 @@ def test_performance_tab_of_the_vm_page_draws(
     )
     expect(page.locator("[data-graph] .uplot")).to_have_count(5)
     shot(page, "vm-performance-1h")
+
+
+# Ink in a graph canvas's first three pixel columns: a y-axis label wider than the room
+# its axis has is cut at the canvas's left edge (the column there holds nothing else).
+LEFT_EDGE_INK = """(name) => {
+    const c = document.querySelector(`[data-graph="${name}"] canvas`);
+    const d = c.getContext('2d').getImageData(0, 0, 3, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+    return n;
+}"""
+
+
+@pytest.mark.browser
+def test_memory_axis_labels_are_not_cut_off(
+    browser_login: Callable[..., Any], live_server: Any
+) -> None:
+    """A VM using about 1 GiB: the Memory graph's y-axis labels ("953.7 MiB") are drawn
+    whole, inside the canvas, like the other graphs' labels."""
+    from tests.kvmmanager.web.shots import shot
+
+    svc = live_server.manager.metrics
+    uuid = svc.m.inventory.domain("local", "test").uuid
+    sample = [0.0] * len(FIELDS)
+    sample[FIELDS.index("mem_bytes")] = 1000 * 2**20
+    sample[FIELDS.index("net_rx_bps")] = 123456789.0
+    hour = time.time() // 3600 * 3600
+    for hours_ago in (30, 29, 28):
+        metrics_store.save_bucket(svc.m.db, "local", hour - hours_ago * 3600, 3600, {uuid: sample})
+    page = browser_login("viewer")
+    page.goto("/vms/local/test#performance")
+    page.click("[data-graph-range='7d']")
+    expect(page.locator("[data-graph-status]")).to_have_text(
+        "hourly means", timeout=DEADLINE * 1000
+    )
+    expect(page.locator("[data-graph=mem] .uplot")).to_have_count(1)
+    shot(page, "vm-performance-memory-axis")
+    for graph in ("mem", "net"):
+        assert page.evaluate(LEFT_EDGE_INK, graph) == 0, f"{graph}: a y-axis label is cut off"

@@ -26,6 +26,17 @@
     return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
   }
 
+  // The y axis is as wide as its widest label ("953.7 MiB") plus its ticks and gap: a fixed
+  // width cut the first digits of long labels off at the canvas's left edge.
+  const AXIS_MARGIN = 4; // CSS px of air left of the widest label
+  function axisWidth(u, values, axisIdx, cycle) {
+    const axis = u.axes[axisIdx];
+    if (cycle > 1 && axis._size) return axis._size; // uPlot re-asks while it settles
+    u.ctx.font = axis.font[0];
+    const px = Math.max(0, ...(values || []).map((v) => u.ctx.measureText(String(v)).width));
+    return Math.ceil(px / uPlot.pxRatio + axis.ticks.size + axis.gap + AXIS_MARGIN);
+  }
+
   function resolution(step) {
     if (step < 60) return `every ${step} s`;
     if (step < 3600) return `${step / 60}-minute means`;
@@ -90,7 +101,7 @@
           width: this.width(),
           height: 160,
           scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, spec.unit === "bytes" ? 1024 : 1)] } },
-          axes: [{}, { values: (u, ticks) => ticks.map((t) => human(t, spec.unit)), size: 70 }],
+          axes: [{}, { values: (u, ticks) => ticks.map((t) => human(t, spec.unit)), size: axisWidth }],
           series: [{}, ...spec.series.map(([, label], i) => ({
             label, stroke: COLORS[i], width: 1.5, spanGaps: false,
             value: (u, v) => human(v, spec.unit),
