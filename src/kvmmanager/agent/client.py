@@ -83,7 +83,7 @@ def guest_error(method: str, error: Any) -> KvmmError:
     field = str(field)[:64] if field is not None else None
     details = {"rpc_code": code, "method": method}
     text = f"guest agent: {message}"
-    cls: type[KvmmError] = {
+    classes: dict[int, type[KvmmError]] = {
         protocol.INVALID_PARAMS: InvalidInput,
         protocol.INVALID_REQUEST: InvalidInput,
         protocol.METHOD_NOT_FOUND: Unsupported,
@@ -91,7 +91,10 @@ def guest_error(method: str, error: Any) -> KvmmError:
         protocol.NOT_FOUND: NotFound,
         protocol.TIMEOUT: Timeout,
         protocol.BUSY: RateLimited,
-    }.get(code, GuestError)
+    }
+    # The code comes from the guest: anything but a number (a list is unhashable) is a
+    # plain GuestError.
+    cls = classes.get(code, GuestError) if isinstance(code, int) else GuestError
     return cls(text, field=field, details=details)
 
 
@@ -445,7 +448,7 @@ class AgentClient:
                 return
         # `true` == 1 in Python: a boolean id must not answer request 1.
         ours = isinstance(msg_id, int) and not isinstance(msg_id, bool)
-        fut2 = self._pending.get(msg_id) if ours else None
+        fut2 = self._pending.get(msg_id) if isinstance(msg_id, int) and ours else None
         if fut2 is None or fut2.done() or not ("result" in msg or "error" in msg):
             # Late reply to a request that timed out, or junk.
             self._unsolicited += 1

@@ -44,7 +44,8 @@ def interfaces(
     for name, data in list(raw.items())[:MAX_ITEMS]:
         if not isinstance(data, dict):
             continue
-        v4, v6 = [], []
+        v4: list[str] = []
+        v6: list[str] = []
         for a in (data.get("addrs") or [])[:MAX_ITEMS]:
             addr = clean_str(a.get("addr"), 64)
             if not addr:
@@ -167,11 +168,13 @@ def reboot(dom: libvirt.virDomain) -> None:
 
 
 def fsfreeze(dom: libvirt.virDomain) -> int:
-    return dom.fsFreeze(None, 0)
+    frozen: int = dom.fsFreeze(None, 0)
+    return frozen
 
 
 def fsthaw(dom: libvirt.virDomain) -> int:
-    return dom.fsThaw(None, 0)
+    thawed: int = dom.fsThaw(None, 0)
+    return thawed
 
 
 def set_time(dom: libvirt.virDomain, seconds: float) -> None:

@@ -59,8 +59,9 @@ class ChunkWriter:
         self.offset = offset  # bytes handed to the agent so far
         self.progress = progress
         self.size = size
-        binary_max = opened.get("max_binary_chunk_bytes") if pipelined else None
-        self.binary = isinstance(binary_max, int) and binary_max > 0
+        offered = opened.get("max_binary_chunk_bytes") if pipelined else None
+        binary_max = offered if isinstance(offered, int) else 0
+        self.binary = binary_max > 0
         if self.binary:
             self.chunk = max(1, min(chunk or BINARY_CHUNK_BYTES, int(binary_max)))
             self.window = max(1, min(int(opened.get("max_chunks_in_flight") or 1), 16))
@@ -220,8 +221,9 @@ class Download:
         self.size = int(opened["size_bytes"])
         self.offset = offset
         # Raw reads (the bytes after the reply line, no base64) when the agent offers them.
-        binary_max = opened.get("max_binary_chunk_bytes")
-        self.binary = isinstance(binary_max, int) and binary_max > 0 and binary
+        offered = opened.get("max_binary_chunk_bytes")
+        binary_max = offered if isinstance(offered, int) else 0
+        self.binary = binary_max > 0 and binary
         limit = int(binary_max) if self.binary else protocol.MAX_CHUNK_BYTES
         self.chunk = max(1, min(chunk or (BINARY_CHUNK_BYTES if self.binary else limit), limit))
         self.window = max(1, window)

@@ -178,6 +178,29 @@ async def test_garbage_before_sync_is_discarded(tmp_path: Path) -> None:
         server.close()
 
 
+async def test_an_error_code_that_is_not_a_number_is_a_guest_error(tmp_path: Path) -> None:
+    # The guest is untrusted: an error object whose code is a list used to escape as a
+    # TypeError (unhashable type) from the error mapping instead of a GuestError.
+    async def guest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer_sync(reader, writer)
+        msg = json.loads(await reader.readline())
+        error = {"code": [-32602], "message": "odd code"}
+        writer.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "error": error}).encode())
+        writer.write(b"\n")
+        await writer.drain()
+        await reader.read()
+
+    path, server = await fake_guest(tmp_path, guest)
+    c = client_for(path)
+    try:
+        with pytest.raises(GuestError) as caught:
+            await c.call("ping")
+        assert str(caught.value) == "guest agent: odd code"
+    finally:
+        await c.close()
+        server.close()
+
+
 async def test_flooding_guest_is_disconnected_and_others_unaffected(
     tmp_path: Path, agent: Any
 ) -> None:
