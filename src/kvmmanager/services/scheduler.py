@@ -193,7 +193,11 @@ class Scheduler:
             self._runs.add(task)
             self._active.add(c.run_id)
             task.add_done_callback(self._runs.discard)
-            task.add_done_callback(lambda _t, rid=c.run_id: self._active.discard(rid))
+
+            def forget(_t: asyncio.Task[Any], rid: int = c.run_id) -> None:
+                self._active.discard(rid)
+
+            task.add_done_callback(forget)
         return [c.run_id for c in claims]
 
     def _claim_due(self, now: datetime) -> list[Claim]:

@@ -19,6 +19,7 @@ pending when the manager stops are resumed at the next start.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -207,13 +208,13 @@ class WebhookService:
         if held:
             self.resume_pending(await asyncio.to_thread(self._pending_ids))
 
-    def _pending_ids(self) -> list[int]:
+    def _pending_ids(self) -> builtins.list[int]:  # `list` is a method of this class
         with self.m.db() as s:
             return list(
                 s.scalars(select(WebhookDelivery.id).where(WebhookDelivery.state == "pending"))
             )
 
-    def resume_pending(self, ids: list[int]) -> None:
+    def resume_pending(self, ids: builtins.list[int]) -> None:
         """Deliver what is pending and not already in flight here (needs the running loop)."""
         for delivery_id in ids:
             if delivery_id not in self._inflight:
