@@ -165,7 +165,8 @@ async def commit(run: Any, dom: libvirt.virDomain, o: Overlay) -> None:
     deadline = time.monotonic() + COMMIT_TIMEOUT
     started = False
     while True:
-        step = await run(commit_step, dom, o, started)
+        # Each step is short (start, look, pivot); the wait between them is ours.
+        step = await run(commit_step, dom, o, started, kind="lifecycle", op=f"commit {o.disk}")
         if step == "done":
             return
         started = True
@@ -193,7 +194,12 @@ async def run_copy(
     progress: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Copy every disk of the VM into `pool` as `targets` (standalone qcow2 volumes)."""
-    dom = await hc.run(lambda: hc.conn.lookupByUUIDString(state.uuid))
+    # Only the copies of the disks (copy_base) run without a deadline; the short calls
+    # around them (and each step of the block commits) have one, so a frozen host cannot
+    # hang them.
+    dom = await hc.run(
+        lambda: hc.conn.lookupByUUIDString(state.uuid), kind="read", op="look up the vm"
+    )
     total = max(1, sum(t.capacity for t in targets))
     started_paused = snapshotted = False
     overlays: list[Overlay] = []
@@ -207,14 +213,16 @@ async def run_copy(
 
     try:
         if not state.running:
-            await hc.run(dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED)
+            await hc.run(dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED, kind="lifecycle")
             started_paused = True
-        overlays = await hc.run(lambda: make_overlays(hc.conn, state, when))
+        overlays = await hc.run(
+            lambda: make_overlays(hc.conn, state, when), kind="lifecycle", op="make overlays"
+        )
         sxml = snapshot_xml(state, overlays)
 
         async def start() -> None:
             nonlocal snapshotted
-            await hc.run(take_snapshot, dom, sxml)
+            await hc.run(take_snapshot, dom, sxml, kind="lifecycle")
             snapshotted = True
 
         report(0, "temporary snapshot")
@@ -231,11 +239,15 @@ async def run_copy(
             if hasattr(progress, "undo_on_interrupt"):
                 progress.undo_on_interrupt("delete_volume", host=host, pool=pool, volume=t.volume)
             made.append(t.volume)
-            t.path = await hc.run(lambda t=t: copy_base(hc.conn, pool, t, by_disk[t.disk]))
+            t.path = await hc.run(
+                lambda t=t: copy_base(hc.conn, pool, t, by_disk[t.disk]),
+                kind="job",
+                op=f"copy disk {t.disk}",
+            )
             done += t.capacity
         report(done, "block commit")
     except BaseException:
-        await asyncio.shield(hc.run(tk.delete_volumes, hc.conn, pool, made))
+        await asyncio.shield(hc.run(tk.delete_volumes, hc.conn, pool, made, kind="lifecycle"))
         raise
     finally:
         await asyncio.shield(_restore(hc, dom, overlays, snapshotted, started_paused))
@@ -262,8 +274,10 @@ async def _restore(
                 stuck.append(o)
     if started_paused:
         with contextlib.suppress(Exception):
-            await hc.run(dom.destroy)
-    left = await hc.run(delete_overlays, hc.conn, [o for o in overlays if o not in stuck])
+            await hc.run(dom.destroy, kind="lifecycle")
+    left = await hc.run(
+        delete_overlays, hc.conn, [o for o in overlays if o not in stuck], kind="lifecycle"
+    )
     for problem in left:
         log.warning("backup copy cleanup: %s", problem)
     if stuck:

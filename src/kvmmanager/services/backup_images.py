@@ -304,7 +304,11 @@ class BackupImageService:
         made: list[str] = []
         started_paused = False
         began = False
-        dom = await hc.run(lambda: hc.conn.lookupByUUIDString(state.uuid))
+        # libvirt copies in the background (a backup job of its own): every call here is
+        # short and gets a deadline, unlike a copy the manager waits on.
+        dom = await hc.run(
+            lambda: hc.conn.lookupByUUIDString(state.uuid), kind="read", op="look up the vm"
+        )
         cancelled = progress.cancelled if progress is not None else _never
         try:
             for t in targets:
@@ -312,10 +316,14 @@ class BackupImageService:
                     progress.undo_on_interrupt(
                         "delete_volume", host=host, pool=pool, volume=t.volume
                     )
-                t.path = await hc.run(lambda t=t: tk.create_target(hc.conn, pool, t))
+                t.path = await hc.run(
+                    lambda t=t: tk.create_target(hc.conn, pool, t),
+                    kind="lifecycle",
+                    op=f"create backup volume {t.volume}",
+                )
                 made.append(t.volume)
             if not state.running:
-                await hc.run(dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED)
+                await hc.run(dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED, kind="lifecycle")
                 started_paused = True
             bxml = tk.backup_xml(state, targets, parent.checkpoint if parent else None)
             cxml = (
@@ -324,7 +332,7 @@ class BackupImageService:
 
             async def start() -> None:
                 nonlocal began
-                await hc.run(tk.begin, dom, bxml, cxml)
+                await hc.run(tk.begin, dom, bxml, cxml, kind="lifecycle", op="begin the backup")
                 began = True
 
             c = await tk.quiesced_begin(self.m, host, state, policy["quiesce"], start)
@@ -338,7 +346,7 @@ class BackupImageService:
         finally:
             if started_paused:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(hc.run(dom.destroy))
+                    await asyncio.shield(hc.run(dom.destroy, kind="lifecycle"))
         with contextlib.suppress(KvmmError):
             await self.m.storage.sync_pool(host, pool)
         return c, stats
@@ -348,15 +356,18 @@ class BackupImageService:
     ) -> None:
         if began:
             with contextlib.suppress(Exception):
-                await hc.run(tk.abort, dom)
+                await hc.run(tk.abort, dom, kind="lifecycle", op="abort the backup")
                 for _ in range(600):
-                    if await hc.run(tk.job_progress, dom) is None:
+                    if (
+                        await hc.run(tk.job_progress, dom, kind="read", op="backup progress")
+                        is None
+                    ):
                         break
                     await asyncio.sleep(tk.POLL_SECONDS)
         if cp is not None:
             with contextlib.suppress(Exception):
-                await hc.run(tk.delete_checkpoint, dom, cp)
-        left = await hc.run(tk.delete_volumes, hc.conn, pool, made)
+                await hc.run(tk.delete_checkpoint, dom, cp, kind="lifecycle")
+        left = await hc.run(tk.delete_volumes, hc.conn, pool, made, kind="lifecycle")
         for problem in left:
             log.warning("backup cleanup: %s", problem)
 

@@ -231,14 +231,16 @@ def abort(dom: libvirt.virDomain) -> None:
 async def wait_job(
     run: Any, dom: libvirt.virDomain, progress: Any, cancelled: Any
 ) -> dict[str, Any]:
-    """Follow the job until it ends; a cancel aborts it and waits for the end."""
+    """Follow the job until it ends; a cancel aborts it and waits for the end. The copy
+    runs inside libvirt: every call here is short and has a deadline (`run` is a host's
+    HostConnection.run), so a frozen host fails the backup instead of hanging it."""
     aborted = False
     while True:
-        stats = await run(job_progress, dom)
+        stats = await run(job_progress, dom, kind="read", op="backup progress")
         if stats is None:
             break
         if not aborted and cancelled():
-            await run(abort, dom)
+            await run(abort, dom, kind="lifecycle", op="abort the backup")
             aborted = True
         if progress is not None and not aborted:
             total = int(stats.get("disk_total") or 0)
@@ -250,7 +252,7 @@ async def wait_job(
         from kvmmanager.core.errors import Cancelled
 
         raise Cancelled("the backup was cancelled (libvirt aborted the job)")
-    return await run(job_result, dom)
+    return await run(job_result, dom, kind="read", op="backup result")
 
 
 async def quiesced_begin(

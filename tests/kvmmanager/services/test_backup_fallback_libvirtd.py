@@ -22,6 +22,7 @@ from tests.kvmmanager.services.test_backup_images_libvirtd import (  # noqa: F40
 
 from kvmmanager.services import backup_fallback as fb
 from kvmmanager.services import backup_take as tk
+from kvmmanager.virt.calls import job_calls
 from kvmmanager.virt.xml.domain import Domain
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.vm]
@@ -110,3 +111,31 @@ async def test_backup_method_falls_back_when_libvirt_has_no_backup_api(
     no_overlay_left(lab)
     await check_copy(manager, lab, b, want)
     assert not dom.listAllCheckpoints()  # the refused attempt's checkpoint never existed
+
+
+async def test_in_a_copy_backup_only_the_disk_copies_and_the_digest_stream_have_no_deadline(
+    manager: Any, lab: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot, the overlays, each block-commit step and the clean-up are short calls
+    with deadlines, so a frozen host fails the backup instead of hanging it; the copy of
+    a disk and the digest's stream of the stored bytes stay a job's."""
+    hc = manager.registry.get("local")
+    await hc.wait_connected(60)
+    name, _src = await make_vm(manager, lab)
+    p = policy(manager, lab, keep_last=3)
+    unbounded: list[str] = []
+    real = hc.workers.call
+
+    async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
+        if kind == "job":
+            unbounded.append(op)
+        return await real(fn, op=op, kind=kind, deadline=deadline)
+
+    monkeypatch.setattr(hc.workers, "call", record)
+    with job_calls():  # as the job runner runs a scheduled backup
+        b = await manager.backups.images.take({**p, "method": "copy"}, "local", name)
+    assert b["status"] == "ok", b
+    assert "copy disk vda" in unbounded, unbounded
+    streamed = {"open_download", "virStream.recv", "virStream.finish", "virStream.abort"}
+    allowed = streamed | {"copy disk vda", "virStorageVol.download", "virConnect.newStream"}
+    assert set(unbounded) <= allowed, unbounded

@@ -16,6 +16,7 @@ import pytest
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services import transfer
 from kvmmanager.services.backups import PolicySpec
+from kvmmanager.virt.calls import job_calls
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
 
@@ -189,3 +190,33 @@ async def test_retention_and_raw_disk(manager: Any, lab: dict[str, Any]) -> None
     assert first["volumes"][0]["volume"] not in names
     assert second["volumes"][0]["volume"] in names
     await images.delete(second["id"])
+
+
+async def test_in_a_backup_job_every_call_but_the_digest_stream_has_a_deadline(
+    manager: Any, lab: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libvirt copies in a backup job of its own: the manager's calls around it (look up,
+    create the targets, start paused, begin, follow, result, clean up) are all short and
+    must each have a deadline, so a frozen host fails the backup instead of hanging it.
+    Only the digest's stream of the stored bytes (chunk by chunk) stays a job's."""
+    hc = manager.registry.get("local")
+    await hc.wait_connected(60)
+    name, _src = await make_vm(manager, lab)
+    p = policy(manager, lab, keep_last=5)
+    unbounded: list[str] = []
+    real = hc.workers.call
+
+    async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
+        if kind == "job":
+            unbounded.append(op)
+        return await real(fn, op=op, kind=kind, deadline=deadline)
+
+    monkeypatch.setattr(hc.workers, "call", record)
+    with job_calls():  # as the job runner runs a scheduled backup
+        out = await manager.backups.images.take(p, "local", name)
+    assert out["status"] == "ok", out
+    assert unbounded, "no job call recorded (nothing tested)"
+    streamed = {"open_download", "virStream.recv", "virStream.finish", "virStream.abort"}
+    assert set(unbounded) <= streamed | {"virStorageVol.download", "virConnect.newStream"}, (
+        unbounded
+    )
