@@ -123,6 +123,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _header_timer: TimerHandle | None = None
 
+    # uvicorn declares BaseTransport; a stream server hands its protocols a Transport.
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if not self.guard.admit(self):

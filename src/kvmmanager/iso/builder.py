@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import struct_time  # in the class below, `time` is its method
 from typing import Any
 
 import pycdlib
@@ -66,10 +67,10 @@ class _FixedClock:
     def time(self) -> float:
         return self._epoch
 
-    def localtime(self, secs: float | None = None) -> time.struct_time:
+    def localtime(self, secs: float | None = None) -> struct_time:
         return time.gmtime(self._epoch if secs is None else secs)
 
-    def gmtime(self, secs: float | None = None) -> time.struct_time:
+    def gmtime(self, secs: float | None = None) -> struct_time:
         return time.gmtime(self._epoch if secs is None else secs)
 
     def __getattr__(self, name: str) -> Any:
@@ -83,15 +84,16 @@ def _fixed_clock(epoch: int) -> Iterator[None]:
 
     modules = (core, headervd, dates, utils)
     with _pycdlib_clock_lock:
-        saved = [m.time for m in modules]  # type: ignore[attr-defined]
+        saved = [m.time for m in modules]
         clock = _FixedClock(epoch)
         for m in modules:
+            # pycdlib's modules bind `time`; a fixed clock there makes the ISO reproducible.
             m.time = clock  # type: ignore[attr-defined]
         try:
             yield
         finally:
             for m, t in zip(modules, saved, strict=True):
-                m.time = t  # type: ignore[attr-defined]
+                m.time = t  # type: ignore[attr-defined]  # the module's own `time` back
 
 
 def _iso9660_name(name: str, is_dir: bool) -> str:

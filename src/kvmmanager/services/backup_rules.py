@@ -116,7 +116,8 @@ def choose_kind(
         if requested == "incremental":
             raise InvalidInput(f"no incremental backup possible: {reason}", field="kind")
         return "full", None, reason
-    return "incremental", previous, f"changes since backup {previous.id}"  # type: ignore[union-attr]
+    assert previous is not None  # no previous backup set `reason` above
+    return "incremental", previous, f"changes since backup {previous.id}"
 
 
 MAX_SAME_SECOND = 9

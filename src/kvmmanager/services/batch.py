@@ -196,7 +196,7 @@ class BatchService:
                         if k in ("uuid", "deleted_volumes", "kept_volumes")
                     },
                 )
-            ref = await self.m.vms.action(t.host, t.vm, action, mode=mode)  # type: ignore[arg-type]
+            ref = await self.m.vms.action(t.host, t.vm, action, mode=mode)
             return ItemResult(
                 t.host, t.vm, True, state=ref.state, message=ref.message, details={"uuid": ref.uuid}
             )

@@ -392,6 +392,8 @@ class _LocalContext:
         self.bus = EventBus()
         self.inventory = Inventory(self.bus)
         self.registry = HostRegistry(settings.libvirt, self.bus, self.inventory)
+        # A stand-in for the Manager with only what StorageService and IsoService use;
+        # until services take just their parts (issue 18) mypy sees the wrong type.
         self.storage = StorageService(self)  # type: ignore[arg-type]
 
 
@@ -414,6 +416,7 @@ async def deploy_local(
     host = await ctx.registry.add("local", uri)
     try:
         await host.wait_connected(connect_seconds)
+        # ctx: the Manager stand-in above.
         return await IsoService(ctx).deploy("local", pool, progress=progress)  # type: ignore[arg-type]
     finally:
         await ctx.registry.close()

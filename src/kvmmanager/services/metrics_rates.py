@@ -13,6 +13,7 @@ Everything here is pure and runs in the host's worker thread.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,7 +186,7 @@ def memory(stats: dict[str, Any]) -> tuple[float | None, str]:
 
 
 def _device_rates(
-    prev: dict[str, tuple[int, ...]], cur: dict[str, tuple[int, ...]], width: int, dt: float
+    prev: Mapping[str, tuple[int, ...]], cur: Mapping[str, tuple[int, ...]], width: int, dt: float
 ) -> list[float]:
     """Per-field sum over devices present in both collections of (delta / dt); a device
     whose counters went down (re-created) is left out this once."""
@@ -214,8 +215,8 @@ def rates(prev: Counters | None, cur: Counters) -> tuple[float | None, ...]:
     if cur.cpu_ns is not None and prev.cpu_ns is not None and cur.cpu_ns >= prev.cpu_ns:
         # Percent of one host CPU, like top: 2 busy vCPUs read 200.
         cpu = (cur.cpu_ns - prev.cpu_ns) / dt / 1e7
-    rd_b, wr_b, rd_r, wr_r = _device_rates(prev.block, cur.block, 4, dt)  # type: ignore[arg-type]
-    rx, tx = _device_rates(prev.net, cur.net, 2, dt)  # type: ignore[arg-type]
+    rd_b, wr_b, rd_r, wr_r = _device_rates(prev.block, cur.block, 4, dt)
+    rx, tx = _device_rates(prev.net, cur.net, 2, dt)
     return (cpu, rd_b, wr_b, rd_r, wr_r, rx, tx)
 
 

@@ -106,13 +106,13 @@ async def iter_source(source: UploadSource, chunk_size: int = CHUNK_SIZE) -> Asy
         return
     buf = bytearray()
     if hasattr(source, "__aiter__"):
-        async for piece in source:  # type: ignore[union-attr]
+        async for piece in source:
             buf += piece
             if len(buf) >= chunk_size:
                 yield bytes(buf)
                 buf.clear()
     else:
-        for piece in source:  # type: ignore[union-attr]
+        for piece in source:
             buf += piece
             if len(buf) >= chunk_size:
                 yield bytes(buf)

@@ -14,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 from kvmmanager.virt.xml.base import XMLChildList, XMLObject, XMLProperty
 
 PCI = "capability[@type='pci']"
@@ -39,8 +41,9 @@ PCI_CLASS_NAMES = {
 }
 
 
-def _ro(path: str, **kw: object) -> XMLProperty:
-    return XMLProperty(path, readonly=True, **kw)  # type: ignore[arg-type]
+def _ro(path: str, **kw: Any) -> XMLProperty:
+    """A read-only XMLProperty; `kw` are XMLProperty's own keyword arguments."""
+    return XMLProperty(path, readonly=True, **kw)
 
 
 class PciAddress(XMLObject):

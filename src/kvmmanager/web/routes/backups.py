@@ -398,7 +398,7 @@ async def restore_image(
         )
 
     async def job(progress: Any) -> dict[str, Any]:
-        return await images.restore(backup_id, progress=progress, **args)  # type: ignore[arg-type]
+        return await images.restore(backup_id, progress=progress, **args)
 
     job_id = manager.jobs.start("backup.restore", f"{host}/{vm}/{backup_id}", job, user, host=host)
     return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))

@@ -198,7 +198,7 @@ async def serial_console(
 
 async def _pump(ws: WebSocket, *directions: object) -> None:
     """Run both directions until either ends, then close the socket cleanly."""
-    tasks = [asyncio.ensure_future(d) for d in directions]  # type: ignore[arg-type]
+    tasks = [asyncio.ensure_future(d) for d in directions]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:

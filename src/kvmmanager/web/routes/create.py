@@ -124,7 +124,7 @@ async def create_vm(
     if source == "cloud":
         return await _create_from_cloud_image(request, manager, user, host, form)
     try:
-        install = InstallSource(kind=source)  # type: ignore[arg-type]
+        install = InstallSource(kind=source)
         if source == "iso":
             install.pool, install.volume = _volume(iso)
         elif source == "import":
@@ -137,7 +137,7 @@ async def create_vm(
             install=install,
             disks=disks,
             nics=[NicSpec(network=network)] if network else [],
-            firmware=firmware,  # type: ignore[arg-type]
+            firmware=firmware,
             tpm=tpm,
             description=description or None,
             tags=[t.strip() for t in tags.split(",") if t.strip()],

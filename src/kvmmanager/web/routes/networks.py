@@ -69,7 +69,7 @@ async def create_network(
     try:
         spec = NetworkSpec(
             name=name,
-            forward=forward,  # type: ignore[arg-type]
+            forward=forward,
             address=address or None,
             prefix=prefix,
             dhcp_start=dhcp_start or None,

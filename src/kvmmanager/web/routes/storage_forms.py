@@ -76,7 +76,7 @@ async def volume_create(
     manager: Manager = Depends(get_manager),
     user: Principal = Depends(current_user),
 ) -> HTMLResponse:
-    spec = VolumeSpec(name=name.strip(), capacity=capacity.strip(), format=format)  # type: ignore[arg-type]
+    spec = VolumeSpec(name=name.strip(), capacity=capacity.strip(), format=format)
     details = await manager.storage.create_volume(host, pool, spec)
     manager.ownership.record_new_volume(user, host, pool, details.name)
     return await _volumes(request, manager, host, pool, f"Created volume {details.name}")

@@ -101,6 +101,7 @@ async def forward_add(
     manager: Manager = Depends(get_manager),
     _user: Principal = Depends(require_role("operator")),
 ) -> Response:  # fmt: skip
+    # proto is the form's text; the service refuses anything but tcp/udp in its words.
     rule = ForwardRule(proto=proto, host_port=host_port, guest_port=guest_port)  # type: ignore[arg-type]
     return await _act(request, manager, host, vm, manager.port_forwards.add(host, vm, rule))
 

@@ -173,7 +173,7 @@ async def vm_action(
             status_code=422, headers=toast_headers(f"unknown action {action!r}", "error")
         )
     try:
-        result = await manager.vms.action(host, vm, action, mode)  # type: ignore[arg-type]
+        result = await manager.vms.action(host, vm, action, mode)
     except KvmmError as e:
         raise failed(ACTION_LABELS.get(action, action.capitalize()), e) from e
     message = result.message or f"{action}: {result.name} is {result.state}"
