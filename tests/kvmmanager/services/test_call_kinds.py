@@ -102,8 +102,8 @@ async def test_every_call_of_a_read_only_service_method_has_the_read_deadline(
 
 @pytest.fixture
 async def source_vm(manager: Any) -> AsyncIterator[str]:
-    """A VM with one disk in the test driver's pool; it, its clones and their volumes
-    are removed afterwards."""
+    """A VM with one disk in the test driver's pool; every domain and volume named with
+    this module's prefix (it, its clone, their disks) is removed afterwards."""
     name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
     spec = VmSpec(name=name, memory_mib=128, disks=[DiskSpec(pool=POOL, size_gib=1)])
     await manager.vms.create(HOST, spec)
@@ -115,15 +115,23 @@ async def source_vm(manager: Any) -> AsyncIterator[str]:
         def cleanup() -> None:
             conn = hc.conn
             for dom in conn.listAllDomains():
-                if dom.name().startswith(name):
+                if dom.name().startswith(PREFIX):
                     if dom.isActive():
                         dom.destroy()
                     dom.undefine()
             for vol in conn.storagePoolLookupByName(POOL).listAllVolumes():
-                if vol.name().startswith(name):
+                if vol.name().startswith(PREFIX):
                     vol.delete(0)
 
         await hc.run(cleanup)
+        left = await hc.run(
+            lambda: (
+                [v for v in hc.conn.storagePoolLookupByName(POOL).listVolumes()]
+                + [d.name() for d in hc.conn.listAllDomains()]
+            ),
+            kind="read",
+        )
+        assert not [n for n in left if n.startswith(PREFIX)], left
 
 
 async def test_in_a_clone_job_only_the_disk_copies_have_no_deadline(
