@@ -35,6 +35,7 @@ from kvmmanager.services.vm_spec import (
     generate_vnc_password,
     validate_description,
     validate_mac,
+    validate_maximum,
     validate_memory,
     validate_name,
     validate_spec,
@@ -89,6 +90,7 @@ __all__ = [
     "undefine_flags",
     "validate_description",
     "validate_mac",
+    "validate_maximum",
     "validate_memory",
     "validate_name",
     "validate_spec",
@@ -218,9 +220,15 @@ def cdrom_bus(machine: str | None) -> str:
 def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     """A complete, persistent-ready domain for `spec`; only the models write XML."""
     kib = spec.memory_mib * 1024
+    # <memory> is the maximum the balloon may give the guest, <currentMemory> what it
+    # starts with; <vcpu> the most vCPUs it may have, current= those online at boot.
+    max_kib = (spec.max_memory_mib or spec.memory_mib) * 1024
+    max_vcpus = spec.max_vcpus or spec.vcpus
     dom = Domain(
-        type=inp.domain_type, name=spec.name, memory=kib, current_memory=kib, vcpus=spec.vcpus
+        type=inp.domain_type, name=spec.name, memory=max_kib, current_memory=kib, vcpus=max_vcpus
     )
+    if max_vcpus > spec.vcpus:
+        dom.vcpus_current = spec.vcpus
     if spec.description:
         dom.description = spec.description
     meta = dom.manager_metadata

@@ -101,12 +101,34 @@ def random_mac() -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
-def _set_vcpus(dom: libvirt.virDomain, vcpus: int) -> EditResult:
+def _new_maximum(current: int, old_max: int, target: int, given: int | None) -> int:
+    """The configured maximum after an edit: the one given; else, for a VM that has a
+    hot-add maximum above what it runs with, that maximum (raised to `target` if needed);
+    else (no separate maximum) the maximum follows `target` as before."""
+    if given is not None:
+        return given
+    if old_max > current:
+        return max(old_max, target)
+    return target
+
+
+def _set_vcpus(dom: libvirt.virDomain, vcpus: int | None, maximum: int | None = None) -> EditResult:
     running = _active(dom)
     persistent = bool(dom.isPersistent())
     applied_live = False
     live_note = ""
-    if running:
+    scope = CONFIG if persistent else LIVE
+    cfg_max = dom.vcpusFlags(scope | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+    cfg_cur = dom.vcpusFlags(scope)
+    target = cfg_cur if vcpus is None else vcpus
+    new_max = _new_maximum(cfg_cur, cfg_max, target, maximum)
+    if target > new_max:
+        raise InvalidInput(
+            f"max_vcpus={new_max} is less than vcpus={target}: the maximum for hot-add must "
+            "be at least what the VM has",
+            field="max_vcpus",
+        )
+    if running and vcpus is not None:
         live_max = dom.vcpusFlags(LIVE | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
         if vcpus <= live_max:
             try:
@@ -115,28 +137,75 @@ def _set_vcpus(dom: libvirt.virDomain, vcpus: int) -> EditResult:
             except libvirt.libvirtError as exc:
                 live_note = f" (live change refused: {exc.get_error_message()})"
         else:
-            live_note = f" (the running guest is limited to {live_max} vCPUs)"
+            live_note = (
+                f" (the running guest is limited to {live_max} vCPUs, its maximum when it booted)"
+            )
     if persistent:
-        cfg_max = dom.vcpusFlags(CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
-        if vcpus > cfg_max:
-            dom.setVcpusFlags(vcpus, CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
-            dom.setVcpusFlags(vcpus, CONFIG)
+        # Never current > maximum in between: raise the maximum first, lower it last.
+        if new_max >= cfg_cur:
+            dom.setVcpusFlags(new_max, CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+            dom.setVcpusFlags(target, CONFIG)
         else:
-            dom.setVcpusFlags(vcpus, CONFIG)
-            dom.setVcpusFlags(vcpus, CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+            dom.setVcpusFlags(target, CONFIG)
+            dom.setVcpusFlags(new_max, CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
     elif not applied_live:
         raise Conflict(f"vm '{dom.name()}' is transient and refused the change{live_note}")
-    return _result(running, applied_live, persistent, f"vCPUs set to {vcpus}", live_note)
+    res = (
+        _result(running, applied_live, persistent, f"vCPUs set to {target}", live_note)
+        if vcpus is not None
+        else EditResult(False, True, "")
+    )
+    shown = f"{new_max} vCPUs"
+    return _with_maximum(res, running, maximum, new_max, cfg_max, shown, "max_vcpus")
 
 
-def _set_memory(dom: libvirt.virDomain, memory_mib: int) -> EditResult:
-    kib = memory_mib * 1024
+def _with_maximum(
+    res: EditResult,
+    running: bool,
+    given: int | None,
+    new_max: int,
+    old_max: int,
+    shown: str,
+    key: str,
+) -> EditResult:
+    """Say what became of the hot-add maximum: a running VM keeps the one it booted with
+    (QEMU fixes it at start), so a new one waits for the next boot."""
+    res.details[key] = new_max
+    if given is None or new_max == old_max:
+        if not res.message:
+            res.message = f"maximum {shown}: unchanged"
+            res.next_boot = False
+        return res
+    said = f"maximum set to {shown}"
+    if running:
+        said += " from the next boot (a running VM keeps the maximum it booted with)"
+    elif not res.message:
+        said += ": takes effect at the next boot"
+    res.message = f"{res.message}; {said}" if res.message else said
+    res.next_boot = True
+    return res
+
+
+def _set_memory(
+    dom: libvirt.virDomain, memory_mib: int | None, max_mib: int | None = None
+) -> EditResult:
     running = _active(dom)
     persistent = bool(dom.isPersistent())
     applied_live = False
     live_note = ""
     details: dict[str, Any] = {}
-    if running:
+    defined = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if persistent else 0))
+    cfg_max = defined.memory or 0
+    cfg_cur = defined.current_memory or cfg_max
+    kib = cfg_cur if memory_mib is None else memory_mib * 1024
+    new_max = _new_maximum(cfg_cur, cfg_max, kib, None if max_mib is None else max_mib * 1024)
+    if kib > new_max:
+        raise InvalidInput(
+            f"max_memory_mib={new_max // 1024} is less than memory_mib={kib // 1024}: the "
+            "maximum for hot-add must be at least what the VM has",
+            field="max_memory_mib",
+        )
+    if running and memory_mib is not None:
         live_max = dom.maxMemory()
         if kib <= live_max:
             try:
@@ -155,15 +224,29 @@ def _set_memory(dom: libvirt.virDomain, memory_mib: int) -> EditResult:
             except libvirt.libvirtError as exc:
                 live_note = f" (live change refused: {exc.get_error_message()})"
         else:
-            live_note = f" (the running guest is limited to {live_max // 1024} MiB)"
+            live_note = (
+                f" (the running guest is limited to {live_max // 1024} MiB, its maximum when "
+                "it booted)"
+            )
     if persistent:
-        dom.setMemoryFlags(kib, CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
-        dom.setMemoryFlags(kib, CONFIG)
+        # Never current > maximum in between: raise the maximum first, lower it last.
+        if new_max >= cfg_cur:
+            dom.setMemoryFlags(new_max, CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+            dom.setMemoryFlags(kib, CONFIG)
+        else:
+            dom.setMemoryFlags(kib, CONFIG)
+            dom.setMemoryFlags(new_max, CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
     elif not applied_live:
         raise Conflict(f"vm '{dom.name()}' is transient and refused the change{live_note}")
-    res = _result(running, applied_live, persistent, f"memory set to {memory_mib} MiB", live_note)
+    res = (
+        _result(running, applied_live, persistent, f"memory set to {kib // 1024} MiB", live_note)
+        if memory_mib is not None
+        else EditResult(False, True, "")
+    )
     res.details.update(details)
-    return res
+    given = None if max_mib is None else max_mib * 1024
+    shown = f"{new_max // 1024} MiB"
+    return _with_maximum(res, running, given, new_max, cfg_max, shown, "max_memory_kib")
 
 
 def _balloon_settles(dom: libvirt.virDomain, kib: int) -> int:
@@ -210,16 +293,34 @@ class VmEditor:
         info = await self.svc.run(host, lambda conn: conn.getInfo(), kind="read")
         return info[2], info[1]
 
-    async def set_vcpus(self, host: str, vm: str, vcpus: int) -> dict[str, Any]:
-        max_vcpus, _ = await self._host_limits(host)
-        vm_spec.validate_vcpus(vcpus, max_vcpus)
-        res = await self.svc.run_on(host, vm, _set_vcpus, vcpus)
+    async def set_vcpus(
+        self, host: str, vm: str, vcpus: int | None, max_vcpus: int | None = None
+    ) -> dict[str, Any]:
+        """vCPUs now (hot-plugged into a running VM up to its maximum) and/or the hot-add
+        maximum (`max_vcpus`, from the next boot when running)."""
+        host_max, _ = await self._host_limits(host)
+        if vcpus is not None:
+            vm_spec.validate_vcpus(vcpus, host_max)
+        if max_vcpus is not None:
+            vm_spec.validate_vcpus(max_vcpus, host_max, "max_vcpus")
+            if vcpus is not None:
+                vm_spec.validate_maximum(vcpus, max_vcpus, "vcpus", "max_vcpus")
+        res = await self.svc.run_on(host, vm, _set_vcpus, vcpus, max_vcpus)
         return res.to_dict()
 
-    async def set_memory(self, host: str, vm: str, memory_mib: int) -> dict[str, Any]:
+    async def set_memory(
+        self, host: str, vm: str, memory_mib: int | None, max_memory_mib: int | None = None
+    ) -> dict[str, Any]:
+        """Memory now (through the balloon in a running VM, up to its maximum) and/or the
+        maximum it may grow to (`max_memory_mib`, from the next boot when running)."""
         _, host_mib = await self._host_limits(host)
-        vm_spec.validate_memory(memory_mib, host_mib)
-        res = await self.svc.run_on(host, vm, _set_memory, memory_mib)
+        if memory_mib is not None:
+            vm_spec.validate_memory(memory_mib, host_mib)
+        if max_memory_mib is not None:
+            vm_spec.validate_memory(max_memory_mib, host_mib, "max_memory_mib")
+            if memory_mib is not None:
+                vm_spec.validate_maximum(memory_mib, max_memory_mib, "memory_mib", "max_memory_mib")
+        res = await self.svc.run_on(host, vm, _set_memory, memory_mib, max_memory_mib)
         return res.to_dict()
 
     # ---- disks -------------------------------------------------------------------------

@@ -75,6 +75,10 @@ class VmSpec(BaseModel):
     name: str
     vcpus: int = 1
     memory_mib: int = 512
+    # The most the running VM may grow to without a reboot (vCPU hot-plug, the memory
+    # balloon); None: the same as vcpus / memory_mib.
+    max_vcpus: int | None = None
+    max_memory_mib: int | None = None
     install: InstallSource = Field(default_factory=InstallSource)
     disks: list[DiskSpec] = Field(default_factory=list)
     nics: list[NicSpec] = Field(default_factory=list)
@@ -150,17 +154,33 @@ def validate_description(text: str | None, field_name: str = "description") -> s
 
 def validate_vcpus(vcpus: int, max_vcpus: int, field_name: str = "vcpus") -> int:
     if not 1 <= vcpus <= max_vcpus:
-        raise InvalidInput(f"vcpus must be between 1 and {max_vcpus}", field=field_name)
+        # Said as `field=value` so the CLI shows its own flag (cli/flags.py).
+        raise InvalidInput(
+            f"{field_name}={vcpus} is out of range: it must be between 1 and {max_vcpus}",
+            field=field_name,
+        )
     return vcpus
 
 
 def validate_memory(memory_mib: int, host_mib: int, field_name: str = "memory_mib") -> int:
     if not MIN_MEMORY_MIB <= memory_mib <= host_mib:
         raise InvalidInput(
-            f"memory_mib must be between {MIN_MEMORY_MIB} and {host_mib} (host memory)",
+            f"{field_name}={memory_mib} is out of range: it must be between {MIN_MEMORY_MIB} "
+            f"and {host_mib} (host memory)",
             field=field_name,
         )
     return memory_mib
+
+
+def validate_maximum(value: int, maximum: int, what: str, max_field: str) -> None:
+    """A hot-add maximum below what the VM is to have now (`value` of field `what`).
+    Said as `field=value` so each interface names its own flag or field."""
+    if maximum < value:
+        raise InvalidInput(
+            f"{max_field}={maximum} is less than {what}={value}: the maximum for hot-add "
+            f"must be at least what the VM has",
+            field=max_field,
+        )
 
 
 def validate_mac(mac: str | None, field_name: str) -> str | None:
@@ -199,6 +219,12 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
     validate_name(spec.name)
     validate_vcpus(spec.vcpus, facts.max_vcpus)
     validate_memory(spec.memory_mib, facts.memory_mib)
+    if spec.max_vcpus is not None:
+        validate_vcpus(spec.max_vcpus, facts.max_vcpus, "max_vcpus")
+        validate_maximum(spec.vcpus, spec.max_vcpus, "vcpus", "max_vcpus")
+    if spec.max_memory_mib is not None:
+        validate_memory(spec.max_memory_mib, facts.memory_mib, "max_memory_mib")
+        validate_maximum(spec.memory_mib, spec.max_memory_mib, "memory_mib", "max_memory_mib")
     validate_description(spec.description)
     spec.tags = validate_tags(spec.tags)
     if spec.owner is not None:

@@ -160,6 +160,10 @@ def test_patch_and_media(api, name):
         ({"disks": [{"pool": "kvmm-t-vm-nopool", "size_gib": 1}]}, "disks[0].pool"),
         ({"nics": [{"network": "kvmm-t-vm-nonet"}]}, "nics[0].network"),
         ({"memory_mib": "lots"}, "memory_mib"),
+        ({"vcpus": 2, "max_vcpus": 1}, "max_vcpus"),
+        ({"max_vcpus": 10**6}, "max_vcpus"),
+        ({"memory_mib": 256, "max_memory_mib": 128}, "max_memory_mib"),
+        ({"max_memory_mib": 10**12}, "max_memory_mib"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(api, name, body, field):
@@ -202,3 +206,31 @@ def test_background_create_is_a_job(api, name):
     )
     assert job["state"] == "done", job
     assert job["result"]["vm"]["name"] == name
+
+
+def test_a_running_vm_grows_live_up_to_its_maximum(api, name):
+    """Issue 17 item 7: the maximum for hot-add is set at create and by PATCH, shown, and
+    validated; a running VM gets more vCPUs and memory live up to it."""
+    body = _create(api, name, vcpus=1, max_vcpus=4, memory_mib=128, max_memory_mib=512, start=True)
+    vm = body["vm"]
+    assert (vm["vcpus"], vm["max_vcpus"]) == (1, 4)
+    assert (vm["memory_kib"], vm["max_memory_kib"]) == (128 * 1024, 512 * 1024)
+    r = api.patch(f"{BASE}/{name}", json={"vcpus": 3, "memory_mib": 384})
+    assert r.status_code == 200, r.text
+    edits = r.json()["edits"]
+    assert edits["vcpus"]["applied_live"] and not edits["vcpus"]["next_boot"], edits
+    assert edits["memory_mib"]["applied_live"], edits
+    _wait(
+        lambda: (v := api.get(f"{BASE}/{name}").json())["vcpus"] == 3 and v["max_vcpus"] == 4,
+        "the inventory to show 3 of at most 4 vCPUs",
+    )
+    # A new maximum on a running VM waits for its next boot, and says so.
+    r = api.patch(f"{BASE}/{name}", json={"max_vcpus": 6})
+    assert r.status_code == 200, r.text
+    edit = r.json()["edits"]["vcpus"]
+    assert (edit["applied_live"], edit["next_boot"]) == (False, True)
+    assert "maximum set to 6 vCPUs from the next boot" in edit["message"]
+    r = api.patch(f"{BASE}/{name}", json={"vcpus": 4, "max_vcpus": 2})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["field"] == "max_vcpus" and "max_vcpus=2 is less than vcpus=4" in err["message"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -80,3 +83,45 @@ def test_bad_input_exits_2_naming_the_problem(vm_cli):
     assert res.exit_code == 2 and "--disk" in res.stderr
     res = vm_cli("vm", "show", "kvmm-t-vm-missing")
     assert res.exit_code == 4
+
+
+def _kvm_manager(live_server, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `kvm-manager` command, as a process, against the live server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVMM_")}
+    env.update(KVMM_URL=live_server.url, KVMM_TOKEN=live_server.token, COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, "-m", "kvmmanager.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_max_vcpus_and_memory_for_hot_add(vm_cli, live_server):
+    """Issue 17 item 7: `--max-vcpus`/`--max-memory` at create and edit; a running VM
+    grows live up to them; a maximum below what the VM has is refused naming the flags."""
+    name = f"kvmm-t-vm-{uuid.uuid4().hex[:8]}"
+    bad = _kvm_manager(live_server, "vm", "create", name, "--vcpus", "2", "--max-vcpus", "1")
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.startswith("error: --max-vcpus 1 is less than --vcpus 2"), bad.stderr
+    bad = _kvm_manager(live_server, "vm", "create", name, "--memory", "256", "--max-memory", "128")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: --max-memory 128 is less than --memory 256"), bad.stderr
+    made = _kvm_manager(
+        live_server, "--json", "vm", "create", name, "--vcpus", "1", "--max-vcpus", "4",
+        "--memory", "128", "--max-memory", "512", "--start",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    vm = json.loads(made.stdout)["vm"]
+    assert (vm["vcpus"], vm["max_vcpus"], vm["max_memory_kib"]) == (1, 4, 512 * 1024)
+    grown = _kvm_manager(live_server, "vm", "edit", name, "--vcpus", "3", "--memory", "384")
+    assert grown.returncode == 0, grown.stderr
+    assert "vcpus: vCPUs set to 3: applied now" in grown.stderr, grown.stderr
+    assert "memory_mib: memory set to 384 MiB: applied now" in grown.stderr, grown.stderr
+    later = _kvm_manager(live_server, "vm", "edit", name, "--max-vcpus", "8")
+    assert later.returncode == 0, later.stderr
+    assert "maximum set to 8 vCPUs from the next boot" in later.stderr
+    bad = _kvm_manager(live_server, "vm", "edit", name, "--max-vcpus", "2")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: --max-vcpus 2 is less than --vcpus 3"), bad.stderr

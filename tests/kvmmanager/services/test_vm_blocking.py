@@ -273,3 +273,54 @@ def test_shared_helpers(conn, name):
     path = conn.storagePoolLookupByName(POOL).storageVolLookupByName(f"{name}.qcow2").path()
     assert used[path] == name
     assert path not in vm_builder.paths_used_by_others(conn, dom.UUIDString())
+
+
+def test_a_maximum_set_at_create_lets_a_running_vm_grow_live(conn, name):
+    """Issue 17 item 7: a VM created with a hot-add maximum boots with fewer vCPUs and
+    less memory than that maximum, and a running VM grows to it live, keeping it."""
+    dom = _create(
+        conn, name=name, vcpus=1, max_vcpus=4, memory_mib=128, max_memory_mib=512, start=True
+    )
+    d = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert (d.vcpus, d.online_vcpus) == (4, 1)
+    assert (d.memory, d.current_memory) == (512 * 1024, 128 * 1024)
+    res = vm_edit._set_vcpus(dom, 3)
+    assert (res.applied_live, res.next_boot) == (True, False), res.message
+    assert dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 3
+    res = vm_edit._set_memory(dom, 384)
+    assert (res.applied_live, res.next_boot) == (True, False), res.message
+    assert dom.info()[2] == 384 * 1024
+    # The maximum stays for the next hot-add, in the definition too.
+    d = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert (d.vcpus, d.online_vcpus, d.memory, d.current_memory) == (
+        4, 3, 512 * 1024, 384 * 1024
+    )  # fmt: skip
+
+
+def test_the_maximum_is_edited_for_the_next_boot_and_validated(conn, name):
+    dom = _create(conn, name=name, vcpus=2, memory_mib=256, start=True)
+    res = vm_edit._set_vcpus(dom, None, 6)
+    assert (res.applied_live, res.next_boot) == (False, True)
+    assert "maximum set to 6 vCPUs from the next boot" in res.message
+    res = vm_edit._set_memory(dom, None, 1024)
+    assert "maximum set to 1024 MiB from the next boot" in res.message
+    d = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert (d.vcpus, d.online_vcpus, d.memory, d.current_memory) == (
+        6, 2, 1024 * 1024, 256 * 1024
+    )  # fmt: skip
+    with pytest.raises(InvalidInput) as exc:
+        vm_edit._set_vcpus(dom, None, 1)
+    assert exc.value.field == "max_vcpus" and "max_vcpus=1 is less than vcpus=2" in str(exc.value)
+    with pytest.raises(InvalidInput) as exc:
+        vm_edit._set_memory(dom, 2048, 1024)
+    assert exc.value.field == "max_memory_mib"
+    # Without a maximum given, more than the maximum raises it (for the next boot).
+    res = vm_edit._set_memory(dom, 2048)
+    assert (res.applied_live, res.next_boot) == (False, True)
+    assert Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).memory == 2048 * 1024
+    with pytest.raises(InvalidInput) as exc:
+        _create(conn, name=f"{name}-b", vcpus=2, max_vcpus=1)
+    assert exc.value.field == "max_vcpus"
+    with pytest.raises(InvalidInput) as exc:
+        _create(conn, name=f"{name}-b", memory_mib=256, max_memory_mib=128)
+    assert exc.value.field == "max_memory_mib"

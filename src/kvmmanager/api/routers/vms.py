@@ -190,8 +190,9 @@ async def action(
 async def update(
     host: str, vm: str, body: VmPatch, manager: Manager = Depends(get_manager)
 ) -> dict[str, Any]:
-    """Change what the body names. vCPUs and memory apply live where libvirt allows it,
-    else at the next boot: `edits` says which."""
+    """Change what the body names. vCPUs and memory apply live where libvirt allows it
+    (up to the VM's maximum, `max_vcpus`/`max_memory_mib`), else at the next boot: `edits`
+    says which."""
     svc = manager.vms
     edits: dict[str, Any] = {}
     ref = None
@@ -204,12 +205,18 @@ async def update(
         ref = await svc.set_tags(host, vm, body.tags)
     if body.autostart is not None:
         ref = await svc.set_autostart(host, vm, body.autostart)
-    if body.vcpus is not None:
-        edits["vcpus"] = await svc.edit.set_vcpus(host, vm, body.vcpus)
-    if body.memory_mib is not None:
-        edits["memory_mib"] = await svc.edit.set_memory(host, vm, body.memory_mib)
+    if body.vcpus is not None or body.max_vcpus is not None:
+        edits["vcpus"] = await svc.edit.set_vcpus(host, vm, body.vcpus, body.max_vcpus)
+    if body.memory_mib is not None or body.max_memory_mib is not None:
+        edits["memory_mib"] = await svc.edit.set_memory(
+            host, vm, body.memory_mib, body.max_memory_mib
+        )
     if ref is None or edits:
         ref = await svc.describe(host, vm)
+    if edits:
+        # libvirt sends no event for a vCPU hot-plug or a new maximum: re-read the VM so
+        # the next GET shows what it has now.
+        await svc.refresh(host, ref.uuid)
     return {"vm": ref.to_dict(), "edits": edits}
 
 

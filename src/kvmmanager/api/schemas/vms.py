@@ -11,7 +11,9 @@ from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
 
 
 class VmCreate(VmSpec):
-    """A new VM. `install.kind`: `iso` (pool+volume in the CD-ROM, boot from it), `import`
+    """A new VM. `max_vcpus`/`max_memory_mib`: the most it may grow to while running
+    (vCPU hot-plug, memory balloon); default: what it starts with. `install.kind`: `iso`
+    (pool+volume in the CD-ROM, boot from it), `import`
     (boot an existing disk volume), `blank`, or `kernel` (direct boot: kernel, initrd,
     cmdline). `disks`: new qcow2 volumes (`pool` + `size_gib`) or existing ones (`pool` +
     `volume`). `nics`: a libvirt `network` or a host `bridge`. `start`: boot it at once."""
@@ -46,6 +48,12 @@ class VmPatch(BaseModel):
     autostart: bool | None = None
     vcpus: int | None = None
     memory_mib: int | None = None
+    max_vcpus: int | None = Field(
+        None, description="most vCPUs hot-plug may give the VM (from its next boot if running)"
+    )
+    max_memory_mib: int | None = Field(
+        None, description="most memory the balloon may give the VM (from its next boot if running)"
+    )
 
 
 class OsOut(BaseModel):

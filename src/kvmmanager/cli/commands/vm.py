@@ -107,7 +107,15 @@ def create(
     ctx: typer.Context,
     name: str,
     vcpus: int = typer.Option(1, "--vcpus"),
-    memory: int = typer.Option(512, "--memory", "-m", help="MiB."),
+    memory_mib: int = typer.Option(512, "--memory", "-m", help="MiB."),
+    max_vcpus: int | None = typer.Option(
+        None, "--max-vcpus", help="Most vCPUs it may hot-plug while running (default: --vcpus)."
+    ),
+    max_memory_mib: int | None = typer.Option(
+        None,
+        "--max-memory",
+        help="MiB; most memory it may grow to while running (default: --memory).",
+    ),
     disk: list[str] = typer.Option([], "--disk", help="POOL:SIZE_GIB (new) or POOL/VOLUME."),
     network: list[str] = typer.Option([], "--network", help="libvirt network (repeat)."),
     bridge: list[str] = typer.Option([], "--bridge", help="Host bridge (repeat)."),
@@ -138,7 +146,9 @@ def create(
     body = {
         "name": name,
         "vcpus": vcpus,
-        "memory_mib": memory,
+        "memory_mib": memory_mib,
+        "max_vcpus": max_vcpus,
+        "max_memory_mib": max_memory_mib,
         "install": install,
         "disks": [_disk(d) for d in disk],
         "nics": [{"network": n} for n in network] + [{"bridge": b} for b in bridge],
@@ -235,19 +245,29 @@ def delete(
 def edit(
     ctx: typer.Context,
     vm: str,
-    vcpus: int | None = typer.Option(None, "--vcpus"),
-    memory: int | None = typer.Option(None, "--memory", "-m", help="MiB."),
+    vcpus: int | None = typer.Option(None, "--vcpus", help="Live up to the maximum."),
+    memory_mib: int | None = typer.Option(
+        None, "--memory", "-m", help="MiB; live up to the maximum."
+    ),
+    max_vcpus: int | None = typer.Option(
+        None, "--max-vcpus", help="Most vCPUs it may hot-plug (from the next boot if running)."
+    ),
+    max_memory_mib: int | None = typer.Option(
+        None, "--max-memory", help="MiB; most memory it may grow to (next boot if running)."
+    ),
     description: str | None = typer.Option(None, "--description"),
     tag: list[str] | None = typer.Option(None, "--tag", help="Replace the tags (repeat)."),
     autostart: bool | None = typer.Option(None, "--autostart/--no-autostart"),
     rename: str | None = typer.Option(None, "--rename", help="New name (VM shut off)."),
     host: str = HOST_OPTION,
 ) -> None:
-    """Change vCPUs, memory, description, tags, autostart or the name; says whether a
-    change applied live or waits for the next boot."""
+    """Change vCPUs, memory, their hot-add maximum, description, tags, autostart or the
+    name; says whether a change applied live or waits for the next boot."""
     body = {
         "vcpus": vcpus,
-        "memory_mib": memory,
+        "memory_mib": memory_mib,
+        "max_vcpus": max_vcpus,
+        "max_memory_mib": max_memory_mib,
         "description": description,
         "tags": tag or None,
         "autostart": autostart,

@@ -23,22 +23,38 @@ router = APIRouter(include_in_schema=False)
 # Inputs of the form that show their own error (vms/_new_form.html's err() calls).
 FORM_FIELDS = frozenset(
     {"name", "source", "vcpus", "memory_mib", "disk_gib", "network", "firmware", "description"}
+    | {"max_vcpus", "max_memory_mib"}
     | {"tags", "ci_hostname", "ci_user", "ci_ssh_keys", "ci_password", "ci_packages"}
     | {"ag_read", "ag_write", "ag_exec"}
 )
 # The service's field names, as the form labels them (messages say "size_gib must...").
 LABELS = {
     "memory_mib": "Memory (MiB)",
+    "max_memory_mib": "Maximum memory (MiB)",
     "size_gib": "New disk (GiB)",
     "vcpus": "vCPUs",
+    "max_vcpus": "Maximum vCPUs",
     "cmdline": "Kernel command line",
 }
 
 
 def in_form_words(message: str) -> str:
+    """The service's `field=value` and field names said with the form's labels."""
     for name, label in LABELS.items():
+        message = re.sub(rf"\b{name}=(\S+)", rf"{label} \1", message)
         message = re.sub(rf"\b{name}\b", label, message)
     return message
+
+
+def optional_int(text: str, field: str) -> int | None:
+    """An optional number input: empty means not given."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"{LABELS.get(field, field)}: not a whole number", field=field) from None
 
 
 async def _choices(manager: Manager, host: str) -> dict[str, Any]:
@@ -105,6 +121,8 @@ async def create_vm(
     name: Annotated[str, Form()],
     vcpus: Annotated[int, Form()] = 1,
     memory_mib: Annotated[int, Form()] = 1024,
+    max_vcpus: Annotated[str, Form()] = "",
+    max_memory_mib: Annotated[str, Form()] = "",
     source: Annotated[str, Form()] = "blank",
     iso: Annotated[str, Form()] = "",
     import_volume: Annotated[str, Form()] = "",
@@ -134,6 +152,8 @@ async def create_vm(
             name=name,
             vcpus=vcpus,
             memory_mib=memory_mib,
+            max_vcpus=optional_int(max_vcpus, "max_vcpus"),
+            max_memory_mib=optional_int(max_memory_mib, "max_memory_mib"),
             install=install,
             disks=disks,
             nics=[NicSpec(network=network)] if network else [],

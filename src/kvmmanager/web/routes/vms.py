@@ -24,6 +24,7 @@ from kvmmanager.services.vm_keys import KEY_COMBOS
 from kvmmanager.services.vm_pending import PendingChanges, pending_changes
 from kvmmanager.services.vms import ACTIONS
 from kvmmanager.web.routes._feedback import failed
+from kvmmanager.web.routes.create import in_form_words, optional_int
 from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
@@ -245,14 +246,30 @@ async def vm_resources(
     vm: str,
     vcpus: Annotated[int, Form()],
     memory_mib: Annotated[int, Form()],
+    max_vcpus: Annotated[str, Form()] = "",
+    max_memory_mib: Annotated[str, Form()] = "",
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
     info = manager.vms.get(host, vm)
     messages = []
-    if vcpus != info.vcpus:
-        messages.append((await manager.vms.edit.set_vcpus(host, vm, vcpus))["message"])
-    if memory_mib != info.memory_kib // 1024:
-        messages.append((await manager.vms.edit.set_memory(host, vm, memory_mib))["message"])
+    try:
+        max_cpu = optional_int(max_vcpus, "max_vcpus")
+        max_mem = optional_int(max_memory_mib, "max_memory_mib")
+        # Only what the form changed (a maximum left as shown is no edit).
+        new_vcpus = vcpus if vcpus != info.vcpus else None
+        new_max_cpu = max_cpu if max_cpu not in (None, info.max_vcpus or info.vcpus) else None
+        if new_vcpus is not None or new_max_cpu is not None:
+            res = await manager.vms.edit.set_vcpus(host, vm, new_vcpus, new_max_cpu)
+            messages.append(res["message"])
+        shown_max_mem = (info.max_memory_kib or info.memory_kib) // 1024
+        new_mem = memory_mib if memory_mib != info.memory_kib // 1024 else None
+        new_max_mem = max_mem if max_mem not in (None, shown_max_mem) else None
+        if new_mem is not None or new_max_mem is not None:
+            res = await manager.vms.edit.set_memory(host, vm, new_mem, new_max_mem)
+            messages.append(res["message"])
+    except InvalidInput as exc:
+        # The form's labels, not the API's field names.
+        raise InvalidInput(in_form_words(exc.message), field=exc.field) from exc
     return await _hardware_response(
         request, manager, host, vm, "; ".join(messages) or "Nothing changed"
     )
