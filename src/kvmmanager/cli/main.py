@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from kvmmanager import __version__
 from kvmmanager.cli import commands
+from kvmmanager.cli.examples import epilog
 from kvmmanager.cli.flags import command_flags, in_cli_words
 from kvmmanager.cli.output import CliState, print_error
 from kvmmanager.core.errors import KvmmError
@@ -78,10 +79,20 @@ def add_json_options(group: TyperGroup) -> None:
 _JSON_OPTION = _json_option()
 
 
+def add_examples(group: TyperGroup, path: tuple[str, ...] = ()) -> None:
+    """Every leaf command's `--help` ends with its examples (cli/examples.py)."""
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            add_examples(command, (*path, name))
+        elif command.epilog is None:
+            command.epilog = epilog(" ".join((*path, name)))
+
+
 class KvmmGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         add_json_options(self)
+        add_examples(self)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
