@@ -133,11 +133,14 @@ def _finish(rec: AuditRecord, scope: Scope, status: int, error_json: bytes) -> N
         rec.action = route_action(route)
         rec.target = "/".join(str(v) for v in scope.get("path_params", {}).values())
     rec.status = status
-    rec.result = "ok" if status < 400 else "error"
+    # A page that refused a form answers it itself (a 422 with the form and its errors).
+    rec.result = "ok" if status < 400 and rec.reason is None else "error"
     if status >= 400 and rec.error_code is None:
         try:
-            rec.error_code = str(json.loads(error_json)["error"]["code"])
-        except (ValueError, KeyError, TypeError):
+            error = json.loads(error_json)["error"]
+            rec.error_code = str(error["code"])
+            rec.reason = rec.reason or str(error.get("message") or "") or None
+        except (ValueError, KeyError, TypeError, AttributeError):
             rec.error_code = f"http_{status}"
 
 
@@ -153,7 +156,11 @@ async def _write(scope: Scope, rec: AuditRecord) -> None:
         if rec.entry_id is not None:
             await anyio.to_thread.run_sync(
                 lambda: manager.audit.update_outcome(
-                    rec.entry_id, result=rec.result, status=rec.status, error_code=rec.error_code
+                    rec.entry_id,
+                    result=rec.result,
+                    status=rec.status,
+                    error_code=rec.error_code,
+                    reason=rec.shown_reason(),
                 )
             )
         else:

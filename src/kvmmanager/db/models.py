@@ -117,6 +117,9 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
+REASON_MAX = 500
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
 
@@ -129,6 +132,8 @@ class AuditEntry(Base):
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[str] = mapped_column(String(8))
     error_code: Mapped[str | None] = mapped_column(String(64))
+    # Why a refused request was refused: the message its user was shown.
+    reason: Mapped[str | None] = mapped_column(String(REASON_MAX))
     status: Mapped[int | None] = mapped_column(Integer)
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.text import encodable
-from kvmmanager.db.models import AuditEntry
+from kvmmanager.db.models import REASON_MAX, AuditEntry
 from kvmmanager.services.audit_budget import AnonymousFailureBudget, Suppressed
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class AuditRecord:
     params: dict[str, Any] | None = None
     result: str = "ok"
     error_code: str | None = None
+    reason: str | None = None
     status: int | None = None
     job_id: str | None = None
     remote_addr: str | None = None
@@ -85,6 +86,16 @@ class AuditRecord:
                 params["body"] = body
         return params or None
 
+    def shown_reason(self) -> str | None:
+        if not self.reason or self.result == "ok":
+            return None
+        return encodable(self.reason)[:REASON_MAX]
+
+    def refuse(self, reason: str, code: str = "invalid_input") -> None:
+        """A page that answers a refused form itself (the form again, with its errors)
+        marks the request refused here, with the reason the user was shown."""
+        self.reason, self.error_code = reason, code
+
     def to_row(self) -> AuditEntry:
         params = self.build_params()
         return AuditEntry(
@@ -96,6 +107,7 @@ class AuditRecord:
             params=encodable(redact(params)) if params is not None else None,
             result=self.result,
             error_code=self.error_code,
+            reason=self.shown_reason(),
             status=self.status,
             job_id=self.job_id,
             remote_addr=self.remote_addr,
@@ -206,12 +218,19 @@ class AuditService:
             return row.id
 
     def update_outcome(
-        self, entry_id: int, *, result: str, status: int | None, error_code: str | None
+        self,
+        entry_id: int,
+        *,
+        result: str,
+        status: int | None,
+        error_code: str | None,
+        reason: str | None = None,
     ) -> None:
         with self._m.db.begin() as s:
             row = s.get(AuditEntry, entry_id)
             if row is not None:
                 row.result, row.status, row.error_code = result, status, error_code
+                row.reason = reason
 
     def query(
         self,

@@ -24,6 +24,7 @@ from markupsafe import Markup
 import kvmmanager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.core.sanitize import inert
+from kvmmanager.services import audit as audit_mod
 from kvmmanager.services.users import Principal
 
 DASH = "\u2013"  # an en dash for "no value"
@@ -119,6 +120,10 @@ def render(
 ) -> HTMLResponse:
     user = principal(request)
     context.setdefault("active", "")
+    errors = context.get("errors")
+    if status_code >= 400 and isinstance(errors, dict) and errors:
+        # A form answered again with its errors: its audit entry says it was refused, why.
+        audit_refusal("; ".join(str(m) for m in errors.values() if m))
     return TEMPLATES.TemplateResponse(
         request,
         template,
@@ -172,7 +177,14 @@ def redirect_with_toasts(url: str, *toasts: tuple[str, str]) -> Response:
     return response
 
 
+def audit_refusal(reason: str, code: str = "invalid_input") -> None:
+    """The audit entry of this request says it was refused, and why (as the user saw it)."""
+    if (rec := audit_mod.current_request.get()) is not None:
+        rec.refuse(reason, code)
+
+
 def error_response(request: Request, exc: KvmmError) -> HTMLResponse:
+    audit_refusal(exc.message, exc.code)
     if request.headers.get("hx-request"):
         # htmx swaps nothing on an error status; the toast carries libvirt's own message.
         return HTMLResponse("", status_code=exc.status, headers=toast_headers(exc.message, "error"))

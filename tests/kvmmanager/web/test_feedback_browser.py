@@ -130,3 +130,38 @@ def test_snapshot_form_of_a_running_vm_works_as_it_opens(
     entry = page.locator("#snapshots ul.tree li", has_text=snap)
     expect(entry).to_contain_text("+ memory")
     expect(page.locator("#toasts .toast.error")).to_have_count(0)
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def test_refused_forms_are_audited_with_their_reason_and_vm_names(
+    browser_login: Any, api: httpx.Client
+) -> None:
+    """A refused form is an "error" entry saying who tried what and why it was refused;
+    the log names the VM, not its UUID."""
+    name = f"{PREFIX}audit"
+    made(api.post("/api/hosts/local/vms", json={"name": name, "memory_mib": 64}))
+    page = browser_login("admin")
+    page.goto(f"/vms/local/{name}#hardware")
+    page.locator("#hardware button:text-is('Attach disk')").click()
+    expect(toast(page, "error", "Attach disk failed")).to_be_visible(timeout=WAIT)
+    page.goto("/vms/new")
+    page.check("input[name=source][value=blank]")
+    page.fill("input[name=name]", "bad/name")
+    page.fill("input[name=disk_gib]", "0")
+    page.click("form#new-vm button.primary")
+    expect(page.locator("#err-name")).to_be_visible(timeout=WAIT)
+
+    page.goto(f"/audit?user={page.username}")
+    rows = page.locator("tbody tr")
+    disk = rows.filter(has=page.locator("td[data-label=Action]", has_text="web.vm_disk_attach"))
+    expect(disk.locator("td[data-label=Target]")).to_have_text(f"local/{name}")
+    expect(disk.locator("td[data-label=Result]")).to_contain_text("error 422")
+    expect(disk.locator(".audit-reason")).to_contain_text("New disk size (GiB)")
+    create = rows.filter(has=page.locator("td[data-label=Action]", has_text="web.vm_create"))
+    expect(create.locator("td[data-label=Result]")).to_contain_text("error 422")
+    expect(create.locator(".audit-reason")).to_contain_text("'/'")
+    for cell in rows.locator("td[data-label=Target]").all_inner_texts():
+        assert not UUID.search(cell), cell
+    shot(page, "audit-refused-forms")

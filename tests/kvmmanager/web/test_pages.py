@@ -92,7 +92,7 @@ def test_create_wizard_validates_inline_then_creates_and_audits(web_as) -> None:
     headers = {"X-CSRF-Token": c.csrf, "HX-Request": "true"}
     form = {"host": "local", "source": "blank", "disk_gib": "0", "install_agent": "false"}
     r = c.post("/vms/new", data={**form, "name": "bad/name"}, headers=headers)
-    assert r.status_code == 200
+    assert r.status_code == 422
     assert re.search(r'id="err-name"[^>]*>[^<]*name', r.text)
     r = c.post("/vms/new", data={**form, "name": "kvmm-t-web-vm"}, headers=headers)
     assert r.status_code == 204, r.text

@@ -28,6 +28,7 @@ class AuditEntryOut(OrmModel):
     params: dict[str, Any] | None
     result: str
     error_code: str | None
+    reason: str | None
     status: int | None
     job_id: str | None
     remote_addr: str | None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -9,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import current_user, get_manager, require_role, self_service
-from kvmmanager.core.errors import InvalidInput, PermissionDenied
+from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import render, toast_headers
@@ -117,6 +119,24 @@ def _date(value: str | None) -> datetime | None:
         raise InvalidInput(f"not a date: {value!r}", field="since") from None
 
 
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_NAMED = re.compile(rf" \(({_UUID})\)")  # "web1 (3f2a...)": the name the entry recorded
+_BARE = re.compile(rf"^([^/]+)/({_UUID})(?=/|$)")  # "local/3f2a...": no name recorded
+
+
+def shown_target(manager: Manager, target: str) -> str:
+    """An entry's target as a person reads it: VMs by name. The UUID the entry recorded
+    beside a name is left to the cell's tooltip; a bare UUID of a VM the inventory still
+    knows is shown as that VM's name."""
+    target = _NAMED.sub("", target)
+    bare = _BARE.match(target)
+    if bare:
+        with contextlib.suppress(KvmmError):
+            name = manager.inventory.domain(bare.group(1), bare.group(2)).name
+            target = f"{bare.group(1)}/{name}{target[bare.end() :]}"
+    return target
+
+
 @router.get("/audit", name="web.audit", response_class=HTMLResponse)
 def audit(
     request: Request,
@@ -151,6 +171,7 @@ def audit(
         "admin/audit.html",
         active="audit",
         entries=entries,
+        target_of=lambda target: shown_target(manager, target),
         filters=filters,
         page=max(page, 0),
         pages=(entries.total + limit - 1) // limit,

@@ -313,7 +313,7 @@ async def _form_error(
     return render(
         request,
         "vms/_new_form.html",
-        status_code=200,
+        status_code=422,  # swapped in anyway (data-form-errors, app.js); audited as refused
         hosts=[h.name for h in manager.registry.all()],
         host=host,
         form=form,
