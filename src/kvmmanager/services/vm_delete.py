@@ -22,8 +22,9 @@ import libvirt
 
 from kvmmanager.core.errors import Conflict
 from kvmmanager.services import vm_builder
-from kvmmanager.services.cloudinit import SEED_SUFFIX, is_seed
+from kvmmanager.services.cloudinit import is_seed
 from kvmmanager.services.templates import linked_clones
+from kvmmanager.services.vm_spec import SEED_SUFFIX
 from kvmmanager.virt.xml.domain import Domain
 
 log = logging.getLogger(__name__)
