@@ -89,7 +89,8 @@ class AuditRecord:
     def shown_reason(self) -> str | None:
         if not self.reason or self.result == "ok":
             return None
-        return encodable(self.reason)[:REASON_MAX]
+        shown: str = encodable(self.reason)
+        return shown[:REASON_MAX]
 
     def refuse(self, reason: str, code: str = "invalid_input") -> None:
         """A page that answers a refused form itself (the form again, with its errors)
