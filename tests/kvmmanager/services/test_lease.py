@@ -34,8 +34,10 @@ class Clock:
 
 def _short_lease(settings: Settings, url: str) -> None:
     settings.database.url = url
-    settings.fleet.heartbeat_seconds = 0.1
-    settings.fleet.lease_seconds = 0.5
+    # Short, yet long enough that a loop stalled by the other instance's start (a shared,
+    # loaded machine) does not lose the lease.
+    settings.fleet.heartbeat_seconds = 0.2
+    settings.fleet.lease_seconds = 2.0
 
 
 async def _until(what: Any, message: str) -> None:
@@ -77,6 +79,13 @@ def _finished(m: Manager) -> list[dict[str, Any]]:
     return [r for r in m.schedules.runs(SCHEDULE) if r["status"] != "running"]
 
 
+async def _roles(a: Instance, b: Instance) -> tuple[Instance, Instance]:
+    """(holder, other): exactly one of the two holds the lease (the first started, unless
+    its beats stalled for a whole lease)."""
+    await _until(lambda: a.m.lease.held != b.m.lease.held, "no single lease holder")
+    return (a, b) if a.m.lease.held else (b, a)
+
+
 async def _fire(clock: Clock, at: datetime, *instances: Instance) -> None:
     clock.now = at
     for i in instances:
@@ -93,28 +102,28 @@ async def test_one_instance_runs_a_due_schedule_then_the_other_takes_over(
     b = None
     try:
         b = await Instance(settings, clock).start()
-        assert a.m.lease.held and not b.m.lease.held
-        listed = {i.id: i.lease_holder for i in b.m.instances.list()}
-        assert listed == {a.m.instances.id: True, b.m.instances.id: False}
+        holder, other = await _roles(a, b)
+        listed = {i.id: i.lease_holder for i in other.m.instances.list()}
+        assert listed == {holder.m.instances.id: True, other.m.instances.id: False}
 
         a.m.schedules.create(_every_ten_minutes())
         await _fire(clock, T0 + timedelta(minutes=10, seconds=1), a, b)
         await _until(lambda: len(_finished(a.m)) >= 1, "the due schedule never ran")
         # The other instance has nothing to claim: not the holder.
-        assert await b.m.scheduler.tick() == []
-        await _until(lambda: a.fired, "the holder published no schedule.run")
-        assert a.fired == [(T0 + timedelta(minutes=10)).isoformat()] and b.fired == []
+        assert await other.m.scheduler.tick() == []
+        await _until(lambda: holder.fired, "the holder published no schedule.run")
+        assert holder.fired == [(T0 + timedelta(minutes=10)).isoformat()] and other.fired == []
 
         # The holder stops (releases): the other takes over at its next beat.
-        await a.stop()
-        await _until(lambda: b.m.lease.held, "the other instance never took the lease")
-        assert [i.lease_holder for i in b.m.instances.list()] == [True]
-        await _fire(clock, T0 + timedelta(minutes=20, seconds=1), b)
-        await _until(lambda: len(_finished(b.m)) >= 2, "the next occurrence never ran")
-        await _until(lambda: b.fired, "the new holder published no schedule.run")
-        assert b.fired == [(T0 + timedelta(minutes=20)).isoformat()]
-        assert a.fired == [(T0 + timedelta(minutes=10)).isoformat()]
-        dues = sorted(r["due_at"] for r in b.m.schedules.runs(SCHEDULE))
+        await holder.stop()
+        await _until(lambda: other.m.lease.held, "the other instance never took the lease")
+        assert [i.lease_holder for i in other.m.instances.list()] == [True]
+        await _fire(clock, T0 + timedelta(minutes=20, seconds=1), other)
+        await _until(lambda: len(_finished(other.m)) >= 2, "the next occurrence never ran")
+        await _until(lambda: other.fired, "the new holder published no schedule.run")
+        assert other.fired == [(T0 + timedelta(minutes=20)).isoformat()]
+        assert holder.fired == [(T0 + timedelta(minutes=10)).isoformat()]
+        dues = sorted(r["due_at"] for r in other.m.schedules.runs(SCHEDULE))
         assert dues == [T0 + timedelta(minutes=10), T0 + timedelta(minutes=20)]
     finally:
         await a.stop()
@@ -132,12 +141,12 @@ async def test_an_expired_lease_is_taken_over_and_nothing_fires_twice(
     b = None
     try:
         b = await Instance(settings, clock).start()
-        assert a.m.lease.held
-        first_token = a.m.lease.token
+        old, new = await _roles(a, b)
+        first_token = old.m.lease.token
         a.m.schedules.create(_every_ten_minutes())
         # The holder's heartbeat dies (as a hung or killed process's would); the process
         # itself keeps running and keeps being woken below.
-        beat = a.m.instances._task
+        beat = old.m.instances._task
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
         # An occurrence falls due during the handover; both are woken again and again.
@@ -146,27 +155,27 @@ async def test_an_expired_lease_is_taken_over_and_nothing_fires_twice(
         def handed_over() -> bool:
             for i in (a, b):
                 i.m.scheduler.wake()
-            return bool(b.m.lease.held) and not a.m.lease.held
+            return bool(new.m.lease.held) and not old.m.lease.held
 
         await _until(handed_over, "the expired lease was never taken over")
-        assert b.m.lease.token == first_token + 1
-        await _until(lambda: _finished(b.m) and (a.fired or b.fired), "the due run never ran")
+        assert new.m.lease.token == first_token + 1
+        await _until(lambda: _finished(a.m) and (a.fired or b.fired), "the due run never ran")
         # Run exactly once, by whichever held the lease when it fell due.
         ten = (T0 + timedelta(minutes=10)).isoformat()
         assert sorted(a.fired + b.fired) == [ten]
         # The next occurrence: only the new holder runs it, once.
-        before = list(a.fired)
+        before = list(old.fired)
         for minute in (20, 30):
             await _fire(clock, T0 + timedelta(minutes=minute, seconds=1), a, b)
             due = (T0 + timedelta(minutes=minute)).isoformat()
-            await _until(lambda due=due: due in b.fired, f"the {due} run never ran")
-        assert a.fired == before
-        assert sorted(b.fired + a.fired)[-2:] == [
+            await _until(lambda due=due: due in new.fired, f"the {due} run never ran")
+        assert old.fired == before
+        assert sorted(a.fired + b.fired)[-2:] == [
             (T0 + timedelta(minutes=20)).isoformat(),
             (T0 + timedelta(minutes=30)).isoformat(),
         ]
-        assert len(b.m.schedules.runs(SCHEDULE)) == 3
-        assert await a.m.scheduler.tick() == []
+        assert len(a.m.schedules.runs(SCHEDULE)) == 3
+        assert await old.m.scheduler.tick() == []
     finally:
         await a.stop()
         if b is not None:
