@@ -22,6 +22,19 @@ DISK = {"pool": "default-pool", "size_gib": 1}
 WAIT = 30_000  # ms: bounded waits for an answer on a loaded shared machine
 
 
+def remove_ours(c: httpx.Client) -> None:
+    """The test driver's state lives as long as the process holds a connection to it:
+    whatever these tests made (or a failed run left) goes, VMs with their volumes."""
+    for vm in c.get("/api/hosts/local/vms").json():
+        name = vm["name"]
+        if name.startswith(PREFIX):
+            c.post(f"/api/hosts/local/vms/{name}/actions/destroy")
+            c.delete(f"/api/hosts/local/vms/{name}", params={"remove_volumes": True})
+    c.delete(f"{POOL}/volumes/{ISO}")
+    left = [vm["name"] for vm in c.get("/api/hosts/local/vms").json()]
+    assert not [n for n in left if n.startswith(PREFIX)], left
+
+
 @pytest.fixture
 def api(live_server: Any) -> Iterator[httpx.Client]:
     with httpx.Client(
@@ -29,7 +42,9 @@ def api(live_server: Any) -> Iterator[httpx.Client]:
         headers={"Authorization": f"Bearer {live_server.token}"},
         timeout=60,
     ) as c:
+        remove_ours(c)
         yield c
+        remove_ours(c)
 
 
 def made(r: httpx.Response) -> None:
