@@ -128,7 +128,8 @@ def copy_base(conn: libvirt.virConnect, pool: str, t: tk.Target, o: Overlay) -> 
     v = Volume(name=t.volume, capacity=t.capacity, target_format="qcow2")
     v.compat = "1.1"
     try:
-        return active_pool(conn, pool).createXMLFrom(v.to_xml(), base, 0).path()
+        path: str = active_pool(conn, pool).createXMLFrom(v.to_xml(), base, 0).path()
+        return path
     except libvirt.libvirtError as exc:
         raise KvmmError(f"copying disk {t.disk} failed: {libvirt_message(exc)}") from exc
 

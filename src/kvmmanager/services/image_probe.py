@@ -195,7 +195,7 @@ def foreign_backing(conn: libvirt.virConnect, vol: libvirt.virStorageVol) -> str
     seen: set[str] = set()
     current = vol
     for _ in range(MAX_CHAIN):
-        backing = Volume.from_xml(current.XMLDesc(0)).backing_path
+        backing: str | None = Volume.from_xml(current.XMLDesc(0)).backing_path
         if not backing:
             return None
         if backing in seen:

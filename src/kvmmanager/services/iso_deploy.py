@@ -298,7 +298,8 @@ class IsoService:
             result.removed.append(vol.name)
 
     def _users_of(self, host: str, path: str) -> list[str]:
-        return self._m.storage.volume_path_in_use_by(host, path)
+        users: list[str] = self._m.storage.volume_path_in_use_by(host, path)
+        return users
 
     def start_deploy_job(self, host: str, pool: str | None = None, user: Any = None) -> str:
         """Deploy as a job (kind `agent_iso.deploy`) with upload progress; returns its id."""

@@ -105,7 +105,8 @@ class LeaseService:
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:
-                return s.scalar(select(Lease.token).where(Lease.name == self.name))
+                token: int | None = s.scalar(select(Lease.token).where(Lease.name == self.name))
+                return token
         try:
             with self.m.db.begin() as s:
                 if s.get(Lease, self.name) is not None:

@@ -29,10 +29,10 @@ TIMEOUT_SECONDS = 5.0
 def _num(v: Any, hi: float = MAX_NUMBER) -> float | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
-    v = float(v)
-    if not math.isfinite(v) or v < 0 or v > hi:
+    f = float(v)
+    if not math.isfinite(f) or f < 0 or f > hi:
         return None
-    return v
+    return f
 
 
 def _text(v: Any) -> str | None:

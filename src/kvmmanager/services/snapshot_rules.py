@@ -78,7 +78,7 @@ class SnapshotPlan:
         return snap.to_xml()
 
     def flags(self) -> int:
-        flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        flags: int = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
         if self.kind == "external":
             flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
         return flags

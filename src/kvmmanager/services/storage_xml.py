@@ -280,6 +280,6 @@ def host_refusal(conn: libvirt.virConnect, field: str) -> Iterator[None]:
 
 def _alive(conn: libvirt.virConnect) -> bool:
     try:
-        return conn.isAlive() == 1
+        return bool(conn.isAlive() == 1)
     except libvirt.libvirtError:
         return False
