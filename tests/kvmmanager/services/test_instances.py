@@ -53,6 +53,8 @@ def test_api_lists_instances(client: Any) -> None:
     rows = r.json()
     assert len(rows) == 1 and rows[0]["this"] is True and rows[0]["alive"] is True
     assert rows[0]["pid"] == os.getpid()
+    # A lone instance holds the singleton lease: it runs the schedules, alerts, ...
+    assert rows[0]["lease_holder"] is True
 
 
 def test_cli_lists_instances(cli: Any) -> None:
@@ -60,6 +62,7 @@ def test_cli_lists_instances(cli: Any) -> None:
     assert out.exit_code == 0, out.output
     rows = json.loads(out.stdout)
     assert len(rows) == 1 and rows[0]["alive"] is True and rows[0]["version"]
+    assert rows[0]["lease_holder"] is True
 
 
 def test_instances_are_for_admins_only(client_as: Any) -> None:

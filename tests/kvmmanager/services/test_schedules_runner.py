@@ -13,6 +13,7 @@ from typing import Any
 import libvirt
 import pytest
 from sqlalchemy import select
+from tests.postgres_cluster import db_url  # noqa: F401 (fixture)
 
 from kvmmanager.core.config import Settings
 from kvmmanager.db.models import AuditEntry
@@ -43,10 +44,13 @@ def _cleanup() -> None:
 
 
 @pytest.fixture
-async def start_manager(settings: Settings) -> AsyncIterator[Any]:
-    """Factory: a started Manager on the shared settings (same DB) whose scheduler uses
-    `clock`; every manager it made is stopped afterwards."""
+async def start_manager(settings: Settings, db_url: str) -> AsyncIterator[Any]:  # noqa: F811
+    """Factory: a started Manager on the shared settings (same DB: a SQLite file or a
+    PostgreSQL database, each test runs on both) whose scheduler uses `clock`; every
+    manager it made is stopped afterwards."""
     from kvmmanager.services.manager import Manager
+
+    settings.database.url = db_url
 
     made: list[Any] = []
     # test:///default keeps its VMs only while a connection is open: this one carries
