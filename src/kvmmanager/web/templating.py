@@ -177,6 +177,13 @@ def redirect_with_toasts(url: str, *toasts: tuple[str, str]) -> Response:
     return response
 
 
+def audit_target(target: str) -> None:
+    """Names what a request acts on in its audit entry, where no path parameter does
+    (the create form names its VM in its body)."""
+    if (rec := audit_mod.current_request.get()) is not None:
+        rec.target = target
+
+
 def audit_refusal(reason: str, code: str = "invalid_input") -> None:
     """The audit entry of this request says it was refused, and why (as the user saw it)."""
     if (rec := audit_mod.current_request.get()) is not None:

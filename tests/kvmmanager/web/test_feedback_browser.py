@@ -175,6 +175,7 @@ def test_refused_forms_are_audited_with_their_reason_and_vm_names(
     expect(disk.locator("td[data-label=Result]")).to_contain_text("error 422")
     expect(disk.locator(".audit-reason")).to_contain_text("New disk size (GiB)")
     create = rows.filter(has=page.locator("td[data-label=Action]", has_text="web.vm_create"))
+    expect(create.locator("td[data-label=Target]")).to_have_text("local/bad/name")
     expect(create.locator("td[data-label=Result]")).to_contain_text("error 422")
     expect(create.locator(".audit-reason")).to_contain_text("'/'")
     for cell in rows.locator("td[data-label=Target]").all_inner_texts():

@@ -16,7 +16,7 @@ from kvmmanager.services.cloudinit import AgentPolicy, CloudInitSpec, CloudUser
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, InstallSource, NicSpec, VmSpec
-from kvmmanager.web.templating import redirect_with_toasts, render
+from kvmmanager.web.templating import audit_target, redirect_with_toasts, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -139,6 +139,7 @@ async def create_vm(
     user: Principal = Depends(require_role("operator")),
 ) -> Response:
     form = dict(await request.form())
+    audit_target(f"{host}/{name}")
     if source == "cloud":
         return await _create_from_cloud_image(request, manager, user, host, form)
     try:
