@@ -96,6 +96,15 @@ class InstanceService:
             cutoff = now - timedelta(seconds=FORGET_AFTER_SECONDS)
             s.execute(delete(Instance).where(Instance.last_seen < cutoff))
 
+    def _stale(self) -> timedelta:
+        return timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))
+
+    def alive_ids(self) -> list[str]:
+        """Ids of the instances whose heartbeat is recent (this one's once registered)."""
+        cutoff = utcnow() - self._stale()
+        with self.m.db() as s:
+            return list(s.scalars(select(Instance.id).where(Instance.last_seen >= cutoff)))
+
     def list(self) -> list[InstanceInfo]:
         now = utcnow()
         stale = timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))

@@ -148,11 +148,17 @@ class JobService:
         """Called by Manager.start(): jobs run as tasks on this loop."""
         self._loop = loop
         # Jobs cannot survive a restart: whatever was running is gone. What they had
-        # recorded as half-made is removed once their host is connected again.
+        # recorded as half-made is removed once their host is connected again. Only jobs
+        # of instances that are gone: another instance sharing the database is running
+        # its own (services/instances.py).
+        alive = self._m.instances.alive_ids()
+        orphan = or_(Job.instance_id.is_(None), Job.instance_id.not_in(alive))
         with self._m.db.begin() as s:
             undo = [
                 job_undo.Interrupted(job.id, job.target, job_undo.normalize(job.result["undo"]))
-                for job in s.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
+                for job in s.scalars(
+                    select(Job).where(Job.state.in_(("queued", "running")), orphan)
+                )
                 if isinstance(job.result, dict) and job.result.get("undo")
             ]
             # Jobs failed by a lost host whose undo had not run yet when we stopped.
@@ -163,13 +169,14 @@ class JobService:
                     select(Job).where(
                         Job.state == "failed",
                         Job.error["code"].as_string() == "host_unavailable",
+                        orphan,
                     )
                 )
                 if isinstance(job.result, dict) and job.result.get("undo")
             ]  # fmt: skip
             s.execute(
                 update(Job)
-                .where(Job.state.in_(("queued", "running")))
+                .where(Job.state.in_(("queued", "running")), orphan)
                 .values(
                     state="failed",
                     error={"code": "interrupted", "message": "the server restarted"},
@@ -216,7 +223,13 @@ class JobService:
             raise RuntimeError("JobService used before Manager.start()")
         username = getattr(user, "username", user)
         with self._m.db.begin() as s:
-            job = Job(kind=kind, target=target, state="queued", created_by=username)
+            job = Job(
+                kind=kind,
+                target=target,
+                state="queued",
+                created_by=username,
+                instance_id=self._m.instances.id,
+            )
             s.add(job)
             s.flush()
             job_id = job.id

@@ -3,8 +3,10 @@ on PostgreSQL; a stopped instance leaves, a silent one shows as not alive."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +15,7 @@ from tests.postgres_cluster import db_url  # noqa: F401 (fixture)
 
 from kvmmanager.core.config import Settings
 from kvmmanager.db.fleet_models import Instance
-from kvmmanager.db.models import utcnow
+from kvmmanager.db.models import Job, utcnow
 from kvmmanager.services.manager import Manager
 
 
@@ -69,3 +71,39 @@ def test_instances_are_for_admins_only(client_as: Any) -> None:
     for role in ("viewer", "operator"):
         r = client_as(role).get("/api/instances")
         assert r.status_code == 403, (role, r.text)
+
+
+async def test_an_instance_starting_fails_only_the_jobs_of_instances_gone(
+    settings: Settings,
+    db_url: str,  # noqa: F811
+) -> None:
+    """A second instance starting on the database does not fail (nor undo) the jobs the
+    first is running; a job left running by an instance that is gone is failed."""
+    settings.database.url = db_url
+    first = Manager(settings)
+    await first.start()
+    gate = threading.Event()
+    try:
+        job_id = first.jobs.start("kvmm-t-inst.hold", "t", lambda p: gate.wait(60), "admin")
+        with first.db.begin() as s:
+            s.add(
+                Job(
+                    id="kvmm-t-inst-gone", kind="x", target="", state="running",
+                    instance_id="00000000-0000-0000-0000-00000000dead",
+                )
+            )  # fmt: skip
+        second = Manager(settings)
+        await second.start()
+        try:
+            assert second.jobs.get(job_id).state in ("queued", "running")
+            gone = second.jobs.get("kvmm-t-inst-gone")
+            assert gone.state == "failed" and gone.error["code"] == "interrupted"
+            gate.set()
+            async with asyncio.timeout(60):
+                job = await first.jobs.wait(job_id)
+            assert job.state == "done", (job.state, job.error)
+        finally:
+            await second.stop()
+    finally:
+        gate.set()
+        await first.stop()
