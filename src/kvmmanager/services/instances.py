@@ -33,6 +33,16 @@ STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 FORGET_AFTER_SECONDS = 24 * 3600.0
 
 
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    return True
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
     id: str
@@ -100,10 +110,20 @@ class InstanceService:
         return timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))
 
     def alive_ids(self) -> list[str]:
-        """Ids of the instances whose heartbeat is recent (this one's once registered)."""
+        """Ids of the instances whose heartbeat is recent (this one's once registered),
+        less those of this machine whose process is gone: a manager restarted after a
+        kill -9 must not wait out its predecessor's heartbeat window."""
         cutoff = utcnow() - self._stale()
+        here = socket.gethostname()[:255]
         with self.m.db() as s:
-            return list(s.scalars(select(Instance.id).where(Instance.last_seen >= cutoff)))
+            rows = list(
+                s.execute(
+                    select(Instance.id, Instance.hostname, Instance.pid).where(
+                        Instance.last_seen >= cutoff
+                    )
+                )
+            )
+        return [i for i, host, pid in rows if host != here or _process_exists(pid)]
 
     def list(self) -> list[InstanceInfo]:
         now = utcnow()
