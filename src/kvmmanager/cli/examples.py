@@ -218,7 +218,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "vm attach-disk": ("kvm-manager vm attach-disk web1 default:10",),
     "vm detach-disk": ("kvm-manager vm detach-disk web1 vdb",),
-    "vm attach-nic": ("kvm-manager vm attach-nic web1 --network default",),
+    "vm attach-nic": (
+        "kvm-manager vm attach-nic web1 --network default",
+        "kvm-manager vm attach-nic web1 --user",
+    ),
     "vm detach-nic": ("kvm-manager vm detach-nic web1 52:54:00:12:34:56",),
     "vm install-agent": ("kvm-manager vm install-agent web1",),
     "vm eject-agent": ("kvm-manager vm eject-agent web1",),

@@ -322,6 +322,7 @@ def check_domain_caps(conn: libvirt.virConnect, ctx: CheckContext) -> list[Check
             "upgrade libvirt and QEMU (libvirt >= 8, QEMU >= 6)",
         )
     ]
+    out.append(check_user_net(caps, ctx))
     if caps.supports_uefi:
         out.append(Check("uefi", OK, "UEFI firmware available", data={"paths": caps.loader_paths}))
     else:
@@ -334,6 +335,32 @@ def check_domain_caps(conn: libvirt.virConnect, ctx: CheckContext) -> list[Check
             )
         )
     return out
+
+
+def check_user_net(caps: DomainCapabilities, ctx: CheckContext) -> Check:
+    """User-mode NICs: passt where libvirt offers it (port forwards), else QEMU's slirp."""
+    offered = "passt" in caps.interface_backends
+    data = {"backends": caps.interface_backends}
+    if not offered:
+        return Check(
+            "user_net",
+            WARN,
+            "libvirt offers no passt backend (its domain capabilities list none): user-mode "
+            "NICs use QEMU's built-in slirp and cannot forward ports",
+            "for port forwards: a libvirt whose domain capabilities list passt as an "
+            "interface backend (libvirt 9.0.0 refuses it), and apt-get install passt",
+            data,
+        )
+    if ctx.local and shutil.which("passt") is None:
+        return Check(
+            "user_net",
+            WARN,
+            "libvirt offers the passt backend but the passt program is not installed: a VM "
+            "with a user-mode NIC will not start",
+            "apt-get install passt",
+            data,
+        )
+    return Check("user_net", OK, "user-mode NICs use passt (port forwards available)", data=data)
 
 
 def collect_checks(conn: libvirt.virConnect, ctx: CheckContext) -> list[Check]:

@@ -43,6 +43,7 @@ from kvmmanager.services.vm_spec import (
     validate_vcpus,
 )
 from kvmmanager.virt import scan
+from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.devices import (
     Channel,
     Console,
@@ -85,9 +86,11 @@ __all__ = [
     "disk_volume_path",
     "generate_vnc_password",
     "lookup",
+    "passt_offered",
     "paths_used_by_others",
     "plan_disks",
     "undefine_flags",
+    "user_interface",
     "validate_description",
     "validate_mac",
     "validate_maximum",
@@ -181,6 +184,8 @@ class HostCaps:
     max_vcpus: int | None = None
     arch: str | None = None
     graphics: set[str] | None = None
+    # libvirt's passt backend for user-mode NICs; without it they use QEMU's slirp.
+    passt: bool = False
 
 
 @dataclass
@@ -199,6 +204,30 @@ class BuildInputs:
     vnc_password: str = field(default_factory=generate_vnc_password)
     created_by: str | None = None
     spice_listen: str = "127.0.0.1"
+    passt: bool = False  # user-mode NICs through passt (else QEMU's slirp)
+
+
+def user_interface(model: str, passt: bool) -> Interface:
+    """A user-mode NIC: libvirt's passt backend where the host offers it, else QEMU's
+    built-in slirp (no backend element). libvirt 9.0 here refuses `<backend type='passt'>`
+    at define time ("Invalid value for attribute 'type' in element 'backend'")."""
+    iface = Interface(type="user", model=model)
+    if passt:
+        iface.backend_type = "passt"
+    return iface
+
+
+def passt_offered(conn: libvirt.virConnect, domain_type: str) -> bool:
+    """Whether the host's domain capabilities list passt as a user-mode NIC backend."""
+    try:
+        caps = DomainCapabilities.from_xml(
+            conn.getDomainCapabilities(None, None, None, domain_type, 0)
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        return False
+    return "passt" in caps.interface_backends
 
 
 def disk_target(bus: str, index: int) -> str:
@@ -289,13 +318,13 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     devs.add(cdrom)
     devs.add(Controller(type="virtio-serial", index=0))
     for nic in spec.nics:
-        kind = "user" if nic.user else "network" if nic.network else "bridge"
-        iface = Interface(type=kind, model=nic.model)
         if nic.user:
-            iface.backend_type = "passt"
+            iface = user_interface(nic.model, inp.passt)
         elif nic.network:
+            iface = Interface(type="network", model=nic.model)
             iface.source_network = nic.network
         else:
+            iface = Interface(type="bridge", model=nic.model)
             iface.source_bridge = nic.bridge
         if nic.mac:
             iface.mac_address = nic.mac
@@ -478,7 +507,13 @@ def create_blocking(
         xml = build_domain(
             spec,
             BuildInputs(
-                domain_type, arch, disks, cdrom, created_by=created_by, spice_listen=spice_listen
+                domain_type,
+                arch,
+                disks,
+                cdrom,
+                created_by=created_by,
+                spice_listen=spice_listen,
+                passt=caps.passt,
             ),
         )
         if progress is not None:

@@ -348,8 +348,8 @@ class VmEditor:
     # ---- NICs --------------------------------------------------------------------------
 
     async def attach_nic(self, host: str, vm: str, spec: NicSpec) -> dict[str, Any]:
-        if (spec.network is None) == (spec.bridge is None):
-            raise InvalidInput("give exactly one of network or bridge", field="network")
+        if (spec.network is not None) + (spec.bridge is not None) + spec.user != 1:
+            raise InvalidInput("give exactly one of network, bridge or user", field="network")
         if spec.bridge is not None and not vm_spec.BRIDGE_RE.fullmatch(spec.bridge):
             raise InvalidInput("invalid bridge name", field="bridge")
         mac = vm_spec.validate_mac(spec.mac, "mac") or random_mac()
@@ -362,14 +362,20 @@ class VmEditor:
             dom = vm_builder.lookup(conn, host, vm)
             if _xml(dom).devices.interface_by_mac(mac) is not None:
                 raise Conflict(f"vm '{dom.name()}' already has a NIC with MAC {mac}", field="mac")
-            nic = Interface(type="network" if spec.network else "bridge", model=spec.model)
+            if spec.user:
+                nic = vm_builder.user_interface(
+                    spec.model, vm_builder.passt_offered(conn, _xml(dom).type or "qemu")
+                )
+            else:
+                nic = Interface(type="network" if spec.network else "bridge", model=spec.model)
             if spec.network:
                 nic.source_network = spec.network
-            else:
+            elif spec.bridge:
                 nic.source_bridge = spec.bridge
             nic.mac_address = mac
             res = _apply_device(dom, nic.to_xml(), "attach", lambda x: x.devices.add(nic.copy()))
-            res.details = {"mac": mac, "source": spec.network or spec.bridge}
+            source = spec.network or spec.bridge or f"user ({nic.backend_type or 'slirp'})"
+            res.details = {"mac": mac, "source": source}
             return res.to_dict()
 
         return await self.svc.run(host, fn)

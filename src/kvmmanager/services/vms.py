@@ -353,6 +353,7 @@ def host_caps(conn: libvirt.virConnect, domain_type: str) -> vm_builder.HostCaps
         max_vcpus=caps.vcpu_max,
         arch=caps.arch,
         graphics=set(caps.graphics_types) if caps.graphics_supported else set(),
+        passt="passt" in caps.interface_backends,
     )
 
 

@@ -234,3 +234,20 @@ def test_a_running_vm_grows_live_up_to_its_maximum(api, name):
     assert r.status_code == 422
     err = r.json()["error"]
     assert err["field"] == "max_vcpus" and "max_vcpus=2 is less than vcpus=4" in err["message"]
+
+
+def test_user_mode_nics_at_create_and_attach(api, name):
+    """Issue 17 item 5: `{"user": true}` was refused with "give exactly one of network or
+    bridge" although NicAttach offers it. The test driver lists no passt backend: the NIC
+    is QEMU's slirp (no backend element)."""
+    _create(api, name, nics=[{"user": True}])
+    r = api.post(f"{BASE}/{name}/nics", json={"user": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["details"]["source"] == "user (slirp)"
+    xml = api.get(f"{BASE}/{name}/xml", params={"inactive": True})
+    assert xml.status_code == 200, xml.text
+    text = xml.json()["xml"]
+    assert text.count("<interface type='user'>") == 2 and "passt" not in text
+    r = api.post(f"{BASE}/{name}/nics", json={"user": True, "network": "default"})
+    assert r.status_code == 422
+    assert r.json()["error"]["message"] == "give exactly one of network, bridge or user"

@@ -125,3 +125,19 @@ def test_max_vcpus_and_memory_for_hot_add(vm_cli, live_server):
     bad = _kvm_manager(live_server, "vm", "edit", name, "--max-vcpus", "2")
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: --max-vcpus 2 is less than --vcpus 3"), bad.stderr
+
+
+def test_user_mode_nic_from_the_command_line(vm_cli, live_server):
+    """Issue 17 item 5: `vm create --user-net` and `vm attach-nic --user` (there was no
+    --user); the answer names the backend the NIC got."""
+    name = f"kvmm-t-vm-{uuid.uuid4().hex[:8]}"
+    made = _kvm_manager(live_server, "--json", "vm", "create", name, "--memory", "64", "--user-net")
+    assert made.returncode == 0, made.stderr
+    added = _kvm_manager(live_server, "--json", "vm", "attach-nic", name, "--user")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["details"]["source"] == "user (slirp)"
+    nics = json.loads(_kvm_manager(live_server, "--json", "vm", "show", name).stdout)["nics"]
+    assert [n["type"] for n in nics] == ["user", "user"]
+    both = _kvm_manager(live_server, "vm", "attach-nic", name, "--user", "--network", "default")
+    assert both.returncode == 2
+    assert "exactly one of network, bridge or user" in both.stderr

@@ -17,10 +17,11 @@ from kvmmanager.core.config import Settings
 from kvmmanager.iso import agent_version
 from kvmmanager.iso.builder import IsoBuild, build_iso
 from kvmmanager.iso.locator import locate_iso
-from kvmmanager.services import doctor, iso_deploy
+from kvmmanager.services import doctor, doctor_checks, iso_deploy
 from kvmmanager.services.doctor import FAIL, OK, WARN, CheckContext, collect_checks
 from kvmmanager.services.iso_deploy import volume_name
 from kvmmanager.virt.probe import AccelInfo
+from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.network import Network
 
 pytestmark = pytest.mark.libvirtd
@@ -194,3 +195,29 @@ def test_run_local_over_a_remote_style_uri_skips_machine_checks(pool) -> None:
     assert "dev_kvm" not in names and "dnsmasq" not in names and "access" not in names
     iso = _by_name(report.checks)["agent_iso"]
     assert iso.fix == f"kvm-manager agent-iso deploy --local --uri {uri} --pool {pool.name()}"
+
+
+def _user_net_ctx(local: bool) -> CheckContext:
+    return CheckContext(
+        host="kvmm-t-usernet", uri=URI, local=local, network="default", pool="default",
+        accel=None, iso=None, iso_sha256=None,
+    )  # fmt: skip
+
+
+def test_user_net_check_says_which_backend_user_nics_get(conn) -> None:
+    """Issue 17 item 5: the doctor says whether user-mode NICs get passt (port forwards)
+    or QEMU's slirp. This host's libvirt 9.0.0 lists no passt backend (its parser refuses
+    `<backend type='passt'>`)."""
+    caps = DomainCapabilities.from_xml(conn.getDomainCapabilities(None, None, None, "qemu", 0))
+    check = doctor_checks.check_user_net(caps, _user_net_ctx(local=True))
+    if "passt" not in caps.interface_backends:
+        assert check.status == WARN and "slirp" in check.message and "passt" in (check.fix or "")
+    offered = DomainCapabilities.from_xml(
+        "<domainCapabilities><devices><interface supported='yes'>"
+        "<enum name='backendType'><value>default</value><value>passt</value></enum>"
+        "</interface></devices></domainCapabilities>"
+    )
+    check = doctor_checks.check_user_net(offered, _user_net_ctx(local=False))
+    assert (check.status, check.data["backends"]) == (OK, ["default", "passt"])
+    names = [c.name for c in collect_checks(conn, _user_net_ctx(local=False))]
+    assert "user_net" in names

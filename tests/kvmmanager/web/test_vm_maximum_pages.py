@@ -1,7 +1,7 @@
-"""The maximum for hot-add in the web UI (issue 17 item 7), on the test driver: the create
-wizard and the Hardware tab offer it; a maximum below what the VM has is refused in the
-form's words beside its input (create) or in a toast (Hardware); a running VM grows live
-up to it."""
+"""The maximum for hot-add (issue 17 item 7) and user-mode NICs (item 5) in the web UI, on
+the test driver: the create wizard and the Hardware tab offer both; a maximum below what
+the VM has is refused in the form's words beside its input (create) or in a toast
+(Hardware); a running VM grows live up to it."""
 
 from __future__ import annotations
 
@@ -82,3 +82,23 @@ def test_the_maximum_in_the_wizard_and_the_hardware_tab(web_as, name: str) -> No
     )
     assert r.status_code == 422
     assert "Maximum vCPUs 2 is less than vCPUs 3" in _toast(r), _toast(r)
+
+
+def test_user_mode_nic_from_the_wizard_and_the_hardware_tab(web_as, name: str) -> None:
+    """Issue 17 item 5: the network selects offer user-mode networking."""
+    c = web_as("operator")
+    manager = c.app.state.manager
+    deadline = time.monotonic() + 30
+    while not manager.registry.get("local").connected:
+        assert time.monotonic() < deadline, "local host did not connect"
+        time.sleep(0.02)
+    assert 'value=":user"' in c.get("/vms/new").text
+    headers = {"X-CSRF-Token": c.csrf, "HX-Request": "true"}
+    form = {"host": "local", "name": name, "source": "blank", "memory_mib": "64"}
+    r = c.post("/vms/new", data={**form, "network": ":user"}, headers=headers)
+    assert r.status_code in (204, 303), r.text
+    assert [n.type for n in manager.vms.get("local", name).nics] == ["user"]
+    assert 'value=":user"' in c.get(f"/vms/local/{name}/hardware").text
+    r = c.post(f"/vms/local/{name}/nics", data={"network": ":user"}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert "Added a NIC with user (slirp) networking" in _toast(r), _toast(r)

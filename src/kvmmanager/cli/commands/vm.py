@@ -119,6 +119,11 @@ def create(
     disk: list[str] = typer.Option([], "--disk", help="POOL:SIZE_GIB (new) or POOL/VOLUME."),
     network: list[str] = typer.Option([], "--network", help="libvirt network (repeat)."),
     bridge: list[str] = typer.Option([], "--bridge", help="Host bridge (repeat)."),
+    user_net: bool = typer.Option(
+        False,
+        "--user-net",
+        help="A user-mode NIC (passt where libvirt offers it, else slirp; no host network).",
+    ),
     iso: str | None = typer.Option(None, "--iso", help="POOL/VOLUME to install from."),
     import_: str | None = typer.Option(None, "--import", help="POOL/VOLUME disk to boot."),
     kernel: str | None = typer.Option(None, "--kernel", help="Direct boot: kernel path."),
@@ -151,7 +156,9 @@ def create(
         "max_memory_mib": max_memory_mib,
         "install": install,
         "disks": [_disk(d) for d in disk],
-        "nics": [{"network": n} for n in network] + [{"bridge": b} for b in bridge],
+        "nics": [{"network": n} for n in network]
+        + [{"bridge": b} for b in bridge]
+        + ([{"user": True}] if user_net else []),
         "firmware": "uefi" if uefi else "bios",
         "secure_boot": secure_boot,
         "tpm": tpm,
@@ -313,11 +320,14 @@ def attach_nic(
     vm: str,
     network: str | None = typer.Option(None, "--network"),
     bridge: str | None = typer.Option(None, "--bridge"),
+    user: bool = typer.Option(
+        False, "--user", help="User-mode networking (passt where libvirt offers it, else slirp)."
+    ),
     mac: str | None = typer.Option(None, "--mac"),
     host: str = HOST_OPTION,
 ) -> None:
-    """Attach a virtio NIC on a libvirt network or a host bridge."""
-    body = {"network": network, "bridge": bridge, "mac": mac}
+    """Attach a virtio NIC on a libvirt network, a host bridge or user-mode networking."""
+    body = {"network": network, "bridge": bridge, "user": user, "mac": mac}
     with client(ctx) as api:
         _edit_out(ctx, api.post(_vm(host, vm) + "/nics", json=body))
 

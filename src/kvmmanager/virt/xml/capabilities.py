@@ -142,6 +142,8 @@ class DomainCapabilities(XMLObject):
     tpm_models = _enum("devices/tpm", "model")
     tpm_backend_models = _enum("devices/tpm", "backendModel")
     tpm_backend_versions = _enum("devices/tpm", "backendVersion")
+    # User-mode NIC backends (libvirt lists `<interface>` from 9.x on; absent: none known).
+    interface_backends = _enum("devices/interface", "backendType")
     channel_supported = _ro("devices/channel/@supported", kind=bool)
     channel_types = _enum("devices/channel", "type")
     gic_supported = _ro("features/gic/@supported", kind=bool)

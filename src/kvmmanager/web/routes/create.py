@@ -46,6 +46,15 @@ def in_form_words(message: str) -> str:
     return message
 
 
+# The network select's value for a user-mode NIC: ':' is in no libvirt network's name.
+USER_NET = ":user"
+
+
+def nic_spec(choice: str) -> NicSpec:
+    """The NIC a network select chose: a libvirt network, or user-mode networking."""
+    return NicSpec(user=True) if choice == USER_NET else NicSpec(network=choice)
+
+
 def optional_int(text: str, field: str) -> int | None:
     """An optional number input: empty means not given."""
     text = text.strip()
@@ -157,7 +166,7 @@ async def create_vm(
             max_memory_mib=optional_int(max_memory_mib, "max_memory_mib"),
             install=install,
             disks=disks,
-            nics=[NicSpec(network=network)] if network else [],
+            nics=[nic_spec(network)] if network else [],
             firmware=firmware,
             tpm=tpm,
             description=description or None,

@@ -19,12 +19,12 @@ from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
-from kvmmanager.services.vm_builder import DiskSpec, NicSpec
+from kvmmanager.services.vm_builder import DiskSpec
 from kvmmanager.services.vm_keys import KEY_COMBOS
 from kvmmanager.services.vm_pending import PendingChanges, pending_changes
 from kvmmanager.services.vms import ACTIONS
 from kvmmanager.web.routes._feedback import failed
-from kvmmanager.web.routes.create import in_form_words, optional_int
+from kvmmanager.web.routes.create import USER_NET, in_form_words, nic_spec, optional_int
 from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
@@ -403,11 +403,13 @@ async def vm_nic_attach(
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
     try:
-        result = await manager.vms.edit.attach_nic(host, vm, NicSpec(network=network))
+        result = await manager.vms.edit.attach_nic(host, vm, nic_spec(network))
     except KvmmError as e:
         raise failed("Add NIC", e) from e
-    mac = result.get("details", {}).get("mac", "")
-    message = f"Added a NIC on network {network} ({mac}): {_how(result)}"
+    details = result.get("details", {})
+    mac, source = details.get("mac", ""), details.get("source", network)
+    where = f"on network {network}" if network != USER_NET else f"with {source} networking"
+    message = f"Added a NIC {where} ({mac}): {_how(result)}"
     return await _hardware_response(request, manager, host, vm, message)
 
 
