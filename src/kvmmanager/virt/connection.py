@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from kvmmanager.core.config import LibvirtSettings, Settings
-from kvmmanager.core.errors import HostTimeout, HostUnavailable, KvmmError
+from kvmmanager.core.errors import HostTimeout, HostUnavailable, KvmmError, Timeout
 from kvmmanager.virt import liveness, readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
 from kvmmanager.virt.calls import CallKind, HostWorkers, deadline_for, op_name, resolve_kind
@@ -170,10 +170,11 @@ class HostConnection(Heartbeat, HostEvents):
         if conn is None or self.status != "connected":
             raise self._unavailable()
         kind = resolve_kind(kind)
-        call = functools.partial(self._guarded, conn, self._gen, fn, args, kwargs)
+        op = op or op_name(fn)
+        call = functools.partial(self._guarded, conn, self._gen, fn, args, kwargs, op)
         return await self.workers.call(
             call,
-            op=op or op_name(fn),
+            op=op,
             kind=kind,
             deadline=deadline if deadline is not None else deadline_for(self.settings, kind),
         )
@@ -252,6 +253,7 @@ class HostConnection(Heartbeat, HostEvents):
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        op: str = "",
     ) -> T:
         try:
             with liveness.uses.using(conn):
@@ -269,6 +271,20 @@ class HostConnection(Heartbeat, HostEvents):
                 # say which host: a manager of many hosts must.
                 err.message = f"host '{self.name}': {err.message}"
                 err.args = (err.message,)
+            elif isinstance(err, Timeout):
+                # libvirt itself gave up (e.g. "cannot acquire state change lock"): its
+                # words name neither the host nor what was asked, which the user needs
+                # to know what timed out and whether to retry.
+                err.message = (
+                    f"host '{self.name}': {op or op_name(fn)} timed out in libvirt: {err.message}"
+                )
+                err.args = (err.message,)
+                err.field = "host"
+                err.details = {
+                    **(err.details or {}),
+                    "host": self.name,
+                    "operation": op or op_name(fn),
+                }
             raise err from exc
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -403,7 +419,9 @@ class HostConnection(Heartbeat, HostEvents):
     async def _resync(self, conn: libvirt.virConnect, gen: int) -> None:
         """Read every domain, pool and network and make the inventory equal to it."""
         snap = await self.workers.call(
-            functools.partial(self._guarded, conn, gen, readers.read_all, (self.name, conn), {}),
+            functools.partial(
+                self._guarded, conn, gen, readers.read_all, (self.name, conn), {}, "resync"
+            ),
             op="resync",
             kind="lifecycle",
             deadline=self.settings.deadline_lifecycle_seconds,

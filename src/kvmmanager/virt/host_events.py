@@ -163,7 +163,9 @@ class HostEvents:
             conn = self._conn
             if conn is None or gen != self._gen:
                 return STALE
-            call = functools.partial(self._guarded, conn, gen, reader, (self.name, obj), {})
+            call = functools.partial(
+                self._guarded, conn, gen, reader, (self.name, obj), {}, f"re-read {key}"
+            )
             try:
                 info = await self.workers.call(
                     call,

@@ -11,7 +11,7 @@ import libvirt
 import pytest
 
 from kvmmanager.core.config import LibvirtSettings
-from kvmmanager.core.errors import HostUnavailable, InvalidInput, NotFound
+from kvmmanager.core.errors import HostUnavailable, InvalidInput, NotFound, Timeout
 from kvmmanager.virt.connection import (
     HostConnection,
     ensure_event_loop,
@@ -283,3 +283,26 @@ def test_a_stop_during_the_open_leaves_no_connection_behind(
     assert len(opened) == 1
     with pytest.raises(libvirt.libvirtError):
         opened[0].getURI()  # closed: nothing holds test:///default open
+
+
+async def test_a_timeout_libvirt_reports_names_the_host_and_the_operation(testhost):
+    """libvirt's own timeout (VIR_ERR_OPERATION_TIMEOUT, e.g. a domain's state change
+    lock held by a stuck stats call) says neither host nor operation; the error must.
+    The test driver cannot hold a job lock, so the call raises libvirt's error itself."""
+
+    def held_lock() -> None:
+        exc = libvirt.libvirtError("timed out")
+        msg = "Timed out during operation: cannot acquire state change lock"
+        exc.err = (libvirt.VIR_ERR_OPERATION_TIMEOUT, libvirt.VIR_FROM_QEMU, msg, 2)
+        raise exc
+
+    with pytest.raises(Timeout) as info:
+        await testhost.run(held_lock, op="suspend kvmm-t-host-web")
+    err = info.value
+    assert err.status == 504
+    assert err.message.startswith("host 'kvmm-t-host-a': suspend kvmm-t-host-web "), err.message
+    assert "cannot acquire state change lock" in err.message
+    body = err.to_dict()
+    assert body["details"]["host"] == "kvmm-t-host-a"
+    assert body["details"]["operation"] == "suspend kvmm-t-host-web"
+    assert body["details"]["libvirt_code"] == libvirt.VIR_ERR_OPERATION_TIMEOUT
