@@ -199,11 +199,27 @@ class HostConnection(Heartbeat, HostEvents):
             "name": self.name,
             "uri": self.uri,
             "status": self.status,
-            "reason": self.status_reason,
+            "reason": self._reason_with_overdue(),
             "since": self.status_since,
             "stale_since": self.stale_since,
             "overdue_calls": len(self.workers.overdue()),
         }
+
+    def _reason_with_overdue(self) -> str:
+        """The status reason, plus the calls past their deadline that still hold workers:
+        a "connected" host whose workers are all stuck (e.g. behind one VM's hung QEMU
+        monitor) must not look healthy while its calls wait for a worker."""
+        overdue = self.workers.overdue()
+        if not overdue:
+            return self.status_reason
+        now = time.monotonic()
+        listed = ", ".join(
+            f"{c.op} ({now - (c.started_at or c.queued_at):.0f} s)" for c in overdue[:3]
+        )
+        more = f" and {len(overdue) - 3} more" if len(overdue) > 3 else ""
+        calls = "call" if len(overdue) == 1 else "calls"
+        text = f"{len(overdue)} {calls} overdue: {listed}{more}"
+        return f"{self.status_reason}; {text}" if self.status_reason else text
 
     # ---- status ------------------------------------------------------------------------
 

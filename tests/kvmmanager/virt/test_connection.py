@@ -11,7 +11,7 @@ import libvirt
 import pytest
 
 from kvmmanager.core.config import LibvirtSettings
-from kvmmanager.core.errors import HostUnavailable, InvalidInput, NotFound, Timeout
+from kvmmanager.core.errors import HostTimeout, HostUnavailable, InvalidInput, NotFound, Timeout
 from kvmmanager.virt.connection import (
     HostConnection,
     ensure_event_loop,
@@ -306,3 +306,19 @@ async def test_a_timeout_libvirt_reports_names_the_host_and_the_operation(testho
     assert body["details"]["host"] == "kvmm-t-host-a"
     assert body["details"]["operation"] == "suspend kvmm-t-host-web"
     assert body["details"]["libvirt_code"] == libvirt.VIR_ERR_OPERATION_TIMEOUT
+
+
+async def test_a_connected_hosts_reason_names_its_overdue_calls(testhost):
+    """A call past its deadline still holds a worker (libvirt cannot be interrupted); the
+    host stays "connected" but its reason says which calls are stuck, so a user seeing
+    504s for a free worker knows why."""
+    release = threading.Event()
+    try:
+        with pytest.raises(HostTimeout):
+            await testhost.run(release.wait, 60, op="suspend kvmm-t-host-web", deadline=0.05)
+        info = testhost.status_dict()
+        assert info["status"] == "connected"
+        assert info["overdue_calls"] == 1
+        assert info["reason"].startswith("1 call overdue: suspend kvmm-t-host-web ("), info
+    finally:
+        release.set()
