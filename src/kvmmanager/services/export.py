@@ -250,6 +250,19 @@ class ExportService:
             raise NotFound(f"bundle '{bundle_id}' not found", field="bundle_id")
         return path
 
+    async def check_exportable(self, host: str, vm: str) -> None:
+        """What the bundle job would refuse at once, refused before it is accepted: a
+        host not connected (503), a VM unknown (404) or running (409)."""
+
+        def shut_off(dom: libvirt.virDomain) -> None:
+            if dom.isActive():
+                raise Conflict(
+                    f"vm '{dom.name()}' is running: shut it down to export a consistent copy",
+                    field="vm",
+                )
+
+        await self.m.vms.run_on(host, vm, shut_off, kind="read")
+
     async def export_bundle(
         self,
         host: str,

@@ -91,3 +91,14 @@ def test_cli_export_import(cli, live_server, tmp_path: Path):
         assert r.exit_code == 2 and "--network must look like OLD=NEW" in r.stderr
     finally:
         _cleanup()
+
+
+def test_a_bundle_export_on_a_host_not_connected_is_refused_up_front(app, client):
+    """Like clone/migrate/delete: a host that does not answer gets a 503 naming it, not a
+    202 job that fails at once. The VM stays listed (stale) from the inventory."""
+    hc = app.state.manager.registry.get("local")
+    client.portal.call(hc.stop)
+    assert client.get("/api/hosts/local/vms/test").status_code == 200
+    r = client.post("/api/hosts/local/vms/test/export/bundle")
+    assert r.status_code == 503, r.text
+    assert "host 'local' is disconnected" in r.text, r.text

@@ -95,6 +95,8 @@ async def export_bundle(
 ) -> Any:
     """Start a job writing the (shut-off) VM's bundle; its result holds `bundle_id`."""
     manager.vms.get(host, vm)  # 404 now, not a failed job
+    # A host not answering (503) or a running VM (409): refused now, not a failed job.
+    await manager.export.check_exportable(host, vm)
 
     async def job(progress: Any) -> dict[str, Any]:
         return await manager.export.export_bundle(host, vm, progress, owner=user.username)
