@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
-from tests.testdriver import purge
+from tests.testdriver_cleanup import purge
 
 from kvmmanager.api.deps import WRITE_METHODS, is_owner_read, is_public, is_self_service
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.testdriver import purge
+from tests.testdriver_cleanup import purge
 
 PREFIX = "kvmm-t-sechost-boot-"
 HOST_FILE = "/etc/shadow"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.testdriver import purge
+from tests.testdriver_cleanup import purge
 
 PREFIX = "kvmm-t-own-"
 BOB_VM, MAL_VM = f"{PREFIX}bob", f"{PREFIX}mallory"

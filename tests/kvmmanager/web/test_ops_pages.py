@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.testdriver import purge
+from tests.testdriver_cleanup import purge
 
 from kvmmanager.web.security import CSP
 
