@@ -390,8 +390,11 @@ class MigrationService:
         opts = MigrationOptions(**options)
         src_hc = self.m.registry.get(host)
         dst_hc = self.m.registry.get(target)
-        if dst_hc.status != "connected":
-            await dst_hc.wait_connected(5)  # HostUnavailable naming the target otherwise
+        if dst_hc.status == "connecting":
+            await dst_hc.wait_connected(5)  # a host just added: give it its first open
+        # Not responding, reconnecting, failed: refused at once, naming the target (a
+        # wait would only delay the same answer).
+        dst_hc.refuse_unless_connected("migration check")
         # Runs on the source's worker; the target's reads are short lookups.
         return await src_hc.run(
             lambda: preflight(src_hc.conn, dst_hc.conn, host, vm, target, opts),

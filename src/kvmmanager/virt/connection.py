@@ -179,6 +179,12 @@ class HostConnection(Heartbeat, HostEvents):
             deadline=deadline if deadline is not None else deadline_for(self.settings, kind),
         )
 
+    def refuse_unless_connected(self, op: str) -> None:
+        """Raise HostUnavailable naming this host, its state and `op` ("... was not
+        sent") unless the host is connected: for checks made before any call."""
+        if self._conn is None or self.status != "connected":
+            raise self._refusal(op)
+
     async def wait_status(self, *wanted: str, seconds: float = 30.0) -> str:
         """Wait until the status is one of `wanted` (for callers that just added a host)."""
         assert self._status_changed is not None, "start() first"

@@ -12,7 +12,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
+from kvmmanager.core.errors import Conflict, HostUnavailable, InvalidInput, NotFound, Unsupported
 from kvmmanager.services.storage_specs import PoolSpec
 from kvmmanager.services.storage_xml import build_pool_xml, build_volume_xml
 from kvmmanager.virt.xml.devices import Disk, Interface
@@ -181,3 +181,16 @@ def test_migration_routes(client: Any, client_as: Any, tmp_path: Path) -> None:
         d.destroy()
         d.undefine()
         conn.close()
+
+
+async def test_a_target_host_not_connected_is_refused_at_once_naming_it(manager) -> None:
+    """A target that stopped answering (here: its connection stopped) gets the migration
+    check refused without waiting for it, saying that nothing was sent."""
+    target = await manager.registry.add("kvmm-t-mig-gone", "test:///default")
+    await target.wait_connected(30)
+    await target.stop()
+    with pytest.raises(HostUnavailable) as info:
+        await manager.migration.check("local", "test", "kvmm-t-mig-gone")
+    msg = info.value.message
+    assert "host 'kvmm-t-mig-gone' is disconnected" in msg, msg
+    assert "migration check was not sent" in msg, msg
