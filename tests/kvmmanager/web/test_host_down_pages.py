@@ -1,0 +1,43 @@
+"""Pages of a host whose connection is gone (stopped here; a frozen libvirtd looks the
+same to the pages): they show the host's error and the stale marker, never claim the
+host is empty nor offer to create what may already be there."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+PASSWORD = "kvmm-t-hdown-password"
+
+
+@pytest.fixture
+def down(web_app: FastAPI) -> Iterator[TestClient]:
+    """An admin's page client; the `local` host's connection stopped after it connected."""
+    with TestClient(web_app) as c:
+        manager = web_app.state.manager
+        manager.users.create("kvmm-t-hdown-admin", PASSWORD, "admin")
+        r = c.post("/login", data={"username": "kvmm-t-hdown-admin", "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        hc = manager.registry.get("local")
+        c.portal.call(hc.wait_connected, 30)
+        c.portal.call(hc.stop)
+        yield c
+
+
+def test_storage_page_of_a_host_down_shows_only_the_error(down: TestClient) -> None:
+    page = down.get("/storage?host=local").text
+    assert re.search(r'class="alert error">host &#39;local&#39; is disconnected', page), page
+    assert "No storage pools on this host." not in page
+    assert "Create a storage pool" not in page
+    assert "has no storage pool yet" not in page
+
+
+def test_networks_page_of_a_host_down_shows_only_the_error(down: TestClient) -> None:
+    page = down.get("/networks?host=local").text
+    assert re.search(r'class="alert error">host &#39;local&#39; is disconnected', page), page
+    assert "No networks on this host." not in page
+    assert "Create a network" not in page
