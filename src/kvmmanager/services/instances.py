@@ -158,9 +158,14 @@ class InstanceService:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             # The lease first: it must not wait behind a slow heartbeat row.
-            await self.m.lease.renew()
+            held = await self.m.lease.renew()
             try:
                 await asyncio.to_thread(self.beat)
+                if held:
+                    # Singleton work: the jobs of instances that died are failed and undone.
+                    swept = await asyncio.to_thread(self.m.jobs.sweep_gone)
+                    if swept:
+                        log.warning("%d job(s) of manager instances gone were failed", swept)
             except Exception:
                 # A database hiccup must not end the heartbeat: the next beat retries.
                 log.exception("instance heartbeat failed")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
@@ -153,12 +153,28 @@ class JobService:
         # its own (services/instances.py).
         alive = self._m.instances.alive_ids()
         orphan = or_(Job.instance_id.is_(None), Job.instance_id.not_in(alive))
+        self._recover(loop, orphan, "the server restarted", with_lost=True)
+
+    def sweep_gone(self) -> int:
+        """The jobs of instances that died while others kept running (kill -9, power
+        loss): failed and undone like a restart's. Run by the singleton-lease holder's
+        heartbeat (services/instances.py); returns how many jobs it failed."""
+        loop = self._loop
+        if loop is None:
+            return 0
+        alive = self._m.instances.alive_ids()
+        # Rows without an instance are a restart's business (attach_loop), not a sweep's.
+        gone = and_(Job.instance_id.is_not(None), Job.instance_id.not_in(alive))
+        return self._recover(loop, gone, "the manager instance running it stopped", with_lost=False)
+
+    def _recover(
+        self, loop: asyncio.AbstractEventLoop, which: Any, reason: str, *, with_lost: bool
+    ) -> int:
         with self._m.db.begin() as s:
+            jobs = list(s.scalars(select(Job).where(Job.state.in_(("queued", "running")), which)))
             undo = [
                 job_undo.Interrupted(job.id, job.target, job_undo.normalize(job.result["undo"]))
-                for job in s.scalars(
-                    select(Job).where(Job.state.in_(("queued", "running")), orphan)
-                )
+                for job in jobs
                 if isinstance(job.result, dict) and job.result.get("undo")
             ]
             # Jobs failed by a lost host whose undo had not run yet when we stopped.
@@ -169,25 +185,32 @@ class JobService:
                     select(Job).where(
                         Job.state == "failed",
                         Job.error["code"].as_string() == "host_unavailable",
-                        orphan,
+                        which,
                     )
                 )
                 if isinstance(job.result, dict) and job.result.get("undo")
-            ]  # fmt: skip
-            s.execute(
-                update(Job)
-                .where(Job.state.in_(("queued", "running")), orphan)
-                .values(
-                    state="failed",
-                    error={"code": "interrupted", "message": "the server restarted"},
-                    result=None,
-                    updated_at=utcnow(),
+            ] if with_lost else []  # fmt: skip
+            if jobs:
+                # By id: only what was read above is failed (and undone) here.
+                s.execute(
+                    update(Job)
+                    .where(Job.id.in_([j.id for j in jobs]), Job.state.in_(("queued", "running")))
+                    .values(
+                        state="failed",
+                        error={"code": "interrupted", "message": reason},
+                        result=None,
+                        updated_at=utcnow(),
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-            )
         if undo:
-            self._undo_task = loop.create_task(self._undo_interrupted(undo), name="job-undo")
-        for job, reason in lost:
-            self._keep(loop.create_task(self._undo_after_host_loss(job, reason)))
+            if self._undo_task is None or self._undo_task.done():
+                self._undo_task = loop.create_task(self._undo_interrupted(undo), name="job-undo")
+            else:
+                self._keep(loop.create_task(self._undo_interrupted(undo), name="job-undo"))
+        for job, why in lost:
+            self._keep(loop.create_task(self._undo_after_host_loss(job, why)))
+        return len(jobs)
 
     async def shutdown(self) -> None:
         if self._undo_task is not None:

@@ -107,3 +107,47 @@ async def test_an_instance_starting_fails_only_the_jobs_of_instances_gone(
     finally:
         gate.set()
         await first.stop()
+
+
+async def test_the_lease_holder_fails_the_jobs_of_an_instance_that_died(
+    settings: Settings,
+    db_url: str,  # noqa: F811
+) -> None:
+    """An instance killed while another keeps running: once its heartbeat is stale, the
+    lease holder's beat fails its jobs (never left running); live instances' stay."""
+    settings.database.url = db_url
+    settings.fleet.heartbeat_seconds = 0.2
+    settings.fleet.lease_seconds = 2.0
+    dead = "00000000-0000-0000-0000-0000000000d1"
+    m = Manager(settings)
+    await m.start()
+    try:
+        long_ago = utcnow() - timedelta(minutes=1)
+        with m.db.begin() as s:
+            s.add(
+                Instance(
+                    id=dead, hostname="kvmm-t-elsewhere", address="", version="0", pid=1,
+                    started_at=long_ago, last_seen=long_ago,
+                )
+            )  # fmt: skip
+            s.flush()
+            s.add(
+                Job(id="kvmm-t-inst-dead", kind="x", target="", state="running", instance_id=dead)
+            )
+            s.add(
+                Job(
+                    id="kvmm-t-inst-live", kind="x", target="", state="running",
+                    instance_id=m.instances.id,
+                )
+            )  # fmt: skip
+        for _ in range(1500):  # up to 30 s
+            if m.jobs.get("kvmm-t-inst-dead").state != "running":
+                break
+            await asyncio.sleep(0.02)
+        job = m.jobs.get("kvmm-t-inst-dead")
+        assert job.state == "failed", "the dead instance's job was left running"
+        assert job.error["code"] == "interrupted"
+        assert job.error["message"] == "the manager instance running it stopped"
+        assert m.jobs.get("kvmm-t-inst-live").state == "running"
+    finally:
+        await m.stop()
