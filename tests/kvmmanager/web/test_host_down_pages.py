@@ -41,3 +41,13 @@ def test_networks_page_of_a_host_down_shows_only_the_error(down: TestClient) -> 
     assert re.search(r'class="alert error">host &#39;local&#39; is disconnected', page), page
     assert "No networks on this host." not in page
     assert "Create a network" not in page
+
+
+def test_vm_detail_of_a_host_down_marks_the_state_stale_with_the_hosts_reason(
+    down: TestClient,
+) -> None:
+    for path in ("/vms/local/test", "/vms/local/test/overview"):
+        page = down.get(path).text
+        assert 'id="vm-state">running</span>' in page, page
+        assert re.search(r"data-stale[^>]*>stale \d+ s</span>", page), page
+        assert "host local is disconnected: stopped" in page, page

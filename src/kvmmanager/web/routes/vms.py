@@ -37,6 +37,7 @@ STATES = ("running", "paused", "shutoff", "crashed", "pmsuspended", "shutdown")
 class Staleness:
     status: str  # the host's status ("not responding", "reconnecting", ...)
     age: str  # how long ago the inventory last matched libvirt, e.g. "42 s"
+    reason: str = ""  # the host's status reason ("libvirtd ... has not answered since ...")
 
 
 def _age(seconds: float) -> str:
@@ -59,7 +60,7 @@ def staleness(manager: Manager) -> Callable[[str], Staleness | None]:
         hc = manager.registry.get(host)
         if hc.connected or hc.stale_since is None:
             return None
-        return Staleness(hc.status, _age(now - hc.stale_since))
+        return Staleness(hc.status, _age(now - hc.stale_since), hc.status_reason)
 
     return of
 
@@ -137,6 +138,7 @@ async def vm_detail(
         pools=await _pools_with_volumes(manager, host),
         key_combos=list(KEY_COMBOS),
         pending=await _pending(manager, host, vm),
+        stale=staleness(manager),
     )
 
 
@@ -150,7 +152,13 @@ async def vm_overview(
         # Deleted meanwhile (the live refresh after domain.removed): say so, with no
         # buttons left that would act on a VM that is gone.
         return render(request, "vms/_gone.html", host=host)
-    return render(request, "vms/_overview.html", vm=info, pending=await _pending(manager, host, vm))
+    return render(
+        request,
+        "vms/_overview.html",
+        vm=info,
+        pending=await _pending(manager, host, vm),
+        stale=staleness(manager),
+    )
 
 
 # The buttons' own words, for a failure's toast.
