@@ -143,7 +143,14 @@ class VmService:
         q: str | None = None,
     ) -> list[DomainInfo]:
         if host is not None:
-            self.m.registry.get(host)  # NotFound naming the host
+            hc = self.m.registry.get(host)  # NotFound naming the host
+            if hc.never_listed:
+                # An empty list would claim the host has no VMs; nobody knows yet.
+                raise HostUnavailable(
+                    f"host '{host}' is {hc.status} and has not been listed since the "
+                    f"manager started: its VMs are unknown ({hc.status_reason})",
+                    field="host",
+                )
         out = self.m.inventory.domains(host)
         if state is not None:
             out = [d for d in out if d.state == state]

@@ -123,6 +123,17 @@ class HostConnection(Heartbeat, HostEvents):
     def connected(self) -> bool:
         return self.status == "connected"
 
+    @property
+    def never_listed(self) -> bool:
+        """The host has stopped (or failed) before its first full listing: the inventory
+        holds nothing of it, which must not read as "this host has no VMs". A host still
+        making its first connection is not counted (it lists within the connect time)."""
+        return self.stale_since is None and self.status in (
+            NOT_RESPONDING,
+            "failed",
+            "reconnecting",
+        )
+
     async def start(self) -> None:
         if self._supervisor is not None:
             return
