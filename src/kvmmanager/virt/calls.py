@@ -113,6 +113,18 @@ class HostWorkers:
         with self._lock:
             return sorted(self._overdue, key=lambda c: c.started_at or 0.0)
 
+    def _busy_with(self) -> str:
+        """What holds the workers, oldest first (e.g. one VM's calls stuck behind its hung
+        QEMU monitor): the user sees which VM or operation to look at."""
+        now = time.monotonic()
+        with self._lock:
+            running = sorted(self._running, key=lambda c: c.started_at or 0.0)
+        if not running:
+            return ""
+        listed = ", ".join(f"{c.op} ({now - (c.started_at or now):.0f} s)" for c in running[:4])
+        more = f" and {len(running) - 4} more" if len(running) > 4 else ""
+        return f" (its workers are busy with: {listed}{more})"
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -208,7 +220,7 @@ class HostWorkers:
         if not started:
             raise HostTimeout(
                 f"host '{self.host}': {op} waited {deadline:g} s for a free libvirt worker "
-                "and was not sent; nothing was changed",
+                f"and was not sent; nothing was changed{self._busy_with()}",
                 field="host",
             )
         if self._on_overdue is not None:

@@ -15,7 +15,7 @@ import pytest
 
 from kvmmanager.core.config import LibvirtSettings
 from kvmmanager.core.errors import HostTimeout, HostUnavailable
-from kvmmanager.virt.calls import job_calls
+from kvmmanager.virt.calls import HostWorkers, job_calls
 from kvmmanager.virt.connection import HostConnection
 from kvmmanager.virt.events import EventBus
 from kvmmanager.virt.inventory import Inventory
@@ -139,3 +139,30 @@ async def test_calls_inside_a_job_have_no_per_call_deadline(testhost):
 async def _until(cond) -> None:
     while not cond():  # noqa: ASYNC110 - polling state
         await asyncio.sleep(0.01)
+
+
+async def test_a_call_that_found_no_free_worker_says_what_holds_them() -> None:
+    """One VM's calls stuck (e.g. behind its hung QEMU monitor) can hold every worker of
+    its host; a call about anything else then times out waiting for a worker, and its
+    message names the calls holding them."""
+    workers = HostWorkers("kvmm-t-busy", 1)
+    taken, release = threading.Event(), threading.Event()
+
+    def stuck() -> bool:
+        taken.set()
+        return release.wait(60)
+
+    try:
+        held = asyncio.ensure_future(
+            workers.call(stuck, op="suspend 'kvmm-t-stuck'", kind="lifecycle", deadline=None)
+        )
+        assert await asyncio.to_thread(taken.wait, 30)
+        with pytest.raises(HostTimeout) as info:
+            await workers.call(lambda: None, op="read 'kvmm-t-other'", kind="read", deadline=0.05)
+        msg = info.value.message
+        assert "read 'kvmm-t-other' waited 0.05 s for a free libvirt worker" in msg, msg
+        assert "busy with: suspend 'kvmm-t-stuck' (" in msg, msg
+    finally:
+        release.set()
+    assert await held is True
+    workers.shutdown()
