@@ -5,7 +5,13 @@
     dist/kvmmanager-guest-agent-<av>.iso                              the agent ISO
     dist/kvmmanager-agent_<av>-1_all.deb, ...-1.noarch.rpm, ...-r1.apk the agent packages
     dist/kvm-manager_<v>-1_amd64.deb                                  the manager package
-    dist/SHA256SUMS
+    dist/SHA256SUMS, SHA256SUMS.asc                                   checksums, signed
+
+Signing: `--gpg-key FILE` (an exported OpenPGP secret key, `gpg --armor
+--export-secret-keys KEYID`) signs the .debs and the .rpm (nfpm) and writes SHA256SUMS.asc
+(gpg --detach-sign); `--apk-key FILE` (an RSA private key in PEM) signs the .apk. A
+passphrase comes from NFPM_PASSPHRASE. Without keys the artifacts are built unsigned and
+the release says so on stderr. docs/operations.md says how a user verifies each artifact.
 
 SOURCE_DATE_EPOCH makes the artifacts byte-reproducible. Without it the agent artifacts
 take the same default as `kvm-manager agent-iso build` (kvmmanager.iso.builder's
@@ -31,6 +37,8 @@ from pathlib import Path
 
 from bundled_copyright import npm_project, render, wheel_project
 from venv_build import build_venv
+
+from kvmmanager.iso.packages import APK_KEY_NAME, Signing
 
 ROOT = Path(__file__).resolve().parents[1]
 ISO_NAME = "kvmmanager-guest-agent.iso"
@@ -133,7 +141,7 @@ def agent_epoch() -> int:
     return default_epoch(PackagingDirs(PACKAGING))
 
 
-def build_agent(dist: Path, epoch: int) -> dict[str, Path]:
+def build_agent(dist: Path, epoch: int, signing: Signing) -> dict[str, Path]:
     from kvmmanager.iso import agent_version
     from kvmmanager.iso.builder import build_iso
     from kvmmanager.iso.packages import build_agent_packages
@@ -142,7 +150,7 @@ def build_agent(dist: Path, epoch: int) -> dict[str, Path]:
     version = agent_version()
     os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
     pyz = build_agent_zipapp(dist / f"kvmmanager-agent-{version}.pyz")
-    out = build_agent_packages(pyz, version, dist, epoch=epoch)
+    out = build_agent_packages(pyz, version, dist, epoch=epoch, signing=signing)
     out["pyz"] = pyz
     out["iso"] = build_iso(
         dist / f"kvmmanager-guest-agent-{version}.iso", source_date_epoch=epoch
@@ -165,9 +173,9 @@ def copyright_text(wheels: Path, node_modules: Path = ROOT / "node_modules") -> 
     return render((PACKAGING / "copyright").read_text(), projects)
 
 
-def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
+def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int, signing: Signing) -> Path:
     import kvmmanager
-    from kvmmanager.iso.packages import debian_changelog, nfpm_binary, run_nfpm
+    from kvmmanager.iso.packages import debian_changelog, nfpm_binary, run_nfpm, with_signatures
 
     version = kvmmanager.__version__
     target = dist / f"kvm-manager_{version}-1_amd64.deb"
@@ -195,6 +203,8 @@ def build_manager_deb(dist: Path, wheel: Path, iso: Path, epoch: int) -> Path:
         man = (stage / "kvm-manager.1").read_bytes()
         (stage / "kvm-manager.1.gz").write_bytes(gzip.compress(man, 9, mtime=0))
         (stage / "changelog.gz").write_bytes(debian_changelog("kvm-manager", version, epoch))
+        config = stage / "nfpm.yaml"
+        config.write_text(with_signatures(config.read_text(), signing, ("deb",)))
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), KVMM_VERSION=version)
         run_nfpm(stage / "nfpm.yaml", {"deb": target}, cwd=stage, env=env, nfpm=nfpm_binary())
     return target
@@ -204,28 +214,101 @@ def write_sums(dist: Path) -> Path:
     lines = [
         f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
         for p in sorted(dist.iterdir())
-        if p.is_file() and p.name != "SHA256SUMS"
+        if p.is_file() and p.name not in ("SHA256SUMS", "SHA256SUMS.asc")
     ]
     sums = dist / "SHA256SUMS"
     sums.write_text("".join(lines))
     return sums
 
 
+def sign_sums(sums: Path, gpg_key: Path) -> Path:
+    """SHA256SUMS.asc: an armored detached signature by the release key, made in a
+    throwaway GNUPGHOME so the releaser's own keyring is neither used nor changed."""
+    gpg = shutil.which("gpg")
+    if gpg is None:
+        raise SystemExit("release: --gpg-key needs gpg (Debian package gnupg)")
+    passphrase = os.environ.get("NFPM_PASSPHRASE")
+    with tempfile.TemporaryDirectory(prefix="kvmm-release-gpg-") as home:
+        env = dict(os.environ, GNUPGHOME=home)
+        _run(gpg, "--batch", "--quiet", "--import", str(gpg_key), env=env)
+        cmd = [gpg, "--batch", "--yes", "--armor", "--detach-sign"]
+        if passphrase:
+            cmd += ["--pinentry-mode", "loopback", "--passphrase-fd", "0"]
+        asc = sums.with_name("SHA256SUMS.asc")
+        cmd += ["--output", str(asc), str(sums)]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, env=env, input=(passphrase or "").encode(), check=True)
+        # gpg-agent outlives the command otherwise, holding the deleted GNUPGHOME.
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False)
+    return asc
+
+
+def _key(parser: argparse.ArgumentParser, flag: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).resolve()
+    if not path.is_file():
+        parser.error(f"{flag} {value}: no such file")
+    return path
+
+
+def _unsigned_notice(signing: Signing) -> str:
+    missing = []
+    if signing.gpg_key is None:
+        missing.append("the .debs, the .rpm and SHA256SUMS (no --gpg-key)")
+    if signing.apk_key is None:
+        missing.append("the .apk (no --apk-key)")
+    return "release: UNSIGNED: " + "; ".join(missing) if missing else ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Without --gpg-key/--apk-key the artifacts are built unsigned (said on stderr).",
+    )
     parser.add_argument("--dist", default=str(ROOT / "dist"), help="Output directory.")
+    parser.add_argument(
+        "--gpg-key",
+        metavar="FILE",
+        help="OpenPGP secret key (gpg --armor --export-secret-keys KEYID) that signs the "
+        ".deb and .rpm packages and SHA256SUMS (as SHA256SUMS.asc). Passphrase: NFPM_PASSPHRASE.",
+    )
+    parser.add_argument(
+        "--apk-key",
+        metavar="FILE",
+        help="RSA private key (PEM, openssl genrsa) that signs the .apk.",
+    )
+    parser.add_argument(
+        "--apk-key-name",
+        default=APK_KEY_NAME,
+        metavar="NAME",
+        help="Name of the .apk's public key in /etc/apk/keys, without .rsa.pub "
+        "(default: %(default)s).",
+    )
     args = parser.parse_args(argv)
+    signing = Signing(
+        gpg_key=_key(parser, "--gpg-key", args.gpg_key),
+        apk_key=_key(parser, "--apk-key", args.apk_key),
+        apk_key_name=args.apk_key_name,
+    )
+    notice = _unsigned_notice(signing)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     dist = Path(args.dist)
     if dist.exists():
         shutil.rmtree(dist)
     dist.mkdir(parents=True)
     epoch = _epoch()
-    agent = build_agent(dist, agent_epoch())
+    agent = build_agent(dist, agent_epoch(), signing)
     wheel = build_python(dist, agent["iso"])
-    build_manager_deb(dist, wheel, agent["iso"], epoch)
-    write_sums(dist)
+    build_manager_deb(dist, wheel, agent["iso"], epoch, signing)
+    sums = write_sums(dist)
+    if signing.gpg_key is not None:
+        sign_sums(sums, signing.gpg_key)
     for path in sorted(dist.iterdir()):
         print(f"{path.stat().st_size:>12}  {path.name}")
+    if notice:  # again at the end, where a reader of the log looks
+        print(notice, file=sys.stderr, flush=True)
     return 0
 
 

@@ -25,6 +25,44 @@ from kvmmanager.core.errors import KvmmError, Unsupported
 PACKAGE_NAME = "kvmmanager-agent"
 MAINTAINER = "KVM Manager developers <kvmmanager@example.org>"
 KINDS = ("deb", "rpm", "apk")
+APK_KEY_NAME = "kvmmanager-release"
+
+
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """The release keys nfpm signs the packages with (scripts/release --gpg-key/--apk-key).
+
+    gpg_key: an exported OpenPGP secret key (signs the .deb and .rpm); apk_key: an RSA
+    private key in PEM (signs the .apk, as Alpine's abuild-sign does); apk_key_name: the
+    public key's file name in /etc/apk/keys without ".rsa.pub". A passphrase, if any,
+    comes from NFPM_PASSPHRASE (nfpm's own variable)."""
+
+    gpg_key: Path | None = None
+    apk_key: Path | None = None
+    apk_key_name: str = APK_KEY_NAME
+
+
+def with_signatures(config: str, signing: Signing, kinds: tuple[str, ...]) -> str:
+    """The nfpm config with a `signature:` block for each of `kinds` that has a key.
+    nfpm has no command-line flag for keys, so the staged copy of the config gets them."""
+    blocks = {
+        "deb": signing.gpg_key and f"  signature:\n    key_file: {signing.gpg_key}\n",
+        "rpm": signing.gpg_key and f"  signature:\n    key_file: {signing.gpg_key}\n",
+        "apk": signing.apk_key
+        and (
+            f"  signature:\n    key_file: {signing.apk_key}\n    key_name: {signing.apk_key_name}\n"
+        ),
+    }
+    for kind in kinds:
+        block = blocks[kind]
+        if not block:
+            continue
+        section = re.compile(rf"^{kind}:\n", re.MULTILINE)
+        if section.search(config):
+            config = section.sub(lambda m, b=block: m.group(0) + b, config, count=1)
+        else:
+            config = config.rstrip("\n") + f"\n{kind}:\n{block}"
+    return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +155,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "kvm-manager" / "packages"
 
 
-def _stage(dirs: PackagingDirs, pyz: Path, version: str, epoch: int, stage: Path) -> None:
+def _stage(
+    dirs: PackagingDirs, pyz: Path, version: str, epoch: int, stage: Path, signing: Signing
+) -> None:
     shutil.copytree(dirs.agent, stage, dirs_exist_ok=True)
     shutil.copy2(dirs.copyright, stage / "copyright")
     shutil.copy2(pyz, stage / "kvmmanager-agent.pyz")
     (stage / "changelog.gz").write_bytes(debian_changelog(PACKAGE_NAME, version, epoch))
-    config = (stage / "nfpm.yaml").read_text()
+    config = with_signatures((stage / "nfpm.yaml").read_text(), signing, KINDS)
+    (stage / "nfpm.yaml").write_text(config)
     (stage / APK_CONFIG).write_text(one_line_description(config))
 
 
@@ -172,13 +213,20 @@ def build_agent_packages(
     epoch: int,
     cache_dir: Path | None = None,
     dirs: PackagingDirs | None = None,
+    signing: Signing | None = None,
 ) -> dict[str, Path]:
-    """Build (or copy from the cache) the agent packages into `out_dir`; kind -> path."""
+    """Build (or copy from the cache) the agent packages into `out_dir`; kind -> path.
+    Signed packages (`signing`) bypass the cache: a signature carries its signing time,
+    and a release key's output does not belong in a per-user cache."""
     dirs = dirs or packaging_dirs()
     nfpm = nfpm_binary()
+    signing = signing or Signing()
+    signed = signing.gpg_key is not None or signing.apk_key is not None
     cache_root = cache_dir or default_cache_dir()
     cached = cache_root / _cache_key(dirs, pyz, version, epoch, nfpm)
     names = {kind: package_filename(kind, version) for kind in KINDS}
+    if signed:
+        return _build(dirs, pyz, version, epoch, nfpm, signing, names, out_dir)
     if not all((cached / name).is_file() for name in names.values()):
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
@@ -186,21 +234,50 @@ def build_agent_packages(
             built = Path(tmp) / "out"
             stage.mkdir()
             built.mkdir()
-            _stage(dirs, pyz, version, epoch, stage)
-            env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), KVMM_AGENT_VERSION=version)
-            targets = {kind: built / name for kind, name in names.items() if kind != "apk"}
-            run_nfpm(stage / "nfpm.yaml", targets, cwd=stage, env=env, nfpm=nfpm)
-            apk = {"apk": built / names["apk"]}
-            run_nfpm(stage / APK_CONFIG, apk, cwd=stage, env=env, nfpm=nfpm)
+            _stage(dirs, pyz, version, epoch, stage, signing)
+            _run_both(stage, built, names, version, epoch, nfpm)
             # Publish the cache entry whole or not at all (another build may race us).
             try:
                 built.rename(cached)
             except OSError:
                 if not cached.is_dir():
                     raise
+    return _copy_out(cached, names, out_dir)
+
+
+def _run_both(
+    stage: Path, built: Path, names: dict[str, str], version: str, epoch: int, nfpm: str
+) -> None:
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), KVMM_AGENT_VERSION=version)
+    targets = {kind: built / name for kind, name in names.items() if kind != "apk"}
+    run_nfpm(stage / "nfpm.yaml", targets, cwd=stage, env=env, nfpm=nfpm)
+    apk = {"apk": built / names["apk"]}
+    run_nfpm(stage / APK_CONFIG, apk, cwd=stage, env=env, nfpm=nfpm)
+
+
+def _build(
+    dirs: PackagingDirs,
+    pyz: Path,
+    version: str,
+    epoch: int,
+    nfpm: str,
+    signing: Signing,
+    names: dict[str, str],
+    out_dir: Path,
+) -> dict[str, Path]:
+    with tempfile.TemporaryDirectory(prefix="kvmm-signed-") as tmp:
+        stage, built = Path(tmp) / "stage", Path(tmp) / "out"
+        stage.mkdir()
+        built.mkdir()
+        _stage(dirs, pyz, version, epoch, stage, signing)
+        _run_both(stage, built, names, version, epoch, nfpm)
+        return _copy_out(built, names, out_dir)
+
+
+def _copy_out(src: Path, names: dict[str, str], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {}
     for kind, name in names.items():
-        shutil.copyfile(cached / name, out_dir / name)
+        shutil.copyfile(src / name, out_dir / name)
         result[kind] = out_dir / name
     return result
