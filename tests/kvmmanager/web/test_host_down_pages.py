@@ -51,3 +51,20 @@ def test_vm_detail_of_a_host_down_marks_the_state_stale_with_the_hosts_reason(
         assert 'id="vm-state">running</span>' in page, page
         assert re.search(r"data-stale[^>]*>stale \d+ s</span>", page), page
         assert "host local is disconnected: stopped" in page, page
+
+
+def test_vm_list_says_which_host_was_never_listed(web_app: FastAPI) -> None:
+    """A host that failed (or froze) before its first listing: the VM list says its VMs
+    are missing instead of looking complete; filtered to that host, it is not an error."""
+    with TestClient(web_app) as c:
+        manager = web_app.state.manager
+        manager.users.create("kvmm-t-hdown-viewer", PASSWORD, "viewer")
+        r = c.post("/login", data={"username": "kvmm-t-hdown-viewer", "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        gone = "qemu+unix:///system?socket=/nonexistent/kvmm-t-hdown.sock"
+        hc = c.portal.call(manager.registry.add, "kvmm-t-hdown-gone", gone)
+        c.portal.call(lambda: hc.wait_status("failed", seconds=30))
+        for path in ("/vms", "/vms?host=kvmm-t-hdown-gone"):
+            r = c.get(path)
+            assert r.status_code == 200, r.text
+            assert "Host kvmm-t-hdown-gone is failed and has not been listed" in r.text, r.text

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import current_user, get_manager
-from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
+from kvmmanager.core.errors import HostUnavailable, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec
@@ -81,10 +81,17 @@ def vm_list(
     q: str | None = None,
     manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
-    vms = _filtered(manager, host, state, tag, q)
+    try:
+        vms = _filtered(manager, host, state, tag, q)
+    except HostUnavailable:
+        vms = []  # that host's VMs are unknown: the banner below says so
+    # Hosts that stopped answering before their first listing: their VMs are missing from
+    # this list, which must say so rather than look complete.
+    unlisted = [h for h in manager.registry.all() if h.never_listed]
     context = dict(
         active="vms",
         vms=vms,
+        unlisted=unlisted,
         spark=lambda vm: sparkline(manager, vm),
         stale=staleness(manager),
         hosts=[h.name for h in manager.registry.all()],
