@@ -59,7 +59,11 @@ def with_signatures(config: str, signing: Signing, kinds: tuple[str, ...]) -> st
             continue
         section = re.compile(rf"^{kind}:\n", re.MULTILINE)
         if section.search(config):
-            config = section.sub(lambda m, b=block: m.group(0) + b, config, count=1)
+
+            def after_header(m: re.Match[str], b: str = block) -> str:
+                return m.group(0) + b  # a function: `block` may hold backslashes
+
+            config = section.sub(after_header, config, count=1)
         else:
             config = config.rstrip("\n") + f"\n{kind}:\n{block}"
     return config
