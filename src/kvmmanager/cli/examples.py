@@ -64,7 +64,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "alert rule remove": ("kvm-manager alert rule remove 3",),
     "alert webhook list": ("kvm-manager alert webhook list",),
     "alert webhook add": (
-        "kvm-manager alert webhook add ops https://hooks.example.org/kvm --secret s3cret",
+        "kvm-manager alert webhook add ops https://hooks.example.org/kvm"
+        ' --secret "$(openssl rand -hex 16)"',
     ),
     "alert webhook ping": ("kvm-manager alert webhook ping 1",),
     "alert webhook deliveries": ("kvm-manager alert webhook deliveries 1 --limit 20",),
@@ -88,7 +89,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "backup backups": ("kvm-manager backup backups nightly web1",),
     "backup restore": ("kvm-manager backup restore nightly web1 nightly-20260101-0200 --yes",),
     "backup images": ("kvm-manager backup images web1",),
-    "backup take": ("kvm-manager backup take nightly web1",),
+    "backup take": ("kvm-manager backup take weekly web1",),
     "backup verify": ("kvm-manager backup verify web1 12",),
     "backup restore-image": (
         "kvm-manager backup restore-image web1 12 --name web1-restored",

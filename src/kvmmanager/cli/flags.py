@@ -35,22 +35,31 @@ def command_flags(params: Iterable[Any]) -> dict[str, str]:
     return out
 
 
-def in_cli_words(message: str, flags: Mapping[str, str]) -> str:
-    """`message` with every `field=value` of a known field said as the CLI says it."""
+def in_cli_words(message: str, flags: Mapping[str, str], field: str | None = None) -> str:
+    """`message` with every `field=value` of a known field said as the CLI says it; and
+    when a refused input names a `field` that is one of this command's options, the
+    message names its flag: a
+    leading `forward: ...` or `dhcp_start 10.0.0.5 ...` becomes `--forward: ...` /
+    `--dhcp-start 10.0.0.5 ...`, any other message gets the flag in front."""
     if not flags:
         return message
+    said = _ASSIGNMENT.sub(lambda m: _assignment(m, flags), message)
+    flag = flags.get(field) if field else None
+    if flag is None or not flag.startswith("--") or flag in said:
+        return said
+    lead = re.match(rf"{re.escape(field or '')}(?=[:\s])", said)
+    return flag + said[lead.end() :] if lead else f"{flag}: {said}"
 
-    def repl(m: re.Match[str]) -> str:
-        flag = flags.get(m.group(1))
-        if flag is None:
-            return m.group(0)
-        value = next(v for v in m.group(2, 3, 4) if v is not None)
-        if not flag.startswith("--"):
-            return f"{flag} {value}"
-        if value.lower() == "true":
-            return flag
-        if value.lower() == "false":
-            return f"no {flag}"
+
+def _assignment(m: re.Match[str], flags: Mapping[str, str]) -> str:
+    flag = flags.get(m.group(1))
+    if flag is None:
+        return m.group(0)
+    value = next(v for v in m.group(2, 3, 4) if v is not None)
+    if not flag.startswith("--"):
         return f"{flag} {value}"
-
-    return _ASSIGNMENT.sub(repl, message)
+    if value.lower() == "true":
+        return flag
+    if value.lower() == "false":
+        return f"no {flag}"
+    return f"{flag} {value}"

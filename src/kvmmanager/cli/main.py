@@ -23,7 +23,7 @@ from kvmmanager.cli import commands
 from kvmmanager.cli.examples import epilog
 from kvmmanager.cli.flags import command_flags, in_cli_words
 from kvmmanager.cli.output import CliState, print_error
-from kvmmanager.core.errors import KvmmError
+from kvmmanager.core.errors import InvalidInput, KvmmError
 
 
 def _set_json(ctx: typer.Context, _param: Any, value: bool) -> None:
@@ -99,7 +99,10 @@ class KvmmGroup(TyperGroup):
             return super().invoke(ctx)
         except KvmmError as e:
             flags = ctx.obj.flags if isinstance(ctx.obj, CliState) else {}
-            print_error(in_cli_words(e.message, flags))
+            # Only a refused input names the flag it came from; other errors (a host that
+            # does not answer, field "host") keep their own words.
+            field = e.field if isinstance(e, InvalidInput) else None
+            print_error(in_cli_words(e.message, flags, field))
             raise typer.Exit(e.exit_code) from None
 
 

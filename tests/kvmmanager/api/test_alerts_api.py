@@ -68,7 +68,16 @@ def test_cli_alert(cli):
     r = cli("alert", "rule", "list")
     assert r.exit_code == 0 and "kvmm-t-ops-crash" in r.stdout and "critical" in r.stdout
     r = cli("alert", "rule", "add", "kvmm-t-ops-bad", "cpu_pct")
-    assert r.exit_code == 2 and "threshold" in r.stderr
+    # A refused input names the command's flag, not the API's field (issue 17's try).
+    assert r.exit_code == 2 and "--threshold" in r.stderr, r.stderr
+    r = cli("alert", "list", "--state", "bogus")
+    assert r.exit_code == 2 and "--state" in r.stderr, r.stderr
+    # The help's example: a rule for one VM without --host is on the default host.
+    r = cli("--json", "alert", "rule", "add", "kvmm-t-ops-vm", "cpu_pct", "-t", "90",
+            "--vm", "test")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert (json.loads(r.stdout)["host"], json.loads(r.stdout)["vm"]) == ("local", "test")
+    assert cli("alert", "rule", "remove", "kvmm-t-ops-vm").exit_code == 0
     r = cli("--json", "alert", "webhook", "add", "kvmm-t-ops-wh", "http://127.0.0.1:9/",
             "--secret", "kvmm-t-ops-0123456789")  # fmt: skip
     assert r.exit_code == 0, r.stderr

@@ -52,7 +52,7 @@ def test_bad_dhcp_range_names_the_problem(net_cli: Any) -> None:
     name = f"kvmm-t-sto-{uuid.uuid4().hex[:8]}"
     args = ["--address", "10.213.91.1", "--dhcp-start", "10.213.91.50", "--dhcp-end", "10.213.91.5"]
     result = net_cli("net", "create", name, *args)
-    assert result.exit_code == 2 and "dhcp_start" in result.stderr
+    assert result.exit_code == 2 and "--dhcp-start" in result.stderr, result.stderr
 
 
 def test_lease_expiry_is_a_readable_utc_time() -> None:

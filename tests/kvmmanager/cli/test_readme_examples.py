@@ -5,7 +5,7 @@ The examples are parsed out of README.md itself (its ```sh blocks, `\\` continua
 joined, comments dropped, plus the inline `kvm-manager ...` spans), so a new example
 cannot be added without this test running it. Only the names that would collide on a
 shared libvirtd are made unique (VMs, the `default` pool and network, the `lab` host's
-URI, the `nightly` policy); flags and their order stay exactly as printed.
+URI, the `weekly` policy); flags and their order stay exactly as printed.
 
 Each example has the outcome a user gets on this machine in EXPECTED: exit code 0, or a
 clear refusal (never a usage error, exit code 2) whose reason is named.
@@ -87,7 +87,7 @@ EXPECTED: dict[str, Outcome] = {
     "kvm-manager clone create web1 web1-test": Outcome((5,), "ask for --consistent snapshot"),
     # `lab` is this same libvirtd here: the pre-flight refuses before libvirt does.
     "kvm-manager migrate start web1 lab --copy-storage": Outcome((2,), "same machine"),
-    "kvm-manager backup take nightly web1": Outcome((0,), "full"),
+    "kvm-manager backup take weekly web1": Outcome((0,), "full"),
     # Exits 1 when a check fails, which depends on this host (its `default` network).
     "kvm-manager doctor": Outcome((0, 1), "dev_kvm"),
     "kvm-manager vm list --json": Outcome((0,), '"name"'),
@@ -112,7 +112,7 @@ def names() -> dict[str, str]:
         "lab": f"{tag}-lab",
         "pool": f"{tag}-pool",
         "net": f"{tag}-net",
-        "nightly": f"{tag}-nightly",
+        "weekly": f"{tag}-weekly",
     }
 
 
@@ -136,7 +136,7 @@ def lab(
     cli: Any, live_server: Any, names: dict[str, str], tmp_path: Path, monkeypatch: Any
 ) -> Iterator[dict[str, str]]:
     """The README's world on qemu:///system under unique names: a pool holding debian.iso
-    and debian-12.qcow2, an isolated network, the `nightly` backup policy, ./big.tar,
+    and debian-12.qcow2, an isolated network, the `weekly` backup policy, ./big.tar,
     ./disk.qcow2 and ~/.ssh/id_ed25519.pub."""
     _wait_connected(live_server, "local")
     pool_dir = qemu_dir("kvmm-t-readme-")
@@ -163,7 +163,7 @@ def lab(
         policy = cli(
             "backup",
             "add",
-            names["nightly"],
+            names["weekly"],
             names["web1"],
             "--method",
             "backup",
@@ -196,7 +196,7 @@ def localise(example: str, names: dict[str, str]) -> list[str]:
         prev = words[i - 1] if i else ""
         if word.startswith("qemu+ssh://"):
             word = LIBVIRTD_URI  # the only libvirtd here stands in for the remote lab
-        elif word in ("web1", "web2", "web1-test", "lab", "nightly"):
+        elif word in ("web1", "web2", "web1-test", "lab", "weekly"):
             word = names[word]
         elif word == "default" and prev == "--network":
             word = names["net"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import quote
 
 import typer
@@ -66,11 +67,20 @@ def add_rule(
     op: str = typer.Option(">", "--op", help=">, >=, < or <=."),
     samples: int = typer.Option(1, "--samples", "-s", help="Consecutive samples."),
     severity: str = typer.Option("warning", "--severity", help="info, warning, critical."),
-    host: str | None = typer.Option(None, "--host", "-H"),
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        "-H",
+        help="Only this host's VMs; with --vm, the VM's host (default: $KVMM_HOST or local).",
+    ),
     vm: str | None = typer.Option(None, "--vm"),
     tag: str | None = typer.Option(None, "--tag"),
 ) -> None:
     """Add a rule, e.g. `alert rule add hot-cpu cpu_pct -t 90 -s 3 --severity critical`."""
+    if vm is not None and host is None:
+        # A VM is named on a host, as in every other command; without --vm the rule
+        # covers every host.
+        host = os.environ.get("KVMM_HOST") or "local"
     body = {
         "name": name, "metric": metric, "threshold": threshold, "op": op, "samples": samples,
         "severity": severity, "host": host, "vm": vm, "tag": tag,
