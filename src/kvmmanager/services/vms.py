@@ -151,6 +151,14 @@ class VmService:
                     f"manager started: its VMs are unknown ({hc.status_reason})",
                     field="host",
                 )
+        if state is not None and state not in STATE_NAMES.values():
+            # A misspelt state would otherwise filter everything out: an empty list
+            # that reads as "no VM is in that state".
+            raise InvalidInput(
+                f"state: unknown VM state {state!r}; valid states: "
+                + ", ".join(STATE_NAMES.values()),
+                field="state",
+            )
         out = self.m.inventory.domains(host)
         if state is not None:
             out = [d for d in out if d.state == state]

@@ -141,3 +141,11 @@ def test_user_mode_nic_from_the_command_line(vm_cli, live_server):
     both = _kvm_manager(live_server, "vm", "attach-nic", name, "--user", "--network", "default")
     assert both.returncode == 2
     assert "exactly one of network, bridge or user" in both.stderr
+
+
+def test_list_refuses_an_unknown_state(vm_cli):
+    # Issue 17's try: a misspelt --state listed nothing and exited 0.
+    res = vm_cli("vm", "list", "--state", "bogus")
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert "--state" in res.stderr and "bogus" in res.stderr and "shutoff" in res.stderr
+    assert vm_cli("vm", "list", "--state", "running").exit_code == 0

@@ -68,7 +68,11 @@ def _disk(text: str) -> dict[str, Any]:
 def list_vms(
     ctx: typer.Context,
     host: str | None = typer.Option(None, "--host", "-H", help="Only this host."),
-    state: str | None = typer.Option(None, "--state", help="running, shutoff, paused..."),
+    state: str | None = typer.Option(
+        None,
+        "--state",
+        help="running, blocked, paused, shutdown, shutoff, crashed, pmsuspended or nostate.",
+    ),
     tag: str | None = typer.Option(None, "--tag"),
     query: str | None = typer.Option(None, "--query", "-q", help="Name/description contains."),
 ) -> None:
