@@ -173,3 +173,13 @@ def test_cli_batch(cli, live_server):
         assert r.exit_code == 2
     finally:
         _cleanup()
+
+
+def test_cli_batch_tag_matching_no_vm_is_an_error(cli, live_server):
+    # Issue 17's try: a tag no VM has printed "0 of 0 succeeded" and exited 0.
+    host = live_server.manager.registry.get("local")
+    _wait(lambda: host.connected, "the local host to connect")
+    r = cli("batch", "start", "--tag", "kvmm-t-ops-no-such-tag")
+    assert r.exit_code == 4, (r.stdout, r.stderr)
+    assert "--tag 'kvmm-t-ops-no-such-tag' matched no VM" in r.stderr
+    assert "Traceback" not in r.stderr and "succeeded" not in r.stderr

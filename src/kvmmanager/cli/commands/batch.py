@@ -6,7 +6,7 @@ import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info, wants_json
-from kvmmanager.core.errors import InvalidInput
+from kvmmanager.core.errors import InvalidInput, NotFound
 
 NAME = "batch"
 app = typer.Typer(
@@ -67,6 +67,11 @@ def _command(action: str) -> None:
         }
         with client(ctx) as api:
             res = api.post(f"/api/batch/{action}", json=body)
+        if res["total"] == 0:
+            # Nothing ran: "0 of 0 succeeded" with exit 0 reads as success to a script
+            # whose tag is misspelt or whose VMs are gone.
+            where = f" on host {host!r}" if host else ""
+            raise NotFound(f"--tag {tag!r} matched no VM{where}: nothing to {action}")
         emit(ctx, res if wants_json(ctx) else res["results"], COLUMNS)
         if not wants_json(ctx):
             info(
@@ -77,7 +82,8 @@ def _command(action: str) -> None:
 
     command.__doc__ = (
         f"{action.capitalize()} every VM named or tagged; one failure does not stop the "
-        "others. Exits 3 when some VMs failed."
+        "others. Exits 3 when some VMs failed, 4 when --tag matched no VM (and no VM was "
+        "named)."
     )
     app.command(action)(command)
 
