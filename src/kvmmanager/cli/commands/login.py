@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import socket
 import sys
 
@@ -14,8 +15,28 @@ from kvmmanager.cli.output import info, state
 from kvmmanager.core.errors import InvalidInput, NotFound
 
 
+def _has_terminal() -> bool:
+    """What getpass needs to ask without echo: the controlling terminal, or a stdin that
+    is one. Without either it falls back to reading stdin with a GetPassWarning."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin.isatty()
+    os.close(fd)
+    return True
+
+
+def ask_password(prompt: str) -> str:
+    """`prompt` on the terminal, echo off; refused (exit 2) when there is no terminal."""
+    if not _has_terminal():
+        raise InvalidInput(
+            "no terminal to ask for the password: use --password-stdin", field="password"
+        )
+    return getpass.getpass(prompt)
+
+
 def read_password(password_stdin: bool, prompt: str = "Password: ") -> str:
-    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else getpass.getpass(prompt)
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else ask_password(prompt)
     if not password:
         raise InvalidInput("a password is required", field="password")
     return password
@@ -36,8 +57,8 @@ def _change_generated_password(
                 field="new_password",
             )
     else:
-        new = getpass.getpass("New password: ")
-        if getpass.getpass("New password again: ") != new:
+        new = ask_password("New password: ")
+        if ask_password("New password again: ") != new:
             raise InvalidInput("the passwords do not match", field="new_password")
     changed = api.post(
         "/api/auth/password",

@@ -7,9 +7,10 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands.login import read_password
+from kvmmanager.cli.commands.login import ask_password, read_password
 from kvmmanager.cli.output import emit, info
 from kvmmanager.core.errors import InvalidInput
+from kvmmanager.db.models import ROLES
 
 NAME = "user"
 app = typer.Typer(help="Manage users (admin).", no_args_is_help=True)
@@ -19,15 +20,9 @@ COLUMNS = ["username", "role", "disabled", "created_at"]
 
 def _new_password(password_stdin: bool) -> str:
     password = read_password(password_stdin, "New password: ")
-    if not password_stdin and getpass_confirm() != password:
+    if not password_stdin and ask_password("Repeat: ") != password:
         raise InvalidInput("the passwords do not match", field="password")
     return password
-
-
-def getpass_confirm() -> str:
-    import getpass
-
-    return getpass.getpass("Repeat: ")
 
 
 @app.command("add")
@@ -38,6 +33,10 @@ def add(
     password_stdin: bool = typer.Option(False, "--password-stdin"),
 ) -> None:
     """Create a user."""
+    # Before the password: asking for one only to refuse the role wastes it, and an empty
+    # --password-stdin would hide the real mistake behind "a password is required".
+    if role not in ROLES:
+        raise InvalidInput(f"--role {role!r} is not a role: use {', '.join(ROLES)}", field="role")
     password = _new_password(password_stdin)
     with client(ctx) as api:
         user = api.post(
