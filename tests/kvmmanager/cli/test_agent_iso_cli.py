@@ -186,6 +186,8 @@ def test_deploy_local_with_libvirt_down_exits_6() -> None:
     )
     assert res.exit_code == 6, res.output
     assert "cannot connect" in res.stderr
+    # It names the libvirt it works on (issue 17's try: --local said nothing of where).
+    assert "--local: deploying through libvirt at qemu+unix:///system?socket=" in res.stderr
 
 
 @pytest.mark.libvirtd

@@ -144,12 +144,21 @@ def test_reset_admin_local(settings: Any) -> None:
     runner = CliRunner()
     r = runner.invoke(cli_app, ["user", "reset-admin"])
     assert r.exit_code == 2 and "--local" in r.stderr
+    # Issue 17's try: with no database at the data dir, --local made a new empty one.
+    db = settings.data_dir / "kvm-manager.db"
     r = runner.invoke(cli_app, ["user", "reset-admin", "--local"])
-    assert r.exit_code == 0, r.output
-    password = r.stdout.strip().rsplit(" ", 1)[-1]
+    assert r.exit_code == 4, r.output
+    assert f"no database at {db}; set KVMM_DATA_DIR" in r.stderr
+    assert not settings.data_dir.exists()
+    from kvmmanager.db import migrate
     from kvmmanager.services.manager import Manager
 
     m = Manager(settings)
+    migrate.upgrade(m.engine)
+    r = runner.invoke(cli_app, ["user", "reset-admin", "--local"])
+    assert r.exit_code == 0, r.output
+    assert f"database: {db}" in r.stderr
+    password = r.stdout.strip().rsplit(" ", 1)[-1]
     assert m.users.authenticate("admin", password).role == "admin"
     m.engine.dispose()
 

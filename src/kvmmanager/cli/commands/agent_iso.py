@@ -125,6 +125,8 @@ def deploy(
 
         settings = get_settings()
         target = uri or settings.libvirt.default_uri
+        # No server decides the host: say which libvirt this run changes.
+        info(f"--local: deploying through libvirt at {target} (no server)")
         emit(ctx, asyncio.run(deploy_local(target, settings, pool)).to_dict())
         return
     with client(ctx) as api:

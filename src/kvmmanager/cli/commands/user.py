@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from sqlalchemy.engine import make_url
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.commands.login import ask_password, read_password
 from kvmmanager.cli.output import emit, info
-from kvmmanager.core.errors import InvalidInput
+from kvmmanager.core.config import Settings
+from kvmmanager.core.errors import InvalidInput, NotFound
 from kvmmanager.db.models import ROLES
 
 NAME = "user"
@@ -80,6 +82,22 @@ def remove(
     info(f"deleted user {username}")
 
 
+def _database_of(settings: Settings) -> str:
+    """Which database --local changes, in words; refused when the SQLite file is not
+    there: opening it would create a new, empty database (and its directory) that no
+    server uses, and the admin of the real one would keep the password they forgot."""
+    if settings.database.url:
+        return make_url(settings.database.url).render_as_string(hide_password=True)
+    path = settings.data_dir / "kvm-manager.db"
+    if not path.is_file():
+        raise NotFound(
+            f"no database at {path}; set KVMM_DATA_DIR to the server's data dir "
+            "(or KVMM_DATABASE__URL to its database)",
+            field="KVMM_DATA_DIR",
+        )
+    return str(path)
+
+
 @app.command("reset-admin")
 def reset_admin(
     local: bool = typer.Option(
@@ -87,7 +105,10 @@ def reset_admin(
     ),
     username: str = typer.Option("admin", help="The admin account to reset or create."),
 ) -> None:
-    """Give the admin a new random password, printed once and written to the 0600 file."""
+    """Give the admin a new random password, printed once and written to the 0600 file.
+
+    --local changes the database of KVMM_DATA_DIR (or KVMM_DATABASE__URL), named on
+    stderr; it must exist already (run it as the server's user, with its settings)."""
     if not local:
         raise InvalidInput(
             "reset-admin works on the local database only: pass --local", field="local"
@@ -95,7 +116,9 @@ def reset_admin(
     from kvmmanager.core.config import get_settings
     from kvmmanager.services.manager import Manager
 
-    manager = Manager(get_settings())
+    settings = get_settings()
+    info(f"database: {_database_of(settings)}")
+    manager = Manager(settings)
     try:
         from kvmmanager.db import migrate
 
