@@ -16,6 +16,7 @@ product never removes an image file itself. See snapshot_rules.py for what is re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import libvirt
 
 from kvmmanager.core.errors import Conflict, GuestError, InvalidInput, KvmmError, NotFound
+from kvmmanager.services import snapshot_bitmaps as bitmaps
 from kvmmanager.services import snapshot_quiesce as qz
 from kvmmanager.services import snapshot_rules as rules
 from kvmmanager.services.vm_builder import lookup
@@ -253,6 +255,10 @@ class SnapshotService:
         """Go back to snapshot `name`. `start` True/False forces running/paused-or-off
         afterwards (default: the state the snapshot was taken in)."""
 
+        held = await self._held_checkpoints(host, vm, name)
+        if held:
+            raise bitmaps.checkpoints_refusal(vm, name, held)
+
         def fn(dom: libvirt.virDomain) -> dict[str, Any]:
             s = _lookup_snapshot(dom, name)
             rules.check_revert(
@@ -265,7 +271,13 @@ class SnapshotService:
                 flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
             if force:
                 flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
-            dom.revertToSnapshot(s, flags)
+            try:
+                dom.revertToSnapshot(s, flags)
+            except libvirt.libvirtError as exc:
+                refusal = bitmaps.bitmaps_refusal(vm, name, exc)
+                if refusal is None:
+                    raise
+                raise refusal from exc
             state = dom.state()[0]
             return {
                 "host": host,
@@ -279,6 +291,33 @@ class SnapshotService:
         result = await self._on(host, vm, fn)
         await self._refresh(host, result["uuid"])
         return result
+
+    async def _held_checkpoints(
+        self, host: str, vm: str, name: str
+    ) -> tuple[bitmaps.HeldCheckpoint, ...]:
+        """The VM's checkpoints when `name` is an internal snapshot (their bitmaps block
+        its revert), each with the backup that made it; () otherwise."""
+
+        def read(dom: libvirt.virDomain) -> tuple[str, tuple[str, ...]]:
+            s = _lookup_snapshot(dom, name)
+            if DomainSnapshot.from_xml(s.getXMLDesc(0)).is_external:
+                return dom.UUIDString(), ()
+            return dom.UUIDString(), tuple(c.getName() for c in dom.listAllCheckpoints(0))
+
+        uuid, names = await self._on(host, vm, read, kind="read")
+        if not names:
+            return ()
+        made = {
+            b["checkpoint"]: b
+            for b in await asyncio.to_thread(self.m.backups.images.list, host, uuid)
+            if b["checkpoint"]
+        }
+        return tuple(
+            bitmaps.HeldCheckpoint(n, made[n]["id"], made[n]["policy"])
+            if n in made
+            else bitmaps.HeldCheckpoint(n)
+            for n in names
+        )
 
     async def delete(
         self, host: str, vm: str, name: str, *, children: bool = False
