@@ -113,9 +113,15 @@ def pick_interface(xml: Domain, mac: str | None) -> Interface:
             "the passt backend (<backend type='passt'/>)",
             field="mac",
         )
-    others = ", ".join(_nic_text(n) for n in nics) or "no NIC at all"
+    if not nics:
+        raise Unsupported(
+            f"vm '{xml.name}' has no NIC: port forwards need a user-mode NIC on libvirt's "
+            f"passt backend; attach one with user-mode networking first (see {DOCS})",
+            field="mac",
+        )
+    others = ", ".join(_nic_text(n) for n in nics)
     raise Unsupported(
-        f"vm '{xml.name}' has no user-mode (passt) NIC, only {others}. Ports of a VM on a "
+        f"vm '{xml.name}' has no user-mode (passt) NIC; its NICs: {others}. Ports of a VM on a "
         f"NAT network or a bridge are forwarded on the host (libvirt network hook or "
         f"nftables), not in the VM's XML: see {DOCS}",
         field="mac",

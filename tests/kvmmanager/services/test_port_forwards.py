@@ -82,6 +82,12 @@ def test_other_nics_are_refused_with_the_supported_way() -> None:
     slirp.devices.add(Interface(type="user", model="virtio"))
     with pytest.raises(Unsupported, match="slirp"):
         add_forward(slirp, None, ForwardRule(proto="tcp", host_port=2222))
+    # Issue 17's try: a VM without NICs was said to have "only no NIC at all".
+    bare = build_domain(VmSpec(name=NAME), BuildInputs("qemu", "x86_64", []))
+    with pytest.raises(Unsupported) as exc:
+        add_forward(bare, None, ForwardRule(proto="tcp", host_port=2222))
+    assert exc.value.message.startswith(f"vm '{NAME}' has no NIC: port forwards need a user-mode")
+    assert "only" not in exc.value.message
 
 
 @pytest.fixture
