@@ -85,3 +85,21 @@ def test_cp_both_ways_with_resume(acli: Any, roots: dict[str, Path], tmp_path: P
     assert back.read_bytes() == data and down["sha256"] == up["sha256"]
     bad = acli("agent", "cp", str(src), str(back))
     assert bad.exit_code == 2 and "VM:/" in bad.stderr
+
+
+def test_cp_error_is_one_line_on_stderr(cli: Any, live_server: Any, tmp_path: Path) -> None:
+    # Issue 17's try: a refused copy printed an empty line (the progress bar's) first.
+    host = live_server.manager.registry.get("local")
+    deadline = time.monotonic() + 30
+    while not host.connected:
+        assert time.monotonic() < deadline, "local host did not connect"
+        time.sleep(0.02)
+    out = tmp_path / "out"
+    out.mkdir()
+    src = out / "local.txt"
+    src.write_text("kvmm")
+    for args in ([str(src), "test:/tmp/kvmm-t-cp.txt"], ["test:/tmp/kvmm-t-cp.txt", str(out)]):
+        r = cli("agent", "cp", *args)
+        assert r.exit_code != 0 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert list(out.iterdir()) == [src]  # the refused download made no empty file

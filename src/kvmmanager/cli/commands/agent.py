@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -181,14 +182,18 @@ def _label(text: str) -> str:
     return escape(inert(text))
 
 
-def _progress() -> Progress:
+def _progress(quiet: bool) -> Progress:
+    # On stderr, and not at all when quiet: even with no visible task a live display
+    # ends with a line of its own, which came out as an empty line before an error.
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=False,
+        disable=quiet,
     )
 
 
@@ -201,7 +206,7 @@ def _upload(api: ApiClient, base: str, src: Path, dest: str, resume: bool, quiet
     file is sent again over HTTP and the server skips what the guest already holds."""
     size = src.stat().st_size
     digest = hashlib.sha256()
-    with open(src, "rb") as fh, _progress() as bar:
+    with open(src, "rb") as fh, _progress(quiet) as bar:
         task = bar.add_task(_label(f"{src.name} -> {dest}"), total=size, visible=not quiet)
 
         def body() -> Iterator[bytes]:
@@ -218,12 +223,11 @@ def _upload(api: ApiClient, base: str, src: Path, dest: str, resume: bool, quiet
     return {"path": dest, "size_bytes": result["size_bytes"], "sha256": result["sha256"]}
 
 
-def _download(api: ApiClient, base: str, src: str, dest: Path, resume: bool, quiet: bool) -> dict:
-    """GET /files/content (the server's windowed transfer) from where a --resume left
-    off, then the guest's sha256 of the whole file against ours."""
-    digest = hashlib.sha256()
-    done = dest.stat().st_size if resume and dest.exists() else 0
-    with open(dest, "r+b" if done else "wb") as fh, _progress() as bar:
+def _receive(
+    api: ApiClient, base: str, src: str, dest: Path, done: int, digest: Any, quiet: bool
+) -> int:
+    """Append the guest's `src` from offset `done` to `dest`; the bytes it now holds."""
+    with open(dest, "r+b" if done else "wb") as fh, _progress(quiet) as bar:
         while fh.tell() < done:
             digest.update(fh.read(min(1 << 20, done - fh.tell())))
         with api.stream("GET", f"{base}/files/content", params={"path": src, "offset": done}) as r:
@@ -237,6 +241,23 @@ def _download(api: ApiClient, base: str, src: str, dest: Path, resume: bool, qui
                 done += len(data)
                 bar.update(task, completed=done)
         fh.truncate(done)
+    return done
+
+
+def _download(api: ApiClient, base: str, src: str, dest: Path, resume: bool, quiet: bool) -> dict:
+    """GET /files/content (the server's windowed transfer) from where a --resume left
+    off, then the guest's sha256 of the whole file against ours."""
+    digest = hashlib.sha256()
+    done = dest.stat().st_size if resume and dest.exists() else 0
+    existed = dest.exists()
+    try:
+        size = _receive(api, base, src, dest, done, digest, quiet)
+    except BaseException:
+        # A refused copy leaves no empty file behind; a partial one stays for --resume.
+        if not existed and dest.exists() and dest.stat().st_size == 0:
+            dest.unlink()
+        raise
+    done = size
     stat = api.get(f"{base}/files/stat", params={"path": src, "sha256": True})
     if stat.get("sha256") != digest.hexdigest():
         raise GuestError(f"verification failed: sha256 of {dest} differs from the guest's {src}")
