@@ -89,6 +89,16 @@ class GuestError(KvmmError):
     exit_code = 7
 
 
+class LibvirtRefused(KvmmError):
+    """libvirt failed a call with an error no other class fits (its "internal error",
+    often QEMU's or a helper's refusal passed on): a failure of the hypervisor behind the
+    manager, not of the manager, so a 502 with libvirt's words rather than a 500."""
+
+    code = "libvirt_error"
+    status = 502
+    exit_code = 1
+
+
 class Timeout(KvmmError):
     code = "timeout"
     status = 504

@@ -31,7 +31,13 @@ from typing import Any, TypeVar
 import libvirt
 
 from kvmmanager.core.config import LibvirtSettings, Settings
-from kvmmanager.core.errors import HostTimeout, HostUnavailable, KvmmError, Timeout
+from kvmmanager.core.errors import (
+    HostTimeout,
+    HostUnavailable,
+    KvmmError,
+    LibvirtRefused,
+    Timeout,
+)
 from kvmmanager.virt import liveness, readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
 from kvmmanager.virt.calls import CallKind, HostWorkers, deadline_for, op_name, resolve_kind
@@ -304,6 +310,18 @@ class HostConnection(Heartbeat, HostEvents):
                 # say which host: a manager of many hosts must.
                 err.message = f"host '{self.name}': {err.message}"
                 err.args = (err.message,)
+            elif isinstance(err, LibvirtRefused):
+                # libvirt's "internal error: Child process (...) unexpected exit status"
+                # names neither the host nor what the user asked for.
+                err.message = (
+                    f"host '{self.name}': libvirt refused {op or op_name(fn)}: {err.message}"
+                )
+                err.args = (err.message,)
+                err.details = {
+                    **(err.details or {}),
+                    "host": self.name,
+                    "operation": op or op_name(fn),
+                }
             elif isinstance(err, Timeout):
                 # libvirt itself gave up (e.g. "cannot acquire state change lock"): its
                 # words name neither the host nor what was asked, which the user needs

@@ -2,7 +2,9 @@
 
 libvirt's own message is kept verbatim: it is usually the most precise explanation the
 user can get ("domain 'x' is already running"). Only the class (and so the HTTP status and
-CLI exit code) is chosen here, from libvirt's error code.
+CLI exit code) is chosen here, from libvirt's error code; a code no class fits (its
+"internal error" above all) is LibvirtRefused, a 502: the hypervisor failed, not the
+manager.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from kvmmanager.core.errors import (
     HostUnavailable,
     InvalidInput,
     KvmmError,
+    LibvirtRefused,
     NotFound,
     PermissionDenied,
     Timeout,
@@ -147,7 +150,7 @@ def translate_libvirt_error(
     for codes, cls in _TABLE:
         if code in codes:
             return _build(cls, message, details, exc)
-    return _build(KvmmError, message, details, exc)
+    return _build(LibvirtRefused, message, details, exc)
 
 
 def _build(

@@ -11,7 +11,14 @@ import libvirt
 import pytest
 
 from kvmmanager.core.config import LibvirtSettings
-from kvmmanager.core.errors import HostTimeout, HostUnavailable, InvalidInput, NotFound, Timeout
+from kvmmanager.core.errors import (
+    HostTimeout,
+    HostUnavailable,
+    InvalidInput,
+    LibvirtRefused,
+    NotFound,
+    Timeout,
+)
 from kvmmanager.virt.connection import (
     HostConnection,
     ensure_event_loop,
@@ -306,6 +313,28 @@ async def test_a_timeout_libvirt_reports_names_the_host_and_the_operation(testho
     assert body["details"]["host"] == "kvmm-t-host-a"
     assert body["details"]["operation"] == "suspend kvmm-t-host-web"
     assert body["details"]["libvirt_code"] == libvirt.VIR_ERR_OPERATION_TIMEOUT
+
+
+async def test_a_libvirt_internal_error_is_a_502_naming_the_host_and_the_operation(testhost):
+    """libvirt's "internal error" (QEMU or a helper refusing, e.g. qemu-img) is the
+    hypervisor's failure, not the manager's: a 502 saying which host refused what, with
+    libvirt's words, not a 500 (issue 17 independent try). The test driver has no QEMU to
+    fail, so the call raises libvirt's error itself."""
+
+    def qemu_img_failed() -> None:
+        msg = "internal error: Child process (/usr/bin/qemu-img ...) unexpected exit status 1"
+        exc = libvirt.libvirtError(msg)
+        exc.err = (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, msg, 2)
+        raise exc
+
+    with pytest.raises(LibvirtRefused) as info:
+        await testhost.run(qemu_img_failed, op="revert kvmm-t-host-web")
+    err = info.value
+    assert (err.status, err.code) == (502, "libvirt_error")
+    assert err.message.startswith(
+        "host 'kvmm-t-host-a': libvirt refused revert kvmm-t-host-web: internal error: "
+    ), err.message
+    assert err.to_dict()["details"]["operation"] == "revert kvmm-t-host-web"
 
 
 async def test_a_connected_hosts_reason_names_its_overdue_calls(testhost):

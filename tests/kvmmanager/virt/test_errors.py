@@ -12,7 +12,7 @@ from kvmmanager.core.errors import (
     Conflict,
     HostUnavailable,
     InvalidInput,
-    KvmmError,
+    LibvirtRefused,
     NotFound,
     PermissionDenied,
     Timeout,
@@ -87,12 +87,14 @@ def test_code_mapping(code, cls):
 
 def test_system_error_is_a_host_problem_only_when_the_connection_is_gone():
     local = _synthetic(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_STORAGE, "No such file")
-    assert type(translate_libvirt_error(local)) is KvmmError
+    assert type(translate_libvirt_error(local)) is LibvirtRefused
     assert type(translate_libvirt_error(local, connection_dead=True)) is HostUnavailable
     transport = _synthetic(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv")
     assert type(translate_libvirt_error(transport)) is HostUnavailable
     internal = _synthetic(libvirt.VIR_ERR_INTERNAL_ERROR)
-    assert type(translate_libvirt_error(internal)) is KvmmError
+    # libvirt's (or QEMU's) own failure: a 502, not the manager's 500 (issue 17 try).
+    refused = translate_libvirt_error(internal)
+    assert type(refused) is LibvirtRefused and refused.status == 502
     assert type(translate_libvirt_error(internal, connection_dead=True)) is HostUnavailable
 
 
