@@ -59,6 +59,9 @@ def test_snapshot_cli(cli: Any, live_server: Any) -> None:
         assert r.exit_code == 0 and json.loads(r.stdout)["quiesce_policy"] == "never"
         r = cli("--json", "snapshot", "delete", name, "base", "--children")
         assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == ["base", "next"]
+        # Issue 17's try: the tree of a VM without snapshots printed nothing.
+        r = cli("snapshot", "list", name, "--tree")
+        assert r.exit_code == 0 and f"vm {name} has no snapshots" in r.stderr, r.stderr
         r = cli("snapshot", "delete", name, "base")
         assert r.exit_code == 4
     finally:

@@ -43,6 +43,8 @@ def list_snapshots(
         data = api.get(_base(host, vm))
     if wants_json(ctx):
         emit(ctx, data)
+    elif tree and not data["tree"]:
+        info(f"vm {vm} has no snapshots")  # an empty tree printed nothing at all
     elif tree:
         _print_tree(data["tree"], data["current"])
     else:
