@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.kvmmanager_agent.conftest import Raw, RunningAgent
 
@@ -113,6 +115,13 @@ def test_two_thousand_back_to_back_pings_get_no_refusal(agent: RunningAgent) -> 
     # The default config, one client asking as fast as it can (the issue: ~1,780 of
     # 2,000 were answered "busy").
     raw = Raw(agent.path)
+    # Replies are read while the requests go out, as a real client does: 2,000 replies
+    # (~600 KB) overflow the socket buffers of a client that only reads at the end, the
+    # agent's writes then wait, and so does the client's sendall (CI stop 15: a deadlock
+    # of the test itself, "reply dropped: write timed out").
+    replies: list[Any] = []
+    reader = threading.Thread(target=lambda: replies.extend(raw.reply() for _ in range(2000)))
+    reader.start()
     for start in range(0, 2000, 200):
         raw.send(
             b"".join(
@@ -120,7 +129,8 @@ def test_two_thousand_back_to_back_pings_get_no_refusal(agent: RunningAgent) -> 
                 for i in range(start, start + 200)
             )
         )
-    replies = [raw.reply() for _ in range(2000)]
+    reader.join(120)
+    assert not reader.is_alive() and len(replies) == 2000, len(replies)
     assert [r for r in replies if "result" not in r] == []
     assert sorted(r["id"] for r in replies) == list(range(2000))
     raw.close()
