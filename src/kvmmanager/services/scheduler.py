@@ -155,8 +155,7 @@ class Scheduler:
             self._wake.clear()
             if not self.m.lease.held:
                 # Another instance runs the schedules; gaining the lease wakes this loop.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=MAX_SLEEP)
+                await self._sleep(MAX_SLEEP)
                 continue
             try:
                 await self.tick()
@@ -164,8 +163,17 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick failed")
                 delay = MAX_SLEEP
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until woken or `seconds` pass. asyncio.timeout, not wait_for: Python 3.11's
+        wait_for swallows a cancellation that meets a wake-up (the lease's release at
+        stop wakes this loop as aclose cancels it), and the loop then ran on, so the
+        Manager's stop waited forever (CI stop 15: a 300 s teardown timeout)."""
+        assert self._wake is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _delay(self) -> float:
         with self.m.db() as s:

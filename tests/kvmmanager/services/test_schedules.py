@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,3 +105,16 @@ def test_a_cron_that_never_matches_is_refused():
         validate_spec(base(kind="cron", cron="0 0 30 2 *"))
     assert err.value.field == "cron"
     assert next_run(sched(kind="cron", cron="0 0 30 2 *"), utc(2026, 1, 1)) is None
+
+
+async def test_a_wake_up_meeting_the_stop_does_not_keep_the_loop_running(manager: Any) -> None:
+    """The lease's release at stop wakes the scheduler as its aclose cancels it. Python
+    3.11's wait_for swallowed that cancellation, the loop ran on and Manager.stop waited
+    forever (CI stop 15: a teardown past pytest's 300 s)."""
+    scheduler = manager.scheduler
+    for _ in range(5):
+        await asyncio.sleep(0.05)  # the loop is asleep on its wake event
+        scheduler._wake.set()  # a wake-up in the same loop pass as the stop
+        async with asyncio.timeout(30):
+            await scheduler.aclose()
+        scheduler.start()
