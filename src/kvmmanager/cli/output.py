@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import typer
@@ -73,6 +73,39 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# Human tables only (--json keeps the raw numbers): which keys hold seconds since the
+# epoch, which hold byte counts. A raw 1733540000.123 or 10737418240 reads as noise.
+_EPOCH_KEYS = frozenset({"since", "created", "updated", "last_ts", "ts"})
+_EPOCH_SUFFIXES = ("_at", "_ts")
+_BYTES_KEYS = frozenset({"size", "size_bytes"})
+# Below this a number under an epoch key is a duration or a count, not a date.
+_EPOCH_FLOOR = 100_000_000
+
+
+def human_bytes(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} TiB"
+
+
+def human_value(key: str, value: Any) -> Any:
+    """`value` of field `key` as a person reads it: a date for epoch seconds, a size for
+    bytes, a float rounded to 2 decimals; anything else unchanged."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if (key in _EPOCH_KEYS or key.endswith(_EPOCH_SUFFIXES)) and value >= _EPOCH_FLOOR:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if key in _BYTES_KEYS or key.endswith("_bytes"):
+        return human_bytes(value)
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value == value else "-"
+    return value
+
+
 def cell(value: Any) -> Text:
     """A table cell or printed value: plain text (no markup), control characters escaped;
     newlines stay, inside the cell."""
@@ -107,7 +140,7 @@ def table(
         keys.append(key)
         t.add_column(header, overflow="fold")
     for row in rows:
-        t.add_row(*(cell(row.get(k)) for k in keys))
+        t.add_row(*(cell(human_value(k, row.get(k))) for k in keys))
     console().print(t)
 
 
@@ -117,7 +150,7 @@ def record(data: Mapping[str, Any], *, title: str | None = None) -> None:
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for k, v in data.items():
-        t.add_row(cell(k), cell(v))
+        t.add_row(cell(k), cell(human_value(str(k), v)))
     console().print(t)
 
 

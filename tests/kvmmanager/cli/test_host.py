@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 TESTNODE_URI = f"test://{Path(__file__).parents[1] / 'virt' / 'fixtures' / 'testnode.xml'}"
@@ -34,6 +35,11 @@ def test_add_list_show_remove(cli, live_server):
     shown = json.loads(r.stdout)
     assert (shown["status"], shown["accel"], shown["vm_count"]) == ("connected", "tcg", 2)
     assert shown["libvirt_version"].count(".") == 2
+    # Issue 17's try: the human record showed `since` as raw epoch seconds.
+    r = cli("host", "show", "kvmm-t-host-cli")
+    since = datetime.fromtimestamp(shown["since"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert r.exit_code == 0 and since in r.stdout, r.stdout
+    assert str(shown["since"]) not in r.stdout
 
     r = cli("host", "remove", "kvmm-t-host-cli")
     assert r.exit_code == 0, r.stderr

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.output import emit, wants_json
+from kvmmanager.cli.output import emit, human_bytes, wants_json
 from kvmmanager.core.errors import InvalidInput
 
 NAME = "metrics"
@@ -35,16 +35,6 @@ SORT_KEYS = {"name": "name", "cpu": "cpu_pct", "mem": "mem_bytes", "disk": "disk
 
 def _seg(value: str) -> str:
     return quote(value, safe="")
-
-
-def human_bytes(v: float | None) -> str:
-    if v is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(v) < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return f"{v:.1f} TiB"
 
 
 def _num(v: float | None, fmt: str = "{:.1f}") -> str:
