@@ -76,7 +76,7 @@ def _cell(value: Any) -> str:
 # Human tables only (--json keeps the raw numbers): which keys hold seconds since the
 # epoch, which hold byte counts. A raw 1733540000.123 or 10737418240 reads as noise.
 _EPOCH_KEYS = frozenset({"since", "created", "updated", "last_ts", "ts"})
-_EPOCH_SUFFIXES = ("_at", "_ts")
+_EPOCH_SUFFIXES = ("_at", "_ts", "_since")
 _BYTES_KEYS = frozenset({"size", "size_bytes"})
 # Below this a number under an epoch key is a duration or a count, not a date.
 _EPOCH_FLOOR = 100_000_000
