@@ -84,6 +84,7 @@ __all__ = [
     "disk_paths",
     "disk_target",
     "disk_volume_path",
+    "domain_caps",
     "generate_vnc_password",
     "lookup",
     "passt_offered",
@@ -217,17 +218,23 @@ def user_interface(model: str, passt: bool) -> Interface:
     return iface
 
 
-def passt_offered(conn: libvirt.virConnect, domain_type: str) -> bool:
-    """Whether the host's domain capabilities list passt as a user-mode NIC backend."""
+def domain_caps(conn: libvirt.virConnect, domain_type: str) -> DomainCapabilities | None:
+    """The host's domain capabilities for `domain_type`, or None when the driver has none
+    to report (the test driver)."""
     try:
-        caps = DomainCapabilities.from_xml(
+        return DomainCapabilities.from_xml(
             conn.getDomainCapabilities(None, None, None, domain_type, 0)
         )
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
             raise
-        return False
-    return "passt" in caps.interface_backends
+        return None
+
+
+def passt_offered(conn: libvirt.virConnect, domain_type: str) -> bool:
+    """Whether the host's domain capabilities list passt as a user-mode NIC backend."""
+    caps = domain_caps(conn, domain_type)
+    return caps is not None and "passt" in caps.interface_backends
 
 
 def disk_target(bus: str, index: int) -> str:

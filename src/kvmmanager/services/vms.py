@@ -39,7 +39,6 @@ from kvmmanager.virt import readers
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
 from kvmmanager.virt.inventory import DomainInfo
-from kvmmanager.virt.xml.capabilities import DomainCapabilities
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, ManagerMetadata
 
@@ -353,13 +352,8 @@ class VmService:
 def host_caps(conn: libvirt.virConnect, domain_type: str) -> vm_builder.HostCaps:
     """What the host's domain capabilities offer for `domain_type` (nothing when the
     driver has none to report, like the test driver)."""
-    try:
-        caps = DomainCapabilities.from_xml(
-            conn.getDomainCapabilities(None, None, None, domain_type, 0)
-        )
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-            raise
+    caps = vm_builder.domain_caps(conn, domain_type)
+    if caps is None:
         return vm_builder.HostCaps()
     return vm_builder.HostCaps(
         uefi=caps.supports_uefi,
