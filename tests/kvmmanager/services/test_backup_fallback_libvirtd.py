@@ -17,6 +17,7 @@ from tests.kvmmanager.services.test_backup_images_libvirtd import (  # noqa: F40
     lab,
     make_vm,
     policy,
+    record_job_calls,
     settings,
 )
 
@@ -123,15 +124,7 @@ async def test_in_a_copy_backup_only_the_disk_copies_and_the_digest_stream_have_
     await hc.wait_connected(60)
     name, _src = await make_vm(manager, lab)
     p = policy(manager, lab, keep_last=3)
-    unbounded: list[str] = []
-    real = hc.workers.call
-
-    async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
-        if kind == "job":
-            unbounded.append(op)
-        return await real(fn, op=op, kind=kind, deadline=deadline)
-
-    monkeypatch.setattr(hc.workers, "call", record)
+    unbounded = record_job_calls(hc, monkeypatch)
     with job_calls():  # as the job runner runs a scheduled backup
         b = await manager.backups.images.take({**p, "method": "copy"}, "local", name)
     assert b["status"] == "ok", b

@@ -192,6 +192,21 @@ async def test_retention_and_raw_disk(manager: Any, lab: dict[str, Any]) -> None
     await images.delete(second["id"])
 
 
+def record_job_calls(hc: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The operation names of the calls `hc` runs without a deadline (kind "job"), as
+    they are made; the calls themselves run as before."""
+    unbounded: list[str] = []
+    real = hc.workers.call
+
+    async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
+        if kind == "job":
+            unbounded.append(op)
+        return await real(fn, op=op, kind=kind, deadline=deadline)
+
+    monkeypatch.setattr(hc.workers, "call", record)
+    return unbounded
+
+
 async def test_in_a_backup_job_every_call_but_the_digest_stream_has_a_deadline(
     manager: Any, lab: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,15 +218,7 @@ async def test_in_a_backup_job_every_call_but_the_digest_stream_has_a_deadline(
     await hc.wait_connected(60)
     name, _src = await make_vm(manager, lab)
     p = policy(manager, lab, keep_last=5)
-    unbounded: list[str] = []
-    real = hc.workers.call
-
-    async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
-        if kind == "job":
-            unbounded.append(op)
-        return await real(fn, op=op, kind=kind, deadline=deadline)
-
-    monkeypatch.setattr(hc.workers, "call", record)
+    unbounded = record_job_calls(hc, monkeypatch)
     with job_calls():  # as the job runner runs a scheduled backup
         out = await manager.backups.images.take(p, "local", name)
     assert out["status"] == "ok", out

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from tests.testdriver_cleanup import purge
 
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.vm_pending import pending_changes
@@ -111,19 +112,7 @@ async def source_vm(manager: Any) -> AsyncIterator[str]:
     try:
         yield name
     finally:
-
-        def cleanup() -> None:
-            conn = hc.conn
-            for dom in conn.listAllDomains():
-                if dom.name().startswith(PREFIX):
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
-            for vol in conn.storagePoolLookupByName(POOL).listAllVolumes():
-                if vol.name().startswith(PREFIX):
-                    vol.delete(0)
-
-        await hc.run(cleanup)
+        await asyncio.to_thread(purge, PREFIX)
         left = await hc.run(
             lambda: (
                 [v for v in hc.conn.storagePoolLookupByName(POOL).listVolumes()]

@@ -4,11 +4,13 @@ name clashes and bad input are refused naming the field; a failed clone leaves n
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import libvirt
 import pytest
+from tests.testdriver_cleanup import purge
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
 from kvmmanager.services import clones as clones_mod
@@ -40,19 +42,7 @@ async def source(manager: Any) -> Any:
     try:
         yield name
     finally:
-
-        def cleanup() -> None:
-            conn = hc.conn
-            for dom in conn.listAllDomains():
-                if dom.name().startswith(PREFIX):
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
-            for vol in conn.storagePoolLookupByName(POOL).listAllVolumes():
-                if vol.name().startswith(PREFIX):
-                    vol.delete(0)
-
-        await hc.run(cleanup)
+        await asyncio.to_thread(purge, PREFIX)
 
 
 async def _xml(manager: Any, name: str) -> Domain:
