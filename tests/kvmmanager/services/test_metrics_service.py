@@ -336,6 +336,10 @@ async def test_restart_keeps_the_week_and_the_month(manager: Any, settings: Sett
     await again.start()
     try:
         await until(lambda: "local" in again.metrics.hosts(), "the new manager's collector")
+        # The VM is looked up in the inventory, which the host's connect fills.
+        await again.registry.get("local").wait_connected(30)
+        await until(lambda: any(d.name == "test" for d in again.inventory.domains("local")),
+                    "the inventory")  # fmt: skip
         month = await again.metrics.ahistory("local", "test", window="30d")
         week = await again.metrics.ahistory("local", "test", window="7d")
     finally:
