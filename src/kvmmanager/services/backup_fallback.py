@@ -155,8 +155,13 @@ def commit_step(dom: libvirt.virDomain, o: Overlay, started: bool) -> str:
     try:
         dom.blockJobAbort(o.disk, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
     except libvirt.libvirtError as exc:
-        # Not ready yet (the mirror phase has not converged): ask again.
-        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+        # Not ready yet: the mirror phase has not converged, or it has (cur == end) but
+        # QEMU's BLOCK_JOB_READY has not reached libvirt yet ("not ready for pivot yet",
+        # VIR_ERR_BLOCK_COPY_ACTIVE). Both end by themselves: ask again.
+        if exc.get_error_code() in (
+            libvirt.VIR_ERR_OPERATION_INVALID,
+            libvirt.VIR_ERR_BLOCK_COPY_ACTIVE,
+        ):
             return "waiting"
         raise
     return "done" if disk_source(dom, o.disk) == o.base else "waiting"
