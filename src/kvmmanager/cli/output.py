@@ -69,7 +69,9 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(_cell(v) for v in value)
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+        # Nested objects (a backup's volumes, a clone's disks) read like the table's
+        # own cells: their byte counts and dates shown for a person too.
+        return ", ".join(f"{k}={_cell(human_value(str(k), v))}" for k, v in value.items())
     return str(value)
 
 
@@ -77,7 +79,12 @@ def _cell(value: Any) -> str:
 # epoch, which hold byte counts. A raw 1733540000.123 or 10737418240 reads as noise.
 _EPOCH_KEYS = frozenset({"since", "created", "updated", "last_ts", "ts"})
 _EPOCH_SUFFIXES = ("_at", "_ts", "_since")
-_BYTES_KEYS = frozenset({"size", "size_bytes"})
+# libvirt's volume and pool figures (capacity, allocation, available, physical) and a
+# backup volume's `bytes` are byte counts too; `*_kib` fields (a VM's memory) are KiB.
+_BYTES_KEYS = frozenset(
+    {"size", "size_bytes", "capacity", "allocation", "available", "physical", "bytes"}
+)
+_KIB_SUFFIX = "_kib"
 # Below this a number under an epoch key is a duration or a count, not a date.
 _EPOCH_FLOOR = 100_000_000
 
@@ -101,6 +108,8 @@ def human_value(key: str, value: Any) -> Any:
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if key in _BYTES_KEYS or key.endswith("_bytes"):
         return human_bytes(value)
+    if key.endswith(_KIB_SUFFIX):
+        return human_bytes(value * 1024)
     if isinstance(value, float):
         return f"{value:.2f}".rstrip("0").rstrip(".") if value == value else "-"
     return value

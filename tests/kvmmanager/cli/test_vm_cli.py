@@ -149,3 +149,15 @@ def test_list_refuses_an_unknown_state(vm_cli):
     assert res.exit_code == 2, (res.stdout, res.stderr)
     assert "--state" in res.stderr and "bogus" in res.stderr and "shutoff" in res.stderr
     assert vm_cli("vm", "list", "--state", "running").exit_code == 0
+
+
+def test_show_prints_sizes_for_people_and_raw_numbers_in_json(vm_cli):
+    """Issue 17's independent try, item 9: byte fields printed as raw integers."""
+    name = f"kvmm-t-vm-{uuid.uuid4().hex[:8]}"
+    _json(vm_cli("--json", "vm", "create", name, "--memory", "128", "--disk", f"{POOL}:1"))
+    shown = vm_cli("vm", "show", name)
+    assert shown.exit_code == 0, shown.stderr
+    assert "128.0 MiB" in shown.stdout and "131072" not in shown.stdout
+    assert _json(vm_cli("--json", "vm", "show", name))["memory_kib"] == 131072
+    vols = vm_cli("vol", "list", POOL)
+    assert vols.exit_code == 0 and "1.0 GiB" in vols.stdout, vols.stdout

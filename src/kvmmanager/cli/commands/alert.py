@@ -21,8 +21,9 @@ app.add_typer(email_app, name="email")
 
 ALERT_COLUMNS = ["id", "state", "severity", "rule_name", "host", "subject_name", "value",
                  "message", "fired_at", "resolved_at"]  # fmt: skip
-RULE_COLUMNS = ["name", "metric", "op", "threshold", "samples", "severity", "host", "vm", "tag",
-                "enabled"]  # fmt: skip
+# The id first: `alert rule enable/disable/remove` take it.
+RULE_COLUMNS = ["id", "name", "metric", "op", "threshold", "samples", "severity", "host", "vm",
+                "tag", "enabled"]  # fmt: skip
 HOOK_COLUMNS = ["name", "url", "min_severity", "enabled"]
 DELIVERY_COLUMNS = ["id", "event", "state", "attempts", "last_status", "last_error", "created_at"]
 
