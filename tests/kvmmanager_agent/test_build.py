@@ -21,7 +21,7 @@ def test_zipapp_is_deterministic_and_runs(tmp_path: Path, monkeypatch: pytest.Mo
         names = zf.namelist()
         assert names[0] == "__main__.py"
         assert names[1:] == sorted(names[1:])
-        assert "kvmmanager_agent/protocol.py" in names
+        assert "kvmmanager_agent/protocol/registry.py" in names
         assert not any("__pycache__" in n for n in names)
         assert {i.date_time for i in zf.infolist()} == {(2023, 11, 14, 22, 13, 20)}
     out = subprocess.run(

@@ -46,7 +46,7 @@ def test_first_start_fills_the_cache_and_later_starts_import_from_it(
     assert cache.stat().st_mode & 0o777 == 0o700
     pkg = cache / key / "kvmmanager_agent"
     tag = sys.implementation.cache_tag
-    for name in ("__main__", "protocol", "server", "methods/exec"):
+    for name in ("__main__", "protocol/registry", "server", "methods/exec"):
         src = pkg / (name + ".py")
         assert (src.parent / "__pycache__" / f"{src.stem}.{tag}.pyc").is_file(), name
     # Proof that the agent's modules now come from the cache, not from the zipapp.
