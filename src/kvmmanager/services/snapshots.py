@@ -31,6 +31,7 @@ from kvmmanager.services import snapshot_quiesce as qz
 from kvmmanager.services import snapshot_rules as rules
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.virt.calls import CallKind, op_name
+from kvmmanager.virt.events import Event
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, QUIESCE_POLICIES, ManagerMetadata
 from kvmmanager.virt.xml.snapshot import DomainSnapshot
@@ -220,6 +221,7 @@ class SnapshotService:
             required=quiesce == "require",
         )
         await self._refresh(host, uuid)
+        self._changed(host, uuid, vm, "created", name)
         return {"host": host, "vm": vm, **info, "consistency": c.to_dict()}
 
     async def _freeze(self, host: str, uuid: str, limit: float) -> Any:
@@ -239,6 +241,15 @@ class SnapshotService:
         'running') must not see the state from before the events arrive."""
         with contextlib.suppress(KvmmError):
             await self.m.vms.refresh(host, uuid)
+
+    def _changed(self, host: str, uuid: str, vm: str, action: str, snapshot: str) -> None:
+        """libvirt sends no event for a snapshot taken, deleted or reverted to (a shut-off
+        VM's does not even change state): the manager says so itself, so every open page of
+        the VM (its Snapshots tab) and every API event stream sees it without a reload."""
+        with contextlib.suppress(NotFound):
+            vm = self.m.inventory.domain(host, uuid).name
+        data = {"name": vm, "action": action, "snapshot": snapshot}
+        self.m.bus.publish(Event("domain.snapshot", host=host, subject=uuid, data=data))
 
     def _agent_states(self, host: str, uuid: str) -> tuple[str, str]:
         try:
@@ -290,6 +301,7 @@ class SnapshotService:
 
         result = await self._on(host, vm, fn)
         await self._refresh(host, result["uuid"])
+        self._changed(host, result["uuid"], result["vm"], "reverted", name)
         return result
 
     async def _held_checkpoints(
@@ -345,6 +357,7 @@ class SnapshotService:
 
         result = await self._on(host, vm, fn)
         await self._refresh(host, result["uuid"])
+        self._changed(host, result["uuid"], result["vm"], "deleted", name)
         return result
 
     # ---- policy -----------------------------------------------------------------------
