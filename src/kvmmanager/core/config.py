@@ -99,6 +99,9 @@ class LibvirtSettings(BaseModel):
     reconnect_max_seconds: float = 30.0
     # Worker threads per host for blocking libvirt calls, so one slow host never blocks another.
     workers_per_host: int = 4
+    # At most this many of them run calls about one VM at once (virt/calls.py): a VM whose
+    # QEMU monitor hangs must not take every worker of its host.
+    calls_per_vm: int = Field(2, ge=1)
     # "auto" probes each host (domain capabilities + a real guest); "kvm"/"tcg" force it.
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     # libvirt's test driver (test:///...) parses whatever file its URI names: off unless a

@@ -115,11 +115,13 @@ class VmService:
         *args: Any,
         op: str | None = None,
         kind: CallKind | None = None,
+        vm: str | None = None,
     ) -> T:
         """Run `fn(conn, *args)` on the host's worker thread, within the deadline of
-        `kind`: `read` for what changes nothing, else lifecycle (or job inside a job)."""
+        `kind`: `read` for what changes nothing, else lifecycle (or job inside a job).
+        `vm` names the VM the call is about (its cap of calls in flight, virt/calls.py)."""
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn, *args), op=op or op_name(fn), kind=kind)
+        return await hc.run(lambda: fn(hc.conn, *args), op=op or op_name(fn), kind=kind, vm=vm)
 
     async def run_on(
         self, host: str, vm: str, fn: Callable[..., T], *args: Any, kind: CallKind | None = None
@@ -130,6 +132,7 @@ class VmService:
             lambda conn: fn(lookup(conn, host, vm), *args),
             op=f"{op_name(fn)} '{vm}'",
             kind=kind,
+            vm=vm,
         )
 
     # ---- reads (inventory only) --------------------------------------------------------
@@ -314,7 +317,7 @@ class VmService:
             # The old handle may keep reporting the old name: look it up again.
             return ref(host, conn.lookupByName(new_name), f"renamed to '{new_name}'")
 
-        return await self.run(host, fn)
+        return await self.run(host, fn, vm=vm)
 
     async def set_description(self, host: str, vm: str, description: str | None) -> VmRef:
         validate_description(description)

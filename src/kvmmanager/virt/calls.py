@@ -14,6 +14,13 @@ Kinds:
 - lifecycle: anything that changes a host (tens of seconds);
 - job: long operations (copies, migrations, uploads) that already run as jobs with
   progress and cancel; unbounded here, since keepalive ends them if the host freezes.
+Per VM: calls that name a VM (`vm=`) hold at most `per_vm` of the host's workers at once.
+A VM whose QEMU monitor froze holds every libvirt call on it (the first waits on the
+monitor, the next on the domain's job lock), so without a cap a few requests on that one
+VM fill the host's workers and its other VMs starve. A call over the cap waits for one of
+the VM's own calls to finish without holding a worker, and is refused at once (503 naming
+the VM, the host and the operation) as soon as one of them is past its deadline.
+
 Calls made inside a job default to `job`; elsewhere they default to `lifecycle`, the safe
 side for a call that changes something (a slow but healthy host must not see a write
 reported as timed out after seconds). So every call that only reads says `kind="read"`,
@@ -38,6 +45,8 @@ from kvmmanager.core.config import LibvirtSettings
 from kvmmanager.core.errors import HostTimeout, HostUnavailable
 
 T = TypeVar("T")
+# How often a call over its VM's cap looks whether a place has come free.
+VM_SLOT_POLL_SECONDS = 0.05
 CallKind = Literal["read", "lifecycle", "job"]
 
 _in_job: ContextVar[bool] = ContextVar("kvmm_in_job", default=False)
@@ -86,6 +95,7 @@ class Call:
     op: str
     kind: CallKind
     deadline: float | None
+    vm: str | None = None  # the VM the call is about, for the per-VM cap
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     abandoned: bool = False  # its caller gave up before a worker took it: never runs
@@ -97,10 +107,16 @@ class HostWorkers:
     """One host's worker threads, with deadlines and the account of overdue calls."""
 
     def __init__(
-        self, host: str, size: int, on_overdue: Callable[[Call], None] | None = None
+        self,
+        host: str,
+        size: int,
+        on_overdue: Callable[[Call], None] | None = None,
+        per_vm: int = 2,
     ) -> None:
         self.host = host
         self.size = max(1, size)
+        self.per_vm = max(1, per_vm)
+        self._by_vm: dict[str, set[Call]] = {}
         self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"libvirt-{host}")
         self._lock = threading.Lock()
         self._queued: set[Call] = set()
@@ -138,6 +154,7 @@ class HostWorkers:
             self._queued.clear()
             for call in refused:
                 call.abandoned = True
+                self._release_vm(call)
         for call in refused:
             fut = call.refusal
             if fut is None:
@@ -152,8 +169,68 @@ class HostWorkers:
                 fut.get_loop().call_soon_threadsafe(settle)
         return len(refused)
 
+    def _release_vm(self, call: Call) -> None:
+        """Give back the call's place under its VM's cap (idempotent; under the lock)."""
+        if call.vm is None:
+            return
+        mine = self._by_vm.get(call.vm)
+        if mine is not None:
+            mine.discard(call)
+            if not mine:
+                del self._by_vm[call.vm]
+
+    def _vm_refusal(self, vm: str, op: str, stuck: list[Call]) -> HostUnavailable:
+        now = time.monotonic()
+        listed = ", ".join(f"{c.op} ({now - (c.started_at or now):.0f} s)" for c in stuck[:3])
+        return HostUnavailable(
+            f"vm '{vm}' on host '{self.host}' is not answering: {len(stuck)} of its libvirt "
+            f"calls are still running past their deadline ({listed}); {op} was not sent "
+            "(its QEMU monitor may be hung; the host's other VMs are not affected)",
+            field="vm",
+            details={"host": self.host, "vm": vm, "operation": op},
+        )
+
+    async def _take_vm_slot(self, call: Call) -> None:
+        """Count `call` under its VM's cap, waiting (without a worker) while the VM has
+        `per_vm` calls in flight; refused at once while one of those is overdue."""
+        vm = call.vm
+        assert vm is not None
+        while True:
+            with self._lock:
+                mine = self._by_vm.setdefault(vm, set())
+                if len(mine) < self.per_vm:
+                    mine.add(call)
+                    return
+                stuck = sorted(
+                    (c for c in mine if c in self._overdue), key=lambda c: c.started_at or 0.0
+                )
+                busy = sorted(mine, key=lambda c: c.started_at or c.queued_at)
+            if stuck:
+                raise self._vm_refusal(vm, call.op, stuck)
+            waited = time.monotonic() - call.queued_at
+            if call.deadline is not None and waited >= call.deadline:
+                now = time.monotonic()
+                listed = ", ".join(
+                    f"{c.op} ({now - (c.started_at or c.queued_at):.0f} s)" for c in busy
+                )
+                raise HostTimeout(
+                    f"host '{self.host}': {call.op} waited {call.deadline:g} s behind vm "
+                    f"'{vm}''s other calls ({listed}) and was not sent; nothing was changed",
+                    field="vm",
+                    details={"host": self.host, "vm": vm, "operation": call.op},
+                )
+            # Polled, not signalled: the calls that free the slot may finish on another
+            # event loop or in a worker thread.
+            await asyncio.sleep(VM_SLOT_POLL_SECONDS)
+
     async def call(
-        self, fn: Callable[[], T], *, op: str, kind: CallKind, deadline: float | None
+        self,
+        fn: Callable[[], T],
+        *,
+        op: str,
+        kind: CallKind,
+        deadline: float | None,
+        vm: str | None = None,
     ) -> T:
         stuck = self.overdue()
         if len(stuck) >= self.size:
@@ -166,11 +243,18 @@ class HostWorkers:
                 field="host",
             )
         loop = asyncio.get_running_loop()
-        call = Call(op, kind, deadline, refusal=loop.create_future())
+        call = Call(op, kind, deadline, vm=vm, refusal=loop.create_future())
+        timeout = deadline
+        if vm is not None:
+            await self._take_vm_slot(call)
+            if deadline is not None:
+                # The time spent waiting for the VM's slot counts against the deadline.
+                timeout = max(0.0, deadline - (time.monotonic() - call.queued_at))
 
         def body() -> T:
             with self._lock:
                 if call.abandoned:
+                    self._release_vm(call)
                     raise asyncio.CancelledError
                 self._queued.discard(call)
                 call.started_at = time.monotonic()
@@ -181,6 +265,7 @@ class HostWorkers:
                 with self._lock:
                     self._running.discard(call)
                     self._overdue.discard(call)
+                    self._release_vm(call)
 
         with self._lock:
             self._queued.add(call)
@@ -192,10 +277,12 @@ class HostWorkers:
             # cancellation that meets a result, which would let a stopping host's
             # supervisor run on. Neither future is cancelled by a timeout here.
             either: set[asyncio.Future[Any]] = {fut, refusal}
-            await asyncio.wait(either, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             with self._lock:
                 call.abandoned = call.started_at is None  # not sent: never will be
+                if call.abandoned:
+                    self._release_vm(call)
             fut.add_done_callback(_ignore_outcome)
             raise
         finally:
@@ -211,6 +298,7 @@ class HostWorkers:
             started = call.started_at is not None
             if not started:
                 call.abandoned = True
+                self._release_vm(call)
             elif call in self._running:
                 self._overdue.add(call)
         if fut.done() and not fut.cancelled():

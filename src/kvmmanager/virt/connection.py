@@ -99,7 +99,9 @@ class HostConnection(Heartbeat, HostEvents):
         # Last known answers (e.g. the probe's), kept across reconnects: what a caller
         # may fall back to, saying so, when the current connection has no answer yet.
         self.facts: dict[str, Any] = {}
-        self.workers = HostWorkers(name, self.settings.workers_per_host, self._call_overdue)
+        self.workers = HostWorkers(
+            name, self.settings.workers_per_host, self._call_overdue, self.settings.calls_per_vm
+        )
         self._conn: libvirt.virConnect | None = None
         self._gen = 0
         self._lost: asyncio.Event | None = None
@@ -174,11 +176,13 @@ class HostConnection(Heartbeat, HostEvents):
         kind: CallKind | None = None,
         op: str | None = None,
         deadline: float | None = None,
+        vm: str | None = None,
         **kwargs: Any,
     ) -> T:
         """Run a blocking libvirt call in this host's worker pool, within the deadline of
         its `kind` (default: `job` inside a job, else `lifecycle`; see virt/calls.py), or
-        an explicit `deadline` in seconds.
+        an explicit `deadline` in seconds. A call about one VM names it (`vm`): it then
+        counts under that VM's cap of calls in flight (`calls_per_vm`, virt/calls.py).
 
         Raises HostUnavailable when the host is not connected (or not responding),
         HostTimeout past the deadline, and translates libvirtError into the matching
@@ -194,6 +198,7 @@ class HostConnection(Heartbeat, HostEvents):
             op=op,
             kind=kind,
             deadline=deadline if deadline is not None else deadline_for(self.settings, kind),
+            vm=vm,
         )
 
     def refuse_unless_connected(self, op: str) -> None:

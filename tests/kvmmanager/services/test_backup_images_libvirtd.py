@@ -198,10 +198,12 @@ def record_job_calls(hc: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     unbounded: list[str] = []
     real = hc.workers.call
 
-    async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
+    async def record(
+        fn: Any, *, op: str, kind: str, deadline: float | None, vm: str | None = None
+    ) -> Any:
         if kind == "job":
             unbounded.append(op)
-        return await real(fn, op=op, kind=kind, deadline=deadline)
+        return await real(fn, op=op, kind=kind, deadline=deadline, vm=vm)
 
     monkeypatch.setattr(hc.workers, "call", record)
     return unbounded

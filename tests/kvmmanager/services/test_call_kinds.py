@@ -76,12 +76,14 @@ async def recorder(manager: Any, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     real = hc.workers.call
     rec = Recorder()
 
-    async def record(fn: Any, *, op: str, kind: str, deadline: float | None) -> Any:
+    async def record(
+        fn: Any, *, op: str, kind: str, deadline: float | None, vm: str | None = None
+    ) -> Any:
         if rec.task is not None and asyncio.current_task() is rec.task:
             rec.seen.append((op, kind))
         if kind == "job":
             rec.unbounded.append(op)
-        return await real(fn, op=op, kind=kind, deadline=deadline)
+        return await real(fn, op=op, kind=kind, deadline=deadline, vm=vm)
 
     monkeypatch.setattr(hc.workers, "call", record)
     return rec
