@@ -14,7 +14,9 @@ slow clients), `memory` (6: manager RSS with 1,000 / 5,000 VMs and history), `hi
 agent ping and idle RSS vs qemu-ga on a host socket), `transfer` (5: chunked transfer vs
 the raw socket), `iso` (7: agent ISO build, mastering vs xorriso), `hostile` (issue 9
 item 3: the API's p50/p99 while a hostile guest is on the agent channel, per scenario
-against an interleaved baseline; docs/reliability.md), and, only when named,
+against an interleaved baseline; docs/reliability.md), `fleet` (issue 19: cold start and
+footprint of `kvm-manager serve` with 1 / 10 / 100 test-driver hosts; bench/fleet.py alone
+adds real libvirtd daemons and the fault scenarios), and, only when named,
 `vm` (4-5 inside real TCG guests: needs libvirtd, qemu:///system and root).
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import agent_bench
+import fleet
 import history_db
 import hostile_api
 import memory
@@ -51,6 +54,7 @@ FULL: dict[str, Callable[[Path], list[Row]]] = {
     "transfer": lambda w: agent_bench.run_transfer(w),
     "iso": lambda w: agent_bench.run_iso(w),
     "hostile": lambda w: hostile_api.run(w),
+    "fleet": lambda w: fleet.run(w),
     "vm": lambda w: agent_bench.run_vm(w),
 }
 QUICK: dict[str, Callable[[Path], list[Row]]] = {
@@ -63,6 +67,7 @@ QUICK: dict[str, Callable[[Path], list[Row]]] = {
     "transfer": lambda w: agent_bench.run_transfer(w, pings=200, transfer_mb=2),
     "iso": lambda w: agent_bench.run_iso(w, repeats=1),
     "hostile": lambda w: hostile_api.run(w, requests=24, rounds=1),
+    "fleet": lambda w: fleet.run(w, sizes=((2, 6),), restart=False),
     "vm": lambda w: agent_bench.run_vm(w, n=50, transfer_mb=2),
 }
 # Run only when named in --only: they need what a development machine may not have.

@@ -9,6 +9,7 @@ Writes an admin API token to --token-file before it starts listening.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -31,24 +32,27 @@ def main() -> None:
     ap.add_argument("--token-file", required=True)
     ap.add_argument("--interval", type=float, default=2.0)
     ap.add_argument(
+        "--hosts-file",
+        default="",
+        help="JSON [[name, uri], ...]: the hosts stored before the start (bench/fleet.py)",
+    )
+    ap.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="migrate, write the token and the hosts, then exit (`kvm-manager serve` runs next)",
+    )
+    ap.add_argument(
         "--sndbuf",
         type=int,
         default=0,
         help="pin the send buffer of accepted sockets (emulates clients on slow links)",
     )
     args = ap.parse_args()
-    os.environ.update(
-        {
-            "KVMM_CONFIG": str(Path(args.data) / "none.toml"),
-            "KVMM_DATA_DIR": args.data,
-            "KVMM_LIBVIRT__DEFAULT_URI": args.uri,
-            "KVMM_METRICS__INTERVAL_SECONDS": str(args.interval),
-            "KVMM_LOG_LEVEL": "warning",
-        }
-    )
+    os.environ.update(server_env(args.uri, Path(args.data), args.interval))
     import uvicorn
 
     from kvmmanager.core.config import get_settings
+    from kvmmanager.db.models import Host
     from kvmmanager.services.manager import Manager
     from kvmmanager.web.app import create_app
 
@@ -56,8 +60,15 @@ def main() -> None:
     boot = Manager(settings)
     boot.prepare_database()
     _, secret = boot.users.create_token("admin", "kvmm-t-met-bench")
+    if args.hosts_file:
+        # Stored rows, as `kvm-manager host add` leaves them: the start connects them all.
+        with boot.db.begin() as s:
+            for name, host_uri in json.loads(Path(args.hosts_file).read_text()):
+                s.add(Host(name=name, uri=host_uri))
     boot.engine.dispose()
     Path(args.token_file).write_text(secret)
+    if args.prepare_only:
+        return
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=args.port, log_level="warning"
     )
@@ -68,6 +79,19 @@ def main() -> None:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.sndbuf)
     listener.bind(("127.0.0.1", args.port))
     uvicorn.Server(config).run(sockets=[listener])
+
+
+def server_env(uri: str, data: Path, interval: float) -> dict[str, str]:
+    """The environment of a bench server (also of `kvm-manager serve` in bench/fleet.py)."""
+    return {
+        "KVMM_CONFIG": str(data / "none.toml"),
+        "KVMM_DATA_DIR": str(data),
+        "KVMM_LIBVIRT__DEFAULT_URI": uri,
+        # Fleet hosts are test-driver files; the default URI alone needs no allowing.
+        "KVMM_LIBVIRT__ALLOW_TEST_DRIVER": "true",
+        "KVMM_METRICS__INTERVAL_SECONDS": str(interval),
+        "KVMM_LOG_LEVEL": "warning",
+    }
 
 
 def free_port() -> int:

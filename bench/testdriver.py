@@ -45,9 +45,11 @@ def domain(i: int) -> ET.Element:
     return d
 
 
-def write_node(path: Path, count: int) -> Path:
+def write_node(path: Path, count: int, first: int = 0) -> Path:
+    """`count` domains numbered from `first` (hosts of one fleet number theirs apart, so
+    every name and UUID is unique across the fleet)."""
     node = ET.Element("node")
-    for i in range(count):
+    for i in range(first, first + count):
         node.append(domain(i))
     net = _sub(node, "network")
     _sub(net, "name", "default")

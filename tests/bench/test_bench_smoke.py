@@ -27,7 +27,12 @@ def table_rows(stdout: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(
-    "name", ["list", "stats", "sse", "memory", "history", "agent", "transfer", "iso", "hostile"]
+    "name",
+    [
+        *("list", "stats", "sse", "memory", "history", "agent", "transfer", "iso", "hostile"),
+        # Two server processes (the preparation, then `kvm-manager serve`): ~10 s alone.
+        pytest.param("fleet", marks=pytest.mark.slow),
+    ],
 )
 def test_benchmark_runs_on_a_tiny_size(name: str) -> None:
     done = run("--quick", "--only", name, "--markdown")
