@@ -73,7 +73,7 @@ class AgentService:
     # -- connections ----------------------------------------------------------------
 
     def _domain(self, host: str, vm: str) -> Any:
-        return self.manager.inventory.domain(host, vm)
+        return self.manager.registry.domain(host, vm)
 
     async def _opener(self, host: str, uuid: str) -> Transport:
         conn = self.manager.registry.get(host)

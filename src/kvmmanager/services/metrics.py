@@ -360,11 +360,12 @@ class MetricsService:
         return hm
 
     def _uuid(self, host: str, vm: str) -> str:
-        return self.m.inventory.domain(host, vm).uuid
+        return self.m.registry.domain(host, vm).uuid
 
     def vm_current(self, host: str, vm: str) -> dict[str, Any]:
-        hm = self.host(host)
+        # The VM first: on a host that is not reachable that answer says why.
         uuid = self._uuid(host, vm)
+        hm = self.host(host)
         sample = hm.latest.get(uuid)
         if sample is None:
             raise NotFound(f"no metrics yet for VM '{vm}' on host '{host}'", field="vm")

@@ -179,8 +179,7 @@ class VmService:
         return out
 
     def get(self, host: str, vm: str) -> DomainInfo:
-        self.m.registry.get(host)
-        return self.m.inventory.domain(host, vm)
+        return self.m.registry.domain(host, vm)
 
     async def refresh(self, host: str, uuid: str) -> DomainInfo:
         """Re-read one domain into the inventory now. For changes libvirt sends no event

@@ -10,10 +10,10 @@ import re
 from urllib.parse import urlsplit
 
 from kvmmanager.core.config import LibvirtSettings, Settings
-from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.core.errors import Conflict, HostUnavailable, InvalidInput, NotFound
 from kvmmanager.virt.connection import HostConnection
 from kvmmanager.virt.events import EventBus
-from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.inventory import DomainInfo, Inventory
 
 HOST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_URI_LENGTH = 1024
@@ -76,6 +76,23 @@ class HostRegistry:
         if host is None:
             raise NotFound(f"host '{name}' not found", field="host")
         return host
+
+    def domain(self, host: str, vm: str) -> DomainInfo:
+        """VM `vm` (name or UUID) of `host` from the inventory. While the host is not
+        connected its VMs are unknown, so a VM missing from the inventory is not "not
+        found": the answer says the host is not reachable and why."""
+        conn = self.get(host)
+        try:
+            return self.inventory.domain(host, vm)
+        except NotFound:
+            if conn.connected:
+                raise
+            reason = f" ({conn.status_reason})" if conn.status_reason else ""
+            raise HostUnavailable(
+                f"host '{host}' is not reachable: it is {conn.status}{reason}; its VMs, "
+                f"'{vm}' among them, cannot be looked up until it connects",
+                field="host",
+            ) from None
 
     def all(self) -> list[HostConnection]:
         return [self._hosts[n] for n in sorted(self._hosts)]

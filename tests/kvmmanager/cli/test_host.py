@@ -53,3 +53,32 @@ def test_bad_input_exits_2_with_one_line(cli):
     r = cli("host", "add", "Bad/Name", TESTNODE_URI)
     assert r.exit_code == 2
     assert r.stderr.startswith("error: host name must be") and r.stderr.count("\n") == 1
+
+
+def test_vm_commands_on_a_failed_host_say_it_is_not_reachable(cli, live_server, tmp_path):
+    """Issue 17's independent try, item 6: `agent system` and `metrics vm` on a failed
+    host answered "VM not found"."""
+    missing = tmp_path / "kvmm-t-gone.xml"
+    r = cli("host", "add", "kvmm-t-host-gone", f"test://{missing}")
+    assert r.exit_code == 0, r.stderr
+    host = live_server.manager.registry.get("kvmm-t-host-gone")
+    deadline = time.monotonic() + 30
+    while host.status != "failed":
+        assert time.monotonic() < deadline, host.status
+        time.sleep(0.02)
+    try:
+        for args in (
+            ("agent", "system", "web1"),
+            ("metrics", "vm", "web1"),
+            ("vm", "show", "web1"),
+        ):
+            r = cli(*args, "-H", "kvmm-t-host-gone")
+            assert r.exit_code == 6, (args, r.stderr)
+            assert "not found" not in r.stderr, (args, r.stderr)
+            assert "host 'kvmm-t-host-gone' is not reachable: it is failed" in r.stderr, r.stderr
+            assert "kvmm-t-gone.xml" in r.stderr, r.stderr  # libvirt's reason, in its words
+        # A VM missing on a connected host is still "not found".
+        r = cli("vm", "show", "kvmm-t-host-none", "-H", "local")
+        assert r.exit_code == 4 and "not found" in r.stderr
+    finally:
+        assert cli("host", "remove", "kvmm-t-host-gone").exit_code == 0
