@@ -200,9 +200,12 @@ class Manager:
     # -- lifecycle ---------------------------------------------------------------------
 
     def prepare_database(self) -> None:
-        """Migrate the schema and create the first admin; needs no event loop."""
-        migrate.upgrade(self.engine)
-        password = self.users.bootstrap_admin()
+        """Migrate the schema and create the first admin; needs no event loop. Under the
+        database's lock: of instances starting together, one migrates, the others wait
+        and find the schema at head and the admin made."""
+        with migrate.exclusive(self.engine):
+            migrate.upgrade(self.engine)
+            password = self.users.bootstrap_admin()
         if password is not None:
             self.initial_admin_password = password
 

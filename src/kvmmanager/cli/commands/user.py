@@ -122,7 +122,9 @@ def reset_admin(
     try:
         from kvmmanager.db import migrate
 
-        migrate.upgrade(manager.engine)
+        # Under the lock: a server starting now may be migrating the same database.
+        with migrate.exclusive(manager.engine):
+            migrate.upgrade(manager.engine)
         password = manager.users.reset_admin(username)
         path = manager.users.initial_password_file()
     finally:
