@@ -25,6 +25,7 @@ import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services import vm_builder, vm_spec
+from kvmmanager.services.nic_detach import detach_nic_blocking
 from kvmmanager.services.vm_spec import DiskSpec, NicSpec
 from kvmmanager.virt.xml.devices import Disk, Interface
 from kvmmanager.virt.xml.domain import Domain
@@ -383,19 +384,16 @@ class VmEditor:
     async def detach_nic(self, host: str, vm: str, mac: str) -> dict[str, Any]:
         mac = vm_spec.validate_mac(mac, "mac") or ""
 
+        def change(xml: Domain) -> None:
+            found = xml.devices.interface_by_mac(mac)
+            if found is not None:
+                xml.devices.remove(found)
+
         def fn(dom: libvirt.virDomain) -> dict[str, Any]:
-            nic = _xml(dom).devices.interface_by_mac(mac)
-            if nic is None:
-                raise NotFound(f"vm '{dom.name()}' has no NIC with MAC {mac}", field="mac")
-
-            def change(xml: Domain) -> None:
-                found = xml.devices.interface_by_mac(mac)
-                if found is not None:
-                    xml.devices.remove(found)
-
-            res = _apply_device(dom, nic.to_xml(), "detach", change)
-            res.details = {"mac": mac}
-            return res.to_dict()
+            done = detach_nic_blocking(dom, mac, lambda: redefine(dom, change))
+            return EditResult(
+                done.applied_live, done.next_boot, done.message, {"mac": mac}
+            ).to_dict()
 
         return await self.svc.run_on(host, vm, fn)
 
