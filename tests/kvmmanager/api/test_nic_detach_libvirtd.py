@@ -40,9 +40,7 @@ def vm(client: TestClient) -> Iterator[str]:
         drop_vm(name)
 
 
-def test_detaching_a_user_nic_twice_answers_in_the_apis_words(
-    client: TestClient, vm: str
-) -> None:
+def test_detaching_a_user_nic_twice_answers_in_the_apis_words(client: TestClient, vm: str) -> None:
     r = client.get(f"/api/hosts/local/vms/{vm}")
     assert r.status_code == 200, r.text
     [nic] = r.json()["nics"]
