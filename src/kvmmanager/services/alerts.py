@@ -47,7 +47,11 @@ MAX_SAMPLES = 1000
 # Percentages of a whole (cpu_pct may exceed 100 with several vCPUs).
 PERCENT_OF_WHOLE = frozenset({"mem_pct", "guest_disk_pct"})
 FOLLOW_WAIT = 30.0
-EVENT_KINDS = frozenset({"domain.lifecycle", "host.status", "domain.agent", "schedule.run"})
+EVENT_KINDS = frozenset(
+    {"domain.lifecycle", "domain.removed", "host.status", "domain.agent", "schedule.run"}
+)
+# Rules whose alerts are about a host or a schedule, not a VM.
+NOT_VM_METRICS = ("host_unreachable", "schedule_failed")
 
 
 @dataclass
@@ -296,6 +300,7 @@ class AlertService:
                 continue
             try:
                 hm = self.m.metrics.host(host)
+                self.clear_gone(host)
                 self.evaluate(host, metric_values(self.m, host, hm.latest, hm.guest))
             except Exception:
                 log.exception("alert evaluation for %s failed", host)
@@ -333,10 +338,30 @@ class AlertService:
                     msg = f"{rule.metric} back to {value:.4g}"
                     self._resolve(rule, host, uuid, value, msg, st)
 
+    def clear_gone(self, host: str) -> None:
+        """Resolve the open alerts of VMs the host no longer has. A VM deleted while no
+        event could say so (this manager was down, or was not the lease holder) kept its
+        alerts firing forever, and the alerts page kept showing them. Only once the host's
+        inventory has been read: before that every VM would look gone."""
+        if host not in self.m.inventory.hosts():
+            return
+        known = {d.uuid for d in self.m.inventory.domains(host)}
+        rules = {r.id: r for r in self._rules if r.metric not in NOT_VM_METRICS}
+        for key, st in list(self._state.items()):
+            rid, h, subject = key
+            if h == host and st.alert_id is not None and rid in rules and subject not in known:
+                self._resolve(rules[rid], h, subject, None, "vm deleted", st)
+                self._state[key] = RuleState()
+
     def on_event(self, e: Event) -> None:
         data = e.data or {}
+        if e.kind == "domain.removed":
+            # Gone from the inventory: undefined, or found missing when the host was read
+            # again after a reconnect (no lifecycle event then).
+            self._clear_vm(e.host, e.subject, deleted=True)
+            return
         if e.kind == "domain.lifecycle" and data.get("event") in ("stopped", "undefined"):
-            self._clear_vm(e, data)
+            self._clear_vm(e.host, e.subject, deleted=data.get("event") == "undefined")
         for rule in self._rules:
             verdict = self._event_verdict(rule.metric, e, data, self._running(e))
             if verdict is None:
@@ -351,21 +376,20 @@ class AlertService:
             elif not bad and st.alert_id is not None:
                 self._resolve(rule, e.host, subject, None, msg, st)
 
-    def _clear_vm(self, e: Event, data: dict[str, Any]) -> None:
+    def _clear_vm(self, host: str, uuid: str, deleted: bool) -> None:
         """A VM that stopped has no more CPU, disk or network figures and no agent: its
         threshold and agent alerts resolve (they stayed firing for a stopped VM); a deleted
         VM's alerts all resolve. A crash keeps its own vm_crashed alert."""
-        deleted = data.get("event") == "undefined"
         why = "vm deleted" if deleted else "vm stopped"
         for rule in self._rules:
-            if rule.metric in ("host_unreachable", "schedule_failed"):
+            if rule.metric in NOT_VM_METRICS:
                 continue
             if rule.metric == "vm_crashed" and not deleted:
                 continue
-            st = self._state.get((rule.id, e.host, e.subject))
+            st = self._state.get((rule.id, host, uuid))
             if st is not None and st.alert_id is not None:
-                self._resolve(rule, e.host, e.subject, None, why, st)
-                self._state[(rule.id, e.host, e.subject)] = RuleState()
+                self._resolve(rule, host, uuid, None, why, st)
+                self._state[(rule.id, host, uuid)] = RuleState()
 
     def _running(self, e: Event) -> bool:
         if e.kind != "domain.agent":

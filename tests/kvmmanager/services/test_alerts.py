@@ -185,3 +185,20 @@ async def test_bad_rules_name_the_field(manager, kw, field):
     with pytest.raises(InvalidInput) as err:
         manager.alerts.create_rule(RuleSpec(**{"name": "kvmm-t-ops-r", **kw}))
     assert err.value.field == field
+
+
+async def test_a_vm_removed_from_the_inventory_resolves_its_alerts(manager):
+    """A VM found gone when its host is read again (after a reconnect: domain.removed, no
+    lifecycle event) kept its alerts firing; a host's alert stays."""
+    alerts = manager.alerts
+    alerts.create_rule(RuleSpec(name="kvmm-t-ops-gone", metric="vm_crashed"))
+    alerts.create_rule(RuleSpec(name="kvmm-t-ops-gone-host", metric="host_unreachable"))
+    alerts.on_event(Event("domain.lifecycle", "local", "u7",
+                          {"name": "db7", "event": "crashed", "detail": "panicked"}))  # fmt: skip
+    alerts.on_event(Event("host.status", "local", "", {"status": "reconnecting"}))
+    assert len(alerts.list_alerts(state="firing")) == 2
+    alerts.on_event(Event("domain.removed", "local", "u7", {"name": "db7", "state": "shutoff"}))
+    [left] = alerts.list_alerts(state="firing")
+    assert left["metric"] == "host_unreachable"
+    [gone] = alerts.list_alerts(state="resolved")
+    assert (gone["subject_name"], gone["message"]) == ("db7", "vm deleted")

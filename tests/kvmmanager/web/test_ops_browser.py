@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import expect
+from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
 
@@ -198,3 +199,51 @@ def test_export_a_bundle_then_upload_it_through_the_import_form(
         with api(live_server) as c:
             for name in ("kvmm-t-opsb-x", "kvmm-t-opsb-y"):
                 c.delete(f"/api/hosts/local/vms/{name}")
+
+
+GONE_UUID = "6b1d3c1e-0000-4000-8000-00000000dead"
+
+
+@pytest.fixture
+def alert_of_a_deleted_vm(settings: Any) -> None:
+    """What a manager that was down while a VM was deleted finds in its database at start:
+    a rule and its alert still firing for a VM the host no longer has (no event can say
+    it went). Written before the live server starts."""
+    from kvmmanager.db import migrate
+    from kvmmanager.db.base import make_engine, make_session_factory
+    from kvmmanager.db.ops_models import Alert, AlertRule
+
+    engine = make_engine(settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        with make_session_factory(engine).begin() as s:
+            rule = AlertRule(name="kvmm-t-gone-cpu", metric="cpu_pct", op=">", threshold=90)
+            s.add(rule)
+            s.flush()
+            s.add(
+                Alert(
+                    rule_id=rule.id, rule_name=rule.name, metric="cpu_pct", severity="warning",
+                    host="local", subject=GONE_UUID, subject_name="kvmm-t-gone-vm",
+                    state="firing", value=97.0, message="cpu_pct 97 > 90",
+                )
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_alert_of_a_vm_deleted_while_the_manager_was_down_resolves(
+    alert_of_a_deleted_vm: None, browser_login: Any
+) -> None:
+    """It stayed in "Firing now" for ever (only a lifecycle event resolved a deleted VM's
+    alerts): now the first metrics pass that finds the VM gone resolves it, and the page
+    shows it in the history as resolved because the VM was deleted."""
+    page = browser_login("operator")
+    page.goto("/alerts")
+    firing = page.locator("#firing-table")
+    expect(firing).to_contain_text("Nothing is firing.", timeout=30_000)
+    expect(firing).not_to_contain_text("kvmm-t-gone-vm")
+    past = page.locator("#alert-history tr", has_text="kvmm-t-gone-vm")
+    expect(past.locator("td[data-label=State]")).to_have_text("resolved")
+    expect(past.locator("td[data-label=Message]")).to_have_text("vm deleted")
+    expect(page.locator("#firing-count")).to_be_hidden()
+    shot(page, "alerts-deleted-vm-resolved")
