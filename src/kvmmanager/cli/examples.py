@@ -224,7 +224,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "kvm-manager vm attach-nic web1 --user",
     ),
     "vm detach-nic": ("kvm-manager vm detach-nic web1 52:54:00:12:34:56",),
-    "vm install-agent": ("kvm-manager vm install-agent web1",),
+    "vm install-agent": (
+        "kvm-manager vm install-agent web1",
+        "kvm-manager vm install-agent web1 --replace-cd",
+    ),
     "vm eject-agent": ("kvm-manager vm eject-agent web1",),
     "vm create-from-image": (
         "kvm-manager vm create-from-image web2 --image default/debian-12.qcow2 --size 20G "

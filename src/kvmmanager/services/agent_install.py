@@ -4,9 +4,10 @@
    it already is).
 2. The VM gets the `org.kvmmanager.agent.0` channel: added to the persistent definition,
    and hot-plugged into a running VM when QEMU allows it (else: at the next boot).
-3. The ISO goes into the VM's CD-ROM (the VM service's insert_media); a VM without a
-   CD-ROM drive gets one (IDE/SATA drives cannot be hot-plugged: then the drive and the
-   disc appear after a power cycle, and the answer says so).
+3. The ISO goes into the VM's empty CD-ROM (the VM service's insert_media); a VM without
+   an empty CD-ROM drive gets one (a disc already in a drive, such as the install ISO,
+   is replaced only when asked: `replace_cd`). IDE/SATA drives cannot be hot-plugged:
+   then the drive and the disc appear after a power cycle, and the answer says so.
 4. The answer carries the exact commands to type in the guest.
 
 With `agent.eject_after_install`, the ISO is ejected by itself once the agent connects.
@@ -115,9 +116,14 @@ def _used_targets(*xmls: Domain) -> set[str]:
     return {d.target_dev for x in xmls for d in x.devices.disks if d.target_dev}
 
 
-def ensure_cdrom(dom: libvirt.virDomain, path: str) -> tuple[str, int, bool, bool, list[str]]:
+def ensure_cdrom(
+    dom: libvirt.virDomain, path: str, *, replace_cd: bool = False
+) -> tuple[str, int, bool, bool, list[str]]:
     """(target, index among CD-ROMs, added?, restart needed?, messages); an existing drive
-    is returned as is (the caller inserts the disc), a new one is added with the disc."""
+    is returned as is (the caller inserts the disc), a new one is added with the disc.
+
+    A drive holding another disc (the install ISO) is never emptied unasked: a drive is
+    added beside it, and only with `replace_cd` is its disc swapped for the agent's."""
     running, persistent = bool(dom.isActive()), bool(dom.isPersistent())
     live = Domain.from_xml(dom.XMLDesc(0))
     config = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if persistent else live
@@ -130,8 +136,12 @@ def ensure_cdrom(dom: libvirt.virDomain, path: str) -> tuple[str, int, bool, boo
     for i, d in enumerate(drives):
         if not d.has_media:
             return d.target_dev or "", i, False, False, []
-    if drives:
-        return drives[0].target_dev or "", 0, False, False, []
+    if drives and replace_cd:
+        held = drives[0].source_path or "a disc"
+        return drives[0].target_dev or "", 0, False, False, [f"replaced {held} (replace_cd)"]
+    index = len(drives)
+    busy = ", ".join(f"{d.target_dev} holds {d.source_path or 'a disc'}" for d in drives)
+    keep = f"kept the VM's CD-ROM media ({busy}); " if drives else ""
     bus = cdrom_bus(config.os.machine)
     used = _used_targets(live, config)
     target = next(t for t in (disk_target(bus, i) for i in range(26 * 27)) if t not in used)
@@ -142,24 +152,41 @@ def ensure_cdrom(dom: libvirt.virDomain, path: str) -> tuple[str, int, bool, boo
     if running:
         try:
             dom.attachDeviceFlags(disk.to_xml(), LIVE | (CONFIG if persistent else 0))
-            msgs.append(f"hot-plugged a CD-ROM drive {target} with the agent ISO")
-            return target, 0, True, False, msgs
+            msgs.append(f"{keep}hot-plugged a CD-ROM drive {target} with the agent ISO")
+            return target, index, True, False, msgs
         except libvirt.libvirtError as exc:
             if not persistent:
+                what = "its CD-ROM drives hold other media" if drives else "it has no CD-ROM"
                 raise Conflict(
-                    f"transient VM '{dom.name()}' has no CD-ROM drive and QEMU cannot add "
-                    f"one while it runs: {libvirt_message(exc)}",
+                    f"transient VM '{dom.name()}': {what} and QEMU cannot add a drive while "
+                    f"it runs ({libvirt_message(exc)})"
+                    + ("; replace_cd=true swaps the disc for the agent ISO" if drives else ""),
                     field="vm",
                 ) from exc
             restart = True
             msgs.append(
-                f"added a CD-ROM drive {target} ({bus}) holding the agent ISO to the "
+                f"{keep}added a CD-ROM drive {target} ({bus}) holding the agent ISO to the "
                 "definition; QEMU cannot hot-plug it: power the VM off and start it again"
+                + (
+                    " (or install again with replace_cd=true to swap the disc now)"
+                    if drives
+                    else ""
+                )
             )
     else:
-        msgs.append(f"added a CD-ROM drive {target} ({bus}) holding the agent ISO")
-    dom.attachDeviceFlags(disk.to_xml(), CONFIG)
-    return target, 0, True, restart, msgs
+        msgs.append(f"{keep}added a CD-ROM drive {target} ({bus}) holding the agent ISO")
+    try:
+        dom.attachDeviceFlags(disk.to_xml(), CONFIG)
+    except libvirt.libvirtError as exc:
+        if not drives:
+            raise
+        raise Conflict(
+            f"VM '{dom.name()}' has no room for another CD-ROM drive on its {bus} bus "
+            f"({libvirt_message(exc)}) and its drives hold other media ({busy}); "
+            "replace_cd=true swaps that disc for the agent ISO",
+            field="replace_cd",
+        ) from exc
+    return target, index, True, restart, msgs
 
 
 class AgentInstallService:
@@ -167,14 +194,20 @@ class AgentInstallService:
         self._m = manager
         self._watchers: set[asyncio.Task[None]] = set()
 
-    async def install(self, host: str, vm: str, *, pool: str | None = None) -> InstallResult:
+    async def install(
+        self, host: str, vm: str, *, pool: str | None = None, replace_cd: bool = False
+    ) -> InstallResult:
         deployed = await self._m.iso.deploy(host, pool)
         hc = self._m.registry.get(host)
 
         def prepare(conn: libvirt.virConnect) -> dict[str, Any]:
             dom = lookup(conn, host, vm)
+            # The CD-ROM first: a refusal there (no room for a drive beside the VM's
+            # own disc) leaves the VM as it was.
+            target, index, added, restart, cd_msgs = ensure_cdrom(
+                dom, deployed.path, replace_cd=replace_cd
+            )
             channel, channel_live, msgs = ensure_channel(dom)
-            target, index, added, restart, cd_msgs = ensure_cdrom(dom, deployed.path)
             return {
                 "name": dom.name(),
                 "uuid": dom.UUIDString(),

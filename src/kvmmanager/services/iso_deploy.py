@@ -150,8 +150,10 @@ class IsoService:
 
         return AgentInstallService(self._m)
 
-    async def install_agent(self, host: str, vm: str, pool: str | None = None) -> InstallResult:
-        return await self.installer.install(host, vm, pool=pool)
+    async def install_agent(
+        self, host: str, vm: str, pool: str | None = None, *, replace_cd: bool = False
+    ) -> InstallResult:
+        return await self.installer.install(host, vm, pool=pool, replace_cd=replace_cd)
 
     async def eject_agent(self, host: str, vm: str) -> dict[str, Any]:
         return await self.installer.eject(host, vm)

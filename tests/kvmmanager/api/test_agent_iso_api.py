@@ -120,3 +120,66 @@ def test_viewer_may_read_but_not_deploy(api: TestClient, client_as: Any) -> None
     viewer = client_as("viewer")
     assert viewer.get("/api/hosts/local/agent-iso").status_code == 200
     assert viewer.post("/api/hosts/local/agent-iso/deploy", json={}).status_code == 403
+
+
+def _vm_with_discs(conn: libvirt.virConnect, pool: str, targets: list[str]) -> str:
+    from kvmmanager.virt.xml.devices import Disk
+    from kvmmanager.virt.xml.domain import Domain
+
+    p = conn.storagePoolLookupByName(pool)
+    name = f"kvmm-t-iso-vm-{uuid.uuid4().hex[:6]}"
+    dom = Domain(type="qemu", name=name, memory=32 * 1024, current_memory=32 * 1024, vcpus=1)
+    dom.os.os_type, dom.os.arch, dom.os.machine = "hvm", "x86_64", "pc"
+    for t in targets:
+        vol = f"{name}-{t}.iso"
+        xml = f"<volume><name>{vol}</name><capacity>1048576</capacity></volume>"
+        path = p.createXML(xml, 0).path()
+        drive = Disk(type="file", device="cdrom", driver_name="qemu", driver_type="raw")
+        drive.source_file, drive.target_dev, drive.target_bus = path, t, "ide"
+        drive.readonly = True
+        dom.devices.add(drive)
+    conn.defineXML(dom.to_xml())
+    return name
+
+
+def _discs(conn: libvirt.virConnect, vm: str) -> dict[str, str | None]:
+    from kvmmanager.virt.xml.domain import Domain
+
+    xml = conn.lookupByName(vm).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return {d.target_dev or "": d.source_file for d in Domain.from_xml(xml).devices.cdroms()}
+
+
+def test_install_never_swaps_the_vms_disc_unasked(
+    api: TestClient, pool: str, libvirtd_conn: libvirt.virConnect, libvirtd_cleanup: Any
+) -> None:
+    """Issue 17's independent try, item 1: install-agent silently replaced the VM's only
+    CD-ROM media (the install ISO)."""
+    one = _vm_with_discs(libvirtd_conn, pool, ["hdc"])
+    full = _vm_with_discs(libvirtd_conn, pool, ["hda", "hdb", "hdc", "hdd"])
+    try:
+        install_iso = _discs(libvirtd_conn, one)["hdc"]
+        r = api.post(f"/api/hosts/local/agent-iso/install/{one}", json={"pool": pool})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["cdrom_added"] and body["cdrom"] != "hdc", body
+        discs = _discs(libvirtd_conn, one)
+        assert discs["hdc"] == install_iso and discs[body["cdrom"]] == body["iso_path"], discs
+        assert body["guest_commands"][1].startswith("mount -r /dev/sr1 "), body
+        assert any("kept the VM's CD-ROM media" in m for m in body["messages"]), body
+
+        # No room for another drive: refused, naming the way to get it, nothing changed.
+        before = _discs(libvirtd_conn, full)
+        r = api.post(f"/api/hosts/local/agent-iso/install/{full}", json={"pool": pool})
+        assert r.status_code == 409, r.text
+        err = r.json()["error"]
+        assert err["field"] == "replace_cd" and "replace_cd=true" in err["message"], err
+        assert _discs(libvirtd_conn, full) == before
+        xml = libvirtd_conn.lookupByName(full).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        assert "org.kvmmanager.agent.0" not in xml  # nothing half-made
+        body = {"pool": pool, "replace_cd": True}
+        r = api.post(f"/api/hosts/local/agent-iso/install/{full}", json=body)
+        assert r.status_code == 200, r.text
+        assert _discs(libvirtd_conn, full)["hda"] == r.json()["iso_path"]
+    finally:
+        libvirtd_cleanup.drop_vm(one)
+        libvirtd_cleanup.drop_vm(full)

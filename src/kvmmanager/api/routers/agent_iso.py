@@ -87,7 +87,8 @@ async def install(
     manager: Manager = Depends(get_manager),
 ) -> dict[str, Any]:
     pool = body.pool if body else None
-    return (await manager.iso.install_agent(host, vm, pool)).to_dict()
+    replace_cd = body.replace_cd if body else False
+    return (await manager.iso.install_agent(host, vm, pool, replace_cd=replace_cd)).to_dict()
 
 
 @router.post(

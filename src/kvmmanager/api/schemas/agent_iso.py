@@ -19,6 +19,11 @@ class InstallRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pool: str | None = POOL_FIELD
+    replace_cd: bool = Field(
+        default=False,
+        description="when every CD-ROM drive holds another disc (e.g. the install ISO) and "
+        "no drive can be added: swap that disc for the agent ISO (never done unasked)",
+    )
 
 
 class CandidateOut(BaseModel):

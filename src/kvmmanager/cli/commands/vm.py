@@ -9,7 +9,8 @@ from urllib.parse import quote
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.output import emit, info, wants_json, write_output
+from kvmmanager.cli.flags import in_cli_words
+from kvmmanager.cli.output import emit, info, state, wants_json, write_output
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.sanitize import inert
 from kvmmanager.virt.xml.sizes import parse_size
@@ -376,19 +377,28 @@ def install_agent(
     ctx: typer.Context,
     vm: str,
     pool: str | None = typer.Option(None, "--pool", help="Pool holding the agent ISO."),
+    replace_cd: bool = typer.Option(
+        False,
+        "--replace-cd",
+        help="Swap the disc in the VM's CD-ROM (e.g. the install ISO) for the agent ISO "
+        "instead of adding a drive beside it.",
+    ),
     host: str = HOST_OPTION,
 ) -> None:
     """Get the guest agent into the VM: deploy the ISO, add the agent channel, insert the
-    ISO, and print the commands to run inside the guest."""
+    ISO (into an empty or an added CD-ROM drive; a disc in the VM's drive stays unless
+    --replace-cd), and print the commands to run inside the guest."""
+    body: dict[str, Any] = {"replace_cd": replace_cd}
+    if pool:
+        body["pool"] = pool
     with client(ctx) as api:
-        res = api.post(
-            f"/api/hosts/{q(host)}/agent-iso/install/{q(vm)}", json={"pool": pool} if pool else None
-        )
+        res = api.post(f"/api/hosts/{q(host)}/agent-iso/install/{q(vm)}", json=body)
     if wants_json(ctx):
         emit(ctx, res)
         return
     for line in res.get("messages", []):
-        info(line)
+        # "replace_cd=true" in the server's words is --replace-cd here.
+        info(in_cli_words(line, state(ctx).flags))
     typer.echo("Run inside the guest (as root):")
     for command in res.get("guest_commands", []):
         typer.echo(f"  {inert(command)}")

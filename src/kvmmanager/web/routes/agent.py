@@ -64,9 +64,13 @@ def agent_tab(
 
 @router.post("/vms/{host}/{vm}/agent/install", name="web.vm_agent_install")
 async def install_agent(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+    request: Request,
+    host: str,
+    vm: str,
+    replace_cd: Annotated[bool, Form()] = False,
+    manager: Manager = Depends(get_manager),
 ) -> HTMLResponse:
-    result = await manager.iso.install_agent(host, vm)
+    result = await manager.iso.install_agent(host, vm, replace_cd=replace_cd)
     return render(
         request,
         "vms/_agent_installed.html",
