@@ -76,7 +76,7 @@ def state_snapshot(client: TestClient) -> Callable[[], dict[str, Any]]:
             for pool in out[f"/api/hosts/{name}/pools"]:
                 path = f"/api/hosts/{name}/pools/{pool['name']}/volumes"
                 out[path] = client.get(path).json()
-            for vm in out["/api/vms"]:
+            for vm in out["/api/vms"]["vms"]:
                 path = f"/api/hosts/{name}/vms/{vm['uuid']}/xml"
                 r = client.get(path)
                 if r.status_code == 200:

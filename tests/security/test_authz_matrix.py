@@ -296,11 +296,11 @@ def test_ownership_is_enforced(matrix_env: dict[str, Any]) -> None:
     r = admin.patch(f"/api/hosts/local/vms/{OWNER_VM}", json={"description": "by admin"})
     assert r.status_code == 200, r.text
     assert op.delete(f"/api/hosts/local/vms/{OTHER_VM}").status_code == 403
-    listed = {v["name"]: v["owner"] for v in op.get("/api/vms").json()}
+    listed = {v["name"]: v["owner"] for v in op.get("/api/vms").json()["vms"]}
     assert listed[OWNER_VM] == matrix_env["owner"]
     assert listed[OTHER_VM] == "admin"
     viewer = matrix_env["clients"]["viewer"]
-    assert {OWNER_VM, OTHER_VM} <= {v["name"] for v in viewer.get("/api/vms").json()}
+    assert {OWNER_VM, OTHER_VM} <= {v["name"] for v in viewer.get("/api/vms").json()["vms"]}
     assert admin.delete(f"/api/hosts/local/vms/{OWNER_VM}").status_code == 200
 
 

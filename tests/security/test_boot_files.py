@@ -65,7 +65,7 @@ def test_operator_kernel_or_initrd_from_a_host_path_is_refused(
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["field"] == f"install.{which}" and "storage pool" in err["message"], err
-    assert body["name"] not in {v["name"] for v in admin.get("/api/vms").json()}
+    assert body["name"] not in {v["name"] for v in admin.get("/api/vms").json()["vms"]}
 
 
 def test_operator_kernel_from_pool_volumes_and_admin_from_a_host_path_are_accepted(

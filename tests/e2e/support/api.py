@@ -91,7 +91,7 @@ class Api:
 
     def vms(self) -> list[dict]:
         body = self.call("GET", "/api/vms")
-        return body["items"] if isinstance(body, dict) and "items" in body else body
+        return body["vms"] if isinstance(body, dict) and "vms" in body else body
 
     def action(self, vm: str, action: str, **body: Any) -> Any:
         return self.call("POST", self._vm(vm, f"actions/{action}"), json=body or None)

@@ -74,12 +74,12 @@ def test_create_read_act_delete(api, name):
     assert body["domain_type"] in ("kvm", "qemu")
     assert len(body["volumes"]) == 1
 
-    listed = api.get("/api/vms", params={"q": name}).json()
+    listed = api.get("/api/vms", params={"q": name}).json()["vms"]
     assert [v["name"] for v in listed] == [name]
-    assert [v["name"] for v in api.get("/api/vms", params={"tag": "web", "q": name}).json()] == [
-        name
-    ]
-    assert api.get("/api/vms", params={"tag": "nope", "q": name}).json() == []
+    assert [
+        v["name"] for v in api.get("/api/vms", params={"tag": "web", "q": name}).json()["vms"]
+    ] == [name]
+    assert api.get("/api/vms", params={"tag": "nope", "q": name}).json()["vms"] == []
     got = api.get(f"{BASE}/{name}").json()
     assert got["uuid"] == body["vm"]["uuid"] and got["description"] == "front"
     assert api.get(f"{BASE}/{got['uuid']}").json()["name"] == name
@@ -171,7 +171,7 @@ def test_bad_input_is_422_naming_the_field(api, name, body, field):
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["field"] == field, err
-    assert name not in [v["name"] for v in api.get("/api/vms").json()]
+    assert name not in [v["name"] for v in api.get("/api/vms").json()["vms"]]
 
 
 def test_unknown_things_are_404(api):

@@ -161,3 +161,24 @@ def test_show_prints_sizes_for_people_and_raw_numbers_in_json(vm_cli):
     assert _json(vm_cli("--json", "vm", "show", name))["memory_kib"] == 131072
     vols = vm_cli("vol", "list", POOL)
     assert vols.exit_code == 0 and "1.0 GiB" in vols.stdout, vols.stdout
+
+
+def test_list_prints_a_line_naming_a_host_never_listed(vm_cli, live_server):
+    gone = "qemu+unix:///system?socket=/nonexistent/kvmm-t-vm-gone.sock"
+    added = vm_cli("host", "add", "kvmm-t-vm-gone", gone)
+    assert added.exit_code == 0, (added.stdout, added.stderr)
+    hc = live_server.manager.registry.get("kvmm-t-vm-gone")
+    deadline = time.monotonic() + 30
+    while hc.status != "failed":
+        assert time.monotonic() < deadline, hc.status
+        time.sleep(0.02)
+    table = vm_cli("vm", "list")
+    assert table.exit_code == 0, (table.stdout, table.stderr)
+    assert "test" in table.stdout
+    assert "host kvmm-t-vm-gone is failed and was never listed: its VMs are missing" in (
+        table.stderr
+    )
+    # --json keeps stdout the list of VMs; the line still goes to stderr.
+    as_json = vm_cli("vm", "list", "--json")
+    assert "test" in {v["name"] for v in _json(as_json)}
+    assert "kvmm-t-vm-gone" in as_json.stderr

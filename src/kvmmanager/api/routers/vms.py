@@ -1,4 +1,5 @@
-"""Virtual machines: /api/vms (every host) and /api/hosts/{host}/vms/{vm}.
+"""Virtual machines: /api/vms (every host, with the hosts it cannot vouch for) and
+/api/hosts/{host}/vms/{vm}.
 
 `{vm}` is the VM's name or UUID. Roles: viewers read (list, show, XML); operators do
 everything else, deleting included (with or without its volumes), on VMs they own or that
@@ -10,16 +11,19 @@ and answers 202 with its id; otherwise 201 with the VM.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, status
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter
 
 from kvmmanager.api.deps import current_user, get_manager
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.vms import (
     DiskAttach,
     EditOut,
+    HostGapOut,
     MediaInsert,
     NicAttach,
     ShutdownBody,
@@ -28,6 +32,7 @@ from kvmmanager.api.schemas.vms import (
     VmCreate,
     VmCreated,
     VmDeleted,
+    VmList,
     VmOut,
     VmPatch,
     VmPatchOut,
@@ -36,6 +41,7 @@ from kvmmanager.api.schemas.vms import (
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.ownership import check_owner_field
 from kvmmanager.services.users import Principal
+from kvmmanager.services.vm_list import host_gaps
 from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
 
 router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
@@ -56,7 +62,7 @@ def _created(result: dict[str, Any]) -> dict[str, Any]:
 _json_cache: dict[tuple[str, str], tuple[Any, bytes]] = {}
 
 
-def _list_response(manager: Manager, infos: list[Any]) -> Response:
+def _vm_json(manager: Manager, infos: list[Any]) -> bytes:
     parts = []
     for info in infos:
         key = (info.host, info.uuid)
@@ -67,10 +73,14 @@ def _list_response(manager: Manager, infos: list[Any]) -> Response:
         parts.append(hit[1])
     if len(_json_cache) > len(infos) and len(_json_cache) > 2 * len(manager.inventory.domains()):
         _json_cache.clear()  # removed VMs (or another Manager's, in tests) piled up
-    return Response(b"[" + b",".join(parts) + b"]", media_type="application/json")
+    return b"[" + b",".join(parts) + b"]"
 
 
-@router.get("/api/vms", name="vms.list_all", response_model=list[VmOut])
+def _list_response(manager: Manager, infos: list[Any]) -> Response:
+    return Response(_vm_json(manager, infos), media_type="application/json")
+
+
+@router.get("/api/vms", name="vms.list_all", response_model=VmList)
 async def list_all(
     host: str | None = None,
     state: str | None = None,
@@ -78,8 +88,15 @@ async def list_all(
     q: str | None = Query(None, description="substring of name, title or description; uuid prefix"),
     manager: Manager = Depends(get_manager),
 ) -> Response:
-    """Every VM of every host, from the inventory (no libvirt round trip)."""
-    return _list_response(manager, manager.vms.list(host=host, state=state, tag=tag, q=q))
+    """Every VM of every host, from the inventory (no libvirt round trip), and in
+    `hosts_not_current` the hosts whose VMs are missing (never listed) or stale."""
+    vms = _vm_json(manager, manager.vms.list(host=host, state=state, tag=tag, q=q))
+    gaps = [HostGapOut.model_validate(asdict(g)) for g in host_gaps(manager.registry, host)]
+    hosts = TypeAdapter(list[HostGapOut]).dump_json(gaps)
+    return Response(
+        b'{"vms":' + vms + b',"hosts_not_current":' + hosts + b"}",
+        media_type="application/json",
+    )
 
 
 @router.get("/api/hosts/{host}/vms", name="vms.list", response_model=list[VmOut])

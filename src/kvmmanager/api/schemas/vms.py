@@ -120,6 +120,29 @@ class VmOut(BaseModel):
     updated_at: float = 0.0
 
 
+class HostGapOut(BaseModel):
+    host: str
+    status: str = Field(description="the host's connection status")
+    reason: str = ""
+    missing: bool = Field(
+        description="never listed since the manager started: none of its VMs is in `vms` "
+        "(they are unknown, not absent)"
+    )
+    stale_since: float | None = Field(
+        None, description="listed before: its VMs are shown as of this time (epoch seconds)"
+    )
+
+
+class VmList(BaseModel):
+    """Every VM of every host the inventory holds, and the hosts it cannot vouch for."""
+
+    vms: list[VmOut]
+    hosts_not_current: list[HostGapOut] = Field(
+        description="hosts whose VMs are missing from `vms` or shown as of an older "
+        "listing; empty when the list is complete and current"
+    )
+
+
 class VmCreated(BaseModel):
     vm: VmOut
     domain_type: Literal["kvm", "qemu", "test"] = Field(

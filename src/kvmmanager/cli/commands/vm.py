@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -80,8 +81,24 @@ def list_vms(
     """VMs of every host (or one)."""
     params = {k: v for k, v in {"host": host, "state": state, "tag": tag, "q": query}.items() if v}
     with client(ctx) as api:
-        vms = api.get("/api/vms", params=params)
+        body = api.get("/api/vms", params=params)
+    vms = body["vms"]
     emit(ctx, vms if wants_json(ctx) else [_row(v) for v in vms], COLUMNS)
+    # On stderr, so --json stdout stays the list: a host missing from it must not read as
+    # a host without VMs.
+    for gap in body.get("hosts_not_current", []):
+        info(_gap_line(gap))
+
+
+def _gap_line(gap: dict[str, Any]) -> str:
+    why = f": {gap['reason']}" if gap.get("reason") else ""
+    if gap.get("missing"):
+        return (
+            f"host {gap['host']} is {gap['status']} and was never listed: "
+            f"its VMs are missing from this list{why}"
+        )
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gap["stale_since"]))
+    return f"host {gap['host']} is {gap['status']}: its VMs are shown as of {since}{why}"
 
 
 @app.command("show")
