@@ -11,6 +11,7 @@ clock; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -105,10 +106,18 @@ async def test_a_host_whose_daemon_is_frozen_before_it_connects_says_not_respond
     hc = HostConnection("kvmm-t-frzc", private_host.uri, bus, Inventory(bus), _settings())
     try:
         with frozen(private_host):
+            before = time.time()
             await hc.start()
             await hc.wait_status(NOT_RESPONDING, seconds=LONG)
-            assert "has not answered" in hc.status_reason, hc.status_reason
+            assert "has not answered the connection since " in hc.status_reason, hc.status_reason
             assert private_host.uri in hc.status_reason
+            # It says since when (the open began), not a fixed duration that turns false
+            # as the wait goes on.
+            shown = re.search(r"since (\d\d:\d\d:\d\d) UTC \(still waiting\)", hc.status_reason)
+            assert shown is not None, hc.status_reason
+            seconds = range(int(before), int(time.time()) + 1)
+            began = {time.strftime("%H:%M:%S", time.gmtime(t)) for t in seconds}
+            assert shown.group(1) in began, (shown.group(1), began)
             with pytest.raises(HostUnavailable, match="'kvmm-t-frzc' is not responding: "):
                 await hc.run(lambda: None)
         # Thawed: the open that waited completes, and the host connects.

@@ -409,14 +409,18 @@ class HostConnection(Heartbeat, HostEvents):
         """Open and attach in a daemon thread. A daemon that accepts the socket and then
         answers nothing (frozen) holds the open indefinitely: past `connect_seconds` the
         host is "not responding", saying so, and the open goes on waiting for the thaw."""
+        began = time.time()
         opening = asyncio.ensure_future(self._in_thread(self._open_and_attach, gen))
         try:
             done, _ = await asyncio.wait({opening}, timeout=self.settings.connect_seconds)
             if not done:
+                # The time the open began, not a duration: the reason stays true however
+                # long the wait goes on (a fixed "for 15 s" was wrong after 15 s).
+                since = time.strftime("%H:%M:%S UTC", time.gmtime(began))
                 self._set_status(
                     NOT_RESPONDING,
-                    f"libvirtd at {self.uri} has not answered the connection for "
-                    f"{self.settings.connect_seconds:g} s (still waiting)",
+                    f"libvirtd at {self.uri} has not answered the connection since {since} "
+                    "(still waiting)",
                 )
             return await opening
         except BaseException:
