@@ -552,7 +552,9 @@ class CloudInitService:
                     raise Conflict(f"volume '{n}' already exists in pool '{pool}'", field="name")
             return src.path(), info.target_format or "raw", int(info.capacity or 0)
 
-        image_path, image_format, image_size = await hc.run(lambda: prepare(hc.conn))
+        image_path, image_format, image_size = await hc.run(
+            lambda: prepare(hc.conn), kind="read", op="cloud-init prepare"
+        )
         size = int(size_gib * GIB)
         if size < image_size:
             raise InvalidInput(
@@ -629,7 +631,9 @@ class CloudInitService:
         hc = self.m.registry.get(host)
         found = None
         for path in cdroms:
-            data = await hc.run(lambda p=path: _read_seed(hc.conn, p))
+            data = await hc.run(
+                lambda p=path: _read_seed(hc.conn, p), kind="lifecycle", op="read the seed"
+            )
             if data is not None:
                 found = (path, data)
                 break
@@ -698,7 +702,7 @@ class CloudInitService:
                     p.storageVolLookupByName(v).delete(0)
 
         with contextlib.suppress(KvmmError):
-            await hc.run(lambda: rm(hc.conn))
+            await hc.run(lambda: rm(hc.conn), kind="lifecycle", op="remove half-made volumes")
 
 
 def _make_disk(

@@ -225,12 +225,12 @@ class ExportService:
                        for k, v in mapping.items()):  # fmt: skip
                 raise InvalidInput(f"{label} maps names to names", field=label)
 
-        plan = await self.m.vms.run(host, lambda conn: plan_import(conn, xml, opts))
+        plan = await self.m.vms.run(host, lambda conn: plan_import(conn, xml, opts), kind="read")
         if opts.principal is not None:
             # An import names volumes like a VM create does: another user's disk is
             # theirs (it was read, cloned and deleted through an imported VM).
             self.m.ownership.check_volumes(opts.principal, host, list(plan.volumes))
-        uuid = await self.m.vms.run(host, lambda conn: _define(conn, plan))
+        uuid = await self.m.vms.run(host, lambda conn: _define(conn, plan), kind="lifecycle")
         info = await self.m.vms.refresh(host, uuid)
         log.info("imported vm %s on %s (renamed from %s)", plan.name, host, plan.renamed_from)
         return self.result(info, plan)

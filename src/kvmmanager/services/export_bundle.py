@@ -121,7 +121,7 @@ async def export_bundle(
             )
         return (*_disks_blocking(dom), dom.name())
 
-    xml, disks, ejected, name = await m.vms.run_on(host, vm, prepare)
+    xml, disks, ejected, name = await m.vms.run_on(host, vm, prepare, kind="read")
     hc = m.registry.get(host)
     partial = dest.with_name(dest.name + ".part")
     entries: list[dict[str, Any]] = []
@@ -271,7 +271,9 @@ async def import_bundle(
     # surface before a single byte is uploaded.
     planned_volumes = {t: (pool, f"placeholder-{t}") for t in targets}
     plan: ImportPlan = await m.vms.run(
-        host, lambda conn: plan_import(conn, xml, replace(opts, disk_volumes=planned_volumes))
+        host,
+        lambda conn: plan_import(conn, xml, replace(opts, disk_volumes=planned_volumes)),
+        kind="read",
     )
     volumes = {
         d["target"]: (pool, f"{plan.name}-{d['target']}.{d['format']}") for d in manifest["disks"]
@@ -335,4 +337,4 @@ async def _delete_volumes(m: Manager, host: str, pool: str, names: list[str]) ->
                 p.storageVolLookupByName(name).delete(0)
 
     with contextlib.suppress(Exception):
-        await asyncio.shield(hc.run(lambda: drop(hc.conn)))
+        await asyncio.shield(hc.run(lambda: drop(hc.conn), kind="lifecycle"))

@@ -261,6 +261,7 @@ class IsoService:
                     lambda c: (
                         c.storagePoolLookupByName(pool).storageVolLookupByName(name).delete(0)
                     ),
+                    kind="lifecycle",
                 )
         if result.action != "unchanged":
             await self._upload(host, pool, name, loc.path, size, progress, cancelled)
@@ -279,7 +280,9 @@ class IsoService:
         cancelled: transfer.CancelledFn | None,
     ) -> None:
         xml = _volume_xml(name, size)
-        vol = await self._call(host, lambda c: c.storagePoolLookupByName(pool).createXML(xml, 0))
+        vol = await self._call(
+            host, lambda c: c.storagePoolLookupByName(pool).createXML(xml, 0), kind="lifecycle"
+        )
         h = self._host(host)
         # created=True: any failure or cancel deletes the volume, nothing half-written stays.
         await transfer.upload_stream(

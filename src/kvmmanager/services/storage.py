@@ -328,7 +328,9 @@ class StorageService:
         def op(conn: libvirt.virConnect) -> None:
             lookup_volume(active_pool(conn, pool), name).delete(0)
 
-        await self._call(host, op)
+        # Lifecycle even inside a job (an ISO deploy's old versions): deleting a volume
+        # is short, and a frozen host must fail the job, not hang it.
+        await self._call(host, op, kind="lifecycle")
         # A later volume of this name is not the deleted one's owner's.
         self._m.ownership.forget_volume(host, pool, name)
         await self.sync_pool(host, pool)

@@ -150,8 +150,8 @@ async def upload_stream(
     stream: libvirt.virStream | None = None
     try:
         _check_cancel(cancelled)
-        stream = await host.run(conn.newStream, 0)
-        await host.run(vol.upload, stream, 0, size, 0)
+        stream = await host.run(conn.newStream, 0, kind="lifecycle")
+        await host.run(vol.upload, stream, 0, size, 0, kind="lifecycle")
         await _report(progress, 0, size)
         async with contextlib.aclosing(iter_source(source)) as chunks:
             async for chunk in chunks:
@@ -160,7 +160,7 @@ async def upload_stream(
                     raise InvalidInput(
                         f"the upload sent more than the declared {size} bytes", field="size"
                     )
-                await host.run(_send_all, stream, chunk)
+                await host.run(_send_all, stream, chunk, kind="lifecycle")
                 done += len(chunk)
                 await _report(progress, done, size)
         if done != size:
@@ -168,7 +168,7 @@ async def upload_stream(
                 f"the upload ended after {done} of the declared {size} bytes", field="size"
             )
         _check_cancel(cancelled)
-        await host.run(stream.finish)
+        await host.run(stream.finish, kind="lifecycle")
         stream = None
     except BaseException:
         # Shielded so a cancelled request (client gone) still cleans up fully.
@@ -182,10 +182,10 @@ async def _cleanup_upload(
 ) -> None:
     if stream is not None:
         with contextlib.suppress(Exception):
-            await host.run(stream.abort)
+            await host.run(stream.abort, kind="lifecycle")
     if vol is not None:
         with contextlib.suppress(Exception):
-            await host.run(vol.delete, 0)
+            await host.run(vol.delete, 0, kind="lifecycle")
 
 
 class Download:
@@ -210,13 +210,13 @@ class Download:
         try:
             while self._stream is not None:
                 _check_cancel(cancelled)
-                data = await self._host.run(self._stream.recv, chunk_size)
+                data = await self._host.run(self._stream.recv, chunk_size, kind="lifecycle")
                 if isinstance(data, int):
                     # -2 means "would block", only possible on non-blocking streams.
                     raise KvmmError(f"libvirt stream receive failed ({data})")
                 if not data:
                     stream, self._stream = self._stream, None
-                    await self._host.run(stream.finish)
+                    await self._host.run(stream.finish, kind="lifecycle")
                     break
                 self.done += len(data)
                 await _report(progress, self.done, self.size)
@@ -232,7 +232,7 @@ class Download:
 
 async def _abort(host: RunsOnHost, stream: libvirt.virStream) -> None:
     with contextlib.suppress(Exception):
-        await host.run(stream.abort)
+        await host.run(stream.abort, kind="lifecycle")
 
 
 def _download_size(vol: libvirt.virStorageVol) -> int:
@@ -249,9 +249,9 @@ async def open_download(
     host: RunsOnHost, conn: libvirt.virConnect, vol: libvirt.virStorageVol
 ) -> Download:
     size = await host.run(_download_size, vol, kind="read")
-    stream = await host.run(conn.newStream, 0)
+    stream = await host.run(conn.newStream, 0, kind="lifecycle")
     try:
-        await host.run(vol.download, stream, 0, 0, 0)
+        await host.run(vol.download, stream, 0, 0, 0, kind="lifecycle")
     except BaseException:
         await asyncio.shield(_abort(host, stream))
         raise
@@ -364,14 +364,14 @@ async def upload_volume(
         vol = lookup_volume(p, name)
         return vol, vol.path()
 
-    vol, path = await h.run(lambda: prepare(h.conn))
+    vol, path = await h.run(lambda: prepare(h.conn), kind="lifecycle")
     if not create:
         _refuse_running(storage, host, pool, name, path)
     await upload_stream(
         h, h.conn, vol, source, size, created=create, progress=progress, cancelled=cancelled
     )
     try:
-        probe = await h.run(image_probe.probe_volume, h.conn, pool, name)
+        probe = await h.run(image_probe.probe_volume, h.conn, pool, name, kind="lifecycle")
         problem = image_probe.upload_refusal(probe, format)
         if problem:
             if not create:
@@ -408,7 +408,7 @@ async def open_volume_download(
     details = await storage.get_volume(host, pool, name)
     h = storage._host(host)
     vol = await h.run(lambda: lookup_volume(active_pool(h.conn, pool), name), kind="read")
-    refusal = await h.run(image_probe.chain_refusal, h.conn, vol)
+    refusal = await h.run(image_probe.chain_refusal, h.conn, vol, kind="read")
     if refusal:
         raise InvalidInput(f"volume '{name}' cannot be downloaded: {refusal}", field="volume")
     return details, await open_download(h, h.conn, vol)

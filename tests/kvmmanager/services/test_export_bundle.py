@@ -17,12 +17,14 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.kvmmanager.services.test_backup_images_libvirtd import record_job_calls
 
 from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Conflict, InvalidInput
 from kvmmanager.services.export import ImportOptions
 from kvmmanager.services.storage_specs import PoolSpec, VolumeSpec
 from kvmmanager.services.vm_spec import DiskSpec, VmSpec
+from kvmmanager.virt.calls import job_calls
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.validate import validate_xml
 
@@ -196,3 +198,22 @@ async def test_running_vm_is_refused(real_manager: Any, prefix: str) -> None:
     with pytest.raises(Conflict) as err:
         await m.export.export_bundle(HOST, f"{prefix}-run")
     assert err.value.field == "vm"
+
+
+async def test_inside_a_job_every_export_and_import_call_has_a_deadline(
+    real_manager: Any, prefix: str, exported_vm: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export or import runs as a job, where calls default to the unbounded `job`
+    kind: its preparation (VM read, plan, volume lookups), each stream chunk, the define
+    and the cleanup must each carry a deadline, so a frozen host fails the job naming
+    host and operation instead of hanging it (issue 21)."""
+    m = real_manager
+    pool_b = await _pool(m, f"{prefix}-b")
+    unbounded = record_job_calls(m.registry.get(HOST), monkeypatch)
+    with job_calls():
+        res = await m.export.export_bundle(HOST, exported_vm["name"])
+        path = m.export.bundle_path(res["bundle_id"])
+        out = await m.export.import_bundle(HOST, path, pool_b, ImportOptions(new_identity=True))
+    assert out["vm"]["name"] == f"{exported_vm['name']}-2"
+    assert unbounded == []
+    m.export.delete_bundle(res["bundle_id"])

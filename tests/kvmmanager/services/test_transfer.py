@@ -20,11 +20,13 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.kvmmanager.services.test_backup_images_libvirtd import record_job_calls
 
 from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, NotFound
 from kvmmanager.services import transfer
 from kvmmanager.services.storage_specs import PoolSpec, VolumeSpec
+from kvmmanager.virt.calls import job_calls
 
 HOST = "local"
 MIB = 1 << 20
@@ -289,3 +291,25 @@ async def test_download_to_file_and_abandoned_download(
     assert await _download(real_manager, real_pool, "d.raw") == (
         len(data), hashlib.sha256(data).hexdigest(),
     )  # fmt: skip
+
+
+@pytest.mark.libvirtd
+async def test_inside_a_job_every_transfer_call_has_a_deadline(
+    real_manager: Any, real_pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls made in a job default to the unbounded `job` kind: each call of an upload
+    (new stream, start, every chunk, finish), a download (every chunk) and the volume's
+    delete must say its kind, so a frozen host fails the job, naming host and operation,
+    instead of hanging it (issue 21)."""
+    hc = real_manager.registry.get(HOST)
+    unbounded = record_job_calls(hc, monkeypatch)
+    data = os.urandom(2 * MIB + 7)
+    with job_calls():
+        await real_manager.storage.upload_volume(
+            HOST, real_pool, "job.raw", [data], size=len(data), create=True
+        )
+        size, digest = await _download(real_manager, real_pool, "job.raw")
+        await real_manager.storage.delete_volume(HOST, real_pool, "job.raw")
+    assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
+    assert unbounded == []
+    assert _volume_names(real_pool) == []
