@@ -16,7 +16,8 @@ the raw socket), `iso` (7: agent ISO build, mastering vs xorriso), `hostile` (is
 item 3: the API's p50/p99 while a hostile guest is on the agent channel, per scenario
 against an interleaved baseline; docs/reliability.md), `fleet` (issue 19: cold start and
 footprint of `kvm-manager serve` with 1 / 10 / 100 test-driver hosts; bench/fleet.py alone
-adds real libvirtd daemons and the fault scenarios), and, only when named,
+adds real libvirtd daemons and the fault scenarios), and, only when named, `browser` (issue
+19 item 3: the VM list page at 1,000 / 5,000 VMs in Debian's chromium) and
 `vm` (4-5 inside real TCG guests: needs libvirtd, qemu:///system and root).
 """
 
@@ -35,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import agent_bench
+import browser_list
 import fleet
 import history_db
 import hostile_api
@@ -55,6 +57,7 @@ FULL: dict[str, Callable[[Path], list[Row]]] = {
     "iso": lambda w: agent_bench.run_iso(w),
     "hostile": lambda w: hostile_api.run(w),
     "fleet": lambda w: fleet.run(w),
+    "browser": lambda w: browser_list.run(w),
     "vm": lambda w: agent_bench.run_vm(w),
 }
 QUICK: dict[str, Callable[[Path], list[Row]]] = {
@@ -68,10 +71,11 @@ QUICK: dict[str, Callable[[Path], list[Row]]] = {
     "iso": lambda w: agent_bench.run_iso(w, repeats=1),
     "hostile": lambda w: hostile_api.run(w, requests=24, rounds=1),
     "fleet": lambda w: fleet.run(w, sizes=((2, 6),), restart=False),
+    "browser": lambda w: browser_list.run(w, sizes=(20,), updates=1),
     "vm": lambda w: agent_bench.run_vm(w, n=50, transfer_mb=2),
 }
 # Run only when named in --only: they need what a development machine may not have.
-OPT_IN = {"vm"}
+OPT_IN = {"vm", "browser"}
 HEADER = ("benchmark", "measure", "ours", "peer (same run)", "ratio", "target")
 
 

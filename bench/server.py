@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+WEB_USER = "kvmm-t-bench-web"
 
 
 def main() -> None:
@@ -35,6 +36,11 @@ def main() -> None:
         "--hosts-file",
         default="",
         help="JSON [[name, uri], ...]: the hosts stored before the start (bench/fleet.py)",
+    )
+    ap.add_argument(
+        "--web-password",
+        default="",
+        help=f"also create the admin user {WEB_USER} with this password (browser benchmarks)",
     )
     ap.add_argument(
         "--prepare-only",
@@ -60,6 +66,8 @@ def main() -> None:
     boot = Manager(settings)
     boot.prepare_database()
     _, secret = boot.users.create_token("admin", "kvmm-t-met-bench")
+    if args.web_password:
+        boot.users.create(WEB_USER, args.web_password, "admin")
     if args.hosts_file:
         # Stored rows, as `kvm-manager host add` leaves them: the start connects them all.
         with boot.db.begin() as s:
@@ -104,9 +112,16 @@ class Server:
     """Start bench/server.py, wait until it lists `expect_vms` VMs; stop it on exit."""
 
     def __init__(
-        self, uri: str, workdir: Path, expect_vms: int, interval: float = 2.0, sndbuf: int = 0
+        self,
+        uri: str,
+        workdir: Path,
+        expect_vms: int,
+        interval: float = 2.0,
+        sndbuf: int = 0,
+        web_password: str = "",
     ):
         self.uri, self.expect, self.interval, self.sndbuf = uri, expect_vms, interval, sndbuf
+        self.web_password = web_password
         self.data = workdir / f"data-{os.getpid()}-{time.monotonic_ns()}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -134,6 +149,8 @@ class Server:
                 str(self.interval),
                 "--sndbuf",
                 str(self.sndbuf),
+                "--web-password",
+                self.web_password,
             ],
             stdout=subprocess.DEVNULL,
         )
