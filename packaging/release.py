@@ -102,9 +102,10 @@ def stage_vendor(dst: Path, node_modules: Path = ROOT / "node_modules") -> list[
 def build_python(dist: Path, iso: Path) -> Path:
     """The sdist, and the wheel with the agent ISO and the front-end libraries inside
     (package data), built with setuptools from a copy of the tracked files (no `build`
-    frontend needed)."""
+    frontend needed). Both build in the copy: setuptools makes its sdist tree and egg-info
+    relative to its working directory, so two releases built at once from one checkout
+    (scripts/test's chroot job beside the packaging tests) would remove each other's."""
     py = sys.executable
-    _run(py, "-c", f"from setuptools import build_meta as b; b.build_sdist({str(dist)!r})")
     tracked = (
         subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True)
         .stdout.decode()
@@ -116,6 +117,9 @@ def build_python(dist: Path, iso: Path) -> Path:
             if (ROOT / rel).is_file():
                 (src / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / rel, src / rel)
+        # The sdist before the ISO and front-end libraries are staged: they are the wheel's.
+        build_sdist = f"from setuptools import build_meta as b; b.build_sdist({str(dist)!r})"
+        _run(py, "-c", build_sdist, cwd=src)
         shutil.copy2(iso, src / "src/kvmmanager/iso" / ISO_NAME)
         stage_vendor(src / "src/kvmmanager/web/vendor")
         _run(

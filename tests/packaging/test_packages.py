@@ -351,6 +351,24 @@ class Release:
     dist: Path
     keys: ReleaseKeys
     stderr: str
+    # Files of the checkout the release created, changed or removed (relative paths).
+    touched: list[str]
+
+
+# What a test run itself writes into the checkout (bytecode, tool caches) or never a release.
+_NOT_CHECKOUT = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache"}
+_NOT_CHECKOUT |= {".mypy_cache", ".ruff_cache"}
+
+
+def _checkout_state() -> dict[str, tuple[int, int]]:
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in _NOT_CHECKOUT]
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            state[str(path.relative_to(ROOT))] = (st.st_mtime_ns, st.st_size)
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +378,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
     keys = _release_keys(base)
     dist = base / "dist"
     env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
+    before = _checkout_state()
     res = subprocess.run(
         [
             str(ROOT / "scripts/release"),
@@ -376,7 +395,16 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
         timeout=900,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    return Release(dist, keys, res.stderr)
+    after = _checkout_state()
+    touched = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return Release(dist, keys, res.stderr, touched)
+
+
+def test_release_writes_nothing_into_the_checkout(release: Release) -> None:
+    """Two releases built at once from one checkout (scripts/test's clean-chroot job beside
+    these tests) must not meet there: setuptools made its sdist tree `kvmmanager-<v>/` and
+    the egg-info in its working directory, the checkout, and removed the tree afterwards."""
+    assert release.touched == []
 
 
 def _gpg_verify(
