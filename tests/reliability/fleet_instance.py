@@ -37,7 +37,7 @@ async def main() -> None:
     m = Manager(get_settings())
 
     def on_event(e: Event) -> None:
-        if e.kind == "schedule.run":
+        if e.kind == "schedule.run" and not e.origin:  # its own runs, not relayed ones
             say("KVMM-RUN", e.data["name"], e.data["due_at"])
 
     async def on_lease(held: bool) -> None:

@@ -27,12 +27,14 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 from tests.postgres_cluster import shared_cluster
 
+import kvmmanager
 from kvmmanager.db.fleet_models import Lease
 from kvmmanager.db.models import Job
 from kvmmanager.db.ops_models import Schedule, ScheduleRun
 
 CHILD = Path(__file__).with_name("fleet_instance.py")
-SRC = Path(__file__).parents[2] / "src"
+# The children import the code under test, wherever the test run found it.
+SRC = Path(kvmmanager.__file__).parents[1]
 WAIT = 60.0  # generous bound of every wait: the machine is shared
 LEASE_SECONDS = 2.0
 

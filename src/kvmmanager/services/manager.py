@@ -51,6 +51,7 @@ LAZY_SERVICES = (
     "doctor",
     "metrics",
     "instances",
+    "fleet_events",
 )
 
 
@@ -194,6 +195,10 @@ class Manager:
         return _service("instances", "InstanceService")(self)
 
     @cached_property
+    def fleet_events(self) -> Any:
+        return _service("fleet_events", "FleetEvents")(self)
+
+    @cached_property
     def lease(self) -> Any:
         return _service("lease", "LeaseService")(self)
 
@@ -235,6 +240,9 @@ class Manager:
         self.audit.start()
         # Last: an instance is listed once it serves (its heartbeat row).
         await self.instances.start()
+        if self.engine.dialect.name == "postgresql":
+            # Job, alert and schedule-run events reach the other instances' streams.
+            await self.fleet_events.start()
         self.started = True
 
     async def stop(self) -> None:

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+import kvmmanager
 from kvmmanager.db import migrate
 from kvmmanager.db.base import make_engine
 from kvmmanager.db.models import User
 
-SRC = Path(__file__).parents[3] / "src"
+# The children import the code under test, wherever the test run found it.
+SRC = Path(kvmmanager.__file__).parents[1]
 INSTANCES = 2
 
 # Imports first (seconds), then every child waits for the go file and prepares the

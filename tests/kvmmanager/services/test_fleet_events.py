@@ -1,0 +1,72 @@
+"""Job events of one instance reach the bus (and so the SSE stream) of another instance on
+the same PostgreSQL database, through LISTEN/NOTIFY (services/fleet_events.py); an
+instance never gets its own events twice; an event too large for a NOTIFY is sent
+without its long values. The process-level proof (two real servers, a browser session
+and an SSE stream) is tests/reliability/test_fleet_active_active.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.postgres_cluster import shared_cluster
+
+from kvmmanager.core.config import Settings
+from kvmmanager.services import fleet_events
+from kvmmanager.services.manager import Manager
+from kvmmanager.virt.events import Event
+
+WAIT = 30.0
+
+
+async def test_a_job_on_one_instance_is_seen_on_the_others_bus_once(settings: Settings) -> None:
+    settings.database.url = shared_cluster().new_database()
+    a, b = Manager(settings), Manager(settings)
+    await a.start()
+    try:
+        await b.start()
+        on_a: list[Event] = []
+        on_b: list[Event] = []
+        b_done = asyncio.Event()
+
+        def seen_on_b(e: Event) -> None:
+            if e.kind.startswith("job."):
+                on_b.append(e)
+                if e.kind == "job.done":
+                    b_done.set()
+
+        a.bus.add_listener(lambda e: on_a.append(e) if e.kind.startswith("job.") else None)
+        b.bus.add_listener(seen_on_b)
+
+        def work(p: Any) -> dict[str, int]:
+            p(1, 2, "kvmm-t-fleet half")
+            return {"ok": 1}
+
+        job_id = a.jobs.start("kvmm-t-fleet.relay", "x", work, "admin")
+        assert (await a.jobs.wait(job_id)).state == "done"
+        async with asyncio.timeout(WAIT):
+            await b_done.wait()
+        mine_b = [(e.kind, e.subject, e.data.get("state")) for e in on_b]
+        mine_a = [(e.kind, e.subject, e.data.get("state")) for e in on_a]
+        # B saw what A published, in order, once each, as A's.
+        assert mine_b == mine_a
+        assert {e.origin for e in on_b} == {a.instances.id} and {e.origin for e in on_a} == {""}
+        assert mine_b[-1] == ("job.done", job_id, "done")
+        assert any(e.data.get("message") == "kvmm-t-fleet half" for e in on_b)
+        # B's relay did not send them back: A has each of its events once.
+        await asyncio.sleep(0.5)
+        assert [(e.kind, e.subject, e.data.get("state")) for e in on_a] == mine_a
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+def test_an_event_too_large_for_notify_keeps_its_short_values() -> None:
+    event = Event("job.done", host="h", subject="j1", data={"state": "done", "result": "x" * 9000})
+    payload = fleet_events.encode("me", event)
+    assert len(payload.encode()) <= fleet_events.PAYLOAD_MAX
+    back = fleet_events.decode(payload)
+    assert back is not None
+    assert back.origin == "me" and back.kind == "job.done" and back.subject == "j1"
+    assert back.data == {"state": "done", "truncated": True}
+    assert fleet_events.decode("{not json") is None
