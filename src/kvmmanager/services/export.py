@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services import vm_builder
 from kvmmanager.services.import_policy import check_import
 from kvmmanager.services.transfer import MAX_UPLOAD_BYTES
 from kvmmanager.services.users import Principal
@@ -196,8 +197,40 @@ def plan_import(conn: libvirt.virConnect, xml: str, opts: ImportOptions) -> Impo
                 plan.warnings.append(f"{what}: {disk.source_file} is not a volume of any pool")
             else:
                 plan.volumes.append((vol.storagePoolLookupByVolume().name(), vol.name()))
+    _refuse_shared_disks(conn, dom, opts)
     plan.xml = dom.to_xml()
     return plan
+
+
+def _refuse_shared_disks(conn: libvirt.virConnect, dom: Domain, opts: ImportOptions) -> None:
+    """A writable disk another VM of this host already uses would be written by two
+    guests at once (the import of a VM's own export next to it, `new_identity` or a
+    rename): refused, saying how to get a copy. Read-only and `<shareable/>` disks, and
+    CD-ROMs, may be shared."""
+    candidates = [
+        d
+        for d in dom.devices.disks
+        if d.device in (None, "disk", "lun")
+        and not d.readonly
+        and not d.shareable
+        and (d.target_dev or "") not in opts.disk_volumes
+    ]
+    if not candidates:
+        return
+    used = vm_builder.paths_used_by_others(conn, None)
+    for disk in candidates:
+        path = vm_builder.disk_volume_path(conn, disk)
+        other = used.get(path or "")
+        if other is None:
+            continue
+        raise Conflict(
+            f"disk {disk.target_dev or '?'}: {path} is the writable disk of vm '{other}'; "
+            "the imported VM would share it and both guests would write to it. Get a copy "
+            f"instead: clone the VM ('{other}') or export it as a bundle (a bundle import "
+            "copies its disks), or copy the volume (volume clone) and import an XML naming "
+            "the copy",
+            field="xml",
+        )
 
 
 def _define(conn: libvirt.virConnect, plan: ImportPlan) -> str:

@@ -102,3 +102,31 @@ def test_a_bundle_export_on_a_host_not_connected_is_refused_up_front(app, client
     r = client.post("/api/hosts/local/vms/test/export/bundle")
     assert r.status_code == 503, r.text
     assert "host 'local' is disconnected" in r.text, r.text
+
+
+def test_import_next_to_the_source_refuses_to_share_its_writable_disk(client, vm):
+    """Issue 17's independent try, item 2: `export import --new-identity` made a VM that
+    wrote to the source's disk, without a word."""
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    r = client.post(
+        "/api/hosts/local/vms",
+        json={"name": name, "memory_mib": 64, "disks": [{"pool": "default-pool", "size_gib": 1}]},
+    )
+    assert r.status_code == 201, r.text
+    try:
+        xml = client.get(f"/api/hosts/local/vms/{name}/export").json()["xml"]
+        before = {v["name"] for v in client.get("/api/hosts/local/vms").json()}
+        r = client.post("/api/hosts/local/imports", json={"xml": xml, "new_identity": True})
+        assert r.status_code == 409, r.text
+        err = r.json()["error"]
+        assert f"writable disk of vm '{name}'" in err["message"], err
+        assert "would share it" in err["message"] and "bundle" in err["message"], err
+        assert {v["name"] for v in client.get("/api/hosts/local/vms").json()} == before
+    finally:
+        c = libvirt.open("test:///default")
+        try:
+            for vol in c.storagePoolLookupByName("default-pool").listAllVolumes():
+                if vol.name().startswith(name):
+                    vol.delete(0)
+        finally:
+            c.close()
