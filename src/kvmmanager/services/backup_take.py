@@ -85,6 +85,12 @@ def inspect(conn: libvirt.virConnect, host: str, vm: str) -> VmState:
     dom = lookup(conn, host, vm)
     xml = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     disks, skipped = backup_disks(xml)
+    if dom.isActive():
+        # A device added to the definition only (a CD-ROM drive that could not be
+        # hot-plugged) is not in the running domain, which libvirt's backup names
+        # disks against ("no disk named 'hda'"): leave it out of the list to skip.
+        live = {d.target_dev for d in Domain.from_xml(dom.XMLDesc(0)).devices.disks}
+        skipped = [s for s in skipped if s in live]
     if not disks:
         raise Unsupported(f"vm '{dom.name()}' has no writable disk to back up", field="vm")
     for d in disks:
