@@ -66,6 +66,35 @@ def checkpoints_refusal(vm: str, snapshot: str, held: Sequence[HeldCheckpoint]) 
     )
 
 
+def stopped_snapshot_refusal(vm: str, held: Sequence[HeldCheckpoint]) -> Conflict:
+    """The 409 for a snapshot of shut-off `vm` while backup checkpoints `held` exist:
+    libvirt cannot snapshot a stopped VM's disks then ("cannot perform block operations
+    while checkpoint exists"), while a running VM takes an external disk-only one."""
+    ours = sorted(h.backup_id for h in held if h.backup_id is not None)
+    ways = [
+        "start the VM and take the snapshot while it runs, with kind='external' and "
+        "memory=false (libvirt allows that next to checkpoints)"
+    ]
+    if ours:
+        ids = " ".join(str(i) for i in reversed(ours))
+        ways.append(
+            "or, if those backups can go, start the VM, delete them newest first "
+            f"(kvm-manager backup delete-image {vm} ID, for ID in {ids}), and snapshot it "
+            "then (the next backup of the policy is a full one)"
+        )
+    foreign = [h.checkpoint for h in held if h.backup_id is None]
+    if foreign:
+        ways.append(f"delete the other checkpoints with virsh checkpoint-delete {vm} "
+                    f"({' '.join(foreign)})")  # fmt: skip
+    return Conflict(
+        f"vm '{vm}' is shut off and has backup checkpoints "
+        f"({', '.join(_what(h) for h in held)}); libvirt cannot snapshot the disks of a "
+        f"stopped VM while checkpoints exist. To snapshot it: {'; '.join(ways)}",
+        field="vm",
+        details={"checkpoints": [h.checkpoint for h in held]},
+    )
+
+
 def bitmaps_refusal(vm: str, snapshot: str, exc: libvirt.libvirtError) -> Conflict | None:
     """QEMU's refusal, when it still comes (bitmaps left without a checkpoint, e.g. by a
     checkpoint whose metadata only was deleted on a stopped VM), as a 409; None for any

@@ -82,6 +82,13 @@ def _lookup_snapshot(dom: libvirt.virDomain, name: str) -> libvirt.virDomainSnap
         raise
 
 
+def _checkpoint_names(dom: libvirt.virDomain) -> tuple[str, ...]:
+    try:
+        return tuple(c.getName() for c in dom.listAllCheckpoints(0))
+    except libvirt.libvirtError:
+        return ()  # a driver without checkpoints (the test driver)
+
+
 def _is_running(dom: libvirt.virDomain) -> bool:
     return dom.state()[0] in RUNNING_STATES
 
@@ -190,15 +197,22 @@ class SnapshotService:
                 f"quiesce must be one of {', '.join(qz.QUIESCE_REQUESTS)}", field="quiesce"
             )
 
-        def prepare(dom: libvirt.virDomain) -> tuple[rules.SnapshotPlan, str | None, str]:
+        def prepare(
+            dom: libvirt.virDomain,
+        ) -> tuple[rules.SnapshotPlan, str | None, str, tuple[str, ...]]:
             existing = _existing(dom)
             if any(s.name == name for s in existing):
                 raise Conflict(f"vm '{dom.name()}' already has a snapshot '{name}'", field="name")
             xml = Domain.from_xml(dom.XMLDesc(0))
             p = rules.plan(xml, _is_running(dom), existing, kind, memory)
-            return p, _metadata(dom).agent_quiesce, dom.UUIDString()
+            held = () if dom.isActive() else _checkpoint_names(dom)
+            return p, _metadata(dom).agent_quiesce, dom.UUIDString(), held
 
-        p, policy, uuid = await self._on(host, vm, prepare, kind="read")
+        p, policy, uuid, held = await self._on(host, vm, prepare, kind="read")
+        if held:
+            # libvirt: "cannot perform block operations while checkpoint exists".
+            checkpoints = await self._describe_checkpoints(host, uuid, held)
+            raise bitmaps.stopped_snapshot_refusal(vm, checkpoints)
         agent_status, qga_status = self._agent_states(host, uuid)
         c = qz.choose(
             quiesce, policy, p.running and p.disk_only, p.memory, agent_status, qga_status
@@ -317,6 +331,12 @@ class SnapshotService:
             return dom.UUIDString(), tuple(c.getName() for c in dom.listAllCheckpoints(0))
 
         uuid, names = await self._on(host, vm, read, kind="read")
+        return await self._describe_checkpoints(host, uuid, names)
+
+    async def _describe_checkpoints(
+        self, host: str, uuid: str, names: tuple[str, ...]
+    ) -> tuple[bitmaps.HeldCheckpoint, ...]:
+        """Checkpoints `names` of VM `uuid`, each with the backup that made it."""
         if not names:
             return ()
         made = {

@@ -121,3 +121,25 @@ async def test_bitmaps_left_without_checkpoint_are_a_conflict_too(
         assert (await manager.snapshots.revert("local", name, snap))["snapshot"] == snap
     finally:
         drop_snapshots(vm["dom"])
+
+
+async def test_snapshot_of_a_stopped_vm_with_checkpoints_says_what_to_do(
+    manager: Any, lab: dict[str, Any]
+) -> None:
+    """Issue 17's independent try, item 8: libvirt's raw "cannot perform block operations
+    while checkpoint exists" reached the user."""
+    vm = await snapshot_then_backup(manager, lab)
+    name, dom, taken = vm["name"], vm["dom"], vm["taken"]
+    try:
+        with pytest.raises(Conflict) as refused:
+            await manager.snapshots.create("local", name, "after-backup")
+        msg = refused.value.message
+        assert "block operations" not in msg, msg
+        assert f"vm '{name}' is shut off and has backup checkpoints" in msg, msg
+        assert f"checkpoint '{taken['checkpoint']}' of backup {taken['id']}" in msg, msg
+        assert "kind='external' and memory=false" in msg, msg
+        assert f"backup delete-image {name} ID, for ID in {taken['id']}" in msg, msg
+        assert refused.value.field == "vm"
+        assert "after-backup" not in [s.getName() for s in dom.listAllSnapshots()]
+    finally:
+        drop_snapshots(dom)
