@@ -148,8 +148,30 @@ class InstanceService:
             for r in rows
         ]
 
+    def sqlite_neighbours(self) -> list[InstanceInfo]:
+        """Other live instances on this instance's SQLite database (none on PostgreSQL,
+        where several instances are the design)."""
+        if self.m.engine.dialect.name != "sqlite":
+            return []
+        return [i for i in self.list() if i.alive and not i.this]
+
     async def start(self) -> None:
         await asyncio.to_thread(self.register)
+        for other in await asyncio.to_thread(self.sqlite_neighbours):
+            # SQLite is the one-instance database: a second instance on the same file is
+            # kept from double-running singletons by the lease, but its event stream lacks
+            # the other's job and alert events (no LISTEN/NOTIFY) and both write one file.
+            log.warning(
+                "another manager instance uses this SQLite database (%s, pid %d on %s, "
+                "started %s): only the singleton-lease holder runs schedules, alerts, "
+                "webhooks, retention and history writes, and each instance's event stream "
+                "shows only its own jobs; for several instances use PostgreSQL "
+                "(database.url)",
+                other.id,
+                other.pid,
+                other.hostname,
+                other.started_at.isoformat(timespec="seconds"),
+            )
         # The first beat's lease attempt, now: a lone instance runs its singletons at once.
         await self.m.lease.renew()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="kvmm-heartbeat")
