@@ -39,7 +39,7 @@ import libvirt
 from kvmmanager.core.errors import Conflict, InvalidInput, Unsupported
 from kvmmanager.services import image_probe
 from kvmmanager.services.storage_xml import build_volume_xml
-from kvmmanager.services.vm_builder import lookup, undefine_flags
+from kvmmanager.services.vm_builder import disk_volume_path, lookup, undefine_flags
 from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.xml.domain import Domain
@@ -177,12 +177,25 @@ def plan_clone(
         shared = d.device not in (None, "disk", "lun") or d.readonly or d.shareable
         if shared or not d.has_media:
             continue
-        if d.type != "file" or not d.source_file:
+        if d.type == "volume" and d.source_pool and d.source_volume:
+            # A disk naming its pool volume (as bundle imports define them): the same copy,
+            # found by the volume's path.
+            path = disk_volume_path(conn, d)
+            if path is None:
+                raise Unsupported(
+                    f"disk {d.target_dev}: volume '{d.source_volume}' is not in pool "
+                    f"'{d.source_pool}': there is nothing to copy",
+                    field="vm",
+                )
+        elif d.type == "file" and d.source_file:
+            path = d.source_file
+        else:
             raise Unsupported(
-                f"disk {d.target_dev} is a {d.type} disk: only file-backed volumes are cloned",
+                f"disk {d.target_dev} is a {d.type} disk: only disks on pool volumes (file "
+                "or volume disks) are cloned",
                 field="vm",
             )
-        plan.disks.append(_volume_copy(conn, d.source_file, d.target_dev, dom.name(), new_name))
+        plan.disks.append(_volume_copy(conn, path, d.target_dev, dom.name(), new_name))
     if xml.os.nvram:
         try:
             plan.nvram = _volume_copy(conn, xml.os.nvram, "nvram", dom.name(), new_name)
@@ -215,7 +228,11 @@ def finish_xml(
     for copy in plan.disks:
         disk = x.devices.disk_by_target(copy.target)
         assert disk is not None
-        disk.source_file = copy.new_path
+        if disk.type == "volume":
+            # The clone names its own volume the way the source named its one.
+            disk.source_pool, disk.source_volume = copy.pool, copy.new_name
+        else:
+            disk.source_file = copy.new_path
         if mode == "linked":
             disk.driver_type = "qcow2"
     if plan.nvram_action == "copy" and plan.nvram is not None:

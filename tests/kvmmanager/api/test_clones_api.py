@@ -116,3 +116,52 @@ def test_template_routes(client: TestClient, client_as: Any, vm: str) -> None:
     assert viewer.get("/api/hosts/local/templates").status_code == 200
     r = viewer.put(f"/api/hosts/local/vms/{vm}/template", json={"template": False})
     assert r.status_code == 403
+
+
+def test_a_vm_with_volume_disks_clones_and_deploys_as_a_template(
+    client: TestClient, vm: str
+) -> None:
+    """Issue 17's independent try, item 3: VMs made by `export import-bundle` (disks
+    `type='volume'`) could be neither cloned nor deployed as templates."""
+    from kvmmanager.virt.xml.domain import Domain
+
+    c = libvirt.open("test:///default")
+    try:
+        dom = c.lookupByName(vm)
+        xml = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        [disk] = [d for d in xml.devices.disks if d.device == "disk"]
+        vol = c.storageVolLookupByPath(disk.source_file)
+        disk.clear_source()
+        disk.type = "volume"
+        disk.source_pool, disk.source_volume = POOL, vol.name()
+        c.defineXML(xml.to_xml())
+    finally:
+        c.close()
+    _wait(
+        lambda: client.get(f"/api/hosts/local/vms/{vm}").json()["disks"][0]["volume"],
+        "the volume disk in the inventory",
+    )
+
+    def made(new: str, r: Any, mode: str) -> dict[str, Any]:
+        assert r.status_code == 202, r.text
+        job = _job(client, r.json()["job_id"])
+        assert job["state"] == "done", job
+        got = _wait(
+            lambda: (x := client.get(f"/api/hosts/local/vms/{new}")).status_code == 200
+            and x.json(),
+            "the clone in the inventory",
+        )
+        [d] = [d for d in got["disks"] if d["device"] == "disk"]
+        # The clone names its own volume, in the source's style, never the source's one.
+        assert d["pool"] == POOL and d["volume"] not in (None, vol.name()), d
+        assert job["result"]["mode"] == mode, job
+        return d
+
+    full = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    made(full, client.post(f"/api/hosts/local/vms/{vm}/clone", json={"name": full}), "full")
+
+    r = client.put(f"/api/hosts/local/vms/{vm}/template", json={"template": True})
+    assert r.status_code == 200 and r.json()["template"] is True, r.text
+    linked = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    r = client.post(f"/api/hosts/local/templates/{vm}/deploy", json={"name": linked})
+    made(linked, r, "linked")
