@@ -125,6 +125,13 @@ class InstanceService:
             )
         return [i for i, host, pid in rows if host != here or _process_exists(pid)]
 
+    def sqlite_neighbours(self) -> list[InstanceInfo]:
+        """Other live instances on this instance's SQLite database (none on PostgreSQL,
+        where several instances are the design)."""
+        if self.m.engine.dialect.name != "sqlite":
+            return []
+        return [i for i in self.list() if i.alive and not i.this]
+
     def list(self) -> list[InstanceInfo]:
         now = utcnow()
         stale = timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))
@@ -147,13 +154,6 @@ class InstanceService:
             )
             for r in rows
         ]
-
-    def sqlite_neighbours(self) -> list[InstanceInfo]:
-        """Other live instances on this instance's SQLite database (none on PostgreSQL,
-        where several instances are the design)."""
-        if self.m.engine.dialect.name != "sqlite":
-            return []
-        return [i for i in self.list() if i.alive and not i.this]
 
     async def start(self) -> None:
         await asyncio.to_thread(self.register)
