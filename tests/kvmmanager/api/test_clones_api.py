@@ -147,8 +147,9 @@ def test_a_vm_with_volume_disks_clones_and_deploys_as_a_template(
         job = _job(client, r.json()["job_id"])
         assert job["state"] == "done", job
         got = _wait(
-            lambda: (x := client.get(f"/api/hosts/local/vms/{new}")).status_code == 200
-            and x.json(),
+            lambda: (
+                (x := client.get(f"/api/hosts/local/vms/{new}")).status_code == 200 and x.json()
+            ),
             "the clone in the inventory",
         )
         [d] = [d for d in got["disks"] if d["device"] == "disk"]
