@@ -16,12 +16,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kvmmanager.api.deps import (
-    current_user,
-    get_manager,
+    CurrentUser,
+    ManagerDep,
     large_body_route,
     owner_read,
     streaming_body,
@@ -60,7 +60,7 @@ async def _call(
 
 
 @router.get("/status", name="agent.status")
-async def agent_status(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+async def agent_status(host: str, vm: str, manager: ManagerDep) -> dict:
     return manager.agents.status(host, vm)
 
 
@@ -68,8 +68,8 @@ async def agent_status(host: str, vm: str, manager: Manager = Depends(get_manage
 async def agent_methods(
     host: str,
     vm: str,
-    manager: Manager = Depends(get_manager),
-    who: Principal = Depends(current_user),
+    manager: ManagerDep,
+    who: CurrentUser,
 ) -> list[dict]:
     return [
         {"name": m.name, "capability": m.capability, "role": m.role,
@@ -81,12 +81,12 @@ async def agent_methods(
 
 @router.get("/ping", name="agent.ping")
 @router.post("/ping", name="agent.ping_post")
-async def agent_ping(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+async def agent_ping(host: str, vm: str, manager: ManagerDep) -> dict:
     return await manager.agents.ping(host, vm)
 
 
 @router.get("/info", name="agent.info")
-async def agent_info(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+async def agent_info(host: str, vm: str, manager: ManagerDep) -> dict:
     """Guest facts from whichever agent answers (our agent, else qemu-guest-agent)."""
     return (await manager.agents.guest_info(host, vm)).model_dump()
 
@@ -105,7 +105,7 @@ _FACTS = {
 def _fact_route(what: str, method: str) -> None:
     async def fact(
         host: str, vm: str,
-        manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+        manager: ManagerDep, who: CurrentUser,
     ) -> Any:  # fmt: skip
         _check(manager, who, method)
         return await manager.agents.fact(host, vm, method)
@@ -120,8 +120,8 @@ for _what, _method in _FACTS.items():
 
 @router.get("/processes", name="agent.processes")
 async def agent_processes(
-    host: str, vm: str, limit: int = Query(200, ge=1, le=5000),
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    host: str, vm: str, *, limit: int = Query(200, ge=1, le=5000),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     return await _call(manager, who, host, vm, "list_processes", {"limit": limit})
 
@@ -129,7 +129,7 @@ async def agent_processes(
 @router.post("/time", name="agent.set_time")
 async def agent_set_time(
     host: str, vm: str, body: SetTime,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     return await _call(manager, who, host, vm, "set_time", body.model_dump())
 
@@ -137,7 +137,7 @@ async def agent_set_time(
 @router.get("/services/{name}", name="agent.service_status")
 async def agent_service_status(
     host: str, vm: str, name: str,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     return await _call(manager, who, host, vm, "service_status", {"name": name})
 
@@ -145,15 +145,15 @@ async def agent_service_status(
 @router.post("/services/{name}/{action}", name="agent.service_action")
 async def agent_service_action(
     host: str, vm: str, name: str, action: str,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     return await _call(manager, who, host, vm, "service_action", {"name": name, "action": action})
 
 
 @router.get("/ssh-keys", name="agent.ssh_keys")
 async def agent_ssh_keys(
-    host: str, vm: str, user: str = Query(min_length=1, max_length=64),
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    host: str, vm: str, *, user: str = Query(min_length=1, max_length=64),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     _check(manager, who, "ssh_authorized_keys")
     return await manager.agents.call(host, vm, "ssh_authorized_keys", {"user": user})
@@ -162,7 +162,7 @@ async def agent_ssh_keys(
 @router.post("/ssh-keys", name="agent.ssh_keys_change")
 async def agent_ssh_keys_change(
     host: str, vm: str, body: SshKeysRequest,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """Add (the default action) or remove one public key."""
     return await _call(manager, who, host, vm, "ssh_authorized_keys", body.model_dump())
@@ -171,7 +171,7 @@ async def agent_ssh_keys_change(
 @router.delete("/ssh-keys", name="agent.ssh_keys_remove")
 async def agent_ssh_keys_remove(
     host: str, vm: str, body: SshKeysRequest,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """Remove one public key."""
     params = {**body.model_dump(), "action": "remove"}
@@ -179,7 +179,7 @@ async def agent_ssh_keys_remove(
 
 
 @router.post("/reconnect", name="agent.reconnect")
-async def agent_reconnect(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict:
+async def agent_reconnect(host: str, vm: str, manager: ManagerDep) -> dict:
     """Drop the connection to the agent and sync afresh; calls in flight fail cleanly."""
     return await manager.agents.reconnect(host, vm)
 
@@ -188,8 +188,8 @@ async def agent_reconnect(host: str, vm: str, manager: Manager = Depends(get_man
 @streaming_body
 async def agent_upload(
     host: str, vm: str, request: Request,
-    path: str = Query(min_length=1, max_length=4096), resume: bool = False,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    *, path: str = Query(min_length=1, max_length=4096), resume: bool = False,
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """Upload the raw request body (any size, streamed) to `path`; sha256-verified."""
     _check(manager, who, "file_write_chunk")
@@ -199,9 +199,9 @@ async def agent_upload(
 @router.get("/files/content", name="agent.download")
 @owner_read
 async def agent_download(
-    host: str, vm: str, path: str = Query(min_length=1, max_length=4096),
+    host: str, vm: str, *, path: str = Query(min_length=1, max_length=4096),
     offset: int = Query(0, ge=0),
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> StreamingResponse:  # fmt: skip
     """Download a guest file of any size as a raw byte stream, from `offset` (a resume).
     X-Size is the file's size at open; its sha256 is GET /files/stat?sha256=true."""
@@ -217,7 +217,7 @@ async def agent_download(
 @router.post("/exec", name="agent.exec")
 async def agent_exec(
     host: str, vm: str, body: ExecRequest,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """Run a command and wait: exit_code, stdout, stderr, execution_time_ms."""
     return await _call(manager, who, host, vm, "exec_command", body.model_dump())
@@ -226,7 +226,7 @@ async def agent_exec(
 @router.post("/exec/stream", name="agent.exec_stream")
 async def agent_exec_stream(
     host: str, vm: str, body: ExecRequest,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> StreamingResponse:  # fmt: skip
     """Run a command, streaming NDJSON: {"stream": "stdout"|"stderr", "data": text} lines,
     then {"exit_code": n, "timed_out": bool}."""
@@ -256,9 +256,9 @@ async def agent_exec_stream(
 @router.get("/files", name="agent.file_read")
 @owner_read
 async def agent_file_read(
-    host: str, vm: str, path: str = Query(min_length=1, max_length=4096),
+    host: str, vm: str, *, path: str = Query(min_length=1, max_length=4096),
     encoding: str = Query("utf8", pattern="^(utf8|base64)$"),
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     return await _call(manager, who, host, vm, "file_read", {"path": path, "encoding": encoding})
 
@@ -268,7 +268,7 @@ async def agent_file_read(
 @large_body_route(f"PUT {router.prefix}/files/content?path=... (the raw bytes as the body)")
 async def agent_file_write(
     host: str, vm: str, body: FileWrite,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """Write a small file from JSON (within server.max_body_bytes, 1 MiB by default);
     larger files go as the raw body of PUT /files/content, streamed and sha256-verified."""
@@ -279,16 +279,16 @@ async def agent_file_write(
 @router.get("/files/stat", name="agent.file_stat")
 @owner_read
 async def agent_file_stat(
-    host: str, vm: str, path: str = Query(min_length=1, max_length=4096), sha256: bool = False,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    host: str, vm: str, *, path: str = Query(min_length=1, max_length=4096), sha256: bool = False,
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     return await _call(manager, who, host, vm, "file_stat", {"path": path, "sha256": sha256})
 
 
 @router.post("/shutdown", name="agent.shutdown")
 async def agent_shutdown(
-    host: str, vm: str, body: PowerRequest | None = None,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    host: str, vm: str, *, body: PowerRequest | None = None,
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     _check(manager, who, "shutdown")
     b = body or PowerRequest()
@@ -297,8 +297,8 @@ async def agent_shutdown(
 
 @router.post("/reboot", name="agent.reboot")
 async def agent_reboot(
-    host: str, vm: str, body: PowerRequest | None = None,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    host: str, vm: str, *, body: PowerRequest | None = None,
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     _check(manager, who, "reboot")
     b = body or PowerRequest()
@@ -307,8 +307,8 @@ async def agent_reboot(
 
 @router.get("/fsfreeze", name="agent.fsfreeze_status")
 async def agent_fsfreeze_status(
-    host: str, vm: str, manager: Manager = Depends(get_manager),
-    who: Principal = Depends(current_user),
+    host: str, vm: str, manager: ManagerDep,
+    who: CurrentUser,
 ) -> Any:  # fmt: skip
     _check(manager, who, "fsfreeze_status")
     return await manager.agents.fsfreeze(host, vm, "status")
@@ -316,8 +316,8 @@ async def agent_fsfreeze_status(
 
 @router.post("/fsfreeze/{action}", name="agent.fsfreeze")
 async def agent_fsfreeze(
-    host: str, vm: str, action: str, body: FreezeRequest | None = None,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    host: str, vm: str, action: str, *, body: FreezeRequest | None = None,
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """freeze (thawed automatically after timeout_seconds) or thaw."""
     if action not in ("freeze", "thaw"):
@@ -329,8 +329,8 @@ async def agent_fsfreeze(
 
 @router.post("/call/{method}", name="agent.call")
 async def agent_call(
-    host: str, vm: str, method: str, params: dict[str, Any] | None = None,
-    manager: Manager = Depends(get_manager), who: Principal = Depends(current_user),
+    host: str, vm: str, method: str, *, params: dict[str, Any] | None = None,
+    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """Any protocol method by name, with its parameters as the JSON body."""
     if method not in protocol.METHODS or method == "sync":

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.agent_iso import (
     DeployRequest,
     EjectOut,
@@ -25,14 +25,12 @@ from kvmmanager.api.schemas.agent_iso import (
     LocationOut,
 )
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["agent-iso"], responses=ERROR_RESPONSES)
 
 
 @router.get("/api/agent-iso", name="agent_iso.locate", response_model=LocationOut)
-async def locate(manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def locate(manager: ManagerDep) -> dict[str, Any]:
     loc = await manager.iso.locate(build=False)
     return {
         "path": str(loc.path) if loc.path else None,
@@ -53,9 +51,7 @@ async def locate(manager: Manager = Depends(get_manager)) -> dict[str, Any]:
 
 
 @router.get("/api/hosts/{host}/agent-iso", name="agent_iso.status", response_model=IsoStatusOut)
-async def iso_status(
-    host: str, pool: str | None = None, manager: Manager = Depends(get_manager)
-) -> dict[str, Any]:
+async def iso_status(host: str, *, pool: str | None = None, manager: ManagerDep) -> dict[str, Any]:
     return (await manager.iso.status(host, pool)).to_dict()
 
 
@@ -67,9 +63,10 @@ async def iso_status(
 )
 async def deploy(
     host: str,
+    *,
     body: DeployRequest | None = None,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict[str, str]:
     pool = body.pool if body else None
     return {"job_id": manager.iso.start_deploy_job(host, pool, user)}
@@ -83,8 +80,9 @@ async def deploy(
 async def install(
     host: str,
     vm: str,
+    *,
     body: InstallRequest | None = None,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> dict[str, Any]:
     pool = body.pool if body else None
     replace_cd = body.replace_cd if body else False
@@ -94,5 +92,5 @@ async def install(
 @router.post(
     "/api/hosts/{host}/agent-iso/eject/{vm}", name="agent_iso.eject", response_model=EjectOut
 )
-async def eject(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def eject(host: str, vm: str, manager: ManagerDep) -> dict[str, Any]:
     return await manager.iso.eject_agent(host, vm)

@@ -14,9 +14,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.deps import (
+    AdminUser,
+    CurrentUser,
+    ManagerDep,
+)
 from kvmmanager.api.schemas.alerts import (
     AlertOut,
     DeliveryOut,
@@ -32,27 +36,25 @@ from kvmmanager.api.schemas.alerts import (
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.services.alerts import RuleSpec
 from kvmmanager.services.email_alerts import EmailSpec
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["alerts"], responses=ERROR_RESPONSES)
 RULE = "/api/alert-rules/{rule}"
 HOOK = "/api/webhooks/{webhook}"
-ADMIN = Depends(require_role("admin"))
 
 
 @router.get("/api/alerts", name="alerts.list", response_model=list[AlertOut])
 async def list_alerts(
+    *,
     state: Literal["firing", "resolved"] | None = None,
     rule: str | None = Query(None, description="rule name or id"),
     limit: int = Query(100, description="1-1000"),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Any:
     return manager.alerts.list_alerts(state=state, rule=rule, limit=limit)
 
 
 @router.get("/api/alert-rules", name="alerts.rules", response_model=list[RuleOut])
-async def list_rules(manager: Manager = Depends(get_manager)) -> Any:
+async def list_rules(manager: ManagerDep) -> Any:
     return manager.alerts.list_rules()
 
 
@@ -62,9 +64,7 @@ async def list_rules(manager: Manager = Depends(get_manager)) -> Any:
     status_code=status.HTTP_201_CREATED,
     response_model=RuleOut,
 )
-async def create_rule(
-    body: RuleIn, manager: Manager = Depends(get_manager), user: Principal = Depends(current_user)
-) -> Any:
+async def create_rule(body: RuleIn, manager: ManagerDep, user: CurrentUser) -> Any:
     """Threshold metrics (cpu_pct, mem_pct, disk_rd_bps, disk_wr_bps, net_rx_bps,
     net_tx_bps, guest_disk_pct) need `threshold`; event metrics (vm_crashed,
     host_unreachable, agent_unresponsive, schedule_failed) take none."""
@@ -72,29 +72,29 @@ async def create_rule(
 
 
 @router.get(RULE, name="alerts.get_rule", response_model=RuleOut)
-async def get_rule(rule: str, manager: Manager = Depends(get_manager)) -> Any:
+async def get_rule(rule: str, manager: ManagerDep) -> Any:
     return manager.alerts.get_rule(rule)
 
 
 @router.post(RULE + "/enable", name="alerts.enable_rule", response_model=RuleOut)
-async def enable_rule(rule: str, manager: Manager = Depends(get_manager)) -> Any:
+async def enable_rule(rule: str, manager: ManagerDep) -> Any:
     return manager.alerts.set_enabled(rule, True)
 
 
 @router.post(RULE + "/disable", name="alerts.disable_rule", response_model=RuleOut)
-async def disable_rule(rule: str, manager: Manager = Depends(get_manager)) -> Any:
+async def disable_rule(rule: str, manager: ManagerDep) -> Any:
     return manager.alerts.set_enabled(rule, False)
 
 
 @router.delete(RULE, name="alerts.delete_rule", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_rule(rule: str, manager: Manager = Depends(get_manager)) -> Response:
+async def delete_rule(rule: str, manager: ManagerDep) -> Response:
     """Delete the rule and its alert history."""
     manager.alerts.delete_rule(rule)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/api/webhooks", name="webhooks.list", response_model=list[WebhookOut])
-async def list_webhooks(manager: Manager = Depends(get_manager), _a: Principal = ADMIN) -> Any:
+async def list_webhooks(manager: ManagerDep, _a: AdminUser) -> Any:
     return manager.webhooks.list()
 
 
@@ -104,9 +104,7 @@ async def list_webhooks(manager: Manager = Depends(get_manager), _a: Principal =
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookCreated,
 )
-async def create_webhook(
-    body: WebhookIn, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Any:
+async def create_webhook(body: WebhookIn, manager: ManagerDep, _a: AdminUser) -> Any:
     """Alerts reaching `min_severity` are POSTed there as JSON, signed
     (`X-KVMM-Signature: sha256=HMAC(secret, "<X-KVMM-Timestamp>." + body)`)."""
     # In a thread: the check resolves the URL's host name (services/outbound.py).
@@ -114,38 +112,28 @@ async def create_webhook(
 
 
 @router.get(HOOK, name="webhooks.get", response_model=WebhookOut)
-async def get_webhook(
-    webhook: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Any:
+async def get_webhook(webhook: str, manager: ManagerDep, _a: AdminUser) -> Any:
     return manager.webhooks.get(webhook)
 
 
 @router.post(HOOK + "/enable", name="webhooks.enable", response_model=WebhookOut)
-async def enable_webhook(
-    webhook: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Any:
+async def enable_webhook(webhook: str, manager: ManagerDep, _a: AdminUser) -> Any:
     return manager.webhooks.set_enabled(webhook, True)
 
 
 @router.post(HOOK + "/disable", name="webhooks.disable", response_model=WebhookOut)
-async def disable_webhook(
-    webhook: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Any:
+async def disable_webhook(webhook: str, manager: ManagerDep, _a: AdminUser) -> Any:
     return manager.webhooks.set_enabled(webhook, False)
 
 
 @router.delete(HOOK, name="webhooks.delete", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_webhook(
-    webhook: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Response:
+async def delete_webhook(webhook: str, manager: ManagerDep, _a: AdminUser) -> Response:
     manager.webhooks.delete(webhook)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(HOOK + "/ping", name="webhooks.ping", response_model=PingOut)
-async def ping_webhook(
-    webhook: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Any:
+async def ping_webhook(webhook: str, manager: ManagerDep, _a: AdminUser) -> Any:
     """Queue a signed test delivery (`X-KVMM-Event: ping`); see its deliveries."""
     return {"delivery_id": manager.webhooks.ping(webhook)}
 
@@ -153,15 +141,16 @@ async def ping_webhook(
 @router.get(HOOK + "/deliveries", name="webhooks.deliveries", response_model=list[DeliveryOut])
 async def deliveries(
     webhook: str,
+    *,
     limit: int = Query(50, description="newest first, 1-500"),
-    manager: Manager = Depends(get_manager),
-    _a: Principal = ADMIN,
+    manager: ManagerDep,
+    _a: AdminUser,
 ) -> Any:
     return manager.webhooks.deliveries(webhook, limit)
 
 
 @router.get("/api/email-targets", name="email.list", response_model=list[EmailTargetOut])
-async def list_email(manager: Manager = Depends(get_manager), _a: Principal = ADMIN) -> Any:
+async def list_email(manager: ManagerDep, _a: AdminUser) -> Any:
     return manager.email.list()
 
 
@@ -171,9 +160,7 @@ async def list_email(manager: Manager = Depends(get_manager), _a: Principal = AD
     status_code=status.HTTP_201_CREATED,
     response_model=EmailTargetOut,
 )
-async def create_email(
-    body: EmailTargetIn, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Any:
+async def create_email(body: EmailTargetIn, manager: ManagerDep, _a: AdminUser) -> Any:
     """Alerts reaching `min_severity` are mailed to `to_addrs` through this SMTP server."""
     return await asyncio.to_thread(manager.email.create, EmailSpec(**body.model_dump()))
 
@@ -181,9 +168,7 @@ async def create_email(
 @router.delete(
     "/api/email-targets/{target}", name="email.delete", status_code=status.HTTP_204_NO_CONTENT
 )
-async def delete_email(
-    target: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Response:
+async def delete_email(target: str, manager: ManagerDep, _a: AdminUser) -> Response:
     manager.email.delete(target)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -191,9 +176,7 @@ async def delete_email(
 @router.post(
     "/api/email-targets/{target}/test", name="email.test", status_code=status.HTTP_204_NO_CONTENT
 )
-async def test_email(
-    target: str, manager: Manager = Depends(get_manager), _a: Principal = ADMIN
-) -> Response:
+async def test_email(target: str, manager: ManagerDep, _a: AdminUser) -> Response:
     """Send a test message now (422 with the SMTP server's answer when it fails)."""
     await manager.email.test(target)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

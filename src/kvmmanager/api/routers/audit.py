@@ -7,9 +7,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, OrmModel, Page
-from kvmmanager.services.manager import Manager
 
 router = APIRouter(
     prefix="/api/audit",
@@ -40,6 +39,7 @@ class AuditPageOut(Page[AuditEntryOut]):
 
 @router.get("", name="audit.list", response_model=AuditPageOut)
 def list_audit(
+    *,
     user: str | None = Query(None, max_length=64),
     action: str | None = Query(None, max_length=128, description="Exact, or a prefix `vms.*`."),
     target: str | None = Query(None, max_length=512, description="Substring of the target."),
@@ -49,7 +49,7 @@ def list_audit(
     job_id: str | None = Query(None, max_length=36),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> AuditPageOut:
     page = manager.audit.query(
         user=user,

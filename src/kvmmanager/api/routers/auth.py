@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from starlette.requests import HTTPConnection
 
 from kvmmanager.api.deps import (
     SESSION_COOKIE,
-    current_user,
-    get_manager,
+    CurrentUser,
+    ManagerDep,
     password_change,
     public,
     require_same_origin,
@@ -81,7 +81,7 @@ def login(
     body: LoginRequest,
     request: Request,
     response: Response,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> LoginResponse:
     response.headers.update(NO_STORE)
     rec = audit_mod.current_request.get()
@@ -107,8 +107,8 @@ def login(
 def logout(
     request: Request,
     response: Response,
-    _user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    _user: CurrentUser,
+    manager: ManagerDep,
 ) -> None:
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
@@ -118,7 +118,7 @@ def logout(
 
 @router.get("/me", name="auth.me", response_model=Me)
 @password_change
-def me(response: Response, user: Principal = Depends(current_user)) -> Me:
+def me(response: Response, user: CurrentUser) -> Me:
     response.headers.update(NO_STORE)  # carries the CSRF token
     return Me(username=user.username, role=user.role, via=user.via, csrf_token=user.csrf_token)
 
@@ -130,8 +130,8 @@ def change_password(
     body: PasswordChange,
     request: Request,
     response: Response,
-    user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    user: CurrentUser,
+    manager: ManagerDep,
 ) -> Me:
     response.headers.update(NO_STORE)
     try:

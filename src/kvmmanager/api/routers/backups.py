@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.backups import (
     BackupOut,
     BackupRunOut,
@@ -32,8 +32,6 @@ from kvmmanager.api.schemas.backups import (
 )
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.services.backups import PolicySpec
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["backups"], responses=ERROR_RESPONSES)
 ONE = "/api/backup-policies/{policy}"
@@ -43,7 +41,7 @@ BACKGROUND = Query(False, description="run as a job (202 + job id)")
 
 
 @router.get("/api/backup-policies", name="backups.list", response_model=list[PolicyOut])
-async def list_policies(manager: Manager = Depends(get_manager)) -> Any:
+async def list_policies(manager: ManagerDep) -> Any:
     return manager.backups.list()
 
 
@@ -53,9 +51,7 @@ async def list_policies(manager: Manager = Depends(get_manager)) -> Any:
     status_code=status.HTTP_201_CREATED,
     response_model=PolicyOut,
 )
-async def create(
-    body: PolicyIn, manager: Manager = Depends(get_manager), user: Principal = Depends(current_user)
-) -> Any:
+async def create(body: PolicyIn, manager: ManagerDep, user: CurrentUser) -> Any:
     """Retention keeps the newest `keep_last` snapshots plus the newest of each of the last
     `keep_daily` days and `keep_weekly` ISO weeks (in `timezone`)."""
     spec = PolicySpec(**{**body.model_dump(), "vms": [v.model_dump() for v in body.vms]})
@@ -63,12 +59,12 @@ async def create(
 
 
 @router.get(ONE, name="backups.get", response_model=PolicyOut)
-async def get(policy: str, manager: Manager = Depends(get_manager)) -> Any:
+async def get(policy: str, manager: ManagerDep) -> Any:
     return manager.backups.get(policy)
 
 
 @router.delete(ONE, name="backups.delete", status_code=status.HTTP_204_NO_CONTENT)
-async def delete(policy: str, manager: Manager = Depends(get_manager)) -> Response:
+async def delete(policy: str, manager: ManagerDep) -> Response:
     """Forget the policy; the snapshots it made stay."""
     manager.backups.delete(policy)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -82,9 +78,10 @@ async def delete(policy: str, manager: Manager = Depends(get_manager)) -> Respon
 )
 async def run(
     policy: str,
+    *,
     background: bool = Query(False, description="run as a job (202 + job id)"),
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Snapshot every VM of the policy now and prune to its retention; a VM that failed
     is reported in `results` (the status is still 200)."""
@@ -100,9 +97,7 @@ async def run(
 
 
 @router.get(ONE + "/backups/{host}/{vm}", name="backups.list_backups")
-async def list_backups(
-    policy: str, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> Any:
+async def list_backups(policy: str, host: str, vm: str, manager: ManagerDep) -> Any:
     """The VM's backups (snapshots) made by this policy, oldest first."""
     return await manager.backups.backups_of(policy, host, vm)
 
@@ -111,8 +106,8 @@ async def list_backups(
 async def restore(
     policy: str,
     body: RestoreIn,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Revert the VM to one of this policy's backups (`confirm: true` required: what
     happened since is discarded). The VM must be the caller's to change."""
@@ -126,17 +121,18 @@ async def restore(
 
 @router.get("/api/backups", name="backups.images", response_model=list[BackupOut])
 async def list_images(
+    *,
     host: str | None = Query(None, max_length=63),
     vm: str | None = Query(None, max_length=256, description="name or uuid"),
     policy: str | None = Query(None, max_length=64),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Any:
     """Every recorded backup (policy method `backup`), newest first."""
     return manager.backups.images.list(host, vm, policy)
 
 
 @router.get(VM_BACKUPS, name="backups.vm_images", response_model=list[BackupOut])
-async def list_vm_images(host: str, vm: str, manager: Manager = Depends(get_manager)) -> Any:
+async def list_vm_images(host: str, vm: str, manager: ManagerDep) -> Any:
     """The VM's backups, newest first (also those of a VM deleted since, by its name)."""
     return manager.backups.images.list(host, vm)
 
@@ -152,9 +148,10 @@ async def take(
     host: str,
     vm: str,
     body: TakeIn,
+    *,
     background: bool = BACKGROUND,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Back the VM up now with a policy's pool, quiesce and chain rules (full or an
     incremental on the last backup's checkpoint); the policy's retention follows. As a
@@ -175,16 +172,12 @@ async def take(
 
 
 @router.get(VM_BACKUP, name="backups.image", response_model=BackupOut)
-async def get_image(
-    host: str, vm: str, backup_id: int, manager: Manager = Depends(get_manager)
-) -> Any:
+async def get_image(host: str, vm: str, backup_id: int, manager: ManagerDep) -> Any:
     return manager.backups.images.get(backup_id, host, vm)
 
 
 @router.delete(VM_BACKUP, name="backups.delete_image")
-async def delete_image(
-    host: str, vm: str, backup_id: int, manager: Manager = Depends(get_manager)
-) -> Any:
+async def delete_image(host: str, vm: str, backup_id: int, manager: ManagerDep) -> Any:
     """Delete the backup's volumes, its checkpoint on the VM and its record; 409 while an
     incremental is built on it."""
     return await manager.backups.images.delete(backup_id, host, vm)
@@ -195,9 +188,10 @@ async def verify(
     host: str,
     vm: str,
     backup_id: int,
+    *,
     background: bool = BACKGROUND,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Read every volume back through a libvirt stream: sha256 against the one recorded
     at backup time, and a qcow2 header fit for its place in the chain. `status` says
@@ -220,9 +214,10 @@ async def restore_image(
     vm: str,
     backup_id: int,
     body: RestoreImageIn,
+    *,
     background: bool = BACKGROUND,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """`mode: new` defines a new VM (`name`, new UUID and MACs) on copies of the backup's
     disks; `mode: original` puts the backup's data back into the VM's own disk volumes

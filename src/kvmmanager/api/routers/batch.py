@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.batch import BatchAction, BatchRequest, BatchResult
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.services import audit as audit_mod
 from kvmmanager.services.batch import Target
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["batch"], responses=ERROR_RESPONSES)
 
@@ -33,9 +31,10 @@ router = APIRouter(tags=["batch"], responses=ERROR_RESPONSES)
 async def run(
     action: BatchAction,
     body: BatchRequest,
+    *,
     background: bool = Query(False, description="run as a job (202 + job id)"),
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """start, shutdown, destroy, reboot, reset, suspend, resume, snapshot or delete every
     VM named in `vms` or carrying `tag`, at most `concurrency` at a time."""

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.clones import CloneBody
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["clones"], responses=ERROR_RESPONSES)
 
@@ -29,8 +27,8 @@ async def clone(
     host: str,
     vm: str,
     body: CloneBody,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict[str, Any]:
     """Clone the VM (new name, UUID and MACs; its own disks, or overlays for `linked`)."""
     job_id = await manager.clones.start(

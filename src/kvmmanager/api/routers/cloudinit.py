@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.cloudinit import CloudImageCreate, CloudImageCreated
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
-from kvmmanager.services.manager import Manager
 from kvmmanager.services.ownership import check_owner_field
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
 
@@ -31,8 +29,8 @@ router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
 async def create_from_cloud_image(
     host: str,
     body: CloudImageCreate,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict[str, Any]:
     """Create (and by default start) a VM from a cloud image with a cloud-init seed."""
     check_owner_field(user, body.owner)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from kvmmanager.api.deps import get_manager
+from kvmmanager.api.deps import ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.doctor import HealthOut
-from kvmmanager.services.manager import Manager
 
 router = APIRouter(tags=["doctor"], responses=ERROR_RESPONSES)
 
@@ -22,8 +21,9 @@ router = APIRouter(tags=["doctor"], responses=ERROR_RESPONSES)
 @router.get("/api/hosts/{host}/health", name="doctor.health", response_model=HealthOut)
 async def host_health(
     host: str,
+    *,
     network: str = Query("default", max_length=256),
     pool: str | None = Query(None, max_length=256),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> dict[str, Any]:
     return (await manager.doctor.check(host, network=network, pool=pool)).to_dict()

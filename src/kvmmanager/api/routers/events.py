@@ -17,13 +17,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.services import ownership
-from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.virt.events import RESYNC, Event
 
@@ -49,6 +48,7 @@ def _matcher(kinds: list[str], hosts: list[str], user: Principal) -> Any:
 @router.get("/events", name="events.stream")
 async def stream_events(
     request: Request,
+    *,
     kind: list[str] = Query(
         default_factory=list,
         max_length=50,
@@ -61,8 +61,8 @@ async def stream_events(
         description="The `id` of the last event received: the events since then are "
         "replayed first (or one `resync` when they are gone).",
     ),
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> EventSourceResponse:
     """Every event the caller may read (the REST reads' rule: another user's job events
     never reach them), optionally only some kinds and hosts."""

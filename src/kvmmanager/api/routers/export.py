@@ -22,23 +22,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import current_user, get_manager, require_role, streaming_body
+from kvmmanager.api.deps import (
+    CurrentUser,
+    ManagerDep,
+    OperatorUser,
+    streaming_body,
+)
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.export import ExportedXml, ImportedVm, ImportXmlIn
 from kvmmanager.core.errors import Cancelled, InvalidInput
 from kvmmanager.services.export import ImportOptions
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["export"], responses=ERROR_RESPONSES)
 
 
 @router.get("/api/hosts/{host}/vms/{vm}/export", name="export.xml", response_model=ExportedXml)
-async def export_xml(host: str, vm: str, manager: Manager = Depends(get_manager)) -> Any:
+async def export_xml(host: str, vm: str, manager: ManagerDep) -> Any:
     return {"xml": await manager.export.export_xml(host, vm)}
 
 
@@ -51,8 +54,8 @@ async def export_xml(host: str, vm: str, manager: Manager = Depends(get_manager)
 async def import_xml(
     host: str,
     body: ImportXmlIn,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Define (not start) a VM from a libvirt domain XML. Every network and volume it
     refers to must exist on this host (after remapping): 404 naming `network_map` or
@@ -90,8 +93,8 @@ def _mapping(items: list[str], field: str) -> dict[str, str]:
 async def export_bundle(
     host: str,
     vm: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Start a job writing the (shut-off) VM's bundle; its result holds `bundle_id`."""
     manager.vms.get(host, vm)  # 404 now, not a failed job
@@ -112,8 +115,8 @@ async def export_bundle(
 )
 async def download_bundle(
     bundle_id: str,
-    manager: Manager = Depends(get_manager),
-    _op: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    _op: OperatorUser,
 ) -> FileResponse:
     path = manager.export.bundle_path(bundle_id)
     return FileResponse(path, media_type="application/gzip", filename=f"{bundle_id}.tar.gz")
@@ -122,7 +125,7 @@ async def download_bundle(
 @router.delete(
     "/api/exports/{bundle_id}", name="export.delete_bundle", status_code=status.HTTP_204_NO_CONTENT
 )
-async def delete_bundle(bundle_id: str, manager: Manager = Depends(get_manager)) -> Response:
+async def delete_bundle(bundle_id: str, manager: ManagerDep) -> Response:
     manager.export.delete_bundle(bundle_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -143,12 +146,13 @@ async def delete_bundle(bundle_id: str, manager: Manager = Depends(get_manager))
 async def import_bundle(
     host: str,
     request: Request,
+    *,
     pool: str = Query(..., max_length=256, description="pool for the disk volumes"),
     name: str | None = Query(None, max_length=256),
     new_identity: bool = False,
     network: list[str] = Query([], description="remap OLD=NEW (repeat)"),
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Receive a bundle (the request body), then import it in a job: its disks become new
     volumes in `pool`, checked against the manifest's sha256 before the VM is defined."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.hosts import (
     CapabilitiesOut,
@@ -16,13 +16,12 @@ from kvmmanager.api.schemas.hosts import (
     HostInfoOut,
     HostOut,
 )
-from kvmmanager.services.manager import Manager
 
 router = APIRouter(prefix="/api/hosts", tags=["hosts"], responses=ERROR_RESPONSES)
 
 
 @router.get("", name="hosts.list", response_model=list[HostOut])
-async def list_hosts(manager: Manager = Depends(get_manager)) -> list[dict[str, Any]]:
+async def list_hosts(manager: ManagerDep) -> list[dict[str, Any]]:
     return await manager.hosts.list()
 
 
@@ -33,14 +32,14 @@ async def list_hosts(manager: Manager = Depends(get_manager)) -> list[dict[str, 
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(require_role("admin"))],
 )
-async def add_host(body: HostCreate, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def add_host(body: HostCreate, manager: ManagerDep) -> dict[str, Any]:
     """Store the host and start connecting in the background: the answer's status is
     usually `connecting`; watch `GET /api/hosts/{host}` or the `host.status` events."""
     return await manager.hosts.add(body.name, body.uri)
 
 
 @router.get("/{host}", name="hosts.get", response_model=HostOut)
-async def get_host(host: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def get_host(host: str, manager: ManagerDep) -> dict[str, Any]:
     return await manager.hosts.get(host)
 
 
@@ -50,20 +49,20 @@ async def get_host(host: str, manager: Manager = Depends(get_manager)) -> dict[s
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=[Depends(require_role("admin"))],
 )
-async def remove_host(host: str, manager: Manager = Depends(get_manager)) -> Response:
+async def remove_host(host: str, manager: ManagerDep) -> Response:
     """Forget the host; its VMs, pools and networks stay untouched in libvirt."""
     await manager.hosts.remove(host)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{host}/info", name="hosts.info", response_model=HostInfoOut)
-async def host_info(host: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def host_info(host: str, manager: ManagerDep) -> dict[str, Any]:
     """Node info, libvirt and hypervisor versions, and whether guests get KVM or TCG."""
     return await manager.hosts.info(host)
 
 
 @router.get("/{host}/capabilities", name="hosts.capabilities", response_model=CapabilitiesOut)
-async def host_capabilities(host: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def host_capabilities(host: str, manager: ManagerDep) -> dict[str, Any]:
     return await manager.hosts.capabilities(host)
 
 
@@ -74,10 +73,11 @@ async def host_capabilities(host: str, manager: Manager = Depends(get_manager)) 
 )
 async def host_domain_capabilities(
     host: str,
+    *,
     arch: str | None = Query(default=None, max_length=32),
     machine: str | None = Query(default=None, max_length=64),
     domain_type: str | None = Query(default=None, pattern="^(kvm|qemu)$"),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> dict[str, Any]:
     """Firmware, TPM, devices and CPU modes for new guests (default: the domain type the
     host's accelerator verdict gives, on the host's default machine)."""

@@ -6,9 +6,8 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, OrmModel
-from kvmmanager.services.manager import Manager
 
 router = APIRouter(
     prefix="/api/instances",
@@ -33,5 +32,5 @@ class InstanceOut(OrmModel):
 
 
 @router.get("", name="instances.list", response_model=list[InstanceOut])
-def list_instances(manager: Manager = Depends(get_manager)) -> list[InstanceOut]:
+def list_instances(manager: ManagerDep) -> list[InstanceOut]:
     return [InstanceOut.model_validate(i) for i in manager.instances.list()]

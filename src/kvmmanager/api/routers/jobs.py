@@ -8,14 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, Page
 from kvmmanager.db.models import Job
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -56,12 +54,13 @@ def job_out(job: Job) -> JobOut:
 
 @router.get("", name="jobs.list", response_model=Page[JobOut])
 def list_jobs(
+    *,
     state: JobState | None = None,
     kind: str | None = Query(None, max_length=64),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-    user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    user: CurrentUser,
+    manager: ManagerDep,
 ) -> Page[JobOut]:
     # The ownership rule (services/ownership.may_act): a job's target, progress and
     # result are its creator's; admins see every job.
@@ -73,11 +72,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", name="jobs.get", response_model=JobOut)
-def get_job(job_id: str, manager: Manager = Depends(get_manager)) -> JobOut:
+def get_job(job_id: str, manager: ManagerDep) -> JobOut:
     # Another user's job is refused app-wide (api/deps.check_path_owners).
     return job_out(manager.jobs.get(job_id))
 
 
 @router.post("/{job_id}/cancel", name="jobs.cancel", response_model=JobOut)
-def cancel_job(job_id: str, manager: Manager = Depends(get_manager)) -> JobOut:
+def cancel_job(job_id: str, manager: ManagerDep) -> JobOut:
     return job_out(manager.jobs.cancel(job_id))

@@ -22,17 +22,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette import EventSourceResponse
 
-from kvmmanager.api.deps import current_user, get_manager, public
+from kvmmanager.api.deps import ManagerDep, current_user, public
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.metrics import CollectorOut, HistoryOut, HostMetricsOut, VmMetricsOut
 from kvmmanager.core import security
 from kvmmanager.core.errors import InvalidInput, KvmmError
-from kvmmanager.services.manager import Manager
 from kvmmanager.services.metrics import WINDOWS
 from kvmmanager.services.metrics_prom import exposition
 
@@ -44,18 +43,18 @@ WAIT_SECONDS = 5.0
 
 
 @router.get("/api/metrics/collectors", name="metrics.collectors", response_model=list[CollectorOut])
-async def collectors(manager: Manager = Depends(get_manager)) -> list[dict[str, Any]]:
+async def collectors(manager: ManagerDep) -> list[dict[str, Any]]:
     return [manager.metrics.host(h).stats() for h in manager.metrics.hosts()]
 
 
 @router.get("/api/hosts/{host}/metrics", name="metrics.host", response_model=HostMetricsOut)
-async def host_metrics(host: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def host_metrics(host: str, manager: ManagerDep) -> dict[str, Any]:
     """The latest collection of every VM of the host."""
     return manager.metrics.current(host)
 
 
 @router.get(VM, name="metrics.vm", response_model=VmMetricsOut)
-async def vm_metrics(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def vm_metrics(host: str, vm: str, manager: ManagerDep) -> dict[str, Any]:
     return manager.metrics.vm_current(host, vm)
 
 
@@ -63,6 +62,7 @@ async def vm_metrics(host: str, vm: str, manager: Manager = Depends(get_manager)
 async def vm_history(
     host: str,
     vm: str,
+    *,
     window: str | None = Query(
         None,
         alias="range",
@@ -73,7 +73,7 @@ async def vm_history(
     last: float | None = Query(
         None, gt=0, description="the last N seconds (instead of since/until)"
     ),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> dict[str, Any]:
     """Up to 1 h back at full resolution (the collection interval), up to 24 h as
     5-minute means, up to `metrics.retention_days` (default 30) as hourly means; kept
@@ -96,7 +96,7 @@ async def vm_history(
 
 @router.get(VM + "/stream", name="metrics.stream")
 async def vm_stream(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
+    request: Request, host: str, vm: str, manager: ManagerDep
 ) -> EventSourceResponse:
     """Server-Sent Events: a `sample` event (the same body as GET .../metrics) after
     every collection of the host, for live graphs."""
@@ -131,7 +131,7 @@ async def vm_stream(
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "text exposition"}},
 )
 @public
-async def prometheus(request: Request, manager: Manager = Depends(get_manager)) -> Response:
+async def prometheus(request: Request, manager: ManagerDep) -> Response:
     """Prometheus scrape: `Authorization: Bearer <metrics.prometheus_token>` or any user."""
     token = manager.settings.metrics.prometheus_token
     scheme, _, secret = (request.headers.get("authorization") or "").partition(" ")

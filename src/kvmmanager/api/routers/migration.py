@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["migration"], responses=ERROR_RESPONSES)
 VM = "/api/hosts/{host}/vms/{vm}"
@@ -56,9 +54,7 @@ def _options(body: MigrateBody) -> dict[str, Any]:
     response_model=MigrationPlan,
     response_model_by_alias=True,
 )
-async def check(
-    host: str, vm: str, body: MigrateBody, manager: Manager = Depends(get_manager)
-) -> Any:
+async def check(host: str, vm: str, body: MigrateBody, manager: ManagerDep) -> Any:
     """What the migration would do, or the first reason it cannot work."""
     plan = await manager.migration.check(host, vm, body.target, **_options(body))
     return {k: v for k, v in plan.items() if k != "flags"}
@@ -74,8 +70,8 @@ async def migrate(
     host: str,
     vm: str,
     body: MigrateBody,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict[str, Any]:
     job_id = await manager.migration.start(host, vm, body.target, user=user, **_options(body))
     return {"job_id": job_id}

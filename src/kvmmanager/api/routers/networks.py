@@ -11,10 +11,9 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.networks import LeaseOut, NetworkCreate, NetworkOut
-from kvmmanager.services.manager import Manager
 from kvmmanager.services.networks import NetworkSpec
 
 router = APIRouter(
@@ -25,7 +24,7 @@ NetworkAction = Literal["start", "stop", "autostart", "noautostart"]
 
 
 @router.get("", name="networks.list", response_model=list[NetworkOut])
-async def list_networks(host: str, manager: Manager = Depends(get_manager)) -> list[dict]:
+async def list_networks(host: str, manager: ManagerDep) -> list[dict]:
     return [n.to_dict() for n in await manager.networks.list(host)]
 
 
@@ -36,15 +35,13 @@ async def list_networks(host: str, manager: Manager = Depends(get_manager)) -> l
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(require_role("admin"))],
 )
-async def create_network(
-    host: str, body: NetworkCreate, manager: Manager = Depends(get_manager)
-) -> dict:
+async def create_network(host: str, body: NetworkCreate, manager: ManagerDep) -> dict:
     spec = NetworkSpec.model_validate(body.model_dump())
     return (await manager.networks.define(host, spec)).to_dict()
 
 
 @router.get("/{net}", name="networks.get", response_model=NetworkOut)
-async def get_network(host: str, net: str, manager: Manager = Depends(get_manager)) -> dict:
+async def get_network(host: str, net: str, manager: ManagerDep) -> dict:
     return (await manager.networks.get(host, net)).to_dict()
 
 
@@ -55,7 +52,7 @@ async def get_network(host: str, net: str, manager: Manager = Depends(get_manage
     dependencies=[Depends(require_role("admin"))],
 )
 async def delete_network(
-    host: str, net: str, force: bool = False, manager: Manager = Depends(get_manager)
+    host: str, net: str, *, force: bool = False, manager: ManagerDep
 ) -> Response:
     """Stop and undefine; a network a running VM is plugged into needs `force=true`."""
     await manager.networks.delete(host, net, force=force)
@@ -63,9 +60,7 @@ async def delete_network(
 
 
 @router.post("/{net}/actions/{action}", name="networks.action", response_model=NetworkOut)
-async def network_action(
-    host: str, net: str, action: NetworkAction, manager: Manager = Depends(get_manager)
-) -> dict:
+async def network_action(host: str, net: str, action: NetworkAction, manager: ManagerDep) -> dict:
     svc = manager.networks
     if action == "start":
         result = await svc.start(host, net)
@@ -80,7 +75,8 @@ async def network_action(
 async def list_leases(
     host: str,
     net: str,
+    *,
     mac: str | None = Query(default=None, max_length=17),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> list[dict]:
     return [lease.to_dict() for lease in await manager.networks.leases(host, net, mac)]

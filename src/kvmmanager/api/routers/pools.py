@@ -11,10 +11,9 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Response, status
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.storage import PoolCreate, PoolOut
-from kvmmanager.services.manager import Manager
 from kvmmanager.services.storage_specs import PoolSpec
 
 router = APIRouter(prefix="/api/hosts/{host}/pools", tags=["pools"], responses=ERROR_RESPONSES)
@@ -23,7 +22,7 @@ PoolAction = Literal["start", "stop", "build", "refresh", "autostart", "noautost
 
 
 @router.get("", name="pools.list", response_model=list[PoolOut])
-async def list_pools(host: str, manager: Manager = Depends(get_manager)) -> list[dict]:
+async def list_pools(host: str, manager: ManagerDep) -> list[dict]:
     return [p.to_dict() for p in await manager.storage.list_pools(host)]
 
 
@@ -34,13 +33,13 @@ async def list_pools(host: str, manager: Manager = Depends(get_manager)) -> list
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(require_role("admin"))],
 )
-async def create_pool(host: str, body: PoolCreate, manager: Manager = Depends(get_manager)) -> dict:
+async def create_pool(host: str, body: PoolCreate, manager: ManagerDep) -> dict:
     spec = PoolSpec.model_validate(body.model_dump())
     return (await manager.storage.define_pool(host, spec)).to_dict()
 
 
 @router.get("/{pool}", name="pools.get", response_model=PoolOut)
-async def get_pool(host: str, pool: str, manager: Manager = Depends(get_manager)) -> dict:
+async def get_pool(host: str, pool: str, manager: ManagerDep) -> dict:
     return (await manager.storage.get_pool(host, pool)).to_dict()
 
 
@@ -53,9 +52,10 @@ async def get_pool(host: str, pool: str, manager: Manager = Depends(get_manager)
 async def delete_pool(
     host: str,
     pool: str,
+    *,
     delete_volumes: bool = False,
     force: bool = False,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Response:
     """Stop and undefine. `delete_volumes=true` also deletes every volume and the pool's
     storage; a pool holding a volume a VM uses is refused (409) unless `force=true`."""
@@ -64,8 +64,6 @@ async def delete_pool(
 
 
 @router.post("/{pool}/actions/{action}", name="pools.action", response_model=PoolOut)
-async def pool_action(
-    host: str, pool: str, action: PoolAction, manager: Manager = Depends(get_manager)
-) -> dict:
+async def pool_action(host: str, pool: str, action: PoolAction, manager: ManagerDep) -> dict:
     """409 when the pool is in the wrong state (start an active pool, refresh a stopped one)."""
     return (await manager.storage.pool_action(host, pool, action)).to_dict()

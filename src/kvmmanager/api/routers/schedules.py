@@ -12,20 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.schedules import ScheduleIn, ScheduleOut, ScheduleRunOut
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
 ONE = "/api/schedules/{schedule}"
 
 
 @router.get("/api/schedules", name="schedules.list", response_model=list[ScheduleOut])
-async def list_schedules(manager: Manager = Depends(get_manager)) -> Any:
+async def list_schedules(manager: ManagerDep) -> Any:
     return manager.schedules.list()
 
 
@@ -37,8 +35,8 @@ async def list_schedules(manager: Manager = Depends(get_manager)) -> Any:
 )
 async def create(
     body: ScheduleIn,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """`kind` once (`run_at`), daily (`at_time`), weekly (`at_time`, `weekdays`), monthly
     (`at_time`, `day_of_month`) or cron (`cron`), in `timezone`. `missed_policy` says what
@@ -48,7 +46,7 @@ async def create(
 
 
 @router.get(ONE, name="schedules.get", response_model=ScheduleOut)
-async def get(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
+async def get(schedule: str, manager: ManagerDep) -> Any:
     return manager.schedules.get(schedule)
 
 
@@ -56,26 +54,26 @@ async def get(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
 async def replace(
     schedule: str,
     body: ScheduleIn,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Replace the schedule whole; its next run is computed afresh from now."""
     return manager.schedules.replace(schedule, body, actor=user)
 
 
 @router.post(ONE + "/enable", name="schedules.enable", response_model=ScheduleOut)
-async def enable(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
+async def enable(schedule: str, manager: ManagerDep) -> Any:
     """Enable; occurrences missed while disabled are not caught up."""
     return manager.schedules.set_enabled(schedule, True)
 
 
 @router.post(ONE + "/disable", name="schedules.disable", response_model=ScheduleOut)
-async def disable(schedule: str, manager: Manager = Depends(get_manager)) -> Any:
+async def disable(schedule: str, manager: ManagerDep) -> Any:
     return manager.schedules.set_enabled(schedule, False)
 
 
 @router.delete(ONE, name="schedules.delete", status_code=status.HTTP_204_NO_CONTENT)
-async def delete(schedule: str, manager: Manager = Depends(get_manager)) -> Response:
+async def delete(schedule: str, manager: ManagerDep) -> Response:
     manager.schedules.delete(schedule)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -83,7 +81,8 @@ async def delete(schedule: str, manager: Manager = Depends(get_manager)) -> Resp
 @router.get(ONE + "/runs", name="schedules.runs", response_model=list[ScheduleRunOut])
 async def runs(
     schedule: str,
+    *,
     limit: int = Query(50, description="newest first, 1-500"),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Any:
     return manager.schedules.runs(schedule, limit)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import JSONResponse
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.snapshots import (
     QuiescePolicy,
@@ -58,9 +58,7 @@ async def _maybe_job(
 
 
 @router.get(BASE, name="snapshots.list", response_model=SnapshotList)
-async def list_snapshots(
-    host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> dict[str, Any]:
+async def list_snapshots(host: str, vm: str, manager: ManagerDep) -> dict[str, Any]:
     """Every snapshot (creation order), the current one, and the parent/child tree."""
     return await manager.snapshots.list(host, vm)
 
@@ -75,10 +73,11 @@ async def list_snapshots(
 async def create(
     host: str,
     vm: str,
+    *,
     body: SnapshotCreate = Body(default_factory=SnapshotCreate),
     background: bool = BACKGROUND,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Take a snapshot. `consistency` in the answer says whether the guest was quiesced
     (and by which agent), carries its memory state, was off, or is crash-consistent."""
@@ -94,7 +93,7 @@ async def create(
 
 
 @router.get(ONE, name="snapshots.get", response_model=SnapshotOut)
-async def get(host: str, vm: str, name: str, manager: Manager = Depends(get_manager)) -> Any:
+async def get(host: str, vm: str, name: str, manager: ManagerDep) -> Any:
     return await manager.snapshots.get(host, vm, name)
 
 
@@ -105,10 +104,11 @@ async def revert(
     host: str,
     vm: str,
     name: str,
+    *,
     body: RevertBody = Body(default_factory=RevertBody),
     background: bool = BACKGROUND,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Go back to the snapshot (disks, and memory when it has it). External snapshots
     cannot be reverted with libvirt before 9.9: 422 saying so."""
@@ -128,10 +128,11 @@ async def delete(
     host: str,
     vm: str,
     name: str,
+    *,
     children: bool = Query(False, description="also delete every descendant"),
     background: bool = BACKGROUND,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Delete it; an external snapshot's overlay is merged (block commit) first, so the
     VM's data never changes and no parent image is removed."""
@@ -151,8 +152,6 @@ async def delete(
     name="snapshots.quiesce_policy",
     response_model=QuiescePolicyOut,
 )
-async def set_quiesce_policy(
-    host: str, vm: str, body: QuiescePolicy, manager: Manager = Depends(get_manager)
-) -> Any:
+async def set_quiesce_policy(host: str, vm: str, body: QuiescePolicy, manager: ManagerDep) -> Any:
     """`never`: snapshots of this VM are never quiesced (kept in the domain metadata)."""
     return await manager.snapshots.set_quiesce_policy(host, vm, body.policy)

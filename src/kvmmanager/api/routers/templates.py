@@ -5,24 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.clones import DeployBody, TemplateMark, TemplateOut
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(tags=["templates"], responses=ERROR_RESPONSES)
 
 
 @router.get("/api/hosts/{host}/templates", name="templates.list", response_model=list[TemplateOut])
-async def list_templates(host: str, manager: Manager = Depends(get_manager)) -> Any:
+async def list_templates(host: str, manager: ManagerDep) -> Any:
     return await manager.templates.list(host)
 
 
 @router.get("/api/hosts/{host}/vms/{vm}/template", name="templates.get", response_model=TemplateOut)
-async def get(host: str, vm: str, manager: Manager = Depends(get_manager)) -> Any:
+async def get(host: str, vm: str, manager: ManagerDep) -> Any:
     """Whether the VM is a template, and which linked clones use its disks."""
     return await manager.templates.get(host, vm)
 
@@ -30,9 +28,7 @@ async def get(host: str, vm: str, manager: Manager = Depends(get_manager)) -> An
 @router.put(
     "/api/hosts/{host}/vms/{vm}/template", name="templates.mark", response_model=TemplateOut
 )
-async def mark(
-    host: str, vm: str, body: TemplateMark, manager: Manager = Depends(get_manager)
-) -> Any:
+async def mark(host: str, vm: str, body: TemplateMark, manager: ManagerDep) -> Any:
     """Make a shut-off VM a template (autostart off), or a VM again (409 while linked
     clones use its disks)."""
     return await manager.templates.mark(host, vm, body.template)
@@ -48,8 +44,8 @@ async def deploy(
     host: str,
     template: str,
     body: DeployBody,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict[str, Any]:
     job_id = await manager.templates.deploy(
         host, template, body.name, mode=body.mode, start=body.start, user=user

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from kvmmanager.api.deps import current_user, get_manager, self_service
+from kvmmanager.api.deps import CurrentUser, ManagerDep, self_service
 from kvmmanager.api.schemas.auth import TokenCreate, TokenCreated, TokenOut
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.core.errors import NotFound, PermissionDenied
 from kvmmanager.db.models import ApiToken
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"], responses=ERROR_RESPONSES)
 
@@ -30,9 +28,10 @@ def _out(token: ApiToken, username: str) -> TokenOut:
 
 @router.get("", name="tokens.list", response_model=list[TokenOut])
 def list_tokens(
+    *,
     all_users: bool = Query(False, alias="all", description="Every user's tokens (admin)."),
-    user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    user: CurrentUser,
+    manager: ManagerDep,
 ) -> list[TokenOut]:
     if all_users and not user.has_role("admin"):
         raise PermissionDenied("only an admin may list every user's tokens", field="all")
@@ -47,8 +46,8 @@ def list_tokens(
 def create_token(
     body: TokenCreate,
     response: Response,
-    user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    user: CurrentUser,
+    manager: ManagerDep,
 ) -> TokenCreated:
     response.headers["Cache-Control"] = "no-store"  # the secret, shown once
     owner = body.username or user.username
@@ -62,8 +61,8 @@ def create_token(
 @self_service
 def revoke_token(
     token_id: int,
-    user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    user: CurrentUser,
+    manager: ManagerDep,
 ) -> Response:
     _token, owner = manager.users.get_token(token_id)
     if owner != user.username and not user.has_role("admin"):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response, status
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, require_role
 from kvmmanager.api.schemas.auth import UserCreate, UserOut, UserUpdate
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
-from kvmmanager.services.manager import Manager
 
 router = APIRouter(
     prefix="/api/users",
@@ -18,24 +17,22 @@ router = APIRouter(
 
 
 @router.get("", name="users.list", response_model=list[UserOut])
-def list_users(manager: Manager = Depends(get_manager)) -> list[UserOut]:
+def list_users(manager: ManagerDep) -> list[UserOut]:
     return [UserOut.model_validate(u) for u in manager.users.list()]
 
 
 @router.post("", name="users.create", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, manager: Manager = Depends(get_manager)) -> UserOut:
+def create_user(body: UserCreate, manager: ManagerDep) -> UserOut:
     return UserOut.model_validate(manager.users.create(body.username, body.password, body.role))
 
 
 @router.get("/{username}", name="users.get", response_model=UserOut)
-def get_user(username: str, manager: Manager = Depends(get_manager)) -> UserOut:
+def get_user(username: str, manager: ManagerDep) -> UserOut:
     return UserOut.model_validate(manager.users.get(username))
 
 
 @router.patch("/{username}", name="users.update", response_model=UserOut)
-def update_user(
-    username: str, body: UserUpdate, manager: Manager = Depends(get_manager)
-) -> UserOut:
+def update_user(username: str, body: UserUpdate, manager: ManagerDep) -> UserOut:
     if body.password is not None:
         manager.users.set_password(username, body.password)
     user = manager.users.update(username, role=body.role, disabled=body.disabled)
@@ -43,6 +40,6 @@ def update_user(
 
 
 @router.delete("/{username}", name="users.delete", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(username: str, manager: Manager = Depends(get_manager)) -> Response:
+def delete_user(username: str, manager: ManagerDep) -> Response:
     manager.users.delete(username)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.vms import (
     DiskAttach,
@@ -40,7 +40,6 @@ from kvmmanager.api.schemas.vms import (
 )
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.ownership import check_owner_field
-from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_list import host_gaps
 from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
 
@@ -82,11 +81,12 @@ def _list_response(manager: Manager, infos: list[Any]) -> Response:
 
 @router.get("/api/vms", name="vms.list_all", response_model=VmList)
 async def list_all(
+    *,
     host: str | None = None,
     state: str | None = None,
     tag: str | None = None,
     q: str | None = Query(None, description="substring of name, title or description; uuid prefix"),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Response:
     """Every VM of every host, from the inventory (no libvirt round trip), and in
     `hosts_not_current` the hosts whose VMs are missing (never listed) or stale."""
@@ -102,10 +102,11 @@ async def list_all(
 @router.get("/api/hosts/{host}/vms", name="vms.list", response_model=list[VmOut])
 async def list_host(
     host: str,
+    *,
     state: str | None = None,
     tag: str | None = None,
     q: str | None = None,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Response:
     return _list_response(manager, manager.vms.list(host=host, state=state, tag=tag, q=q))
 
@@ -120,9 +121,10 @@ async def list_host(
 async def create(
     host: str,
     body: VmCreate,
+    *,
     background: bool = Query(False, description="always run as a job (202 + job id)"),
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Any:
     """Create (define) a VM; `start: true` boots it too. Anything made before a failure
     (volumes, the definition) is removed again."""
@@ -151,14 +153,12 @@ async def create(
 
 
 @router.get(VM, name="vms.get", response_model=VmOut)
-async def get(host: str, vm: str, manager: Manager = Depends(get_manager)) -> dict[str, Any]:
+async def get(host: str, vm: str, manager: ManagerDep) -> dict[str, Any]:
     return manager.vms.get(host, vm).to_dict()
 
 
 @router.get(VM + "/addresses", name="vms.addresses", response_model=list[VmAddress])
-async def addresses(
-    host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> list[dict[str, Any]]:
+async def addresses(host: str, vm: str, manager: ManagerDep) -> list[dict[str, Any]]:
     """The VM's IP addresses from the best source that answers (our agent, qemu-ga through
     libvirt, or libvirt's DHCP leases), each naming its source."""
     return [a.to_dict() for a in await manager.addresses.of(host, vm)]
@@ -168,8 +168,9 @@ async def addresses(
 async def xml(
     host: str,
     vm: str,
+    *,
     inactive: bool = Query(False, description="the persistent definition, not the live one"),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> dict[str, str]:
     """The domain XML (never with the VNC password)."""
     return {"xml": await manager.vms.xml(host, vm, inactive=inactive)}
@@ -179,8 +180,9 @@ async def xml(
 async def delete(
     host: str,
     vm: str,
+    *,
     remove_volumes: bool = Query(False, description="also delete its disk volumes"),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> dict[str, Any]:
     """Undefine a shut-off VM (409 while it runs), with its NVRAM and TPM state. With
     `remove_volumes`, its disk volumes go too, except CD-ROM media and any volume another
@@ -194,8 +196,9 @@ async def action(
     host: str,
     vm: str,
     action: Action,
+    *,
     body: ShutdownBody | None = Body(None),
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> dict[str, Any]:
     """start, shutdown (body `mode`: acpi|agent|auto), destroy (force off), reboot, reset,
     suspend, resume. 409 when the VM is in the wrong state for it."""
@@ -204,9 +207,7 @@ async def action(
 
 
 @router.patch(VM, name="vms.update", response_model=VmPatchOut)
-async def update(
-    host: str, vm: str, body: VmPatch, manager: Manager = Depends(get_manager)
-) -> dict[str, Any]:
+async def update(host: str, vm: str, body: VmPatch, manager: ManagerDep) -> dict[str, Any]:
     """Change what the body names. vCPUs and memory apply live where libvirt allows it
     (up to the VM's maximum, `max_vcpus`/`max_memory_mib`), else at the next boot: `edits`
     says which."""
@@ -242,8 +243,8 @@ async def attach_disk(
     host: str,
     vm: str,
     body: DiskAttach,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict[str, Any]:
     """A new qcow2 volume (`pool`, `size_gib`) or an existing `volume` (the caller's to
     use); live and persistent when running, persistent when shut off. `details.target`
@@ -253,24 +254,18 @@ async def attach_disk(
 
 
 @router.delete(VM + "/disks/{target}", name="vms.detach_disk", response_model=EditOut)
-async def detach_disk(
-    host: str, vm: str, target: str, manager: Manager = Depends(get_manager)
-) -> dict[str, Any]:
+async def detach_disk(host: str, vm: str, target: str, manager: ManagerDep) -> dict[str, Any]:
     """Detach the disk (its volume is kept)."""
     return await manager.vms.edit.detach_disk(host, vm, target)
 
 
 @router.post(VM + "/nics", name="vms.attach_nic", response_model=EditOut)
-async def attach_nic(
-    host: str, vm: str, body: NicAttach, manager: Manager = Depends(get_manager)
-) -> dict[str, Any]:
+async def attach_nic(host: str, vm: str, body: NicAttach, manager: ManagerDep) -> dict[str, Any]:
     return await manager.vms.edit.attach_nic(host, vm, NicSpec.model_validate(body.model_dump()))
 
 
 @router.delete(VM + "/nics/{mac}", name="vms.detach_nic", response_model=EditOut)
-async def detach_nic(
-    host: str, vm: str, mac: str, manager: Manager = Depends(get_manager)
-) -> dict[str, Any]:
+async def detach_nic(host: str, vm: str, mac: str, manager: ManagerDep) -> dict[str, Any]:
     return await manager.vms.edit.detach_nic(host, vm, mac)
 
 
@@ -279,8 +274,8 @@ async def insert_media(
     host: str,
     vm: str,
     body: MediaInsert,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict[str, Any]:
     """Put a volume (an ISO, the caller's to use) into the CD-ROM drive, running or not."""
     manager.ownership.check_volumes(user, host, [(body.pool, body.volume)])
@@ -291,7 +286,8 @@ async def insert_media(
 async def eject_media(
     host: str,
     vm: str,
+    *,
     target: str | None = None,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Any:
     return await manager.vms.edit.eject_media(host, vm, target)

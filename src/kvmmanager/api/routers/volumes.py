@@ -20,11 +20,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import current_user, get_manager, owner_read, require_role, streaming_body
+from kvmmanager.api.deps import (
+    CurrentUser,
+    ManagerDep,
+    OperatorUser,
+    owner_read,
+    streaming_body,
+)
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.storage import (
     UploadResult,
@@ -36,9 +42,7 @@ from kvmmanager.api.schemas.storage import (
 from kvmmanager.core import errors
 from kvmmanager.core.errors import Cancelled, InvalidInput, KvmmError
 from kvmmanager.services.jobs import JobProgress
-from kvmmanager.services.manager import Manager
 from kvmmanager.services.storage_specs import VolumeSpec
-from kvmmanager.services.users import Principal
 
 router = APIRouter(
     prefix="/api/hosts/{host}/pools/{pool}/volumes", tags=["volumes"], responses=ERROR_RESPONSES
@@ -46,7 +50,7 @@ router = APIRouter(
 
 
 @router.get("", name="volumes.list", response_model=list[VolumeOut])
-async def list_volumes(host: str, pool: str, manager: Manager = Depends(get_manager)) -> list:
+async def list_volumes(host: str, pool: str, manager: ManagerDep) -> list:
     return [v.to_dict() for v in await manager.storage.list_volumes(host, pool)]
 
 
@@ -57,8 +61,8 @@ async def create_volume(
     host: str,
     pool: str,
     body: VolumeCreate,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict:
     spec = VolumeSpec.model_validate(body.model_dump())
     if spec.backing is not None:
@@ -72,16 +76,12 @@ async def create_volume(
 
 
 @router.get("/{vol}", name="volumes.get", response_model=VolumeOut)
-async def get_volume(
-    host: str, pool: str, vol: str, manager: Manager = Depends(get_manager)
-) -> dict:
+async def get_volume(host: str, pool: str, vol: str, manager: ManagerDep) -> dict:
     return (await manager.storage.get_volume(host, pool, vol)).to_dict()
 
 
 @router.delete("/{vol}", name="volumes.delete", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_volume(
-    host: str, pool: str, vol: str, manager: Manager = Depends(get_manager)
-) -> Response:
+async def delete_volume(host: str, pool: str, vol: str, manager: ManagerDep) -> Response:
     """409 naming the VMs when a VM uses the volume."""
     await manager.storage.delete_volume(host, pool, vol)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -89,7 +89,7 @@ async def delete_volume(
 
 @router.post("/{vol}/resize", name="volumes.resize", response_model=VolumeOut)
 async def resize_volume(
-    host: str, pool: str, vol: str, body: VolumeResize, manager: Manager = Depends(get_manager)
+    host: str, pool: str, vol: str, body: VolumeResize, manager: ManagerDep
 ) -> dict:
     result = await manager.storage.resize_volume(host, pool, vol, body.capacity, shrink=body.shrink)
     return result.to_dict()
@@ -106,8 +106,8 @@ async def clone_volume(
     pool: str,
     vol: str,
     body: VolumeClone,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict:
     job_id = await manager.storage.clone_volume(
         host, pool, vol, body.name, target_pool=body.target_pool, format=body.format, user=user
@@ -166,11 +166,12 @@ async def upload_volume(
     pool: str,
     vol: str,
     request: Request,
+    *,
     create: bool = False,
     format: Literal["raw", "iso", "qcow2"] = "raw",
     size: int | None = Query(default=None, ge=1, description="byte count of a chunked body"),
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> dict:
     """Stream the request body into the volume through libvirt (never buffered whole).
 
@@ -235,8 +236,8 @@ async def download_volume(
     host: str,
     pool: str,
     vol: str,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> StreamingResponse:
     """The volume's bytes as stored (a qcow2 volume comes as its qcow2 file). Operators
     only, and only the volume's owners' (services/ownership.py): a disk image holds

@@ -7,13 +7,17 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager, require_role, self_service
+from kvmmanager.api.deps import (
+    AdminUser,
+    CurrentUser,
+    ManagerDep,
+    self_service,
+)
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -37,8 +41,8 @@ def _users_page(
 @router.get("/users", name="web.users", response_class=HTMLResponse)
 def users(
     request: Request,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     return _users_page(request, manager)
 
@@ -48,9 +52,10 @@ def create_user(
     request: Request,
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
+    *,
     role: Annotated[str, Form()] = "viewer",
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     try:
         manager.users.create(username, password, role)
@@ -64,9 +69,10 @@ def update_user(
     request: Request,
     username: str,
     action: Annotated[str, Form()],
+    *,
     role: Annotated[str | None, Form()] = None,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> Response:
     if action == "role":
         manager.users.update(username, role=role)
@@ -87,8 +93,8 @@ def update_user(
 def create_token(
     request: Request,
     name: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     _token, secret = manager.users.create_token(user.username, name)
     return render(request, "admin/_token_created.html", name=name, secret=secret)
@@ -98,8 +104,8 @@ def create_token(
 @self_service
 def revoke_token(
     token_id: int,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     _token, owner = manager.users.get_token(token_id)
     if owner != user.username and not user.has_role("admin"):
@@ -140,14 +146,15 @@ def shown_target(manager: Manager, target: str) -> str:
 @router.get("/audit", name="web.audit", response_class=HTMLResponse)
 def audit(
     request: Request,
+    *,
     user: str | None = None,
     action: str | None = None,
     target: str | None = None,
     result: str | None = None,
     since: str | None = None,
     page: int = 0,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     limit = 50
     entries = manager.audit.query(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import shlex
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import AgentUnavailable, InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
@@ -32,9 +32,7 @@ def _require(manager: Manager, user: Principal, method: str) -> None:
 
 
 @router.get("/vms/{host}/{vm}/guest", name="web.vm_guest", response_class=HTMLResponse)
-async def guest_facts(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def guest_facts(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     try:
         info = await manager.agents.guest_info(host, vm)
         error = ""
@@ -48,8 +46,8 @@ def agent_tab(
     request: Request,
     host: str,
     vm: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     return render(
         request,
@@ -67,8 +65,9 @@ async def install_agent(
     request: Request,
     host: str,
     vm: str,
+    *,
     replace_cd: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     result = await manager.iso.install_agent(host, vm, replace_cd=replace_cd)
     return render(
@@ -85,9 +84,10 @@ async def agent_exec(
     host: str,
     vm: str,
     command: Annotated[str, Form()],
+    *,
     timeout_seconds: Annotated[int, Form()] = 30,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     _require(manager, user, "exec_command")
     try:
@@ -115,8 +115,8 @@ async def agent_power(
     host: str,
     vm: str,
     action: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     _require(manager, user, "shutdown" if action == "shutdown" else "reboot")
     try:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.iso import agent_version
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -32,15 +31,13 @@ async def _row(manager: Manager, host: Any) -> dict[str, Any]:
 
 
 @router.get("/agent-iso", name="web.agent_iso", response_class=HTMLResponse)
-async def agent_iso(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+async def agent_iso(request: Request, manager: ManagerDep) -> HTMLResponse:
     rows = await asyncio.gather(*(_row(manager, h) for h in manager.registry.all()))
     return render(request, "agent_iso.html", active="agent-iso", rows=rows, version=agent_version())
 
 
 @router.post("/agent-iso/{host}/deploy", name="web.agent_iso_deploy")
-async def deploy(
-    host: str, manager: Manager = Depends(get_manager), user: Principal = Depends(current_user)
-) -> Response:
+async def deploy(host: str, manager: ManagerDep, user: CurrentUser) -> Response:
     job_id = manager.iso.start_deploy_job(host, user=user)
     job = await manager.jobs.wait(job_id)
     if job.state != "done":
@@ -53,7 +50,7 @@ async def deploy(
 
 
 @router.get("/agent-iso/download", name="web.agent_iso_download")
-async def download(manager: Manager = Depends(get_manager)) -> FileResponse:
+async def download(manager: ManagerDep) -> FileResponse:
     location, _sha = await manager.iso.local_iso()
     return FileResponse(
         location.path,

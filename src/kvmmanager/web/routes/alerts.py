@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.deps import (
+    AdminUser,
+    CurrentUser,
+    ManagerDep,
+)
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
 from kvmmanager.db.ops_models import ALERT_METRICS, SEVERITIES
 from kvmmanager.services.alert_eval import OPS
 from kvmmanager.services.alerts import EVENT_METRICS, THRESHOLD_METRICS, RuleSpec
 from kvmmanager.services.email_alerts import SECURITY, EmailSpec
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.web.routes._forms import (
     form_of,
     host_choices,
@@ -142,16 +145,17 @@ def _choices(manager: Manager) -> dict[str, Any]:
 @router.get("/alerts", name="web.alerts", response_class=HTMLResponse)
 def alerts_page(
     request: Request,
+    *,
     edit: str | None = None,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    _user: CurrentUser,
 ) -> HTMLResponse:
     form = _rule_form(manager.alerts.get_rule(edit)) if edit else None
     return _page(request, manager, form=form, editing=edit)
 
 
 @router.get("/alerts/live", name="web.alerts_live", response_class=HTMLResponse)
-def alerts_live(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+def alerts_live(request: Request, manager: ManagerDep) -> HTMLResponse:
     """Firing alerts and the history, re-fetched on every alert event."""
     return render(
         request,
@@ -162,7 +166,7 @@ def alerts_live(request: Request, manager: Manager = Depends(get_manager)) -> HT
 
 
 @router.get("/alerts/badge", name="web.alerts_badge", response_class=HTMLResponse)
-def alerts_badge(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+def alerts_badge(request: Request, manager: ManagerDep) -> HTMLResponse:
     return render(request, "ops/_firing_badge.html", firing_count=manager.alerts.count_firing)
 
 
@@ -189,8 +193,8 @@ def _form_error(
 @router.post("/alerts/rules", name="web.alert_rule_create", response_class=HTMLResponse)
 async def create_rule(
     request: Request,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     form = await form_of(request)
     try:
@@ -201,9 +205,7 @@ async def create_rule(
 
 
 @router.post("/alerts/rules/{rule}", name="web.alert_rule_update", response_class=HTMLResponse)
-async def update_rule(
-    request: Request, rule: str, manager: Manager = Depends(get_manager)
-) -> Response:
+async def update_rule(request: Request, rule: str, manager: ManagerDep) -> Response:
     form = await form_of(request)
     manager.alerts.get_rule(rule)  # 404 for an unknown rule, not a form error
     try:
@@ -214,7 +216,7 @@ async def update_rule(
 
 
 @router.post("/alerts/rules/{rule}/{action}", name="web.alert_rule_action")
-def rule_action(rule: str, action: str, manager: Manager = Depends(get_manager)) -> Response:
+def rule_action(rule: str, action: str, manager: ManagerDep) -> Response:
     if action in ("enable", "disable"):
         manager.alerts.set_enabled(rule, action == "enable")
     elif action == "delete":
@@ -254,8 +256,8 @@ def _webhooks(
 @router.post("/alerts/webhooks", name="web.webhook_create", response_class=HTMLResponse)
 async def create_webhook(
     request: Request,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     form = await form_of(request)
     try:
@@ -282,8 +284,8 @@ async def webhook_action(
     request: Request,
     webhook: str,
     action: str,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     if action in ("enable", "disable"):
         manager.webhooks.set_enabled(webhook, action == "enable")
@@ -307,8 +309,8 @@ async def webhook_action(
 def webhook_deliveries(
     request: Request,
     webhook: str,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     hook = manager.webhooks.get(webhook)
     rows = manager.webhooks.deliveries(webhook, 20)
@@ -365,8 +367,8 @@ def _email_spec(form: Any) -> EmailSpec:
 @router.post("/alerts/email", name="web.email_create", response_class=HTMLResponse)
 async def create_email(
     request: Request,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     form = await form_of(request)
     try:
@@ -385,8 +387,8 @@ async def create_email(
 def delete_email(
     request: Request,
     target: str,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     manager.email.delete(target)
     return _email_section(
@@ -398,8 +400,8 @@ def delete_email(
 async def test_email(
     request: Request,
     target: str,
-    manager: Manager = Depends(get_manager),
-    _admin: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _admin: AdminUser,
 ) -> HTMLResponse:
     """Send a test message now and say what the SMTP server answered (in the section, so
     the reason stays on screen, and as a toast)."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kvmmanager.api.deps import (
     SESSION_COOKIE,
-    current_user,
-    get_manager,
+    CurrentUser,
+    ManagerDep,
     password_change,
     public,
     same_origin,
@@ -20,8 +20,6 @@ from kvmmanager.api.deps import (
 from kvmmanager.api.routers.auth import NO_STORE, _set_session_cookie, check_login
 from kvmmanager.core.errors import InvalidInput, RateLimited, Unauthenticated
 from kvmmanager.services import audit as audit_mod
-from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -51,8 +49,9 @@ def login(
     request: Request,
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
+    *,
     next: Annotated[str, Form()] = "/",
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Response:
     rec = audit_mod.current_request.get()
     if rec is not None:
@@ -91,8 +90,8 @@ def login(
 @password_change
 def logout(
     request: Request,
-    _user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    _user: CurrentUser,
+    manager: ManagerDep,
 ) -> Response:
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
@@ -104,7 +103,7 @@ def logout(
 
 @router.get("/account", name="web.account", response_class=HTMLResponse)
 @password_change
-def account(request: Request, user: Principal = Depends(current_user)) -> HTMLResponse:
+def account(request: Request, user: CurrentUser) -> HTMLResponse:
     return render(request, "account.html", active="account")
 
 
@@ -115,8 +114,8 @@ def change_password(
     request: Request,
     current_password: Annotated[str, Form()],
     new_password: Annotated[str, Form()],
-    user: Principal = Depends(current_user),
-    manager: Manager = Depends(get_manager),
+    user: CurrentUser,
+    manager: ManagerDep,
 ) -> Response:
     try:
         manager.users.authenticate(user.username, current_password)

@@ -13,17 +13,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services import backup_restore as rs
 from kvmmanager.services.backups import METHODS, PolicySpec
 from kvmmanager.services.batch import Target
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
-from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
@@ -125,9 +124,10 @@ async def _page(
 @router.get("/backups", name="web.backups", response_class=HTMLResponse)
 async def backups_page(
     request: Request,
+    *,
     edit: str | None = None,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    _user: CurrentUser,
 ) -> HTMLResponse:
     form = _form_values(manager.backups.get(edit)) if edit else None
     return await _page(request, manager, form=form, editing=edit)
@@ -156,8 +156,8 @@ def _saved(message: str) -> Response:
 @router.post("/backups", name="web.backup_create", response_class=HTMLResponse)
 async def create_policy(
     request: Request,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     form = await form_of(request)
     try:
@@ -171,8 +171,8 @@ async def create_policy(
 async def update_policy(
     request: Request,
     policy: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     form = await form_of(request)
     current = manager.backups.get(policy)  # 404 for an unknown policy, not a form error
@@ -184,7 +184,7 @@ async def update_policy(
 
 
 @router.post("/backups/{policy}/delete", name="web.backup_delete")
-def delete_policy(policy: str, manager: Manager = Depends(get_manager)) -> Response:
+def delete_policy(policy: str, manager: ManagerDep) -> Response:
     manager.backups.delete(policy)
     return Response(
         status_code=204,
@@ -199,8 +199,8 @@ def delete_policy(policy: str, manager: Manager = Depends(get_manager)) -> Respo
 async def run_policy(
     request: Request,
     policy: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     result = await manager.backups.run(policy, actor=user)
     level = "ok" if result["status"] == "ok" else "error"
@@ -231,9 +231,7 @@ async def _kept(manager: Manager, p: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/backups/{policy}/snapshots", name="web.backup_snapshots", response_class=HTMLResponse)
-async def policy_snapshots(
-    request: Request, policy: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def policy_snapshots(request: Request, policy: str, manager: ManagerDep) -> HTMLResponse:
     p = manager.backups.get(policy)
     return render(request, "ops/_policy_snapshots.html", policy=p, vms=await _kept(manager, p))
 
@@ -249,8 +247,8 @@ async def restore(
     host: str,
     vm: str,
     snapshot: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     # The button asks first (data-confirm); the route is the confirmation.
     await manager.backups.restore(policy, host, vm, snapshot, confirm=True, actor=user)
@@ -305,14 +303,12 @@ def _policy_of(manager: Manager, rec: dict[str, Any]) -> str | None:
 
 
 @router.get("/backups/{policy}/images", name="web.backup_images", response_class=HTMLResponse)
-def policy_images(
-    request: Request, policy: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+def policy_images(request: Request, policy: str, manager: ManagerDep) -> HTMLResponse:
     return _images_page(request, manager, manager.backups.get(policy)["name"])
 
 
 @router.get("/backup-images", name="web.backup_images_all", response_class=HTMLResponse)
-def all_images(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+def all_images(request: Request, manager: ManagerDep) -> HTMLResponse:
     return _images_page(request, manager, None)
 
 
@@ -335,9 +331,7 @@ def _job_view(manager: Manager, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/backup-images/jobs/{job_id}", name="web.backup_job", response_class=HTMLResponse)
-def backup_job(
-    request: Request, job_id: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+def backup_job(request: Request, job_id: str, manager: ManagerDep) -> HTMLResponse:
     return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
 
 
@@ -347,8 +341,8 @@ def verify_image(
     host: str,
     vm: str,
     backup_id: int,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     """Read the backup's volumes back through libvirt (sha256, qcow2 headers) as a job."""
     images = manager.backups.images
@@ -367,8 +361,8 @@ async def restore_image(
     host: str,
     vm: str,
     backup_id: int,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     """`mode=new` defines a new VM (`name`) on copies of the backup's disks; `mode=original`
     puts the backup back into the VM's own disks (shut off, no snapshots) and needs
@@ -410,7 +404,7 @@ async def delete_image(
     host: str,
     vm: str,
     backup_id: int,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     rec = manager.backups.images.get(backup_id, host, vm)
     await manager.backups.images.delete(backup_id, host, vm)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import InvalidInput, KvmmError
 from kvmmanager.services.batch import Target
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -56,11 +55,12 @@ def _name(manager: Manager, t: Target) -> str:
 async def batch_action(
     request: Request,
     action: Annotated[str, Form()],
+    *,
     selected: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI form default
     tag: Annotated[str, Form()] = "",
     remove_volumes: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     svc = manager.batch
     svc.check(action)  # InvalidInput naming the field for an unknown action

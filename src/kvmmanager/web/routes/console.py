@@ -16,9 +16,9 @@ import socket
 from typing import Any
 
 import libvirt
-from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from kvmmanager.api.deps import check_vm_owner, current_user, get_manager
+from kvmmanager.api.deps import ManagerDep, check_vm_owner, current_user
 from kvmmanager.core.errors import Conflict, KvmmError, PermissionDenied, Unsupported
 from kvmmanager.services.audit import AuditRecord
 from kvmmanager.services.manager import Manager
@@ -65,9 +65,7 @@ def _is_local(uri: str) -> bool:
 
 
 @router.websocket("/vms/{host}/{vm}/console/vnc")
-async def vnc_console(
-    ws: WebSocket, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> None:
+async def vnc_console(ws: WebSocket, host: str, vm: str, manager: ManagerDep) -> None:
     _require_operator(ws)
     hc = manager.registry.get(host)
     if not _is_local(hc.uri):
@@ -111,9 +109,7 @@ async def vnc_console(
 
 
 @router.websocket("/vms/{host}/{vm}/console/serial")
-async def serial_console(
-    ws: WebSocket, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> None:
+async def serial_console(ws: WebSocket, host: str, vm: str, manager: ManagerDep) -> None:
     _require_operator(ws)
     hc = manager.registry.get(host)
     loop = asyncio.get_running_loop()

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form
+from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
-from kvmmanager.api.deps import get_manager
-from kvmmanager.services.manager import Manager
+from kvmmanager.api.deps import ManagerDep
 from kvmmanager.services.vm_keys import send_keys
 from kvmmanager.web.templating import toast_headers
 
@@ -21,7 +20,7 @@ async def console_keys(
     host: str,
     vm: str,
     keys: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Response:
     result = await send_keys(manager.vms, host, vm, keys)
     return Response(status_code=204, headers=toast_headers(result.message))

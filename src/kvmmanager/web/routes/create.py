@@ -6,11 +6,11 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, OperatorUser
 from kvmmanager.core.errors import InvalidInput, KvmmError
 from kvmmanager.services.cloudinit import AgentPolicy, CloudInitSpec, CloudUser
 from kvmmanager.services.manager import Manager
@@ -86,9 +86,10 @@ async def _choices(manager: Manager, host: str) -> dict[str, Any]:
 @router.get("/vms/new", name="web.vm_new", response_class=HTMLResponse)
 async def new_vm(
     request: Request,
+    *,
     host: str | None = None,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> HTMLResponse:
     hosts = [h.name for h in manager.registry.all()]
     host = host or (hosts[0] if hosts else "")
@@ -108,9 +109,10 @@ async def new_vm(
 async def new_vm_isos(
     request: Request,
     host: str,
+    *,
     iso: str = "",
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> HTMLResponse:
     """The ISO options of the form, again: after an upload the new ISO is offered (and
     picked, as the newest one named by the upload)."""
@@ -128,6 +130,7 @@ async def create_vm(
     request: Request,
     host: Annotated[str, Form()],
     name: Annotated[str, Form()],
+    *,
     vcpus: Annotated[int, Form()] = 1,
     memory_mib: Annotated[int, Form()] = 1024,
     max_vcpus: Annotated[str, Form()] = "",
@@ -144,8 +147,8 @@ async def create_vm(
     start: Annotated[bool, Form()] = False,
     description: Annotated[str, Form()] = "",
     tags: Annotated[str, Form()] = "",
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    user: OperatorUser,
 ) -> Response:
     form = dict(await request.form())
     audit_target(f"{host}/{name}")

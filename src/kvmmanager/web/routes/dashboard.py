@@ -8,10 +8,10 @@ from collections import Counter
 from typing import Any
 
 import libvirt
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from kvmmanager.api.deps import get_manager
+from kvmmanager.api.deps import ManagerDep
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.templating import render
@@ -79,7 +79,7 @@ async def _health(manager: Manager, host: str) -> Any:
 
 
 @router.get("/", name="web.dashboard", response_class=HTMLResponse)
-async def dashboard(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+async def dashboard(request: Request, manager: ManagerDep) -> HTMLResponse:
     hosts = manager.registry.all()
     cards = await asyncio.gather(*(_host_card(manager, h) for h in hosts))
     states = Counter(d.state for d in manager.inventory.domains())

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from kvmmanager.api.deps import get_manager
-from kvmmanager.services.manager import Manager
+from kvmmanager.api.deps import ManagerDep
 from kvmmanager.services.metrics import WINDOWS
 from kvmmanager.web.templating import render
 
@@ -33,9 +32,7 @@ RANGES = (
 
 
 @router.get("/vms/{host}/{vm}/performance", name="web.vm_performance", response_class=HTMLResponse)
-def performance_tab(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+def performance_tab(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     info = manager.vms.get(host, vm)
     # Ranges longer than the history kept (metrics.retention_days) get no button.
     available = {"live"} | {

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.deps import (
+    AdminUser,
+    CurrentUser,
+    ManagerDep,
+)
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.networks import NetworkSpec
-from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -46,7 +49,7 @@ async def _page(
 
 @router.get("/networks", name="web.networks", response_class=HTMLResponse)
 async def networks(
-    request: Request, host: str | None = None, manager: Manager = Depends(get_manager)
+    request: Request, *, host: str | None = None, manager: ManagerDep
 ) -> HTMLResponse:
     hosts = [h.name for h in manager.registry.all()]
     return await _page(request, manager, host or (hosts[0] if hosts else ""))
@@ -57,13 +60,14 @@ async def create_network(
     request: Request,
     host: str,
     name: Annotated[str, Form()],
+    *,
     forward: Annotated[str, Form()] = "nat",
     address: Annotated[str, Form()] = "",
     prefix: Annotated[int, Form()] = 24,
     dhcp_start: Annotated[str, Form()] = "",
     dhcp_end: Annotated[str, Form()] = "",
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _user: AdminUser,
 ) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
@@ -92,8 +96,8 @@ async def network_action(
     host: str,
     net: str,
     action: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     if action == "delete" and not user.has_role("admin"):
         # Defining and deleting networks is an admin's job, as in the REST API.
@@ -116,9 +120,7 @@ async def network_action(
 
 
 @router.get("/networks/{host}/{net}/leases", name="web.network_leases", response_class=HTMLResponse)
-async def leases(
-    request: Request, host: str, net: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def leases(request: Request, host: str, net: str, manager: ManagerDep) -> HTMLResponse:
     return render(
         request, "networks/_leases.html", net=net, leases=await manager.networks.leases(host, net)
     )

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.schedules import ScheduleSpec
-from kvmmanager.services.users import Principal
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
     form_of,
@@ -177,16 +176,17 @@ def _page(
 @router.get("/schedules", name="web.schedules", response_class=HTMLResponse)
 def schedules_page(
     request: Request,
+    *,
     edit: str | None = None,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    _user: CurrentUser,
 ) -> HTMLResponse:
     form = _form_values(manager.schedules.get(edit)) if edit else None
     return _page(request, manager, form=form, editing=edit)
 
 
 @router.get("/schedules/rows", name="web.schedule_rows", response_class=HTMLResponse)
-def schedule_rows(request: Request, manager: Manager = Depends(get_manager)) -> HTMLResponse:
+def schedule_rows(request: Request, manager: ManagerDep) -> HTMLResponse:
     return render(
         request,
         "ops/_schedule_rows.html",
@@ -196,9 +196,7 @@ def schedule_rows(request: Request, manager: Manager = Depends(get_manager)) -> 
 
 
 @router.get("/schedules/{schedule}/runs", name="web.schedule_runs", response_class=HTMLResponse)
-def schedule_runs(
-    request: Request, schedule: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+def schedule_runs(request: Request, schedule: str, manager: ManagerDep) -> HTMLResponse:
     s = manager.schedules.get(schedule)
     runs = manager.schedules.runs(schedule, 50)
     for r in runs:
@@ -232,8 +230,8 @@ def _saved(message: str) -> Response:
 @router.post("/schedules", name="web.schedule_create", response_class=HTMLResponse)
 async def create_schedule(
     request: Request,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     form = await form_of(request)
     try:
@@ -247,8 +245,8 @@ async def create_schedule(
 async def update_schedule(
     request: Request,
     schedule: str,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     form = await form_of(request)
     manager.schedules.get(schedule)  # 404 for an unknown schedule, not a form error
@@ -260,9 +258,7 @@ async def update_schedule(
 
 
 @router.post("/schedules/{schedule}/{action}", name="web.schedule_action")
-async def schedule_action(
-    schedule: str, action: str, manager: Manager = Depends(get_manager)
-) -> Response:
+async def schedule_action(schedule: str, action: str, manager: ManagerDep) -> Response:
     if action in ("enable", "disable"):
         manager.schedules.set_enabled(schedule, action == "enable")
     elif action == "delete":

@@ -6,13 +6,12 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import InvalidInput, KvmmError
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.web.routes._feedback import failed
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
@@ -34,9 +33,7 @@ async def _tab(
 
 
 @router.get("/vms/{host}/{vm}/snapshots", name="web.vm_snapshots", response_class=HTMLResponse)
-async def snapshots_tab(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def snapshots_tab(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     return await _tab(request, manager, host, vm)
 
 
@@ -49,12 +46,13 @@ async def create_snapshot(
     request: Request,
     host: str,
     vm: str,
+    *,
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
     kind: Annotated[str, Form()] = "",
     memory: Annotated[str, Form()] = "",
     quiesce: Annotated[str, Form()] = "auto",
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     try:
         if memory not in MEMORY_CHOICES:
@@ -72,7 +70,7 @@ async def create_snapshot(
 
 @router.post("/vms/{host}/{vm}/snapshots/{name}/revert", name="web.vm_snapshot_revert")
 async def revert_snapshot(
-    request: Request, host: str, vm: str, name: str, manager: Manager = Depends(get_manager)
+    request: Request, host: str, vm: str, name: str, manager: ManagerDep
 ) -> HTMLResponse:
     await manager.snapshots.revert(host, vm, name)
     return await _tab(request, manager, host, vm, f"Reverted to {name}")
@@ -84,8 +82,9 @@ async def delete_snapshot(
     host: str,
     vm: str,
     name: str,
+    *,
     children: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     try:
         result = await manager.snapshots.delete(host, vm, name, children=children)
@@ -102,7 +101,7 @@ async def quiesce_policy(
     host: str,
     vm: str,
     policy: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     await manager.snapshots.set_quiesce_policy(host, vm, policy)
     return await _tab(request, manager, host, vm, f"Quiesce policy: {policy}")
@@ -113,10 +112,11 @@ async def clone_vm(
     host: str,
     vm: str,
     new_name: Annotated[str, Form()],
+    *,
     mode: Annotated[str, Form()] = "full",
     consistent: Annotated[str, Form()] = "refuse",
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     job_id = await manager.clones.start(
         host, vm, new_name, mode=mode, consistent=consistent, user=user

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import get_manager
+from kvmmanager.api.deps import ManagerDep
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.services.manager import Manager
 from kvmmanager.web.routes.storage_forms import DEFAULT_POOL
 from kvmmanager.web.templating import render, toast_headers
 
@@ -16,7 +15,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/storage", name="web.storage", response_class=HTMLResponse)
 async def storage(
-    request: Request, host: str | None = None, manager: Manager = Depends(get_manager)
+    request: Request, *, host: str | None = None, manager: ManagerDep
 ) -> HTMLResponse:
     hosts = [h.name for h in manager.registry.all()]
     host = host or (hosts[0] if hosts else "")
@@ -38,9 +37,7 @@ async def storage(
 
 
 @router.get("/storage/{host}/{pool}", name="web.pool", response_class=HTMLResponse)
-async def pool_detail(
-    request: Request, host: str, pool: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def pool_detail(request: Request, host: str, pool: str, manager: ManagerDep) -> HTMLResponse:
     details = await manager.storage.get_pool(host, pool)
     volumes = await manager.storage.list_volumes(host, pool) if details.active else []
     template = "storage/_volumes.html" if request.headers.get("hx-request") else "storage/pool.html"
@@ -48,9 +45,7 @@ async def pool_detail(
 
 
 @router.post("/storage/{host}/{pool}/actions/{action}", name="web.pool_action")
-async def pool_action(
-    host: str, pool: str, action: str, manager: Manager = Depends(get_manager)
-) -> Response:
+async def pool_action(host: str, pool: str, action: str, manager: ManagerDep) -> Response:
     await manager.storage.pool_action(host, pool, action)
     headers = toast_headers(f"pool {pool}: {action} done")
     headers["HX-Refresh"] = "true"
@@ -59,7 +54,7 @@ async def pool_action(
 
 @router.post("/storage/{host}/{pool}/volumes/{vol}/delete", name="web.volume_delete")
 async def volume_delete(
-    request: Request, host: str, pool: str, vol: str, manager: Manager = Depends(get_manager)
+    request: Request, host: str, pool: str, vol: str, manager: ManagerDep
 ) -> Response:
     await manager.storage.delete_volume(host, pool, vol)
     details = await manager.storage.get_pool(host, pool)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.deps import (
+    AdminUser,
+    CurrentUser,
+    ManagerDep,
+)
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.storage_specs import PoolSpec, VolumeSpec
-from kvmmanager.services.users import Principal
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
@@ -26,8 +29,8 @@ async def pool_create(
     host: str,
     name: Annotated[str, Form()],
     target: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _user: AdminUser,
 ) -> Response:
     spec = PoolSpec(name=name.strip(), type="dir", target=target.strip() or None)
     pool = await manager.storage.define_pool(host, spec)
@@ -40,9 +43,10 @@ async def pool_create(
 async def pool_delete(
     host: str,
     pool: str,
+    *,
     delete_volumes: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("admin")),
+    manager: ManagerDep,
+    _user: AdminUser,
 ) -> Response:
     await manager.storage.delete_pool(host, pool, delete_volumes=delete_volumes)
     what = " and its volumes" if delete_volumes else " (its volumes are kept on disk)"
@@ -72,9 +76,10 @@ async def volume_create(
     pool: str,
     name: Annotated[str, Form()],
     capacity: Annotated[str, Form()],
+    *,
     format: Annotated[str, Form()] = "qcow2",
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     spec = VolumeSpec(name=name.strip(), capacity=capacity.strip(), format=format)
     details = await manager.storage.create_volume(host, pool, spec)
@@ -93,7 +98,7 @@ async def volume_resize(
     pool: str,
     vol: str,
     capacity: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     details = await manager.storage.resize_volume(host, pool, vol, capacity.strip())
     return await _volumes(
@@ -112,8 +117,8 @@ async def volume_clone(
     pool: str,
     vol: str,
     new_name: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     await manager.storage.clone_volume(host, pool, vol, new_name.strip(), user=user)
     # A copy is a job: the volume list refreshes itself on its job.done event.

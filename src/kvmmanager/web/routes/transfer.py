@@ -9,19 +9,21 @@ import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager, require_role
+from kvmmanager.api.deps import (
+    CurrentUser,
+    ManagerDep,
+    OperatorUser,
+)
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.export import ImportOptions
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.web.routes._forms import host_choices, vm_choices
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
-OPERATOR = Depends(require_role("operator"))
 MAX_XML = 1024 * 1024
 
 
@@ -65,16 +67,12 @@ async def _page(
 
 
 @router.get("/transfer", name="web.transfer", response_class=HTMLResponse)
-async def transfer_page(
-    request: Request, manager: Manager = Depends(get_manager), _op: Principal = OPERATOR
-) -> HTMLResponse:
+async def transfer_page(request: Request, manager: ManagerDep, _op: OperatorUser) -> HTMLResponse:
     return await _page(request, manager)
 
 
 @router.get("/transfer/xml", name="web.transfer_xml")
-async def download_xml(
-    vm: str, manager: Manager = Depends(get_manager), _op: Principal = OPERATOR
-) -> Response:
+async def download_xml(vm: str, manager: ManagerDep, _op: OperatorUser) -> Response:
     host, name = _vm(vm)
     xml = await manager.export.export_xml(host, name)
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", manager.vms.get(host, name).name) + ".xml"
@@ -106,9 +104,10 @@ def _job_view(manager: Manager, job_id: str) -> dict[str, Any]:
 @router.post("/transfer/export", name="web.transfer_export", response_class=HTMLResponse)
 async def export_bundle(
     request: Request,
+    *,
     vm: Annotated[str, Form()] = "",
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     host, name = _vm(vm)
     manager.vms.get(host, name)  # 404 now, not a failed job
@@ -126,8 +125,8 @@ async def export_bundle(
 def transfer_job(
     request: Request,
     job_id: str,
-    manager: Manager = Depends(get_manager),
-    _op: Principal = OPERATOR,
+    manager: ManagerDep,
+    _op: OperatorUser,
 ) -> HTMLResponse:
     view = _job_view(manager, job_id)
     if view["kind"] not in ("vm.export", "vm.import"):
@@ -136,7 +135,7 @@ def transfer_job(
 
 
 @router.post("/transfer/bundles/{bundle_id}/delete", name="web.transfer_bundle_delete")
-def delete_bundle(bundle_id: str, manager: Manager = Depends(get_manager)) -> Response:
+def delete_bundle(bundle_id: str, manager: ManagerDep) -> Response:
     manager.export.bundle_path(bundle_id)  # NotFound / InvalidInput for a bad id
     manager.export.delete_bundle(bundle_id)
     return Response(
@@ -148,12 +147,13 @@ def delete_bundle(bundle_id: str, manager: Manager = Depends(get_manager)) -> Re
 @router.post("/transfer/import-xml", name="web.transfer_import_xml", response_class=HTMLResponse)
 async def import_xml(
     request: Request,
+    *,
     host: Annotated[str, Form()] = "",
     xml: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "",
     new_identity: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> Response:
     form = {"host": host, "xml": xml, "name": name, "new_identity": new_identity}
     try:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import get_manager, require_role
+from kvmmanager.api.deps import ManagerDep, OperatorUser
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.port_forwards import ForwardRule
-from kvmmanager.services.users import Principal
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.web.templating import render, toast_headers
 
@@ -50,9 +49,7 @@ async def _act(request: Request, manager: Manager, host: str, vm: str, call: Any
 
 
 @router.get(BASE, name="web.vm_devices", response_class=HTMLResponse)
-async def devices_tab(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> Response:
+async def devices_tab(request: Request, host: str, vm: str, manager: ManagerDep) -> Response:
     return await _tab(request, manager, host, vm)
 
 
@@ -60,9 +57,9 @@ async def devices_tab(
 async def hostdev_attach(
     request: Request, host: str, vm: str,
     device: Annotated[str, Form()],
-    group: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    *, group: Annotated[bool, Form()] = False,
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> Response:  # fmt: skip
     return await _act(request, manager, host, vm, manager.hostdevs.attach(host, vm, device,
                                                                           group=group))  # fmt: skip
@@ -72,8 +69,8 @@ async def hostdev_attach(
 async def hostdev_detach(
     request: Request, host: str, vm: str,
     device: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> Response:  # fmt: skip
     return await _act(request, manager, host, vm, manager.hostdevs.detach(host, vm, device))
 
@@ -81,11 +78,11 @@ async def hostdev_detach(
 @router.post(BASE + "/graphics", name="web.vm_graphics", response_class=HTMLResponse)
 async def graphics(
     request: Request, host: str, vm: str,
-    vnc: Annotated[bool, Form()] = False,
+    *, vnc: Annotated[bool, Form()] = False,
     spice: Annotated[bool, Form()] = False,
     usb_redirection: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> Response:  # fmt: skip
     # The form always says what it wants: an unticked box removes the redirection slots.
     change = manager.spice.set_graphics(host, vm, vnc, spice, usb_redirection)
@@ -97,9 +94,9 @@ async def forward_add(
     request: Request, host: str, vm: str,
     proto: Annotated[str, Form()],
     host_port: Annotated[int, Form()],
-    guest_port: Annotated[int | None, Form()] = None,
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    *, guest_port: Annotated[int | None, Form()] = None,
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> Response:  # fmt: skip
     # proto is the form's text; the service refuses anything but tcp/udp in its words.
     rule = ForwardRule(proto=proto, host_port=host_port, guest_port=guest_port)  # type: ignore[arg-type]
@@ -111,8 +108,8 @@ async def forward_remove(
     request: Request, host: str, vm: str,
     proto: Annotated[str, Form()],
     host_port: Annotated[int, Form()],
-    manager: Manager = Depends(get_manager),
-    _user: Principal = Depends(require_role("operator")),
+    manager: ManagerDep,
+    _user: OperatorUser,
 ) -> Response:  # fmt: skip
     call = manager.port_forwards.remove(host, vm, proto, host_port)
     return await _act(request, manager, host, vm, call)

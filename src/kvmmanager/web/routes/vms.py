@@ -12,13 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import current_user, get_manager
+from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import HostUnavailable, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec
 from kvmmanager.services.vm_keys import KEY_COMBOS
 from kvmmanager.services.vm_pending import PendingChanges, pending_changes
@@ -75,11 +74,12 @@ def _filtered(
 @router.get("/vms", name="web.vms", response_class=HTMLResponse)
 def vm_list(
     request: Request,
+    *,
     host: str | None = None,
     state: str | None = None,
     tag: str | None = None,
     q: str | None = None,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     try:
         vms = _filtered(manager, host, state, tag, q)
@@ -105,9 +105,7 @@ def vm_list(
 
 
 @router.get("/vms/{host}/{vm}/row", name="web.vm_row", response_class=HTMLResponse)
-def vm_row(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> Response:
+def vm_row(request: Request, host: str, vm: str, manager: ManagerDep) -> Response:
     try:
         info = manager.vms.get(host, vm)
     except KvmmError:
@@ -122,9 +120,7 @@ def vm_row(
 
 
 @router.get("/vms/{host}/{vm}/addresses", name="web.vm_addresses", response_class=HTMLResponse)
-async def vm_addresses(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def vm_addresses(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     try:
         found = await manager.addresses.of(host, vm)
     except KvmmError:
@@ -133,9 +129,7 @@ async def vm_addresses(
 
 
 @router.get("/vms/{host}/{vm}", name="web.vm_detail", response_class=HTMLResponse)
-async def vm_detail(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def vm_detail(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     info = manager.vms.get(host, vm)
     return render(
         request,
@@ -150,9 +144,7 @@ async def vm_detail(
 
 
 @router.get("/vms/{host}/{vm}/overview", name="web.vm_overview", response_class=HTMLResponse)
-async def vm_overview(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def vm_overview(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     try:
         info = manager.vms.get(host, vm)
     except NotFound:
@@ -181,8 +173,9 @@ async def vm_action(
     host: str,
     vm: str,
     action: str,
+    *,
     mode: Annotated[str, Form()] = "auto",
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Response:
     if action not in ACTIONS:
         return Response(
@@ -210,8 +203,9 @@ async def vm_action(
 async def vm_delete(
     host: str,
     vm: str,
+    *,
     remove_volumes: Annotated[bool, Form()] = False,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> Response:
     result = await manager.vms.delete(host, vm, remove_volumes=remove_volumes)
     removed = result.deleted_volumes
@@ -238,9 +232,7 @@ async def _pools_with_volumes(manager: Manager, host: str) -> list[dict[str, Any
 
 
 @router.get("/vms/{host}/{vm}/hardware", name="web.vm_hardware", response_class=HTMLResponse)
-async def vm_hardware(
-    request: Request, host: str, vm: str, manager: Manager = Depends(get_manager)
-) -> HTMLResponse:
+async def vm_hardware(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     info = manager.vms.get(host, vm)
     pools = await _pools_with_volumes(manager, host)
     networks = await _networks(manager, host)
@@ -261,9 +253,10 @@ async def vm_resources(
     vm: str,
     vcpus: Annotated[int, Form()],
     memory_mib: Annotated[int, Form()],
+    *,
     max_vcpus: Annotated[str, Form()] = "",
     max_memory_mib: Annotated[str, Form()] = "",
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     info = manager.vms.get(host, vm)
     messages = []
@@ -296,9 +289,10 @@ async def vm_media_insert(
     host: str,
     vm: str,
     volume: Annotated[str, Form()],
+    *,
     target: Annotated[str | None, Form()] = None,
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     pool, _, vol = volume.partition("/")
     try:
@@ -317,8 +311,9 @@ async def vm_media_eject(
     request: Request,
     host: str,
     vm: str,
+    *,
     target: Annotated[str | None, Form()] = None,
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     try:
         result = await manager.vms.edit.eject_media(host, vm, target)
@@ -376,10 +371,11 @@ async def vm_disk_attach(
     host: str,
     vm: str,
     pool: Annotated[str, Form()],
+    *,
     size_gib: Annotated[float, Form()] = 0,
     volume: Annotated[str, Form()] = "",
-    manager: Manager = Depends(get_manager),
-    user: Principal = Depends(current_user),
+    manager: ManagerDep,
+    user: CurrentUser,
 ) -> HTMLResponse:
     try:
         if volume:  # an existing volume is chosen as "pool/volume"
@@ -403,7 +399,7 @@ async def vm_disk_attach(
     "/vms/{host}/{vm}/disks/{target}/detach", name="web.vm_disk_detach", response_class=HTMLResponse
 )
 async def vm_disk_detach(
-    request: Request, host: str, vm: str, target: str, manager: Manager = Depends(get_manager)
+    request: Request, host: str, vm: str, target: str, manager: ManagerDep
 ) -> HTMLResponse:
     result = await manager.vms.edit.detach_disk(host, vm, target)
     return await _hardware_response(request, manager, host, vm, result["message"])
@@ -415,7 +411,7 @@ async def vm_nic_attach(
     host: str,
     vm: str,
     network: Annotated[str, Form()],
-    manager: Manager = Depends(get_manager),
+    manager: ManagerDep,
 ) -> HTMLResponse:
     try:
         result = await manager.vms.edit.attach_nic(host, vm, nic_spec(network))
@@ -432,7 +428,7 @@ async def vm_nic_attach(
     "/vms/{host}/{vm}/nics/{mac}/detach", name="web.vm_nic_detach", response_class=HTMLResponse
 )
 async def vm_nic_detach(
-    request: Request, host: str, vm: str, mac: str, manager: Manager = Depends(get_manager)
+    request: Request, host: str, vm: str, mac: str, manager: ManagerDep
 ) -> HTMLResponse:
     result = await manager.vms.edit.detach_nic(host, vm, mac)
     return await _hardware_response(request, manager, host, vm, result["message"])
