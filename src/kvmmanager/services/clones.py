@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, Unsupported
-from kvmmanager.services import image_probe
+from kvmmanager.services import helper_sweep, image_probe
 from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_builder import disk_volume_path, lookup, undefine_flags
 from kvmmanager.services.vm_spec import validate_name
@@ -54,7 +54,9 @@ MODES = ("full", "linked")
 CONSISTENT = ("refuse", "snapshot")
 POLL_SECONDS = 0.5
 RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_PAUSED)
-CLONE_SNAPSHOT = "kvmm-clone-source"
+# The temporary snapshot a running VM is copied under, tagged with its owner process so
+# a later start can tell an abandoned one from another live manager's (helper_sweep).
+CLONE_SNAPSHOT = helper_sweep.CLONE_SNAPSHOT
 
 
 @dataclass
@@ -257,6 +259,19 @@ def finish_xml(
 class CloneService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
+        # (host, source uuid) -> clones of this process copying under its snapshot now.
+        self._snapshots_in_use: dict[tuple[str, str], int] = {}
+
+    def snapshots_in_use(self, host: str) -> set[str]:
+        """UUIDs of `host`'s VMs this process is cloning under a temporary snapshot."""
+        return {uuid for (h, uuid) in self._snapshots_in_use if h == host}
+
+    def _release_snapshot(self, key: tuple[str, str]) -> None:
+        left = self._snapshots_in_use.get(key, 0) - 1
+        if left > 0:
+            self._snapshots_in_use[key] = left
+        else:
+            self._snapshots_in_use.pop(key, None)
 
     async def _run(
         self,
@@ -329,9 +344,19 @@ class CloneService:
                 progress, "delete_snapshot", host=host, uuid=plan.source_uuid,
                 name=CLONE_SNAPSHOT, vm=plan.source_name,
             )  # fmt: skip
-            snapshot = await self.m.snapshots.create(
-                host, plan.source_uuid, name=CLONE_SNAPSHOT, kind="external"
-            )
+            key = (host, plan.source_uuid)
+            self._snapshots_in_use[key] = self._snapshots_in_use.get(key, 0) + 1
+            try:
+                snapshot = await self.m.snapshots.create(
+                    host,
+                    plan.source_uuid,
+                    name=CLONE_SNAPSHOT,
+                    description=helper_sweep.owner_description(),
+                    kind="external",
+                )
+            finally:
+                if snapshot is None:
+                    self._release_snapshot(key)
         made: list[tuple[str, str]] = []
         identity = "none"
         try:
@@ -352,9 +377,12 @@ class CloneService:
             raise
         finally:
             if snapshot is not None:
-                await asyncio.shield(
-                    self.m.snapshots.delete(host, plan.source_uuid, CLONE_SNAPSHOT)
-                )
+                try:
+                    await asyncio.shield(
+                        self.m.snapshots.delete(host, plan.source_uuid, CLONE_SNAPSHOT)
+                    )
+                finally:
+                    self._release_snapshot((host, plan.source_uuid))
         with contextlib.suppress(Exception):
             await self.m.vms.refresh(host, uuid)
         return {

@@ -212,6 +212,12 @@ class JobService:
             self._keep(loop.create_task(self._undo_after_host_loss(job, why)))
         return len(jobs)
 
+    async def undo_finished(self) -> None:
+        """Resolves once the undo of the jobs interrupted by the last stop has run."""
+        task = self._undo_task
+        if task is not None:
+            await asyncio.wait({task})  # its outcome is its own business (logged there)
+
     async def shutdown(self) -> None:
         if self._undo_task is not None:
             self._undo_task.cancel()

@@ -23,6 +23,7 @@ from kvmmanager.db import migrate
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
 from kvmmanager.services.audit import AuditService
+from kvmmanager.services.helper_sweep import Sweeper
 from kvmmanager.services.jobs import JobService
 from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.users import UserService
@@ -71,6 +72,8 @@ class Manager:
         self.ownership = OwnershipService(self)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = False
+        # Abandoned temporary snapshots merged back once hosts connect (helper_sweep).
+        self.helper_sweep: asyncio.Task[dict[str, list[str]]] | None = None
         # The first-start admin password, when this start created it (for `serve`'s banner).
         self.initial_admin_password: str | None = None
 
@@ -233,6 +236,15 @@ class Manager:
             except KvmmError as e:
                 # One bad row must not keep the manager (and every other host) down.
                 log.error("host %s (%s) not started: %s", name, uri, e.message)
+        self.helper_sweep = self.loop.create_task(
+            Sweeper(
+                registry=self.registry,
+                delete_snapshot=lambda h, vm, name: self.snapshots.delete(h, vm, name),
+                in_use=self.clones.snapshots_in_use,
+                undo_finished=self.jobs.undo_finished,
+            ).at_start(),
+            name="helper-sweep",
+        )
         # Host collectors follow the registry, so hosts added later are collected too.
         await self.metrics.start()
         self.scheduler.start()
@@ -247,6 +259,10 @@ class Manager:
 
     async def stop(self) -> None:
         """Stop jobs, services holding background work, connections; close the DB."""
+        sweep, self.helper_sweep = self.helper_sweep, None
+        if sweep is not None and not sweep.done():
+            sweep.cancel()
+            await asyncio.wait({sweep})
         await self.jobs.shutdown()
         await self.audit.aclose()
         for attr in LAZY_SERVICES:
