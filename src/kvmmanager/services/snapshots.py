@@ -147,7 +147,7 @@ class SnapshotService:
     ) -> T:
         hc = self.m.registry.get(host)
         return await hc.run(
-            lambda: fn(lookup(hc.conn, host, vm)), kind=kind, op=f"{op_name(fn)} '{vm}'"
+            lambda: fn(lookup(hc.conn, host, vm)), kind=kind, op=f"{op_name(fn)} '{vm}'", vm=vm
         )
 
     # ---- reads ------------------------------------------------------------------------

@@ -95,7 +95,8 @@ class Call:
     op: str
     kind: CallKind
     deadline: float | None
-    vm: str | None = None  # the VM the call is about, for the per-VM cap
+    vm: str | None = None  # the VM the call is about (as its caller named it)
+    vm_key: str | None = None  # the same VM whether named by name or UUID (the cap's key)
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     abandoned: bool = False  # its caller gave up before a worker took it: never runs
@@ -112,11 +113,14 @@ class HostWorkers:
         size: int,
         on_overdue: Callable[[Call], None] | None = None,
         per_vm: int = 2,
+        vm_key: Callable[[str], str] | None = None,
     ) -> None:
         self.host = host
         self.size = max(1, size)
         self.per_vm = max(1, per_vm)
         self._by_vm: dict[str, set[Call]] = {}
+        # A VM is named by name or by UUID: both must count under one cap.
+        self._vm_key = vm_key or (lambda vm: vm)
         self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"libvirt-{host}")
         self._lock = threading.Lock()
         self._queued: set[Call] = set()
@@ -171,13 +175,13 @@ class HostWorkers:
 
     def _release_vm(self, call: Call) -> None:
         """Give back the call's place under its VM's cap (idempotent; under the lock)."""
-        if call.vm is None:
+        if call.vm_key is None:
             return
-        mine = self._by_vm.get(call.vm)
+        mine = self._by_vm.get(call.vm_key)
         if mine is not None:
             mine.discard(call)
             if not mine:
-                del self._by_vm[call.vm]
+                del self._by_vm[call.vm_key]
 
     def _vm_refusal(self, vm: str, op: str, stuck: list[Call]) -> HostUnavailable:
         now = time.monotonic()
@@ -193,11 +197,11 @@ class HostWorkers:
     async def _take_vm_slot(self, call: Call) -> None:
         """Count `call` under its VM's cap, waiting (without a worker) while the VM has
         `per_vm` calls in flight; refused at once while one of those is overdue."""
-        vm = call.vm
-        assert vm is not None
+        vm, key = call.vm, call.vm_key
+        assert vm is not None and key is not None
         while True:
             with self._lock:
-                mine = self._by_vm.setdefault(vm, set())
+                mine = self._by_vm.setdefault(key, set())
                 if len(mine) < self.per_vm:
                     mine.add(call)
                     return
@@ -246,6 +250,7 @@ class HostWorkers:
         call = Call(op, kind, deadline, vm=vm, refusal=loop.create_future())
         timeout = deadline
         if vm is not None:
+            call.vm_key = self._vm_key(vm)
             await self._take_vm_slot(call)
             if deadline is not None:
                 # The time spent waiting for the VM's slot counts against the deadline.

@@ -100,7 +100,11 @@ class HostConnection(Heartbeat, HostEvents):
         # may fall back to, saying so, when the current connection has no answer yet.
         self.facts: dict[str, Any] = {}
         self.workers = HostWorkers(
-            name, self.settings.workers_per_host, self._call_overdue, self.settings.calls_per_vm
+            name,
+            self.settings.workers_per_host,
+            self._call_overdue,
+            self.settings.calls_per_vm,
+            self._vm_key,
         )
         self._conn: libvirt.virConnect | None = None
         self._gen = 0
@@ -200,6 +204,14 @@ class HostConnection(Heartbeat, HostEvents):
             deadline=deadline if deadline is not None else deadline_for(self.settings, kind),
             vm=vm,
         )
+
+    def _vm_key(self, vm: str) -> str:
+        """The VM's UUID when the inventory knows it (callers name VMs by name or UUID),
+        else what the caller gave."""
+        try:
+            return self.inventory.domain(self.name, vm).uuid
+        except KvmmError:
+            return vm
 
     def refuse_unless_connected(self, op: str) -> None:
         """Raise HostUnavailable naming this host, its state and `op` ("... was not
