@@ -351,7 +351,9 @@ class CloneService:
                     host,
                     plan.source_uuid,
                     name=CLONE_SNAPSHOT,
-                    description=helper_sweep.owner_description(),
+                    description=helper_sweep.owner_description(
+                        helper_sweep.data_id(self.m.settings.database_url)
+                    ),
                     kind="external",
                 )
             finally:

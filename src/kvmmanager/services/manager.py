@@ -23,7 +23,7 @@ from kvmmanager.db import migrate
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
 from kvmmanager.services.audit import AuditService
-from kvmmanager.services.helper_sweep import Sweeper
+from kvmmanager.services.helper_sweep import Sweeper, data_id
 from kvmmanager.services.jobs import JobService
 from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.users import UserService
@@ -239,6 +239,7 @@ class Manager:
         self.helper_sweep = self.loop.create_task(
             Sweeper(
                 registry=self.registry,
+                data=data_id(self.settings.database_url),
                 delete_snapshot=lambda h, vm, name: self.snapshots.delete(h, vm, name),
                 in_use=self.clones.snapshots_in_use,
                 undo_finished=self.jobs.undo_finished,

@@ -1,12 +1,14 @@
 """A clone's temporary snapshot (clones.CLONE_SNAPSHOT) left by a manager that died, and
 whose job row is gone with it, is merged back by the next manager's start; one owned by
-another LIVE manager process is left alone (services/helper_sweep.py).
+another LIVE manager process, or by a dead one of another database taken moments ago, is
+left alone (services/helper_sweep.py).
 
 Real libvirtd (qemu:///system), two running qcow2 TCG domains of this test's own (idling
 in SeaBIOS) in a dir pool of its own. The snapshots are taken through the snapshot
 service with the owner tag a clone writes: one names a process that has exited (a
 manager killed with kill -9 looks exactly so: its PID is gone), the other a process
-that runs. Then a second Manager starts on another data dir (no job row to undo).
+that runs. Then a second Manager starts on the same data (no job row names them, so
+there is nothing for the job undo to do: only the tag tells).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pytest
 from tests.libvirtd_pools import drop_pool, qcow2_domain_xml
 
 from kvmmanager.core.config import Settings
-from kvmmanager.services.helper_sweep import CLONE_SNAPSHOT, owner_description
+from kvmmanager.services.helper_sweep import CLONE_SNAPSHOT, data_id, owner_description
 from kvmmanager.services.manager import Manager
 from kvmmanager.virt.owner import Owner, process_start, this_process
 from kvmmanager.virt.xml.domain import Domain
@@ -66,7 +68,7 @@ def lab() -> Iterator[dict[str, Any]]:
     pool = conn.storagePoolCreateXML(Pool(type="dir", name=name, target_path=str(path)).to_xml(), 0)
     doms: dict[str, libvirt.virDomain] = {}
     try:
-        for which in ("dead", "live"):
+        for which in ("dead", "live", "foreign"):
             vol = pool.createXML(
                 Volume(
                     name=f"{name}-{which}.qcow2", capacity=16 * MIB, target_format="qcow2"
@@ -110,35 +112,46 @@ def _disk_source(dom: libvirt.virDomain) -> str:
 
 async def test_an_abandoned_clone_snapshot_is_merged_back_at_start_and_a_live_owners_is_kept(
     settings: Settings,
-    tmp_path: Path,
     lab: dict[str, Any],
     owners: tuple[Owner, Owner],
     started: list[Manager],
 ) -> None:
     live_owner, dead_owner = owners
     dead_dom, live_dom = lab["doms"]["dead"], lab["doms"]["live"]
+    foreign_dom = lab["doms"]["foreign"]
+    mine = data_id(settings.database_url)
     base = _disk_source(dead_dom)
 
     first = Manager(settings)
     started.append(first)
     await first.start()
     await first.registry.get(HOST).wait_connected(60)
-    for dom, owner in ((dead_dom, dead_owner), (live_dom, live_owner)):
+    # Its own start sweep first: run after the snapshots below, it would take the
+    # dead owner's itself (correctly, but then this test would not see the restart's).
+    assert first.helper_sweep is not None
+    async with asyncio.timeout(120):
+        await first.helper_sweep
+    tagged = (
+        (dead_dom, dead_owner, mine),
+        (live_dom, live_owner, mine),
+        (foreign_dom, dead_owner, data_id("sqlite:///another/manager.db")),
+    )
+    for dom, owner, data in tagged:
         await first.snapshots.create(
             HOST,
             dom.UUIDString(),
             name=CLONE_SNAPSHOT,
-            description=owner_description(owner),
+            description=owner_description(data, owner),
             kind="external",
         )
     assert _disk_source(dead_dom) != base  # running on the overlay now
     await first.stop()
     started.remove(first)
 
-    # Another data dir: no job row, nothing recorded to undo; only the owner tag tells.
-    other = settings.model_copy(deep=True)
-    other.data_dir = tmp_path / "second"
-    other.data_dir.mkdir()
+    # The same database, but no job row recorded them: only the owner tag tells. A
+    # manager on another database (other engineers' tests share this libvirtd) leaves
+    # them alone for FOREIGN_GRACE_SECONDS: the owner's own restart may undo them.
+    other = settings
     second = Manager(other)
     started.append(second)
     await second.start()
@@ -149,5 +162,7 @@ async def test_an_abandoned_clone_snapshot_is_merged_back_at_start_and_a_live_ow
     assert dead_dom.snapshotNum(0) == 0
     assert _disk_source(dead_dom) == base  # merged back onto its own image
     assert dead_dom.isActive()
-    # The live owner's snapshot is untouched.
+    # The live owner's snapshot is untouched; so is the dead owner's of another database,
+    # taken moments ago: its own manager's restart may be about to undo it.
     assert live_dom.snapshotListNames(0) == [CLONE_SNAPSHOT]
+    assert foreign_dom.snapshotListNames(0) == [CLONE_SNAPSHOT]

@@ -166,3 +166,41 @@ async def test_a_call_that_found_no_free_worker_says_what_holds_them() -> None:
         release.set()
     assert await held is True
     workers.shutdown()
+
+
+async def test_a_vm_named_by_name_and_by_uuid_counts_under_one_cap() -> None:
+    """The per-VM cap (calls_per_vm) is per VM, not per spelling: a call naming the VM by
+    UUID waits behind one naming it by name, without taking a worker, while a call about
+    another VM runs at once; once the stuck call is past its deadline, the waiting one
+    is refused naming the VM (no libvirt here: the calls are threads that block)."""
+    keys = {"kvmm-t-capvm": "uuid-1", "uuid-1": "uuid-1"}
+    workers = HostWorkers("kvmm-t-cap", 3, per_vm=1, vm_key=lambda vm: keys.get(vm, vm))
+    taken, release = threading.Event(), threading.Event()
+
+    def stuck() -> str:
+        taken.set()
+        release.wait(60)
+        return "late"
+
+    try:
+        held = asyncio.ensure_future(
+            workers.call(stuck, op="suspend", kind="lifecycle", deadline=0.3, vm="kvmm-t-capvm")
+        )
+        assert await asyncio.to_thread(taken.wait, 30)
+        same = asyncio.ensure_future(
+            workers.call(lambda: "ran", op="resume", kind="lifecycle", deadline=30, vm="uuid-1")
+        )
+        other = await workers.call(
+            lambda: "other", op="read", kind="read", deadline=30, vm="kvmm-t-other"
+        )
+        assert other == "other"
+        with pytest.raises(HostTimeout):
+            await held
+        with pytest.raises(HostUnavailable) as info:
+            await same
+        msg = info.value.message
+        assert "vm 'uuid-1' on host 'kvmm-t-cap' is not answering" in msg, msg
+        assert "resume was not sent" in msg and "suspend (" in msg, msg
+    finally:
+        release.set()
+    workers.shutdown()
