@@ -17,8 +17,11 @@ item 3: the API's p50/p99 while a hostile guest is on the agent channel, per sce
 against an interleaved baseline; docs/reliability.md), `fleet` (issue 19: cold start and
 footprint of `kvm-manager serve` with 1 / 10 / 100 test-driver hosts; bench/fleet.py alone
 adds real libvirtd daemons and the fault scenarios), and, only when named, `browser` (issue
-19 item 3: the VM list page at 1,000 / 5,000 VMs in Debian's chromium) and
-`vm` (4-5 inside real TCG guests: needs libvirtd, qemu:///system and root).
+19 item 3: the VM list page at 1,000 / 5,000 VMs in Debian's chromium),
+`vm` (4-5 inside real TCG guests: needs libvirtd, qemu:///system and root), `failover`
+(issue 16: kill -9 of the singleton-lease holder to the next schedule run by another
+instance, 20 kills) and `history-pg` (issue 16: a 5-minute history bucket at 1,000 VMs,
+SQLite vs PostgreSQL).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import agent_bench
 import browser_list
+import failover
 import fleet
+import history_backends
 import history_db
 import hostile_api
 import memory
@@ -59,6 +64,8 @@ FULL: dict[str, Callable[[Path], list[Row]]] = {
     "fleet": lambda w: fleet.run(w),
     "browser": lambda w: browser_list.run(w),
     "vm": lambda w: agent_bench.run_vm(w),
+    "failover": lambda w: failover.run(w),
+    "history-pg": lambda w: history_backends.run(w),
 }
 QUICK: dict[str, Callable[[Path], list[Row]]] = {
     "list": lambda w: rest_list.run(w, sizes=(20,), calls={20: 5}),
@@ -73,9 +80,13 @@ QUICK: dict[str, Callable[[Path], list[Row]]] = {
     "fleet": lambda w: fleet.run(w, sizes=((2, 6),), restart=False),
     "browser": lambda w: browser_list.run(w, sizes=(20,), updates=1),
     "vm": lambda w: agent_bench.run_vm(w, n=50, transfer_mb=2),
+    "failover": lambda w: failover.run(w, kills=2, lease=2.0, beat=0.5),
+    "history-pg": lambda w: history_backends.run(w, vms=5, hours=2, buckets=2),
 }
 # Run only when named in --only: they need what a development machine may not have.
-OPT_IN = {"vm", "browser"}
+# failover (issue 16: ~20 kills of ~11 s plus restarts, 6 min) and history-pg (1,000 VMs
+# on SQLite and a throwaway PostgreSQL cluster) need PostgreSQL's server binaries.
+OPT_IN = {"vm", "browser", "failover", "history-pg"}
 HEADER = ("benchmark", "measure", "ours", "peer (same run)", "ratio", "target")
 
 
