@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import typer
 
 HOST_OPTION = typer.Option("local", "--host", "-H", envvar="KVMM_HOST", help="Host name.")
-
-
-def q(value: str) -> str:
-    """One URL path segment; '/' cannot smuggle in another path."""
-    return quote(value, safe="")
 
 
 def fmt_bytes(value: int | None) -> str | None:

@@ -30,8 +30,9 @@ from rich.progress import (
 )
 
 from kvmmanager.cli.api_client import ApiClient, client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION
 from kvmmanager.cli.output import emit, info, wants_json, write_output
+from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import GuestError, InvalidInput
 from kvmmanager.core.sanitize import inert
 from kvmmanager_agent import protocol

@@ -14,8 +14,9 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import ApiClient, client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes
 from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.urls import q
 from kvmmanager.core.config import get_settings
 from kvmmanager.core.errors import Cancelled, KvmmError
 from kvmmanager.core.sanitize import inert

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import quote
 
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info
+from kvmmanager.cli.urls import q
 
 NAME = "alert"
 app = typer.Typer(help="Alerts, alert rules and webhooks.", no_args_is_help=True)
@@ -26,10 +26,6 @@ RULE_COLUMNS = ["id", "name", "metric", "op", "threshold", "samples", "severity"
                 "tag", "enabled"]  # fmt: skip
 HOOK_COLUMNS = ["name", "url", "min_severity", "enabled"]
 DELIVERY_COLUMNS = ["id", "event", "state", "attempts", "last_status", "last_error", "created_at"]
-
-
-def q(value: str) -> str:
-    return quote(value, safe="")
 
 
 @app.command("list")

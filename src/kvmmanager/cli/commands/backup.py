@@ -3,12 +3,11 @@ libvirt's backup API, with retention), their runs, and the backups they made."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.urls import q
 
 NAME = "backup"
 app = typer.Typer(
@@ -23,10 +22,6 @@ IMAGE_COLUMNS = ["id", "vm", "policy", "kind", "parent_id", "status", "size", "c
                  "verify_status"]  # fmt: skip
 # Exit code when the run happened but some VMs failed.
 PARTIAL_EXIT = 3
-
-
-def q(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _target(text: str) -> dict[str, str]:

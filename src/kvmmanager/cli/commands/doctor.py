@@ -12,8 +12,8 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import q
 from kvmmanager.cli.output import emit, wants_json
+from kvmmanager.cli.urls import q
 from kvmmanager.core.config import get_settings
 
 FAIL_EXIT = 1

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.commands.agent_iso import wait_job
 from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
 
 NAME = "export"
 app = typer.Typer(help="Export and import VMs as libvirt XML.", no_args_is_help=True)
 HOST_OPTION = typer.Option("local", "--host", "-H", envvar="KVMM_HOST", help="Host name.")
-
-
-def q(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _mapping(items: list[str], option: str) -> dict[str, str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import quote
 
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info
+from kvmmanager.cli.urls import q
 
 NAME = "host"
 app = typer.Typer(
@@ -21,7 +21,7 @@ COLUMNS = ["name", "uri", "status", "reason", "stale", "vm_count"]
 
 def _path(name: str) -> str:
     # One path segment: a '/' in the argument cannot reach another route.
-    return f"/api/hosts/{quote(name, safe='')}"
+    return f"/api/hosts/{q(name)}"
 
 
 @app.command("list")

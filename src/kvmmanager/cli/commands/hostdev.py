@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION
 from kvmmanager.cli.output import emit
+from kvmmanager.cli.urls import q
 
 NAME = "hostdev"
 app = typer.Typer(help="Host PCI and USB devices (passthrough).", no_args_is_help=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, human_bytes, wants_json
+from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
 
 NAME = "metrics"
@@ -31,10 +31,6 @@ RATE_COLUMNS = [
     ("net_tx", "NET TX/s"),
 ]
 SORT_KEYS = {"name": "name", "cpu": "cpu_pct", "mem": "mem_bytes", "disk": "disk_wr_bps"}
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _num(v: float | None, fmt: str = "{:.1f}") -> str:
@@ -77,7 +73,7 @@ def host_metrics(
     if sort not in SORT_KEYS:
         raise InvalidInput(f"--sort must be one of {', '.join(SORT_KEYS)}", field="sort")
     with client(ctx) as api:
-        data = api.get(f"/api/hosts/{_seg(host)}/metrics")
+        data = api.get(f"/api/hosts/{q(host)}/metrics")
     rows: list[dict[str, Any]] = data["vms"]
     if sort != "name":
         key = SORT_KEYS[sort]
@@ -94,7 +90,7 @@ def host_metrics(
 def vm_metrics(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """The latest figures of one VM, with its guest agent's when it runs one."""
     with client(ctx) as api:
-        data = api.get(f"/api/hosts/{_seg(host)}/vms/{_seg(vm)}/metrics")
+        data = api.get(f"/api/hosts/{q(host)}/vms/{q(vm)}/metrics")
     if wants_json(ctx):
         emit(ctx, data)
         return
@@ -129,9 +125,7 @@ def history(
     """A VM's history: full resolution up to 1 h back, 5-minute means up to 24 h, hourly
     means beyond."""
     with client(ctx) as api:
-        data = api.get(
-            f"/api/hosts/{_seg(host)}/vms/{_seg(vm)}/metrics/history", params={"last": last}
-        )
+        data = api.get(f"/api/hosts/{q(host)}/vms/{q(vm)}/metrics/history", params={"last": last})
     unknown = [f for f in field if f not in data["fields"]]
     if unknown:
         raise InvalidInput(

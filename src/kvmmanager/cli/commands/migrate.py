@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION
 from kvmmanager.cli.commands.clone import follow_job
 from kvmmanager.cli.output import emit, wants_json
+from kvmmanager.cli.urls import q
 
 NAME = "migrate"
 app = typer.Typer(help="Migrate VMs between hosts (live or offline).", no_args_is_help=True)

@@ -8,8 +8,9 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION
 from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.urls import q
 
 NAME = "net"
 app = typer.Typer(

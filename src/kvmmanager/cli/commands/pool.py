@@ -7,8 +7,9 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes
 from kvmmanager.cli.output import emit, info
+from kvmmanager.cli.urls import q
 
 NAME = "pool"
 app = typer.Typer(help="Storage pools: list, create, start, stop, delete.", no_args_is_help=True)

@@ -7,8 +7,9 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION
 from kvmmanager.cli.output import emit
+from kvmmanager.cli.urls import q
 
 NAME = "portfwd"
 app = typer.Typer(help="Port forwards of passt (user-mode) NICs.", no_args_is_help=True)

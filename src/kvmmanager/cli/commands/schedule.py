@@ -4,12 +4,12 @@ snapshot) once, daily, weekly, monthly or by cron, in a time zone."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
 
 NAME = "schedule"
@@ -19,10 +19,6 @@ COLUMNS = ["name", "action", "when", "timezone", "targets", "enabled", "next_run
            "last_status"]  # fmt: skip
 RUN_COLUMNS = ["due_at", "status", "missed", "message"]
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def q(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _weekdays(text: str) -> list[int]:

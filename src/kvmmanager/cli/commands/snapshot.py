@@ -7,8 +7,9 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION
 from kvmmanager.cli.output import console, emit, info, wants_json
+from kvmmanager.cli.urls import q
 from kvmmanager.core.sanitize import inert
 
 NAME = "snapshot"

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION
 from kvmmanager.cli.output import emit, info
+from kvmmanager.cli.urls import q
 
 NAME = "spice"
 app = typer.Typer(help="SPICE displays and .vv files for remote-viewer.", no_args_is_help=True)

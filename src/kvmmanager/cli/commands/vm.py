@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any
-from urllib.parse import quote
 
 import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.flags import in_cli_words
 from kvmmanager.cli.output import emit, info, state, wants_json, write_output
+from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.sanitize import inert
 from kvmmanager.virt.xml.sizes import parse_size
@@ -24,11 +24,6 @@ app.add_typer(media_app, name="media")
 
 HOST_OPTION = typer.Option("local", "--host", "-H", envvar="KVMM_HOST", help="Host name.")
 COLUMNS = ["name", "host", "state", "vcpus", "memory", "tags", "agent"]
-
-
-def q(value: str) -> str:
-    """One URL path segment: a '/' in a name cannot reach another route."""
-    return quote(value, safe="")
 
 
 def _vm(host: str, vm: str) -> str:

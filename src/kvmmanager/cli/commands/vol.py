@@ -24,8 +24,9 @@ from rich.progress import (
 )
 
 from kvmmanager.cli.api_client import ApiClient, client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes, q
+from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes
 from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
 
 NAME = "vol"

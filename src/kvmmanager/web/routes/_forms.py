@@ -8,14 +8,17 @@ message next to it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from fastapi import Request
+from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from kvmmanager.core.errors import InvalidInput
+from kvmmanager.core.errors import InvalidInput, KvmmError
 from kvmmanager.services.manager import Manager
+from kvmmanager.web.templating import redirect_with_toasts
 
 
 async def form_of(request: Request) -> FormData:
@@ -78,3 +81,35 @@ def local_time(value: Any, tz: str) -> str:
         return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
     except (ValueError, KeyError):
         return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class EditorPage:
+    """What the operations editors (alerts, backups, schedules) do alike around their own
+    page: a save returns to `path` with a toast; a refused form is shown again in its
+    partial `form_template`, with what the user typed and the error next to its field."""
+
+    path: str
+    form_template: str
+    # Multi-select fields, kept as lists when the form is shown again.
+    lists: tuple[str, ...] = ()
+    # Checkboxes: present in the form means ticked.
+    checkboxes: tuple[str, ...] = ()
+
+    def saved(self, message: str) -> Response:
+        return redirect_with_toasts(self.path, (message, "ok"))
+
+    def refused(self, form: FormData, exc: KvmmError, editing: str | None) -> dict[str, Any]:
+        """The page renderer's keyword arguments for the form shown again with `exc`."""
+        values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        for name in self.lists:
+            values[name] = form.getlist(name)
+        for name in self.checkboxes:
+            values[name] = form.get(name) is not None
+        return {
+            "form": values,
+            "errors": {exc.field or "form": exc.message},
+            "editing": editing,
+            "status_code": 422,  # the form swaps it in anyway (data-form-errors, app.js)
+            "template": self.form_template,
+        }

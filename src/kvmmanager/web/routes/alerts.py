@@ -17,13 +17,14 @@ from kvmmanager.api.deps import (
     CurrentUser,
     ManagerDep,
 )
-from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
+from kvmmanager.core.errors import Conflict, InvalidInput
 from kvmmanager.db.ops_models import ALERT_METRICS, SEVERITIES
 from kvmmanager.services.alert_eval import OPS
 from kvmmanager.services.alerts import EVENT_METRICS, THRESHOLD_METRICS, RuleSpec
 from kvmmanager.services.email_alerts import SECURITY, EmailSpec
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.routes._forms import (
+    EditorPage,
     form_of,
     host_choices,
     number,
@@ -31,9 +32,10 @@ from kvmmanager.web.routes._forms import (
     text,
     vm_choices,
 )
-from kvmmanager.web.templating import principal, redirect_with_toasts, render, toast_headers
+from kvmmanager.web.templating import principal, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
+EDITOR = EditorPage("/alerts", "ops/_rule_form.html", checkboxes=("enabled",))
 HISTORY = 50
 METRIC_LABELS = {
     "cpu_pct": "CPU %",
@@ -170,26 +172,6 @@ def alerts_badge(request: Request, manager: ManagerDep) -> HTMLResponse:
     return render(request, "ops/_firing_badge.html", firing_count=manager.alerts.count_firing)
 
 
-def _saved(message: str) -> Response:
-    return redirect_with_toasts("/alerts", (message, "ok"))
-
-
-def _form_error(
-    request: Request, manager: Manager, form: Any, exc: KvmmError, editing: str | None
-) -> HTMLResponse:
-    values = {k: v for k, v in form.items() if isinstance(v, str)}
-    values["enabled"] = form.get("enabled") is not None
-    return _page(
-        request,
-        manager,
-        form=values,
-        errors={exc.field or "form": exc.message},
-        editing=editing,
-        status_code=422,  # the form swaps it in anyway (data-form-errors, app.js)
-        template="ops/_rule_form.html",
-    )
-
-
 @router.post("/alerts/rules", name="web.alert_rule_create", response_class=HTMLResponse)
 async def create_rule(
     request: Request,
@@ -200,8 +182,8 @@ async def create_rule(
     try:
         rule = manager.alerts.create_rule(_spec(form), created_by=user.username)
     except (InvalidInput, Conflict) as exc:
-        return _form_error(request, manager, form, exc, None)
-    return _saved(f"Alert rule {rule['name']} created")
+        return _page(request, manager, **EDITOR.refused(form, exc, None))
+    return EDITOR.saved(f"Alert rule {rule['name']} created")
 
 
 @router.post("/alerts/rules/{rule}", name="web.alert_rule_update", response_class=HTMLResponse)
@@ -211,8 +193,8 @@ async def update_rule(request: Request, rule: str, manager: ManagerDep) -> Respo
     try:
         out = manager.alerts.update_rule(rule, _spec(form))
     except (InvalidInput, Conflict) as exc:
-        return _form_error(request, manager, form, exc, rule)
-    return _saved(f"Alert rule {out['name']} saved")
+        return _page(request, manager, **EDITOR.refused(form, exc, rule))
+    return EDITOR.saved(f"Alert rule {out['name']} saved")
 
 
 @router.post("/alerts/rules/{rule}/{action}", name="web.alert_rule_action")

@@ -26,6 +26,7 @@ from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
 from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
+    EditorPage,
     form_of,
     host_choices,
     local_time,
@@ -35,9 +36,10 @@ from kvmmanager.web.routes._forms import (
     vm_choices,
     vm_targets,
 )
-from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
+from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
+EDITOR = EditorPage("/backups", "ops/_policy_form.html", lists=("vms",))
 
 
 def _spec(form: Any, keep: dict[str, Any] | None = None) -> PolicySpec:
@@ -133,26 +135,6 @@ async def backups_page(
     return await _page(request, manager, form=form, editing=edit)
 
 
-async def _form_error(
-    request: Request, manager: Manager, form: Any, exc: KvmmError, editing: str | None
-) -> HTMLResponse:
-    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-    values["vms"] = form.getlist("vms")
-    return await _page(
-        request,
-        manager,
-        form=values,
-        errors={exc.field or "form": exc.message},
-        editing=editing,
-        status_code=422,  # the form swaps it in anyway (data-form-errors, app.js)
-        template="ops/_policy_form.html",
-    )
-
-
-def _saved(message: str) -> Response:
-    return redirect_with_toasts("/backups", (message, "ok"))
-
-
 @router.post("/backups", name="web.backup_create", response_class=HTMLResponse)
 async def create_policy(
     request: Request,
@@ -163,8 +145,8 @@ async def create_policy(
     try:
         out = manager.backups.create(_spec(form), created_by=user.username)
     except (InvalidInput, Conflict) as exc:
-        return await _form_error(request, manager, form, exc, None)
-    return _saved(f"Backup policy {out['name']} created")
+        return await _page(request, manager, **EDITOR.refused(form, exc, None))
+    return EDITOR.saved(f"Backup policy {out['name']} created")
 
 
 @router.post("/backups/{policy}", name="web.backup_update", response_class=HTMLResponse)
@@ -179,8 +161,8 @@ async def update_policy(
     try:
         out = manager.backups.replace(policy, _spec(form, keep=current), actor=user)
     except (InvalidInput, Conflict) as exc:
-        return await _form_error(request, manager, form, exc, policy)
-    return _saved(f"Backup policy {out['name']} saved")
+        return await _page(request, manager, **EDITOR.refused(form, exc, policy))
+    return EDITOR.saved(f"Backup policy {out['name']} saved")
 
 
 @router.post("/backups/{policy}/delete", name="web.backup_delete")

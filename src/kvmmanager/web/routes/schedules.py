@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
-from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.schedules import ScheduleSpec
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
+    EditorPage,
     form_of,
     host_choices,
     local_time,
@@ -25,9 +26,12 @@ from kvmmanager.web.routes._forms import (
     vm_choices,
     vm_targets,
 )
-from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
+from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)
+EDITOR = EditorPage(
+    "/schedules", "ops/_schedule_form.html", lists=("vms", "weekdays"), checkboxes=("enabled",)
+)
 ACTIONS = {
     "start": "Start",
     "shutdown": "Shut down",
@@ -205,28 +209,6 @@ def schedule_runs(request: Request, schedule: str, manager: ManagerDep) -> HTMLR
     return render(request, "ops/_schedule_runs.html", schedule=s, runs=runs)
 
 
-def _form_error(
-    request: Request, manager: Manager, form: Any, exc: KvmmError, editing: str | None
-) -> HTMLResponse:
-    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-    values["vms"] = form.getlist("vms")
-    values["weekdays"] = form.getlist("weekdays")
-    values["enabled"] = form.get("enabled") is not None
-    return _page(
-        request,
-        manager,
-        form=values,
-        errors={exc.field or "form": exc.message},
-        editing=editing,
-        status_code=422,  # the form swaps it in anyway (data-form-errors, app.js)
-        template="ops/_schedule_form.html",
-    )
-
-
-def _saved(message: str) -> Response:
-    return redirect_with_toasts("/schedules", (message, "ok"))
-
-
 @router.post("/schedules", name="web.schedule_create", response_class=HTMLResponse)
 async def create_schedule(
     request: Request,
@@ -237,8 +219,8 @@ async def create_schedule(
     try:
         out = manager.schedules.create(_spec(form), created_by=user.username)
     except (InvalidInput, Conflict, NotFound) as exc:  # NotFound: the backup policy
-        return _form_error(request, manager, form, exc, None)
-    return _saved(f"Schedule {out['name']} created; next run {_view(out)['next_local']}")
+        return _page(request, manager, **EDITOR.refused(form, exc, None))
+    return EDITOR.saved(f"Schedule {out['name']} created; next run {_view(out)['next_local']}")
 
 
 @router.post("/schedules/{schedule}", name="web.schedule_update", response_class=HTMLResponse)
@@ -253,8 +235,8 @@ async def update_schedule(
     try:
         out = manager.schedules.replace(schedule, _spec(form), actor=user)
     except (InvalidInput, Conflict, NotFound) as exc:
-        return _form_error(request, manager, form, exc, schedule)
-    return _saved(f"Schedule {out['name']} saved")
+        return _page(request, manager, **EDITOR.refused(form, exc, schedule))
+    return EDITOR.saved(f"Schedule {out['name']} saved")
 
 
 @router.post("/schedules/{schedule}/{action}", name="web.schedule_action")
