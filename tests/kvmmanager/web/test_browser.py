@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import expect
+from tests.kvmmanager.web.create_steps import step, submit
 
 pytestmark = pytest.mark.browser
 
@@ -74,13 +75,16 @@ def test_create_in_wizard_then_state_changes_live_then_delete(browser_login, liv
     page = browser_login("operator")
     page.goto("/vms/new")
     page.fill("input[name=name]", "bad/name")
+    step(page, 3)
     page.fill("input[name=disk_gib]", "0")
+    step(page, 4)
     page.uncheck("input[name=install_agent]")
-    page.click("text=Create VM >> nth=-1")
+    submit(page)
     expect(page.locator("#err-name")).to_be_visible()
     page.fill("input[name=name]", "kvmm-t-web-wizard")
+    step(page, 3)
     page.fill("input[name=disk_gib]", "0")
-    page.click("form#new-vm button.primary")
+    submit(page)
     expect(page).to_have_url(re.compile(r"/vms/local/kvmm-t-web-wizard"))
     expect(page.locator("#vm-state")).to_have_text("shutoff")
     shot(page, "vm-detail")

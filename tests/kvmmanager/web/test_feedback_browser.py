@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import expect
+from tests.kvmmanager.web.create_steps import step, submit
 from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
@@ -188,10 +189,11 @@ def test_refused_forms_are_audited_with_their_reason_and_vm_names(
     page.locator("#hardware button:text-is('Attach disk')").click()
     expect(toast(page, "error", "Attach disk failed")).to_be_visible(timeout=WAIT)
     page.goto("/vms/new")
-    page.check("input[name=source][value=blank]")
     page.fill("input[name=name]", "bad/name")
+    step(page, 3)
+    page.check("input[name=source][value=blank]")
     page.fill("input[name=disk_gib]", "0")
-    page.click("form#new-vm button.primary")
+    submit(page)
     expect(page.locator("#err-name")).to_be_visible(timeout=WAIT)
 
     page.goto(f"/audit?user={page.username}")

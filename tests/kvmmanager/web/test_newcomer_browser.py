@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import expect
+from tests.kvmmanager.web.create_steps import step, submit
 from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
@@ -42,18 +43,25 @@ def test_isolated_network_is_created_from_the_form(browser_login: Any) -> None:
     shot(page, "networks-isolated-created")
 
 
-def open_create(page: Any) -> None:
+def open_create(page: Any, name: str, disk_gib: str, **resources: str) -> None:
+    """The create page with `name` (step 1), `resources` (step 2: memory_mib=...), a
+    blank install source and a `disk_gib` disk (step 3) filled in."""
     page.goto("/vms/new")
+    page.fill("input[name=name]", name)
+    step(page, 2)
+    for field, value in resources.items():
+        page.fill(f"input[name={field}]", value)
+    step(page, 3)
     page.check("input[name=source][value=blank]")
+    page.fill("input[name=disk_gib]", disk_gib)
+    step(page, 4)
 
 
 def test_create_names_a_too_large_disk_beside_its_field(browser_login: Any) -> None:
     page = browser_login("operator")
-    open_create(page)
-    page.fill("input[name=name]", f"{PREFIX}big")
-    page.fill("input[name=disk_gib]", "999999")
+    open_create(page, f"{PREFIX}big", "999999")
     page.uncheck("input[name=install_agent]")
-    page.click("form#new-vm button.primary")
+    submit(page)
     error = page.locator("#err-disk_gib")
     expect(error).to_be_visible()
     expect(error).to_contain_text("New disk (GiB)")
@@ -65,21 +73,17 @@ def test_create_names_a_too_large_disk_beside_its_field(browser_login: Any) -> N
 
 def test_create_explains_a_name_too_long_for_its_disk_volume(browser_login: Any) -> None:
     page = browser_login("operator")
-    open_create(page)
-    page.fill("input[name=name]", "k" * 64)
-    page.fill("input[name=disk_gib]", "1")
+    open_create(page, "k" * 64, "1")
     page.uncheck("input[name=install_agent]")
-    page.click("form#new-vm button.primary")
+    submit(page)
     expect(page.locator("#err-name")).to_contain_text("too long for a VM with a new disk")
     expect(page).to_have_url(re.compile(r"/vms/new"))
 
 
 def test_create_names_the_character_a_vm_name_may_not_hold(browser_login: Any) -> None:
     page = browser_login("operator")
-    open_create(page)
-    page.fill("input[name=name]", "<script>alert(1)</script>")
-    page.fill("input[name=disk_gib]", "0")
-    page.click("form#new-vm button.primary")
+    open_create(page, "<script>alert(1)</script>", "0")
+    submit(page)
     error = page.locator("#err-name")
     expect(error).to_contain_text("'<' is not allowed")
     expect(error).not_to_contain_text("'/'")
@@ -93,14 +97,11 @@ def test_create_accepts_any_whole_mib_and_shows_its_toasts_after_the_redirect(
     """1000 MiB is no browser error; one double-click creates one VM; the "Created" toast
     and the agent's warning (no agent ISO on this host) are shown on the VM's page."""
     page = browser_login("operator")
-    open_create(page)
-    page.fill("input[name=name]", f"{PREFIX}mib")
-    page.fill("input[name=memory_mib]", "1000")
+    open_create(page, f"{PREFIX}mib", "0", memory_mib="1000")
     assert page.eval_on_selector("input[name=memory_mib]", "e => e.checkValidity()")
-    page.fill("input[name=disk_gib]", "0")
     posts: list[str] = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
-    page.dblclick("form#new-vm button.primary")
+    submit(page, double=True)
     expect(page).to_have_url(re.compile(rf"/vms/local/{PREFIX}mib$"), timeout=30_000)
     toasts = page.locator("#toasts")
     expect(toasts).to_contain_text(f"Created {PREFIX}mib")

@@ -25,7 +25,7 @@ FORM_FIELDS = frozenset(
     {"name", "source", "vcpus", "memory_mib", "disk_gib", "network", "firmware", "description"}
     | {"max_vcpus", "max_memory_mib"}
     | {"tags", "ci_hostname", "ci_user", "ci_ssh_keys", "ci_password", "ci_packages"}
-    | {"ag_read", "ag_write", "ag_exec"}
+    | {"ag_read", "ag_write", "ag_exec", "disk_bus", "nic_model"}
 )
 # The service's field names, as the form labels them (messages say "size_gib must...").
 LABELS = {
@@ -50,9 +50,11 @@ def in_form_words(message: str) -> str:
 USER_NET = ":user"
 
 
-def nic_spec(choice: str) -> NicSpec:
+def nic_spec(choice: str, model: str = "virtio") -> NicSpec:
     """The NIC a network select chose: a libvirt network, or user-mode networking."""
-    return NicSpec(user=True) if choice == USER_NET else NicSpec(network=choice)
+    if choice == USER_NET:
+        return NicSpec(user=True, model=model)
+    return NicSpec(network=choice, model=model)
 
 
 def optional_int(text: str, field: str) -> int | None:
@@ -141,6 +143,8 @@ async def create_vm(
     disk_gib: Annotated[float, Form()] = 0,
     disk_pool: Annotated[str, Form()] = "",
     network: Annotated[str, Form()] = "",
+    disk_bus: Annotated[str, Form()] = "virtio",
+    nic_model: Annotated[str, Form()] = "virtio",
     firmware: Annotated[str, Form()] = "bios",
     tpm: Annotated[bool, Form()] = False,
     install_agent: Annotated[bool, Form()] = False,
@@ -160,7 +164,12 @@ async def create_vm(
             install.pool, install.volume = _volume(iso)
         elif source == "import":
             install.pool, install.volume = _volume(import_volume)
-        disks = [DiskSpec(pool=disk_pool, size_gib=disk_gib)] if disk_gib > 0 else []
+        disks = (
+            [DiskSpec(pool=disk_pool, size_gib=disk_gib, bus=disk_bus)]
+            if disk_gib > 0
+            else []
+        )
+        nics = [nic_spec(network, nic_model)] if network else []
         spec = VmSpec(
             name=name,
             vcpus=vcpus,
@@ -169,7 +178,7 @@ async def create_vm(
             max_memory_mib=optional_int(max_memory_mib, "max_memory_mib"),
             install=install,
             disks=disks,
-            nics=[nic_spec(network)] if network else [],
+            nics=nics,
             firmware=firmware,
             tpm=tpm,
             description=description or None,
@@ -317,7 +326,9 @@ async def _form_error(
     # show goes to the top of the form: never a re-render that shows nothing.
     key = re.sub(r"\[\d+\]", "", field.split(".")[0]) if field else "form"
     if not mapped:
-        key = {"install": "source", "disks": "disk_gib", "nics": "network"}.get(key, key)
+        mapping = {"install": "source", "disks": "disk_gib", "nics": "network"}
+        # DiskSpec/NicSpec refuse their own fields (loc "bus"/"model", no list prefix).
+        key = {**mapping, "bus": "disk_bus", "model": "nic_model"}.get(key, key)
     if key not in FORM_FIELDS:
         key = "form"
     form.pop("ci_password", None)  # never echoed back into the page

@@ -1,0 +1,83 @@
+// The create-VM page's steps: one step shown at a time, every field in the one form (so
+// Back and Next lose nothing), the review step lists what will be created, a server
+// refusal opens the step of the field it names. The OS step's pick copies osinfo-db's
+// recommendations into the later steps' fields.
+(function () {
+  function steps(form) { return Array.from(form.querySelectorAll("[data-step]")); }
+
+  function show(form, n) {
+    steps(form).forEach((s) => { s.hidden = s.dataset.step !== String(n); });
+    form.querySelectorAll(".steps [data-step-go]").forEach((b) => {
+      b.setAttribute("aria-current", b.dataset.stepGo === String(n) ? "step" : "false");
+    });
+    if (String(n) === "4") review(form);
+    const first = form.querySelector('[data-step="' + n + '"] h2');
+    if (first) { first.tabIndex = -1; first.focus({ preventScroll: false }); }
+  }
+
+  function text(form, name) {
+    const el = form.elements[name];
+    if (!el) return "";
+    if (el.type === "checkbox") return el.checked ? "yes" : "no";
+    if (el.tagName === "SELECT") return el.selectedOptions[0] ? el.selectedOptions[0].textContent : "";
+    if (el instanceof RadioNodeList) {
+      const picked = Array.from(el).find((r) => r.checked);
+      return picked ? picked.parentElement.textContent.trim() : "";
+    }
+    return el.value;
+  }
+
+  function review(form) {
+    const dl = form.querySelector("#review");
+    if (!dl) return;
+    const os = form.querySelector("#os-picked");
+    const rows = [
+      ["Name", text(form, "name") || "(none yet)"],
+      ["Host", text(form, "host")],
+      ["Operating system", os ? os.textContent : "not chosen"],
+      ["vCPUs", text(form, "vcpus")],
+      ["Memory (MiB)", text(form, "memory_mib")],
+      ["Firmware", text(form, "firmware")],
+      ["Install source", text(form, "source")],
+      ["New disk (GiB)", text(form, "disk_gib") + " in " + text(form, "disk_pool") + ", " + text(form, "disk_bus")],
+      ["Network", text(form, "network") + ", " + text(form, "nic_model")],
+    ];
+    dl.replaceChildren();
+    rows.forEach(([k, v]) => {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = v;
+      dl.append(dt, dd);
+    });
+  }
+
+  function wire(form) {
+    if (!form || form.dataset.stepsWired) return;
+    form.dataset.stepsWired = "1";
+    // The first error beside a field (a form-wide one stays above the steps).
+    const error = form.querySelector("[data-step] .alert.error");
+    show(form, error ? error.closest("[data-step]").dataset.step : 1);
+    if (error) error.scrollIntoView({ block: "center" });
+  }
+
+  document.addEventListener("click", (e) => {
+    const go = e.target.closest("[data-step-go]");
+    const form = go && go.closest("form#new-vm");
+    if (form) { e.preventDefault(); show(form, go.dataset.stepGo); }
+  });
+
+  // The OS step: a picked OS's values go into the later steps' fields.
+  document.addEventListener("htmx:afterSettle", (e) => {
+    const form = document.querySelector("form#new-vm");
+    wire(form);
+    const picked = e.detail.elt.querySelector && e.detail.elt.querySelector("[data-os-defaults]");
+    if (!form || !picked) return;
+    ["memory_mib", "vcpus", "disk_gib", "disk_bus", "nic_model", "firmware", "os"].forEach((name) => {
+      const el = form.elements[name];
+      const value = picked.dataset[name];
+      if (!el || value === undefined) return;
+      if (el.tagName === "SELECT" && !Array.from(el.options).some((o) => o.value === value)) return;
+      el.value = value;
+    });
+  });
+  document.addEventListener("DOMContentLoaded", () => wire(document.querySelector("form#new-vm")));
+})();
