@@ -164,11 +164,7 @@ async def create_vm(
             install.pool, install.volume = _volume(iso)
         elif source == "import":
             install.pool, install.volume = _volume(import_volume)
-        disks = (
-            [DiskSpec(pool=disk_pool, size_gib=disk_gib, bus=disk_bus)]
-            if disk_gib > 0
-            else []
-        )
+        disks = [DiskSpec(pool=disk_pool, size_gib=disk_gib, bus=disk_bus)] if disk_gib > 0 else []
         nics = [nic_spec(network, nic_model)] if network else []
         spec = VmSpec(
             name=name,
