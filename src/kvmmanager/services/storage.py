@@ -184,7 +184,7 @@ class StorageService:
                 raise
             return pool_details(pool)
 
-        details = await self._call(host, op)
+        details = await self._call(host, op, kind="lifecycle")
         await self.sync_pool(host, spec.name)
         return details
 
@@ -199,7 +199,9 @@ class StorageService:
             fn(pool)
             return pool_details(pool)
 
-        details = await self._call(host, op)
+        # Lifecycle even inside a job (an ISO deploy refreshes its pool): a refresh of a
+        # pool on a hung NFS mount must fail the job at the deadline, not hang it.
+        details = await self._call(host, op, kind="lifecycle")
         await self.sync_pool(host, name)
         return details
 

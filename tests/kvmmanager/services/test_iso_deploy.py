@@ -13,6 +13,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from tests.kvmmanager.services.test_backup_images_libvirtd import record_job_calls
 from tests.libvirtd_pools import DirPool, drop_pool, qemu_dir
 
 from kvmmanager.core.config import Settings
@@ -22,6 +23,7 @@ from kvmmanager.iso.builder import build_iso
 from kvmmanager.services import iso_deploy
 from kvmmanager.services.iso_deploy import volume_name, volume_version
 from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.virt.calls import job_calls
 
 pytestmark = pytest.mark.libvirtd
 
@@ -250,3 +252,24 @@ async def test_deploy_over_a_remote_style_uri(
     result = await iso_deploy.deploy_local("qemu+unix:///system", iso_settings, test_pool)
     assert result.action == "uploaded"
     assert _volumes(libvirtd_conn, test_pool) == [result.volume]
+
+
+async def test_inside_a_job_every_deploy_call_has_a_deadline(
+    system_manager: Any,
+    test_pool: str,
+    libvirtd_conn: libvirt.virConnect,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deploy runs as a job, where calls default to the unbounded `job` kind: the
+    volume's create, delete (a damaged one is replaced), the upload's chunks and the
+    checksum read must each carry a deadline, so a frozen host fails the job naming host
+    and operation instead of hanging it (issue 21)."""
+    unbounded = record_job_calls(system_manager.registry.get("local"), monkeypatch)
+    with job_calls():
+        first = await system_manager.iso.deploy("local", test_pool)
+        _damage(libvirtd_conn.storagePoolLookupByName(test_pool).storageVolLookupByName(
+            first.volume
+        ).path())  # fmt: skip
+        again = await system_manager.iso.deploy("local", test_pool)
+    assert (first.action, again.action) == ("uploaded", "replaced")
+    assert unbounded == []
