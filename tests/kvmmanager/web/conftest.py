@@ -85,11 +85,17 @@ def browser_login(chromium: Any, live_server: Any) -> Iterator[Callable[..., Any
     contexts: list[Any] = []
     counter = iter(range(1000))
 
-    def login(role: str = "admin", viewport: dict[str, int] | None = None) -> Any:
+    def login(
+        role: str = "admin", viewport: dict[str, int] | None = None, bypass_csp: bool = False
+    ) -> Any:
+        # bypass_csp: only for a test that injects axe-core (the pages' scripts run under
+        # the same policy either way).
         username = f"kvmm-t-web-{role}-{next(counter)}"
         live_server.manager.users.create(username, PASSWORD, role)
         context = chromium.new_context(
-            viewport=viewport or {"width": 1280, "height": 800}, base_url=live_server.url
+            viewport=viewport or {"width": 1280, "height": 800},
+            base_url=live_server.url,
+            bypass_csp=bypass_csp,
         )
         contexts.append(context)
         page = context.new_page()

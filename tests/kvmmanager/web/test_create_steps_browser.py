@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step, submit
 from tests.kvmmanager.web.shots import shot
+from tests.kvmmanager.web.test_a11y_browser import serious_violations
 
 from kvmmanager.services import osinfo
 
@@ -25,7 +26,7 @@ def test_os_pick_fills_the_later_steps_and_back_keeps_the_input(
 ) -> None:
     if not osinfo.available():
         pytest.fail("libosinfo is missing: scripts/setup --dev installs it")
-    page = browser_login("operator")
+    page = browser_login("operator", bypass_csp=True)  # axe-core is injected
     page.goto("/vms/new")
     form = page.locator("form#new-vm")
     # One step at a time: the resources step is not shown yet.
@@ -40,6 +41,7 @@ def test_os_pick_fills_the_later_steps_and_back_keeps_the_input(
     expect(reasons).to_contain_text("Disk on SATA", timeout=WAIT)
     expect(form.locator("#os-defaults")).to_contain_text("4096 MiB memory")
     shot(page, "create-step1-os-picked")
+    assert serious_violations(page) == []
 
     form.locator("input[name=os_query]").fill("debian 11")
     form.locator("#os-results button", has_text="Debian 11").click()
@@ -49,6 +51,7 @@ def test_os_pick_fills_the_later_steps_and_back_keeps_the_input(
     expect(form.locator("input[name=vcpus]")).to_have_value("1")
     form.locator("input[name=memory_mib]").fill("768")
     shot(page, "create-step2-resources")
+    assert serious_violations(page) == []
     form.locator("[data-step='2'] button:text-is('Next')").click()
     expect(form.locator("input[name=disk_gib]")).to_have_value("20")
     expect(form.locator("select[name=disk_bus]")).to_have_value("virtio")
@@ -66,6 +69,7 @@ def test_os_pick_fills_the_later_steps_and_back_keeps_the_input(
     expect(review).to_contain_text("768")
     form.locator("input[name=install_agent]").uncheck()
     shot(page, "create-step4-review")
+    assert serious_violations(page) == []
 
     submit(page)
     # Refused by the server: the name's step opens, the error beside the field.
@@ -73,6 +77,7 @@ def test_os_pick_fills_the_later_steps_and_back_keeps_the_input(
     expect(error).to_be_visible(timeout=WAIT)
     expect(page.locator("form#new-vm [data-step='1']")).to_be_visible()
     shot(page, "create-error-at-field")
+    assert serious_violations(page) == []
     page.locator("form#new-vm input[name=name]").fill(NAME)
     step(page, 2)
     expect(page.locator("form#new-vm input[name=memory_mib]")).to_have_value("768")
