@@ -165,6 +165,7 @@ class FleetServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.token = ""
         self.env: dict[str, str] = {}
+        self.not_current = 0
 
     @property
     def headers(self) -> dict[str, str]:
@@ -257,7 +258,11 @@ class FleetServer:
     def vm_names(self) -> set[tuple[str, str]]:
         r = httpx.get(f"{self.url}/api/vms", headers=self.headers, timeout=120)
         r.raise_for_status()
-        return {(v["host"], v["name"]) for v in r.json()}
+        body = r.json()
+        # {"vms": [...], "hosts_not_current": [...]} since issue 21; a bare list before.
+        vms = body["vms"] if isinstance(body, dict) else body
+        self.not_current = len(body.get("hosts_not_current") or []) if isinstance(body, dict) else 0
+        return {(v["host"], v["name"]) for v in vms}
 
     def collector_cycles(self) -> dict[str, int]:
         r = httpx.get(f"{self.url}/api/metrics/collectors", headers=self.headers, timeout=60)
@@ -388,8 +393,10 @@ def cold_start(srv: FleetServer, label: str) -> list[Row]:
         ),
         Row(
             "fleet cold start",
-            f"{label}: GET /api/vms after it: distinct (host, name)",
-            f"{len(names)} of {srv.expect}" + ("" if correct else " (INCOMPLETE)"),
+            f"{label}: GET /api/vms after it: distinct (host, name); hosts_not_current",
+            f"{len(names)} of {srv.expect}"
+            + ("" if correct else " (INCOMPLETE)")
+            + f"; {srv.not_current}",
         ),
     ]
     return rows + footprint(srv, label, counts)
