@@ -175,7 +175,7 @@ class Manager:
 
     @cached_property
     def backups(self) -> Any:
-        return _service("backups", "BackupService")(self)
+        return _service("backups.policies", "BackupService")(self)
 
     @cached_property
     def email(self) -> Any:

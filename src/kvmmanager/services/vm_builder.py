@@ -555,7 +555,7 @@ def undefine_flags(dom: libvirt.virDomain) -> int:
     if xml.devices.tpms:
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_TPM
     if _has_checkpoints(dom):
-        # Left by backups (backup_take.py); without the flag libvirt refuses the undefine.
+        # Left by backups (services/backups/take.py); without the flag libvirt refuses the undefine.
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
     return flags
 

@@ -15,7 +15,7 @@ import pytest
 from tests.libvirtd_pools import qcow2_domain_xml
 
 from kvmmanager.core.errors import Conflict
-from kvmmanager.services.backups import PolicySpec
+from kvmmanager.services.backups.policies import PolicySpec
 from kvmmanager.virt.xml.volume import Volume
 
 pytestmark = pytest.mark.libvirtd

@@ -20,7 +20,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from tests.kvmmanager.services.test_backup_images_libvirtd import record_job_calls
+from tests.kvmmanager.services.backups.test_images_libvirtd import record_job_calls
 
 from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, NotFound

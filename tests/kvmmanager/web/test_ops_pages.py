@@ -433,7 +433,7 @@ def test_backup_policy_form_validates_creates_runs_shows_and_deletes(
 
 
 def test_viewer_sees_backups_without_write_controls(web_as: Any, web_app: Any) -> None:
-    from kvmmanager.services.backups import PolicySpec
+    from kvmmanager.services.backups.policies import PolicySpec
 
     m = web_app.state.manager
     m.backups.create(PolicySpec(name="kvmm-t-ro", tag="web"))

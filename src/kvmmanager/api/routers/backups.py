@@ -31,7 +31,7 @@ from kvmmanager.api.schemas.backups import (
     TakeIn,
 )
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
-from kvmmanager.services.backups import PolicySpec
+from kvmmanager.services.backups.policies import PolicySpec
 
 router = APIRouter(tags=["backups"], responses=ERROR_RESPONSES)
 ONE = "/api/backup-policies/{policy}"

@@ -18,8 +18,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
-from kvmmanager.services import backup_restore as rs
-from kvmmanager.services.backups import METHODS, PolicySpec
+from kvmmanager.services.backups import restore as rs
+from kvmmanager.services.backups.policies import METHODS, PolicySpec
 from kvmmanager.services.batch import Target
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS

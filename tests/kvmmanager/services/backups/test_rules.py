@@ -1,4 +1,4 @@
-"""backup_rules: kind choice, chain-preserving retention, qcow2 header check, disk pick;
+"""backups.rules: kind choice, chain-preserving retention, qcow2 header check, disk pick;
 and the backup/checkpoint XML validating against libvirt's schemas."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from kvmmanager.core.errors import InvalidInput
-from kvmmanager.services import backup_rules as br
-from kvmmanager.services.backup_take import Target, VmState, backup_xml, checkpoint_xml
+from kvmmanager.services.backups import rules as br
+from kvmmanager.services.backups.take import Target, VmState, backup_xml, checkpoint_xml
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.validate import validate_xml, validator_available
 

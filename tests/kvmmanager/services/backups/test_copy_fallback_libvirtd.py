@@ -12,7 +12,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from tests.kvmmanager.services.test_backup_images_libvirtd import (  # noqa: F401 (fixtures)
+from tests.kvmmanager.services.backups.test_images_libvirtd import (  # noqa: F401 (fixtures)
     content_hash,
     lab,
     make_vm,
@@ -21,8 +21,8 @@ from tests.kvmmanager.services.test_backup_images_libvirtd import (  # noqa: F40
     settings,
 )
 
-from kvmmanager.services import backup_fallback as fb
-from kvmmanager.services import backup_take as tk
+from kvmmanager.services.backups import copy_fallback as fb
+from kvmmanager.services.backups import take as tk
 from kvmmanager.virt.calls import job_calls
 from kvmmanager.virt.xml.domain import Domain
 

@@ -11,7 +11,8 @@ import libvirt
 import pytest
 
 from kvmmanager.core.errors import InvalidInput, NotFound
-from kvmmanager.services.backups import PolicySpec, retained
+from kvmmanager.services.backups.policies import PolicySpec
+from kvmmanager.services.backups.retention import retained
 from kvmmanager.services.schedules import ScheduleSpec
 from kvmmanager.services.vm_spec import DiskSpec, VmSpec
 

@@ -9,7 +9,7 @@ of its VMs (see backups.py); the API and CLI also take one for one VM.
     await images.restore(r["id"], mode="original", confirm=True)   # VM must be shut off
 
 Each backup is a row in `backups` (see db.ops_models.Backup); the volumes live in the
-policy's pool, one qcow2 per disk (see backup_rules for how an incremental chain reads).
+policy's pool, one qcow2 per disk (see rules.py for how an incremental chain reads).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from sqlalchemy import select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import Backup
-from kvmmanager.services import backup_fallback as fb
-from kvmmanager.services import backup_restore as rs
-from kvmmanager.services import backup_take as tk
-from kvmmanager.services.backup_rules import (
+from kvmmanager.services.backups import copy_fallback as fb
+from kvmmanager.services.backups import restore as rs
+from kvmmanager.services.backups import take as tk
+from kvmmanager.services.backups.retention import retained
+from kvmmanager.services.backups.rules import (
     MAX_SAME_SECOND,
     Previous,
     checkpoint_name,
@@ -38,7 +39,7 @@ from kvmmanager.services.backup_rules import (
     stamps,
     volume_name,
 )
-from kvmmanager.services.backup_verify import digest, header_problems
+from kvmmanager.services.backups.verify import digest, header_problems
 from kvmmanager.services.vm_spec import validate_name
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ class BackupImageService:
                     c, stats = await self._run_backup(
                         hc, host, state, targets, pool, cp, parent, policy, progress
                     )
-            except fb.BackupApiRefused as exc:
+            except tk.BackupApiRefused as exc:
                 # Nothing of the refused attempt is left (_run_backup undid it): copy instead.
                 why = f"full: {exc.message}; {fb.NOTE}"
                 kind, parent, cp = "full", None, None
@@ -376,7 +377,6 @@ class BackupImageService:
     async def apply_retention(self, policy: dict[str, Any], host: str, uuid: str) -> list[int]:
         """Delete the VM's backups the policy no longer keeps (whole chains only); failed
         attempts older than the newest good backup are forgotten."""
-        from kvmmanager.services.backups import retained
 
         def rows() -> list[dict[str, Any]]:
             with self.m.db() as s:

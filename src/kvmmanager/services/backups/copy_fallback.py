@@ -9,7 +9,7 @@ e.g. an older libvirt or QEMU, or a hypervisor driver without it).
    the disk's own pool through the storage API;
 2. a disk-only, metadata-less external snapshot switches the VM onto the overlays
    (REUSE_EXT, ATOMIC), the guest frozen around it when an agent can (the same rules as
-   the backup API path: backup_take.quiesced_begin); the base images stop changing;
+   the backup API path: take.quiesced_begin); the base images stop changing;
 3. each base is cloned into the policy's pool as a standalone qcow2 v3 volume through
    libvirt (`createXMLFrom`, which flattens any backing chain);
 4. whatever happened in 3, each disk is actively committed back into its base and pivoted
@@ -34,7 +34,7 @@ from typing import Any
 import libvirt
 
 from kvmmanager.core.errors import Cancelled, KvmmError, Unsupported
-from kvmmanager.services import backup_take as tk
+from kvmmanager.services.backups import take as tk
 from kvmmanager.services.storage_xml import active_pool
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.domain import Domain
@@ -46,10 +46,6 @@ REFUSED_CODES = (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORT
 COMMIT_POLL = 0.2
 COMMIT_TIMEOUT = 3600.0  # a commit copies only what the guest wrote during the copy
 NOTE = "copied from a temporary external snapshot, then block-committed back"
-
-
-class BackupApiRefused(Unsupported):
-    """libvirt has no backup API for this VM: the copy method can do it instead."""
 
 
 def refused(exc: libvirt.libvirtError) -> bool:

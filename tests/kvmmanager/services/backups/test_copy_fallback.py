@@ -12,7 +12,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from kvmmanager.services.backup_fallback import Overlay, commit_step
+from kvmmanager.services.backups.copy_fallback import Overlay, commit_step
 
 XML = """<domain type='qemu'><name>v</name><devices>
 <disk type='file' device='disk'><source file='{src}'/><target dev='vda'/></disk>

@@ -3,7 +3,7 @@ host's worker threads plus the async loop that drives them.
 
 1. inspect the VM (disks, their qcow2 version, its checkpoints);
 2. create one qcow2 target volume per disk in the policy's pool through the storage API
-   (an incremental's is an overlay on its parent backup's volume, see backup_rules);
+   (an incremental's is an overlay on its parent backup's volume, see rules.py);
 3. freeze the guest (the project's agent, or qemu-guest-agent through libvirt), call
    `virDomainBackupBegin` with a new checkpoint, thaw at once: the backup's point in time
    is fixed when the job starts, QEMU copies the old data of any block written later
@@ -25,9 +25,9 @@ from typing import Any
 
 import libvirt
 
-from kvmmanager.core.errors import Conflict, GuestError, KvmmError, Unsupported
+from kvmmanager.core.errors import Cancelled, Conflict, GuestError, KvmmError, Unsupported
 from kvmmanager.services import snapshot_quiesce as qz
-from kvmmanager.services.backup_rules import DiskPlan, backup_disks
+from kvmmanager.services.backups.rules import DiskPlan, backup_disks
 from kvmmanager.services.storage_xml import active_pool, build_volume_xml, volume_exists
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.virt.errors import libvirt_message
@@ -69,6 +69,11 @@ class Outcome:
     checkpoint: str | None
     started_paused: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+class BackupApiRefused(Unsupported):
+    """libvirt has no backup API for this VM: the copy method (copy_fallback.py) can do
+    it instead."""
 
 
 def _compat(conn: libvirt.virConnect, path: str) -> str | None:
@@ -200,8 +205,6 @@ def begin(dom: libvirt.virDomain, bxml: str, cxml: str | None) -> None:
                 f"libvirt refused the backup: {libvirt_message(exc)}", field="vm"
             ) from exc
         if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
-            from kvmmanager.services.backup_fallback import BackupApiRefused
-
             # The caller falls back to a copy (temporary snapshot + block commit).
             raise BackupApiRefused(
                 f"libvirt's backup API is not available: {libvirt_message(exc)}", field="vm"
@@ -255,8 +258,6 @@ async def wait_job(
                 progress(done, max(total, 1), "copying")
         await asyncio.sleep(POLL_SECONDS)
     if aborted:
-        from kvmmanager.core.errors import Cancelled
-
         raise Cancelled("the backup was cancelled (libvirt aborted the job)")
     return await run(job_result, dom, kind="read", op="backup result")
 

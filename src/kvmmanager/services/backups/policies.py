@@ -9,7 +9,7 @@ made by the policy are never touched. One VM's failure is in its result; the oth
 
 `method="backup"` copies the VMs' disks into `pool` with libvirt's backup API instead
 (a full backup every `full_every`, incrementals on checkpoints in between), records each
-backup and prunes them with the same rules, whole chains at a time: see backup_images.py.
+backup and prunes them with the same rules, whole chains at a time: see images.py.
 
     manager.backups.create(PolicySpec(name="nightly", tag="prod", keep_last=3, keep_daily=7))
     await manager.backups.run("nightly")
@@ -29,7 +29,9 @@ from sqlalchemy import select
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import BackupPolicy
 from kvmmanager.services import ownership
-from kvmmanager.services.backup_rules import MAX_FULL_EVERY
+from kvmmanager.services.backups.images import BackupImageService
+from kvmmanager.services.backups.retention import retained
+from kvmmanager.services.backups.rules import MAX_FULL_EVERY
 from kvmmanager.services.batch import Target
 from kvmmanager.services.schedules import zone
 from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
@@ -66,7 +68,7 @@ class PolicySpec:
 METHODS = ("snapshot", "backup", "copy")
 # Methods that copy the disks into the policy's pool (rows of the `backups` table):
 # "backup" with libvirt's backup API (falls back to "copy" when libvirt has none),
-# "copy" with a temporary external snapshot and block commit (backup_fallback.py).
+# "copy" with a temporary external snapshot and block commit (copy_fallback.py).
 POOL_METHODS = ("backup", "copy")
 
 
@@ -94,27 +96,6 @@ def validate_policy(spec: PolicySpec) -> PolicySpec:
         raise InvalidInput(f"full_every must be 1..{MAX_FULL_EVERY}", field="full_every")
     zone(spec.timezone)
     return spec
-
-
-def retained(
-    snaps: list[tuple[str, float]], keep_last: int, keep_daily: int, keep_weekly: int, tz: str
-) -> set[str]:
-    """The names to keep of (name, created unix time) snapshots of one policy and VM."""
-    newest_first = sorted(snaps, key=lambda s: (s[1], s[0]), reverse=True)
-    keep = {name for name, _ in newest_first[:keep_last]}
-    z = zone(tz)
-    for count, bucket in ((keep_daily, "day"), (keep_weekly, "week")):
-        seen: list[Any] = []
-        for name, created in newest_first:
-            local = datetime.fromtimestamp(created, UTC).astimezone(z)
-            key = local.date() if bucket == "day" else local.isocalendar()[:2]
-            if key in seen:
-                continue
-            if len(seen) >= count:
-                break
-            seen.append(key)
-            keep.add(name)
-    return keep
 
 
 def policy_dict(p: BackupPolicy) -> dict[str, Any]:
@@ -146,7 +127,6 @@ class BackupService:
     @cached_property
     def images(self) -> Any:
         """Backups made with libvirt's backup API (policies with method 'backup')."""
-        from kvmmanager.services.backup_images import BackupImageService
 
         return BackupImageService(self.m)
 

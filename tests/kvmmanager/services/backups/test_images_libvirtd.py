@@ -15,7 +15,7 @@ import pytest
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services import transfer
-from kvmmanager.services.backups import PolicySpec
+from kvmmanager.services.backups.policies import PolicySpec
 from kvmmanager.virt.calls import job_calls
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
