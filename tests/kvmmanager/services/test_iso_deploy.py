@@ -13,7 +13,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from tests.kvmmanager.services.test_backup_images_libvirtd import record_job_calls
+from tests.kvmmanager.services.backups.test_images_libvirtd import record_job_calls
 from tests.libvirtd_pools import DirPool, drop_pool, qemu_dir
 
 from kvmmanager.core.config import Settings
