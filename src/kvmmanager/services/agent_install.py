@@ -24,7 +24,7 @@ import libvirt
 
 from kvmmanager.core.errors import Conflict, KvmmError
 from kvmmanager.iso import CHANNEL_NAME
-from kvmmanager.services.iso_deploy import volume_version
+from kvmmanager.iso.volume_names import volume_version
 from kvmmanager.services.vm_builder import cdrom_bus, disk_target, lookup
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.devices import Channel, Disk

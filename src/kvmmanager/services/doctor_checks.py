@@ -19,7 +19,7 @@ import libvirt
 
 from kvmmanager.iso import agent_version
 from kvmmanager.iso.locator import IsoLocation
-from kvmmanager.services.iso_deploy import volume_name, volume_version
+from kvmmanager.iso.volume_names import volume_name, volume_version
 from kvmmanager.virt.probe import AccelInfo, probe_dev_kvm
 from kvmmanager.virt.xml.capabilities import Capabilities, DomainCapabilities
 from kvmmanager.virt.xml.volume import Volume

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,30 +29,20 @@ from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import HostUnavailable, NotFound
 from kvmmanager.iso import agent_version
 from kvmmanager.iso.locator import IsoLocation, locate_iso, require_iso
+from kvmmanager.iso.volume_names import volume_name, volume_version
 from kvmmanager.services import transfer
+from kvmmanager.services.agent_install import AgentInstallService, InstallResult
 from kvmmanager.services.storage_specs import PoolSpec
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.volume import Volume
 
 if TYPE_CHECKING:
-    from kvmmanager.services.agent_install import AgentInstallService, InstallResult
     from kvmmanager.services.jobs import JobProgress
     from kvmmanager.services.manager import Manager
 
-VOLUME_PREFIX = "kvmmanager-guest-agent-"
-_VOLUME_RE = re.compile(r"^kvmmanager-guest-agent-(?P<version>[0-9A-Za-z.+~_-]+)\.iso$")
 # Pools deploy may create when missing: name -> directory. Any other pool must exist.
 AUTO_POOLS: dict[str, str] = {"default": "/var/lib/libvirt/images"}
-
-
-def volume_name(version: str) -> str:
-    return f"{VOLUME_PREFIX}{version}.iso"
-
-
-def volume_version(name: str) -> str | None:
-    m = _VOLUME_RE.match(name)
-    return m.group("version") if m else None
 
 
 @dataclass(slots=True)
@@ -146,8 +135,6 @@ class IsoService:
 
     @cached_property
     def installer(self) -> AgentInstallService:
-        from kvmmanager.services.agent_install import AgentInstallService
-
         return AgentInstallService(self._m)
 
     async def install_agent(

@@ -20,8 +20,8 @@ from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Cancelled, NotFound
 from kvmmanager.iso import ISO_NAME, agent_version
 from kvmmanager.iso.builder import build_iso
+from kvmmanager.iso.volume_names import volume_name
 from kvmmanager.services import iso_deploy
-from kvmmanager.services.iso_deploy import volume_name, volume_version
 from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.virt.calls import job_calls
 
@@ -209,14 +209,6 @@ async def test_deploy_job_reports_progress(
     assert job.result["action"] == "uploaded"
     assert any(e.kind == "job.progress" for e in events)
     assert _volumes(libvirtd_conn, test_pool) == [volume_name(agent_version())]
-
-
-def test_volume_names_carry_the_version() -> None:
-    assert volume_name("1.2.3") == "kvmmanager-guest-agent-1.2.3.iso"
-    assert volume_version("kvmmanager-guest-agent-1.2.3.iso") == "1.2.3"
-    assert volume_version(ISO_NAME) is None
-    assert volume_version("debian.iso") is None
-    assert os.sep not in volume_name(agent_version())
 
 
 async def test_deploy_local_needs_no_manager(
