@@ -264,4 +264,4 @@ async def test_inside_a_job_every_deploy_call_has_a_deadline(
         ).path())  # fmt: skip
         again = await system_manager.iso.deploy("local", test_pool)
     assert (first.action, again.action) == ("uploaded", "replaced")
-    assert unbounded == []
+    assert unbounded.seen and unbounded == [], unbounded

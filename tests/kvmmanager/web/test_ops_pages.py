@@ -586,9 +586,24 @@ def test_transfer_page_xml_download_and_import(
         headers=hx(c),
     )
     assert r.status_code == 422, r.text
+    # A new identity next to the source would share its writable disk: refused at the
+    # XML field, saying how to get a copy (issue 17).
     r = c.post(
         "/transfer/import-xml",
         data={"host": "local", "xml": xml, "name": "kvmm-t-ops-imported", "new_identity": "true"},
+        headers=hx(c),
+    )
+    assert r.status_code == 422, r.text
+    assert "share" in field_error(r.text, "xml") and "clone" in field_error(r.text, "xml")
+    diskless = re.sub(r"<disk\b.*?</disk>", "", xml, flags=re.S)
+    r = c.post(
+        "/transfer/import-xml",
+        data={
+            "host": "local",
+            "xml": diskless,
+            "name": "kvmm-t-ops-imported",
+            "new_identity": "true",
+        },
         headers=hx(c),
     )
     assert r.status_code == 204, r.text
