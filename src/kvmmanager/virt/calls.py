@@ -19,7 +19,11 @@ A VM whose QEMU monitor froze holds every libvirt call on it (the first waits on
 monitor, the next on the domain's job lock), so without a cap a few requests on that one
 VM fill the host's workers and its other VMs starve. A call over the cap waits for one of
 the VM's own calls to finish without holding a worker, and is refused at once (503 naming
-the VM, the host and the operation) as soon as one of them is past its deadline.
+the VM, the host and the operation) as soon as one of them is past its deadline. While
+any call of a VM is past its deadline and still running, every new call for that VM is
+refused at once (503 naming the stuck calls), even when the cap has a free place: a VM
+whose monitor hung would make it wait for its job lock too. When the stuck call returns,
+calls on the VM flow again.
 
 Calls made inside a job default to `job`; elsewhere they default to `lifecycle`, the safe
 side for a call that changes something (a slow but healthy host must not see a write
@@ -186,12 +190,18 @@ class HostWorkers:
     def _vm_refusal(self, vm: str, op: str, stuck: list[Call]) -> HostUnavailable:
         now = time.monotonic()
         listed = ", ".join(f"{c.op} ({now - (c.started_at or now):.0f} s)" for c in stuck[:3])
+        more = f" and {len(stuck) - 3} more" if len(stuck) > 3 else ""
         return HostUnavailable(
-            f"vm '{vm}' on host '{self.host}' is not answering: {len(stuck)} of its libvirt "
-            f"calls are still running past their deadline ({listed}); {op} was not sent "
+            f"vm '{vm}' on host '{self.host}' is not answering: "
+            f"{_still_running(len(stuck))} ({listed}{more}); {op} was not sent "
             "(its QEMU monitor may be hung; the host's other VMs are not affected)",
             field="vm",
-            details={"host": self.host, "vm": vm, "operation": op},
+            details={
+                "host": self.host,
+                "vm": vm,
+                "operation": op,
+                "stuck_calls": [c.op for c in stuck],
+            },
         )
 
     async def _take_vm_slot(self, call: Call) -> None:
@@ -202,12 +212,17 @@ class HostWorkers:
         while True:
             with self._lock:
                 mine = self._by_vm.setdefault(key, set())
-                if len(mine) < self.per_vm:
-                    mine.add(call)
-                    return
+                # Overdue first, even with a free place under the cap: a VM with a call
+                # still running past its deadline (a hung monitor) would only stall the
+                # next one too (it waits on the domain's job lock, e.g. for 30-60 s).
                 stuck = sorted(
                     (c for c in mine if c in self._overdue), key=lambda c: c.started_at or 0.0
                 )
+                if not stuck and len(mine) < self.per_vm:
+                    mine.add(call)
+                    return
+                if not mine:
+                    del self._by_vm[key]
                 busy = sorted(mine, key=lambda c: c.started_at or c.queued_at)
             if stuck:
                 raise self._vm_refusal(vm, call.op, stuck)
@@ -241,9 +256,9 @@ class HostWorkers:
             oldest = stuck[0]
             age = time.monotonic() - (oldest.started_at or oldest.queued_at)
             raise HostUnavailable(
-                f"host '{self.host}' is not answering: all {self.size} of its libvirt "
-                f"workers are still waiting for calls past their deadline (oldest: "
-                f"{oldest.op}, {age:.0f} s); {op} was not sent",
+                f"host '{self.host}' is not answering: {_all_workers_waiting(self.size)} "
+                f"({'oldest: ' if self.size > 1 else ''}{oldest.op}, {age:.0f} s); "
+                f"{op} was not sent",
                 field="host",
             )
         loop = asyncio.get_running_loop()
@@ -324,6 +339,19 @@ class HostWorkers:
             "retrying",
             field="host",
         )
+
+
+def _still_running(n: int) -> str:
+    """'1 of its libvirt calls is ... its deadline' / '2 of its ... are ... their deadline'."""
+    if n == 1:
+        return "1 of its libvirt calls is still running past its deadline"
+    return f"{n} of its libvirt calls are still running past their deadline"
+
+
+def _all_workers_waiting(n: int) -> str:
+    if n == 1:
+        return "its only libvirt worker is still waiting for a call past its deadline"
+    return f"all {n} of its libvirt workers are still waiting for calls past their deadline"
 
 
 def _ignore_outcome(fut: asyncio.Future[Any]) -> None:

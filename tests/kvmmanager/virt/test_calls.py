@@ -204,3 +204,81 @@ async def test_a_vm_named_by_name_and_by_uuid_counts_under_one_cap() -> None:
     finally:
         release.set()
     workers.shutdown()
+
+
+async def test_a_vm_with_an_overdue_call_refuses_new_calls_at_once_until_it_returns() -> None:
+    """A VM with one call past its deadline and still running (its QEMU monitor hung)
+    refuses every new call at once, though its cap (2) has a free place: sent, the new
+    call would only wait on the VM's job lock too. The refusal names the VM, the host,
+    the operation and the stuck call; once the stuck call returns, calls flow again."""
+    workers = HostWorkers("kvmm-t-ovd", 3, per_vm=2)
+    taken, release = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    def stuck() -> str:
+        taken.set()
+        release.wait(60)
+        return "late"
+
+    try:
+        held = asyncio.ensure_future(
+            workers.call(stuck, op="suspend", kind="lifecycle", deadline=0.1, vm="kvmm-t-ovdvm")
+        )
+        assert await asyncio.to_thread(taken.wait, 30)
+        with pytest.raises(HostTimeout):
+            await held
+        assert [c.op for c in workers.overdue()] == ["suspend"]
+        with pytest.raises(HostUnavailable) as info:
+            await workers.call(
+                lambda: sent.append("reboot"),
+                op="reboot",
+                kind="lifecycle",
+                deadline=60,
+                vm="kvmm-t-ovdvm",
+            )
+        msg = info.value.message
+        assert "vm 'kvmm-t-ovdvm' on host 'kvmm-t-ovd' is not answering" in msg, msg
+        assert "1 of its libvirt calls is still running past its deadline (suspend (" in msg
+        assert "reboot was not sent" in msg, msg
+        assert info.value.details["stuck_calls"] == ["suspend"]
+        assert sent == []
+        # Another VM of the host is not affected.
+        assert (
+            await workers.call(
+                lambda: "other", op="read", kind="read", deadline=30, vm="kvmm-t-ovdother"
+            )
+            == "other"
+        )
+    finally:
+        release.set()
+    async with asyncio.timeout(30):
+        await _until(lambda: not workers.overdue())
+        assert (
+            await workers.call(
+                lambda: "ran", op="resume", kind="lifecycle", deadline=30, vm="kvmm-t-ovdvm"
+            )
+            == "ran"
+        )
+    workers.shutdown()
+
+
+async def test_a_host_with_its_only_worker_overdue_says_so_in_the_singular() -> None:
+    workers = HostWorkers("kvmm-t-one", 1)
+    taken, release = threading.Event(), threading.Event()
+
+    def stuck() -> str:
+        taken.set()
+        release.wait(60)
+        return "late"
+
+    try:
+        with pytest.raises(HostTimeout):
+            await workers.call(stuck, op="suspend", kind="lifecycle", deadline=0.1)
+        with pytest.raises(HostUnavailable) as info:
+            await workers.call(lambda: None, op="read", kind="read", deadline=30)
+        msg = info.value.message
+        assert "its only libvirt worker is still waiting for a call past its deadline" in msg
+        assert "(suspend, " in msg and "read was not sent" in msg, msg
+    finally:
+        release.set()
+    workers.shutdown()
