@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from kvmmanager.core.errors import InvalidInput, Unsupported
+from kvmmanager.virt.helper_guests import PROBE_PREFIX, is_helper_guest
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NAME_MAX = 64
@@ -130,6 +131,13 @@ def validate_name(name: object, field_name: str = "name") -> str:
         raise InvalidInput(
             "name must start with a letter or digit and contain only letters, digits, "
             f"'.', '_' and '-' ({bad!r} is not allowed)",
+            field=field_name,
+        )
+    if is_helper_guest(name):
+        # The inventory hides such guests and the probe's sweep may remove them.
+        raise InvalidInput(
+            f"names starting with '{PROBE_PREFIX}' are reserved for the manager's own "
+            "helper guests",
             field=field_name,
         )
     return name

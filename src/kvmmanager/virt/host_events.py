@@ -22,6 +22,7 @@ from kvmmanager.core.errors import KvmmError, NotFound
 from kvmmanager.virt import readers
 from kvmmanager.virt.calls import HostWorkers
 from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.helper_guests import is_helper_guest
 from kvmmanager.virt.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class HostEvents:
             self.inventory.put_domain,
             lambda: self.inventory.remove_domain(self.name, uuid),
         )
-        if info is not STALE and event.kind:
+        if info is not STALE and event.kind and not is_helper_guest(dom.name()):
             data = {"name": dom.name(), **event.data}
             if event.kind == "domain.lifecycle":
                 data["state"] = info.state if info is not None else "undefined"

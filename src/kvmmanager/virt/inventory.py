@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from kvmmanager.core.errors import InvalidInput, NotFound
 from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.helper_guests import is_helper_guest
 
 AgentStatus = Literal["absent", "connecting", "connected", "unresponsive"]
 QgaStatus = Literal["absent", "connected", "disconnected"]
@@ -211,7 +212,12 @@ class Inventory:
     # ---- domain writes -----------------------------------------------------------------
 
     def put_domain(self, info: DomainInfo) -> DomainInfo:
-        """Store a freshly read domain; publish added/updated (+ agent) if anything changed."""
+        """Store a freshly read domain; publish added/updated (+ agent) if anything changed.
+        The manager's own helper guests (the accelerator probe's) are not stored: they are
+        no user's VM (virt/helper_guests.py)."""
+        if is_helper_guest(info.name):
+            self.remove_domain(info.host, info.uuid)  # e.g. a VM renamed into the prefix
+            return info
         host_table = self._domains.setdefault(info.host, {})
         info = self._apply_override(info)
         old = host_table.get(info.uuid)

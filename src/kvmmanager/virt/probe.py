@@ -50,6 +50,7 @@ import libvirt
 from kvmmanager.core.errors import HostUnavailable
 from kvmmanager.virt.connection import HostConnection, is_remote_uri
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.helper_guests import PROBE_PREFIX
 from kvmmanager.virt.owner import Owner, is_abandoned, this_process
 from kvmmanager.virt.xml.capabilities import Capabilities
 from kvmmanager.virt.xml.domain import Domain
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
 KVM_API_VERSION = 12
-PROBE_PREFIX = "kvmm-accel-probe-"
 PROBE_MEMORY_KIB = 32 * 1024
 # A guest whose vCPU still burns more than this share of wall time after the deadline
 # never reached its firmware's idle loop.

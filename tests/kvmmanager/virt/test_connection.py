@@ -351,3 +351,28 @@ async def test_a_connected_hosts_reason_names_its_overdue_calls(testhost):
         assert info["reason"].startswith("1 call overdue: suspend kvmm-t-host-web ("), info
     finally:
         release.set()
+
+
+async def test_the_managers_own_probe_guest_is_never_in_the_inventory(
+    testhost, bus, inventory, next_event
+):
+    """The accelerator probe's transient guest (`kvmm-accel-probe-*`) is the manager's own
+    helper: neither its events nor a full listing put it in the inventory (so not in
+    GET /api/vms, the web VM list or a host's vm_count), and no event about it is
+    published; a user VM made just after it is listed as usual."""
+    sub = bus.subscribe()
+    probe = await testhost.run(
+        lambda: testhost.conn.createXML(_domain_xml("kvmm-accel-probe-kvmmtest-0a1b2c"), 0)
+    )
+    await testhost.run(lambda: testhost.conn.defineXML(_domain_xml("kvmm-t-host-after")))
+    added = await next_event(sub, lambda e: e.kind == "domain.added")
+    assert added.data["name"] == "kvmm-t-host-after"
+    await testhost._resync(testhost.conn, testhost._gen)  # a full listing, as on reconnect
+    names = [d.name for d in inventory.domains(testhost.name)]
+    assert names == ["kvmm-t-host-after", "kvmm-t-host-db", "kvmm-t-host-web"]
+    with pytest.raises(NotFound):
+        inventory.domain(testhost.name, probe.UUIDString())
+    seen = []
+    while not sub._queue.empty():
+        seen.append(sub._queue.get_nowait())
+    assert all(e.subject != probe.UUIDString() for e in seen), seen
