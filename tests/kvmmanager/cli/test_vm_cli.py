@@ -12,6 +12,8 @@ import uuid
 import libvirt
 import pytest
 
+from kvmmanager.cli.commands.vm import _gap_line
+
 POOL = "default-pool"
 
 
@@ -175,10 +177,24 @@ def test_list_prints_a_line_naming_a_host_never_listed(vm_cli, live_server):
     table = vm_cli("vm", "list")
     assert table.exit_code == 0, (table.stdout, table.stderr)
     assert "test" in table.stdout
-    assert "host kvmm-t-vm-gone is failed and was never listed: its VMs are missing" in (
-        table.stderr
-    )
+    assert (
+        "host kvmm-t-vm-gone is failed and has not been listed since the manager started: "
+        "its VMs are missing"
+    ) in table.stderr
     # --json keeps stdout the list of VMs; the line still goes to stderr.
     as_json = vm_cli("vm", "list", "--json")
     assert "test" in {v["name"] for v in _json(as_json)}
     assert "kvmm-t-vm-gone" in as_json.stderr
+
+
+def test_a_missing_host_line_does_not_claim_the_host_was_never_listed() -> None:
+    """After a manager restart while a host is frozen, the host is missing from the list
+    though the same database listed it before: the inventory is in memory, so the line
+    says "since the manager started" (as the web page does), never "never listed"."""
+    line = _gap_line(
+        {"host": "kvmm-t-frozen", "status": "not responding", "reason": "", "missing": True}
+    )
+    assert line == (
+        "host kvmm-t-frozen is not responding and has not been listed since the manager "
+        "started: its VMs are missing from this list"
+    )

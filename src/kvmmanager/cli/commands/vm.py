@@ -88,9 +88,11 @@ def list_vms(
 def _gap_line(gap: dict[str, Any]) -> str:
     why = f": {gap['reason']}" if gap.get("reason") else ""
     if gap.get("missing"):
+        # "since the manager started": the inventory lives in the manager's memory, so a
+        # host listed before a restart and frozen since is missing too.
         return (
-            f"host {gap['host']} is {gap['status']} and was never listed: "
-            f"its VMs are missing from this list{why}"
+            f"host {gap['host']} is {gap['status']} and has not been listed since the "
+            f"manager started: its VMs are missing from this list{why}"
         )
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gap["stale_since"]))
     return f"host {gap['host']} is {gap['status']}: its VMs are shown as of {since}{why}"
