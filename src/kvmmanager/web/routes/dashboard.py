@@ -82,12 +82,19 @@ async def _health(manager: Manager, host: str) -> Any:
 async def dashboard(request: Request, manager: ManagerDep) -> HTMLResponse:
     hosts = manager.registry.all()
     cards = await asyncio.gather(*(_host_card(manager, h) for h in hosts))
-    states = Counter(d.state for d in manager.inventory.domains())
+    domains = manager.inventory.domains()
+    states = Counter(d.state for d in domains)
+    # The rows of a host that stopped answering are its last known state, not live: the
+    # card says how many of the counts are such (per state and in all).
+    stale_hosts = {h.name for h in hosts if not h.connected and h.stale_since is not None}
+    stale_states = Counter(d.state for d in domains if d.host in stale_hosts)
     return render(
         request,
         "dashboard.html",
         active="dashboard",
         cards=cards,
         states=sorted(states.items()),
+        stale_states=stale_states,
+        stale_total=sum(stale_states.values()),
         vm_total=sum(states.values()),
     )
