@@ -221,7 +221,7 @@ class AgentInstallService:
                 "messages": msgs + cd_msgs,
             }
 
-        facts = await hc.run(lambda: prepare(hc.conn))
+        facts = await hc.run(lambda: prepare(hc.conn), vm=vm)
         msgs = facts["messages"]
         if not facts["added"]:
             media = await self._insert(host, vm, deployed.pool, deployed.volume, facts["target"])
@@ -278,7 +278,7 @@ class AgentInstallService:
                     return d.target_dev
             return None
 
-        target = await hc.run(lambda: find(hc.conn), kind="read", op="find agent ISO drive")
+        target = await hc.run(lambda: find(hc.conn), kind="read", op="find agent ISO drive", vm=vm)
         if target is None:
             raise Conflict(f"vm '{vm}' has no agent ISO in a CD-ROM drive", field="vm")
         return await self._m.vms.edit.eject_media(host, vm, target)

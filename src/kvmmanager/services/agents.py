@@ -225,7 +225,7 @@ class AgentService:
         def run() -> Any:
             return fn(conn.conn.lookupByUUIDString(info.uuid), *args)
 
-        return await conn.run(run)
+        return await conn.run(run, vm=info.uuid)
 
     def _use_kvmm(self, host: str, vm: str) -> bool:
         info = self._domain(host, vm)

@@ -386,9 +386,16 @@ class HostDeviceService:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
-    async def _run(self, host: str, fn: Any, *args: Any, kind: CallKind | None = None) -> Any:
+    async def _run(
+        self,
+        host: str,
+        fn: Any,
+        *args: Any,
+        kind: CallKind | None = None,
+        vm: str | None = None,
+    ) -> Any:
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn, *args), kind=kind, op=op_name(fn))
+        return await hc.run(lambda: fn(hc.conn, *args), kind=kind, op=op_name(fn), vm=vm)
 
     async def list(self, host: str, kind: str | None = None) -> list[HostDevice]:
         if kind not in (None, "pci", "usb"):
@@ -406,7 +413,7 @@ class HostDeviceService:
     ) -> dict[str, Any]:
         if usb_match not in ("id", "address"):
             raise InvalidInput("usb_match must be id or address", field="usb_match")
-        return await self._run(host, attach_blocking, host, vm, device, usb_match, group)
+        return await self._run(host, attach_blocking, host, vm, device, usb_match, group, vm=vm)
 
     async def detach(self, host: str, vm: str, device: str) -> dict[str, Any]:
-        return await self._run(host, detach_blocking, host, vm, device)
+        return await self._run(host, detach_blocking, host, vm, device, vm=vm)

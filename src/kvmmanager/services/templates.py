@@ -85,10 +85,14 @@ class TemplateService:
         self.m = manager
 
     async def _run(
-        self, host: str, fn: Callable[[libvirt.virConnect], Any], kind: CallKind | None = None
+        self,
+        host: str,
+        fn: Callable[[libvirt.virConnect], Any],
+        kind: CallKind | None = None,
+        vm: str | None = None,
     ) -> Any:
         hc = self.m.registry.get(host)
-        return await hc.run(lambda: fn(hc.conn), kind=kind, op=op_name(fn))
+        return await hc.run(lambda: fn(hc.conn), kind=kind, op=op_name(fn), vm=vm)
 
     async def list(self, host: str) -> list[dict[str, Any]]:
         def fn(conn: libvirt.virConnect) -> list[dict[str, Any]]:
@@ -101,7 +105,7 @@ class TemplateService:
 
     async def get(self, host: str, vm: str) -> dict[str, Any]:
         return await self._run(
-            host, lambda conn: _describe(host, lookup(conn, host, vm)), kind="read"
+            host, lambda conn: _describe(host, lookup(conn, host, vm)), kind="read", vm=vm
         )
 
     async def mark(self, host: str, vm: str, enabled: bool = True) -> dict[str, Any]:
@@ -139,7 +143,7 @@ class TemplateService:
                 dom.setAutostart(0)
             return _describe(host, dom)
 
-        return await self._run(host, fn)
+        return await self._run(host, fn, vm=vm)
 
     async def deploy(
         self,

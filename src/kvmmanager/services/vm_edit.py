@@ -327,7 +327,7 @@ class VmEditor:
     # ---- disks -------------------------------------------------------------------------
 
     async def attach_disk(self, host: str, vm: str, spec: DiskSpec) -> dict[str, Any]:
-        return await self.svc.run(host, _attach_disk_blocking, host, vm, spec)
+        return await self.svc.run(host, _attach_disk_blocking, host, vm, spec, vm=vm)
 
     async def detach_disk(self, host: str, vm: str, target: str) -> dict[str, Any]:
         def fn(dom: libvirt.virDomain) -> dict[str, Any]:
@@ -379,7 +379,7 @@ class VmEditor:
             res.details = {"mac": mac, "source": source}
             return res.to_dict()
 
-        return await self.svc.run(host, fn)
+        return await self.svc.run(host, fn, vm=vm)
 
     async def detach_nic(self, host: str, vm: str, mac: str) -> dict[str, Any]:
         mac = vm_spec.validate_mac(mac, "mac") or ""
@@ -407,7 +407,7 @@ class VmEditor:
             path = _volume_path(conn, pool, volume)
             return _media_blocking(dom, target, path)
 
-        return await self.svc.run(host, fn)
+        return await self.svc.run(host, fn, vm=vm)
 
     async def eject_media(self, host: str, vm: str, target: str | None = None) -> dict[str, Any]:
         return await self.svc.run_on(host, vm, _media_blocking, target, None)
