@@ -37,12 +37,18 @@ from kvmmanager.core.errors import (
     KvmmError,
     LibvirtRefused,
     Timeout,
+    Unsupported,
 )
 from kvmmanager.virt import liveness, readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
 from kvmmanager.virt.calls import CallKind, HostWorkers, deadline_for, op_name, resolve_kind
 from kvmmanager.virt.daemon_thread import in_daemon_thread
-from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
+from kvmmanager.virt.errors import (
+    libvirt_message,
+    translate_libvirt_error,
+    unsupported_function,
+    unsupported_in_words,
+)
 from kvmmanager.virt.events import Event, EventBus
 from kvmmanager.virt.heartbeat import NOT_RESPONDING, Heartbeat
 from kvmmanager.virt.host_events import HostEvents, Serializer
@@ -338,6 +344,14 @@ class HostConnection(Heartbeat, HostEvents):
                     **(err.details or {}),
                     "host": self.name,
                     "operation": op or op_name(fn),
+                }
+            elif isinstance(err, Unsupported) and (function := unsupported_function(err.message)):
+                err.message = unsupported_in_words(self.name, function)
+                err.args = (err.message,)
+                err.details = {
+                    **(err.details or {}),
+                    "host": self.name,
+                    "libvirt_function": function,
                 }
             elif isinstance(err, Timeout):
                 # libvirt itself gave up (e.g. "cannot acquire state change lock"): its

@@ -9,6 +9,8 @@ manager.
 
 from __future__ import annotations
 
+import re
+
 import libvirt
 
 from kvmmanager.core.errors import (
@@ -122,6 +124,41 @@ _TABLE: tuple[tuple[frozenset[int], type[KvmmError]], ...] = (
     (_CANCELLED, Cancelled),
     (_DENIED, PermissionDenied),
 )
+
+
+# libvirt's VIR_ERR_NO_SUPPORT text names only its C function ("this function is not
+# supported by the connection driver: virStorageVolDownload"); a user needs what the host
+# cannot do. The function goes into the error's details (and stays in the message only
+# where no words for it are known).
+_NO_SUPPORT_FUNCTION = re.compile(r"not supported by the connection driver: (vir\w+)")
+_RUNNING_DEVICES = "change the devices of a running VM; shut it down first"
+_CANNOT = {
+    "virStorageVolDownload": "download volumes (volume downloads, export bundles, backup checks)",
+    "virStorageVolUpload": "upload volumes (uploads, the agent ISO, cloud images)",
+    "virStorageVolResize": "resize volumes",
+    "virDomainAttachDeviceFlags": _RUNNING_DEVICES,
+    "virDomainDetachDeviceFlags": _RUNNING_DEVICES,
+    "virDomainDetachDeviceAlias": _RUNNING_DEVICES,
+    "virDomainUpdateDeviceFlags": _RUNNING_DEVICES,
+    "virConnectGetDomainCapabilities": "report which VMs it can run (domain capabilities)",
+    "virNetworkGetDHCPLeases": "report its networks' DHCP leases",
+    "virDomainInterfaceAddresses": "report a VM's addresses",
+    "virDomainBackupBegin": "take backups with libvirt's backup API",
+}
+
+
+def unsupported_function(message: str) -> str | None:
+    """The libvirt function a "not supported by the connection driver" message names."""
+    found = _NO_SUPPORT_FUNCTION.search(message)
+    return found.group(1) if found else None
+
+
+def unsupported_in_words(host: str, function: str) -> str:
+    """What host `host` cannot do, its libvirt driver lacking `function`."""
+    what = _CANNOT.get(function)
+    if what is None:
+        return f"host '{host}' cannot do this: its libvirt driver does not support {function}"
+    return f"host '{host}' cannot {what} (its libvirt driver does not support it)"
 
 
 def libvirt_message(exc: libvirt.libvirtError) -> str:

@@ -8,11 +8,7 @@ import copy
 import re
 from collections.abc import Mapping
 
-from kvmmanager.core.errors import KvmmError, Unsupported
-
-# A libvirt driver that cannot change a running VM's devices says so in its own terms
-# ("this function is not supported by the connection driver: virDomainAttachDeviceFlags").
-_RUNNING_UNSUPPORTED = re.compile(r"not supported by the connection driver: virDomain\w*Device")
+from kvmmanager.core.errors import KvmmError
 
 
 def failed(action: str, exc: KvmmError, labels: Mapping[str, str] | None = None) -> KvmmError:
@@ -22,8 +18,6 @@ def failed(action: str, exc: KvmmError, labels: Mapping[str, str] | None = None)
     message = exc.message
     for name, label in (labels or {}).items():
         message = re.sub(rf"\b{re.escape(name)}\b", label, message)
-    if isinstance(exc, Unsupported) and _RUNNING_UNSUPPORTED.search(message):
-        message = "this host cannot change the devices of a running VM; shut it down first"
     out = copy.copy(exc)
     out.message = f"{action} failed: {message}"
     out.args = (out.message,)
