@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.virt.xml.base import parse_size
+from kvmmanager.virt.xml.sizes import format_size
 
 # libvirt object names: no '/', no control characters, no leading '.'/'-' (file names and
 # command-line options), short enough for paths and LVM.
@@ -81,7 +82,7 @@ def check_size(value: int | str, field: str, *, maximum: int = MAX_VOLUME_BYTES)
     if size <= 0:
         raise InvalidInput(f"{field} must be greater than 0", field=field)
     if size > maximum:
-        raise InvalidInput(f"{field} must be at most {maximum} bytes", field=field)
+        raise InvalidInput(f"{field} must be at most {format_size(maximum)}", field=field)
     return size
 
 
