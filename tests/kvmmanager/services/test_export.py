@@ -3,6 +3,7 @@ network and pool remapping, clear refusals naming the field; generated XML valid
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import libvirt
@@ -37,6 +38,12 @@ def _cleanup() -> None:
         conn.close()
 
 
+def _diskless(xml: str) -> str:
+    """The VM's XML without its disks: imported next to the source, a disk would be the
+    source's own writable disk, which an import refuses to share (test below)."""
+    return re.sub(r"<disk\b.*?</disk>", "", xml, flags=re.S)
+
+
 @pytest.fixture
 async def source_vm(manager):
     """A VM with a 1 GiB disk in `default-pool`, a NIC on `default` and a tag."""
@@ -61,6 +68,13 @@ async def test_export_then_import_renames_on_clash_and_keeps_metadata(manager, s
     assert exported.manager_metadata.tags == ["exported"]
     assert "passwd" not in xml
 
+    # Next to the source, its writable disk would be shared by two VMs: refused, saying
+    # how to get a copy (issue 17).
+    with pytest.raises(Conflict) as err:
+        await manager.export.import_xml("local", xml)
+    assert err.value.field == "xml" and "share" in err.value.message
+    xml = _diskless(xml)
+
     res = await manager.export.import_xml("local", xml)
     assert res["renamed_from"] == source_vm.name
     assert res["vm"]["name"] == f"{source_vm.name}-2"
@@ -73,7 +87,7 @@ async def test_export_then_import_renames_on_clash_and_keeps_metadata(manager, s
 
 
 async def test_new_identity_gives_new_macs_and_uuid(manager, source_vm):
-    xml = await manager.export.export_xml("local", source_vm.name)
+    xml = _diskless(await manager.export.export_xml("local", source_vm.name))
     old_macs = {n.mac_address for n in Domain.from_xml(xml).devices.interfaces}
     name = f"kvmm-t-ops-{uuid.uuid4().hex[:8]}"
     res = await manager.export.import_xml("local", xml, ImportOptions(name=name, new_identity=True))
@@ -89,7 +103,15 @@ async def test_remap_network_and_pool(manager, source_vm):
     xml = await manager.export.export_xml("local", source_vm.name)
     dom = Domain.from_xml(xml)
     disk = dom.devices.disks[0]
-    vol_name = disk.source_file.rsplit("/", 1)[-1] if disk.source_file else disk.source_volume
+    # A volume of its own (the source's would be shared, which an import refuses).
+    vol_name = f"{source_vm.name}-copy.img"
+    conn = libvirt.open("test:///default")
+    try:
+        conn.storagePoolLookupByName(POOL).createXML(
+            f"<volume><name>{vol_name}</name><capacity>1048576</capacity></volume>", 0
+        )
+    finally:
+        conn.close()
     # Describe the disk as a pool volume of a pool that does not exist here, and the NIC
     # on a network that does not exist here either.
     disk.clear_source()
