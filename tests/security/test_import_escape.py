@@ -228,10 +228,15 @@ def test_a_vm_the_manager_built_imports_for_an_operator_who_then_owns_it(
         as_file = as_file.replace(
             f"<source pool='{pool.name}' volume='{vol.name()}'/>", f"<source file='{vol.path()}'/>"
         )
+    # Its disk may back one VM at a time (an import refuses to share a writable disk): the
+    # source goes, its volume stays, and each imported VM goes before the next import.
+    assert operator.delete(f"/api/hosts/local/vms/{name}").status_code == 200
     for text in (xml, as_file):
         r = operator.post("/api/hosts/local/imports", json={"xml": text, "new_identity": True})
         assert r.status_code == 201, r.text
         assert r.json()["vm"]["owner"] == operator.kvmm_username  # type: ignore[attr-defined]
+        imported = r.json()["vm"]["name"]
+        assert operator.delete(f"/api/hosts/local/vms/{imported}").status_code == 200
 
 
 def _bundle(path: Path, xml: str) -> None:

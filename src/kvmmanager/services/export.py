@@ -197,16 +197,17 @@ def plan_import(conn: libvirt.virConnect, xml: str, opts: ImportOptions) -> Impo
                 plan.warnings.append(f"{what}: {disk.source_file} is not a volume of any pool")
             else:
                 plan.volumes.append((vol.storagePoolLookupByVolume().name(), vol.name()))
-    _refuse_shared_disks(conn, dom, opts)
     plan.xml = dom.to_xml()
     return plan
 
 
-def _refuse_shared_disks(conn: libvirt.virConnect, dom: Domain, opts: ImportOptions) -> None:
+def refuse_shared_disks(conn: libvirt.virConnect, plan: ImportPlan, opts: ImportOptions) -> None:
     """A writable disk another VM of this host already uses would be written by two
     guests at once (the import of a VM's own export next to it, `new_identity` or a
     rename): refused, saying how to get a copy. Read-only and `<shareable/>` disks, and
-    CD-ROMs, may be shared."""
+    CD-ROMs, may be shared. Called after the ownership check: its message names the VM
+    using the disk, which another user's disk must not reveal."""
+    dom = Domain.from_xml(plan.xml)
     candidates = [
         d
         for d in dom.devices.disks
@@ -263,6 +264,7 @@ class ExportService:
             # An import names volumes like a VM create does: another user's disk is
             # theirs (it was read, cloned and deleted through an imported VM).
             self.m.ownership.check_volumes(opts.principal, host, list(plan.volumes))
+        await self.m.vms.run(host, lambda conn: refuse_shared_disks(conn, plan, opts), kind="read")
         uuid = await self.m.vms.run(host, lambda conn: _define(conn, plan), kind="lifecycle")
         info = await self.m.vms.refresh(host, uuid)
         log.info("imported vm %s on %s (renamed from %s)", plan.name, host, plan.renamed_from)

@@ -32,7 +32,13 @@ from typing import IO, TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, Unsupported
-from kvmmanager.services.export import ImportOptions, ImportPlan, parse_domain, plan_import
+from kvmmanager.services.export import (
+    ImportOptions,
+    ImportPlan,
+    parse_domain,
+    plan_import,
+    refuse_shared_disks,
+)
 from kvmmanager.services.transfer import CHUNK_SIZE, open_download
 from kvmmanager.virt.xml.domain import Domain
 
@@ -270,11 +276,11 @@ async def import_bundle(
     # Plan first with placeholder volumes: name clashes, networks and every refusal
     # surface before a single byte is uploaded.
     planned_volumes = {t: (pool, f"placeholder-{t}") for t in targets}
+    planned = replace(opts, disk_volumes=planned_volumes)
     plan: ImportPlan = await m.vms.run(
-        host,
-        lambda conn: plan_import(conn, xml, replace(opts, disk_volumes=planned_volumes)),
-        kind="read",
+        host, lambda conn: plan_import(conn, xml, planned), kind="read"
     )
+    await m.vms.run(host, lambda conn: refuse_shared_disks(conn, plan, planned), kind="read")
     volumes = {
         d["target"]: (pool, f"{plan.name}-{d['target']}.{d['format']}") for d in manifest["disks"]
     }
