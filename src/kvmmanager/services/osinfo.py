@@ -1,17 +1,27 @@
 """Operating systems and their recommended VM settings from osinfo-db, the database
-virt-manager and Cockpit use, read through Debian's libosinfo (GObject introspection).
+virt-manager and Cockpit use (Debian's `osinfo-db` package: XML under /usr/share/osinfo).
+
+The database is read directly, as data: libosinfo's GObject binding would put PyGObject and
+pycairo, built from source with compiled extensions, into the manager's package for a
+few lookups. What libosinfo adds on top is followed here: an OS inherits the devices and
+firmware of the OS it derives from or clones, and its own entries win (`supported="false"`
+takes a parent's device or firmware away).
 
 `search` finds OSes by name or short id; `defaults` turns one OS's entry into the create
 form's values (memory, vCPUs, disk size, disk bus, NIC model, firmware), each with the
-reason a person is shown. Without libosinfo (gir1.2-libosinfo-1.0, osinfo-db and
-PyGObject, which scripts/setup installs) `available()` is False and the create flow says so.
+reason a person is shown. Without osinfo-db, `available()` is False and the create flow
+says so.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Literal
+
+from lxml import etree
 
 from kvmmanager.core.errors import InvalidInput, Unsupported
 
@@ -22,6 +32,11 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 # When the database has no figure for an OS (old or exotic ones).
 FALLBACK_MEMORY_MIB, FALLBACK_DISK_GIB = 1024, 10
+LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+# Where Debian's osinfo-db puts it; OSINFO_SYSTEM_DIR is libosinfo's own override.
+DEFAULT_DIR = "/usr/share/osinfo"
+# A system package's data, but parsed as carefully as anything else.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
 @dataclass(frozen=True)
@@ -44,22 +59,115 @@ class OsDefaults:
     reasons: list[str] = field(default_factory=list)
 
 
-@functools.cache
-def _db() -> Any:
-    try:
-        import gi
+@dataclass(frozen=True)
+class Resources:
+    ram: int = -1
+    cpus: int = -1
+    storage: int = -1
 
-        gi.require_version("Libosinfo", "1.0")
-        from gi.repository import Libosinfo
-    except (ImportError, ValueError) as exc:
+
+@dataclass
+class OsEntry:
+    choice: OsChoice
+    parents: list[str]
+    # device id -> supported; (arch, type) -> supported
+    devices: dict[str, bool]
+    firmware: dict[tuple[str, str], bool]
+    recommended: Resources | None  # None: inherited
+    minimum: Resources | None
+
+
+@dataclass(frozen=True)
+class Database:
+    oses: dict[str, OsEntry]  # by os id
+    device_names: dict[str, str]  # device id -> name ("virtio-block")
+
+
+def _text(el: etree._Element, tag: str) -> str:
+    """The untranslated text of child `tag` (the one without xml:lang)."""
+    for child in el.findall(tag):
+        if child.get(LANG) is None:
+            return (child.text or "").strip()
+    return ""
+
+
+def _int(el: etree._Element | None, tag: str) -> int:
+    if el is None:
+        return -1
+    try:
+        return int(_text(el, tag) or -1)
+    except ValueError:
+        return -1
+
+
+def _resources(os_el: etree._Element, kind: str) -> Resources | None:
+    """The x86_64 (else all-architecture) `kind` ("recommended"/"minimum") figures; None
+    when the entry says to inherit them from the OS it derives from."""
+    for arch in (ARCH, "all"):
+        for res in os_el.findall("resources"):
+            if res.get("arch") != arch:
+                continue
+            if res.get("inherit") == "true":
+                return None
+            part = res.find(kind)
+            if part is not None:
+                return Resources(_int(part, "ram"), _int(part, "n-cpus"), _int(part, "storage"))
+    return Resources()
+
+
+def _entry(os_el: etree._Element) -> OsEntry | None:
+    short_id = _text(os_el, "short-id")
+    if not short_id:
+        return None
+    devices = {
+        d.get("id", ""): d.get("supported") != "false"
+        for d in os_el.findall("devices/device")
+        if d.get("id")
+    }
+    firmware = {
+        (f.get("arch", ""), f.get("type", "")): f.get("supported") != "false"
+        for f in os_el.findall("firmware")
+    }
+    return OsEntry(
+        choice=OsChoice(
+            short_id=short_id,
+            name=_text(os_el, "name") or short_id,
+            vendor=_text(os_el, "vendor"),
+            released=_text(os_el, "release-date"),
+        ),
+        parents=[
+            p.get("id", "")
+            for p in [*os_el.findall("derives-from"), *os_el.findall("clones")]
+            if p.get("id")
+        ],
+        devices=devices,
+        firmware=firmware,
+        recommended=_resources(os_el, "recommended"),
+        minimum=_resources(os_el, "minimum"),
+    )
+
+
+@functools.cache
+def _db() -> Database:
+    root = Path(os.environ.get("OSINFO_SYSTEM_DIR") or DEFAULT_DIR)
+    if not (root / "os").is_dir():
         raise Unsupported(
-            f"osinfo-db is not available here ({exc}): install gir1.2-libosinfo-1.0, "
-            "osinfo-db and PyGObject (scripts/setup does)",
+            f"osinfo-db is not installed here (no {root / 'os'}): install Debian's osinfo-db "
+            "(scripts/setup does)",
             field="os",
-        ) from exc
-    loader = Libosinfo.Loader()
-    loader.process_default_path()
-    return loader.get_db()
+        )
+    oses: dict[str, OsEntry] = {}
+    for path in sorted((root / "os").rglob("*.xml")):
+        for os_el in etree.parse(str(path), _PARSER).getroot().findall("os"):
+            entry = _entry(os_el)
+            if entry is not None and os_el.get("id"):
+                oses[os_el.get("id", "")] = entry
+    names: dict[str, str] = {}
+    for path in sorted((root / "device").rglob("*.xml")):
+        for dev in etree.parse(str(path), _PARSER).getroot().findall("device"):
+            if dev.get("id"):
+                names[dev.get("id", "")] = _text(dev, "name")
+    return Database(oses=oses, device_names=names)
 
 
 def available() -> bool:
@@ -70,21 +178,38 @@ def available() -> bool:
     return True
 
 
-def _choice(o: Any) -> OsChoice:
-    return OsChoice(
-        short_id=o.get_short_id() or "",
-        name=o.get_name() or o.get_short_id() or "",
-        vendor=o.get_vendor() or "",
-        released=o.get_release_date_string() or "",
-    )
-
-
 @functools.cache
-def _all() -> tuple[tuple[OsChoice, Any], ...]:
-    items = [(_choice(o), o) for o in _db().get_os_list().get_elements() if o.get_short_id()]
+def _all() -> tuple[tuple[OsChoice, str], ...]:
+    items = [(e.choice, os_id) for os_id, e in _db().oses.items()]
     # Newest first: the OS a person installs today is usually a recent one.
     items.sort(key=lambda c: (c[0].released, c[0].name), reverse=True)
     return tuple(items)
+
+
+def _own_or_inherited(os_id: str, kind: str, seen: frozenset[str] = frozenset()) -> Resources:
+    """Resources `kind` of OS `os_id`, from the OS it derives from when it says inherit."""
+    entry = _db().oses.get(os_id)
+    if entry is None or os_id in seen:
+        return Resources()
+    own: Resources | None = getattr(entry, kind)
+    if own is not None:
+        return own
+    for parent in entry.parents:
+        return _own_or_inherited(parent, kind, seen | {os_id})
+    return Resources()
+
+
+def _inherited(os_id: str, pick: str, seen: frozenset[str] = frozenset()) -> dict:
+    """`pick` ("devices" or "firmware") of OS `os_id` with what it inherits from the OSes
+    it derives from or clones; its own entries win."""
+    entry = _db().oses.get(os_id)
+    if entry is None or os_id in seen:
+        return {}
+    merged: dict = {}
+    for parent in entry.parents:
+        merged.update(_inherited(parent, pick, seen | {os_id}))
+    merged.update(getattr(entry, pick))
+    return merged
 
 
 def search(query: str, limit: int = MAX_RESULTS) -> list[OsChoice]:
@@ -100,25 +225,20 @@ def search(query: str, limit: int = MAX_RESULTS) -> list[OsChoice]:
     return found
 
 
-def _resource(o: Any, getter: str) -> tuple[int, int, int]:
-    """(ram bytes, cpus, storage bytes) of the x86_64 (or all-architecture) entry."""
-    for r in getattr(o, getter)().get_elements():
-        if r.get_architecture() in (ARCH, "all"):
-            return r.get_ram(), r.get_n_cpus(), r.get_storage()
-    return -1, -1, -1
-
-
 def defaults(short_id: str) -> OsDefaults:
     """The create form's values for OS `short_id`, with why each was chosen."""
-    found = [o for c, o in _all() if c.short_id == short_id]
+    found = [os_id for c, os_id in _all() if c.short_id == short_id]
     if not found:
         raise InvalidInput(f"unknown operating system '{short_id[:MAX_QUERY]}'", field="os")
-    o = found[0]
-    choice = _choice(o)
+    os_id = found[0]
+    entry = _db().oses[os_id]
+    choice = entry.choice
     name = choice.name
     reasons = []
-    ram, cpus, storage = _resource(o, "get_recommended_resources")
-    min_ram, min_cpus, min_storage = _resource(o, "get_minimum_resources")
+    rec = _own_or_inherited(os_id, "recommended")
+    low = _own_or_inherited(os_id, "minimum")
+    ram, cpus, storage = rec.ram, rec.cpus, rec.storage
+    min_ram, min_cpus, min_storage = low.ram, low.cpus, low.storage
     if ram > 0 or storage > 0:
         reasons.append(f"Memory and disk: what osinfo-db recommends for {name}.")
     elif min_ram > 0 or min_storage > 0:
@@ -129,7 +249,8 @@ def defaults(short_id: str) -> OsDefaults:
     disk = storage if storage > 0 else min_storage
     disk_gib = -(-disk // GIB) if disk > 0 else FALLBACK_DISK_GIB
     vcpus = cpus if cpus > 0 else max(min_cpus, 1)
-    devices = {d.get_name() for d in o.get_all_devices(None).get_elements()}
+    names = _db().device_names
+    devices = {names.get(dev_id, "") for dev_id, ok in _inherited(os_id, "devices").items() if ok}
     if devices & {"virtio-block", "virtio1.0-block"}:
         disk_bus: Literal["virtio", "sata"] = "virtio"
         reasons.append(f"Disk on virtio: {name} has its drivers (the fastest bus).")
@@ -147,11 +268,9 @@ def defaults(short_id: str) -> OsDefaults:
         nic = "rtl8139"
         reasons.append(f"Network card rtl8139: osinfo-db names no better card {name} knows.")
     firmware: Literal["bios", "uefi"] = "bios"
-    for f in o.get_complete_firmware_list(None).get_elements():
-        bios = f.get_architecture() == ARCH and f.get_firmware_type() == "bios"
-        if bios and not f.is_supported():
-            firmware = "uefi"
-            reasons.append(f"UEFI firmware: {name} does not boot with BIOS.")
+    if _inherited(os_id, "firmware").get((ARCH, "bios")) is False:
+        firmware = "uefi"
+        reasons.append(f"UEFI firmware: {name} does not boot with BIOS.")
     return OsDefaults(
         os=choice,
         memory_mib=memory_mib or FALLBACK_MEMORY_MIB,

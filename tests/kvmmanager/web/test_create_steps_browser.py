@@ -25,7 +25,7 @@ def test_os_pick_fills_the_later_steps_and_back_keeps_the_input(
     browser_login: Any, live_server: Any
 ) -> None:
     if not osinfo.available():
-        pytest.fail("libosinfo is missing: scripts/setup --dev installs it")
+        pytest.fail("osinfo-db is missing: scripts/setup --dev installs it")
     page = browser_login("operator", bypass_csp=True)  # axe-core is injected
     page.goto("/vms/new")
     form = page.locator("form#new-vm")
