@@ -40,7 +40,9 @@ async def running_vm(manager, monkeypatch):
     def domain(host: str, vm: str):
         found = real_domain(host, vm)
         if found.uuid == info.uuid:
-            return dataclasses.replace(found, agent_status="connected")
+            # And running, as it is: under load the inventory may still hold the state
+            # of an earlier lifecycle event of the create (seen in a clean-clone run).
+            return dataclasses.replace(found, agent_status="connected", state="running")
         return found
 
     monkeypatch.setattr(manager.inventory, "domain", domain)
