@@ -19,6 +19,9 @@ pytestmark = pytest.mark.browser
 
 PREFIX = "kvmm-t-lscale-"
 VMS = 60
+# A bounded wait, not a speed claim: the rows in view are answered a few at a time by the
+# host's workers, and the machine may be busy (the clean-chroot job runs beside the suite).
+WAIT = 60_000
 
 
 def _node_file(path: Path) -> Path:
@@ -62,14 +65,17 @@ def test_addresses_are_looked_up_for_the_rows_in_view(browser_login: Any) -> Non
     rows = page.locator("#vm-rows tr")
     expect(rows).to_have_count(VMS)
     first = rows.first.locator('td[data-label="Addresses"]')
-    expect(first).not_to_contain_text("…")
-    page.wait_for_load_state("networkidle")
-    # The rows below the fold have asked nothing yet.
-    assert 0 < len(lookups) < VMS // 2, lookups
+    expect(first).not_to_contain_text("…", timeout=WAIT)
+    page.wait_for_load_state("networkidle", timeout=WAIT)
+    # The rows below the fold have asked nothing yet. Counted per VM: a live refresh of
+    # the table (the host's connect event arrives just after the page) puts fresh rows in
+    # place, and the rows in view ask again.
+    asked = {urlsplit(u).path.split("/")[3] for u in lookups}
+    assert 0 < len(asked) < VMS // 2, sorted(asked)
     last = rows.last.locator('td[data-label="Addresses"]')
     expect(last).to_contain_text("…")
     last.scroll_into_view_if_needed()
-    expect(last).not_to_contain_text("…")
+    expect(last).not_to_contain_text("…", timeout=WAIT)
     assert any(
         f"/{uuid.UUID(int=0x6C73_0000_4000_8000_000000000000 + VMS - 1)}/" in u for u in lookups
     )
