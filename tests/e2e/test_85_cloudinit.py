@@ -55,7 +55,10 @@ from .support.console import ConsoleLog
 from .support.events import agent_event, lifecycle_event
 from .support.guests import LIBVIRT_URI
 
-pytestmark = pytest.mark.vm
+# The first test's setup builds a cloud image, uploads it and boots it under TCG to the
+# end of cloud-init: 205 s in stop 15's CI, over the 300 s default in a busier run. Each
+# wait inside has its own bound; this one is only the outer stop.
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 BOOT_TIMEOUT = 900  # systemd + cloud-init under TCG on a busy 2-core machine
 MEMORY_MIB = 768
 PASSWORD = "kvmm-e2e-not-secret"  # hashed into the seed (unit-tested)
