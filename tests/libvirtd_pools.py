@@ -26,6 +26,14 @@ from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
 
 LIBVIRTD_URI = "qemu:///system"
+# A test VM goes whatever it carries: a backup's checkpoints, snapshots, NVRAM or a managed
+# save each make a plain undefine() fail, and the VM was then left behind on the shared host.
+UNDEFINE_ALL = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,13 @@ from typing import Any
 
 import libvirt
 import pytest
-from tests.libvirtd_pools import LIBVIRTD_URI, DirPool, drop_pool, libvirtd_dir_pool
+from tests.libvirtd_pools import (
+    LIBVIRTD_URI,
+    UNDEFINE_ALL,
+    DirPool,
+    drop_pool,
+    libvirtd_dir_pool,
+)
 
 
 def drop_vm(name: str) -> None:
@@ -21,7 +27,7 @@ def drop_vm(name: str) -> None:
             if d.isActive():
                 d.destroy()
             if d.isPersistent():
-                d.undefine()
+                d.undefineFlags(UNDEFINE_ALL)
         finally:
             c.close()
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from tests.libvirtd_pools import dir_pool_xml, qemu_dir
+from tests.libvirtd_pools import UNDEFINE_ALL, dir_pool_xml, qemu_dir
 
 from kvmmanager.core.config import Settings
 
@@ -112,7 +112,7 @@ def drop_vm_everywhere(second_host: SecondHost, name: str) -> None:
                 if dom.isActive():
                     dom.destroy()
                 if dom.isPersistent():
-                    dom.undefine()
+                    dom.undefineFlags(UNDEFINE_ALL)
             finally:
                 conn.close()
 
