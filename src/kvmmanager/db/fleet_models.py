@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kvmmanager.db.base import Base
-from kvmmanager.db.models import UTCDateTime, utcnow
+from kvmmanager.db.columns import UTCDateTime, utcnow
 
 
 class Instance(Base):

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kvmmanager.db.base import Base
-from kvmmanager.db.models import UTCDateTime, utcnow
+from kvmmanager.db.columns import UTCDateTime, utcnow
 
 SCHEDULE_KINDS = ("once", "daily", "weekly", "monthly", "cron")
 MISSED_POLICIES = ("run", "skip")

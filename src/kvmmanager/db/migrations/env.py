@@ -9,7 +9,7 @@ from sqlalchemy import engine_from_config, pool
 
 from kvmmanager.db import models  # noqa: F401  (registers every table on Base.metadata)
 from kvmmanager.db.base import Base
-from kvmmanager.db.models import UTCDateTime
+from kvmmanager.db.columns import UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
