@@ -5,14 +5,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, ClassVar, Protocol, overload
 
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.virt.xml.sizes import size_to_bytes
 from kvmmanager.virt.xml.tree import Path, Step, detach, find, insert, parse_path
 
-if TYPE_CHECKING:
-    from kvmmanager.virt.xml.base import XMLObject
+
+class XMLNode(Protocol):
+    """What a descriptor needs of the model object it sits on, and of the model class it
+    builds children from. ``base.XMLObject`` is the one implementation; naming it here as a
+    protocol keeps this module below base.py (base.py imports the descriptors)."""
+
+    TAG: ClassVar[str]
+
+    def __init__(
+        self,
+        element: Any = None,
+        *,
+        _parent: Any = None,
+        _steps: tuple[Step, ...] | None = None,
+    ) -> None: ...
+    @classmethod
+    def _nsmap(cls) -> dict[str, str]: ...
+    def _element(self, create: bool = False) -> Any: ...
+    def _make(self, steps: tuple[Step, ...]) -> Any: ...
+    def _clear(self, steps: tuple[Step, ...], *, remove_last: bool) -> None: ...
+    def _order_for(self, steps: tuple[Step, ...]) -> list[str] | None: ...
+    def _new_element(self, step: Step, parent: Any) -> Any: ...
+    def _attach(self, parent: Any, steps: tuple[Step, ...]) -> None: ...
 
 
 class _Descriptor:
@@ -21,11 +42,11 @@ class _Descriptor:
     def __init__(self, path: str | None, *, doc: str | None = None) -> None:
         self.raw_path = path
         self.name = "?"
-        self.owner: type[XMLObject] | None = None
+        self.owner: type[XMLNode] | None = None
         self.path = Path((), None)
         self.__doc__ = doc
 
-    def __set_name__(self, owner: type[XMLObject], name: str) -> None:
+    def __set_name__(self, owner: type[XMLNode], name: str) -> None:
         self.name = name
         self.owner = owner
         self.path = parse_path(self._path_text(), owner._nsmap(), f"{owner.__name__}.{name}")
@@ -69,7 +90,7 @@ class XMLProperty(_Descriptor):
         self.readonly = readonly
         self.minimum = minimum
 
-    def __set_name__(self, owner: type[XMLObject], name: str) -> None:
+    def __set_name__(self, owner: type[XMLNode], name: str) -> None:
         super().__set_name__(owner, name)
         if self.present and (self.path.attr is not None or not self.path.steps):
             raise ValueError(f"{owner.__name__}.{name}: present=True needs an element path")
@@ -122,8 +143,8 @@ class XMLProperty(_Descriptor):
     @overload
     def __get__(self, obj: None, owner: type) -> XMLProperty: ...
     @overload
-    def __get__(self, obj: XMLObject, owner: type) -> Any: ...
-    def __get__(self, obj: XMLObject | None, owner: type) -> Any:
+    def __get__(self, obj: XMLNode, owner: type) -> Any: ...
+    def __get__(self, obj: XMLNode | None, owner: type) -> Any:
         if obj is None:
             return self
         el = obj._element()
@@ -137,7 +158,7 @@ class XMLProperty(_Descriptor):
         raw = target.get(self.path.attr) if self.path.attr else target.text
         return self._from_text(raw)
 
-    def __set__(self, obj: XMLObject, value: Any) -> None:
+    def __set__(self, obj: XMLNode, value: Any) -> None:
         if self.readonly:
             raise InvalidInput(
                 f"{self.name} is reported by libvirt and cannot be set", field=self.name
@@ -187,12 +208,12 @@ class XMLSizeProperty(XMLProperty):
         self.unit = unit
         self.default_unit = unit
 
-    def __set_name__(self, owner: type[XMLObject], name: str) -> None:
+    def __set_name__(self, owner: type[XMLNode], name: str) -> None:
         super().__set_name__(owner, name)
         if self.path.attr is not None:
             raise ValueError(f"{owner.__name__}.{name}: a size lives in element text")
 
-    def __get__(self, obj: XMLObject | None, owner: type) -> Any:
+    def __get__(self, obj: XMLNode | None, owner: type) -> Any:
         if obj is None:
             return self
         el = obj._element()
@@ -203,7 +224,7 @@ class XMLSizeProperty(XMLProperty):
         size = size_to_bytes(target.text.strip(), unit, field=self.name)
         return math.ceil(size / size_to_bytes(1, self.unit))
 
-    def __set__(self, obj: XMLObject, value: Any) -> None:
+    def __set__(self, obj: XMLNode, value: Any) -> None:
         super().__set__(obj, value)
         if value is not None:
             obj._make(self.path.steps).set("unit", self.unit)
@@ -219,12 +240,12 @@ class XMLValueList(_Descriptor):
         super().__init__(path, doc=doc)
         self.readonly = readonly
 
-    def __set_name__(self, owner: type[XMLObject], name: str) -> None:
+    def __set_name__(self, owner: type[XMLNode], name: str) -> None:
         super().__set_name__(owner, name)
         if not self.path.steps:
             raise ValueError(f"{owner.__name__}.{name}: a value list needs an element path")
 
-    def __get__(self, obj: XMLObject | None, owner: type) -> Any:
+    def __get__(self, obj: XMLNode | None, owner: type) -> Any:
         if obj is None:
             return self
         el = obj._element()
@@ -240,7 +261,7 @@ class XMLValueList(_Descriptor):
                     values.append(raw)
         return values
 
-    def __set__(self, obj: XMLObject, values: Iterable[str] | None) -> None:
+    def __set__(self, obj: XMLNode, values: Iterable[str] | None) -> None:
         if self.readonly:
             raise InvalidInput(
                 f"{self.name} is reported by libvirt and cannot be set", field=self.name
@@ -275,19 +296,19 @@ class XMLValueList(_Descriptor):
 class XMLChild(_Descriptor):
     """A single nested object (``domain.os``); reading never creates XML, setting does."""
 
-    def __init__(self, cls: type[XMLObject], path: str | None = None, *, doc: str | None = None):
+    def __init__(self, cls: type[XMLNode], path: str | None = None, *, doc: str | None = None):
         super().__init__(path, doc=doc)
         self.cls = cls
 
     def _path_text(self) -> str:
         return self.raw_path or self.cls.TAG
 
-    def __get__(self, obj: XMLObject | None, owner: type) -> Any:
+    def __get__(self, obj: XMLNode | None, owner: type) -> Any:
         if obj is None:
             return self
         return self.cls(_parent=obj, _steps=self.path.steps)
 
-    def __set__(self, obj: XMLObject, value: XMLObject | None) -> None:
+    def __set__(self, obj: XMLNode, value: XMLNode | None) -> None:
         if value is not None and not isinstance(value, self.cls):
             raise InvalidInput(f"{self.name} must be a {self.cls.__name__}", field=self.name)
         el = obj._element()
@@ -307,14 +328,14 @@ class XMLChildList(_Descriptor):
     """Repeated nested objects (``devices.disks``); add and remove them with the parent's
     ``add()`` / ``remove()``."""
 
-    def __init__(self, cls: type[XMLObject], path: str | None = None, *, doc: str | None = None):
+    def __init__(self, cls: type[XMLNode], path: str | None = None, *, doc: str | None = None):
         super().__init__(path, doc=doc)
         self.cls = cls
 
     def _path_text(self) -> str:
         return self.raw_path or self.cls.TAG
 
-    def __get__(self, obj: XMLObject | None, owner: type) -> Any:
+    def __get__(self, obj: XMLNode | None, owner: type) -> Any:
         if obj is None:
             return self
         el = obj._element()
@@ -324,5 +345,5 @@ class XMLChildList(_Descriptor):
         last = self.path.steps[-1]
         return [self.cls(c, _parent=obj) for c in container if last.matches(c)]
 
-    def __set__(self, obj: XMLObject, value: Any) -> None:
+    def __set__(self, obj: XMLNode, value: Any) -> None:
         raise AttributeError(f"{self.name} is a list: use add() and remove()")
