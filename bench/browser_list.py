@@ -37,7 +37,7 @@ from playwright.sync_api import sync_playwright
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import Row  # noqa: E402
+from common import Row, table  # noqa: E402
 from server import WEB_USER, Server  # noqa: E402
 from testdriver import PREFIX, uri, write_node  # noqa: E402
 
@@ -241,7 +241,6 @@ def run(workdir: Path, sizes: tuple[int, ...] = (1000, 5000), updates: int = 5) 
 
 
 def main() -> None:
-    from run import table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="1000,5000")

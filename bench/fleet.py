@@ -51,7 +51,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # bench/ (common, server) and the repo (tests.*)
 
-from common import Row  # noqa: E402
+from common import Row, table  # noqa: E402
 from server import free_port, server_env  # noqa: E402
 from testdriver import uri, write_node  # noqa: E402
 
@@ -561,7 +561,6 @@ def run(
 
 
 def main() -> None:
-    from run import table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--hosts", type=int, default=100)

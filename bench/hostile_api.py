@@ -48,7 +48,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # bench/ (common) and the repo (tests.*)
 
-from common import Row, median, ms, pct  # noqa: E402
+from common import Row, machine, median, ms, pct, table  # noqa: E402
 from tests.reliability.hostile import SCENARIOS, FakeGuest, behave  # noqa: E402
 
 CONTROL = "well-behaved guest (control)"
@@ -420,8 +420,6 @@ def main() -> None:
     elif args.guest:
         asyncio.run(guest(args.guest))
     else:
-        from run import machine, table
-
         print(machine(), flush=True)
         with tempfile.TemporaryDirectory(prefix="kvmm-bench-") as workdir:
             rows = run(

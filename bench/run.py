@@ -27,8 +27,6 @@ SQLite vs PostgreSQL).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -49,7 +47,7 @@ import memory
 import rest_list
 import sse_fanout
 import stats_cycle
-from common import Row
+from common import Row, machine, table
 
 FULL: dict[str, Callable[[Path], list[Row]]] = {
     "list": lambda w: rest_list.run(w),
@@ -87,30 +85,6 @@ QUICK: dict[str, Callable[[Path], list[Row]]] = {
 # failover (issue 16: ~20 kills of ~11 s plus restarts, 6 min) and history-pg (1,000 VMs
 # on SQLite and a throwaway PostgreSQL cluster) need PostgreSQL's server binaries.
 OPT_IN = {"vm", "browser", "failover", "history-pg"}
-HEADER = ("benchmark", "measure", "ours", "peer (same run)", "ratio", "target")
-
-
-def machine() -> str:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    load = os.getloadavg()[0]
-    return (
-        f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}, load average {load:.1f} at start"
-    )
-
-
-def table(rows: list[Row], markdown: bool) -> str:
-    cells = [HEADER, *((r.bench, r.measure, r.ours, r.peer, r.ratio, r.target) for r in rows)]
-    if markdown:
-        lines = ["| " + " | ".join(c) + " |" for c in cells]
-        lines.insert(1, "|" + " --- |" * len(HEADER))
-        return "\n".join(lines)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)) for c in cells)
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
