@@ -71,6 +71,7 @@ class XMLObject:
     # Filled by __init_subclass__: element path (tuple of tags) -> ordered child tags.
     _ORDER: ClassVar[dict[tuple[str, ...], list[str]]] = {}
     _DESCRIPTORS: ClassVar[list[_Descriptor]] = []
+    _ROOT_STEP: ClassVar[Step | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -101,7 +102,12 @@ class XMLObject:
 
     @classmethod
     def _root_step(cls) -> Step:
-        return parse_step(cls.TAG, cls._nsmap(), cls.__name__)
+        # Every wrapped element checks its tag against this: parse it once per class.
+        step = cls.__dict__.get("_ROOT_STEP")
+        if step is None:
+            step = parse_step(cls.TAG, cls._nsmap(), cls.__name__)
+            cls._ROOT_STEP = step
+        return step
 
     def __init__(
         self,

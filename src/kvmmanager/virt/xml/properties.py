@@ -254,7 +254,7 @@ class XMLValueList(_Descriptor):
             return []
         last = self.path.steps[-1]
         values = []
-        for child in container:
+        for child in container.iterchildren(last.tag):
             if last.matches(child):
                 raw = child.get(self.path.attr) if self.path.attr else child.text
                 if raw is not None:
@@ -343,7 +343,9 @@ class XMLChildList(_Descriptor):
         if container is None:
             return []
         last = self.path.steps[-1]
-        return [self.cls(c, _parent=obj) for c in container if last.matches(c)]
+        return [
+            self.cls(c, _parent=obj) for c in container.iterchildren(last.tag) if last.matches(c)
+        ]
 
     def __set__(self, obj: XMLNode, value: Any) -> None:
         raise AttributeError(f"{self.name} is a list: use add() and remove()")
