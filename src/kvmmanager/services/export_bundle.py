@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, Unsupported
-from kvmmanager.services.export import (
+from kvmmanager.services.import_plan import (
     ImportOptions,
     ImportPlan,
     parse_domain,

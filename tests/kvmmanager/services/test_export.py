@@ -10,7 +10,7 @@ import libvirt
 import pytest
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
-from kvmmanager.services.export import ImportOptions
+from kvmmanager.services.import_plan import ImportOptions
 from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.validate import validate_xml, validator_available

@@ -21,7 +21,7 @@ from tests.kvmmanager.services.backups.test_images_libvirtd import record_job_ca
 
 from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Conflict, InvalidInput
-from kvmmanager.services.export import ImportOptions
+from kvmmanager.services.import_plan import ImportOptions
 from kvmmanager.services.storage_specs import PoolSpec, VolumeSpec
 from kvmmanager.services.vm_spec import DiskSpec, VmSpec
 from kvmmanager.virt.calls import job_calls

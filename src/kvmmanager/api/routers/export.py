@@ -35,7 +35,7 @@ from kvmmanager.api.deps import (
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.export import ExportedXml, ImportedVm, ImportXmlIn
 from kvmmanager.core.errors import Cancelled, InvalidInput
-from kvmmanager.services.export import ImportOptions
+from kvmmanager.services.import_plan import ImportOptions
 
 router = APIRouter(tags=["export"], responses=ERROR_RESPONSES)
 
