@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import libvirt
 
@@ -27,11 +27,11 @@ from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services import vm_builder, vm_spec
 from kvmmanager.services.nic_detach import detach_nic_blocking
 from kvmmanager.services.vm_spec import DiskSpec, NicSpec
+from kvmmanager.virt.calls import CallKind
 from kvmmanager.virt.xml.devices import Disk, Interface
 from kvmmanager.virt.xml.domain import Domain
 
-if TYPE_CHECKING:
-    from kvmmanager.services.vms import VmService
+T = TypeVar("T")
 
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -286,8 +286,29 @@ def _apply_device(
     return EditResult(False, True, "saved; the VM is shut off")
 
 
+class VmCalls(Protocol):
+    """What an editor needs of the VM service: its two ways of running a blocking call on
+    a host's worker thread (VmService.run and run_on, which carry the call deadlines and
+    the per-VM cap). Named here so that vms.py, which builds the editor, is the only one
+    of the two modules that imports the other."""
+
+    async def run(
+        self,
+        host: str,
+        fn: Callable[..., T],
+        *args: Any,
+        op: str | None = None,
+        kind: CallKind | None = None,
+        vm: str | None = None,
+    ) -> T: ...
+
+    async def run_on(
+        self, host: str, vm: str, fn: Callable[..., T], *args: Any, kind: CallKind | None = None
+    ) -> T: ...
+
+
 class VmEditor:
-    def __init__(self, service: VmService) -> None:
+    def __init__(self, service: VmCalls) -> None:
         self.svc = service
 
     async def _host_limits(self, host: str) -> tuple[int, int]:
