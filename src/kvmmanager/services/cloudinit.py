@@ -499,11 +499,13 @@ class CloudInitService:
         owner: str | None = None,
         created_by: str | None = None,
         host_paths: bool = False,
+        seed: bool = True,
     ) -> dict[str, Any]:
         """Define (and start) a VM booting `image` (a volume of `image_pool`, default
-        `pool`) with a seed. `kernel` (+ `initrd`, `cmdline`): paths of pool volumes (any
-        host path with `host_paths`, an admin's) for a direct kernel boot, for images
-        that carry no bootloader (a bare root file system)."""
+        `pool`) with a seed (none with `seed=False`: an image that configures itself,
+        or one without cloud-init). `kernel` (+ `initrd`, `cmdline`): paths of pool
+        volumes (any host path with `host_paths`, an admin's) for a direct kernel boot,
+        for images that carry no bootloader (a bare root file system)."""
         validate_name(name, "name")
         validate_spec(spec)
         if mode not in ("linked", "full"):
@@ -547,7 +549,7 @@ class CloudInitService:
                 ) from exc
             info = Volume.from_xml(src.XMLDesc(0))
             existing = set(p.listVolumes())
-            for n in (disk_name, seed_name):
+            for n in (disk_name, seed_name) if seed else (disk_name,):
                 if n in existing:
                     raise Conflict(f"volume '{n}' already exists in pool '{pool}'", field="name")
             return src.path(), info.target_format or "raw", int(info.capacity or 0)
@@ -562,7 +564,7 @@ class CloudInitService:
                 field="size_gib",
             )
         instance_id = f"kvmm-{uuidlib.uuid4()}"
-        seed = await asyncio.to_thread(self.seed, spec, instance_id)
+        seed_bytes = await asyncio.to_thread(self.seed, spec, instance_id) if seed else None
         if kernel is not None:
             install = InstallSource(kind="kernel", kernel=kernel, initrd=initrd, cmdline=cmdline)
             disks = [DiskSpec(pool=pool, volume=disk_name)]
@@ -578,10 +580,17 @@ class CloudInitService:
                 op="copy the cloud image",
             )
             made.append(disk_name)
-            await self.m.storage.upload_volume(
-                host, pool, seed_name, [seed], size=len(seed), create=True, format="raw"
-            )
-            made.append(seed_name)
+            if seed_bytes is not None:
+                await self.m.storage.upload_volume(
+                    host,
+                    pool,
+                    seed_name,
+                    [seed_bytes],
+                    size=len(seed_bytes),
+                    create=True,
+                    format="raw",
+                )
+                made.append(seed_name)
             vm_spec = VmSpec(
                 name=name,
                 vcpus=vcpus,
@@ -596,7 +605,8 @@ class CloudInitService:
                 host, vm_spec, created_by=created_by, host_paths=host_paths
             )
             defined = True
-            await self.m.vms.edit.insert_media(host, name, pool, seed_name)
+            if seed_bytes is not None:
+                await self.m.vms.edit.insert_media(host, name, pool, seed_name)
             if start:
                 await self.m.vms.action(host, name, "start")
         except BaseException:
@@ -607,7 +617,7 @@ class CloudInitService:
             "name": name,
             "uuid": created["vm"].uuid,
             "disk": disk_name,
-            "seed": seed_name,
+            "seed": seed_name if seed_bytes is not None else None,
             "mode": mode,
             "instance_id": instance_id,
             "hostname": spec.hostname,

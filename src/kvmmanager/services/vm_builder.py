@@ -292,6 +292,10 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
         dom.os.cmdline = inst.cmdline
     elif inst.kind == "iso":
         dom.os.boot_devices = ["cdrom", "hd"]
+    elif inst.kind == "pxe":
+        # The network first; once an OS is installed on the disk, the PXE server's
+        # answer (or its absence) hands over to the disk.
+        dom.os.boot_devices = ["network", "hd"]
     else:
         dom.os.boot_devices = ["hd", "cdrom"]
     dom.features.acpi = True

@@ -40,9 +40,10 @@ SEED_SUFFIX = "-seed.iso"
 
 class InstallSource(BaseModel):
     """How the guest gets an OS: `iso` (boot from a CD-ROM volume), `import` (boot an
-    existing disk volume), `blank` (empty, CD-ROM for later) or `kernel` (direct boot)."""
+    existing disk volume), `blank` (empty, CD-ROM for later), `pxe` (boot from the
+    network first: needs a NIC) or `kernel` (direct boot)."""
 
-    kind: Literal["iso", "import", "blank", "kernel"] = "blank"
+    kind: Literal["iso", "import", "blank", "pxe", "kernel"] = "blank"
     pool: str | None = None
     volume: str | None = None
     kernel: str | None = None
@@ -258,6 +259,11 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
             raise InvalidInput(
                 "cmdline is too long or has control characters", field="install.cmdline"
             )
+    if inst.kind == "pxe" and not spec.nics:
+        # The firmware's PXE client asks a DHCP server on the NIC's network for a boot file.
+        raise InvalidInput(
+            "PXE boots from the network: the VM needs a NIC, pick a network", field="nics"
+        )
     new_names: set[tuple[str, str]] = set()
     for i, disk in enumerate(spec.disks):
         prefix = f"disks[{i}]"

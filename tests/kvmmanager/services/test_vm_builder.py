@@ -90,6 +90,18 @@ def test_matrix_builds_schema_valid_xml(install, firmware, nics, domain_type):
     assert len(dom.devices.interfaces) == len(nics)
 
 
+def test_pxe_boots_the_network_first_and_needs_a_nic():
+    with pytest.raises(InvalidInput, match="PXE boots from the network") as e:
+        validate_spec(_spec(install=InstallSource(kind="pxe")), FACTS)
+    assert e.value.field == "nics"
+    spec = _spec(install=InstallSource(kind="pxe"), nics=[NicSpec(network="default")])
+    validate_spec(spec, FACTS)
+    disks = [DiskPlan("/pool/a.qcow2", "qcow2", "virtio")]
+    xml = build_domain(spec, BuildInputs("qemu", "x86_64", disks)).to_xml()
+    validate_xml(xml, "domain")
+    assert Domain.from_xml(xml).os.boot_devices == ["network", "hd"]
+
+
 def test_each_vm_gets_its_own_vnc_password():
     spec = _spec()
     a = build_domain(spec, BuildInputs("qemu", "x86_64", []))

@@ -101,7 +101,13 @@ async def new_vm(
         active="vms",
         hosts=hosts,
         host=host,
-        form={"vcpus": 1, "memory_mib": 1024, "disk_gib": 10, "install_agent": True},
+        form={
+            "vcpus": 1,
+            "memory_mib": 1024,
+            "disk_gib": 10,
+            "install_agent": True,
+            "cloud_seed": True,
+        },
         errors={},
         **(await _choices(manager, host) if host else {}),
     )
@@ -159,6 +165,12 @@ async def create_vm(
     if source == "cloud":
         return await _create_from_cloud_image(request, manager, user, host, form)
     try:
+        if source == "upload":
+            raise InvalidInput(
+                "upload the ISO with the form beside the steps first: once it is uploaded, "
+                "it is picked as the ISO image",
+                field="source",
+            )
         install = InstallSource(kind=source)
         if source == "iso":
             install.pool, install.volume = _volume(iso)
@@ -188,7 +200,11 @@ async def create_vm(
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         return await _form_error(request, manager, host, form, field, first["msg"])
-    except InvalidInput as e:
+    except KvmmError as e:
+        # Refusals (a volume another VM uses, a name taken, ...) beside their field; a
+        # host failure (5xx) stays an error page.
+        if e.status >= 500:
+            raise
         return await _form_error(request, manager, host, form, e.field or "", e.message)
     vm = result["vm"]
     toasts = [(f"Created {vm.name} ({result['domain_type']})", "ok")]
@@ -215,6 +231,7 @@ CLOUD_FIELDS = {
     "memory_mib": "memory_mib",
     "vcpus": "vcpus",
     "nics": "network",
+    "mode": "source",
 }
 USER_FIELDS = {"name": "ci_user", "ssh_authorized_keys": "ci_ssh_keys", "password": "ci_password"}
 # The "Agent permissions" fieldset: one entry per line, added to the agent's defaults.
@@ -296,6 +313,8 @@ async def _create_from_cloud_image(
             start=form.get("start") == "true",
             owner=user.username,
             created_by=user.username,
+            mode=text("cloud_mode") or "linked",
+            seed=form.get("cloud_seed") == "true",
         )
     except ValueError as e:  # pydantic's ValidationError and bad numbers
         return await _form_error(request, manager, host, form, "form", str(e).splitlines()[0])
@@ -304,7 +323,9 @@ async def _create_from_cloud_image(
             raise
         field = _cloud_field(e.field or "")
         return await _form_error(request, manager, host, form, field, e.message, mapped=True)
-    message = f"Created {result['name']} from {image} (cloud-init seed {result['seed']})"
+    how = "a full clone" if result["mode"] == "full" else "a copy-on-write overlay"
+    seed = f"cloud-init seed {result['seed']}" if result["seed"] else "no cloud-init seed"
+    message = f"Created {result['name']} from {image} ({how}, {seed})"
     return redirect_with_toasts(f"/vms/{host}/{result['name']}", (message, "ok"))
 
 
@@ -330,6 +351,7 @@ async def _form_error(
     form.pop("ci_password", None)  # never echoed back into the page
     # An unticked box is absent from the post: the re-rendered form must show it unticked.
     form["install_agent"] = form.get("install_agent") == "true"
+    form["cloud_seed"] = form.get("cloud_seed") == "true"
     return render(
         request,
         "vms/_new_form.html",

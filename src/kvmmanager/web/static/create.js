@@ -27,6 +27,22 @@
     return el.value;
   }
 
+  // The chosen source in words: its label, the volume picked for it, and for a cloud
+  // image how its disk is made and whether a seed goes with it.
+  function source(form) {
+    const picked = Array.from(form.querySelectorAll("input[name=source]")).find((r) => r.checked);
+    if (!picked) return "not chosen";
+    let out = picked.parentElement.textContent.trim();
+    const vol = form.querySelector('[data-source-of="' + picked.value + '"]');
+    if (vol) out += ": " + (vol.selectedOptions[0] ? vol.value : "(no volume to pick)");
+    if (picked.value === "cloud") {
+      const mode = form.querySelector("input[name=cloud_mode]:checked");
+      out += mode && mode.value === "full" ? ", full clone" : ", copy-on-write overlay";
+      out += form.elements.cloud_seed.checked ? ", with a cloud-init seed" : ", no cloud-init seed";
+    }
+    return out;
+  }
+
   function review(form) {
     const dl = form.querySelector("#review");
     if (!dl) return;
@@ -38,7 +54,7 @@
       ["vCPUs", text(form, "vcpus")],
       ["Memory (MiB)", text(form, "memory_mib")],
       ["Firmware", text(form, "firmware")],
-      ["Install source", text(form, "source")],
+      ["Install source", source(form)],
       ["New disk (GiB)", text(form, "disk_gib") + " in " + text(form, "disk_pool") + ", " + text(form, "disk_bus")],
       ["Network", text(form, "network") + ", " + text(form, "nic_model")],
     ];
@@ -78,6 +94,13 @@
       if (el.tagName === "SELECT" && !Array.from(el.options).some((o) => o.value === value)) return;
       el.value = value;
     });
+  });
+  // "Upload an ISO" is done in the upload form beside the steps: take the user there.
+  document.addEventListener("change", (e) => {
+    const r = e.target;
+    if (r.name !== "source" || r.value !== "upload" || !r.closest("form#new-vm")) return;
+    const file = document.querySelector("#iso-upload input[type=file]");
+    if (file) { file.scrollIntoView({ block: "center" }); file.focus(); }
   });
   document.addEventListener("DOMContentLoaded", () => wire(document.querySelector("form#new-vm")));
 })();
