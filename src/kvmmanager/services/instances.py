@@ -65,8 +65,7 @@ class InstanceService:
         self._task: asyncio.Task[None] | None = None
 
     def _address(self) -> str:
-        server = self.m.settings.server
-        return server.base_url or f"http://{server.host}:{server.port}"
+        return str(self.m.address)
 
     def register(self) -> None:
         now = utcnow()
@@ -125,13 +124,6 @@ class InstanceService:
             )
         return [i for i, host, pid in rows if host != here or _process_exists(pid)]
 
-    def sqlite_neighbours(self) -> list[InstanceInfo]:
-        """Other live instances on this instance's SQLite database (none on PostgreSQL,
-        where several instances are the design)."""
-        if self.m.engine.dialect.name != "sqlite":
-            return []
-        return [i for i in self.list() if i.alive and not i.this]
-
     def list(self) -> list[InstanceInfo]:
         now = utcnow()
         stale = timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))
@@ -157,21 +149,6 @@ class InstanceService:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.register)
-        for other in await asyncio.to_thread(self.sqlite_neighbours):
-            # SQLite is the one-instance database: a second instance on the same file is
-            # kept from double-running singletons by the lease, but its event stream lacks
-            # the other's job and alert events (no LISTEN/NOTIFY) and both write one file.
-            log.warning(
-                "another manager instance uses this SQLite database (%s, pid %d on %s, "
-                "started %s): only the singleton-lease holder runs schedules, alerts, "
-                "webhooks, retention and history writes, and each instance's event stream "
-                "shows only its own jobs; for several instances use PostgreSQL "
-                "(database.url)",
-                other.id,
-                other.pid,
-                other.hostname,
-                other.started_at.isoformat(timespec="seconds"),
-            )
         # The first beat's lease attempt, now: a lone instance runs its singletons at once.
         await self.m.lease.renew()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="kvmm-heartbeat")

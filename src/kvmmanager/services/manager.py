@@ -13,13 +13,14 @@ import asyncio
 import importlib
 import logging
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from kvmmanager.core.config import Settings, get_settings
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.db import migrate
+from kvmmanager.db import migrate, sqlite_owner
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
 from kvmmanager.services.audit import AuditService
@@ -76,6 +77,9 @@ class Manager:
         self.helper_sweep: asyncio.Task[dict[str, list[str]]] | None = None
         # The first-start admin password, when this start created it (for `serve`'s banner).
         self.initial_admin_password: str | None = None
+        # SQLite: this process's claim on the file while started (db/sqlite_owner.py).
+        self._claimed: Path | None = None
+        self._claiming = False
 
     # -- lower layers ------------------------------------------------------------------
 
@@ -207,6 +211,25 @@ class Manager:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def address(self) -> str:
+        """Where this instance serves, as other instances and operators are told."""
+        server = self.settings.server
+        return server.base_url or f"http://{server.host}:{server.port}"
+
+    def claim_database(self) -> None:
+        """SQLite: claim the file for this process, or raise DatabaseInUse naming the
+        manager process that serves it (a second instance there would double-run the
+        singleton work and miss the other's events). Nothing on PostgreSQL."""
+        if not self._claiming:
+            self._claimed = sqlite_owner.claim(self.engine, self.address)
+            self._claiming = True
+
+    def release_database(self) -> None:
+        if self._claiming:
+            sqlite_owner.release(self._claimed)
+            self._claimed, self._claiming = None, False
+
     def prepare_database(self) -> None:
         """Migrate the schema and create the first admin; needs no event loop. Under the
         database's lock: of instances starting together, one migrates, the others wait
@@ -220,7 +243,14 @@ class Manager:
     async def start(self) -> None:
         if self.started:
             return
-        await asyncio.to_thread(self.prepare_database)
+        # Before anything touches the database: a second instance on a SQLite file is
+        # refused before it migrates or registers.
+        self.claim_database()
+        try:
+            await asyncio.to_thread(self.prepare_database)
+        except BaseException:
+            self.release_database()
+            raise
         self.loop = asyncio.get_running_loop()
         self.jobs.attach_loop(self.loop)
         from kvmmanager.virt.connection import ensure_event_loop
@@ -280,6 +310,7 @@ class Manager:
         if "registry" in self.__dict__:
             await self.registry.close()
         self.engine.dispose()
+        self.release_database()
         self.started = False
 
     def _host_rows(self) -> list[tuple[str, str]]:

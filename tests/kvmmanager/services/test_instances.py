@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import threading
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import update
 from tests.postgres_cluster import db_url  # noqa: F401 (fixture)
 
@@ -151,43 +149,5 @@ async def test_the_lease_holder_fails_the_jobs_of_an_instance_that_died(
         assert job.error["code"] == "interrupted"
         assert job.error["message"] == "the manager instance running it stopped"
         assert m.jobs.get("kvmm-t-inst-live").state == "running"
-    finally:
-        await m.stop()
-
-
-async def test_a_second_instance_on_one_sqlite_file_says_what_it_means(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
-    """SQLite's rule (docs/operations.md): a second instance on the same file starts, is
-    told at start which instance it shares the file with and what that means, and runs no
-    singleton work while the first holds the lease."""
-    first, second = Manager(settings), Manager(settings)
-    await first.start()
-    try:
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="kvmmanager.services.instances"):
-            await second.start()
-        try:
-            said = [r.getMessage() for r in caplog.records if "SQLite" in r.getMessage()]
-            assert len(said) == 1, said
-            assert first.instances.id in said[0] and f"pid {os.getpid()}" in said[0]
-            assert "only the singleton-lease holder runs" in said[0]
-            assert "use PostgreSQL" in said[0]
-            assert first.lease.held and not second.lease.held
-        finally:
-            await second.stop()
-    finally:
-        await first.stop()
-    assert first.instances.sqlite_neighbours() == []
-
-
-async def test_a_lone_sqlite_instance_says_nothing(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
-    m = Manager(settings)
-    with caplog.at_level(logging.WARNING, logger="kvmmanager.services.instances"):
-        await m.start()
-    try:
-        assert not [r for r in caplog.records if "SQLite" in r.getMessage()]
     finally:
         await m.stop()

@@ -27,6 +27,10 @@ def serve(
     if port is not None:
         settings.server.port = port
     manager = Manager(settings)
+    # SQLite takes one instance: a second one is refused here (DatabaseInUse, one line
+    # naming the file and its owner) before it migrates or listens. The claim is held
+    # until the server ends; the app's own Manager shares it (db/sqlite_owner.py).
+    manager.claim_database()
     # Migrate and create the first admin before listening, so the banner can say where
     # the password is (only its path is printed: stdout is the journal under systemd).
     manager.prepare_database()
@@ -39,16 +43,19 @@ def serve(
     if pw_file.exists():
         print(f"kvm-manager: the first admin password is in {pw_file}", flush=True)
     manager.engine.dispose()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.log_level.lower(),
-        # One line per record whatever guests put in a message (core/logs.py).
-        log_config=logging_config(settings.log_level),
-        # Header deadline and size, connection caps, keep-alive (api/server.py).
-        **uvicorn_options(settings.server),
-    )
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level=settings.log_level.lower(),
+            # One line per record whatever guests put in a message (core/logs.py).
+            log_config=logging_config(settings.log_level),
+            # Header deadline and size, connection caps, keep-alive (api/server.py).
+            **uvicorn_options(settings.server),
+        )
+    finally:
+        manager.release_database()
 
 
 def register(root: typer.Typer) -> None:
