@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services import image_probe
+from kvmmanager.services.jobs import JobProgress
+from kvmmanager.services.storage_calls import StorageCalls
 from kvmmanager.services.storage_specs import POOL_NAME_MAX, VOLUME_NAME_MAX, check_name
 from kvmmanager.services.storage_xml import (
     VolumeDetails,
@@ -26,17 +28,13 @@ from kvmmanager.services.storage_xml import (
 )
 from kvmmanager.services.users import Principal
 
-if TYPE_CHECKING:
-    from kvmmanager.services.jobs import JobProgress
-    from kvmmanager.services.storage import StorageService
-
 # How often a clone job reads the new volume's allocation to report progress.
 CLONE_POLL_SECONDS = 0.5
 CLONE_FORMATS = ("qcow2", "raw")
 
 
 async def start_clone(
-    storage: StorageService,
+    storage: StorageCalls,
     host: str,
     pool: str,
     name: str,
@@ -110,7 +108,7 @@ async def start_clone(
 
 
 async def _discard(
-    storage: StorageService, host: str, task: asyncio.Future[Any], pool: str, name: str
+    storage: StorageCalls, host: str, task: asyncio.Future[Any], pool: str, name: str
 ) -> None:
     """Wait for the copy to end; if it made the volume, delete it."""
     with contextlib.suppress(BaseException):

@@ -29,12 +29,13 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import libvirt
 
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError
 from kvmmanager.services import image_probe
+from kvmmanager.services.storage_calls import StorageCalls
 from kvmmanager.services.storage_specs import VOLUME_NAME_MAX, check_name, check_size
 from kvmmanager.services.storage_xml import (
     VolumeDetails,
@@ -44,9 +45,6 @@ from kvmmanager.services.storage_xml import (
     volume_exists,
 )
 from kvmmanager.virt.calls import CallKind
-
-if TYPE_CHECKING:
-    from kvmmanager.services.storage import StorageService
 
 CHUNK_SIZE = 1 << 20
 # The largest volume one upload may declare (16 TiB): beyond that the size is a typo.
@@ -294,7 +292,7 @@ def _check_upload_args(name: str, size: int | None, format: str) -> int:
 
 
 async def check_upload(
-    storage: StorageService,
+    storage: StorageCalls,
     host: str,
     pool: str,
     name: str,
@@ -319,7 +317,7 @@ async def check_upload(
         _refuse_running(storage, host, pool, name, path)
 
 
-def _refuse_running(storage: StorageService, host: str, pool: str, name: str, path: str) -> None:
+def _refuse_running(storage: StorageCalls, host: str, pool: str, name: str, path: str) -> None:
     # Overwriting a disk under a running guest corrupts it.
     running = storage.volume_path_in_use_by(host, path, pool=pool, volume=name, running_only=True)
     if running:
@@ -329,7 +327,7 @@ def _refuse_running(storage: StorageService, host: str, pool: str, name: str, pa
 
 
 async def upload_volume(
-    storage: StorageService,
+    storage: StorageCalls,
     host: str,
     pool: str,
     name: str,
@@ -391,7 +389,7 @@ async def upload_volume(
     return details
 
 
-async def _forget_if_gone(storage: StorageService, host: str, pool: str, name: str) -> None:
+async def _forget_if_gone(storage: StorageCalls, host: str, pool: str, name: str) -> None:
     """A deleted overwritten volume takes its owner record along: a later volume of that
     name is not that user's. Kept while the volume is still there (its delete failed)."""
     with contextlib.suppress(Exception):
@@ -403,7 +401,7 @@ async def _forget_if_gone(storage: StorageService, host: str, pool: str, name: s
 
 
 async def open_volume_download(
-    storage: StorageService, host: str, pool: str, name: str
+    storage: StorageCalls, host: str, pool: str, name: str
 ) -> tuple[VolumeDetails, Download]:
     details = await storage.get_volume(host, pool, name)
     h = storage._host(host)
