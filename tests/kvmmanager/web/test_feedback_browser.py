@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import libvirt
 import pytest
 from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step, submit
@@ -172,6 +173,33 @@ def test_snapshots_tab_follows_snapshots_taken_and_deleted_elsewhere(
     expect(entry).to_have_count(0, timeout=WAIT)
     expect(snaps.locator("text=No snapshots.")).to_be_visible()
     shot(page, "vm-snapshots-live-deleted")
+
+
+def test_snapshots_taken_outside_the_manager_show_when_the_tab_is_opened(
+    browser_login: Any, api: httpx.Client
+) -> None:
+    """libvirt has no snapshot event (test_snapshot_events.py): a snapshot taken by
+    another tool (virsh) on a shut-off VM reaches the page when the user opens the
+    Snapshots tab again, with no reload and no polling (it showed only after a reload)."""
+    name = f"{PREFIX}outside-snaps"
+    made(api.post("/api/hosts/local/vms", json={"name": name, "memory_mib": 64, "disks": [DISK]}))
+    page = browser_login("admin")
+    page.goto(f"/vms/local/{name}#snapshots")
+    snaps = page.locator("#snapshots")
+    expect(snaps.locator("text=No snapshots.")).to_be_visible(timeout=WAIT)
+    # Live (the stream's catch-up on connecting refreshes every live part once).
+    expect(page.locator("html[data-live=open]")).to_have_count(1, timeout=WAIT)
+    page.click("nav.tabs a[data-tab=overview]")
+    conn = libvirt.open("test:///default")  # the driver the live server's "local" host uses
+    try:
+        conn.lookupByName(name).snapshotCreateXML(
+            "<domainsnapshot><name>by-virsh</name></domainsnapshot>", 0
+        )
+    finally:
+        conn.close()
+    page.click("nav.tabs a[data-tab=snapshots]")
+    expect(snaps.locator("ul.tree li", has_text="by-virsh")).to_be_visible(timeout=WAIT)
+    shot(page, "vm-snapshots-outside-shown")
 
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

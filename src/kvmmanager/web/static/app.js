@@ -117,9 +117,18 @@ function wireMenu() {
 // Tabs: <nav class="tabs"><a data-tab="x">, panels <section data-panel="x">.
 function wireTabs() {
   document.querySelectorAll("nav.tabs").forEach((tabs) => {
+    let shown = null;
     const show = (name) => {
       tabs.querySelectorAll("[data-tab]").forEach((t) => t.setAttribute("aria-selected", String(t.dataset.tab === name)));
       document.querySelectorAll("[data-panel]").forEach((p) => { p.hidden = p.dataset.panel !== name; });
+      // What libvirt sends no event for (a snapshot another tool took: no snapshot event
+      // exists) is read again when the user opens its tab; never on a timer. The first
+      // show is the page load, which loads it anyway.
+      if (shown !== null && shown !== name) {
+        document.querySelectorAll('[data-panel="' + CSS.escape(name) + '"] [data-refresh-on-show]')
+          .forEach((el) => { if (!el.classList.contains("htmx-request")) htmx.trigger(el, "kvmm-refresh"); });
+      }
+      shown = name;
       if (history.replaceState) history.replaceState(null, "", "#" + name);
       document.dispatchEvent(new CustomEvent("kvmm-tab", { detail: name }));
     };
