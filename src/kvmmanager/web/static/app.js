@@ -51,14 +51,16 @@ function startLive() {
   // htmx drops a trigger while the element's own request is in flight, and a list that
   // is being re-fetched may land after a row's fresher answer and overwrite it. Such an
   // update is remembered by the element's key and replayed once the swap has settled (the
-  // element may have been replaced by then, hence keys rather than nodes).
+  // element may have been replaced by then, hence keys rather than nodes): a row's update
+  // that met a list refresh re-fetches that one row after it, never the whole list again.
   const keyOf = (el) => el.id || el.getAttribute("data-live-vm");
   const stale = new Set();
   const refresh = (el) => {
     const list = el.closest("[data-live-list]");
-    if (list && list !== el && list.classList.contains("htmx-request")) el = list;
-    if (el.classList.contains("htmx-request") && keyOf(el)) {
+    const listBusy = list && list !== el && list.classList.contains("htmx-request");
+    if ((listBusy || el.classList.contains("htmx-request")) && keyOf(el)) {
       stale.add(keyOf(el));
+      el.setAttribute("data-live-pending", ""); // an update waits for this element
       return;
     }
     htmx.trigger(el, "kvmm-refresh");
@@ -68,8 +70,11 @@ function startLive() {
       const els = [document.getElementById(key)].concat(
         Array.from(document.querySelectorAll('[data-live-vm="' + CSS.escape(key) + '"]')));
       els.forEach((el) => {
+        const list = el && el.closest("[data-live-list]");
+        if (list && list !== el && list.classList.contains("htmx-request")) return;
         if (el && !el.classList.contains("htmx-request")) {
           stale.delete(key);
+          el.removeAttribute("data-live-pending");
           htmx.trigger(el, "kvmm-refresh");
         }
       });
@@ -143,6 +148,16 @@ function wireTabs() {
     window.addEventListener("hashchange", () => { const t = fromHash(); if (t) show(t); });
   });
 }
+
+// A paged list (the VM list) keeps the page it shows in its filter form's hidden field,
+// so the list's live refreshes re-fetch that page: the rows' pager row says which.
+document.addEventListener("htmx:afterSwap", (e) => {
+  const rows = e.detail.target;
+  if (!rows || rows.id !== "vm-rows") return;
+  const field = document.querySelector("form.filters [data-list-page]");
+  const pager = rows.querySelector("[data-pager]");
+  if (field) field.value = pager ? pager.dataset.page : "1";
+});
 
 // The create form's ISO list reloads after an upload on its page: pick what was uploaded.
 let lastUpload = "";
