@@ -6,22 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
 
+from kvmmanager.core.config import AuditSettings
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.text import encodable
 from kvmmanager.db.models import REASON_MAX, AuditEntry
 from kvmmanager.services.audit_budget import AnonymousFailureBudget, Suppressed
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,18 @@ class AuditPage:
 
 
 class AuditService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
-        cfg = manager.settings.audit
+    def __init__(
+        self,
+        db: sessionmaker[DbSession],
+        settings: AuditSettings,
+        lease_held: Callable[[], bool],
+    ) -> None:
+        """`lease_held` says whether this instance holds the singleton lease now (the
+        lease service's `held`): retention is pruned by one instance for all."""
+        self._db = db
+        self._settings = settings
+        self._lease_held = lease_held
+        cfg = settings
         # Failed requests without a user: bounded per address and minute (audit_budget.py).
         self.anonymous_budget = AnonymousFailureBudget(
             cfg.anonymous_failures_per_minute_per_address, cfg.anonymous_failures_per_minute
@@ -155,14 +164,14 @@ class AuditService:
         await asyncio.to_thread(self.write_suppressed)
 
     async def _maintain(self) -> None:
-        cfg = self._m.settings.audit
+        cfg = self._settings
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         while True:
             try:
                 await asyncio.to_thread(self.write_suppressed)
                 # Retention is singleton work: the lease holder prunes for every instance.
-                if loop.time() >= next_prune and self._m.lease.held:
+                if loop.time() >= next_prune and self._lease_held():
                     deleted = await asyncio.to_thread(self.prune)
                     if deleted:
                         log.info(
@@ -178,8 +187,8 @@ class AuditService:
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete entries older than `audit.retention_days`; returns how many."""
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self._m.settings.audit.retention_days)
-        with self._m.db.begin() as s:
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self._settings.retention_days)
+        with self._db.begin() as s:
             result = s.execute(delete(AuditEntry).where(AuditEntry.ts < cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -188,7 +197,7 @@ class AuditService:
         closed: list[Suppressed] = self.anonymous_budget.take_closed()
         if not closed:
             return 0
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             for item in closed:
                 s.add(
                     AuditEntry(
@@ -213,7 +222,7 @@ class AuditService:
             session.add(row)
             session.flush()
             return row.id
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             s.add(row)
             s.flush()
             return row.id
@@ -227,7 +236,7 @@ class AuditService:
         error_code: str | None,
         reason: str | None = None,
     ) -> None:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             row = s.get(AuditEntry, entry_id)
             if row is not None:
                 row.result, row.status, row.error_code = result, status, error_code
@@ -271,7 +280,7 @@ class AuditService:
             q = q.where(AuditEntry.result == result)
         if job_id is not None:
             q = q.where(AuditEntry.job_id == job_id)
-        with self._m.db() as s:
+        with self._db() as s:
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
             items = list(
                 s.scalars(

@@ -27,17 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.services.audit import AuditRecord
+from kvmmanager.services.audit import AuditRecord, AuditService
 from kvmmanager.services.vm_builder import undefine_flags
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,23 @@ UNDO_ACTIONS = frozenset({"delete_volume", "undefine_domain", "delete_snapshot"}
 # How long to wait for the host to come back, and for a busy volume to be released.
 UNDO_WAIT_SECONDS = 120.0
 _BUSY_RETRY_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class UndoTools:
+    """What undoing a job needs, handed over by the Manager that builds the jobs service:
+    the hosts, the inventory and the audit log, and three calls into services that sit
+    above the jobs (storage, snapshots: they start jobs) as callbacks."""
+
+    registry: HostRegistry
+    inventory: Inventory
+    audit: AuditService
+    # (host, pool): re-read the pool into the inventory (StorageService.sync_pool).
+    sync_pool: Callable[[str, str], Awaitable[None]]
+    # (host, path, pool, volume): the VMs using the volume (volume_path_in_use_by).
+    volume_users: Callable[[str, str, str, str], list[str]]
+    # (host, vm, snapshot): delete it with its merge (SnapshotService.delete).
+    delete_snapshot: Callable[[str, str, str], Awaitable[dict[str, Any]]]
 
 
 @dataclass(slots=True)
@@ -73,7 +90,7 @@ def describe(record: dict[str, Any]) -> str:
     return f"volume {record.get('pool')}/{record.get('volume')}"
 
 
-async def undo_job(m: Manager, job: Interrupted, wait: float = UNDO_WAIT_SECONDS) -> str:
+async def undo_job(tools: UndoTools, job: Interrupted, wait: float = UNDO_WAIT_SECONDS) -> str:
     """Undo one interrupted job's records, waiting up to `wait` seconds for its host;
     returns what happened, for the job's error message ("its half-made volume p/v:
     removed; ...")."""
@@ -81,7 +98,7 @@ async def undo_job(m: Manager, job: Interrupted, wait: float = UNDO_WAIT_SECONDS
     removed = True
     for record in reversed(job.records):
         try:
-            outcome = await _undo_one(m, record, wait)
+            outcome = await _undo_one(tools, record, wait)
         except KvmmError as exc:
             outcome, removed = f"left in place: {exc.message}", False
         except Exception as exc:  # one record's surprise must not stop the others
@@ -92,12 +109,12 @@ async def undo_job(m: Manager, job: Interrupted, wait: float = UNDO_WAIT_SECONDS
         log.warning("interrupted job %s: %s %s", job.job_id, describe(record), outcome)
         outcomes.append(f"{describe(record)}: {outcome}")
     message = "its half-made " + "; ".join(outcomes)
-    await asyncio.to_thread(_audit, m, job, outcomes, removed)
+    await asyncio.to_thread(_audit, tools, job, outcomes, removed)
     return message
 
 
-def _audit(m: Manager, job: Interrupted, outcomes: list[str], ok: bool) -> None:
-    m.audit.record(
+def _audit(tools: UndoTools, job: Interrupted, outcomes: list[str], ok: bool) -> None:
+    tools.audit.record(
         AuditRecord(
             action="jobs.undo_interrupted",
             username=None,
@@ -110,13 +127,13 @@ def _audit(m: Manager, job: Interrupted, outcomes: list[str], ok: bool) -> None:
     )
 
 
-async def _connected_host(m: Manager, host: str, wait: float) -> Any:
+async def _connected_host(tools: UndoTools, host: str, wait: float) -> Any:
     # Hosts are (re)connected by Manager.start right after the jobs are failed, and by
     # the connection's own retry loop after it was lost.
     deadline = time.monotonic() + wait
     while True:
         try:
-            h = m.registry.get(host)
+            h = tools.registry.get(host)
             await h.wait_connected(5)
             return h
         except KvmmError:
@@ -125,28 +142,28 @@ async def _connected_host(m: Manager, host: str, wait: float) -> Any:
             await asyncio.sleep(1)
 
 
-async def _undo_one(m: Manager, record: dict[str, Any], wait: float) -> str:
+async def _undo_one(tools: UndoTools, record: dict[str, Any], wait: float) -> str:
     action = record.get("action")
     host = str(record.get("host") or "")
-    h = await _connected_host(m, host, wait)
+    h = await _connected_host(tools, host, wait)
     if action == "undefine_domain":
         uuid = str(record.get("uuid") or "")
         outcome = await h.run(lambda: _undefine(h.conn, uuid))
         if outcome == "removed":
-            m.inventory.remove_domain(host, uuid)
+            tools.inventory.remove_domain(host, uuid)
         return outcome
     if action == "delete_volume":
         pool, volume = str(record.get("pool")), str(record.get("volume"))
         deadline = time.monotonic() + UNDO_WAIT_SECONDS
         while True:
-            outcome = await h.run(lambda: _delete_volume(m, host, h.conn, pool, volume))
+            outcome = await h.run(lambda: _delete_volume(tools, host, h.conn, pool, volume))
             if outcome != "busy":
                 break
             if time.monotonic() > deadline:
                 return "left in place: libvirt still says it is in use"
             await asyncio.sleep(_BUSY_RETRY_SECONDS)
         if outcome == "removed":
-            await m.storage.sync_pool(host, pool)
+            await tools.sync_pool(host, pool)
         return outcome
     if action == "delete_snapshot":
         uuid, name = str(record.get("uuid") or ""), str(record.get("name") or "")
@@ -154,7 +171,7 @@ async def _undo_one(m: Manager, record: dict[str, Any], wait: float) -> str:
         if missing:
             return missing
         # The service the clone uses: same merge (and same fallbacks) as its `finally`.
-        done = await m.snapshots.delete(host, uuid, name)
+        done = await tools.delete_snapshot(host, uuid, name)
         return f"removed ({done['merge']})"
     return f"left in place: unknown undo action {action!r}"
 
@@ -194,7 +211,9 @@ def _snapshot_missing(conn: libvirt.virConnect, uuid: str, name: str) -> str | N
     return None
 
 
-def _delete_volume(m: Manager, host: str, conn: libvirt.virConnect, pool: str, name: str) -> str:
+def _delete_volume(
+    tools: UndoTools, host: str, conn: libvirt.virConnect, pool: str, name: str
+) -> str:
     try:
         vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
     except libvirt.libvirtError as exc:
@@ -202,7 +221,7 @@ def _delete_volume(m: Manager, host: str, conn: libvirt.virConnect, pool: str, n
         if exc.get_error_code() in missing:
             return "not there (never created)"
         raise
-    users = m.storage.volume_path_in_use_by(host, vol.path(), pool=pool, volume=name)
+    users = tools.volume_users(host, vol.path(), pool, name)
     if users:
         return f"left in place: used by VM(s) {', '.join(users)}"
     try:

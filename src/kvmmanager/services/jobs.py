@@ -16,20 +16,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.models import JOB_STATES, Job, utcnow
 from kvmmanager.services import audit as audit_mod
 from kvmmanager.services import job_undo
 from kvmmanager.virt.calls import job_calls
-from kvmmanager.virt.events import Event
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.virt.events import Event, EventBus
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +131,24 @@ class JobProgress:
 
 
 class JobService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        bus: EventBus,
+        audit: audit_mod.AuditService,
+        undo: job_undo.UndoTools,
+        *,
+        instance_id: Callable[[], str],
+        alive_ids: Callable[[], list[str]],
+    ) -> None:
+        """`instance_id` and `alive_ids` are this manager instance's id and those of the
+        instances alive now (services/instances.py, which is built after the jobs)."""
+        self._db = db
+        self._bus = bus
+        self._audit = audit
+        self.undo_tools = undo
+        self._instance_id = instance_id
+        self._alive_ids = alive_ids
         self._live: dict[str, _Live] = {}
         self._executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="kvmm-job")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,7 +165,7 @@ class JobService:
         # recorded as half-made is removed once their host is connected again. Only jobs
         # of instances that are gone: another instance sharing the database is running
         # its own (services/instances.py).
-        alive = self._m.instances.alive_ids()
+        alive = self._alive_ids()
         orphan = or_(Job.instance_id.is_(None), Job.instance_id.not_in(alive))
         self._recover(loop, orphan, "the server restarted", with_lost=True)
 
@@ -162,7 +176,7 @@ class JobService:
         loop = self._loop
         if loop is None:
             return 0
-        alive = self._m.instances.alive_ids()
+        alive = self._alive_ids()
         # Rows without an instance are a restart's business (attach_loop), not a sweep's.
         gone = and_(Job.instance_id.is_not(None), Job.instance_id.not_in(alive))
         return self._recover(loop, gone, "the manager instance running it stopped", with_lost=False)
@@ -170,7 +184,7 @@ class JobService:
     def _recover(
         self, loop: asyncio.AbstractEventLoop, which: Any, reason: str, *, with_lost: bool
     ) -> int:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             jobs = list(s.scalars(select(Job).where(Job.state.in_(("queued", "running")), which)))
             undo = [
                 job_undo.Interrupted(job.id, job.target, job_undo.normalize(job.result["undo"]))
@@ -251,13 +265,13 @@ class JobService:
         if loop is None:
             raise RuntimeError("JobService used before Manager.start()")
         username = getattr(user, "username", user)
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             job = Job(
                 kind=kind,
                 target=target,
                 state="queued",
                 created_by=username,
-                instance_id=self._m.instances.id,
+                instance_id=self._instance_id(),
             )
             s.add(job)
             s.flush()
@@ -266,7 +280,7 @@ class JobService:
             if rec is not None and rec.entry_id is None:
                 rec.job_id = job_id
                 rec.status = rec.status or 202
-                rec.entry_id = self._m.audit.record(rec, session=s)
+                rec.entry_id = self._audit.record(rec, session=s)
         progress = JobProgress(self, job_id, kind, target, host, username)
         if _running_loop() is loop:
             self._launch(job_id, fn, progress)
@@ -275,7 +289,7 @@ class JobService:
         return job_id
 
     def get(self, job_id: str) -> Job:
-        with self._m.db() as s:
+        with self._db() as s:
             job = s.get(Job, job_id)
         if job is None:
             raise NotFound(f"no job {job_id}", field="job_id")
@@ -308,7 +322,7 @@ class JobService:
             q = q.where(Job.created_by == user)
         if visible_to is not None:
             q = q.where(or_(Job.created_by == visible_to, Job.created_by.is_(None)))
-        with self._m.db() as s:
+        with self._db() as s:
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
             jobs = list(s.scalars(q.order_by(Job.created_at.desc()).limit(limit).offset(offset)))
         return jobs, total
@@ -416,13 +430,13 @@ class JobService:
 
     async def _undo_interrupted(self, jobs: list[job_undo.Interrupted]) -> None:
         for job in jobs:
-            message = await job_undo.undo_job(self._m, job)
+            message = await job_undo.undo_job(self.undo_tools, job)
             await asyncio.to_thread(
                 self._set_error_message, job.job_id, f"the server restarted; {message}"
             )
 
     async def _undo_after_host_loss(self, job: job_undo.Interrupted, reason: str) -> None:
-        message = await job_undo.undo_job(self._m, job, wait=HOST_BACK_WAIT_SECONDS)
+        message = await job_undo.undo_job(self.undo_tools, job, wait=HOST_BACK_WAIT_SECONDS)
         await asyncio.to_thread(self._set_error_message, job.job_id, f"{reason}; {message}")
 
     def _schedule_flush(self, p: JobProgress) -> None:
@@ -460,22 +474,22 @@ class JobService:
 
     def _set_error_message(self, job_id: str, message: str) -> None:
         """The final message of a failed job whose undo has run (its records go)."""
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             job = s.get(Job, job_id)
             if job is not None and job.error is not None:
                 job.error = {**job.error, "message": message}
                 job.result = None
 
     def _write_undo(self, p: JobProgress, undo: list[dict[str, Any]]) -> None:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             s.execute(update(Job).where(Job.id == p.id).values(result={"undo": undo}))
 
     def _set_state(self, job_id: str, state: str) -> None:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             s.execute(update(Job).where(Job.id == job_id).values(state=state, updated_at=utcnow()))
 
     def _write_progress(self, p: JobProgress) -> None:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             s.execute(
                 update(Job)
                 .where(Job.id == p.id)
@@ -503,7 +517,7 @@ class JobService:
         }
         if p is not None:
             values.update(progress_done=p.done, progress_total=p.total, message=p.message[:4000])
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def _publish(self, p: JobProgress, kind: str, **data: Any) -> None:
@@ -524,9 +538,9 @@ class JobService:
         loop = self._loop
         # The bus's queues belong to the loop: publish from there, whichever thread we are on.
         if loop is None or _running_loop() is loop:
-            self._m.bus.publish(event)
+            self._bus.publish(event)
         else:
-            loop.call_soon_threadsafe(self._m.bus.publish, event)
+            loop.call_soon_threadsafe(self._bus.publish, event)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -1,10 +1,11 @@
 """The composition root: one Manager per process builds and owns everything else.
 
-Every service's constructor takes the Manager as its only argument and reaches its
-collaborators through it (`manager.db`, `manager.bus`, `manager.registry`, ...). A service
-with background work gives itself `async def aclose()`, which `Manager.stop()` awaits.
-Services written in other modules are imported on first use (cached_property), so the
-process never imports what it does not need, and an import cycle cannot form.
+The lower layers (database, bus, inventory, host registry) and the core services (users,
+audit, ownership, jobs) are built in `__init__`, each service given only what it uses;
+what a core service needs of a service above it is a callback read at call time. The
+other services still take the Manager as their only argument and reach their
+collaborators through it; they are built on first use (cached_property). A service with
+background work gives itself `async def aclose()`, which `Manager.stop()` awaits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import importlib
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
@@ -25,14 +26,14 @@ from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
 from kvmmanager.services.audit import AuditService
 from kvmmanager.services.helper_sweep import Sweeper, data_id
+from kvmmanager.services.job_undo import UndoTools
 from kvmmanager.services.jobs import JobService
 from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.users import UserService
+from kvmmanager.virt.connection import ensure_event_loop
 from kvmmanager.virt.events import EventBus
-
-if TYPE_CHECKING:
-    from kvmmanager.virt.inventory import Inventory
-    from kvmmanager.virt.registry import HostRegistry
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,32 @@ class Manager:
         self.engine = make_engine(self.settings.database_url)
         self.db = make_session_factory(self.engine)
         self.bus = EventBus()
-        self.users = UserService(self)
-        self.audit = AuditService(self)
-        self.jobs = JobService(self)
-        self.ownership = OwnershipService(self)
+        self.inventory = Inventory(self.bus)
+        self.registry = HostRegistry(self.settings.libvirt, self.bus, self.inventory)
+        # The core services, each given only what it uses. What they need of services
+        # built later (lease, instances, storage, snapshots) they reach through callbacks
+        # read at call time: those services sit above them.
+        self.users = UserService(self.db, self.settings)
+        self.audit = AuditService(self.db, self.settings.audit, lease_held=lambda: self.lease.held)
+        self.ownership = OwnershipService(self.db, self.inventory)
+        undo = UndoTools(
+            registry=self.registry,
+            inventory=self.inventory,
+            audit=self.audit,
+            sync_pool=lambda host, pool: self.storage.sync_pool(host, pool),
+            volume_users=lambda host, path, pool, volume: self.storage.volume_path_in_use_by(
+                host, path, pool=pool, volume=volume
+            ),
+            delete_snapshot=lambda host, vm, name: self.snapshots.delete(host, vm, name),
+        )
+        self.jobs = JobService(
+            self.db,
+            self.bus,
+            self.audit,
+            undo,
+            instance_id=lambda: self.instances.id,
+            alive_ids=lambda: self.instances.alive_ids(),
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = False
         # Abandoned temporary snapshots merged back once hosts connect (helper_sweep).
@@ -80,20 +103,6 @@ class Manager:
         # SQLite: this process's claim on the file while started (db/sqlite_owner.py).
         self._claimed: Path | None = None
         self._claiming = False
-
-    # -- lower layers ------------------------------------------------------------------
-
-    @cached_property
-    def inventory(self) -> Inventory:
-        from kvmmanager.virt.inventory import Inventory
-
-        return Inventory(self.bus)
-
-    @cached_property
-    def registry(self) -> HostRegistry:
-        from kvmmanager.virt.registry import HostRegistry
-
-        return HostRegistry(self.settings.libvirt, self.bus, self.inventory)
 
     # -- services by other modules, each built with (manager) --------------------------
 
@@ -253,8 +262,6 @@ class Manager:
             raise
         self.loop = asyncio.get_running_loop()
         self.jobs.attach_loop(self.loop)
-        from kvmmanager.virt.connection import ensure_event_loop
-
         ensure_event_loop()
         for attr in EAGER_SERVICES:
             getattr(self, attr)
@@ -307,8 +314,7 @@ class Manager:
                     await hook()
                 except Exception:
                     log.exception("stopping the %s service failed", attr)
-        if "registry" in self.__dict__:
-            await self.registry.close()
+        await self.registry.close()
         self.engine.dispose()
         self.release_database()
         self.started = False

@@ -29,9 +29,9 @@ from __future__ import annotations
 import contextlib
 import posixpath
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import KvmmError, PermissionDenied
 from kvmmanager.db.models import User
@@ -39,10 +39,7 @@ from kvmmanager.db.ops_models import ObjectOwner
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_spec import SEED_SUFFIX, VmSpec
 from kvmmanager.virt.events import Event
-from kvmmanager.virt.inventory import DomainInfo
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.virt.inventory import DomainInfo, Inventory
 
 VOLUME, BUNDLE = "volume", "bundle"
 
@@ -86,8 +83,9 @@ class VolumeOwner:
 
 
 class OwnershipService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, db: sessionmaker[Session], inventory: Inventory) -> None:
+        self._db = db
+        self._inventory = inventory
 
     # -- VMs -----------------------------------------------------------------------------
 
@@ -95,13 +93,13 @@ class OwnershipService:
         """The VM's owner from the inventory; None for an unknown VM (whose own lookup
         answers 404) or one without an owner."""
         try:
-            return self.m.inventory.domain(host, vm).owner
+            return self._inventory.domain(host, vm).owner
         except KvmmError:
             return None
 
     def vm_refusal(self, principal: Principal, host: str, vm: str) -> PermissionDenied | None:
         try:
-            d = self.m.inventory.domain(host, vm)
+            d = self._inventory.domain(host, vm)
         except KvmmError:
             return None  # unknown host or VM: its own lookup answers 404
         return refusal(principal, "vm", d.name, d.owner)
@@ -120,7 +118,7 @@ class OwnershipService:
 
     def record(self, kind: str, host: str, key: str, owner: str | None) -> None:
         """Remember `owner` for the object (replacing any earlier one); None forgets."""
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             s.execute(
                 delete(ObjectOwner).where(
                     ObjectOwner.kind == kind, ObjectOwner.host == host, ObjectOwner.key == key
@@ -133,7 +131,7 @@ class OwnershipService:
         self.record(kind, host, key, None)
 
     def recorded(self, kind: str, host: str, key: str) -> str | None:
-        with self.m.db() as s:
+        with self._db() as s:
             return s.scalar(
                 select(ObjectOwner.owner).where(
                     ObjectOwner.kind == kind, ObjectOwner.host == host, ObjectOwner.key == key
@@ -160,13 +158,13 @@ class OwnershipService:
         if path is None:
             # Pool volumes live at <pool target>/<name> (dir, fs, netfs, logical pools).
             with contextlib.suppress(KvmmError):
-                target = self.m.inventory.pool(host, pool).path
+                target = self._inventory.pool(host, pool).path
                 path = f"{target.rstrip('/')}/{volume}" if target else None
         out = []
         rec = self.recorded(VOLUME, host, self.volume_key(pool, volume))
         if rec:
             out.append(VolumeOwner(rec))
-        for dom in self.m.inventory.domains(host):
+        for dom in self._inventory.domains(host):
             if not dom.owner:
                 continue
             for disk in dom.disks:
@@ -214,7 +212,7 @@ class OwnershipService:
     def check_volume_paths(self, principal: Principal, host: str, *paths: str | None) -> None:
         """Volumes named by their path (a direct-boot kernel or initrd): each one in a
         pool's directory is held to the rule like a volume named by pool and name."""
-        by_dir = {p.path.rstrip("/"): p.name for p in self.m.inventory.pools(host) if p.path}
+        by_dir = {p.path.rstrip("/"): p.name for p in self._inventory.pools(host) if p.path}
         for given in paths:
             # '/pool//vmlinuz' and '/pool/./vmlinuz' are the same file to libvirt.
             path = posixpath.normpath("/" + given.lstrip("/")) if given else ""
@@ -230,7 +228,7 @@ class OwnershipService:
         CD-ROMs and read-only disks (shared install media) are left alone."""
         if not dom.owner:
             return
-        by_path = {p.path.rstrip("/"): p.name for p in self.m.inventory.pools(host) if p.path}
+        by_path = {p.path.rstrip("/"): p.name for p in self._inventory.pools(host) if p.path}
         for disk in dom.disks:
             if disk.source and disk.source in deleted:
                 continue
@@ -274,7 +272,7 @@ class OwnershipService:
         anything. `what` names the object in the error."""
         if not username:
             raise PermissionDenied(f"{what} has no recorded creator to act as", field="created_by")
-        with self.m.db() as s:
+        with self._db() as s:
             user = s.scalar(select(User).where(User.username == username))
         if user is None:
             raise PermissionDenied(

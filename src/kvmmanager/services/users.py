@@ -10,20 +10,18 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
 
 from kvmmanager.core import password_policy, security
+from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from kvmmanager.core.password_policy import password_problem
 from kvmmanager.db.models import ROLES, ApiToken, User
 from kvmmanager.db.models import Session as LoginSession
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +90,9 @@ def validate_role(role: str) -> str:
 
 
 class UserService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
+    def __init__(self, db: sessionmaker[DbSession], settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
 
     # -- users -------------------------------------------------------------------------
 
@@ -101,7 +100,7 @@ class UserService:
         validate_username(username)
         validate_password(password, username=username)
         validate_role(role)
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             if s.scalar(select(User.id).where(User.username == username)) is not None:
                 raise Conflict(f"user {username!r} already exists", field="username")
             user = User(
@@ -111,23 +110,23 @@ class UserService:
         return user
 
     def get(self, username: str) -> User:
-        with self._m.db() as s:
+        with self._db() as s:
             user = s.scalar(select(User).where(User.username == username))
         if user is None:
             raise NotFound(f"no user {username!r}", field="username")
         return user
 
     def list(self) -> list[User]:
-        with self._m.db() as s:
+        with self._db() as s:
             return list(s.scalars(select(User).order_by(User.username)))
 
     def count(self) -> int:
-        with self._m.db() as s:
+        with self._db() as s:
             return s.scalar(select(func.count(User.id))) or 0
 
     def set_password(self, username: str, password: str) -> None:
         validate_password(password, username=username)
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             user = self._load(s, username)
             if user.must_change_password and security.verify_password(user.password_hash, password):
                 raise InvalidInput("choose a new password, not the current one", field="password")
@@ -139,7 +138,7 @@ class UserService:
     def update(
         self, username: str, *, role: str | None = None, disabled: bool | None = None
     ) -> User:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             user = self._load(s, username)
             if role is not None:
                 validate_role(role)
@@ -155,14 +154,14 @@ class UserService:
         return user
 
     def delete(self, username: str) -> None:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             user = self._load(s, username)
             if user.role == "admin":
                 self._keep_an_admin(s, user)
             s.delete(user)
 
     def authenticate(self, username: str, password: str) -> Principal:
-        with self._m.db() as s:
+        with self._db() as s:
             user = s.scalar(select(User).where(User.username == username))
         if user is None:
             security.verify_password(_dummy_hash(), password)
@@ -170,7 +169,7 @@ class UserService:
         if not security.verify_password(user.password_hash, password) or user.disabled:
             raise Unauthenticated("invalid username or password")
         if security.password_needs_rehash(user.password_hash):
-            with self._m.db.begin() as s:
+            with self._db.begin() as s:
                 row = s.get(User, user.id)
                 if row is not None:
                     row.password_hash = security.hash_password(password)
@@ -185,11 +184,9 @@ class UserService:
     # -- first start -------------------------------------------------------------------
 
     def initial_password_file(self) -> Path:
-        configured = self._m.settings.auth.initial_password_file
+        configured = self._settings.auth.initial_password_file
         return (
-            Path(configured)
-            if configured
-            else self._m.settings.data_dir / ("initial-admin-password")
+            Path(configured) if configured else self._settings.data_dir / ("initial-admin-password")
         )
 
     def bootstrap_admin(self) -> str | None:
@@ -203,7 +200,7 @@ class UserService:
             return None
         password = security.generate_password()
         self.create(BOOTSTRAP_ADMIN, password, "admin")
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             self._load(s, BOOTSTRAP_ADMIN).must_change_password = True
         path = self._write_secret_file(password)
         print(
@@ -217,7 +214,7 @@ class UserService:
     def reset_admin(self, username: str = BOOTSTRAP_ADMIN) -> str:
         """Give `username` (created as admin when missing) a new random password."""
         password = security.generate_password()
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             user = s.scalar(select(User).where(User.username == username))
             if user is None:
                 s.add(
@@ -253,8 +250,8 @@ class UserService:
         """Returns (cookie value, csrf token, expiry). Only the cookie's hash is stored."""
         session_id = security.generate_session_id()
         csrf = security.generate_csrf_token()
-        expires = _now() + timedelta(hours=self._m.settings.auth.session_hours)
-        with self._m.db.begin() as s:
+        expires = _now() + timedelta(hours=self._settings.auth.session_hours)
+        with self._db.begin() as s:
             s.execute(delete(LoginSession).where(LoginSession.expires_at < _now()))
             s.add(
                 LoginSession(
@@ -267,7 +264,7 @@ class UserService:
         return session_id, csrf, expires
 
     def principal_for_session(self, session_id: str) -> Principal:
-        with self._m.db() as s:
+        with self._db() as s:
             row = s.execute(
                 select(LoginSession, User)
                 .join(User, User.id == LoginSession.user_id)
@@ -288,7 +285,7 @@ class UserService:
         )
 
     def end_session(self, session_id: str) -> None:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             s.execute(
                 delete(LoginSession).where(LoginSession.id_hash == security.hash_token(session_id))
             )
@@ -309,7 +306,7 @@ class UserService:
             if expires_at <= _now():
                 raise InvalidInput("expires_at must be in the future", field="expires_at")
         secret = security.generate_token()
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             user = self._load(s, username)
             token = ApiToken(
                 user_id=user.id,
@@ -326,11 +323,11 @@ class UserService:
         q = select(ApiToken, User.username).join(User, User.id == ApiToken.user_id)
         if username is not None:
             q = q.where(User.username == username)
-        with self._m.db() as s:
+        with self._db() as s:
             return [(t, u) for t, u in s.execute(q.order_by(ApiToken.id))]
 
     def get_token(self, token_id: int) -> tuple[ApiToken, str]:
-        with self._m.db() as s:
+        with self._db() as s:
             row = s.execute(
                 select(ApiToken, User.username)
                 .join(User, User.id == ApiToken.user_id)
@@ -341,7 +338,7 @@ class UserService:
         return row[0], row[1]
 
     def revoke_token(self, token_id: int) -> ApiToken:
-        with self._m.db.begin() as s:
+        with self._db.begin() as s:
             token = s.get(ApiToken, token_id)
             if token is None:
                 raise NotFound(f"no token {token_id}", field="token_id")
@@ -351,7 +348,7 @@ class UserService:
 
     def principal_for_token(self, secret: str) -> Principal:
         now = _now()
-        with self._m.db() as s:
+        with self._db() as s:
             row = s.execute(
                 select(ApiToken, User)
                 .join(User, User.id == ApiToken.user_id)
@@ -371,7 +368,7 @@ class UserService:
         # a database locked by someone else must not turn every read into an error.
         if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
             try:
-                with self._m.db.begin() as s:
+                with self._db.begin() as s:
                     s.execute(
                         update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
                     )

@@ -52,7 +52,9 @@ async def test_interrupted_clone_records_are_undone_newest_first(manager: Any) -
     with m.db.begin() as s:
         s.add(Job(id=job_id, kind="vm.clone", target=f"local/{name}", state="failed"))
     try:
-        message = await job_undo.undo_job(m, job_undo.Interrupted(job_id, "local/x", records))
+        message = await job_undo.undo_job(
+            m.jobs.undo_tools, job_undo.Interrupted(job_id, "local/x", records)
+        )
     finally:
 
         def sweep(conn: libvirt.virConnect) -> None:
@@ -99,7 +101,7 @@ async def test_a_volume_another_vm_uses_is_left_in_place(manager: Any) -> None:
         await m.vms.refresh("local", dom_uuid)
         record = {"action": "delete_volume", "host": "local", "pool": POOL, "volume": vol}
         message = await job_undo.undo_job(
-            m, job_undo.Interrupted(f"kvmm-t-chaos-{tag}", "local/x", [record])
+            m.jobs.undo_tools, job_undo.Interrupted(f"kvmm-t-chaos-{tag}", "local/x", [record])
         )
         assert message.endswith(f"volume {POOL}/{vol}: left in place: used by VM(s) {name}")
         page = m.audit.query(job_id=f"kvmm-t-chaos-{tag}")
@@ -196,7 +198,9 @@ async def test_a_clone_snapshot_is_deleted_after_the_clone_s_own_records(manager
     with m.db.begin() as s:
         s.add(Job(id=job_id, kind="vm.clone", target=f"local/{name}", state="failed"))
     try:
-        message = await job_undo.undo_job(m, job_undo.Interrupted(job_id, "local/x", records))
+        message = await job_undo.undo_job(
+            m.jobs.undo_tools, job_undo.Interrupted(job_id, "local/x", records)
+        )
         left = await h.run(lambda: h.conn.lookupByUUIDString(dom_uuid).snapshotListNames())
         assert await h.run(lambda: h.conn.lookupByUUIDString(dom_uuid).isActive())
     finally:
