@@ -33,6 +33,8 @@ GIB = 1024 * MIB
 # When the database has no figure for an OS (old or exotic ones).
 FALLBACK_MEMORY_MIB, FALLBACK_DISK_GIB = 1024, 10
 LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+# An <iso> entry's fields, in MediaPattern's order.
+ISO_FIELDS = ("volume-id", "system-id", "publisher-id", "application-id")
 # Where Debian's osinfo-db puts it; OSINFO_SYSTEM_DIR is libosinfo's own override.
 DEFAULT_DIR = "/usr/share/osinfo"
 # A system package's data, but parsed as carefully as anything else.
@@ -45,6 +47,9 @@ class OsChoice:
     name: str
     vendor: str
     released: str
+    # osinfo-db's id, a URI ("http://debian.org/debian/11"): what a domain's libosinfo
+    # metadata names (virt/xml/libosinfo.py).
+    os_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,18 @@ class Resources:
     storage: int = -1
 
 
+@dataclass(frozen=True)
+class MediaPattern:
+    """One install medium's ISO identity in osinfo-db: regexes (None: any) that the
+    primary volume descriptor's fields must match (services/iso_detect.py)."""
+
+    arch: str
+    volume_id: str | None
+    system_id: str | None
+    publisher_id: str | None
+    application_id: str | None
+
+
 @dataclass
 class OsEntry:
     choice: OsChoice
@@ -75,6 +92,7 @@ class OsEntry:
     firmware: dict[tuple[str, str], bool]
     recommended: Resources | None  # None: inherited
     minimum: Resources | None
+    media: list[MediaPattern] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,18 @@ def _resources(os_el: etree._Element, kind: str) -> Resources | None:
     return Resources()
 
 
+def _media(os_el: etree._Element) -> list[MediaPattern]:
+    out = []
+    for medium in os_el.findall("media"):
+        iso = medium.find("iso")
+        if iso is None:
+            continue
+        fields = [_text(iso, tag) or None for tag in ISO_FIELDS]
+        if any(fields):  # an entry that names nothing would match every ISO
+            out.append(MediaPattern(medium.get("arch", "all"), *fields))
+    return out
+
+
 def _entry(os_el: etree._Element) -> OsEntry | None:
     short_id = _text(os_el, "short-id")
     if not short_id:
@@ -134,6 +164,7 @@ def _entry(os_el: etree._Element) -> OsEntry | None:
             name=_text(os_el, "name") or short_id,
             vendor=_text(os_el, "vendor"),
             released=_text(os_el, "release-date"),
+            os_id=os_el.get("id", ""),
         ),
         parents=[
             p.get("id", "")
@@ -144,6 +175,7 @@ def _entry(os_el: etree._Element) -> OsEntry | None:
         firmware=firmware,
         recommended=_resources(os_el, "recommended"),
         minimum=_resources(os_el, "minimum"),
+        media=_media(os_el),
     )
 
 
@@ -168,6 +200,11 @@ def _db() -> Database:
             if dev.get("id"):
                 names[dev.get("id", "")] = _text(dev, "name")
     return Database(oses=oses, device_names=names)
+
+
+def entries() -> dict[str, OsEntry]:
+    """Every OS of the database by its id (Unsupported without osinfo-db)."""
+    return _db().oses
 
 
 def available() -> bool:
@@ -225,12 +262,31 @@ def search(query: str, limit: int = MAX_RESULTS) -> list[OsChoice]:
     return found
 
 
-def defaults(short_id: str) -> OsDefaults:
-    """The create form's values for OS `short_id`, with why each was chosen."""
+def by_id(os_id: str) -> OsChoice | None:
+    """The OS a domain's libosinfo metadata names; None when osinfo-db (or this version
+    of it) does not know it."""
+    try:
+        entry = _db().oses.get(os_id)
+    except Unsupported:
+        return None
+    return entry.choice if entry is not None else None
+
+
+def _os_id(short_id: str) -> str:
     found = [os_id for c, os_id in _all() if c.short_id == short_id]
     if not found:
         raise InvalidInput(f"unknown operating system '{short_id[:MAX_QUERY]}'", field="os")
-    os_id = found[0]
+    return found[0]
+
+
+def choice(short_id: str) -> OsChoice:
+    """The OS of short id `short_id` ("debian11"); InvalidInput on field `os` if unknown."""
+    return _db().oses[_os_id(short_id)].choice
+
+
+def defaults(short_id: str) -> OsDefaults:
+    """The create form's values for OS `short_id`, with why each was chosen."""
+    os_id = _os_id(short_id)
     entry = _db().oses[os_id]
     choice = entry.choice
     name = choice.name

@@ -275,6 +275,8 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     if inp.created_by:
         meta.created_by = inp.created_by
     meta.agent_enabled = True
+    if spec.os_id:
+        dom.os_info.os_id = spec.os_id
 
     uefi = spec.firmware == "uefi"
     machine = "q35" if uefi else None

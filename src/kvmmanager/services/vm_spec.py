@@ -31,6 +31,8 @@ MIN_MEMORY_MIB = 16
 MAX_DISK_GIB = 65536
 MAX_DESCRIPTION = 4096
 MAX_CMDLINE = 4096
+# osinfo-db's ids are URIs ("http://microsoft.com/win/11"); the longest is under 80.
+OS_ID_RE = re.compile(r"https?://[A-Za-z0-9._~/:+-]{1,200}")
 
 AGENT_CHANNEL = "org.kvmmanager.agent.0"
 QGA_CHANNEL = "org.qemu.guest_agent.0"
@@ -97,6 +99,9 @@ class VmSpec(BaseModel):
     tags: list[str] = Field(default_factory=list)
     owner: str | None = None
     start: bool = False
+    # The guest's OS as osinfo-db names it ("http://debian.org/debian/11"), kept in the
+    # domain's libosinfo metadata as virt-manager keeps it.
+    os_id: str | None = None
 
 
 @dataclass
@@ -235,6 +240,11 @@ def validate_spec(spec: VmSpec, facts: HostFacts) -> VmSpec:
         validate_memory(spec.max_memory_mib, facts.memory_mib, "max_memory_mib")
         validate_maximum(spec.memory_mib, spec.max_memory_mib, "memory_mib", "max_memory_mib")
     validate_description(spec.description)
+    if spec.os_id is not None and not OS_ID_RE.fullmatch(spec.os_id):
+        raise InvalidInput(
+            "os_id must be an osinfo-db OS id such as http://debian.org/debian/12",
+            field="os_id",
+        )
     spec.tags = validate_tags(spec.tags)
     if spec.owner is not None:
         validate_name(spec.owner, "owner")

@@ -29,6 +29,8 @@ class OsInfo:
     arch: str = ""
     machine: str = ""
     firmware: str = "bios"
+    # osinfo-db's id from the domain's libosinfo metadata ("" when it names none).
+    osinfo_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,7 @@ def domain_from_xml(host: str, xml: str, **live: Any) -> DomainInfo:
             arch=os_model.arch or "",
             machine=os_model.machine or "",
             firmware="uefi" if os_model.is_uefi else "bios",
+            osinfo_id=model.os_info.os_id or "",
         ),
         graphics=graphics,
         disks=disks,

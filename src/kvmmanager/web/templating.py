@@ -25,6 +25,7 @@ import kvmmanager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.core.sanitize import inert
 from kvmmanager.services import audit as audit_mod
+from kvmmanager.services import osinfo
 from kvmmanager.services.users import Principal
 
 DASH = "\u2013"  # an en dash for "no value"
@@ -104,7 +105,16 @@ TEMPLATES.env.filters.update(
     ts=timestamp,
     tojson_attr=json_attr,
 )
-TEMPLATES.env.globals.update(percent=percent, version=kvmmanager.__version__)
+
+
+def os_name(os_id: str) -> str:
+    """A domain's libosinfo OS id as a person reads it ("Debian 11"); the id itself when
+    osinfo-db here does not know it."""
+    found = osinfo.by_id(os_id)
+    return found.name if found is not None else os_id
+
+
+TEMPLATES.env.globals.update(percent=percent, version=kvmmanager.__version__, os_name=os_name)
 
 
 def principal(request: Request) -> Principal | None:

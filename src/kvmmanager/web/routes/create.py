@@ -12,18 +12,20 @@ from pydantic import ValidationError
 
 from kvmmanager.api.deps import ManagerDep, OperatorUser
 from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.services import osinfo
 from kvmmanager.services.cloudinit import AgentPolicy, CloudInitSpec, CloudUser
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users import Principal
 from kvmmanager.services.vm_builder import DiskSpec, InstallSource, NicSpec, VmSpec
+from kvmmanager.web.routes import _units as units
 from kvmmanager.web.templating import audit_target, redirect_with_toasts, render
 
 router = APIRouter(include_in_schema=False)
 
 # Inputs of the form that show their own error (vms/_new_form.html's err() calls).
 FORM_FIELDS = frozenset(
-    {"name", "source", "vcpus", "memory_mib", "disk_gib", "network", "firmware", "description"}
-    | {"max_vcpus", "max_memory_mib"}
+    {"name", "os", "source", "vcpus", "memory_mib", "disk_gib", "network", "firmware"}
+    | {"description", "max_vcpus", "max_memory_mib"}
     | {"tags", "ci_hostname", "ci_user", "ci_ssh_keys", "ci_password", "ci_packages"}
     | {"ag_read", "ag_write", "ag_exec", "disk_bus", "nic_model"}
 )
@@ -75,7 +77,11 @@ async def _choices(manager: Manager, host: str) -> dict[str, Any]:
         for pool in await manager.storage.list_pools(host):
             if pool.active:
                 vols = await manager.storage.list_volumes(host, pool.name)
-                out["pools"].append({"name": pool.name, "volumes": [v.name for v in vols]})
+                volumes = [v.name for v in vols]
+                # Free space: shown beside the pool, and the form warns of a larger disk.
+                out["pools"].append(
+                    {"name": pool.name, "volumes": volumes, "available": pool.available}
+                )
         out["networks"] = [n.name for n in await manager.networks.list(host) if n.active]
         caps = await manager.hosts.domain_capabilities(host)
         out["uefi"] = caps["firmware"]["uefi"]
@@ -140,13 +146,15 @@ async def create_vm(
     name: Annotated[str, Form()],
     *,
     vcpus: Annotated[int, Form()] = 1,
-    memory_mib: Annotated[int, Form()] = 1024,
+    memory_mib: Annotated[str, Form()] = "1024",
+    memory_unit: Annotated[str, Form()] = "MiB",
     max_vcpus: Annotated[str, Form()] = "",
     max_memory_mib: Annotated[str, Form()] = "",
     source: Annotated[str, Form()] = "blank",
     iso: Annotated[str, Form()] = "",
     import_volume: Annotated[str, Form()] = "",
-    disk_gib: Annotated[float, Form()] = 0,
+    disk_gib: Annotated[str, Form()] = "0",
+    disk_unit: Annotated[str, Form()] = "GiB",
     disk_pool: Annotated[str, Form()] = "",
     network: Annotated[str, Form()] = "",
     disk_bus: Annotated[str, Form()] = "virtio",
@@ -155,6 +163,8 @@ async def create_vm(
     tpm: Annotated[bool, Form()] = False,
     install_agent: Annotated[bool, Form()] = False,
     start: Annotated[bool, Form()] = False,
+    then: Annotated[str, Form()] = "",
+    os: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
     tags: Annotated[str, Form()] = "",
     manager: ManagerDep,
@@ -162,8 +172,19 @@ async def create_vm(
 ) -> Response:
     form = dict(await request.form())
     audit_target(f"{host}/{name}")
+    # The review step's buttons: "Create and start", "Create and edit" (the new VM's
+    # Hardware tab, not started), or plain "Create" (the "start" box of API-like posts).
+    start = then == "start" or (start and then != "edit")
+    form["start"] = "true" if start else ""
+    try:
+        mib, gib = units.memory_mib(memory_mib, memory_unit), units.disk_gib(disk_gib, disk_unit)
+    except InvalidInput as e:
+        return await _form_error(request, manager, host, form, e.field or "", e.message)
     if source == "cloud":
-        return await _create_from_cloud_image(request, manager, user, host, form)
+        # In the service's units (and said so, should the form come back with an error).
+        sized = {"memory_mib": str(mib), "memory_unit": "MiB", "disk_gib": str(gib)}
+        sized["disk_unit"] = "GiB"
+        return await _create_from_cloud_image(request, manager, user, host, form | sized)
     try:
         if source == "upload":
             raise InvalidInput(
@@ -171,17 +192,18 @@ async def create_vm(
                 "it is picked as the ISO image",
                 field="source",
             )
+        os_id = osinfo.choice(os).os_id if os else None
         install = InstallSource(kind=source)
         if source == "iso":
             install.pool, install.volume = _volume(iso)
         elif source == "import":
             install.pool, install.volume = _volume(import_volume)
-        disks = [DiskSpec(pool=disk_pool, size_gib=disk_gib, bus=disk_bus)] if disk_gib > 0 else []
+        disks = [DiskSpec(pool=disk_pool, size_gib=gib, bus=disk_bus)] if gib > 0 else []
         nics = [nic_spec(network, nic_model)] if network else []
         spec = VmSpec(
             name=name,
             vcpus=vcpus,
-            memory_mib=memory_mib,
+            memory_mib=mib,
             max_vcpus=optional_int(max_vcpus, "max_vcpus"),
             max_memory_mib=optional_int(max_memory_mib, "max_memory_mib"),
             install=install,
@@ -193,6 +215,7 @@ async def create_vm(
             tags=[t.strip() for t in tags.split(",") if t.strip()],
             owner=user.username,
             start=start and not install_agent,
+            os_id=os_id,
         )
         manager.ownership.check_vm_spec_volumes(user, host, spec)
         result = await manager.vms.create(host, spec)
@@ -216,7 +239,12 @@ async def create_vm(
             toasts.append((f"guest agent not attached: {e.message}", "warn"))
         if start:
             await manager.vms.action(host, vm.name, "start")
-    return redirect_with_toasts(f"/vms/{host}/{vm.name}", *toasts)
+    return redirect_with_toasts(_landing(host, vm.name, then), *toasts)
+
+
+def _landing(host: str, name: str, then: str) -> str:
+    """Where a create lands: the new VM's page, on its Hardware tab for "Create and edit"."""
+    return f"/vms/{host}/{name}" + ("#hardware" if then == "edit" else "")
 
 
 # Fields of the cloud-init spec -> the wizard's inputs (errors show beside them).
@@ -326,7 +354,8 @@ async def _create_from_cloud_image(
     how = "a full clone" if result["mode"] == "full" else "a copy-on-write overlay"
     seed = f"cloud-init seed {result['seed']}" if result["seed"] else "no cloud-init seed"
     message = f"Created {result['name']} from {image} ({how}, {seed})"
-    return redirect_with_toasts(f"/vms/{host}/{result['name']}", (message, "ok"))
+    landing = _landing(host, result["name"], text("then"))
+    return redirect_with_toasts(landing, (message, "ok"))
 
 
 async def _form_error(

@@ -52,10 +52,10 @@
       ["Host", text(form, "host")],
       ["Operating system", os ? os.textContent : "not chosen"],
       ["vCPUs", text(form, "vcpus")],
-      ["Memory (MiB)", text(form, "memory_mib")],
+      ["Memory", text(form, "memory_mib") + " " + text(form, "memory_unit")],
       ["Firmware", text(form, "firmware")],
       ["Install source", source(form)],
-      ["New disk (GiB)", text(form, "disk_gib") + " in " + text(form, "disk_pool") + ", " + text(form, "disk_bus")],
+      ["New disk", text(form, "disk_gib") + " " + text(form, "disk_unit") + " in " + text(form, "disk_pool") + ", " + text(form, "disk_bus") + (diskSpace(form) ? " (" + diskSpace(form) + ")" : "")],
       ["Network", text(form, "network") + ", " + text(form, "nic_model")],
     ];
     dl.replaceChildren();
@@ -66,6 +66,33 @@
     });
   }
 
+  // The new disk against the chosen pool's free space (data-free, bytes): a warning
+  // before submit. qcow2 grows as the guest writes, so a larger disk is allowed.
+  const UNIT = { MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
+  function human(bytes) {
+    const units = ["MiB", "GiB", "TiB"];
+    let i = 0, n = bytes / UNIT.MiB;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return n.toFixed(1) + " " + units[i];
+  }
+  function diskSpace(form) {
+    const size = parseFloat(form.elements.disk_gib && form.elements.disk_gib.value) || 0;
+    const unit = form.elements.disk_unit ? form.elements.disk_unit.value : "GiB";
+    const pool = form.elements.disk_pool && form.elements.disk_pool.selectedOptions[0];
+    if (!pool || pool.dataset.free === undefined || size <= 0) return "";
+    const bytes = size * (UNIT[unit] || UNIT.GiB), free = Number(pool.dataset.free);
+    if (bytes <= free) return "";
+    return "larger than the " + human(free) + " free in pool " + pool.value +
+      ": the pool fills up before the disk does";
+  }
+  function showDiskSpace(form) {
+    const note = form.querySelector("#disk-space");
+    if (!note) return;
+    const problem = diskSpace(form);
+    note.textContent = problem ? "The new disk is " + problem + "." : "";
+    note.hidden = !problem;
+  }
+
   function wire(form) {
     if (!form || form.dataset.stepsWired) return;
     form.dataset.stepsWired = "1";
@@ -73,6 +100,20 @@
     const error = form.querySelector("[data-step] .alert.error");
     show(form, error ? error.closest("[data-step]").dataset.step : 1);
     if (error) error.scrollIntoView({ block: "center" });
+    showDiskSpace(form);
+    const recheck = () => {
+      showDiskSpace(form);
+      const name = form.elements.namedItem("name");
+      if (name && name.value && window.htmx) htmx.trigger(name, "kvmm-recheck");
+    };
+    ["disk_gib", "disk_unit", "disk_pool", "source"].forEach((field) => {
+      const el = form.elements[field];
+      if (!el) return;
+      (el instanceof RadioNodeList ? Array.from(el) : [el]).forEach((e) => {
+        e.addEventListener("input", recheck);
+        e.addEventListener("change", recheck);
+      });
+    });
   }
 
   document.addEventListener("click", (e) => {
@@ -87,13 +128,15 @@
     wire(form);
     const picked = e.detail.elt.querySelector && e.detail.elt.querySelector("[data-os-defaults]");
     if (!form || !picked) return;
-    ["memory_mib", "vcpus", "disk_gib", "disk_bus", "nic_model", "firmware", "os"].forEach((name) => {
+    const fields = ["memory_unit", "memory_mib", "vcpus", "disk_unit", "disk_gib", "disk_bus", "nic_model", "firmware", "os"];
+    fields.forEach((name) => {
       const el = form.elements[name];
       const value = picked.dataset[name];
       if (!el || value === undefined) return;
       if (el.tagName === "SELECT" && !Array.from(el.options).some((o) => o.value === value)) return;
       el.value = value;
     });
+    showDiskSpace(form);
   });
   // "Upload an ISO" is done in the upload form beside the steps: take the user there.
   document.addEventListener("change", (e) => {
