@@ -20,8 +20,9 @@ adds real libvirtd daemons and the fault scenarios), and, only when named, `brow
 19 item 3: the VM list page at 1,000 / 5,000 VMs in Debian's chromium),
 `vm` (4-5 inside real TCG guests: needs libvirtd, qemu:///system and root), `failover`
 (issue 16: kill -9 of the singleton-lease holder to the next schedule run by another
-instance, 20 kills) and `history-pg` (issue 16: a 5-minute history bucket at 1,000 VMs,
-SQLite vs PostgreSQL).
+instance, 20 kills), `balancer` (issue 16: REST list p50/p99 through HAProxy, two instances
+vs one) and `history-pg` (issue 16: a 5-minute history bucket at 1,000 VMs, SQLite vs
+PostgreSQL).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import agent_bench
+import balancer
 import browser_list
 import failover
 import fleet
@@ -63,6 +65,7 @@ FULL: dict[str, Callable[[Path], list[Row]]] = {
     "browser": lambda w: browser_list.run(w),
     "vm": lambda w: agent_bench.run_vm(w),
     "failover": lambda w: failover.run(w),
+    "balancer": lambda w: balancer.run(w),
     "history-pg": lambda w: history_backends.run(w),
 }
 QUICK: dict[str, Callable[[Path], list[Row]]] = {
@@ -79,12 +82,14 @@ QUICK: dict[str, Callable[[Path], list[Row]]] = {
     "browser": lambda w: browser_list.run(w, sizes=(20,), updates=1),
     "vm": lambda w: agent_bench.run_vm(w, n=50, transfer_mb=2),
     "failover": lambda w: failover.run(w, kills=2, lease=2.0, beat=0.5),
+    "balancer": lambda w: balancer.run(w, vms=20, clients=2, calls=5, rounds=1),
     "history-pg": lambda w: history_backends.run(w, vms=5, hours=2, buckets=2),
 }
 # Run only when named in --only: they need what a development machine may not have.
 # failover (issue 16: ~20 kills of ~11 s plus restarts, 6 min) and history-pg (1,000 VMs
-# on SQLite and a throwaway PostgreSQL cluster) need PostgreSQL's server binaries.
-OPT_IN = {"vm", "browser", "failover", "history-pg"}
+# on SQLite and a throwaway PostgreSQL cluster) need PostgreSQL's server binaries; balancer
+# needs them and Debian's haproxy.
+OPT_IN = {"vm", "browser", "failover", "balancer", "history-pg"}
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
