@@ -41,6 +41,7 @@ from kvmmanager.core.errors import (
 )
 from kvmmanager.virt import liveness, readers, session
 from kvmmanager.virt.aioloop import ensure_event_loop
+from kvmmanager.virt.backoff import Backoff
 from kvmmanager.virt.calls import CallKind, HostWorkers, deadline_for, op_name, resolve_kind
 from kvmmanager.virt.daemon_thread import in_daemon_thread
 from kvmmanager.virt.errors import (
@@ -96,6 +97,8 @@ class HostConnection(Heartbeat, HostEvents):
         # before the host stopped being "connected" (None while connected, or before the
         # first connect).
         self.stale_since: float | None = None
+        # Wall clock of the next connection attempt while one is waited for (Backoff).
+        self.next_attempt_at: float | None = None
         # Wall clock of libvirtd's last answer to any call (a libvirt error from a live
         # connection is an answer too); set from worker threads (a float store is atomic).
         self.last_answer: float | None = None
@@ -249,6 +252,7 @@ class HostConnection(Heartbeat, HostEvents):
             "since": self.status_since,
             "stale_since": self.stale_since,
             "overdue_calls": len(self.workers.overdue()),
+            "next_attempt_at": self.next_attempt_at,
         }
 
     def _reason_with_overdue(self) -> str:
@@ -377,15 +381,15 @@ class HostConnection(Heartbeat, HostEvents):
 
     async def _supervise(self) -> None:
         assert self._lost is not None and self._resynced is not None
-        delay = self.settings.reconnect_min_seconds
+        backoff = Backoff(self.settings.reconnect_min_seconds, self._max_backoff())
         ever_connected = False
-        first_attempt = True
+        wait = 0.0  # the first attempt at once
         reason = ""
         while True:
-            if not first_attempt:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff())
-            first_attempt = False
+            if wait > 0:
+                self.next_attempt_at = time.time() + wait
+                await asyncio.sleep(wait)
+            self.next_attempt_at = None
             if self.status not in ("failed", "reconnecting", NOT_RESPONDING):
                 self._set_status("connecting", reason)
             self._gen += 1
@@ -398,6 +402,7 @@ class HostConnection(Heartbeat, HostEvents):
             except Exception as exc:
                 reason = _reason(exc)
                 self._set_status("reconnecting" if ever_connected else "failed", reason)
+                wait = backoff.after_failure()
                 continue
             self._conn = conn
             try:
@@ -411,12 +416,13 @@ class HostConnection(Heartbeat, HostEvents):
                     self._set_status(NOT_RESPONDING, reason)
                 else:
                     self._set_status("reconnecting" if ever_connected else "failed", reason)
+                wait = backoff.after_failure()
                 continue
             self._resynced.set()
             self.last_answer = time.time()
             self._set_status("connected", "")
             ever_connected = True
-            delay = self.settings.reconnect_min_seconds
+            backoff.reset()
             heartbeat = asyncio.create_task(self._heartbeat(conn, gen), name=f"beat-{self.name}")
             try:
                 await self._lost.wait()
@@ -428,8 +434,10 @@ class HostConnection(Heartbeat, HostEvents):
             # A daemon that froze (keepalive gave up, or it stopped answering before)
             # usually still accepts the socket: the reopen waits for it to thaw.
             self._set_status(NOT_RESPONDING if frozen else "reconnecting", reason)
-            # Reconnect at once: a restarted libvirtd is usually back before any backoff.
-            first_attempt = True
+            # Reconnect within the first step (a restarted libvirtd is usually back by
+            # then), at a moment of this host's own: hosts dropped together do not all
+            # reopen together.
+            wait = backoff.after_loss()
 
     async def _open(self, gen: int) -> libvirt.virConnect:
         """Open and attach in a daemon thread. A daemon that accepts the socket and then

@@ -34,6 +34,12 @@ class HostOut(BaseModel):
     overdue_calls: int = Field(
         0, description="libvirt calls past their deadline still holding a worker of the host"
     )
+    next_attempt_at: float | None = Field(
+        None,
+        description="While the host is not connected: Unix time of the next connection "
+        "attempt (each host waits its own jittered time, so hosts dropped together do not "
+        "all retry together)",
+    )
     created_at: datetime | None = None
     vm_count: int
 
