@@ -26,6 +26,7 @@ from kvmmanager.agent import transfer as agent_transfer
 from kvmmanager.agent.client import AgentClient
 from kvmmanager.agent.models import GuestInfo, guest_info_from_kvmm
 from kvmmanager.agent.transports import LibvirtStreamTransport, Transport, UnixTransport
+from kvmmanager.core.config import AgentSettings
 from kvmmanager.core.errors import (
     AgentUnavailable,
     Conflict,
@@ -36,8 +37,11 @@ from kvmmanager.core.errors import (
 )
 from kvmmanager.services.users import ROLE_RANK
 from kvmmanager.virt.connection import is_remote_uri
-from kvmmanager.virt.events import Event
+from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.devices import KVMM_AGENT_CHANNEL
+from kvmmanager.virt.xml.domain import Domain
 from kvmmanager_agent import protocol
 
 log = logging.getLogger(__name__)
@@ -46,14 +50,17 @@ MAX_PARALLEL_PROBES = 8
 
 
 class AgentService:
-    def __init__(self, manager: Any) -> None:
-        self.manager = manager
-        self.settings = manager.settings.agent
+    def __init__(
+        self, settings: AgentSettings, bus: EventBus, inventory: Inventory, registry: HostRegistry
+    ) -> None:
+        self._inventory = inventory
+        self._registry = registry
+        self.settings = settings
         self._clients: dict[tuple[str, str], AgentClient] = {}
         self._loops: dict[tuple[str, str], asyncio.AbstractEventLoop] = {}
         self._probes: set[asyncio.Task[Any]] = set()
         self._probe_slots = asyncio.Semaphore(MAX_PARALLEL_PROBES)
-        manager.bus.add_listener(self._on_event)
+        bus.add_listener(self._on_event)
 
     # -- permissions ----------------------------------------------------------------
 
@@ -73,10 +80,10 @@ class AgentService:
     # -- connections ----------------------------------------------------------------
 
     def _domain(self, host: str, vm: str) -> Any:
-        return self.manager.registry.domain(host, vm)
+        return self._registry.domain(host, vm)
 
     async def _opener(self, host: str, uuid: str) -> Transport:
-        conn = self.manager.registry.get(host)
+        conn = self._registry.get(host)
         if self.settings.prefer_unix_socket and not is_remote_uri(conn.uri):
             path = await self._socket_path(conn, uuid)
             if path and os.access(path, os.R_OK | os.W_OK):
@@ -88,8 +95,6 @@ class AgentService:
         return await LibvirtStreamTransport.open(conn, uuid, KVMM_AGENT_CHANNEL)
 
     async def _socket_path(self, conn: Any, uuid: str) -> str | None:
-        from kvmmanager.virt.xml.domain import Domain
-
         def read() -> str:
             return conn.conn.lookupByUUIDString(uuid).XMLDesc(0)
 
@@ -132,7 +137,7 @@ class AgentService:
         if status not in ("connecting", "connected", "unresponsive"):
             return
         with contextlib.suppress(KvmmError):  # the VM vanished meanwhile
-            self.manager.inventory.set_agent_status(host, uuid, status)
+            self._inventory.set_agent_status(host, uuid, status)
 
     async def drop(self, host: str, uuid: str) -> None:
         c = self._clients.pop((host, uuid), None)
@@ -220,7 +225,7 @@ class AgentService:
         info = self._domain(host, vm)
         if not self._qga_available(info):
             raise AgentUnavailable(f"no guest agent answers in VM '{info.name}'", field="vm")
-        conn = self.manager.registry.get(host)
+        conn = self._registry.get(host)
 
         def run() -> Any:
             return fn(conn.conn.lookupByUUIDString(info.uuid), *args)

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 from prometheus_client import CollectorRegistry, Gauge
@@ -30,12 +30,11 @@ from kvmmanager.services.doctor_checks import (
     CheckContext,
     collect_checks,
 )
+from kvmmanager.services.hosts import HostService
 from kvmmanager.virt.connection import is_remote_uri
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.probe import probe_accel
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.virt.registry import HostRegistry
 
 __all__ = [
     "FAIL",
@@ -159,16 +158,18 @@ def run_local(
 
 
 class DoctorService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
+    def __init__(self, settings: Settings, registry: HostRegistry, hosts: HostService) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._hosts = hosts
 
     async def check(
         self, host: str, *, network: str = "default", pool: str | None = None
     ) -> HealthReport:
-        h = self._m.registry.get(host)
+        h = self._registry.get(host)
         if not h.connected:
             return unreachable(host, h.uri, h.status_reason or h.status)
-        settings = self._m.settings
+        settings = self._settings
         loc, sha = await asyncio.to_thread(_iso_facts, settings)
         ctx = CheckContext(
             host=host,
@@ -176,7 +177,7 @@ class DoctorService:
             local=not is_remote_uri(h.uri),
             network=network,
             pool=pool or settings.agent.iso_pool,
-            accel=await self._m.hosts.accel(host),
+            accel=await self._hosts.accel(host),
             iso=loc,
             iso_sha256=sha,
             cli_host="" if host == "local" else f" --host {host}",

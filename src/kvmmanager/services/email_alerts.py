@@ -19,16 +19,15 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from kvmmanager.core.config import OutboundSettings
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.db.ops_models import SEVERITIES, EmailTarget
 from kvmmanager.services.outbound import OutboundPolicy, Unresolvable
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -151,20 +150,21 @@ def _send_blocking(
 
 
 class EmailService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, db: sessionmaker[Session], outbound: OutboundSettings) -> None:
+        self._db = db
+        self._outbound = outbound
         self.attempts = 3
         self.base_delay = 5.0
         self.timeout = 20.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def policy(self) -> OutboundPolicy:
-        return OutboundPolicy(self.m.settings.outbound.allow_networks)
+        return OutboundPolicy(self._outbound.allow_networks)
 
     def create(self, spec: EmailSpec) -> dict[str, Any]:
         spec = validate_email(spec)
         self.policy().check_at_creation(spec.smtp_host, spec.smtp_port, "smtp_host")
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             if s.scalar(select(EmailTarget.id).where(EmailTarget.name == spec.name)):
                 raise Conflict(f"an e-mail target named '{spec.name}' already exists", field="name")
             row = EmailTarget(**vars(spec))
@@ -186,17 +186,17 @@ class EmailService:
         return row
 
     def list(self) -> list[dict[str, Any]]:
-        with self.m.db() as s:
+        with self._db() as s:
             return [_public(t) for t in s.scalars(select(EmailTarget).order_by(EmailTarget.name))]
 
     def delete(self, ident: str | int) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             s.delete(self._row(s, ident))
 
     def send(self, kind: str, alert: dict[str, Any], severity: str) -> int:
         """Mail `alert` to every enabled target it reaches; returns how many."""
         rank = SEVERITIES.index(severity) if severity in SEVERITIES else 0
-        with self.m.db() as s:
+        with self._db() as s:
             targets = [
                 {**_public(t), "password": t.password}
                 for t in s.scalars(select(EmailTarget).where(EmailTarget.enabled.is_(True)))
@@ -211,7 +211,7 @@ class EmailService:
 
     async def test(self, ident: str | int) -> None:
         """Send a test message now; raises what the SMTP server answered."""
-        with self.m.db() as s:
+        with self._db() as s:
             row = self._row(s, ident)
             t = {**_public(row), "password": row.password}
         alert = {"rule_name": "test", "severity": "info", "message": "kvm-manager test e-mail"}

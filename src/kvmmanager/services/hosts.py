@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
+from kvmmanager.core.config import LibvirtSettings
 from kvmmanager.core.errors import Conflict, KvmmError, NotFound
 from kvmmanager.db.models import Host
 from kvmmanager.services.host_uris import check_host_uri
 from kvmmanager.virt.connection import HostConnection
-from kvmmanager.virt.events import Event
+from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.inventory import Inventory
 from kvmmanager.virt.probe import AccelInfo, host_accel, start_probe, sweep_probe_guests
-from kvmmanager.virt.registry import validate_host_name, validate_uri
+from kvmmanager.virt.registry import HostRegistry, validate_host_name, validate_uri
 from kvmmanager.virt.xml.capabilities import Capabilities, DomainCapabilities
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +120,27 @@ def domain_capabilities_dict(xml: str) -> dict[str, Any]:
 
 
 class HostService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        bus: EventBus,
+        inventory: Inventory,
+        registry: HostRegistry,
+        settings: LibvirtSettings,
+    ) -> None:
+        self._db = db
+        self._inventory = inventory
+        self._registry = registry
+        self._libvirt = settings
         self._tasks: set[asyncio.Task[None]] = set()
         # Every (re)connect of a host: remove the probe guests abandoned there, then start
         # its accelerator probe in the background (a create never waits for it long).
-        manager.bus.add_listener(self._on_event)
+        bus.add_listener(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         if event.kind != "host.status" or event.data.get("status") != "connected":
             return
-        if event.host not in self.m.registry:
+        if event.host not in self._registry:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -149,7 +159,7 @@ class HostService:
         else:
             for guest in removed:
                 log.warning("host %s: removed abandoned probe guest %s", name, guest)
-        if self.m.settings.libvirt.accel == "auto" and host.connected:
+        if self._libvirt.accel == "auto" and host.connected:
             start_probe(host)
 
     async def aclose(self) -> None:
@@ -161,22 +171,22 @@ class HostService:
     # ---- the host list -----------------------------------------------------------------
 
     def _host(self, name: str) -> HostConnection:
-        return self.m.registry.get(name)
+        return self._registry.get(name)
 
     def _rows(self) -> dict[str, Host]:
-        with self.m.db() as s:
+        with self._db() as s:
             return {h.name: h for h in s.scalars(select(Host))}
 
     def _summary(self, host: HostConnection, row: Host | None) -> dict[str, Any]:
         return {
             **host.status_dict(),
             "created_at": row.created_at if row is not None else None,
-            "vm_count": len(self.m.inventory.domains(host.name)),
+            "vm_count": len(self._inventory.domains(host.name)),
         }
 
     async def list(self) -> list[dict[str, Any]]:
         rows = await asyncio.to_thread(self._rows)
-        return [self._summary(h, rows.get(h.name)) for h in self.m.registry.all()]
+        return [self._summary(h, rows.get(h.name)) for h in self._registry.all()]
 
     async def get(self, name: str) -> dict[str, Any]:
         host = self._host(name)
@@ -189,11 +199,11 @@ class HostService:
         validate_host_name(name)
         validate_uri(uri)
         self.check_uri(uri)
-        if name in self.m.registry:
+        if name in self._registry:
             raise Conflict(f"host '{name}' already exists", field="name")
         await asyncio.to_thread(self._insert, name, uri)
         try:
-            await self.m.registry.add(name, uri)
+            await self._registry.add(name, uri)
         except BaseException:
             await asyncio.to_thread(self._delete, name)
             raise
@@ -201,7 +211,7 @@ class HostService:
 
     def check_uri(self, uri: str) -> str:
         """InvalidInput (field `uri`) unless the allow-list of host URIs accepts `uri`."""
-        libvirt_settings = self.m.settings.libvirt
+        libvirt_settings = self._libvirt
         return check_host_uri(
             uri,
             allow_test_driver=libvirt_settings.allow_test_driver,
@@ -210,30 +220,30 @@ class HostService:
 
     def _insert(self, name: str, uri: str) -> None:
         try:
-            with self.m.db.begin() as s:
+            with self._db.begin() as s:
                 s.add(Host(name=name, uri=uri))
         except IntegrityError as exc:
             raise Conflict(f"host '{name}' already exists", field="name") from exc
 
     def _delete(self, name: str) -> int:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             return s.execute(delete(Host).where(Host.name == name)).rowcount
 
     async def remove(self, name: str) -> None:
         """Forget the host (its VMs are untouched: they live on in libvirt)."""
-        if name not in self.m.registry:
+        if name not in self._registry:
             # Not running but maybe still stored (e.g. a half-failed add): clean it up.
             if await asyncio.to_thread(self._delete, name):
                 return
             raise NotFound(f"host '{name}' not found", field="host")
-        await self.m.registry.remove(name)
+        await self._registry.remove(name)
         await asyncio.to_thread(self._delete, name)
 
     # ---- what a host offers ------------------------------------------------------------
 
     async def accel(self, name: str) -> AccelInfo:
-        override = getattr(self.m.settings.libvirt, "accel", "auto")
-        wait = self.m.settings.libvirt.accel_wait_seconds
+        override = self._libvirt.accel
+        wait = self._libvirt.accel_wait_seconds
         return await host_accel(self._host(name), override, wait=wait)
 
     async def info(self, name: str) -> dict[str, Any]:

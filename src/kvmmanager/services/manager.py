@@ -24,12 +24,21 @@ from kvmmanager.core.errors import KvmmError
 from kvmmanager.db import migrate, sqlite_owner
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
+from kvmmanager.services.agents import AgentService
 from kvmmanager.services.audit import AuditService
+from kvmmanager.services.doctor import DoctorService
+from kvmmanager.services.email_alerts import EmailService
+from kvmmanager.services.fleet_events import FleetEvents
 from kvmmanager.services.helper_sweep import Sweeper, data_id
+from kvmmanager.services.hosts import HostService
+from kvmmanager.services.instances import InstanceService
 from kvmmanager.services.job_undo import UndoTools
 from kvmmanager.services.jobs import JobService
+from kvmmanager.services.lease import LeaseService
+from kvmmanager.services.networks import NetworkService
 from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.users import UserService
+from kvmmanager.services.webhooks import WebhookService
 from kvmmanager.virt.connection import ensure_event_loop
 from kvmmanager.virt.events import EventBus
 from kvmmanager.virt.inventory import Inventory
@@ -107,8 +116,8 @@ class Manager:
     # -- services by other modules, each built with (manager) --------------------------
 
     @cached_property
-    def hosts(self) -> Any:
-        return _service("hosts", "HostService")(self)
+    def hosts(self) -> HostService:
+        return HostService(self.db, self.bus, self.inventory, self.registry, self.settings.libvirt)
 
     @cached_property
     def vms(self) -> Any:
@@ -119,12 +128,12 @@ class Manager:
         return _service("storage", "StorageService")(self)
 
     @cached_property
-    def networks(self) -> Any:
-        return _service("networks", "NetworkService")(self)
+    def networks(self) -> NetworkService:
+        return NetworkService(self.inventory, self.registry)
 
     @cached_property
-    def agents(self) -> Any:
-        return _service("agents", "AgentService")(self)
+    def agents(self) -> AgentService:
+        return AgentService(self.settings.agent, self.bus, self.inventory, self.registry)
 
     @cached_property
     def addresses(self) -> Any:
@@ -135,8 +144,8 @@ class Manager:
         return _service("iso_deploy", "IsoService")(self)
 
     @cached_property
-    def doctor(self) -> Any:
-        return _service("doctor", "DoctorService")(self)
+    def doctor(self) -> DoctorService:
+        return DoctorService(self.settings, self.registry, self.hosts)
 
     @cached_property
     def metrics(self) -> Any:
@@ -183,16 +192,16 @@ class Manager:
         return _service("alerts", "AlertService")(self)
 
     @cached_property
-    def webhooks(self) -> Any:
-        return _service("webhooks", "WebhookService")(self)
+    def webhooks(self) -> WebhookService:
+        return WebhookService(self.db, self.settings.outbound, self.lease)
 
     @cached_property
     def backups(self) -> Any:
         return _service("backups.policies", "BackupService")(self)
 
     @cached_property
-    def email(self) -> Any:
-        return _service("email_alerts", "EmailService")(self)
+    def email(self) -> EmailService:
+        return EmailService(self.db, self.settings.outbound)
 
     @cached_property
     def hostdevs(self) -> Any:
@@ -206,17 +215,19 @@ class Manager:
     def port_forwards(self) -> Any:
         return _service("port_forwards", "PortForwardService")(self)
 
+    # These three still take the Manager (typed Any in their modules, which import nothing
+    # of it): they read the instance's address and id and each other through it.
     @cached_property
-    def instances(self) -> Any:
-        return _service("instances", "InstanceService")(self)
+    def instances(self) -> InstanceService:
+        return InstanceService(self)
 
     @cached_property
-    def fleet_events(self) -> Any:
-        return _service("fleet_events", "FleetEvents")(self)
+    def fleet_events(self) -> FleetEvents:
+        return FleetEvents(self)
 
     @cached_property
-    def lease(self) -> Any:
-        return _service("lease", "LeaseService")(self)
+    def lease(self) -> LeaseService:
+        return LeaseService(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -8,11 +8,12 @@ refuse), so callers get a 422 that says what to fix rather than a libvirt messag
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ipaddress
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import libvirt
 from pydantic import BaseModel
@@ -22,12 +23,10 @@ from kvmmanager.services.storage_specs import check_name
 from kvmmanager.services.storage_xml import host_refusal
 from kvmmanager.virt import readers
 from kvmmanager.virt.calls import CallKind, op_name
-from kvmmanager.virt.inventory import NetworkInfo
+from kvmmanager.virt.inventory import Inventory, NetworkInfo
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.network import IP, DhcpRange, Network
 from kvmmanager.virt.xml.validate import validate_xml
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 ForwardMode = Literal["nat", "route", "open", "isolated"]
 NETWORK_NAME_MAX = 64
@@ -258,13 +257,14 @@ def _lease(raw: dict[str, Any]) -> Lease:
 
 
 class NetworkService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
+    def __init__(self, inventory: Inventory, registry: HostRegistry) -> None:
+        self._inventory = inventory
+        self._registry = registry
 
     # -- plumbing ------------------------------------------------------------------------
 
     def _host(self, host: str) -> Any:
-        return self._m.registry.get(host)
+        return self._registry.get(host)
 
     async def _call(self, host: str, fn: Any, *args: Any, kind: CallKind | None = None) -> Any:
         """Run `fn(conn, *args)` on the host's worker threads (within `kind`'s deadline)."""
@@ -295,7 +295,7 @@ class NetworkService:
 
         info = await h.run(op, kind="read", op=f"re-read network '{name}'")
         if info is not None:
-            self._m.inventory.put_network(info)
+            self._inventory.put_network(info)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -316,7 +316,8 @@ class NetworkService:
     async def get(self, host: str, name: str) -> NetworkDetails:
         return await self._call(host, lambda conn: _details(self._lookup(conn, name)), kind="read")
 
-    async def leases(self, host: str, name: str, mac: str | None = None) -> list[Lease]:
+    # builtins.list: in this class `list` names the method above.
+    async def leases(self, host: str, name: str, mac: str | None = None) -> builtins.list[Lease]:
         def op(conn: libvirt.virConnect) -> list[Lease]:
             net = self._lookup(conn, name)
             if not net.isActive():
@@ -415,7 +416,7 @@ class NetworkService:
         unless `force`: stopping it would cut those VMs off."""
         running = [
             d.name
-            for d in self._m.inventory.domains(host)
+            for d in self._inventory.domains(host)
             if d.state in ("running", "paused", "blocked")
             and any(n.type == "network" and n.source == name for n in d.nics)
         ]

@@ -28,20 +28,20 @@ import logging
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 import kvmmanager
+from kvmmanager.core.config import OutboundSettings
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.db.models import utcnow
 from kvmmanager.db.ops_models import SEVERITIES, Webhook, WebhookDelivery
+from kvmmanager.services.lease import LeaseService
 from kvmmanager.services.outbound import Destination, OutboundPolicy, Unresolvable
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,12 @@ def _delivery(d: WebhookDelivery) -> dict[str, Any]:
 
 
 class WebhookService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self, db: sessionmaker[Session], outbound: OutboundSettings, lease: LeaseService
+    ) -> None:
+        self._db = db
+        self._outbound = outbound
+        self._lease = lease
         self.base_delay = 2.0
         self.max_attempts = 6
         self.timeout = 10.0
@@ -121,7 +125,7 @@ class WebhookService:
     # ---- configuration -----------------------------------------------------------------
 
     def policy(self) -> OutboundPolicy:
-        return OutboundPolicy(self.m.settings.outbound.allow_networks)
+        return OutboundPolicy(self._outbound.allow_networks)
 
     def create(
         self,
@@ -141,7 +145,7 @@ class WebhookService:
             secret = secrets.token_urlsafe(32)
         elif len(secret) < MIN_SECRET:
             raise InvalidInput(f"secret must have at least {MIN_SECRET} characters", field="secret")
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             if s.scalar(select(Webhook.id).where(Webhook.name == name)) is not None:
                 raise Conflict(f"a webhook named '{name}' already exists", field="name")
             row = Webhook(
@@ -162,27 +166,27 @@ class WebhookService:
         return row
 
     def list(self) -> list[dict[str, Any]]:
-        with self.m.db() as s:
+        with self._db() as s:
             return [_public(w) for w in s.scalars(select(Webhook).order_by(Webhook.name))]
 
     def get(self, ident: str | int) -> dict[str, Any]:
-        with self.m.db() as s:
+        with self._db() as s:
             return _public(self._row(s, ident))
 
     def set_enabled(self, ident: str | int, enabled: bool) -> dict[str, Any]:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = self._row(s, ident)
             row.enabled = enabled
             return _public(row)
 
     def delete(self, ident: str | int) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             s.delete(self._row(s, ident))
 
     def deliveries(self, ident: str | int, limit: int = 50) -> list[dict[str, Any]]:
         if not 1 <= limit <= 500:
             raise InvalidInput("limit must be 1..500", field="limit")
-        with self.m.db() as s:
+        with self._db() as s:
             row = self._row(s, ident)
             q = (
                 select(WebhookDelivery)
@@ -200,8 +204,8 @@ class WebhookService:
         if self._started:
             return
         self._started = True
-        self.m.lease.on_change(self._lease_changed)
-        if self.m.lease.held:
+        self._lease.on_change(self._lease_changed)
+        if self._lease.held:
             self.resume_pending(self._pending_ids())
 
     async def _lease_changed(self, held: bool) -> None:
@@ -209,7 +213,7 @@ class WebhookService:
             self.resume_pending(await asyncio.to_thread(self._pending_ids))
 
     def _pending_ids(self) -> builtins.list[int]:  # `list` is a method of this class
-        with self.m.db() as s:
+        with self._db() as s:
             return list(
                 s.scalars(select(WebhookDelivery.id).where(WebhookDelivery.state == "pending"))
             )
@@ -232,7 +236,7 @@ class WebhookService:
         """Queue `payload` to every enabled webhook whose minimum severity it reaches."""
         rank = SEVERITIES.index(severity) if severity in SEVERITIES else 0
         ids: list[int] = []
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             for w in s.scalars(select(Webhook).where(Webhook.enabled.is_(True))):
                 if rank < SEVERITIES.index(w.min_severity):
                     continue
@@ -246,7 +250,7 @@ class WebhookService:
 
     def ping(self, ident: str | int) -> int:
         """Queue a test delivery to one webhook (whatever its minimum severity)."""
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             w = self._row(s, ident)
             d = WebhookDelivery(
                 webhook_id=w.id,
@@ -272,7 +276,7 @@ class WebhookService:
         task.add_done_callback(lambda _t: self._inflight.discard(delivery_id))
 
     def _load(self, delivery_id: int) -> tuple[Webhook, WebhookDelivery] | None:
-        with self.m.db() as s:
+        with self._db() as s:
             d = s.get(WebhookDelivery, delivery_id)
             w = s.get(Webhook, d.webhook_id) if d is not None else None
             if d is None or w is None or d.state != "pending":
@@ -280,7 +284,7 @@ class WebhookService:
             return w, d
 
     def _update(self, delivery_id: int, **values: Any) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             d = s.get(WebhookDelivery, delivery_id)
             if d is not None:
                 for k, v in values.items():
