@@ -185,6 +185,10 @@ class FleetSettings(BaseModel):
     # with -9 is replaced within lease_seconds + heartbeat_seconds.
     heartbeat_seconds: float = Field(3.0, gt=0, le=60)
     lease_seconds: float = Field(10.0, gt=0, le=600)
+    # Where export bundles are written and read; empty = <data_dir>/exports. Instances
+    # sharing a database point it at one directory they all reach (NFS, or one path on
+    # one machine), so a bundle made through one instance downloads through any.
+    exports_dir: Path | None = None
 
     @model_validator(mode="after")
     def _renewed_in_time(self) -> FleetSettings:

@@ -82,15 +82,27 @@ class ExportService:
     # ---- bundles (XML + disks), see export_bundle.py ------------------------------------
 
     def bundle_dir(self) -> Path:
-        path = Path(self.m.settings.data_dir) / "exports"
+        shared = self.m.settings.fleet.exports_dir
+        path = Path(shared) if shared else Path(self.m.settings.data_dir) / "exports"
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
     def bundle_path(self, bundle_id: str) -> Path:
         if not _BUNDLE_ID.fullmatch(bundle_id or ""):
             raise InvalidInput("bundle id must be 32 hex digits", field="bundle_id")
-        path = self.bundle_dir() / f"{bundle_id}.tar.gz"
+        directory = self.bundle_dir()
+        path = directory / f"{bundle_id}.tar.gz"
         if not path.is_file():
+            if self.m.ownership.recorded_bundle(bundle_id):
+                # Its row is in the shared database, its file is not here: another
+                # instance wrote it into a directory this one does not read.
+                raise NotFound(
+                    f"bundle '{bundle_id}' was made through another manager instance and "
+                    f"its file is not in this instance's exports directory ({directory}): "
+                    "instances sharing a database need fleet.exports_dir set to one "
+                    "directory they all reach",
+                    field="bundle_id",
+                )
             raise NotFound(f"bundle '{bundle_id}' not found", field="bundle_id")
         return path
 

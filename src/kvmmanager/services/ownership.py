@@ -258,6 +258,10 @@ class OwnershipService:
     def record_bundle(self, bundle_id: str, owner: str | None) -> None:
         self.record(BUNDLE, "", bundle_id, owner)
 
+    def recorded_bundle(self, bundle_id: str) -> str | None:
+        """The bundle's owner, when an export recorded one."""
+        return self.recorded(BUNDLE, "", bundle_id)
+
     def forget_bundle(self, bundle_id: str) -> None:
         self.forget(BUNDLE, "", bundle_id)
 
