@@ -306,6 +306,9 @@ class VmCalls(Protocol):
         self, host: str, vm: str, fn: Callable[..., T], *args: Any, kind: CallKind | None = None
     ) -> T: ...
 
+    def config_changed(self, host: str, vm: str, what: str) -> None:
+        """Publish that the VM's next-boot configuration changed (libvirt says nothing)."""
+
 
 class VmEditor:
     def __init__(self, service: VmCalls) -> None:
@@ -328,6 +331,8 @@ class VmEditor:
             if vcpus is not None:
                 vm_spec.validate_maximum(vcpus, max_vcpus, "vcpus", "max_vcpus")
         res = await self.svc.run_on(host, vm, _set_vcpus, vcpus, max_vcpus)
+        if res.next_boot:
+            self.svc.config_changed(host, vm, "vcpus")
         return res.to_dict()
 
     async def set_memory(
@@ -343,6 +348,8 @@ class VmEditor:
             if memory_mib is not None:
                 vm_spec.validate_maximum(memory_mib, max_memory_mib, "memory_mib", "max_memory_mib")
         res = await self.svc.run_on(host, vm, _set_memory, memory_mib, max_memory_mib)
+        if res.next_boot:
+            self.svc.config_changed(host, vm, "memory")
         return res.to_dict()
 
     # ---- disks -------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from kvmmanager.services.vm_spec import VmSpec, validate_description, validate_n
 from kvmmanager.virt import readers
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
+from kvmmanager.virt.events import Event
 from kvmmanager.virt.inventory import DomainInfo
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, ManagerMetadata
@@ -180,6 +181,16 @@ class VmService:
 
     def get(self, host: str, vm: str) -> DomainInfo:
         return self.m.registry.domain(host, vm)
+
+    def config_changed(self, host: str, vm: str, what: str) -> None:
+        """Say that a VM's next-boot configuration changed: libvirt sends no event when a
+        running VM's persistent definition changes (setVcpusFlags/setMemoryFlags with
+        CONFIG), and the live values it reports stay the same, so every open page of the
+        VM (its Overview and Hardware) and every API event stream learn it from here."""
+        with contextlib.suppress(NotFound):
+            info = self.get(host, vm)
+            data = {"name": info.name, "what": what}
+            self.m.bus.publish(Event("domain.config", host=host, subject=info.uuid, data=data))
 
     async def refresh(self, host: str, uuid: str) -> DomainInfo:
         """Re-read one domain into the inventory now. For changes libvirt sends no event

@@ -202,6 +202,30 @@ def test_snapshots_taken_outside_the_manager_show_when_the_tab_is_opened(
     shot(page, "vm-snapshots-outside-shown")
 
 
+def test_a_next_boot_change_shows_on_the_overview_without_a_reload(
+    browser_login: Any, api: httpx.Client
+) -> None:
+    """vCPUs raised beyond a running VM's maximum apply at its next boot: the Overview,
+    rendered before the change, says so too (it kept the old value until a reload, and
+    on every other open page of the VM)."""
+    name = f"{PREFIX}pending"
+    made(api.post("/api/hosts/local/vms", json={"name": name, "memory_mib": 64, "start": True}))
+    page = browser_login("admin")
+    page.goto(f"/vms/local/{name}#hardware")
+    expect(page.locator("html[data-live=open]")).to_have_count(1, timeout=WAIT)
+    other = browser_login("admin")  # another open page of the same VM
+    other.goto(f"/vms/local/{name}")
+    expect(other.locator("html[data-live=open]")).to_have_count(1, timeout=WAIT)
+    form = page.locator("#hardware form").first
+    form.locator("input[name=vcpus]").fill("2")
+    form.locator("button.primary").click()
+    expect(page.locator("#hardware [data-pending]")).to_contain_text("vCPUs 1 → 2", timeout=WAIT)
+    page.click("nav.tabs a[data-tab=overview]")
+    expect(page.locator("#overview [data-pending]")).to_contain_text("vCPUs 1 → 2", timeout=WAIT)
+    expect(other.locator("#overview [data-pending]")).to_contain_text("vCPUs 1 → 2", timeout=WAIT)
+    shot(page, "vm-pending-overview-live")
+
+
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 

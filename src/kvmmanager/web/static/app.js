@@ -91,7 +91,7 @@ function startLive() {
   };
   source.onerror = () => { document.documentElement.dataset.live = "reconnecting"; };
   source.onmessage = (msg) => handle(JSON.parse(msg.data));
-  ["domain.added", "domain.updated", "domain.removed", "domain.lifecycle", "domain.agent", "domain.snapshot",
+  ["domain.added", "domain.updated", "domain.removed", "domain.lifecycle", "domain.agent", "domain.snapshot", "domain.config",
    "host.status", "pool.lifecycle", "network.lifecycle", "job.progress", "job.done", "resync",
    "alert.firing", "alert.resolved", "schedule.run"]
     .forEach((kind) => source.addEventListener(kind, (msg) => handle(JSON.parse(msg.data))));
