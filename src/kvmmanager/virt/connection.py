@@ -306,7 +306,12 @@ class HostConnection(Heartbeat, HostEvents):
                 "host.status",
                 host=self.name,
                 subject=self.name,
-                data={"status": status, "reason": reason},
+                data={"status": status, "reason": reason}
+                | (
+                    {}
+                    if self.next_attempt_at is None
+                    else {"next_attempt_at": self.next_attempt_at}
+                ),
             )
         )
 
@@ -387,7 +392,6 @@ class HostConnection(Heartbeat, HostEvents):
         reason = ""
         while True:
             if wait > 0:
-                self.next_attempt_at = time.time() + wait
                 await asyncio.sleep(wait)
             self.next_attempt_at = None
             if self.status not in ("failed", "reconnecting", NOT_RESPONDING):
@@ -401,8 +405,8 @@ class HostConnection(Heartbeat, HostEvents):
                 conn = await self._open(gen)
             except Exception as exc:
                 reason = _reason(exc)
+                wait = self._plan(backoff.after_failure())
                 self._set_status("reconnecting" if ever_connected else "failed", reason)
-                wait = backoff.after_failure()
                 continue
             self._conn = conn
             try:
@@ -412,11 +416,11 @@ class HostConnection(Heartbeat, HostEvents):
                 log.warning("host %s: resync failed", self.name, exc_info=True)
                 reason = f"resync failed: {_reason(exc)}"
                 await self._drop(conn)
+                wait = self._plan(backoff.after_failure())
                 if isinstance(exc, HostTimeout):  # it answered the open, then froze
                     self._set_status(NOT_RESPONDING, reason)
                 else:
                     self._set_status("reconnecting" if ever_connected else "failed", reason)
-                wait = backoff.after_failure()
                 continue
             self._resynced.set()
             self.last_answer = time.time()
@@ -431,13 +435,18 @@ class HostConnection(Heartbeat, HostEvents):
             reason = self._lost_reason
             frozen = self.status == NOT_RESPONDING or reason == session.KEEPALIVE_REASON
             await self._drop(conn)
-            # A daemon that froze (keepalive gave up, or it stopped answering before)
-            # usually still accepts the socket: the reopen waits for it to thaw.
-            self._set_status(NOT_RESPONDING if frozen else "reconnecting", reason)
             # Reconnect within the first step (a restarted libvirtd is usually back by
             # then), at a moment of this host's own: hosts dropped together do not all
             # reopen together.
-            wait = backoff.after_loss()
+            wait = self._plan(backoff.after_loss())
+            # A daemon that froze (keepalive gave up, or it stopped answering before)
+            # usually still accepts the socket: the reopen waits for it to thaw.
+            self._set_status(NOT_RESPONDING if frozen else "reconnecting", reason)
+
+    def _plan(self, wait: float) -> float:
+        """Note when the next attempt comes (before the status change that announces it)."""
+        self.next_attempt_at = time.time() + wait
+        return wait
 
     async def _open(self, gen: int) -> libvirt.virConnect:
         """Open and attach in a daemon thread. A daemon that accepts the socket and then

@@ -152,6 +152,7 @@ async def test_status_events_and_resync_after_connection_loss(testhost, bus, inv
 
     testhost._notify_lost(testhost._gen, "simulated loss")
     status = await next_event(sub, lambda e: e.kind == "host.status")
+    assert status.data.pop("next_attempt_at") > 0  # each host's own, jittered (test_backoff)
     assert status.data == {"status": "reconnecting", "reason": "simulated loss"}
     removed = await next_event(sub, lambda e: e.kind == "domain.removed")
     assert removed.subject == dom.UUIDString()
