@@ -118,15 +118,17 @@ def refresh_pool(pool: libvirt.virStoragePool) -> None:
         time.sleep(0.1)
 
 
-def read_head(conn: libvirt.virConnect, vol: libvirt.virStorageVol) -> bytes:
-    """The first HEAD_BYTES of a volume's stored bytes, through libvirt's download stream
-    (worker thread; 64 KiB is one or two stream packets)."""
+def read_head(
+    conn: libvirt.virConnect, vol: libvirt.virStorageVol, limit: int = HEAD_BYTES
+) -> bytes:
+    """The first `limit` (HEAD_BYTES) bytes of a volume's stored bytes, through libvirt's
+    download stream (worker thread; 64 KiB is one or two stream packets)."""
     try:
         _type, capacity, physical = vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)
     except libvirt.libvirtError:
         # Drivers without the flag (the test driver): capacity is the upper bound.
         _type, capacity, physical = vol.info()
-    want = min(HEAD_BYTES, int(physical or capacity))
+    want = min(limit, int(physical or capacity))
     if want <= 0:
         return b""
     stream = conn.newStream(0)

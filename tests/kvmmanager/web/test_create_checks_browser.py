@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step, submit
+from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
 WAIT = 30_000  # ms: bounded waits on a loaded shared machine
@@ -58,6 +59,7 @@ def test_the_name_is_checked_with_its_volume_while_typed(
         timeout=WAIT,
     )
     expect(check.locator("[role=alert]")).to_be_visible()
+    shot(page, "create-name-volume-taken")
     # Without a new disk the same name makes no volume: the check is asked again.
     step(page, 3)
     page.locator("form#new-vm input[name=disk_gib]").fill("0")
@@ -99,6 +101,7 @@ def test_pool_free_space_is_shown_and_a_larger_disk_warned_of_with_units(
         f"The new disk is larger than the 100.0 GiB free in pool {POOL}: the pool fills up "
         "before the disk does."
     )
+    shot(page, "create-disk-larger-than-pool")
     disk.fill("50")
     expect(warning).to_be_hidden()
     form.locator("select[name=disk_unit]").select_option("TiB")

@@ -122,11 +122,38 @@
     if (form) { e.preventDefault(); show(form, go.dataset.stepGo); }
   });
 
+  // OS detection: a picked ISO's volume descriptor is matched against osinfo-db on the
+  // server; a match replaces #os-defaults (out of band) unless the OS was chosen by hand
+  // (keep=<its short id>), which the answer then only mentions.
+  function detect(form) {
+    const iso = form.elements.iso;
+    const target = form.querySelector("#iso-detect");
+    if (!iso || !target || !window.htmx) return;
+    if (!iso.value) { target.replaceChildren(); return; }
+    const q = new URLSearchParams({ host: form.elements.host.value, iso: iso.value, keep: form.dataset.osByHand || "" });
+    htmx.ajax("GET", "/vms/new/iso-os?" + q.toString(), { target: target, swap: "innerHTML" });
+  }
+  document.addEventListener("change", (e) => {
+    const form = e.target.closest && e.target.closest("form#new-vm");
+    if (!form) return;
+    if (e.target.name === "iso" || (e.target.name === "source" && e.target.value === "iso")) detect(form);
+  });
+  document.addEventListener("click", (e) => {
+    const option = e.target.closest && e.target.closest("[data-os-option]");
+    const form = option && option.closest("form#new-vm");
+    if (form) form.dataset.osByHand = option.dataset.osOption;
+  });
+
   // The OS step: a picked OS's values go into the later steps' fields.
   document.addEventListener("htmx:afterSettle", (e) => {
     const form = document.querySelector("form#new-vm");
     wire(form);
-    const picked = e.detail.elt.querySelector && e.detail.elt.querySelector("[data-os-defaults]");
+    const elt = e.detail.elt;
+    // An upload picked its ISO in the reloaded select: detect its OS too.
+    if (form && elt.id === "iso-select") detect(form);
+    const detected = elt.id === "iso-detect" && elt.querySelector("[data-iso-detect=picked]");
+    const picked = detected ? form.querySelector("#os-defaults [data-os-defaults]")
+      : elt.querySelector && elt.querySelector("[data-os-defaults]");
     if (!form || !picked) return;
     const fields = ["memory_unit", "memory_mib", "vcpus", "disk_unit", "disk_gib", "disk_bus", "nic_model", "firmware", "os"];
     fields.forEach((name) => {
