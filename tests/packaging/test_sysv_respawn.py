@@ -162,3 +162,14 @@ def test_restart_gives_a_new_agent(guest: Guest) -> None:
     assert guest.init("restart").returncode == 0
     second = agent_of(guest)
     assert second != first and not alive(first)
+
+
+def test_start_after_the_package_was_removed_starts_nothing(guest: Guest) -> None:
+    """`apt-get remove` keeps the init script (a conffile) and its runlevel links but
+    removes the zipapp: a boot then must not run a supervisor that restarts a missing
+    agent every two seconds forever."""
+    (guest.root / "usr/lib/kvmmanager-agent/kvmmanager-agent.pyz").unlink()
+    res = guest.init("start")
+    assert res.returncode == 0, res.stderr
+    assert not (guest.root / "var/run/kvmmanager-agent.pid").exists()
+    assert guest.init("status").returncode == 3

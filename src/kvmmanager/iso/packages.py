@@ -140,7 +140,7 @@ def _tree_digest(h: hashlib._Hash, root: Path) -> None:
 
 
 # Bumped when this module changes what it builds from the same inputs.
-BUILD_FORMAT = "2"  # 2: the apk's pkgdesc is one line
+BUILD_FORMAT = "3"  # 2: the apk's pkgdesc is one line; 3: staged files dated SOURCE_DATE_EPOCH
 
 
 def _cache_key(dirs: PackagingDirs, pyz: Path, version: str, epoch: int, nfpm: str) -> str:
@@ -169,6 +169,11 @@ def _stage(
     config = with_signatures((stage / "nfpm.yaml").read_text(), signing, KINDS)
     (stage / "nfpm.yaml").write_text(config)
     (stage / APK_CONFIG).write_text(one_line_description(config))
+    # nfpm dates the .apk's control scripts (.post-install, ...) by their files' mtimes,
+    # not SOURCE_DATE_EPOCH: every staged file gets the epoch, or the package carries the
+    # checkout's (or this copy's) time and differs from one build to the next.
+    for path in stage.rglob("*"):
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
 
 
 APK_CONFIG = "nfpm-apk.yaml"
