@@ -51,7 +51,8 @@ for arg in "$@"; do
 	--plain) PLAIN=1 ;;
 	--no-start) START=0 ;;
 	-h | --help)
-		sed -n '2,13p' "$0"
+		# The header comment above, without its comment marks.
+		sed -n -e '2,13s/^# //p' -e '2,13s/^#$//p' "$0"
 		exit 0
 		;;
 	*) die 2 "unknown option $arg (use --plain, --no-start or --help)" ;;
@@ -119,6 +120,10 @@ if [ -d "$ROOT/run/systemd/system" ]; then
 	INIT=systemd
 elif [ -x "$ROOT/sbin/openrc-run" ] || [ -x "$ROOT/sbin/openrc" ]; then
 	INIT=openrc
+elif [ -e "$ROOT/lib/systemd/systemd" ] || [ -e "$ROOT/usr/lib/systemd/systemd" ]; then
+	# systemd installed but not running: an image build or a chroot. Enabled for the
+	# first boot, nothing started here (it would run in the build's namespaces).
+	INIT=systemd-offline
 elif [ -d "$ROOT/etc/init.d" ] && { [ -d "$ROOT/etc/rc2.d" ] || [ -d "$ROOT/etc/rc.d" ] ||
 	find_tool update-rc.d >/dev/null || find_tool chkconfig >/dev/null; }; then
 	# Runlevel directories or their tools: a real sysvinit. A bare /etc/init.d (busybox
@@ -127,7 +132,9 @@ elif [ -d "$ROOT/etc/init.d" ] && { [ -d "$ROOT/etc/rc2.d" ] || [ -d "$ROOT/etc/
 else
 	INIT=none
 fi
-say "distribution family: $FAMILY, init: $INIT, version on CD: $VERSION"
+INIT_LABEL=$INIT
+[ "$INIT" = systemd-offline ] && INIT_LABEL="systemd (not running)"
+say "distribution family: $FAMILY, init: $INIT_LABEL, version on CD: $VERSION"
 
 # --- 3. python3 >= 3.8 --------------------------------------------------------------
 python_hint() {
@@ -210,7 +217,7 @@ plain)
 	}
 	put "$SRC/$NAME.pyz" "$LIBDIR/$NAME.pyz" 0644
 	case "$INIT" in
-	systemd)
+	systemd | systemd-offline)
 		mkdir -p "$ROOT/etc/systemd/system" "$ROOT/etc/udev/rules.d"
 		put "$SRC/service/$NAME.service" "/etc/systemd/system/$NAME.service" 0644
 		put "$SRC/service/60-$NAME.rules" "/etc/udev/rules.d/60-$NAME.rules" 0644
@@ -243,6 +250,7 @@ SYSTEMCTL=$(find_tool systemctl) || SYSTEMCTL=""
 RC_UPDATE=$(find_tool rc-update) || RC_UPDATE=""
 RC_SERVICE=$(find_tool rc-service) || RC_SERVICE=""
 [ "$INIT" = systemd ] && [ -z "$SYSTEMCTL" ] && INIT=none
+[ "$INIT" = systemd-offline ] && [ -z "$SYSTEMCTL" ] && INIT=none
 [ "$INIT" = openrc ] && { [ -z "$RC_UPDATE" ] || [ -z "$RC_SERVICE" ]; } && INIT=none
 if [ "$START" = 1 ]; then
 	case "$INIT" in
@@ -258,6 +266,11 @@ if [ "$START" = 1 ]; then
 			fi
 			STARTED=yes
 		fi
+		;;
+	systemd-offline)
+		# systemctl enable works without a running systemd (it writes the links).
+		"$SYSTEMCTL" enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
+		say "systemd is installed but not running (an image build?): $NAME is enabled and starts at the next boot"
 		;;
 	openrc)
 		"$RC_UPDATE" add "$NAME" default || die 7 "rc-update add $NAME failed"

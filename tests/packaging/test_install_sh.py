@@ -291,3 +291,32 @@ def test_failing_package_tool_exits_6(guest: Guest) -> None:
     res = guest.run()
     assert res.returncode == 6
     assert "dpkg -i" in res.stderr
+
+
+def test_debian_image_build_with_systemd_installed_but_not_running(guest: Guest) -> None:
+    """An image build (a chroot with systemd installed, nothing running): the unit is
+    enabled for the image's first boot and nothing is started in the build's namespaces
+    (issue 20: /etc/init.d and update-rc.d made it look like sysvinit, and the missing
+    init script made install.sh exit 7)."""
+    (guest.root / "etc/init.d").mkdir(parents=True)
+    (guest.root / "lib/systemd").mkdir(parents=True)
+    (guest.root / "lib/systemd/systemd").write_text("")
+    guest.os_release("debian").tool("dpkg", "dpkg-query", "systemctl", "update-rc.d", "service")
+    res = guest.run()
+    assert res.returncode == 0, res.stderr
+    calls = guest.calls()
+    assert "family: debian, init: systemd (not running)" in res.stdout
+    assert f"systemctl enable {UNIT}" in calls
+    assert not any(
+        c.startswith(("service", "update-rc.d", "systemctl daemon-reload")) for c in calls
+    )
+    assert not any(" start " in c or " restart " in c for c in calls)
+    assert "starts at the next boot" in res.stdout
+
+
+def test_help_is_readable(guest: Guest) -> None:
+    res = guest.run("install.sh", "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Install (or upgrade) the KVM Manager guest agent")
+    assert not any(line.startswith("#") for line in res.stdout.splitlines())
+    assert "--no-start" in res.stdout
