@@ -3,7 +3,9 @@ with apt into a fresh `debootstrap --variant=minbase bookworm` chroot (dependenc
 Debian main, through the mirror this machine's apt uses), started exactly as the unit's
 ExecStart/User/Environment say (no systemd in a chroot: by hand, as the service user with
 its groups), logged into over HTTP, a VM created and started; then upgraded to a build
-with a higher version, removed (config and data kept) and purged (nothing left).
+with a higher version, removed (config and data kept) and purged (nothing left). In the
+same chroot (one debootstrap for both) the guest agent's .deb is installed, run with the
+chroot's python3, removed and purged.
 
 libvirt: the `test:///default` driver (inside libvirt0, which the package depends on);
 qemu:///system would need a libvirtd, QEMU and /dev/kvm inside the chroot.
@@ -28,6 +30,7 @@ import httpx
 import pytest
 
 import kvmmanager
+from kvmmanager.iso import agent_version
 
 pytestmark = [
     pytest.mark.packaging,
@@ -46,6 +49,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
 UNIT = ROOT / "packaging/manager/kvm-manager.service"
 PREFIX = "kvmm-t-pkg20"
+RUNLEVEL_DIRS = [f"etc/rc{level}.d" for level in "0123456S"]
+PORT_DEVICE = r"dev-virtio\x2dports-org.kvmmanager.agent.0.device"
+# A service's enablement: systemd links, deb-systemd-helper's state, sysvinit links.
+ENABLEMENT = re.compile(
+    r"^/etc/systemd/system/.+|^/var/lib/systemd/deb-systemd-helper-.+"
+    r"|^/etc/rc[0-6S]\.d/[SK]\d\dkvmmanager-agent$"
+)
 # What apt, dpkg and the shadow tools change in any install; everything else must go.
 NOT_OURS = re.compile(
     r"^/(proc|tmp|root|var/cache|var/lib/apt|var/lib/dpkg|var/log|run)(/|$)"
@@ -75,6 +85,19 @@ def chroot(root: Path, *cmd: str, timeout: float = 600) -> subprocess.CompletedP
     )
     assert res.returncode == 0, f"{cmd}: {res.stdout[-3000:]}{res.stderr[-3000:]}"
     return res
+
+
+def install_depends(root: Path, deb: Path) -> None:
+    """apt installs a .deb's Depends (from Debian main), so that a snapshot taken after
+    holds everything but the package itself."""
+    depends = subprocess.run(
+        ["dpkg-deb", "-f", str(root / deb.relative_to("/")), "Depends"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = [d.split()[0] for d in depends.split(",")]
+    chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends", *names)
 
 
 def file_list(root: Path) -> set[str]:
@@ -118,6 +141,7 @@ class Debs:
     first: Path
     upgrade: Path
     version: str
+    agent: Path  # the guest agent's .deb (arch all), of agent_version()
 
 
 @dataclass
@@ -177,6 +201,7 @@ def debian_chroot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
         first = dist / f"kvm-manager_{version}-1_amd64.deb"
         (base / "up").mkdir()
         upgrade = _rebuild_with_revision(first, base / "up", "2")
+        agent = dist / f"kvmmanager-agent_{agent_version()}-1_all.deb"
         out, _ = boot.communicate(timeout=1200)
         assert boot.returncode == 0, out[-3000:]
         # No service may start from a maintainer script (none should try: no systemd).
@@ -186,10 +211,11 @@ def debian_chroot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
         (root / "etc/dpkg/dpkg.cfg.d/kvmm-unsafe-io").write_text("force-unsafe-io\n")
         subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
         proc_mounted = True
-        for deb in (first, upgrade):
+        for deb in (first, upgrade, agent):
             shutil.copy2(deb, root / "tmp" / deb.name)
         chroot(root, "apt-get", "update", "-q")
-        yield Chroot(root, Debs(Path("/tmp") / first.name, Path("/tmp") / upgrade.name, version))
+        in_root = [Path("/tmp") / deb.name for deb in (first, upgrade, agent)]
+        yield Chroot(root, Debs(in_root[0], in_root[1], version, in_root[2]))
     finally:
         if boot.poll() is None:
             boot.kill()
@@ -269,14 +295,7 @@ def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
     box = debian_chroot
     root = box.root
     # Snapshot after the package's Depends (from Debian main) are in, before it is.
-    depends = subprocess.run(
-        ["dpkg-deb", "-f", str(root / box.debs.first.relative_to("/")), "Depends"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    names = [d.split()[0] for d in depends.split(",")]
-    chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends", *names)
+    install_depends(root, box.debs.first)
     before = file_list(root)
 
     res = chroot(
@@ -306,7 +325,14 @@ def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
         assert r.status_code == 201, r.text
         r = c.post(f"/api/hosts/local/vms/{vm}/actions/start", headers=csrf)
         assert r.status_code == 200, r.text
-        vms = {v["name"]: v for v in c.get("/api/hosts/local/vms").json()}
+        # The list is the inventory, which learns the new state from libvirt's lifecycle
+        # event: under load it may still say shutoff for a moment after the start.
+        deadline = time.monotonic() + 60
+        while True:
+            vms = {v["name"]: v for v in c.get("/api/hosts/local/vms").json()}
+            if vms[vm]["state"] == "running" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert vms[vm]["state"] == "running"
         c.close()
 
@@ -326,7 +352,69 @@ def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
 
     # purge: nothing of the package is left.
     chroot(root, "apt-get", "purge", "-y", "-q", "kvm-manager")
+    assert not (root / "var/cache/kvmmanager-agent").exists()
     after = file_list(root)
     assert after - before == set()
     assert before - after == set()
     assert subprocess.run(["chroot", str(root), "getent", "passwd", "kvm-manager"]).returncode
+
+
+@pytest.mark.timeout(900)
+def test_agent_deb_installs_runs_and_purges_in_the_clean_chroot(debian_chroot: Chroot) -> None:
+    """The guest agent's .deb in the same chroot: apt installs it with its Depends from
+    Debian main, dpkg knows every file it put there, its unit and udev rule are in place
+    (no systemd runs in a chroot: the postinst starts nothing), the installed zipapp runs
+    with the chroot's own python3, and remove then purge leave nothing of it."""
+    box = debian_chroot
+    root = box.root
+    install_depends(root, box.debs.agent)
+    # The directories an init system's own packages make (systemd, sysv-rc) on any
+    # installed system; minbase has no init, and the agent's enablement goes there.
+    for directory in ("etc/systemd/system", "var/lib/systemd", *RUNLEVEL_DIRS):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    before = file_list(root)
+
+    res = chroot(
+        root, "apt-get", "install", "-y", "-q", "--no-install-recommends", str(box.debs.agent)
+    )
+    assert "Setting up kvmmanager-agent" in res.stdout
+    status = chroot(root, "dpkg-query", "-W", "-f", "${Status} ${Version}", "kvmmanager-agent")
+    assert status.stdout == f"install ok installed {agent_version()}-1"
+    # Everything the install added is the package's (`dpkg -S` finds each path).
+    # dpkg names the paths as shipped (/lib/...); bookworm's /lib is a link to /usr/lib.
+    listed = chroot(root, "dpkg", "-L", "kvmmanager-agent").stdout.splitlines()
+    owned = {"/" + os.path.relpath(os.path.realpath(f"{root}{p}"), root) for p in listed}
+    added = file_list(root) - before
+    for path in (
+        "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz",
+        "/lib/systemd/system/kvmmanager-agent.service",
+        "/lib/udev/rules.d/60-kvmmanager-agent.rules",
+        "/etc/kvmmanager-agent/config.json",
+        "/etc/init.d/kvmmanager-agent",
+    ):
+        assert path in listed and (root / path.lstrip("/")).is_file(), path
+    # Enabled though no systemd runs (an image build): the unit's link where its
+    # WantedBy says, as deb-systemd-helper makes it, and the init script's runlevel links
+    # for sysvinit (issue 20: the .deb had no init script and enabled nothing here).
+    wants = root / "etc/systemd/system" / f"{PORT_DEVICE}.wants/kvmmanager-agent.service"
+    assert wants.is_symlink(), sorted(added - owned)
+    assert sorted(p.name for p in (root / "etc/rc2.d").iterdir()) == ["S01kvmmanager-agent"]
+    # Everything else the install added is the package's (`dpkg -S` finds each path);
+    # enablement links and deb-systemd-helper's state are no package's, as in Debian.
+    state = {p for p in added - owned if ENABLEMENT.match(p)}
+    assert added - state <= owned, sorted(added - state - owned)
+    chroot(root, "dpkg", "-S", "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz")
+    # The agent runs with the interpreter its Depends brought (Debian 12's python3).
+    version = chroot(root, "python3", "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz", "--version")
+    assert version.stdout.strip() == agent_version()
+
+    # remove: the program goes, the conffile stays; purge: nothing of it is left (the
+    # bytecode cache the run above made included).
+    chroot(root, "apt-get", "remove", "-y", "-q", "kvmmanager-agent")
+    assert not (root / "usr/lib/kvmmanager-agent").exists()
+    assert (root / "etc/kvmmanager-agent/config.json").is_file()
+    chroot(root, "apt-get", "purge", "-y", "-q", "kvmmanager-agent")
+    assert not (root / "var/cache/kvmmanager-agent").exists()
+    after = file_list(root)
+    assert after - before == set()
+    assert before - after == set()
