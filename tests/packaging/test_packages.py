@@ -683,6 +683,9 @@ def test_release_refuses_a_missing_key_file_before_building(tmp_path: Path) -> N
     assert not (tmp_path / "d").exists()
 
 
+# Two lintian runs, the manager's over its whole venv: alone ~2 min, but past the default
+# 300 s at load 20 (measured beside the clean-chroot job and other engineers' tests).
+@pytest.mark.timeout(900)
 def test_release_builds_every_artifact(release: Release, tmp_path: Path) -> None:
     dist = release.dist
 
