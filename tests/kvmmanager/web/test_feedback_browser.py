@@ -226,6 +226,23 @@ def test_a_next_boot_change_shows_on_the_overview_without_a_reload(
     shot(page, "vm-pending-overview-live")
 
 
+def test_deleting_a_vm_names_it_in_the_toast(browser_login: Any, api: httpx.Client) -> None:
+    """The toast after Delete VM names the VM the user deleted, not its UUID (the page
+    posts to the VM's UUID address)."""
+    name = f"{PREFIX}del"
+    made(api.post("/api/hosts/local/vms", json={"name": name, "memory_mib": 64, "disks": [DISK]}))
+    page = browser_login("admin")
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"/vms/local/{name}")
+    page.check("input[name=remove_volumes]")
+    page.click("button:text-is('Delete VM')")
+    expect(page).to_have_url(re.compile(r"/vms$"), timeout=WAIT)
+    done = toast(page, "ok", f"Deleted {name} and 1 volume(s)")
+    expect(done).to_be_visible(timeout=WAIT)
+    assert not UUID.search(done.inner_text()), done.inner_text()
+    shot(page, "vm-deleted-toast")
+
+
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 

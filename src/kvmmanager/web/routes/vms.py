@@ -242,7 +242,8 @@ async def vm_delete(
 ) -> Response:
     result = await manager.vms.delete(host, vm, remove_volumes=remove_volumes)
     removed = result.deleted_volumes
-    message = f"Deleted {vm}" + (f" and {len(removed)} volume(s)" if removed else "")
+    # The page posts to the VM's UUID address: the toast names the VM the user knows.
+    message = f"Deleted {result.name}" + (f" and {len(removed)} volume(s)" if removed else "")
     if result.kept_volumes:
         message += f"; kept {len(result.kept_volumes)} volume(s) another VM uses or no pool holds"
     return redirect_with_toasts("/vms", (message, "ok"))
