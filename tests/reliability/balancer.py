@@ -38,7 +38,11 @@ def free_port() -> int:
 
 
 def start_instances(
-    workdir: Path, url: str, names: list[str], uri: str = "test:///default"
+    workdir: Path,
+    url: str,
+    names: list[str],
+    uri: str = "test:///default",
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, ServerProcess]:
     """Manager servers on database `url`, each with its own data dir and port, started one
     after the other (the first makes the admin: its data dir has the password file)."""
@@ -56,6 +60,7 @@ def start_instances(
                 KVMM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]',
                 PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
             )
+            env.update(extra_env or {})
             srv = ServerProcess(env, free_port())
             made[name] = srv
             srv.start()
