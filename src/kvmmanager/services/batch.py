@@ -20,10 +20,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.vm_spec import validate_tags
+from kvmmanager.services.vms import ShutdownMode
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
@@ -196,7 +197,9 @@ class BatchService:
                         if k in ("uuid", "deleted_volumes", "kept_volumes")
                     },
                 )
-            ref = await self.m.vms.action(t.host, t.vm, action, mode=mode)
+            # check() refused any other mode before the batch began.
+            shutdown_mode = cast(ShutdownMode, mode)
+            ref = await self.m.vms.action(t.host, t.vm, action, mode=shutdown_mode)
             return ItemResult(
                 t.host, t.vm, True, state=ref.state, message=ref.message, details={"uuid": ref.uuid}
             )

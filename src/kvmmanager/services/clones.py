@@ -42,8 +42,8 @@ from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_builder import disk_volume_path, lookup, undefine_flags
 from kvmmanager.services.vm_spec import validate_name
 from kvmmanager.virt.calls import CallKind, op_name
+from kvmmanager.virt.clone_links import read_metadata
 from kvmmanager.virt.xml.domain import Domain
-from kvmmanager.virt.xml.metadata import NS_URI
 from kvmmanager.virt.xml.vm_metadata import VmMetadata
 
 if TYPE_CHECKING:
@@ -81,19 +81,6 @@ class ClonePlan:
     nvram_action: str = "none"  # none | copy | reset
     running: bool = False
     template: bool = False
-
-
-def read_metadata(dom: libvirt.virDomain) -> VmMetadata:
-    try:
-        return VmMetadata.from_metadata_api(
-            dom.metadata(
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS_URI, libvirt.VIR_DOMAIN_AFFECT_CONFIG
-            )
-        )
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-            raise
-        return VmMetadata()
 
 
 def _new_volume_name(src_vol: str, source_vm: str, new_vm: str, target: str) -> str:

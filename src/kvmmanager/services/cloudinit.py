@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.cloudinit_crypt import sha512_crypt
+from kvmmanager.services.seed_volume import SEED_LABEL, read_seed
 from kvmmanager.services.storage_xml import build_volume_xml
 from kvmmanager.services.vm_builder import boot_volumes
 from kvmmanager.services.vm_spec import (
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
-SEED_LABEL = "cidata"
 AGENT_DIR = "kvmm-agent"
 GIB = 1024**3
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -642,7 +642,7 @@ class CloudInitService:
         found = None
         for path in cdroms:
             data = await hc.run(
-                lambda p=path: _read_seed(hc.conn, p), kind="lifecycle", op="read the seed"
+                lambda p=path: read_seed(hc.conn, p), kind="lifecycle", op="read the seed"
             )
             if data is not None:
                 found = (path, data)
@@ -745,64 +745,6 @@ def hostname_for(vm_name: str) -> str:
     """A DNS label for a VM name: other characters become '-', at most 63."""
     label = re.sub(r"[^A-Za-z0-9-]+", "-", vm_name).strip("-")[:63].strip("-")
     return label or "vm"
-
-
-# ISO 9660: the primary volume descriptor is sector 16; its volume id is bytes 40-72.
-PVD_OFFSET, PVD_SIZE = 16 * 2048, 2048
-MAX_SEED_BYTES = 64 * 1024**2
-
-
-def _download(
-    conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset: int, length: int
-) -> bytes:
-    stream = conn.newStream(0)
-    chunks: list[bytes] = []
-    try:
-        vol.download(stream, offset, length, 0)
-        while True:
-            data = stream.recv(256 * 1024)
-            if not data:
-                break
-            chunks.append(data)
-        stream.finish()
-    except BaseException:
-        with contextlib.suppress(libvirt.libvirtError):
-            stream.abort()
-        raise
-    return b"".join(chunks)
-
-
-def is_seed(conn: libvirt.virConnect, path: str) -> bool:
-    """True when the volume at `path` is a NoCloud seed (ISO 9660 labelled cidata): only
-    its volume descriptor is read."""
-    return _seed_volume(conn, path) is not None
-
-
-def _seed_volume(conn: libvirt.virConnect, path: str) -> libvirt.virStorageVol | None:
-    try:
-        vol = conn.storageVolLookupByPath(path)
-    except libvirt.libvirtError:
-        return None  # not a pool volume: never ours
-    size = int(vol.info()[1])
-    if size > MAX_SEED_BYTES or size < PVD_OFFSET + PVD_SIZE:
-        return None
-    try:
-        pvd = _download(conn, vol, PVD_OFFSET, PVD_SIZE)
-    except libvirt.libvirtError as exc:
-        # A driver without volume downloads (libvirt's test driver): cannot be a seed
-        # we can read.
-        log.warning("cannot read %s to look for a cloud-init seed: %s", path, exc)
-        return None
-    if pvd[1:6] != b"CD001" or pvd[40:72].decode(errors="replace").strip() != SEED_LABEL:
-        return None
-    return vol
-
-
-def _read_seed(conn: libvirt.virConnect, path: str) -> bytes | None:
-    """The bytes of the volume at `path` when it is a NoCloud seed (ISO labelled
-    cidata, small), else None: only its volume descriptor is read otherwise."""
-    vol = _seed_volume(conn, path)
-    return None if vol is None else _download(conn, vol, 0, 0)
 
 
 def read_seed_files(data: bytes) -> dict[str, bytes]:

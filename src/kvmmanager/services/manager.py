@@ -38,6 +38,7 @@ from kvmmanager.services.lease import LeaseService
 from kvmmanager.services.networks import NetworkService
 from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.users import UserService
+from kvmmanager.services.vms import VmService
 from kvmmanager.services.webhooks import WebhookService
 from kvmmanager.virt.connection import ensure_event_loop
 from kvmmanager.virt.events import EventBus
@@ -120,8 +121,16 @@ class Manager:
         return HostService(self.db, self.bus, self.inventory, self.registry, self.settings.libvirt)
 
     @cached_property
-    def vms(self) -> Any:
-        return _service("vms", "VmService")(self)
+    def vms(self) -> VmService:
+        return VmService(
+            self.settings.spice,
+            self.bus,
+            self.inventory,
+            self.registry,
+            self.ownership,
+            self.hosts,
+            self.agents,
+        )
 
     @cached_property
     def storage(self) -> Any:

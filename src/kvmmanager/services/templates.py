@@ -3,7 +3,8 @@ frozen source of linked and full clones.
 
 A template is shut off and not autostarted while marked; it cannot stop being a
 template while linked clones use its disks (they would be corrupted the moment it wrote
-to them). `check_startable` is the guard a start path calls (the VM service owns start).
+to them). `virt.clone_links.check_startable` is the guard a start path calls (the VM
+service owns start).
 
     await manager.templates.mark("local", "debian12")               # VM -> template
     await manager.templates.list("local")                           # [{name, uuid, ...}]
@@ -19,46 +20,15 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict
-from kvmmanager.services.clones import read_metadata
 from kvmmanager.services.vm_builder import lookup
-from kvmmanager.virt import scan
 from kvmmanager.virt.calls import CallKind, op_name
+from kvmmanager.virt.clone_links import is_template, linked_clones, read_metadata
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager
 
 RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_PAUSED)
-
-
-def is_template(dom: libvirt.virDomain) -> bool:
-    return bool(read_metadata(dom).template)
-
-
-def linked_clones(conn: libvirt.virConnect, uuid: str) -> list[str]:
-    """Names of this host's VMs made as linked clones of the VM `uuid`."""
-    out = []
-    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT):
-        try:
-            meta = read_metadata(dom)
-        except libvirt.libvirtError as exc:
-            if scan.is_gone(exc):
-                continue
-            raise
-        if meta.cloned_from == uuid and meta.clone_kind == "linked":
-            out.append(dom.name())
-    return sorted(out)
-
-
-def check_startable(dom: libvirt.virDomain) -> None:
-    """Raise Conflict for a template: starting it would change the disks its linked
-    clones are built on."""
-    if is_template(dom):
-        raise Conflict(
-            f"vm '{dom.name()}' is a template: templates are never started (their disks "
-            "back linked clones); deploy a clone, or unmark it first",
-            field="vm",
-        )
 
 
 def _describe(host: str, dom: libvirt.virDomain) -> dict[str, Any]:

@@ -22,9 +22,9 @@ import libvirt
 
 from kvmmanager.core.errors import Conflict
 from kvmmanager.services import vm_builder
-from kvmmanager.services.cloudinit import is_seed
-from kvmmanager.services.templates import linked_clones
+from kvmmanager.services.seed_volume import is_seed
 from kvmmanager.services.vm_spec import SEED_SUFFIX
+from kvmmanager.virt.clone_links import linked_clones
 from kvmmanager.virt.xml.domain import Domain
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,11 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import libvirt
 
+from kvmmanager.core.config import SpiceSettings
 from kvmmanager.core.errors import (
     AgentUnavailable,
     Conflict,
@@ -31,20 +32,22 @@ from kvmmanager.core.errors import (
     Timeout,
 )
 from kvmmanager.services import vm_builder
+from kvmmanager.services.agents import AgentService
+from kvmmanager.services.hosts import HostService
+from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.vm_builder import lookup
 from kvmmanager.services.vm_delete import VmDeleted, delete_blocking
 from kvmmanager.services.vm_edit import VmEditor
 from kvmmanager.services.vm_spec import VmSpec, validate_description, validate_name, validate_tags
 from kvmmanager.virt import readers
 from kvmmanager.virt.calls import CallKind, op_name
+from kvmmanager.virt.clone_links import check_startable
 from kvmmanager.virt.errors import libvirt_message, translate_libvirt_error
-from kvmmanager.virt.events import Event
-from kvmmanager.virt.inventory import DomainInfo
+from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.inventory import DomainInfo, Inventory
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, ManagerMetadata
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,8 +106,23 @@ def _channel_connected(dom: libvirt.virDomain, name: str) -> bool:
 
 
 class VmService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        spice: SpiceSettings,
+        bus: EventBus,
+        inventory: Inventory,
+        registry: HostRegistry,
+        ownership: OwnershipService,
+        hosts: HostService,
+        agents: AgentService,
+    ) -> None:
+        self._spice = spice
+        self._bus = bus
+        self._inventory = inventory
+        self._registry = registry
+        self._ownership = ownership
+        self._hosts = hosts
+        self._agents = agents
         self.edit = VmEditor(self)
 
     # ---- plumbing ----------------------------------------------------------------------
@@ -121,7 +139,7 @@ class VmService:
         """Run `fn(conn, *args)` on the host's worker thread, within the deadline of
         `kind`: `read` for what changes nothing, else lifecycle (or job inside a job).
         `vm` names the VM the call is about (its cap of calls in flight, virt/calls.py)."""
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         return await hc.run(lambda: fn(hc.conn, *args), op=op or op_name(fn), kind=kind, vm=vm)
 
     async def run_on(
@@ -146,7 +164,7 @@ class VmService:
         q: str | None = None,
     ) -> list[DomainInfo]:
         if host is not None:
-            hc = self.m.registry.get(host)  # NotFound naming the host
+            hc = self._registry.get(host)  # NotFound naming the host
             if hc.never_listed:
                 # An empty list would claim the host has no VMs; nobody knows yet.
                 raise HostUnavailable(
@@ -162,7 +180,7 @@ class VmService:
                 + ", ".join(STATE_NAMES.values()),
                 field="state",
             )
-        out = self.m.inventory.domains(host)
+        out = self._inventory.domains(host)
         if state is not None:
             out = [d for d in out if d.state == state]
         if tag is not None:
@@ -180,7 +198,7 @@ class VmService:
         return out
 
     def get(self, host: str, vm: str) -> DomainInfo:
-        return self.m.registry.domain(host, vm)
+        return self._registry.domain(host, vm)
 
     def config_changed(self, host: str, vm: str, what: str) -> None:
         """Say that a VM's next-boot configuration changed: libvirt sends no event when a
@@ -190,7 +208,7 @@ class VmService:
         with contextlib.suppress(NotFound):
             info = self.get(host, vm)
             data = {"name": info.name, "what": what}
-            self.m.bus.publish(Event("domain.config", host=host, subject=info.uuid, data=data))
+            self._bus.publish(Event("domain.config", host=host, subject=info.uuid, data=data))
 
     async def refresh(self, host: str, uuid: str) -> DomainInfo:
         """Re-read one domain into the inventory now. For changes libvirt sends no event
@@ -200,7 +218,7 @@ class VmService:
             lambda conn: readers.read_domain(host, conn.lookupByUUIDString(uuid)),
             kind="read",
         )
-        return self.m.inventory.put_domain(info)
+        return self._inventory.put_domain(info)
 
     async def xml(self, host: str, vm: str, inactive: bool = False) -> str:
         # Never VIR_DOMAIN_XML_SECURE: the VNC password stays inside libvirt.
@@ -226,7 +244,7 @@ class VmService:
         """
         validate_name(spec.name)
         domain_type, reason = await self.domain_type(host)
-        listen = self.m.settings.spice.listen
+        listen = self._spice.listen
         result = await self.run(
             host, _create_blocking, spec, domain_type, progress, created_by, listen, host_paths
         )
@@ -251,7 +269,7 @@ class VmService:
 
     async def domain_type(self, host: str) -> tuple[str, str]:
         """`kvm` when the host service found KVM really working, else `qemu` (TCG), and why."""
-        accel = await self.m.hosts.accel(host)
+        accel = await self._hosts.accel(host)
         return accel.domain_type, accel.reason
 
     async def describe(self, host: str, vm: str) -> VmRef:
@@ -275,13 +293,13 @@ class VmService:
         kvmm = False
         if mode != "acpi":
             with contextlib.suppress(NotFound):
-                info = self.m.inventory.domain(host, vm)
+                info = self._inventory.domain(host, vm)
                 kvmm = info.state == "running" and info.agent_status == "connected"
         res = await self.run_on(host, vm, _shutdown_blocking, host, mode, kvmm)
         if res.details.get("mode") != "kvmm-agent":
             return res
         try:
-            out = await self.m.agents.power(host, res.uuid, "shutdown")
+            out = await self._agents.power(host, res.uuid, "shutdown")
         except (AgentUnavailable, Timeout, GuestError) as exc:
             if mode == "agent":
                 raise
@@ -294,14 +312,14 @@ class VmService:
 
     async def delete(self, host: str, vm: str, remove_volumes: bool = False) -> VmDeleted:
         try:
-            before: DomainInfo | None = self.m.inventory.domain(host, vm)
+            before: DomainInfo | None = self._inventory.domain(host, vm)
         except KvmmError:
             before = None
         out = await self.run_on(host, vm, _delete_blocking, host, remove_volumes)
         if before is not None and before.owner:
             # The disks it leaves behind stay its owner's (they lent it their owner until
             # now): without a VM they would otherwise become shared.
-            self.m.ownership.inherit_disks(host, before, set(out.deleted_volumes))
+            self._ownership.inherit_disks(host, before, set(out.deleted_volumes))
         return out
 
     async def set_autostart(self, host: str, vm: str, enabled: bool) -> VmRef:
@@ -423,8 +441,6 @@ def _start(dom: libvirt.virDomain, host: str) -> VmRef:
     if state == "paused":
         raise Conflict(f"vm '{dom.name()}' is paused: resume it instead", field="vm")
     _need(dom, INACTIVE, "is already running")
-    from kvmmanager.services.templates import check_startable
-
     check_startable(dom)
     dom.create()
     return ref(host, dom, "started")

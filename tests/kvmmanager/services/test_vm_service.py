@@ -1,4 +1,6 @@
-"""VmService through the Manager on the test driver: shutdown picks the right agent."""
+"""VmService on the test driver: shutdown picks the right agent. The service is built
+with the manager's collaborators and a stand-in for the agent service (it takes only
+what it uses, so no fake Manager is needed)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from kvmmanager.core.errors import AgentUnavailable, Conflict
 from kvmmanager.services.vm_spec import VmSpec
+from kvmmanager.services.vms import VmService
 
 
 class FakeAgents:
@@ -25,6 +28,19 @@ class FakeAgents:
         if self.fail:
             raise AgentUnavailable("agent went away")
         return {"source": "kvmm", "initiated": True}
+
+
+def vms_with(manager, agents: FakeAgents) -> VmService:
+    """The manager's VM service, but asking `agents` for agent power actions."""
+    return VmService(
+        manager.settings.spice,
+        manager.bus,
+        manager.inventory,
+        manager.registry,
+        manager.ownership,
+        manager.hosts,
+        agents,  # stands in for AgentService (only power is asked)
+    )
 
 
 @pytest.fixture
@@ -60,28 +76,27 @@ async def running_vm(manager, monkeypatch):
 
 async def test_auto_shutdown_uses_the_connected_project_agent(manager, running_vm):
     fake = FakeAgents()
-    manager.__dict__["agents"] = fake
-    res = await manager.vms.shutdown("local", running_vm.name, "auto")
+    res = await vms_with(manager, fake).shutdown("local", running_vm.name, "auto")
     assert fake.calls == [("local", running_vm.uuid, "shutdown")]
     assert res.details["mode"] == "agent" and res.state == "running"
 
 
 async def test_auto_shutdown_falls_back_to_acpi_when_the_agent_fails(manager, running_vm):
-    manager.__dict__["agents"] = FakeAgents(fail=True)
-    res = await manager.vms.shutdown("local", running_vm.name, "auto")
+    vms = vms_with(manager, FakeAgents(fail=True))
+    res = await vms.shutdown("local", running_vm.name, "auto")
     assert res.details["mode"] == "acpi"
 
 
 async def test_agent_mode_reports_the_agent_failure(manager, running_vm):
-    manager.__dict__["agents"] = FakeAgents(fail=True)
+    vms = vms_with(manager, FakeAgents(fail=True))
     with pytest.raises(AgentUnavailable):
-        await manager.vms.shutdown("local", running_vm.name, "agent")
+        await vms.shutdown("local", running_vm.name, "agent")
 
 
 async def test_acpi_mode_never_asks_an_agent(manager, running_vm):
     fake = FakeAgents()
-    manager.__dict__["agents"] = fake
-    res = await manager.vms.shutdown("local", running_vm.uuid, "acpi")
+    vms = vms_with(manager, fake)
+    res = await vms.shutdown("local", running_vm.uuid, "acpi")
     assert fake.calls == [] and res.details["mode"] == "acpi"
     with pytest.raises(Conflict, match="is not running"):
-        await manager.vms.shutdown("local", running_vm.uuid, "acpi")
+        await vms.shutdown("local", running_vm.uuid, "acpi")

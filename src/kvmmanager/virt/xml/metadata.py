@@ -22,6 +22,7 @@ Through libvirt's metadata API (``virDomainGetMetadata``/``SetMetadata`` with
 from __future__ import annotations
 
 import copy
+from typing import Self
 
 from lxml import etree
 
@@ -46,7 +47,7 @@ class ManagerMetadata(XMLObject):
     )
 
     @classmethod
-    def from_metadata_api(cls, text: str | bytes) -> ManagerMetadata:
+    def from_metadata_api(cls, text: str | bytes) -> Self:
         """Parse what ``virDomainGetMetadata(ELEMENT, NS_URI)`` returns (no namespace)."""
         root = parse_xml(text, what="metadata")
         for el in root.iter():
