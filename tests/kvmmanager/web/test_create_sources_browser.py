@@ -208,3 +208,19 @@ def test_each_source_is_a_choice_and_the_iso_list_holds_only_isos(
     page.locator("form#new-vm input[name=source][value=upload]").check()
     expect(page.locator("#iso-upload input[type=file]")).to_be_focused()
     shot(page, "create-sources")
+
+
+def test_the_forms_own_requests_log_no_script_errors(browser_login: Any) -> None:
+    """The OS search and the ISO list reload are requests of inputs inside the create
+    form: they must not inherit the form's busy-state selectors, which find nothing from
+    an input (htmx logged "The selector ... returned no matches!" on every search)."""
+    page = browser_login("operator")
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto("/vms/new")
+    with page.expect_response(lambda r: "/vms/new/os" in r.url):
+        page.locator("form#new-vm input[name=os_query]").fill("debian")
+    expect(page.locator("#os-results button").first).to_be_visible(timeout=WAIT)
+    page.evaluate("() => htmx.trigger(document.body, 'kvmm-uploaded')")  # as after an upload
+    page.wait_for_load_state("networkidle")
+    assert [e for e in errors if "selector" in e] == [], errors
