@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
 from kvmmanager.agent import qga
 from kvmmanager.agent.models import GuestInterface, interface_from_kvmm
 from kvmmanager.core.errors import KvmmError
+from kvmmanager.services.agents import AgentService
 from kvmmanager.services.vm_builder import lookup
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.services.vms import VmService
+from kvmmanager.virt.registry import HostRegistry
 
 TTL_SECONDS = 15.0
 
@@ -48,12 +48,14 @@ def _flatten(ifaces: list[GuestInterface], source: str) -> list[Address]:
 
 
 class AddressService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, registry: HostRegistry, vms: VmService, agents: AgentService) -> None:
+        self._registry = registry
+        self._vms = vms
+        self._agents = agents
         self._cache: dict[tuple[str, str], tuple[float, list[Address]]] = {}
 
     async def of(self, host: str, vm: str) -> list[Address]:
-        info = self.m.vms.get(host, vm)
+        info = self._vms.get(host, vm)
         key = (host, info.uuid)
         cached = self._cache.get(key)
         if cached and time.monotonic() - cached[0] < TTL_SECONDS:
@@ -68,13 +70,13 @@ class AddressService:
     async def _lookup(self, host: str, info: Any) -> list[Address]:
         if info.agent_status == "connected":
             try:
-                net = await self.m.agents.call(host, info.uuid, "get_network_info")
+                net = await self._agents.call(host, info.uuid, "get_network_info")
                 ifaces = [interface_from_kvmm(i) for i in (net or {}).get("interfaces") or []]
                 if found := _flatten([i for i in ifaces if i], "agent"):
                     return found
             except KvmmError:
                 pass
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         sources = []
         if info.qga_status == "connected":
             sources.append((libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, "qemu-ga"))

@@ -31,23 +31,23 @@ and libvirt's reason is returned.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
 from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_edit import _apply_device, _xml, redefine
+from kvmmanager.services.vms import VmService
 from kvmmanager.virt import scan
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.devices import Hostdev
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.nodedev import NodeDevice, pci_text
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 USB_ROOT_HUB_VENDOR = "0x1d6b"  # Linux Foundation: the kernel's virtual root hubs
 LIST_FLAGS = (
@@ -383,8 +383,9 @@ def detach_blocking(conn: libvirt.virConnect, host: str, vm: str, name: str) -> 
 
 
 class HostDeviceService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, registry: HostRegistry, vms: VmService) -> None:
+        self._registry = registry
+        self._vms = vms
 
     async def _run(
         self,
@@ -394,7 +395,7 @@ class HostDeviceService:
         kind: CallKind | None = None,
         vm: str | None = None,
     ) -> Any:
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         return await hc.run(lambda: fn(hc.conn, *args), kind=kind, op=op_name(fn), vm=vm)
 
     async def list(self, host: str, kind: str | None = None) -> list[HostDevice]:
@@ -403,9 +404,10 @@ class HostDeviceService:
         devs = await self._run(host, list_blocking, kind="read")
         return [d for d in devs if kind is None or d.kind == kind]
 
-    async def of_vm(self, host: str, vm: str) -> list[HostDevice]:
+    # builtins.list: in this class `list` names the method above.
+    async def of_vm(self, host: str, vm: str) -> builtins.list[HostDevice]:
         """The host devices the VM has (live or persistent definition)."""
-        info = self.m.vms.get(host, vm)
+        info = self._vms.get(host, vm)
         return [d for d in await self.list(host) if info.name in d.attached_to]
 
     async def attach(

@@ -24,12 +24,14 @@ from kvmmanager.core.errors import KvmmError
 from kvmmanager.db import migrate, sqlite_owner
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
+from kvmmanager.services.addresses import AddressService
 from kvmmanager.services.agents import AgentService
 from kvmmanager.services.audit import AuditService
 from kvmmanager.services.doctor import DoctorService
 from kvmmanager.services.email_alerts import EmailService
 from kvmmanager.services.fleet_events import FleetEvents
 from kvmmanager.services.helper_sweep import Sweeper, data_id
+from kvmmanager.services.hostdevs import HostDeviceService
 from kvmmanager.services.hosts import HostService
 from kvmmanager.services.instances import InstanceService
 from kvmmanager.services.job_undo import UndoTools
@@ -37,6 +39,8 @@ from kvmmanager.services.jobs import JobService
 from kvmmanager.services.lease import LeaseService
 from kvmmanager.services.networks import NetworkService
 from kvmmanager.services.ownership import OwnershipService
+from kvmmanager.services.port_forwards import PortForwardService
+from kvmmanager.services.spice import SpiceService
 from kvmmanager.services.users import UserService
 from kvmmanager.services.vms import VmService
 from kvmmanager.services.webhooks import WebhookService
@@ -145,8 +149,8 @@ class Manager:
         return AgentService(self.settings.agent, self.bus, self.inventory, self.registry)
 
     @cached_property
-    def addresses(self) -> Any:
-        return _service("addresses", "AddressService")(self)
+    def addresses(self) -> AddressService:
+        return AddressService(self.registry, self.vms, self.agents)
 
     @cached_property
     def iso(self) -> Any:
@@ -213,16 +217,16 @@ class Manager:
         return EmailService(self.db, self.settings.outbound)
 
     @cached_property
-    def hostdevs(self) -> Any:
-        return _service("hostdevs", "HostDeviceService")(self)
+    def hostdevs(self) -> HostDeviceService:
+        return HostDeviceService(self.registry, self.vms)
 
     @cached_property
-    def spice(self) -> Any:
-        return _service("spice", "SpiceService")(self)
+    def spice(self) -> SpiceService:
+        return SpiceService(self.settings, self.registry, self.vms)
 
     @cached_property
-    def port_forwards(self) -> Any:
-        return _service("port_forwards", "PortForwardService")(self)
+    def port_forwards(self) -> PortForwardService:
+        return PortForwardService(self.vms)
 
     # These three still take the Manager (typed Any in their modules, which import nothing
     # of it): they read the instance's address and id and each other through it.

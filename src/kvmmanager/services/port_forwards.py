@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
 from kvmmanager.services import vm_spec
 from kvmmanager.services.vm_edit import redefine
+from kvmmanager.services.vms import VmService
 from kvmmanager.virt.xml.devices import Interface
 from kvmmanager.virt.xml.devices.interface import PortForward, PortRange
 from kvmmanager.virt.xml.domain import Domain
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 PORT_MAX = 65535
 DOCS = "docs/operations.md, section 'Port forwarding'"
@@ -211,8 +209,8 @@ def _result(dom: libvirt.virDomain, what: str, nic: Interface) -> dict[str, Any]
 
 
 class PortForwardService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, vms: VmService) -> None:
+        self._vms = vms
 
     async def list(self, host: str, vm: str) -> list[dict[str, Any]]:
         """Every passt NIC of the VM (persistent definition) with its forwards."""
@@ -225,7 +223,7 @@ class PortForwardService:
                 if n.type == "user" and n.backend_type == "passt"
             ]
 
-        return await self.m.vms.run_on(host, vm, fn, kind="read")
+        return await self._vms.run_on(host, vm, fn, kind="read")
 
     async def add(
         self, host: str, vm: str, rule: ForwardRule, mac: str | None = None
@@ -239,7 +237,7 @@ class PortForwardService:
             guest = rule.guest_port or rule.host_port
             return _result(dom, f"forwarding host {rule.proto} {span} to guest port {guest}", nic)
 
-        return await self.m.vms.run_on(host, vm, fn)
+        return await self._vms.run_on(host, vm, fn)
 
     async def remove(
         self, host: str, vm: str, proto: str, host_port: int, mac: str | None = None
@@ -252,7 +250,7 @@ class PortForwardService:
             nic = redefine(dom, lambda xml: remove_forward(xml, mac, proto, host_port))
             return _result(dom, f"removed the {proto} forward of host port {host_port}", nic)
 
-        return await self.m.vms.run_on(host, vm, fn)
+        return await self._vms.run_on(host, vm, fn)
 
     @staticmethod
     def _persistent(dom: libvirt.virDomain) -> None:

@@ -21,20 +21,20 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
 
+from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Conflict, InvalidInput, Unsupported
 from kvmmanager.services import vm_builder
 from kvmmanager.services.vm_edit import redefine
+from kvmmanager.services.vms import VmService
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.devices import Channel, Graphics, Video
 from kvmmanager.virt.xml.domain import Domain
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 SPICE_CHANNEL = vm_builder.SPICE_CHANNEL
 WILDCARDS = ("0.0.0.0", "::", "")
@@ -199,8 +199,10 @@ def ticket_blocking(
 
 
 class SpiceService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, settings: Settings, registry: HostRegistry, vms: VmService) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._vms = vms
 
     async def set_graphics(
         self, host: str, vm: str, vnc: bool, spice: bool, usb_redirection: bool | None = None
@@ -213,17 +215,17 @@ class SpiceService:
             )
         if spice:
             await self._require_spice(host)
-        listen = self.m.settings.spice.listen
+        listen = self._settings.spice.listen
         password = vm_builder.generate_vnc_password()
-        return await self.m.vms.run_on(
+        return await self._vms.run_on(
             host, vm, graphics_blocking, vnc, spice, listen, password, usb_redirection
         )
 
     async def _require_spice(self, host: str) -> None:
         from kvmmanager.services.vms import host_caps
 
-        domain_type, _ = await self.m.vms.domain_type(host)
-        caps = await self.m.vms.run(host, host_caps, domain_type, kind="read")
+        domain_type, _ = await self._vms.domain_type(host)
+        caps = await self._vms.run(host, host_caps, domain_type, kind="read")
         if caps.graphics is not None and "spice" not in caps.graphics:
             offered = ", ".join(sorted(caps.graphics)) or "none"
             raise Unsupported(
@@ -233,16 +235,16 @@ class SpiceService:
             )
 
     async def vv_file(self, host: str, vm: str) -> SpiceTicket:
-        settings = self.m.settings
-        hc = self.m.registry.get(host)
-        gfx, password, expires = await self.m.vms.run_on(
+        settings = self._settings
+        hc = self._registry.get(host)
+        gfx, password, expires = await self._vms.run_on(
             host, vm, ticket_blocking, settings.spice.ticket_seconds
         )
         fallback = urlsplit(settings.server.base_url).hostname or settings.server.host
         address = connect_address(
             host, hc.uri, gfx.listen_address, settings.spice.addresses, fallback
         )
-        info = self.m.vms.get(host, vm)
+        info = self._vms.get(host, vm)
         port = gfx.port if gfx.port and gfx.port > 0 else None
         tls = gfx.tls_port if gfx.tls_port and gfx.tls_port > 0 else None
         if port is None and tls is None:
