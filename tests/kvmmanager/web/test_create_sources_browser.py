@@ -224,3 +224,23 @@ def test_the_forms_own_requests_log_no_script_errors(browser_login: Any) -> None
     page.evaluate("() => htmx.trigger(document.body, 'kvmm-uploaded')")  # as after an upload
     page.wait_for_load_state("networkidle")
     assert [e for e in errors if "selector" in e] == [], errors
+
+
+def test_a_refused_upload_says_why_beside_the_form(
+    browser_login: Any, tag: str, tmp_path: Any
+) -> None:
+    """An ISO whose name is taken in the pool: the upload's status line says why (it said
+    only "failed", the reason in a toast that goes away)."""
+    name = f"{PREFIX}{tag}-taken.iso"
+    make_volume(name, 0.01, "raw")
+    iso = tmp_path / name
+    iso.write_bytes(b"\0" * 4096)
+    page = browser_login("operator")
+    page.goto("/vms/new")
+    page.select_option("#iso-upload select[name=pool]", POOL)
+    page.set_input_files("#iso-upload input[type=file]", str(iso))
+    page.click("#iso-upload button.primary")
+    status = page.locator("#iso-upload [data-upload-status]")
+    expect(status).to_contain_text("failed: ", timeout=WAIT)
+    expect(status).to_contain_text("exists")
+    shot(page, "create-upload-refused")

@@ -228,7 +228,7 @@ function wireUploads() {
           } else {
             let msg = req.status + " " + req.statusText;
             try { msg = JSON.parse(req.responseText).error.message; } catch (err) { /* not JSON */ }
-            status.textContent = "failed"; toast(msg, "error");
+            status.textContent = "failed: " + msg; toast(msg, "error");
           }
         }
       };
@@ -257,7 +257,7 @@ async function download(form) {
   if (!response.ok) {
     let msg = response.status + " " + response.statusText;
     try { msg = (await response.json()).error.message; } catch (err) { /* not JSON */ }
-    status.textContent = "failed"; toast(msg, "error"); return;
+    status.textContent = "failed: " + msg; toast(msg, "error"); return;
   }
   const total = Number(response.headers.get("X-Size") || response.headers.get("Content-Length") || 0);
   const reader = response.body.getReader();
@@ -506,7 +506,7 @@ document.addEventListener("submit", (e) => {
     } else {
       let msg = xhr.status + " " + xhr.statusText;
       try { msg = JSON.parse(xhr.responseText).error.message; } catch (err) { /* not JSON */ }
-      status.textContent = "failed"; toast(msg, "error");
+      status.textContent = "failed: " + msg; toast(msg, "error");
     }
   };
   status.textContent = "0%";
