@@ -130,10 +130,15 @@ class UserService:
             user = self._load(s, username)
             if user.must_change_password and security.verify_password(user.password_hash, password):
                 raise InvalidInput("choose a new password, not the current one", field="password")
+            one_time = user.must_change_password and self._holds_password_of(user)
             user.password_hash = security.hash_password(password)
             user.must_change_password = False
             # A new password ends every existing login of that user.
             s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+        if one_time:
+            # The file's password no longer works: left in place, every restart pointed the
+            # admin at it ("the first admin password is in …") and the login then failed.
+            self.initial_password_file().unlink(missing_ok=True)
 
     def update(
         self, username: str, *, role: str | None = None, disabled: bool | None = None
@@ -233,6 +238,15 @@ class UserService:
                 s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
         self._write_secret_file(password)
         return password
+
+    def _holds_password_of(self, user: User) -> bool:
+        """Whether the first-start/reset file holds `user`'s current (one-time) password."""
+        try:
+            with self.initial_password_file().open() as f:
+                written = f.read(256).strip()
+        except OSError:
+            return False
+        return bool(written) and security.verify_password(user.password_hash, written)
 
     def _write_secret_file(self, password: str) -> Path:
         path = self.initial_password_file()

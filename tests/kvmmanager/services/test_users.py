@@ -133,3 +133,18 @@ def test_reset_admin(db_manager: Any) -> None:
     new = db_manager.users.reset_admin()
     assert db_manager.users.authenticate("admin", new).role == "admin"
     assert db_manager.users.initial_password_file().read_text().strip() == new
+
+
+def test_changing_the_one_time_password_removes_its_file(db_manager: Any) -> None:
+    # Left in place, every restart said "the first admin password is in <file>" and the
+    # password there no longer worked (found by the issue 15 newcomer try).
+    path = db_manager.users.initial_password_file()
+    assert path.exists()
+    db_manager.users.set_password("admin", "a-new-admin-password-1")
+    assert not path.exists()
+
+
+def test_another_users_password_change_keeps_the_admins_file(db_manager: Any) -> None:
+    db_manager.users.create("kvmm-t-other", "kvmm-t-password-1", "viewer")
+    db_manager.users.set_password("kvmm-t-other", "kvmm-t-password-2")
+    assert db_manager.users.initial_password_file().exists()

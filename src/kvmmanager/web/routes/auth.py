@@ -20,7 +20,7 @@ from kvmmanager.api.deps import (
 from kvmmanager.api.routers.auth import NO_STORE, _set_session_cookie, check_login
 from kvmmanager.core.errors import InvalidInput, RateLimited, Unauthenticated
 from kvmmanager.services import audit as audit_mod
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -123,6 +123,5 @@ def change_password(
         raise InvalidInput("current password is wrong", field="current_password") from None
     manager.users.set_password(user.username, new_password)
     # Changing the password ended every session, this one included: log in again.
-    headers = toast_headers("Password changed; log in with the new one")
-    headers["HX-Redirect"] = "/login"
-    return Response(status_code=204, headers=headers)
+    # The toast rides the flash cookie: one on this answer dies with the page it leaves.
+    return redirect_with_toasts("/login", ("Password changed; log in with the new one", "ok"))
