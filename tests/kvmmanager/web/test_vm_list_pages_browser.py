@@ -5,6 +5,7 @@ it instead of re-fetching the list again. Rows are counted, nothing is timed."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from kvmmanager.core.config import Settings
@@ -166,3 +168,46 @@ def test_a_live_update_during_a_list_refresh_patches_its_row_only(
     page.unroute(the_list)
     expect(_row(page, 5).locator("[data-state]")).to_have_text("paused", timeout=WAIT)
     expect(page.locator(ROWS)).to_have_count(PAGE_SIZE)
+
+
+def test_a_filter_typed_while_the_list_refreshes_is_not_overwritten(browser_login: Any) -> None:
+    """A live refresh of the list sent before a keystroke, answered after it, would put
+    unfiltered rows under the filter: the keystroke's request aborts it."""
+    page = browser_login("viewer")
+    page.goto("/vms")
+    expect(page.locator(ROWS)).to_have_count(PAGE_SIZE)
+    page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
+    held: list[Any] = []
+
+    def the_list(url: str) -> bool:
+        return urlsplit(url).path == "/vms"
+
+    def hold_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(the_list, hold_first)
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: the_list(r.url) and failed.append(r.url))
+    page.evaluate("htmx.trigger(document.getElementById('vm-rows'), 'kvmm-refresh')")
+    for _ in range(WAIT // 100):  # the route handler runs while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert len(held) == 1
+    # The keystroke's answer lands while the refresh is still held.
+    page.fill("form.filters input[name=q]", f"{PREFIX}02")
+    expect(page.locator(ROWS)).to_have_count(10)
+    # The refresh sent before it was aborted by the page (the old page let it land
+    # after the filtered rows and show 100 unfiltered ones).
+    for _ in range(WAIT // 100):
+        if failed:
+            break
+        page.wait_for_timeout(100)
+    assert failed and "q=&" in failed[0] + "&", failed
+    with contextlib.suppress(PlaywrightError):  # the page gave up on it already
+        held[0].continue_()
+    page.unroute(the_list)
+    expect(page.locator(ROWS)).to_have_count(10)
