@@ -10,7 +10,9 @@ bus, so a browser on any instance follows any job. SQLite has no second instance
 Two psycopg connections of their own (autocommit), each in a thread: one sends (the bus
 listener only queues, never waits for the database), one listens and hands events to the
 event loop. Both reconnect with backoff after a database restart; what was sent while an
-instance was not listening is not replayed (the job and alert rows hold the state).
+instance was not listening is not replayed (the job and alert rows hold the state): once
+it listens again, its bus tells every subscriber (each SSE stream) to `resync`, so a
+client re-reads from the REST API instead of silently missing those events.
 A NOTIFY payload is at most 8000 bytes: an event too large is sent without its data's
 long values (a job's result, for one), which a client reads from the REST API.
 """
@@ -37,6 +39,7 @@ RELAYED_KINDS = frozenset({"schedule.run"})
 PAYLOAD_MAX = 7900  # PostgreSQL refuses a payload of 8000 bytes or more
 SHORT_VALUE = 200  # what an oversized event keeps of its data: values this short
 RETRY_MAX = 10.0
+GAP_REASON = "fleet_events_gap"  # the `resync` a stream gets after LISTEN was lost
 
 
 def relayed(kind: str) -> bool:
@@ -143,11 +146,15 @@ class FleetEvents:
 
     def _listen_loop(self) -> None:
         delay = 0.5
+        gap = False  # LISTEN was lost: what was sent meanwhile never arrived
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
+                    if gap and self._loop is not None:
+                        self._loop.call_soon_threadsafe(self.m.bus.resync, GAP_REASON)
+                    gap = False
                     delay = 0.5
                     while not self._stop.is_set():
                         # A timeout so a stop is noticed without a notification.
@@ -155,6 +162,7 @@ class FleetEvents:
                             self._received(n.payload)
             except psycopg.Error as e:
                 self.listening.clear()
+                gap = True
                 log.warning("fleet events: listening failed (%s); retrying in %.1f s", e, delay)
                 self._stop.wait(delay)
                 delay = min(RETRY_MAX, delay * 2)

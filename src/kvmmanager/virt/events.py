@@ -134,6 +134,12 @@ class EventBus:
         for sub in list(self._subscribers):
             sub._offer(event)
 
+    def resync(self, reason: str) -> None:
+        """Tell every subscriber to re-read what it mirrors (events it should have had
+        never reached this bus); not an event: no listener, no place in the ring."""
+        for sub in list(self._subscribers):
+            sub._offer(Event(kind=RESYNC, host="", data={"reason": reason}))
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import text
 from tests.postgres_cluster import shared_cluster
 
 from kvmmanager.core.config import Settings
 from kvmmanager.services import fleet_events
 from kvmmanager.services.manager import Manager
-from kvmmanager.virt.events import Event
+from kvmmanager.virt.events import RESYNC, Event
 
 WAIT = 30.0
 
@@ -70,3 +71,46 @@ def test_an_event_too_large_for_notify_keeps_its_short_values() -> None:
     assert back.origin == "me" and back.kind == "job.done" and back.subject == "j1"
     assert back.data == {"state": "done", "truncated": True}
     assert fleet_events.decode("{not json") is None
+
+
+async def test_a_stream_is_told_to_resync_after_its_instance_stopped_listening(
+    settings: Settings,
+) -> None:
+    """Events other instances sent while this one's LISTEN connection was gone are lost
+    to it: once it listens again, every subscriber (each SSE stream) gets one `resync`
+    and re-reads what it mirrors from the REST API, instead of silently missing them."""
+    url = shared_cluster().new_database()
+    settings.database.url = url
+    m = Manager(settings)
+    await m.start()
+    try:
+        assert m.fleet_events.listening.is_set()
+        with m.bus.subscribe() as sub:
+            database = m.engine.url.database
+            # The server ends the LISTEN connection (as a database restart or a network
+            # cut would); the relay reconnects by itself.
+            ended = await asyncio.to_thread(_terminate_listener, database)
+            assert ended == 1
+            async with asyncio.timeout(WAIT):
+                event = await sub.get()
+                while event.kind != RESYNC:
+                    event = await sub.get()
+            assert event.data["reason"] == "fleet_events_gap"
+            assert m.fleet_events.listening.is_set()
+    finally:
+        await m.stop()
+
+
+def _terminate_listener(database: str | None) -> int:
+    with shared_cluster().admin.connect() as conn:
+        return len(
+            list(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND query LIKE 'LISTEN %'"
+                    ),
+                    {"db": database},
+                )
+            )
+        )
