@@ -1,12 +1,13 @@
 #!/bin/sh
 # Install (or upgrade) the KVM Manager guest agent from the mounted agent CD.
 #
-#   sh /media/cdrom/install.sh [--plain] [--no-start]
+#   sh /media/cdrom/install.sh [--plain] [--no-start] [--dry-run]
 #
 # POSIX sh (dash, busybox ash). Verifies SHA256SUMS, then installs the native package
 # when the distribution's package tool exists, else copies the zipapp and a service
 # file ("plain" install). Keeps an existing config. Running it again upgrades or does
-# nothing. KVMM_ROOT installs into another root (tests; images being prepared).
+# nothing. --dry-run says what it would install and run, and changes nothing.
+# KVMM_ROOT installs into another root (tests; images being prepared).
 #
 # Exit codes: 0 done, 2 bad usage, 3 not root, 4 checksum mismatch or missing file,
 # 5 python3 missing or too old, 6 installing failed, 7 the service did not start.
@@ -22,8 +23,17 @@ CONFDIR=/etc/kvmmanager-agent
 STATEDIR=/var/lib/kvmmanager-agent
 PLAIN=0
 START=1
+DRY=0
 
 say() { printf '%s\n' "kvmmanager-agent: $*"; }
+# Every command that changes the system goes through act: --dry-run only names it.
+act() {
+	if [ "$DRY" = 1 ]; then
+		say "would run: $*"
+		return 0
+	fi
+	"$@"
+}
 # The absolute path of a real program on PATH. `command -v` is not enough: busybox sh
 # answers for its own applets (dpkg, rpm, id...) even when no such program exists.
 find_tool() {
@@ -50,17 +60,18 @@ for arg in "$@"; do
 	case "$arg" in
 	--plain) PLAIN=1 ;;
 	--no-start) START=0 ;;
+	--dry-run) DRY=1 ;;
 	-h | --help)
 		# The header comment above, without its comment marks.
-		sed -n -e '2,13s/^# //p' -e '2,13s/^#$//p' "$0"
+		sed -n -e '2,14s/^# //p' -e '2,14s/^#$//p' "$0"
 		exit 0
 		;;
-	*) die 2 "unknown option $arg (use --plain, --no-start or --help)" ;;
+	*) die 2 "unknown option $arg (use --plain, --no-start, --dry-run or --help)" ;;
 	esac
 done
 
 ID_CMD=$(find_tool id) || ID_CMD=id
-[ "$("$ID_CMD" -u)" = 0 ] || die 3 "run me as root, e.g.: sudo sh $SRC/install.sh"
+[ "$DRY" = 1 ] || [ "$("$ID_CMD" -u)" = 0 ] || die 3 "run me as root, e.g.: sudo sh $SRC/install.sh"
 
 [ -f "$SRC/VERSION" ] || die 4 "$SRC/VERSION is missing: is the agent CD mounted?"
 VERSION=$(cat "$SRC/VERSION")
@@ -186,7 +197,7 @@ deb)
 		say "package $NAME $have is already installed"
 	else
 		f=$(pkg_file deb) || die 4 "no .deb on the CD"
-		"$DPKG" $ROOTARG_DPKG -i "$f" || die 6 "dpkg -i $f failed"
+		act "$DPKG" $ROOTARG_DPKG -i "$f" || die 6 "dpkg -i $f failed"
 	fi
 	;;
 rpm)
@@ -195,54 +206,62 @@ rpm)
 		say "package $NAME-$VERSION-1 is already installed"
 	else
 		f=$(pkg_file rpm) || die 4 "no .rpm on the CD"
-		"$RPM" $ROOTARG_RPM -U --replacepkgs "$f" || die 6 "rpm -U $f failed"
+		act "$RPM" $ROOTARG_RPM -U --replacepkgs "$f" || die 6 "rpm -U $f failed"
 	fi
 	;;
 apk)
 	f=$(pkg_file apk) || die 4 "no .apk on the CD"
-	"$APK" $ROOTARG_APK add --allow-untrusted --no-network "$f" || die 6 "apk add $f failed"
+	act "$APK" $ROOTARG_APK add --allow-untrusted --no-network "$f" || die 6 "apk add $f failed"
 	;;
 plain)
-	LIST="$ROOT$STATEDIR/installed.list"
-	same=0
-	if [ -f "$ROOT$LIBDIR/$NAME.pyz" ] && cmp -s "$SRC/$NAME.pyz" "$ROOT$LIBDIR/$NAME.pyz"; then
-		same=1
-	fi
-	mkdir -p "$ROOT$LIBDIR" "$ROOT$CONFDIR" "$ROOT$STATEDIR" || die 6 "cannot create directories"
-	: >"$LIST.new" || die 6 "cannot write $LIST"
-	put() { # src dst mode
-		cp "$1" "$ROOT$2.kvmm-new" && chmod "$3" "$ROOT$2.kvmm-new" &&
-			mv "$ROOT$2.kvmm-new" "$ROOT$2" || die 6 "cannot install $2"
-		echo "$2" >>"$LIST.new"
-	}
-	put "$SRC/$NAME.pyz" "$LIBDIR/$NAME.pyz" 0644
-	case "$INIT" in
-	systemd | systemd-offline)
-		mkdir -p "$ROOT/etc/systemd/system" "$ROOT/etc/udev/rules.d"
-		put "$SRC/service/$NAME.service" "/etc/systemd/system/$NAME.service" 0644
-		put "$SRC/service/60-$NAME.rules" "/etc/udev/rules.d/60-$NAME.rules" 0644
-		;;
-	openrc)
-		put "$SRC/service/$NAME.openrc" "/etc/init.d/$NAME" 0755
-		;;
-	sysvinit)
-		put "$SRC/service/$NAME.sysv" "/etc/init.d/$NAME" 0755
-		;;
-	esac
-	if [ -f "$ROOT$CONFDIR/config.json" ]; then
-		say "keeping the existing $CONFDIR/config.json"
+	if [ "$DRY" = 1 ]; then
+		say "would copy $NAME.pyz to $LIBDIR, the $INIT service files and (if none exists) config.json to $CONFDIR"
 	else
-		cp "$SRC/config.json" "$ROOT$CONFDIR/config.json" || die 6 "cannot write the config"
-		chmod 0644 "$ROOT$CONFDIR/config.json"
-		# Remember the pristine config so uninstall can tell whether it was edited.
-		sha256sum "$ROOT$CONFDIR/config.json" 2>/dev/null | cut -d' ' -f1 >"$ROOT$STATEDIR/config.sha256"
+		LIST="$ROOT$STATEDIR/installed.list"
+		same=0
+		if [ -f "$ROOT$LIBDIR/$NAME.pyz" ] && cmp -s "$SRC/$NAME.pyz" "$ROOT$LIBDIR/$NAME.pyz"; then
+			same=1
+		fi
+		mkdir -p "$ROOT$LIBDIR" "$ROOT$CONFDIR" "$ROOT$STATEDIR" || die 6 "cannot create directories"
+		: >"$LIST.new" || die 6 "cannot write $LIST"
+		put() { # src dst mode
+			cp "$1" "$ROOT$2.kvmm-new" && chmod "$3" "$ROOT$2.kvmm-new" &&
+				mv "$ROOT$2.kvmm-new" "$ROOT$2" || die 6 "cannot install $2"
+			echo "$2" >>"$LIST.new"
+		}
+		put "$SRC/$NAME.pyz" "$LIBDIR/$NAME.pyz" 0644
+		case "$INIT" in
+		systemd | systemd-offline)
+			mkdir -p "$ROOT/etc/systemd/system" "$ROOT/etc/udev/rules.d"
+			put "$SRC/service/$NAME.service" "/etc/systemd/system/$NAME.service" 0644
+			put "$SRC/service/60-$NAME.rules" "/etc/udev/rules.d/60-$NAME.rules" 0644
+			;;
+		openrc)
+			put "$SRC/service/$NAME.openrc" "/etc/init.d/$NAME" 0755
+			;;
+		sysvinit)
+			put "$SRC/service/$NAME.sysv" "/etc/init.d/$NAME" 0755
+			;;
+		esac
+		if [ -f "$ROOT$CONFDIR/config.json" ]; then
+			say "keeping the existing $CONFDIR/config.json"
+		else
+			cp "$SRC/config.json" "$ROOT$CONFDIR/config.json" || die 6 "cannot write the config"
+			chmod 0644 "$ROOT$CONFDIR/config.json"
+			# Remember the pristine config so uninstall can tell whether it was edited.
+			sha256sum "$ROOT$CONFDIR/config.json" 2>/dev/null | cut -d' ' -f1 >"$ROOT$STATEDIR/config.sha256"
+		fi
+		echo "$VERSION" >"$ROOT$STATEDIR/VERSION"
+		mv "$LIST.new" "$LIST"
+		[ "$same" = 1 ] && CHANGED=0
 	fi
-	echo "$VERSION" >"$ROOT$STATEDIR/VERSION"
-	mv "$LIST.new" "$LIST"
-	[ "$same" = 1 ] && CHANGED=0
 	;;
 esac
-say "installed $NAME $VERSION ($METHOD install)"
+if [ "$DRY" = 1 ]; then
+	say "would install $NAME $VERSION ($METHOD install)"
+else
+	say "installed $NAME $VERSION ($METHOD install)"
+fi
 
 # --- 5. enable and start ----------------------------------------------------------------
 STARTED=unknown
@@ -255,42 +274,42 @@ RC_SERVICE=$(find_tool rc-service) || RC_SERVICE=""
 if [ "$START" = 1 ]; then
 	case "$INIT" in
 	systemd)
-		"$SYSTEMCTL" daemon-reload
-		if UDEVADM=$(find_tool udevadm); then "$UDEVADM" control --reload; fi
-		"$SYSTEMCTL" enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
+		act "$SYSTEMCTL" daemon-reload
+		if UDEVADM=$(find_tool udevadm); then act "$UDEVADM" control --reload; fi
+		act "$SYSTEMCTL" enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
 		if [ -e "$ROOT/dev/virtio-ports/$PORT_NAME" ]; then
 			if [ "$CHANGED" = 1 ]; then
-				"$SYSTEMCTL" restart "$NAME.service" || die 7 "systemctl restart $NAME failed"
+				act "$SYSTEMCTL" restart "$NAME.service" || die 7 "systemctl restart $NAME failed"
 			else
-				"$SYSTEMCTL" start "$NAME.service" || die 7 "systemctl start $NAME failed"
+				act "$SYSTEMCTL" start "$NAME.service" || die 7 "systemctl start $NAME failed"
 			fi
 			STARTED=yes
 		fi
 		;;
 	systemd-offline)
 		# systemctl enable works without a running systemd (it writes the links).
-		"$SYSTEMCTL" enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
+		act "$SYSTEMCTL" enable "$NAME.service" || die 7 "systemctl enable $NAME failed"
 		say "systemd is installed but not running (an image build?): $NAME is enabled and starts at the next boot"
 		;;
 	openrc)
-		"$RC_UPDATE" add "$NAME" default || die 7 "rc-update add $NAME failed"
+		act "$RC_UPDATE" add "$NAME" default || die 7 "rc-update add $NAME failed"
 		if [ "$CHANGED" = 1 ]; then
-			"$RC_SERVICE" "$NAME" restart || die 7 "rc-service $NAME restart failed"
+			act "$RC_SERVICE" "$NAME" restart || die 7 "rc-service $NAME restart failed"
 		else
-			"$RC_SERVICE" "$NAME" start || die 7 "rc-service $NAME start failed"
+			act "$RC_SERVICE" "$NAME" start || die 7 "rc-service $NAME start failed"
 		fi
 		STARTED=yes
 		;;
 	sysvinit)
 		if t=$(find_tool update-rc.d); then
-			"$t" "$NAME" defaults
+			act "$t" "$NAME" defaults
 		elif t=$(find_tool chkconfig); then
-			"$t" --add "$NAME"
+			act "$t" --add "$NAME"
 		fi
 		if t=$(find_tool service); then
-			"$t" "$NAME" restart || die 7 "service $NAME restart failed"
+			act "$t" "$NAME" restart || die 7 "service $NAME restart failed"
 		else
-			"$ROOT/etc/init.d/$NAME" restart || die 7 "/etc/init.d/$NAME restart failed"
+			act "$ROOT/etc/init.d/$NAME" restart || die 7 "/etc/init.d/$NAME restart failed"
 		fi
 		STARTED=yes
 		;;
@@ -308,6 +327,10 @@ else
 	say "port device /dev/virtio-ports/$PORT_NAME: MISSING"
 	say "  the VM has no agent channel yet; on the host run: kvm-manager vm install-agent VM"
 	say "  (the agent starts by itself once the channel appears, after the next boot at worst)"
+fi
+if [ "$DRY" = 1 ]; then
+	say "dry run: nothing was changed"
+	exit 0
 fi
 [ "$STARTED" = yes ] && say "service $NAME enabled and started"
 [ "$CHANGED" = 0 ] && say "nothing to do: $VERSION was already installed"

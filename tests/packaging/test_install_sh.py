@@ -320,3 +320,38 @@ def test_help_is_readable(guest: Guest) -> None:
     assert res.stdout.startswith("Install (or upgrade) the KVM Manager guest agent")
     assert not any(line.startswith("#") for line in res.stdout.splitlines())
     assert "--no-start" in res.stdout
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in root.rglob("*")
+    }
+
+
+def test_dry_run_names_what_it_would_do_and_changes_nothing(guest: Guest) -> None:
+    """--dry-run (issue 20: there was none) works without root, says which package and
+    which service commands it would run, runs none of them and writes nothing."""
+    guest.os_release("debian").systemd().port().tool("dpkg", "dpkg-query", "systemctl", "udevadm")
+    guest.env["FAKE_UID"] = "1000"
+    before = _tree(guest.root)
+    res = guest.run("install.sh", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    deb = f"{guest.cd}/packages/kvmmanager-agent.deb"
+    assert f"would run: {guest.bin}/dpkg --root={guest.root} -i {deb}" in res.stdout
+    assert f"would run: {guest.bin}/systemctl enable {UNIT}" in res.stdout
+    assert f"would run: {guest.bin}/systemctl restart {UNIT}" in res.stdout
+    assert "dry run: nothing was changed" in res.stdout
+    # Only the read-only question of what is installed was asked.
+    assert all(c.startswith("dpkg-query ") for c in guest.calls()), guest.calls()
+    assert _tree(guest.root) == before
+
+
+def test_dry_run_of_a_plain_install_writes_nothing(guest: Guest) -> None:
+    guest.os_release("arch").systemd().tool("systemctl")
+    before = _tree(guest.root)
+    res = guest.run("install.sh", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "would copy kvmmanager-agent.pyz to /usr/lib/kvmmanager-agent" in res.stdout
+    assert "would install kvmmanager-agent" in res.stdout
+    assert guest.calls() == []
+    assert _tree(guest.root) == before
