@@ -22,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +55,10 @@ PORT_DEVICE = r"dev-virtio\x2dports-org.kvmmanager.agent.0.device"
 ENABLEMENT = re.compile(
     r"^/etc/systemd/system/.+|^/var/lib/systemd/deb-systemd-helper-.+"
     r"|^/etc/rc[0-6S]\.d/[SK]\d\dkvmmanager-agent$"
+)
+MANAGER_STATE = re.compile(
+    r"^/etc/systemd/system(/multi-user\.target\.wants(/kvm-manager\.service)?)?$"
+    r"|^/var/lib/systemd(/deb-systemd-helper-enabled(/.+)?)?$"
 )
 # What apt, dpkg and the shadow tools change in any install; everything else must go.
 NOT_OURS = re.compile(
@@ -98,6 +102,18 @@ def install_depends(root: Path, deb: Path) -> None:
     ).stdout
     names = [d.split()[0] for d in depends.split(",")]
     chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends", *names)
+
+
+def canonical_paths(root: Path, paths: Iterable[str]) -> set[str]:
+    """dpkg's paths as the file walk sees them: dpkg names them as shipped (/lib/...),
+    and bookworm's /lib is a link to /usr/lib. Only the directories are resolved (a
+    path that is itself a link, like the venv's bin/python, stays itself)."""
+    out = set()
+    for path in paths:
+        parent, name = os.path.split(path)
+        real = os.path.relpath(os.path.realpath(f"{root}{parent}"), root)
+        out.add(os.path.normpath(f"/{real}/{name}"))
+    return out
 
 
 def file_list(root: Path) -> set[str]:
@@ -309,6 +325,19 @@ def test_manager_deb_installs_serves_upgrades_and_purges_in_a_clean_chroot(
         if "__pycache__" not in path.parts:
             assert "/" + str(path.relative_to(root)) in owned, path
     chroot(root, "dpkg", "-S", "/usr/lib/kvm-manager/venv/bin/kvm-manager")
+    # Every other path the install added is the package's too, but for what maintainer
+    # scripts make in every Debian package of their kind: bytecode (as py3compile), the
+    # service's enablement, the data directory, the user's and group's entries.
+    canonical = canonical_paths(root, owned)
+    added = file_list(root) - before
+    unowned = {
+        p
+        for p in added - canonical
+        if "/__pycache__" not in p
+        and not MANAGER_STATE.match(p)
+        and not p.startswith("/var/lib/kvm-manager")
+    }
+    assert unowned == set(), sorted(unowned)
     groups = chroot(root, "id", "-nG", "kvm-manager").stdout.split()
     # Installed before libvirt-daemon-system (not installed at all here): still in libvirt.
     assert "libvirt" in groups
@@ -381,9 +410,8 @@ def test_agent_deb_installs_runs_and_purges_in_the_clean_chroot(debian_chroot: C
     status = chroot(root, "dpkg-query", "-W", "-f", "${Status} ${Version}", "kvmmanager-agent")
     assert status.stdout == f"install ok installed {agent_version()}-1"
     # Everything the install added is the package's (`dpkg -S` finds each path).
-    # dpkg names the paths as shipped (/lib/...); bookworm's /lib is a link to /usr/lib.
     listed = chroot(root, "dpkg", "-L", "kvmmanager-agent").stdout.splitlines()
-    owned = {"/" + os.path.relpath(os.path.realpath(f"{root}{p}"), root) for p in listed}
+    owned = canonical_paths(root, listed)
     added = file_list(root) - before
     for path in (
         "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz",
