@@ -22,17 +22,22 @@ def _number(text: str, label: str, field: str) -> float:
     return value
 
 
-def memory_mib(text: str, unit: str) -> int:
-    """The Memory field in its unit as whole MiB (1.5 GiB -> 1536)."""
+def memory_mib(text: str, unit: str, field: str = "memory_mib", label: str = "Memory") -> int:
+    """A memory field in its unit as whole MiB (1.5 GiB -> 1536)."""
     factor = MEMORY_UNITS.get(unit, 1.0)
-    mib = _number(text, "Memory", "memory_mib") * factor
+    shown = f"{text.strip()[:20]} {unit if unit in MEMORY_UNITS else 'MiB'}"
+    try:
+        mib = _number(text, label, field) * factor
+    except InvalidInput:
+        raise InvalidInput(f"{label}: {shown} is not a whole number of MiB", field=field) from None
     if abs(mib - round(mib)) > 1e-6:
-        raise InvalidInput(
-            f"Memory: {text.strip()} {unit if unit in MEMORY_UNITS else 'MiB'} is not a whole "
-            "number of MiB",
-            field="memory_mib",
-        )
+        raise InvalidInput(f"{label}: {shown} is not a whole number of MiB", field=field)
     return round(mib)
+
+
+def optional_memory_mib(text: str, unit: str, field: str, label: str) -> int | None:
+    """An optional memory field (empty: not given) in its unit as whole MiB."""
+    return memory_mib(text, unit, field, label) if text.strip() else None
 
 
 def disk_gib(text: str, unit: str) -> float:

@@ -150,6 +150,7 @@ async def create_vm(
     memory_unit: Annotated[str, Form()] = "MiB",
     max_vcpus: Annotated[str, Form()] = "",
     max_memory_mib: Annotated[str, Form()] = "",
+    max_memory_unit: Annotated[str, Form()] = "MiB",
     source: Annotated[str, Form()] = "blank",
     iso: Annotated[str, Form()] = "",
     import_volume: Annotated[str, Form()] = "",
@@ -178,6 +179,9 @@ async def create_vm(
     form["start"] = "true" if start else ""
     try:
         mib, gib = units.memory_mib(memory_mib, memory_unit), units.disk_gib(disk_gib, disk_unit)
+        max_mib = units.optional_memory_mib(
+            max_memory_mib, max_memory_unit, "max_memory_mib", "Maximum memory"
+        )
     except InvalidInput as e:
         return await _form_error(request, manager, host, form, e.field or "", e.message)
     if source == "cloud":
@@ -205,7 +209,7 @@ async def create_vm(
             vcpus=vcpus,
             memory_mib=mib,
             max_vcpus=optional_int(max_vcpus, "max_vcpus"),
-            max_memory_mib=optional_int(max_memory_mib, "max_memory_mib"),
+            max_memory_mib=max_mib,
             install=install,
             disks=disks,
             nics=nics,
