@@ -37,6 +37,8 @@ from kvmmanager.services.instances import InstanceService
 from kvmmanager.services.job_undo import UndoTools
 from kvmmanager.services.jobs import JobService
 from kvmmanager.services.lease import LeaseService
+from kvmmanager.services.metrics import MetricsService
+from kvmmanager.services.migration import MigrationService
 from kvmmanager.services.networks import NetworkService
 from kvmmanager.services.ownership import OwnershipService
 from kvmmanager.services.port_forwards import PortForwardService
@@ -161,8 +163,15 @@ class Manager:
         return DoctorService(self.settings, self.registry, self.hosts)
 
     @cached_property
-    def metrics(self) -> Any:
-        return _service("metrics", "MetricsService")(self)
+    def metrics(self) -> MetricsService:
+        return MetricsService(
+            self.settings.metrics,
+            self.db,
+            self.inventory,
+            self.registry,
+            self.lease,
+            self.agents,
+        )
 
     @cached_property
     def snapshots(self) -> Any:
@@ -181,8 +190,8 @@ class Manager:
         return _service("cloudinit", "CloudInitService")(self)
 
     @cached_property
-    def migration(self) -> Any:
-        return _service("migration", "MigrationService")(self)
+    def migration(self) -> MigrationService:
+        return MigrationService(self.registry, self.inventory, self.jobs, self.vms)
 
     @cached_property
     def batch(self) -> Any:

@@ -32,8 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from kvmmanager.core.config import MetricsSettings
 from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
 from kvmmanager.services import metrics_store
+from kvmmanager.services.agents import AgentService
+from kvmmanager.services.lease import LeaseService
 from kvmmanager.services.metrics_guest import poll_guests
 from kvmmanager.services.metrics_history import (
     DOWNSAMPLE_STEP,
@@ -55,9 +60,10 @@ from kvmmanager.services.metrics_rates import (
     build_sample,
     finite,
 )
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 
 if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
     from kvmmanager.virt.connection import HostConnection
 
 log = logging.getLogger(__name__)
@@ -142,9 +148,21 @@ def collect_blocking(hc: HostConnection, prev: dict[str, Counters]) -> CycleResu
 
 
 class MetricsService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
-        cfg = manager.settings.metrics
+    def __init__(
+        self,
+        settings: MetricsSettings,
+        db: sessionmaker[Session],
+        inventory: Inventory,
+        registry: HostRegistry,
+        lease: LeaseService,
+        agents: AgentService,
+    ) -> None:
+        self._db = db
+        self._inventory = inventory
+        self._registry = registry
+        self._lease = lease
+        self._agents = agents
+        cfg = settings
         self.interval = max(MIN_INTERVAL, float(cfg.interval_seconds))
         # Settings not (yet) in MetricsSettings fall back to these defaults.
         self.persist = bool(getattr(cfg, "persist", True))
@@ -182,7 +200,7 @@ class MetricsService:
         """Follow the registry: start a collector for each new host, drop removed ones."""
         while True:
             try:
-                names = {hc.name for hc in self.m.registry.all()}
+                names = {hc.name for hc in self._registry.all()}
                 for name in names - self._hosts.keys():
                     await self._start_host(name)
                 for name in self._hosts.keys() - names:
@@ -235,7 +253,7 @@ class MetricsService:
             raise NotFound(f"host '{host}' not found", field="host")
         started = time.perf_counter()
         try:
-            hc = self.m.registry.get(host)
+            hc = self._registry.get(host)
             if not hc.connected:
                 # Not an error of ours: the connection reports (and retries) on its own.
                 hm.last_error = f"host is {hc.status}"
@@ -275,7 +293,7 @@ class MetricsService:
         hm.cycle_done = asyncio.Event()
         # History writes (and their pruning) are singleton work: every instance collects
         # for its own live graphs, only the lease holder writes the buckets.
-        if closed is not None and self.persist and self.m.lease.held:
+        if closed is not None and self.persist and self._lease.held:
             means = hm.down.means(closed)
             self._spawn(self.persist_bucket(hm.host, closed.start, hm.down.step, means))
 
@@ -289,9 +307,9 @@ class MetricsService:
     ) -> None:
         """A closed 5-minute bucket: write it, refresh its hour's mean, drop expired rows."""
         try:
-            await asyncio.to_thread(metrics_store.save_bucket, self.m.db, host, start, step, means)
+            await asyncio.to_thread(metrics_store.save_bucket, self._db, host, start, step, means)
             await asyncio.to_thread(
-                metrics_store.rollup, self.m.db, host, start, int(step), HOURLY_STEP
+                metrics_store.rollup, self._db, host, start, int(step), HOURLY_STEP
             )
             await self.cleanup()
         except Exception:
@@ -301,10 +319,10 @@ class MetricsService:
         """Delete what the retention policy no longer keeps; returns the rows deleted."""
         now = self.clock()
         deleted = await asyncio.to_thread(
-            metrics_store.prune, self.m.db, int(DOWNSAMPLE_STEP), now - DOWNSAMPLED_SECONDS
+            metrics_store.prune, self._db, int(DOWNSAMPLE_STEP), now - DOWNSAMPLED_SECONDS
         )
         deleted += await asyncio.to_thread(
-            metrics_store.prune, self.m.db, HOURLY_STEP, now - self.retention_seconds
+            metrics_store.prune, self._db, HOURLY_STEP, now - self.retention_seconds
         )
         return deleted
 
@@ -314,7 +332,7 @@ class MetricsService:
             await self.cleanup()
             buckets = await asyncio.to_thread(
                 metrics_store.load,
-                self.m.db,
+                self._db,
                 hm.host,
                 int(hm.down.step),
                 self.clock() - DOWNSAMPLED_SECONDS,
@@ -330,7 +348,7 @@ class MetricsService:
             await asyncio.sleep(self.guest_interval)
             targets = [
                 (d.uuid, d.name)
-                for d in self.m.inventory.domains(hm.host)
+                for d in self._inventory.domains(hm.host)
                 if d.agent_status == "connected" and d.state == "running"
             ]
             stale = hm.guest.keys() - {u for u, _ in targets}
@@ -340,7 +358,7 @@ class MetricsService:
                 continue
 
             async def call(uuid: str, host: str = hm.host) -> Any:
-                return await self.m.agents.call(host, uuid, "get_metrics")
+                return await self._agents.call(host, uuid, "get_metrics")
 
             try:
                 await poll_guests(targets, call, hm.guest)
@@ -355,12 +373,12 @@ class MetricsService:
     def host(self, host: str) -> HostMetrics:
         hm = self._hosts.get(host)
         if hm is None:
-            self.m.registry.get(host)  # NotFound naming the host, if it is unknown
+            self._registry.get(host)  # NotFound naming the host, if it is unknown
             raise NotFound(f"no metrics yet for host '{host}'", field="host")
         return hm
 
     def _uuid(self, host: str, vm: str) -> str:
-        return self.m.registry.domain(host, vm).uuid
+        return self._registry.domain(host, vm).uuid
 
     def vm_current(self, host: str, vm: str) -> dict[str, Any]:
         # The VM first: on a host that is not reachable that answer says why.
@@ -470,7 +488,7 @@ class MetricsService:
     def _hourly_series(
         self, host: str, uuid: str, since: float, until: float
     ) -> tuple[float, dict[str, list]]:
-        ts, rows = metrics_store.series(self.m.db, host, uuid, HOURLY_STEP, since, until)
+        ts, rows = metrics_store.series(self._db, host, uuid, HOURLY_STEP, since, until)
         return float(HOURLY_STEP), value_columns(ts, rows, FIELDS)
 
     def history(

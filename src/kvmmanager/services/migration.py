@@ -32,7 +32,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
@@ -46,14 +46,15 @@ from kvmmanager.core.errors import (
     NotFound,
     Unsupported,
 )
+from kvmmanager.services.jobs import JobService
 from kvmmanager.services.vm_builder import lookup
+from kvmmanager.services.vms import VmService
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.capabilities import Capabilities
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.pool import Pool
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -383,13 +384,18 @@ def _explain(exc: KvmmError, opts: MigrationOptions) -> KvmmError:
 
 
 class MigrationService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self, registry: HostRegistry, inventory: Inventory, jobs: JobService, vms: VmService
+    ) -> None:
+        self._registry = registry
+        self._inventory = inventory
+        self._jobs = jobs
+        self._vms = vms
 
     async def check(self, host: str, vm: str, target: str, **options: Any) -> dict[str, Any]:
         opts = MigrationOptions(**options)
-        src_hc = self.m.registry.get(host)
-        dst_hc = self.m.registry.get(target)
+        src_hc = self._registry.get(host)
+        dst_hc = self._registry.get(target)
         if dst_hc.status == "connecting":
             await dst_hc.wait_connected(5)  # a host just added: give it its first open
         # Not responding, reconnecting, failed: refused at once, naming the target (a
@@ -407,7 +413,7 @@ class MigrationService:
     ) -> str:
         plan = await self.check(host, vm, target, **options)
         opts = MigrationOptions(**options)
-        src_hc, dst_hc = self.m.registry.get(host), self.m.registry.get(target)
+        src_hc, dst_hc = self._registry.get(host), self._registry.get(target)
         uri = dst_hc.uri
         flags, params = plan["flags"], opts.params(uri)
         uuid = plan["uuid"]
@@ -485,7 +491,7 @@ class MigrationService:
                         if removed:
                             log.info("migration failed: removed %s on %s", removed, target)
                 raise
-            await self.m.vms.refresh(target, uuid)
+            await self._vms.refresh(target, uuid)
             await self._forget_on_source(host, uuid)
             measured = await dst_hc.run(
                 lambda: _completed_stats(dst_hc.conn, uuid), kind="read", op="migration stats"
@@ -499,12 +505,12 @@ class MigrationService:
                 "stats": measured,
             }
 
-        return self.m.jobs.start("vm.migrate", f"{host}/{vm}", job, user, host=host)
+        return self._jobs.start("vm.migrate", f"{host}/{vm}", job, user, host=host)
 
     async def _forget_on_source(self, host: str, uuid: str) -> None:
         """Libvirt sends no "undefined" event when an offline migration removes the
         source's definition: re-read the VM there, and drop it once libvirt says so."""
         try:
-            await self.m.vms.refresh(host, uuid)
+            await self._vms.refresh(host, uuid)
         except NotFound:
-            self.m.inventory.remove_domain(host, uuid)
+            self._inventory.remove_domain(host, uuid)
