@@ -144,7 +144,13 @@ def ensure_cdrom(
     keep = f"kept the VM's CD-ROM media ({busy}); " if drives else ""
     bus = cdrom_bus(config.os.machine)
     used = _used_targets(live, config)
-    target = next(t for t in (disk_target(bus, i) for i in range(26 * 27)) if t not in used)
+    names = [disk_target(bus, i) for i in range(26 * 27)]
+    # After the VM's own CD-ROM drives (hdd beside the install CD on hdc, not hda): the
+    # guest numbers its drives /dev/srN in bus order, which guest_commands(index) relies
+    # on, and old VMs with <boot dev='cdrom'/> boot the FIRST drive only.
+    last = max((names.index(d.target_dev) for d in drives if d.target_dev in names), default=-1)
+    free = [t for t in names if t not in used]
+    target = next((t for t in free if names.index(t) > last), free[0])
     disk = Disk(type="file", device="cdrom", driver_name="qemu", driver_type="raw")
     disk.source_file, disk.target_dev, disk.target_bus, disk.readonly = path, target, bus, True
     msgs = []

@@ -253,6 +253,27 @@ def cdrom_bus(machine: str | None) -> str:
     return "sata" if machine and "q35" in machine else "ide"
 
 
+def boot_order(install_kind: str, disks: int) -> dict[str, int]:
+    """Per-device boot order ("cdrom", "nic0", "disk0"...) for an install kind.
+
+    Per device, never `<os><boot dev=...>`: with boot dev='cdrom' SeaBIOS tries only the
+    FIRST CD-ROM drive, and the agent ISO drive added beside the install CD (hda, before
+    hdc) took that place ("Boot failed: Could not read from CDROM", issue 15). A drive
+    with no order (the agent's) is never booted: libvirt starts QEMU with strict boot."""
+    if install_kind == "kernel":
+        return {}
+    disk_keys = [f"disk{i}" for i in range(disks)]
+    if install_kind == "iso":
+        keys = ["cdrom", *disk_keys]
+    elif install_kind == "pxe":
+        # The network first; once an OS is installed on the disk, the PXE server's
+        # answer (or its absence) hands over to the disk.
+        keys = ["nic0", *disk_keys]
+    else:
+        keys = [*disk_keys, "cdrom"]
+    return {key: n for n, key in enumerate(keys, start=1)}
+
+
 def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     """A complete, persistent-ready domain for `spec`; only the models write XML."""
     kib = spec.memory_mib * 1024
@@ -292,14 +313,6 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
         dom.os.kernel = inst.kernel
         dom.os.initrd = inst.initrd
         dom.os.cmdline = inst.cmdline
-    elif inst.kind == "iso":
-        dom.os.boot_devices = ["cdrom", "hd"]
-    elif inst.kind == "pxe":
-        # The network first; once an OS is installed on the disk, the PXE server's
-        # answer (or its absence) hands over to the disk.
-        dom.os.boot_devices = ["network", "hd"]
-    else:
-        dom.os.boot_devices = ["hd", "cdrom"]
     dom.features.acpi = True
     dom.features.apic = True
     if spec.secure_boot:
@@ -310,27 +323,28 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
     dom.on_poweroff, dom.on_reboot, dom.on_crash = "destroy", "restart", "destroy"
 
     devs = dom.devices
+    order = boot_order(inst.kind, len(inp.disks))
     per_bus: dict[str, int] = {}
-    for plan in inp.disks:
+    for n, plan in enumerate(inp.disks):
         idx = per_bus.get(plan.bus, 0)
         per_bus[plan.bus] = idx + 1
-        devs.add(
-            Disk(
-                type="file", device="disk", driver_name="qemu", driver_type=plan.format,
-                source_file=plan.path, target_dev=disk_target(plan.bus, idx),
-                target_bus=plan.bus,
-            )
+        disk = Disk(
+            type="file", device="disk", driver_name="qemu", driver_type=plan.format,
+            source_file=plan.path, target_dev=disk_target(plan.bus, idx), target_bus=plan.bus,
         )  # fmt: skip
+        disk.boot_order = order.get(f"disk{n}")
+        devs.add(disk)
     cd_bus = cdrom_bus(machine)
     # IDE puts the CD-ROM on the secondary master (hdc) as every installer expects.
     cd_index = per_bus.get(cd_bus, 0) + (2 if cd_bus == "ide" else 0)
     cdrom = Disk(type="file", device="cdrom", driver_name="qemu", driver_type="raw")
     cdrom.target_dev, cdrom.target_bus, cdrom.readonly = disk_target(cd_bus, cd_index), cd_bus, True
+    cdrom.boot_order = order.get("cdrom")
     if inp.cdrom_path:
         cdrom.source_file = inp.cdrom_path
     devs.add(cdrom)
     devs.add(Controller(type="virtio-serial", index=0))
-    for nic in spec.nics:
+    for n, nic in enumerate(spec.nics):
         if nic.user:
             iface = user_interface(nic.model, inp.passt)
         elif nic.network:
@@ -341,6 +355,8 @@ def build_domain(spec: VmSpec, inp: BuildInputs) -> Domain:
             iface.source_bridge = nic.bridge
         if nic.mac:
             iface.mac_address = nic.mac
+        if n == 0:
+            iface.boot_order = order.get("nic0")
         devs.add(iface)
     devs.add(Serial(type="pty", target_port=0))
     devs.add(Console(type="pty", target_type="serial", target_port=0))

@@ -16,6 +16,8 @@ from kvmmanager.core.errors import Conflict
 from kvmmanager.iso import CHANNEL_NAME, ISO_NAME, agent_version
 from kvmmanager.iso.builder import build_iso
 from kvmmanager.services.iso_deploy import volume_name
+from kvmmanager.services.vm_builder import BuildInputs, DiskPlan, build_domain
+from kvmmanager.services.vm_spec import InstallSource, VmSpec
 from kvmmanager.virt.events import Event
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
@@ -124,6 +126,33 @@ async def test_existing_empty_drive_gets_the_iso_then_eject(mgr: Any, make_vm: A
     assert not _config(dom).devices.disk_by_target("hdc").has_media
     with pytest.raises(Conflict):
         await mgr.iso.eject_agent("local", dom.name())
+
+
+async def test_agent_cd_beside_a_built_install_cd_never_boots_first(
+    mgr: Any, libvirtd_conn: libvirt.virConnect, libvirtd_cleanup: Any
+) -> None:
+    """Issue 15: the create flow's default (install ISO + "Install the guest agent") put
+    the agent ISO on hda before the installer on hdc, and <boot dev='cdrom'/> made
+    SeaBIOS boot hda: "Could not read from CDROM ... No bootable device"."""
+    name = f"kvmm-t-iso-boot-{uuid.uuid4().hex[:6]}"
+    spec = VmSpec(name=name, install=InstallSource(kind="iso", pool="p", volume="inst.iso"))
+    disks = [DiskPlan("/nonexistent/kvmm-t-disk.qcow2", "qcow2", "virtio")]
+    built = build_domain(spec, BuildInputs("qemu", "x86_64", disks, "/nonexistent/inst.iso"))
+    dom = libvirtd_conn.defineXML(built.to_xml())
+    try:
+        res = await mgr.iso.install_agent("local", name)
+        config = _config(dom)
+        assert config.os.boot_devices == []
+        install = config.devices.disk_by_target("hdc")
+        assert (install.source_file, install.boot_order) == ("/nonexistent/inst.iso", 1)
+        assert config.devices.disk_by_target("vda").boot_order == 2
+        agent = config.devices.disk_by_target(res.cdrom)
+        assert agent.source_file == res.iso_path and agent.boot_order is None
+        # After the install CD on the bus, so the guest sees it as the second drive.
+        assert res.cdrom == "hdd"
+        assert "mount -r /dev/sr1 /mnt/kvmm" in res.guest_commands
+    finally:
+        libvirtd_cleanup.drop_vm(name)
 
 
 @pytest.mark.vm

@@ -81,12 +81,17 @@ def test_matrix_builds_schema_valid_xml(install, firmware, nics, domain_type):
     assert dom.manager_metadata.owner == "alice"
     assert (dom.os.firmware == "efi") == (fw == "uefi")
     assert bool(dom.devices.tpms) == tpm
+    # Per-device boot order only: libvirt refuses it mixed with <os><boot dev>.
+    assert dom.os.boot_devices == []
+    booted = {d.target_dev: d.boot_order for d in dom.devices.disks}
+    cd = cdroms[0].target_dev
     if install.kind == "kernel":
         assert dom.os.kernel == "/boot/vmlinuz" and dom.os.cmdline == "quiet"
+        assert set(booted.values()) == {None}
     elif install.kind == "iso":
-        assert dom.os.boot_devices == ["cdrom", "hd"]
+        assert booted == {cd: 1, "vda": 2, "sda": 3}
     else:
-        assert dom.os.boot_devices == ["hd", "cdrom"]
+        assert booted == {"vda": 1, "sda": 2, cd: 3}
     assert len(dom.devices.interfaces) == len(nics)
 
 
@@ -99,7 +104,25 @@ def test_pxe_boots_the_network_first_and_needs_a_nic():
     disks = [DiskPlan("/pool/a.qcow2", "qcow2", "virtio")]
     xml = build_domain(spec, BuildInputs("qemu", "x86_64", disks)).to_xml()
     validate_xml(xml, "domain")
-    assert Domain.from_xml(xml).os.boot_devices == ["network", "hd"]
+    dom = Domain.from_xml(xml)
+    assert dom.os.boot_devices == []
+    assert [i.boot_order for i in dom.devices.interfaces] == [1]
+    assert {d.target_dev: d.boot_order for d in dom.devices.disks} == {"vda": 2, "hdc": None}
+
+
+def test_iso_install_boots_the_install_cd_by_device_not_the_first_cdrom():
+    """Issue 15: with <boot dev='cdrom'/> SeaBIOS booted the agent ISO's drive (hda, added
+    beside the install CD on hdc) and never the installer. The install CD now carries
+    boot order 1 itself, so a drive added later (no order) is never tried first."""
+    spec = _spec(install=InstallSource(kind="iso", pool="isos", volume="debian.iso"))
+    disks = [DiskPlan("/pool/a.qcow2", "qcow2", "virtio")]
+    xml = build_domain(spec, BuildInputs("qemu", "x86_64", disks, "/isos/debian.iso")).to_xml()
+    validate_xml(xml, "domain")
+    dom = Domain.from_xml(xml)
+    assert "<boot dev" not in xml
+    (cd,) = dom.devices.cdroms()
+    assert (cd.source_file, cd.boot_order) == ("/isos/debian.iso", 1)
+    assert dom.devices.disk_by_target("vda").boot_order == 2
 
 
 def test_each_vm_gets_its_own_vnc_password():

@@ -107,7 +107,7 @@ def test_pxe_boots_the_network_first_needs_a_nic_and_gets_a_blank_disk(
     submit(page)
     expect(page).to_have_url(re.compile(rf"/vms/local/{name}$"), timeout=WAIT)
     dom = defined(name)
-    assert dom.os.boot_devices[0] == "network", dom.os.boot_devices
+    assert [i.boot_order for i in dom.devices.interfaces] == [1]
     assert [i.source_network for i in dom.devices.interfaces] == ["default"]
     disks = [d for d in dom.devices.disks if d.device == "disk"]
     assert [d.source_path.rsplit("/", 1)[-1] for d in disks] == [f"{name}.qcow2"]
