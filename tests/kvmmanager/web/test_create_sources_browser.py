@@ -244,3 +244,27 @@ def test_a_refused_upload_says_why_beside_the_form(
     expect(status).to_contain_text("failed: ", timeout=WAIT)
     expect(status).to_contain_text("exists")
     shot(page, "create-upload-refused")
+
+
+def test_cloud_init_fields_show_only_for_a_cloud_image(browser_login: Any) -> None:
+    """Step 3 shows the cloud-init and agent-permission fields, and the overlay/clone
+    choice, only while "Cloud image" is the source (they were always there, for an ISO
+    too, where they do nothing)."""
+    page = browser_login("operator")
+    page.goto("/vms/new")
+    step(page, 3)
+    form = page.locator("form#new-vm")
+    cloud_only = [
+        form.locator("fieldset", has_text="Cloud-init (cloud image only)"),
+        form.locator("fieldset", has_text="Agent permissions (cloud image only)"),
+        form.locator("[role=group][aria-label='Cloud image disk']"),
+    ]
+    form.locator("input[name=source][value=iso]").check()
+    for part in cloud_only:
+        expect(part).to_be_hidden()
+    form.locator("input[name=source][value=cloud]").check()
+    for part in cloud_only:
+        expect(part).to_be_visible()
+    shot(page, "create-cloud-fields")
+    form.locator("input[name=source][value=pxe]").check()
+    expect(cloud_only[0]).to_be_hidden()

@@ -93,9 +93,18 @@
     note.hidden = !problem;
   }
 
+  // Fields of one source (data-for-source="cloud") show only while it is the chosen one.
+  function sourceFields(form) {
+    const picked = form.querySelector("input[name=source]:checked");
+    form.querySelectorAll("[data-for-source]").forEach((el) => {
+      el.hidden = !picked || el.dataset.forSource !== picked.value;
+    });
+  }
+
   function wire(form) {
     if (!form || form.dataset.stepsWired) return;
     form.dataset.stepsWired = "1";
+    sourceFields(form);
     // The first error beside a field (a form-wide one stays above the steps).
     const error = form.querySelector("[data-step] .alert.error");
     show(form, error ? error.closest("[data-step]").dataset.step : 1);
@@ -168,7 +177,9 @@
   // "Upload an ISO" is done in the upload form beside the steps: take the user there.
   document.addEventListener("change", (e) => {
     const r = e.target;
-    if (r.name !== "source" || r.value !== "upload" || !r.closest("form#new-vm")) return;
+    const form = r.closest && r.closest("form#new-vm");
+    if (r.name === "source" && form) sourceFields(form);
+    if (r.name !== "source" || r.value !== "upload" || !form) return;
     const file = document.querySelector("#iso-upload input[type=file]");
     if (file) { file.scrollIntoView({ block: "center" }); file.focus(); }
   });
