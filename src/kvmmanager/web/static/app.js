@@ -124,7 +124,11 @@ function wireTabs() {
   document.querySelectorAll("nav.tabs").forEach((tabs) => {
     let shown = null;
     const show = (name) => {
-      tabs.querySelectorAll("[data-tab]").forEach((t) => t.setAttribute("aria-selected", String(t.dataset.tab === name)));
+      tabs.querySelectorAll("[data-tab]").forEach((t) => {
+        t.setAttribute("aria-selected", String(t.dataset.tab === name));
+        // One tab stop for the tab list (the ARIA tabs pattern): arrows move within it.
+        t.tabIndex = t.dataset.tab === name ? 0 : -1;
+      });
       document.querySelectorAll("[data-panel]").forEach((p) => { p.hidden = p.dataset.panel !== name; });
       // What libvirt sends no event for (a snapshot another tool took: no snapshot event
       // exists) is read again when the user opens its tab; never on a timer. The first
@@ -133,11 +137,27 @@ function wireTabs() {
         document.querySelectorAll('[data-panel="' + CSS.escape(name) + '"] [data-refresh-on-show]')
           .forEach((el) => { if (!el.classList.contains("htmx-request")) htmx.trigger(el, "kvmm-refresh"); });
       }
+      // The first show (page load) leaves the URL alone: writing "#overview" there made
+      // Chromium start the Tab order at that fragment's element, so the first Tab skipped
+      // the skip link and the navigation and landed on the VM's power buttons.
+      if (shown !== null && history.replaceState) history.replaceState(null, "", "#" + name);
       shown = name;
-      if (history.replaceState) history.replaceState(null, "", "#" + name);
       document.dispatchEvent(new CustomEvent("kvmm-tab", { detail: name }));
     };
     tabs.querySelectorAll("[data-tab]").forEach((t) => t.addEventListener("click", (e) => { e.preventDefault(); show(t.dataset.tab); }));
+    // Left/Right move to the previous/next tab (wrapping), Home/End to the first/last; the
+    // tab reached is shown at once (automatic activation: every panel is already loaded).
+    tabs.addEventListener("keydown", (e) => {
+      const all = Array.from(tabs.querySelectorAll("[data-tab]"));
+      const at = all.indexOf(document.activeElement);
+      if (at < 0) return;
+      const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: all.length - 1 }[e.key];
+      if (to === undefined) return;
+      e.preventDefault();
+      const next = all[(to + all.length) % all.length];
+      next.focus();
+      show(next.dataset.tab);
+    });
     const first = tabs.querySelector("[data-tab]");
     const fromHash = () => {
       const wanted = location.hash.slice(1);
