@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,7 +93,10 @@ class HAProxy:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.stats = workdir / "haproxy.sock"
+        # Its own short directory: a unix socket's path is at most 107 bytes, and a
+        # pytest tmp_path under a run's temporary directory can be longer.
+        self._sockdir = Path(tempfile.mkdtemp(prefix="kvmm-t-lb-"))
+        self.stats = self._sockdir / "haproxy.sock"
         self.config = workdir / "haproxy.cfg"
         self.config.write_text(render(EXAMPLE.read_text(), self.port, servers, self.stats))
         self.log = (workdir / "haproxy.log").open("wb")
@@ -141,3 +145,4 @@ class HAProxy:
                 self.proc.kill()
                 self.proc.wait(30)
         self.log.close()
+        shutil.rmtree(self._sockdir, ignore_errors=True)
