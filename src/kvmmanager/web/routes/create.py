@@ -143,7 +143,9 @@ def _volume(value: str) -> tuple[str | None, str | None]:
 async def create_vm(
     request: Request,
     host: Annotated[str, Form()],
-    name: Annotated[str, Form()],
+    # Empty is refused beside the field below: FastAPI's own "Field required" answered
+    # with raw JSON that replaced the whole form (issue 15).
+    name: Annotated[str, Form()] = "",
     *,
     vcpus: Annotated[int, Form()] = 1,
     memory_mib: Annotated[str, Form()] = "1024",
@@ -177,6 +179,8 @@ async def create_vm(
     # Hardware tab, not started), or plain "Create" (the "start" box of API-like posts).
     start = then == "start" or (start and then != "edit")
     form["start"] = "true" if start else ""
+    if not name.strip():
+        return await _form_error(request, manager, host, form, "name", "a name is required")
     try:
         mib, gib = units.memory_mib(memory_mib, memory_unit), units.disk_gib(disk_gib, disk_unit)
         max_mib = units.optional_memory_mib(

@@ -125,10 +125,35 @@
     });
   }
 
+  // "Next" leaves a step only when its fields are valid (the form is novalidate, so the
+  // browser shows no bubble): the first invalid field gets its message beside it, in the
+  // same place a server refusal would put it (id err-<name>).
+  function stepInvalid(section) {
+    const bad = Array.from(section.querySelectorAll("input, select, textarea"))
+      .find((el) => el.name && !el.disabled && !el.checkValidity());
+    if (!bad) return false;
+    let note = section.querySelector("#err-" + bad.name);
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "alert error small";
+      note.id = "err-" + bad.name;
+      note.setAttribute("role", "alert");
+      (bad.closest("label") || bad).after(note);
+    }
+    note.textContent = bad.value ? bad.validationMessage : "A value is required.";
+    bad.setAttribute("aria-invalid", "true");
+    bad.focus();
+    return true;
+  }
+
   document.addEventListener("click", (e) => {
     const go = e.target.closest("[data-step-go]");
     const form = go && go.closest("form#new-vm");
-    if (form) { e.preventDefault(); show(form, go.dataset.stepGo); }
+    if (!form) return;
+    e.preventDefault();
+    const here = go.closest("[data-step]");
+    if (here && Number(go.dataset.stepGo) > Number(here.dataset.step) && stepInvalid(here)) return;
+    show(form, go.dataset.stepGo);
   });
 
   // OS detection: a picked ISO's volume descriptor is matched against osinfo-db on the
