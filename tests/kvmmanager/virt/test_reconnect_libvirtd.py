@@ -21,6 +21,7 @@ import pytest
 
 from kvmmanager.core.config import LibvirtSettings
 from kvmmanager.virt.connection import HostConnection
+from kvmmanager.virt.helper_guests import is_helper_guest
 from kvmmanager.virt.readers import state_name
 from kvmmanager.virt.xml.domain import Domain
 
@@ -49,8 +50,12 @@ def _stop_libvirtd() -> None:
 def _listing() -> dict[str, tuple[str, str]]:
     conn = libvirt.open(URI)
     try:
+        # Without the manager's own helper guests (another manager's accelerator probe on
+        # the shared libvirtd), which the inventory leaves out by design.
         return {
-            d.UUIDString(): (d.name(), state_name(d.state()[0])) for d in conn.listAllDomains(0)
+            d.UUIDString(): (d.name(), state_name(d.state()[0]))
+            for d in conn.listAllDomains(0)
+            if not is_helper_guest(d.name())
         }
     finally:
         conn.close()
