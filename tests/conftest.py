@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from tests.migrated_template import TemplateUpgrade
 
 from kvmmanager.core import security
 from kvmmanager.core.config import Settings, get_settings
+from kvmmanager.db import migrate
 
 # A production-strength argon2id hash costs ~0.3 s and ~240 tests create a user: the suite
 # hashes with the cheapest parameters instead. Only pytest can switch them (core/security.py);
@@ -27,6 +29,25 @@ from kvmmanager.core.config import Settings, get_settings
 security.use_test_password_hashing()
 
 ADMIN_TOKEN_NAME = "kvmm-t-plat-fixture"
+_REAL_UPGRADE = migrate.upgrade
+
+
+@pytest.fixture(scope="session")
+def _template_upgrade(tmp_path_factory: pytest.TempPathFactory) -> TemplateUpgrade:
+    return TemplateUpgrade(_REAL_UPGRADE, tmp_path_factory.mktemp("migrated-template"))
+
+
+@pytest.fixture(autouse=True)
+def _copy_migrated_template(
+    request: pytest.FixtureRequest,
+    _template_upgrade: TemplateUpgrade,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new SQLite database migrated to head is a copy of one migrated once per process
+    (tests/migrated_template.py): alembic on an empty file costs ~1 s and nearly every
+    Manager a test builds does it. Tests marked `real_migrations` run alembic itself."""
+    if request.node.get_closest_marker("real_migrations") is None:
+        monkeypatch.setattr(migrate, "upgrade", _template_upgrade)
 
 
 @pytest.fixture

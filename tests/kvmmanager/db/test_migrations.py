@@ -6,12 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from kvmmanager.db import migrate
 from kvmmanager.db.base import Base, make_engine
+
+# These tests are about the migrations themselves: alembic runs, not the suite's copy.
+pytestmark = pytest.mark.real_migrations
 
 
 def test_migrations_match_models(db_url: str) -> None:
