@@ -31,8 +31,8 @@ from tests.postgres_cluster import Cluster  # noqa: E402
 
 from kvmmanager.db import migrate  # noqa: E402
 from kvmmanager.db.base import make_engine  # noqa: E402
-from kvmmanager.services import metrics_store  # noqa: E402
-from kvmmanager.services.metrics_history import (  # noqa: E402
+from kvmmanager.services.metrics import store as metrics_store  # noqa: E402
+from kvmmanager.services.metrics.history import (  # noqa: E402
     DOWNSAMPLE_STEP,
     DOWNSAMPLED_SECONDS,
     HOURLY_STEP,

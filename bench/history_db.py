@@ -20,14 +20,14 @@ from sqlalchemy.orm import sessionmaker
 
 from kvmmanager.db import migrate
 from kvmmanager.db.base import make_engine
-from kvmmanager.services import metrics_store
-from kvmmanager.services.metrics_history import (
+from kvmmanager.services.metrics import store as metrics_store
+from kvmmanager.services.metrics.history import (
     DOWNSAMPLE_STEP,
     DOWNSAMPLED_SECONDS,
     HOURLY_STEP,
     value_columns,
 )
-from kvmmanager.services.metrics_rates import FIELDS
+from kvmmanager.services.metrics.rates import FIELDS
 
 DAYS = 30
 HOST = "local"

@@ -21,8 +21,8 @@ from common import Row
 from server import Server
 from testdriver import uri, write_node
 
-from kvmmanager.services.metrics_history import DOWNSAMPLE_STEP, DOWNSAMPLED_SECONDS, FULL_SECONDS
-from kvmmanager.services.metrics_rates import NFIELDS
+from kvmmanager.services.metrics.history import DOWNSAMPLE_STEP, DOWNSAMPLED_SECONDS, FULL_SECONDS
+from kvmmanager.services.metrics.rates import NFIELDS
 
 DEFAULT_INTERVAL = 2.0
 

@@ -4,7 +4,7 @@ codes, then storing into the rings) at N VMs of qemu-shaped records, with pyinst
     .venv/bin/python bench/profile_stats.py [--vms 5000] [--cycles 10]
     .venv/bin/python bench/profile_stats.py --compare <git revision>
 
-`--compare` loads metrics_rates.py and metrics_history.py as they were at a revision and
+`--compare` loads metrics/rates.py and metrics/history.py as they were at a revision and
 runs the worker-thread part of a collection with the old and the current code in
 alternating rounds on the same prebuilt records (same process, same load), checking
 that both give identical samples and history codes. Figures: docs/performance.md.
@@ -28,13 +28,14 @@ sys.path.insert(0, str(HERE))
 
 import stats_cycle  # noqa: E402
 
-from kvmmanager.services import metrics_history, metrics_rates  # noqa: E402
-from kvmmanager.services.metrics import HostMetrics, collect_blocking  # noqa: E402
-from kvmmanager.services.metrics_history import DownsampledRing, FullRing  # noqa: E402
+from kvmmanager.services.metrics import history as metrics_history  # noqa: E402
+from kvmmanager.services.metrics import rates as metrics_rates  # noqa: E402
+from kvmmanager.services.metrics.history import DownsampledRing, FullRing  # noqa: E402
+from kvmmanager.services.metrics.service import HostMetrics, collect_blocking  # noqa: E402
 
 SOURCES = {
-    "metrics_rates": "src/kvmmanager/services/metrics_rates.py",
-    "metrics_history": "src/kvmmanager/services/metrics_history.py",
+    "metrics_rates": "src/kvmmanager/services/metrics/rates.py",
+    "metrics_history": "src/kvmmanager/services/metrics/history.py",
 }
 
 

@@ -24,8 +24,8 @@ import libvirt
 from common import Row, median, ms, ratio
 from testdriver import uri, write_node
 
-from kvmmanager.services.metrics import HostMetrics, MetricsService, collect_blocking
-from kvmmanager.services.metrics_history import DownsampledRing, FullRing
+from kvmmanager.services.metrics.history import DownsampledRing, FullRing
+from kvmmanager.services.metrics.service import HostMetrics, MetricsService, collect_blocking
 
 GROUPS = "--state --cpu-total --balloon --block --interface --nowait"
 INTERVAL = 2.0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.services.metrics_rates import FIELDS
+from kvmmanager.services.metrics.rates import FIELDS
 
 if TYPE_CHECKING:
     from kvmmanager.db.ops_models import AlertRule

@@ -37,7 +37,7 @@ from kvmmanager.services.instances import InstanceService
 from kvmmanager.services.job_undo import UndoTools
 from kvmmanager.services.jobs import JobService
 from kvmmanager.services.lease import LeaseService
-from kvmmanager.services.metrics import MetricsService
+from kvmmanager.services.metrics.service import MetricsService
 from kvmmanager.services.migration import MigrationService
 from kvmmanager.services.networks import NetworkService
 from kvmmanager.services.ownership import OwnershipService

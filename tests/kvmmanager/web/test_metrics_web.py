@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 
 from kvmmanager.core.config import Settings
-from kvmmanager.services import metrics_store
-from kvmmanager.services.metrics_rates import FIELDS
+from kvmmanager.services.metrics import store as metrics_store
+from kvmmanager.services.metrics.rates import FIELDS
 
 DEADLINE = 60.0
 
@@ -88,9 +88,11 @@ def test_graphs_draw_and_go_live(browser_login: Callable[..., Any], live_server:
         re.compile("5-minute means|no data in this range yet"), timeout=DEADLINE * 1000
     )
     # Ten days ago, as an earlier run of the manager left it: the 30 d view draws it.
-    uuid = svc.m.inventory.domain("local", "test").uuid
+    uuid = live_server.manager.inventory.domain("local", "test").uuid
     old = (time.time() // 3600 - 240) * 3600
-    metrics_store.save_bucket(svc.m.db, "local", old, 3600, {uuid: [55.0] * len(FIELDS)})
+    metrics_store.save_bucket(
+        live_server.manager.db, "local", old, 3600, {uuid: [55.0] * len(FIELDS)}
+    )
     page.click("[data-graph-range='30d']")
     expect(page.locator("[data-graph-range='30d']")).to_have_attribute("aria-pressed", "true")
     status = page.locator("[data-graph-status]")
@@ -171,14 +173,16 @@ def test_memory_axis_labels_are_not_cut_off(
     whole, inside the canvas, like the other graphs' labels."""
     from tests.kvmmanager.web.shots import shot
 
-    svc = live_server.manager.metrics
-    uuid = svc.m.inventory.domain("local", "test").uuid
+    manager = live_server.manager
+    uuid = manager.inventory.domain("local", "test").uuid
     sample = [0.0] * len(FIELDS)
     sample[FIELDS.index("mem_bytes")] = 1000 * 2**20
     sample[FIELDS.index("net_rx_bps")] = 123456789.0
     hour = time.time() // 3600 * 3600
     for hours_ago in (30, 29, 28):
-        metrics_store.save_bucket(svc.m.db, "local", hour - hours_ago * 3600, 3600, {uuid: sample})
+        metrics_store.save_bucket(
+            manager.db, "local", hour - hours_ago * 3600, 3600, {uuid: sample}
+        )
     page = browser_login("viewer")
     page.goto("/vms/local/test#performance")
     page.click("[data-graph-range='7d']")

@@ -32,8 +32,8 @@ from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.metrics import CollectorOut, HistoryOut, HostMetricsOut, VmMetricsOut
 from kvmmanager.core import security
 from kvmmanager.core.errors import InvalidInput, KvmmError
-from kvmmanager.services.metrics import WINDOWS
-from kvmmanager.services.metrics_prom import exposition
+from kvmmanager.services.metrics.prom import exposition
+from kvmmanager.services.metrics.service import WINDOWS
 
 router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
 VM = "/api/hosts/{host}/vms/{vm}/metrics"

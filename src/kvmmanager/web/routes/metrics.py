@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import ManagerDep
-from kvmmanager.services.metrics import WINDOWS
+from kvmmanager.services.metrics.service import WINDOWS
 from kvmmanager.web.templating import render
 
 router = APIRouter(include_in_schema=False)

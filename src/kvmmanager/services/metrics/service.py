@@ -12,10 +12,10 @@ A tick whose previous collection of that host is still running is skipped and co
 has its own task and libvirt worker pool, a slow or dead host never delays another.
 The libvirt call, the parsing and the rate arithmetic run in the host's worker thread;
 the event loop only stores the result. Guest figures come from the agent's
-`get_metrics` in a separate, slower task per host (metrics_guest.py).
+`get_metrics` in a separate, slower task per host (guest.py).
 
 History tiers: the last hour at the collection interval and 24 h of 5-minute means in
-memory (metrics_history.py); with persistence on, each closed 5-minute bucket is written
+memory (history.py); with persistence on, each closed 5-minute bucket is written
 to the database, its hour's mean rolled up there, and both tiers pruned (5-minute rows
 after 24 h, hourly ones after `metrics.retention_days`): all in the collector's own
 work, every 5 minutes, no poller of its own. Ranges beyond 24 h read the hourly rows.
@@ -36,11 +36,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.config import MetricsSettings
 from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
-from kvmmanager.services import metrics_store
 from kvmmanager.services.agents import AgentService
 from kvmmanager.services.lease import LeaseService
-from kvmmanager.services.metrics_guest import poll_guests
-from kvmmanager.services.metrics_history import (
+from kvmmanager.services.metrics import store as metrics_store
+from kvmmanager.services.metrics.guest import poll_guests
+from kvmmanager.services.metrics.history import (
     DOWNSAMPLE_STEP,
     DOWNSAMPLED_SECONDS,
     FULL_SECONDS,
@@ -51,7 +51,7 @@ from kvmmanager.services.metrics_history import (
     encode_row,
     value_columns,
 )
-from kvmmanager.services.metrics_rates import (
+from kvmmanager.services.metrics.rates import (
     FIELDS,
     LIST_FLAGS,
     STATS_FLAGS,

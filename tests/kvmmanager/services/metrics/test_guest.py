@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kvmmanager.services.metrics_guest import poll_guests, sanitize
+from kvmmanager.services.metrics.guest import poll_guests, sanitize
 
 
 async def test_bad_guests_are_dropped_good_ones_kept() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.db.metrics_models import MetricSample
-from kvmmanager.services.metrics_rates import FIELDS
+from kvmmanager.services.metrics.rates import FIELDS
 
 _TABLE = MetricSample.__table__
 _COLS = [_TABLE.c[name] for name in FIELDS]

@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from kvmmanager.services.metrics_rates import NFIELDS
+from kvmmanager.services.metrics.rates import NFIELDS
 
 MISSING = 0xFFFF
 SCALE = 2048.0

@@ -7,7 +7,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from kvmmanager.services.metrics_rates import (
+from kvmmanager.services.metrics.rates import (
     FIELDS,
     Counters,
     build_sample,

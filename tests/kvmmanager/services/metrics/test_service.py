@@ -15,10 +15,10 @@ import pytest
 
 from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import InvalidInput, NotFound
-from kvmmanager.services import metrics as metrics_mod
-from kvmmanager.services import metrics_store
-from kvmmanager.services.metrics_history import DownsampledRing
-from kvmmanager.services.metrics_rates import FIELDS
+from kvmmanager.services.metrics import service as metrics_mod
+from kvmmanager.services.metrics import store as metrics_store
+from kvmmanager.services.metrics.history import DownsampledRing
+from kvmmanager.services.metrics.rates import FIELDS
 
 DEADLINE = 60.0
 SECOND_HOST = "kvmm-t-met-b"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kvmmanager.services.metrics_history import (
+from kvmmanager.services.metrics.history import (
     MISSING,
     DownsampledRing,
     FullRing,
@@ -15,7 +15,7 @@ from kvmmanager.services.metrics_history import (
     encode,
     encode_row,
 )
-from kvmmanager.services.metrics_rates import FIELDS, NFIELDS
+from kvmmanager.services.metrics.rates import FIELDS, NFIELDS
 
 
 def row(v: float | None) -> list[float | None]:

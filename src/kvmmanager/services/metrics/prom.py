@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kvmmanager.services.metrics_rates import ACTIVE_STATES
+from kvmmanager.services.metrics.rates import ACTIVE_STATES
 from kvmmanager.virt.connection import STATUSES
 
 if TYPE_CHECKING:

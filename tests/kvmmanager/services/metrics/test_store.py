@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.db import migrate
 from kvmmanager.db.base import make_engine
-from kvmmanager.services import metrics_store
-from kvmmanager.services.metrics_rates import FIELDS
+from kvmmanager.services.metrics import store as metrics_store
+from kvmmanager.services.metrics.rates import FIELDS
 
 HOUR = 3600
 T0 = 1_800_000_000 // HOUR * HOUR  # an hour boundary
