@@ -177,8 +177,18 @@ def redirect_with_toasts(url: str, *toasts: tuple[str, str]) -> Response:
     """An htmx redirect whose toasts ((message, level), ...) survive it: they travel in a
     short-lived cookie that app.js shows (as text) and clears on the next page, because a
     toast triggered on the redirecting answer dies with the page it was shown on."""
-    headers = {"HX-Redirect": url}
-    response = Response(status_code=204, headers=headers)
+    return _with_flash(Response(status_code=204, headers={"HX-Redirect": url}), toasts)
+
+
+def refresh_with_toast(message: str, level: str = "ok") -> Response:
+    """An htmx page refresh (HX-Refresh) whose toast survives it, in the flash cookie as
+    redirect_with_toasts does: a toast on the refreshing answer itself was never seen."""
+    return _with_flash(
+        Response(status_code=204, headers={"HX-Refresh": "true"}), ((message, level),)
+    )
+
+
+def _with_flash(response: Response, toasts: tuple[tuple[str, str], ...]) -> Response:
     items = [{"message": m[:500], "level": level} for m, level in toasts]
     value = quote(json.dumps(items, separators=(",", ":")), safe="")
     if len(value) <= FLASH_MAX:

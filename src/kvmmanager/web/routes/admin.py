@@ -18,7 +18,7 @@ from kvmmanager.api.deps import (
 )
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import refresh_with_toast, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -82,10 +82,7 @@ def update_user(
         manager.users.delete(username)
     else:
         raise InvalidInput(f"unknown user action {action!r}", field="action")
-    return Response(
-        status_code=204,
-        headers={**toast_headers(f"user {username}: {action} done"), "HX-Refresh": "true"},
-    )
+    return refresh_with_toast(f"user {username}: {action} done")
 
 
 @router.post("/tokens", name="web.token_create", response_class=HTMLResponse)
@@ -111,9 +108,7 @@ def revoke_token(
     if owner != user.username and not user.has_role("admin"):
         raise PermissionDenied("you may revoke only your own tokens")
     manager.users.revoke_token(token_id)
-    return Response(
-        status_code=204, headers={**toast_headers("Token revoked"), "HX-Refresh": "true"}
-    )
+    return refresh_with_toast("Token revoked")
 
 
 def _date(value: str | None) -> datetime | None:

@@ -13,7 +13,7 @@ from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.iso import agent_version
 from kvmmanager.services.manager import Manager
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import refresh_with_toast, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 
@@ -44,9 +44,7 @@ async def deploy(host: str, manager: ManagerDep, user: CurrentUser) -> Response:
         message = (job.error or {}).get("message", "deploy failed")
         return Response(status_code=502, headers=toast_headers(message, "error"))
     action = (job.result or {}).get("action", "done")
-    headers = toast_headers(f"agent ISO on {host}: {action}")
-    headers["HX-Refresh"] = "true"
-    return Response(status_code=204, headers=headers)
+    return refresh_with_toast(f"agent ISO on {host}: {action}")
 
 
 @router.get("/agent-iso/download", name="web.agent_iso_download")

@@ -32,7 +32,7 @@ from kvmmanager.web.routes._forms import (
     text,
     vm_choices,
 )
-from kvmmanager.web.templating import principal, render, toast_headers
+from kvmmanager.web.templating import principal, refresh_with_toast, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 EDITOR = EditorPage("/alerts", "ops/_rule_form.html", checkboxes=("enabled",))
@@ -205,10 +205,7 @@ def rule_action(rule: str, action: str, manager: ManagerDep) -> Response:
         manager.alerts.delete_rule(rule)
     else:
         raise InvalidInput("action must be enable, disable or delete", field="action")
-    return Response(
-        status_code=204,
-        headers={**toast_headers(f"Alert rule {rule}: {action} done"), "HX-Refresh": "true"},
-    )
+    return refresh_with_toast(f"Alert rule {rule}: {action} done")
 
 
 # ---- webhooks (admin) --------------------------------------------------------------------

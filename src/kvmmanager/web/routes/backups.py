@@ -36,7 +36,7 @@ from kvmmanager.web.routes._forms import (
     vm_choices,
     vm_targets,
 )
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import refresh_with_toast, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 EDITOR = EditorPage("/backups", "ops/_policy_form.html", lists=("vms",))
@@ -168,13 +168,7 @@ async def update_policy(
 @router.post("/backups/{policy}/delete", name="web.backup_delete")
 def delete_policy(policy: str, manager: ManagerDep) -> Response:
     manager.backups.delete(policy)
-    return Response(
-        status_code=204,
-        headers={
-            **toast_headers(f"Backup policy {policy} deleted; its snapshots stay"),
-            "HX-Refresh": "true",
-        },
-    )
+    return refresh_with_toast(f"Backup policy {policy} deleted; its snapshots stay")
 
 
 @router.post("/backups/{policy}/run", name="web.backup_run", response_class=HTMLResponse)

@@ -16,7 +16,7 @@ from kvmmanager.api.deps import (
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.networks import NetworkSpec
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import refresh_with_toast, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -86,9 +86,7 @@ async def create_network(
         return await _page(request, manager, host, {field: first["msg"]}, form)
     except InvalidInput as e:
         return await _page(request, manager, host, {e.field or "name": e.message}, form)
-    return Response(
-        status_code=204, headers={**toast_headers(f"Network {name} created"), "HX-Refresh": "true"}
-    )
+    return refresh_with_toast(f"Network {name} created")
 
 
 @router.post("/networks/{host}/{net}/actions/{action}", name="web.network_action")
@@ -113,10 +111,7 @@ async def network_action(
         await service.delete(host, net)
     else:
         raise InvalidInput(f"unknown network action {action!r}", field="action")
-    return Response(
-        status_code=204,
-        headers={**toast_headers(f"network {net}: {action} done"), "HX-Refresh": "true"},
-    )
+    return refresh_with_toast(f"network {net}: {action} done")
 
 
 @router.get("/networks/{host}/{net}/leases", name="web.network_leases", response_class=HTMLResponse)

@@ -26,7 +26,7 @@ from kvmmanager.web.routes._forms import (
     vm_choices,
     vm_targets,
 )
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import refresh_with_toast, render
 
 router = APIRouter(include_in_schema=False)
 EDITOR = EditorPage(
@@ -247,7 +247,4 @@ async def schedule_action(schedule: str, action: str, manager: ManagerDep) -> Re
         manager.schedules.delete(schedule)
     else:
         raise InvalidInput("action must be enable, disable or delete", field="action")
-    return Response(
-        status_code=204,
-        headers={**toast_headers(f"Schedule {schedule}: {action} done"), "HX-Refresh": "true"},
-    )
+    return refresh_with_toast(f"Schedule {schedule}: {action} done")

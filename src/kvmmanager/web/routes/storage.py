@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from kvmmanager.api.deps import ManagerDep
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.web.routes.storage_forms import DEFAULT_POOL
-from kvmmanager.web.templating import render, toast_headers
+from kvmmanager.web.templating import refresh_with_toast, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
 
@@ -47,9 +47,7 @@ async def pool_detail(request: Request, host: str, pool: str, manager: ManagerDe
 @router.post("/storage/{host}/{pool}/actions/{action}", name="web.pool_action")
 async def pool_action(host: str, pool: str, action: str, manager: ManagerDep) -> Response:
     await manager.storage.pool_action(host, pool, action)
-    headers = toast_headers(f"pool {pool}: {action} done")
-    headers["HX-Refresh"] = "true"
-    return Response(status_code=204, headers=headers)
+    return refresh_with_toast(f"pool {pool}: {action} done")
 
 
 @router.post("/storage/{host}/{pool}/volumes/{vol}/delete", name="web.volume_delete")
