@@ -13,6 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step, submit
+from tests.kvmmanager.web.live_api import api_client
 
 pytestmark = pytest.mark.browser
 
@@ -24,14 +25,6 @@ def shot(page, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
-
-
-def api(live_server) -> httpx.Client:
-    return httpx.Client(
-        base_url=live_server.url,
-        headers={"Authorization": f"Bearer {live_server.token}"},
-        timeout=60,
-    )
 
 
 def wait_connected(c: httpx.Client, host: str) -> None:
@@ -95,7 +88,7 @@ def test_create_in_wizard_then_state_changes_live_then_delete(browser_login, liv
     # The event stream is subscribed (app.js marks the page once the server has it).
     page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
     # Someone else (the REST API) starts it: the open page follows libvirt's event.
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         r = c.post("/api/hosts/local/vms/kvmm-t-web-wizard/actions/start")
         assert r.status_code == 200, r.text
     expect(row.locator("[data-state]")).to_have_text("running", timeout=15_000)
@@ -123,7 +116,7 @@ def test_phone_width_menu_and_table(browser_login) -> None:
 @pytest.mark.libvirtd
 def test_upload_shows_progress_to_100_percent(browser_login, live_server, tmp_path) -> None:
     pool_dir = Path("/var/tmp") / f"kvmm-t-web-pool-{os.getpid()}"
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         r = c.post("/api/hosts", json={"name": "real", "uri": "qemu:///system"})
         assert r.status_code in (200, 201), r.text
         live_server.manager.registry.get("real")  # added; now wait until it answers
@@ -168,7 +161,7 @@ def test_upload_shows_progress_to_100_percent(browser_login, live_server, tmp_pa
         expect(status).to_contain_text("format=qcow2")
         expect(page.locator(".toast").last).to_contain_text("format=qcow2")
     finally:
-        with api(live_server) as c:
+        with api_client(live_server) as c:
             c.delete("/api/hosts/real/pools/kvmm-t-web-pool", params={"delete_volumes": True})
 
 
@@ -176,7 +169,7 @@ def test_a_live_row_update_keeps_showing_the_addresses(browser_login, live_serve
     """A live update re-renders the VM's row, whose addresses load again (lazily): the row
     shows the addresses it had meanwhile, never the "…" placeholder. The test driver's
     `test` domain has a DHCP lease address."""
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         vm = c.get("/api/hosts/local/vms/test").json()
     row_id = f"vm-local-{vm['uuid']}"
     page = browser_login("operator")
@@ -199,7 +192,7 @@ def test_a_live_row_update_keeps_showing_the_addresses(browser_login, live_serve
         row_id,
     )
     try:
-        with api(live_server) as c:
+        with api_client(live_server) as c:
             r = c.patch("/api/hosts/local/vms/test", json={"description": "kvmm-t-web addresses"})
             assert r.status_code == 200, r.text
         page.wait_for_function("(id) => !document.getElementById(id).dataset.old", arg=row_id)
@@ -208,7 +201,7 @@ def test_a_live_row_update_keeps_showing_the_addresses(browser_login, live_serve
         seen = page.evaluate("window.kvmmSeen")
         assert seen and all("192.168.122.3" in text for text in seen), seen
     finally:
-        with api(live_server) as c:
+        with api_client(live_server) as c:
             c.patch("/api/hosts/local/vms/test", json={"description": vm.get("description") or ""})
 
 

@@ -14,6 +14,7 @@ import libvirt
 import pytest
 from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step, submit
+from tests.kvmmanager.web.live_api import api_client
 from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
@@ -39,11 +40,7 @@ def remove_ours(c: httpx.Client) -> None:
 
 @pytest.fixture
 def api(live_server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=live_server.url,
-        headers={"Authorization": f"Bearer {live_server.token}"},
-        timeout=60,
-    ) as c:
+    with api_client(live_server) as c:
         remove_ours(c)
         yield c
         remove_ours(c)

@@ -10,24 +10,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step, submit
+from tests.kvmmanager.web.live_api import api_client
 from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
 PREFIX = "kvmm-t-newc-"
 # ms: libvirt storage calls on qemu:///system on a loaded shared machine (bounded waits)
 SLOW = 30_000
-
-
-def api(live_server: Any) -> httpx.Client:
-    return httpx.Client(
-        base_url=live_server.url,
-        headers={"Authorization": f"Bearer {live_server.token}"},
-        timeout=60,
-    )
 
 
 def test_isolated_network_is_created_from_the_form(browser_login: Any) -> None:
@@ -125,7 +117,7 @@ def test_the_vm_list_keeps_its_filter_through_a_live_refresh(
     expect(rows).to_have_count(1)
     # Another user adds a VM: the live list refreshes, with the filter the box shows.
     refreshed = lambda r: r.request.headers.get("hx-trigger") == "vm-rows"  # noqa: E731
-    with page.expect_response(refreshed), api(live_server) as c:
+    with page.expect_response(refreshed), api_client(live_server) as c:
         r = c.post("/api/hosts/local/vms", json={"name": f"{PREFIX}other", "memory_mib": 64})
         assert r.status_code in (200, 201, 202), r.text
     expect(page.locator("input[name=q]")).to_have_value("test")
@@ -142,7 +134,7 @@ def accept_dialogs(page: Any) -> None:
 def real_host(live_server: Any) -> Iterator[str]:
     """The live server's second host, "real": qemu:///system (the test driver resizes no
     volume and uploads nothing). Pools made on it are named PREFIX..."""
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         r = c.post("/api/hosts", json={"name": "real", "uri": "qemu:///system"})
         assert r.status_code in (200, 201), r.text
         deadline = time.monotonic() + 60
@@ -151,7 +143,7 @@ def real_host(live_server: Any) -> Iterator[str]:
             time.sleep(0.1)
     pool = f"{PREFIX}pool-{os.getpid()}"
     yield pool
-    with api(live_server) as c:  # whatever a failed test left
+    with api_client(live_server) as c:  # whatever a failed test left
         c.delete(f"/api/hosts/real/pools/{pool}", params={"delete_volumes": True})
 
 
@@ -212,7 +204,7 @@ def test_storage_from_zero_pool_and_volumes_in_the_ui(
 
 
 def test_cd_picker_offers_only_iso_images(browser_login: Any, live_server: Any) -> None:
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         for name, fmt in ((f"{PREFIX}disk.qcow2", "qcow2"), (f"{PREFIX}setup.iso", "raw")):
             r = c.post(
                 "/api/hosts/local/pools/default-pool/volumes",
@@ -233,14 +225,14 @@ def test_a_deleted_vms_page_says_so_and_offers_no_start(
     browser_login: Any, live_server: Any
 ) -> None:
     name = f"{PREFIX}gone"
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         r = c.post("/api/hosts/local/vms", json={"name": name, "memory_mib": 64})
         assert r.status_code in (200, 201, 202), r.text
     page = browser_login("operator")
     page.goto(f"/vms/local/{name}")
     expect(page.locator("#overview button:text('Start')")).to_be_visible()
     page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         assert c.delete(f"/api/hosts/local/vms/{name}").status_code in (200, 204)
     expect(page.locator("#overview")).to_contain_text("no longer exists")
     expect(page.locator("#overview button")).to_have_count(0)

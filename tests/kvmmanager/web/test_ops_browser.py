@@ -8,32 +8,24 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import expect
+from tests.kvmmanager.web.live_api import api_client
 from tests.kvmmanager.web.shots import shot
 
 pytestmark = pytest.mark.browser
-
-
-def api(live_server: Any) -> httpx.Client:
-    return httpx.Client(
-        base_url=live_server.url,
-        headers={"Authorization": f"Bearer {live_server.token}"},
-        timeout=60,
-    )
 
 
 @pytest.fixture
 def two_vms(live_server: Any) -> Iterator[list[str]]:
     """Two shut-off VMs made through the REST API (owned by its admin), deleted after."""
     names = ["kvmm-t-opsb-a", "kvmm-t-opsb-b"]
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         for name in names:
             r = c.post("/api/hosts/local/vms", json={"name": name, "memory_mib": 64})
             assert r.status_code == 201, r.text
     yield names
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         for name in names:
             c.post(f"/api/hosts/local/vms/{name}/actions/destroy")
             c.delete(f"/api/hosts/local/vms/{name}")
@@ -117,7 +109,7 @@ def test_ticks_survive_a_live_refresh_of_the_list(
     box.check()
     expect(page.locator("[data-selected-count]")).to_have_text("1")
     # Another client adds a VM: the list is re-rendered from the server.
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         r = c.post("/api/hosts/local/vms", json={"name": "kvmm-t-opsb-c", "memory_mib": 64})
         assert r.status_code == 201, r.text
     try:
@@ -126,7 +118,7 @@ def test_ticks_survive_a_live_refresh_of_the_list(
         expect(page.get_by_label("Select kvmm-t-opsb-c", exact=True)).not_to_be_checked()
         expect(page.locator("[data-selected-count]")).to_have_text("1")
     finally:
-        with api(live_server) as c:
+        with api_client(live_server) as c:
             c.delete("/api/hosts/local/vms/kvmm-t-opsb-c")
 
 
@@ -169,7 +161,7 @@ def test_export_a_bundle_then_upload_it_through_the_import_form(
 ) -> None:
     """A VM without disks (the test driver streams no volumes) exported from the page,
     downloaded, then uploaded with progress through the import form and imported."""
-    with api(live_server) as c:
+    with api_client(live_server) as c:
         r = c.post("/api/hosts/local/vms", json={"name": "kvmm-t-opsb-x", "memory_mib": 64})
         assert r.status_code == 201, r.text
     try:
@@ -196,7 +188,7 @@ def test_export_a_bundle_then_upload_it_through_the_import_form(
         job.locator("a", has_text="kvmm-t-opsb-y").click()
         expect(page).to_have_url(re.compile(r"/vms/local/kvmm-t-opsb-y$"))
     finally:
-        with api(live_server) as c:
+        with api_client(live_server) as c:
             for name in ("kvmm-t-opsb-x", "kvmm-t-opsb-y"):
                 c.delete(f"/api/hosts/local/vms/{name}")
 
