@@ -22,10 +22,20 @@ class PendingChanges:
 
     vcpus: int | None = None
     memory_kib: int | None = None
+    max_vcpus: int | None = None
+    max_memory_kib: int | None = None
+    # The configured size when the guest has another one within its maximum: a balloon
+    # target not reached (no balloon driver). Not pending a reboot; forms show it.
+    balloon_target_kib: int | None = None
 
     @property
     def any(self) -> bool:
-        return self.vcpus is not None or self.memory_kib is not None
+        values = (self.vcpus, self.memory_kib, self.max_vcpus, self.max_memory_kib)
+        return any(v is not None for v in values)
+
+
+def _changed(config: int | None, live: int | None) -> int | None:
+    return config if config is not None and config != live else None
 
 
 def _pending(dom: libvirt.virDomain) -> PendingChanges:
@@ -33,12 +43,20 @@ def _pending(dom: libvirt.virDomain) -> PendingChanges:
         return PendingChanges()  # a stopped VM boots with its config; a transient has none
     live = Domain.from_xml(dom.XMLDesc(0))
     config = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    vcpus = config.online_vcpus
     memory = config.current_memory or config.memory
-    live_memory = live.current_memory or live.memory
+    # A memory size within what the guest booted with is a balloon target, set live: it
+    # is not pending a reboot. Comparing it with the guest's actual size kept "memory
+    # 2.0 GiB -> 512 MiB ... shut down and start again" forever in a guest without a
+    # balloon driver (QEMU boots with <memory>, the maximum, and only a balloon driver
+    # gives the difference back; a restart changes nothing). Only a size above the
+    # running maximum waits for the next boot (issue 15).
+    live_max = live.memory or 0
     return PendingChanges(
-        vcpus=vcpus if vcpus != live.online_vcpus else None,
-        memory_kib=memory if memory != live_memory else None,
+        vcpus=_changed(config.online_vcpus, live.online_vcpus),
+        memory_kib=memory if memory is not None and memory > live_max else None,
+        max_vcpus=_changed(config.vcpus, live.vcpus),
+        max_memory_kib=_changed(config.memory, live.memory),
+        balloon_target_kib=_changed(memory, live.current_memory or live_max),
     )
 
 
