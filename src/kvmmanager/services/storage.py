@@ -116,10 +116,24 @@ class StorageService:
                     break
         return sorted(users)
 
-    def _pool_in_use(self, host: str, pool: str, prefix: str | None, paths: set[str]) -> list[str]:
+    def running_pool_users(self, host: str, pool: PoolDetails) -> list[str]:
+        """Running VMs with a disk in `pool` (by pool name or under its directory): the
+        ones a stop would cut off from their disks (named in the web UI's confirm)."""
+        return self._pool_in_use(host, pool.name, pool.target, set(), running_only=True)
+
+    def _pool_in_use(
+        self,
+        host: str,
+        pool: str,
+        prefix: str | None,
+        paths: set[str],
+        running_only: bool = False,
+    ) -> list[str]:
         """VMs with a disk in `pool` (by name), on any of `paths`, or under `prefix`."""
         users = set()
         for dom in self._m.inventory.domains(host):
+            if running_only and dom.state not in _RUNNING_VM_STATES:
+                continue
             for disk in dom.disks:
                 src = disk.source or ""
                 if (

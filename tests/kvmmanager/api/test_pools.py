@@ -91,3 +91,20 @@ def test_roles(client_as: Callable[[str], TestClient], pool: str) -> None:
     body = {"name": _name(), "target": "/kvmm-t-sto/op"}
     assert operator.post(BASE, json=body).status_code == 403
     assert operator.delete(f"{BASE}/{pool}").status_code == 403
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "build", "autostart", "noautostart"])
+def test_pool_state_actions_are_for_admins(
+    client: TestClient, client_as: Callable[[str], TestClient], pool: str, action: str
+) -> None:
+    """Issue 15: an operator could stop any pool (even one holding running VMs' disks)
+    while defining one needs admin; docs/security.md's table now says admin for both."""
+    for role in ("viewer", "operator"):
+        r = client_as(role).post(f"{BASE}/{pool}/actions/{action}")
+        assert r.status_code == 403, (role, r.text)
+        assert "admin role" in r.json()["error"]["message"] or role == "viewer"
+    assert client.get(f"{BASE}/{pool}").json()["active"]  # nothing changed
+    if action in ("start", "build"):  # both need a stopped pool
+        client.post(f"{BASE}/{pool}/actions/stop")
+    r = client.post(f"{BASE}/{pool}/actions/{action}")
+    assert r.status_code == 200, r.text

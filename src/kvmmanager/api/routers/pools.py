@@ -1,8 +1,9 @@
 """Storage pools of a host: /api/hosts/{host}/pools.
 
-Roles: viewers read; operators run actions (start, stop, build, refresh, autostart);
-defining and deleting a pool needs admin, because a pool names host storage (a directory,
-a disk, an NFS export) that libvirtd will create, mount or wipe as root.
+Roles: viewers read; operators refresh a pool (re-read its volumes); defining, deleting,
+starting, stopping, building a pool and its autostart need admin: a pool names host
+storage (a directory, a disk, an NFS export) that libvirtd will create, mount or wipe as
+root, and stopping one cuts every VM using it off from its disks (docs/security.md).
 """
 
 from __future__ import annotations
@@ -11,14 +12,23 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Response, status
 
-from kvmmanager.api.deps import ManagerDep, require_role
+from kvmmanager.api.deps import CurrentUser, ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.storage import PoolCreate, PoolOut
+from kvmmanager.core.errors import PermissionDenied
 from kvmmanager.services.storage_specs import PoolSpec
 
 router = APIRouter(prefix="/api/hosts/{host}/pools", tags=["pools"], responses=ERROR_RESPONSES)
 
 PoolAction = Literal["start", "stop", "build", "refresh", "autostart", "noautostart"]
+# Every action but a refresh changes host storage all users share: admin, as defining is.
+OPERATOR_POOL_ACTIONS = frozenset({"refresh"})
+
+
+def check_pool_action_role(user: CurrentUser, action: str) -> None:
+    """The one rule for pool actions, on the REST route, the web form (and so the CLI)."""
+    if action not in OPERATOR_POOL_ACTIONS and not user.has_role("admin"):
+        raise PermissionDenied(f"pool action '{action}' needs the admin role (you are {user.role})")
 
 
 @router.get("", name="pools.list", response_model=list[PoolOut])
@@ -64,6 +74,10 @@ async def delete_pool(
 
 
 @router.post("/{pool}/actions/{action}", name="pools.action", response_model=PoolOut)
-async def pool_action(host: str, pool: str, action: PoolAction, manager: ManagerDep) -> dict:
-    """409 when the pool is in the wrong state (start an active pool, refresh a stopped one)."""
+async def pool_action(
+    host: str, pool: str, action: PoolAction, manager: ManagerDep, user: CurrentUser
+) -> dict:
+    """409 when the pool is in the wrong state (start an active pool, refresh a stopped one);
+    403 for an operator's action other than refresh."""
+    check_pool_action_role(user, action)
     return (await manager.storage.pool_action(host, pool, action)).to_dict()

@@ -90,13 +90,13 @@ def _action(ctx: typer.Context, host: str, name: str, action: str) -> None:
 
 @app.command("start")
 def start(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Start (activate) a pool."""
+    """Start (activate) a pool (needs the admin role)."""
     _action(ctx, host, name, "start")
 
 
 @app.command("stop")
 def stop(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Stop (deactivate) a pool; its volumes stay."""
+    """Stop (deactivate) a pool; its volumes stay (needs the admin role)."""
     _action(ctx, host, name, "stop")
 
 
@@ -119,7 +119,7 @@ def autostart_cmd(
     off: bool = typer.Option(False, "--off", help="Disable autostart."),
     host: str = HOST_OPTION,
 ) -> None:
-    """Start the pool when libvirtd starts (or not, with --off)."""
+    """Start the pool when libvirtd starts (or not, with --off; needs the admin role)."""
     _action(ctx, host, name, "noautostart" if off else "autostart")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kvmmanager.api.deps import ManagerDep
+from kvmmanager.api.deps import CurrentUser, ManagerDep
+from kvmmanager.api.routers.pools import check_pool_action_role
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.web.routes.storage_forms import DEFAULT_POOL
 from kvmmanager.web.templating import refresh_with_toast, render, toast_headers
@@ -24,6 +25,8 @@ async def storage(
         pools = await manager.storage.list_pools(host) if host else []
     except KvmmError as e:
         error = e.message
+    # Named in the Stop button's confirm: the running VMs a stop cuts off from their disks.
+    running_users = {p.name: manager.storage.running_pool_users(host, p) for p in pools}
     return render(
         request,
         "storage/pools.html",
@@ -31,6 +34,7 @@ async def storage(
         hosts=hosts,
         host=host,
         pools=pools,
+        running_users=running_users,
         error=error,
         default_pool=DEFAULT_POOL,
     )
@@ -45,7 +49,10 @@ async def pool_detail(request: Request, host: str, pool: str, manager: ManagerDe
 
 
 @router.post("/storage/{host}/{pool}/actions/{action}", name="web.pool_action")
-async def pool_action(host: str, pool: str, action: str, manager: ManagerDep) -> Response:
+async def pool_action(
+    host: str, pool: str, action: str, manager: ManagerDep, user: CurrentUser
+) -> Response:
+    check_pool_action_role(user, action)
     await manager.storage.pool_action(host, pool, action)
     return refresh_with_toast(f"pool {pool}: {action} done")
 
