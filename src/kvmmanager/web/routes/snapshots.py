@@ -118,6 +118,8 @@ async def clone_vm(
     manager: ManagerDep,
     user: CurrentUser,
 ) -> Response:
+    # The page posts to the VM's UUID address: the toast names the VM the user knows.
+    source = manager.vms.get(host, vm).name
     job_id = await manager.clones.start(
         host, vm, new_name, mode=mode, consistent=consistent, user=user
     )
@@ -125,4 +127,4 @@ async def clone_vm(
     if job.state != "done":
         error = job.error or {}
         raise KvmmError(str(error.get("message") or "the clone failed"))
-    return redirect_with_toasts(f"/vms/{host}/{new_name}", (f"Cloned {vm} to {new_name}", "ok"))
+    return redirect_with_toasts(f"/vms/{host}/{new_name}", (f"Cloned {source} to {new_name}", "ok"))
