@@ -259,8 +259,14 @@ plain)
 esac
 if [ "$DRY" = 1 ]; then
 	say "would install $NAME $VERSION ($METHOD install)"
-else
+elif [ "$CHANGED" = 1 ]; then
 	say "installed $NAME $VERSION ($METHOD install)"
+fi
+# The same version already installed: its service stays as the admin left it. Enabling it
+# again here undid an admin's `systemctl disable` on every re-run.
+if [ "$CHANGED" = 0 ] && [ "$START" = 1 ]; then
+	say "its service is left as it is (enabled or disabled, started or not)"
+	START=0
 fi
 
 # --- 5. enable and start ----------------------------------------------------------------

@@ -48,9 +48,11 @@ def test_same_version_installed_does_nothing(guest: Guest) -> None:
     res = guest.run()
     assert res.returncode == 0, res.stderr
     assert not any(c.startswith("dpkg ") for c in guest.calls())
-    # Idempotent: starting an already running unit is harmless, no restart.
-    assert f"systemctl start {UNIT}" in guest.calls()
+    # The service stays as the admin left it: a re-run enabled a unit the admin had
+    # disabled (issue 20 independent try), and said "installed" beside "nothing to do".
+    assert not any(c.startswith("systemctl") for c in guest.calls()), guest.calls()
     assert "nothing to do" in res.stdout
+    assert "installed kvmmanager-agent" not in res.stdout
 
 
 def test_rocky_installs_the_rpm(guest: Guest) -> None:

@@ -31,13 +31,15 @@ fi
 # group. apt may configure this package before libvirt-daemon-system has made its group:
 # make it here then (its postinst only creates it when getent finds none, as a system
 # group, so it accepts ours), so the membership never depends on the configure order.
-if ! getent group libvirt >/dev/null; then
-	addgroup --system libvirt >/dev/null
-fi
-adduser kvm-manager libvirt >/dev/null
-if getent group kvm >/dev/null; then
-	adduser kvm-manager kvm >/dev/null
-fi
+# The same for kvm, which udev (systemd-sysusers) and libvirt-daemon-system's postinst
+# create only when it is missing: waiting for it left the user out of kvm until the next
+# configure (issue 20 independent try).
+for group in libvirt kvm; do
+	if ! getent group "$group" >/dev/null; then
+		addgroup --system "$group" >/dev/null
+	fi
+	adduser kvm-manager "$group" >/dev/null
+done
 mkdir -p "$DATA"
 chown kvm-manager:kvm-manager "$DATA"
 chmod 0750 "$DATA"
