@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import re
 import tarfile
 import time
@@ -110,6 +111,19 @@ def _disks_blocking(dom: libvirt.virDomain) -> tuple[str, list[DiskRef], list[st
     return xml.to_xml(), disks, ejected
 
 
+def _open_private(path: Path) -> IO[bytes]:
+    """A new file only its owner reads, whatever the umask and the directory's mode: a
+    bundle holds the VM's disks, and `fleet.exports_dir` may be a shared directory.
+    O_EXCL: never writes through a file or link someone else placed there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a umask cannot widen it, but a 0o277 one would narrow it
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 async def export_bundle(
     m: Manager,
     host: str,
@@ -131,7 +145,7 @@ async def export_bundle(
     hc = m.registry.get(host)
     partial = dest.with_name(dest.name + ".part")
     entries: list[dict[str, Any]] = []
-    raw = await asyncio.to_thread(open, partial, "wb")
+    raw = await asyncio.to_thread(_open_private, partial)
     gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3)
     try:
         for i, disk in enumerate(disks):

@@ -217,3 +217,30 @@ async def test_inside_a_job_every_export_and_import_call_has_a_deadline(
     assert out["vm"]["name"] == f"{exported_vm['name']}-2"
     assert unbounded.seen and unbounded == [], unbounded
     m.export.delete_bundle(res["bundle_id"])
+
+
+async def test_a_bundle_in_a_shared_exports_dir_is_readable_by_its_owner_only(
+    real_manager: Any, prefix: str, tmp_path: Path
+) -> None:
+    """`fleet.exports_dir` may be a directory that exists already, shared and open to
+    others, under a permissive umask: the bundle (which holds the VM's disks) is still
+    0600 (issue 16: it was written -rw-r--r--)."""
+    m = real_manager
+    conn = m.registry.get(HOST).conn
+    dom = Domain(type="qemu", name=f"{prefix}-shared", memory=32 * 1024, vcpus=1)
+    dom.os.os_type, dom.os.arch = "hvm", "x86_64"
+    conn.defineXML(dom.to_xml())
+    shared = tmp_path / "shared-exports"
+    shared.mkdir()
+    shared.chmod(0o777)
+    m.settings.fleet.exports_dir = shared
+    old = os.umask(0o002)
+    try:
+        res = await m.export.export_bundle(HOST, f"{prefix}-shared")
+    finally:
+        os.umask(old)
+    path = m.export.bundle_path(res["bundle_id"])
+    assert path.parent == shared
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert res["manifest"]["vm"] == f"{prefix}-shared"
+    m.export.delete_bundle(res["bundle_id"])
