@@ -158,6 +158,7 @@ class Debs:
     upgrade: Path
     version: str
     agent: Path  # the guest agent's .deb (arch all), of agent_version()
+    agent_upgrade: Path  # the same payload as Debian revision 2
 
 
 @dataclass
@@ -218,6 +219,8 @@ def debian_chroot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
         (base / "up").mkdir()
         upgrade = _rebuild_with_revision(first, base / "up", "2")
         agent = dist / f"kvmmanager-agent_{agent_version()}-1_all.deb"
+        (base / "agent-up").mkdir()
+        agent_upgrade = _rebuild_with_revision(agent, base / "agent-up", "2")
         out, _ = boot.communicate(timeout=1200)
         assert boot.returncode == 0, out[-3000:]
         # No service may start from a maintainer script (none should try: no systemd).
@@ -227,11 +230,12 @@ def debian_chroot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
         (root / "etc/dpkg/dpkg.cfg.d/kvmm-unsafe-io").write_text("force-unsafe-io\n")
         subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
         proc_mounted = True
-        for deb in (first, upgrade, agent):
+        debs = (first, upgrade, agent, agent_upgrade)
+        for deb in debs:
             shutil.copy2(deb, root / "tmp" / deb.name)
         chroot(root, "apt-get", "update", "-q")
-        in_root = [Path("/tmp") / deb.name for deb in (first, upgrade, agent)]
-        yield Chroot(root, Debs(in_root[0], in_root[1], version, in_root[2]))
+        in_root = [Path("/tmp") / deb.name for deb in debs]
+        yield Chroot(root, Debs(in_root[0], in_root[1], version, in_root[2], in_root[3]))
     finally:
         if boot.poll() is None:
             boot.kill()
@@ -434,6 +438,33 @@ def test_agent_deb_installs_runs_and_purges_in_the_clean_chroot(debian_chroot: C
     assert added - state <= owned, sorted(added - state - owned)
     chroot(root, "dpkg", "-S", "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz")
     # The agent runs with the interpreter its Depends brought (Debian 12's python3).
+    version = chroot(root, "python3", "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz", "--version")
+    assert version.stdout.strip() == agent_version()
+
+    # upgrade (revision 2 of the same payload): the admin's edited config stays, the unit
+    # stays enabled, and every file is still the package's.
+    config = root / "etc/kvmmanager-agent/config.json"
+    edited = config.read_text().replace("{", '{"kvmm_t_admin_edit": true, ', 1)
+    config.write_text(edited)
+    res = chroot(
+        root,
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        str(box.debs.agent_upgrade),
+    )
+    assert "Unpacking kvmmanager-agent" in res.stdout, res.stdout
+    status = chroot(root, "dpkg-query", "-W", "-f", "${Status} ${Version}", "kvmmanager-agent")
+    assert status.stdout == f"install ok installed {agent_version()}-2"
+    assert config.read_text() == edited
+    assert wants.is_symlink()
+    added = file_list(root) - before
+    state = {p for p in added - owned if ENABLEMENT.match(p) or "/__pycache__/" in p}
+    assert added - state <= owned, sorted(added - state - owned)
     version = chroot(root, "python3", "/usr/lib/kvmmanager-agent/kvmmanager-agent.pyz", "--version")
     assert version.stdout.strip() == agent_version()
 
