@@ -50,6 +50,10 @@ FOLLOW_WAIT = 30.0
 EVENT_KINDS = frozenset(
     {"domain.lifecycle", "domain.removed", "host.status", "domain.agent", "schedule.run"}
 )
+# Published when a rule is created, changed or deleted through this instance; relayed to
+# the other instances sharing the database (services/fleet_events.py): the lease holder,
+# which evaluates the rules, reloads them.
+RULES_CHANGED = "alert_rules.changed"
 # Rules whose alerts are about a host or a schedule, not a VM.
 NOT_VM_METRICS = ("host_unreachable", "schedule_failed")
 
@@ -120,6 +124,10 @@ class AlertService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._events_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        # Other instances' rule changes: one reload at a time, again while more arrived
+        # (two reads racing in threads could leave the older rules in place).
+        self._reloading: asyncio.Task[None] | None = None
+        self._stale = False
 
     # ---- rules -------------------------------------------------------------------------
 
@@ -133,6 +141,7 @@ class AlertService:
             s.flush()
             out = rule_dict(row)
         self._reload()
+        self._announce(out["id"], "created")
         return out
 
     def _check_scope(self, spec: RuleSpec) -> RuleSpec:
@@ -183,11 +192,15 @@ class AlertService:
                 setattr(row, key, value)
             out = rule_dict(row)
         # Counters of the old condition mean nothing for the new one; open alerts stay.
-        for key, st in self._state.items():
-            if key[0] == out["id"]:
-                self._state[key] = RuleState(alert_id=st.alert_id)
+        self._restart_counters(out["id"])
         self._reload()
+        self._announce(out["id"], "updated")
         return out
+
+    def _restart_counters(self, rule_id: int) -> None:
+        for key, st in self._state.items():
+            if key[0] == rule_id:
+                self._state[key] = RuleState(alert_id=st.alert_id)
 
     def count_firing(self) -> int:
         with self.m.db() as s:
@@ -202,6 +215,7 @@ class AlertService:
             row.enabled = enabled
             out = rule_dict(row)
         self._reload()
+        self._announce(out["id"], "enabled" if enabled else "disabled")
         return out
 
     def delete_rule(self, ident: str | int) -> None:
@@ -211,6 +225,7 @@ class AlertService:
             s.delete(row)
         self._state = {k: v for k, v in self._state.items() if k[0] != rid}
         self._reload()
+        self._announce(rid, "deleted")
 
     def list_alerts(
         self, state: str | None = None, rule: str | None = None, limit: int = 100
@@ -231,6 +246,46 @@ class AlertService:
         with self.m.db() as s:
             self._rules = list(s.scalars(select(AlertRule).where(AlertRule.enabled.is_(True))))
 
+    def _announce(self, rule_id: int, change: str) -> None:
+        """Tell the other instances (through the bus and the fleet relay) to reload."""
+        loop = self.m.loop
+        if loop is None or loop.is_closed():
+            return  # not started: there is no relay to tell
+        event = Event(RULES_CHANGED, host="", subject=str(rule_id), data={"change": change})
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.m.bus.publish(event)
+        else:  # a synchronous route runs in a worker thread; the bus is the loop's
+            loop.call_soon_threadsafe(self.m.bus.publish, event)
+
+    def _on_bus(self, event: Event) -> None:
+        """Another instance changed a rule: the same reset as a local change, then the
+        rules are read again (in a thread: the database is not read on the loop)."""
+        if event.kind != RULES_CHANGED or not event.origin:
+            return
+        rule_id = int(event.subject) if event.subject.isdigit() else None
+        if event.data.get("change") == "deleted":
+            self._state = {k: v for k, v in self._state.items() if k[0] != rule_id}
+        elif event.data.get("change") == "updated" and rule_id is not None:
+            self._restart_counters(rule_id)
+        self._stale = True
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(
+                self._reload_while_stale(), name="kvmm-alerts-reload"
+            )
+
+    async def _reload_while_stale(self) -> None:
+        while self._stale:
+            self._stale = False
+            try:
+                await asyncio.to_thread(self._reload)
+            except Exception:
+                # The next change, or a lease change, reads them again.
+                log.exception("reloading the alert rules changed elsewhere failed")
+
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -240,6 +295,7 @@ class AlertService:
         # Evaluation is singleton work: only the lease holder fires and resolves alerts
         # (and so notifies); an instance taking over first reads what is firing now.
         self.m.lease.on_change(self._lease_changed)
+        self.m.bus.add_listener(self._on_bus)
         loop = asyncio.get_running_loop()
         self._events_task = loop.create_task(self._follow_events(), name="kvmm-alerts-events")
         self._supervisor = loop.create_task(self._follow_hosts(), name="kvmm-alerts-hosts")
@@ -267,7 +323,11 @@ class AlertService:
             self._state.setdefault(key, RuleState()).alert_id = alert_id
 
     async def aclose(self) -> None:
-        tasks = [t for t in (self._events_task, self._supervisor, *self._tasks.values()) if t]
+        tasks = [
+            t
+            for t in (self._events_task, self._supervisor, self._reloading, *self._tasks.values())
+            if t
+        ]
         for t in tasks:
             t.cancel()
         for t in tasks:

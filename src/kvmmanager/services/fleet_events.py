@@ -5,7 +5,10 @@ Each instance gets libvirt's events itself (its own connection per host), but a 
 on the instance that started it, and alerts and schedule runs on the singleton-lease
 holder: their events (`job.*`, `alert.*`, `schedule.run`) are sent as a NOTIFY on the
 channel `kvmm_events`, and every other instance LISTENing there publishes them on its own
-bus, so a browser on any instance follows any job. SQLite has no second instance to tell.
+bus, so a browser on any instance follows any job. Changes of shared configuration that
+an instance keeps in memory travel the same way (`hosts.changed`, `alert_rules.changed`):
+the receiving instance re-reads them from the database. SQLite has no second instance to
+tell.
 
 Two psycopg connections of their own (autocommit), each in a thread: one sends (the bus
 listener only queues, never waits for the database), one listens and hands events to the
@@ -35,7 +38,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "kvmm_events"
 RELAYED_PREFIXES = ("job.", "alert.")
-RELAYED_KINDS = frozenset({"schedule.run"})
+# `hosts.changed` and `alert_rules.changed`: the other instances re-read the host table
+# (services/hosts.py) or the alert rules (services/alerts.py) from the database.
+RELAYED_KINDS = frozenset({"schedule.run", "hosts.changed", "alert_rules.changed"})
 PAYLOAD_MAX = 7900  # PostgreSQL refuses a payload of 8000 bytes or more
 SHORT_VALUE = 200  # what an oversized event keeps of its data: values this short
 RETRY_MAX = 10.0

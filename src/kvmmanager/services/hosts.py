@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import libvirt
@@ -28,6 +29,10 @@ from kvmmanager.virt.registry import HostRegistry, validate_host_name, validate_
 from kvmmanager.virt.xml.capabilities import Capabilities, DomainCapabilities
 
 log = logging.getLogger(__name__)
+
+# Published when this instance adds or removes a host; relayed to the other instances
+# sharing the database (services/fleet_events.py), which then follow the host table.
+HOSTS_CHANGED = "hosts.changed"
 
 
 def version_string(number: int) -> str:
@@ -129,26 +134,66 @@ class HostService:
         settings: LibvirtSettings,
     ) -> None:
         self._db = db
+        self._bus = bus
         self._inventory = inventory
         self._registry = registry
         self._libvirt = settings
         self._tasks: set[asyncio.Task[None]] = set()
+        # One change of the registry at a time: an add/remove here and a follow of the
+        # table after another instance's change never interleave.
+        self._changing = asyncio.Lock()
         # Every (re)connect of a host: remove the probe guests abandoned there, then start
         # its accelerator probe in the background (a create never waits for it long).
         bus.add_listener(self._on_event)
 
     def _on_event(self, event: Event) -> None:
+        if event.kind == HOSTS_CHANGED and event.origin:
+            # Another instance added or removed a host: the table says which.
+            self._spawn(self.follow_table())
+            return
         if event.kind != "host.status" or event.data.get("status") != "connected":
             return
         if event.host not in self._registry:
             return
+        self._spawn(self._connected(event.host))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # published outside the loop (tests): nothing to start
+            work.close()
             return
-        task = loop.create_task(self._connected(event.host))
+        task = loop.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def follow_table(self) -> None:
+        """Connect the hosts the table has and the registry lacks, disconnect those the
+        table no longer has: what another instance sharing the database added or removed
+        (services/fleet_events.py tells this one to look)."""
+        async with self._changing:
+            rows = await asyncio.to_thread(self._uris)
+            for name, uri in rows.items():
+                if name in self._registry:
+                    continue
+                try:
+                    self.check_uri(uri)
+                    await self._registry.add(name, uri)
+                except KvmmError as e:
+                    log.error("host %s (%s) not started: %s", name, uri, e.message)
+                else:
+                    log.info("host %s added through another instance: connecting", name)
+            for host in self._registry.all():
+                if host.name not in rows:
+                    await self._registry.remove(host.name)
+                    log.info("host %s removed through another instance", host.name)
+
+    def _uris(self) -> dict[str, str]:
+        with self._db() as s:
+            return {name: uri for name, uri in s.execute(select(Host.name, Host.uri))}
+
+    def _announce(self, name: str, change: str) -> None:
+        self._bus.publish(Event(HOSTS_CHANGED, host=name, data={"change": change}))
 
     async def _connected(self, name: str) -> None:
         host = self._host(name)
@@ -199,14 +244,16 @@ class HostService:
         validate_host_name(name)
         validate_uri(uri)
         self.check_uri(uri)
-        if name in self._registry:
-            raise Conflict(f"host '{name}' already exists", field="name")
-        await asyncio.to_thread(self._insert, name, uri)
-        try:
-            await self._registry.add(name, uri)
-        except BaseException:
-            await asyncio.to_thread(self._delete, name)
-            raise
+        async with self._changing:
+            if name in self._registry:
+                raise Conflict(f"host '{name}' already exists", field="name")
+            await asyncio.to_thread(self._insert, name, uri)
+            try:
+                await self._registry.add(name, uri)
+            except BaseException:
+                await asyncio.to_thread(self._delete, name)
+                raise
+        self._announce(name, "added")
         return await self.get(name)
 
     def check_uri(self, uri: str) -> str:
@@ -231,13 +278,16 @@ class HostService:
 
     async def remove(self, name: str) -> None:
         """Forget the host (its VMs are untouched: they live on in libvirt)."""
-        if name not in self._registry:
-            # Not running but maybe still stored (e.g. a half-failed add): clean it up.
-            if await asyncio.to_thread(self._delete, name):
-                return
-            raise NotFound(f"host '{name}' not found", field="host")
-        await self._registry.remove(name)
-        await asyncio.to_thread(self._delete, name)
+        async with self._changing:
+            if name not in self._registry:
+                # Not running but maybe still stored (e.g. a half-failed add): clean it up.
+                if await asyncio.to_thread(self._delete, name):
+                    self._announce(name, "removed")
+                    return
+                raise NotFound(f"host '{name}' not found", field="host")
+            await self._registry.remove(name)
+            await asyncio.to_thread(self._delete, name)
+        self._announce(name, "removed")
 
     # ---- what a host offers ------------------------------------------------------------
 

@@ -7,6 +7,7 @@ and an SSE stream) is tests/reliability/test_fleet_active_active.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -14,6 +15,7 @@ from tests.postgres_cluster import shared_cluster
 
 from kvmmanager.core.config import Settings
 from kvmmanager.services import fleet_events
+from kvmmanager.services.alerts import RuleSpec
 from kvmmanager.services.manager import Manager
 from kvmmanager.virt.events import RESYNC, Event
 
@@ -57,6 +59,87 @@ async def test_a_job_on_one_instance_is_seen_on_the_others_bus_once(settings: Se
         # B's relay did not send them back: A has each of its events once.
         await asyncio.sleep(0.5)
         assert [(e.kind, e.subject, e.data.get("state")) for e in on_a] == mine_a
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT):
+        while not check():  # noqa: ASYNC110 - polling state another instance changes
+            await asyncio.sleep(0.05)
+
+
+async def test_a_host_added_or_removed_through_one_instance_is_followed_by_the_others(
+    settings: Settings,
+) -> None:
+    """Issue 16 D1: a host added through A was unknown to B until B restarted (404 on
+    /api/hosts/<new>/vms through B), and a host removed through B stayed on A."""
+    settings.database.url = shared_cluster().new_database()
+    a, b = Manager(settings), Manager(settings)
+    await a.start()
+    try:
+        await b.start()
+        name = "kvmm-t-fleet-host2"
+        await a.hosts.add(name, "test:///default")
+        await _until(lambda: name in b.registry)
+        await b.registry.get(name).wait_connected(WAIT)
+        assert (await b.hosts.get(name))["name"] == name
+        assert b.inventory.domains(name)  # the test driver's VM, listed through B
+        await b.hosts.remove(name)
+        await _until(lambda: name not in a.registry)
+        assert [h["name"] for h in await a.hosts.list()] == ["local"]
+        assert [h["name"] for h in await b.hosts.list()] == ["local"]
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+def _schedule_run(name: str, status: str) -> Event:
+    """What the lease holder's scheduler publishes after a run."""
+    data = {"name": name, "status": status, "message": f"kvmm-t-fleet run {status}"}
+    return Event("schedule.run", host="", subject="1", data=data)
+
+
+async def test_a_rule_changed_through_a_standby_is_evaluated_by_the_lease_holder(
+    settings: Settings,
+) -> None:
+    """Issue 16 D2: a rule created, changed or deleted through an instance that does not
+    hold the lease was not evaluated by the holder (it reloaded only its own changes)."""
+    settings.database.url = shared_cluster().new_database()
+    a, b = Manager(settings), Manager(settings)
+    await a.start()
+    try:
+        await b.start()
+        await _until(lambda: a.lease.held or b.lease.held)
+        holder, standby = (a, b) if a.lease.held else (b, a)
+
+        def alerts(state: str) -> set[str]:
+            return {x["rule_name"] for x in holder.alerts.list_alerts(state=state)}
+
+        def fired(rule: str) -> Callable[[], bool]:
+            def check() -> bool:
+                # Again until the holder has the rule: a run's event is evaluated once.
+                holder.bus.publish(_schedule_run("kvmm-t-fleet-s1", "failed"))
+                return rule in alerts("firing")
+
+            return check
+
+        first = RuleSpec(name="kvmm-t-fleet-first", metric="schedule_failed")
+        await asyncio.to_thread(standby.alerts.create_rule, first)
+        await _until(fired(first.name))
+        # Disabled through the standby (as the web form's synchronous route does, from a
+        # worker thread), then a second rule: once the holder fires the second, it reads
+        # the rules as they are after both changes.
+        await asyncio.to_thread(standby.alerts.set_enabled, first.name, False)
+        second = RuleSpec(name="kvmm-t-fleet-second", metric="schedule_failed")
+        await asyncio.to_thread(standby.alerts.create_rule, second)
+        await _until(fired(second.name))
+        # The schedule runs well again: the second rule's alert resolves; the disabled
+        # rule is no longer evaluated, its alert stays as it was.
+        holder.bus.publish(_schedule_run("kvmm-t-fleet-s1", "ok"))
+        await _until(lambda: second.name in alerts("resolved"))
+        assert alerts("firing") == {first.name}
     finally:
         await b.stop()
         await a.stop()
