@@ -8,14 +8,14 @@ root, and stopping one cuts every VM using it off from its disks (docs/security.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from fastapi import APIRouter, Depends, Response, status
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.storage import PoolCreate, PoolOut
-from kvmmanager.core.errors import PermissionDenied
+from kvmmanager.core.errors import InvalidInput, PermissionDenied
 from kvmmanager.services.storage_specs import PoolSpec
 
 router = APIRouter(prefix="/api/hosts/{host}/pools", tags=["pools"], responses=ERROR_RESPONSES)
@@ -26,7 +26,13 @@ OPERATOR_POOL_ACTIONS = frozenset({"refresh"})
 
 
 def check_pool_action_role(user: CurrentUser, action: str) -> None:
-    """The one rule for pool actions, on the REST route, the web form (and so the CLI)."""
+    """The one rule for pool actions, on the REST route, the web form (and so the CLI).
+
+    An unknown action is bad input for every role (the REST route's type already says so
+    with a 422; the web form's path is a plain string), not a permission question."""
+    if action not in get_args(PoolAction):
+        known = ", ".join(get_args(PoolAction))
+        raise InvalidInput(f"unknown pool action '{action}' (one of {known})", field="action")
     if action not in OPERATOR_POOL_ACTIONS and not user.has_role("admin"):
         raise PermissionDenied(f"pool action '{action}' needs the admin role (you are {user.role})")
 
