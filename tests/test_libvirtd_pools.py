@@ -8,7 +8,7 @@ import uuid
 import libvirt
 import pytest
 from tests.kvmmanager.conftest import drop_vm
-from tests.libvirtd_pools import LIBVIRTD_URI
+from tests.libvirtd_pools import LIBVIRTD_URI, qcow2_domain_xml
 
 pytestmark = pytest.mark.libvirtd
 
@@ -19,10 +19,7 @@ def test_drop_vm_removes_a_vm_that_carries_snapshot_metadata() -> None:
     name = f"kvmm-t-drop-{uuid.uuid4().hex[:6]}"
     conn = libvirt.open(LIBVIRTD_URI)
     try:
-        dom = conn.defineXML(
-            f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-            "<os><type arch='x86_64'>hvm</type></os></domain>"
-        )
+        dom = conn.defineXML(qcow2_domain_xml(name, "/nonexistent/kvmm-t-drop.qcow2"))
         dom.snapshotCreateXML(
             "<domainsnapshot><name>s1</name><state>shutoff</state>"
             f"<creationTime>1700000000</creationTime>{dom.XMLDesc()}</domainsnapshot>",

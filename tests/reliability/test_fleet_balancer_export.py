@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import libvirt
 import pytest
+from tests.libvirtd_pools import dir_pool_xml
 from tests.postgres_cluster import shared_cluster
 from tests.reliability.balancer import HAProxy, start_instances
 from tests.reliability.conftest import ServerProcess
@@ -43,9 +44,7 @@ def vm_with_a_disk() -> Iterator[tuple[str, bytes]]:
     (base / "disk.raw").write_bytes(data)
     conn = libvirt.open(URI)
     try:
-        pool = conn.storagePoolDefineXML(
-            f"<pool type='dir'><name>{prefix}</name><target><path>{base}</path></target></pool>"
-        )
+        pool = conn.storagePoolDefineXML(dir_pool_xml(prefix, base))
         pool.create()
         pool.refresh()
         conn.defineXML(
