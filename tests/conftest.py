@@ -60,7 +60,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     monkeypatch.setenv("KVMM_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("KVMM_DATA_DIR", str(data_dir))
     monkeypatch.setenv("KVMM_LIBVIRT__DEFAULT_URI", "test:///default")
-    # The test driver is refused as a host URI unless enabled (services/host_uris.py).
+    # The test driver is refused as a host URI unless enabled (services/hosts/uris.py).
     monkeypatch.setenv("KVMM_LIBVIRT__ALLOW_TEST_DRIVER", "1")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     for var in ("KVMM_URL", "KVMM_TOKEN", "KVMM_DATABASE__URL"):
@@ -73,7 +73,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 @pytest.fixture
 def outbound_loopback(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Allow webhooks and e-mail to reach 127.0.0.0/8 (a test's local receiver): refused
-    by default like every internal address (services/outbound.py)."""
+    by default like every internal address (services/alerts/outbound.py)."""
     settings.outbound.allow_networks = ["127.0.0.0/8"]
     monkeypatch.setenv("KVMM_OUTBOUND__ALLOW_NETWORKS", '["127.0.0.0/8"]')
     return settings

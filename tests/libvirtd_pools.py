@@ -1,5 +1,5 @@
 """Directory pools on the real libvirtd (qemu:///system) for tests, their XML made by the
-product's own builder (services/storage_xml.py), never by string formatting.
+product's own builder (services/storage/xml.py), never by string formatting.
 
 `libvirtd_dir_pool(prefix)` is a context manager: a dir pool named prefix + 8 hex digits
 in a fresh /var/tmp directory, dropped with its volumes and directory on exit.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import libvirt
 
-from kvmmanager.services.storage_specs import PoolSpec
-from kvmmanager.services.storage_xml import build_pool_xml
+from kvmmanager.services.storage.specs import PoolSpec
+from kvmmanager.services.storage.xml import build_pool_xml
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
 

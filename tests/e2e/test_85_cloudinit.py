@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kvmmanager.services.cloudinit import hostname_for
+from kvmmanager.services.cloudinit.seed import hostname_for
 
 from .cloud.build import CloudImage, build_cloud_image
 from .conftest import Lab, wait_job

@@ -18,7 +18,7 @@ import pytest
 from tests.libvirtd_pools import dir_pool_xml
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
-from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.services.storage.xml import build_volume_xml
 from kvmmanager.virt.xml.devices import Disk, Graphics, Interface
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.network import Network

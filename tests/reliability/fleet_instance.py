@@ -24,8 +24,8 @@ import threading
 from datetime import datetime
 
 from kvmmanager.core.config import get_settings
+from kvmmanager.services.automation.schedules import ScheduleSpec
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.schedules import ScheduleSpec
 from kvmmanager.virt.events import Event
 
 

@@ -2,7 +2,7 @@
 one PostgreSQL database. A browser session made on instance A works on instance B (the
 cookie and its CSRF token are rows, not process memory); a job started through A is
 readable through B, and its progress and end reach B's SSE stream (LISTEN/NOTIFY,
-services/fleet_events.py)."""
+services/fleet/events.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kvmmanager.core.config import Settings
-from kvmmanager.services.vm_builder import BuildInputs, VmSpec, build_domain
+from kvmmanager.services.vms.builder import BuildInputs, VmSpec, build_domain
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.web.app import create_app
 

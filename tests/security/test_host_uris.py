@@ -1,4 +1,4 @@
-"""Host URIs are limited to the transports that reach a QEMU daemon (services/host_uris.py).
+"""Host URIs are limited to the transports that reach a QEMU daemon (services/hosts/uris.py).
 
 Before: `qemu+ext:///system?command=<program>` ran the program as the manager's user on
 every connect and reconnect, and `test:///<file>` made the test driver parse any file the
@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from kvmmanager.core.config import Settings
 from kvmmanager.db.models import Host
-from kvmmanager.services.host_uris import check_host_uri
+from kvmmanager.services.hosts.uris import check_host_uri
 from kvmmanager.services.manager import Manager
 
 SECRET = "kvmm-t-uri-secret-first-line"

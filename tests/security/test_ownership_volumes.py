@@ -2,7 +2,7 @@
 operator's disk downloaded, overwritten while its VM is off, cloned while in use, used
 as the backing file of an overlay, attached to the attacker's VM. Real app, libvirt's
 test driver (it cannot stream volume bytes: a permitted download or upload ends in 422
-`unsupported` there, past the ownership check). The rule: services/ownership.py."""
+`unsupported` there, past the ownership check). The rule: services/users/ownership.py."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ import pytest
 from kvmmanager.core.config import Settings
 
 # Webhooks and e-mail here go to receivers on 127.0.0.1, an internal address refused by
-# default (services/outbound.py): allow-listed explicitly.
+# default (services/alerts/outbound.py): allow-listed explicitly.
 pytestmark = pytest.mark.usefixtures("outbound_loopback")
 
 ADMIN_TOKEN_NAME = "kvmm-t-sec-secrets"

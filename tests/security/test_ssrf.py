@@ -1,5 +1,5 @@
 """Webhooks and alert e-mail reach only public addresses unless an admin allow-lists a
-network (services/outbound.py).
+network (services/alerts/outbound.py).
 
 Before: a webhook or SMTP target on 127.0.0.1, 10.x, 169.254.169.254... was accepted, the
 manager connected to it, and the delivery status / test answer reported what the
@@ -178,7 +178,7 @@ def test_an_smtp_target_on_an_internal_address_is_refused(
 
 def test_every_resolved_address_is_checked() -> None:
     from kvmmanager.core.errors import InvalidInput
-    from kvmmanager.services.outbound import OutboundPolicy
+    from kvmmanager.services.alerts.outbound import OutboundPolicy
 
     policy = OutboundPolicy()
     # One public and one private answer (a name that rebinds between two lookups).

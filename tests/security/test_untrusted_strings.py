@@ -297,7 +297,9 @@ import logging, logging.config
 from kvmmanager.core.logs import logging_config
 logging.config.dictConfig(logging_config("debug"))
 hostile = {HOSTILE!r} + "\\nCRITICAL forged"
-logging.getLogger("kvmmanager.services.agents").info("agent probe %s/%s: %s", "local", "u", hostile)
+logging.getLogger("kvmmanager.services.guest.agents").info(
+    "agent probe %s/%s: %s", "local", "u", hostile
+)
 logging.getLogger("uvicorn.error").warning("Invalid HTTP request: %s", hostile)
 logging.getLogger("uvicorn.access").info(
     '%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/api/" + hostile, "1.1", 404

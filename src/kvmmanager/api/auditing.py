@@ -17,15 +17,15 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kvmmanager.api.deps import WRITE_METHODS, route_action
-from kvmmanager.services import audit as audit_mod
-from kvmmanager.services.audit import AuditRecord
+from kvmmanager.services.users import audit as audit_mod
+from kvmmanager.services.users.audit import AuditRecord
 
 log = logging.getLogger(__name__)
 
 MAX_RECORDED_BODY = 64 * 1024
 MAX_ERROR_BODY = 64 * 1024
 # A failed request without a user keeps at most this much of its body and query: enough
-# for a login's user name, not enough to fill the disk (services/audit_budget.py).
+# for a login's user name, not enough to fill the disk (services/users/audit_budget.py).
 MAX_ANONYMOUS_PARAMS = 1024
 
 

@@ -25,10 +25,10 @@ from kvmmanager.core.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from kvmmanager.services import audit as audit_mod
-from kvmmanager.services import ownership
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import ROLE_RANK, Principal
+from kvmmanager.services.users import audit as audit_mod
+from kvmmanager.services.users import ownership
+from kvmmanager.services.users.service import ROLE_RANK, Principal
 
 SESSION_COOKIE = "kvmm_session"
 CSRF_HEADER = "X-CSRF-Token"

@@ -1,5 +1,5 @@
 """Manager instances sharing one database: one row per running instance, refreshed by
-its heartbeat (services/instances.py)."""
+its heartbeat (services/fleet/instances.py)."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ class Job(Base):
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
-    # The manager instance running it (services/instances.py): an instance starting next
+    # The manager instance running it (services/fleet/instances.py): an instance starting next
     # to it on the same database leaves its jobs alone. None: made before this column.
     instance_id: Mapped[str | None] = mapped_column(String(36))
 

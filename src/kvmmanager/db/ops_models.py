@@ -258,7 +258,7 @@ class EmailTarget(Base):
 
 class ObjectOwner(Base):
     """Who owns an object libvirt keeps no metadata on (a volume), or that lives outside
-    libvirt (an export bundle file): see services/ownership.py for the rule."""
+    libvirt (an export bundle file): see services/users/ownership.py for the rule."""
 
     __tablename__ = "object_owners"
 

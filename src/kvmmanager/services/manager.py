@@ -24,28 +24,28 @@ from kvmmanager.core.errors import KvmmError
 from kvmmanager.db import migrate, sqlite_owner
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
-from kvmmanager.services.addresses import AddressService
-from kvmmanager.services.agents import AgentService
-from kvmmanager.services.audit import AuditService
-from kvmmanager.services.doctor import DoctorService
-from kvmmanager.services.email_alerts import EmailService
-from kvmmanager.services.fleet_events import FleetEvents
-from kvmmanager.services.helper_sweep import Sweeper, data_id
-from kvmmanager.services.hostdevs import HostDeviceService
-from kvmmanager.services.hosts import HostService
-from kvmmanager.services.instances import InstanceService
-from kvmmanager.services.job_undo import UndoTools
-from kvmmanager.services.jobs import JobService
-from kvmmanager.services.lease import LeaseService
+from kvmmanager.services.alerts.email import EmailService
+from kvmmanager.services.alerts.webhooks import WebhookService
+from kvmmanager.services.clones.helper_sweep import Sweeper, data_id
+from kvmmanager.services.fleet.events import FleetEvents
+from kvmmanager.services.fleet.instances import InstanceService
+from kvmmanager.services.fleet.lease import LeaseService
+from kvmmanager.services.guest.agents import AgentService
+from kvmmanager.services.hosts.doctor import DoctorService
+from kvmmanager.services.hosts.service import HostService
+from kvmmanager.services.jobs.service import JobService
+from kvmmanager.services.jobs.undo import UndoTools
 from kvmmanager.services.metrics.service import MetricsService
 from kvmmanager.services.migration import MigrationService
-from kvmmanager.services.networks import NetworkService
-from kvmmanager.services.ownership import OwnershipService
-from kvmmanager.services.port_forwards import PortForwardService
-from kvmmanager.services.spice import SpiceService
-from kvmmanager.services.users import UserService
-from kvmmanager.services.vms import VmService
-from kvmmanager.services.webhooks import WebhookService
+from kvmmanager.services.networks.port_forwards import PortForwardService
+from kvmmanager.services.networks.service import NetworkService
+from kvmmanager.services.users.audit import AuditService
+from kvmmanager.services.users.ownership import OwnershipService
+from kvmmanager.services.users.service import UserService
+from kvmmanager.services.vms.addresses import AddressService
+from kvmmanager.services.vms.hostdevs import HostDeviceService
+from kvmmanager.services.vms.service import VmService
+from kvmmanager.services.vms.spice import SpiceService
 from kvmmanager.virt.connection import ensure_event_loop
 from kvmmanager.virt.events import EventBus
 from kvmmanager.virt.inventory import Inventory
@@ -140,7 +140,7 @@ class Manager:
 
     @cached_property
     def storage(self) -> Any:
-        return _service("storage", "StorageService")(self)
+        return _service("storage.service", "StorageService")(self)
 
     @cached_property
     def networks(self) -> NetworkService:
@@ -156,7 +156,7 @@ class Manager:
 
     @cached_property
     def iso(self) -> Any:
-        return _service("iso_deploy", "IsoService")(self)
+        return _service("guest.iso_deploy", "IsoService")(self)
 
     @cached_property
     def doctor(self) -> DoctorService:
@@ -175,19 +175,19 @@ class Manager:
 
     @cached_property
     def snapshots(self) -> Any:
-        return _service("snapshots", "SnapshotService")(self)
+        return _service("snapshots.service", "SnapshotService")(self)
 
     @cached_property
     def clones(self) -> Any:
-        return _service("clones", "CloneService")(self)
+        return _service("clones.service", "CloneService")(self)
 
     @cached_property
     def templates(self) -> Any:
-        return _service("templates", "TemplateService")(self)
+        return _service("portability.templates", "TemplateService")(self)
 
     @cached_property
     def cloudinit(self) -> Any:
-        return _service("cloudinit", "CloudInitService")(self)
+        return _service("cloudinit.seed", "CloudInitService")(self)
 
     @cached_property
     def migration(self) -> MigrationService:
@@ -195,23 +195,23 @@ class Manager:
 
     @cached_property
     def batch(self) -> Any:
-        return _service("batch", "BatchService")(self)
+        return _service("automation.batch", "BatchService")(self)
 
     @cached_property
     def export(self) -> Any:
-        return _service("export", "ExportService")(self)
+        return _service("portability.export", "ExportService")(self)
 
     @cached_property
     def schedules(self) -> Any:
-        return _service("schedules", "ScheduleService")(self)
+        return _service("automation.schedules", "ScheduleService")(self)
 
     @cached_property
     def scheduler(self) -> Any:
-        return _service("scheduler", "Scheduler")(self)
+        return _service("automation.scheduler", "Scheduler")(self)
 
     @cached_property
     def alerts(self) -> Any:
-        return _service("alerts", "AlertService")(self)
+        return _service("alerts.service", "AlertService")(self)
 
     @cached_property
     def webhooks(self) -> WebhookService:

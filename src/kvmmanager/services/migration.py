@@ -46,9 +46,9 @@ from kvmmanager.core.errors import (
     NotFound,
     Unsupported,
 )
-from kvmmanager.services.jobs import JobService
-from kvmmanager.services.vm_builder import lookup
-from kvmmanager.services.vms import VmService
+from kvmmanager.services.jobs.service import JobService
+from kvmmanager.services.vms.builder import lookup
+from kvmmanager.services.vms.service import VmService
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.inventory import Inventory
 from kvmmanager.virt.registry import HostRegistry

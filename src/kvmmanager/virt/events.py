@@ -34,7 +34,7 @@ class Event:
     ts: float = field(default_factory=time.time)
     seq: int = field(default_factory=lambda: next(_seq))
     # The manager instance that published it when it came from another instance over the
-    # shared database (services/fleet_events.py); "" for this instance's own events.
+    # shared database (services/fleet/events.py); "" for this instance's own events.
     origin: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """HostRegistry: host name -> running HostConnection.
 
 Only the runtime side lives here (starting and stopping connections); the list of hosts
-is persisted by `kvmmanager.services.hosts`.
+is persisted by `kvmmanager.services.hosts.service`.
 """
 
 from __future__ import annotations

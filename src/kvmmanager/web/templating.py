@@ -24,9 +24,9 @@ from markupsafe import Markup
 import kvmmanager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.core.sanitize import inert
-from kvmmanager.services import audit as audit_mod
-from kvmmanager.services import osinfo
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users import audit as audit_mod
+from kvmmanager.services.users.service import Principal
+from kvmmanager.services.vms import osinfo
 
 DASH = "\u2013"  # an en dash for "no value"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from kvmmanager.core.config import Settings
 from kvmmanager.iso import ISO_NAME, agent_version
 from kvmmanager.iso.builder import build_iso
-from kvmmanager.services.iso_deploy import volume_name
+from kvmmanager.services.guest.iso_deploy import volume_name
 
 pytestmark = pytest.mark.libvirtd
 

@@ -16,7 +16,7 @@ import libvirt
 import pytest
 from fastapi.testclient import TestClient
 
-from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.services.storage.xml import build_volume_xml
 
 POOL = "default-pool"
 PREFIX = "kvmm-t-ci-"

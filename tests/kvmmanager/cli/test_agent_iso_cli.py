@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from kvmmanager.cli.main import app as cli_app
 from kvmmanager.core.config import Settings
 from kvmmanager.iso import ISO_NAME, agent_version
-from kvmmanager.services.iso_deploy import volume_name
+from kvmmanager.services.guest.iso_deploy import volume_name
 from kvmmanager.virt.xml.network import Network
 
 URI = "qemu:///system"

@@ -1,7 +1,7 @@
 """`kvm-manager vm create-from-image`: the --agent-* flags become the agent's policy
 (added to its safe defaults), and a bad one is refused naming the field before anything
 is made. A successful provision needs volume uploads (real libvirtd):
-tests/kvmmanager/services/test_cloudinit_libvirtd.py."""
+tests/kvmmanager/services/cloudinit/test_seed_libvirtd.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import libvirt
 import pytest
 
 from kvmmanager.cli.commands.vm import _agent_policy
-from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.services.storage.xml import build_volume_xml
 from kvmmanager_agent.config import DEFAULTS
 
 POOL = "default-pool"

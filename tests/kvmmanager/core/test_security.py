@@ -48,7 +48,7 @@ def test_production_hashes_with_rfc_9106_parameters_and_cannot_switch() -> None:
     """A fresh interpreter (no pytest) with the users service imported: passwords are hashed
     with RFC 9106's low-memory argon2id parameters, and the test-only ones are refused."""
     code = (
-        "import kvmmanager.services.users\n"
+        "import kvmmanager.services.users.service\n"
         "from kvmmanager.core import security\n"
         "print(security.hash_password('correct horse'))\n"
         "try:\n"

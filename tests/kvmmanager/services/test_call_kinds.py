@@ -20,8 +20,8 @@ import pytest
 from tests.testdriver_cleanup import purge
 
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.services.vm_pending import pending_changes
-from kvmmanager.services.vm_spec import DiskSpec, VmSpec
+from kvmmanager.services.vms.pending import pending_changes
+from kvmmanager.services.vms.spec import DiskSpec, VmSpec
 
 HOST = "local"
 VM = "test"  # test:///default's own domain

@@ -13,8 +13,8 @@ import pytest
 from lxml import etree
 
 from kvmmanager.core.errors import Conflict, HostUnavailable, InvalidInput, NotFound, Unsupported
-from kvmmanager.services.storage_specs import PoolSpec
-from kvmmanager.services.storage_xml import build_pool_xml, build_volume_xml
+from kvmmanager.services.storage.specs import PoolSpec
+from kvmmanager.services.storage.xml import build_pool_xml, build_volume_xml
 from kvmmanager.virt.xml.devices import Disk, Interface
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.network import IP, Network

@@ -9,11 +9,11 @@ import socket
 from typing import Any
 
 import pytest
-from tests.kvmmanager.services.test_alerts_email import smtp  # noqa: F401 (fixture)
+from tests.kvmmanager.services.alerts.test_email import smtp  # noqa: F401 (fixture)
 from tests.kvmmanager.web.test_ops_pages import field_error, hx
 
 # Webhooks and e-mail here go to receivers on 127.0.0.1, an internal address refused by
-# default (services/outbound.py): allow-listed explicitly.
+# default (services/alerts/outbound.py): allow-listed explicitly.
 pytestmark = pytest.mark.usefixtures("outbound_loopback")
 
 BASE = {

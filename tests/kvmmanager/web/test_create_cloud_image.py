@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
-from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.services.storage.xml import build_volume_xml
 
 POOL = "default-pool"
 PREFIX = "kvmm-t-webci-"

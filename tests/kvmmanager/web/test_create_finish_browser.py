@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step
 
-from kvmmanager.services import osinfo
+from kvmmanager.services.vms import osinfo
 
 pytestmark = pytest.mark.browser
 WAIT = 30_000  # ms: bounded waits on a loaded shared machine

@@ -19,7 +19,7 @@ from tests.kvmmanager.web.create_steps import step
 from tests.kvmmanager.web.shots import shot
 from tests.libvirtd_pools import LIBVIRTD_URI, DirPool
 
-from kvmmanager.services import osinfo
+from kvmmanager.services.vms import osinfo
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirtd]
 WAIT = 30_000  # ms: libvirt storage calls on a loaded shared machine (bounded waits)

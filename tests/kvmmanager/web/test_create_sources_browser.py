@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from tests.kvmmanager.web.create_steps import step, submit
 from tests.kvmmanager.web.shots import shot
 
-from kvmmanager.services.storage_xml import build_volume_xml
+from kvmmanager.services.storage.xml import build_volume_xml
 from kvmmanager.virt.xml.domain import Domain
 
 pytestmark = pytest.mark.browser

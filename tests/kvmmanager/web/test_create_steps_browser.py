@@ -14,7 +14,7 @@ from tests.kvmmanager.web.create_steps import step, submit
 from tests.kvmmanager.web.shots import shot
 from tests.kvmmanager.web.test_a11y_browser import serious_violations
 
-from kvmmanager.services import osinfo
+from kvmmanager.services.vms import osinfo
 
 pytestmark = pytest.mark.browser
 WAIT = 30_000  # ms: bounded waits for an answer on a loaded shared machine

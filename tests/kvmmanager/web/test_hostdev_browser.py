@@ -88,7 +88,7 @@ def test_pci_attach_asks_first_and_says_what_the_host_loses(
 
 def test_the_question_names_the_host_drivers_that_let_go() -> None:
     """What a real host shows (its drivers, which the test driver does not report)."""
-    from kvmmanager.services.hostdevs import HostDevice
+    from kvmmanager.services.vms.hostdevs import HostDevice
     from kvmmanager.web.templating import TEMPLATES
 
     macros = TEMPLATES.env.get_template("vms/_hostdev_confirm.html").module

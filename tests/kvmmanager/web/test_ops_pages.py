@@ -17,7 +17,7 @@ from tests.testdriver_cleanup import purge
 from kvmmanager.web.security import CSP
 
 # Webhooks and e-mail here go to receivers on 127.0.0.1, an internal address refused by
-# default (services/outbound.py): allow-listed explicitly.
+# default (services/alerts/outbound.py): allow-listed explicitly.
 pytestmark = pytest.mark.usefixtures("outbound_loopback")
 
 OPS_PAGES = ["/alerts", "/schedules", "/backups"]
@@ -180,7 +180,7 @@ def test_alert_rule_form_validates_by_field_then_creates_edits_and_deletes(
 
 def test_firing_alerts_and_history_and_the_nav_badge(operator: TestClient, web_app: Any) -> None:
     m = web_app.state.manager
-    from kvmmanager.services.alerts import RuleSpec
+    from kvmmanager.services.alerts.service import RuleSpec
 
     m.alerts.create_rule(RuleSpec(name="kvmm-t-hot", metric="cpu_pct", threshold=50))
     try:
@@ -203,7 +203,7 @@ def test_firing_alerts_and_history_and_the_nav_badge(operator: TestClient, web_a
 
 
 def test_viewer_sees_no_alert_write_controls_and_is_refused(web_as: Any, web_app: Any) -> None:
-    from kvmmanager.services.alerts import RuleSpec
+    from kvmmanager.services.alerts.service import RuleSpec
 
     m = web_app.state.manager
     m.alerts.create_rule(RuleSpec(name="kvmm-t-ro", metric="vm_crashed"))
@@ -353,7 +353,7 @@ def test_schedule_once_in_the_past_is_refused_on_its_field(operator: TestClient)
 
 
 def test_viewer_sees_schedules_without_write_controls(web_as: Any, web_app: Any) -> None:
-    from kvmmanager.services.schedules import ScheduleSpec
+    from kvmmanager.services.automation.schedules import ScheduleSpec
 
     m = web_app.state.manager
     m.schedules.create(

@@ -1,6 +1,6 @@
 """An anonymous flood cannot grow the audit log without bound: failed requests without a
 user are budgeted per address and minute and their parameters truncated
-(services/audit_budget.py, api/auditing.py); old entries are pruned by the server
+(services/users/audit_budget.py, api/auditing.py); old entries are pruned by the server
 (audit.retention_days)."""
 
 from __future__ import annotations

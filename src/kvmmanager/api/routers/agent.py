@@ -38,7 +38,7 @@ from kvmmanager.api.schemas.agent import (
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.core.errors import InvalidInput, PermissionDenied
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users.service import Principal
 from kvmmanager_agent import protocol
 
 router = APIRouter(

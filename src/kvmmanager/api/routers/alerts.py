@@ -34,8 +34,8 @@ from kvmmanager.api.schemas.alerts import (
     WebhookOut,
 )
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
-from kvmmanager.services.alerts import RuleSpec
-from kvmmanager.services.email_alerts import EmailSpec
+from kvmmanager.services.alerts.email import EmailSpec
+from kvmmanager.services.alerts.service import RuleSpec
 
 router = APIRouter(tags=["alerts"], responses=ERROR_RESPONSES)
 RULE = "/api/alert-rules/{rule}"
@@ -107,7 +107,7 @@ async def list_webhooks(manager: ManagerDep, _a: AdminUser) -> Any:
 async def create_webhook(body: WebhookIn, manager: ManagerDep, _a: AdminUser) -> Any:
     """Alerts reaching `min_severity` are POSTed there as JSON, signed
     (`X-KVMM-Signature: sha256=HMAC(secret, "<X-KVMM-Timestamp>." + body)`)."""
-    # In a thread: the check resolves the URL's host name (services/outbound.py).
+    # In a thread: the check resolves the URL's host name (services/alerts/outbound.py).
     return await asyncio.to_thread(lambda: manager.webhooks.create(**body.model_dump()))
 
 

@@ -19,10 +19,10 @@ from kvmmanager.api.deps import (
 from kvmmanager.api.schemas.auth import LoginRequest, LoginResponse, Me, PasswordChange
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.core.errors import InvalidInput, Unauthenticated
-from kvmmanager.services import audit as audit_mod
-from kvmmanager.services.login_throttle import LoginThrottle
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users import audit as audit_mod
+from kvmmanager.services.users.login_throttle import LoginThrottle
+from kvmmanager.services.users.service import Principal
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=ERROR_RESPONSES)
 
@@ -31,7 +31,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def login_throttle(conn: HTTPConnection, manager: Manager) -> LoginThrottle:
-    """The app's one throttle (services/login_throttle.py), made on first use."""
+    """The app's one throttle (services/users/login_throttle.py), made on first use."""
     throttle = getattr(conn.app.state, "login_throttle", None)
     if throttle is None:
         auth = manager.settings.auth

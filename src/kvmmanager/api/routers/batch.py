@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.batch import BatchAction, BatchRequest, BatchResult
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
-from kvmmanager.services import audit as audit_mod
-from kvmmanager.services.batch import Target
+from kvmmanager.services.automation.batch import Target
+from kvmmanager.services.users import audit as audit_mod
 
 router = APIRouter(tags=["batch"], responses=ERROR_RESPONSES)
 

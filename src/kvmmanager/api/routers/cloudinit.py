@@ -15,7 +15,7 @@ from fastapi import APIRouter, status
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.cloudinit import CloudImageCreate, CloudImageCreated
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
-from kvmmanager.services.ownership import check_owner_field
+from kvmmanager.services.users.ownership import check_owner_field
 
 router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
 

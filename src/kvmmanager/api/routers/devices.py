@@ -25,7 +25,7 @@ from kvmmanager.api.schemas.devices import (
     PasstNicOut,
 )
 from kvmmanager.api.schemas.vms import EditOut
-from kvmmanager.services.port_forwards import ForwardRule
+from kvmmanager.services.networks.port_forwards import ForwardRule
 
 router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 VM = "/api/hosts/{host}/vms/{vm}"

@@ -22,8 +22,8 @@ from sse_starlette import EventSourceResponse
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
-from kvmmanager.services import ownership
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users import ownership
+from kvmmanager.services.users.service import Principal
 from kvmmanager.virt.events import RESYNC, Event
 
 router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)

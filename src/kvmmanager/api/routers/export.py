@@ -6,7 +6,7 @@ POST /api/hosts/{host}/imports           define a VM from such an XML: renamed o
                                          clash, new UUID on a UUID clash or on request,
                                          networks and pools remapped
 
-Bundles (XML + disk volumes, see services/export_bundle.py), operators only since they
+Bundles (XML + disk volumes, see services/portability/bundle.py), operators only since they
 carry whole disks, and each only to the user who exported it and admins (the ownership
 rule, checked app-wide on `{bundle_id}`: api/deps.check_path_owners):
 
@@ -35,7 +35,7 @@ from kvmmanager.api.deps import (
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.export import ExportedXml, ImportedVm, ImportXmlIn
 from kvmmanager.core.errors import Cancelled, InvalidInput
-from kvmmanager.services.import_plan import ImportOptions
+from kvmmanager.services.portability.import_plan import ImportOptions
 
 router = APIRouter(tags=["export"], responses=ERROR_RESPONSES)
 

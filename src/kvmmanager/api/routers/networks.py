@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from kvmmanager.api.deps import ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.networks import LeaseOut, NetworkCreate, NetworkOut
-from kvmmanager.services.networks import NetworkSpec
+from kvmmanager.services.networks.service import NetworkSpec
 
 router = APIRouter(
     prefix="/api/hosts/{host}/networks", tags=["networks"], responses=ERROR_RESPONSES

@@ -16,7 +16,7 @@ from kvmmanager.api.deps import CurrentUser, ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.storage import PoolCreate, PoolOut
 from kvmmanager.core.errors import InvalidInput, PermissionDenied
-from kvmmanager.services.storage_specs import PoolSpec
+from kvmmanager.services.storage.specs import PoolSpec
 
 router = APIRouter(prefix="/api/hosts/{host}/pools", tags=["pools"], responses=ERROR_RESPONSES)
 

@@ -27,7 +27,7 @@ from kvmmanager.api.schemas.snapshots import (
     SnapshotOut,
 )
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users.service import Principal
 
 router = APIRouter(tags=["snapshots"], responses=ERROR_RESPONSES)
 BASE = "/api/hosts/{host}/vms/{vm}/snapshots"

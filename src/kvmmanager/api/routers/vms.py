@@ -39,9 +39,9 @@ from kvmmanager.api.schemas.vms import (
     VmXml,
 )
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.ownership import check_owner_field
-from kvmmanager.services.vm_list import host_gaps
-from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
+from kvmmanager.services.users.ownership import check_owner_field
+from kvmmanager.services.vms.listing import host_gaps
+from kvmmanager.services.vms.spec import DiskSpec, NicSpec, VmSpec
 
 router = APIRouter(tags=["vms"], responses=ERROR_RESPONSES)
 VM = "/api/hosts/{host}/vms/{vm}"

@@ -2,7 +2,7 @@
 
 Viewers list and read volumes' details; operators create, delete, resize, clone, upload
 and download, each only volumes that are theirs or shared (the ownership rule on
-`{vol}`, api/deps.check_path_owners; where a volume's owners live: services/ownership.py).
+`{vol}`, api/deps.check_path_owners; where a volume's owners live: services/users/ownership.py).
 
 Upload (`PUT .../{vol}/content`) is synchronous: the request body streams through
 libvirt into the volume while it arrives, never buffered whole, and the response comes
@@ -41,8 +41,8 @@ from kvmmanager.api.schemas.storage import (
 )
 from kvmmanager.core import errors
 from kvmmanager.core.errors import Cancelled, InvalidInput, KvmmError
-from kvmmanager.services.jobs import JobProgress
-from kvmmanager.services.storage_specs import VolumeSpec
+from kvmmanager.services.jobs.service import JobProgress
+from kvmmanager.services.storage.specs import VolumeSpec
 
 router = APIRouter(
     prefix="/api/hosts/{host}/pools/{pool}/volumes", tags=["volumes"], responses=ERROR_RESPONSES
@@ -240,7 +240,7 @@ async def download_volume(
     _user: OperatorUser,
 ) -> StreamingResponse:
     """The volume's bytes as stored (a qcow2 volume comes as its qcow2 file). Operators
-    only, and only the volume's owners' (services/ownership.py): a disk image holds
+    only, and only the volume's owners' (services/users/ownership.py): a disk image holds
     everything inside its guest."""
     _details, download = await manager.storage.open_download(host, pool, vol)
     return StreamingResponse(

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvmmanager.services.batch import DEFAULT_CONCURRENCY, MAX_TARGETS
+from kvmmanager.services.automation.batch import DEFAULT_CONCURRENCY, MAX_TARGETS
 
 BatchAction = Literal[
     "start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume", "snapshot", "delete"

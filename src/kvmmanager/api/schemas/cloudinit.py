@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvmmanager.services.cloudinit import CloudInitSpec
+from kvmmanager.services.cloudinit.seed import CloudInitSpec
 
 
 class DirectBoot(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvmmanager.api.schemas.vms import VmOut
-from kvmmanager.services.import_plan import MAX_XML_BYTES
+from kvmmanager.services.portability.import_plan import MAX_XML_BYTES
 
 
 class ExportedXml(BaseModel):

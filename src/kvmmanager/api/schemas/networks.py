@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvmmanager.services.networks import NetworkSpec
+from kvmmanager.services.networks.service import NetworkSpec
 
 
 class NetworkCreate(NetworkSpec):

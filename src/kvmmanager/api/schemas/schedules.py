@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kvmmanager.services.schedules import ScheduleSpec
+from kvmmanager.services.automation.schedules import ScheduleSpec
 
 ScheduleIn = ScheduleSpec
 

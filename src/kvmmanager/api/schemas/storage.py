@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvmmanager.services.storage_specs import BackingSpec, PoolSpec, VolumeSpec
+from kvmmanager.services.storage.specs import BackingSpec, PoolSpec, VolumeSpec
 
 Size = int | str
 

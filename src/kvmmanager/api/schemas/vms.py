@@ -1,5 +1,5 @@
 """Request and response bodies of the VM routes. Create/attach bodies reuse the service's
-own specs (kvmmanager.services.vm_spec) so the API and the service agree by construction."""
+own specs (kvmmanager.services.vms.spec) so the API and the service agree by construction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from kvmmanager.services.vm_spec import DiskSpec, NicSpec, VmSpec
+from kvmmanager.services.vms.spec import DiskSpec, NicSpec, VmSpec
 
 
 class VmCreate(VmSpec):

@@ -122,7 +122,7 @@ def deploy(
     if local:
         import asyncio
 
-        from kvmmanager.services.iso_deploy import deploy_local
+        from kvmmanager.services.guest.iso_deploy import deploy_local
 
         settings = get_settings()
         target = uri or settings.libvirt.default_uri

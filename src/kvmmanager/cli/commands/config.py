@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from kvmmanager.cli.output import print_json, wants_json
 from kvmmanager.core.config import default_config_file, get_settings
-from kvmmanager.services.audit import REDACTED, is_secret_key
+from kvmmanager.services.users.audit import REDACTED, is_secret_key
 
 NAME = "config"
 app = typer.Typer(help="Show the configuration.", no_args_is_help=True)

@@ -66,7 +66,7 @@ def register(root: typer.Typer) -> None:
             with client(ctx) as api:
                 report = api.get(f"/api/hosts/{q(host)}/health", params=params)
         else:
-            from kvmmanager.services.doctor import run_local
+            from kvmmanager.services.hosts.doctor import run_local
 
             settings = get_settings()
             target = uri or host or settings.libvirt.default_uri

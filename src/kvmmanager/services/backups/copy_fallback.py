@@ -35,7 +35,7 @@ import libvirt
 
 from kvmmanager.core.errors import Cancelled, KvmmError, Unsupported
 from kvmmanager.services.backups import take as tk
-from kvmmanager.services.storage_xml import active_pool
+from kvmmanager.services.storage.xml import active_pool
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.snapshot import DomainSnapshot, SnapshotDisk

@@ -40,7 +40,7 @@ from kvmmanager.services.backups.rules import (
     volume_name,
 )
 from kvmmanager.services.backups.verify import digest, header_problems
-from kvmmanager.services.vm_spec import validate_name
+from kvmmanager.services.vms.spec import validate_name
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager

@@ -28,15 +28,15 @@ from sqlalchemy import select
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import BackupPolicy
-from kvmmanager.services import ownership
+from kvmmanager.services.automation.batch import Target
+from kvmmanager.services.automation.schedules import zone
 from kvmmanager.services.backups.images import BackupImageService
 from kvmmanager.services.backups.retention import retained
 from kvmmanager.services.backups.rules import MAX_FULL_EVERY
-from kvmmanager.services.batch import Target
-from kvmmanager.services.schedules import zone
-from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
-from kvmmanager.services.storage_specs import POOL_NAME_MAX, check_name
-from kvmmanager.services.users import Principal
+from kvmmanager.services.snapshots.quiesce import QUIESCE_REQUESTS
+from kvmmanager.services.storage.specs import POOL_NAME_MAX, check_name
+from kvmmanager.services.users import ownership
+from kvmmanager.services.users.service import Principal
 
 if TYPE_CHECKING:
     from kvmmanager.services.manager import Manager

@@ -22,7 +22,7 @@ from typing import Any
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound, Unsupported
-from kvmmanager.services.storage_xml import active_pool, lookup_volume, volume_exists
+from kvmmanager.services.storage.xml import active_pool, lookup_volume, volume_exists
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.vm_metadata import VmMetadata

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from kvmmanager.core.errors import InvalidInput
-from kvmmanager.services.storage_specs import VOLUME_NAME_MAX
+from kvmmanager.services.storage.specs import VOLUME_NAME_MAX
 from kvmmanager.virt.xml.domain import Domain
 
 KINDS = ("auto", "full", "incremental")

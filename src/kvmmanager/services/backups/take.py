@@ -26,10 +26,10 @@ from typing import Any
 import libvirt
 
 from kvmmanager.core.errors import Cancelled, Conflict, GuestError, KvmmError, Unsupported
-from kvmmanager.services import snapshot_quiesce as qz
 from kvmmanager.services.backups.rules import DiskPlan, backup_disks
-from kvmmanager.services.storage_xml import active_pool, build_volume_xml, volume_exists
-from kvmmanager.services.vm_builder import lookup
+from kvmmanager.services.snapshots import quiesce as qz
+from kvmmanager.services.storage.xml import active_pool, build_volume_xml, volume_exists
+from kvmmanager.services.vms.builder import lookup
 from kvmmanager.virt.errors import libvirt_message
 from kvmmanager.virt.xml.backup import BackupDisk, CheckpointDisk, DomainBackup, DomainCheckpoint
 from kvmmanager.virt.xml.domain import Domain

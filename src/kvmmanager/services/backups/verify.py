@@ -14,9 +14,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from kvmmanager.services import transfer
 from kvmmanager.services.backups.rules import qcow2_header
-from kvmmanager.services.storage_xml import active_pool, lookup_volume
+from kvmmanager.services.storage import transfer
+from kvmmanager.services.storage.xml import active_pool, lookup_volume
 
 # Enough for the header and a backing file name (qcow2 keeps it in the first cluster).
 HEADER_BYTES = 64 * 1024

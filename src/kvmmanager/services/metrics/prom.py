@@ -147,7 +147,7 @@ def exposition(manager: Manager) -> bytes:
     registry.register(ManagerCollector(manager))
     out = generate_latest(registry)
     try:
-        from kvmmanager.services.doctor import REGISTRY as DOCTOR
+        from kvmmanager.services.hosts.doctor import REGISTRY as DOCTOR
     except ImportError:
         return out
     return out + generate_latest(DOCTOR)

@@ -36,8 +36,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.config import MetricsSettings
 from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
-from kvmmanager.services.agents import AgentService
-from kvmmanager.services.lease import LeaseService
+from kvmmanager.services.fleet.lease import LeaseService
+from kvmmanager.services.guest.agents import AgentService
 from kvmmanager.services.metrics import store as metrics_store
 from kvmmanager.services.metrics.guest import poll_guests
 from kvmmanager.services.metrics.history import (

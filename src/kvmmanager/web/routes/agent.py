@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import AgentUnavailable, InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users.service import Principal
 from kvmmanager.web.templating import render, toast_headers
 
 router = APIRouter(include_in_schema=False)

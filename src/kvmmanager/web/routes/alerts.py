@@ -19,9 +19,9 @@ from kvmmanager.api.deps import (
 )
 from kvmmanager.core.errors import Conflict, InvalidInput
 from kvmmanager.db.ops_models import ALERT_METRICS, SEVERITIES
-from kvmmanager.services.alert_eval import OPS
-from kvmmanager.services.alerts import EVENT_METRICS, THRESHOLD_METRICS, RuleSpec
-from kvmmanager.services.email_alerts import SECURITY, EmailSpec
+from kvmmanager.services.alerts.email import SECURITY, EmailSpec
+from kvmmanager.services.alerts.evaluation import OPS
+from kvmmanager.services.alerts.service import EVENT_METRICS, THRESHOLD_METRICS, RuleSpec
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.routes._forms import (
     EditorPage,
@@ -240,7 +240,7 @@ async def create_webhook(
 ) -> HTMLResponse:
     form = await form_of(request)
     try:
-        # In a thread: the check resolves the URL's host name (services/outbound.py).
+        # In a thread: the check resolves the URL's host name (services/alerts/outbound.py).
         created = await asyncio.to_thread(
             manager.webhooks.create,
             name=text(form, "name") or "",

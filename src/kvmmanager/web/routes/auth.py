@@ -19,7 +19,7 @@ from kvmmanager.api.deps import (
 )
 from kvmmanager.api.routers.auth import NO_STORE, _set_session_cookie, check_login
 from kvmmanager.core.errors import InvalidInput, RateLimited, Unauthenticated
-from kvmmanager.services import audit as audit_mod
+from kvmmanager.services.users import audit as audit_mod
 from kvmmanager.web.templating import redirect_with_toasts, render
 
 router = APIRouter(include_in_schema=False)

@@ -18,12 +18,12 @@ from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.services.automation.batch import Target
 from kvmmanager.services.backups import restore as rs
 from kvmmanager.services.backups.policies import METHODS, PolicySpec
-from kvmmanager.services.batch import Target
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.snapshot_quiesce import QUIESCE_REQUESTS
-from kvmmanager.services.vm_spec import validate_name
+from kvmmanager.services.snapshots.quiesce import QUIESCE_REQUESTS
+from kvmmanager.services.vms.spec import validate_name
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
     EditorPage,

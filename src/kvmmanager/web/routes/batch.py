@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import InvalidInput, KvmmError
-from kvmmanager.services.batch import Target
+from kvmmanager.services.automation.batch import Target
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.templating import render, toast_headers
 

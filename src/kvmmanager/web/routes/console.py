@@ -20,9 +20,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from kvmmanager.api.deps import ManagerDep, check_vm_owner, current_user
 from kvmmanager.core.errors import Conflict, KvmmError, PermissionDenied, Unsupported
-from kvmmanager.services.audit import AuditRecord
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.vm_builder import lookup
+from kvmmanager.services.users.audit import AuditRecord
+from kvmmanager.services.vms.builder import lookup
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)

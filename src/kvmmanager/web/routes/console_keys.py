@@ -1,5 +1,5 @@
 """The console's send-key menu: key combinations a browser keeps for itself (Ctrl+Alt+Del,
-Ctrl+Alt+Fn, F-keys), pressed in the guest by libvirt (services/vm_keys.py)."""
+Ctrl+Alt+Fn, F-keys), pressed in the guest by libvirt (services/vms/keys.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
 from kvmmanager.api.deps import ManagerDep
-from kvmmanager.services.vm_keys import send_keys
+from kvmmanager.services.vms.keys import send_keys
 from kvmmanager.web.templating import toast_headers
 
 router = APIRouter(include_in_schema=False)

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 
 from kvmmanager.api.deps import ManagerDep, OperatorUser
 from kvmmanager.core.errors import InvalidInput, KvmmError
-from kvmmanager.services import osinfo
-from kvmmanager.services.cloudinit import AgentPolicy, CloudInitSpec, CloudUser
+from kvmmanager.services.cloudinit.seed import AgentPolicy, CloudInitSpec, CloudUser
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
-from kvmmanager.services.vm_builder import DiskSpec, InstallSource, NicSpec, VmSpec
+from kvmmanager.services.users.service import Principal
+from kvmmanager.services.vms import osinfo
+from kvmmanager.services.vms.builder import DiskSpec, InstallSource, NicSpec, VmSpec
 from kvmmanager.web.routes import _units as units
 from kvmmanager.web.templating import audit_target, redirect_with_toasts, render
 

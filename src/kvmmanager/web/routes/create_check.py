@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import ManagerDep, OperatorUser
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.services.vm_name_check import NameCheck, check_new_name, new_volume_names
+from kvmmanager.services.vms.name_check import NameCheck, check_new_name, new_volume_names
 from kvmmanager.web.templating import render
 
 router = APIRouter(include_in_schema=False)

@@ -1,6 +1,6 @@
 """The create flow's OS detection: when an ISO volume is picked (or uploaded), its primary
 volume descriptor is read through libvirt and matched against osinfo-db's install media
-(services/iso_detect.py); a match becomes the chosen OS, with a note saying it was
+(services/vms/iso_detect.py); a match becomes the chosen OS, with a note saying it was
 detected from that ISO, unless the user chose an OS by hand, which stays."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import ManagerDep, OperatorUser
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.services import osinfo
-from kvmmanager.services.iso_detect import detect_iso_os
+from kvmmanager.services.vms import osinfo
+from kvmmanager.services.vms.iso_detect import detect_iso_os
 from kvmmanager.web.templating import render
 
 router = APIRouter(include_in_schema=False)

@@ -8,8 +8,8 @@ from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import require_role
 from kvmmanager.core.errors import KvmmError
-from kvmmanager.services import osinfo
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users.service import Principal
+from kvmmanager.services.vms import osinfo
 from kvmmanager.web.templating import render
 
 router = APIRouter(include_in_schema=False)

@@ -15,7 +15,7 @@ from kvmmanager.api.deps import (
 )
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.networks import NetworkSpec
+from kvmmanager.services.networks.service import NetworkSpec
 from kvmmanager.web.templating import refresh_with_toast, render
 
 router = APIRouter(include_in_schema=False)

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
+from kvmmanager.services.automation.schedules import ScheduleSpec
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.schedules import ScheduleSpec
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
     EditorPage,

@@ -15,7 +15,7 @@ from kvmmanager.api.deps import (
     ManagerDep,
 )
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.storage_specs import PoolSpec, VolumeSpec
+from kvmmanager.services.storage.specs import PoolSpec, VolumeSpec
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)

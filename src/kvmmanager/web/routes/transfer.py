@@ -18,8 +18,8 @@ from kvmmanager.api.deps import (
     OperatorUser,
 )
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
-from kvmmanager.services.import_plan import ImportOptions
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.portability.import_plan import ImportOptions
 from kvmmanager.web.routes._forms import host_choices, vm_choices
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from kvmmanager.api.deps import ManagerDep, OperatorUser
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.port_forwards import ForwardRule
+from kvmmanager.services.networks.port_forwards import ForwardRule
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.web.templating import render, toast_headers
 

@@ -18,10 +18,10 @@ from fastapi.responses import HTMLResponse, Response
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import HostUnavailable, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.vm_builder import DiskSpec
-from kvmmanager.services.vm_keys import KEY_COMBOS
-from kvmmanager.services.vm_pending import PendingChanges, pending_changes
-from kvmmanager.services.vms import ACTIONS
+from kvmmanager.services.vms.builder import DiskSpec
+from kvmmanager.services.vms.keys import KEY_COMBOS
+from kvmmanager.services.vms.pending import PendingChanges, pending_changes
+from kvmmanager.services.vms.service import ACTIONS
 from kvmmanager.web.routes._feedback import failed
 from kvmmanager.web.routes.create import USER_NET, in_form_words, nic_spec, optional_int
 from kvmmanager.web.sparkline import sparkline

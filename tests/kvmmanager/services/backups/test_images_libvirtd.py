@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
-from kvmmanager.services import transfer
 from kvmmanager.services.backups.policies import PolicySpec
+from kvmmanager.services.storage import transfer
 from kvmmanager.virt.calls import job_calls
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain

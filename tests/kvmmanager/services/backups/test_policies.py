@@ -11,10 +11,10 @@ import libvirt
 import pytest
 
 from kvmmanager.core.errors import InvalidInput, NotFound
+from kvmmanager.services.automation.schedules import ScheduleSpec
 from kvmmanager.services.backups.policies import PolicySpec
 from kvmmanager.services.backups.retention import retained
-from kvmmanager.services.schedules import ScheduleSpec
-from kvmmanager.services.vm_spec import DiskSpec, VmSpec
+from kvmmanager.services.vms.spec import DiskSpec, VmSpec
 
 DAY = 86400.0
 BASE = datetime(2026, 5, 4, 12, 0, tzinfo=UTC).timestamp()  # a Monday

@@ -1,0 +1,1 @@
+"""Schedules, the scheduler that runs them, and batch actions on many VMs."""

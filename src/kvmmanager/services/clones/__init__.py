@@ -1,0 +1,1 @@
+"""Cloning VMs, and the sweep that merges back a dead clone's temporary snapshots."""

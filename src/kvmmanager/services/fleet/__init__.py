@@ -1,0 +1,1 @@
+"""Several manager instances on one database: registration, the singleton lease, shared events."""

@@ -1,0 +1,1 @@
+"""Hosts (libvirt connections), their URIs, and the doctor that checks them."""

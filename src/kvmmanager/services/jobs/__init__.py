@@ -1,0 +1,1 @@
+"""Jobs and their progress, and the undo of what a killed job half made."""

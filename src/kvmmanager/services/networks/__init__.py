@@ -1,0 +1,1 @@
+"""Virtual networks and port forwards (passt user-mode networking)."""

@@ -1,0 +1,1 @@
+"""Moving VMs in and out: export, bundles, import planning and policy, templates."""

@@ -1,0 +1,1 @@
+"""Snapshots and checkpoints: the service, dirty bitmaps, guest quiesce, pure rules."""

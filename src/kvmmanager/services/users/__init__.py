@@ -1,0 +1,1 @@
+"""Users, login throttling, ownership of objects, and the audit log."""
