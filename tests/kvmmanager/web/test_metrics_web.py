@@ -193,3 +193,52 @@ def test_memory_axis_labels_are_not_cut_off(
     shot(page, "vm-performance-memory-axis")
     for graph in ("mem", "net"):
         assert page.evaluate(LEFT_EDGE_INK, graph) == 0, f"{graph}: a y-axis label is cut off"
+
+
+# Each graph's legend as a person reads it away from the graph: label -> value.
+LEGENDS = """() => {
+    const out = {};
+    for (const box of document.querySelectorAll('[data-graph]')) {
+        out[box.dataset.graph] = Array.from(box.querySelectorAll('.u-legend .u-series')).map(
+            (s) => [s.querySelector('.u-label')?.innerText || '',
+                    s.querySelector('.u-value')?.innerText || '']);
+    }
+    return out;
+}"""
+UNIT = {
+    "disk": re.compile(r"^\d+(\.\d)? (B|KiB|MiB|GiB|TiB)/s$"),
+    "net": re.compile(r"^\d+(\.\d)? (B|KiB|MiB|GiB|TiB)/s$"),
+    "iops": re.compile(r"^\d+(\.\d)? ops/s$"),
+}
+
+
+@pytest.mark.browser
+def test_graph_legends_show_the_newest_values_with_their_units(
+    browser_login: Callable[..., Any], live_server: Any
+) -> None:
+    """Without hovering, each graph's legend shows the newest sample's time and values,
+    each value with its unit (a rate per second says "/s"): it read "--" and a dash until
+    the cursor was on the graph, and disk and network rates were in plain bytes."""
+    from tests.kvmmanager.web.shots import shot
+
+    svc = live_server.manager.metrics
+    deadline = time.monotonic() + DEADLINE
+    while not ("local" in svc.hosts() and svc.host("local").cycles >= 3):
+        assert time.monotonic() < deadline, "no collections"
+        time.sleep(0.05)
+    page = browser_login("viewer")
+    page.goto("/vms/local/test#performance")
+    expect(page.locator("[data-graph-status]")).to_have_text("live", timeout=DEADLINE * 1000)
+    page.wait_for_function(
+        f"() => {{ const n = ({DRAWN})(); return n.disk > 20 && n.iops > 20 && n.net > 20; }}",
+        timeout=DEADLINE * 1000,
+    )
+    page.mouse.move(0, 0)  # the cursor away from every graph
+    shot(page, "vm-performance-legends")
+    legends = page.evaluate(LEGENDS)
+    for graph, unit in UNIT.items():
+        (time_label, when), *values = legends[graph]
+        assert time_label.startswith("Time") and re.search(r"\d", when), (graph, when)
+        assert values, graph
+        for label, value in values:
+            assert unit.match(value), (graph, label, value)

@@ -9,21 +9,39 @@
   const GRAPHS = {
     cpu: { series: [["cpu_pct", "CPU %"]], unit: "pct" },
     mem: { series: [["mem_bytes", "used"]], unit: "bytes" },
-    disk: { series: [["disk_rd_bps", "read/s"], ["disk_wr_bps", "write/s"]], unit: "bytes" },
-    iops: { series: [["disk_rd_iops", "read ops/s"], ["disk_wr_iops", "write ops/s"]], unit: "count" },
-    net: { series: [["net_rx_bps", "receive/s"], ["net_tx_bps", "transmit/s"]], unit: "bytes" },
+    disk: { series: [["disk_rd_bps", "read"], ["disk_wr_bps", "write"]], unit: "bytes/s" },
+    iops: { series: [["disk_rd_iops", "read"], ["disk_wr_iops", "write"]], unit: "ops/s" },
+    net: { series: [["net_rx_bps", "receive"], ["net_tx_bps", "transmit"]], unit: "bytes/s" },
   };
   const COLORS = ["#2f7ed8", "#d35400"];
   const LIVE_SECONDS = 600;
 
+  // Every figure carries its unit, on the axis as in the legend: a rate says "/s".
   function human(v, unit) {
     if (v == null) return "–";
     if (unit === "pct") return v.toFixed(1) + " %";
-    if (unit === "count") return v.toFixed(v < 10 ? 1 : 0);
+    if (unit === "ops/s") return v.toFixed(v < 10 ? 1 : 0) + " ops/s";
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
     while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-    return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
+    const per = unit === "bytes/s" ? "/s" : "";
+    return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i] + per;
+  }
+
+  // uPlot's legend shows the values under the cursor and "--" without one: away from the
+  // graph it shows the newest sample instead, so the legend reads without hovering.
+  function newest(u) {
+    const ts = u.data[0] || [];
+    for (let i = ts.length - 1; i >= 0; i--) {
+      if (u.data.slice(1).some((col) => col[i] != null)) return i;
+    }
+    return null;
+  }
+  function legendAtNewest(u) {
+    if (u.cursor.idx == null) {
+      const idx = newest(u);
+      if (idx != null) u.setLegend({ idx });
+    }
   }
 
   // The y axis is as wide as its widest label ("953.7 MiB") plus its ticks and gap: a fixed
@@ -100,8 +118,9 @@
         const opts = {
           width: this.width(),
           height: 160,
-          scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, spec.unit === "bytes" ? 1024 : 1)] } },
+          scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, spec.unit.startsWith("bytes") ? 1024 : 1)] } },
           axes: [{}, { values: (u, ticks) => ticks.map((t) => human(t, spec.unit)), size: axisWidth }],
+          hooks: { ready: [legendAtNewest], setData: [legendAtNewest], setCursor: [legendAtNewest] },
           series: [{}, ...spec.series.map(([, label], i) => ({
             label, stroke: COLORS[i], width: 1.5, spanGaps: false,
             value: (u, v) => human(v, spec.unit),
