@@ -204,6 +204,32 @@ def test_vnc_screen_fills_its_container_and_shows_the_guest(page: Any, real: Rea
     shot(page, "console-running")
 
 
+def test_vnc_screen_at_390_px_has_no_band_and_no_overflow(page: Any, real: Real) -> None:
+    """On a phone the screen box takes the guest screen's proportions: it kept a fixed
+    75 %-of-the-window height, so the scaled screen sat between two tall grey bands."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(f"/vms/local/{real.vm}#console")
+        expect(page.locator("#vnc-status")).to_have_text("connected", timeout=60_000)
+        page.wait_for_function(
+            f"() => {{ const s = ({CANVAS})(); return s && s.differing > 500; }}",
+            timeout=TIMEOUT,
+        )
+        seen = page.evaluate(CANVAS)
+        (box_w, box_h), (w, h) = seen["box"], seen["shown"]
+        # The screen fills its box both ways: nothing of the box is left as a band.
+        assert abs(w - box_w) <= 2 and abs(h - box_h) <= 2, seen
+        wide = page.evaluate(
+            "() => Array.from(document.querySelectorAll('body *')).filter("
+            "(e) => e.getBoundingClientRect().right > 391).slice(0, 8).map("
+            "(e) => e.tagName + '.' + e.className + ' ' + e.getBoundingClientRect().right)"
+        )
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, wide
+        shot(page, "console-running-390")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_serial_console_says_why_it_is_blank(page: Any, real: Real) -> None:
     """A VM with no OS (SeaBIOS finds nothing to boot) writes nothing to its serial
     port: the blank terminal comes with a hint saying why and what to do."""

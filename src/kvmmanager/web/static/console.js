@@ -28,12 +28,30 @@ function vmRunning() {
   return Boolean(box && box.dataset.consoleRunning === "true");
 }
 
+// The screen box takes the guest screen's proportions (noVNC sizes its canvas to the
+// guest's framebuffer): a fixed height left grey bands above and below the scaled screen on
+// a narrow phone, and beside it on a wide one.
+function followGuestAspect(screen) {
+  const fit = () => {
+    const canvas = screen.querySelector("canvas");
+    if (canvas && canvas.width > 1 && canvas.height > 1) {
+      screen.style.aspectRatio = `${canvas.width} / ${canvas.height}`;
+      screen.classList.add("sized");
+    }
+  };
+  new MutationObserver(fit).observe(screen, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ["width", "height"],
+  });
+  fit();
+}
+
 function connectVnc() {
   const screen = document.getElementById("vnc-screen");
   if (!screen || rfb || !vmRunning()) return;
   setStatus("vnc-status", "connecting…");
   rfb = new RFB(screen, wsUrl(screen.dataset.vncUrl), { wsProtocols: ["binary"] });
   rfb.scaleViewport = true;
+  followGuestAspect(screen);
   rfb.addEventListener("connect", () => setStatus("vnc-status", "connected"));
   rfb.addEventListener("disconnect", (e) => {
     setStatus("vnc-status", e.detail.clean ? "disconnected" : "connection lost");
@@ -73,6 +91,9 @@ function connectSerial() {
     term.loadAddon(fit);
     term.open(box);
     fit.fit();
+    // A window made narrower (a phone turned, a resized window) refits the terminal: it
+    // kept its first width and pushed the page sideways.
+    new ResizeObserver(() => { if (box.clientWidth) fit.fit(); }).observe(box);
     term.onData((d) => { if (serial && serial.readyState === 1) serial.send(new TextEncoder().encode(d)); });
   }
   setStatus("serial-status", "connecting…");
