@@ -10,5 +10,11 @@ from kvmmanager.services.manager import Manager
 from kvmmanager.web import install
 
 
-def create_app(settings: Settings | None = None, *, manager: Manager | None = None) -> FastAPI:
-    return install(create_api_app(settings, manager=manager))
+def create_app(
+    settings: Settings | None = None,
+    *,
+    manager: Manager | None = None,
+    warm_routes: bool = False,
+) -> FastAPI:
+    """`warm_routes`: see `kvmmanager.api.app.create_app` (`serve` turns it on)."""
+    return install(create_api_app(settings, manager=manager, warm_routes=warm_routes))

@@ -45,7 +45,8 @@ def serve(
     manager.engine.dispose()
     try:
         uvicorn.run(
-            create_app(settings),
+            # Every route's request state is built before the server listens.
+            create_app(settings, warm_routes=True),
             host=settings.server.host,
             port=settings.server.port,
             log_level=settings.log_level.lower(),
