@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import libvirt
 import pytest
 
@@ -136,3 +138,100 @@ def test_a_vserport_change_wins_over_a_stale_channel_state():
     assert readers._with_port_state(info, xml, "channel9", True) == info
     for bad in (None, "not json", '{"id": 3, "open": true}', {"id": "channel0"}):
         assert readers.vserport_details(bad) is None
+
+
+class _Counting:
+    """A real libvirt object whose method calls are counted by name (a spy over the real
+    test driver, not a stand-in): domains handed out are wrapped too."""
+
+    def __init__(self, real, calls):
+        self._real, self._calls = real, calls
+
+    def __getattr__(self, name):
+        attr = getattr(self._real, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self._calls[name] = self._calls.get(name, 0) + 1
+            out = attr(*args, **kwargs)
+            if name == "listAllDomains":
+                return [_Counting(d, self._calls) for d in out]
+            if name == "getAllDomainStats":
+                return [(_Counting(d, self._calls), s) for d, s in out]
+            return out
+
+        return call
+
+
+def _fleet_of_states(conn):
+    """The fixture's two domains plus a paused one, a shut-off autostart one and a
+    transient one: every live fact differs somewhere."""
+    web = conn.lookupByName("kvmm-t-host-web")
+    db = conn.lookupByName("kvmm-t-host-db")
+    db.destroy()
+    db.setAutostart(1)
+    xml = web.XMLDesc(0)
+    for i, name in enumerate(("kvmm-t-host-paused", "kvmm-t-host-transient")):
+        model = Domain.from_xml(xml)
+        model.name, model.uuid = name, f"11111111-2222-3333-4444-0000000000a{i}"
+        if name.endswith("transient"):
+            conn.createXML(model.to_xml(), 0)
+        else:
+            conn.defineXML(model.to_xml()).create()
+            conn.lookupByName(name).suspend()
+
+
+def test_the_full_listing_reads_live_facts_in_bulk_and_agrees_with_one_by_one(conn):
+    """read_all takes state, persistence and autostart of every domain from three calls
+    (issue 19 item 4: 4-5 calls per domain before, each a round trip on a remote host),
+    and its records are those of the one-by-one reader."""
+    _fleet_of_states(conn)
+
+    def record(d):  # when it was read aside
+        return dataclasses.replace(d, updated_at=0.0)
+
+    one_by_one = {
+        d.UUIDString(): record(readers.read_domain("h", d)) for d in conn.listAllDomains(0)
+    }
+    calls: dict[str, int] = {}
+    snap = readers.read_all("h", _Counting(conn, calls))
+    assert {d.uuid: record(d) for d in snap.domains} == one_by_one
+    by_name = {d.name: d for d in snap.domains}
+    assert (by_name["kvmm-t-host-db"].state, by_name["kvmm-t-host-db"].autostart) == (
+        "shutoff",
+        True,
+    )
+    assert (by_name["kvmm-t-host-paused"].state, by_name["kvmm-t-host-paused"].state_reason) == (
+        "paused",
+        "user",
+    )
+    assert by_name["kvmm-t-host-transient"].persistent is False
+    assert calls["getAllDomainStats"] == 1
+    assert calls["listAllDomains"] == 3  # all, persistent, autostart
+    assert calls["XMLDesc"] == len(one_by_one)  # one per domain
+    # No per-domain state, persistence or autostart call. The test driver reports no
+    # balloon or vCPU stats, so its 3 running or paused domains still read their counters.
+    assert {k: calls.get(k, 0) for k in ("state", "isPersistent", "autostart", "info")} == {
+        "state": 0,
+        "isPersistent": 0,
+        "autostart": 0,
+        "info": 3,
+    }
+
+
+def test_counters_from_the_bulk_stats_are_used_when_the_driver_reports_them(conn):
+    """QEMU reports balloon and vCPU counts in the bulk stats: then no `info()` call."""
+    dom = conn.lookupByName("kvmm-t-host-web")
+    facts = readers.LiveFacts(
+        state=libvirt.VIR_DOMAIN_RUNNING,
+        reason=1,
+        persistent=True,
+        autostart=False,
+        counters=(4 * 1024 * 1024, 3 * 1024 * 1024, 3),
+    )
+    calls: dict[str, int] = {}
+    info = readers.domain_info("h", _Counting(dom, calls), facts)
+    assert (info.max_memory_kib, info.memory_kib, info.vcpus) == (4194304, 3145728, 3)
+    assert (info.state, info.state_reason) == ("running", "booted")
+    assert "info" not in calls
