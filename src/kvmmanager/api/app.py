@@ -25,6 +25,7 @@ from kvmmanager.api.docs import SPEC_URL, install_docs
 from kvmmanager.api.input_text import reject_unencodable_text
 from kvmmanager.core.config import Settings, get_settings
 from kvmmanager.services.manager import Manager
+from kvmmanager.virt.preopen import AheadOpens
 
 
 def router_modules() -> list[str]:
@@ -51,12 +52,14 @@ def create_app(
     *,
     manager: Manager | None = None,
     warm_routes: bool = False,
+    ahead: AheadOpens | None = None,
 ) -> FastAPI:
     """Build the app. With `manager`, the caller owns its start/stop (tests).
 
     `warm_routes` (what `serve` asks for): the lifespan builds every route's request
     state before the server listens, so no request pays it. Tests leave it off: most
-    build an app for a few requests, which then build only the routes they walk past."""
+    build an app for a few requests, which then build only the routes they walk past.
+    `ahead`: the hosts' first connections, begun before the app was built (`serve`)."""
     settings = settings or (manager.settings if manager else get_settings())
 
     async def warm(app: FastAPI) -> None:
@@ -71,7 +74,7 @@ def create_app(
             await warm(app)
             yield
             return
-        own = Manager(settings)
+        own = Manager(settings, ahead=ahead)
         app.state.manager = own
         # The Manager first: its hosts start opening (libvirt's open runs in C, without
         # the GIL) while the routes are built.

@@ -49,6 +49,7 @@ from kvmmanager.services.vms.spice import SpiceService
 from kvmmanager.virt.connection import ensure_event_loop
 from kvmmanager.virt.events import EventBus
 from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.preopen import AheadOpens
 from kvmmanager.virt.registry import HostRegistry
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,16 @@ def _service(module: str, cls: str) -> Any:
 
 
 class Manager:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, ahead: AheadOpens | None = None
+    ) -> None:
+        """`ahead`: the hosts' first connections, begun by `serve` (virt/preopen.py)."""
         self.settings = settings or get_settings()
         self.engine = make_engine(self.settings.database_url)
         self.db = make_session_factory(self.engine)
         self.bus = EventBus()
         self.inventory = Inventory(self.bus)
-        self.registry = HostRegistry(self.settings.libvirt, self.bus, self.inventory)
+        self.registry = HostRegistry(self.settings.libvirt, self.bus, self.inventory, ahead)
         # The core services, each given only what it uses. What they need of services
         # built later (lease, instances, storage, snapshots) they reach through callbacks
         # read at call time: those services sit above them.
@@ -298,14 +302,18 @@ class Manager:
         ensure_event_loop()
         for attr in EAGER_SERVICES:
             getattr(self, attr)
-        for name, uri in await asyncio.to_thread(self._host_rows):
+        started: list[str] = []
+        for name, uri in await asyncio.to_thread(self.host_rows):
             try:
                 # A row stored before the URI allow-list existed is not connected to.
                 self.hosts.check_uri(uri)
                 await self.registry.add(name, uri)
+                started.append(uri)
             except KvmmError as e:
                 # One bad row must not keep the manager (and every other host) down.
                 log.error("host %s (%s) not started: %s", name, uri, e.message)
+        if self.registry.ahead is not None:
+            self.registry.ahead.discard_except(started)
         self.helper_sweep = self.loop.create_task(
             Sweeper(
                 registry=self.registry,
@@ -352,7 +360,8 @@ class Manager:
         self.release_database()
         self.started = False
 
-    def _host_rows(self) -> list[tuple[str, str]]:
+    def host_rows(self) -> list[tuple[str, str]]:
+        """(name, URI) of the stored hosts; the default URI as `local` when none is."""
         with self.db.begin() as s:
             rows = list(s.execute(select(Host.name, Host.uri).order_by(Host.id)))
             if not rows:

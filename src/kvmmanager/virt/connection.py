@@ -54,6 +54,7 @@ from kvmmanager.virt.events import Event, EventBus
 from kvmmanager.virt.heartbeat import NOT_RESPONDING, Heartbeat
 from kvmmanager.virt.host_events import HostEvents, Serializer
 from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.preopen import AheadOpens
 from kvmmanager.virt.session import is_remote_uri, prepare_uri
 
 __all__ = [
@@ -82,9 +83,12 @@ class HostConnection(Heartbeat, HostEvents):
         bus: EventBus,
         inventory: Inventory,
         settings: Settings | LibvirtSettings,
+        ahead: AheadOpens | None = None,
     ) -> None:
         self.name = name
         self.uri = uri
+        # `serve` may have begun this host's first open already (virt/preopen.py).
+        self.ahead = ahead
         self.bus = bus
         self.inventory = inventory
         self.settings: LibvirtSettings = (
@@ -505,7 +509,9 @@ class HostConnection(Heartbeat, HostEvents):
             loop.call_soon_threadsafe(mark)
 
     def _open_and_attach(self, gen: int) -> libvirt.virConnect:
-        conn = session.open_uri(self.uri)
+        conn = self.ahead.take(self.uri) if self.ahead is not None else None
+        if conn is None:
+            conn = session.open_uri(self.uri)
         sinks = session.Sinks(
             domain=self._dispatch_domain(gen),
             pool=self._dispatch_pool(gen),

@@ -14,6 +14,7 @@ from kvmmanager.core.errors import Conflict, HostUnavailable, InvalidInput, NotF
 from kvmmanager.virt.connection import HostConnection
 from kvmmanager.virt.events import EventBus
 from kvmmanager.virt.inventory import DomainInfo, Inventory
+from kvmmanager.virt.preopen import AheadOpens
 
 HOST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_URI_LENGTH = 1024
@@ -47,11 +48,17 @@ def validate_uri(uri: str) -> str:
 
 class HostRegistry:
     def __init__(
-        self, settings: LibvirtSettings | Settings, bus: EventBus, inventory: Inventory
+        self,
+        settings: LibvirtSettings | Settings,
+        bus: EventBus,
+        inventory: Inventory,
+        ahead: AheadOpens | None = None,
     ) -> None:
         self.settings = settings.libvirt if isinstance(settings, Settings) else settings
         self.bus = bus
         self.inventory = inventory
+        # Connections `serve` began opening before the Manager started (virt/preopen.py).
+        self.ahead = ahead
         self._hosts: dict[str, HostConnection] = {}
 
     async def add(self, name: str, uri: str) -> HostConnection:
@@ -60,7 +67,7 @@ class HostRegistry:
         validate_uri(uri)
         if name in self._hosts:
             raise Conflict(f"host '{name}' already exists", field="name")
-        host = HostConnection(name, uri, self.bus, self.inventory, self.settings)
+        host = HostConnection(name, uri, self.bus, self.inventory, self.settings, self.ahead)
         self._hosts[name] = host
         await host.start()
         return host

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 from kvmmanager.core.config import get_settings
+from kvmmanager.core.errors import InvalidInput
 from kvmmanager.core.logs import logging_config
+from kvmmanager.virt.preopen import AheadOpens
 
 
 def serve(
@@ -38,6 +42,15 @@ def serve(
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     url = settings.server.base_url or f"http://{shown_host}:{settings.server.port}"
+    # The stored hosts start opening now, while the web app is built (their opens are
+    # mostly C without the GIL; the app's build is Python): virt/preopen.py. Only URIs the
+    # allow-list accepts, as the Manager's start checks them.
+    uris: list[str] = []
+    for _name, uri in manager.host_rows():
+        with contextlib.suppress(InvalidInput):  # the Manager's start logs it, leaves it out
+            uris.append(manager.hosts.check_uri(uri))
+    ahead = AheadOpens()
+    ahead.start(uris)
     pw_file = manager.users.initial_password_file()
     print(f"kvm-manager: serving on {url}", flush=True)
     if pw_file.exists():
@@ -46,7 +59,7 @@ def serve(
     try:
         uvicorn.run(
             # Every route's request state is built before the server listens.
-            create_app(settings, warm_routes=True),
+            create_app(settings, warm_routes=True, ahead=ahead),
             host=settings.server.host,
             port=settings.server.port,
             log_level=settings.log_level.lower(),
