@@ -35,6 +35,7 @@ import collections
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -51,7 +52,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # bench/ (common, server) and the repo (tests.*)
 
-from common import Row, table  # noqa: E402
+from common import Row, ratio, table  # noqa: E402
 from server import free_port, server_env  # noqa: E402
 from testdriver import uri, write_node  # noqa: E402
 
@@ -85,6 +86,7 @@ class ProcCounts:
     rss_mb: float
     fds: int
     tcp: int
+    cpu_s: float  # user + system CPU of the process so far (load stretches wall time, not this)
 
     @classmethod
     def of(cls, pid: int) -> ProcCounts:
@@ -92,11 +94,15 @@ class ProcCounts:
         fields = dict(line.split(":", 1) for line in status if ":" in line)
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
         tcp = sum(1 for fd in fds if _is_socket(fd))
+        # utime and stime, fields 14 and 15 of stat (after the parenthesised name).
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
         return cls(
             threads=int(fields["Threads"].strip()),
             rss_mb=int(fields["VmRSS"].split()[0]) / 1024,
             fds=len(fds),
             tcp=tcp,
+            cpu_s=(int(stat[11]) + int(stat[12])) / ticks,
         )
 
 
@@ -166,6 +172,7 @@ class FleetServer:
         self.token = ""
         self.env: dict[str, str] = {}
         self.not_current = 0
+        self.first_answer: float | None = None  # perf_counter of the first API answer
 
     @property
     def headers(self) -> dict[str, str]:
@@ -205,6 +212,7 @@ class FleetServer:
 
     def start(self) -> float:
         """Start `kvm-manager serve`; returns the perf_counter of the start."""
+        self.first_answer = None
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [
@@ -235,6 +243,8 @@ class FleetServer:
             rows = self.host_rows()
         except (httpx.TransportError, httpx.HTTPStatusError):
             return False
+        if self.first_answer is None:
+            self.first_answer = time.perf_counter()
         return (
             len(rows) == len(self.hosts)
             and all(r["status"] == "connected" for r in rows)
@@ -374,27 +384,83 @@ def fleet(
         daemons.stop()
 
 
+def virsh_listing(hosts: list[FleetHost]) -> tuple[float, float, int]:
+    """The peer: `virsh -c <URI> list --all --name` for every host in turn, as a script
+    over the same URIs would (each opens its host: the test driver parses its file in
+    virsh's process as it does in ours). Returns (seconds, CPU seconds of the virsh
+    processes, domains listed)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    listed = 0
+    for h in hosts:
+        out = subprocess.run(
+            ["virsh", "-c", h.uri, "list", "--all", "--name"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout
+        listed += sum(1 for line in out.splitlines() if line.strip())
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return seconds, cpu, listed
+
+
+def list_page(srv: FleetServer) -> bool:
+    """The VM list page a user opens first (page 1 of 100 rows): correct when its pager
+    counts every VM of the fleet."""
+    r = httpx.get(f"{srv.url}/vms", headers=srv.headers, timeout=120)
+    r.raise_for_status()
+    return f"of {srv.expect} VMs \u00b7 page 1 of" in r.text
+
+
 def cold_start(srv: FleetServer, label: str) -> list[Row]:
     t0 = srv.start()
     srv.wait_complete()
     seconds = time.perf_counter() - t0
+    cpu_at_complete = srv.counts().cpu_s
+    listening = srv.first_answer - t0 if srv.first_answer is not None else float("nan")
+    page_ok = list_page(srv)
+    page_s = time.perf_counter() - t0
     names = srv.vm_names()
+    api_s = time.perf_counter() - t0
     correct = len(names) == srv.expect
     counts = srv.counts()
+    load = _load()
+    peer_s, peer_cpu, peer_n = virsh_listing(srv.hosts)
     rows = [
         Row(
             "fleet cold start",
-            f"{label}: `kvm-manager serve` -> every host connected, all VMs listed "
-            f"(load {_load()})",
+            f"{label}: `kvm-manager serve` -> its API answers (load {load})",
+            f"{listening:.1f} s",
+        ),
+        Row(
+            "fleet cold start",
+            f"{label}: `kvm-manager serve` -> every host connected, all VMs listed; peer: "
+            f"`virsh list --all` over the same URIs, one after another ({peer_n} listed)",
             f"{seconds:.1f} s",
-            "",
-            "",
+            f"{peer_s:.1f} s",
+            ratio(seconds, peer_s),
             "<= 10 s (5,000 VMs, 1 host), <= 20 s (10,000 VMs, 100 hosts)",
         ),
         Row(
             "fleet cold start",
-            f"{label}: GET /api/vms after it: distinct (host, name); hosts_not_current",
-            f"{len(names)} of {srv.expect}"
+            f"{label}: CPU of the manager's process (user + system) up to that point; "
+            "peer: of the virsh processes",
+            f"{cpu_at_complete:.1f} s",
+            f"{peer_cpu:.1f} s",
+            ratio(cpu_at_complete, peer_cpu),
+        ),
+        Row(
+            "fleet cold start",
+            f"{label}: -> then the first VM list page (/vms, 100 rows) counting every VM",
+            f"{page_s:.1f} s" + ("" if page_ok else " (INCOMPLETE)"),
+        ),
+        Row(
+            "fleet cold start",
+            f"{label}: -> then GET /api/vms: distinct (host, name); hosts_not_current",
+            f"{api_s:.1f} s: {len(names)} of {srv.expect}"
             + ("" if correct else " (INCOMPLETE)")
             + f"; {srv.not_current}",
         ),
