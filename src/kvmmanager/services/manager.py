@@ -39,6 +39,7 @@ from kvmmanager.services.metrics.service import MetricsService
 from kvmmanager.services.migration import MigrationService
 from kvmmanager.services.networks.port_forwards import PortForwardService
 from kvmmanager.services.networks.service import NetworkService
+from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.users.audit import AuditService
 from kvmmanager.services.users.ownership import OwnershipService
 from kvmmanager.services.users.service import UserService
@@ -143,8 +144,8 @@ class Manager:
         )
 
     @cached_property
-    def storage(self) -> Any:
-        return _service("storage.service", "StorageService")(self)
+    def storage(self) -> StorageService:
+        return StorageService(self.inventory, self.registry, self.ownership, self.jobs)
 
     @cached_property
     def networks(self) -> NetworkService:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,19 +27,24 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from kvmmanager.core.config import Settings
-from kvmmanager.core.errors import HostUnavailable, NotFound
+from kvmmanager.core.errors import HostUnavailable, NotFound, Unsupported
 from kvmmanager.iso import agent_version
 from kvmmanager.iso.locator import IsoLocation, locate_iso, require_iso
 from kvmmanager.iso.volume_names import volume_name, volume_version
 from kvmmanager.services.guest.install import AgentInstallService, InstallResult
+from kvmmanager.services.jobs.service import JobProgress
 from kvmmanager.services.storage import transfer
+from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.storage.specs import PoolSpec
+from kvmmanager.services.users.service import Principal
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.events import EventBus
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.volume import Volume
 
 if TYPE_CHECKING:
-    from kvmmanager.services.jobs.service import JobProgress
     from kvmmanager.services.manager import Manager
 
 # Pools deploy may create when missing: name -> directory. Any other pool must exist.
@@ -371,23 +377,45 @@ class IsoService:
         return st
 
 
+class _NoOwners:
+    """No database here (the package's postinst, `agent-iso deploy --local`): the agent
+    ISO volumes are the manager's own, recorded to no user, so there is nothing to drop."""
+
+    def record_new_volume(
+        self, principal: Principal | None, host: str, pool: str, volume: str
+    ) -> None:
+        return None
+
+    def forget_volume(self, host: str, pool: str, volume: str) -> None:
+        return None
+
+
+class _NoJobs:
+    """No job runner here: the local deploy runs in the foreground and starts no job."""
+
+    def start(
+        self,
+        kind: str,
+        target: str,
+        fn: Callable[[JobProgress], Any],
+        user: Any = None,
+        *,
+        host: str = "",
+    ) -> str:
+        raise Unsupported(f"{kind} needs the manager's job runner (not in a local deploy)")
+
+
 class _LocalContext:
     """Just enough of a Manager for IsoService without the database or a server: one
     host connection, its inventory (who uses which volume) and the storage service."""
 
     def __init__(self, settings: Settings) -> None:
-        from kvmmanager.services.storage.service import StorageService
-        from kvmmanager.virt.events import EventBus
-        from kvmmanager.virt.inventory import Inventory
-        from kvmmanager.virt.registry import HostRegistry
-
         self.settings = settings
         self.bus = EventBus()
         self.inventory = Inventory(self.bus)
         self.registry = HostRegistry(settings.libvirt, self.bus, self.inventory)
-        # A stand-in for the Manager with only what StorageService and IsoService use;
-        # until services take just their parts (issue 18) mypy sees the wrong type.
-        self.storage = StorageService(self)  # type: ignore[arg-type]
+        # IsoService still takes a Manager (issue 18): this stands in for it.
+        self.storage = StorageService(self.inventory, self.registry, _NoOwners(), _NoJobs())
 
 
 async def deploy_local(

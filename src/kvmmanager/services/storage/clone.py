@@ -85,7 +85,7 @@ async def start_clone(
         # Should the server die mid-copy, the next start deletes the half-made clone.
         progress.undo_on_interrupt("delete_volume", host=host, pool=dest_pool, volume=new_name)
         # The copy is the cloner's before it exists (services/users/ownership.py).
-        storage._m.ownership.record_new_volume(
+        storage.ownership.record_new_volume(
             user if isinstance(user, Principal) else None, host, dest_pool, new_name
         )
         task = asyncio.ensure_future(storage._call(host, create, kind="job"))
@@ -104,7 +104,7 @@ async def start_clone(
         details.used_by = storage.volume_path_in_use_by(host, details.path)
         return details.to_dict()
 
-    return storage._m.jobs.start("volume.clone", f"{host}/{pool}/{name}", run, user, host=host)
+    return storage.jobs.start("volume.clone", f"{host}/{pool}/{name}", run, user, host=host)
 
 
 async def _discard(

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services.storage import clone as storage_clone
 from kvmmanager.services.storage import transfer
+from kvmmanager.services.storage.calls import JobStarter, VolumeOwners
 from kvmmanager.services.storage.specs import (
     PoolSpec,
     VolumeSpec,
@@ -44,10 +45,11 @@ from kvmmanager.services.storage.xml import (
 )
 from kvmmanager.virt import readers
 from kvmmanager.virt.calls import CallKind, op_name
-from kvmmanager.virt.inventory import PoolInfo
+from kvmmanager.virt.connection import HostConnection
+from kvmmanager.virt.inventory import Inventory, PoolInfo
+from kvmmanager.virt.registry import HostRegistry
 
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+T = TypeVar("T")
 
 _RUNNING_VM_STATES = frozenset({"running", "paused", "blocked", "pmsuspended", "crashed"})
 # How often a clone job reads the new volume's allocation to report progress.
@@ -55,17 +57,26 @@ CLONE_POLL_SECONDS = 0.5
 
 
 class StorageService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
+    def __init__(
+        self,
+        inventory: Inventory,
+        registry: HostRegistry,
+        ownership: VolumeOwners,
+        jobs: JobStarter,
+    ) -> None:
+        self.inventory = inventory
+        self.registry = registry
+        self.ownership = ownership
+        self.jobs = jobs
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _host(self, host: str) -> Any:
-        return self._m.registry.get(host)
+    def _host(self, host: str) -> HostConnection:
+        return self.registry.get(host)
 
     async def _call(
-        self, host: str, fn: Callable[..., Any], *args: Any, kind: CallKind | None = None
-    ) -> Any:
+        self, host: str, fn: Callable[..., T], *args: Any, kind: CallKind | None = None
+    ) -> T:
         """Run `fn(conn, *args)` on the host's worker threads (within `kind`'s deadline)."""
         h = self._host(host)
         return await h.run(lambda: fn(h.conn, *args), kind=kind, op=op_name(fn))
@@ -86,7 +97,7 @@ class StorageService:
 
         info = await h.run(op, kind="read", op=f"re-read pool '{name}'")
         if info is not None:
-            self._m.inventory.put_pool(info)
+            self.inventory.put_pool(info)
 
     # -- who uses what -------------------------------------------------------------------
 
@@ -104,7 +115,7 @@ class StorageService:
         pool/volume pair, for `<disk type='volume'>`). `exclude` skips one VM (by name or
         uuid), e.g. the VM being deleted."""
         users = []
-        for dom in self._m.inventory.domains(host):
+        for dom in self.inventory.domains(host):
             if exclude is not None and exclude in (dom.name, dom.uuid):
                 continue
             if running_only and dom.state not in _RUNNING_VM_STATES:
@@ -132,7 +143,7 @@ class StorageService:
     ) -> list[str]:
         """VMs with a disk in `pool` (by name), on any of `paths`, or under `prefix`."""
         users = set()
-        for dom in self._m.inventory.domains(host):
+        for dom in self.inventory.domains(host):
             if running_only and dom.state not in _RUNNING_VM_STATES:
                 continue
             for disk in dom.disks:
@@ -349,7 +360,7 @@ class StorageService:
         # is short, and a frozen host must fail the job, not hang it.
         await self._call(host, op, kind="lifecycle")
         # A later volume of this name is not the deleted one's owner's.
-        self._m.ownership.forget_volume(host, pool, name)
+        self.ownership.forget_volume(host, pool, name)
         await self.sync_pool(host, pool)
 
     async def resize_volume(

@@ -397,7 +397,7 @@ async def _forget_if_gone(storage: StorageCalls, host: str, pool: str, name: str
             host, lambda conn: volume_exists(active_pool(conn, pool), name), kind="read"
         )
         if not exists:
-            storage._m.ownership.forget_volume(host, pool, name)
+            storage.ownership.forget_volume(host, pool, name)
 
 
 async def open_volume_download(
