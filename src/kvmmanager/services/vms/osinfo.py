@@ -7,7 +7,13 @@ few lookups. What libosinfo adds on top is followed here: an OS inherits the dev
 firmware of the OS it derives from or clones, and its own entries win (`supported="false"`
 takes a parent's device or firmware away).
 
-`search` finds OSes by name or short id; `defaults` turns one OS's entry into the create
+The database is read from libosinfo's three places, later ones winning for the same OS:
+the system's (osinfo-db), the local one (/etc/osinfo, where `osinfo-db-import --local`
+puts a newer release of the database) and the user's. A distribution's osinfo-db lags
+behind the OSes released after it (Debian 12's knows no Debian 12): `nearest` says so and
+offers the newest of the family the query names, and a generic Linux.
+
+`search` finds OSes by name, short id or codename; `defaults` turns one OS's entry into the create
 form's values (memory, vCPUs, disk size, disk bus, NIC model, firmware), each with the
 reason a person is shown. Without osinfo-db, `available()` is False and the create flow
 says so.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -37,6 +44,10 @@ LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 ISO_FIELDS = ("volume-id", "system-id", "publisher-id", "application-id")
 # Where Debian's osinfo-db puts it; OSINFO_SYSTEM_DIR is libosinfo's own override.
 DEFAULT_DIR = "/usr/share/osinfo"
+# libosinfo's local database (OSINFO_LOCAL_DIR overrides it): `osinfo-db-import --local`.
+LOCAL_DIR = "/etc/osinfo"
+# What a person picks for a Linux the database does not know (libosinfo's generic entries).
+GENERIC_PREFIX = "linux20"
 # A system package's data, but parsed as carefully as anything else.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
@@ -50,6 +61,16 @@ class OsChoice:
     # osinfo-db's id, a URI ("http://debian.org/debian/11"): what a domain's libosinfo
     # metadata names (virt/xml/libosinfo.py).
     os_id: str = ""
+    codename: str = ""  # "bullseye"
+
+
+@dataclass(frozen=True)
+class NotKnown:
+    """No OS matched a query: what the database is, and what to offer instead."""
+
+    db_version: str  # the newest VERSION of the databases read ("20221203")
+    family: list[OsChoice]  # the newest of the family the query names ("debian 12": Debian)
+    generic: list[OsChoice]  # the newest generic Linux
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,7 @@ class OsEntry:
 class Database:
     oses: dict[str, OsEntry]  # by os id
     device_names: dict[str, str]  # device id -> name ("virtio-block")
+    version: str = ""
 
 
 def _text(el: etree._Element, tag: str) -> str:
@@ -165,6 +187,7 @@ def _entry(os_el: etree._Element) -> OsEntry | None:
             vendor=_text(os_el, "vendor"),
             released=_text(os_el, "release-date"),
             os_id=os_el.get("id", ""),
+            codename=_text(os_el, "codename"),
         ),
         parents=[
             p.get("id", "")
@@ -179,27 +202,43 @@ def _entry(os_el: etree._Element) -> OsEntry | None:
     )
 
 
+def _roots() -> list[Path]:
+    """libosinfo's database folders in its order (system, local, user): a later one's
+    entry for the same OS wins."""
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [
+        Path(os.environ.get("OSINFO_SYSTEM_DIR") or DEFAULT_DIR),
+        Path(os.environ.get("OSINFO_LOCAL_DIR") or LOCAL_DIR),
+        Path(os.environ.get("OSINFO_USER_DIR") or config / "osinfo"),
+    ]
+
+
 @functools.cache
 def _db() -> Database:
-    root = Path(os.environ.get("OSINFO_SYSTEM_DIR") or DEFAULT_DIR)
-    if not (root / "os").is_dir():
+    roots = [root for root in _roots() if (root / "os").is_dir()]
+    if not roots:
         raise Unsupported(
-            f"osinfo-db is not installed here (no {root / 'os'}): install Debian's osinfo-db "
-            "(scripts/setup does)",
+            f"osinfo-db is not installed here (no {_roots()[0] / 'os'}): install Debian's "
+            "osinfo-db (scripts/setup does)",
             field="os",
         )
     oses: dict[str, OsEntry] = {}
-    for path in sorted((root / "os").rglob("*.xml")):
-        for os_el in etree.parse(str(path), _PARSER).getroot().findall("os"):
-            entry = _entry(os_el)
-            if entry is not None and os_el.get("id"):
-                oses[os_el.get("id", "")] = entry
     names: dict[str, str] = {}
-    for path in sorted((root / "device").rglob("*.xml")):
-        for dev in etree.parse(str(path), _PARSER).getroot().findall("device"):
-            if dev.get("id"):
-                names[dev.get("id", "")] = _text(dev, "name")
-    return Database(oses=oses, device_names=names)
+    versions: list[str] = []
+    for root in roots:
+        for path in sorted((root / "os").rglob("*.xml")):
+            for os_el in etree.parse(str(path), _PARSER).getroot().findall("os"):
+                entry = _entry(os_el)
+                if entry is not None and os_el.get("id"):
+                    oses[os_el.get("id", "")] = entry
+        for path in sorted((root / "device").rglob("*.xml")):
+            for dev in etree.parse(str(path), _PARSER).getroot().findall("device"):
+                if dev.get("id"):
+                    names[dev.get("id", "")] = _text(dev, "name")
+        version = root / "VERSION"
+        if version.is_file():
+            versions.append(version.read_text(errors="replace").strip()[:32])
+    return Database(oses=oses, device_names=names, version=max(versions, default=""))
 
 
 def entries() -> dict[str, OsEntry]:
@@ -250,16 +289,27 @@ def _inherited(os_id: str, pick: str, seen: frozenset[str] = frozenset()) -> dic
 
 
 def search(query: str, limit: int = MAX_RESULTS) -> list[OsChoice]:
-    """OSes whose name, short id or vendor holds every word of `query` (any case)."""
+    """OSes whose name, short id, codename or vendor holds every word of `query` (any
+    case)."""
     words = query.strip().lower()[:MAX_QUERY].split()
     found = []
     for choice, _ in _all():
-        text = f"{choice.name} {choice.short_id} {choice.vendor}".lower()
+        text = f"{choice.name} {choice.short_id} {choice.codename} {choice.vendor}".lower()
         if all(w in text for w in words):
             found.append(choice)
             if len(found) >= limit:
                 break
     return found
+
+
+def nearest(query: str, limit: int = 3) -> NotKnown:
+    """For a query that found nothing ("debian 12", "debian12", "bookworm"): the newest
+    OSes of the family its words name without their version ("debian"), and the newest
+    generic Linux."""
+    words = re.findall(r"[a-z]+", query.strip().lower()[:MAX_QUERY])
+    family = search(" ".join(words), limit) if words else []
+    generic = [c for c, _ in _all() if c.short_id.startswith(GENERIC_PREFIX)][:1]
+    return NotKnown(db_version=_db().version, family=family, generic=generic)
 
 
 def by_id(os_id: str) -> OsChoice | None:

@@ -19,11 +19,16 @@ router = APIRouter(include_in_schema=False)
 async def os_search(
     request: Request, os_query: str = "", _user: Principal = Depends(require_role("operator"))
 ) -> HTMLResponse:
+    nearest = None
     try:
         found, error = osinfo.search(os_query), None
+        if not found and os_query.strip():
+            nearest = osinfo.nearest(os_query)
     except KvmmError as e:
         found, error = [], e.message
-    return render(request, "vms/_os_results.html", found=found, query=os_query, error=error)
+    return render(
+        request, "vms/_os_results.html", found=found, query=os_query, error=error, nearest=nearest
+    )
 
 
 @router.get("/vms/new/os-defaults", name="web.vm_new_os_defaults", response_class=HTMLResponse)

@@ -46,3 +46,56 @@ def test_an_os_inherits_what_the_os_it_derives_from_says() -> None:
     assert (linux.memory_mib, linux.disk_gib) == (4096, 25)
     assert "what osinfo-db recommends" in linux.reasons[0]
     assert (linux.disk_bus, linux.nic_model) == ("virtio", "virtio")
+
+
+def test_a_query_for_an_os_newer_than_the_database_gets_its_family() -> None:
+    """Debian 12's own osinfo-db (20221130) has no Debian 12: "debian 12", "debian12"
+    and "bookworm" found nothing and nothing was offered. Now the newest Debian it knows
+    comes first for the first two, and the newest generic Linux for all three."""
+    for query in ("debian 12", "debian12", "bookworm"):
+        if osinfo.search(query):
+            pytest.skip(f"this host's osinfo-db knows {query!r}")
+        near = osinfo.nearest(query)
+        assert near.db_version, "the database's VERSION"
+        assert [c.short_id for c in near.generic] == ["linux2022"]
+        if query != "bookworm":
+            assert near.family and near.family[0].short_id == "debian11", near.family
+    assert [c.short_id for c in osinfo.search("bullseye")] == ["debian11"]  # by codename
+
+
+DEBIAN12 = """<libosinfo version="0.0.1">
+  <os id="http://debian.org/debian/12">
+    <short-id>debian12</short-id>
+    <name>Debian 12</name>
+    <vendor>Debian Project</vendor>
+    <codename>bookworm</codename>
+    <release-date>2023-06-10</release-date>
+    <derives-from id="http://debian.org/debian/11"/>
+  </os>
+</libosinfo>
+"""
+
+
+def test_a_newer_database_in_the_local_folder_adds_its_oses(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `osinfo-db-import --local` installs (/etc/osinfo, as libosinfo reads it)
+    is read over the system's database: Debian 12 is found by name, short id and codename,
+    and inherits Debian 11's devices."""
+    local = tmp_path / "osinfo"  # type: ignore[operator]
+    (local / "os" / "debian.org").mkdir(parents=True)
+    (local / "os" / "debian.org" / "debian-12.xml").write_text(DEBIAN12)
+    (local / "VERSION").write_text("20991231")
+    monkeypatch.setenv("OSINFO_LOCAL_DIR", str(local))
+    forget = (osinfo._db.cache_clear, osinfo._all.cache_clear)
+    for clear in forget:
+        clear()
+    try:
+        for query in ("debian 12", "debian12", "bookworm"):
+            assert [c.short_id for c in osinfo.search(query)] == ["debian12"], query
+        assert osinfo.nearest("debian 13").db_version == "20991231"
+        assert osinfo.defaults("debian12").disk_bus == "virtio"
+    finally:
+        monkeypatch.undo()
+        for clear in forget:
+            clear()
