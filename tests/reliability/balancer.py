@@ -61,8 +61,11 @@ def start_instances(
                 KVMM_SERVER__TRUSTED_PROXIES='["127.0.0.1"]',
                 PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
             )
+            port = free_port()
+            # As `kvm-manager serve --port` sets it: the address the instance lists.
+            env["KVMM_SERVER__PORT"] = str(port)
             env.update(extra_env or {})
-            srv = ServerProcess(env, free_port())
+            srv = ServerProcess(env, port)
             made[name] = srv
             srv.start()
     except BaseException:

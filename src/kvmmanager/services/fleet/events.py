@@ -37,7 +37,9 @@ from kvmmanager.virt.events import Event
 log = logging.getLogger(__name__)
 
 CHANNEL = "kvmm_events"
-RELAYED_PREFIXES = ("job.", "alert.")
+# `instance.*`: an instance started, stopped, took or lost the lease, or beat (the
+# dashboard's instance list on every instance follows them).
+RELAYED_PREFIXES = ("job.", "alert.", "instance.")
 # `hosts.changed` and `alert_rules.changed`: the other instances re-read the host table
 # (services/hosts/service.py) or the alert rules (services/alerts/service.py) from the database.
 RELAYED_KINDS = frozenset({"schedule.run", "hosts.changed", "alert_rules.changed"})
@@ -134,10 +136,14 @@ class FleetEvents:
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
                     delay = 0.5
-                    while not self._stop.is_set():
+                    # What was queued before the stop is still sent (the stop's own
+                    # `instance.changed` is): the None put by aclose() ends the loop.
+                    while True:
                         try:
                             payload = self._outbox.get(timeout=0.5)
                         except queue.Empty:
+                            if self._stop.is_set():
+                                return
                             continue
                         if payload is None:
                             return

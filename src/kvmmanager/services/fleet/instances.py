@@ -6,6 +6,12 @@ it stops. The same beat takes or renews the singleton lease (services/fleet/leas
 listing says which instance runs the singleton work. An instance is listed as alive while
 its last heartbeat is younger than three beats (at least STALE_AFTER_SECONDS); rows
 older than FORGET_AFTER_SECONDS are removed by whichever instance beats next.
+
+Each instance also tells the event bus (and, through the fleet-event relay, every other
+instance's stream) about itself, so the dashboard's instance list follows without a
+reload: `instance.changed` when it starts, stops, takes or loses the lease, and
+`instance.heartbeat` at each beat. An instance killed with -9 sends nothing more: a reader
+sees its heartbeats stop (and, if it held the lease, the next holder's `instance.changed`).
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ from sqlalchemy import delete, select
 from kvmmanager import __version__
 from kvmmanager.db.fleet_models import Instance
 from kvmmanager.db.models import utcnow
+from kvmmanager.virt.events import Event
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 FORGET_AFTER_SECONDS = 24 * 3600.0
+
+INSTANCE_CHANGED = "instance.changed"  # data: {"what": started|stopped|lease_taken|lease_lost}
+INSTANCE_HEARTBEAT = "instance.heartbeat"
 
 
 def _process_exists(pid: int) -> bool:
@@ -63,6 +73,13 @@ class InstanceService:
         self.id = str(uuid.uuid4())
         self.heartbeat_seconds = float(manager.settings.fleet.heartbeat_seconds)
         self._task: asyncio.Task[None] | None = None
+        manager.lease.on_change(self._lease_changed)
+
+    def _publish(self, kind: str, what: str) -> None:
+        self.m.bus.publish(Event(kind=kind, host="", subject=self.id, data={"what": what}))
+
+    async def _lease_changed(self, held: bool) -> None:
+        self._publish(INSTANCE_CHANGED, "lease_taken" if held else "lease_lost")
 
     def _address(self) -> str:
         return str(self.m.address)
@@ -124,9 +141,14 @@ class InstanceService:
             )
         return [i for i, host, pid in rows if host != here or _process_exists(pid)]
 
+    @property
+    def stale_after_seconds(self) -> float:
+        """How long after its last heartbeat an instance is no longer listed as alive."""
+        return self._stale().total_seconds()
+
     def list(self) -> list[InstanceInfo]:
         now = utcnow()
-        stale = timedelta(seconds=max(STALE_AFTER_SECONDS, 3 * self.heartbeat_seconds))
+        stale = self._stale()
         with self.m.db.begin() as s:
             rows = list(s.scalars(select(Instance).order_by(Instance.started_at, Instance.id)))
         lease = self.m.lease.info()
@@ -151,6 +173,7 @@ class InstanceService:
         await asyncio.to_thread(self.register)
         # The first beat's lease attempt, now: a lone instance runs its singletons at once.
         await self.m.lease.renew()
+        self._publish(INSTANCE_CHANGED, "started")
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="kvmm-heartbeat")
 
     async def _loop(self) -> None:
@@ -160,6 +183,7 @@ class InstanceService:
             held = await self.m.lease.renew()
             try:
                 await asyncio.to_thread(self.beat)
+                self._publish(INSTANCE_HEARTBEAT, "beat")
                 if held:
                     # Singleton work: the jobs of instances that died are failed and undone.
                     swept = await asyncio.to_thread(self.m.jobs.sweep_gone)
@@ -186,3 +210,4 @@ class InstanceService:
             await asyncio.to_thread(leave)
         except Exception:
             log.exception("removing this instance's row failed")
+        self._publish(INSTANCE_CHANGED, "stopped")

@@ -299,8 +299,11 @@ class OwnershipService:
 def event_visible(principal: Principal, event: Event) -> bool:
     """Whether `principal` may see `event` on the live stream: the same rule as the REST
     reads. A job's events (`job.*`: target, progress, result) are its creator's, as
-    GET /api/jobs/{id} is; every other kind is about objects every role may read (VMs,
+    GET /api/jobs/{id} is; the manager instances' events (`instance.*`) are admins', as
+    GET /api/instances is; every other kind is about objects every role may read (VMs,
     hosts, pools, networks, schedules and their runs, alerts)."""
     if event.kind.startswith("job."):
         return may_act(principal, event.data.get("created_by"))
+    if event.kind.startswith("instance."):
+        return principal.has_role("admin")
     return True

@@ -14,7 +14,9 @@ from fastapi.responses import HTMLResponse
 from kvmmanager.api.deps import ManagerDep
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
-from kvmmanager.web.templating import render
+from kvmmanager.services.users import Principal
+from kvmmanager.web.routes.instances import instances_card
+from kvmmanager.web.templating import principal, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -88,6 +90,9 @@ async def dashboard(request: Request, manager: ManagerDep) -> HTMLResponse:
     # card says how many of the counts are such (per state and in all).
     stale_hosts = {h.name for h in hosts if not h.connected and h.stale_since is not None}
     stale_states = Counter(d.state for d in domains if d.host in stale_hosts)
+    user: Principal | None = principal(request)
+    # The instance list is an admin's, as GET /api/instances is.
+    instances = await instances_card(manager) if user and user.has_role("admin") else None
     return render(
         request,
         "dashboard.html",
@@ -97,4 +102,5 @@ async def dashboard(request: Request, manager: ManagerDep) -> HTMLResponse:
         stale_states=stale_states,
         stale_total=sum(stale_states.values()),
         vm_total=sum(states.values()),
+        instances=instances,
     )

@@ -93,7 +93,7 @@ function startLive() {
   source.onmessage = (msg) => handle(JSON.parse(msg.data));
   ["domain.added", "domain.updated", "domain.removed", "domain.lifecycle", "domain.agent", "domain.snapshot", "domain.config",
    "host.status", "pool.lifecycle", "network.lifecycle", "job.progress", "job.done", "resync",
-   "alert.firing", "alert.resolved", "schedule.run"]
+   "alert.firing", "alert.resolved", "schedule.run", "instance.changed", "instance.heartbeat"]
     .forEach((kind) => source.addEventListener(kind, (msg) => handle(JSON.parse(msg.data))));
   function handle(ev) {
     document.querySelectorAll("[data-live-list]").forEach((el) => {
@@ -106,8 +106,45 @@ function startLive() {
     document.querySelectorAll("[data-live-kind]").forEach((el) => {
       if (el.getAttribute("data-live-kind").split(" ").includes(ev.kind)) refresh(el);
     });
+    if (ev.kind === "instance.heartbeat") instanceBeat(ev.subject);
   }
 }
+
+// The dashboard's manager instances: a heartbeat sets its row's age to 0; an instance not
+// listed yet re-fetches the card. The ages move on with the browser's own clock (no request)
+// and a row past the card's data-stale-after says "not responding", as the server would.
+const beats = new Map(); // row's instance id -> [age when seen, performance.now() then]
+function instanceAge(row) {
+  const seen = beats.get(row.dataset.instance);
+  if (!seen || seen[2] !== row) beats.set(row.dataset.instance, [Number(row.dataset.age) || 0, performance.now(), row]);
+  const [age, at] = beats.get(row.dataset.instance);
+  return age + (performance.now() - at) / 1000;
+}
+function instanceBeat(id) {
+  const card = document.getElementById("instances");
+  if (!card) return;
+  const row = card.querySelector('[data-instance="' + CSS.escape(id) + '"]');
+  if (!row) { if (!card.classList.contains("htmx-request")) htmx.trigger(card, "kvmm-refresh"); return; }
+  beats.set(id, [0, performance.now(), row]);
+  showInstanceAges();
+}
+function showInstanceAges() {
+  const card = document.getElementById("instances");
+  if (!card) return;
+  const staleAfter = Number(card.dataset.staleAfter) || 15;
+  card.querySelectorAll("[data-instance]").forEach((row) => {
+    const age = Math.floor(instanceAge(row));
+    const text = row.querySelector("[data-age-text]");
+    if (text) text.textContent = age + " s ago";
+    const badge = row.querySelector("[data-alive]");
+    if (!badge) return;
+    const alive = age <= staleAfter;
+    badge.textContent = alive ? "alive" : "not responding";
+    badge.classList.toggle("status-connected", alive);
+    badge.classList.toggle("status-not-responding", !alive);
+  });
+}
+setInterval(showInstanceAges, 1000);
 
 function wireMenu() {
   const button = document.querySelector(".menu-toggle");
