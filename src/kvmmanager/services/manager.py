@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from kvmmanager.services.fleet.lease import LeaseService
 from kvmmanager.services.guest.agents import AgentService
 from kvmmanager.services.hosts.doctor import DoctorService
 from kvmmanager.services.hosts.service import HostService
+from kvmmanager.services.jobs.interrupted import Here
 from kvmmanager.services.jobs.service import JobService
 from kvmmanager.services.jobs.undo import UndoTools
 from kvmmanager.services.metrics.service import MetricsService
@@ -114,6 +116,7 @@ class Manager:
             undo,
             instance_id=lambda: self.instances.id,
             alive_ids=lambda: self.instances.alive_ids(),
+            here=lambda: Here(hostname=socket.gethostname()[:255], address=self.address[:512]),
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = False

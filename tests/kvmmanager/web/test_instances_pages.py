@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from kvmmanager.services import ownership
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users import ownership
+from kvmmanager.services.users.service import Principal
 from kvmmanager.virt.events import Event
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.models import JOB_STATES, Job, utcnow
+from kvmmanager.services.jobs import interrupted as job_interrupted
 from kvmmanager.services.jobs import undo as job_undo
 from kvmmanager.services.users import audit as audit_mod
 from kvmmanager.virt.calls import job_calls
@@ -140,15 +141,18 @@ class JobService:
         *,
         instance_id: Callable[[], str],
         alive_ids: Callable[[], list[str]],
+        here: Callable[[], job_interrupted.Here],
     ) -> None:
         """`instance_id` and `alive_ids` are this manager instance's id and those of the
-        instances alive now (services/fleet/instances.py, which is built after the jobs)."""
+        instances alive now (services/fleet/instances.py, which is built after the jobs);
+        `here` its machine and address (what an interrupted job says: jobs/interrupted.py)."""
         self._db = db
         self._bus = bus
         self._audit = audit
         self.undo_tools = undo
         self._instance_id = instance_id
         self._alive_ids = alive_ids
+        self._here = here
         self._live: dict[str, _Live] = {}
         self._executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="kvmm-job")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,7 +171,7 @@ class JobService:
         # its own (services/fleet/instances.py).
         alive = self._alive_ids()
         orphan = or_(Job.instance_id.is_(None), Job.instance_id.not_in(alive))
-        self._recover(loop, orphan, "the server restarted", with_lost=True)
+        self._recover(loop, orphan, self._here(), with_lost=True)
 
     def sweep_gone(self) -> int:
         """The jobs of instances that died while others kept running (kill -9, power
@@ -179,15 +183,30 @@ class JobService:
         alive = self._alive_ids()
         # Rows without an instance are a restart's business (attach_loop), not a sweep's.
         gone = and_(Job.instance_id.is_not(None), Job.instance_id.not_in(alive))
-        return self._recover(loop, gone, "the manager instance running it stopped", with_lost=False)
+        return self._recover(loop, gone, None, with_lost=False)
 
     def _recover(
-        self, loop: asyncio.AbstractEventLoop, which: Any, reason: str, *, with_lost: bool
+        self,
+        loop: asyncio.AbstractEventLoop,
+        which: Any,
+        here: job_interrupted.Here | None,
+        *,
+        with_lost: bool,
     ) -> int:
+        """Fail (and undo) the jobs `which` selects; `here` is given at this instance's
+        start (a job of this machine and address was this server's: "restarted"), None
+        for the lease holder's sweep (another instance stopped)."""
         with self._db.begin() as s:
             jobs = list(s.scalars(select(Job).where(Job.state.in_(("queued", "running")), which)))
+            table = job_interrupted.reasons(s, (j.instance_id for j in jobs), here)
+            reason = {j.id: job_interrupted.reason_for(table, j.instance_id, here) for j in jobs}
             undo = [
-                job_undo.Interrupted(job.id, job.target, job_undo.normalize(job.result["undo"]))
+                (
+                    job_undo.Interrupted(
+                        job.id, job.target, job_undo.normalize(job.result["undo"])
+                    ),
+                    reason[job.id],
+                )
                 for job in jobs
                 if isinstance(job.result, dict) and job.result.get("undo")
             ]
@@ -204,14 +223,14 @@ class JobService:
                 )
                 if isinstance(job.result, dict) and job.result.get("undo")
             ] if with_lost else []  # fmt: skip
-            if jobs:
+            for job in jobs:
                 # By id: only what was read above is failed (and undone) here.
                 s.execute(
                     update(Job)
-                    .where(Job.id.in_([j.id for j in jobs]), Job.state.in_(("queued", "running")))
+                    .where(Job.id == job.id, Job.state.in_(("queued", "running")))
                     .values(
                         state="failed",
-                        error={"code": "interrupted", "message": reason},
+                        error={"code": "interrupted", "message": reason[job.id]},
                         result=None,
                         updated_at=utcnow(),
                     )
@@ -222,8 +241,8 @@ class JobService:
                 self._undo_task = loop.create_task(self._undo_interrupted(undo), name="job-undo")
             else:
                 self._keep(loop.create_task(self._undo_interrupted(undo), name="job-undo"))
-        for job, why in lost:
-            self._keep(loop.create_task(self._undo_after_host_loss(job, why)))
+        for interrupted, why in lost:
+            self._keep(loop.create_task(self._undo_after_host_loss(interrupted, why)))
         return len(jobs)
 
     async def undo_finished(self) -> None:
@@ -428,12 +447,11 @@ class JobService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _undo_interrupted(self, jobs: list[job_undo.Interrupted]) -> None:
-        for job in jobs:
+    async def _undo_interrupted(self, jobs: list[tuple[job_undo.Interrupted, str]]) -> None:
+        """Undo each interrupted job; its message keeps why it was interrupted."""
+        for job, reason in jobs:
             message = await job_undo.undo_job(self.undo_tools, job)
-            await asyncio.to_thread(
-                self._set_error_message, job.job_id, f"the server restarted; {message}"
-            )
+            await asyncio.to_thread(self._set_error_message, job.job_id, f"{reason}; {message}")
 
     async def _undo_after_host_loss(self, job: job_undo.Interrupted, reason: str) -> None:
         message = await job_undo.undo_job(self.undo_tools, job, wait=HOST_BACK_WAIT_SECONDS)

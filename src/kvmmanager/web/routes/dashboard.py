@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from kvmmanager.api.deps import ManagerDep
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
-from kvmmanager.services.users import Principal
+from kvmmanager.services.users.service import Principal
 from kvmmanager.web.routes.instances import instances_card
 from kvmmanager.web.templating import principal, render
 

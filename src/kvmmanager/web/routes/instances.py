@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 
 from kvmmanager.api.deps import AdminUser, ManagerDep
 from kvmmanager.db.models import utcnow
-from kvmmanager.services.instances import InstanceInfo
+from kvmmanager.services.fleet.instances import InstanceInfo
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.templating import render
 

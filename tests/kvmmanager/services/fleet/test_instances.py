@@ -18,6 +18,12 @@ from kvmmanager.db.fleet_models import Instance
 from kvmmanager.db.models import Job, utcnow
 from kvmmanager.services.manager import Manager
 
+# An undo record whose VM was never defined: undone at once, on the test driver.
+UNDO_NOTHING = {
+    "action": "undefine_domain", "host": "local", "name": "kvmm-t-inst-nosuch",
+    "uuid": "6c7f0c53-0000-4000-8000-00000000abcd",
+}  # fmt: skip
+
 
 async def test_instances_know_each_other(settings: Settings, db_url: str) -> None:  # noqa: F811
     settings.database.url = db_url
@@ -126,14 +132,21 @@ async def test_the_lease_holder_fails_the_jobs_of_an_instance_that_died(
         with m.db.begin() as s:
             s.add(
                 Instance(
-                    id=dead, hostname="kvmm-t-elsewhere", address="", version="0", pid=1,
-                    started_at=long_ago, last_seen=long_ago,
+                    id=dead, hostname="kvmm-t-elsewhere", address="http://kvmm-t-elsewhere:8000",
+                    version="0", pid=1, started_at=long_ago, last_seen=long_ago,
                 )
             )  # fmt: skip
             s.flush()
             s.add(
                 Job(id="kvmm-t-inst-dead", kind="x", target="", state="running", instance_id=dead)
             )
+            # One with something half made to undo: its final message keeps the reason.
+            s.add(
+                Job(
+                    id="kvmm-t-inst-dead-undo", kind="x", target="local/kvmm-t-inst-nosuch",
+                    state="running", instance_id=dead, result={"undo": [UNDO_NOTHING]},
+                )
+            )  # fmt: skip
             s.add(
                 Job(
                     id="kvmm-t-inst-live", kind="x", target="", state="running",
@@ -147,7 +160,55 @@ async def test_the_lease_holder_fails_the_jobs_of_an_instance_that_died(
         job = m.jobs.get("kvmm-t-inst-dead")
         assert job.state == "failed", "the dead instance's job was left running"
         assert job.error["code"] == "interrupted"
-        assert job.error["message"] == "the manager instance running it stopped"
+        # Issue 16 M1: what happened (another instance stopped), never "restarted".
+        stopped = "the manager instance running it (http://kvmm-t-elsewhere:8000) stopped"
+        assert job.error["message"] == stopped
         assert m.jobs.get("kvmm-t-inst-live").state == "running"
+        undone = f"{stopped}; its half-made vm kvmm-t-inst-nosuch: not there (never defined)"
+        for _ in range(1500):  # the undo runs after the job was failed
+            if m.jobs.get("kvmm-t-inst-dead-undo").error["message"] == undone:
+                break
+            await asyncio.sleep(0.02)
+        assert m.jobs.get("kvmm-t-inst-dead-undo").error["message"] == undone
+    finally:
+        await m.stop()
+
+
+async def test_a_job_found_at_start_says_whether_this_server_restarted_or_another_stopped(
+    settings: Settings,
+    db_url: str,  # noqa: F811
+) -> None:
+    """Issue 16 M1: an instance starting on a database with jobs left running says "the
+    server restarted" only of the jobs of its own machine and address (its predecessor);
+    a job of another instance that died names that instance instead."""
+    settings.database.url = db_url
+    settings.server.port = 18931  # this instance's address: http://127.0.0.1:18931
+    long_ago = utcnow() - timedelta(minutes=1)
+    first = Manager(settings)
+    await first.start()
+    await first.stop()
+    with first.db.begin() as s:
+        for ident, hostname, address in (
+            ("00000000-0000-0000-0000-0000000000e1", os.uname().nodename, "http://127.0.0.1:18931"),
+            ("00000000-0000-0000-0000-0000000000e2", "kvmm-t-other", "http://kvmm-t-other:8000"),
+        ):
+            s.add(
+                Instance(
+                    id=ident, hostname=hostname, address=address, version="0", pid=1,
+                    started_at=long_ago, last_seen=long_ago,
+                )
+            )  # fmt: skip
+            s.flush()
+            s.add(Job(id=f"kvmm-t-inst-{ident[-2:]}", kind="x", target="", state="running",
+                      instance_id=ident))  # fmt: skip
+    m = Manager(settings)
+    await m.start()
+    try:
+        mine, other = m.jobs.get("kvmm-t-inst-e1"), m.jobs.get("kvmm-t-inst-e2")
+        assert (mine.state, other.state) == ("failed", "failed")
+        assert mine.error["message"] == "the server restarted"
+        assert other.error["message"] == (
+            "the manager instance running it (http://kvmm-t-other:8000) stopped"
+        )
     finally:
         await m.stop()
