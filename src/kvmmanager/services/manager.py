@@ -29,7 +29,7 @@ from kvmmanager.services.alerts.email import EmailService
 from kvmmanager.services.alerts.webhooks import WebhookService
 from kvmmanager.services.clones.helper_sweep import Sweeper, data_id
 from kvmmanager.services.fleet.events import FleetEvents
-from kvmmanager.services.fleet.instances import InstanceService
+from kvmmanager.services.fleet.instances import InstanceService, new_instance_id
 from kvmmanager.services.fleet.lease import LeaseService
 from kvmmanager.services.guest.agents import AgentService
 from kvmmanager.services.hosts.doctor import DoctorService
@@ -99,6 +99,9 @@ class Manager:
         self.users = UserService(self.db, self.settings)
         self.audit = AuditService(self.db, self.settings.audit, lease_held=lambda: self.lease.held)
         self.ownership = OwnershipService(self.db, self.inventory)
+        # This instance's id: its heartbeat row, its lease, the origin of its fleet events
+        # and the owner of its jobs.
+        self.instance_id = new_instance_id()
         undo = UndoTools(
             registry=self.registry,
             inventory=self.inventory,
@@ -114,7 +117,7 @@ class Manager:
             self.bus,
             self.audit,
             undo,
-            instance_id=lambda: self.instances.id,
+            instance_id=lambda: self.instance_id,
             alive_ids=lambda: self.instances.alive_ids(),
             here=lambda: Here(hostname=socket.gethostname()[:255], address=self.address[:512]),
         )
@@ -245,19 +248,25 @@ class Manager:
     def port_forwards(self) -> PortForwardService:
         return PortForwardService(self.vms)
 
-    # These three still take the Manager (typed Any in their modules, which import nothing
-    # of it): they read the instance's address and id and each other through it.
     @cached_property
     def instances(self) -> InstanceService:
-        return InstanceService(self)
+        return InstanceService(
+            self.instance_id,
+            self.db,
+            self.settings.fleet,
+            self.bus,
+            self.lease,
+            address=lambda: self.address,
+            sweep_gone=self.jobs.sweep_gone,
+        )
 
     @cached_property
     def fleet_events(self) -> FleetEvents:
-        return FleetEvents(self)
+        return FleetEvents(self.engine.url, self.bus, self.instance_id)
 
     @cached_property
     def lease(self) -> LeaseService:
-        return LeaseService(self)
+        return LeaseService(self.db, self.settings.fleet, self.instance_id)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -28,11 +28,11 @@ import json
 import logging
 import queue
 import threading
-from typing import Any
 
 import psycopg
+from sqlalchemy.engine import URL
 
-from kvmmanager.virt.events import Event
+from kvmmanager.virt.events import Event, EventBus
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,12 @@ def decode(payload: str) -> Event | None:
 class FleetEvents:
     """The relay of one instance; `start()` on the event loop, `aclose()` at stop."""
 
-    def __init__(self, manager: Any) -> None:
-        self.m = manager
-        url = manager.engine.url.set(drivername="postgresql")
+    def __init__(self, database_url: URL, bus: EventBus, origin: str) -> None:
+        """`database_url`: the engine's (the relay connects with psycopg itself);
+        `origin`: this instance's id, stamped on what it sends."""
+        self._bus = bus
+        self.origin = origin
+        url = database_url.set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._outbox: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
         self._stop = threading.Event()
@@ -104,13 +107,9 @@ class FleetEvents:
         self._threads: list[threading.Thread] = []
         self.listening = threading.Event()  # LISTEN is in effect (tests wait for it)
 
-    @property
-    def origin(self) -> str:
-        return str(self.m.instances.id)
-
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.m.bus.add_listener(self._on_event)
+        self._bus.add_listener(self._on_event)
         loops = ((self._send_loop, "kvmm-fleet-notify"), (self._listen_loop, "kvmm-fleet-listen"))
         for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -164,7 +163,7 @@ class FleetEvents:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     if gap and self._loop is not None:
-                        self._loop.call_soon_threadsafe(self.m.bus.resync, GAP_REASON)
+                        self._loop.call_soon_threadsafe(self._bus.resync, GAP_REASON)
                     gap = False
                     delay = 0.5
                     while not self._stop.is_set():
@@ -184,7 +183,7 @@ class FleetEvents:
             return
         if event.origin == self.origin:
             return  # our own, already on our bus
-        self._loop.call_soon_threadsafe(self.m.bus.publish, event)
+        self._loop.call_soon_threadsafe(self._bus.publish, event)
 
     async def aclose(self) -> None:
         self._stop.set()

@@ -22,16 +22,19 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager import __version__
+from kvmmanager.core.config import FleetSettings
 from kvmmanager.db.fleet_models import Instance
 from kvmmanager.db.models import utcnow
-from kvmmanager.virt.events import Event
+from kvmmanager.services.fleet.lease import LeaseService
+from kvmmanager.virt.events import Event, EventBus
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +70,45 @@ class InstanceInfo:
     lease_holder: bool  # runs the singleton work (holds the live singleton lease)
 
 
+def new_instance_id() -> str:
+    """A new id for an instance: one per Manager (process start), never reused."""
+    return str(uuid.uuid4())
+
+
 class InstanceService:
-    def __init__(self, manager: Any) -> None:
-        self.m = manager
-        self.id = str(uuid.uuid4())
-        self.heartbeat_seconds = float(manager.settings.fleet.heartbeat_seconds)
+    def __init__(
+        self,
+        instance_id: str,
+        db: sessionmaker[Session],
+        fleet: FleetSettings,
+        bus: EventBus,
+        lease: LeaseService,
+        *,
+        address: Callable[[], str],
+        sweep_gone: Callable[[], int],
+    ) -> None:
+        """`instance_id`: this instance's id (new_instance_id(), also the lease holder's);
+        `address`: where it serves, read at each registration; `sweep_gone`: fails the
+        jobs of dead instances (JobService.sweep_gone), run while holding the lease."""
+        self.id = instance_id
+        self._db = db
+        self._bus = bus
+        self._lease = lease
+        self._address = address
+        self._sweep_gone = sweep_gone
+        self.heartbeat_seconds = float(fleet.heartbeat_seconds)
         self._task: asyncio.Task[None] | None = None
-        manager.lease.on_change(self._lease_changed)
+        lease.on_change(self._lease_changed)
 
     def _publish(self, kind: str, what: str) -> None:
-        self.m.bus.publish(Event(kind=kind, host="", subject=self.id, data={"what": what}))
+        self._bus.publish(Event(kind=kind, host="", subject=self.id, data={"what": what}))
 
     async def _lease_changed(self, held: bool) -> None:
         self._publish(INSTANCE_CHANGED, "lease_taken" if held else "lease_lost")
 
-    def _address(self) -> str:
-        return str(self.m.address)
-
     def register(self) -> None:
         now = utcnow()
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             s.merge(
                 Instance(
                     id=self.id,
@@ -103,7 +125,7 @@ class InstanceService:
         """Refresh this instance's row (re-created if someone removed it); forget rows
         of instances gone for a day."""
         now = utcnow()
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = s.get(Instance, self.id)
             if row is None:
                 s.add(
@@ -131,7 +153,7 @@ class InstanceService:
         kill -9 must not wait out its predecessor's heartbeat window."""
         cutoff = utcnow() - self._stale()
         here = socket.gethostname()[:255]
-        with self.m.db() as s:
+        with self._db() as s:
             rows = list(
                 s.execute(
                     select(Instance.id, Instance.hostname, Instance.pid).where(
@@ -149,9 +171,9 @@ class InstanceService:
     def list(self) -> list[InstanceInfo]:
         now = utcnow()
         stale = self._stale()
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             rows = list(s.scalars(select(Instance).order_by(Instance.started_at, Instance.id)))
-        lease = self.m.lease.info()
+        lease = self._lease.info()
         holder = lease.holder if lease is not None and lease.live else None
         return [
             InstanceInfo(
@@ -172,7 +194,7 @@ class InstanceService:
     async def start(self) -> None:
         await asyncio.to_thread(self.register)
         # The first beat's lease attempt, now: a lone instance runs its singletons at once.
-        await self.m.lease.renew()
+        await self._lease.renew()
         self._publish(INSTANCE_CHANGED, "started")
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="kvmm-heartbeat")
 
@@ -180,13 +202,13 @@ class InstanceService:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             # The lease first: it must not wait behind a slow heartbeat row.
-            held = await self.m.lease.renew()
+            held = await self._lease.renew()
             try:
                 await asyncio.to_thread(self.beat)
                 self._publish(INSTANCE_HEARTBEAT, "beat")
                 if held:
                     # Singleton work: the jobs of instances that died are failed and undone.
-                    swept = await asyncio.to_thread(self.m.jobs.sweep_gone)
+                    swept = await asyncio.to_thread(self._sweep_gone)
                     if swept:
                         log.warning("%d job(s) of manager instances gone were failed", swept)
             except Exception:
@@ -200,10 +222,10 @@ class InstanceService:
                 await self._task
             self._task = None
         # Released before the row goes: the next instance's beat takes over.
-        await self.m.lease.release()
+        await self._lease.release()
 
         def leave() -> None:
-            with self.m.db.begin() as s:
+            with self._db.begin() as s:
                 s.execute(delete(Instance).where(Instance.id == self.id))
 
         try:

@@ -31,11 +31,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
+from kvmmanager.core.config import FleetSettings
 from kvmmanager.db.fleet_models import Lease
 from kvmmanager.db.models import utcnow
 
@@ -58,20 +59,17 @@ class LeaseInfo:
 
 
 class LeaseService:
-    def __init__(self, manager: Any) -> None:
-        self.m = manager
+    def __init__(self, db: sessionmaker[Session], fleet: FleetSettings, holder: str) -> None:
+        self._db = db
         self.name = SINGLETON
-        self.seconds = float(manager.settings.fleet.lease_seconds)
+        self.seconds = float(fleet.lease_seconds)
+        # The holder is the instance: its heartbeat row and its lease share one id.
+        self.holder = holder
         # The fencing token of the lease while this instance holds it.
         self.token: int | None = None
         self._valid_until = 0.0  # time.monotonic() deadline of what we hold
         self._hooks: list[LeaseHook] = []
         self._lock = asyncio.Lock()
-
-    @property
-    def holder(self) -> str:
-        # The holder is the instance: its heartbeat row and its lease share one id.
-        return str(self.m.instances.id)
 
     @property
     def held(self) -> bool:
@@ -88,7 +86,7 @@ class LeaseService:
         returns the fencing token held, or None if another instance holds a live lease."""
         me, now = self.holder, utcnow()
         expires = now + timedelta(seconds=self.seconds)
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             result = s.execute(
                 update(Lease)
                 .where(
@@ -104,11 +102,12 @@ class LeaseService:
                 )
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount == 1:
+            # An UPDATE's result is a CursorResult; Session.execute is typed Result.
+            if getattr(result, "rowcount", 0) == 1:
                 token: int | None = s.scalar(select(Lease.token).where(Lease.name == self.name))
                 return token
         try:
-            with self.m.db.begin() as s:
+            with self._db.begin() as s:
                 if s.get(Lease, self.name) is not None:
                     return None  # someone else's live lease
                 row = Lease(name=self.name, holder=me, token=1, acquired_at=now, expires_at=expires)
@@ -119,7 +118,7 @@ class LeaseService:
 
     def release_row(self) -> None:
         """Let the lease go now (clean stop): the next instance's beat takes it."""
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             s.execute(
                 update(Lease)
                 .where(Lease.name == self.name, Lease.holder == self.holder)
@@ -135,7 +134,7 @@ class LeaseService:
         )
 
     def info(self) -> LeaseInfo | None:
-        with self.m.db() as s:
+        with self._db() as s:
             row = s.get(Lease, self.name)
             if row is None:
                 return None
