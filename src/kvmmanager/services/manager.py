@@ -41,6 +41,7 @@ from kvmmanager.services.metrics.service import MetricsService
 from kvmmanager.services.migration import MigrationService
 from kvmmanager.services.networks.port_forwards import PortForwardService
 from kvmmanager.services.networks.service import NetworkService
+from kvmmanager.services.portability.export import ExportService
 from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.users.audit import AuditService
 from kvmmanager.services.users.ownership import OwnershipService
@@ -209,8 +210,8 @@ class Manager:
         return _service("automation.batch", "BatchService")(self)
 
     @cached_property
-    def export(self) -> Any:
-        return _service("portability.export", "ExportService")(self)
+    def export(self) -> ExportService:
+        return ExportService(self.settings, self.registry, self.ownership, self.vms, self.storage)
 
     @cached_property
     def schedules(self) -> Any:

@@ -25,10 +25,10 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import libvirt
 
@@ -40,11 +40,11 @@ from kvmmanager.services.portability.import_plan import (
     plan_import,
     refuse_shared_disks,
 )
+from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.storage.transfer import CHUNK_SIZE, open_download
+from kvmmanager.services.vms.service import VmService
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.domain import Domain
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ _TARGET_RE = re.compile(r"^[a-z]{2,3}[a-z0-9]{1,4}$")
 BLOCK = tarfile.BLOCKSIZE
 
 Progress = Callable[[int, int, str], Any]
+# Defines the bundle's XML once its disks are in (ExportService.import_xml, which builds on
+# this module): (host, xml, options) -> the import's result.
+ImportXml = Callable[[str, str, ImportOptions], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -125,7 +128,8 @@ def _open_private(path: Path) -> IO[bytes]:
 
 
 async def export_bundle(
-    m: Manager,
+    vms: VmService,
+    registry: HostRegistry,
     host: str,
     vm: str,
     dest: Path,
@@ -141,8 +145,8 @@ async def export_bundle(
             )
         return (*_disks_blocking(dom), dom.name())
 
-    xml, disks, ejected, name = await m.vms.run_on(host, vm, prepare, kind="read")
-    hc = m.registry.get(host)
+    xml, disks, ejected, name = await vms.run_on(host, vm, prepare, kind="read")
+    hc = registry.get(host)
     partial = dest.with_name(dest.name + ".part")
     entries: list[dict[str, Any]] = []
     raw = await asyncio.to_thread(_open_private, partial)
@@ -274,7 +278,10 @@ async def _member_chunks(tar: tarfile.TarFile, name: str, digest: Any) -> AsyncI
 
 
 async def import_bundle(
-    m: Manager,
+    vms: VmService,
+    registry: HostRegistry,
+    storage: StorageService,
+    import_xml: ImportXml,
     host: str,
     path: Path,
     pool: str,
@@ -291,15 +298,15 @@ async def import_bundle(
     # surface before a single byte is uploaded.
     planned_volumes = {t: (pool, f"placeholder-{t}") for t in targets}
     planned = replace(opts, disk_volumes=planned_volumes)
-    plan: ImportPlan = await m.vms.run(
+    plan: ImportPlan = await vms.run(
         host, lambda conn: plan_import(conn, xml, planned), kind="read"
     )
-    await m.vms.run(host, lambda conn: refuse_shared_disks(conn, plan, planned), kind="read")
+    await vms.run(host, lambda conn: refuse_shared_disks(conn, plan, planned), kind="read")
     volumes = {
         d["target"]: (pool, f"{plan.name}-{d['target']}.{d['format']}") for d in manifest["disks"]
     }
     for _, vol_name in volumes.values():
-        await m.storage.check_upload(host, pool, vol_name, size=1, create=True, format="raw")
+        await storage.check_upload(host, pool, vol_name, size=1, create=True, format="raw")
     created: list[str] = []
     total = sum(d["bytes"] for d in manifest["disks"])
     base = 0
@@ -310,7 +317,9 @@ async def import_bundle(
                 vol_name = volumes[d["target"]][1]
                 digest = hashlib.sha256()
 
-                def report(done: int, _total: int | None, base: int = base, t: str = d["target"]):
+                def report(
+                    done: int, _total: int | None, base: int = base, t: str = d["target"]
+                ) -> None:
                     if progress is not None:
                         progress(base + done, total, f"uploading {t}")
 
@@ -318,7 +327,7 @@ async def import_bundle(
                 try:
                     # The upload's own probe (services/storage/image_probe.py) holds the data to
                     # the manifest's format and refuses backing and external data files.
-                    await m.storage.upload_volume(
+                    await storage.upload_volume(
                         host,
                         pool,
                         vol_name,
@@ -338,17 +347,17 @@ async def import_bundle(
         finally:
             await asyncio.to_thread(tar.close)
         final = replace(opts, name=plan.name, disk_volumes=volumes)
-        result = await m.export.import_xml(host, xml, final)
+        result = await import_xml(host, xml, final)
     except BaseException:
-        await _delete_volumes(m, host, pool, created)
+        await _delete_volumes(registry, host, pool, created)
         raise
     result["renamed_from"] = plan.renamed_from
     result["volumes"] = [f"{p}/{v}" for p, v in volumes.values()]
     return result
 
 
-async def _delete_volumes(m: Manager, host: str, pool: str, names: list[str]) -> None:
-    hc = m.registry.get(host)
+async def _delete_volumes(registry: HostRegistry, host: str, pool: str, names: list[str]) -> None:
+    hc = registry.get(host)
 
     def drop(conn: libvirt.virConnect) -> None:
         p = conn.storagePoolLookupByName(pool)

@@ -21,10 +21,11 @@ import re
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
+from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services.portability import bundle as bundles
 from kvmmanager.services.portability.import_plan import (
@@ -33,10 +34,11 @@ from kvmmanager.services.portability.import_plan import (
     plan_import,
     refuse_shared_disks,
 )
+from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.storage.transfer import MAX_UPLOAD_BYTES
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.services.users.ownership import OwnershipService
+from kvmmanager.services.vms.service import VmService
+from kvmmanager.virt.registry import HostRegistry
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +46,38 @@ _BUNDLE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _define(conn: libvirt.virConnect, plan: ImportPlan) -> str:
-    return conn.defineXML(plan.xml).UUIDString()
+    return str(conn.defineXML(plan.xml).UUIDString())
 
 
 class ExportService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        settings: Settings,
+        registry: HostRegistry,
+        ownership: OwnershipService,
+        vms: VmService,
+        storage: StorageService,
+    ) -> None:
+        """`settings`: where bundles go (fleet.exports_dir, else data_dir/exports) and
+        where uploads wait (data_dir/imports)."""
+        self._settings = settings
+        self._registry = registry
+        self._ownership = ownership
+        self._vms = vms
+        self._storage = storage
 
     async def export_xml(self, host: str, vm: str) -> str:
         """The persistent definition (the live one for a transient VM), without secrets."""
 
         def fn(dom: libvirt.virDomain) -> str:
             flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0
-            return dom.XMLDesc(flags)
+            return str(dom.XMLDesc(flags))
 
-        return await self.m.vms.run_on(host, vm, fn, kind="read")
+        return await self._vms.run_on(host, vm, fn, kind="read")
 
-    async def import_xml(self, host: str, xml: str, opts: ImportOptions | None = None) -> dict:
+    async def import_xml(
+        self, host: str, xml: str, opts: ImportOptions | None = None
+    ) -> dict[str, Any]:
         """Define `xml` on `host`; returns the VM plus what was changed on the way."""
         opts = opts or ImportOptions()
         for label, mapping in (("network_map", opts.network_map), ("pool_map", opts.pool_map)):
@@ -68,22 +85,22 @@ class ExportService:
                        for k, v in mapping.items()):  # fmt: skip
                 raise InvalidInput(f"{label} maps names to names", field=label)
 
-        plan = await self.m.vms.run(host, lambda conn: plan_import(conn, xml, opts), kind="read")
+        plan = await self._vms.run(host, lambda conn: plan_import(conn, xml, opts), kind="read")
         if opts.principal is not None:
             # An import names volumes like a VM create does: another user's disk is
             # theirs (it was read, cloned and deleted through an imported VM).
-            self.m.ownership.check_volumes(opts.principal, host, list(plan.volumes))
-        await self.m.vms.run(host, lambda conn: refuse_shared_disks(conn, plan, opts), kind="read")
-        uuid = await self.m.vms.run(host, lambda conn: _define(conn, plan), kind="lifecycle")
-        info = await self.m.vms.refresh(host, uuid)
+            self._ownership.check_volumes(opts.principal, host, list(plan.volumes))
+        await self._vms.run(host, lambda conn: refuse_shared_disks(conn, plan, opts), kind="read")
+        uuid = await self._vms.run(host, lambda conn: _define(conn, plan), kind="lifecycle")
+        info = await self._vms.refresh(host, uuid)
         log.info("imported vm %s on %s (renamed from %s)", plan.name, host, plan.renamed_from)
         return self.result(info, plan)
 
     # ---- bundles (XML + disks), see portability/bundle.py ------------------------------------
 
     def bundle_dir(self) -> Path:
-        shared = self.m.settings.fleet.exports_dir
-        path = Path(shared) if shared else Path(self.m.settings.data_dir) / "exports"
+        shared = self._settings.fleet.exports_dir
+        path = Path(shared) if shared else Path(self._settings.data_dir) / "exports"
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
@@ -93,7 +110,7 @@ class ExportService:
         directory = self.bundle_dir()
         path = directory / f"{bundle_id}.tar.gz"
         if not path.is_file():
-            if self.m.ownership.recorded_bundle(bundle_id):
+            if self._ownership.recorded_bundle(bundle_id):
                 # Its row is in the shared database, its file is not here: another
                 # instance wrote it into a directory this one does not read.
                 raise NotFound(
@@ -117,7 +134,7 @@ class ExportService:
                     field="vm",
                 )
 
-        await self.m.vms.run_on(host, vm, shut_off, kind="read")
+        await self._vms.run_on(host, vm, shut_off, kind="read")
 
     async def export_bundle(
         self,
@@ -132,17 +149,17 @@ class ExportService:
         bundle_id = uuidlib.uuid4().hex
         dest = self.bundle_dir() / f"{bundle_id}.tar.gz"
         # Recorded before the file exists: it is never downloadable without its owner.
-        await asyncio.to_thread(self.m.ownership.record_bundle, bundle_id, owner)
+        await asyncio.to_thread(self._ownership.record_bundle, bundle_id, owner)
         try:
-            res = await bundles.export_bundle(self.m, host, vm, dest, progress)
+            res = await bundles.export_bundle(self._vms, self._registry, host, vm, dest, progress)
         except BaseException:
-            await asyncio.to_thread(self.m.ownership.forget_bundle, bundle_id)
+            await asyncio.to_thread(self._ownership.forget_bundle, bundle_id)
             raise
         return {"bundle_id": bundle_id, "bytes": res["bytes"], "manifest": res["manifest"]}
 
     async def receive_bundle(self, chunks: AsyncIterator[bytes]) -> Path:
         """Store an uploaded bundle in the data directory (the caller deletes it)."""
-        incoming = Path(self.m.settings.data_dir) / "imports"
+        incoming = Path(self._settings.data_dir) / "imports"
         await asyncio.to_thread(incoming.mkdir, parents=True, exist_ok=True, mode=0o700)
         path = incoming / f"{uuidlib.uuid4().hex}.tar.gz"
         fh = await asyncio.to_thread(open, path, "wb")
@@ -172,7 +189,7 @@ class ExportService:
 
     def delete_bundle(self, bundle_id: str) -> None:
         self.bundle_path(bundle_id).unlink(missing_ok=True)
-        self.m.ownership.forget_bundle(bundle_id)
+        self._ownership.forget_bundle(bundle_id)
 
     async def import_bundle(
         self,
@@ -182,9 +199,17 @@ class ExportService:
         opts: ImportOptions | None = None,
         progress: Callable[..., Any] | None = None,
     ) -> dict[str, Any]:
-        self.m.registry.get(host)
+        self._registry.get(host)
         return await bundles.import_bundle(
-            self.m, host, path, pool, opts or ImportOptions(), progress
+            self._vms,
+            self._registry,
+            self._storage,
+            self.import_xml,
+            host,
+            path,
+            pool,
+            opts or ImportOptions(),
+            progress,
         )
 
     @staticmethod
