@@ -9,14 +9,23 @@ progress and results never reach it.
 A client that reconnects with `Last-Event-ID` (browsers' EventSource send it by
 themselves) first gets the events it missed from the bus's bounded ring, through the same
 per-user filter, or one `resync` when they are no longer there.
+
+When the server stops (SIGTERM), each stream ends by itself: its generator returns on
+sse-starlette's shutdown event, so the response is completed (the client sees the stream
+end and reconnects, through a balancer to another instance) instead of being cancelled
+half-way, which uvicorn logged as "ASGI callable returned without completing response"
+(issue 16 M3; tests/reliability/test_serve_stop.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
@@ -24,12 +33,27 @@ from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.services.users import ownership
 from kvmmanager.services.users.service import Principal
-from kvmmanager.virt.events import RESYNC, Event
+from kvmmanager.virt.events import RESYNC, Event, Subscription
 
 router = APIRouter(prefix="/api", tags=["events"], responses=ERROR_RESPONSES)
 
 QUEUE_SIZE = 1000
 PING_SECONDS = 15
+# How long a stopping server lets each stream end by itself before cancelling it; the
+# generator returns at once on the shutdown event, so this is only a bound.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+async def _next_or_stop(sub: Subscription, stop: asyncio.Future[Any]) -> Event | None:
+    """The subscription's next event, or None once `stop` (the server's shutdown) is done."""
+    get = asyncio.ensure_future(sub.get())
+    await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if get.done():
+        return get.result()
+    get.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await get
+    return None
 
 
 def _matcher(kinds: list[str], hosts: list[str], user: Principal) -> Any:
@@ -71,17 +95,34 @@ async def stream_events(
         maxsize=QUEUE_SIZE, predicate=_matcher(kind, host, user), after=after
     )
 
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        with sub:
-            while True:
-                event = await sub.get()
-                message = {"event": event.kind, "data": json.dumps(event.to_dict(), default=str)}
-                if event.kind != RESYNC:
-                    # A resync is no published event: without an id the client's
-                    # Last-Event-ID stays the last real one it got.
-                    message["id"] = str(event.seq)
-                yield message
-                if event.kind == RESYNC and await request.is_disconnected():
-                    return
+    shutdown = anyio.Event()
 
-    return EventSourceResponse(events(), ping=PING_SECONDS, send_timeout=30)
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        stop = asyncio.ensure_future(shutdown.wait())
+        try:
+            with sub:
+                while True:
+                    event = await _next_or_stop(sub, stop)
+                    if event is None:
+                        return  # the server stops: the response ends completed
+                    message = {
+                        "event": event.kind,
+                        "data": json.dumps(event.to_dict(), default=str),
+                    }
+                    if event.kind != RESYNC:
+                        # A resync is no published event: without an id the client's
+                        # Last-Event-ID stays the last real one it got.
+                        message["id"] = str(event.seq)
+                    yield message
+                    if event.kind == RESYNC and await request.is_disconnected():
+                        return
+        finally:
+            stop.cancel()
+
+    return EventSourceResponse(
+        events(),
+        ping=PING_SECONDS,
+        send_timeout=30,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+    )
