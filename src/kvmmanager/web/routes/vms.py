@@ -23,6 +23,7 @@ from kvmmanager.services.vms.keys import KEY_COMBOS
 from kvmmanager.services.vms.pending import PendingChanges, pending_changes
 from kvmmanager.services.vms.service import ACTIONS
 from kvmmanager.web.routes._feedback import failed
+from kvmmanager.web.routes._hardware_choices import cd_choices, pools_with_volumes
 from kvmmanager.web.routes.create import USER_NET, in_form_words, nic_spec, optional_int
 from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
@@ -169,7 +170,7 @@ async def vm_detail(request: Request, host: str, vm: str, manager: ManagerDep) -
         "vms/detail.html",
         active="vms",
         vm=info,
-        pools=await _pools_with_volumes(manager, host),
+        pools=await pools_with_volumes(manager, host),
         key_combos=list(KEY_COMBOS),
         pending=await _pending(manager, host, vm),
         stale=staleness(manager),
@@ -249,32 +250,17 @@ async def vm_delete(
     return redirect_with_toasts("/vms", (message, "ok"))
 
 
-async def _pools_with_volumes(manager: Manager, host: str) -> list[dict[str, Any]]:
-    """Pools and their volumes for the CD-ROM and disk pickers."""
-    out = []
-    try:
-        for pool in await manager.storage.list_pools(host):
-            if not pool.active:
-                continue
-            vols = await manager.storage.list_volumes(host, pool.name)
-            # The CD-ROM picker offers ISO images only, never another VM's disk.
-            isos = [v.name for v in vols if v.format == "iso" or v.name.lower().endswith(".iso")]
-            out.append({"name": pool.name, "volumes": [v.name for v in vols], "isos": isos})
-    except KvmmError:
-        return []
-    return out
-
-
 @router.get("/vms/{host}/{vm}/hardware", name="web.vm_hardware", response_class=HTMLResponse)
 async def vm_hardware(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     info = manager.vms.get(host, vm)
-    pools = await _pools_with_volumes(manager, host)
+    pools = await pools_with_volumes(manager, host)
     networks = await _networks(manager, host)
     return render(
         request,
         "vms/_hardware.html",
         vm=info,
         pools=pools,
+        cd=cd_choices(info, pools),
         networks=networks,
         pending=await _pending(manager, host, vm),
     )
@@ -374,12 +360,15 @@ def _how(result: dict[str, Any]) -> str:
 async def _hardware_response(
     request: Request, manager: Manager, host: str, vm: str, message: str
 ) -> HTMLResponse:
+    info = await manager.vms.refresh(host, manager.vms.get(host, vm).uuid)
+    pools = await pools_with_volumes(manager, host)
     return render(
         request,
         "vms/_hardware.html",
         headers=toast_headers(message),
-        vm=await manager.vms.refresh(host, manager.vms.get(host, vm).uuid),
-        pools=await _pools_with_volumes(manager, host),
+        vm=info,
+        pools=pools,
+        cd=cd_choices(info, pools),
         networks=await _networks(manager, host),
         pending=await _pending(manager, host, vm),
     )
