@@ -215,7 +215,7 @@ def test_cd_picker_offers_only_iso_images(browser_login: Any, live_server: Any) 
         assert r.status_code in (200, 201, 202), r.text
     page = browser_login("admin")
     page.goto(f"/vms/local/{PREFIX}cd#hardware")
-    options = page.locator("select[aria-label='ISO volume'] option")
+    options = page.locator("select[aria-label^='ISO volume'] option")
     expect(options.first).to_be_attached()
     texts = options.all_inner_texts()
     assert f"{PREFIX}setup.iso" in texts and f"{PREFIX}disk.qcow2" not in texts, texts
