@@ -7,10 +7,12 @@ and e-mail targets (SMTP settings shown without their password; add, test-send, 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from kvmmanager.api.deps import (
     AdminUser,
@@ -25,17 +27,21 @@ from kvmmanager.services.alerts.service import EVENT_METRICS, THRESHOLD_METRICS,
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.routes._forms import (
     EditorPage,
+    FormState,
     form_of,
     host_choices,
     number,
     tag_choices,
     text,
+    toggle_or_delete,
     vm_choices,
 )
-from kvmmanager.web.templating import principal, refresh_with_toast, render, toast_headers
+from kvmmanager.web.templating import principal, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
-EDITOR = EditorPage("/alerts", "ops/_rule_form.html", checkboxes=("enabled",))
+EDITOR = EditorPage(
+    "/alerts", "ops/alerts.html", "ops/_rule_form.html", "alerts", checkboxes=("enabled",)
+)
 HISTORY = 50
 METRIC_LABELS = {
     "cpu_pct": "CPU %",
@@ -97,23 +103,12 @@ def _spec(form: Any) -> RuleSpec:
     )
 
 
-def _page(
-    request: Request,
-    manager: Manager,
-    *,
-    form: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    editing: str | None = None,
-    template: str = "ops/alerts.html",
-    status_code: int = 200,
-) -> HTMLResponse:
+def _page(request: Request, manager: Manager, state: FormState | None = None) -> HTMLResponse:
     user = principal(request)
     admin = bool(user and user.has_role("admin"))
-    return render(
+    return EDITOR.render(
         request,
-        template,
-        status_code=status_code,
-        active="alerts",
+        state or FormState(_rule_form(None)),
         rules=manager.alerts.list_rules(),
         firing=manager.alerts.list_alerts(state="firing", limit=1000),
         history=manager.alerts.list_alerts(limit=HISTORY),
@@ -122,9 +117,6 @@ def _page(
         hook_errors={},
         created=None,
         **(_email_context(manager) if admin else {"email_targets": []}),
-        form=form or _rule_form(None),
-        errors=errors or {},
-        editing=editing,
         **_choices(manager),
     )
 
@@ -144,6 +136,8 @@ def _choices(manager: Manager) -> dict[str, Any]:
     }
 
 
+# The editors' page routes (alerts, backups, schedules) stay alike on purpose: FastAPI reads
+# each route's own signature; what they do alike lives in _forms.EditorPage.
 @router.get("/alerts", name="web.alerts", response_class=HTMLResponse)
 def alerts_page(
     request: Request,
@@ -152,8 +146,8 @@ def alerts_page(
     manager: ManagerDep,
     _user: CurrentUser,
 ) -> HTMLResponse:
-    form = _rule_form(manager.alerts.get_rule(edit)) if edit else None
-    return _page(request, manager, form=form, editing=edit)
+    state = FormState(_rule_form(manager.alerts.get_rule(edit)), editing=edit) if edit else None
+    return _page(request, manager, state)
 
 
 @router.get("/alerts/live", name="web.alerts_live", response_class=HTMLResponse)
@@ -178,34 +172,31 @@ async def create_rule(
     manager: ManagerDep,
     user: CurrentUser,
 ) -> Response:
-    form = await form_of(request)
-    try:
+    def save(form: FormData) -> str:
         rule = manager.alerts.create_rule(_spec(form), created_by=user.username)
-    except (InvalidInput, Conflict) as exc:
-        return _page(request, manager, **EDITOR.refused(form, exc, None))
-    return EDITOR.saved(f"Alert rule {rule['name']} created")
+        return f"Alert rule {rule['name']} created"
+
+    return await EDITOR.submit(request, save, partial(_page, request, manager))
 
 
 @router.post("/alerts/rules/{rule}", name="web.alert_rule_update", response_class=HTMLResponse)
 async def update_rule(request: Request, rule: str, manager: ManagerDep) -> Response:
-    form = await form_of(request)
     manager.alerts.get_rule(rule)  # 404 for an unknown rule, not a form error
-    try:
-        out = manager.alerts.update_rule(rule, _spec(form))
-    except (InvalidInput, Conflict) as exc:
-        return _page(request, manager, **EDITOR.refused(form, exc, rule))
-    return EDITOR.saved(f"Alert rule {out['name']} saved")
+
+    def save(form: FormData) -> str:
+        return f"Alert rule {manager.alerts.update_rule(rule, _spec(form))['name']} saved"
+
+    return await EDITOR.submit(request, save, partial(_page, request, manager), editing=rule)
 
 
 @router.post("/alerts/rules/{rule}/{action}", name="web.alert_rule_action")
 def rule_action(rule: str, action: str, manager: ManagerDep) -> Response:
-    if action in ("enable", "disable"):
-        manager.alerts.set_enabled(rule, action == "enable")
-    elif action == "delete":
-        manager.alerts.delete_rule(rule)
-    else:
-        raise InvalidInput("action must be enable, disable or delete", field="action")
-    return refresh_with_toast(f"Alert rule {rule}: {action} done")
+    return toggle_or_delete(
+        f"Alert rule {rule}",
+        action,
+        partial(manager.alerts.set_enabled, rule),
+        partial(manager.alerts.delete_rule, rule),
+    )
 
 
 # ---- webhooks (admin) --------------------------------------------------------------------

@@ -11,22 +11,27 @@ applies to them as to every per-VM write."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
-from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.core.errors import InvalidInput, KvmmError, NotFound
 from kvmmanager.services.automation.batch import Target
 from kvmmanager.services.backups import restore as rs
 from kvmmanager.services.backups.policies import METHODS, PolicySpec
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.snapshots.quiesce import QUIESCE_REQUESTS
+from kvmmanager.services.users.service import Principal
 from kvmmanager.services.vms.spec import validate_name
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
     EditorPage,
+    FormState,
     form_of,
     host_choices,
     local_time,
@@ -39,7 +44,9 @@ from kvmmanager.web.routes._forms import (
 from kvmmanager.web.templating import refresh_with_toast, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
-EDITOR = EditorPage("/backups", "ops/_policy_form.html", lists=("vms",))
+EDITOR = EditorPage(
+    "/backups", "ops/backups.html", "ops/_policy_form.html", "backups", lists=("vms",)
+)
 
 
 def _spec(form: Any, keep: dict[str, Any] | None = None) -> PolicySpec:
@@ -94,25 +101,11 @@ async def _pool_names(manager: Manager) -> list[str]:
     return sorted(names)
 
 
-async def _page(
-    request: Request,
-    manager: Manager,
-    *,
-    form: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    editing: str | None = None,
-    template: str = "ops/backups.html",
-    status_code: int = 200,
-) -> HTMLResponse:
-    return render(
+async def _page(request: Request, manager: Manager, state: FormState | None = None) -> HTMLResponse:
+    return EDITOR.render(
         request,
-        template,
-        status_code=status_code,
-        active="backups",
+        state or FormState(_form_values(None)),
         policies=_policies(manager),
-        form=form or _form_values(None),
-        errors=errors or {},
-        editing=editing,
         quiesce_choices=QUIESCE_REQUESTS,
         method_choices=METHODS,
         pool_choices=await _pool_names(manager),
@@ -131,8 +124,8 @@ async def backups_page(
     manager: ManagerDep,
     _user: CurrentUser,
 ) -> HTMLResponse:
-    form = _form_values(manager.backups.get(edit)) if edit else None
-    return await _page(request, manager, form=form, editing=edit)
+    state = FormState(_form_values(manager.backups.get(edit)), editing=edit) if edit else None
+    return await _page(request, manager, state)
 
 
 @router.post("/backups", name="web.backup_create", response_class=HTMLResponse)
@@ -141,12 +134,11 @@ async def create_policy(
     manager: ManagerDep,
     user: CurrentUser,
 ) -> Response:
-    form = await form_of(request)
-    try:
+    def save(form: FormData) -> str:
         out = manager.backups.create(_spec(form), created_by=user.username)
-    except (InvalidInput, Conflict) as exc:
-        return await _page(request, manager, **EDITOR.refused(form, exc, None))
-    return EDITOR.saved(f"Backup policy {out['name']} created")
+        return f"Backup policy {out['name']} created"
+
+    return await EDITOR.submit(request, save, partial(_page, request, manager))
 
 
 @router.post("/backups/{policy}", name="web.backup_update", response_class=HTMLResponse)
@@ -156,13 +148,13 @@ async def update_policy(
     manager: ManagerDep,
     user: CurrentUser,
 ) -> Response:
-    form = await form_of(request)
     current = manager.backups.get(policy)  # 404 for an unknown policy, not a form error
-    try:
+
+    def save(form: FormData) -> str:
         out = manager.backups.replace(policy, _spec(form, keep=current), actor=user)
-    except (InvalidInput, Conflict) as exc:
-        return await _page(request, manager, **EDITOR.refused(form, exc, policy))
-    return EDITOR.saved(f"Backup policy {out['name']} saved")
+        return f"Backup policy {out['name']} saved"
+
+    return await EDITOR.submit(request, save, partial(_page, request, manager), editing=policy)
 
 
 @router.post("/backups/{policy}/delete", name="web.backup_delete")
@@ -306,6 +298,20 @@ def _job_view(manager: Manager, job_id: str) -> dict[str, Any]:
     }
 
 
+def _job_started(
+    request: Request,
+    manager: Manager,
+    kind: str,
+    image: tuple[str, str, int],
+    job: Callable[[Any], Awaitable[dict[str, Any]]],
+    user: Principal,
+) -> HTMLResponse:
+    """Start a verify or restore job on one image; the job's panel the page follows."""
+    host, vm, backup_id = image
+    job_id = manager.jobs.start(kind, f"{host}/{vm}/{backup_id}", job, user, host=host)
+    return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
+
+
 @router.get("/backup-images/jobs/{job_id}", name="web.backup_job", response_class=HTMLResponse)
 def backup_job(request: Request, job_id: str, manager: ManagerDep) -> HTMLResponse:
     return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
@@ -327,8 +333,7 @@ def verify_image(
     async def job(progress: Any) -> dict[str, Any]:
         return await images.verify(backup_id, host, vm, progress=progress)
 
-    job_id = manager.jobs.start("backup.verify", f"{host}/{vm}/{backup_id}", job, user, host=host)
-    return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
+    return _job_started(request, manager, "backup.verify", (host, vm, backup_id), job, user)
 
 
 @router.post(IMAGE + "/restore", name="web.backup_image_restore", response_class=HTMLResponse)
@@ -370,8 +375,7 @@ async def restore_image(
     async def job(progress: Any) -> dict[str, Any]:
         return await images.restore(backup_id, progress=progress, **args)
 
-    job_id = manager.jobs.start("backup.restore", f"{host}/{vm}/{backup_id}", job, user, host=host)
-    return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
+    return _job_started(request, manager, "backup.restore", (host, vm, backup_id), job, user)
 
 
 @router.post(IMAGE + "/delete", name="web.backup_image_delete", response_class=HTMLResponse)

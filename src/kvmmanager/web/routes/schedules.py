@@ -4,11 +4,13 @@ each schedule's run history. `schedule.run` events refresh the list live."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
@@ -17,20 +19,26 @@ from kvmmanager.services.manager import Manager
 from kvmmanager.web.routes._forms import (
     TIMEZONES,
     EditorPage,
-    form_of,
+    FormState,
     host_choices,
     local_time,
     number,
     tag_choices,
     text,
+    toggle_or_delete,
     vm_choices,
     vm_targets,
 )
-from kvmmanager.web.templating import refresh_with_toast, render
+from kvmmanager.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 EDITOR = EditorPage(
-    "/schedules", "ops/_schedule_form.html", lists=("vms", "weekdays"), checkboxes=("enabled",)
+    "/schedules",
+    "ops/schedules.html",
+    "ops/_schedule_form.html",
+    "schedules",
+    lists=("vms", "weekdays"),
+    checkboxes=("enabled",),
 )
 ACTIONS = {
     "start": "Start",
@@ -154,25 +162,11 @@ def _context(manager: Manager) -> dict[str, Any]:
     }
 
 
-def _page(
-    request: Request,
-    manager: Manager,
-    *,
-    form: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    editing: str | None = None,
-    template: str = "ops/schedules.html",
-    status_code: int = 200,
-) -> HTMLResponse:
-    return render(
+def _page(request: Request, manager: Manager, state: FormState | None = None) -> HTMLResponse:
+    return EDITOR.render(
         request,
-        template,
-        status_code=status_code,
-        active="schedules",
+        state or FormState(_form_values(None)),
         schedules=[_view(s) for s in manager.schedules.list()],
-        form=form or _form_values(None),
-        errors=errors or {},
-        editing=editing,
         **_context(manager),
     )
 
@@ -185,8 +179,8 @@ def schedules_page(
     manager: ManagerDep,
     _user: CurrentUser,
 ) -> HTMLResponse:
-    form = _form_values(manager.schedules.get(edit)) if edit else None
-    return _page(request, manager, form=form, editing=edit)
+    state = FormState(_form_values(manager.schedules.get(edit)), editing=edit) if edit else None
+    return _page(request, manager, state)
 
 
 @router.get("/schedules/rows", name="web.schedule_rows", response_class=HTMLResponse)
@@ -209,18 +203,21 @@ def schedule_runs(request: Request, schedule: str, manager: ManagerDep) -> HTMLR
     return render(request, "ops/_schedule_runs.html", schedule=s, runs=runs)
 
 
+# NotFound is a form error here: the backup policy a schedule names.
+REFUSALS = (InvalidInput, Conflict, NotFound)
+
+
 @router.post("/schedules", name="web.schedule_create", response_class=HTMLResponse)
 async def create_schedule(
     request: Request,
     manager: ManagerDep,
     user: CurrentUser,
 ) -> Response:
-    form = await form_of(request)
-    try:
+    def save(form: FormData) -> str:
         out = manager.schedules.create(_spec(form), created_by=user.username)
-    except (InvalidInput, Conflict, NotFound) as exc:  # NotFound: the backup policy
-        return _page(request, manager, **EDITOR.refused(form, exc, None))
-    return EDITOR.saved(f"Schedule {out['name']} created; next run {_view(out)['next_local']}")
+        return f"Schedule {out['name']} created; next run {_view(out)['next_local']}"
+
+    return await EDITOR.submit(request, save, partial(_page, request, manager), refusals=REFUSALS)
 
 
 @router.post("/schedules/{schedule}", name="web.schedule_update", response_class=HTMLResponse)
@@ -230,21 +227,22 @@ async def update_schedule(
     manager: ManagerDep,
     user: CurrentUser,
 ) -> Response:
-    form = await form_of(request)
     manager.schedules.get(schedule)  # 404 for an unknown schedule, not a form error
-    try:
-        out = manager.schedules.replace(schedule, _spec(form), actor=user)
-    except (InvalidInput, Conflict, NotFound) as exc:
-        return _page(request, manager, **EDITOR.refused(form, exc, schedule))
-    return EDITOR.saved(f"Schedule {out['name']} saved")
+
+    def save(form: FormData) -> str:
+        return (
+            f"Schedule {manager.schedules.replace(schedule, _spec(form), actor=user)['name']} saved"
+        )
+
+    show = partial(_page, request, manager)
+    return await EDITOR.submit(request, save, show, editing=schedule, refusals=REFUSALS)
 
 
 @router.post("/schedules/{schedule}/{action}", name="web.schedule_action")
 async def schedule_action(schedule: str, action: str, manager: ManagerDep) -> Response:
-    if action in ("enable", "disable"):
-        manager.schedules.set_enabled(schedule, action == "enable")
-    elif action == "delete":
-        manager.schedules.delete(schedule)
-    else:
-        raise InvalidInput("action must be enable, disable or delete", field="action")
-    return refresh_with_toast(f"Schedule {schedule}: {action} done")
+    return toggle_or_delete(
+        f"Schedule {schedule}",
+        action,
+        partial(manager.schedules.set_enabled, schedule),
+        partial(manager.schedules.delete, schedule),
+    )
