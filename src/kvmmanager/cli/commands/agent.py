@@ -18,19 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from kvmmanager.cli.api_client import ApiClient, client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
+from kvmmanager.cli.helpers import HOST_OPTION, api_get, api_post, progress
 from kvmmanager.cli.output import emit, info, wants_json, write_output
 from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import GuestError, InvalidInput
@@ -52,25 +43,31 @@ def _base(host: str, vm: str) -> str:
 
 
 def _get(ctx: typer.Context, host: str, vm: str, path: str, **kw: Any) -> Any:
-    with client(ctx) as api:
-        return api.get(f"{_base(host, vm)}/{path}", **kw)
+    return api_get(ctx, f"{_base(host, vm)}/{path}", **kw)
 
 
 def _post(ctx: typer.Context, host: str, vm: str, path: str, body: Any = None) -> Any:
-    with client(ctx) as api:
-        return api.post(f"{_base(host, vm)}/{path}", json=body)
+    return api_post(ctx, f"{_base(host, vm)}/{path}", body)
 
 
-@app.command("status")
-def status(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
-    """Agent status of the VM (absent, connecting, connected, unresponsive) and qemu-ga's."""
-    emit(ctx, _get(ctx, host, vm, "status"))
+def _shows(
+    name: str, doc: str, path: str, *, post: bool = False, columns: list[str] | None = None
+) -> None:
+    """A command `NAME VM [--host]` that asks the agent route `path` and prints the answer."""
+
+    def command(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
+        emit(ctx, (_post if post else _get)(ctx, host, vm, path), columns)
+
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
-@app.command("ping")
-def ping(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
-    """Ping the guest agent (ours, else qemu-guest-agent)."""
-    emit(ctx, _get(ctx, host, vm, "ping"))
+_shows(
+    "status",
+    "Agent status of the VM (absent, connecting, connected, unresponsive) and qemu-ga's.",
+    "status",
+)
+_shows("ping", "Ping the guest agent (ours, else qemu-guest-agent).", "ping")
 
 
 @app.command("info")
@@ -183,21 +180,6 @@ def _label(text: str) -> str:
     return escape(inert(text))
 
 
-def _progress(quiet: bool) -> Progress:
-    # On stderr, and not at all when quiet: even with no visible task a live display
-    # ends with a line of its own, which came out as an empty line before an error.
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-        disable=quiet,
-    )
-
-
 # Request body pieces of an upload (the server cuts them into the agent's chunks).
 UPLOAD_PIECE = 1 << 20
 
@@ -207,7 +189,7 @@ def _upload(api: ApiClient, base: str, src: Path, dest: str, resume: bool, quiet
     file is sent again over HTTP and the server skips what the guest already holds."""
     size = src.stat().st_size
     digest = hashlib.sha256()
-    with open(src, "rb") as fh, _progress(quiet) as bar:
+    with open(src, "rb") as fh, progress(quiet=quiet) as bar:
         task = bar.add_task(_label(f"{src.name} -> {dest}"), total=size, visible=not quiet)
 
         def body() -> Iterator[bytes]:
@@ -228,7 +210,7 @@ def _receive(
     api: ApiClient, base: str, src: str, dest: Path, done: int, digest: Any, quiet: bool
 ) -> int:
     """Append the guest's `src` from offset `done` to `dest`; the bytes it now holds."""
-    with open(dest, "r+b" if done else "wb") as fh, _progress(quiet) as bar:
+    with open(dest, "r+b" if done else "wb") as fh, progress(quiet=quiet) as bar:
         while fh.tell() < done:
             digest.update(fh.read(min(1 << 20, done - fh.tell())))
         with api.stream("GET", f"{base}/files/content", params={"path": src, "offset": done}) as r:
@@ -328,16 +310,8 @@ def freeze(
     emit(ctx, _post(ctx, host, vm, "fsfreeze/freeze", {"timeout_seconds": thaw_after}))
 
 
-@app.command("thaw")
-def thaw(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
-    """Thaw the guest's filesystems."""
-    emit(ctx, _post(ctx, host, vm, "fsfreeze/thaw"))
-
-
-@app.command("freeze-status")
-def freeze_status(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
-    """Whether the guest's filesystems are frozen."""
-    emit(ctx, _get(ctx, host, vm, "fsfreeze"))
+_shows("thaw", "Thaw the guest's filesystems.", "fsfreeze/thaw", post=True)
+_shows("freeze-status", "Whether the guest's filesystems are frozen.", "fsfreeze")
 
 
 @app.command("service")
@@ -370,10 +344,12 @@ def ssh_keys(
         emit(ctx, _get(ctx, host, vm, "ssh-keys", params={"user": user}))
 
 
-@app.command("methods")
-def methods(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
-    """Every protocol method and whether you may call it."""
-    emit(ctx, _get(ctx, host, vm, "methods"), ["name", "capability", "role", "allowed"])
+_shows(
+    "methods",
+    "Every protocol method and whether you may call it.",
+    "methods",
+    columns=["name", "capability", "role", "allowed"],
+)
 
 
 @app.command("call")

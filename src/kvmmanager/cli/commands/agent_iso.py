@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from kvmmanager.cli.api_client import ApiClient, client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes
+from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import HOST_OPTION, api_get, api_post, fmt_bytes, follow_job_in_lines
 from kvmmanager.cli.output import emit, info, wants_json
 from kvmmanager.cli.urls import q
 from kvmmanager.core.config import get_settings
-from kvmmanager.core.errors import Cancelled, KvmmError
 from kvmmanager.core.sanitize import inert
 
 NAME = "agent-iso"
 app = typer.Typer(help="The guest-agent ISO: build, locate, deploy, install.", no_args_is_help=True)
 
 POOL_OPTION = typer.Option(None, "--pool", "-p", help="Pool (default: agent.iso_pool).")
-JOB_POLL_SECONDS = 0.2
 
 
 @app.command("build")
@@ -81,30 +78,7 @@ def locate(ctx: typer.Context) -> None:
 def status(ctx: typer.Context, host: str = HOST_OPTION, pool: str | None = POOL_OPTION) -> None:
     """What the host's pool holds compared with the current ISO."""
     params = {"pool": pool} if pool else None
-    with client(ctx) as api:
-        emit(ctx, api.get(f"/api/hosts/{q(host)}/agent-iso", params=params))
-
-
-def wait_job(api: ApiClient, job_id: str, show: bool) -> dict[str, Any]:
-    """Follow a job to its end (progress on stderr); its result, or its error raised."""
-    last = ""
-    while True:
-        job = api.get(f"/api/jobs/{q(job_id)}")
-        if show and job.get("total"):
-            line = f"{job.get('message') or job['kind']}: {job['done']}/{job['total']} bytes"
-            if line != last:
-                info(line)
-                last = line
-        if job.get("state") in ("done", "failed", "cancelled"):
-            break
-        time.sleep(JOB_POLL_SECONDS)
-    if job["state"] == "done":
-        return job.get("result") or {}
-    error = job.get("error") or {}
-    message = str(error.get("message") or f"job {job_id} {job['state']}")
-    if job["state"] == "cancelled":
-        raise Cancelled(message)
-    raise KvmmError(message, field=error.get("field"))
+    emit(ctx, api_get(ctx, f"/api/hosts/{q(host)}/agent-iso", params=params))
 
 
 @app.command("deploy")
@@ -135,7 +109,7 @@ def deploy(
         if not wait:
             emit(ctx, started)
             return
-        result = wait_job(api, started["job_id"], show=not wants_json(ctx))
+        result = follow_job_in_lines(api, started["job_id"], not wants_json(ctx))
     emit(ctx, result)
 
 
@@ -157,8 +131,7 @@ def install_agent_command(
 
 def eject_agent_command(ctx: typer.Context, vm: str, host: str = "local") -> None:
     """What `vm eject VM` runs for the agent ISO."""
-    with client(ctx) as api:
-        result = api.post(f"/api/hosts/{q(host)}/agent-iso/eject/{q(vm)}")
+    result = api_post(ctx, f"/api/hosts/{q(host)}/agent-iso/eject/{q(vm)}")
     if wants_json(ctx):
         emit(ctx, result)
     else:

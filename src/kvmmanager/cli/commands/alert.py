@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import act_and_say, api_get, api_post
 from kvmmanager.cli.output import emit, info
 from kvmmanager.cli.urls import q
 
@@ -41,14 +41,12 @@ def list_alerts(
         params["state"] = state
     if rule:
         params["rule"] = rule
-    with client(ctx) as api:
-        emit(ctx, api.get("/api/alerts", params=params), ALERT_COLUMNS)
+    emit(ctx, api_get(ctx, "/api/alerts", params=params), ALERT_COLUMNS)
 
 
 @rule_app.command("list")
 def list_rules(ctx: typer.Context) -> None:
-    with client(ctx) as api:
-        emit(ctx, api.get("/api/alert-rules"), RULE_COLUMNS)
+    emit(ctx, api_get(ctx, "/api/alert-rules"), RULE_COLUMNS)
 
 
 @rule_app.command("add")
@@ -82,36 +80,28 @@ def add_rule(
         "name": name, "metric": metric, "threshold": threshold, "op": op, "samples": samples,
         "severity": severity, "host": host, "vm": vm, "tag": tag,
     }  # fmt: skip
-    with client(ctx) as api:
-        emit(ctx, api.post("/api/alert-rules", json=body))
+    emit(ctx, api_post(ctx, "/api/alert-rules", body))
 
 
 @rule_app.command("enable")
 def enable_rule(ctx: typer.Context, rule: str) -> None:
-    with client(ctx) as api:
-        api.post(f"/api/alert-rules/{q(rule)}/enable")
-    info(f"rule {rule} enabled")
+    act_and_say(ctx, "POST", f"/api/alert-rules/{q(rule)}/enable", f"rule {rule} enabled")
 
 
 @rule_app.command("disable")
 def disable_rule(ctx: typer.Context, rule: str) -> None:
-    with client(ctx) as api:
-        api.post(f"/api/alert-rules/{q(rule)}/disable")
-    info(f"rule {rule} disabled")
+    act_and_say(ctx, "POST", f"/api/alert-rules/{q(rule)}/disable", f"rule {rule} disabled")
 
 
 @rule_app.command("remove")
 def remove_rule(ctx: typer.Context, rule: str) -> None:
     """Delete a rule and its alert history."""
-    with client(ctx) as api:
-        api.delete(f"/api/alert-rules/{q(rule)}")
-    info(f"rule {rule} removed")
+    act_and_say(ctx, "DELETE", f"/api/alert-rules/{q(rule)}", f"rule {rule} removed")
 
 
 @hook_app.command("list")
 def list_hooks(ctx: typer.Context) -> None:
-    with client(ctx) as api:
-        emit(ctx, api.get("/api/webhooks"), HOOK_COLUMNS)
+    emit(ctx, api_get(ctx, "/api/webhooks"), HOOK_COLUMNS)
 
 
 @hook_app.command("add")
@@ -126,15 +116,13 @@ def add_hook(
 ) -> None:
     """Send alerts to URL as signed JSON POSTs; prints the shared secret once."""
     body = {"name": name, "url": url, "secret": secret, "min_severity": min_severity}
-    with client(ctx) as api:
-        emit(ctx, api.post("/api/webhooks", json=body))
+    emit(ctx, api_post(ctx, "/api/webhooks", body))
 
 
 @hook_app.command("ping")
 def ping_hook(ctx: typer.Context, webhook: str) -> None:
     """Send a signed test delivery; `alert webhook deliveries` shows how it went."""
-    with client(ctx) as api:
-        res = api.post(f"/api/webhooks/{q(webhook)}/ping")
+    res = api_post(ctx, f"/api/webhooks/{q(webhook)}/ping")
     info(f"test delivery {res['delivery_id']} queued")
 
 
@@ -142,22 +130,18 @@ def ping_hook(ctx: typer.Context, webhook: str) -> None:
 def list_deliveries(
     ctx: typer.Context, webhook: str, limit: int = typer.Option(20, "--limit", "-n")
 ) -> None:
-    with client(ctx) as api:
-        data = api.get(f"/api/webhooks/{q(webhook)}/deliveries", params={"limit": limit})
+    data = api_get(ctx, f"/api/webhooks/{q(webhook)}/deliveries", params={"limit": limit})
     emit(ctx, data, DELIVERY_COLUMNS)
 
 
 @hook_app.command("remove")
 def remove_hook(ctx: typer.Context, webhook: str) -> None:
-    with client(ctx) as api:
-        api.delete(f"/api/webhooks/{q(webhook)}")
-    info(f"webhook {webhook} removed")
+    act_and_say(ctx, "DELETE", f"/api/webhooks/{q(webhook)}", f"webhook {webhook} removed")
 
 
 @email_app.command("list")
 def list_email(ctx: typer.Context) -> None:
-    with client(ctx) as api:
-        data = api.get("/api/email-targets")
+    data = api_get(ctx, "/api/email-targets")
     emit(ctx, data, ["name", "smtp_host", "smtp_port", "security", "to_addrs", "min_severity"])
 
 
@@ -180,20 +164,17 @@ def add_email(
         "username": username, "password": password, "from_addr": from_addr,
         "to_addrs": to, "min_severity": min_severity,
     }  # fmt: skip
-    with client(ctx) as api:
-        emit(ctx, api.post("/api/email-targets", json=body))
+    emit(ctx, api_post(ctx, "/api/email-targets", body))
 
 
 @email_app.command("test")
 def test_email(ctx: typer.Context, target: str) -> None:
     """Send a test message through the target now."""
-    with client(ctx) as api:
-        api.post(f"/api/email-targets/{q(target)}/test")
-    info(f"test e-mail sent through {target}")
+    act_and_say(
+        ctx, "POST", f"/api/email-targets/{q(target)}/test", f"test e-mail sent through {target}"
+    )
 
 
 @email_app.command("remove")
 def remove_email(ctx: typer.Context, target: str) -> None:
-    with client(ctx) as api:
-        api.delete(f"/api/email-targets/{q(target)}")
-    info(f"e-mail target {target} removed")
+    act_and_say(ctx, "DELETE", f"/api/email-targets/{q(target)}", f"e-mail target {target} removed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import act_and_say, api_get, api_post, vm_target
 from kvmmanager.cli.output import emit, info, wants_json
 from kvmmanager.cli.urls import q
 
@@ -24,15 +25,9 @@ IMAGE_COLUMNS = ["id", "vm", "policy", "kind", "parent_id", "status", "size", "c
 PARTIAL_EXIT = 3
 
 
-def _target(text: str) -> dict[str, str]:
-    host, sep, vm = text.rpartition("/")
-    return {"host": host if sep and host else "local", "vm": vm}
-
-
 @app.command("list")
 def list_policies(ctx: typer.Context) -> None:
-    with client(ctx) as api:
-        data = api.get("/api/backup-policies")
+    data = api_get(ctx, "/api/backup-policies")
     rows = [{**p, "targets": [f"{v['host']}/{v['vm']}" for v in p["vms"]]
              + ([f"tag:{p['tag']}"] if p["tag"] else [])} for p in data]  # fmt: skip
     emit(ctx, data if wants_json(ctx) else rows, COLUMNS)
@@ -64,27 +59,24 @@ def add(
     """Create a policy; run it with `backup run`, or on a timetable with
     `schedule add NAME backup --policy POLICY ...`."""
     body = {
-        "name": name, "vms": [_target(v) for v in vms or []], "tag": tag, "host": host,
+        "name": name, "vms": [vm_target(v) for v in vms or []], "tag": tag, "host": host,
         "keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly,
         "timezone": tz, "quiesce": quiesce, "method": method, "pool": pool,
         "full_every": full_every,
     }  # fmt: skip
-    with client(ctx) as api:
-        emit(ctx, api.post("/api/backup-policies", json=body))
+    emit(ctx, api_post(ctx, "/api/backup-policies", body))
 
 
 @app.command("show")
 def show(ctx: typer.Context, policy: str) -> None:
-    with client(ctx) as api:
-        emit(ctx, api.get(f"/api/backup-policies/{q(policy)}"))
+    emit(ctx, api_get(ctx, f"/api/backup-policies/{q(policy)}"))
 
 
 @app.command("run")
 def run(ctx: typer.Context, policy: str) -> None:
     """Back up now: a snapshot per VM, then prune to the retention. Exits 3 when some VMs
     failed."""
-    with client(ctx) as api:
-        res = api.post(f"/api/backup-policies/{q(policy)}/run")
+    res = api_post(ctx, f"/api/backup-policies/{q(policy)}/run")
     emit(ctx, res if wants_json(ctx) else res["results"], RESULT_COLUMNS)
     if not wants_json(ctx):
         info(f"{res['snapshot']}: {res['succeeded']} of {res['total']} vms backed up")
@@ -95,9 +87,9 @@ def run(ctx: typer.Context, policy: str) -> None:
 @app.command("remove")
 def remove(ctx: typer.Context, policy: str) -> None:
     """Forget a policy (its snapshots stay)."""
-    with client(ctx) as api:
-        api.delete(f"/api/backup-policies/{q(policy)}")
-    info(f"backup policy {policy} removed")
+    act_and_say(
+        ctx, "DELETE", f"/api/backup-policies/{q(policy)}", f"backup policy {policy} removed"
+    )
 
 
 @app.command("backups")
@@ -108,8 +100,7 @@ def list_backups(
     host: str = typer.Option("local", "--host", "-H", envvar="KVMM_HOST"),
 ) -> None:
     """The VM's backups made by POLICY, oldest first."""
-    with client(ctx) as api:
-        data = api.get(f"/api/backup-policies/{q(policy)}/backups/{q(host)}/{q(vm)}")
+    data = api_get(ctx, f"/api/backup-policies/{q(policy)}/backups/{q(host)}/{q(vm)}")
     emit(ctx, data, ["name", "created", "kind", "state"])
 
 
@@ -126,8 +117,7 @@ def restore(
     if not yes:
         yes = typer.confirm(f"Restore {vm} to {snapshot}? Everything since is discarded")
     body = {"host": host, "vm": vm, "snapshot": snapshot, "confirm": yes}
-    with client(ctx) as api:
-        emit(ctx, api.post(f"/api/backup-policies/{q(policy)}/restore", json=body))
+    emit(ctx, api_post(ctx, f"/api/backup-policies/{q(policy)}/restore", body))
 
 
 # ---- backups made with libvirt's backup API (policies with --method backup) -----------
@@ -149,8 +139,7 @@ def images(
 ) -> None:
     """Backups made into pools, newest first."""
     params = {k: v for k, v in {"vm": vm, "policy": policy, "host": host}.items() if v}
-    with client(ctx) as api:
-        emit(ctx, api.get("/api/backups", params=params), IMAGE_COLUMNS)
+    emit(ctx, api_get(ctx, "/api/backups", params=params), IMAGE_COLUMNS)
 
 
 @app.command("take")
@@ -170,8 +159,7 @@ def take(
 def verify(ctx: typer.Context, vm: str, backup_id: int, host: str = HOST_OPT) -> None:
     """Re-read a backup through libvirt: checksums and qcow2 headers. Exits 3 on a
     mismatch."""
-    with client(ctx) as api:
-        res = api.post(f"{_vm_path(host, vm)}/{backup_id}/verify")
+    res = api_post(ctx, f"{_vm_path(host, vm)}/{backup_id}/verify")
     emit(ctx, res)
     if res["status"] != "ok":
         raise typer.Exit(PARTIAL_EXIT)
@@ -194,13 +182,10 @@ def restore_image(
         yes = typer.confirm(f"Replace {vm}'s disks with backup {backup_id}?")
     body = {"mode": "original" if over else "new", "name": name, "pool": pool,
             "start": start, "confirm": yes}  # fmt: skip
-    with client(ctx) as api:
-        emit(ctx, api.post(f"{_vm_path(host, vm)}/{backup_id}/restore", json=body))
+    emit(ctx, api_post(ctx, f"{_vm_path(host, vm)}/{backup_id}/restore", body))
 
 
 @app.command("delete-image")
 def delete_image(ctx: typer.Context, vm: str, backup_id: int, host: str = HOST_OPT) -> None:
     """Delete a backup's volumes and checkpoint (refused while an incremental uses it)."""
-    with client(ctx) as api:
-        api.delete(f"{_vm_path(host, vm)}/{backup_id}")
-    info(f"backup {backup_id} deleted")
+    act_and_say(ctx, "DELETE", f"{_vm_path(host, vm)}/{backup_id}", f"backup {backup_id} deleted")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import api_post
 from kvmmanager.cli.output import emit, info, wants_json
 from kvmmanager.core.errors import InvalidInput, NotFound
 
@@ -65,8 +65,7 @@ def _command(action: str) -> None:
             "snapshot_name": snapshot_name,
             "concurrency": concurrency,
         }
-        with client(ctx) as api:
-            res = api.post(f"/api/batch/{action}", json=body)
+        res = api_post(ctx, f"/api/batch/{action}", body)
         if res["total"] == 0:
             # Nothing ran: "0 of 0 succeeded" with exit 0 reads as success to a script
             # whose tag is misspelt or whose VMs are gone.

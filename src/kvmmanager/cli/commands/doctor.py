@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import api_get
 from kvmmanager.cli.output import emit, wants_json
 from kvmmanager.cli.urls import q
 from kvmmanager.core.config import get_settings
@@ -63,8 +63,7 @@ def register(root: typer.Typer) -> None:
             params: dict[str, str] = {"network": network}
             if pool:
                 params["pool"] = pool
-            with client(ctx) as api:
-                report = api.get(f"/api/hosts/{q(host)}/health", params=params)
+            report = api_get(ctx, f"/api/hosts/{q(host)}/health", params=params)
         else:
             from kvmmanager.services.hosts.doctor import run_local
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands.agent_iso import wait_job
+from kvmmanager.cli.helpers import api_post, follow_job_in_lines
 from kvmmanager.cli.output import emit, info, wants_json
 from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
@@ -67,8 +67,7 @@ def import_xml(
         "network_map": _mapping(network, "--network"),
         "pool_map": _mapping(pool, "--pool"),
     }
-    with client(ctx) as api:
-        res = api.post(f"/api/hosts/{q(host)}/imports", json=body)
+    res = api_post(ctx, f"/api/hosts/{q(host)}/imports", body)
     _print_import(ctx, res)
 
 
@@ -94,7 +93,7 @@ def export_bundle(
     """Export a shut-off VM with its disks (XML + volumes + sha256 manifest) to a file."""
     with client(ctx) as api:
         started = api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/export/bundle")
-        result = wait_job(api, started["job_id"], show=not wants_json(ctx))
+        result = follow_job_in_lines(api, started["job_id"], not wants_json(ctx))
         bundle_id = result["bundle_id"]
         partial = output.with_name(output.name + ".part")
         try:
@@ -143,5 +142,5 @@ def import_bundle(
             content=fh,
             headers={"Content-Type": "application/gzip"},
         )
-        res = wait_job(api, started["job_id"], show=not wants_json(ctx))
+        res = follow_job_in_lines(api, started["job_id"], not wants_json(ctx))
     _print_import(ctx, res)

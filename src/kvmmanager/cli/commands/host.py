@@ -8,7 +8,8 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.output import emit, info
+from kvmmanager.cli.helpers import act_and_say, api_get
+from kvmmanager.cli.output import emit
 from kvmmanager.cli.urls import q
 
 NAME = "host"
@@ -28,8 +29,7 @@ def _path(name: str) -> str:
 def list_hosts(ctx: typer.Context) -> None:
     """List hosts with their connection status (connected, not responding, reconnecting,
     failed) and, for a host that is not connected, how old its VMs' shown state is."""
-    with client(ctx) as api:
-        hosts = api.get("/api/hosts")
+    hosts = api_get(ctx, "/api/hosts")
     now = time.time()
     for h in hosts:
         since = h.get("stale_since")
@@ -69,6 +69,4 @@ def show(ctx: typer.Context, name: str) -> None:
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
     """Forget a host (needs the admin role); its VMs stay untouched in libvirt."""
-    with client(ctx) as api:
-        api.delete(_path(name))
-    info(f"host {name} removed")
+    act_and_say(ctx, "DELETE", _path(name), f"host {name} removed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
+from kvmmanager.cli.helpers import HOST_OPTION, api_post
 from kvmmanager.cli.output import emit
 from kvmmanager.cli.urls import q
 
@@ -38,8 +38,7 @@ def attach(
 ) -> None:
     """Give DEVICE (a name from `hostdev list`) to VM."""
     body = {"device": device, "usb_match": "address" if by_address else "id", "group": group}
-    with client(ctx) as api:
-        emit(ctx, api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/hostdevs", json=body))
+    emit(ctx, api_post(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/hostdevs", body))
 
 
 @app.command("detach")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import api_get
 from kvmmanager.cli.output import emit
 
 COLUMNS = [
@@ -26,6 +26,5 @@ def register(root: typer.Typer) -> None:
     def instances(ctx: typer.Context) -> None:
         """List the manager instances that share this database (alive: heartbeat < 15 s;
         lease_holder: runs the schedules, alerts and other once-only work)."""
-        with client(ctx) as api:
-            rows = api.get("/api/instances")
+        rows = api_get(ctx, "/api/instances")
         emit(ctx, rows, COLUMNS)

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import api_get
 from kvmmanager.cli.output import emit, human_bytes, wants_json
 from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
@@ -72,8 +72,7 @@ def host_metrics(
     """The latest rates of every VM of a host."""
     if sort not in SORT_KEYS:
         raise InvalidInput(f"--sort must be one of {', '.join(SORT_KEYS)}", field="sort")
-    with client(ctx) as api:
-        data = api.get(f"/api/hosts/{q(host)}/metrics")
+    data = api_get(ctx, f"/api/hosts/{q(host)}/metrics")
     rows: list[dict[str, Any]] = data["vms"]
     if sort != "name":
         key = SORT_KEYS[sort]
@@ -89,8 +88,7 @@ def host_metrics(
 @app.command("vm")
 def vm_metrics(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """The latest figures of one VM, with its guest agent's when it runs one."""
-    with client(ctx) as api:
-        data = api.get(f"/api/hosts/{q(host)}/vms/{q(vm)}/metrics")
+    data = api_get(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/metrics")
     if wants_json(ctx):
         emit(ctx, data)
         return
@@ -124,8 +122,7 @@ def history(
 ) -> None:
     """A VM's history: full resolution up to 1 h back, 5-minute means up to 24 h, hourly
     means beyond."""
-    with client(ctx) as api:
-        data = api.get(f"/api/hosts/{q(host)}/vms/{q(vm)}/metrics/history", params={"last": last})
+    data = api_get(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/metrics/history", params={"last": last})
     unknown = [f for f in field if f not in data["fields"]]
     if unknown:
         raise InvalidInput(
@@ -148,8 +145,7 @@ def history(
 @app.command("collectors")
 def collectors(ctx: typer.Context) -> None:
     """The collector of each host: collections, skipped (overrun) ticks, errors, cost."""
-    with client(ctx) as api:
-        data = api.get("/api/metrics/collectors")
+    data = api_get(ctx, "/api/metrics/collectors")
     now = time.time()
     for c in data:
         c["age_seconds"] = round(now - c["last_ts"], 1) if c.get("last_ts") else None

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
-from kvmmanager.cli.commands.clone import follow_job
-from kvmmanager.cli.output import emit, wants_json
+from kvmmanager.cli.helpers import HOST_OPTION, api_post, start_job
+from kvmmanager.cli.output import emit
 from kvmmanager.cli.urls import q
 
 NAME = "migrate"
@@ -54,8 +52,7 @@ def check(
     body = _body(
         target, live, copy_storage, auto_converge, post_copy, compressed, bandwidth, migrate_uri
     )
-    with client(ctx) as api:
-        emit(ctx, api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/migration/check", json=body))
+    emit(ctx, api_post(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/migration/check", body))
 
 
 @app.command("start")
@@ -69,9 +66,4 @@ def start(
     body = _body(
         target, live, copy_storage, auto_converge, post_copy, compressed, bandwidth, migrate_uri
     )
-    with client(ctx) as api:
-        started = api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/migrate", json=body)
-        if not wait:
-            emit(ctx, started)
-            return
-        emit(ctx, follow_job(api, started["job_id"], f"migrate {vm}", not wants_json(ctx)))
+    start_job(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/migrate", body, f"migrate {vm}", wait=wait)

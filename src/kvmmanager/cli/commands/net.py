@@ -7,9 +7,8 @@ from typing import Any
 
 import typer
 
-from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
-from kvmmanager.cli.output import emit, info, wants_json
+from kvmmanager.cli.helpers import HOST_OPTION, act_and_say, action_commands, api_get, api_post
+from kvmmanager.cli.output import emit, wants_json
 from kvmmanager.cli.urls import q
 
 NAME = "net"
@@ -38,15 +37,13 @@ def _base(host: str) -> str:
 @app.command("list")
 def list_networks(ctx: typer.Context, host: str = HOST_OPTION) -> None:
     """List the host's networks."""
-    with client(ctx) as api:
-        emit(ctx, api.get(_base(host)), COLUMNS)
+    emit(ctx, api_get(ctx, _base(host)), COLUMNS)
 
 
 @app.command("show")
 def show(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
     """Show one network."""
-    with client(ctx) as api:
-        emit(ctx, api.get(f"{_base(host)}/{q(name)}"))
+    emit(ctx, api_get(ctx, f"{_base(host)}/{q(name)}"))
 
 
 @app.command("create")
@@ -79,36 +76,24 @@ def create(
         "start": start,
         "autostart": autostart,
     }
-    with client(ctx) as api:
-        emit(ctx, api.post(_base(host), json=body))
+    emit(ctx, api_post(ctx, _base(host), body))
 
 
+# Alike pool.py's on purpose: the same REST shape (create body, /actions/ACTION) over
+# another resource; what both do alike is helpers.action_commands.
 def _action(ctx: typer.Context, host: str, name: str, action: str) -> None:
-    with client(ctx) as api:
-        emit(ctx, api.post(f"{_base(host)}/{q(name)}/actions/{action}"))
+    emit(ctx, api_post(ctx, f"{_base(host)}/{q(name)}/actions/{action}"))
 
 
-@app.command("start")
-def start_cmd(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Start a network."""
-    _action(ctx, host, name, "start")
-
-
-@app.command("stop")
-def stop_cmd(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Stop a network (VMs on it lose connectivity)."""
-    _action(ctx, host, name, "stop")
-
-
-@app.command("autostart")
-def autostart_cmd(
-    ctx: typer.Context,
-    name: str,
-    off: bool = typer.Option(False, "--off", help="Disable autostart."),
-    host: str = HOST_OPTION,
-) -> None:
-    """Start the network when libvirtd starts (or not, with --off)."""
-    _action(ctx, host, name, "noautostart" if off else "autostart")
+action_commands(
+    app,
+    _action,
+    {
+        "start": "Start a network.",
+        "stop": "Stop a network (VMs on it lose connectivity).",
+        "autostart": "Start the network when libvirtd starts (or not, with --off).",
+    },
+)
 
 
 @app.command("delete")
@@ -119,9 +104,8 @@ def delete(
     host: str = HOST_OPTION,
 ) -> None:
     """Stop and undefine a network (needs the admin role)."""
-    with client(ctx) as api:
-        api.delete(f"{_base(host)}/{q(name)}", params={"force": force})
-    info(f"network {name} deleted")
+    path = f"{_base(host)}/{q(name)}"
+    act_and_say(ctx, "DELETE", path, f"network {name} deleted", params={"force": force})
 
 
 @app.command("leases")
@@ -133,8 +117,7 @@ def leases(
 ) -> None:
     """List the network's DHCP leases (EXPIRES in UTC; --json keeps Unix seconds)."""
     params = {"mac": mac} if mac else None
-    with client(ctx) as api:
-        rows = api.get(f"{_base(host)}/{q(name)}/leases", params=params)
+    rows = api_get(ctx, f"{_base(host)}/{q(name)}/leases", params=params)
     if wants_json(ctx):
         emit(ctx, rows)
         return

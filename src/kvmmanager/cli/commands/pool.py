@@ -6,9 +6,14 @@ from typing import Any
 
 import typer
 
-from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes
-from kvmmanager.cli.output import emit, info
+from kvmmanager.cli.helpers import (
+    HOST_OPTION,
+    act_and_say,
+    action_commands,
+    api_get,
+    api_post,
+    emit_sized,
+)
 from kvmmanager.cli.urls import q
 
 NAME = "pool"
@@ -17,36 +22,24 @@ app = typer.Typer(help="Storage pools: list, create, start, stop, delete.", no_a
 COLUMNS = ["name", "type", "state", "autostart", "capacity", "allocation", "available", "target"]
 
 
-def _human(pool: dict[str, Any]) -> dict[str, Any]:
-    out = dict(pool)
-    for key in ("capacity", "allocation", "available"):
-        out[key] = fmt_bytes(pool.get(key))
-    return out
+def _base(host: str) -> str:
+    return f"/api/hosts/{q(host)}/pools"
 
 
 def _emit(ctx: typer.Context, data: Any) -> None:
-    from kvmmanager.cli.output import wants_json
-
-    if wants_json(ctx):
-        emit(ctx, data)
-    elif isinstance(data, list):
-        emit(ctx, [_human(p) for p in data], COLUMNS)
-    else:
-        emit(ctx, _human(data))
+    emit_sized(ctx, data, COLUMNS, ("capacity", "allocation", "available"))
 
 
 @app.command("list")
 def list_pools(ctx: typer.Context, host: str = HOST_OPTION) -> None:
     """List the host's pools with their capacity figures."""
-    with client(ctx) as api:
-        _emit(ctx, api.get(f"/api/hosts/{q(host)}/pools"))
+    _emit(ctx, api_get(ctx, _base(host)))
 
 
 @app.command("show")
 def show(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
     """Show one pool."""
-    with client(ctx) as api:
-        _emit(ctx, api.get(f"/api/hosts/{q(host)}/pools/{q(name)}"))
+    _emit(ctx, api_get(ctx, f"{_base(host)}/{q(name)}"))
 
 
 @app.command("create")
@@ -79,48 +72,25 @@ def create(
         "start": start,
         "autostart": autostart,
     }
-    with client(ctx) as api:
-        _emit(ctx, api.post(f"/api/hosts/{q(host)}/pools", json=body))
+    _emit(ctx, api_post(ctx, _base(host), body))
 
 
 def _action(ctx: typer.Context, host: str, name: str, action: str) -> None:
-    with client(ctx) as api:
-        _emit(ctx, api.post(f"/api/hosts/{q(host)}/pools/{q(name)}/actions/{action}"))
+    _emit(ctx, api_post(ctx, f"{_base(host)}/{q(name)}/actions/{action}"))
 
 
-@app.command("start")
-def start(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Start (activate) a pool (needs the admin role)."""
-    _action(ctx, host, name, "start")
-
-
-@app.command("stop")
-def stop(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Stop (deactivate) a pool; its volumes stay (needs the admin role)."""
-    _action(ctx, host, name, "stop")
-
-
-@app.command("build")
-def build_cmd(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Create the pool's storage (directory, volume group) on the host."""
-    _action(ctx, host, name, "build")
-
-
-@app.command("refresh")
-def refresh(ctx: typer.Context, name: str, host: str = HOST_OPTION) -> None:
-    """Re-read the pool's volumes and capacity."""
-    _action(ctx, host, name, "refresh")
-
-
-@app.command("autostart")
-def autostart_cmd(
-    ctx: typer.Context,
-    name: str,
-    off: bool = typer.Option(False, "--off", help="Disable autostart."),
-    host: str = HOST_OPTION,
-) -> None:
-    """Start the pool when libvirtd starts (or not, with --off; needs the admin role)."""
-    _action(ctx, host, name, "noautostart" if off else "autostart")
+action_commands(
+    app,
+    _action,
+    {
+        "start": "Start (activate) a pool (needs the admin role).",
+        "stop": "Stop (deactivate) a pool; its volumes stay (needs the admin role).",
+        "build": "Create the pool's storage (directory, volume group) on the host.",
+        "refresh": "Re-read the pool's volumes and capacity.",
+        "autostart": "Start the pool when libvirtd starts (or not, with --off; needs the admin "
+        "role).",
+    },
+)
 
 
 @app.command("delete")
@@ -135,6 +105,4 @@ def delete(
 ) -> None:
     """Stop and undefine a pool (needs the admin role)."""
     params = {"delete_volumes": delete_volumes, "force": force}
-    with client(ctx) as api:
-        api.delete(f"/api/hosts/{q(host)}/pools/{q(name)}", params=params)
-    info(f"pool {name} deleted")
+    act_and_say(ctx, "DELETE", f"{_base(host)}/{q(name)}", f"pool {name} deleted", params=params)

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
+from kvmmanager.cli.helpers import HOST_OPTION, api_get, api_post
 from kvmmanager.cli.output import emit
 from kvmmanager.cli.urls import q
 
@@ -17,8 +17,7 @@ app = typer.Typer(help="Port forwards of passt (user-mode) NICs.", no_args_is_he
 
 @app.command("list")
 def list_forwards(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
-    with client(ctx) as api:
-        nics = api.get(f"/api/hosts/{q(host)}/vms/{q(vm)}/port-forwards")
+    nics = api_get(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/port-forwards")
     rows = [{"mac": n["mac"], **f} for n in nics for f in n["forwards"]]
     emit(ctx, rows, ["mac", "proto", "address", "host_port", "host_port_end", "guest_port"])
 
@@ -38,8 +37,7 @@ def add(
     """Forward host PROTO HOST_PORT to the guest (next boot when running)."""
     body: dict[str, Any] = {"proto": proto, "host_port": host_port, "guest_port": guest_port,
                             "host_port_end": end, "address": address, "mac": mac}  # fmt: skip
-    with client(ctx) as api:
-        emit(ctx, api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/port-forwards", json=body))
+    emit(ctx, api_post(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/port-forwards", body))
 
 
 @app.command("rm")

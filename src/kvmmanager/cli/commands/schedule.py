@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import act_and_say, api_get, api_post, vm_target
 from kvmmanager.cli.output import emit, info, wants_json
 from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
@@ -56,16 +57,10 @@ def _row(s: dict[str, Any]) -> dict[str, Any]:
     return {**s, "when": _when(s), "targets": targets}
 
 
-def _target(text: str) -> dict[str, str]:
-    host, sep, vm = text.rpartition("/")
-    return {"host": host if sep and host else "local", "vm": vm}
-
-
 @app.command("list")
 def list_schedules(ctx: typer.Context) -> None:
     """List schedules with their next run and last result."""
-    with client(ctx) as api:
-        data = api.get("/api/schedules")
+    data = api_get(ctx, "/api/schedules")
     emit(ctx, data if wants_json(ctx) else [_row(s) for s in data], COLUMNS)
 
 
@@ -97,7 +92,7 @@ def add(
     body = {
         "name": name,
         "action": action,
-        "vms": [_target(v) for v in vms or []],
+        "vms": [vm_target(v) for v in vms or []],
         "tag": tag,
         "host": host,
         "kind": kind,
@@ -113,15 +108,13 @@ def add(
         "policy": policy,
         "enabled": not disabled,
     }
-    with client(ctx) as api:
-        emit(ctx, api.post("/api/schedules", json=body))
+    emit(ctx, api_post(ctx, "/api/schedules", body))
 
 
 @app.command("show")
 def show(ctx: typer.Context, schedule: str) -> None:
     """Show one schedule (by name or id)."""
-    with client(ctx) as api:
-        emit(ctx, api.get(f"/api/schedules/{q(schedule)}"))
+    emit(ctx, api_get(ctx, f"/api/schedules/{q(schedule)}"))
 
 
 @app.command("runs")
@@ -139,21 +132,17 @@ def runs(
 @app.command("enable")
 def enable(ctx: typer.Context, schedule: str) -> None:
     """Enable a schedule (what it missed while disabled is not caught up)."""
-    with client(ctx) as api:
-        s = api.post(f"/api/schedules/{q(schedule)}/enable")
+    s = api_post(ctx, f"/api/schedules/{q(schedule)}/enable")
     info(f"schedule {s['name']} enabled; next run {s['next_run_at']}")
 
 
 @app.command("disable")
 def disable(ctx: typer.Context, schedule: str) -> None:
-    with client(ctx) as api:
-        s = api.post(f"/api/schedules/{q(schedule)}/disable")
+    s = api_post(ctx, f"/api/schedules/{q(schedule)}/disable")
     info(f"schedule {s['name']} disabled")
 
 
 @app.command("remove")
 def remove(ctx: typer.Context, schedule: str) -> None:
     """Delete a schedule and its run history."""
-    with client(ctx) as api:
-        api.delete(f"/api/schedules/{q(schedule)}")
-    info(f"schedule {schedule} removed")
+    act_and_say(ctx, "DELETE", f"/api/schedules/{q(schedule)}", f"schedule {schedule} removed")

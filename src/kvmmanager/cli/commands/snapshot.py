@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
+from kvmmanager.cli.helpers import HOST_OPTION, api_get
 from kvmmanager.cli.output import console, emit, info, wants_json
 from kvmmanager.cli.urls import q
 from kvmmanager.core.sanitize import inert
@@ -40,8 +40,7 @@ def list_snapshots(
     host: str = HOST_OPTION,
 ) -> None:
     """List a VM's snapshots (a table, or the tree with --tree)."""
-    with client(ctx) as api:
-        data = api.get(_base(host, vm))
+    data = api_get(ctx, _base(host, vm))
     if wants_json(ctx):
         emit(ctx, data)
     elif tree and not data["tree"]:

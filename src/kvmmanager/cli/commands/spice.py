@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
+from kvmmanager.cli.helpers import HOST_OPTION, api_post
 from kvmmanager.cli.output import emit, info
 from kvmmanager.cli.urls import q
 
@@ -37,8 +37,7 @@ def vv(
     host: str = HOST_OPTION,
 ) -> None:
     """Write a .vv file with a one-time password; open it with remote-viewer."""
-    with client(ctx) as api:
-        text = api.post(f"/api/hosts/{q(host)}/vms/{q(vm)}/spice/vv")
+    text = api_post(ctx, f"/api/hosts/{q(host)}/vms/{q(vm)}/spice/vv")
     path = output or Path(f"{vm}.vv")
     path.touch(mode=0o600)
     path.write_text(text)

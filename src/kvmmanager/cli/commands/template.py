@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 
 from kvmmanager.cli.api_client import client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION
-from kvmmanager.cli.commands.clone import follow_job
-from kvmmanager.cli.output import emit, wants_json
+from kvmmanager.cli.helpers import HOST_OPTION, api_get, start_job
+from kvmmanager.cli.output import emit
 from kvmmanager.cli.urls import q
 
 NAME = "template"
@@ -17,22 +16,26 @@ COLUMNS = ["name", "uuid", "linked_clones", "description"]
 
 @app.command("list")
 def list_templates(ctx: typer.Context, host: str = HOST_OPTION) -> None:
+    emit(ctx, api_get(ctx, f"/api/hosts/{q(host)}/templates"), COLUMNS)
+
+
+def _set_template(ctx: typer.Context, host: str, vm: str, template: bool) -> None:
     with client(ctx) as api:
-        emit(ctx, api.get(f"/api/hosts/{q(host)}/templates"), COLUMNS)
+        emit(
+            ctx, api.put(f"/api/hosts/{q(host)}/vms/{q(vm)}/template", json={"template": template})
+        )
 
 
 @app.command("mark")
 def mark(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """Make a shut-off VM a template (it is never started again while marked)."""
-    with client(ctx) as api:
-        emit(ctx, api.put(f"/api/hosts/{q(host)}/vms/{q(vm)}/template", json={"template": True}))
+    _set_template(ctx, host, vm, True)
 
 
 @app.command("unmark")
 def unmark(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """Make a template a VM again (refused while linked clones use its disks)."""
-    with client(ctx) as api:
-        emit(ctx, api.put(f"/api/hosts/{q(host)}/vms/{q(vm)}/template", json={"template": False}))
+    _set_template(ctx, host, vm, False)
 
 
 @app.command("deploy")
@@ -47,10 +50,5 @@ def deploy(
 ) -> None:
     """A new VM from TEMPLATE."""
     body = {"name": new_name, "mode": mode, "start": start}
-    with client(ctx) as api:
-        started = api.post(f"/api/hosts/{q(host)}/templates/{q(template)}/deploy", json=body)
-        if not wait:
-            emit(ctx, started)
-            return
-        result = follow_job(api, started["job_id"], f"deploy {template}", not wants_json(ctx))
-    emit(ctx, result)
+    path = f"/api/hosts/{q(host)}/templates/{q(template)}/deploy"
+    start_job(ctx, path, body, f"deploy {template}", wait=wait)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from kvmmanager.cli.api_client import client
+from kvmmanager.cli.helpers import act_and_say, api_get, api_post
 from kvmmanager.cli.output import emit, info, wants_json
 
 NAME = "token"
@@ -38,8 +38,7 @@ def create(
         body["expires_at"] = (datetime.now(UTC) + timedelta(days=expires_days)).isoformat()
     if user:
         body["username"] = user
-    with client(ctx) as api:
-        created = api.post("/api/tokens", json=body)
+    created = api_post(ctx, "/api/tokens", body)
     if wants_json(ctx):
         emit(ctx, created)
         return
@@ -53,14 +52,11 @@ def list_tokens(
     all_users: bool = typer.Option(False, "--all", help="Every user's tokens (admin)."),
 ) -> None:
     """List tokens (never their secrets)."""
-    with client(ctx) as api:
-        tokens = api.get("/api/tokens", params={"all": all_users})
+    tokens = api_get(ctx, "/api/tokens", params={"all": all_users})
     emit(ctx, tokens, COLUMNS)
 
 
 @app.command("revoke")
 def revoke(ctx: typer.Context, token_id: int) -> None:
     """Revoke a token at once."""
-    with client(ctx) as api:
-        api.delete(f"/api/tokens/{token_id}")
-    info(f"revoked token {token_id}")
+    act_and_say(ctx, "DELETE", f"/api/tokens/{token_id}", f"revoked token {token_id}")

@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.commands.login import ask_password, read_password
+from kvmmanager.cli.helpers import act_and_say
 from kvmmanager.cli.output import emit, info
 from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import InvalidInput, NotFound
@@ -77,9 +78,7 @@ def remove(
     """Delete a user and their tokens."""
     if not yes:
         typer.confirm(f"Delete user {username}?", abort=True)
-    with client(ctx) as api:
-        api.delete(f"/api/users/{username}")
-    info(f"deleted user {username}")
+    act_and_say(ctx, "DELETE", f"/api/users/{username}", f"deleted user {username}")
 
 
 def _database_of(settings: Settings) -> str:

@@ -10,6 +10,7 @@ import typer
 
 from kvmmanager.cli.api_client import client
 from kvmmanager.cli.flags import in_cli_words
+from kvmmanager.cli.helpers import api_get, api_post
 from kvmmanager.cli.output import emit, info, state, wants_json, write_output
 from kvmmanager.cli.urls import q
 from kvmmanager.core.errors import InvalidInput
@@ -75,8 +76,7 @@ def list_vms(
 ) -> None:
     """VMs of every host (or one)."""
     params = {k: v for k, v in {"host": host, "state": state, "tag": tag, "q": query}.items() if v}
-    with client(ctx) as api:
-        body = api.get("/api/vms", params=params)
+    body = api_get(ctx, "/api/vms", params=params)
     vms = body["vms"]
     emit(ctx, vms if wants_json(ctx) else [_row(v) for v in vms], COLUMNS)
     # On stderr, so --json stdout stays the list: a host missing from it must not read as
@@ -101,8 +101,7 @@ def _gap_line(gap: dict[str, Any]) -> str:
 @app.command("show")
 def show(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """One VM, with its disks, NICs and agent status."""
-    with client(ctx) as api:
-        emit(ctx, api.get(_vm(host, vm)))
+    emit(ctx, api_get(ctx, _vm(host, vm)))
 
 
 @app.command("xml")
@@ -219,6 +218,8 @@ def shutdown(
     _action(ctx, host, vm, "shutdown", {"mode": mode})
 
 
+# One command per power action, alike on purpose: each is its own typer command whose help
+# and signature typer reads; what they share is the one line that asks the API (_action).
 @app.command("destroy")
 def destroy(ctx: typer.Context, vm: str, host: str = HOST_OPTION) -> None:
     """Force the VM off at once (like pulling the plug)."""
@@ -405,8 +406,7 @@ def install_agent(
     body: dict[str, Any] = {"replace_cd": replace_cd}
     if pool:
         body["pool"] = pool
-    with client(ctx) as api:
-        res = api.post(f"/api/hosts/{q(host)}/agent-iso/install/{q(vm)}", json=body)
+    res = api_post(ctx, f"/api/hosts/{q(host)}/agent-iso/install/{q(vm)}", body)
     if wants_json(ctx):
         emit(ctx, res)
         return
@@ -546,8 +546,7 @@ def create_from_image(
     }
     if kernel:
         body["boot"] = {"kernel": kernel, "initrd": initrd, "cmdline": cmdline}
-    with client(ctx) as api:
-        res = api.post(f"/api/hosts/{q(host)}/vms/from-cloud-image", json=body)
+    res = api_post(ctx, f"/api/hosts/{q(host)}/vms/from-cloud-image", body)
     info(
         f"created {res['name']} from {image} (disk {res['disk']}, seed {res['seed']}"
         f"{', started' if res['started'] else ''})"

@@ -7,7 +7,6 @@ chunk at a time while the HTTP body streams, with a progress bar on stderr.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,23 @@ from typing import Any
 import httpx
 import typer
 from rich.progress import (
-    BarColumn,
-    DownloadColumn,
     Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
 from kvmmanager.cli.api_client import ApiClient, client
-from kvmmanager.cli.commands._storage_common import HOST_OPTION, fmt_bytes
+from kvmmanager.cli.helpers import (
+    HOST_OPTION,
+    act_and_say,
+    api_get,
+    api_post,
+    emit_sized,
+    fmt_bytes,
+    progress,
+    start_job,
+)
 from kvmmanager.cli.output import emit, info, wants_json
 from kvmmanager.cli.urls import q
-from kvmmanager.core.errors import Cancelled, Conflict, InvalidInput, KvmmError, NotFound
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 
 NAME = "vol"
 app = typer.Typer(
@@ -38,55 +41,26 @@ CHUNK = 1 << 20
 COLUMNS = ["name", "format", "capacity", "allocation", "used_by", "path"]
 # Volume upload/download can take long between bytes (libvirt finishing, slow disks).
 TRANSFER_TIMEOUT = 600.0
-JOB_POLL_SECONDS = 0.5
 
 
 def _base(host: str, pool: str) -> str:
     return f"/api/hosts/{q(host)}/pools/{q(pool)}/volumes"
 
 
-def _human(vol: dict[str, Any]) -> dict[str, Any]:
-    out = dict(vol)
-    for key in ("capacity", "allocation", "physical"):
-        out[key] = fmt_bytes(vol.get(key))
-    return out
-
-
 def _emit(ctx: typer.Context, data: Any) -> None:
-    if wants_json(ctx):
-        emit(ctx, data)
-    elif isinstance(data, list):
-        emit(ctx, [_human(v) for v in data], COLUMNS)
-    else:
-        emit(ctx, _human(data))
-
-
-def _progress() -> Progress:
-    from rich.console import Console
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
+    emit_sized(ctx, data, COLUMNS, ("capacity", "allocation", "physical"))
 
 
 @app.command("list")
 def list_volumes(ctx: typer.Context, pool: str, host: str = HOST_OPTION) -> None:
     """List the volumes of a pool and the VMs using them."""
-    with client(ctx) as api:
-        _emit(ctx, api.get(_base(host, pool)))
+    _emit(ctx, api_get(ctx, _base(host, pool)))
 
 
 @app.command("show")
 def show(ctx: typer.Context, pool: str, name: str, host: str = HOST_OPTION) -> None:
     """Show one volume."""
-    with client(ctx) as api:
-        _emit(ctx, api.get(f"{_base(host, pool)}/{q(name)}"))
+    _emit(ctx, api_get(ctx, f"{_base(host, pool)}/{q(name)}"))
 
 
 @app.command("create")
@@ -110,16 +84,13 @@ def create(
     }
     if backing:
         body["backing"] = {"volume": backing, "pool": backing_pool}
-    with client(ctx) as api:
-        _emit(ctx, api.post(_base(host, pool), json=body))
+    _emit(ctx, api_post(ctx, _base(host, pool), body))
 
 
 @app.command("delete")
 def delete(ctx: typer.Context, pool: str, name: str, host: str = HOST_OPTION) -> None:
     """Delete a volume (refused while a VM uses it)."""
-    with client(ctx) as api:
-        api.delete(f"{_base(host, pool)}/{q(name)}")
-    info(f"volume {name} deleted")
+    act_and_say(ctx, "DELETE", f"{_base(host, pool)}/{q(name)}", f"volume {name} deleted")
 
 
 @app.command("resize")
@@ -137,26 +108,6 @@ def resize(
         _emit(ctx, api.post(f"{_base(host, pool)}/{q(name)}/resize", json=body))
 
 
-def _wait_job(api: ApiClient, job_id: str, label: str, show: bool) -> dict[str, Any]:
-    """Follow a job until it ends, with a progress bar; its result, or its error raised."""
-    with _progress() as bar:
-        task = bar.add_task(label, total=None, visible=show)
-        while True:
-            job = api.get(f"/api/jobs/{q(job_id)}")
-            total = job.get("total") or None
-            bar.update(task, completed=job.get("done") or 0, total=total)
-            if job.get("state") in ("done", "failed", "cancelled"):
-                break
-            time.sleep(JOB_POLL_SECONDS)
-    if job["state"] == "done":
-        return job.get("result") or {}
-    error = job.get("error") or {}
-    message = str(error.get("message") or f"job {job_id} {job['state']}")
-    if job["state"] == "cancelled":
-        raise Cancelled(message)
-    raise KvmmError(message, field=error.get("field"))
-
-
 @app.command("clone")
 def clone(
     ctx: typer.Context,
@@ -170,13 +121,8 @@ def clone(
 ) -> None:
     """Copy a volume (a job: prints its id with --no-wait)."""
     body = {"name": new_name, "target_pool": target_pool, "format": format}
-    with client(ctx) as api:
-        started = api.post(f"{_base(host, pool)}/{q(name)}/clone", json=body)
-        if not wait:
-            emit(ctx, started)
-            return
-        result = _wait_job(api, started["job_id"], f"clone {name}", not wants_json(ctx))
-    _emit(ctx, result)
+    path = f"{_base(host, pool)}/{q(name)}/clone"
+    start_job(ctx, path, body, f"clone {name}", wait=wait, speed=True, shown=_emit)
 
 
 def _guess_format(path: Path) -> str:
@@ -229,7 +175,7 @@ def upload(
         # The server refuses a bad upload before reading the body, but an HTTP/1.1 client
         # only reads that answer after sending everything: ask first, fail fast and clearly.
         _preflight(api, host, pool, name, overwrite)
-    with client(ctx) as api, _progress() as bar:
+    with client(ctx) as api, progress() as bar:
         task = bar.add_task(f"upload {file.name}", total=size, visible=not wants_json(ctx))
         result = api.put(
             f"{_base(host, pool)}/{q(name)}/content",
@@ -261,7 +207,7 @@ def download(
             api.stream(
                 "GET", f"{_base(host, pool)}/{q(name)}/content", timeout=TRANSFER_TIMEOUT
             ) as response,
-            _progress() as bar,
+            progress() as bar,
         ):
             total = int(response.headers.get("content-length") or 0) or None
             task = bar.add_task(f"download {name}", total=total, visible=not wants_json(ctx))
