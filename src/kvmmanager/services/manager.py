@@ -1,22 +1,23 @@
 """The composition root: one Manager per process builds and owns everything else.
 
 The lower layers (database, bus, inventory, host registry) and the core services (users,
-audit, ownership, jobs) are built in `__init__`, each service given only what it uses;
-what a core service needs of a service above it is a callback read at call time. The
-other services still take the Manager as their only argument and reach their
-collaborators through it; they are built on first use (cached_property). A service with
-background work gives itself `async def aclose()`, which `Manager.stop()` awaits.
+audit, ownership, jobs) are built in `__init__`; every other service is built on first
+use (a cached_property typed with its class). Each is given only what it uses: the
+session factory, the bus, the inventory, the registry, its settings section, and the
+services it calls. Where a service needs one that builds on its own module (the jobs'
+undo needs storage, the installer needs the ISO deploy, the schedules need the runner's
+clock), it takes a callback or a small Protocol of its own, and the Manager passes a
+lambda read at call time. No service imports the Manager. A service with background work
+gives itself `async def aclose()`, which `Manager.stop()` awaits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import socket
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
@@ -26,12 +27,22 @@ from kvmmanager.db import migrate, sqlite_owner
 from kvmmanager.db.base import make_engine, make_session_factory
 from kvmmanager.db.models import Host
 from kvmmanager.services.alerts.email import EmailService
+from kvmmanager.services.alerts.service import AlertService
 from kvmmanager.services.alerts.webhooks import WebhookService
+from kvmmanager.services.automation.batch import BatchService
+from kvmmanager.services.automation.scheduler import Scheduler
+from kvmmanager.services.automation.schedules import ScheduleService
+from kvmmanager.services.backups.images import BackupImageService
+from kvmmanager.services.backups.policies import BackupService
 from kvmmanager.services.clones.helper_sweep import Sweeper, data_id
+from kvmmanager.services.clones.service import CloneService
+from kvmmanager.services.cloudinit.seed import CloudInitService
 from kvmmanager.services.fleet.events import FleetEvents
 from kvmmanager.services.fleet.instances import InstanceService, new_instance_id
 from kvmmanager.services.fleet.lease import LeaseService
 from kvmmanager.services.guest.agents import AgentService
+from kvmmanager.services.guest.install import AgentInstallService
+from kvmmanager.services.guest.iso_deploy import IsoService
 from kvmmanager.services.hosts.doctor import DoctorService
 from kvmmanager.services.hosts.service import HostService
 from kvmmanager.services.jobs.interrupted import Here
@@ -42,6 +53,8 @@ from kvmmanager.services.migration import MigrationService
 from kvmmanager.services.networks.port_forwards import PortForwardService
 from kvmmanager.services.networks.service import NetworkService
 from kvmmanager.services.portability.export import ExportService
+from kvmmanager.services.portability.templates import TemplateService
+from kvmmanager.services.snapshots.service import SnapshotService
 from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.users.audit import AuditService
 from kvmmanager.services.users.ownership import OwnershipService
@@ -77,10 +90,6 @@ LAZY_SERVICES = (
     "instances",
     "fleet_events",
 )
-
-
-def _service(module: str, cls: str) -> Any:
-    return getattr(importlib.import_module(f"kvmmanager.services.{module}"), cls)
 
 
 class Manager:
@@ -132,7 +141,7 @@ class Manager:
         self._claimed: Path | None = None
         self._claiming = False
 
-    # -- services by other modules, each built with (manager) --------------------------
+    # -- services, built on first use, each with what it uses ---------------------------
 
     @cached_property
     def hosts(self) -> HostService:
@@ -167,8 +176,15 @@ class Manager:
         return AddressService(self.registry, self.vms, self.agents)
 
     @cached_property
-    def iso(self) -> Any:
-        return _service("guest.iso_deploy", "IsoService")(self)
+    def iso(self) -> IsoService:
+        installer = AgentInstallService(
+            self.settings.agent,
+            self.bus,
+            self.registry,
+            self.vms,
+            deploy=lambda host, pool: self.iso.deploy(host, pool),
+        )
+        return IsoService(self.settings, self.registry, self.storage, self.jobs, installer)
 
     @cached_property
     def doctor(self) -> DoctorService:
@@ -186,52 +202,96 @@ class Manager:
         )
 
     @cached_property
-    def snapshots(self) -> Any:
-        return _service("snapshots.service", "SnapshotService")(self)
+    def snapshots(self) -> SnapshotService:
+        return SnapshotService(
+            self.bus, self.inventory, self.registry, self.agents, self.vms, self.backup_images
+        )
 
     @cached_property
-    def clones(self) -> Any:
-        return _service("clones.service", "CloneService")(self)
+    def clones(self) -> CloneService:
+        return CloneService(
+            self.settings.database_url,
+            self.registry,
+            self.jobs,
+            self.vms,
+            self.snapshots,
+            self.cloudinit,
+        )
 
     @cached_property
-    def templates(self) -> Any:
-        return _service("portability.templates", "TemplateService")(self)
+    def templates(self) -> TemplateService:
+        return TemplateService(self.registry, self.clones)
 
     @cached_property
-    def cloudinit(self) -> Any:
-        return _service("cloudinit.seed", "CloudInitService")(self)
+    def cloudinit(self) -> CloudInitService:
+        return CloudInitService(self.settings, self.registry, self.storage, self.vms)
 
     @cached_property
     def migration(self) -> MigrationService:
         return MigrationService(self.registry, self.inventory, self.jobs, self.vms)
 
     @cached_property
-    def batch(self) -> Any:
-        return _service("automation.batch", "BatchService")(self)
+    def batch(self) -> BatchService:
+        return BatchService(self.inventory, self.ownership, self.vms, self.snapshots)
 
     @cached_property
     def export(self) -> ExportService:
         return ExportService(self.settings, self.registry, self.ownership, self.vms, self.storage)
 
     @cached_property
-    def schedules(self) -> Any:
-        return _service("automation.schedules", "ScheduleService")(self)
+    def schedules(self) -> ScheduleService:
+        return ScheduleService(
+            self.db,
+            self.ownership,
+            self.backups,
+            now=lambda: self.scheduler.now(),
+            wake=lambda: self.scheduler.wake(),
+        )
 
     @cached_property
-    def scheduler(self) -> Any:
-        return _service("automation.scheduler", "Scheduler")(self)
+    def scheduler(self) -> Scheduler:
+        return Scheduler(
+            self.db,
+            self.bus,
+            self.registry,
+            self.lease,
+            self.audit,
+            self.ownership,
+            self.batch,
+            self.backups,
+        )
 
     @cached_property
-    def alerts(self) -> Any:
-        return _service("alerts.service", "AlertService")(self)
+    def alerts(self) -> AlertService:
+        return AlertService(
+            self.db,
+            self.bus,
+            self.inventory,
+            self.registry,
+            self.lease,
+            self.audit,
+            self.metrics,
+            self.webhooks,
+            self.email,
+            loop=lambda: self.loop,
+        )
 
     @cached_property
     def webhooks(self) -> WebhookService:
         return WebhookService(self.db, self.settings.outbound, self.lease)
 
     @cached_property
-    def backups(self) -> Any:
-        return _service("backups.policies", "BackupService")(self)
+    def backups(self) -> BackupService:
+        return BackupService(
+            self.db, self.ownership, self.batch, self.snapshots, self.backup_images
+        )
+
+    @cached_property
+    def backup_images(self) -> BackupImageService:
+        """Backups made with libvirt's backup API (also reached as backups.images)."""
+        return BackupImageService(
+            self.db, self.inventory, self.registry, self.agents, self.storage, self.vms
+        )
 
     @cached_property
     def email(self) -> EmailService:

@@ -223,7 +223,7 @@ async def restore_image(
     disks; `mode: original` puts the backup's data back into the VM's own disk volumes
     (the VM must be shut off and have no snapshots; `confirm: true` required)."""
     images = manager.backups.images
-    args = dict(mode=body.mode, name=body.name, pool=body.pool, start=body.start,
+    args: dict[str, Any] = dict(mode=body.mode, name=body.name, pool=body.pool, start=body.start,
                 confirm=body.confirm, host=host, vm=vm, created_by=user.username)  # fmt: skip
     if not background:
         return await images.restore(backup_id, **args)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.metrics.rates import FIELDS
+from kvmmanager.virt.inventory import Inventory
 
 if TYPE_CHECKING:
     from kvmmanager.db.ops_models import AlertRule
-    from kvmmanager.services.manager import Manager
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -63,7 +63,7 @@ def _finite(v: Any) -> float | None:
 
 
 def metric_values(
-    m: Manager, host: str, latest: dict[str, Any], guest: dict[str, dict[str, Any]]
+    inventory: Inventory, host: str, latest: dict[str, Any], guest: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """{uuid: {"name", "tags", cpu_pct, mem_pct, ..., guest_disk_pct}} of one cycle."""
     out: dict[str, dict[str, Any]] = {}
@@ -72,7 +72,7 @@ def metric_values(
         row["name"], row["tags"] = sample.name, []
         memory_kib = None
         with contextlib.suppress(KvmmError):
-            info = m.inventory.domain(host, uuid)
+            info = inventory.domain(host, uuid)
             row["tags"], memory_kib = list(info.tags), info.memory_kib
         used = row.get("mem_bytes")
         row["mem_pct"] = used / (memory_kib * 1024) * 100 if used and memory_kib else None

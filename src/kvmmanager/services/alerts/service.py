@@ -23,20 +23,25 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.models import utcnow
 from kvmmanager.db.ops_models import ALERT_METRICS, SEVERITIES, Alert, AlertRule
+from kvmmanager.services.alerts.email import EmailService
 from kvmmanager.services.alerts.evaluation import OPS, RuleState, matches, metric_values
-from kvmmanager.services.users.audit import AuditRecord
-from kvmmanager.virt.events import Event
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.services.alerts.webhooks import WebhookService
+from kvmmanager.services.fleet.lease import LeaseService
+from kvmmanager.services.metrics.service import MetricsService
+from kvmmanager.services.users.audit import AuditRecord, AuditService
+from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +122,32 @@ def alert_dict(a: Alert) -> dict[str, Any]:
 
 
 class AlertService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        bus: EventBus,
+        inventory: Inventory,
+        registry: HostRegistry,
+        lease: LeaseService,
+        audit: AuditService,
+        metrics: MetricsService,
+        webhooks: WebhookService,
+        email: EmailService,
+        *,
+        loop: Callable[[], asyncio.AbstractEventLoop | None],
+    ) -> None:
+        """`loop`: the Manager's event loop once started (None before): a rule changed
+        from a worker thread is announced on it."""
+        self._db = db
+        self._bus = bus
+        self._inventory = inventory
+        self._registry = registry
+        self._lease = lease
+        self._audit_log = audit
+        self._metrics = metrics
+        self._webhooks = webhooks
+        self._email = email
+        self._manager_loop = loop
         self._state: dict[tuple[int, str, str], RuleState] = {}
         self._rules: list[AlertRule] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -133,7 +162,7 @@ class AlertService:
 
     def create_rule(self, spec: RuleSpec, created_by: str | None = None) -> dict[str, Any]:
         spec = self._check_scope(validate_rule(spec))
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             if s.scalar(select(AlertRule.id).where(AlertRule.name == spec.name)) is not None:
                 raise Conflict(f"an alert rule named '{spec.name}' already exists", field="name")
             row = AlertRule(**vars(spec), created_by=created_by)
@@ -146,11 +175,11 @@ class AlertService:
 
     def _check_scope(self, spec: RuleSpec) -> RuleSpec:
         """A rule's host and VM exist now (a typo would otherwise watch nothing, silently)."""
-        if spec.host is not None and spec.host not in {h.name for h in self.m.registry.all()}:
+        if spec.host is not None and spec.host not in {h.name for h in self._registry.all()}:
             raise InvalidInput(f"host '{spec.host}' does not exist", field="host")
         if spec.vm is not None and spec.host is not None:
             try:
-                self.m.inventory.domain(spec.host, spec.vm)
+                self._inventory.domain(spec.host, spec.vm)
             except NotFound:
                 raise InvalidInput(
                     f"vm '{spec.vm}' does not exist on host '{spec.host}'", field="vm"
@@ -171,18 +200,18 @@ class AlertService:
         return row
 
     def list_rules(self) -> list[dict[str, Any]]:
-        with self.m.db() as s:
+        with self._db() as s:
             return [rule_dict(r) for r in s.scalars(select(AlertRule).order_by(AlertRule.name))]
 
     def get_rule(self, ident: str | int) -> dict[str, Any]:
-        with self.m.db() as s:
+        with self._db() as s:
             return rule_dict(self._rule(s, ident))
 
     def update_rule(self, ident: str | int, spec: RuleSpec) -> dict[str, Any]:
         """Change a rule whole, keeping its id and history. Its evaluation starts afresh:
         an alert it has firing is resolved on the next good sample/event as usual."""
         spec = self._check_scope(validate_rule(spec))
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = self._rule(s, ident)
             if spec.name != row.name and s.scalar(
                 select(AlertRule.id).where(AlertRule.name == spec.name)
@@ -203,14 +232,14 @@ class AlertService:
                 self._state[key] = RuleState(alert_id=st.alert_id)
 
     def count_firing(self) -> int:
-        with self.m.db() as s:
+        with self._db() as s:
             return int(
                 s.scalar(select(func.count()).select_from(Alert).where(Alert.state == "firing"))
                 or 0
             )
 
     def set_enabled(self, ident: str | int, enabled: bool) -> dict[str, Any]:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = self._rule(s, ident)
             row.enabled = enabled
             out = rule_dict(row)
@@ -219,7 +248,7 @@ class AlertService:
         return out
 
     def delete_rule(self, ident: str | int) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = self._rule(s, ident)
             rid = row.id
             s.delete(row)
@@ -234,7 +263,7 @@ class AlertService:
             raise InvalidInput("state must be firing or resolved", field="state")
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be 1..1000", field="limit")
-        with self.m.db() as s:
+        with self._db() as s:
             q = select(Alert).order_by(Alert.fired_at.desc(), Alert.id.desc()).limit(limit)
             if state is not None:
                 q = q.where(Alert.state == state)
@@ -243,12 +272,12 @@ class AlertService:
             return [alert_dict(a) for a in s.scalars(q)]
 
     def _reload(self) -> None:
-        with self.m.db() as s:
+        with self._db() as s:
             self._rules = list(s.scalars(select(AlertRule).where(AlertRule.enabled.is_(True))))
 
     def _announce(self, rule_id: int, change: str) -> None:
         """Tell the other instances (through the bus and the fleet relay) to reload."""
-        loop = self.m.loop
+        loop = self._manager_loop()
         if loop is None or loop.is_closed():
             return  # not started: there is no relay to tell
         event = Event(RULES_CHANGED, host="", subject=str(rule_id), data={"change": change})
@@ -257,9 +286,9 @@ class AlertService:
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self.m.bus.publish(event)
+            self._bus.publish(event)
         else:  # a synchronous route runs in a worker thread; the bus is the loop's
-            loop.call_soon_threadsafe(self.m.bus.publish, event)
+            loop.call_soon_threadsafe(self._bus.publish, event)
 
     def _on_bus(self, event: Event) -> None:
         """Another instance changed a rule: the same reset as a local change, then the
@@ -294,12 +323,12 @@ class AlertService:
         self._apply_firing(self._firing())
         # Evaluation is singleton work: only the lease holder fires and resolves alerts
         # (and so notifies); an instance taking over first reads what is firing now.
-        self.m.lease.on_change(self._lease_changed)
-        self.m.bus.add_listener(self._on_bus)
+        self._lease.on_change(self._lease_changed)
+        self._bus.add_listener(self._on_bus)
         loop = asyncio.get_running_loop()
         self._events_task = loop.create_task(self._follow_events(), name="kvmm-alerts-events")
         self._supervisor = loop.create_task(self._follow_hosts(), name="kvmm-alerts-hosts")
-        self.m.webhooks.start()
+        self._webhooks.start()
 
     async def _lease_changed(self, held: bool) -> None:
         if held:
@@ -308,7 +337,7 @@ class AlertService:
             self._apply_firing(await asyncio.to_thread(self._firing))
 
     def _firing(self) -> dict[tuple[int, str, str], int]:
-        with self.m.db() as s:
+        with self._db() as s:
             return {
                 (a.rule_id, a.host, a.subject): a.id
                 for a in s.scalars(select(Alert).where(Alert.state == "firing"))
@@ -338,7 +367,7 @@ class AlertService:
     async def _follow_hosts(self) -> None:
         """One follower of the metrics cycles per host the registry has."""
         while True:
-            names = {hc.name for hc in self.m.registry.all()}
+            names = {hc.name for hc in self._registry.all()}
             for name in names - self._tasks.keys():
                 self._tasks[name] = asyncio.get_running_loop().create_task(self._follow(name))
             for name in self._tasks.keys() - names:
@@ -349,26 +378,26 @@ class AlertService:
         seq = 0
         while True:
             try:
-                new = await self.m.metrics.wait_cycle(host, seq, FOLLOW_WAIT)
+                new = await self._metrics.wait_cycle(host, seq, FOLLOW_WAIT)
             except KvmmError:
                 await asyncio.sleep(1.0)  # the metrics service does not know the host yet
                 continue
             if new == seq:
                 continue
             seq = new
-            if not self.m.lease.held:
+            if not self._lease.held:
                 continue
             try:
-                hm = self.m.metrics.host(host)
+                hm = self._metrics.host(host)
                 self.clear_gone(host)
-                self.evaluate(host, metric_values(self.m, host, hm.latest, hm.guest))
+                self.evaluate(host, metric_values(self._inventory, host, hm.latest, hm.guest))
             except Exception:
                 log.exception("alert evaluation for %s failed", host)
 
     async def _follow_events(self) -> None:
-        with self.m.bus.subscribe(predicate=lambda e: e.kind in EVENT_KINDS) as sub:
+        with self._bus.subscribe(predicate=lambda e: e.kind in EVENT_KINDS) as sub:
             async for event in sub:
-                if not self.m.lease.held:
+                if not self._lease.held:
                     continue
                 try:
                     self.on_event(event)
@@ -403,9 +432,9 @@ class AlertService:
         event could say so (this manager was down, or was not the lease holder) kept its
         alerts firing forever, and the alerts page kept showing them. Only once the host's
         inventory has been read: before that every VM would look gone."""
-        if host not in self.m.inventory.hosts():
+        if host not in self._inventory.hosts():
             return
-        known = {d.uuid for d in self.m.inventory.domains(host)}
+        known = {d.uuid for d in self._inventory.domains(host)}
         rules = {r.id: r for r in self._rules if r.metric not in NOT_VM_METRICS}
         for key, st in list(self._state.items()):
             rid, h, subject = key
@@ -455,12 +484,12 @@ class AlertService:
         if e.kind != "domain.agent":
             return False
         with contextlib.suppress(KvmmError):
-            return self.m.inventory.domain(e.host, e.subject).state == "running"
+            return self._inventory.domain(e.host, e.subject).state == "running"
         return False
 
     def _tags(self, host: str, uuid: str) -> list[str]:
         with contextlib.suppress(KvmmError):
-            return list(self.m.inventory.domain(host, uuid).tags)
+            return list(self._inventory.domain(host, uuid).tags)
         return []
 
     @staticmethod
@@ -504,7 +533,7 @@ class AlertService:
         self, rule: AlertRule, host: str, subject: str, name: str, value: float | None,
         message: str, st: RuleState,
     ) -> None:  # fmt: skip
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             a = Alert(
                 rule_id=rule.id, rule_name=rule.name, metric=rule.metric,
                 severity=rule.severity, host=host, subject=subject, subject_name=name,
@@ -522,7 +551,7 @@ class AlertService:
         st: RuleState,
     ) -> None:  # fmt: skip
         alert_id, st.alert_id = st.alert_id, None
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             a = s.get(Alert, alert_id)
             if a is None or a.state != "firing":
                 return
@@ -534,7 +563,7 @@ class AlertService:
         self._notify("alert.resolved", out)
 
     def _audit(self, s: Any, action: str, a: dict[str, Any]) -> None:
-        self.m.audit.record(
+        self._audit_log.record(
             AuditRecord(
                 action=action,
                 target=f"{a['host']}/{a['subject_name']}".strip("/"),
@@ -546,9 +575,9 @@ class AlertService:
 
     def _notify(self, kind: str, a: dict[str, Any]) -> None:
         payload = {"event": kind, "alert": {k: _jsonable(v) for k, v in a.items()}}
-        self.m.bus.publish(Event(kind, host=a["host"], subject=str(a["id"]), data=payload["alert"]))
-        self.m.webhooks.send(kind, payload, a["severity"])
-        self.m.email.send(kind, payload["alert"], a["severity"])
+        self._bus.publish(Event(kind, host=a["host"], subject=str(a["id"]), data=payload["alert"]))
+        self._webhooks.send(kind, payload, a["severity"])
+        self._email.send(kind, payload["alert"], a["severity"])
 
 
 def _jsonable(v: Any) -> Any:

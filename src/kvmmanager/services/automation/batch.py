@@ -20,15 +20,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
-from kvmmanager.services.vms.service import ShutdownMode
+from kvmmanager.services.snapshots.service import SnapshotService
+from kvmmanager.services.users.ownership import OwnershipService
+from kvmmanager.services.users.service import Principal
+from kvmmanager.services.vms.service import ShutdownMode, VmService
 from kvmmanager.services.vms.spec import validate_tags
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
-    from kvmmanager.services.users.service import Principal
+from kvmmanager.virt.inventory import Inventory
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,17 @@ Progress = Callable[..., Any]
 
 
 class BatchService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        inventory: Inventory,
+        ownership: OwnershipService,
+        vms: VmService,
+        snapshots: SnapshotService,
+    ) -> None:
+        self._inventory = inventory
+        self._ownership = ownership
+        self._vms = vms
+        self._snapshots = snapshots
 
     @staticmethod
     def check(action: str, concurrency: int = DEFAULT_CONCURRENCY, mode: str = "auto") -> None:
@@ -105,10 +114,10 @@ class BatchService:
             key = t.vm
             # Name and UUID of one VM count once.
             with contextlib.suppress(KvmmError):
-                key = self.m.inventory.domain(t.host, t.vm).uuid
+                key = self._inventory.domain(t.host, t.vm).uuid
             add(t, key)
         if tag is not None:
-            for d in self.m.inventory.domains(host):
+            for d in self._inventory.domains(host):
                 if tag in d.tags:
                     add(Target(d.host, d.name), d.uuid)
         if len(out) > MAX_TARGETS:
@@ -168,14 +177,14 @@ class BatchService:
     def _refusal(self, t: Target, actor: Principal | None) -> PermissionDenied | None:
         if actor is None:
             return None
-        return self.m.ownership.vm_refusal(actor, t.host, t.vm)
+        return self._ownership.vm_refusal(actor, t.host, t.vm)
 
     async def _one(
         self, action: str, t: Target, mode: str, remove_volumes: bool, snapshot_name: str | None
     ) -> ItemResult:
         try:
             if action == "snapshot":
-                snap = await self.m.snapshots.create(t.host, t.vm, name=snapshot_name)
+                snap = await self._snapshots.create(t.host, t.vm, name=snapshot_name)
                 return ItemResult(
                     t.host,
                     t.vm,
@@ -184,7 +193,7 @@ class BatchService:
                     details={"snapshot": snap["name"], "consistency": snap.get("consistency")},
                 )
             if action == "delete":
-                out = await self.m.vms.delete(t.host, t.vm, remove_volumes=remove_volumes)
+                out = await self._vms.delete(t.host, t.vm, remove_volumes=remove_volumes)
                 return ItemResult(
                     t.host,
                     t.vm,
@@ -199,7 +208,7 @@ class BatchService:
                 )
             # check() refused any other mode before the batch began.
             shutdown_mode = cast(ShutdownMode, mode)
-            ref = await self.m.vms.action(t.host, t.vm, action, mode=shutdown_mode)
+            ref = await self._vms.action(t.host, t.vm, action, mode=shutdown_mode)
             return ItemResult(
                 t.host, t.vm, True, state=ref.state, message=ref.message, details={"uuid": ref.uuid}
             )

@@ -25,20 +25,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.db.ops_models import Schedule, ScheduleRun
-from kvmmanager.services.automation.batch import Target
-from kvmmanager.services.automation.schedules import next_run, zone
-from kvmmanager.services.users.audit import AuditRecord
-from kvmmanager.virt.events import Event
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.services.automation.batch import BatchService, Target
+from kvmmanager.services.automation.schedules import next_run
+from kvmmanager.services.automation.zones import zone
+from kvmmanager.services.backups.policies import BackupService
+from kvmmanager.services.fleet.lease import LeaseService
+from kvmmanager.services.users.audit import AuditRecord, AuditService
+from kvmmanager.services.users.ownership import OwnershipService
+from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.registry import HostRegistry
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,25 @@ def _utcnow() -> datetime:
 
 
 class Scheduler:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        bus: EventBus,
+        registry: HostRegistry,
+        lease: LeaseService,
+        audit: AuditService,
+        ownership: OwnershipService,
+        batch: BatchService,
+        backups: BackupService,
+    ) -> None:
+        self._db = db
+        self._bus = bus
+        self._registry = registry
+        self._lease = lease
+        self._audit = audit
+        self._ownership = ownership
+        self._batch = batch
+        self._backups = backups
         self.clock: Callable[[], datetime] = _utcnow
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -94,7 +114,7 @@ class Scheduler:
         holds the singleton lease (services/fleet/lease.py)."""
         if self._task is not None:
             return
-        self.m.lease.on_change(self._lease_changed)
+        self._lease.on_change(self._lease_changed)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._task = self._loop.create_task(self._run_loop(), name="kvmm-scheduler")
@@ -108,7 +128,7 @@ class Scheduler:
 
     def close_interrupted(self) -> int:
         mine = set(self._active)
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             q = update(ScheduleRun).where(ScheduleRun.status == "running")
             if mine:
                 q = q.where(ScheduleRun.id.not_in(mine))
@@ -144,7 +164,7 @@ class Scheduler:
             await asyncio.wait(list(self._runs), timeout=limit)
 
     async def _await_hosts(self) -> None:
-        waits = [hc.wait_connected(STARTUP_HOST_WAIT) for hc in self.m.registry.all()]
+        waits = [hc.wait_connected(STARTUP_HOST_WAIT) for hc in self._registry.all()]
         # A host that stays down fails its VMs' runs, which the run records say.
         await asyncio.gather(*waits, return_exceptions=True)
 
@@ -153,7 +173,7 @@ class Scheduler:
         await self._await_hosts()
         while True:
             self._wake.clear()
-            if not self.m.lease.held:
+            if not self._lease.held:
                 # Another instance runs the schedules; gaining the lease wakes this loop.
                 await self._sleep(MAX_SLEEP)
                 continue
@@ -176,7 +196,7 @@ class Scheduler:
                 await self._wake.wait()
 
     def _delay(self) -> float:
-        with self.m.db() as s:
+        with self._db() as s:
             earliest = s.scalar(
                 select(func.min(Schedule.next_run_at)).where(Schedule.enabled.is_(True))
             )
@@ -189,7 +209,7 @@ class Scheduler:
     async def tick(self) -> list[int]:
         """Claim every due occurrence and start it; returns the claimed run ids. Only the
         holder of the singleton lease claims anything."""
-        if not self.m.lease.held:
+        if not self._lease.held:
             return []
         now = self.now()
         claims = await asyncio.to_thread(self._claim_due, now)
@@ -209,7 +229,7 @@ class Scheduler:
         return [c.run_id for c in claims]
 
     def _claim_due(self, now: datetime) -> list[Claim]:
-        with self.m.db() as s:
+        with self._db() as s:
             due = list(
                 s.execute(
                     select(Schedule.id, Schedule.next_run_at)
@@ -228,7 +248,7 @@ class Scheduler:
         return claims
 
     def _claim(self, sched_id: int, due: datetime, now: datetime) -> Claim | None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = s.get(Schedule, sched_id)
             if row is None or not row.enabled or row.next_run_at != due:
                 return None
@@ -243,7 +263,7 @@ class Scheduler:
             # Fenced: written only while this instance still holds the lease it had.
             moved = s.execute(
                 update(Schedule)
-                .where(Schedule.id == sched_id, Schedule.next_run_at == due, self.m.lease.fence())
+                .where(Schedule.id == sched_id, Schedule.next_run_at == due, self._lease.fence())
                 .values(next_run_at=nxt)
                 .execution_options(synchronize_session=False)
             )
@@ -292,15 +312,15 @@ class Scheduler:
             # demoted since: refused); None only for schedules the service layer made.
             actor = (
                 await asyncio.to_thread(
-                    self.m.ownership.acting_principal, c.created_by, f"schedule '{c.name}'"
+                    self._ownership.acting_principal, c.created_by, f"schedule '{c.name}'"
                 )
                 if c.created_by
                 else None
             )
             if c.action == "backup":
-                result = await self.m.backups.run(c.params.get("policy"), now=c.due, actor=actor)
+                result = await self._backups.run(c.params.get("policy"), now=c.due, actor=actor)
             else:
-                result = await self.m.batch.run(
+                result = await self._batch.run(
                     c.action,
                     [Target(t["host"], t["vm"]) for t in c.targets],
                     tag=c.tag,
@@ -326,7 +346,7 @@ class Scheduler:
 
     def _record(self, c: Claim, status: str, message: str, result: dict[str, Any] | None) -> None:
         finished = self.now()
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             run = s.get(ScheduleRun, c.run_id)
             if run is not None:
                 run.status, run.message, run.result = status, message, result
@@ -336,7 +356,7 @@ class Scheduler:
                 .where(Schedule.id == c.schedule_id)
                 .values(last_run_at=c.due, last_status=status)
             )
-            self.m.audit.record(
+            self._audit.record(
                 AuditRecord(
                     action="schedules.run",
                     username=c.created_by,
@@ -361,7 +381,7 @@ class Scheduler:
     ) -> None:
         await asyncio.to_thread(self._record, c, status, message, result)
         # Published from the loop: the bus's queues are not thread-safe.
-        self.m.bus.publish(
+        self._bus.publish(
             Event(
                 "schedule.run",
                 host="",

@@ -17,24 +17,27 @@ The runner (claiming each occurrence once, missed-run policy, audit) is schedule
 
 from __future__ import annotations
 
+import builtins
 import calendar
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.db.ops_models import Schedule, ScheduleRun
+from kvmmanager.services.automation.zones import zone
+from kvmmanager.services.backups.policies import BackupService
 from kvmmanager.services.users import ownership
+from kvmmanager.services.users.ownership import OwnershipService
 from kvmmanager.services.users.service import Principal
 from kvmmanager.services.vms.spec import validate_tags
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 ScheduleAction = Literal["start", "shutdown", "reboot", "destroy", "snapshot", "backup"]
 Kind = Literal["once", "daily", "weekly", "monthly", "cron"]
@@ -73,13 +76,6 @@ class ScheduleSpec(BaseModel):
     snapshot_prefix: str | None = Field(None, max_length=40, description="snapshot names")
     policy: str | None = Field(None, max_length=64, description="backup: the backup policy")
     enabled: bool = True
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidInput(f"unknown time zone {name!r}", field="timezone") from None
 
 
 def _parse_time(text: str | None) -> time:
@@ -232,11 +228,25 @@ def run_to_dict(r: ScheduleRun) -> dict[str, Any]:
 
 
 class ScheduleService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        owners: OwnershipService,
+        backups: BackupService,
+        *,
+        now: Callable[[], datetime],
+        wake: Callable[[], None],
+    ) -> None:
+        """`now` and `wake`: the runner's clock and its wake-up (Scheduler.now, .wake;
+        the runner builds on this module, so they come as callbacks)."""
+        self._db = db
+        self._owners = owners
+        self._backups = backups
+        self._clock = now
+        self._wake = wake
 
     def _now(self) -> datetime:
-        return self.m.scheduler.now()
+        return self._clock()
 
     def _apply(self, row: Schedule, spec: ScheduleSpec) -> None:
         row.name, row.action, row.kind = spec.name, spec.action, spec.kind
@@ -258,17 +268,17 @@ class ScheduleService:
 
     def _check_policy(self, spec: ScheduleSpec) -> None:
         if spec.policy is not None:
-            self.m.backups.get(spec.policy)  # NotFound naming the policy
+            self._backups.get(spec.policy)  # NotFound naming the policy
 
     def _check_owned(self, spec: ScheduleSpec, actor: Principal | None) -> None:
         """The VMs and the policy a schedule names must be `actor`'s to act on (the
         ownership rule), now; the scheduler checks again, as its creator, when it fires."""
         if actor is None:
             return
-        own = self.m.ownership
+        own = self._owners
         own.check_targets(actor, [t.model_dump() for t in spec.vms])
         if spec.policy is not None:
-            p = self.m.backups.get(spec.policy)
+            p = self._backups.get(spec.policy)
             ownership.check(actor, "policy", p["name"], p["created_by"])
 
     def create(
@@ -280,11 +290,11 @@ class ScheduleService:
         spec = validate_spec(spec)
         self._check_policy(spec)
         if actor is None and created_by:
-            actor = self.m.ownership.acting_principal(created_by, f"schedule '{spec.name}'")
+            actor = self._owners.acting_principal(created_by, f"schedule '{spec.name}'")
         self._check_owned(spec, actor)
         if spec.kind == "once" and spec.run_at is not None and spec.run_at <= self._now():
             raise InvalidInput("run_at is in the past", field="run_at")
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             if s.scalar(select(Schedule.id).where(Schedule.name == spec.name)) is not None:
                 raise Conflict(f"a schedule named '{spec.name}' already exists", field="name")
             row = Schedule(created_by=created_by)
@@ -292,7 +302,7 @@ class ScheduleService:
             s.add(row)
             s.flush()
             out = to_dict(row)
-        self.m.scheduler.wake()
+        self._wake()
         return out
 
     def _row(self, s: Any, ident: str | int) -> Schedule:
@@ -309,11 +319,11 @@ class ScheduleService:
         return row
 
     def get(self, ident: str | int) -> dict[str, Any]:
-        with self.m.db() as s:
+        with self._db() as s:
             return to_dict(self._row(s, ident))
 
     def list(self) -> list[dict[str, Any]]:
-        with self.m.db() as s:
+        with self._db() as s:
             return [to_dict(r) for r in s.scalars(select(Schedule).order_by(Schedule.name))]
 
     def replace(
@@ -324,7 +334,7 @@ class ScheduleService:
         spec = validate_spec(spec)
         self._check_policy(spec)
         self._check_owned(spec, actor)
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = self._row(s, ident)
             if spec.name != row.name and s.scalar(
                 select(Schedule.id).where(Schedule.name == spec.name)
@@ -332,29 +342,30 @@ class ScheduleService:
                 raise Conflict(f"a schedule named '{spec.name}' already exists", field="name")
             self._apply(row, spec)
             out = to_dict(row)
-        self.m.scheduler.wake()
+        self._wake()
         return out
 
     def set_enabled(self, ident: str | int, enabled: bool) -> dict[str, Any]:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = self._row(s, ident)
             row.enabled = enabled
             # Re-enabling never catches up on what was missed while disabled.
             row.next_run_at = next_run(row, self._now()) if enabled else None
             out = to_dict(row)
-        self.m.scheduler.wake()
+        self._wake()
         return out
 
     def delete(self, ident: str | int) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = self._row(s, ident)
             s.execute(delete(ScheduleRun).where(ScheduleRun.schedule_id == row.id))
             s.delete(row)
 
-    def runs(self, ident: str | int, limit: int = 50) -> list[dict[str, Any]]:
+    # builtins.list: `list` in this class is the method above.
+    def runs(self, ident: str | int, limit: int = 50) -> builtins.list[dict[str, Any]]:
         if not 1 <= limit <= MAX_RUNS_PAGE:
             raise InvalidInput(f"limit must be 1..{MAX_RUNS_PAGE}", field="limit")
-        with self.m.db() as s:
+        with self._db() as s:
             row = self._row(s, ident)
             q = (
                 select(ScheduleRun)

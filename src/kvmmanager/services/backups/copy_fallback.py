@@ -185,7 +185,7 @@ def delete_overlays(conn: libvirt.virConnect, overlays: list[Overlay]) -> list[s
 
 
 async def run_copy(
-    m: Any,
+    m: tk.BackupParts,
     hc: Any,
     host: str,
     state: tk.VmState,

@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import Backup
@@ -40,10 +41,12 @@ from kvmmanager.services.backups.rules import (
     volume_name,
 )
 from kvmmanager.services.backups.verify import digest, header_problems
+from kvmmanager.services.guest.agents import AgentService
+from kvmmanager.services.storage.service import StorageService
+from kvmmanager.services.vms.service import VmService
 from kvmmanager.services.vms.spec import validate_name
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,22 @@ def _never() -> bool:
 
 
 class BackupImageService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        inventory: Inventory,
+        registry: HostRegistry,
+        agents: AgentService,
+        storage: StorageService,
+        vms: VmService,
+    ) -> None:
+        self._db = db
+        # Public: a run hands this service to take.py and copy_fallback.py (BackupParts).
+        self.inventory = inventory
+        self.registry = registry
+        self.agents = agents
+        self.storage = storage
+        self._vms = vms
 
     # ---- records ------------------------------------------------------------------------
 
@@ -94,12 +111,12 @@ class BackupImageService:
             q = q.where((Backup.vm_name == vm) | (Backup.vm_uuid == vm))
         if policy is not None:
             q = q.where(Backup.policy_name == policy)
-        with self.m.db() as s:
+        with self._db() as s:
             return [backup_dict(b) for b in s.scalars(q)]
 
     def get(self, backup_id: int, host: str | None = None, vm: str | None = None) -> dict[str, Any]:
         """One backup; with `host`/`vm` it must be that VM's (404 otherwise)."""
-        with self.m.db() as s:
+        with self._db() as s:
             b = s.get(Backup, backup_id)
             if (
                 b is None
@@ -111,11 +128,11 @@ class BackupImageService:
             return {**backup_dict(b), "domain_xml": b.domain_xml}
 
     def _children(self, backup_id: int) -> list[int]:
-        with self.m.db() as s:
+        with self._db() as s:
             return list(s.scalars(select(Backup.id).where(Backup.parent_id == backup_id)))
 
     def _previous(self, policy_id: int, uuid: str) -> Previous | None:
-        with self.m.db() as s:
+        with self._db() as s:
             b = s.scalar(
                 select(Backup)
                 .where(Backup.policy_id == policy_id, Backup.vm_uuid == uuid, Backup.status == "ok")
@@ -133,14 +150,14 @@ class BackupImageService:
             return Previous(b.id, b.kind, b.checkpoint, length, disks)
 
     def _insert(self, **fields: Any) -> int:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = Backup(**fields)
             s.add(row)
             s.flush()
             return row.id
 
     def _update(self, backup_id: int, **fields: Any) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = s.get(Backup, backup_id)
             if row is not None:
                 for k, v in fields.items():
@@ -169,7 +186,7 @@ class BackupImageService:
             )
         pool = policy["pool"]
         copy = policy["method"] == "copy"
-        hc = self.m.registry.get(host)
+        hc = self.registry.get(host)
         state = await hc.run(lambda: tk.inspect(hc.conn, host, vm), kind="read", op="inspect vm")
         prev = await asyncio.to_thread(self._previous, policy["id"], state.uuid)
         refusal = incremental_refusal(state.disks)
@@ -230,7 +247,7 @@ class BackupImageService:
             try:
                 if copy:
                     c, stats = await fb.run_copy(
-                        self.m, hc, host, state, targets, pool, policy["quiesce"], when, progress
+                        self, hc, host, state, targets, pool, policy["quiesce"], when, progress
                     )
                 else:
                     c, stats = await self._run_backup(
@@ -245,7 +262,7 @@ class BackupImageService:
                 for t in targets:
                     t.backing, t.path = None, ""
                 c, stats = await fb.run_copy(
-                    self.m, hc, host, state, targets, pool, policy["quiesce"], when, progress
+                    self, hc, host, state, targets, pool, policy["quiesce"], when, progress
                 )
             volumes = []
             for t in targets:
@@ -336,7 +353,7 @@ class BackupImageService:
                 await hc.run(tk.begin, dom, bxml, cxml, kind="lifecycle", op="begin the backup")
                 began = True
 
-            c = await tk.quiesced_begin(self.m, host, state, policy["quiesce"], start)
+            c = await tk.quiesced_begin(self, host, state, policy["quiesce"], start)
             if started_paused:
                 c.method, c.level = "not-needed", "offline"
                 c.message = "the vm was shut off: started paused for the backup, CPUs never ran"
@@ -349,7 +366,7 @@ class BackupImageService:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(hc.run(dom.destroy, kind="lifecycle"))
         with contextlib.suppress(KvmmError):
-            await self.m.storage.sync_pool(host, pool)
+            await self.storage.sync_pool(host, pool)
         return c, stats
 
     async def _undo(
@@ -379,7 +396,7 @@ class BackupImageService:
         attempts older than the newest good backup are forgotten."""
 
         def rows() -> list[dict[str, Any]]:
-            with self.m.db() as s:
+            with self._db() as s:
                 q = select(Backup).where(Backup.policy_id == policy["id"], Backup.vm_uuid == uuid)
                 return [backup_dict(b) for b in s.scalars(q)]
 
@@ -406,7 +423,7 @@ class BackupImageService:
         return gone
 
     def _forget(self, ids: list[int]) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             for i in ids:
                 row = s.get(Backup, i)
                 if row is not None:
@@ -427,7 +444,7 @@ class BackupImageService:
             )
         if rec["status"] == "running":
             raise Conflict(f"backup {backup_id} is still running", field="backup")
-        hc = self.m.registry.get(rec["host"])
+        hc = self.registry.get(rec["host"])
         if rec["checkpoint"]:
             await hc.run(lambda: _drop_checkpoint(hc.conn, rec["vm_uuid"], rec["checkpoint"]))
         left = await hc.run(
@@ -439,7 +456,7 @@ class BackupImageService:
             )
         await asyncio.to_thread(self._forget, [backup_id])
         with contextlib.suppress(KvmmError):
-            await self.m.storage.sync_pool(rec["host"], rec["pool"])
+            await self.storage.sync_pool(rec["host"], rec["pool"])
         return {"deleted": backup_id, "volumes": [v["volume"] for v in rec["volumes"]]}
 
     # ---- verify -------------------------------------------------------------------------
@@ -458,7 +475,7 @@ class BackupImageService:
             raise Conflict(
                 f"backup {backup_id} is {rec['status']}, not a finished backup", field="backup"
             )
-        hc = self.m.registry.get(rec["host"])
+        hc = self.registry.get(rec["host"])
         results, ok = [], True
         for i, v in enumerate(rec["volumes"]):
             if progress is not None:
@@ -518,7 +535,7 @@ class BackupImageService:
                 f"backup {backup_id} is {rec['status']}, not a finished backup", field="backup"
             )
         h = rec["host"]
-        hc = self.m.registry.get(h)
+        hc = self.registry.get(h)
         if mode == "new":
             assert name is not None
             copies = await hc.run(lambda: rs.plan_new(hc.conn, h, rec, name, pool or rec["pool"]))
@@ -555,9 +572,9 @@ class BackupImageService:
             progress(total, total, "done")
         for p in {c.pool for c in copies}:
             with contextlib.suppress(KvmmError):
-                await self.m.storage.sync_pool(h, p)
+                await self.storage.sync_pool(h, p)
         with contextlib.suppress(KvmmError):
-            await self.m.vms.refresh(h, uuid)
+            await self._vms.refresh(h, uuid)
         return {
             "backup": backup_id,
             "mode": mode,

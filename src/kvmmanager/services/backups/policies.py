@@ -21,25 +21,24 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.db.ops_models import BackupPolicy
-from kvmmanager.services.automation.batch import Target
-from kvmmanager.services.automation.schedules import zone
+from kvmmanager.services.automation.batch import BatchService, Target
+from kvmmanager.services.automation.zones import zone
 from kvmmanager.services.backups.images import BackupImageService
 from kvmmanager.services.backups.retention import retained
 from kvmmanager.services.backups.rules import MAX_FULL_EVERY
 from kvmmanager.services.snapshots.quiesce import QUIESCE_REQUESTS
+from kvmmanager.services.snapshots.service import SnapshotService
 from kvmmanager.services.storage.specs import POOL_NAME_MAX, check_name
 from kvmmanager.services.users import ownership
+from kvmmanager.services.users.ownership import OwnershipService
 from kvmmanager.services.users.service import Principal
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 # <policy>-YYYYmmdd-HHMMSS, with -N when two runs fall in the same second.
@@ -121,14 +120,20 @@ def policy_dict(p: BackupPolicy) -> dict[str, Any]:
 
 
 class BackupService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
-
-    @cached_property
-    def images(self) -> Any:
-        """Backups made with libvirt's backup API (policies with method 'backup')."""
-
-        return BackupImageService(self.m)
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        owners: OwnershipService,
+        batch: BatchService,
+        snapshots: SnapshotService,
+        images: BackupImageService,
+    ) -> None:
+        self._db = db
+        self._owners = owners
+        self._batch = batch
+        self._snapshots = snapshots
+        # Backups made with libvirt's backup API (policies with method 'backup').
+        self.images = images
 
     def create(
         self, spec: PolicySpec, created_by: str | None = None, *, actor: Principal | None = None
@@ -137,10 +142,10 @@ class BackupService:
         every run checks each VM again, as whoever runs it."""
         spec = validate_policy(spec)
         if actor is None and created_by:
-            actor = self.m.ownership.acting_principal(created_by, f"policy '{spec.name}'")
+            actor = self._owners.acting_principal(created_by, f"policy '{spec.name}'")
         if actor is not None:
-            self.m.ownership.check_targets(actor, spec.vms)
-        with self.m.db.begin() as s:
+            self._owners.check_targets(actor, spec.vms)
+        with self._db.begin() as s:
             if s.scalar(select(BackupPolicy.id).where(BackupPolicy.name == spec.name)):
                 raise Conflict(f"a backup policy named '{spec.name}' already exists", field="name")
             row = BackupPolicy(
@@ -162,8 +167,8 @@ class BackupService:
         The VMs it names must be `actor`'s to act on."""
         spec = validate_policy(spec)
         if actor is not None:
-            self.m.ownership.check_targets(actor, spec.vms)
-        with self.m.db.begin() as s:
+            self._owners.check_targets(actor, spec.vms)
+        with self._db.begin() as s:
             row = self._row(s, ident)
             if spec.name != row.name and s.scalar(
                 select(BackupPolicy.id).where(BackupPolicy.name == spec.name)
@@ -194,17 +199,17 @@ class BackupService:
         return row
 
     def list(self) -> list[dict[str, Any]]:
-        with self.m.db() as s:
+        with self._db() as s:
             rows = s.scalars(select(BackupPolicy).order_by(BackupPolicy.name))
             return [policy_dict(p) for p in rows]
 
     def get(self, ident: str | int) -> dict[str, Any]:
-        with self.m.db() as s:
+        with self._db() as s:
             return policy_dict(self._row(s, ident))
 
     def delete(self, ident: str | int) -> None:
         """Forget the policy; the snapshots it made stay (delete them as snapshots)."""
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             s.delete(self._row(s, ident))
 
     async def run(
@@ -219,11 +224,11 @@ class BackupService:
         when = (now or datetime.now(UTC)).astimezone(UTC)
         name = f"{p['name']}-{when:%Y%m%d-%H%M%S}"
         targets = [Target(t["host"], t["vm"]) for t in p["vms"]]
-        items = self.m.batch.resolve(targets, p["tag"], p["host"])
+        items = self._batch.resolve(targets, p["tag"], p["host"])
         gate = asyncio.Semaphore(RUN_CONCURRENCY)
 
         async def one(t: Target) -> dict[str, Any]:
-            denied = None if actor is None else self.m.ownership.vm_refusal(actor, t.host, t.vm)
+            denied = None if actor is None else self._owners.vm_refusal(actor, t.host, t.vm)
             if denied is not None:
                 return {"host": t.host, "vm": t.vm, "ok": False, "snapshot": None,
                         "pruned": [], "error": denied.to_dict()}  # fmt: skip
@@ -255,7 +260,7 @@ class BackupService:
                 return out
             snap = await self._snapshot(t, name, p["quiesce"])
             out.update(snapshot=snap["name"], consistency=snap.get("consistency"))
-            listed = await self.m.snapshots.list(t.host, t.vm)
+            listed = await self._snapshots.list(t.host, t.vm)
             mine_re = re.compile(rf"^{re.escape(p['name'])}-{_STAMP}$")
             mine = [(s["name"], float(s["created"] or 0)) for s in listed["snapshots"]
                     if mine_re.fullmatch(s["name"])]  # fmt: skip
@@ -263,7 +268,7 @@ class BackupService:
             # Oldest first: each delete merges into what is newer.
             for old, _ in sorted(mine, key=lambda s: s[1]):
                 if old not in keep:
-                    await self.m.snapshots.delete(t.host, t.vm, old)
+                    await self._snapshots.delete(t.host, t.vm, old)
                     out["pruned"].append(old)
             out["kept"] = sorted(keep)
             out["ok"] = True
@@ -274,7 +279,7 @@ class BackupService:
     async def _snapshot(self, t: Target, name: str, quiesce: str) -> dict[str, Any]:
         for i in range(MAX_SAME_SECOND + 1):
             try:
-                return await self.m.snapshots.create(
+                return await self._snapshots.create(
                     t.host, t.vm, name=f"{name}-{i}" if i else name, quiesce=quiesce
                 )
             except Conflict as exc:
@@ -286,7 +291,7 @@ class BackupService:
         """The VM's snapshots made by this policy, oldest first."""
         p = await asyncio.to_thread(self.get, ident)
         mine_re = re.compile(rf"^{re.escape(p['name'])}-{_STAMP}$")
-        listed = await self.m.snapshots.list(host, vm)
+        listed = await self._snapshots.list(host, vm)
         return [s for s in listed["snapshots"] if mine_re.fullmatch(s["name"])]
 
     async def restore(
@@ -303,7 +308,7 @@ class BackupService:
         happened since is lost, hence `confirm`. The VM (named in the body, not the
         path) must be `actor`'s to change."""
         if actor is not None:
-            self.m.ownership.check_vm(actor, host, vm)
+            self._owners.check_vm(actor, host, vm)
         if not confirm:
             raise InvalidInput(
                 "restoring over the vm discards everything since the backup: confirm it",
@@ -313,10 +318,10 @@ class BackupService:
             raise NotFound(
                 f"vm '{vm}' has no backup '{snapshot}' of policy '{ident}'", field="snapshot"
             )
-        return await self.m.snapshots.revert(host, vm, snapshot)
+        return await self._snapshots.revert(host, vm, snapshot)
 
     def _finish(self, policy_id: int, when: datetime, status: str) -> None:
-        with self.m.db.begin() as s:
+        with self._db.begin() as s:
             row = s.get(BackupPolicy, policy_id)
             if row is not None:
                 row.last_run_at, row.last_status = when, status

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from kvmmanager.services.automation.schedules import zone
+from kvmmanager.services.automation.zones import zone
 
 
 def retained(

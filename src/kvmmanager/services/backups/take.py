@@ -21,20 +21,39 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import libvirt
 
 from kvmmanager.core.errors import Cancelled, Conflict, GuestError, KvmmError, Unsupported
 from kvmmanager.services.backups.rules import DiskPlan, backup_disks
+from kvmmanager.services.guest.agents import AgentService
 from kvmmanager.services.snapshots import quiesce as qz
+from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.storage.xml import active_pool, build_volume_xml, volume_exists
 from kvmmanager.services.vms.builder import lookup
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.backup import BackupDisk, CheckpointDisk, DomainBackup, DomainCheckpoint
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_URI, ManagerMetadata
 from kvmmanager.virt.xml.volume import Volume
+
+
+class BackupParts(Protocol):
+    """What a backup run uses besides the VM's host connection (BackupImageService has
+    them): the guest agents to freeze, the inventory for their state, the pools to sync."""
+
+    @property
+    def inventory(self) -> Inventory: ...
+    @property
+    def agents(self) -> AgentService: ...
+    @property
+    def registry(self) -> HostRegistry: ...
+    @property
+    def storage(self) -> StorageService: ...
+
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
@@ -263,7 +282,7 @@ async def wait_job(
 
 
 async def quiesced_begin(
-    m: Any, host: str, state: VmState, request: str, start: Any
+    m: BackupParts, host: str, state: VmState, request: str, start: Any
 ) -> qz.Consistency:
     """Freeze (when an agent is there and `request` allows), start the job, thaw."""
     try:
@@ -295,7 +314,7 @@ async def quiesced_begin(
 
 
 async def _qga_frozen(
-    m: Any, host: str, state: VmState, c: qz.Consistency, start: Any, required: bool
+    m: BackupParts, host: str, state: VmState, c: qz.Consistency, start: Any, required: bool
 ) -> qz.Consistency:
     """qemu-guest-agent through libvirt's fsFreeze/fsThaw (the backup API of libvirt 9.0
     has no quiesce flag of its own)."""

@@ -32,23 +32,25 @@ import os
 import uuid as uuid_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
 from kvmmanager.core.errors import Conflict, InvalidInput, Unsupported
 from kvmmanager.services.clones import helper_sweep
+from kvmmanager.services.cloudinit.seed import CloudInitService
+from kvmmanager.services.jobs.service import JobService
+from kvmmanager.services.snapshots.service import SnapshotService
 from kvmmanager.services.storage import image_probe
 from kvmmanager.services.storage.xml import build_volume_xml
 from kvmmanager.services.vms.builder import disk_volume_path, lookup, undefine_flags
+from kvmmanager.services.vms.service import VmService
 from kvmmanager.services.vms.spec import validate_name
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.clone_links import read_metadata
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.vm_metadata import VmMetadata
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 MODES = ("full", "linked")
@@ -245,8 +247,23 @@ def finish_xml(
 
 
 class CloneService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        database_url: str,
+        registry: HostRegistry,
+        jobs: JobService,
+        vms: VmService,
+        snapshots: SnapshotService,
+        cloudinit: CloudInitService,
+    ) -> None:
+        """`database_url`: names this manager's database in the temporary snapshot's
+        owner tag (helper_sweep.data_id), never stored itself."""
+        self._data_id = helper_sweep.data_id(database_url)
+        self._registry = registry
+        self._jobs = jobs
+        self._vms = vms
+        self._snapshots = snapshots
+        self._cloudinit = cloudinit
         # (host, source uuid) -> clones of this process copying under its snapshot now.
         self._snapshots_in_use: dict[tuple[str, str], int] = {}
 
@@ -270,7 +287,7 @@ class CloneService:
     ) -> Any:
         """Inside the clone job, calls default to the `job` kind (no deadline): only the
         disk copies are that long; every other call names its kind."""
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         return await hc.run(lambda: fn(hc.conn), kind=kind, op=op or op_name(fn))
 
     def _check(self, new_name: str, mode: str, consistent: str) -> None:
@@ -306,7 +323,7 @@ class CloneService:
                 progress=progress, created_by=created_by,
             )  # fmt: skip
 
-        return self.m.jobs.start("vm.clone", f"{host}/{vm}", job, user, host=host)
+        return self._jobs.start("vm.clone", f"{host}/{vm}", job, user, host=host)
 
     async def clone(
         self,
@@ -335,13 +352,11 @@ class CloneService:
             key = (host, plan.source_uuid)
             self._snapshots_in_use[key] = self._snapshots_in_use.get(key, 0) + 1
             try:
-                snapshot = await self.m.snapshots.create(
+                snapshot = await self._snapshots.create(
                     host,
                     plan.source_uuid,
                     name=CLONE_SNAPSHOT,
-                    description=helper_sweep.owner_description(
-                        helper_sweep.data_id(self.m.settings.database_url)
-                    ),
+                    description=helper_sweep.owner_description(self._data_id),
                     kind="external",
                 )
             finally:
@@ -369,12 +384,12 @@ class CloneService:
             if snapshot is not None:
                 try:
                     await asyncio.shield(
-                        self.m.snapshots.delete(host, plan.source_uuid, CLONE_SNAPSHOT)
+                        self._snapshots.delete(host, plan.source_uuid, CLONE_SNAPSHOT)
                     )
                 finally:
                     self._release_snapshot((host, plan.source_uuid))
         with contextlib.suppress(Exception):
-            await self.m.vms.refresh(host, uuid)
+            await self._vms.refresh(host, uuid)
         return {
             "host": host,
             "name": new_name,
@@ -396,7 +411,7 @@ class CloneService:
         at its first boot cloud-init makes new SSH host keys, sets the hostname and a
         new machine-id. Returns "cloud-init", or "none" for a VM without a seed."""
         cdroms = [c.source_file for c in plan.xml.devices.cdroms() if c.source_file]
-        res = await self.m.cloudinit.reseed(host, cdroms, new_name)
+        res = await self._cloudinit.reseed(host, cdroms, new_name)
         if res is None:
             return "none"
         old_path, pool, volume, path = res

@@ -36,18 +36,21 @@ import subprocess
 import tempfile
 import uuid as uuidlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 import pycdlib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.cloudinit.crypt import sha512_crypt
 from kvmmanager.services.cloudinit.seed_volume import SEED_LABEL, read_seed
+from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.storage.xml import build_volume_xml
 from kvmmanager.services.vms.builder import boot_volumes
+from kvmmanager.services.vms.service import VmService
 from kvmmanager.services.vms.spec import (
     MAX_CMDLINE,
     SEED_SUFFIX,
@@ -57,12 +60,10 @@ from kvmmanager.services.vms.spec import (
     VmSpec,
     validate_name,
 )
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.volume import Volume
 from kvmmanager_agent import config as agent_config
 from kvmmanager_agent import protocol as agent_protocol
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 AGENT_DIR = "kvmm-agent"
@@ -457,9 +458,47 @@ def _copy_tree(iso: pycdlib.PyCdlib, agent_iso: Path, keep: list[io.BytesIO]) ->
         src.close()
 
 
+def reseed_bytes(old: bytes, hostname: str, settings: Settings) -> bytes:
+    """A clone's seed from its source's: the same user-data with the new hostname, a
+    fresh machine id and instance id (`settings`: where the agent ISO is, when the seed
+    installs the agent)."""
+    files = read_seed_files(old)
+    try:
+        cfg = yaml.safe_load(files["user-data"].decode()) or {}
+    except (KeyError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"the source's seed has no readable user-data: {exc}") from exc
+    cfg["hostname"], cfg["preserve_hostname"] = hostname, False
+    runcmd = [c for c in cfg.get("runcmd") or [] if c != ["sh", "-c", RESET_MACHINE_ID]]
+    cfg["runcmd"] = [["sh", "-c", RESET_MACHINE_ID], *runcmd]
+    ud = cloud_config(cfg)
+    validate_user_data(ud)
+    meta = yaml.safe_dump({"instance-id": f"kvmm-{uuidlib.uuid4()}", "local-hostname": hostname})
+    new = {
+        "meta-data": meta.encode(),
+        "user-data": ud.encode(),
+        "network-config": files.get("network-config", network_config().encode()),
+    }
+    agent = None
+    if any(AGENT_DIR in str(c) for c in runcmd):
+        from kvmmanager.iso.locator import require_iso
+
+        agent = require_iso(settings).path
+    return build_seed_iso(new, agent)
+
+
 class CloudInitService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        settings: Settings,
+        registry: HostRegistry,
+        storage: StorageService,
+        vms: VmService,
+    ) -> None:
+        """`settings`: where the agent ISO is found or built, for seeds that install it."""
+        self._settings = settings
+        self._registry = registry
+        self._storage = storage
+        self._vms = vms
 
     def seed(self, spec: CloudInitSpec, instance_id: str) -> bytes:
         """The seed ISO's bytes (blocking: builds the agent ISO on first use)."""
@@ -475,7 +514,7 @@ class CloudInitService:
         if spec.install_agent:
             from kvmmanager.iso.locator import require_iso
 
-            agent = require_iso(self.m.settings).path
+            agent = require_iso(self._settings).path
         return build_seed_iso(files, agent)
 
     async def provision(
@@ -516,7 +555,7 @@ class CloudInitService:
             raise InvalidInput("initrd and cmdline need a kernel", field="kernel")
         if kernel is not None and not host_paths:
             # Checked before anything is made; vms.create checks again (install.kernel).
-            found = await self.m.vms.run(host, boot_volumes, kernel, initrd, kind="read")
+            found = await self._vms.run(host, boot_volumes, kernel, initrd, kind="read")
             for path, what in ((kernel, "kernel"), (initrd, "initrd")):
                 if path and path not in found:
                     raise InvalidInput(
@@ -527,7 +566,7 @@ class CloudInitService:
         if cmdline is not None and (len(cmdline) > MAX_CMDLINE or "\n" in cmdline):
             raise InvalidInput("cmdline is too long or has several lines", field="cmdline")
         src_pool = image_pool or pool
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         disk_name, seed_name = f"{name}-disk0.qcow2", f"{name}{SEED_SUFFIX}"
 
         def prepare(conn: libvirt.virConnect) -> tuple[str, str, int]:
@@ -581,7 +620,7 @@ class CloudInitService:
             )
             made.append(disk_name)
             if seed_bytes is not None:
-                await self.m.storage.upload_volume(
+                await self._storage.upload_volume(
                     host,
                     pool,
                     seed_name,
@@ -601,14 +640,14 @@ class CloudInitService:
                 description=f"cloud-init: {spec.hostname}",
                 owner=owner,
             )
-            created = await self.m.vms.create(
+            created = await self._vms.create(
                 host, vm_spec, created_by=created_by, host_paths=host_paths
             )
             defined = True
             if seed_bytes is not None:
-                await self.m.vms.edit.insert_media(host, name, pool, seed_name)
+                await self._vms.edit.insert_media(host, name, pool, seed_name)
             if start:
-                await self.m.vms.action(host, name, "start")
+                await self._vms.action(host, name, "start")
         except BaseException:
             await asyncio.shield(self._cleanup(host, name if defined else None, pool, made))
             raise
@@ -638,7 +677,7 @@ class CloudInitService:
         host keys, hostname, machine-id). Returns (old path, pool, new volume, new path)
         or None when the source has no seed. The caller attaches and, on failure,
         deletes the new volume."""
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         found = None
         for path in cdroms:
             data = await hc.run(
@@ -651,14 +690,14 @@ class CloudInitService:
             return None
         old_path, old_seed = found
         hostname = hostname_for(new_name)
-        new_seed = await asyncio.to_thread(self._reseed_bytes, old_seed, hostname)
+        new_seed = await asyncio.to_thread(reseed_bytes, old_seed, hostname, self._settings)
         pool_name = await hc.run(
             lambda: hc.conn.storageVolLookupByPath(old_path).storagePoolLookupByVolume().name(),
             kind="read",
             op="seed pool lookup",
         )
         vol = f"{new_name}{SEED_SUFFIX}"
-        await self.m.storage.upload_volume(
+        await self._storage.upload_volume(
             host, pool_name, vol, [new_seed], size=len(new_seed), create=True, format="raw"
         )
         path = await hc.run(
@@ -668,36 +707,10 @@ class CloudInitService:
         )
         return old_path, pool_name, vol, path
 
-    def _reseed_bytes(self, old: bytes, hostname: str) -> bytes:
-        files = read_seed_files(old)
-        try:
-            cfg = yaml.safe_load(files["user-data"].decode()) or {}
-        except (KeyError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"the source's seed has no readable user-data: {exc}") from exc
-        cfg["hostname"], cfg["preserve_hostname"] = hostname, False
-        runcmd = [c for c in cfg.get("runcmd") or [] if c != ["sh", "-c", RESET_MACHINE_ID]]
-        cfg["runcmd"] = [["sh", "-c", RESET_MACHINE_ID], *runcmd]
-        ud = cloud_config(cfg)
-        validate_user_data(ud)
-        meta = yaml.safe_dump(
-            {"instance-id": f"kvmm-{uuidlib.uuid4()}", "local-hostname": hostname}
-        )
-        new = {
-            "meta-data": meta.encode(),
-            "user-data": ud.encode(),
-            "network-config": files.get("network-config", network_config().encode()),
-        }
-        agent = None
-        if any(AGENT_DIR in str(c) for c in runcmd):
-            from kvmmanager.iso.locator import require_iso
-
-            agent = require_iso(self.m.settings).path
-        return build_seed_iso(new, agent)
-
     async def _cleanup(self, host: str, name: str | None, pool: str, volumes: list[str]) -> None:
         """Remove what a failed provision made: its VM (only when it defined it) and
         its volumes."""
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
 
         def rm(conn: libvirt.virConnect) -> None:
             if name is not None:

@@ -17,21 +17,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
+from kvmmanager.core.config import AgentSettings
 from kvmmanager.core.errors import Conflict, KvmmError
 from kvmmanager.iso import CHANNEL_NAME
 from kvmmanager.iso.volume_names import volume_version
+from kvmmanager.services.guest.deployed import DeployResult
 from kvmmanager.services.vms.builder import cdrom_bus, disk_target, lookup
+from kvmmanager.services.vms.service import VmService
 from kvmmanager.virt.errors import libvirt_message
+from kvmmanager.virt.events import EventBus
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.devices import Channel, Disk
 from kvmmanager.virt.xml.domain import Domain
 
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+# Puts the current agent ISO into a host's pool (IsoService.deploy, which builds on this
+# module): (host, pool or None for the configured one) -> what it did.
+DeployIso = Callable[[str, str | None], Awaitable[DeployResult]]
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +203,26 @@ def ensure_cdrom(
 
 
 class AgentInstallService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
+    def __init__(
+        self,
+        agent: AgentSettings,
+        bus: EventBus,
+        registry: HostRegistry,
+        vms: VmService,
+        deploy: DeployIso,
+    ) -> None:
+        self._agent = agent
+        self._bus = bus
+        self._registry = registry
+        self._vms = vms
+        self._deploy = deploy
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def install(
         self, host: str, vm: str, *, pool: str | None = None, replace_cd: bool = False
     ) -> InstallResult:
-        deployed = await self._m.iso.deploy(host, pool)
-        hc = self._m.registry.get(host)
+        deployed = await self._deploy(host, pool)
+        hc = self._registry.get(host)
 
         def prepare(conn: libvirt.virConnect) -> dict[str, Any]:
             dom = lookup(conn, host, vm)
@@ -254,7 +272,7 @@ class AgentInstallService:
             result.messages.append("start the VM, then type the guest commands as root")
         elif restart:
             result.messages.append("after the power cycle, type the guest commands as root")
-        if self._m.settings.agent.eject_after_install:
+        if self._agent.eject_after_install:
             self._watch_and_eject(host, facts["uuid"], facts["target"])
         return result
 
@@ -265,7 +283,7 @@ class AgentInstallService:
         # change ("Tray of device ... is not open"); it succeeds moments later.
         for attempt in range(TRAY_RETRIES):
             try:
-                return await self._m.vms.edit.insert_media(host, vm, pool, volume, target)
+                return await self._vms.edit.insert_media(host, vm, pool, volume, target)
             except KvmmError as exc:
                 if "Tray of device" not in exc.message or attempt == TRAY_RETRIES - 1:
                     raise
@@ -274,20 +292,21 @@ class AgentInstallService:
 
     async def eject(self, host: str, vm: str) -> dict[str, Any]:
         """Eject the agent ISO from whichever CD-ROM drive holds it."""
-        hc = self._m.registry.get(host)
+        hc = self._registry.get(host)
 
         def find(conn: libvirt.virConnect) -> str | None:
             dom = lookup(conn, host, vm)
             flags = 0 if dom.isActive() else libvirt.VIR_DOMAIN_XML_INACTIVE
             for d in Domain.from_xml(dom.XMLDesc(flags)).devices.cdroms():
                 if d.source_path and volume_version(d.source_path.rsplit("/", 1)[-1]):
-                    return d.target_dev
+                    dev: str | None = d.target_dev
+                    return dev
             return None
 
         target = await hc.run(lambda: find(hc.conn), kind="read", op="find agent ISO drive", vm=vm)
         if target is None:
             raise Conflict(f"vm '{vm}' has no agent ISO in a CD-ROM drive", field="vm")
-        return await self._m.vms.edit.eject_media(host, vm, target)
+        return await self._vms.edit.eject_media(host, vm, target)
 
     async def aclose(self) -> None:
         """Stop waiting to eject (manager shutdown)."""
@@ -298,7 +317,7 @@ class AgentInstallService:
 
     def _watch_and_eject(self, host: str, uuid: str, target: str) -> None:
         def wanted(ev: Any) -> bool:
-            return (
+            return bool(
                 ev.kind == "domain.agent"
                 and ev.host == host
                 and ev.subject == uuid
@@ -307,7 +326,7 @@ class AgentInstallService:
             )
 
         # Subscribed before returning, so a connect right after the install is not missed.
-        sub = self._m.bus.subscribe(maxsize=100, predicate=wanted)
+        sub = self._bus.subscribe(maxsize=100, predicate=wanted)
         task = asyncio.create_task(self._eject_when_connected(sub, wanted, host, uuid, target))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
@@ -323,7 +342,7 @@ class AgentInstallService:
             except TimeoutError:
                 return
         try:
-            await self._m.vms.edit.eject_media(host, uuid, target)
+            await self._vms.edit.eject_media(host, uuid, target)
         except KvmmError as exc:
             log.warning("could not eject the agent ISO from %s on %s: %s", uuid, host, exc)
         else:

@@ -20,9 +20,8 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
@@ -31,9 +30,11 @@ from kvmmanager.core.errors import HostUnavailable, NotFound, Unsupported
 from kvmmanager.iso import agent_version
 from kvmmanager.iso.locator import IsoLocation, locate_iso, require_iso
 from kvmmanager.iso.volume_names import volume_name, volume_version
+from kvmmanager.services.guest.deployed import DeployResult
 from kvmmanager.services.guest.install import AgentInstallService, InstallResult
 from kvmmanager.services.jobs.service import JobProgress
 from kvmmanager.services.storage import transfer
+from kvmmanager.services.storage.calls import JobStarter
 from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.storage.specs import PoolSpec
 from kvmmanager.services.users.service import Principal
@@ -44,30 +45,8 @@ from kvmmanager.virt.inventory import Inventory
 from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.volume import Volume
 
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
-
 # Pools deploy may create when missing: name -> directory. Any other pool must exist.
 AUTO_POOLS: dict[str, str] = {"default": "/var/lib/libvirt/images"}
-
-
-@dataclass(slots=True)
-class DeployResult:
-    host: str
-    pool: str
-    volume: str
-    path: str
-    version: str
-    sha256: str
-    size: int
-    action: str  # uploaded | replaced | unchanged
-    pool_created: bool = False
-    removed: list[str] = field(default_factory=list)
-    kept_in_use: dict[str, list[str]] = field(default_factory=dict)
-    iso_source: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -121,27 +100,42 @@ def _find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageV
 
 
 class IsoService:
-    def __init__(self, manager: Manager) -> None:
-        self._m = manager
+    def __init__(
+        self,
+        settings: Settings,
+        registry: HostRegistry,
+        storage: StorageService,
+        jobs: JobStarter,
+        installer: AgentInstallService | None,
+    ) -> None:
+        """`settings`: where the ISO is found or built, and the agent's pool;
+        `installer`: puts the ISO into VMs (None in a local deploy, which edits no VM)."""
+        self._settings = settings
+        self._registry = registry
+        self._storage = storage
+        self._jobs = jobs
+        self._installer = installer
         # One deploy at a time per (host, pool): two install-agent calls must not both
         # create the same volume.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _host(self, host: str) -> Any:
-        return self._m.registry.get(host)
+        return self._registry.get(host)
 
     async def _call(self, host: str, fn: Any, *args: Any, kind: CallKind | None = None) -> Any:
         h = self._host(host)
         return await h.run(lambda: fn(h.conn, *args), kind=kind, op=op_name(fn))
 
     def _pool_name(self, pool: str | None) -> str:
-        return pool or self._m.settings.agent.iso_pool
+        return pool or self._settings.agent.iso_pool
 
     # -- into a VM (services.agent_install; reached through manager.iso) ------------------
 
-    @cached_property
+    @property
     def installer(self) -> AgentInstallService:
-        return AgentInstallService(self._m)
+        if self._installer is None:
+            raise Unsupported("installing the agent into a VM needs the manager")
+        return self._installer
 
     async def install_agent(
         self, host: str, vm: str, pool: str | None = None, *, replace_cd: bool = False
@@ -153,17 +147,17 @@ class IsoService:
 
     async def aclose(self) -> None:
         """Cancel background work (the eject-once-connected watchers); for Manager.stop()."""
-        if "installer" in self.__dict__:
-            await self.installer.aclose()
+        if self._installer is not None:
+            await self._installer.aclose()
 
     # -- local ISO -----------------------------------------------------------------------
 
     async def locate(self, *, build: bool = False) -> IsoLocation:
-        return await asyncio.to_thread(locate_iso, self._m.settings, build=build)
+        return await asyncio.to_thread(locate_iso, self._settings, build=build)
 
     async def local_iso(self) -> tuple[IsoLocation, str]:
         """The ISO to deploy (built now if no current one exists) and its sha256."""
-        loc = await asyncio.to_thread(require_iso, self._m.settings)
+        loc = await asyncio.to_thread(require_iso, self._settings)
         assert loc.path is not None
         return loc, await asyncio.to_thread(_file_sha256, loc.path)
 
@@ -171,7 +165,7 @@ class IsoService:
 
     async def ensure_pool(self, host: str, pool: str) -> bool:
         """Make sure `pool` exists and is active; True when it had to be created."""
-        storage = self._m.storage
+        storage = self._storage
         try:
             details = await storage.get_pool(host, pool)
         except NotFound:
@@ -194,7 +188,7 @@ class IsoService:
     # -- deploy ----------------------------------------------------------------------------
 
     async def volume_sha256(self, host: str, pool: str, name: str) -> str:
-        _details, download = await self._m.storage.open_download(host, pool, name)
+        _details, download = await self._storage.open_download(host, pool, name)
         h = hashlib.sha256()
         async for chunk in download.chunks():
             h.update(chunk)
@@ -285,18 +279,18 @@ class IsoService:
     async def _remove_old_versions(
         self, host: str, pool: str, keep: str, result: DeployResult
     ) -> None:
-        for vol in await self._m.storage.list_volumes(host, pool):
+        for vol in await self._storage.list_volumes(host, pool):
             if vol.name == keep or volume_version(vol.name) is None:
                 continue
             users = self._users_of(host, vol.path)
             if users:
                 result.kept_in_use[vol.name] = users
                 continue
-            await self._m.storage.delete_volume(host, pool, vol.name)
+            await self._storage.delete_volume(host, pool, vol.name)
             result.removed.append(vol.name)
 
     def _users_of(self, host: str, path: str) -> list[str]:
-        users: list[str] = self._m.storage.volume_path_in_use_by(host, path)
+        users: list[str] = self._storage.volume_path_in_use_by(host, path)
         return users
 
     def start_deploy_job(self, host: str, pool: str | None = None, user: Any = None) -> str:
@@ -311,7 +305,7 @@ class IsoService:
             res = await self.deploy(host, pool, progress=report, cancelled=p.cancelled)
             return res.to_dict()
 
-        return self._m.jobs.start("agent_iso.deploy", f"{host}/{pool}", run, user, host=host)
+        return self._jobs.start("agent_iso.deploy", f"{host}/{pool}", run, user, host=host)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -405,19 +399,6 @@ class _NoJobs:
         raise Unsupported(f"{kind} needs the manager's job runner (not in a local deploy)")
 
 
-class _LocalContext:
-    """Just enough of a Manager for IsoService without the database or a server: one
-    host connection, its inventory (who uses which volume) and the storage service."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.bus = EventBus()
-        self.inventory = Inventory(self.bus)
-        self.registry = HostRegistry(settings.libvirt, self.bus, self.inventory)
-        # IsoService still takes a Manager (issue 18): this stands in for it.
-        self.storage = StorageService(self.inventory, self.registry, _NoOwners(), _NoJobs())
-
-
 async def deploy_local(
     uri: str,
     settings: Settings,
@@ -433,11 +414,17 @@ async def deploy_local(
     except libvirt.libvirtError as exc:
         raise HostUnavailable(f"cannot connect to {uri}: {libvirt_message(exc)}") from exc
     probe.close()
-    ctx = _LocalContext(settings)
-    host = await ctx.registry.add("local", uri)
+    # Without the database or a server: one host connection, its inventory (who uses which
+    # volume) and the storage service.
+    bus = EventBus()
+    inventory = Inventory(bus)
+    registry = HostRegistry(settings.libvirt, bus, inventory)
+    jobs = _NoJobs()
+    storage = StorageService(inventory, registry, _NoOwners(), jobs)
+    host = await registry.add("local", uri)
     try:
         await host.wait_connected(connect_seconds)
-        # ctx: the Manager stand-in above.
-        return await IsoService(ctx).deploy("local", pool, progress=progress)  # type: ignore[arg-type]
+        iso = IsoService(settings, registry, storage, jobs, installer=None)
+        return await iso.deploy("local", pool, progress=progress)
     finally:
-        await ctx.registry.close()
+        await registry.close()

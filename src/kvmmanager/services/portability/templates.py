@@ -15,18 +15,17 @@ service owns start).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import libvirt
 
 from kvmmanager.core.errors import Conflict
+from kvmmanager.services.clones.service import CloneService
 from kvmmanager.services.vms.builder import lookup
 from kvmmanager.virt.calls import CallKind, op_name
 from kvmmanager.virt.clone_links import is_template, linked_clones, read_metadata
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_PAUSED)
 
@@ -51,8 +50,9 @@ def _description(dom: libvirt.virDomain) -> str | None:
 
 
 class TemplateService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, registry: HostRegistry, clones: CloneService) -> None:
+        self._registry = registry
+        self._clones = clones
 
     async def _run(
         self,
@@ -61,7 +61,7 @@ class TemplateService:
         kind: CallKind | None = None,
         vm: str | None = None,
     ) -> Any:
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         return await hc.run(lambda: fn(hc.conn), kind=kind, op=op_name(fn), vm=vm)
 
     async def list(self, host: str) -> list[dict[str, Any]]:
@@ -133,6 +133,4 @@ class TemplateService:
                 raise Conflict(f"vm '{dom.name()}' is not a template", field="template")
 
         await self._run(host, check, kind="read")
-        return await self.m.clones.start(
-            host, template, new_name, mode=mode, start=start, user=user
-        )
+        return await self._clones.start(host, template, new_name, mode=mode, start=start, user=user)

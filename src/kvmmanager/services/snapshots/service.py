@@ -21,22 +21,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import libvirt
 
 from kvmmanager.core.errors import Conflict, GuestError, InvalidInput, KvmmError, NotFound
+from kvmmanager.services.backups.images import BackupImageService
+from kvmmanager.services.guest.agents import AgentService
 from kvmmanager.services.snapshots import bitmaps, rules
 from kvmmanager.services.snapshots import quiesce as qz
 from kvmmanager.services.vms.builder import lookup
+from kvmmanager.services.vms.service import VmService
 from kvmmanager.virt.calls import CallKind, op_name
-from kvmmanager.virt.events import Event
+from kvmmanager.virt.events import Event, EventBus
+from kvmmanager.virt.inventory import Inventory
+from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.domain import Domain
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI, QUIESCE_POLICIES, ManagerMetadata
 from kvmmanager.virt.xml.snapshot import DomainSnapshot
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,8 +136,22 @@ def _delete(dom: libvirt.virDomain, s: libvirt.virDomainSnapshot, flags: int) ->
 
 
 class SnapshotService:
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(
+        self,
+        bus: EventBus,
+        inventory: Inventory,
+        registry: HostRegistry,
+        agents: AgentService,
+        vms: VmService,
+        backup_images: BackupImageService,
+    ) -> None:
+        """`backup_images`: a snapshot delete refuses to drop what a backup chain needs."""
+        self._bus = bus
+        self._inventory = inventory
+        self._registry = registry
+        self._agents = agents
+        self._vms = vms
+        self._backup_images = backup_images
 
     async def _on(
         self,
@@ -144,7 +160,7 @@ class SnapshotService:
         fn: Callable[[libvirt.virDomain], T],
         kind: CallKind | None = None,
     ) -> T:
-        hc = self.m.registry.get(host)
+        hc = self._registry.get(host)
         return await hc.run(
             lambda: fn(lookup(hc.conn, host, vm)), kind=kind, op=f"{op_name(fn)} '{vm}'", vm=vm
         )
@@ -229,7 +245,7 @@ class SnapshotService:
         info = await qz.frozen(
             c,
             lambda limit: self._freeze(host, uuid, limit),
-            lambda: self.m.agents.fsfreeze(host, uuid, "thaw"),
+            lambda: self._agents.fsfreeze(host, uuid, "thaw"),
             take,
             required=quiesce == "require",
         )
@@ -241,32 +257,32 @@ class SnapshotService:
         """Freeze the guest's writable block filesystems through the kvmmanager agent.
         Named explicitly: read-only media (a mounted CD-ROM) cannot be frozen, and an
         agent asked for "everything" fails on them."""
-        usage = await self.m.agents.call(host, uuid, "get_disk_usage")
+        usage = await self._agents.call(host, uuid, "get_disk_usage")
         mounts = qz.freezable(usage.get("filesystems") or [])
         if not mounts:
             raise GuestError("the guest has no freezable filesystem", field="quiesce")
         params = {"timeout_seconds": limit, "mount_points": mounts}
-        return await self.m.agents.call(host, uuid, "fsfreeze_freeze", params)
+        return await self._agents.call(host, uuid, "fsfreeze_freeze", params)
 
     async def _refresh(self, host: str, uuid: str) -> None:
         """Put the VM's state into the inventory now: a snapshot pauses and resumes it,
         a revert may start or stop it, and the next call (an agent call that needs
         'running') must not see the state from before the events arrive."""
         with contextlib.suppress(KvmmError):
-            await self.m.vms.refresh(host, uuid)
+            await self._vms.refresh(host, uuid)
 
     def _changed(self, host: str, uuid: str, vm: str, action: str, snapshot: str) -> None:
         """libvirt sends no event for a snapshot taken, deleted or reverted to (a shut-off
         VM's does not even change state): the manager says so itself, so every open page of
         the VM (its Snapshots tab) and every API event stream sees it without a reload."""
         with contextlib.suppress(NotFound):
-            vm = self.m.inventory.domain(host, uuid).name
+            vm = self._inventory.domain(host, uuid).name
         data = {"name": vm, "action": action, "snapshot": snapshot}
-        self.m.bus.publish(Event("domain.snapshot", host=host, subject=uuid, data=data))
+        self._bus.publish(Event("domain.snapshot", host=host, subject=uuid, data=data))
 
     def _agent_states(self, host: str, uuid: str) -> tuple[str, str]:
         try:
-            d = self.m.inventory.domain(host, uuid)
+            d = self._inventory.domain(host, uuid)
         except NotFound:
             return "absent", "absent"
         return d.agent_status or "absent", d.qga_status or "absent"
@@ -340,7 +356,7 @@ class SnapshotService:
             return ()
         made = {
             b["checkpoint"]: b
-            for b in await asyncio.to_thread(self.m.backups.images.list, host, uuid)
+            for b in await asyncio.to_thread(self._backup_images.list, host, uuid)
             if b["checkpoint"]
         }
         return tuple(

@@ -50,6 +50,7 @@ async def deploy(host: str, manager: ManagerDep, user: CurrentUser) -> Response:
 @router.get("/agent-iso/download", name="web.agent_iso_download")
 async def download(manager: ManagerDep) -> FileResponse:
     location, _sha = await manager.iso.local_iso()
+    assert location.path is not None  # local_iso() finds or builds one, else raises
     return FileResponse(
         location.path,
         media_type="application/x-iso9660-image",

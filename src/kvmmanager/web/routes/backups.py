@@ -353,7 +353,7 @@ async def restore_image(
     rec = images.get(backup_id, host, vm)
     mode = text(form, "mode") or "new"
     name = text(form, "name")
-    args = dict(mode=mode, name=name, pool=text(form, "pool"),
+    args: dict[str, Any] = dict(mode=mode, name=name, pool=text(form, "pool"),
                 start=form.get("start") is not None, confirm=form.get("confirm") == "yes",
                 host=host, vm=vm, created_by=user.username)  # fmt: skip
     try:

@@ -19,6 +19,7 @@ import pycdlib
 import pytest
 import yaml
 
+from kvmmanager.core.config import Settings
 from kvmmanager.core.errors import InvalidInput
 from kvmmanager.services.cloudinit import seed as ci
 from kvmmanager_agent import config as agent_config
@@ -196,7 +197,7 @@ def test_a_clones_seed_keeps_the_policy() -> None:
     seed = ci.build_seed_iso(
         {"meta-data": ci.meta_data(s, "i-1").encode(), "user-data": ci.user_data(s).encode()}
     )
-    new = ci.read_seed_files(ci.CloudInitService(None)._reseed_bytes(seed, "web2"))  # type: ignore[arg-type]
+    new = ci.read_seed_files(ci.reseed_bytes(seed, "web2", Settings()))
     cfg = yaml.safe_load(new["user-data"])
     assert cfg["hostname"] == "web2"
     assert cfg["write_files"] == yaml.safe_load(ci.user_data(s))["write_files"]

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from kvmmanager.core.errors import HostTimeout, HostUnavailable
-from kvmmanager.services.guest.install import AgentInstallService
 from kvmmanager.services.vms.spec import NicSpec
 
 
@@ -40,7 +39,7 @@ async def test_vm_scoped_service_calls_are_refused_while_the_vm_has_an_overdue_c
         "nic attach": lambda: manager.vms.edit.attach_nic(
             "local", "test", NicSpec(network="default")
         ),
-        "agent ISO eject": lambda: AgentInstallService(manager).eject("local", "test"),
+        "agent ISO eject": lambda: manager.iso.installer.eject("local", "test"),
     }
     try:
         with pytest.raises(HostTimeout):
