@@ -437,8 +437,11 @@ class Release:
 
 
 # What a test run itself writes into the checkout (bytecode, tool caches) or never a release.
+# Another test process writes some of them while the release builds: Hypothesis's constants
+# cache (.hypothesis/, by any pytest process of the suite), the e2e images (.cache/, built in
+# the background by scripts/test).
 _NOT_CHECKOUT = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache"}
-_NOT_CHECKOUT |= {".mypy_cache", ".ruff_cache"}
+_NOT_CHECKOUT |= {".mypy_cache", ".ruff_cache", ".hypothesis", ".cache"}
 
 
 def _checkout_state() -> dict[str, tuple[int, int]]:
