@@ -18,11 +18,13 @@ Use as a module (`python -m tests.e2e.cloud.build`) or call `build_cloud_image()
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -215,7 +217,8 @@ def _assemble(work: Path, debs: Path) -> str:
 
 def build_cloud_image(cache_dir: Path | None = None, force: bool = False) -> CloudImage:
     """The cached image for the current package versions, built first when needed.
-    Needs root (debootstrap). Safe to call from several processes at once."""
+    Needs root (debootstrap). Safe to call from several processes at once: one builds,
+    the others wait for it (a lock file in the cache) and take its image."""
     cache = Path(cache_dir or os.environ.get("KVMM_E2E_CLOUD_CACHE") or DEFAULT_CACHE)
     versions = resolve_packages()
     key = cache_key(versions)
@@ -223,6 +226,19 @@ def build_cloud_image(cache_dir: Path | None = None, force: bool = False) -> Clo
     manifest = final / "manifest.json"
     if manifest.exists() and not force:
         return _image(final, json.loads(manifest.read_text()), cached=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    # scripts/test builds the image in the background while the other tests run; the
+    # cloud-init test then waits here for that build instead of starting a second one.
+    with (cache / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if manifest.exists() and not force:
+            return _image(final, json.loads(manifest.read_text()), cached=True)
+        return _build(cache, key, versions, force)
+
+
+def _build(cache: Path, key: str, versions: dict[str, str], force: bool) -> CloudImage:
+    final = cache / key
+    manifest = final / "manifest.json"
     if shutil.which("debootstrap") is None:
         raise CloudImageError(
             "debootstrap is not installed: scripts/install-system-packages --test"
@@ -288,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
     args = parser.parse_args(argv)
+    # scripts/test ends its background build with SIGTERM when a run is interrupted: exit
+    # through the `finally` that removes the half-made work directory (~2 GB).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     try:
         image = build_cloud_image(args.cache_dir, force=args.force)
