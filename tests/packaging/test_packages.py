@@ -445,10 +445,16 @@ _NOT_CHECKOUT |= {".mypy_cache", ".ruff_cache", ".hypothesis", ".cache"}
 
 
 def _checkout_state() -> dict[str, tuple[int, int]]:
+    """Every file (mtime, size) and directory (presence) of the checkout. A directory's own
+    mtime is left out: it changes when an entry appears, and another test process creates
+    `__pycache__/` in src/ and tests/ meanwhile; a file the release adds or removes is
+    caught by its own path."""
     state = {}
     for dirpath, dirnames, filenames in os.walk(ROOT):
         dirnames[:] = [d for d in dirnames if d not in _NOT_CHECKOUT]
-        for name in dirnames + filenames:
+        for name in dirnames:
+            state[str(Path(dirpath, name).relative_to(ROOT))] = (0, 0)
+        for name in filenames:
             path = Path(dirpath, name)
             st = path.lstat()
             state[str(path.relative_to(ROOT))] = (st.st_mtime_ns, st.st_size)
