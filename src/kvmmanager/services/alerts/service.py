@@ -188,7 +188,7 @@ class AlertService:
 
     def _rule(self, s: Any, ident: str | int) -> AlertRule:
         text = str(ident)
-        row = s.scalar(
+        row: AlertRule | None = s.scalar(
             select(AlertRule).where(
                 AlertRule.id == int(text)
                 if (text.isdigit() and len(text) < 19)

@@ -313,7 +313,7 @@ class ScheduleService:
             if (text.isdigit() and len(text) < 19)
             else q.where(Schedule.name == text)
         )
-        row = s.scalar(q)
+        row: Schedule | None = s.scalar(q)
         if row is None:
             raise NotFound(f"schedule '{ident}' not found", field="schedule")
         return row

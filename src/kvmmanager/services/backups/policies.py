@@ -187,7 +187,7 @@ class BackupService:
 
     def _row(self, s: Any, ident: str | int) -> BackupPolicy:
         text = str(ident)
-        row = s.scalar(
+        row: BackupPolicy | None = s.scalar(
             select(BackupPolicy).where(
                 BackupPolicy.id == int(text)
                 if (text.isdigit() and len(text) < 19)

@@ -151,7 +151,8 @@ def create_target(conn: libvirt.virConnect, pool: str, t: Target) -> str:
     """The backup's qcow2 v3 target volume; an overlay on `t.backing` for an incremental."""
     backing = (t.backing, "qcow2") if t.backing else None
     xml = build_volume_xml(t.volume, t.capacity, "qcow2", backing=backing)
-    return active_pool(conn, pool).createXML(xml, 0).path()
+    path: str = active_pool(conn, pool).createXML(xml, 0).path()
+    return path
 
 
 def delete_volumes(conn: libvirt.virConnect, pool: str, names: list[str]) -> list[str]:
@@ -235,7 +236,7 @@ def begin(dom: libvirt.virDomain, bxml: str, cxml: str | None) -> None:
 
 def job_progress(dom: libvirt.virDomain) -> dict[str, Any] | None:
     """The running backup job's stats, or None once no job runs."""
-    stats = dom.jobStats(0)
+    stats: dict[str, Any] = dom.jobStats(0)
     if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
         return None
     return stats
@@ -243,7 +244,7 @@ def job_progress(dom: libvirt.virDomain) -> dict[str, Any] | None:
 
 def job_result(dom: libvirt.virDomain) -> dict[str, Any]:
     """The finished job's stats; raises when it did not succeed."""
-    stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    stats: dict[str, Any] = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     if stats.get("operation") not in (None, libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP):
         raise KvmmError("the backup job's result was replaced by another job's")
     if stats.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED or not stats.get("success", True):
@@ -278,7 +279,8 @@ async def wait_job(
         await asyncio.sleep(POLL_SECONDS)
     if aborted:
         raise Cancelled("the backup was cancelled (libvirt aborted the job)")
-    return await run(job_result, dom, kind="read", op="backup result")
+    result: dict[str, Any] = await run(job_result, dom, kind="read", op="backup result")
+    return result
 
 
 async def quiesced_begin(

@@ -127,7 +127,8 @@ def _volume_copy(
 def _vol_format(vol: libvirt.virStorageVol) -> str | None:
     from kvmmanager.virt.xml.volume import Volume
 
-    return Volume.from_xml(vol.XMLDesc(0)).target_format
+    fmt: str | None = Volume.from_xml(vol.XMLDesc(0)).target_format
+    return fmt
 
 
 def plan_clone(
@@ -493,9 +494,10 @@ def _copy(conn: libvirt.virConnect, c: DiskCopy, linked: bool) -> str:
     pool = conn.storagePoolLookupByName(c.pool)
     if linked:
         xml = build_volume_xml(c.new_name, c.capacity, "qcow2", backing=(c.source_path, c.format))
-        return pool.createXML(xml, 0).path()
+        return str(pool.createXML(xml, 0).path())
     src = conn.storageVolLookupByPath(c.source_path)
-    return pool.createXMLFrom(build_volume_xml(c.new_name, c.capacity, c.format), src, 0).path()
+    xml = build_volume_xml(c.new_name, c.capacity, c.format)
+    return str(pool.createXMLFrom(xml, src, 0).path())
 
 
 def _allocation(conn: libvirt.virConnect, c: DiskCopy) -> int:
@@ -515,4 +517,4 @@ def _define(conn: libvirt.virConnect, xml: str, start: bool) -> str:
         except libvirt.libvirtError:
             dom.undefineFlags(undefine_flags(dom))
             raise
-    return dom.UUIDString()
+    return str(dom.UUIDString())

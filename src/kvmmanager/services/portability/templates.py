@@ -15,7 +15,7 @@ service owns start).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -27,6 +27,7 @@ from kvmmanager.virt.clone_links import is_template, linked_clones, read_metadat
 from kvmmanager.virt.registry import HostRegistry
 from kvmmanager.virt.xml.metadata import NS_PREFIX, NS_URI
 
+T = TypeVar("T")
 RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_PAUSED)
 
 
@@ -44,7 +45,8 @@ def _describe(host: str, dom: libvirt.virDomain) -> dict[str, Any]:
 
 def _description(dom: libvirt.virDomain) -> str | None:
     try:
-        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, None, 0)
+        text: str | None = dom.metadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, None, 0)
+        return text
     except libvirt.libvirtError:
         return None
 
@@ -57,10 +59,10 @@ class TemplateService:
     async def _run(
         self,
         host: str,
-        fn: Callable[[libvirt.virConnect], Any],
+        fn: Callable[[libvirt.virConnect], T],
         kind: CallKind | None = None,
         vm: str | None = None,
-    ) -> Any:
+    ) -> T:
         hc = self._registry.get(host)
         return await hc.run(lambda: fn(hc.conn), kind=kind, op=op_name(fn), vm=vm)
 
