@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -37,14 +38,21 @@ def main() -> None:
     ap.add_argument("--vms", type=int, default=5000)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kvmm-bench-phases-"))
-    node = uri(write_node(work / "node.xml", args.vms))
+    try:
+        measure(work, args.vms)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path, vms: int) -> None:
+    node = uri(write_node(work / "node.xml", vms))
     os.environ.update(
         KVMM_DATA_DIR=str(work / "data"),
         KVMM_CONFIG=str(work / "none.toml"),
         KVMM_LIBVIRT__DEFAULT_URI=node,
         KVMM_LIBVIRT__ALLOW_TEST_DRIVER="1",
     )
-    print(f"load {Path('/proc/loadavg').read_text().split()[0]}, {args.vms} domains")
+    print(f"load {Path('/proc/loadavg').read_text().split()[0]}, {vms} domains")
     t, c = time.perf_counter(), time.thread_time()
     import kvmmanager.cli.main  # noqa: F401  (what the console script imports first)
     from kvmmanager.api.app import build_route_state
