@@ -148,5 +148,5 @@ async def prometheus(request: Request, manager: ManagerDep) -> Response:
                 status_code=e.status,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-    body = await asyncio.to_thread(exposition, manager)
+    body = await asyncio.to_thread(exposition, manager.metrics, manager.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -9,17 +9,16 @@ computes rates itself and understands that a counter restarts with its VM.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kvmmanager.services.metrics.rates import ACTIVE_STATES
+from kvmmanager.services.metrics.service import MetricsService
 from kvmmanager.virt.connection import STATUSES
-
-if TYPE_CHECKING:
-    from kvmmanager.services.manager import Manager
+from kvmmanager.virt.registry import HostRegistry
 
 VM_LABELS = ["host", "vm"]
 _COUNTERS = (
@@ -34,11 +33,12 @@ _COUNTERS = (
 
 
 class ManagerCollector(Collector):
-    def __init__(self, manager: Manager) -> None:
-        self.m = manager
+    def __init__(self, metrics: MetricsService, registry: HostRegistry) -> None:
+        self._metrics = metrics
+        self._registry = registry
 
     def collect(self) -> Iterator[Metric]:
-        svc = self.m.metrics
+        svc = self._metrics
         up = GaugeMetricFamily(
             "kvmm_host_up", "1 when the host's libvirt is connected", labels=["host"]
         )
@@ -87,7 +87,7 @@ class ManagerCollector(Collector):
             "libvirt calls past their deadline still holding one of the host's workers",
             labels=["host"],
         )
-        for hc in self.m.registry.all():
+        for hc in self._registry.all():
             up.add_metric([hc.name], 1.0 if hc.connected else 0.0)
             for status in STATUSES:
                 host_status.add_metric([hc.name, status], 1.0 if hc.status == status else 0.0)
@@ -141,10 +141,10 @@ class ManagerCollector(Collector):
         yield from (g_cpu, g_mem)
 
 
-def exposition(manager: Manager) -> bytes:
+def exposition(metrics: MetricsService, hosts: HostRegistry) -> bytes:
     """The text exposition: this manager's series, then the doctor's health gauges."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ManagerCollector(manager))
+    registry.register(ManagerCollector(metrics, hosts))
     out = generate_latest(registry)
     try:
         from kvmmanager.services.hosts.doctor import REGISTRY as DOCTOR
