@@ -130,10 +130,10 @@ def render(
 ) -> HTMLResponse:
     user = principal(request)
     context.setdefault("active", "")
-    errors = context.get("errors")
-    if status_code >= 400 and isinstance(errors, dict) and errors:
-        # A form answered again with its errors: its audit entry says it was refused, why.
-        audit_refusal("; ".join(str(m) for m in errors.values() if m))
+    if refused := form_errors(context):
+        # A form answered again with its errors, whatever the status (the network form
+        # re-renders its page with 200): its audit entry says it was refused, and why.
+        audit_refusal("; ".join(refused))
     return TEMPLATES.TemplateResponse(
         request,
         template,
@@ -151,6 +151,25 @@ def render(
         status_code=status_code,
         headers=headers,
     )
+
+
+def form_errors(context: dict[str, Any]) -> list[str]:
+    """The messages of the field errors a page shows beside a form: `errors` and each
+    editor's own `*_errors` ({field: message}, or {item: {field: message}}). A list is a
+    page's notice that something could not be read, not a refused form."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, str) and value:
+            found.append(value)
+
+    for key, value in context.items():
+        if (key == "errors" or key.endswith("_errors")) and isinstance(value, dict):
+            walk(value)
+    return found
 
 
 def _firing_count(request: Request) -> int:

@@ -18,7 +18,7 @@ from kvmmanager.api.deps import (
 )
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
-from kvmmanager.web.templating import refresh_with_toast, render
+from kvmmanager.web.templating import audit_refusal, refresh_with_toast, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,6 +60,8 @@ def create_user(
     try:
         manager.users.create(username, password, role)
     except InvalidInput as e:
+        # The page shows the refusal above its table: its audit entry says so too.
+        audit_refusal(e.message, e.code)
         return _users_page(request, manager, error=e.message)
     return _users_page(request, manager)
 
