@@ -221,6 +221,20 @@ async def test_deploy_local_needs_no_manager(
     assert again.action == "unchanged"
 
 
+async def test_deploy_local_removes_an_older_version(
+    iso_settings: Settings, test_pool: str, libvirtd_conn: libvirt.virConnect
+) -> None:
+    """Without the manager's database (the package's postinst) an older ISO version is
+    still deleted: before the local deploy built its storage service with no-database
+    owner records, this raised AttributeError ('_LocalContext' has no 'ownership')."""
+    pool = libvirtd_conn.storagePoolLookupByName(test_pool)
+    pool.createXML(build_volume_xml(volume_name("0.0.2"), 2048, "raw"), 0)
+    result = await iso_deploy.deploy_local(URI, iso_settings, test_pool)
+    assert result.action == "uploaded"
+    assert result.removed == [volume_name("0.0.2")]
+    assert _volumes(libvirtd_conn, test_pool) == [result.volume]
+
+
 async def test_deploy_local_fails_fast_when_libvirt_is_down(iso_settings: Settings) -> None:
     from kvmmanager.core.errors import HostUnavailable
 
