@@ -251,6 +251,42 @@ def test_serial_console_says_why_it_is_blank(page: Any, real: Real) -> None:
         _remove_domain(name)
 
 
+def test_a_shutdown_the_guest_ignores_says_so_and_offers_force_off(
+    page: Any, real: Real, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VM with no OS (SeaBIOS finds nothing to boot) ignores the ACPI power button: the
+    Shut down request was answered "requested" and the VM silently kept running. After
+    the grace time the page says the guest did not react, why, and offers Force off."""
+    from kvmmanager.web.routes import vms as vm_pages
+
+    monkeypatch.setattr(vm_pages, "SHUTDOWN_GRACE_SECONDS", 3)
+    name = f"{real.vm}-acpi"
+    try:
+        with real.api() as c:
+            r = c.post(
+                "/api/hosts/local/vms",
+                json={"name": name, "memory_mib": 64, "install": {"kind": "blank"}, "start": True},
+            )
+            assert r.status_code in (200, 201, 202), r.text
+        page.goto(f"/vms/local/{name}")
+        state = page.locator("#vm-state")
+        expect(state).to_have_text("running", timeout=60_000)
+        hint = page.locator("#shutdown-hint")
+        expect(hint).to_be_hidden()
+        page.click("#overview button:text-is('Shut down')")
+        expect(hint).to_be_visible(timeout=60_000)
+        expect(hint).to_contain_text("did not react")
+        expect(hint).to_contain_text("ACPI")
+        expect(state).to_have_text("running")
+        shot(page, "vm-shutdown-ignored")
+        page.once("dialog", lambda d: d.accept())
+        hint.locator("button:text-is('Force off')").click()
+        expect(state).to_have_text("shutoff", timeout=60_000)
+        expect(hint).to_be_hidden()
+    finally:
+        _remove_domain(name)
+
+
 def test_send_keys_reach_the_guest(page: Any, real: Real) -> None:
     """Ctrl+Alt+Del from the menu (a browser keeps that combination for itself): the
     guest's kernel restarts, and says so on the serial console."""

@@ -162,6 +162,11 @@ async def vm_addresses(request: Request, host: str, vm: str, manager: ManagerDep
     return render(request, "vms/_addresses.html", addresses=found)
 
 
+# How long a VM may keep running after a shutdown request before the page says that the
+# guest did not react (a guest OS that handles ACPI stops well within it).
+SHUTDOWN_GRACE_SECONDS = 60
+
+
 @router.get("/vms/{host}/{vm}", name="web.vm_detail", response_class=HTMLResponse)
 async def vm_detail(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
     info = manager.vms.get(host, vm)
@@ -174,6 +179,7 @@ async def vm_detail(request: Request, host: str, vm: str, manager: ManagerDep) -
         key_combos=list(KEY_COMBOS),
         pending=await _pending(manager, host, vm),
         stale=staleness(manager),
+        shutdown_grace=SHUTDOWN_GRACE_SECONDS,
     )
 
 
