@@ -1,19 +1,21 @@
 """Virtual networks of a host: /api/hosts/{host}/networks.
 
-Roles: viewers read (networks, leases); operators start, stop and toggle autostart;
-defining and deleting a network needs admin (it creates bridges and firewall rules on
-the host).
+Roles: viewers and operators read (networks, leases); defining, deleting, starting,
+stopping a network and its autostart need admin: a network creates bridges and firewall
+rules on the host, and stopping one cuts every VM on it (other users' too) off the
+network (docs/security.md).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from kvmmanager.api.deps import ManagerDep, require_role
+from kvmmanager.api.deps import CurrentUser, ManagerDep, require_role
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.networks import LeaseOut, NetworkCreate, NetworkOut
+from kvmmanager.core.errors import InvalidInput, PermissionDenied
 from kvmmanager.services.networks.service import NetworkSpec
 
 router = APIRouter(
@@ -21,6 +23,20 @@ router = APIRouter(
 )
 
 NetworkAction = Literal["start", "stop", "autostart", "noautostart"]
+
+
+def check_network_action_role(user: CurrentUser, action: str) -> None:
+    """The one rule for network state actions, on the REST route and the web form (and so
+    the CLI): every one is an admin's. An unknown action is bad input for every role (the
+    REST route's type already says so with a 422; the web form's path is a plain string),
+    not a permission question."""
+    if action not in get_args(NetworkAction):
+        known = ", ".join(get_args(NetworkAction))
+        raise InvalidInput(f"unknown network action '{action}' (one of {known})", field="action")
+    if not user.has_role("admin"):
+        raise PermissionDenied(
+            f"network action '{action}' needs the admin role (you are {user.role})"
+        )
 
 
 @router.get("", name="networks.list", response_model=list[NetworkOut])
@@ -60,7 +76,11 @@ async def delete_network(
 
 
 @router.post("/{net}/actions/{action}", name="networks.action", response_model=NetworkOut)
-async def network_action(host: str, net: str, action: NetworkAction, manager: ManagerDep) -> dict:
+async def network_action(
+    host: str, net: str, action: NetworkAction, manager: ManagerDep, user: CurrentUser
+) -> dict:
+    """403 for anyone but an admin (docs/security.md)."""
+    check_network_action_role(user, action)
     svc = manager.networks
     if action == "start":
         result = await svc.start(host, net)

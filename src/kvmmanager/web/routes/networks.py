@@ -13,6 +13,7 @@ from kvmmanager.api.deps import (
     CurrentUser,
     ManagerDep,
 )
+from kvmmanager.api.routers.networks import check_network_action_role
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.networks.service import NetworkSpec
@@ -97,20 +98,20 @@ async def network_action(
     manager: ManagerDep,
     user: CurrentUser,
 ) -> Response:
-    if action == "delete" and not user.has_role("admin"):
-        # Defining and deleting networks is an admin's job, as in the REST API.
-        raise PermissionDenied(f"deleting a network needs the admin role (you are {user.role})")
     service = manager.networks
+    if action == "delete":
+        # Defining and deleting networks is an admin's job, as in the REST API.
+        if not user.has_role("admin"):
+            raise PermissionDenied(f"deleting a network needs the admin role (you are {user.role})")
+        await service.delete(host, net)
+        return refresh_with_toast(f"network {net}: {action} done")
+    check_network_action_role(user, action)  # the REST route's rule: admins only
     if action == "start":
         await service.start(host, net)
     elif action == "stop":
         await service.stop(host, net)
-    elif action in ("autostart", "noautostart"):
-        await service.set_autostart(host, net, action == "autostart")
-    elif action == "delete":
-        await service.delete(host, net)
     else:
-        raise InvalidInput(f"unknown network action {action!r}", field="action")
+        await service.set_autostart(host, net, action == "autostart")
     return refresh_with_toast(f"network {net}: {action} done")
 
 
