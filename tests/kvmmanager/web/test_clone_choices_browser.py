@@ -54,3 +54,28 @@ def test_clone_from_a_snapshot_is_offered_only_where_it_can_work(
     expect(said).to_contain_text("has snapshots")
     expect(said).to_contain_text("Shut it down to clone it")
     shot(page, "vm-clone-running-with-snapshots")
+
+
+def test_clone_of_a_running_vm_with_snapshots_is_disabled_with_its_reason(
+    browser_login: Any, api: httpx.Client
+) -> None:
+    """The note said "Shut it down to clone it" beside an enabled Clone button, whose
+    refusal toast named the API's consistent='snapshot', which the form does not show."""
+    name = f"{PREFIX}cl-dis"
+    made(api.post(VMS, json={"name": name, "memory_mib": 64, "disks": [DISK]}))
+    made(api.post(f"{VMS}/{name}/snapshots", json={"name": "s1"}))
+    made(api.post(f"{VMS}/{name}/actions/start"))
+    page = browser_login("admin")
+    form = clone_form(page, name)
+    button = form.locator("button", has_text="Clone")
+    expect(button).to_be_disabled()
+    reason = page.locator(f"#{button.get_attribute('aria-describedby')}")
+    expect(reason).to_contain_text("Shut it down to clone it")
+    shot(page, "vm-clone-disabled-running-with-snapshots")
+
+    # A page older than the VM's start still posts; what it is told is in the form's words.
+    button.evaluate("b => b.disabled = false")
+    button.click()
+    said = page.locator("#toasts .toast.error")
+    expect(said).to_contain_text("Shut it down", timeout=30_000)
+    assert "consistent" not in said.inner_text(), said.inner_text()

@@ -10,12 +10,14 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
-from kvmmanager.core.errors import InvalidInput, KvmmError
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.routes._feedback import failed
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
 
 router = APIRouter(include_in_schema=False)
+# The states in which the clone service copies disks that change (its plan_clone's RUNNING).
+RUNNING_STATES = ("running", "blocked", "paused")
 
 
 async def _tab(
@@ -119,7 +121,17 @@ async def clone_vm(
     user: CurrentUser,
 ) -> Response:
     # The page posts to the VM's UUID address: the toast names the VM the user knows.
-    source = manager.vms.get(host, vm).name
+    info = manager.vms.get(host, vm)
+    source = info.name
+    if info.state in RUNNING_STATES and consistent != "snapshot":
+        # The service's refusal names its API parameter; a page older than the VM's start
+        # still posts this, and is told in the clone form's own words.
+        raise Conflict(
+            f"{source} is {info.state}: its disks change while they are copied. Shut it "
+            "down to clone it (or, without snapshots of its own, clone it from a snapshot "
+            "taken now)",
+            field="vm",
+        )
     job_id = await manager.clones.start(
         host, vm, new_name, mode=mode, consistent=consistent, user=user
     )
