@@ -1,0 +1,34 @@
+// A VM deleted while its page is open (here or elsewhere): every tab says so and offers no
+// action on it. Found by the Overview's live refresh (it answers vms/_gone.html, marked
+// data-vm-gone, on domain.removed or on the stream's catch-up) or by any tab's refresh
+// answering 404. The tabs' own refreshes are stopped from then on: each would 404 again.
+(() => {
+  const notice = document.querySelector("[data-vm-gone-notice]");
+  if (!notice) return;
+  let gone = false;
+  const disableAll = () => {
+    document.querySelectorAll("[data-panel] :is(button, input, select, textarea)").forEach((el) => {
+      el.disabled = true;
+      el.setAttribute("aria-describedby", "vm-gone-notice");
+    });
+  };
+  const markGone = () => {
+    if (!gone) {
+      gone = true;
+      notice.hidden = false;
+      document.documentElement.dataset.vmGone = "true";
+      // Its Delete card and the shutdown hint act on the VM only: nothing left to say there.
+      document.querySelectorAll("[data-vm-only]").forEach((el) => el.remove());
+    }
+    disableAll(); // again after any swap: content that arrived late is disabled too
+  };
+  document.body.addEventListener("htmx:afterSettle", () => {
+    if (gone || document.querySelector("#overview[data-vm-gone]")) markGone();
+  });
+  document.body.addEventListener("htmx:responseError", (e) => {
+    if (e.detail.xhr.status === 404 && e.detail.elt.closest("[data-panel]")) markGone();
+  });
+  document.body.addEventListener("htmx:beforeRequest", (e) => {
+    if (gone && e.detail.elt.closest("[data-panel]")) e.preventDefault();
+  });
+})();
