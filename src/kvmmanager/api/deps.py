@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
-from fastapi import Depends
+from fastapi import Depends, Response, status
 from starlette.requests import HTTPConnection
 
 from kvmmanager.core import security
@@ -298,5 +298,13 @@ def require_role(role: str) -> Callable[..., Principal]:
 ManagerDep = Annotated[Manager, Depends(get_manager)]
 CurrentUser = Annotated[Principal, Depends(current_user)]
 # The caller, refused unless their role is at least admin / operator.
-AdminUser = Annotated[Principal, Depends(require_role("admin"))]
+_require_admin = require_role("admin")
+AdminUser = Annotated[Principal, Depends(_require_admin)]
 OperatorUser = Annotated[Principal, Depends(require_role("operator"))]
+# A route (or router) only admins reach, when it has no use for the caller.
+ADMIN_ONLY = [Depends(_require_admin)]
+
+
+def no_content() -> Response:
+    """What a DELETE answers: 204, no body."""
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -14,9 +14,10 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kvmmanager.api.deps import (
@@ -37,6 +38,7 @@ from kvmmanager.api.schemas.agent import (
 )
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.core.errors import InvalidInput, PermissionDenied
+from kvmmanager.services.guest.agents import AgentService
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.users.service import Principal
 from kvmmanager_agent import protocol
@@ -52,11 +54,36 @@ def _check(manager: Manager, who: Principal, method: str) -> None:
         raise PermissionDenied(f"agent method {method} needs the {need} role (you are {who.role})")
 
 
-async def _call(
-    manager: Manager, who: Principal, host: str, vm: str, method: str, params: Any = None
-) -> Any:
-    _check(manager, who, method)
-    return await manager.agents.call(host, vm, method, params)
+@dataclass(frozen=True)
+class AgentOf:
+    """The agent of the VM in the path, as the caller may use it: every method is checked
+    against the caller's allowance before it is called."""
+
+    manager: Manager
+    who: Principal
+    host: str
+    vm: str
+
+    @property
+    def agents(self) -> AgentService:
+        return self.manager.agents
+
+    def check(self, method: str) -> None:
+        _check(self.manager, self.who, method)
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        self.check(method)
+        return await self.agents.call(self.host, self.vm, method, params)
+
+
+async def _agent_of(host: str, vm: str, manager: ManagerDep, who: CurrentUser) -> AgentOf:
+    return AgentOf(manager, who, host, vm)
+
+
+# The routes below that call a method take `agent: Agent` (host, vm and the caller in one);
+# a route with more path parameters also names host and vm first, which keeps their order
+# in the OpenAPI document.
+Agent = Annotated[AgentOf, Depends(_agent_of)]
 
 
 @router.get("/status", name="agent.status")
@@ -103,12 +130,9 @@ _FACTS = {
 
 
 def _fact_route(what: str, method: str) -> None:
-    async def fact(
-        host: str, vm: str,
-        manager: ManagerDep, who: CurrentUser,
-    ) -> Any:  # fmt: skip
-        _check(manager, who, method)
-        return await manager.agents.fact(host, vm, method)
+    async def fact(agent: Agent) -> Any:
+        agent.check(method)
+        return await agent.agents.fact(agent.host, agent.vm, method)
 
     fact.__doc__ = f"`{method}`: {protocol.METHODS[method].description}"
     router.add_api_route(f"/{what}", fact, methods=["GET"], name=f"agent.{what.replace('-', '_')}")
@@ -119,63 +143,40 @@ for _what, _method in _FACTS.items():
 
 
 @router.get("/processes", name="agent.processes")
-async def agent_processes(
-    host: str, vm: str, *, limit: int = Query(200, ge=1, le=5000),
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    return await _call(manager, who, host, vm, "list_processes", {"limit": limit})
+async def agent_processes(agent: Agent, *, limit: int = Query(200, ge=1, le=5000)) -> Any:
+    return await agent.call("list_processes", {"limit": limit})
 
 
 @router.post("/time", name="agent.set_time")
-async def agent_set_time(
-    host: str, vm: str, body: SetTime,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    return await _call(manager, who, host, vm, "set_time", body.model_dump())
+async def agent_set_time(body: SetTime, agent: Agent) -> Any:
+    return await agent.call("set_time", body.model_dump())
 
 
 @router.get("/services/{name}", name="agent.service_status")
-async def agent_service_status(
-    host: str, vm: str, name: str,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    return await _call(manager, who, host, vm, "service_status", {"name": name})
+async def agent_service_status(host: str, vm: str, name: str, agent: Agent) -> Any:
+    return await agent.call("service_status", {"name": name})
 
 
 @router.post("/services/{name}/{action}", name="agent.service_action")
-async def agent_service_action(
-    host: str, vm: str, name: str, action: str,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    return await _call(manager, who, host, vm, "service_action", {"name": name, "action": action})
+async def agent_service_action(host: str, vm: str, name: str, action: str, agent: Agent) -> Any:
+    return await agent.call("service_action", {"name": name, "action": action})
 
 
 @router.get("/ssh-keys", name="agent.ssh_keys")
-async def agent_ssh_keys(
-    host: str, vm: str, *, user: str = Query(min_length=1, max_length=64),
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    _check(manager, who, "ssh_authorized_keys")
-    return await manager.agents.call(host, vm, "ssh_authorized_keys", {"user": user})
+async def agent_ssh_keys(agent: Agent, *, user: str = Query(min_length=1, max_length=64)) -> Any:
+    return await agent.call("ssh_authorized_keys", {"user": user})
 
 
 @router.post("/ssh-keys", name="agent.ssh_keys_change")
-async def agent_ssh_keys_change(
-    host: str, vm: str, body: SshKeysRequest,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
+async def agent_ssh_keys_change(body: SshKeysRequest, agent: Agent) -> Any:
     """Add (the default action) or remove one public key."""
-    return await _call(manager, who, host, vm, "ssh_authorized_keys", body.model_dump())
+    return await agent.call("ssh_authorized_keys", body.model_dump())
 
 
 @router.delete("/ssh-keys", name="agent.ssh_keys_remove")
-async def agent_ssh_keys_remove(
-    host: str, vm: str, body: SshKeysRequest,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
+async def agent_ssh_keys_remove(body: SshKeysRequest, agent: Agent) -> Any:
     """Remove one public key."""
-    params = {**body.model_dump(), "action": "remove"}
-    return await _call(manager, who, host, vm, "ssh_authorized_keys", params)
+    return await agent.call("ssh_authorized_keys", {**body.model_dump(), "action": "remove"})
 
 
 @router.post("/reconnect", name="agent.reconnect")
@@ -187,26 +188,24 @@ async def agent_reconnect(host: str, vm: str, manager: ManagerDep) -> dict:
 @router.put("/files/content", name="agent.upload")
 @streaming_body
 async def agent_upload(
-    host: str, vm: str, request: Request,
+    request: Request, agent: Agent,
     *, path: str = Query(min_length=1, max_length=4096), resume: bool = False,
-    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
     """Upload the raw request body (any size, streamed) to `path`; sha256-verified."""
-    _check(manager, who, "file_write_chunk")
-    return await manager.agents.upload_stream(host, vm, path, request.stream(), resume)
+    agent.check("file_write_chunk")
+    return await agent.agents.upload_stream(agent.host, agent.vm, path, request.stream(), resume)
 
 
 @router.get("/files/content", name="agent.download")
 @owner_read
 async def agent_download(
-    host: str, vm: str, *, path: str = Query(min_length=1, max_length=4096),
+    agent: Agent, *, path: str = Query(min_length=1, max_length=4096),
     offset: int = Query(0, ge=0),
-    manager: ManagerDep, who: CurrentUser,
 ) -> StreamingResponse:  # fmt: skip
     """Download a guest file of any size as a raw byte stream, from `offset` (a resume).
     X-Size is the file's size at open; its sha256 is GET /files/stat?sha256=true."""
-    _check(manager, who, "file_read_chunk")
-    download = await manager.agents.download_stream(host, vm, path, offset)
+    agent.check("file_read_chunk")
+    download = await agent.agents.download_stream(agent.host, agent.vm, path, offset)
     return StreamingResponse(
         download.chunks(),
         media_type="application/octet-stream",
@@ -215,29 +214,22 @@ async def agent_download(
 
 
 @router.post("/exec", name="agent.exec")
-async def agent_exec(
-    host: str, vm: str, body: ExecRequest,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
+async def agent_exec(body: ExecRequest, agent: Agent) -> Any:
     """Run a command and wait: exit_code, stdout, stderr, execution_time_ms."""
-    return await _call(manager, who, host, vm, "exec_command", body.model_dump())
+    return await agent.call("exec_command", body.model_dump())
 
 
 @router.post("/exec/stream", name="agent.exec_stream")
-async def agent_exec_stream(
-    host: str, vm: str, body: ExecRequest,
-    manager: ManagerDep, who: CurrentUser,
-) -> StreamingResponse:  # fmt: skip
+async def agent_exec_stream(body: ExecRequest, agent: Agent) -> StreamingResponse:
     """Run a command, streaming NDJSON: {"stream": "stdout"|"stderr", "data": text} lines,
     then {"exit_code": n, "timed_out": bool}."""
-    _check(manager, who, "exec_start")
     params = body.model_dump(exclude={"capture_output", "input"})
-    started = await manager.agents.call(host, vm, "exec_start", params)
+    started = await agent.call("exec_start", params)
 
     async def lines() -> AsyncIterator[bytes]:
         while True:
-            r = await manager.agents.call(
-                host, vm, "exec_poll", {"handle": started["handle"], "wait_seconds": 1}
+            r = await agent.agents.call(
+                agent.host, agent.vm, "exec_poll", {"handle": started["handle"], "wait_seconds": 1}
             )
             for stream in ("stdout", "stderr"):
                 data = base64.b64decode(r[stream])
@@ -256,83 +248,69 @@ async def agent_exec_stream(
 @router.get("/files", name="agent.file_read")
 @owner_read
 async def agent_file_read(
-    host: str, vm: str, *, path: str = Query(min_length=1, max_length=4096),
+    agent: Agent, *, path: str = Query(min_length=1, max_length=4096),
     encoding: str = Query("utf8", pattern="^(utf8|base64)$"),
-    manager: ManagerDep, who: CurrentUser,
 ) -> Any:  # fmt: skip
-    return await _call(manager, who, host, vm, "file_read", {"path": path, "encoding": encoding})
+    return await agent.call("file_read", {"path": path, "encoding": encoding})
 
 
 @router.put("/files", name="agent.file_write")
 @router.post("/files", name="agent.file_write_post")
 @large_body_route(f"PUT {router.prefix}/files/content?path=... (the raw bytes as the body)")
-async def agent_file_write(
-    host: str, vm: str, body: FileWrite,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
+async def agent_file_write(body: FileWrite, agent: Agent) -> Any:
     """Write a small file from JSON (within server.max_body_bytes, 1 MiB by default);
     larger files go as the raw body of PUT /files/content, streamed and sha256-verified."""
-    _check(manager, who, "file_write")
-    return await manager.agents.file_write(host, vm, body.model_dump())
+    agent.check("file_write")
+    return await agent.agents.file_write(agent.host, agent.vm, body.model_dump())
 
 
 @router.get("/files/stat", name="agent.file_stat")
 @owner_read
 async def agent_file_stat(
-    host: str, vm: str, *, path: str = Query(min_length=1, max_length=4096), sha256: bool = False,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    return await _call(manager, who, host, vm, "file_stat", {"path": path, "sha256": sha256})
+    agent: Agent, *, path: str = Query(min_length=1, max_length=4096), sha256: bool = False
+) -> Any:
+    return await agent.call("file_stat", {"path": path, "sha256": sha256})
+
+
+async def _power(agent: AgentOf, action: str, body: PowerRequest | None) -> Any:
+    agent.check(action)
+    b = body or PowerRequest()
+    return await agent.agents.power(agent.host, agent.vm, action, b.timeout_seconds, b.force)
 
 
 @router.post("/shutdown", name="agent.shutdown")
-async def agent_shutdown(
-    host: str, vm: str, *, body: PowerRequest | None = None,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    _check(manager, who, "shutdown")
-    b = body or PowerRequest()
-    return await manager.agents.power(host, vm, "shutdown", b.timeout_seconds, b.force)
+async def agent_shutdown(agent: Agent, *, body: PowerRequest | None = None) -> Any:
+    return await _power(agent, "shutdown", body)
 
 
 @router.post("/reboot", name="agent.reboot")
-async def agent_reboot(
-    host: str, vm: str, *, body: PowerRequest | None = None,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
-    _check(manager, who, "reboot")
-    b = body or PowerRequest()
-    return await manager.agents.power(host, vm, "reboot", b.timeout_seconds, b.force)
+async def agent_reboot(agent: Agent, *, body: PowerRequest | None = None) -> Any:
+    return await _power(agent, "reboot", body)
 
 
 @router.get("/fsfreeze", name="agent.fsfreeze_status")
-async def agent_fsfreeze_status(
-    host: str, vm: str, manager: ManagerDep,
-    who: CurrentUser,
-) -> Any:  # fmt: skip
-    _check(manager, who, "fsfreeze_status")
-    return await manager.agents.fsfreeze(host, vm, "status")
+async def agent_fsfreeze_status(agent: Agent) -> Any:
+    agent.check("fsfreeze_status")
+    return await agent.agents.fsfreeze(agent.host, agent.vm, "status")
 
 
 @router.post("/fsfreeze/{action}", name="agent.fsfreeze")
 async def agent_fsfreeze(
-    host: str, vm: str, action: str, *, body: FreezeRequest | None = None,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
+    host: str, vm: str, action: str, agent: Agent, *, body: FreezeRequest | None = None
+) -> Any:
     """freeze (thawed automatically after timeout_seconds) or thaw."""
     if action not in ("freeze", "thaw"):
         raise InvalidInput("action must be freeze or thaw", field="action")
-    _check(manager, who, f"fsfreeze_{action}")
+    agent.check(f"fsfreeze_{action}")
     thaw_after = (body or FreezeRequest()).timeout_seconds
-    return await manager.agents.fsfreeze(host, vm, action, thaw_after)
+    return await agent.agents.fsfreeze(host, vm, action, thaw_after)
 
 
 @router.post("/call/{method}", name="agent.call")
 async def agent_call(
-    host: str, vm: str, method: str, *, params: dict[str, Any] | None = None,
-    manager: ManagerDep, who: CurrentUser,
-) -> Any:  # fmt: skip
+    host: str, vm: str, method: str, agent: Agent, *, params: dict[str, Any] | None = None
+) -> Any:
     """Any protocol method by name, with its parameters as the JSON body."""
     if method not in protocol.METHODS or method == "sync":
         raise InvalidInput(f"unknown agent method '{method}'", field="method")
-    return await _call(manager, who, host, vm, method, params)
+    return await agent.call(method, params)

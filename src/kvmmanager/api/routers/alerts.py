@@ -16,11 +16,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from kvmmanager.api.deps import (
-    AdminUser,
-    CurrentUser,
-    ManagerDep,
-)
+from kvmmanager.api.deps import AdminUser, CurrentUser, ManagerDep, no_content
 from kvmmanager.api.schemas.alerts import (
     AlertOut,
     DeliveryOut,
@@ -90,7 +86,7 @@ async def disable_rule(rule: str, manager: ManagerDep) -> Any:
 async def delete_rule(rule: str, manager: ManagerDep) -> Response:
     """Delete the rule and its alert history."""
     manager.alerts.delete_rule(rule)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.get("/api/webhooks", name="webhooks.list", response_model=list[WebhookOut])
@@ -129,7 +125,7 @@ async def disable_webhook(webhook: str, manager: ManagerDep, _a: AdminUser) -> A
 @router.delete(HOOK, name="webhooks.delete", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_webhook(webhook: str, manager: ManagerDep, _a: AdminUser) -> Response:
     manager.webhooks.delete(webhook)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.post(HOOK + "/ping", name="webhooks.ping", response_model=PingOut)
@@ -170,7 +166,7 @@ async def create_email(body: EmailTargetIn, manager: ManagerDep, _a: AdminUser) 
 )
 async def delete_email(target: str, manager: ManagerDep, _a: AdminUser) -> Response:
     manager.email.delete(target)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.post(
@@ -179,4 +175,4 @@ async def delete_email(target: str, manager: ManagerDep, _a: AdminUser) -> Respo
 async def test_email(target: str, manager: ManagerDep, _a: AdminUser) -> Response:
     """Send a test message now (422 with the SMTP server's answer when it fails)."""
     await manager.email.test(target)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()

@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from kvmmanager.api.deps import ManagerDep, require_role
+from kvmmanager.api.deps import ADMIN_ONLY, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, OrmModel, Page
 
 router = APIRouter(
     prefix="/api/audit",
     tags=["audit"],
     responses=ERROR_RESPONSES,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from kvmmanager.api.deps import CurrentUser, ManagerDep
+from kvmmanager.api.deps import CurrentUser, ManagerDep, no_content
 from kvmmanager.api.schemas.backups import (
     BackupOut,
     BackupRunOut,
@@ -67,7 +67,7 @@ async def get(policy: str, manager: ManagerDep) -> Any:
 async def delete(policy: str, manager: ManagerDep) -> Response:
     """Forget the policy; the snapshots it made stay."""
     manager.backups.delete(policy)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.post(

@@ -26,12 +26,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
-from kvmmanager.api.deps import (
-    CurrentUser,
-    ManagerDep,
-    OperatorUser,
-    streaming_body,
-)
+from kvmmanager.api.deps import CurrentUser, ManagerDep, OperatorUser, no_content, streaming_body
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, JobStarted
 from kvmmanager.api.schemas.export import ExportedXml, ImportedVm, ImportXmlIn
 from kvmmanager.core.errors import Cancelled, InvalidInput
@@ -127,7 +122,7 @@ async def download_bundle(
 )
 async def delete_bundle(bundle_id: str, manager: ManagerDep) -> Response:
     manager.export.delete_bundle(bundle_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.post(

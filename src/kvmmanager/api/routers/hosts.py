@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from kvmmanager.api.deps import ManagerDep, require_role
+from kvmmanager.api.deps import ADMIN_ONLY, ManagerDep, no_content
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.hosts import (
     CapabilitiesOut,
@@ -30,7 +30,7 @@ async def list_hosts(manager: ManagerDep) -> list[dict[str, Any]]:
     name="hosts.create",
     response_model=HostOut,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 async def add_host(body: HostCreate, manager: ManagerDep) -> dict[str, Any]:
     """Store the host and start connecting in the background: the answer's status is
@@ -47,12 +47,12 @@ async def get_host(host: str, manager: ManagerDep) -> dict[str, Any]:
     "/{host}",
     name="hosts.delete",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 async def remove_host(host: str, manager: ManagerDep) -> Response:
     """Forget the host; its VMs, pools and networks stay untouched in libvirt."""
     await manager.hosts.remove(host)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.get("/{host}/info", name="hosts.info", response_model=HostInfoOut)

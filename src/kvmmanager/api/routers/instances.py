@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from kvmmanager.api.deps import ManagerDep, require_role
+from kvmmanager.api.deps import ADMIN_ONLY, ManagerDep
 from kvmmanager.api.schemas.common import ERROR_RESPONSES, OrmModel
 
 router = APIRouter(
     prefix="/api/instances",
     tags=["instances"],
     responses=ERROR_RESPONSES,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 
 

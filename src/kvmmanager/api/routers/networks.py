@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from kvmmanager.api.deps import CurrentUser, ManagerDep, require_role
+from kvmmanager.api.deps import ADMIN_ONLY, CurrentUser, ManagerDep, no_content
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.networks import LeaseOut, NetworkCreate, NetworkOut
 from kvmmanager.core.errors import InvalidInput, PermissionDenied
@@ -39,6 +39,8 @@ def check_network_action_role(user: CurrentUser, action: str) -> None:
         )
 
 
+# The same REST shape as pools.py (list, define, get, delete, actions), on purpose: another
+# resource, its own OpenAPI operations and service; each handler is one service call.
 @router.get("", name="networks.list", response_model=list[NetworkOut])
 async def list_networks(host: str, manager: ManagerDep) -> list[dict]:
     return [n.to_dict() for n in await manager.networks.list(host)]
@@ -49,7 +51,7 @@ async def list_networks(host: str, manager: ManagerDep) -> list[dict]:
     name="networks.create",
     response_model=NetworkOut,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 async def create_network(host: str, body: NetworkCreate, manager: ManagerDep) -> dict:
     spec = NetworkSpec.model_validate(body.model_dump())
@@ -65,14 +67,14 @@ async def get_network(host: str, net: str, manager: ManagerDep) -> dict:
     "/{net}",
     name="networks.delete",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 async def delete_network(
     host: str, net: str, *, force: bool = False, manager: ManagerDep
 ) -> Response:
     """Stop and undefine; a network a running VM is plugged into needs `force=true`."""
     await manager.networks.delete(host, net, force=force)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.post("/{net}/actions/{action}", name="networks.action", response_model=NetworkOut)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Response, status
 
-from kvmmanager.api.deps import CurrentUser, ManagerDep, require_role
+from kvmmanager.api.deps import ADMIN_ONLY, CurrentUser, ManagerDep, no_content
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.api.schemas.storage import PoolCreate, PoolOut
 from kvmmanager.core.errors import InvalidInput, PermissionDenied
@@ -47,7 +47,7 @@ async def list_pools(host: str, manager: ManagerDep) -> list[dict]:
     name="pools.create",
     response_model=PoolOut,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 async def create_pool(host: str, body: PoolCreate, manager: ManagerDep) -> dict:
     spec = PoolSpec.model_validate(body.model_dump())
@@ -63,7 +63,7 @@ async def get_pool(host: str, pool: str, manager: ManagerDep) -> dict:
     "/{pool}",
     name="pools.delete",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 async def delete_pool(
     host: str,
@@ -76,7 +76,7 @@ async def delete_pool(
     """Stop and undefine. `delete_volumes=true` also deletes every volume and the pool's
     storage; a pool holding a volume a VM uses is refused (409) unless `force=true`."""
     await manager.storage.delete_pool(host, pool, delete_volumes=delete_volumes, force=force)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.post("/{pool}/actions/{action}", name="pools.action", response_model=PoolOut)

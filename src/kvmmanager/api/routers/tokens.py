@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response, status
 
-from kvmmanager.api.deps import CurrentUser, ManagerDep, self_service
+from kvmmanager.api.deps import CurrentUser, ManagerDep, no_content, self_service
 from kvmmanager.api.schemas.auth import TokenCreate, TokenCreated, TokenOut
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 from kvmmanager.core.errors import NotFound, PermissionDenied
@@ -69,4 +69,4 @@ def revoke_token(
         # Same answer as a missing token: do not reveal other users' token ids.
         raise NotFound(f"no token {token_id}", field="token_id")
     manager.users.revoke_token(token_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Response, status
 
-from kvmmanager.api.deps import ManagerDep, require_role
+from kvmmanager.api.deps import ADMIN_ONLY, ManagerDep, no_content
 from kvmmanager.api.schemas.auth import UserCreate, UserOut, UserUpdate
 from kvmmanager.api.schemas.common import ERROR_RESPONSES
 
@@ -12,7 +12,7 @@ router = APIRouter(
     prefix="/api/users",
     tags=["users"],
     responses=ERROR_RESPONSES,
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=ADMIN_ONLY,
 )
 
 
@@ -42,4 +42,4 @@ def update_user(username: str, body: UserUpdate, manager: ManagerDep) -> UserOut
 @router.delete("/{username}", name="users.delete", status_code=status.HTTP_204_NO_CONTENT)
 def delete_user(username: str, manager: ManagerDep) -> Response:
     manager.users.delete(username)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()

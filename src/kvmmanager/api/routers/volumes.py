@@ -28,6 +28,7 @@ from kvmmanager.api.deps import (
     CurrentUser,
     ManagerDep,
     OperatorUser,
+    no_content,
     owner_read,
     streaming_body,
 )
@@ -84,7 +85,7 @@ async def get_volume(host: str, pool: str, vol: str, manager: ManagerDep) -> dic
 async def delete_volume(host: str, pool: str, vol: str, manager: ManagerDep) -> Response:
     """409 naming the VMs when a VM uses the volume."""
     await manager.storage.delete_volume(host, pool, vol)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @router.post("/{vol}/resize", name="volumes.resize", response_model=VolumeOut)
