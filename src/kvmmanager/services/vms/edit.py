@@ -27,6 +27,7 @@ from kvmmanager.core.errors import Conflict, InvalidInput, NotFound
 from kvmmanager.services.vms import builder as vm_builder
 from kvmmanager.services.vms import spec as vm_spec
 from kvmmanager.services.vms.nic_detach import detach_nic_blocking
+from kvmmanager.services.vms.resources import ResourceEdit
 from kvmmanager.services.vms.spec import DiskSpec, NicSpec
 from kvmmanager.virt.calls import CallKind
 from kvmmanager.virt.xml.devices import Disk, Interface
@@ -352,6 +353,18 @@ class VmEditor:
         if res.next_boot:
             self.svc.config_changed(host, vm, "memory")
         return res.to_dict()
+
+    async def set_resources(self, host: str, vm: str, edit: ResourceEdit) -> list[str]:
+        """Apply a resources form's edit (resources.resource_edit): vCPUs first, then
+        memory; the message of each change made."""
+        messages = []
+        if edit.cpu:
+            res = await self.set_vcpus(host, vm, edit.vcpus, edit.max_vcpus)
+            messages.append(str(res["message"]))
+        if edit.memory:
+            res = await self.set_memory(host, vm, edit.memory_mib, edit.max_memory_mib)
+            messages.append(str(res["message"]))
+        return messages
 
     # ---- disks -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from kvmmanager.services.manager import Manager
 from kvmmanager.services.vms.builder import DiskSpec
 from kvmmanager.services.vms.keys import KEY_COMBOS
 from kvmmanager.services.vms.pending import PendingChanges, pending_changes
+from kvmmanager.services.vms.resources import resource_edit
 from kvmmanager.services.vms.service import ACTIONS
 from kvmmanager.web.routes._feedback import failed
 from kvmmanager.web.routes._hardware_choices import cd_choices, pools_with_volumes
@@ -285,22 +286,11 @@ async def vm_resources(
     manager: ManagerDep,
 ) -> HTMLResponse:
     info = manager.vms.get(host, vm)
-    messages = []
     try:
         max_cpu = optional_int(max_vcpus, "max_vcpus")
         max_mem = optional_int(max_memory_mib, "max_memory_mib")
-        # Only what the form changed (a maximum left as shown is no edit).
-        new_vcpus = vcpus if vcpus != info.vcpus else None
-        new_max_cpu = max_cpu if max_cpu not in (None, info.max_vcpus or info.vcpus) else None
-        if new_vcpus is not None or new_max_cpu is not None:
-            res = await manager.vms.edit.set_vcpus(host, vm, new_vcpus, new_max_cpu)
-            messages.append(res["message"])
-        shown_max_mem = (info.max_memory_kib or info.memory_kib) // 1024
-        new_mem = memory_mib if memory_mib != info.memory_kib // 1024 else None
-        new_max_mem = max_mem if max_mem not in (None, shown_max_mem) else None
-        if new_mem is not None or new_max_mem is not None:
-            res = await manager.vms.edit.set_memory(host, vm, new_mem, new_max_mem)
-            messages.append(res["message"])
+        edit = resource_edit(info, vcpus, memory_mib, max_cpu, max_mem)
+        messages = await manager.vms.edit.set_resources(host, vm, edit)
     except InvalidInput as exc:
         # The form's labels, not the API's field names.
         raise InvalidInput(in_form_words(exc.message), field=exc.field) from exc
