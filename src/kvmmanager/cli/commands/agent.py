@@ -282,6 +282,8 @@ def _power(ctx: typer.Context, host: str, vm: str, action: str, delay: int, forc
     emit(ctx, _post(ctx, host, vm, action, {"timeout_seconds": delay, "force": force}))
 
 
+# shutdown and reboot stay two commands on purpose: each has its own help and the same
+# options; what they do alike is _power.
 @app.command("shutdown")
 def shutdown(
     ctx: typer.Context, vm: str, delay: int = typer.Option(0, "--delay"),

@@ -317,6 +317,8 @@ def backup_job(request: Request, job_id: str, manager: ManagerDep) -> HTMLRespon
     return render(request, "ops/_backup_job.html", job=_job_view(manager, job_id))
 
 
+# The image routes repeat the path's parameters (host, vm, backup_id) on purpose: FastAPI
+# reads each route's own signature; starting their jobs is one helper (_job_started).
 @router.post(IMAGE + "/verify", name="web.backup_image_verify", response_class=HTMLResponse)
 def verify_image(
     request: Request,
