@@ -35,8 +35,10 @@ document.addEventListener("htmx:sendError", () => toast("The server did not answ
 
 // Confirmation naming the object, for destructive actions: data-confirm="Delete VM 'x'?"
 document.addEventListener("htmx:confirm", (e) => {
-  const question = e.detail.elt.getAttribute("data-confirm");
+  let question = e.detail.elt.getAttribute("data-confirm");
   if (!question) return;
+  // A batch action names what it acts on: "{selected}" is the ticked rows' names.
+  if (question.includes("{selected}")) question = question.replace("{selected}", selectionWords(e.detail.elt.closest("form")));
   e.preventDefault();
   if (window.confirm(question)) e.detail.issueRequest(true);
 });
@@ -378,10 +380,33 @@ document.addEventListener("DOMContentLoaded", () => wireWhen());
 
 // Select-all for row checkboxes: <input type=checkbox data-select-all="name"> toggles every
 // checkbox of that name in its form; the count of selected rows goes to [data-selected-count].
+// Buttons marked data-needs-selection are disabled, with the reason, while nothing is
+// picked: no ticked row and no tag in the form's "tag" select.
 function countSelected(form, name) {
   const n = form.querySelectorAll('input[type=checkbox][name="' + CSS.escape(name) + '"]:checked').length;
   form.querySelectorAll("[data-selected-count]").forEach((el) => { el.textContent = String(n); });
+  const none = n === 0 && !(form.elements.tag && form.elements.tag.value);
+  form.querySelectorAll("[data-needs-selection]").forEach((b) => {
+    b.disabled = none;
+    if (none) b.title = "Select VMs (or a tag) first"; else b.removeAttribute("title");
+  });
 }
+function recountAll() {
+  document.querySelectorAll("form [data-select-all]").forEach((all) => countSelected(all.form, all.dataset.selectAll));
+}
+function selectionWords(form) {
+  if (!form) return "the selected VMs";
+  const all = form.querySelector("[data-select-all]");
+  const boxes = all ? form.querySelectorAll('input[type=checkbox][name="' + CSS.escape(all.dataset.selectAll) + '"]:checked') : [];
+  const names = Array.from(boxes).map((b) => "'" + (b.dataset.name || b.value) + "'");
+  const tag = form.elements.tag && form.elements.tag.value;
+  if (tag) names.push("every VM tagged '" + tag + "'");
+  return names.length ? names.join(", ") : "the selected VMs";
+}
+// Rows come and go with live refreshes (a deleted VM's row leaves): the count and the
+// buttons follow the rows that are there.
+document.addEventListener("htmx:afterSettle", recountAll);
+document.addEventListener("DOMContentLoaded", recountAll);
 document.addEventListener("change", (e) => {
   const t = e.target;
   if (!(t instanceof HTMLInputElement) || t.type !== "checkbox" || !t.form) return;
@@ -393,6 +418,13 @@ document.addEventListener("change", (e) => {
   }
   const all = t.form.querySelector('[data-select-all="' + CSS.escape(t.name) + '"]');
   if (all) countSelected(t.form, t.name);
+});
+document.addEventListener("change", (e) => {
+  // The batch bar's tag picks VMs too.
+  if (e.target instanceof HTMLSelectElement && e.target.form && e.target.name === "tag") {
+    const all = e.target.form.querySelector("[data-select-all]");
+    if (all) countSelected(e.target.form, all.dataset.selectAll);
+  }
 });
 
 // Live refreshes re-render rows: the user's ticks must survive them. Ticked row boxes in
