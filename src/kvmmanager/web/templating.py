@@ -25,6 +25,7 @@ import kvmmanager
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.core.sanitize import inert
 from kvmmanager.services.users import audit as audit_mod
+from kvmmanager.services.users import ownership
 from kvmmanager.services.users.service import Principal
 from kvmmanager.services.vms import osinfo
 
@@ -146,6 +147,9 @@ def render(
             "admin_nav": ADMIN_NAV,
             # Called by base.html only (the nav's badge), so fragments pay nothing.
             "firing_count": lambda: _firing_count(request),
+            # Why the server would refuse this user an action on an owned object ("vm
+            # 'x' belongs to 'y'"), or "": the page disables it with that reason.
+            "owner_refusal": lambda kind, name, owner: _owner_refusal(user, kind, name, owner),
             **context,
         },
         status_code=status_code,
@@ -170,6 +174,11 @@ def form_errors(context: dict[str, Any]) -> list[str]:
         if (key == "errors" or key.endswith("_errors")) and isinstance(value, dict):
             walk(value)
     return found
+
+
+def _owner_refusal(user: Principal | None, kind: str, name: str, owner: str | None) -> str:
+    denied = ownership.refusal(user, kind, name, owner) if user is not None else None
+    return denied.message if denied is not None else ""
 
 
 def _firing_count(request: Request) -> int:
