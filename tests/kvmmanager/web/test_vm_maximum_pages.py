@@ -64,7 +64,9 @@ def test_the_maximum_in_the_wizard_and_the_hardware_tab(web_as, name: str) -> No
     assert (vm.vcpus, vm.max_vcpus, vm.max_memory_kib) == (1, 4, 512 * 1024)
     hardware = c.get(f"/vms/local/{name}/hardware").text
     assert re.search(r'name="max_vcpus" min="1" value="4"', hardware), hardware
-    assert re.search(r'name="max_memory_mib" min="16" value="512"', hardware), hardware
+    # 512 MiB, in the unit selector beside it (issue 15: units on the Hardware tab).
+    assert re.search(r'name="max_memory_mib" min="0" step="any" value="512"', hardware), hardware
+    assert re.search(r'name="max_memory_unit".*?<option selected>MiB', hardware, re.S), hardware
 
     resources = f"/vms/local/{name}/resources"
     r = c.post(

@@ -27,6 +27,32 @@ class PoolVolumes:
 
 
 @dataclass(frozen=True)
+class Size:
+    """A memory size as the form shows it: GiB when it is whole GiB, else MiB."""
+
+    value: int | float
+    unit: str
+
+
+def memory_size(kib: int) -> Size:
+    mib = kib // 1024
+    return Size(mib // 1024, "GiB") if mib and mib % 1024 == 0 else Size(mib, "MiB")
+
+
+def disk_sizes(vm: DomainInfo, pools: list[PoolVolumes]) -> dict[str, int]:
+    """Each disk's capacity in bytes by target, where a pool knows its volume."""
+    out = {}
+    for d in vm.disks:
+        held = _held(d.pool, d.volume, d.source, pools)
+        if held:
+            pool, _, volume = held.partition("/")
+            for p in pools:
+                if p.name == pool and volume in p.sizes:
+                    out[d.target] = p.sizes[volume]
+    return out
+
+
+@dataclass(frozen=True)
 class CdChoices:
     inserted: dict[str, str]  # CD-ROM target -> "pool/volume" of the disc it holds
     upload_pool: str | None  # where "Upload an ISO" leads

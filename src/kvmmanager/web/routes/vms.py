@@ -23,8 +23,14 @@ from kvmmanager.services.vms.keys import KEY_COMBOS
 from kvmmanager.services.vms.pending import PendingChanges, pending_changes
 from kvmmanager.services.vms.resources import resource_edit
 from kvmmanager.services.vms.service import ACTIONS
+from kvmmanager.web.routes import _units
 from kvmmanager.web.routes._feedback import failed
-from kvmmanager.web.routes._hardware_choices import cd_choices, pools_with_volumes
+from kvmmanager.web.routes._hardware_choices import (
+    cd_choices,
+    disk_sizes,
+    memory_size,
+    pools_with_volumes,
+)
 from kvmmanager.web.routes.create import USER_NET, in_form_words, nic_spec, optional_int
 from kvmmanager.web.sparkline import sparkline
 from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
@@ -268,6 +274,8 @@ async def vm_hardware(request: Request, host: str, vm: str, manager: ManagerDep)
         vm=info,
         pools=pools,
         cd=cd_choices(info, pools),
+        disk_sizes=disk_sizes(info, pools),
+        memory_size=memory_size,
         networks=networks,
         pending=await _pending(manager, host, vm),
     )
@@ -279,17 +287,23 @@ async def vm_resources(
     host: str,
     vm: str,
     vcpus: Annotated[int, Form()],
-    memory_mib: Annotated[int, Form()],
+    memory_mib: Annotated[str, Form()],
     *,
+    memory_unit: Annotated[str, Form()] = "MiB",
     max_vcpus: Annotated[str, Form()] = "",
     max_memory_mib: Annotated[str, Form()] = "",
+    max_memory_unit: Annotated[str, Form()] = "MiB",
     manager: ManagerDep,
 ) -> HTMLResponse:
     info = manager.vms.get(host, vm)
     try:
         max_cpu = optional_int(max_vcpus, "max_vcpus")
-        max_mem = optional_int(max_memory_mib, "max_memory_mib")
-        edit = resource_edit(info, vcpus, memory_mib, max_cpu, max_mem)
+        # Sizes come in the unit chosen beside them (MiB or GiB), as in the create form.
+        max_mem = _units.optional_memory_mib(
+            max_memory_mib, max_memory_unit, "max_memory_mib", "Maximum memory"
+        )
+        memory = _units.memory_mib(memory_mib, memory_unit)
+        edit = resource_edit(info, vcpus, memory, max_cpu, max_mem)
         messages = await manager.vms.edit.set_resources(host, vm, edit)
     except InvalidInput as exc:
         # The form's labels, not the API's field names.
@@ -365,6 +379,8 @@ async def _hardware_response(
         vm=info,
         pools=pools,
         cd=cd_choices(info, pools),
+        disk_sizes=disk_sizes(info, pools),
+        memory_size=memory_size,
         networks=await _networks(manager, host),
         pending=await _pending(manager, host, vm),
     )
@@ -392,10 +408,12 @@ async def vm_disk_attach(
     pool: Annotated[str, Form()],
     *,
     size_gib: Annotated[float, Form()] = 0,
+    disk_unit: Annotated[str, Form()] = "GiB",
     volume: Annotated[str, Form()] = "",
     manager: ManagerDep,
     user: CurrentUser,
 ) -> HTMLResponse:
+    size_gib *= _units.DISK_UNITS.get(disk_unit, 1.0)  # in the unit beside the field
     try:
         if volume:  # an existing volume is chosen as "pool/volume"
             pool, _, volume = volume.partition("/")
