@@ -238,6 +238,12 @@ def audit_refusal(reason: str, code: str = "invalid_input") -> None:
         rec.refuse(reason, code)
 
 
+def vm_gone_tab(request: Request, host: str) -> HTMLResponse:
+    """A VM tab's live refresh after the VM was deleted: the page says so (vm_gone.js),
+    where a 404 left the tab's forms in place and toasted the VM's UUID."""
+    return render(request, "vms/_gone_tab.html", host=host)
+
+
 def error_response(request: Request, exc: KvmmError) -> HTMLResponse:
     audit_refusal(exc.message, exc.code)
     if request.headers.get("hx-request"):

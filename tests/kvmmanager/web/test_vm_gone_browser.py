@@ -33,6 +33,8 @@ def test_every_tab_of_a_deleted_vm_says_so_and_offers_no_action(
     notice = page.locator("[data-vm-gone-notice]")
     expect(notice).to_be_visible(timeout=WAIT)
     expect(notice).to_contain_text("no longer exists")
+    # The tabs' refreshes say "gone" too: no error toast naming the VM's UUID.
+    expect(page.locator("#toasts .toast.error")).to_have_count(0)
     for panel in ("hardware", "overview", "snapshots", "devices", "console", "agent"):
         page.locator(f"nav.tabs a[data-tab={panel}]").click()
         expect(notice).to_be_visible()

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kvmmanager.api.deps import CurrentUser, ManagerDep
-from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError
+from kvmmanager.core.errors import Conflict, InvalidInput, KvmmError, NotFound
 from kvmmanager.services.manager import Manager
 from kvmmanager.web.routes._feedback import failed
-from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers, vm_gone_tab
 
 router = APIRouter(include_in_schema=False)
 # The states in which the clone service copies disks that change (its plan_clone's RUNNING).
@@ -36,6 +36,10 @@ async def _tab(
 
 @router.get("/vms/{host}/{vm}/snapshots", name="web.vm_snapshots", response_class=HTMLResponse)
 async def snapshots_tab(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
+    try:
+        manager.vms.get(host, vm)
+    except NotFound:
+        return vm_gone_tab(request, host)
     return await _tab(request, manager, host, vm)
 
 

@@ -33,7 +33,7 @@ from kvmmanager.web.routes._hardware_choices import (
 )
 from kvmmanager.web.routes.create import USER_NET, in_form_words, nic_spec, optional_int
 from kvmmanager.web.sparkline import sparkline
-from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers
+from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers, vm_gone_tab
 
 router = APIRouter(include_in_schema=False)
 
@@ -265,7 +265,10 @@ async def vm_delete(
 
 @router.get("/vms/{host}/{vm}/hardware", name="web.vm_hardware", response_class=HTMLResponse)
 async def vm_hardware(request: Request, host: str, vm: str, manager: ManagerDep) -> HTMLResponse:
-    info = manager.vms.get(host, vm)
+    try:
+        info = manager.vms.get(host, vm)
+    except NotFound:
+        return vm_gone_tab(request, host)
     pools = await pools_with_volumes(manager, host)
     networks = await _networks(manager, host)
     return render(

@@ -1,7 +1,7 @@
 // A VM deleted while its page is open (here or elsewhere): every tab says so and offers no
-// action on it. Found by the Overview's live refresh (it answers vms/_gone.html, marked
-// data-vm-gone, on domain.removed or on the stream's catch-up) or by any tab's refresh
-// answering 404. The tabs' own refreshes are stopped from then on: each would 404 again.
+// action on it. Found by a tab's live refresh (the Overview answers vms/_gone.html, the
+// Hardware and Snapshots tabs vms/_gone_tab.html, marked data-vm-gone, on domain.removed
+// or on the stream's catch-up) or by any other tab's request answering 404. The tabs' own refreshes are stopped from then on: each would 404 again.
 (() => {
   const notice = document.querySelector("[data-vm-gone-notice]");
   if (!notice) return;
@@ -23,7 +23,7 @@
     disableAll(); // again after any swap: content that arrived late is disabled too
   };
   document.body.addEventListener("htmx:afterSettle", () => {
-    if (gone || document.querySelector("#overview[data-vm-gone]")) markGone();
+    if (gone || document.querySelector("[data-panel] [data-vm-gone]")) markGone();
   });
   document.body.addEventListener("htmx:responseError", (e) => {
     if (e.detail.xhr.status === 404 && e.detail.elt.closest("[data-panel]")) markGone();
