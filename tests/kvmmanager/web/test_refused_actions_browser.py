@@ -34,6 +34,12 @@ def test_an_operator_sees_an_admins_vm_actions_disabled_with_the_reason(
         expect(button).to_be_disabled()
         assert "belongs to 'admin'" in reason_of(page, button), label
     shot(page, "vm-not-yours-operator")
+    # Every other tab's changes too (the server refuses them alike); looking stays possible.
+    page.locator("nav.tabs a[data-tab=hardware]").click()
+    attach = page.locator("[data-panel=hardware] button", has_text="Attach disk")
+    expect(attach).to_be_disabled()
+    assert "belongs to 'admin'" in reason_of(page, attach)
+    shot(page, "vm-not-yours-operator-hardware")
 
 
 def test_the_last_enabled_admin_cannot_be_demoted_disabled_or_deleted_from_the_page(

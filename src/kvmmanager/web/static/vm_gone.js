@@ -22,8 +22,22 @@
     }
     disableAll(); // again after any swap: content that arrived late is disabled too
   };
+  // Another user's VM (the server refuses its changes: "vm 'x' belongs to 'y'"): every
+  // control that would change it, in whichever tab and whenever a tab (re)loads, is
+  // disabled with the page's notice as its reason.
+  const notYours = document.querySelector("[data-vm-not-yours]");
+  const disableChanges = () => {
+    document.querySelectorAll(
+      "[data-panel] [hx-post], [data-panel] form[hx-post] :is(button, input, select, textarea)"
+    ).forEach((el) => {
+      el.disabled = true;
+      el.setAttribute("aria-describedby", notYours.id);
+    });
+  };
+  if (notYours) disableChanges();
   document.body.addEventListener("htmx:afterSettle", () => {
     if (gone || document.querySelector("[data-panel] [data-vm-gone]")) markGone();
+    else if (notYours) disableChanges();
   });
   document.body.addEventListener("htmx:responseError", (e) => {
     if (e.detail.xhr.status === 404 && e.detail.elt.closest("[data-panel]")) markGone();
