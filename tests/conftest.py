@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -27,6 +28,16 @@ from kvmmanager.db import migrate
 # hashes with the cheapest parameters instead. Only pytest can switch them (core/security.py);
 # tests/kvmmanager/core/test_security.py proves the product itself still uses RFC 9106's.
 security.use_test_password_hashing()
+
+# Hypothesis' timing checks are wall-clock thresholds: on the 2-core CI machine with part 1
+# on both cores, one draw of tests/kvmmanager_agent/test_jsonwire.py took 1.6 s and its
+# "too_slow" health check failed the run. What a property test proves does not depend on
+# how fast the machine was, so no test here has a deadline or a speed check (the rule for
+# every test: no wall-clock thresholds). A test's own @settings still adds to this.
+hypothesis.settings.register_profile(
+    "kvmm", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("kvmm")
 
 ADMIN_TOKEN_NAME = "kvmm-t-plat-fixture"
 _REAL_UPGRADE = migrate.upgrade
