@@ -10,4 +10,3 @@ from hypothesis import HealthCheck, settings
 def test_the_loaded_profile_has_no_deadline_and_no_speed_check() -> None:
     assert settings.default.deadline is None
     assert HealthCheck.too_slow in settings.default.suppress_health_check
-
