@@ -11,13 +11,20 @@ from collections.abc import Mapping
 from kvmmanager.core.errors import KvmmError
 
 
+def in_form_words(message: str, labels: Mapping[str, str]) -> str:
+    """A service's message with its field names (and `field=value`) said with the form's
+    labels: the interface's words, not the API's."""
+    for name, label in labels.items():
+        message = re.sub(rf"\b{re.escape(name)}=(\S+)", rf"{label} \1", message)
+        message = re.sub(rf"\b{re.escape(name)}\b", label, message)
+    return message
+
+
 def failed(action: str, exc: KvmmError, labels: Mapping[str, str] | None = None) -> KvmmError:
     """The same error (type, status, field) with a message a person can act on:
     `"<action> failed: <what went wrong>"`, each service field name the message uses
     replaced by the form's label for it."""
-    message = exc.message
-    for name, label in (labels or {}).items():
-        message = re.sub(rf"\b{re.escape(name)}\b", label, message)
+    message = in_form_words(exc.message, labels or {})
     out = copy.copy(exc)
     out.message = f"{action} failed: {message}"
     out.args = (out.message,)

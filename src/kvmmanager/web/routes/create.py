@@ -17,6 +17,7 @@ from kvmmanager.services.manager import Manager
 from kvmmanager.services.users.service import Principal
 from kvmmanager.services.vms import osinfo
 from kvmmanager.services.vms.builder import DiskSpec, InstallSource, NicSpec, VmSpec
+from kvmmanager.web.routes import _feedback
 from kvmmanager.web.routes import _units as units
 from kvmmanager.web.templating import audit_target, redirect_with_toasts, render
 
@@ -41,11 +42,8 @@ LABELS = {
 
 
 def in_form_words(message: str) -> str:
-    """The service's `field=value` and field names said with the form's labels."""
-    for name, label in LABELS.items():
-        message = re.sub(rf"\b{name}=(\S+)", rf"{label} \1", message)
-        message = re.sub(rf"\b{name}\b", label, message)
-    return message
+    """The service's `field=value` and field names said with this form's labels."""
+    return _feedback.in_form_words(message, LABELS)
 
 
 # The network select's value for a user-mode NIC: ':' is in no libvirt network's name.

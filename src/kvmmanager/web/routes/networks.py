@@ -17,6 +17,7 @@ from kvmmanager.api.routers.networks import check_network_action_role
 from kvmmanager.core.errors import InvalidInput, KvmmError, PermissionDenied
 from kvmmanager.services.manager import Manager
 from kvmmanager.services.networks.service import NetworkSpec
+from kvmmanager.web.routes._feedback import in_form_words
 from kvmmanager.web.templating import refresh_with_toast, render
 
 router = APIRouter(include_in_schema=False)
@@ -56,6 +57,22 @@ async def networks(
     return await _page(request, manager, host or (hosts[0] if hosts else ""))
 
 
+# The service's field names, as the create form labels them: its messages say "dhcp_start
+# ... is after dhcp_end" or "address must be...", the person sees "DHCP from"/"DHCP to" and
+# "Host address on the network". Only a message's leading field name is replaced for the
+# plain words ("the network's address" stays as it is).
+DHCP_LABELS = {"dhcp_start": "DHCP from", "dhcp_end": "DHCP to"}
+LEADING_LABELS = {"address": "Host address on the network", "prefix": "Prefix length"}
+
+
+def _in_form_words(field: str, message: str) -> str:
+    message = in_form_words(message, DHCP_LABELS)
+    label = LEADING_LABELS.get(field)
+    if label and message.startswith(f"{field} "):
+        message = label + message[len(field) :]
+    return message
+
+
 @router.post("/networks/{host}", name="web.network_create", response_class=HTMLResponse)
 async def create_network(
     request: Request,
@@ -84,9 +101,12 @@ async def create_network(
     except ValidationError as e:
         first = e.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "name"
-        return await _page(request, manager, host, {field: first["msg"]}, form)
+        return await _page(
+            request, manager, host, {field: _in_form_words(field, first["msg"])}, form
+        )
     except InvalidInput as e:
-        return await _page(request, manager, host, {e.field or "name": e.message}, form)
+        field = e.field or "name"
+        return await _page(request, manager, host, {field: _in_form_words(field, e.message)}, form)
     return refresh_with_toast(f"Network {name} created")
 
 
