@@ -122,3 +122,25 @@ def test_name_clash_and_viewer(client: TestClient, client_as: Any, image: str) -
     assert volumes() == before
     r = client_as("viewer").post(URL, json=body(image, name=f"{name}-v"))
     assert r.status_code == 403
+
+
+def test_an_image_a_vm_holds_or_an_iso_is_refused_naming_the_image(
+    client: TestClient, image: str
+) -> None:
+    """A VM's disk is no image (an overlay on a disk a guest writes would be torn) and an
+    ISO is a CD's medium: refused as the web pickers show them, before anything is made."""
+    holder = f"{PREFIX}{uuid.uuid4().hex[:6]}"
+    disks = [{"pool": POOL, "volume": image}]
+    r = client.post("/api/hosts/local/vms", json={"name": holder, "memory_mib": 64, "disks": disks})
+    assert r.status_code == 201, r.text
+    iso = f"{PREFIX}{uuid.uuid4().hex[:6]}.iso"
+    r = client.post(f"/api/hosts/local/pools/{POOL}/volumes", json={"name": iso, "capacity": "1M"})
+    assert r.status_code == 201, r.text
+    before = volumes()
+    for img, status, why in ((image, 409, f"in use by vm '{holder}'"), (iso, 422, "ISO image")):
+        r = client.post(URL, json=body(img))
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert err["field"] == "image" and why in err["message"], err
+        assert f"{POOL}/{img}" in err["message"], err
+    assert volumes() == before

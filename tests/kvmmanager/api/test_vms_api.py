@@ -268,3 +268,26 @@ def test_what_the_hosts_driver_cannot_do_is_said_in_the_products_words(
     assert "host 'local'" in message and "running VM" in message, message
     assert "shut it down first" in message and "virDomain" not in message, message
     assert error["details"]["libvirt_function"] == "virDomainAttachDeviceFlags"
+
+
+def test_attaching_a_volume_that_cannot_be_a_disk_is_refused_naming_the_field(api, name):
+    """The VM's own disk, another VM's disk and an ISO image are refused with the field
+    the body names (`volume`) and why, never libvirt's text (a running VM's disk would
+    fail in QEMU with "Failed to get 'write' lock")."""
+    _create(api, name, disks=[{"pool": POOL, "size_gib": 1, "name": f"{name}-a.qcow2"}])
+    other = f"{name}-o"
+    _create(api, other, disks=[{"pool": POOL, "size_gib": 1, "name": f"{other}-a.qcow2"}])
+    iso = {"name": f"{name}.iso", "capacity": "1M", "format": "raw"}
+    assert api.post(f"/api/hosts/local/pools/{POOL}/volumes", json=iso).status_code == 201
+    for volume, why in (
+        (f"{name}-a.qcow2", f"in use by vm '{name}'"),
+        (f"{other}-a.qcow2", f"in use by vm '{other}'"),
+        (f"{name}.iso", "an ISO image"),
+    ):
+        r = api.post(f"{BASE}/{name}/disks", json={"pool": POOL, "volume": volume})
+        assert r.status_code in (409, 422), r.text
+        err = r.json()["error"]
+        assert err["field"] == "volume", err
+        assert why in err["message"] and f"{POOL}/{volume}" in err["message"], err
+    disks = api.get(f"{BASE}/{name}").json()["disks"]
+    assert [d["target"] for d in disks if d["device"] == "disk"] == ["vda"], disks

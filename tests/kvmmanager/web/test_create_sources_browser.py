@@ -134,6 +134,11 @@ def test_import_uses_the_volume_itself_and_refuses_one_another_vm_uses(
     page = browser_login("admin")
     name = f"{PREFIX}{tag}-imp"
     form = open_source_step(page, name, "import")
+    option = form.locator(f"select[name=import_volume] option[value='{POOL}/{used}']")
+    expect(option).to_be_disabled()
+    expect(option).to_have_text(f"{POOL}/{used} (in use by vm {owner})")
+    # A page opened before the volume was taken still offers it: the server refuses it.
+    option.evaluate("o => { o.disabled = false; }")
     form.locator("select[name=import_volume]").select_option(f"{POOL}/{used}")
     form.locator("input[name=disk_gib]").fill("0")
     submit(page)

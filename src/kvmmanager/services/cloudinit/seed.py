@@ -49,7 +49,11 @@ from kvmmanager.services.cloudinit.crypt import sha512_crypt
 from kvmmanager.services.cloudinit.seed_volume import SEED_LABEL, read_seed
 from kvmmanager.services.storage.service import StorageService
 from kvmmanager.services.storage.xml import build_volume_xml
-from kvmmanager.services.vms.builder import boot_volumes
+from kvmmanager.services.vms.builder import (
+    boot_volumes,
+    paths_used_by_others,
+    refuse_unusable_disk,
+)
 from kvmmanager.services.vms.service import VmService
 from kvmmanager.services.vms.spec import (
     MAX_CMDLINE,
@@ -586,6 +590,8 @@ class CloudInitService:
                 raise NotFound(
                     f"no image volume '{image}' in pool '{src_pool}'", field="image"
                 ) from exc
+            # A disk a VM writes to is no image: an overlay or copy of it would be torn.
+            refuse_unusable_disk(src, src_pool, paths_used_by_others(conn, None), "image")
             info = Volume.from_xml(src.XMLDesc(0))
             existing = set(p.listVolumes())
             for n in (disk_name, seed_name) if seed else (disk_name,):

@@ -86,10 +86,12 @@ __all__ = [
     "disk_volume_path",
     "domain_caps",
     "generate_vnc_password",
+    "is_iso_volume",
     "lookup",
     "passt_offered",
     "paths_used_by_others",
     "plan_disks",
+    "refuse_unusable_disk",
     "undefine_flags",
     "user_interface",
     "validate_description",
@@ -457,7 +459,7 @@ def plan_disks(
     if spec.install.kind == "import":
         pool = _active_pool(conn, spec.install.pool or "", "install.pool")
         vol = pool.storageVolLookupByName(spec.install.volume or "")
-        _refuse_shared(vol.path(), used_paths, "install.volume")
+        refuse_unusable_disk(vol, spec.install.pool or "", used_paths, "install.volume")
         _refuse_foreign_chain(conn, vol, "install.volume")
         plans.append(DiskPlan(vol.path(), _volume_format(vol), "virtio"))
     total = len(spec.disks)
@@ -465,7 +467,7 @@ def plan_disks(
         pool = _active_pool(conn, disk.pool, f"disks[{i}].pool")
         if disk.volume is not None:
             vol = pool.storageVolLookupByName(disk.volume)
-            _refuse_shared(vol.path(), used_paths, f"disks[{i}].volume")
+            refuse_unusable_disk(vol, disk.pool, used_paths, f"disks[{i}].volume")
             _refuse_foreign_chain(conn, vol, f"disks[{i}].volume")
         else:
             if progress is not None:
@@ -500,9 +502,29 @@ def _refuse_foreign_chain(
         )
 
 
-def _refuse_shared(path: str, used_paths: dict[str, str], field_name: str) -> None:
-    if path in used_paths:
-        raise Conflict(f"volume {path} is used by vm '{used_paths[path]}'", field=field_name)
+def is_iso_volume(name: str, fmt: str | None) -> bool:
+    """An install disc, by libvirt's format or its name (an upload is stored as raw): the
+    web pickers and the refusals below say the same."""
+    return fmt == "iso" or name.lower().endswith(".iso")
+
+
+def refuse_unusable_disk(
+    vol: libvirt.virStorageVol, pool: str, used_paths: dict[str, str], field_name: str
+) -> None:
+    """An existing volume becomes a writable disk only if no VM (the one it would join
+    included, when the caller says so through `used_paths`) holds it: QEMU would refuse
+    it anyway ("Failed to get 'write' lock"), or two guests would corrupt it. An ISO is
+    a CD-ROM's medium, not a disk."""
+    name = f"{pool}/{vol.name()}"
+    if is_iso_volume(vol.name(), Volume.from_xml(vol.XMLDesc(0)).target_format):
+        raise InvalidInput(
+            f"volume '{name}' is an ISO image: insert it in a CD-ROM drive instead",
+            field=field_name,
+        )
+    if vol.path() in used_paths:
+        raise Conflict(
+            f"volume '{name}' is in use by vm '{used_paths[vol.path()]}'", field=field_name
+        )
 
 
 def create_blocking(

@@ -526,6 +526,20 @@ def _attach_disk_blocking(
     ):
         raise InvalidInput(f"size_gib must be > 0 and <= {vm_spec.MAX_DISK_GIB}", field="size_gib")
     created: list[libvirt.virStorageVol] = []
+    if spec.volume is not None and pool.isActive():
+        try:
+            vol = pool.storageVolLookupByName(spec.volume)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise NotFound(
+                    f"volume '{spec.pool}/{spec.volume}' does not exist", field="volume"
+                ) from exc
+            raise
+        # Checked here with the field the caller named (`volume`); this VM's own disks
+        # count too (plan_disks below is told only about the others').
+        vm_builder.refuse_unusable_disk(
+            vol, spec.pool, vm_builder.paths_used_by_others(conn, None), "volume"
+        )
     if spec.volume is None:
         existing = set(pool.listVolumes()) if pool.isActive() else set()
         if spec.name is None:

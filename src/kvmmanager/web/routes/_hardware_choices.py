@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from kvmmanager.core.errors import KvmmError
 from kvmmanager.services.manager import Manager
+from kvmmanager.services.users.service import Principal
 from kvmmanager.virt.inventory import DomainInfo
+from kvmmanager.web.routes._disk_choices import DiskChoice, disk_choices
 
 # The pool a fresh host's tools (virt-install, virt-manager, this manager's doctor) use.
 DEFAULT_POOL = "default"
@@ -24,6 +26,7 @@ class PoolVolumes:
     isos: list[str]  # ISO images only: never another VM's disk as a CD
     paths: dict[str, str] = field(default_factory=dict)  # volume path -> its name
     sizes: dict[str, int] = field(default_factory=dict)  # volume name -> capacity, bytes
+    disks: list[DiskChoice] = field(default_factory=list)  # for "Attach disk"
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,11 @@ class CdChoices:
     upload_pool: str | None  # where "Upload an ISO" leads
 
 
-async def pools_with_volumes(manager: Manager, host: str) -> list[PoolVolumes]:
+async def pools_with_volumes(
+    manager: Manager, host: str, user: Principal | None
+) -> list[PoolVolumes]:
     """Active pools and their volumes for the CD-ROM and disk pickers ([] when the host
-    cannot say)."""
+    cannot say); the disk picker's as `user` may use them."""
     out = []
     try:
         for pool in await manager.storage.list_pools(host):
@@ -75,6 +80,7 @@ async def pools_with_volumes(manager: Manager, host: str) -> list[PoolVolumes]:
                     isos=isos,
                     paths={v.path: v.name for v in vols if v.path},
                     sizes={v.name: v.capacity for v in vols},
+                    disks=disk_choices(manager, host, user, pool.name, vols),
                 )
             )
     except KvmmError:

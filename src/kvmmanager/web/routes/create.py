@@ -19,7 +19,8 @@ from kvmmanager.services.vms import osinfo
 from kvmmanager.services.vms.builder import DiskSpec, InstallSource, NicSpec, VmSpec
 from kvmmanager.web.routes import _feedback
 from kvmmanager.web.routes import _units as units
-from kvmmanager.web.templating import audit_target, redirect_with_toasts, render
+from kvmmanager.web.routes._disk_choices import disk_choices
+from kvmmanager.web.templating import audit_target, principal, redirect_with_toasts, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -68,8 +69,9 @@ def optional_int(text: str, field: str) -> int | None:
         raise InvalidInput(f"{LABELS.get(field, field)}: not a whole number", field=field) from None
 
 
-async def _choices(manager: Manager, host: str) -> dict[str, Any]:
-    """What the form offers on `host`: pools with their volumes, networks, firmware."""
+async def _choices(manager: Manager, host: str, user: Principal | None) -> dict[str, Any]:
+    """What the form offers on `host`: pools with their volumes (the ISOs; the disks as
+    `user` may use them), networks, firmware."""
     out: dict[str, Any] = {"pools": [], "networks": [], "uefi": False, "tpm": False}
     try:
         for pool in await manager.storage.list_pools(host):
@@ -78,7 +80,12 @@ async def _choices(manager: Manager, host: str) -> dict[str, Any]:
                 volumes = [v.name for v in vols]
                 # Free space: shown beside the pool, and the form warns of a larger disk.
                 out["pools"].append(
-                    {"name": pool.name, "volumes": volumes, "available": pool.available}
+                    {
+                        "name": pool.name,
+                        "volumes": volumes,
+                        "disks": disk_choices(manager, host, user, pool.name, vols),
+                        "available": pool.available,
+                    }
                 )
         out["networks"] = [n.name for n in await manager.networks.list(host) if n.active]
         caps = await manager.hosts.domain_capabilities(host)
@@ -113,7 +120,7 @@ async def new_vm(
             "cloud_seed": True,
         },
         errors={},
-        **(await _choices(manager, host) if host else {}),
+        **(await _choices(manager, host, principal(request)) if host else {}),
     )
 
 
@@ -128,7 +135,7 @@ async def new_vm_isos(
 ) -> HTMLResponse:
     """The ISO options of the form, again: after an upload the new ISO is offered (and
     picked, as the newest one named by the upload)."""
-    choices = await _choices(manager, host)
+    choices = await _choices(manager, host, principal(request))
     return render(request, "vms/_iso_options.html", pools=choices["pools"], form={"iso": iso})
 
 
@@ -395,5 +402,5 @@ async def _form_error(
         host=host,
         form=form,
         errors={key: in_form_words(message)},
-        **(await _choices(manager, host)),
+        **(await _choices(manager, host, principal(request))),
     )

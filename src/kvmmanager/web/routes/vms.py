@@ -33,7 +33,13 @@ from kvmmanager.web.routes._hardware_choices import (
 )
 from kvmmanager.web.routes.create import USER_NET, in_form_words, nic_spec, optional_int
 from kvmmanager.web.sparkline import sparkline
-from kvmmanager.web.templating import redirect_with_toasts, render, toast_headers, vm_gone_tab
+from kvmmanager.web.templating import (
+    principal,
+    redirect_with_toasts,
+    render,
+    toast_headers,
+    vm_gone_tab,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -182,7 +188,7 @@ async def vm_detail(request: Request, host: str, vm: str, manager: ManagerDep) -
         "vms/detail.html",
         active="vms",
         vm=info,
-        pools=await pools_with_volumes(manager, host),
+        pools=await pools_with_volumes(manager, host, principal(request)),
         key_combos=list(KEY_COMBOS),
         pending=await _pending(manager, host, vm),
         stale=staleness(manager),
@@ -269,7 +275,7 @@ async def vm_hardware(request: Request, host: str, vm: str, manager: ManagerDep)
         info = manager.vms.get(host, vm)
     except NotFound:
         return vm_gone_tab(request, host)
-    pools = await pools_with_volumes(manager, host)
+    pools = await pools_with_volumes(manager, host, principal(request))
     networks = await _networks(manager, host)
     return render(
         request,
@@ -374,7 +380,7 @@ async def _hardware_response(
     request: Request, manager: Manager, host: str, vm: str, message: str
 ) -> HTMLResponse:
     info = await manager.vms.refresh(host, manager.vms.get(host, vm).uuid)
-    pools = await pools_with_volumes(manager, host)
+    pools = await pools_with_volumes(manager, host, principal(request))
     return render(
         request,
         "vms/_hardware.html",
