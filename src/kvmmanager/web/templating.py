@@ -28,6 +28,7 @@ from kvmmanager.services.users import audit as audit_mod
 from kvmmanager.services.users import ownership
 from kvmmanager.services.users.service import Principal
 from kvmmanager.services.vms import osinfo
+from kvmmanager.web.vm_state import state_words
 
 DASH = "\u2013"  # an en dash for "no value"
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -115,7 +116,9 @@ def os_name(os_id: str) -> str:
     return found.name if found is not None else os_id
 
 
-TEMPLATES.env.globals.update(percent=percent, version=kvmmanager.__version__, os_name=os_name)
+TEMPLATES.env.globals.update(
+    percent=percent, version=kvmmanager.__version__, os_name=os_name, state_words=state_words
+)
 
 
 def principal(request: Request) -> Principal | None:

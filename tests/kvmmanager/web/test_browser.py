@@ -79,12 +79,12 @@ def test_create_in_wizard_then_state_changes_live_then_delete(browser_login, liv
     page.fill("input[name=disk_gib]", "0")
     submit(page)
     expect(page).to_have_url(re.compile(r"/vms/local/kvmm-t-web-wizard"))
-    expect(page.locator("#vm-state")).to_have_text("shutoff")
+    expect(page.locator("#vm-state")).to_have_text("off")
     shot(page, "vm-detail")
 
     page.goto("/vms")
     row = page.locator("tr", has_text="kvmm-t-web-wizard")
-    expect(row.locator("[data-state]")).to_have_text("shutoff")
+    expect(row.locator("[data-state]")).to_have_text("off")
     # The event stream is subscribed (app.js marks the page once the server has it).
     page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
     # Someone else (the REST API) starts it: the open page follows libvirt's event.
@@ -97,7 +97,7 @@ def test_create_in_wizard_then_state_changes_live_then_delete(browser_login, liv
     page.goto("/vms/local/kvmm-t-web-wizard")
     page.once("dialog", lambda d: d.accept())
     page.click("#overview button:text('Force off')")
-    expect(page.locator("#vm-state")).to_have_text("shutoff")
+    expect(page.locator("#vm-state")).to_have_text("off")
     page.once("dialog", lambda d: d.accept())
     page.click("button:text('Delete VM')")
     expect(page).to_have_url(re.compile(r"/vms$"))

@@ -281,7 +281,7 @@ def test_a_shutdown_the_guest_ignores_says_so_and_offers_force_off(
         shot(page, "vm-shutdown-ignored")
         page.once("dialog", lambda d: d.accept())
         hint.locator("button:text-is('Force off')").click()
-        expect(state).to_have_text("shutoff", timeout=60_000)
+        expect(state).to_have_text("off", timeout=60_000)
         expect(hint).to_be_hidden()
     finally:
         _remove_domain(name)

@@ -58,7 +58,7 @@ def test_create_and_edit_opens_hardware_stopped_with_the_os_on_overview(
     expect(page.locator("#hardware input[name=vcpus]").first).to_be_visible(timeout=WAIT)
     expect(page.locator("#toasts")).to_contain_text(f"Created {name}")
     page.click("a[data-tab=overview]")
-    expect(page.locator("#vm-state")).to_have_text("shutoff")
+    expect(page.locator("#vm-state")).to_have_text("off")
     expect(page.locator("#vm-os")).to_contain_text("Debian 11")
     expect(page.locator("#vm-os")).to_contain_text("http://debian.org/debian/11")
     with _api(live_server) as c:

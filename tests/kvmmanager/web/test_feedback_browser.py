@@ -118,7 +118,7 @@ def test_running_vm_force_off_and_refused_nic_say_so(browser_login: Any, api: ht
     page.click("nav.tabs a[data-tab=overview]")
     page.locator("#overview button:text-is('Force off')").click()
     expect(toast(page, "ok", f"Forced off {ON}")).to_be_visible(timeout=WAIT)
-    expect(page.locator("#vm-state")).to_have_text("shutoff")
+    expect(page.locator("#vm-state")).to_have_text("off")
     shot(page, "vm-forced-off")
 
 

@@ -78,7 +78,7 @@ def test_batch_start_of_two_vms_then_both_rows_say_running(
     page.wait_for_function("() => document.documentElement.dataset.live === 'open'")
     rows = [page.locator("tr", has_text=name) for name in two_vms]
     for row in rows:
-        expect(row.locator("[data-state]")).to_have_text("shutoff")
+        expect(row.locator("[data-state]")).to_have_text("off")
     for name in two_vms:
         page.get_by_label(f"Select {name}", exact=True).check()
     expect(page.locator("[data-selected-count]")).to_have_text("2")

@@ -23,7 +23,7 @@ function consoleTabOpen() {
 
 function vmRunning() {
   const badge = document.getElementById("vm-state");
-  if (badge) return RUNNING.includes(badge.textContent.trim());
+  if (badge) return RUNNING.includes(badge.dataset.vmState); // libvirt's name; the text is for people
   const box = document.getElementById("console");
   return Boolean(box && box.dataset.consoleRunning === "true");
 }

@@ -11,7 +11,7 @@
   const hint = () => document.getElementById("shutdown-hint");
   const running = () => {
     const badge = document.getElementById("vm-state");
-    return Boolean(badge && RUNNING.includes(badge.textContent.trim()));
+    return Boolean(badge && RUNNING.includes(badge.dataset.vmState)); // libvirt's name
   };
 
   const pathOf = (e) => (e.detail.pathInfo && e.detail.pathInfo.requestPath) || "";
