@@ -32,6 +32,7 @@ from tests.libvirtd_pools import (
 )
 
 from kvmmanager.core.config import Settings
+from kvmmanager.db.models import JOB_STATES
 from kvmmanager.virt.xml.devices import Disk
 from kvmmanager.virt.xml.domain import Domain
 
@@ -107,11 +108,18 @@ def url(pool: str, vol: str = "") -> str:
     return f"/api/hosts/local/pools/{pool}/volumes" + (f"/{vol}" if vol else "")
 
 
+# A job's states that are not an end (the model's own list): the helper waited only while
+# "pending" (no such state) or "running", so a job not yet started under load ("queued")
+# was returned as if it had ended (a clean-clone run failed so: 'queued' == 'done').
+UNFINISHED = ("queued", "running")
+assert set(UNFINISHED) < set(JOB_STATES)
+
+
 def wait_job(c: TestClient, job_id: str) -> dict:
     deadline = time.monotonic() + 120
     while True:
         job = c.get(f"/api/jobs/{job_id}").json()
-        if job["state"] not in ("pending", "running"):
+        if job["state"] not in UNFINISHED:
             return job
         assert time.monotonic() < deadline, job
         time.sleep(0.1)
